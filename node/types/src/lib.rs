@@ -1,0 +1,402 @@
+//! # kvlab-types
+//!
+//! The vocabulary every kvlab crate shares: node ids, virtual time in nanoseconds, the
+//! context [`Cx`] a protocol runs in, the effects it emits ([`Effect`], collected in
+//! [`Out`]), the [`Protocol`] trait, and the client API ([`ClientRequest`],
+//! [`ClientResponse`]).
+//!
+//! **Must never depend on:** tokio, tarpc, any filesystem or network crate, or any other
+//! kvlab crate. A protocol written against these types does no I/O, reads no clock and
+//! spawns nothing, so the deterministic simulator and the async server run the very same
+//! code.
+//!
+//! ```
+//! use kvlab_types::*;
+//! use std::time::Duration;
+//!
+//! // A protocol that answers every read with "not found" and pings node 2 once a second.
+//! #[derive(Debug)]
+//! struct Pinger;
+//! impl Protocol for Pinger {
+//!     type Msg = u8;
+//!     type Config = ();
+//!     fn boot(_cx: &mut Cx<'_>, _cfg: &(), _peers: &[NodeId], _rec: Recovery, out: &mut Out<u8>) -> Self {
+//!         out.set_timer(TimerId(0), Duration::from_secs(1));
+//!         Pinger
+//!     }
+//!     fn on_msg(&mut self, _cx: &mut Cx<'_>, _from: NodeId, _msg: u8, _out: &mut Out<u8>) {}
+//!     fn on_timer(&mut self, _cx: &mut Cx<'_>, t: TimerId, out: &mut Out<u8>) {
+//!         out.send(NodeId(2), 1);
+//!         out.set_timer(t, Duration::from_secs(1));
+//!     }
+//!     fn on_client(&mut self, _cx: &mut Cx<'_>, req: ClientRequest, out: &mut Out<u8>) {
+//!         out.reply(req.id, Ok(OpOutput::Read(None)));
+//!     }
+//! }
+//!
+//! let mut rng = seeded_rng(7);
+//! let mut cx = Cx::new(NodeId(1), Time::ZERO, &mut rng);
+//! let mut out = Out::new();
+//! let _p = Pinger::boot(&mut cx, &(), &[NodeId(1), NodeId(2)], Recovery::default(), &mut out);
+//! assert_eq!(out.len(), 1);
+//! ```
+
+use std::fmt;
+use std::time::Duration;
+
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+pub mod client;
+pub use client::*;
+
+/// The random number generator every protocol draws from. Seeded, portable and stable
+/// across platforms, so a seed reproduces a run.
+pub type Rng = rand::rngs::ChaCha8Rng;
+
+/// Builds the crate-wide RNG from a seed.
+pub fn seeded_rng(seed: u64) -> Rng {
+    Rng::seed_from_u64(seed)
+}
+
+/// Derives an independent sub-seed from a parent seed and a label (SplitMix64 over both),
+/// so that adding a consumer of randomness does not shift the streams of the others.
+pub fn derive_seed(parent: u64, label: &str, index: u64) -> u64 {
+    let mut h = parent ^ 0x9E37_79B9_7F4A_7C15;
+    for b in label.bytes().chain(index.to_le_bytes()) {
+        h = splitmix64(h ^ u64::from(b));
+    }
+    splitmix64(h)
+}
+
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Identifies a node of the cluster. Stable across restarts.
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+pub struct NodeId(pub u32);
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "n{}", self.0)
+    }
+}
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "n{}", self.0)
+    }
+}
+
+/// An instant of (virtual or real) time in nanoseconds since the start of the run.
+///
+/// Protocols see time only through [`Cx::now`]; in the simulator it is virtual and may
+/// drift per node, in the server it is a monotonic clock.
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+pub struct Time(pub u64);
+
+impl Time {
+    /// The start of the run.
+    pub const ZERO: Time = Time(0);
+    /// The latest representable instant.
+    pub const MAX: Time = Time(u64::MAX);
+
+    /// Nanoseconds since the start of the run.
+    pub fn as_nanos(self) -> u64 {
+        self.0
+    }
+    /// Seconds since the start of the run, for reports.
+    pub fn as_secs_f64(self) -> f64 {
+        self.0 as f64 / 1e9
+    }
+    /// Builds an instant from milliseconds since the start.
+    pub fn from_millis(ms: u64) -> Time {
+        Time(ms.saturating_mul(1_000_000))
+    }
+    /// Builds an instant from seconds since the start.
+    pub fn from_secs(s: u64) -> Time {
+        Time(s.saturating_mul(1_000_000_000))
+    }
+    /// `self + d`, saturating at [`Time::MAX`].
+    pub fn saturating_add(self, d: Duration) -> Time {
+        Time(
+            self.0
+                .saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+        )
+    }
+    /// The time elapsed since `earlier`, zero if `earlier` is later.
+    pub fn saturating_since(self, earlier: Time) -> Duration {
+        Duration::from_nanos(self.0.saturating_sub(earlier.0))
+    }
+}
+
+impl std::ops::Add<Duration> for Time {
+    type Output = Time;
+    fn add(self, d: Duration) -> Time {
+        self.saturating_add(d)
+    }
+}
+
+impl fmt::Debug for Time {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:.6}s", self.as_secs_f64())
+    }
+}
+impl fmt::Display for Time {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:.6}s", self.as_secs_f64())
+    }
+}
+
+/// A timer chosen by the protocol. Setting a timer with an id that is already armed
+/// re-arms it (the old deadline is forgotten).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub struct TimerId(pub u64);
+
+/// The context of one protocol step: who I am, what time it is, and the only randomness
+/// I may use.
+#[derive(Debug)]
+pub struct Cx<'a> {
+    /// This node.
+    pub id: NodeId,
+    /// The node's local clock (it may drift from other nodes' clocks in simulation).
+    pub now: Time,
+    /// The node's seeded RNG. A protocol must draw randomness from nothing else.
+    pub rng: &'a mut Rng,
+}
+
+impl<'a> Cx<'a> {
+    /// A context for one step.
+    pub fn new(id: NodeId, now: Time, rng: &'a mut Rng) -> Self {
+        Cx { id, now, rng }
+    }
+}
+
+/// What a node found in its durable storage when it (re)started.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// The latest snapshot, if one was saved.
+    pub snapshot: Option<Vec<u8>>,
+    /// Records persisted after that snapshot, in append order. A torn tail has already
+    /// been cut off by the storage layer.
+    pub records: Vec<Vec<u8>>,
+}
+
+/// Something a node reports about itself for the run's `events.jsonl` (leader changes,
+/// membership changes, …). It changes nothing in the run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeEvent {
+    /// A short stable name, e.g. `leader_elected`, `member_dead`.
+    pub kind: String,
+    /// Free-form `key=value` details for a person reading the events.
+    pub detail: String,
+}
+
+/// One effect a protocol asks its driver to carry out.
+///
+/// Drivers execute the effects of one step **in order**, with one rule that makes
+/// durability an effect: every [`Effect::Send`] and [`Effect::Reply`] that comes after a
+/// [`Effect::Sync`] is held back until that sync is durable. A protocol that must persist
+/// before it speaks (Raft's term, vote, log) emits `Persist…, Sync, Send…`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect<M> {
+    /// Deliver `msg` to node `to` (best effort: the network may drop, delay, duplicate
+    /// or reorder it).
+    Send {
+        /// Destination node.
+        to: NodeId,
+        /// The message.
+        msg: M,
+    },
+    /// Fire [`Protocol::on_timer`] with `timer` after `after` of the node's local time,
+    /// replacing any pending timer with the same id.
+    SetTimer {
+        /// Which timer.
+        timer: TimerId,
+        /// Delay on the node's local clock.
+        after: Duration,
+    },
+    /// Disarm `timer` if it is pending.
+    CancelTimer {
+        /// Which timer.
+        timer: TimerId,
+    },
+    /// Append a record to the node's write-ahead log. Not durable until a later
+    /// [`Effect::Sync`] completes; a crash before that may lose it.
+    Persist(Vec<u8>),
+    /// Make every record persisted so far durable; effects after it wait for it.
+    Sync,
+    /// Durably replace the snapshot with `data`; the driver then discards every record
+    /// persisted before this effect. Durable before later effects run.
+    SaveSnapshot(Vec<u8>),
+    /// Answer a client request. The driver delivers it to the client that sent `id`.
+    Reply(ClientResponse),
+    /// Report an event for `events.jsonl`.
+    Event(NodeEvent),
+}
+
+/// The output buffer of one protocol step: the effects, in the order they were pushed.
+#[derive(Clone, Debug)]
+pub struct Out<M> {
+    effects: Vec<Effect<M>>,
+}
+
+impl<M> Default for Out<M> {
+    fn default() -> Self {
+        Out {
+            effects: Vec::new(),
+        }
+    }
+}
+
+impl<M> Out<M> {
+    /// An empty buffer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Sends `msg` to `to`.
+    pub fn send(&mut self, to: NodeId, msg: M) {
+        self.effects.push(Effect::Send { to, msg });
+    }
+    /// Arms (or re-arms) `timer` to fire after `after`.
+    pub fn set_timer(&mut self, timer: TimerId, after: Duration) {
+        self.effects.push(Effect::SetTimer { timer, after });
+    }
+    /// Disarms `timer`.
+    pub fn cancel_timer(&mut self, timer: TimerId) {
+        self.effects.push(Effect::CancelTimer { timer });
+    }
+    /// Appends a WAL record (not yet durable).
+    pub fn persist(&mut self, record: Vec<u8>) {
+        self.effects.push(Effect::Persist(record));
+    }
+    /// Makes all persisted records durable before any later effect.
+    pub fn sync(&mut self) {
+        self.effects.push(Effect::Sync);
+    }
+    /// Replaces the snapshot durably and discards older records.
+    pub fn save_snapshot(&mut self, data: Vec<u8>) {
+        self.effects.push(Effect::SaveSnapshot(data));
+    }
+    /// Answers client request `id`.
+    pub fn reply(&mut self, id: RequestId, result: Result<OpOutput, ClientError>) {
+        self.effects
+            .push(Effect::Reply(ClientResponse { id, result }));
+    }
+    /// Reports an event.
+    pub fn event(&mut self, kind: impl Into<String>, detail: impl Into<String>) {
+        self.effects.push(Effect::Event(NodeEvent {
+            kind: kind.into(),
+            detail: detail.into(),
+        }));
+    }
+    /// Pushes any effect.
+    pub fn push(&mut self, effect: Effect<M>) {
+        self.effects.push(effect);
+    }
+    /// Number of effects.
+    pub fn len(&self) -> usize {
+        self.effects.len()
+    }
+    /// Whether no effect was emitted.
+    pub fn is_empty(&self) -> bool {
+        self.effects.is_empty()
+    }
+    /// The effects so far.
+    pub fn effects(&self) -> &[Effect<M>] {
+        &self.effects
+    }
+    /// Takes the effects out, leaving the buffer empty (and its allocation reusable).
+    pub fn drain(&mut self) -> std::vec::Drain<'_, Effect<M>> {
+        self.effects.drain(..)
+    }
+}
+
+/// A message type a protocol can put on the wire.
+pub trait Message: Clone + fmt::Debug + Serialize + for<'de> Deserialize<'de> + 'static {
+    /// Encoded size in bytes, for traffic metrics. The default encodes with postcard.
+    fn wire_size(&self) -> usize {
+        postcard::to_allocvec(self).map(|v| v.len()).unwrap_or(0)
+    }
+}
+
+impl<T> Message for T where T: Clone + fmt::Debug + Serialize + for<'de> Deserialize<'de> + 'static {}
+
+/// A sans-IO protocol: it reacts to a start, a message, a timer or a client request by
+/// pushing effects into `out`. It never sleeps, sends, reads a clock or touches a disk.
+///
+/// A driver (the simulator, or the async server) owns the protocol value and carries out
+/// the effects; see [`Effect`] for the ordering contract.
+pub trait Protocol: Sized + fmt::Debug {
+    /// The messages nodes exchange.
+    type Msg: Message;
+    /// Static configuration, the same on every node of a run.
+    type Config: Clone + fmt::Debug;
+
+    /// Starts (or restarts, after a crash) the node `cx.id` of the cluster `peers`
+    /// (which includes `cx.id`) from what survived in durable storage.
+    fn boot(
+        cx: &mut Cx<'_>,
+        config: &Self::Config,
+        peers: &[NodeId],
+        recovered: Recovery,
+        out: &mut Out<Self::Msg>,
+    ) -> Self;
+
+    /// Handles a message from `from`.
+    fn on_msg(&mut self, cx: &mut Cx<'_>, from: NodeId, msg: Self::Msg, out: &mut Out<Self::Msg>);
+
+    /// Handles a timer that fired.
+    fn on_timer(&mut self, cx: &mut Cx<'_>, timer: TimerId, out: &mut Out<Self::Msg>);
+
+    /// Handles a client request. Every request eventually gets exactly one
+    /// [`Effect::Reply`] unless the node crashes or the client gives up first.
+    fn on_client(&mut self, cx: &mut Cx<'_>, req: ClientRequest, out: &mut Out<Self::Msg>);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_seeds_differ_by_label_and_index_and_are_stable() {
+        let a = derive_seed(1, "net", 0);
+        assert_eq!(a, derive_seed(1, "net", 0));
+        assert_ne!(a, derive_seed(1, "net", 1));
+        assert_ne!(a, derive_seed(1, "node", 0));
+        assert_ne!(a, derive_seed(2, "net", 0));
+    }
+
+    #[test]
+    fn time_arithmetic_saturates() {
+        assert_eq!(Time::MAX + Duration::from_secs(1), Time::MAX);
+        assert_eq!(Time(5).saturating_since(Time(9)), Duration::ZERO);
+        assert_eq!(Time::from_millis(3).as_nanos(), 3_000_000);
+    }
+
+    #[test]
+    fn out_keeps_effect_order() {
+        let mut out: Out<u8> = Out::new();
+        out.persist(vec![1]);
+        out.sync();
+        out.send(NodeId(2), 9);
+        let kinds: Vec<_> = out
+            .drain()
+            .map(|e| match e {
+                Effect::Persist(_) => "persist",
+                Effect::Sync => "sync",
+                Effect::Send { .. } => "send",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(kinds, ["persist", "sync", "send"]);
+        assert!(out.is_empty());
+    }
+}
