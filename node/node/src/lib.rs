@@ -1,1 +1,24 @@
-//! (being written)
+//! # kvlab-node
+//!
+//! A kvlab node: the protocols composed into one sans-IO [`kvlab_types::Protocol`], the
+//! KV state machine they replicate ([`kv::KvStore`]), and the baseline systems that
+//! give the pipeline something real to test ([`baseline`]).
+//!
+//! **Must never depend on:** tokio, tarpc, the filesystem, sockets, clocks. A node does
+//! no I/O: the simulator and the async server drive the very same values. (A test in
+//! kvlab-experiments proves this from `cargo metadata`.)
+//!
+//! ```
+//! use kvlab_node::kv::KvStore;
+//! use kvlab_types::{KvOp, OpOutput, RequestId};
+//!
+//! let mut kv = KvStore::default();
+//! let id = RequestId { client: 1, seq: 1 };
+//! let w = kv.apply(id, &KvOp::Write { key: "k1".into(), value: 5 });
+//! assert_eq!(w, Ok(OpOutput::Done));
+//! // A retry of the same request is answered from the session table, not applied again.
+//! assert_eq!(kv.apply(id, &KvOp::Write { key: "k1".into(), value: 5 }), Ok(OpOutput::Done));
+//! ```
+
+pub mod baseline;
+pub mod kv;

@@ -77,9 +77,7 @@ fn splitmix64(mut z: u64) -> u64 {
 }
 
 /// Identifies a node of the cluster. Stable across restarts.
-#[derive(
-    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
-)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
 pub struct NodeId(pub u32);
 
 impl fmt::Debug for NodeId {
@@ -97,9 +95,7 @@ impl fmt::Display for NodeId {
 ///
 /// Protocols see time only through [`Cx::now`]; in the simulator it is virtual and may
 /// drift per node, in the server it is a monotonic clock.
-#[derive(
-    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
-)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
 pub struct Time(pub u64);
 
 impl Time {
@@ -232,6 +228,11 @@ pub enum Effect<M> {
     /// [`Effect::Sync`] completes; a crash before that may lose it.
     Persist(Vec<u8>),
     /// Make every record persisted so far durable; effects after it wait for it.
+    ///
+    /// Syncs of one node complete in the order they were issued: a `Sync` completes only
+    /// after every earlier `Sync` of that node. A `Sync` with nothing new to flush is
+    /// therefore a barrier — a read that must not be answered before earlier writes are
+    /// durable emits `Sync` and then its `Reply`.
     Sync,
     /// Durably replace the snapshot with `data`; the driver then discards every record
     /// persisted before this effect. Durable before later effects run.

@@ -1,0 +1,308 @@
+//! Baseline systems: small, honest designs that give the pipeline something real to test
+//! before Raft, and that teach what the checker catches.
+//!
+//! * [`Single`] (`system = "single"`): one node, the *holder*, keeps the data and makes
+//!   every change durable before it answers; the other nodes forward to it.
+//!   Linearizable; unavailable whenever the holder is down or cut off.
+//! * [`AsyncPrimary`] (`system = "async-primary"`): the primary acknowledges a write as
+//!   soon as it applied it in memory, then replicates it asynchronously; every node
+//!   serves reads from its own copy. Fast and **not** linearizable: reads at a backup
+//!   are stale, and a primary crash loses acknowledged writes that were never synced.
+
+mod async_primary;
+mod forward;
+mod single;
+
+pub use async_primary::{AsyncPrimary, AsyncPrimaryConfig};
+pub use forward::{Forwarder, MAX_PENDING_FORWARDS};
+pub use single::{Single, SingleConfig};
+
+use kvlab_types::{ClientRequest, ClientResponse, KvOp, RequestId};
+use serde::{Deserialize, Serialize};
+
+/// Messages of the baseline systems.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BaselineMsg {
+    /// A node that does not own the data passes a client request on.
+    Forward {
+        /// The client's request, unchanged.
+        req: ClientRequest,
+    },
+    /// The owner's answer to a [`BaselineMsg::Forward`].
+    ForwardReply {
+        /// The response for the client.
+        resp: ClientResponse,
+    },
+    /// The primary ships one applied update to a backup (async-primary only).
+    Replicate {
+        /// The primary's update counter (1, 2, …).
+        seq: u64,
+        /// The request that caused it.
+        id: RequestId,
+        /// The update.
+        op: KvOp,
+    },
+}
+
+/// One update as it is persisted in the write-ahead log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct UpdateRecord {
+    id: RequestId,
+    op: KvOp,
+}
+
+/// Picks the node that owns the data: the configured one, or the smallest peer id.
+fn owner(
+    configured: Option<kvlab_types::NodeId>,
+    peers: &[kvlab_types::NodeId],
+) -> kvlab_types::NodeId {
+    configured.unwrap_or_else(|| peers.iter().copied().min().unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvlab_types::{
+        ClientError, Cx, Effect, OpOutput, Out, Protocol, Recovery, TimerId, seeded_rng,
+    };
+    use kvlab_types::{NodeId, Time};
+
+    const PEERS: [NodeId; 3] = [NodeId(1), NodeId(2), NodeId(3)];
+
+    fn req(seq: u64, op: KvOp) -> ClientRequest {
+        ClientRequest {
+            id: RequestId { client: 7, seq },
+            op,
+        }
+    }
+
+    fn boot<P: Protocol>(id: u32, cfg: &P::Config, rec: Recovery) -> (P, Out<P::Msg>) {
+        let mut rng = seeded_rng(1);
+        let mut cx = Cx::new(NodeId(id), Time::ZERO, &mut rng);
+        let mut out = Out::new();
+        let p = P::boot(&mut cx, cfg, &PEERS, rec, &mut out);
+        (p, out)
+    }
+
+    fn names<M>(out: &Out<M>) -> Vec<&'static str> {
+        out.effects()
+            .iter()
+            .map(|e| match e {
+                Effect::Send { .. } => "send",
+                Effect::SetTimer { .. } => "set_timer",
+                Effect::CancelTimer { .. } => "cancel_timer",
+                Effect::Persist(_) => "persist",
+                Effect::Sync => "sync",
+                Effect::SaveSnapshot(_) => "snapshot",
+                Effect::Reply(_) => "reply",
+                Effect::Event(_) => "event",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn single_holder_persists_and_syncs_before_answering_a_write() {
+        let (mut n, _) = boot::<Single>(1, &SingleConfig::default(), Recovery::default());
+        let mut rng = seeded_rng(1);
+        let mut out = Out::new();
+        n.on_client(
+            &mut Cx::new(NodeId(1), Time::ZERO, &mut rng),
+            req(
+                1,
+                KvOp::Write {
+                    key: "k".into(),
+                    value: 3,
+                },
+            ),
+            &mut out,
+        );
+        assert_eq!(names(&out), ["persist", "sync", "reply"]);
+    }
+
+    #[test]
+    fn single_holder_answers_reads_behind_a_sync_barrier() {
+        let (mut n, _) = boot::<Single>(1, &SingleConfig::default(), Recovery::default());
+        let mut rng = seeded_rng(1);
+        let mut out = Out::new();
+        n.on_client(
+            &mut Cx::new(NodeId(1), Time::ZERO, &mut rng),
+            req(1, KvOp::Read { key: "k".into() }),
+            &mut out,
+        );
+        assert_eq!(names(&out), ["sync", "reply"]);
+    }
+
+    #[test]
+    fn single_non_holder_forwards_and_times_out_as_indeterminate() {
+        let (mut n, _) = boot::<Single>(2, &SingleConfig::default(), Recovery::default());
+        let mut rng = seeded_rng(1);
+        let mut out = Out::new();
+        let mut cx = Cx::new(NodeId(2), Time::ZERO, &mut rng);
+        n.on_client(&mut cx, req(1, KvOp::Read { key: "k".into() }), &mut out);
+        let timer = match out.effects() {
+            [
+                Effect::SetTimer { timer, .. },
+                Effect::Send {
+                    to,
+                    msg: BaselineMsg::Forward { .. },
+                },
+            ] => {
+                assert_eq!(*to, NodeId(1));
+                *timer
+            }
+            other => panic!("unexpected effects {other:?}"),
+        };
+        let mut out = Out::new();
+        n.on_timer(&mut cx, timer, &mut out);
+        match out.effects() {
+            [Effect::Reply(r)] => {
+                assert!(matches!(r.result, Err(ClientError::Indeterminate { .. })))
+            }
+            other => panic!("unexpected effects {other:?}"),
+        }
+        // A late answer after the timeout is not delivered twice.
+        let mut out = Out::new();
+        n.on_msg(
+            &mut cx,
+            NodeId(1),
+            BaselineMsg::ForwardReply {
+                resp: kvlab_types::ClientResponse {
+                    id: RequestId { client: 7, seq: 1 },
+                    result: Ok(OpOutput::Read(None)),
+                },
+            },
+            &mut out,
+        );
+        assert!(out.is_empty());
+        let mut out = Out::new();
+        n.on_timer(&mut cx, TimerId(3), &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn single_holder_recovers_its_data_from_the_log() {
+        let rec = |id, op| {
+            postcard::to_allocvec(&UpdateRecord {
+                id: RequestId { client: 1, seq: id },
+                op,
+            })
+            .unwrap()
+        };
+        let records = vec![
+            rec(
+                1,
+                KvOp::Write {
+                    key: "a".into(),
+                    value: 1,
+                },
+            ),
+            rec(
+                2,
+                KvOp::Cas {
+                    key: "a".into(),
+                    expected: Some(1),
+                    new: 2,
+                },
+            ),
+        ];
+        let (n, out) = boot::<Single>(
+            1,
+            &SingleConfig::default(),
+            Recovery {
+                snapshot: None,
+                records,
+            },
+        );
+        assert_eq!(n.store().get("a"), Some(2));
+        assert_eq!(names(&out), ["event"]);
+    }
+
+    #[test]
+    fn single_holder_with_an_undecodable_record_refuses_to_serve() {
+        let records = vec![vec![0xff, 0xff, 0xff]];
+        let (mut n, out) = boot::<Single>(
+            1,
+            &SingleConfig::default(),
+            Recovery {
+                snapshot: None,
+                records,
+            },
+        );
+        assert!(
+            out.effects()
+                .iter()
+                .any(|e| matches!(e, Effect::Event(ev) if ev.kind == "recovery_failed"))
+        );
+        let mut rng = seeded_rng(1);
+        let mut out = Out::new();
+        n.on_client(
+            &mut Cx::new(NodeId(1), Time::ZERO, &mut rng),
+            req(1, KvOp::Read { key: "k".into() }),
+            &mut out,
+        );
+        match out.effects() {
+            [Effect::Reply(r)] => assert!(matches!(r.result, Err(ClientError::Unavailable { .. }))),
+            other => panic!("unexpected effects {other:?}"),
+        }
+    }
+
+    #[test]
+    fn async_primary_acknowledges_before_syncing_and_replicates() {
+        let (mut n, _) =
+            boot::<AsyncPrimary>(1, &AsyncPrimaryConfig::default(), Recovery::default());
+        let mut rng = seeded_rng(1);
+        let mut out = Out::new();
+        n.on_client(
+            &mut Cx::new(NodeId(1), Time::ZERO, &mut rng),
+            req(
+                1,
+                KvOp::Write {
+                    key: "k".into(),
+                    value: 3,
+                },
+            ),
+            &mut out,
+        );
+        assert_eq!(names(&out), ["persist", "send", "send", "reply"]);
+    }
+
+    #[test]
+    fn async_backup_serves_stale_reads_and_applies_replicated_updates() {
+        let (mut n, _) =
+            boot::<AsyncPrimary>(2, &AsyncPrimaryConfig::default(), Recovery::default());
+        let mut rng = seeded_rng(1);
+        let mut cx = Cx::new(NodeId(2), Time::ZERO, &mut rng);
+        let mut out = Out::new();
+        n.on_client(&mut cx, req(1, KvOp::Read { key: "k".into() }), &mut out);
+        assert_eq!(names(&out), ["reply"]);
+        let mut out = Out::new();
+        n.on_msg(
+            &mut cx,
+            NodeId(1),
+            BaselineMsg::Replicate {
+                seq: 2,
+                id: RequestId { client: 1, seq: 1 },
+                op: KvOp::Write {
+                    key: "k".into(),
+                    value: 9,
+                },
+            },
+            &mut out,
+        );
+        // An older update arriving late is skipped.
+        n.on_msg(
+            &mut cx,
+            NodeId(1),
+            BaselineMsg::Replicate {
+                seq: 1,
+                id: RequestId { client: 1, seq: 0 },
+                op: KvOp::Write {
+                    key: "k".into(),
+                    value: 1,
+                },
+            },
+            &mut out,
+        );
+        assert_eq!(n.store().get("k"), Some(9));
+    }
+}

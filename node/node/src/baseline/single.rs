@@ -1,0 +1,167 @@
+//! `single`: one node holds the data and makes each change durable before answering.
+
+use std::time::Duration;
+
+use kvlab_types::{ClientError, ClientRequest, Cx, NodeId, Out, Protocol, Recovery, TimerId};
+use serde::{Deserialize, Serialize};
+
+use super::{BaselineMsg, Forwarder, UpdateRecord, owner};
+use crate::kv::KvStore;
+
+/// Configuration of the `single` system.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SingleConfig {
+    /// The node that holds the data (default: the smallest node id).
+    pub holder: Option<NodeId>,
+    /// How long a non-holder waits for the holder's answer before telling the client the
+    /// outcome is unknown.
+    pub forward_timeout_ms: u64,
+}
+
+impl Default for SingleConfig {
+    fn default() -> Self {
+        SingleConfig {
+            holder: None,
+            forward_timeout_ms: 500,
+        }
+    }
+}
+
+/// A node of the `single` system. See [the module docs](super).
+///
+/// The holder applies a request, appends it to its WAL, syncs, and only then answers;
+/// reads also wait behind a sync barrier, so no answer ever reveals a write that a crash
+/// could still lose. On restart it replays its WAL.
+#[derive(Debug)]
+pub struct Single {
+    holder: NodeId,
+    kv: KvStore,
+    forwarder: Forwarder,
+    /// Set when recovery found a record it cannot decode: the node then refuses to serve
+    /// rather than answer from a state it knows is incomplete.
+    poisoned: Option<String>,
+}
+
+impl Single {
+    /// Whether this node holds the data.
+    pub fn is_holder(&self, id: NodeId) -> bool {
+        id == self.holder
+    }
+
+    /// The data (meaningful on the holder).
+    pub fn store(&self) -> &KvStore {
+        &self.kv
+    }
+
+    fn serve(&mut self, req: ClientRequest, reply_to: Option<NodeId>, out: &mut Out<BaselineMsg>) {
+        let result = match &self.poisoned {
+            Some(why) => Err(ClientError::Unavailable {
+                reason: format!("holder cannot recover its log: {why}"),
+                hint: None,
+            }),
+            None => {
+                let result = self.kv.apply(req.id, &req.op);
+                if !req.op.is_read_only() {
+                    let record = UpdateRecord {
+                        id: req.id,
+                        op: req.op.clone(),
+                    };
+                    // Encoding a plain struct into a Vec cannot fail; if it ever did the
+                    // update would not be durable, so refuse to acknowledge it.
+                    match postcard::to_allocvec(&record) {
+                        Ok(bytes) => out.persist(bytes),
+                        Err(e) => {
+                            self.poisoned = Some(format!("cannot encode a log record: {e}"));
+                        }
+                    }
+                }
+                // Even a read waits for the sync barrier: it may observe a write whose
+                // record is not durable yet.
+                out.sync();
+                result
+            }
+        };
+        let resp = kvlab_types::ClientResponse { id: req.id, result };
+        match reply_to {
+            None => out.push(kvlab_types::Effect::Reply(resp)),
+            Some(origin) => out.send(origin, BaselineMsg::ForwardReply { resp }),
+        }
+    }
+}
+
+impl Protocol for Single {
+    type Msg = BaselineMsg;
+    type Config = SingleConfig;
+
+    fn boot(
+        cx: &mut Cx<'_>,
+        config: &SingleConfig,
+        peers: &[NodeId],
+        recovered: Recovery,
+        out: &mut Out<BaselineMsg>,
+    ) -> Self {
+        let holder = owner(config.holder, peers);
+        let mut node = Single {
+            holder,
+            kv: KvStore::default(),
+            forwarder: Forwarder::new(Duration::from_millis(config.forward_timeout_ms)),
+            poisoned: None,
+        };
+        if cx.id == holder {
+            for (i, bytes) in recovered.records.iter().enumerate() {
+                match postcard::from_bytes::<UpdateRecord>(bytes) {
+                    Ok(rec) => {
+                        // Replaying rebuilds the sessions too, so retries stay at-most-once.
+                        let _ = node.kv.apply(rec.id, &rec.op);
+                    }
+                    Err(e) => {
+                        let why = format!("record {i} of {}: {e}", recovered.records.len());
+                        out.event("recovery_failed", why.clone());
+                        node.poisoned = Some(why);
+                        break;
+                    }
+                }
+            }
+            out.event(
+                "holder_started",
+                format!(
+                    "replayed={} keys={}",
+                    recovered.records.len(),
+                    node.kv.len()
+                ),
+            );
+        }
+        node
+    }
+
+    fn on_msg(
+        &mut self,
+        cx: &mut Cx<'_>,
+        from: NodeId,
+        msg: BaselineMsg,
+        out: &mut Out<BaselineMsg>,
+    ) {
+        match msg {
+            BaselineMsg::Forward { req } if cx.id == self.holder => {
+                self.serve(req, Some(from), out)
+            }
+            BaselineMsg::ForwardReply { resp } => self.forwarder.on_reply(resp, out),
+            // A forward to a node that is not the holder, or a replication message: not
+            // part of this system; ignored.
+            BaselineMsg::Forward { .. } | BaselineMsg::Replicate { .. } => {}
+        }
+    }
+
+    fn on_timer(&mut self, _cx: &mut Cx<'_>, timer: TimerId, out: &mut Out<BaselineMsg>) {
+        self.forwarder.on_timer(timer, out);
+    }
+
+    fn on_client(&mut self, cx: &mut Cx<'_>, req: ClientRequest, out: &mut Out<BaselineMsg>) {
+        if cx.id == self.holder {
+            self.serve(req, None, out);
+        } else {
+            self.forwarder.forward(self.holder, req, out);
+        }
+    }
+}
