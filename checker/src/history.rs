@@ -14,8 +14,26 @@
 //!   `delete` (`null`), `txn` (a list of micro-ops).
 //! * Optional fields: `node` (the node the client talked to), `error` (why it failed or
 //!   is uncertain).
+//!
+//! Real-time order is the order of the lines: an operation precedes another when its
+//! completion line comes before the other's invoke line. `index` must grow strictly from
+//! line to line (gaps are allowed), so a shuffled or concatenated file is caught; `time_ns`
+//! is carried for people and plots and is not used for ordering.
+//!
+//! Reading checks each line on its own (JSON, fields, the value's shape for its `f`), then
+//! the structure of the whole history (Jepsen's process discipline): a completion needs an
+//! open invoke on its process with the same `f` and key; a process has at most one open
+//! operation; a process whose operation ended in `info` never invokes again. An invoke
+//! still open at the end of the history counts as `info`. Every error names the line.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::{self, BufRead, Read, Write};
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::check::ModelKind;
 
 /// Whether an event starts or ends an operation, and how it ended.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize, Hash)]
@@ -87,4 +105,616 @@ pub struct HistoryEvent {
     /// Why the operation failed or is uncertain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+impl fmt::Display for OpFn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl EventType {
+    /// The name used in histories.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventType::Invoke => "invoke",
+            EventType::Ok => "ok",
+            EventType::Fail => "fail",
+            EventType::Info => "info",
+        }
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The longest line [`read_jsonl`] accepts, in bytes (without the newline). A longer line
+/// is an error rather than an unbounded allocation.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// The most events [`read_jsonl`] accepts in one history.
+pub const MAX_HISTORY_EVENTS: usize = 50_000_000;
+
+/// Where in a history something is wrong: a line of a file, or an event of a slice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Location {
+    /// A line of a JSONL file, counted from 1 (blank lines count).
+    Line(usize),
+    /// An event of an in-memory history.
+    Event {
+        /// Its position in the slice, from 0.
+        position: usize,
+        /// Its `index` field.
+        index: u64,
+    },
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Line(line) => write!(f, "line {line}"),
+            Location::Event { position, index } => write!(f, "event #{position} (index {index})"),
+        }
+    }
+}
+
+/// Why a history cannot be read or checked. A history that is well formed but not
+/// linearizable is not an error: it is an `Invalid` verdict.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HistoryError {
+    /// The history file cannot be opened.
+    #[error("cannot open history {path}: {source}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// The operating-system error.
+        source: io::Error,
+    },
+    /// Reading failed part-way.
+    #[error("line {line}: read error: {source}")]
+    Read {
+        /// The line being read.
+        line: usize,
+        /// The operating-system error.
+        source: io::Error,
+    },
+    /// Writing a history failed.
+    #[error("cannot write history: {source}")]
+    Write {
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// A line is longer than [`MAX_LINE_BYTES`].
+    #[error("line {line}: longer than {limit_bytes} bytes")]
+    LineTooLong {
+        /// The line.
+        line: usize,
+        /// The limit.
+        limit_bytes: usize,
+    },
+    /// The history has more than [`MAX_HISTORY_EVENTS`] events.
+    #[error("line {line}: more than {limit} events in one history")]
+    TooManyEvents {
+        /// The first line over the limit.
+        line: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A line is not JSON.
+    #[error("line {line}: not valid JSON: {message}")]
+    BadJson {
+        /// The line.
+        line: usize,
+        /// What the parser found.
+        message: String,
+    },
+    /// A line is JSON but not an event: an unknown field, an unknown `f` or `type`, a
+    /// missing field, a field of the wrong type.
+    #[error("line {line}: not a history event: {message}")]
+    BadEvent {
+        /// The line.
+        line: usize,
+        /// What is wrong, naming the field.
+        message: String,
+    },
+    /// The `value` does not have the shape its `f` and `type` require.
+    #[error("{at}: `{f}` {kind} needs a value that is {expected}, found {found}")]
+    BadValue {
+        /// Where.
+        at: Location,
+        /// The function.
+        f: OpFn,
+        /// The event type.
+        kind: EventType,
+        /// The shape required.
+        expected: &'static str,
+        /// The value found (JSON).
+        found: String,
+    },
+    /// A single-key operation has no `key` where the model needs one.
+    #[error("{at}: `{f}` needs a `key`")]
+    MissingKey {
+        /// Where.
+        at: Location,
+        /// The function.
+        f: OpFn,
+    },
+    /// `index` does not grow strictly from one event to the next.
+    #[error("{at}: index {index} does not follow index {previous} (indices must grow)")]
+    IndexNotIncreasing {
+        /// Where.
+        at: Location,
+        /// This event's index.
+        index: u64,
+        /// The previous event's index.
+        previous: u64,
+    },
+    /// A completion (`ok`, `fail`, `info`) on a process with no open invoke.
+    #[error("{at}: process {process} completes an operation it never invoked")]
+    CompletionWithoutInvoke {
+        /// Where.
+        at: Location,
+        /// The process.
+        process: u64,
+    },
+    /// An invoke on a process whose previous operation is still open.
+    #[error(
+        "{at}: process {process} invokes while its operation invoked at index {open_index} is still open"
+    )]
+    ConcurrentInvoke {
+        /// Where.
+        at: Location,
+        /// The process.
+        process: u64,
+        /// The `index` of the open invoke.
+        open_index: u64,
+    },
+    /// A completion whose `f` differs from its invoke's.
+    #[error(
+        "{at}: process {process} completes `{completed}` but invoked `{invoked}` at index {invoke_index}"
+    )]
+    CompletionFnMismatch {
+        /// Where.
+        at: Location,
+        /// The process.
+        process: u64,
+        /// The invoked function.
+        invoked: OpFn,
+        /// The completed function.
+        completed: OpFn,
+        /// The `index` of the invoke.
+        invoke_index: u64,
+    },
+    /// A completion whose key differs from its invoke's.
+    #[error(
+        "{at}: process {process} completes key {completed:?} but invoked key {invoked:?} at index {invoke_index}"
+    )]
+    CompletionKeyMismatch {
+        /// Where.
+        at: Location,
+        /// The process.
+        process: u64,
+        /// The invoked key.
+        invoked: Option<String>,
+        /// The completed key.
+        completed: Option<String>,
+        /// The `index` of the invoke.
+        invoke_index: u64,
+    },
+    /// A write, cas or delete completion whose value differs from its invoke's (a
+    /// completion may repeat the value or leave it `null`).
+    #[error(
+        "{at}: `{f}` completes with value {completed} but invoked {invoked} at index {invoke_index}"
+    )]
+    CompletionValueMismatch {
+        /// Where.
+        at: Location,
+        /// The function.
+        f: OpFn,
+        /// The invoked value (JSON).
+        invoked: String,
+        /// The completion value (JSON).
+        completed: String,
+        /// The `index` of the invoke.
+        invoke_index: u64,
+    },
+    /// A process invokes again after an operation of its ended in `info`. Jepsen: a
+    /// crashed process never returns; its client continues under a new process id.
+    #[error(
+        "{at}: process {process} invokes again after its operation ended in `info` at index {info_index} (a process that ended in info must not invoke again; use a new process id)"
+    )]
+    InvokeAfterInfo {
+        /// Where.
+        at: Location,
+        /// The process.
+        process: u64,
+        /// The `index` of the `info` completion.
+        info_index: u64,
+    },
+    /// The model cannot check this kind of operation.
+    #[error("{at}: model `{model}` cannot check `{f}` operations")]
+    UnsupportedOp {
+        /// Where.
+        at: Location,
+        /// The function.
+        f: OpFn,
+        /// The model asked for.
+        model: ModelKind,
+    },
+}
+
+/// Reads a JSONL history: one [`HistoryEvent`] per line, blank lines allowed. Checks every
+/// line, then the history's structure (see the module docs); every error names its line.
+pub fn read_jsonl<R: BufRead>(mut reader: R) -> Result<Vec<HistoryEvent>, HistoryError> {
+    let mut events = Vec::new();
+    let mut lines = Vec::new();
+    let mut buf = Vec::new();
+    let mut line = 0usize;
+    loop {
+        line += 1;
+        buf.clear();
+        let read = Read::take(&mut reader, MAX_LINE_BYTES as u64 + 2)
+            .read_until(b'\n', &mut buf)
+            .map_err(|source| HistoryError::Read { line, source })?;
+        if read == 0 {
+            break;
+        }
+        let mut text: &[u8] = &buf;
+        let had_newline = text.last() == Some(&b'\n');
+        if had_newline {
+            text = &text[..text.len() - 1];
+        }
+        if text.last() == Some(&b'\r') {
+            text = &text[..text.len() - 1];
+        }
+        if text.len() > MAX_LINE_BYTES {
+            return Err(HistoryError::LineTooLong {
+                line,
+                limit_bytes: MAX_LINE_BYTES,
+            });
+        }
+        if text.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        if events.len() == MAX_HISTORY_EVENTS {
+            return Err(HistoryError::TooManyEvents {
+                line,
+                limit: MAX_HISTORY_EVENTS,
+            });
+        }
+        let event = parse_line(text, line)?;
+        parse_value(&event, Location::Line(line))?;
+        events.push(event);
+        lines.push(line);
+    }
+    pair_operations(&events, &|position| Location::Line(lines[position]))?;
+    Ok(events)
+}
+
+/// Reads a JSONL history file; see [`read_jsonl`].
+pub fn read_jsonl_file(path: &Path) -> Result<Vec<HistoryEvent>, HistoryError> {
+    let file = std::fs::File::open(path).map_err(|source| HistoryError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    read_jsonl(io::BufReader::new(file))
+}
+
+/// Writes events as JSONL, one per line, and flushes the writer.
+pub fn write_jsonl<W: Write>(mut writer: W, events: &[HistoryEvent]) -> Result<(), HistoryError> {
+    for event in events {
+        serde_json::to_writer(&mut writer, event)
+            .map_err(|e| HistoryError::Write { source: e.into() })?;
+        writer
+            .write_all(b"\n")
+            .map_err(|source| HistoryError::Write { source })?;
+    }
+    writer
+        .flush()
+        .map_err(|source| HistoryError::Write { source })
+}
+
+/// Parses one non-blank line, turning serde's "at line 1 column N" into a column only
+/// (the line is ours).
+fn parse_line(text: &[u8], line: usize) -> Result<HistoryEvent, HistoryError> {
+    serde_json::from_slice::<HistoryEvent>(text).map_err(|e| {
+        let mut message = e.to_string();
+        let suffix = format!(" at line {} column {}", e.line(), e.column());
+        if let Some(stripped) = message.strip_suffix(&suffix) {
+            message = format!("{stripped} (column {})", e.column());
+        }
+        match e.classify() {
+            serde_json::error::Category::Data => HistoryError::BadEvent { line, message },
+            _ => HistoryError::BadJson { line, message },
+        }
+    })
+}
+
+/// What an operation asks for, parsed from its invoke's `value`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OpArgs {
+    /// Read the key.
+    Read,
+    /// Write the value.
+    Write(i64),
+    /// Set `new` if the value is `expected` (`None`: absent).
+    Cas { expected: Option<i64>, new: i64 },
+    /// Remove the key.
+    Delete,
+    /// A transaction (not checked by the single-key models).
+    Txn,
+}
+
+/// An event's `value`, parsed by the shape its `f` and `type` require.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ParsedValue {
+    /// An invoke's arguments.
+    Args(OpArgs),
+    /// A read completion: the value read (`None`: absent).
+    ReadResult(Option<i64>),
+    /// A write/cas/delete/txn completion: `None` when the value is `null`.
+    Echo(Option<OpArgs>),
+}
+
+fn int_or_null(v: &serde_json::Value) -> Option<Option<i64>> {
+    match v {
+        serde_json::Value::Null => Some(None),
+        serde_json::Value::Number(n) => n.as_i64().map(Some),
+        _ => None,
+    }
+}
+
+/// Checks an event's `value` against its `f` and `type` and parses it.
+fn parse_value(event: &HistoryEvent, at: Location) -> Result<ParsedValue, HistoryError> {
+    use serde_json::Value;
+    let value = &event.value;
+    let invoke = event.kind == EventType::Invoke;
+    let bad = |expected: &'static str| HistoryError::BadValue {
+        at,
+        f: event.f,
+        kind: event.kind,
+        expected,
+        found: truncated_json(value),
+    };
+    match event.f {
+        OpFn::Read if invoke => match value {
+            Value::Null => Ok(ParsedValue::Args(OpArgs::Read)),
+            _ => Err(bad("null")),
+        },
+        OpFn::Read => int_or_null(value)
+            .map(ParsedValue::ReadResult)
+            .ok_or_else(|| bad("an integer or null")),
+        OpFn::Write => match (value, invoke) {
+            (Value::Null, false) => Ok(ParsedValue::Echo(None)),
+            _ => match int_or_null(value) {
+                Some(Some(v)) => {
+                    let args = OpArgs::Write(v);
+                    Ok(if invoke {
+                        ParsedValue::Args(args)
+                    } else {
+                        ParsedValue::Echo(Some(args))
+                    })
+                }
+                _ => Err(bad(if invoke {
+                    "an integer"
+                } else {
+                    "an integer or null"
+                })),
+            },
+        },
+        OpFn::Cas => match (value, invoke) {
+            (Value::Null, false) => Ok(ParsedValue::Echo(None)),
+            (Value::Array(pair), _) if pair.len() == 2 => {
+                match (int_or_null(&pair[0]), int_or_null(&pair[1])) {
+                    (Some(expected), Some(Some(new))) => {
+                        let args = OpArgs::Cas { expected, new };
+                        Ok(if invoke {
+                            ParsedValue::Args(args)
+                        } else {
+                            ParsedValue::Echo(Some(args))
+                        })
+                    }
+                    _ => Err(bad("[old, new]: old an integer or null, new an integer")),
+                }
+            }
+            _ => Err(bad("[old, new]: old an integer or null, new an integer")),
+        },
+        OpFn::Delete => match value {
+            Value::Null if invoke => Ok(ParsedValue::Args(OpArgs::Delete)),
+            Value::Null => Ok(ParsedValue::Echo(None)),
+            _ => Err(bad("null")),
+        },
+        OpFn::Txn => match value {
+            Value::Array(_) if invoke => Ok(ParsedValue::Args(OpArgs::Txn)),
+            Value::Array(_) | Value::Null if !invoke => Ok(ParsedValue::Echo(None)),
+            _ => Err(bad(if invoke {
+                "a list of micro-ops"
+            } else {
+                "a list of micro-ops or null"
+            })),
+        },
+    }
+}
+
+/// The most characters of a value an error message quotes.
+const MAX_QUOTED_VALUE_CHARS: usize = 80;
+
+fn truncated_json(value: &serde_json::Value) -> String {
+    let text = value.to_string();
+    if text.chars().count() <= MAX_QUOTED_VALUE_CHARS {
+        text
+    } else {
+        let mut short: String = text.chars().take(MAX_QUOTED_VALUE_CHARS).collect();
+        short.push('…');
+        short
+    }
+}
+
+/// How an operation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// It took effect; a read carries the value it returned.
+    Ok { read: Option<i64> },
+    /// It surely did not take effect.
+    Fail,
+    /// It may have taken effect, at any time after its invoke.
+    Info,
+    /// It was still open at the end of the history: the same as `Info`.
+    Open,
+}
+
+/// One operation: an invoke paired with its completion.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct PairedOp {
+    /// The process.
+    pub process: u64,
+    /// The function.
+    pub f: OpFn,
+    /// The key, if any.
+    pub key: Option<String>,
+    /// The arguments, from the invoke.
+    pub args: OpArgs,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Position of the invoke in the history.
+    pub invoke_position: usize,
+    /// Position of the completion, if it completed.
+    pub complete_position: Option<usize>,
+    /// `index` of the invoke.
+    pub invoke_index: u64,
+    /// `index` of the completion.
+    pub complete_index: Option<u64>,
+    /// The node the client talked to, if recorded.
+    pub node: Option<u32>,
+}
+
+/// A process's place in Jepsen's discipline; an idle process has no entry.
+enum ProcessState {
+    /// Its operation `ops[op]` is open.
+    Open { op: usize },
+    /// Its last operation ended in `info`: it must not invoke again.
+    Crashed { info_index: u64 },
+}
+
+/// Checks values and structure and pairs invokes with completions, in invoke order.
+pub(crate) fn pair_operations(
+    events: &[HistoryEvent],
+    locate: &dyn Fn(usize) -> Location,
+) -> Result<Vec<PairedOp>, HistoryError> {
+    let mut ops: Vec<PairedOp> = Vec::new();
+    let mut processes: BTreeMap<u64, ProcessState> = BTreeMap::new();
+    let mut previous_index: Option<u64> = None;
+    for (position, event) in events.iter().enumerate() {
+        let at = locate(position);
+        if let Some(previous) = previous_index
+            && event.index <= previous
+        {
+            return Err(HistoryError::IndexNotIncreasing {
+                at,
+                index: event.index,
+                previous,
+            });
+        }
+        previous_index = Some(event.index);
+        let parsed = parse_value(event, at)?;
+        let process = event.process;
+        // `parse_value` returns `Args` exactly for invokes.
+        match parsed {
+            ParsedValue::Args(args) => {
+                match processes.get(&process) {
+                    Some(ProcessState::Open { op }) => {
+                        return Err(HistoryError::ConcurrentInvoke {
+                            at,
+                            process,
+                            open_index: ops[*op].invoke_index,
+                        });
+                    }
+                    Some(ProcessState::Crashed { info_index }) => {
+                        return Err(HistoryError::InvokeAfterInfo {
+                            at,
+                            process,
+                            info_index: *info_index,
+                        });
+                    }
+                    None => {}
+                }
+                processes.insert(process, ProcessState::Open { op: ops.len() });
+                ops.push(PairedOp {
+                    process,
+                    f: event.f,
+                    key: event.key.clone(),
+                    args,
+                    outcome: Outcome::Open,
+                    invoke_position: position,
+                    complete_position: None,
+                    invoke_index: event.index,
+                    complete_index: None,
+                    node: event.node,
+                });
+            }
+            parsed => {
+                let kind = event.kind;
+                let Some(ProcessState::Open { op: op_slot }) = processes.get(&process) else {
+                    return Err(HistoryError::CompletionWithoutInvoke { at, process });
+                };
+                let op_slot = *op_slot;
+                let op = &mut ops[op_slot];
+                if op.f != event.f {
+                    return Err(HistoryError::CompletionFnMismatch {
+                        at,
+                        process,
+                        invoked: op.f,
+                        completed: event.f,
+                        invoke_index: op.invoke_index,
+                    });
+                }
+                if event.key.is_some() && event.key != op.key {
+                    return Err(HistoryError::CompletionKeyMismatch {
+                        at,
+                        process,
+                        invoked: op.key.clone(),
+                        completed: event.key.clone(),
+                        invoke_index: op.invoke_index,
+                    });
+                }
+                if let ParsedValue::Echo(Some(echo)) = parsed
+                    && echo != op.args
+                {
+                    return Err(HistoryError::CompletionValueMismatch {
+                        at,
+                        f: event.f,
+                        invoked: truncated_json(&events[op.invoke_position].value),
+                        completed: truncated_json(&event.value),
+                        invoke_index: op.invoke_index,
+                    });
+                }
+                op.outcome = match (kind, parsed) {
+                    (EventType::Ok, ParsedValue::ReadResult(read)) => Outcome::Ok { read },
+                    (EventType::Ok, _) => Outcome::Ok { read: None },
+                    (EventType::Fail, _) => Outcome::Fail,
+                    _ => Outcome::Info,
+                };
+                op.complete_position = Some(position);
+                op.complete_index = Some(event.index);
+                if op.node.is_none() {
+                    op.node = event.node;
+                }
+                if kind == EventType::Info {
+                    processes.insert(
+                        process,
+                        ProcessState::Crashed {
+                            info_index: event.index,
+                        },
+                    );
+                } else {
+                    processes.remove(&process);
+                }
+            }
+        }
+    }
+    Ok(ops)
 }

@@ -2,8 +2,48 @@
 //!
 //! Reads histories of client operations and decides whether they are linearizable.
 //!
-//! **Must never depend on:** any other kvlab crate but none at all at the moment — the
-//! checker reads histories, never nodes, so a simulated run, a real run and a Jepsen
-//! history are checked by the same code. No tokio, no network.
+//! **Must never depend on:** any other kvlab crate — the checker reads histories, never
+//! nodes, so a simulated run, a real run and a Jepsen history are checked by the same
+//! code. No tokio, no network.
+//!
+//! * [`history`]: the JSONL history format, its reader and writer, and the structural
+//!   checks (Jepsen's process discipline) every error of which names its line.
+//! * [`model`]: the sequential specifications (`register`, `cas-register`, `kv`) as a
+//!   porcupine-rs model of one key, and how `ok`/`fail`/`info` enter it.
+//! * [`check()`]: splits a history by key, searches every key on a bounded pool of threads
+//!   within a time budget, and reports per key; [`write_visualization`] draws one key.
+//!
+//! A malformed history is an error ([`HistoryError`]); a well-formed history that is not
+//! linearizable is an [`Verdict::Invalid`] report; a budget that runs out is
+//! [`Verdict::Unknown`], never valid.
+//!
+//! ```
+//! use kvlab_checker::{CheckOptions, ModelKind, Verdict, check, read_jsonl};
+//!
+//! // Process 0 writes 1; process 1 then reads 0, a value nobody wrote.
+//! let history = r#"
+//! {"index":0,"time_ns":10,"process":0,"type":"invoke","f":"write","key":"k1","value":1}
+//! {"index":1,"time_ns":20,"process":0,"type":"ok","f":"write","key":"k1","value":1}
+//! {"index":2,"time_ns":30,"process":1,"type":"invoke","f":"read","key":"k1","value":null}
+//! {"index":3,"time_ns":40,"process":1,"type":"ok","f":"read","key":"k1","value":0}
+//! "#;
+//! let events = read_jsonl(history.as_bytes())?;
+//! let opts = CheckOptions { model: ModelKind::Kv, timeout: None };
+//! let report = check(&events, &opts)?;
+//! assert_eq!(report.verdict, Verdict::Invalid);
+//! assert_eq!(report.invalid_keys, vec!["k1".to_owned()]);
+//! # Ok::<(), kvlab_checker::HistoryError>(())
+//! ```
 
+pub mod check;
 pub mod history;
+pub mod model;
+
+pub use check::{
+    CheckError, CheckOptions, CheckReport, MAX_CHECK_THREADS, MAX_OPS_PER_KEY, MAX_VISUALIZED_OPS,
+    MIN_KEY_SLICE, ModelKind, UNKEYED, UNTIMED_KEY_MAX_OPS, Verdict, check, write_visualization,
+};
+pub use history::{
+    EventType, HistoryError, HistoryEvent, Location, MAX_HISTORY_EVENTS, MAX_LINE_BYTES, OpFn,
+    read_jsonl, read_jsonl_file, write_jsonl,
+};

@@ -1,1 +1,309 @@
-fn main() {}
+//! `kvlab`: run experiments on the deterministic simulator, check histories, draw plots.
+//!
+//! Exit status: `run` — 0 every check passed, 1 a check failed (linearizability or
+//! liveness), 3 the checker ran out of budget (and nothing failed), 2 bad input;
+//! `check` — 0 valid, 1 invalid, 3 unknown, 2 bad input; `plot` — 0, or 2 bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use kvlab_checker::{CheckOptions, ModelKind, Verdict};
+use kvlab_experiments::ExperimentError;
+use kvlab_experiments::check_cmd::{HistoryFormat, load_history};
+use kvlab_experiments::run::{
+    ReportPolicy, RunOptions, RunOutcome, RunVerdict, parse_seed_range, run_experiment, run_sweep,
+    seed_run_dir,
+};
+use kvlab_experiments::spec::Spec;
+
+/// A testbed for distributed key-value systems.
+#[derive(Debug, Parser)]
+#[command(name = "kvlab", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run an experiment on the simulator and check it.
+    Run(RunArgs),
+    /// Check one history for linearizability.
+    Check(CheckArgs),
+    /// (Re)draw the plots and report of run directories; several give a comparison.
+    Plot(PlotArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The experiment spec (TOML).
+    spec: PathBuf,
+    /// Run with this seed instead of the spec's.
+    #[arg(long, conflicts_with = "seeds")]
+    seed: Option<u64>,
+    /// Run every seed of an inclusive range `A..B` in parallel, one run directory each.
+    #[arg(long, value_name = "A..B")]
+    seeds: Option<String>,
+    /// The run directory (one seed), or the parent of the `seed-N` directories
+    /// (`--seeds`). Default: `results/<name>/seed-<N>`.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ModelArg {
+    Register,
+    CasRegister,
+    Kv,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Auto,
+    Jsonl,
+}
+
+#[derive(Debug, clap::Args)]
+struct CheckArgs {
+    /// The history file.
+    history: PathBuf,
+    /// The consistency model.
+    #[arg(long, value_enum, default_value = "kv")]
+    model: ModelArg,
+    /// The history's format.
+    #[arg(long, value_enum, default_value = "auto")]
+    format: FormatArg,
+    /// Budget of the search in seconds; when it runs out the answer is "unknown".
+    #[arg(long, value_name = "S")]
+    timeout_s: Option<f64>,
+    /// Write porcupine's HTML visualization of the first invalid key here.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
+    /// Print the full report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct PlotArgs {
+    /// Run directories.
+    #[arg(required = true)]
+    run_dirs: Vec<PathBuf>,
+    /// Where comparison plots go when several runs are given.
+    #[arg(long, value_name = "DIR", default_value = "results/comparison")]
+    out: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(a) => cmd_run(a),
+        Command::Check(a) => cmd_check(a),
+        Command::Plot(a) => cmd_plot(a),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            let code = e
+                .downcast_ref::<ExperimentError>()
+                .map(ExperimentError::exit_code)
+                .unwrap_or(1);
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn print_outcome(prefix: &str, spec_path: &Path, o: &RunOutcome) {
+    let head = prefix;
+    let prefix = if prefix.is_empty() { "" } else { "  " };
+    let s = &o.summary;
+    let lat = s.latency_ms.get("all");
+    println!(
+        "{head}{}: {} ops ({} ok, {} fail, {} info), {:.1} ok/s, p50 {:.2} ms, p99 {:.2} ms, {} faults  {}",
+        o.verdict.name().to_uppercase(),
+        s.ops.total,
+        s.ops.ok,
+        s.ops.fail,
+        s.ops.info,
+        s.throughput_ok_per_s,
+        lat.map(|l| l.p50).unwrap_or(0.0),
+        lat.map(|l| l.p99).unwrap_or(0.0),
+        s.faults.injected,
+        o.run_dir.display()
+    );
+    match o.verdict {
+        RunVerdict::Invalid => println!(
+            "{prefix}  not linearizable: key {} (see {})\n{prefix}  reproduce: {}",
+            o.failing_key.as_deref().unwrap_or("?"),
+            o.run_dir.join("linearizability.html").display(),
+            o.reproduce_command(spec_path)
+        ),
+        RunVerdict::LivenessFailed => println!(
+            "{prefix}  liveness: no progress within {} s after healing ({} of {} clients progressed)\n{prefix}  reproduce: {}",
+            s.liveness_s,
+            s.liveness.clients_with_progress,
+            s.liveness.clients,
+            o.reproduce_command(spec_path)
+        ),
+        RunVerdict::Unknown => println!(
+            "{prefix}  the checker ran out of budget; unknown keys: {}\n{prefix}  reproduce: {}",
+            o.check.unknown_keys.join(", "),
+            o.reproduce_command(spec_path)
+        ),
+        RunVerdict::Valid => {}
+    }
+    if let Some(e) = &o.report_error {
+        println!("{prefix}  warning: {e}");
+    }
+}
+
+fn cmd_run(a: RunArgs) -> anyhow::Result<u8> {
+    let spec = Spec::load(&a.spec)?;
+    if let Some(range) = &a.seeds {
+        let seeds = parse_seed_range(range)?;
+        let base = a
+            .out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("results").join(&spec.name));
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let count = seeds.end() - seeds.start() + 1;
+        let pb = indicatif::ProgressBar::new(count);
+        pb.set_style(
+            indicatif::ProgressStyle::with_template("seeds [{bar:30}] {pos}/{len} ({elapsed})")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        let mut tally = std::collections::BTreeMap::<&'static str, u64>::new();
+        let mut worst = 0u8;
+        let mut failed_seeds = Vec::new();
+        run_sweep(&spec, &a.spec, seeds, &base, threads, |seed, result| {
+            pb.inc(1);
+            pb.suspend(|| match &result {
+                Ok(o) => {
+                    print_outcome(&format!("seed {seed}: "), &a.spec, o);
+                    *tally.entry(o.verdict.name()).or_default() += 1;
+                    worst = worst_code(worst, o.verdict.exit_code());
+                    if o.verdict != RunVerdict::Valid {
+                        failed_seeds.push(seed);
+                    }
+                }
+                Err(e) => {
+                    println!(
+                        "seed {seed}: ERROR: {e}\n  reproduce: kvlab run {} --seed {seed}",
+                        a.spec.display()
+                    );
+                    *tally.entry("error").or_default() += 1;
+                    worst = worst_code(worst, e.exit_code().max(1));
+                    failed_seeds.push(seed);
+                }
+            });
+        });
+        pb.finish_and_clear();
+        let parts: Vec<String> = tally.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        println!("{count} seeds: {}  ({})", parts.join(", "), base.display());
+        if !failed_seeds.is_empty() {
+            let list: Vec<String> = failed_seeds.iter().map(u64::to_string).collect();
+            println!("seeds not valid: {}", list.join(" "));
+        }
+        return Ok(worst);
+    }
+    let seed = a.seed.unwrap_or(spec.seed);
+    let run_dir = a
+        .out
+        .clone()
+        .unwrap_or_else(|| seed_run_dir(&PathBuf::from("results").join(&spec.name), seed));
+    let opts = RunOptions {
+        seed,
+        run_dir,
+        spec_path: a.spec.clone(),
+        report: ReportPolicy::Always,
+        progress: true,
+    };
+    let outcome = run_experiment(&spec, &opts)?;
+    print_outcome("", &a.spec, &outcome);
+    Ok(outcome.verdict.exit_code())
+}
+
+/// Combines exit statuses: a failure (1) outranks unknown (3), which outranks success.
+fn worst_code(a: u8, b: u8) -> u8 {
+    let rank = |c: u8| match c {
+        0 => 0,
+        3 => 1,
+        1 => 2,
+        _ => 3,
+    };
+    if rank(b) > rank(a) { b } else { a }
+}
+
+fn cmd_check(a: CheckArgs) -> anyhow::Result<u8> {
+    let model = match a.model {
+        ModelArg::Register => ModelKind::Register,
+        ModelArg::CasRegister => ModelKind::CasRegister,
+        ModelArg::Kv => ModelKind::Kv,
+    };
+    let format = match a.format {
+        FormatArg::Auto => HistoryFormat::Auto,
+        FormatArg::Jsonl => HistoryFormat::Jsonl,
+    };
+    let timeout = match a.timeout_s {
+        None => None,
+        Some(s) if s.is_finite() && s > 0.0 && s < 1e9 => Some(Duration::from_secs_f64(s)),
+        Some(s) => {
+            return Err(ExperimentError::BadArgument {
+                arg: format!("--timeout-s {s}"),
+                reason: "must be a number of seconds > 0".into(),
+            }
+            .into());
+        }
+    };
+    let events = load_history(&a.history, format)?;
+    let opts = CheckOptions { model, timeout };
+    let report = kvlab_checker::check(&events, &opts).map_err(|e| ExperimentError::History {
+        path: a.history.clone(),
+        message: e.to_string(),
+    })?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
+    }
+    if let Some(html) = &a.html {
+        if let Some(key) = report.invalid_keys.first() {
+            kvlab_checker::write_visualization(&events, &opts, Some(key), html)?;
+            eprintln!("visualization of key {key}: {}", html.display());
+        } else {
+            eprintln!("no invalid key: {} not written", html.display());
+        }
+    }
+    Ok(match report.verdict {
+        Verdict::Valid => 0,
+        Verdict::Invalid => 1,
+        Verdict::Unknown => 3,
+    })
+}
+
+fn cmd_plot(a: PlotArgs) -> anyhow::Result<u8> {
+    for dir in &a.run_dirs {
+        if !dir.join("history.jsonl").is_file() {
+            return Err(ExperimentError::BadArgument {
+                arg: dir.display().to_string(),
+                reason: "not a run directory (no history.jsonl)".into(),
+            }
+            .into());
+        }
+    }
+    for dir in &a.run_dirs {
+        let html = kvlab_experiments::run::render_report(dir)?;
+        println!("{}", html.display());
+    }
+    if a.run_dirs.len() > 1 {
+        let html = kvlab_experiments::run::render_comparison(&a.run_dirs, &a.out)?;
+        println!("comparison: {}", html.display());
+    }
+    Ok(0)
+}

@@ -1,0 +1,674 @@
+//! The runner: one experiment on the simulator, from a validated spec and a seed to a
+//! run directory and a verdict.
+//!
+//! 1. **Safety phase** (`time.duration_s`): the workload runs and the nemesis injects
+//!    faults.
+//! 2. **Liveness phase** (`time.liveness_s`): every fault is undone (rules removed,
+//!    crashed nodes restarted, paused nodes resumed, clocks reset); every client must
+//!    then complete an `ok` operation before the phase ends (closed loop; open loop:
+//!    some client), or the run fails with "liveness: no progress within N s".
+//! 3. **Drain:** no new operations; those in flight complete or time out (`info`).
+//!
+//! The simulator is advanced event by event (to the earliest of its next event, the
+//! workload's next action, the nemesis's next action and the phase end), so a client
+//! invokes its next operation at the very instant its previous reply arrived.
+//!
+//! Then the run directory is written: `spec.toml`, `meta.json`, `history.jsonl`,
+//! `events.jsonl`, `summary.json`, `linearizability.html` (invalid runs), plots and
+//! `report.html`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use indicatif::ProgressBar;
+use kvlab_checker::{CheckOptions, CheckReport, HistoryEvent, Verdict};
+use kvlab_sim::{FaultRule, RuleId, Sim, SimOutput, SimStats};
+use kvlab_types::{NodeId, Protocol, Time, derive_seed};
+use serde::Serialize;
+
+use crate::error::ExperimentError;
+use crate::events::{EventSource, RunEvent};
+use crate::nemesis::{ClusterControl, Nemesis};
+use crate::spec::{Spec, SystemKind, secs_to_ns};
+use crate::summary::{FaultCounts, OpCounts, OpStats, Summary};
+use crate::workload::{LivenessReport, Workload, WorkloadCounters};
+
+/// The commit this binary was built from (`git rev-parse HEAD` at build time, or
+/// `unknown`).
+pub const BUILD_COMMIT: &str = env!("KVLAB_COMMIT");
+/// The compiler that built this binary (`rustc --version`, or `unknown`).
+pub const BUILD_RUSTC: &str = env!("KVLAB_RUSTC");
+
+impl<P: Protocol> ClusterControl for Sim<P> {
+    fn add_rule(&mut self, rule: FaultRule) -> RuleId {
+        Sim::add_rule(self, rule)
+    }
+    fn remove_rule(&mut self, rule: RuleId) {
+        Sim::remove_rule(self, rule);
+    }
+    fn crash(&mut self, node: NodeId) -> Result<(), String> {
+        Sim::crash(self, node);
+        Ok(())
+    }
+    fn restart(&mut self, node: NodeId) -> Result<(), String> {
+        Sim::restart(self, node).map_err(|e| e.to_string())
+    }
+    fn pause(&mut self, node: NodeId) -> Result<(), String> {
+        Sim::pause(self, node);
+        Ok(())
+    }
+    fn resume(&mut self, node: NodeId) -> Result<(), String> {
+        Sim::resume(self, node);
+        Ok(())
+    }
+    fn set_clock_drift(&mut self, node: NodeId, ppm: i64) -> Result<(), String> {
+        Sim::set_clock_drift(self, node, ppm);
+        Ok(())
+    }
+}
+
+/// What a simulation produced, before checking.
+#[derive(Debug)]
+pub struct SimRun {
+    /// The clients' history, indexed by position.
+    pub history: Vec<HistoryEvent>,
+    /// Faults, node events and phases, in time order.
+    pub events: Vec<RunEvent>,
+    /// Workload counters.
+    pub counters: WorkloadCounters,
+    /// How the liveness phase went.
+    pub liveness: LivenessReport,
+    /// Faults injected.
+    pub faults: FaultCounts,
+    /// The simulator's counters.
+    pub sim_stats: SimStats,
+    /// Simulated time at the end of the liveness phase.
+    pub workload_end: Time,
+}
+
+fn phase_event(at: Time, detail: &str) -> RunEvent {
+    RunEvent {
+        time_ns: at.as_nanos(),
+        source: EventSource::Runner,
+        kind: "phase".into(),
+        node: None,
+        fault_id: None,
+        fault: None,
+        detail: detail.into(),
+    }
+}
+
+fn min_time(a: Time, b: Option<Time>) -> Time {
+    match b {
+        Some(b) if b < a => b,
+        _ => a,
+    }
+}
+
+/// Runs the spec's system on the simulator with `seed` (the spec's own seed is
+/// ignored), through the safety, liveness and drain phases. `progress`, if given, is
+/// advanced in simulated milliseconds.
+pub fn simulate(
+    spec: &Spec,
+    seed: u64,
+    progress: Option<&ProgressBar>,
+) -> Result<SimRun, ExperimentError> {
+    match spec.system {
+        SystemKind::Single => {
+            simulate_with::<kvlab_node::baseline::Single>(spec, seed, spec.single.clone(), progress)
+        }
+        SystemKind::AsyncPrimary => simulate_with::<kvlab_node::baseline::AsyncPrimary>(
+            spec,
+            seed,
+            spec.async_primary.clone(),
+            progress,
+        ),
+    }
+}
+
+/// [`simulate`] for one protocol type.
+pub fn simulate_with<P: Protocol>(
+    spec: &Spec,
+    seed: u64,
+    node_config: P::Config,
+    progress: Option<&ProgressBar>,
+) -> Result<SimRun, ExperimentError> {
+    let nodes: Vec<NodeId> = (1..=spec.nodes).map(NodeId).collect();
+    let sim_err = |e: kvlab_sim::SimError| ExperimentError::Sim(e.to_string());
+    let mut sim = Sim::<P>::new(spec.sim_config(), seed, &nodes, node_config).map_err(sim_err)?;
+    let safety_end = Time(secs_to_ns(spec.time.duration_s));
+    let liveness_end =
+        safety_end.saturating_add(Duration::from_nanos(secs_to_ns(spec.time.liveness_s)));
+    let mut workload = Workload::new(&spec.workload, &nodes, derive_seed(seed, "workload", 0));
+    let mut nemesis = Nemesis::new(
+        &spec.nemesis,
+        &nodes,
+        safety_end.as_nanos(),
+        derive_seed(seed, "nemesis", 0),
+    );
+    let mut events = vec![phase_event(Time::ZERO, "safety")];
+    let mut outputs: Vec<SimOutput> = Vec::new();
+    let mut submits = Vec::new();
+    let mut in_safety = true;
+    let mut draining = false;
+    let mut last_progress_ms = 0;
+    if let Some(pb) = progress {
+        pb.set_length(liveness_end.as_nanos() / 1_000_000);
+    }
+    sim.drain_outputs(&mut outputs);
+    loop {
+        let phase_end = if in_safety { safety_end } else { liveness_end };
+        let mut t = if draining { Time::MAX } else { phase_end };
+        t = min_time(t, sim.next_event_time());
+        t = min_time(t, workload.next_wakeup());
+        if in_safety {
+            t = min_time(t, nemesis.next_wakeup());
+        }
+        if draining && workload.in_flight() == 0 {
+            break;
+        }
+        let t = t.max(sim.now());
+        sim.run_until(t, &mut outputs).map_err(sim_err)?;
+        for o in outputs.drain(..) {
+            match o {
+                SimOutput::Reply { at, response, .. } => workload.on_reply(at, response),
+                SimOutput::Event { at, node, event } => events.push(RunEvent {
+                    time_ns: at.as_nanos(),
+                    source: EventSource::Node,
+                    kind: event.kind,
+                    node: Some(node.0),
+                    fault_id: None,
+                    fault: None,
+                    detail: event.detail,
+                }),
+            }
+        }
+        if in_safety {
+            nemesis
+                .step(t, &mut sim, &mut events)
+                .map_err(ExperimentError::Sim)?;
+        }
+        if !draining && t == phase_end {
+            if in_safety {
+                in_safety = false;
+                nemesis
+                    .heal_all(t, &mut sim, &mut events)
+                    .map_err(ExperimentError::Sim)?;
+                // Belt and braces: whatever the nemesis did, the cluster is whole again.
+                sim.heal();
+                for &n in &nodes {
+                    if !sim.is_up(n) {
+                        sim.restart(n).map_err(sim_err)?;
+                    }
+                    sim.resume(n);
+                    sim.set_clock_drift(n, 0);
+                }
+                events.push(phase_event(t, "liveness"));
+                workload.mark_heal(t);
+            } else {
+                draining = true;
+                workload.stop_issuing();
+                events.push(phase_event(t, "drain"));
+            }
+        }
+        workload.step(t, &mut submits);
+        for (node, req) in submits.drain(..) {
+            sim.submit(node, req);
+        }
+        if let Some(pb) = progress {
+            let ms = t.as_nanos() / 1_000_000;
+            if ms >= last_progress_ms + 100 {
+                last_progress_ms = ms;
+                pb.set_position(ms.min(liveness_end.as_nanos() / 1_000_000));
+            }
+        }
+    }
+    let liveness = workload.liveness();
+    let faults = FaultCounts {
+        injected: nemesis.injected(),
+        by_kind: nemesis.injected_by_kind().clone(),
+        skipped: nemesis.skipped(),
+    };
+    let sim_stats = sim.stats().clone();
+    let (history, counters) = workload.finish();
+    events.sort_by_key(|e| e.time_ns);
+    Ok(SimRun {
+        history,
+        events,
+        counters,
+        liveness,
+        faults,
+        sim_stats,
+        workload_end: liveness_end,
+    })
+}
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunVerdict {
+    /// Linearizable and live.
+    Valid,
+    /// The checker could not decide within its budget (and nothing failed).
+    Unknown,
+    /// The cluster made no progress in the liveness phase.
+    LivenessFailed,
+    /// Not linearizable.
+    Invalid,
+}
+
+impl RunVerdict {
+    /// The name used in output and `summary.json`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RunVerdict::Valid => "valid",
+            RunVerdict::Unknown => "unknown",
+            RunVerdict::LivenessFailed => "liveness-failed",
+            RunVerdict::Invalid => "invalid",
+        }
+    }
+
+    /// The `kvlab run` exit status: 0 valid, 1 a check failed (invalid or liveness), 3
+    /// unknown.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            RunVerdict::Valid => 0,
+            RunVerdict::Invalid | RunVerdict::LivenessFailed => 1,
+            RunVerdict::Unknown => 3,
+        }
+    }
+}
+
+/// When a run draws its plots and `report.html` (drawing costs more than a short
+/// simulation, so a sweep over many seeds draws only what someone will look at).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportPolicy {
+    /// Always.
+    Always,
+    /// Only when the verdict is not valid.
+    OnFailure,
+    /// Never.
+    Never,
+}
+
+/// Options of one run.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// The run seed.
+    pub seed: u64,
+    /// The run directory to write (created if missing; files in it are replaced).
+    pub run_dir: PathBuf,
+    /// The spec file, for the reproduction command.
+    pub spec_path: PathBuf,
+    /// When to draw plots and `report.html`.
+    pub report: ReportPolicy,
+    /// Whether to show a progress bar over simulated time (hidden when stderr is not a
+    /// terminal).
+    pub progress: bool,
+}
+
+/// The result of one run.
+#[derive(Clone, Debug)]
+pub struct RunOutcome {
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// The verdict.
+    pub verdict: RunVerdict,
+    /// The first key the checker found not linearizable.
+    pub failing_key: Option<String>,
+    /// The checker's report.
+    pub check: CheckReport,
+    /// The numbers.
+    pub summary: Summary,
+    /// Why plotting failed, if it did (the run's verdict stands regardless).
+    pub report_error: Option<String>,
+}
+
+impl RunOutcome {
+    /// The command that replays this run.
+    pub fn reproduce_command(&self, spec_path: &Path) -> String {
+        format!(
+            "kvlab run {} --seed {}",
+            spec_path.display(),
+            self.summary.seed
+        )
+    }
+}
+
+/// `meta.json`: where a run came from.
+#[derive(Clone, Debug, Serialize)]
+struct Meta<'a> {
+    experiment: &'a str,
+    commit: &'a str,
+    seed: u64,
+    backend: &'a str,
+    transport: &'a str,
+    kvlab_version: &'a str,
+    rustc_version: &'a str,
+    spec_file: String,
+    reproduce: String,
+    started_unix_s: u64,
+    wall_time_s: f64,
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ExperimentError> {
+    std::fs::write(path, bytes).map_err(|e| ExperimentError::io(path, e))
+}
+
+fn to_json_pretty<T: Serialize>(path: &Path, v: &T) -> Result<Vec<u8>, ExperimentError> {
+    let mut s = serde_json::to_vec_pretty(v).map_err(|e| ExperimentError::Encode {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    s.push(b'\n');
+    Ok(s)
+}
+
+/// Writes one JSON value per line.
+pub fn write_events_jsonl(path: &Path, events: &[RunEvent]) -> Result<(), ExperimentError> {
+    let mut buf = Vec::with_capacity(events.len() * 120);
+    for e in events {
+        serde_json::to_writer(&mut buf, e).map_err(|err| ExperimentError::Encode {
+            path: path.to_path_buf(),
+            message: err.to_string(),
+        })?;
+        buf.push(b'\n');
+    }
+    write_file(path, &buf)
+}
+
+/// Writes a history, one event per line.
+pub fn write_history_jsonl(path: &Path, history: &[HistoryEvent]) -> Result<(), ExperimentError> {
+    let file = std::fs::File::create(path).map_err(|e| ExperimentError::io(path, e))?;
+    let mut w = std::io::BufWriter::new(file);
+    kvlab_checker::write_jsonl(&mut w, history).map_err(|e| ExperimentError::Encode {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    w.flush().map_err(|e| ExperimentError::io(path, e))
+}
+
+/// Runs one experiment end to end: simulate, write the run directory, check, summarize,
+/// and (if asked) draw the report.
+pub fn run_experiment(spec: &Spec, opts: &RunOptions) -> Result<RunOutcome, ExperimentError> {
+    let wall_start = std::time::Instant::now();
+    let started_unix_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let dir = &opts.run_dir;
+    std::fs::create_dir_all(dir).map_err(|e| ExperimentError::io(dir, e))?;
+    // Outputs of an earlier run in the same directory must not pass for this run's.
+    for stale in ["report.html", "linearizability.html"] {
+        let p = dir.join(stale);
+        if p.is_file() {
+            std::fs::remove_file(&p).map_err(|e| ExperimentError::io(&p, e))?;
+        }
+    }
+    let plots = dir.join("plots");
+    if plots.is_dir() {
+        std::fs::remove_dir_all(&plots).map_err(|e| ExperimentError::io(&plots, e))?;
+    }
+
+    let pb = if opts.progress && spec.time.duration_s + spec.time.liveness_s > 2.0 {
+        let pb = ProgressBar::new(0);
+        pb.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {pos}/{len} simulated ms ({elapsed})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        pb.set_prefix(format!("{} seed {}", spec.name, opts.seed));
+        Some(pb)
+    } else {
+        None
+    };
+    let run = simulate(spec, opts.seed, pb.as_ref());
+    if let Some(pb) = &pb {
+        pb.finish_and_clear();
+    }
+    let run = run?;
+
+    // The resolved spec, with the seed actually used.
+    let mut resolved = spec.clone();
+    resolved.seed = opts.seed;
+    write_file(
+        &dir.join("spec.toml"),
+        resolved.to_toml_string()?.as_bytes(),
+    )?;
+    let history_path = dir.join("history.jsonl");
+    write_history_jsonl(&history_path, &run.history)?;
+    write_events_jsonl(&dir.join("events.jsonl"), &run.events)?;
+
+    let check_opts = CheckOptions {
+        model: spec.check.model.to_checker(),
+        timeout: Some(Duration::from_secs_f64(spec.check.timeout_s)),
+    };
+    let check = kvlab_checker::check(&run.history, &check_opts).map_err(|e| {
+        ExperimentError::Checker(format!("the runner wrote a malformed history: {e}"))
+    })?;
+    let failing_key = check.invalid_keys.first().cloned();
+    let viz_path = dir.join("linearizability.html");
+    let mut viz_error = None;
+    if let Some(key) = &failing_key
+        && let Err(e) =
+            kvlab_checker::write_visualization(&run.history, &check_opts, Some(key), &viz_path)
+    {
+        viz_error = Some(format!("linearizability.html: {e}"));
+    }
+
+    let verdict = match check.verdict {
+        Verdict::Invalid => RunVerdict::Invalid,
+        _ if !run.liveness.ok => RunVerdict::LivenessFailed,
+        Verdict::Unknown => RunVerdict::Unknown,
+        Verdict::Valid => RunVerdict::Valid,
+    };
+
+    let stats = OpStats::from_history(&run.history);
+    let duration_s = run.workload_end.as_secs_f64();
+    let mut node_events = std::collections::BTreeMap::new();
+    for e in run.events.iter().filter(|e| e.source == EventSource::Node) {
+        *node_events.entry(e.kind.clone()).or_insert(0u64) += 1;
+    }
+    let run_id = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut summary = Summary {
+        experiment: spec.name.clone(),
+        run_id,
+        seed: opts.seed,
+        system: spec.system.name().into(),
+        backend: "sim".into(),
+        transport: "sim".into(),
+        nodes: spec.nodes,
+        duration_s,
+        safety_s: spec.time.duration_s,
+        liveness_s: spec.time.liveness_s,
+        verdict: verdict.name().into(),
+        ops: OpCounts {
+            total: stats.counts.total,
+            ok: stats.counts.ok,
+            fail: stats.counts.fail,
+            info: stats.counts.info,
+            dropped_saturated: run.counters.dropped_saturated,
+        },
+        ops_by_f: stats.by_f.clone(),
+        throughput_ok_per_s: if duration_s > 0.0 {
+            stats.counts.ok as f64 / duration_s
+        } else {
+            0.0
+        },
+        latency_ms: stats.latency_ms.clone(),
+        faults: run.faults.clone(),
+        node_events,
+        liveness: run.liveness.clone(),
+        workload: run.counters.clone(),
+        checker: serde_json::to_value(&check).unwrap_or(serde_json::Value::Null),
+        sim: serde_json::to_value(&run.sim_stats).unwrap_or(serde_json::Value::Null),
+        wall_time_s: 0.0,
+    };
+    summary.wall_time_s = wall_start.elapsed().as_secs_f64();
+    let summary_path = dir.join("summary.json");
+    write_file(&summary_path, &to_json_pretty(&summary_path, &summary)?)?;
+
+    let reproduce = format!(
+        "kvlab run {} --seed {}",
+        opts.spec_path.display(),
+        opts.seed
+    );
+    let meta_path = dir.join("meta.json");
+    let meta = Meta {
+        experiment: &spec.name,
+        commit: BUILD_COMMIT,
+        seed: opts.seed,
+        backend: "sim",
+        transport: "sim",
+        kvlab_version: env!("CARGO_PKG_VERSION"),
+        rustc_version: BUILD_RUSTC,
+        spec_file: opts.spec_path.display().to_string(),
+        reproduce,
+        started_unix_s,
+        wall_time_s: wall_start.elapsed().as_secs_f64(),
+    };
+    write_file(&meta_path, &to_json_pretty(&meta_path, &meta)?)?;
+
+    let mut report_error = viz_error;
+    let render = match opts.report {
+        ReportPolicy::Always => true,
+        ReportPolicy::OnFailure => verdict != RunVerdict::Valid,
+        ReportPolicy::Never => false,
+    };
+    if render && let Err(e) = render_report(dir) {
+        let msg = e.to_string();
+        report_error = Some(match report_error {
+            Some(prev) => format!("{prev}; {msg}"),
+            None => msg,
+        });
+    }
+
+    let outcome = RunOutcome {
+        run_dir: dir.clone(),
+        verdict,
+        failing_key,
+        check,
+        summary,
+        report_error,
+    };
+    Ok(outcome)
+}
+
+/// Draws the plots and `report.html` of a run directory; returns the report's path.
+pub fn render_report(dir: &Path) -> Result<PathBuf, ExperimentError> {
+    crate::report::render_run(dir)
+        .map(|r| r.report_html)
+        .map_err(|e| ExperimentError::Report(e.to_string()))
+}
+
+/// Most seeds one `--seeds A..B` sweep may run.
+pub const MAX_SEEDS_PER_SWEEP: u64 = 100_000;
+
+/// Parses a seed range `A..B` (inclusive, as the CLI documents) or `A..=B`.
+pub fn parse_seed_range(s: &str) -> Result<std::ops::RangeInclusive<u64>, ExperimentError> {
+    let bad = |reason: &str| ExperimentError::BadArgument {
+        arg: format!("--seeds {s}"),
+        reason: reason.into(),
+    };
+    let (a, b) = s
+        .split_once("..=")
+        .or_else(|| s.split_once(".."))
+        .ok_or_else(|| bad("expected A..B, an inclusive range of seeds such as 1..20"))?;
+    let a: u64 = a
+        .trim()
+        .parse()
+        .map_err(|_| bad("the start is not a non-negative integer"))?;
+    let b: u64 = b
+        .trim()
+        .parse()
+        .map_err(|_| bad("the end is not a non-negative integer"))?;
+    if a > b {
+        return Err(bad("the start is larger than the end"));
+    }
+    if b - a >= MAX_SEEDS_PER_SWEEP {
+        return Err(bad(&format!(
+            "more than {MAX_SEEDS_PER_SWEEP} seeds (MAX_SEEDS_PER_SWEEP)"
+        )));
+    }
+    Ok(a..=b)
+}
+
+/// The directory of one seed's run under `base` (`base/seed-<N>`).
+pub fn seed_run_dir(base: &Path, seed: u64) -> PathBuf {
+    base.join(format!("seed-{seed}"))
+}
+
+/// Runs every seed of `seeds` on `threads` worker threads, each into
+/// `seed_run_dir(base, seed)`, and calls `on_done` once per seed **in seed order** as
+/// results become available. Plots and reports are drawn for the first seed and for
+/// every seed whose verdict is not valid.
+pub fn run_sweep(
+    spec: &Spec,
+    spec_path: &Path,
+    seeds: std::ops::RangeInclusive<u64>,
+    base: &Path,
+    threads: usize,
+    mut on_done: impl FnMut(u64, Result<RunOutcome, ExperimentError>),
+) {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::mpsc;
+
+    let (first, last) = (*seeds.start(), *seeds.end());
+    let next = AtomicU64::new(first);
+    let (tx, rx) = mpsc::channel();
+    let count = last - first + 1;
+    let threads = threads.clamp(1, usize::try_from(count).unwrap_or(usize::MAX));
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            let tx = tx.clone();
+            let next = &next;
+            scope.spawn(move || {
+                loop {
+                    let seed = next.fetch_add(1, Ordering::Relaxed);
+                    if seed > last || seed < first {
+                        break;
+                    }
+                    let opts = RunOptions {
+                        seed,
+                        run_dir: seed_run_dir(base, seed),
+                        spec_path: spec_path.to_path_buf(),
+                        report: if seed == first {
+                            ReportPolicy::Always
+                        } else {
+                            ReportPolicy::OnFailure
+                        },
+                        progress: false,
+                    };
+                    let result = run_experiment(spec, &opts);
+                    if tx.send((seed, result)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut ready = BTreeMap::new();
+        let mut expected = first;
+        for (seed, result) in rx {
+            ready.insert(seed, result);
+            while let Some(r) = ready.remove(&expected) {
+                on_done(expected, r);
+                expected = expected.saturating_add(1);
+            }
+        }
+    });
+}
+
+/// Draws comparison plots of several run directories into `out_dir`; returns the
+/// comparison page's path.
+pub fn render_comparison(run_dirs: &[PathBuf], out_dir: &Path) -> Result<PathBuf, ExperimentError> {
+    crate::report::render_comparison(run_dirs, out_dir)
+        .map_err(|e| ExperimentError::Report(e.to_string()))
+}

@@ -1,0 +1,635 @@
+//! Experiment specs: the TOML files under `configs/` parsed into typed, validated structs.
+//!
+//! Every table refuses unknown fields, so a misspelt knob is an error rather than a
+//! silently ignored default. [`Spec::from_toml_str`] parses and validates; its errors
+//! name the file, the line and column, and the field.
+//!
+//! ```toml
+//! name = "quickstart"
+//! system = "single"
+//! nodes = 5
+//! seed = 1
+//! [time]
+//! duration_s = 60
+//! liveness_s = 10
+//! [workload]
+//! clients = 10
+//! keys = 8
+//! mix = { read = 0.5, write = 0.3, cas = 0.2 }
+//! [nemesis]
+//! faults = ["partition-halves", "crash", "pause"]
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ExperimentError;
+
+/// Most nodes a spec may ask for: the nemesis builds pairwise rules, so cost grows with
+/// the square of this.
+pub const MAX_NODES: u32 = 64;
+/// Most workload processes running at once (closed-loop clients or open-loop slots).
+pub const MAX_CLIENTS: u32 = 10_000;
+/// Most distinct keys a workload may address.
+pub const MAX_KEYS: u32 = 1_000_000;
+/// Longest simulated phase, in seconds (a day).
+pub const MAX_PHASE_S: f64 = 86_400.0;
+/// Largest open-loop arrival rate, in operations per simulated second.
+pub const MAX_RATE_PER_S: f64 = 1_000_000.0;
+/// Largest clock drift the nemesis may inject, in parts per million (±50%).
+pub const MAX_CLOCK_DRIFT_PPM: i64 = 500_000;
+
+/// Which system the nodes run.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum SystemKind {
+    /// `kvlab_node::baseline::Single`: one node holds the data; linearizable.
+    Single,
+    /// `kvlab_node::baseline::AsyncPrimary`: asynchronous primary-backup; not
+    /// linearizable.
+    AsyncPrimary,
+}
+
+impl SystemKind {
+    /// The name used in specs and summaries.
+    pub fn name(self) -> &'static str {
+        match self {
+            SystemKind::Single => "single",
+            SystemKind::AsyncPrimary => "async-primary",
+        }
+    }
+}
+
+/// A whole experiment.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    /// The experiment's name; results go to `results/<name>/`.
+    pub name: String,
+    /// What the experiment shows, for a person.
+    #[serde(default)]
+    pub description: String,
+    /// The system under test.
+    pub system: SystemKind,
+    /// Cluster size (node ids `1..=nodes`).
+    #[serde(default = "default_nodes")]
+    pub nodes: u32,
+    /// The run seed; `--seed` overrides it. Every random choice derives from it.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// How long each phase lasts.
+    #[serde(default)]
+    pub time: TimeSpec,
+    /// The clients.
+    #[serde(default)]
+    pub workload: WorkloadSpec,
+    /// The faults.
+    #[serde(default)]
+    pub nemesis: NemesisSpec,
+    /// The checker.
+    #[serde(default)]
+    pub check: CheckSpec,
+    /// The simulated network (latency, loss, …), as `kvlab_sim::NetworkConfig`.
+    #[serde(default)]
+    pub network: kvlab_sim::NetworkConfig,
+    /// The simulated disks, as `kvlab_sim::DiskConfig`.
+    #[serde(default)]
+    pub disk: kvlab_sim::DiskConfig,
+    /// Limits of the simulator itself.
+    #[serde(default)]
+    pub sim: SimLimits,
+    /// Configuration of `system = "single"`.
+    #[serde(default)]
+    pub single: kvlab_node::baseline::SingleConfig,
+    /// Configuration of `system = "async-primary"`.
+    #[serde(default)]
+    pub async_primary: kvlab_node::baseline::AsyncPrimaryConfig,
+}
+
+fn default_nodes() -> u32 {
+    5
+}
+fn default_seed() -> u64 {
+    1
+}
+
+/// Phase lengths, in simulated seconds.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeSpec {
+    /// The safety phase: workload plus faults.
+    pub duration_s: f64,
+    /// The liveness phase: every fault healed, crashed nodes restarted, paused nodes
+    /// resumed, drift reset; every client must then complete an operation within it.
+    pub liveness_s: f64,
+}
+
+impl Default for TimeSpec {
+    fn default() -> Self {
+        TimeSpec {
+            duration_s: 60.0,
+            liveness_s: 10.0,
+        }
+    }
+}
+
+/// How operations arrive.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LoadMode {
+    /// Each process issues its next operation when the previous one completed (plus
+    /// think time): throughput adapts to latency.
+    Closed,
+    /// Operations arrive at `rate_per_s` (exponential gaps) whatever the latency; an
+    /// arrival that finds every process busy is dropped and counted.
+    Open,
+}
+
+/// How keys are drawn.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyDistribution {
+    /// Every key equally likely.
+    Uniform,
+    /// Key `k_i` with probability proportional to `1 / (i+1)^zipf_exponent`.
+    Zipfian,
+}
+
+/// Relative weights of the operation types (they need not sum to 1).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpMix {
+    /// Weight of reads.
+    pub read: f64,
+    /// Weight of writes.
+    pub write: f64,
+    /// Weight of compare-and-sets.
+    pub cas: f64,
+}
+
+impl Default for OpMix {
+    fn default() -> Self {
+        OpMix {
+            read: 0.5,
+            write: 0.3,
+            cas: 0.2,
+        }
+    }
+}
+
+/// The clients.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkloadSpec {
+    /// Closed loop: the number of clients. Open loop: the most operations in flight
+    /// (arrivals beyond are dropped as `dropped_saturated`).
+    pub clients: u32,
+    /// Closed or open loop.
+    pub mode: LoadMode,
+    /// Open loop only: mean arrivals per simulated second.
+    pub rate_per_s: f64,
+    /// Number of keys `k0 .. k{keys-1}`.
+    pub keys: u32,
+    /// How keys are drawn.
+    pub key_distribution: KeyDistribution,
+    /// The zipfian exponent `s` (only with `key_distribution = "zipfian"`).
+    pub zipf_exponent: f64,
+    /// Operation mix.
+    pub mix: OpMix,
+    /// A client gives up on an operation after this long and records it as `info`.
+    pub timeout_ms: u64,
+    /// Closed loop only: pause between a completion and the next invocation.
+    pub think_time_ms: u64,
+}
+
+impl Default for WorkloadSpec {
+    fn default() -> Self {
+        WorkloadSpec {
+            clients: 10,
+            mode: LoadMode::Closed,
+            rate_per_s: 100.0,
+            keys: 8,
+            key_distribution: KeyDistribution::Uniform,
+            zipf_exponent: 1.0,
+            mix: OpMix::default(),
+            timeout_ms: 1000,
+            think_time_ms: 0,
+        }
+    }
+}
+
+/// One kind of fault the nemesis may inject.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultKind {
+    /// Split the nodes into a random majority and minority.
+    PartitionHalves,
+    /// Split the nodes into two random non-empty groups of any sizes.
+    PartitionRandom,
+    /// One node stops hearing every other node, or stops being heard (random direction).
+    OneWay,
+    /// Cut one node off from everyone.
+    Isolate,
+    /// Two halves that cannot talk to each other, both connected to one bridge node.
+    Bridge,
+    /// Nodes in a random ring; each talks only to its two neighbours.
+    Ring,
+    /// Crash one node (losing unsynced writes); restart it when the fault ends.
+    Crash,
+    /// Pause one node (it keeps its state but does nothing); resume it at the end.
+    Pause,
+    /// Make one node's clock run fast or slow by a random amount up to
+    /// `clock_drift_ppm_max`.
+    ClockDrift,
+    /// Drop an extra fraction `loss_probability` of all messages.
+    Loss,
+}
+
+impl FaultKind {
+    /// The fault's name in specs (`partition-halves`).
+    pub fn spec_name(self) -> &'static str {
+        match self {
+            FaultKind::PartitionHalves => "partition-halves",
+            FaultKind::PartitionRandom => "partition-random",
+            FaultKind::OneWay => "one-way",
+            FaultKind::Isolate => "isolate",
+            FaultKind::Bridge => "bridge",
+            FaultKind::Ring => "ring",
+            FaultKind::Crash => "crash",
+            FaultKind::Pause => "pause",
+            FaultKind::ClockDrift => "clock-drift",
+            FaultKind::Loss => "loss",
+        }
+    }
+
+    /// The fewest nodes the fault makes sense with.
+    pub fn min_nodes(self) -> u32 {
+        match self {
+            FaultKind::Crash | FaultKind::Pause | FaultKind::ClockDrift | FaultKind::Loss => 1,
+            FaultKind::PartitionHalves
+            | FaultKind::PartitionRandom
+            | FaultKind::OneWay
+            | FaultKind::Isolate => 2,
+            FaultKind::Bridge => 3,
+            FaultKind::Ring => 4,
+        }
+    }
+}
+
+/// The fault schedule.
+///
+/// Fault `i` (from 0) starts at `start_after_s + i * interval_s` during the safety phase
+/// and lasts `fault_duration_s`; its kind is drawn uniformly from `faults` and its
+/// targets at random, all from the nemesis seed. With `fault_duration_s < interval_s`
+/// (the default, and required unless `overlap = true`) one fault is active at a time;
+/// with `overlap = true` faults may overlap, each undoing only its own rules (a node is
+/// never crashed or paused twice at once). Every fault still active when the safety phase
+/// ends is undone at the start of the liveness phase.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NemesisSpec {
+    /// The kinds to draw from; empty means no faults.
+    pub faults: Vec<FaultKind>,
+    /// Quiet period before the first fault, so the cluster can settle.
+    pub start_after_s: f64,
+    /// Time between the starts of consecutive faults.
+    pub interval_s: f64,
+    /// How long each fault lasts.
+    pub fault_duration_s: f64,
+    /// Allow faults to overlap (`fault_duration_s >= interval_s`).
+    pub overlap: bool,
+    /// `loss` faults drop this fraction of messages.
+    pub loss_probability: f64,
+    /// `clock-drift` faults pick a drift uniformly in `±clock_drift_ppm_max`.
+    pub clock_drift_ppm_max: i64,
+}
+
+impl Default for NemesisSpec {
+    fn default() -> Self {
+        NemesisSpec {
+            faults: Vec::new(),
+            start_after_s: 5.0,
+            interval_s: 5.0,
+            fault_duration_s: 3.0,
+            overlap: false,
+            loss_probability: 0.2,
+            clock_drift_ppm_max: 100_000,
+        }
+    }
+}
+
+/// The consistency model a history is checked against.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelName {
+    /// One register (all operations on one key): read and write.
+    Register,
+    /// One register with compare-and-set.
+    CasRegister,
+    /// A map of independent registers with cas, checked key by key.
+    Kv,
+}
+
+impl ModelName {
+    /// The checker's model.
+    pub fn to_checker(self) -> kvlab_checker::ModelKind {
+        match self {
+            ModelName::Register => kvlab_checker::ModelKind::Register,
+            ModelName::CasRegister => kvlab_checker::ModelKind::CasRegister,
+            ModelName::Kv => kvlab_checker::ModelKind::Kv,
+        }
+    }
+}
+
+/// The checker's settings.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckSpec {
+    /// Model to check against.
+    pub model: ModelName,
+    /// Budget of the linearizability search; when it runs out the verdict is `unknown`.
+    pub timeout_s: f64,
+}
+
+impl Default for CheckSpec {
+    fn default() -> Self {
+        CheckSpec {
+            model: ModelName::Kv,
+            timeout_s: 30.0,
+        }
+    }
+}
+
+/// Limits of the simulator.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimLimits {
+    /// Most events the simulator may process in one run before it gives up (a runaway
+    /// protocol must not hang the run).
+    pub max_events: u64,
+}
+
+impl Default for SimLimits {
+    fn default() -> Self {
+        SimLimits {
+            max_events: kvlab_sim::SimConfig::default().max_events,
+        }
+    }
+}
+
+/// A reason a value is refused, with the dotted field name.
+fn invalid(field: &str, reason: impl Into<String>) -> (String, String) {
+    (field.to_string(), reason.into())
+}
+
+fn check_seconds(field: &str, v: f64, allow_zero: bool) -> Result<(), (String, String)> {
+    if !v.is_finite() || v < 0.0 || (!allow_zero && v == 0.0) {
+        return Err(invalid(
+            field,
+            format!(
+                "must be a finite number of seconds {} 0, got {v}",
+                if allow_zero { ">=" } else { ">" }
+            ),
+        ));
+    }
+    if v > MAX_PHASE_S {
+        return Err(invalid(
+            field,
+            format!("must be at most {MAX_PHASE_S} s (MAX_PHASE_S), got {v}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Converts validated seconds into nanoseconds.
+pub fn secs_to_ns(s: f64) -> u64 {
+    (s * 1e9).round() as u64
+}
+
+impl Spec {
+    /// Reads, parses and validates a spec file.
+    pub fn load(path: &Path) -> Result<Spec, ExperimentError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ExperimentError::SpecRead {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        Spec::from_toml_str(&text, path)
+    }
+
+    /// Parses and validates spec text; `file` is only used in error messages.
+    pub fn from_toml_str(text: &str, file: &Path) -> Result<Spec, ExperimentError> {
+        let spec: Spec = toml::from_str(text).map_err(|e| parse_error(text, file, &e))?;
+        spec.validate()
+            .map_err(|(field, reason)| ExperimentError::SpecInvalid {
+                file: file.to_path_buf(),
+                field,
+                reason,
+            })?;
+        Ok(spec)
+    }
+
+    /// The resolved spec (every default filled in) as TOML, for `spec.toml` in a run
+    /// directory: parsing it back gives the same spec.
+    pub fn to_toml_string(&self) -> Result<String, ExperimentError> {
+        toml::to_string(self).map_err(|e| ExperimentError::Encode {
+            path: PathBuf::from("spec.toml"),
+            message: e.to_string(),
+        })
+    }
+
+    /// Checks every value's range and the consistency between values. Returns the
+    /// dotted name of the first offending field and why.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+            || self.name.starts_with('.')
+        {
+            return Err(invalid(
+                "name",
+                format!(
+                    "must be a non-empty directory name of letters, digits, '-', '_' or '.', got {:?}",
+                    self.name
+                ),
+            ));
+        }
+        if self.nodes == 0 || self.nodes > MAX_NODES {
+            return Err(invalid(
+                "nodes",
+                format!("must be in 1..={MAX_NODES} (MAX_NODES), got {}", self.nodes),
+            ));
+        }
+        check_seconds("time.duration_s", self.time.duration_s, false)?;
+        check_seconds("time.liveness_s", self.time.liveness_s, false)?;
+
+        let w = &self.workload;
+        if w.clients == 0 || w.clients > MAX_CLIENTS {
+            return Err(invalid(
+                "workload.clients",
+                format!(
+                    "must be in 1..={MAX_CLIENTS} (MAX_CLIENTS), got {}",
+                    w.clients
+                ),
+            ));
+        }
+        if w.keys == 0 || w.keys > MAX_KEYS {
+            return Err(invalid(
+                "workload.keys",
+                format!("must be in 1..={MAX_KEYS} (MAX_KEYS), got {}", w.keys),
+            ));
+        }
+        if w.mode == LoadMode::Open
+            && (!w.rate_per_s.is_finite() || w.rate_per_s <= 0.0 || w.rate_per_s > MAX_RATE_PER_S)
+        {
+            return Err(invalid(
+                "workload.rate_per_s",
+                format!(
+                    "must be in (0, {MAX_RATE_PER_S}] (MAX_RATE_PER_S) in open mode, got {}",
+                    w.rate_per_s
+                ),
+            ));
+        }
+        if w.key_distribution == KeyDistribution::Zipfian
+            && (!w.zipf_exponent.is_finite() || w.zipf_exponent <= 0.0)
+        {
+            return Err(invalid(
+                "workload.zipf_exponent",
+                format!("must be a finite number > 0, got {}", w.zipf_exponent),
+            ));
+        }
+        for (name, v) in [
+            ("workload.mix.read", w.mix.read),
+            ("workload.mix.write", w.mix.write),
+            ("workload.mix.cas", w.mix.cas),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                return Err(invalid(
+                    name,
+                    format!("must be a finite weight >= 0, got {v}"),
+                ));
+            }
+        }
+        if w.mix.read + w.mix.write + w.mix.cas <= 0.0 {
+            return Err(invalid(
+                "workload.mix",
+                "the weights of read, write and cas must sum to more than 0",
+            ));
+        }
+        if w.timeout_ms == 0 {
+            return Err(invalid("workload.timeout_ms", "must be > 0"));
+        }
+
+        let n = &self.nemesis;
+        check_seconds("nemesis.start_after_s", n.start_after_s, true)?;
+        if !n.faults.is_empty() {
+            check_seconds("nemesis.interval_s", n.interval_s, false)?;
+            check_seconds("nemesis.fault_duration_s", n.fault_duration_s, false)?;
+            if !n.overlap && n.fault_duration_s >= n.interval_s {
+                return Err(invalid(
+                    "nemesis.fault_duration_s",
+                    format!(
+                        "must be shorter than nemesis.interval_s ({}) unless nemesis.overlap = true, got {}",
+                        n.interval_s, n.fault_duration_s
+                    ),
+                ));
+            }
+        }
+        for f in &n.faults {
+            if self.nodes < f.min_nodes() {
+                return Err(invalid(
+                    "nemesis.faults",
+                    format!(
+                        "`{}` needs at least {} nodes, the spec has {}",
+                        f.spec_name(),
+                        f.min_nodes(),
+                        self.nodes
+                    ),
+                ));
+            }
+        }
+        if !n.loss_probability.is_finite() || !(0.0..=1.0).contains(&n.loss_probability) {
+            return Err(invalid(
+                "nemesis.loss_probability",
+                format!("must be in [0, 1], got {}", n.loss_probability),
+            ));
+        }
+        if n.clock_drift_ppm_max < 0 || n.clock_drift_ppm_max > MAX_CLOCK_DRIFT_PPM {
+            return Err(invalid(
+                "nemesis.clock_drift_ppm_max",
+                format!(
+                    "must be in 0..={MAX_CLOCK_DRIFT_PPM} (MAX_CLOCK_DRIFT_PPM), got {}",
+                    n.clock_drift_ppm_max
+                ),
+            ));
+        }
+        if !self.check.timeout_s.is_finite() || self.check.timeout_s <= 0.0 {
+            return Err(invalid(
+                "check.timeout_s",
+                format!("must be a finite number > 0, got {}", self.check.timeout_s),
+            ));
+        }
+        if self.sim.max_events == 0 {
+            return Err(invalid("sim.max_events", "must be > 0"));
+        }
+        self.sim_config().validate().map_err(|e| match e {
+            kvlab_sim::SimError::InvalidConfig { field, reason } => (field, reason),
+            other => invalid("network", other.to_string()),
+        })?;
+        Ok(())
+    }
+
+    /// The simulator configuration this spec asks for.
+    pub fn sim_config(&self) -> kvlab_sim::SimConfig {
+        kvlab_sim::SimConfig {
+            network: self.network.clone(),
+            disk: self.disk.clone(),
+            max_events: self.sim.max_events,
+        }
+    }
+}
+
+/// Turns a toml error into one that names the file, line, column and field.
+fn parse_error(text: &str, file: &Path, e: &toml::de::Error) -> ExperimentError {
+    let (line, column) = match e.span() {
+        Some(span) => line_col(text, span.start),
+        None => (1, 1),
+    };
+    ExperimentError::SpecParse {
+        file: file.to_path_buf(),
+        line,
+        column,
+        field: field_path(e),
+        message: e.message().trim().to_string(),
+    }
+}
+
+/// 1-based line and column (in characters) of byte offset `offset` in `text`.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let column = text[line_start..offset].chars().count() + 1;
+    (line, column)
+}
+
+/// The dotted path of the field a toml error concerns. toml keeps the path private but
+/// prints it (`in `a.b``) when the error has no source text attached, so we render a
+/// copy without the source and read it back.
+fn field_path(e: &toml::de::Error) -> Option<String> {
+    let mut bare = e.clone();
+    bare.set_input(None);
+    let rendered = bare.to_string();
+    rendered
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("in `").and_then(|r| r.strip_suffix('`')))
+        .map(str::to_string)
+        .filter(|s| !s.is_empty())
+}

@@ -1,0 +1,807 @@
+//! Jepsen-style clients: logical processes that each have at most one operation in
+//! flight, and a history of every invocation and completion.
+//!
+//! The workload knows nothing about the cluster: the runner asks it when it next needs
+//! to act ([`Workload::next_wakeup`]), calls [`Workload::step`] at that time to collect
+//! the requests to submit, and hands it every reply ([`Workload::on_reply`]). All of its
+//! randomness comes from one seeded RNG, so the same seed gives the same operations.
+//!
+//! * **Closed loop:** `clients` processes; each issues its next operation when the
+//!   previous one completed, plus `think_time_ms`.
+//! * **Open loop:** operations arrive at `rate_per_s` with exponential gaps and are given
+//!   to the lowest-numbered free slot; with none free (`clients` operations already in
+//!   flight, the bound) the arrival is dropped and counted as `dropped_saturated`.
+//! * **Outcomes:** a success is `ok`; a definite error (cas mismatch, unavailable) is
+//!   `fail`; an indeterminate error or no reply within `timeout_ms` is `info`, and the
+//!   process is retired: its slot continues as process `p + clients`, as in Jepsen, and a
+//!   late reply to the abandoned operation is ignored.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use kvlab_checker::history::{EventType, HistoryEvent, OpFn};
+use kvlab_types::{
+    ClientError, ClientRequest, ClientResponse, KvOp, NodeId, OpOutput, RequestId, Rng, Time, Value,
+};
+use rand::Rng as _;
+use serde_json::json;
+
+use crate::spec::{KeyDistribution, LoadMode, WorkloadSpec};
+
+/// How many recently written or read values per key a cas may pick its expected value
+/// from. Small, so that a fair share of cas operations succeed.
+pub const RECENT_VALUES_PER_KEY: usize = 4;
+
+/// A uniform float in `[0, 1)` from 53 random bits: portable and exactly reproducible.
+pub fn unit_f64(rng: &mut Rng) -> f64 {
+    (rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+}
+
+/// A uniform integer in `0..n` (`n > 0`) by multiply-shift; the bias is below `n / 2^64`.
+pub fn below(rng: &mut Rng, n: u64) -> u64 {
+    ((u128::from(rng.next_u64()) * u128::from(n)) >> 64) as u64
+}
+
+/// Draws key indices, uniformly or from a zipfian distribution (a precomputed CDF
+/// searched by bisection, so one draw costs `O(log keys)`).
+#[derive(Clone, Debug)]
+pub struct KeySampler {
+    keys: u32,
+    /// `cdf[i]` = probability of a key index `<= i`; empty for uniform.
+    cdf: Vec<f64>,
+}
+
+impl KeySampler {
+    /// A sampler over `keys` keys (`keys > 0`).
+    pub fn new(keys: u32, distribution: KeyDistribution, zipf_exponent: f64) -> Self {
+        let cdf = match distribution {
+            KeyDistribution::Uniform => Vec::new(),
+            KeyDistribution::Zipfian => {
+                let weights: Vec<f64> = (1..=keys)
+                    .map(|i| 1.0 / f64::from(i).powf(zipf_exponent))
+                    .collect();
+                let total: f64 = weights.iter().sum();
+                let mut acc = 0.0;
+                let mut cdf: Vec<f64> = weights
+                    .iter()
+                    .map(|w| {
+                        acc += w / total;
+                        acc
+                    })
+                    .collect();
+                // Rounding may leave the last entry a hair below 1.
+                if let Some(last) = cdf.last_mut() {
+                    *last = 1.0;
+                }
+                cdf
+            }
+        };
+        KeySampler { keys, cdf }
+    }
+
+    /// Draws a key index in `0..keys`.
+    pub fn sample(&self, rng: &mut Rng) -> u32 {
+        if self.cdf.is_empty() {
+            return below(rng, u64::from(self.keys)) as u32;
+        }
+        let u = unit_f64(rng);
+        // The first index whose cumulative probability exceeds u.
+        let i = self.cdf.partition_point(|&c| c <= u);
+        i.min(self.cdf.len() - 1) as u32
+    }
+}
+
+/// The name of key index `i`.
+pub fn key_name(i: u32) -> String {
+    format!("k{i}")
+}
+
+/// What one slot (a closed-loop client or an open-loop concurrency slot) is doing.
+#[derive(Clone, Debug)]
+enum SlotState {
+    /// Free; in closed mode it invokes its next operation at `ready_at`.
+    Idle { ready_at: Time },
+    /// Waiting for the reply to its operation.
+    Busy,
+}
+
+#[derive(Clone, Debug)]
+struct Slot {
+    /// The current process id (`slot`, then `slot + clients`, … after each `info`).
+    process: u64,
+    /// Next request sequence number of the current process.
+    next_seq: u64,
+    state: SlotState,
+    /// First `ok` completion after the liveness phase began.
+    first_ok_after_heal: Option<Time>,
+}
+
+/// An operation in flight.
+#[derive(Clone, Debug)]
+struct InFlight {
+    slot: usize,
+    key_index: u32,
+    op: KvOp,
+    node: NodeId,
+    invoked_at: Time,
+    deadline: Time,
+}
+
+/// Counters of the workload, for `summary.json`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct WorkloadCounters {
+    /// Open-loop arrivals that found every slot busy.
+    pub dropped_saturated: u64,
+    /// Replies to operations that had already timed out (or were never sent).
+    pub late_replies_ignored: u64,
+    /// Replies whose output did not fit the operation (a read answered `Done`, …);
+    /// recorded as `info`.
+    pub malformed_replies: u64,
+}
+
+/// How the liveness phase went for the clients.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct LivenessReport {
+    /// Whether the liveness requirement held: in closed mode every client completed an
+    /// `ok` operation after the heal; in open mode at least one did.
+    pub ok: bool,
+    /// Milliseconds from the heal to the first `ok` completion, if any.
+    pub first_ok_after_heal_ms: Option<f64>,
+    /// Milliseconds from the heal until every client had an `ok` completion, if all did.
+    pub all_clients_ok_after_heal_ms: Option<f64>,
+    /// Clients (slots) that had an `ok` completion after the heal.
+    pub clients_with_progress: u32,
+    /// Clients (slots) in total.
+    pub clients: u32,
+}
+
+/// The clients of one run and the history they produce.
+#[derive(Debug)]
+pub struct Workload {
+    spec: WorkloadSpec,
+    nodes: Vec<NodeId>,
+    rng: Rng,
+    keys: KeySampler,
+    slots: Vec<Slot>,
+    in_flight: BTreeMap<RequestId, InFlight>,
+    /// Open loop: the next arrival.
+    next_arrival: Option<Time>,
+    /// Values recently written to or read from each key (by key index).
+    recent: Vec<VecDeque<Option<Value>>>,
+    next_value: Value,
+    issuing: bool,
+    heal_at: Option<Time>,
+    history: Vec<HistoryEvent>,
+    counters: WorkloadCounters,
+}
+
+impl Workload {
+    /// A workload over `nodes` (non-empty) that starts issuing at time zero.
+    pub fn new(spec: &WorkloadSpec, nodes: &[NodeId], seed: u64) -> Self {
+        let mut rng = kvlab_types::seeded_rng(seed);
+        let slots = (0..spec.clients)
+            .map(|i| Slot {
+                process: u64::from(i),
+                next_seq: 1,
+                state: SlotState::Idle {
+                    ready_at: Time::ZERO,
+                },
+                first_ok_after_heal: None,
+            })
+            .collect();
+        let next_arrival = match spec.mode {
+            LoadMode::Closed => None,
+            LoadMode::Open => Some(Time::ZERO.saturating_add(exp_gap(&mut rng, spec.rate_per_s))),
+        };
+        Workload {
+            keys: KeySampler::new(spec.keys, spec.key_distribution, spec.zipf_exponent),
+            spec: spec.clone(),
+            nodes: nodes.to_vec(),
+            rng,
+            slots,
+            in_flight: BTreeMap::new(),
+            next_arrival,
+            recent: vec![VecDeque::new(); spec.keys as usize],
+            next_value: 1,
+            issuing: true,
+            heal_at: None,
+            history: Vec::new(),
+            counters: WorkloadCounters::default(),
+        }
+    }
+
+    /// The earliest time the workload must act: an invocation due or a timeout. `None`
+    /// when it waits only for replies (or for nothing).
+    pub fn next_wakeup(&self) -> Option<Time> {
+        let mut t: Option<Time> = self.in_flight.values().map(|f| f.deadline).min();
+        if self.issuing {
+            let due = match self.spec.mode {
+                LoadMode::Closed => self
+                    .slots
+                    .iter()
+                    .filter_map(|s| match s.state {
+                        SlotState::Idle { ready_at } => Some(ready_at),
+                        SlotState::Busy => None,
+                    })
+                    .min(),
+                LoadMode::Open => self.next_arrival,
+            };
+            t = match (t, due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        t
+    }
+
+    /// Acts at `now`: times out overdue operations, then invokes every operation that is
+    /// due, pushing `(node, request)` pairs for the runner to submit.
+    pub fn step(&mut self, now: Time, submit: &mut Vec<(NodeId, ClientRequest)>) {
+        self.expire(now);
+        if !self.issuing {
+            return;
+        }
+        match self.spec.mode {
+            LoadMode::Closed => {
+                for slot in 0..self.slots.len() {
+                    if let SlotState::Idle { ready_at } = self.slots[slot].state
+                        && ready_at <= now
+                    {
+                        submit.push(self.invoke(slot, now));
+                    }
+                }
+            }
+            LoadMode::Open => {
+                while let Some(arrival) = self.next_arrival.filter(|&a| a <= now) {
+                    let free = self
+                        .slots
+                        .iter()
+                        .position(|s| matches!(s.state, SlotState::Idle { .. }));
+                    match free {
+                        Some(slot) => submit.push(self.invoke(slot, now)),
+                        None => self.counters.dropped_saturated += 1,
+                    }
+                    let gap = exp_gap(&mut self.rng, self.spec.rate_per_s);
+                    // A zero gap (rounding) must still advance, or the loop would spin.
+                    let next = arrival.saturating_add(gap).max(Time(arrival.0 + 1));
+                    self.next_arrival = Some(next);
+                }
+            }
+        }
+    }
+
+    /// Records operations whose deadline passed by `now` as `info` and retires their
+    /// processes.
+    fn expire(&mut self, now: Time) {
+        let overdue: Vec<RequestId> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| f.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        // Record in deadline order (then request order) so the history stays sorted by time.
+        let mut overdue: Vec<(Time, RequestId)> = overdue
+            .into_iter()
+            .map(|id| (self.in_flight[&id].deadline, id))
+            .collect();
+        overdue.sort();
+        for (deadline, id) in overdue {
+            if let Some(f) = self.in_flight.remove(&id) {
+                let error = format!("timeout after {} ms", self.spec.timeout_ms);
+                self.complete(f, id, deadline, EventType::Info, None, Some(error));
+            }
+        }
+    }
+
+    /// Handles a node's reply that the client received at `at`.
+    pub fn on_reply(&mut self, at: Time, response: ClientResponse) {
+        // A reply that arrives after the deadline lost the race with the timeout.
+        self.expire(at);
+        let Some(f) = self.in_flight.remove(&response.id) else {
+            self.counters.late_replies_ignored += 1;
+            return;
+        };
+        let id = response.id;
+        match (response.result, &f.op) {
+            (Ok(OpOutput::Read(v)), KvOp::Read { .. }) => {
+                self.complete(f, id, at, EventType::Ok, Some(json!(v)), None)
+            }
+            (Ok(OpOutput::Done), KvOp::Write { .. } | KvOp::Cas { .. } | KvOp::Delete { .. }) => {
+                self.complete(f, id, at, EventType::Ok, None, None)
+            }
+            (Ok(out), _) => {
+                self.counters.malformed_replies += 1;
+                let error = format!("reply {out:?} does not fit the operation");
+                self.complete(f, id, at, EventType::Info, None, Some(error))
+            }
+            (Err(e @ ClientError::Indeterminate { .. }), _) => {
+                self.complete(f, id, at, EventType::Info, None, Some(e.to_string()))
+            }
+            (Err(e), _) => self.complete(f, id, at, EventType::Fail, None, Some(e.to_string())),
+        }
+    }
+
+    /// Stops invoking new operations (operations in flight still complete or time out).
+    pub fn stop_issuing(&mut self) {
+        self.issuing = false;
+    }
+
+    /// Marks the start of the liveness phase: from now on, progress is tracked per
+    /// client.
+    pub fn mark_heal(&mut self, now: Time) {
+        self.heal_at = Some(now);
+        for s in &mut self.slots {
+            s.first_ok_after_heal = None;
+        }
+    }
+
+    /// Whether every client (closed loop) or some client (open loop) had an `ok` since
+    /// [`Workload::mark_heal`].
+    pub fn liveness_satisfied(&self) -> bool {
+        self.liveness().ok
+    }
+
+    /// How the liveness phase went so far.
+    pub fn liveness(&self) -> LivenessReport {
+        let heal = self.heal_at.unwrap_or(Time::ZERO);
+        let oks: Vec<Time> = self
+            .slots
+            .iter()
+            .filter_map(|s| s.first_ok_after_heal)
+            .collect();
+        let ms = |t: Time| t.saturating_since(heal).as_secs_f64() * 1e3;
+        let all = oks.len() == self.slots.len();
+        let ok = self.heal_at.is_some()
+            && match self.spec.mode {
+                LoadMode::Closed => all,
+                LoadMode::Open => !oks.is_empty(),
+            };
+        LivenessReport {
+            ok,
+            first_ok_after_heal_ms: oks.iter().min().map(|&t| ms(t)),
+            all_clients_ok_after_heal_ms: if all {
+                oks.iter().max().map(|&t| ms(t))
+            } else {
+                None
+            },
+            clients_with_progress: oks.len() as u32,
+            clients: self.slots.len() as u32,
+        }
+    }
+
+    /// Number of operations in flight.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// The history so far.
+    pub fn history(&self) -> &[HistoryEvent] {
+        &self.history
+    }
+
+    /// The counters so far.
+    pub fn counters(&self) -> &WorkloadCounters {
+        &self.counters
+    }
+
+    /// Ends the workload, returning the history and the counters.
+    pub fn finish(self) -> (Vec<HistoryEvent>, WorkloadCounters) {
+        (self.history, self.counters)
+    }
+
+    /// Draws the next operation for `slot`, records its invocation and returns the
+    /// request to submit.
+    fn invoke(&mut self, slot: usize, now: Time) -> (NodeId, ClientRequest) {
+        let key_index = self.keys.sample(&mut self.rng);
+        let key = key_name(key_index);
+        let mix = &self.spec.mix;
+        let total = mix.read + mix.write + mix.cas;
+        let u = unit_f64(&mut self.rng) * total;
+        let op = if u < mix.read {
+            KvOp::Read { key }
+        } else if u < mix.read + mix.write || mix.cas <= 0.0 {
+            let value = self.fresh_value();
+            self.remember(key_index, Some(value));
+            KvOp::Write { key, value }
+        } else {
+            let recent = &self.recent[key_index as usize];
+            let expected = if recent.is_empty() {
+                None
+            } else {
+                recent[below(&mut self.rng, recent.len() as u64) as usize]
+            };
+            let new = self.fresh_value();
+            KvOp::Cas { key, expected, new }
+        };
+        let s = &mut self.slots[slot];
+        let process = s.process;
+        let id = RequestId {
+            client: process,
+            seq: s.next_seq,
+        };
+        s.next_seq += 1;
+        s.state = SlotState::Busy;
+        let node = self.nodes[(process % self.nodes.len() as u64) as usize];
+        let (f, key, value) = history_fields(&op);
+        self.push_event(HistoryEvent {
+            index: 0,
+            time_ns: now.as_nanos(),
+            process,
+            kind: EventType::Invoke,
+            f,
+            key: Some(key),
+            value,
+            node: Some(node.0),
+            error: None,
+        });
+        let deadline = now.saturating_add(std::time::Duration::from_millis(self.spec.timeout_ms));
+        self.in_flight.insert(
+            id,
+            InFlight {
+                slot,
+                key_index,
+                op: op.clone(),
+                node,
+                invoked_at: now,
+                deadline,
+            },
+        );
+        (node, ClientRequest { id, op })
+    }
+
+    /// Records the completion of `f` at `at` and frees (or retires) its slot.
+    fn complete(
+        &mut self,
+        f: InFlight,
+        id: RequestId,
+        at: Time,
+        kind: EventType,
+        read_value: Option<serde_json::Value>,
+        error: Option<String>,
+    ) {
+        debug_assert!(at >= f.invoked_at, "completion before invocation");
+        let (fname, key, mut value) = history_fields(&f.op);
+        if let Some(v) = read_value {
+            value = v;
+        }
+        if kind == EventType::Ok {
+            match &f.op {
+                KvOp::Read { .. } => {
+                    let v = value.as_i64();
+                    self.remember(f.key_index, v);
+                }
+                KvOp::Cas { new, .. } => self.remember(f.key_index, Some(*new)),
+                _ => {}
+            }
+        }
+        self.push_event(HistoryEvent {
+            index: 0,
+            time_ns: at.as_nanos(),
+            process: id.client,
+            kind,
+            f: fname,
+            key: Some(key),
+            value,
+            node: Some(f.node.0),
+            error,
+        });
+        let clients = u64::from(self.spec.clients);
+        let think = std::time::Duration::from_millis(self.spec.think_time_ms);
+        let s = &mut self.slots[f.slot];
+        if kind == EventType::Info {
+            s.process += clients;
+            s.next_seq = 1;
+        }
+        if kind == EventType::Ok
+            && self.heal_at.is_some_and(|h| at >= h)
+            && s.first_ok_after_heal.is_none()
+        {
+            s.first_ok_after_heal = Some(at);
+        }
+        s.state = SlotState::Idle {
+            ready_at: at.saturating_add(think),
+        };
+    }
+
+    fn push_event(&mut self, mut e: HistoryEvent) {
+        e.index = self.history.len() as u64;
+        if let Some(last) = self.history.last() {
+            debug_assert!(last.time_ns <= e.time_ns, "history out of time order");
+        }
+        self.history.push(e);
+    }
+
+    fn fresh_value(&mut self) -> Value {
+        let v = self.next_value;
+        self.next_value += 1;
+        v
+    }
+
+    fn remember(&mut self, key_index: u32, v: Option<Value>) {
+        let r = &mut self.recent[key_index as usize];
+        if r.contains(&v) {
+            return;
+        }
+        if r.len() == RECENT_VALUES_PER_KEY {
+            r.pop_front();
+        }
+        r.push_back(v);
+    }
+}
+
+/// The `f`, `key` and invocation `value` of an operation in the history format.
+fn history_fields(op: &KvOp) -> (OpFn, String, serde_json::Value) {
+    match op {
+        KvOp::Read { key } => (OpFn::Read, key.clone(), serde_json::Value::Null),
+        KvOp::Write { key, value } => (OpFn::Write, key.clone(), json!(value)),
+        KvOp::Cas { key, expected, new } => (OpFn::Cas, key.clone(), json!([expected, new])),
+        KvOp::Delete { key } => (OpFn::Delete, key.clone(), serde_json::Value::Null),
+    }
+}
+
+/// An exponential gap with mean `1 / rate_per_s` seconds.
+fn exp_gap(rng: &mut Rng, rate_per_s: f64) -> std::time::Duration {
+    let u = unit_f64(rng);
+    let s = -(1.0 - u).ln() / rate_per_s;
+    std::time::Duration::from_nanos((s * 1e9).round().clamp(0.0, 1e18) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::OpMix;
+
+    fn spec(clients: u32) -> WorkloadSpec {
+        WorkloadSpec {
+            clients,
+            timeout_ms: 100,
+            ..WorkloadSpec::default()
+        }
+    }
+
+    fn nodes() -> Vec<NodeId> {
+        vec![NodeId(1), NodeId(2), NodeId(3)]
+    }
+
+    #[test]
+    fn zipfian_sampler_prefers_low_keys_and_stays_in_range() {
+        let s = KeySampler::new(10, KeyDistribution::Zipfian, 1.2);
+        let mut rng = kvlab_types::seeded_rng(3);
+        let mut counts = [0u32; 10];
+        for _ in 0..20_000 {
+            counts[s.sample(&mut rng) as usize] += 1;
+        }
+        assert!(
+            counts[0] > counts[1] && counts[1] > counts[5] && counts[5] > counts[9],
+            "{counts:?}"
+        );
+        // 1 / H(10, 1.2) ≈ 0.39 of the draws go to k0.
+        assert!((7_000..9_000).contains(&counts[0]), "{counts:?}");
+    }
+
+    #[test]
+    fn uniform_sampler_covers_every_key() {
+        let s = KeySampler::new(4, KeyDistribution::Uniform, 1.0);
+        let mut rng = kvlab_types::seeded_rng(3);
+        let mut seen = [false; 4];
+        for _ in 0..200 {
+            seen[s.sample(&mut rng) as usize] = true;
+        }
+        assert_eq!(seen, [true; 4]);
+    }
+
+    #[test]
+    fn closed_loop_invokes_one_op_per_client_and_routes_by_process() {
+        let mut w = Workload::new(&spec(4), &nodes(), 1);
+        let mut out = Vec::new();
+        w.step(Time::ZERO, &mut out);
+        assert_eq!(out.len(), 4);
+        let routed: Vec<(u64, u32)> = out.iter().map(|(n, r)| (r.id.client, n.0)).collect();
+        assert_eq!(routed, vec![(0, 1), (1, 2), (2, 3), (3, 1)]);
+        // Nothing more until a reply or a timeout.
+        out.clear();
+        w.step(Time::from_millis(1), &mut out);
+        assert!(out.is_empty());
+        assert_eq!(w.next_wakeup(), Some(Time::from_millis(100)));
+        assert_eq!(w.history().len(), 4);
+    }
+
+    #[test]
+    fn timeout_records_info_and_retires_the_process() {
+        let mut w = Workload::new(&spec(2), &nodes(), 1);
+        let mut out = Vec::new();
+        w.step(Time::ZERO, &mut out);
+        let first = out[0].1.clone();
+        out.clear();
+        w.step(Time::from_millis(100), &mut out);
+        // Both timed out; both slots continue as new processes 2 and 3.
+        let infos = w
+            .history()
+            .iter()
+            .filter(|e| e.kind == EventType::Info)
+            .count();
+        assert_eq!(infos, 2);
+        let procs: Vec<u64> = out.iter().map(|(_, r)| r.id.client).collect();
+        assert_eq!(procs, vec![2, 3]);
+        // A late reply to the abandoned op is ignored.
+        let before = w.history().len();
+        w.on_reply(
+            Time::from_millis(150),
+            ClientResponse {
+                id: first.id,
+                result: Ok(OpOutput::Done),
+            },
+        );
+        assert_eq!(w.history().len(), before);
+        assert_eq!(w.counters().late_replies_ignored, 1);
+    }
+
+    #[test]
+    fn outcomes_map_to_ok_fail_and_info() {
+        let mut w = Workload::new(
+            &WorkloadSpec {
+                mix: OpMix {
+                    read: 1.0,
+                    write: 0.0,
+                    cas: 0.0,
+                },
+                ..spec(3)
+            },
+            &nodes(),
+            1,
+        );
+        let mut out = Vec::new();
+        w.step(Time::ZERO, &mut out);
+        let ids: Vec<RequestId> = out.iter().map(|(_, r)| r.id).collect();
+        let t = Time::from_millis(5);
+        w.on_reply(
+            t,
+            ClientResponse {
+                id: ids[0],
+                result: Ok(OpOutput::Read(Some(7))),
+            },
+        );
+        w.on_reply(
+            t,
+            ClientResponse {
+                id: ids[1],
+                result: Err(ClientError::Unavailable {
+                    reason: "no".into(),
+                    hint: None,
+                }),
+            },
+        );
+        w.on_reply(
+            t,
+            ClientResponse {
+                id: ids[2],
+                result: Err(ClientError::Indeterminate {
+                    reason: "lost".into(),
+                }),
+            },
+        );
+        let kinds: Vec<EventType> = w.history()[3..].iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, vec![EventType::Ok, EventType::Fail, EventType::Info]);
+        assert_eq!(w.history()[3].value, json!(7));
+        // Indices are positions.
+        assert!(
+            w.history()
+                .iter()
+                .enumerate()
+                .all(|(i, e)| e.index == i as u64)
+        );
+    }
+
+    #[test]
+    fn written_values_are_unique_and_cas_expects_a_recent_value() {
+        let mut w = Workload::new(
+            &WorkloadSpec {
+                keys: 1,
+                mix: OpMix {
+                    read: 0.0,
+                    write: 1.0,
+                    cas: 1.0,
+                },
+                ..spec(1)
+            },
+            &nodes(),
+            9,
+        );
+        let mut written = Vec::new();
+        let mut cas_expected_written = 0;
+        let mut cas_total = 0;
+        let mut now = Time::ZERO;
+        for _ in 0..200 {
+            let mut out = Vec::new();
+            w.step(now, &mut out);
+            for (_, req) in out {
+                match req.op {
+                    KvOp::Write { value, .. } => written.push(value),
+                    KvOp::Cas { expected, new, .. } => {
+                        cas_total += 1;
+                        if expected.is_some_and(|e| written.contains(&e)) {
+                            cas_expected_written += 1;
+                        }
+                        written.push(new);
+                    }
+                    _ => {}
+                }
+                now = Time(now.0 + 1_000_000);
+                w.on_reply(
+                    now,
+                    ClientResponse {
+                        id: req.id,
+                        result: Ok(OpOutput::Done),
+                    },
+                );
+            }
+        }
+        let mut sorted = written.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), written.len(), "values repeat");
+        assert!(
+            cas_total > 50 && cas_expected_written * 10 > cas_total * 8,
+            "{cas_expected_written}/{cas_total}"
+        );
+    }
+
+    #[test]
+    fn open_loop_drops_arrivals_when_every_slot_is_busy() {
+        let mut w = Workload::new(
+            &WorkloadSpec {
+                mode: LoadMode::Open,
+                rate_per_s: 1000.0,
+                timeout_ms: 10_000,
+                ..spec(2)
+            },
+            &nodes(),
+            4,
+        );
+        let mut out = Vec::new();
+        // Never reply: after ~1 s of arrivals only 2 were taken, the rest dropped.
+        let mut now = Time::ZERO;
+        while now < Time::from_secs(1) {
+            now = w.next_wakeup().unwrap();
+            w.step(now, &mut out);
+        }
+        assert_eq!(out.len(), 2);
+        let dropped = w.counters().dropped_saturated;
+        assert!((900..1100).contains(&dropped), "{dropped}");
+    }
+
+    #[test]
+    fn liveness_needs_every_closed_loop_client_to_progress_after_heal() {
+        let mut w = Workload::new(&spec(2), &nodes(), 1);
+        let mut out = Vec::new();
+        w.step(Time::ZERO, &mut out);
+        w.mark_heal(Time::from_millis(1));
+        assert!(!w.liveness_satisfied());
+        let ids: Vec<RequestId> = out.iter().map(|(_, r)| r.id).collect();
+        let reply = |id| ClientResponse {
+            id,
+            result: match &out.iter().find(|(_, r)| r.id == id).unwrap().1.op {
+                KvOp::Read { .. } => Ok(OpOutput::Read(None)),
+                _ => Ok(OpOutput::Done),
+            },
+        };
+        w.on_reply(Time::from_millis(3), reply(ids[0]));
+        assert!(!w.liveness_satisfied());
+        w.on_reply(Time::from_millis(5), reply(ids[1]));
+        let l = w.liveness();
+        assert!(l.ok);
+        assert_eq!(l.first_ok_after_heal_ms, Some(2.0));
+        assert_eq!(l.all_clients_ok_after_heal_ms, Some(4.0));
+    }
+
+    #[test]
+    fn same_seed_same_operations() {
+        let ops = |seed| {
+            let mut w = Workload::new(&spec(5), &nodes(), seed);
+            let mut out = Vec::new();
+            w.step(Time::ZERO, &mut out);
+            out
+        };
+        assert_eq!(ops(11), ops(11));
+        assert_ne!(ops(11), ops(12));
+    }
+}

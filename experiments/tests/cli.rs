@@ -1,0 +1,165 @@
+//! The `kvlab` binary's exit statuses: `check` on valid, invalid and malformed
+//! histories, `run` on a bad spec and bad arguments.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn kvlab(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kvlab"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+const VALID: &str = r#"{"index":0,"time_ns":10,"process":0,"type":"invoke","f":"write","key":"k1","value":1}
+{"index":1,"time_ns":20,"process":0,"type":"ok","f":"write","key":"k1","value":1}
+{"index":2,"time_ns":30,"process":1,"type":"invoke","f":"read","key":"k1","value":null}
+{"index":3,"time_ns":40,"process":1,"type":"ok","f":"read","key":"k1","value":1}
+"#;
+
+#[test]
+fn check_valid_history_exits_0() {
+    let tmp = tempfile::tempdir().unwrap();
+    let h = write(tmp.path(), "h.jsonl", VALID);
+    let out = kvlab(&["check", &h], tmp.path());
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("valid"));
+}
+
+#[test]
+fn check_invalid_history_exits_1_and_writes_html() {
+    let tmp = tempfile::tempdir().unwrap();
+    let h = write(
+        tmp.path(),
+        "h.jsonl",
+        &VALID.replace(
+            r#""ok","f":"read","key":"k1","value":1"#,
+            r#""ok","f":"read","key":"k1","value":5"#,
+        ),
+    );
+    let html = tmp.path().join("viz.html");
+    let out = kvlab(
+        &[
+            "check",
+            &h,
+            "--model",
+            "kv",
+            "--html",
+            &html.display().to_string(),
+            "--json",
+        ],
+        tmp.path(),
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["verdict"], "invalid");
+    assert_eq!(report["invalid_keys"][0], "k1");
+    assert!(html.is_file());
+}
+
+#[test]
+fn check_malformed_history_exits_2_naming_the_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let h = write(
+        tmp.path(),
+        "h.jsonl",
+        &format!("{VALID}{{\"index\":4, oops\n"),
+    );
+    let out = kvlab(&["check", &h], tmp.path());
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains('5'), "the error should name line 5: {err}");
+}
+
+#[test]
+fn check_unsupported_format_exits_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let h = write(tmp.path(), "h.edn", "{:type :invoke}\n[:not-json]\n");
+    let out = kvlab(&["check", &h], tmp.path());
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let h = write(tmp.path(), "h.txt", "(:type :invoke)\n");
+    let out = kvlab(&["check", &h], tmp.path());
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("JSONL"));
+}
+
+#[test]
+fn run_with_a_bad_spec_exits_2_naming_the_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = write(
+        tmp.path(),
+        "bad.toml",
+        "name = \"x\"\nsystem = \"single\"\nnodes = 0\n",
+    );
+    let out = kvlab(&["run", &s], tmp.path());
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`nodes`"));
+    let s = write(tmp.path(), "syntax.toml", "name = \"x\"\nsystem = single\n");
+    let out = kvlab(&["run", &s], tmp.path());
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("syntax.toml:2:"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn run_with_bad_arguments_exits_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = write(tmp.path(), "ok.toml", "name = \"x\"\nsystem = \"single\"\n");
+    for args in [
+        vec!["run", s.as_str(), "--seeds", "5..3"],
+        vec!["run", s.as_str(), "--seeds", "x"],
+        vec!["run", s.as_str(), "--seed", "-1"],
+        vec!["run", s.as_str(), "--seed", "1", "--seeds", "1..2"],
+        vec!["run"],
+    ] {
+        let out = kvlab(&args, tmp.path());
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+    }
+}
+
+#[test]
+fn run_sweep_writes_one_dir_per_seed_and_tallies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = write(
+        tmp.path(),
+        "sweep.toml",
+        "name = \"sweep\"\nsystem = \"async-primary\"\nnodes = 3\n[time]\nduration_s = 2\nliveness_s = 1\n[workload]\nclients = 4\nkeys = 2\n[nemesis]\nfaults = [\"crash\"]\nstart_after_s = 0.5\ninterval_s = 0.5\nfault_duration_s = 0.3\n",
+    );
+    let out = kvlab(&["run", &s, "--seeds", "1..3"], tmp.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for seed in 1..=3 {
+        assert!(
+            tmp.path()
+                .join(format!("results/sweep/seed-{seed}/history.jsonl"))
+                .is_file()
+        );
+        assert!(stdout.contains(&format!("seed {seed}: ")), "{stdout}");
+    }
+    // Lines come in seed order, then the tally.
+    let p1 = stdout.find("seed 1: ").unwrap();
+    let p3 = stdout.find("seed 3: ").unwrap();
+    assert!(p1 < p3);
+    assert!(stdout.contains("3 seeds: "), "{stdout}");
+    // The first seed always gets a report.
+    assert!(
+        tmp.path()
+            .join("results/sweep/seed-1/report.html")
+            .is_file()
+    );
+    let code = out.status.code().unwrap();
+    if stdout.contains("INVALID") {
+        assert_eq!(code, 1, "{stdout}");
+        assert!(stdout.contains("reproduce: kvlab run"), "{stdout}");
+    } else {
+        assert_eq!(code, 0, "{stdout}");
+    }
+}

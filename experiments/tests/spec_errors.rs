@@ -1,0 +1,179 @@
+//! A bad spec is refused with an error that names the file, the line and the field.
+
+use std::path::Path;
+
+use kvlab_experiments::ExperimentError;
+use kvlab_experiments::spec::{FaultKind, LoadMode, Spec};
+
+const GOOD: &str = r#"
+name = "t"
+system = "single"
+nodes = 3
+[time]
+duration_s = 2
+liveness_s = 1
+[workload]
+clients = 2
+mix = { read = 1, write = 1, cas = 1 }
+"#;
+
+fn parse(text: &str) -> Result<Spec, ExperimentError> {
+    Spec::from_toml_str(text, Path::new("configs/t.toml"))
+}
+
+fn invalid_field(text: &str) -> (String, String) {
+    match parse(text) {
+        Err(ExperimentError::SpecInvalid { field, reason, .. }) => (field, reason),
+        other => panic!("expected SpecInvalid, got {other:?}"),
+    }
+}
+
+#[test]
+fn good_spec_parses_with_defaults() {
+    let spec = parse(GOOD).unwrap();
+    assert_eq!(spec.nodes, 3);
+    assert_eq!(spec.workload.clients, 2);
+    assert_eq!(spec.workload.mode, LoadMode::Closed);
+    assert_eq!(spec.workload.keys, 8);
+    assert!(spec.nemesis.faults.is_empty());
+}
+
+#[test]
+fn resolved_spec_round_trips_through_toml() {
+    let mut text = GOOD.to_string();
+    text.push_str("[nemesis]\nfaults = [\"crash\", \"partition-halves\"]\n");
+    let spec = parse(&text).unwrap();
+    let again = parse(&spec.to_toml_string().unwrap()).unwrap();
+    assert_eq!(
+        again.to_toml_string().unwrap(),
+        spec.to_toml_string().unwrap()
+    );
+    assert_eq!(
+        again.nemesis.faults,
+        vec![FaultKind::Crash, FaultKind::PartitionHalves]
+    );
+}
+
+#[test]
+fn syntax_error_names_file_line_and_column() {
+    let text = "name = \"t\"\nsystem = \"single\"\nnodes = = 3\n";
+    match parse(text) {
+        Err(e @ ExperimentError::SpecParse { line, column, .. }) => {
+            assert_eq!(line, 3, "{e}");
+            assert!(column >= 7, "{e}");
+            let msg = e.to_string();
+            assert!(msg.starts_with("configs/t.toml:3:"), "{msg}");
+            assert_eq!(e.exit_code(), 2);
+        }
+        other => panic!("expected SpecParse, got {other:?}"),
+    }
+}
+
+#[test]
+fn unknown_field_is_named_with_its_line() {
+    let text = GOOD.replace("clients = 2", "clients = 2\nclinets = 3");
+    match parse(&text) {
+        Err(e @ ExperimentError::SpecParse { line, .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains("clinets"), "{msg}");
+            assert_eq!(line, 10, "{msg}");
+        }
+        other => panic!("expected SpecParse, got {other:?}"),
+    }
+}
+
+#[test]
+fn unknown_table_is_refused() {
+    let text = format!("{GOOD}[nemsis]\nfaults = []\n");
+    let err = parse(&text).unwrap_err();
+    assert!(err.to_string().contains("nemsis"), "{err}");
+}
+
+#[test]
+fn wrong_type_names_the_field() {
+    let text = GOOD.replace("nodes = 3", "nodes = \"three\"");
+    match parse(&text) {
+        Err(e @ ExperimentError::SpecParse { line, .. }) => {
+            assert_eq!(line, 4, "{e}");
+            let msg = e.to_string();
+            assert!(msg.contains("nodes"), "{msg}");
+        }
+        other => panic!("expected SpecParse, got {other:?}"),
+    }
+}
+
+#[test]
+fn nested_wrong_value_names_the_dotted_field() {
+    let text = GOOD.replace("clients = 2", "clients = 2\nmode = \"sideways\"");
+    let err = parse(&text).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("workload.mode"), "{msg}");
+}
+
+#[test]
+fn zero_nodes_is_refused_naming_nodes() {
+    let (field, reason) = invalid_field(&GOOD.replace("nodes = 3", "nodes = 0"));
+    assert_eq!(field, "nodes");
+    assert!(reason.contains("1..="), "{reason}");
+}
+
+#[test]
+fn mix_summing_to_zero_is_refused_naming_mix() {
+    let (field, _) = invalid_field(&GOOD.replace(
+        "mix = { read = 1, write = 1, cas = 1 }",
+        "mix = { read = 0, write = 0, cas = 0 }",
+    ));
+    assert_eq!(field, "workload.mix");
+}
+
+#[test]
+fn negative_mix_weight_is_refused_naming_it() {
+    let (field, _) = invalid_field(&GOOD.replace("read = 1,", "read = -1,"));
+    assert_eq!(field, "workload.mix.read");
+}
+
+#[test]
+fn open_loop_needs_a_positive_rate() {
+    let (field, _) = invalid_field(&GOOD.replace(
+        "clients = 2",
+        "clients = 2\nmode = \"open\"\nrate_per_s = 0",
+    ));
+    assert_eq!(field, "workload.rate_per_s");
+}
+
+#[test]
+fn faults_may_not_overlap_unless_asked() {
+    let text =
+        format!("{GOOD}[nemesis]\nfaults = [\"crash\"]\ninterval_s = 2\nfault_duration_s = 3\n");
+    let (field, _) = invalid_field(&text);
+    assert_eq!(field, "nemesis.fault_duration_s");
+    let ok = text.replace(
+        "fault_duration_s = 3",
+        "fault_duration_s = 3\noverlap = true",
+    );
+    parse(&ok).unwrap();
+}
+
+#[test]
+fn ring_needs_four_nodes() {
+    let (field, reason) = invalid_field(&format!("{GOOD}[nemesis]\nfaults = [\"ring\"]\n"));
+    assert_eq!(field, "nemesis.faults");
+    assert!(reason.contains("ring"), "{reason}");
+}
+
+#[test]
+fn simulator_config_errors_name_the_network_field() {
+    let text = format!("{GOOD}[network]\nloss_probability = 2.0\n");
+    let (field, _) = invalid_field(&text);
+    assert_eq!(field, "network.loss_probability");
+}
+
+#[test]
+fn missing_spec_file_is_bad_input() {
+    let err = Spec::load(Path::new("/nonexistent/kvlab/spec.toml")).unwrap_err();
+    assert_eq!(err.exit_code(), 2);
+    assert!(
+        err.to_string().contains("/nonexistent/kvlab/spec.toml"),
+        "{err}"
+    );
+}

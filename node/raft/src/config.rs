@@ -1,0 +1,100 @@
+//! Tuning of one Raft group. Every limit is named here, with its unit last.
+
+use serde::{Deserialize, Serialize};
+
+use crate::RaftError;
+
+/// Configuration of a Raft group. Time is counted in logical ticks: the caller calls
+/// [`crate::RaftGroup::tick`] from a timer (e.g. every 10 ms), so tests drive time exactly.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftConfig {
+    /// Minimum election timeout in ticks; each timeout is drawn uniformly from
+    /// `[election_ticks, 2 * election_ticks)` with the caller's seeded RNG (Raft §5.2).
+    pub election_ticks: u32,
+    /// A leader sends heartbeats every this many ticks. Must be below `election_ticks`.
+    pub heartbeat_ticks: u32,
+    /// Run a PreVote round before a real election so that a partitioned node does not
+    /// disrupt the cluster with inflated terms (thesis §9.6).
+    pub pre_vote: bool,
+    /// A leader that has not heard from a quorum for `election_ticks` steps down, and
+    /// followers that heard from a leader in that window ignore vote requests (thesis
+    /// §6.2, the "leader lease" that keeps removed or partitioned nodes from disrupting).
+    pub check_quorum: bool,
+    /// Most AppendEntries in flight to one follower in replicate state.
+    pub max_inflight_msgs: usize,
+    /// Most entries in one AppendEntries.
+    pub max_entries_per_msg: usize,
+    /// Most entry bytes in one AppendEntries (at least one entry is always sent).
+    pub max_bytes_per_msg: usize,
+    /// Most entries the leader holds uncommitted; proposals beyond are refused, which is
+    /// how back-pressure reaches clients.
+    pub max_uncommitted_entries: usize,
+    /// Most committed entries handed out for application in one [`crate::Ready`].
+    pub max_apply_entries_per_ready: usize,
+    /// Bytes of snapshot data in one InstallSnapshot message.
+    pub snapshot_chunk_bytes: usize,
+    /// Largest snapshot a follower accepts (chunks beyond are dropped and counted).
+    pub max_snapshot_bytes: usize,
+    /// **Deliberately broken, tests only.** Lets a leader commit an entry of an earlier
+    /// term by counting replicas, the mistake Raft §5.4.2 / Figure 8 warns against. The
+    /// randomized simulation must catch it.
+    pub unsafe_commit_previous_term_by_count: bool,
+    /// **Deliberately broken, tests only.** Persists the hard state without the vote, so
+    /// a node that crashes after voting can vote again in the same term (Raft §5.2,
+    /// Figure 2: `votedFor` is persistent state). The randomized simulation must catch it.
+    pub unsafe_skip_vote_persist: bool,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        RaftConfig {
+            election_ticks: 10,
+            heartbeat_ticks: 1,
+            pre_vote: true,
+            check_quorum: true,
+            max_inflight_msgs: 256,
+            max_entries_per_msg: 256,
+            max_bytes_per_msg: 1 << 20,
+            max_uncommitted_entries: 65_536,
+            max_apply_entries_per_ready: 4096,
+            snapshot_chunk_bytes: 64 << 10,
+            max_snapshot_bytes: 1 << 30,
+            unsafe_commit_previous_term_by_count: false,
+            unsafe_skip_vote_persist: false,
+        }
+    }
+}
+
+impl RaftConfig {
+    /// Checks the configuration once, naming the offending field.
+    pub fn validate(&self) -> Result<(), RaftError> {
+        let bad = |field: &'static str, reason: &str| {
+            Err(RaftError::InvalidConfig {
+                field,
+                reason: reason.to_string(),
+            })
+        };
+        if self.election_ticks < 2 {
+            return bad("election_ticks", "must be at least 2");
+        }
+        if self.heartbeat_ticks == 0 || self.heartbeat_ticks >= self.election_ticks {
+            return bad("heartbeat_ticks", "must be at least 1 and below election_ticks");
+        }
+        let positive = [
+            ("max_inflight_msgs", self.max_inflight_msgs),
+            ("max_entries_per_msg", self.max_entries_per_msg),
+            ("max_bytes_per_msg", self.max_bytes_per_msg),
+            ("max_uncommitted_entries", self.max_uncommitted_entries),
+            ("max_apply_entries_per_ready", self.max_apply_entries_per_ready),
+            ("snapshot_chunk_bytes", self.snapshot_chunk_bytes),
+            ("max_snapshot_bytes", self.max_snapshot_bytes),
+        ];
+        for (field, v) in positive {
+            if v == 0 {
+                return bad(field, "must be positive");
+            }
+        }
+        Ok(())
+    }
+}

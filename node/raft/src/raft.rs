@@ -1,0 +1,1297 @@
+//! The Raft state machine of one group: roles, elections, replication, commitment,
+//! ReadIndex, leader transfer and snapshots. It only computes; [`RaftGroup::ready`] hands
+//! the caller what to persist, send and apply.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use kvlab_types::{NodeId, Rng};
+use rand::RngExt;
+use serde::{Deserialize, Serialize};
+
+use crate::config::RaftConfig;
+use crate::log::RaftLog;
+use crate::message::{AppendResult, MessageBody, RaftMessage};
+use crate::progress::{PeerProgress, Progress, ProgressState};
+use crate::ready::{RaftEvent, ReadState, Ready};
+use crate::storage::{
+    Entry, EntryKind, HardState, RaftRecord, RecoveredState, Snapshot, SnapshotMeta,
+};
+use crate::{GroupId, RaftError};
+
+/// The role of a node in its group (Raft §5.1, plus the PreVote phase of thesis §9.6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// Follows a leader (or waits for one).
+    Follower,
+    /// Asks peers whether they would vote for it, without changing terms.
+    PreCandidate,
+    /// Campaigns for votes in a new term.
+    Candidate,
+    /// Replicates its log to followers.
+    Leader,
+}
+
+/// The position of an entry in the log: proposals are identified by it. A proposal
+/// succeeded iff the entry applied at `index` has term `term`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct EntryId {
+    /// The leader term the entry was proposed in.
+    pub term: u64,
+    /// The log index it was given.
+    pub index: u64,
+}
+
+#[derive(Clone, Debug)]
+struct PendingRead {
+    ctx: u64,
+    index: u64,
+    round: u64,
+}
+
+#[derive(Clone, Debug)]
+struct IncomingSnapshot {
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+/// One Raft group on one node: the whole protocol, sans I/O.
+///
+/// Drive it with [`RaftGroup::tick`] (from a timer), [`RaftGroup::step`] (for each
+/// message received), [`RaftGroup::propose`], [`RaftGroup::read_index`],
+/// [`RaftGroup::transfer_leader`] and [`RaftGroup::compact`]; after any of them, take
+/// [`RaftGroup::ready`] and carry it out in the order its documentation gives.
+#[derive(Debug)]
+pub struct RaftGroup {
+    group: GroupId,
+    id: NodeId,
+    voters: Vec<NodeId>,
+    cfg: RaftConfig,
+
+    term: u64,
+    vote: Option<NodeId>,
+    role: Role,
+    leader: Option<NodeId>,
+    log: RaftLog,
+
+    election_elapsed: u32,
+    heartbeat_elapsed: u32,
+    randomized_election_ticks: u32,
+
+    votes: BTreeMap<NodeId, bool>,
+    progress: BTreeMap<NodeId, Progress>,
+    transferee: Option<NodeId>,
+    read_round: u64,
+    pending_reads: VecDeque<PendingRead>,
+    reads_awaiting_commit: Vec<u64>,
+    broadcast_pending: bool,
+
+    msgs: Vec<RaftMessage>,
+    read_states: Vec<ReadState>,
+    aborted_reads: Vec<u64>,
+    events: Vec<RaftEvent>,
+    last_hard_state: HardState,
+    pending_snapshot_record: Option<Snapshot>,
+    pending_restore: Option<Snapshot>,
+    incoming_snapshot: Option<IncomingSnapshot>,
+    dropped_messages: u64,
+}
+
+impl RaftGroup {
+    /// A fresh member `id` of group `group` whose voters are `voters` (which normally
+    /// include `id`), with an empty log.
+    pub fn new(
+        group: GroupId,
+        id: NodeId,
+        voters: &[NodeId],
+        config: RaftConfig,
+        rng: &mut Rng,
+    ) -> Result<RaftGroup, RaftError> {
+        RaftGroup::recover(group, id, voters, config, RecoveredState::default(), rng)
+    }
+
+    /// Rebuilds a member from what survived in durable storage (see
+    /// [`RecoveredState::from_records`]). It comes back as a follower of no leader; the
+    /// first [`Ready`] restores the snapshot (if any) and re-applies the committed entries
+    /// the hard state's commit hint covers.
+    pub fn recover(
+        group: GroupId,
+        id: NodeId,
+        voters: &[NodeId],
+        config: RaftConfig,
+        state: RecoveredState,
+        rng: &mut Rng,
+    ) -> Result<RaftGroup, RaftError> {
+        config.validate()?;
+        let mut voters = voters.to_vec();
+        voters.sort();
+        voters.dedup();
+        if voters.is_empty() {
+            return Err(RaftError::InvalidConfig {
+                field: "voters",
+                reason: "a group needs at least one voter".into(),
+            });
+        }
+        let snapshot = state.snapshot.unwrap_or_default();
+        let base = snapshot.meta.index;
+        for (k, e) in state.entries.iter().enumerate() {
+            if e.index != base + 1 + k as u64 {
+                return Err(RaftError::LogGap {
+                    first_index: e.index,
+                    last_index: base + k as u64,
+                });
+            }
+        }
+        let pending_restore = (base > 0).then(|| snapshot.clone());
+        let log = RaftLog::new(snapshot, state.entries, state.hard_state.commit);
+        let hs = state.hard_state;
+        let mut g = RaftGroup {
+            group,
+            id,
+            voters,
+            cfg: config,
+            term: hs.term,
+            vote: hs.vote,
+            role: Role::Follower,
+            leader: None,
+            log,
+            election_elapsed: 0,
+            heartbeat_elapsed: 0,
+            randomized_election_ticks: 0,
+            votes: BTreeMap::new(),
+            progress: BTreeMap::new(),
+            transferee: None,
+            read_round: 0,
+            pending_reads: VecDeque::new(),
+            reads_awaiting_commit: Vec::new(),
+            broadcast_pending: false,
+            msgs: Vec::new(),
+            read_states: Vec::new(),
+            aborted_reads: Vec::new(),
+            events: Vec::new(),
+            last_hard_state: hs,
+            pending_snapshot_record: None,
+            pending_restore,
+            incoming_snapshot: None,
+            dropped_messages: 0,
+        };
+        g.reset_timers(rng);
+        Ok(g)
+    }
+
+    // ----- accessors -------------------------------------------------------------------
+
+    /// The group this member belongs to.
+    pub fn group(&self) -> GroupId {
+        self.group
+    }
+    /// This member's node.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+    /// The current term.
+    pub fn term(&self) -> u64 {
+        self.term
+    }
+    /// The vote cast in the current term.
+    pub fn vote(&self) -> Option<NodeId> {
+        self.vote
+    }
+    /// The current role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    /// The leader this member currently follows (itself when leading).
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+    /// The voters of the group, sorted.
+    pub fn voters(&self) -> &[NodeId] {
+        &self.voters
+    }
+    /// The highest committed index known here.
+    pub fn commit_index(&self) -> u64 {
+        self.log.committed
+    }
+    /// The highest index handed out for application.
+    pub fn applied_index(&self) -> u64 {
+        self.log.applied
+    }
+    /// The last index of the log.
+    pub fn last_index(&self) -> u64 {
+        self.log.last_index()
+    }
+    /// The first index still in the log (entries before it are in the snapshot).
+    pub fn first_index(&self) -> u64 {
+        self.log.first_index()
+    }
+    /// The term of the entry at `index`, if the log (or its snapshot base) still has it.
+    pub fn term_at(&self, index: u64) -> Option<u64> {
+        self.log.term(index)
+    }
+    /// The entry at `index`, if still in the log.
+    pub fn entry(&self, index: u64) -> Option<&Entry> {
+        self.log.entry(index)
+    }
+    /// The current snapshot's position (index 0 when there is none).
+    pub fn snapshot_meta(&self) -> SnapshotMeta {
+        self.log.snapshot.meta
+    }
+    /// The hard state as it is in memory now (persisted by the next [`Ready`]).
+    pub fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.log.committed,
+        }
+    }
+    /// The leader's view of `peer` (None unless leading).
+    pub fn progress(&self, peer: NodeId) -> Option<PeerProgress> {
+        if self.role != Role::Leader {
+            return None;
+        }
+        self.progress.get(&peer).map(Progress::view)
+    }
+    /// The target of an ongoing leader transfer.
+    pub fn transferee(&self) -> Option<NodeId> {
+        self.transferee
+    }
+    /// Messages dropped because they were malformed, addressed elsewhere or over a limit.
+    pub fn dropped_messages(&self) -> u64 {
+        self.dropped_messages
+    }
+    /// The configuration.
+    pub fn config(&self) -> &RaftConfig {
+        &self.cfg
+    }
+
+    fn quorum(&self) -> usize {
+        self.voters.len() / 2 + 1
+    }
+
+    fn is_voter(&self, n: NodeId) -> bool {
+        self.voters.binary_search(&n).is_ok()
+    }
+
+    fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
+        let me = self.id;
+        self.voters.iter().copied().filter(move |&n| n != me)
+    }
+
+    // ----- output ----------------------------------------------------------------------
+
+    fn send(&mut self, to: NodeId, term: u64, body: MessageBody) {
+        self.msgs.push(RaftMessage {
+            group: self.group,
+            from: self.id,
+            to,
+            term,
+            body,
+        });
+    }
+
+    fn persisted_hard_state(&self) -> HardState {
+        let mut hs = self.hard_state();
+        if self.cfg.unsafe_skip_vote_persist {
+            hs.vote = None;
+        }
+        hs
+    }
+
+    /// Whether [`RaftGroup::ready`] has anything for the caller.
+    pub fn has_ready(&self) -> bool {
+        self.broadcast_pending
+            || !self.msgs.is_empty()
+            || self.log.has_unstable()
+            || self.log.has_committed_to_apply()
+            || self.persisted_hard_state() != self.last_hard_state
+            || self.pending_snapshot_record.is_some()
+            || self.pending_restore.is_some()
+            || !self.read_states.is_empty()
+            || !self.aborted_reads.is_empty()
+            || !self.events.is_empty()
+    }
+
+    /// Takes everything the caller must now do: persist [`Ready::records`], make them
+    /// durable, then send [`Ready::messages`], restore [`Ready::restore`] and apply
+    /// [`Ready::committed_entries`] in order. The group assumes the caller does all of
+    /// it (a crash in between is a crash of the group too).
+    pub fn ready(&mut self) -> Ready {
+        if self.broadcast_pending {
+            self.broadcast_pending = false;
+            self.bcast_append();
+        }
+        let mut records = Vec::new();
+        let hs = self.persisted_hard_state();
+        // Term and vote go before the entries: a durable entry of term T then always
+        // comes with a durable term >= T. The commit hint goes after the entries, so it
+        // never covers an entry that was lost with the tail.
+        if hs.term != self.last_hard_state.term || hs.vote != self.last_hard_state.vote {
+            let early = HardState {
+                commit: self.last_hard_state.commit,
+                ..hs
+            };
+            records.push(RaftRecord::HardState(early));
+            self.last_hard_state = early;
+        }
+        if let Some(s) = self.pending_snapshot_record.take() {
+            records.push(RaftRecord::Snapshot(s));
+        }
+        let ents = self.log.take_unstable();
+        if !ents.is_empty() {
+            records.push(RaftRecord::Entries(ents));
+        }
+        if hs != self.last_hard_state {
+            records.push(RaftRecord::HardState(hs));
+            self.last_hard_state = hs;
+        }
+        let restore = self.pending_restore.take();
+        let committed_entries = self
+            .log
+            .take_committed(self.cfg.max_apply_entries_per_ready);
+        Ready {
+            group: self.group,
+            records,
+            messages: std::mem::take(&mut self.msgs),
+            restore,
+            committed_entries,
+            read_states: std::mem::take(&mut self.read_states),
+            aborted_reads: std::mem::take(&mut self.aborted_reads),
+            events: std::mem::take(&mut self.events),
+        }
+    }
+
+    // ----- role changes ----------------------------------------------------------------
+
+    fn reset_timers(&mut self, rng: &mut Rng) {
+        self.election_elapsed = 0;
+        self.heartbeat_elapsed = 0;
+        let base = self.cfg.election_ticks;
+        self.randomized_election_ticks = rng.random_range(base..2 * base);
+    }
+
+    fn reset(&mut self, term: u64, rng: &mut Rng) {
+        if self.term != term {
+            self.term = term;
+            self.vote = None;
+        }
+        self.leader = None;
+        self.reset_timers(rng);
+        self.votes.clear();
+        self.progress.clear();
+        self.transferee = None;
+        self.broadcast_pending = false;
+        self.abort_reads();
+    }
+
+    fn abort_reads(&mut self) {
+        self.aborted_reads
+            .extend(self.pending_reads.drain(..).map(|r| r.ctx));
+        self.aborted_reads.append(&mut self.reads_awaiting_commit);
+    }
+
+    fn become_follower(&mut self, term: u64, leader: Option<NodeId>, rng: &mut Rng) {
+        let was = (self.role, self.leader, self.term);
+        self.reset(term, rng);
+        self.role = Role::Follower;
+        self.leader = leader;
+        if was != (self.role, self.leader, self.term) {
+            self.events.push(RaftEvent::BecameFollower {
+                term: self.term,
+                leader,
+            });
+        }
+    }
+
+    fn campaign(&mut self, pre_vote: bool, leader_transfer: bool, rng: &mut Rng) {
+        if !self.is_voter(self.id) {
+            return;
+        }
+        let vote_term = if pre_vote {
+            let term = self.term;
+            self.reset(term, rng);
+            self.role = Role::PreCandidate;
+            self.term + 1
+        } else {
+            let term = self.term + 1;
+            self.reset(term, rng);
+            self.role = Role::Candidate;
+            self.vote = Some(self.id);
+            self.term
+        };
+        self.events.push(RaftEvent::ElectionStarted {
+            term: vote_term,
+            pre_vote,
+        });
+        self.votes.insert(self.id, true);
+        if self.votes_granted() >= self.quorum() {
+            // A single-voter group wins at once.
+            if pre_vote {
+                self.campaign(false, leader_transfer, rng);
+            } else {
+                self.become_leader();
+            }
+            return;
+        }
+        let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
+        let peers: Vec<NodeId> = self.peers().collect();
+        for to in peers {
+            self.send(
+                to,
+                vote_term,
+                MessageBody::RequestVote {
+                    pre_vote,
+                    last_log_index,
+                    last_log_term,
+                    leader_transfer,
+                },
+            );
+        }
+    }
+
+    fn votes_granted(&self) -> usize {
+        self.votes.values().filter(|&&g| g).count()
+    }
+
+    fn votes_rejected(&self) -> usize {
+        self.votes.values().filter(|&&g| !g).count()
+    }
+
+    fn become_leader(&mut self) {
+        self.role = Role::Leader;
+        self.leader = Some(self.id);
+        self.election_elapsed = 0;
+        self.heartbeat_elapsed = 0;
+        self.read_round = 0;
+        let next = self.log.last_index() + 1;
+        self.progress = self
+            .voters
+            .iter()
+            .map(|&n| (n, Progress::new(next)))
+            .collect();
+        if let Some(me) = self.progress.get_mut(&self.id) {
+            me.become_replicate();
+            me.recent_active = true;
+        }
+        self.events.push(RaftEvent::BecameLeader { term: self.term });
+        // Raft §8: a new leader commits a no-op of its own term, which commits the
+        // entries of earlier terms it holds (§5.4.2) and enables ReadIndex.
+        self.append_entry(EntryKind::Noop, Vec::new());
+        self.bcast_append();
+    }
+
+    fn append_entry(&mut self, kind: EntryKind, data: Vec<u8>) -> EntryId {
+        let id = EntryId {
+            term: self.term,
+            index: self.log.last_index() + 1,
+        };
+        let entry = Entry {
+            term: id.term,
+            index: id.index,
+            kind,
+            data,
+        };
+        // The new index is last + 1 > committed, so this cannot fail.
+        let _ = self.log.append(std::slice::from_ref(&entry));
+        let last = self.log.last_index();
+        if let Some(me) = self.progress.get_mut(&self.id) {
+            me.maybe_update(last);
+        }
+        self.maybe_commit();
+        id
+    }
+
+    // ----- inputs ----------------------------------------------------------------------
+
+    /// Advances logical time by one tick: followers and candidates start an election
+    /// when their randomized timeout expires (Raft §5.2); a leader sends heartbeats and,
+    /// with CheckQuorum, steps down if it has not heard from a quorum (thesis §6.2).
+    pub fn tick(&mut self, rng: &mut Rng) {
+        if self.role == Role::Leader {
+            self.heartbeat_elapsed += 1;
+            self.election_elapsed += 1;
+            if self.election_elapsed >= self.cfg.election_ticks {
+                self.election_elapsed = 0;
+                if self.cfg.check_quorum {
+                    let active = self
+                        .progress
+                        .iter()
+                        .filter(|(n, p)| p.recent_active || **n == self.id)
+                        .count();
+                    if active < self.quorum() {
+                        self.events
+                            .push(RaftEvent::SteppedDownNoQuorum { term: self.term });
+                        let term = self.term;
+                        self.become_follower(term, None, rng);
+                        return;
+                    }
+                    let me = self.id;
+                    for (n, p) in self.progress.iter_mut() {
+                        p.recent_active = *n == me;
+                    }
+                }
+                // A transfer that did not finish within an election timeout is abandoned.
+                self.transferee = None;
+            }
+            if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks {
+                self.heartbeat_elapsed = 0;
+                self.bcast_heartbeat();
+            }
+        } else {
+            self.election_elapsed += 1;
+            if self.election_elapsed >= self.randomized_election_ticks && self.is_voter(self.id)
+            {
+                self.campaign(self.cfg.pre_vote, false, rng);
+            }
+        }
+    }
+
+    /// Proposes a client command. Only a leader accepts; the command is committed iff
+    /// the entry later applied at the returned index carries the returned term.
+    pub fn propose(&mut self, data: Vec<u8>) -> Result<EntryId, RaftError> {
+        if self.role != Role::Leader {
+            return Err(RaftError::NotLeader {
+                leader: self.leader,
+            });
+        }
+        if let Some(to) = self.transferee {
+            return Err(RaftError::TransferInProgress { to });
+        }
+        let uncommitted = self.log.last_index() - self.log.committed;
+        if uncommitted >= self.cfg.max_uncommitted_entries as u64 {
+            return Err(RaftError::TooManyUncommitted {
+                limit: self.cfg.max_uncommitted_entries,
+            });
+        }
+        let id = self.append_entry(EntryKind::Normal, data);
+        self.broadcast_pending = true;
+        Ok(id)
+    }
+
+    /// Asks for a linearizable read point (thesis §6.4, ReadIndex). When the leader has
+    /// confirmed with a quorum that it is still leader, a [`ReadState`] with `ctx` and the
+    /// read index appears in a later [`Ready`]; the caller serves the read once it has
+    /// applied up to that index. Reads aborted by a step-down appear in
+    /// [`Ready::aborted_reads`].
+    pub fn read_index(&mut self, ctx: u64) -> Result<(), RaftError> {
+        if self.role != Role::Leader {
+            return Err(RaftError::NotLeader {
+                leader: self.leader,
+            });
+        }
+        if self.log.term(self.log.committed) != Some(self.term) {
+            // Until its no-op commits, the leader's commit index may be stale (§6.4 step 1).
+            self.reads_awaiting_commit.push(ctx);
+            return Ok(());
+        }
+        self.start_read(ctx);
+        Ok(())
+    }
+
+    fn start_read(&mut self, ctx: u64) {
+        if self.voters.len() == 1 {
+            self.read_states.push(ReadState {
+                ctx,
+                index: self.log.committed,
+            });
+            return;
+        }
+        self.read_round += 1;
+        self.pending_reads.push_back(PendingRead {
+            ctx,
+            index: self.log.committed,
+            round: self.read_round,
+        });
+        self.bcast_heartbeat();
+    }
+
+    fn release_reads(&mut self) {
+        while let Some(front) = self.pending_reads.front() {
+            let acks = self
+                .progress
+                .iter()
+                .filter(|(n, p)| **n == self.id || p.read_round_acked >= front.round)
+                .count();
+            if acks < self.quorum() {
+                break;
+            }
+            let r = self.pending_reads.pop_front().expect("front exists");
+            self.read_states.push(ReadState {
+                ctx: r.ctx,
+                index: r.index,
+            });
+        }
+    }
+
+    /// Hands leadership to `to` (thesis §3.10): the leader stops taking proposals, brings
+    /// `to` up to date, then tells it to campaign at once. Abandoned after an election
+    /// timeout.
+    pub fn transfer_leader(&mut self, to: NodeId) -> Result<(), RaftError> {
+        if self.role != Role::Leader {
+            return Err(RaftError::NotLeader {
+                leader: self.leader,
+            });
+        }
+        if to == self.id || !self.is_voter(to) {
+            return Err(RaftError::InvalidTransferTarget { to });
+        }
+        self.transferee = Some(to);
+        self.election_elapsed = 0;
+        let caught_up = self
+            .progress
+            .get(&to)
+            .is_some_and(|p| p.match_index == self.log.last_index());
+        if caught_up {
+            let term = self.term;
+            self.send(to, term, MessageBody::TimeoutNow);
+        } else {
+            self.send_append(to, true);
+        }
+        Ok(())
+    }
+
+    /// Compacts the log up to `index` (which must already be applied), keeping `data` —
+    /// the caller's state machine image at `index` — as the snapshot (Raft §7). Lagging
+    /// followers will be sent it in chunks.
+    pub fn compact(&mut self, index: u64, data: Vec<u8>) -> Result<(), RaftError> {
+        let snap = self.log.compact(index, data)?;
+        self.pending_snapshot_record = Some(snap);
+        Ok(())
+    }
+
+    /// Handles a message from a peer. Errors are messages that cannot belong here
+    /// (another group, another recipient, an unknown sender, an impossible log); the
+    /// caller counts and drops them. Protocol-level staleness is handled silently.
+    pub fn step(&mut self, msg: RaftMessage, rng: &mut Rng) -> Result<(), RaftError> {
+        if msg.group != self.group {
+            self.dropped_messages += 1;
+            return Err(RaftError::WrongGroup {
+                expected: self.group,
+                found: msg.group,
+            });
+        }
+        if msg.to != self.id || msg.from == self.id || !self.is_voter(msg.from) {
+            self.dropped_messages += 1;
+            return Err(RaftError::UnknownPeer {
+                from: msg.from,
+                to: msg.to,
+            });
+        }
+        let res = self.step_inner(msg, rng);
+        if res.is_err() {
+            self.dropped_messages += 1;
+        }
+        res
+    }
+
+    fn step_inner(&mut self, m: RaftMessage, rng: &mut Rng) -> Result<(), RaftError> {
+        if m.term > self.term {
+            match &m.body {
+                MessageBody::RequestVote {
+                    pre_vote,
+                    leader_transfer,
+                    ..
+                } => {
+                    let in_lease = self.cfg.check_quorum
+                        && self.leader.is_some()
+                        && self.election_elapsed < self.cfg.election_ticks;
+                    if in_lease && !leader_transfer {
+                        // Thesis §4.2.3: a node that hears from a live leader ignores
+                        // disruptive vote requests.
+                        return Ok(());
+                    }
+                    if !pre_vote {
+                        self.become_follower(m.term, None, rng);
+                    }
+                }
+                MessageBody::RequestVoteResponse {
+                    pre_vote: true,
+                    granted: true,
+                } => {}
+                MessageBody::AppendEntries { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::InstallSnapshot { .. } => {
+                    self.become_follower(m.term, Some(m.from), rng)
+                }
+                _ => self.become_follower(m.term, None, rng),
+            }
+        } else if m.term < self.term {
+            match &m.body {
+                MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. }
+                    if self.cfg.check_quorum || self.cfg.pre_vote =>
+                {
+                    // A stale leader (e.g. back from a partition) must learn the new
+                    // term, or with PreVote/CheckQuorum it would never step down.
+                    let term = self.term;
+                    self.send(m.from, term, MessageBody::HeartbeatResponse { read_round: 0 });
+                }
+                MessageBody::RequestVote { pre_vote: true, .. } => {
+                    let term = self.term;
+                    self.send(
+                        m.from,
+                        term,
+                        MessageBody::RequestVoteResponse {
+                            pre_vote: true,
+                            granted: false,
+                        },
+                    );
+                }
+                _ => {}
+            }
+            return Ok(());
+        }
+
+        match m.body {
+            MessageBody::RequestVote {
+                pre_vote,
+                last_log_index,
+                last_log_term,
+                ..
+            } => {
+                self.handle_request_vote(m.from, m.term, pre_vote, last_log_index, last_log_term);
+                Ok(())
+            }
+            MessageBody::RequestVoteResponse { pre_vote, granted } => {
+                self.handle_vote_response(m.from, pre_vote, granted, rng);
+                Ok(())
+            }
+            MessageBody::AppendEntries {
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+            } => {
+                self.follow(m.from, rng);
+                self.handle_append_entries(
+                    m.from,
+                    prev_log_index,
+                    prev_log_term,
+                    &entries,
+                    leader_commit,
+                )
+            }
+            MessageBody::Heartbeat {
+                leader_commit,
+                read_round,
+            } => {
+                self.follow(m.from, rng);
+                self.log.commit_to(leader_commit);
+                let term = self.term;
+                self.send(m.from, term, MessageBody::HeartbeatResponse { read_round });
+                Ok(())
+            }
+            MessageBody::InstallSnapshot {
+                snapshot,
+                offset,
+                data,
+                done,
+            } => {
+                self.follow(m.from, rng);
+                self.handle_install_snapshot(m.from, snapshot, offset, data, done);
+                Ok(())
+            }
+            MessageBody::TimeoutNow => {
+                if self.role == Role::Follower {
+                    self.events.push(RaftEvent::TransferTimeoutNow { term: self.term });
+                    self.campaign(false, true, rng);
+                }
+                Ok(())
+            }
+            MessageBody::AppendEntriesResponse { result } => {
+                if self.role == Role::Leader {
+                    self.handle_append_response(m.from, result);
+                }
+                Ok(())
+            }
+            MessageBody::HeartbeatResponse { read_round } => {
+                if self.role == Role::Leader {
+                    self.handle_heartbeat_response(m.from, read_round);
+                }
+                Ok(())
+            }
+            MessageBody::InstallSnapshotResponse {
+                snapshot,
+                next_offset,
+            } => {
+                if self.role == Role::Leader {
+                    self.handle_snapshot_response(m.from, snapshot, next_offset);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// A message from the leader of the current term: a candidate steps down (Raft
+    /// §5.2) and the election timer restarts.
+    fn follow(&mut self, leader: NodeId, rng: &mut Rng) {
+        if self.role != Role::Follower || self.leader != Some(leader) {
+            let term = self.term;
+            self.become_follower(term, Some(leader), rng);
+        }
+        self.election_elapsed = 0;
+    }
+
+    // ----- elections -------------------------------------------------------------------
+
+    fn handle_request_vote(
+        &mut self,
+        from: NodeId,
+        msg_term: u64,
+        pre_vote: bool,
+        last_log_index: u64,
+        last_log_term: u64,
+    ) {
+        // Raft §5.2: one vote per term, first come first served; thesis §9.6: a pre-vote
+        // for a later term commits to nothing.
+        let can_vote = self.vote == Some(from)
+            || (self.vote.is_none() && self.leader.is_none())
+            || (pre_vote && msg_term > self.term);
+        // Raft §5.4.1: only for a candidate whose log is at least as up-to-date.
+        let granted = can_vote && self.log.is_up_to_date(last_log_index, last_log_term);
+        if granted {
+            if !pre_vote {
+                self.vote = Some(from);
+                self.election_elapsed = 0;
+            }
+            self.send(
+                from,
+                msg_term,
+                MessageBody::RequestVoteResponse {
+                    pre_vote,
+                    granted: true,
+                },
+            );
+        } else {
+            let term = self.term;
+            self.send(
+                from,
+                term,
+                MessageBody::RequestVoteResponse {
+                    pre_vote,
+                    granted: false,
+                },
+            );
+        }
+    }
+
+    fn handle_vote_response(&mut self, from: NodeId, pre_vote: bool, granted: bool, rng: &mut Rng) {
+        let expected = if pre_vote {
+            Role::PreCandidate
+        } else {
+            Role::Candidate
+        };
+        if self.role != expected {
+            return;
+        }
+        self.votes.entry(from).or_insert(granted);
+        if self.votes_granted() >= self.quorum() {
+            if pre_vote {
+                self.campaign(false, false, rng);
+            } else {
+                self.become_leader();
+            }
+        } else if self.votes_rejected() >= self.quorum() {
+            let term = self.term;
+            self.become_follower(term, None, rng);
+        }
+    }
+
+    // ----- replication: follower side ---------------------------------------------------
+
+    fn handle_append_entries(
+        &mut self,
+        leader: NodeId,
+        prev_log_index: u64,
+        prev_log_term: u64,
+        entries: &[Entry],
+        leader_commit: u64,
+    ) -> Result<(), RaftError> {
+        let term = self.term;
+        if prev_log_index < self.log.committed {
+            // Everything up to our commit index already matches the leader (§5.4.3).
+            let match_index = self.log.committed;
+            self.send(
+                leader,
+                term,
+                MessageBody::AppendEntriesResponse {
+                    result: AppendResult::Accepted { match_index },
+                },
+            );
+            return Ok(());
+        }
+        match self
+            .log
+            .maybe_append(prev_log_index, prev_log_term, leader_commit, entries)?
+        {
+            Some(match_index) => self.send(
+                leader,
+                term,
+                MessageBody::AppendEntriesResponse {
+                    result: AppendResult::Accepted { match_index },
+                },
+            ),
+            None => {
+                let hint = prev_log_index.min(self.log.last_index());
+                let conflict_hint_index = self.log.find_conflict_by_term(hint, prev_log_term);
+                let conflict_hint_term = self.log.term(conflict_hint_index).unwrap_or(0);
+                self.send(
+                    leader,
+                    term,
+                    MessageBody::AppendEntriesResponse {
+                        result: AppendResult::Rejected {
+                            prev_log_index,
+                            conflict_hint_index,
+                            conflict_hint_term,
+                        },
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_install_snapshot(
+        &mut self,
+        leader: NodeId,
+        meta: SnapshotMeta,
+        offset: u64,
+        data: Vec<u8>,
+        done: bool,
+    ) {
+        let term = self.term;
+        if meta.index <= self.log.committed {
+            // We already hold everything it covers.
+            self.incoming_snapshot = None;
+            let match_index = self.log.committed;
+            self.send(
+                leader,
+                term,
+                MessageBody::AppendEntriesResponse {
+                    result: AppendResult::Accepted { match_index },
+                },
+            );
+            return;
+        }
+        if offset == 0 {
+            self.incoming_snapshot = Some(IncomingSnapshot {
+                meta,
+                data: Vec::new(),
+            });
+        }
+        let Some(inc) = self.incoming_snapshot.as_mut().filter(|i| i.meta == meta) else {
+            self.send(
+                leader,
+                term,
+                MessageBody::InstallSnapshotResponse {
+                    snapshot: meta,
+                    next_offset: 0,
+                },
+            );
+            return;
+        };
+        if offset != inc.data.len() as u64 {
+            let next_offset = inc.data.len() as u64;
+            self.send(
+                leader,
+                term,
+                MessageBody::InstallSnapshotResponse {
+                    snapshot: meta,
+                    next_offset,
+                },
+            );
+            return;
+        }
+        if inc.data.len() + data.len() > self.cfg.max_snapshot_bytes {
+            self.dropped_messages += 1;
+            self.incoming_snapshot = None;
+            return;
+        }
+        inc.data.extend_from_slice(&data);
+        if !done {
+            let next_offset = inc.data.len() as u64;
+            self.send(
+                leader,
+                term,
+                MessageBody::InstallSnapshotResponse {
+                    snapshot: meta,
+                    next_offset,
+                },
+            );
+            return;
+        }
+        let inc = self.incoming_snapshot.take().expect("checked above");
+        if self.log.match_term(meta.index, meta.term) {
+            // Our log already holds the snapshot's last entry: keep the suffix (§7).
+            self.log.commit_to(meta.index);
+        } else {
+            let snap = Snapshot {
+                meta,
+                data: inc.data,
+            };
+            self.log.restore(snap.clone());
+            self.pending_snapshot_record = Some(snap.clone());
+            self.pending_restore = Some(snap);
+            self.events.push(RaftEvent::SnapshotInstalled {
+                index: meta.index,
+                term: meta.term,
+            });
+        }
+        // Either way our log now agrees with the leader's up to the snapshot's index.
+        self.send(
+            leader,
+            term,
+            MessageBody::AppendEntriesResponse {
+                result: AppendResult::Accepted {
+                    match_index: meta.index,
+                },
+            },
+        );
+    }
+
+    // ----- replication: leader side -----------------------------------------------------
+
+    fn bcast_append(&mut self) {
+        let peers: Vec<NodeId> = self.peers().collect();
+        for to in peers {
+            self.send_append(to, true);
+        }
+    }
+
+    fn bcast_heartbeat(&mut self) {
+        let peers: Vec<NodeId> = self.peers().collect();
+        let (term, round, commit) = (self.term, self.read_round, self.log.committed);
+        for to in peers {
+            let Some(pr) = self.progress.get_mut(&to) else {
+                continue;
+            };
+            pr.progressed_since_heartbeat = false;
+            // Only a commit index the follower is known to hold: its log beyond
+            // `match_index` may still diverge from ours.
+            let leader_commit = commit.min(pr.match_index);
+            self.send(
+                to,
+                term,
+                MessageBody::Heartbeat {
+                    leader_commit,
+                    read_round: round,
+                },
+            );
+        }
+    }
+
+    /// Sends the next AppendEntries (or snapshot chunk) to `to` if its flow control
+    /// allows. `send_if_empty`: also when there are no new entries (to carry the commit
+    /// index or probe).
+    fn send_append(&mut self, to: NodeId, send_if_empty: bool) {
+        let max_inflight = self.cfg.max_inflight_msgs;
+        let Some(pr) = self.progress.get(&to) else {
+            return;
+        };
+        if pr.is_paused(max_inflight) {
+            return;
+        }
+        let next = pr.next_index;
+        let prev_log_index = next - 1;
+        let Some(prev_log_term) = self.log.term(prev_log_index) else {
+            // The entries it needs were compacted: switch to a snapshot (Raft §7).
+            let meta = self.log.snapshot.meta;
+            if let Some(pr) = self.progress.get_mut(&to) {
+                pr.become_snapshot(meta);
+            }
+            self.events.push(RaftEvent::SnapshotSendStarted {
+                to,
+                index: meta.index,
+            });
+            self.send_snapshot_chunk(to);
+            return;
+        };
+        let entries = self.log.slice(
+            next,
+            self.log.last_index() + 1,
+            self.cfg.max_entries_per_msg,
+            self.cfg.max_bytes_per_msg,
+        );
+        if entries.is_empty() && !send_if_empty {
+            return;
+        }
+        let last = entries.last().map(|e| e.index);
+        let leader_commit = self.log.committed;
+        let term = self.term;
+        if let Some(pr) = self.progress.get_mut(&to) {
+            pr.sent_entries(last);
+        }
+        self.send(
+            to,
+            term,
+            MessageBody::AppendEntries {
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+            },
+        );
+    }
+
+    fn send_snapshot_chunk(&mut self, to: NodeId) {
+        let Some(pr) = self.progress.get(&to) else {
+            return;
+        };
+        let snap = &self.log.snapshot;
+        let meta = pr.snapshot;
+        if meta != snap.meta {
+            // The snapshot changed while we were sending: start over with the new one.
+            let new = snap.meta;
+            if let Some(pr) = self.progress.get_mut(&to) {
+                pr.become_snapshot(new);
+            }
+            return self.send_snapshot_chunk(to);
+        }
+        let start = (pr.snapshot_offset as usize).min(snap.data.len());
+        let end = (start + self.cfg.snapshot_chunk_bytes).min(snap.data.len());
+        let data = snap.data[start..end].to_vec();
+        let done = end == snap.data.len();
+        let term = self.term;
+        self.send(
+            to,
+            term,
+            MessageBody::InstallSnapshot {
+                snapshot: meta,
+                offset: start as u64,
+                data,
+                done,
+            },
+        );
+    }
+
+    fn handle_append_response(&mut self, from: NodeId, result: AppendResult) {
+        let last_index = self.log.last_index();
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return;
+        };
+        pr.recent_active = true;
+        match result {
+            AppendResult::Accepted { match_index } => {
+                let match_index = match_index.min(last_index);
+                let old_state = pr.state;
+                if !pr.maybe_update(match_index) && old_state != ProgressState::Probe {
+                    return;
+                }
+                match pr.state {
+                    ProgressState::Probe => pr.become_replicate(),
+                    ProgressState::Snapshot if pr.match_index >= pr.snapshot.index => {
+                        pr.become_replicate()
+                    }
+                    _ => {}
+                }
+                let caught_up = pr.match_index == last_index;
+                if self.maybe_commit() {
+                    self.bcast_append();
+                }
+                // Keep the pipeline full.
+                while self.progress.get(&from).is_some_and(|p| {
+                    !p.is_paused(self.cfg.max_inflight_msgs) && p.next_index <= last_index
+                }) {
+                    self.send_append(from, false);
+                }
+                if caught_up && self.transferee == Some(from) {
+                    let term = self.term;
+                    self.send(from, term, MessageBody::TimeoutNow);
+                }
+            }
+            AppendResult::Rejected {
+                prev_log_index,
+                conflict_hint_index,
+                conflict_hint_term,
+            } => {
+                // Skip the follower's whole conflicting term at once: the leader's
+                // last index whose term is at most the follower's term at the hint.
+                let hint = if conflict_hint_term > 0 {
+                    self.log
+                        .find_conflict_by_term(conflict_hint_index, conflict_hint_term)
+                } else {
+                    conflict_hint_index
+                };
+                let pr = self.progress.get_mut(&from).expect("looked up above");
+                if pr.maybe_decr_to(prev_log_index, hint) {
+                    self.send_append(from, true);
+                }
+            }
+        }
+    }
+
+    fn handle_heartbeat_response(&mut self, from: NodeId, read_round: u64) {
+        let last_index = self.log.last_index();
+        let max_inflight = self.cfg.max_inflight_msgs;
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return;
+        };
+        pr.recent_active = true;
+        pr.read_round_acked = pr.read_round_acked.max(read_round);
+        let resend = match pr.state {
+            // Stop-and-wait snapshot streaming: resend the chunk in case it was lost.
+            ProgressState::Snapshot => true,
+            ProgressState::Probe => {
+                pr.probe_sent = false;
+                pr.match_index < last_index
+            }
+            ProgressState::Replicate => {
+                // No progress for a whole heartbeat interval while entries are
+                // outstanding: they were probably lost. Re-probe from the match index.
+                let stalled = pr.match_index < last_index && !pr.progressed_since_heartbeat;
+                if stalled {
+                    pr.become_probe();
+                } else if pr.inflights.len() >= max_inflight {
+                    pr.inflights.pop_front();
+                }
+                stalled
+            }
+        };
+        if resend {
+            if self.progress.get(&from).map(|p| p.state) == Some(ProgressState::Snapshot) {
+                self.send_snapshot_chunk(from);
+            } else {
+                self.send_append(from, true);
+            }
+        }
+        self.release_reads();
+    }
+
+    fn handle_snapshot_response(&mut self, from: NodeId, meta: SnapshotMeta, next_offset: u64) {
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return;
+        };
+        pr.recent_active = true;
+        if pr.state != ProgressState::Snapshot || pr.snapshot != meta {
+            return;
+        }
+        pr.snapshot_offset = next_offset;
+        self.send_snapshot_chunk(from);
+    }
+
+    /// Advances the commit index to the highest index a quorum holds, but only if that
+    /// entry is from the current term (Raft §5.4.2: never commit an earlier term's entry
+    /// by counting replicas). Returns whether it advanced.
+    fn maybe_commit(&mut self) -> bool {
+        let mut matched: Vec<u64> = self
+            .voters
+            .iter()
+            .map(|n| self.progress.get(n).map_or(0, |p| p.match_index))
+            .collect();
+        matched.sort_unstable_by(|a, b| b.cmp(a));
+        let candidate = matched[self.quorum() - 1];
+        if candidate <= self.log.committed {
+            return false;
+        }
+        let current_term = self.log.term(candidate) == Some(self.term);
+        if !current_term && !self.cfg.unsafe_commit_previous_term_by_count {
+            return false;
+        }
+        self.log.commit_to(candidate);
+        if self.log.term(self.log.committed) == Some(self.term) {
+            let waiting = std::mem::take(&mut self.reads_awaiting_commit);
+            for ctx in waiting {
+                self.start_read(ctx);
+            }
+        }
+        true
+    }
+}

@@ -1,0 +1,169 @@
+//! [`Ready`]: everything one batch of input asked the caller to do, and the order in
+//! which it must be done.
+
+use kvlab_types::{NodeId, Out};
+use serde::{Deserialize, Serialize};
+
+use crate::GroupId;
+use crate::message::RaftMessage;
+use crate::storage::{Entry, RaftRecord, Snapshot, WalRecord};
+
+/// A linearizable read point granted by ReadIndex: serve the read identified by `ctx`
+/// once the state machine has applied `index`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadState {
+    /// The caller's identifier passed to [`crate::RaftGroup::read_index`].
+    pub ctx: u64,
+    /// The commit index at the time leadership was confirmed.
+    pub index: u64,
+}
+
+/// Something worth recording in a run's `events.jsonl`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RaftEvent {
+    /// Started a (pre-)election for `term`.
+    ElectionStarted {
+        /// The term campaigned for.
+        term: u64,
+        /// Whether it is a PreVote round.
+        pre_vote: bool,
+    },
+    /// Won the election of `term`.
+    BecameLeader {
+        /// The term led.
+        term: u64,
+    },
+    /// Became a follower (of `leader`, if known).
+    BecameFollower {
+        /// The current term.
+        term: u64,
+        /// The leader followed, if known.
+        leader: Option<NodeId>,
+    },
+    /// A leader stepped down because a quorum was silent for an election timeout.
+    SteppedDownNoQuorum {
+        /// The term it led.
+        term: u64,
+    },
+    /// Received TimeoutNow from the leader and started an election at once.
+    TransferTimeoutNow {
+        /// The term before the election.
+        term: u64,
+    },
+    /// Began streaming a snapshot to a lagging follower.
+    SnapshotSendStarted {
+        /// The follower.
+        to: NodeId,
+        /// The snapshot's index.
+        index: u64,
+    },
+    /// Installed a snapshot received from the leader.
+    SnapshotInstalled {
+        /// The snapshot's index.
+        index: u64,
+        /// The snapshot's term.
+        term: u64,
+    },
+}
+
+impl RaftEvent {
+    /// A short stable name for `events.jsonl`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RaftEvent::ElectionStarted { .. } => "raft_election_started",
+            RaftEvent::BecameLeader { .. } => "leader_elected",
+            RaftEvent::BecameFollower { .. } => "raft_became_follower",
+            RaftEvent::SteppedDownNoQuorum { .. } => "raft_leader_lost_quorum",
+            RaftEvent::TransferTimeoutNow { .. } => "raft_transfer_timeout_now",
+            RaftEvent::SnapshotSendStarted { .. } => "raft_snapshot_send",
+            RaftEvent::SnapshotInstalled { .. } => "raft_snapshot_installed",
+        }
+    }
+}
+
+/// What the caller must do after feeding a [`crate::RaftGroup`] input, **in this order**:
+///
+/// 1. append [`Ready::records`] to the WAL, in order;
+/// 2. make them durable (`Sync`) — also when there are none, as a barrier behind earlier
+///    unsynced writes, whenever anything is sent or applied below;
+/// 3. send [`Ready::messages`] (only after step 2 is durable: votes and acknowledgements
+///    promise that the state they describe survives a crash, Raft §5.2/§5.3);
+/// 4. restore the state machine from [`Ready::restore`] if set;
+/// 5. apply [`Ready::committed_entries`] in order (skipping [`crate::EntryKind::Noop`]);
+/// 6. serve [`Ready::read_states`] once applied up to their index; fail
+///    [`Ready::aborted_reads`].
+///
+/// [`Ready::emit_effects`] performs steps 1–3 as kvlab [`kvlab_types::Effect`]s; the
+/// caller then does 4–6, so its replies come after the `Sync` and wait for it too.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ready {
+    /// The group this batch belongs to.
+    pub group: GroupId,
+    /// WAL records to persist, in order.
+    pub records: Vec<RaftRecord>,
+    /// Messages to send after the records are durable.
+    pub messages: Vec<RaftMessage>,
+    /// A snapshot received from the leader (or found at recovery) to load into the state
+    /// machine before applying `committed_entries`.
+    pub restore: Option<Snapshot>,
+    /// Committed entries to apply, in log order, contiguous after the last batch.
+    pub committed_entries: Vec<Entry>,
+    /// ReadIndex requests whose leadership check succeeded.
+    pub read_states: Vec<ReadState>,
+    /// ReadIndex requests dropped because this node stopped leading: answer them with
+    /// an error so the client retries elsewhere.
+    pub aborted_reads: Vec<u64>,
+    /// Events for the run log.
+    pub events: Vec<RaftEvent>,
+}
+
+impl Ready {
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+            && self.messages.is_empty()
+            && self.restore.is_none()
+            && self.committed_entries.is_empty()
+            && self.read_states.is_empty()
+            && self.aborted_reads.is_empty()
+            && self.events.is_empty()
+    }
+
+    /// Whether a `Sync` must precede the sends and applies of this batch. A `Sync` with
+    /// nothing new to flush is a barrier behind earlier unsynced records, which the
+    /// leader counted as its own replica and a follower may already acknowledge.
+    pub fn needs_sync(&self) -> bool {
+        !self.records.is_empty()
+            || !self.messages.is_empty()
+            || self.restore.is_some()
+            || !self.committed_entries.is_empty()
+            || !self.read_states.is_empty()
+    }
+
+    /// Performs steps 1–3 of the contract as effects: `Persist` each record (encoded as a
+    /// [`WalRecord`] of this group), `Sync` if [`Ready::needs_sync`], `Send` each message
+    /// wrapped into the node's message type by `wrap`, then an `Event` per event. Takes
+    /// records, messages and events out of `self`; the rest is left for the caller.
+    pub fn emit_effects<M>(&mut self, out: &mut Out<M>, mut wrap: impl FnMut(RaftMessage) -> M) {
+        let needs_sync = self.needs_sync();
+        for record in self.records.drain(..) {
+            out.persist(
+                WalRecord {
+                    group: self.group,
+                    record,
+                }
+                .encode(),
+            );
+        }
+        if needs_sync {
+            out.sync();
+        }
+        for msg in self.messages.drain(..) {
+            let to = msg.to;
+            out.send(to, wrap(msg));
+        }
+        for ev in self.events.drain(..) {
+            out.event(ev.kind(), format!("group={} {ev:?}", self.group.0));
+        }
+    }
+}

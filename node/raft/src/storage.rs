@@ -1,0 +1,214 @@
+//! What Raft keeps on disk: the hard state, log entries and snapshots, the WAL records
+//! that carry them, and the replay that rebuilds a group's durable state after a crash.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{GroupId, RaftError};
+use kvlab_types::NodeId;
+
+/// The state Raft must persist before it speaks (Raft §5.1, Figure 2 "persistent state"):
+/// the current term and the vote cast in it, plus the commit index as a recovery hint.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HardState {
+    /// The latest term this node has seen.
+    pub term: u64,
+    /// The candidate this node voted for in `term`, if any.
+    pub vote: Option<NodeId>,
+    /// A commit index known when the record was written. Only a hint: it is never ahead
+    /// of entries persisted before it, so replaying it cannot commit a lost entry.
+    pub commit: u64,
+}
+
+/// What an entry carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryKind {
+    /// A client command: opaque bytes for the caller's state machine.
+    Normal,
+    /// The empty entry a new leader appends so that it can commit entries of earlier
+    /// terms (Raft §5.4.2, §8). The state machine skips it.
+    Noop,
+}
+
+/// One log entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The term of the leader that created the entry.
+    pub term: u64,
+    /// The entry's position in the log, starting at 1.
+    pub index: u64,
+    /// Whether this is a client command or a leader's no-op.
+    pub kind: EntryKind,
+    /// The command bytes (empty for a no-op).
+    pub data: Vec<u8>,
+}
+
+/// A fixed per-entry overhead counted against message byte budgets, so that a stream of
+/// empty commands is bounded too.
+pub const ENTRY_OVERHEAD_BYTES: usize = 24;
+
+impl Entry {
+    /// Bytes this entry counts against `max_bytes_per_msg`.
+    pub fn size_bytes(&self) -> usize {
+        self.data.len() + ENTRY_OVERHEAD_BYTES
+    }
+}
+
+/// The position of the last entry a snapshot covers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SnapshotMeta {
+    /// The last log index the snapshot includes (0: the empty initial snapshot).
+    pub index: u64,
+    /// The term of that entry.
+    pub term: u64,
+}
+
+/// A snapshot of the caller's state machine after applying every entry up to
+/// `meta.index`. The bytes are opaque to Raft.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Where the snapshot sits in the log.
+    pub meta: SnapshotMeta,
+    /// The state machine image.
+    pub data: Vec<u8>,
+}
+
+/// One record of a group's write-ahead log. Replaying records in order rebuilds the
+/// group's durable state; see [`RecoveredState::from_records`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RaftRecord {
+    /// Replaces the hard state.
+    HardState(HardState),
+    /// Appends entries, first discarding every entry at or after the first one's index
+    /// (that is how a follower's conflicting suffix is truncated, Raft §5.3).
+    Entries(Vec<Entry>),
+    /// Installs a snapshot: entries it covers are discarded; later entries are kept only
+    /// if the log agrees with the snapshot at its index (Raft §7).
+    Snapshot(Snapshot),
+}
+
+/// A [`RaftRecord`] tagged with its group, so that many groups can share one WAL.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalRecord {
+    /// The group the record belongs to.
+    pub group: GroupId,
+    /// The record.
+    pub record: RaftRecord,
+}
+
+impl WalRecord {
+    /// Encodes the record with postcard, for [`kvlab_types::Effect::Persist`].
+    pub fn encode(&self) -> Vec<u8> {
+        // Encoding plain owned data into a Vec cannot fail: no I/O, no size limit.
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    /// Decodes a record written by [`WalRecord::encode`]; `position` (the record's place
+    /// in the WAL) goes into the error so that a corrupt record can be found.
+    pub fn decode(bytes: &[u8], position: usize) -> Result<WalRecord, RaftError> {
+        postcard::from_bytes(bytes).map_err(|e| RaftError::CorruptRecord {
+            position,
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// The durable state of one group as found after a (re)start.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveredState {
+    /// The last persisted hard state (default: term 0, no vote).
+    pub hard_state: HardState,
+    /// The latest installed snapshot, if any.
+    pub snapshot: Option<Snapshot>,
+    /// The log after the snapshot, contiguous, starting at the snapshot index + 1.
+    pub entries: Vec<Entry>,
+}
+
+impl RecoveredState {
+    /// Replays a group's records in the order they were persisted. A WAL that lost its
+    /// unsynced tail simply yields a shorter log and possibly an older hard state; that is
+    /// safe because nothing depending on lost records was ever sent.
+    pub fn from_records(
+        records: impl IntoIterator<Item = RaftRecord>,
+    ) -> Result<RecoveredState, RaftError> {
+        let mut st = RecoveredState::default();
+        for (position, record) in records.into_iter().enumerate() {
+            match record {
+                RaftRecord::HardState(hs) => st.hard_state = hs,
+                RaftRecord::Entries(ents) => st.replay_entries(position, ents)?,
+                RaftRecord::Snapshot(snap) => st.replay_snapshot(snap),
+            }
+        }
+        Ok(st)
+    }
+
+    /// Decodes and replays the records of `group` from a WAL shared by many groups,
+    /// skipping other groups' records.
+    pub fn from_wal(group: GroupId, wal: &[Vec<u8>]) -> Result<RecoveredState, RaftError> {
+        let mut mine = Vec::new();
+        for (position, bytes) in wal.iter().enumerate() {
+            let rec = WalRecord::decode(bytes, position)?;
+            if rec.group == group {
+                mine.push(rec.record);
+            }
+        }
+        RecoveredState::from_records(mine)
+    }
+
+    fn snapshot_meta(&self) -> SnapshotMeta {
+        self.snapshot.as_ref().map(|s| s.meta).unwrap_or_default()
+    }
+
+    fn last_index(&self) -> u64 {
+        self.snapshot_meta().index + self.entries.len() as u64
+    }
+
+    fn replay_entries(&mut self, position: usize, ents: Vec<Entry>) -> Result<(), RaftError> {
+        let Some(first) = ents.first().map(|e| e.index) else {
+            return Ok(());
+        };
+        for (k, e) in ents.iter().enumerate() {
+            if e.index != first + k as u64 {
+                return Err(RaftError::CorruptRecord {
+                    position,
+                    reason: format!(
+                        "entries not contiguous: index {} at offset {k} after {first}",
+                        e.index
+                    ),
+                });
+            }
+        }
+        if first > self.last_index() + 1 {
+            return Err(RaftError::CorruptRecord {
+                position,
+                reason: format!(
+                    "entries start at {first} but the log ends at {}",
+                    self.last_index()
+                ),
+            });
+        }
+        let snap_index = self.snapshot_meta().index;
+        let keep_from = first.max(snap_index + 1);
+        self.entries.truncate((keep_from - snap_index - 1) as usize);
+        self.entries
+            .extend(ents.into_iter().filter(|e| e.index > snap_index));
+        Ok(())
+    }
+
+    fn replay_snapshot(&mut self, snap: Snapshot) {
+        let old = self.snapshot_meta();
+        let idx = snap.meta.index;
+        if self.snapshot.is_some() && idx <= old.index {
+            // An older snapshot than the one installed adds nothing.
+            return;
+        }
+        let agrees = idx > old.index
+            && idx <= self.last_index()
+            && self.entries[(idx - old.index - 1) as usize].term == snap.meta.term;
+        if agrees {
+            self.entries.drain(..(idx - old.index) as usize);
+        } else {
+            self.entries.clear();
+        }
+        self.snapshot = Some(snap);
+    }
+}

@@ -1,0 +1,626 @@
+//! A small deterministic test network for kvlab-raft: a Vec of in-flight messages, a
+//! per-node simulated WAL whose unsynced tail a crash may lose, held sends that wait for
+//! their sync (the `Effect::Sync` contract), and invariant checks (election safety, log
+//! matching, leader completeness, state machine safety). No kvlab-sim dependency.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use kvlab_raft::*;
+use kvlab_types::{NodeId, Rng, derive_seed, seeded_rng};
+use rand::RngExt;
+
+pub const GROUP: GroupId = GroupId(1);
+
+/// A batch of effects waiting for a sync to become durable.
+#[derive(Debug)]
+struct Held {
+    sync_upto: usize,
+    ready: Ready,
+}
+
+/// One simulated node: the Raft group (None while crashed), its WAL and state machine.
+#[derive(Debug)]
+pub struct Node {
+    pub raft: Option<RaftGroup>,
+    pub wal: Vec<Vec<u8>>,
+    pub durable_len: usize,
+    held: VecDeque<Held>,
+    pub rng: Rng,
+    /// The state machine: every entry applied since the last restore, in order.
+    pub applied: Vec<(u64, u64, Vec<u8>)>,
+    pub applied_index: u64,
+    pub read_states: Vec<ReadState>,
+    pub aborted_reads: Vec<u64>,
+}
+
+/// The network and its nodes.
+#[derive(Debug)]
+pub struct Net {
+    pub ids: Vec<NodeId>,
+    pub cfg: RaftConfig,
+    pub nodes: BTreeMap<NodeId, Node>,
+    pub queue: Vec<RaftMessage>,
+    /// Directed links that drop everything: (from, to).
+    pub blocked: BTreeSet<(NodeId, NodeId)>,
+    /// When true, every sync completes at once (no crash can lose anything).
+    pub auto_sync: bool,
+    pub leaders_by_term: BTreeMap<u64, NodeId>,
+    /// Every entry any node applied: index → (term, data, highest term led when first
+    /// applied). Must never change.
+    pub committed: BTreeMap<u64, (u64, Vec<u8>, u64)>,
+    pub delivered: u64,
+}
+
+/// The state machine image carried in snapshots: the applied sequence.
+fn encode_sm(applied: &[(u64, u64, Vec<u8>)]) -> Vec<u8> {
+    postcard::to_allocvec(applied).expect("encode state machine")
+}
+
+fn decode_sm(bytes: &[u8]) -> Vec<(u64, u64, Vec<u8>)> {
+    postcard::from_bytes(bytes).expect("decode state machine")
+}
+
+pub fn ids(n: u32) -> Vec<NodeId> {
+    (1..=n).map(NodeId).collect()
+}
+
+impl Net {
+    /// `n` fresh nodes; each node's RNG derives from `seed`.
+    pub fn new(n: u32, cfg: RaftConfig, seed: u64) -> Net {
+        let states = (0..n).map(|_| RecoveredState::default()).collect();
+        Net::with_states(states, cfg, seed)
+    }
+
+    /// Nodes starting from the given durable states (node i+1 gets `states[i]`).
+    pub fn with_states(states: Vec<RecoveredState>, cfg: RaftConfig, seed: u64) -> Net {
+        let ids = ids(states.len() as u32);
+        let mut nodes = BTreeMap::new();
+        for (i, st) in states.into_iter().enumerate() {
+            let id = ids[i];
+            let mut rng = seeded_rng(derive_seed(seed, "raft-node", u64::from(id.0)));
+            // Write the starting state to the WAL so that a restart finds it again.
+            let mut wal = Vec::new();
+            if let Some(s) = &st.snapshot {
+                wal.push(rec(RaftRecord::Snapshot(s.clone())));
+            }
+            if !st.entries.is_empty() {
+                wal.push(rec(RaftRecord::Entries(st.entries.clone())));
+            }
+            wal.push(rec(RaftRecord::HardState(st.hard_state)));
+            let raft = RaftGroup::recover(GROUP, id, &ids, cfg.clone(), st, &mut rng)
+                .expect("valid recovered state");
+            let durable_len = wal.len();
+            nodes.insert(
+                id,
+                Node {
+                    raft: Some(raft),
+                    wal,
+                    durable_len,
+                    held: VecDeque::new(),
+                    rng,
+                    applied: Vec::new(),
+                    applied_index: 0,
+                    read_states: Vec::new(),
+                    aborted_reads: Vec::new(),
+                },
+            );
+        }
+        let mut net = Net {
+            ids,
+            cfg,
+            nodes,
+            queue: Vec::new(),
+            blocked: BTreeSet::new(),
+            auto_sync: true,
+            leaders_by_term: BTreeMap::new(),
+            committed: BTreeMap::new(),
+            delivered: 0,
+        };
+        for id in net.ids.clone() {
+            net.process(id).expect("initial ready");
+        }
+        net
+    }
+
+    pub fn raft(&self, id: NodeId) -> &RaftGroup {
+        self.nodes[&id].raft.as_ref().expect("node is up")
+    }
+
+    pub fn raft_mut(&mut self, id: NodeId) -> &mut RaftGroup {
+        self.nodes
+            .get_mut(&id)
+            .and_then(|n| n.raft.as_mut())
+            .expect("node is up")
+    }
+
+    pub fn is_up(&self, id: NodeId) -> bool {
+        self.nodes[&id].raft.is_some()
+    }
+
+    /// Nodes that currently believe they lead, with their terms.
+    pub fn leaders(&self) -> Vec<(NodeId, u64)> {
+        self.nodes
+            .iter()
+            .filter_map(|(id, n)| n.raft.as_ref().map(|r| (*id, r)))
+            .filter(|(_, r)| r.role() == Role::Leader)
+            .map(|(id, r)| (id, r.term()))
+            .collect()
+    }
+
+    /// The leader with the highest term, if any.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leaders()
+            .into_iter()
+            .max_by_key(|&(_, t)| t)
+            .map(|(id, _)| id)
+    }
+
+    /// Takes the node's Ready and carries it out: records to the WAL, then (after the
+    /// sync, at once if `auto_sync`) messages to the network and entries to the state
+    /// machine.
+    pub fn process(&mut self, id: NodeId) -> Result<(), String> {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        let Some(raft) = node.raft.as_mut() else {
+            return Ok(());
+        };
+        if !raft.has_ready() {
+            return Ok(());
+        }
+        let mut rd = raft.ready();
+        for r in rd.records.drain(..) {
+            node.wal.push(rec(r));
+        }
+        let held = Held {
+            sync_upto: node.wal.len(),
+            ready: rd,
+        };
+        node.held.push_back(held);
+        if self.auto_sync {
+            while self.complete_sync(id)? {}
+        }
+        self.check_election_safety()
+    }
+
+    /// Completes the node's oldest pending sync; returns whether there was one.
+    pub fn complete_sync(&mut self, id: NodeId) -> Result<bool, String> {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        let Some(held) = node.held.pop_front() else {
+            return Ok(false);
+        };
+        node.durable_len = node.durable_len.max(held.sync_upto);
+        let rd = held.ready;
+        self.queue.extend(rd.messages);
+        let node = self.nodes.get_mut(&id).expect("known node");
+        if let Some(s) = rd.restore {
+            node.applied = decode_sm(&s.data);
+            node.applied_index = s.meta.index;
+            if node.applied.last().map_or(0, |e| e.0) != s.meta.index {
+                return Err(format!("{id:?}: snapshot image does not end at its index"));
+            }
+        }
+        for e in rd.committed_entries {
+            if e.index != node.applied_index + 1 {
+                return Err(format!(
+                    "{id:?} applied {} after {} (out of order)",
+                    e.index, node.applied_index
+                ));
+            }
+            node.applied_index = e.index;
+            node.applied.push((e.index, e.term, e.data.clone()));
+        }
+        node.read_states.extend(rd.read_states);
+        node.aborted_reads.extend(rd.aborted_reads);
+        // State machine safety: an index is applied with the same entry everywhere.
+        let node = &self.nodes[&id];
+        let led_bound = self.leaders_by_term.keys().next_back().copied().unwrap_or(0);
+        for (index, term, data) in node.applied.iter().rev().take(64) {
+            match self.committed.get(index) {
+                Some((t, d, _)) if t != term || d != data => {
+                    return Err(format!(
+                        "state machine safety: {id:?} applied index {index} term {term} but \
+                         term {t} was applied elsewhere"
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    self.committed
+                        .insert(*index, (*term, data.clone(), led_bound));
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    pub fn check_election_safety(&mut self) -> Result<(), String> {
+        for (id, term) in self.leaders() {
+            match self.leaders_by_term.get(&term) {
+                Some(other) if *other != id => {
+                    return Err(format!(
+                        "election safety: {id:?} and {other:?} both lead term {term}"
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    self.leaders_by_term.insert(term, id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Log matching (Raft §5.3) over every pair of live nodes, and leader completeness
+    /// (§5.4): every applied entry is in every current leader's log.
+    pub fn check_logs(&self) -> Result<(), String> {
+        let live: Vec<&RaftGroup> = self.nodes.values().filter_map(|n| n.raft.as_ref()).collect();
+        for (i, a) in live.iter().enumerate() {
+            for b in &live[i + 1..] {
+                let lo = a.first_index().max(b.first_index());
+                let hi = a.last_index().min(b.last_index());
+                let mut agree_below = false;
+                for idx in (lo..=hi).rev() {
+                    let (ea, eb) = (a.entry(idx), b.entry(idx));
+                    match (ea, eb) {
+                        (Some(x), Some(y)) if x.term == y.term => {
+                            if x != y {
+                                return Err(format!(
+                                    "log matching: {:?} and {:?} differ at {idx} with the same term",
+                                    a.id(),
+                                    b.id()
+                                ));
+                            }
+                            agree_below = true;
+                        }
+                        (Some(x), Some(y)) if agree_below => {
+                            return Err(format!(
+                                "log matching: {:?} and {:?} agree above {idx} but differ there ({} vs {})",
+                                a.id(),
+                                b.id(),
+                                x.term,
+                                y.term
+                            ));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        for leader in live.iter().filter(|r| r.role() == Role::Leader) {
+            for (idx, (term, data, led_bound)) in self.committed.range(leader.first_index()..) {
+                // Leader completeness binds leaders of terms after the commit; the entry
+                // was committed by a leader of term at most `led_bound`.
+                if leader.term() <= *led_bound {
+                    continue;
+                }
+                match leader.entry(*idx) {
+                    Some(e) if e.term == *term && e.data == *data => {}
+                    other => {
+                        return Err(format!(
+                            "leader completeness: leader {:?} of term {} lacks applied entry {idx} (term {term}); has {:?}",
+                            leader.id(),
+                            leader.term(),
+                            other.map(|e| e.term)
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn tick(&mut self, id: NodeId) -> Result<(), String> {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        if let Some(raft) = node.raft.as_mut() {
+            raft.tick(&mut node.rng);
+        }
+        self.process(id)
+    }
+
+    pub fn tick_all(&mut self) -> Result<(), String> {
+        for id in self.ids.clone() {
+            self.tick(id)?;
+        }
+        Ok(())
+    }
+
+    /// Delivers queue[i] (removing it) unless its link is blocked or its target is down.
+    pub fn deliver_at(&mut self, i: usize) -> Result<(), String> {
+        let m = self.queue.remove(i);
+        self.deliver(m)
+    }
+
+    pub fn deliver(&mut self, m: RaftMessage) -> Result<(), String> {
+        if self.blocked.contains(&(m.from, m.to)) {
+            return Ok(());
+        }
+        let to = m.to;
+        let node = self.nodes.get_mut(&to).expect("known node");
+        let Some(raft) = node.raft.as_mut() else {
+            return Ok(());
+        };
+        self.delivered += 1;
+        if let Err(e) = raft.step(m, &mut node.rng) {
+            return Err(format!("{to:?} rejected a message: {e}"));
+        }
+        self.process(to)
+    }
+
+    /// Delivers messages in FIFO order until none is left (bounded).
+    pub fn deliver_all(&mut self) -> Result<(), String> {
+        const MAX_DELIVERIES: usize = 1_000_000;
+        for _ in 0..MAX_DELIVERIES {
+            if self.queue.is_empty() {
+                return Ok(());
+            }
+            self.deliver_at(0)?;
+        }
+        Err("deliver_all: message storm did not settle".into())
+    }
+
+    /// Ticks `id` until it starts an election and delivers everything.
+    pub fn elect(&mut self, id: NodeId) -> Result<(), String> {
+        const MAX_TICKS: usize = 100;
+        for _ in 0..MAX_TICKS {
+            if self.raft(id).role() != Role::Follower {
+                break;
+            }
+            self.tick(id)?;
+        }
+        self.deliver_all()
+    }
+
+    pub fn propose(&mut self, id: NodeId, data: &[u8]) -> Result<EntryId, RaftError> {
+        let r = self.raft_mut(id).propose(data.to_vec());
+        self.process(id).expect("process after propose");
+        r
+    }
+
+    pub fn isolate(&mut self, id: NodeId) {
+        for &o in &self.ids {
+            if o != id {
+                self.blocked.insert((id, o));
+                self.blocked.insert((o, id));
+            }
+        }
+    }
+
+    pub fn heal(&mut self) {
+        self.blocked.clear();
+    }
+
+    /// Crashes `id`: held sends are lost, and of the unsynced WAL tail only the first
+    /// `keep_unsynced` records survive (a prefix, as a real disk may have written them).
+    pub fn crash(&mut self, id: NodeId, keep_unsynced: usize) {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        let keep = (node.durable_len + keep_unsynced).min(node.wal.len());
+        node.wal.truncate(keep);
+        node.durable_len = keep;
+        node.held.clear();
+        node.raft = None;
+        node.applied.clear();
+        node.applied_index = 0;
+    }
+
+    /// Restarts `id` from its WAL.
+    pub fn restart(&mut self, id: NodeId) -> Result<(), String> {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        let st = RecoveredState::from_wal(GROUP, &node.wal).map_err(|e| e.to_string())?;
+        let raft = RaftGroup::recover(GROUP, id, &self.ids, self.cfg.clone(), st, &mut node.rng)
+            .map_err(|e| e.to_string())?;
+        node.raft = Some(raft);
+        self.process(id)
+    }
+
+    /// Compacts `id`'s log up to what it applied, with its state machine as snapshot.
+    pub fn compact(&mut self, id: NodeId) -> Result<(), String> {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        let Some(raft) = node.raft.as_mut() else {
+            return Ok(());
+        };
+        let idx = node.applied_index;
+        if idx <= raft.snapshot_meta().index {
+            return Ok(());
+        }
+        raft.compact(idx, encode_sm(&node.applied))
+            .map_err(|e| e.to_string())?;
+        self.process(id)
+    }
+
+    /// Liveness: with the network healed and every node up, a leader is elected and a
+    /// fresh command commits on every node within a bounded number of ticks.
+    pub fn converge(&mut self, label: &[u8]) -> Result<(), String> {
+        const MAX_ROUNDS: usize = 400;
+        self.heal();
+        self.auto_sync = true;
+        for id in self.ids.clone() {
+            while self.complete_sync(id)? {}
+            if !self.is_up(id) {
+                self.restart(id)?;
+            }
+        }
+        let mut proposed: Option<(NodeId, EntryId)> = None;
+        for _ in 0..MAX_ROUNDS {
+            self.deliver_all()?;
+            self.check_logs()?;
+            if let Some((_, at)) = proposed {
+                let done = self.ids.iter().all(|id| {
+                    self.nodes[id]
+                        .applied
+                        .iter()
+                        .any(|(i, t, d)| *i == at.index && *t == at.term && d == label)
+                });
+                if done {
+                    return Ok(());
+                }
+            }
+            if let Some(l) = self.leader() {
+                let stale = proposed.is_none_or(|(p, at)| {
+                    p != l || self.raft(l).term() != at.term
+                });
+                if stale && let Ok(at) = self.propose(l, label) {
+                    proposed = Some((l, at));
+                }
+            }
+            self.tick_all()?;
+        }
+        Err(format!(
+            "liveness: no convergence within {MAX_ROUNDS} rounds; leaders {:?}",
+            self.leaders()
+        ))
+    }
+
+    /// Randomized fault injection for `steps` events, drawn from `rng`.
+    pub fn chaos(&mut self, rng: &mut Rng, steps: usize, faults: &Faults) -> Result<(), String> {
+        self.auto_sync = false;
+        let n = self.ids.len();
+        for step in 0..steps {
+            let roll: u32 = rng.random_range(0..1000);
+            let pick = self.ids[rng.random_range(0..n)];
+            match roll {
+                0..400 => {
+                    if !self.queue.is_empty() {
+                        let i = if faults.reorder {
+                            rng.random_range(0..self.queue.len())
+                        } else {
+                            0
+                        };
+                        if rng.random_range(0..1000) < faults.drop_per_mille {
+                            self.queue.remove(i);
+                        } else {
+                            if rng.random_range(0..1000) < faults.duplicate_per_mille {
+                                let copy = self.queue[i].clone();
+                                self.queue.push(copy);
+                            }
+                            self.deliver_at(i)?;
+                        }
+                    }
+                }
+                400..600 => {
+                    self.complete_sync(pick)?;
+                }
+                600..780 => self.tick(pick)?,
+                780..900 => {
+                    if let Some(l) = self.leader() {
+                        let data = format!("c{step}").into_bytes();
+                        let _ = self.propose(l, &data);
+                    }
+                }
+                900..910 if faults.crash => {
+                    if self.is_up(pick) {
+                        let keep = rng.random_range(0..3);
+                        self.crash(pick, keep);
+                    }
+                }
+                910..930 if faults.crash => {
+                    if !self.is_up(pick) {
+                        self.restart(pick)?;
+                    }
+                }
+                930..950 if faults.partition => {
+                    self.heal();
+                    match rng.random_range(0..4) {
+                        0 => self.isolate(pick),
+                        1 => {
+                            // Split into a random minority and the rest.
+                            let mut side = BTreeSet::new();
+                            for &id in &self.ids {
+                                if rng.random_range(0..2) == 0 {
+                                    side.insert(id);
+                                }
+                            }
+                            for &a in &self.ids {
+                                for &b in &self.ids {
+                                    if side.contains(&a) != side.contains(&b) {
+                                        self.blocked.insert((a, b));
+                                    }
+                                }
+                            }
+                        }
+                        2 => {
+                            let other = self.ids[rng.random_range(0..n)];
+                            if other != pick {
+                                self.blocked.insert((pick, other));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                950..960 if faults.compact => self.compact(pick)?,
+                _ => {}
+            }
+            if step % 64 == 0 {
+                self.check_logs()?;
+            }
+        }
+        self.check_logs()
+    }
+}
+
+/// Which faults [`Net::chaos`] injects.
+#[derive(Clone, Debug)]
+pub struct Faults {
+    pub drop_per_mille: u32,
+    pub duplicate_per_mille: u32,
+    pub reorder: bool,
+    pub partition: bool,
+    pub crash: bool,
+    pub compact: bool,
+}
+
+impl Faults {
+    pub fn all() -> Faults {
+        Faults {
+            drop_per_mille: 100,
+            duplicate_per_mille: 20,
+            reorder: true,
+            partition: true,
+            crash: true,
+            compact: true,
+        }
+    }
+}
+
+pub fn rec(r: RaftRecord) -> Vec<u8> {
+    WalRecord {
+        group: GROUP,
+        record: r,
+    }
+    .encode()
+}
+
+/// Entries with the given terms, at indexes 1, 2, …
+pub fn entries_with_terms(terms: &[u64]) -> Vec<Entry> {
+    terms
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| Entry {
+            term: t,
+            index: i as u64 + 1,
+            kind: EntryKind::Normal,
+            data: format!("t{t}i{}", i + 1).into_bytes(),
+        })
+        .collect()
+}
+
+/// A durable state with the given log terms and current term.
+pub fn state_with_log(terms: &[u64], term: u64) -> RecoveredState {
+    RecoveredState {
+        hard_state: HardState {
+            term,
+            vote: None,
+            commit: 0,
+        },
+        snapshot: None,
+        entries: entries_with_terms(terms),
+    }
+}
+
+/// A config for tests: PreVote and CheckQuorum on, small election timeout.
+pub fn test_cfg() -> RaftConfig {
+    RaftConfig {
+        election_ticks: 10,
+        heartbeat_ticks: 1,
+        ..RaftConfig::default()
+    }
+}

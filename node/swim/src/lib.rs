@@ -1,0 +1,77 @@
+//! # kvlab-swim
+//!
+//! SWIM membership and failure detection (Das, Gupta, Motivala, DSN 2002) with the
+//! Lifeguard refinements (Dadgar, Phillips, Currey, DSN 2018), sans-IO. A node probes
+//! one member per protocol period (round-robin over a shuffled list), asks `k` others to
+//! probe indirectly when the direct ack is late, suspects a member that stays silent,
+//! declares it dead when the suspicion is not refuted in time, and disseminates every
+//! change by piggybacking on its pings and acks; push-pull anti-entropy repairs what
+//! gossip missed (and heals partitions). Lifeguard adds a local health multiplier, a
+//! suspicion timeout that shrinks with independent confirmations, and buddy refutation.
+//!
+//! **Must never depend on:** tokio, tarpc, sockets, files, the clock, unseeded
+//! randomness, or another kvlab protocol crate. Randomness comes from [`kvlab_types::Cx`]
+//! only; every map is ordered.
+//!
+//! Two ways to use it:
+//! * [`Swim`]: the core, with `handle_msg` / `handle_timer` emitting into
+//!   `Out<SwimMsg>`, for a composed node (route timers with [`Swim::owns_timer`], read
+//!   changes with [`Swim::drain_events`]).
+//! * [`SwimNode`]: a [`kvlab_types::Protocol`] that runs SWIM alone.
+//!
+//! ```
+//! use kvlab_swim::*;
+//! use kvlab_types::*;
+//!
+//! let config = SwimConfig { seeds: vec![NodeId(1)], ..SwimConfig::default() };
+//! config.validate().unwrap();
+//! let mut rng = seeded_rng(1);
+//! let mut cx = Cx::new(NodeId(2), Time::ZERO, &mut rng);
+//! let mut out = Out::new();
+//! let mut swim = Swim::new(NodeId(2), "10.0.0.2:7946".into(), 0, config).unwrap();
+//! swim.start(&mut cx, &mut out);
+//! // Persist + Sync of the incarnation, two timers, and a join push-pull to the seed.
+//! let joins = out.effects().iter().filter(|e| matches!(e,
+//!     Effect::Send { to: NodeId(1), msg: SwimMsg { body: SwimBody::PushPull { join: true, .. }, .. } })).count();
+//! assert_eq!(joins, 1);
+//! assert_eq!(swim.live_count(), 1);
+//! ```
+//!
+//! ## Departures from the papers (and why)
+//!
+//! * Alive with a higher incarnation overrides dead and left (SWIM §4.2 makes "confirm"
+//!   final). Like memberlist, this lets a restarted member rejoin under the same id.
+//!   In exchange, dead and left override only incarnations up to their own.
+//! * A remote "dead" learnt through push-pull becomes a local suspicion (memberlist), so
+//!   a stale view from the other side of a partition cannot kill a live member at once.
+//! * Push-pull also contacts one random dead member per interval (like Serf's reconnect)
+//!   — without it, the two sides of a healed partition that declared each other dead
+//!   would never talk again. Healing therefore needs the partition to end before
+//!   `dead_reclaim_ms`.
+
+mod broadcast;
+mod config;
+mod error;
+mod member;
+mod msg;
+mod node;
+mod swim;
+
+pub use config::{
+    LifeguardConfig, MAX_ADDRESS_BYTES, MAX_INCOMING_UPDATES, MAX_INDIRECT_PROBES,
+    MAX_LOCAL_HEALTH, MAX_PENDING_EVENTS, MIN_PIGGYBACK_BYTES, NACK_TIMEOUT_PERCENT, SwimConfig,
+    dynamic_suspicion_timeout,
+};
+pub use error::SwimError;
+pub use member::{Member, MembershipEvent, SwimCounters};
+pub use msg::{MemberSnapshot, MemberState, SwimBody, SwimMsg, Update};
+pub use node::{DEFAULT_SEED_COUNT, RECORD_COMPACTION_THRESHOLD, SwimNode};
+pub use swim::{
+    IncarnationRecovery, LEAVE_FANOUT, Swim, decode_incarnation_record, encode_incarnation_record,
+    recover_incarnation,
+};
+
+#[cfg(test)]
+mod harness;
+#[cfg(test)]
+mod tests;
