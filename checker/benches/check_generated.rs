@@ -1,5 +1,7 @@
 //! Times reading and checking generated linearizable histories, and the memory a large
-//! single key costs. Run: `cargo bench -p kvlab-checker --bench check_generated`.
+//! single key costs. Run: `cargo bench -p kvlab-checker --bench check_generated [-- FILTER]`;
+//! with a filter only cases whose name contains it run (peak RSS is a process-wide high
+//! water mark, so run a memory case alone to read its own footprint).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -29,6 +31,13 @@ fn peak_rss_mib() -> f64 {
 }
 
 fn case(name: &str, spec: GenSpec, timeout: Option<Duration>) {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
+        return;
+    }
     let events = generate(spec);
     let mut text = Vec::new();
     write_jsonl(&mut text, &events).expect("written");
@@ -136,6 +145,15 @@ fn main() {
             operations: 30_000,
             keys: 1,
             clients: 1,
+            ..base
+        },
+        None,
+    );
+    case(
+        "30k ops, 1 key, 10 clients (memory of MAX_OPS_PER_KEY)",
+        GenSpec {
+            operations: 30_000,
+            keys: 1,
             ..base
         },
         None,

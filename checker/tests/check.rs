@@ -526,6 +526,11 @@ fn visualization_of_the_first_invalid_key_is_written() {
     let html = std::fs::read_to_string(&path).expect("readable");
     assert!(html.contains("read() → 1"), "describes the failing read");
     assert!(html.contains("write(2)"));
+    // The longest partial linearization, write(1) then write(2), is drawn with its states.
+    assert!(
+        html.contains(r#""stateDescription":"2""#),
+        "partial linearizations drawn"
+    );
     assert!(!html.contains("good"), "only the invalid key is drawn");
 
     let named = dir.path().join("good.html");

@@ -18,6 +18,10 @@ use kvlab_experiments::run::{
 };
 use kvlab_experiments::spec::Spec;
 
+/// The default budget of `kvlab check`, in seconds: long enough for any history a run
+/// writes, short enough that a pathological one answers "unknown" instead of hanging.
+const DEFAULT_CHECK_TIMEOUT_S: f64 = 60.0;
+
 /// A testbed for distributed key-value systems.
 #[derive(Debug, Parser)]
 #[command(name = "kvlab", version, about)]
@@ -76,8 +80,8 @@ struct CheckArgs {
     #[arg(long, value_enum, default_value = "auto")]
     format: FormatArg,
     /// Budget of the search in seconds; when it runs out the answer is "unknown".
-    #[arg(long, value_name = "S")]
-    timeout_s: Option<f64>,
+    #[arg(long, value_name = "S", default_value_t = DEFAULT_CHECK_TIMEOUT_S)]
+    timeout_s: f64,
     /// Write porcupine's HTML visualization of the first invalid key here.
     #[arg(long, value_name = "FILE")]
     html: Option<PathBuf>,
@@ -155,6 +159,10 @@ fn print_outcome(prefix: &str, spec_path: &Path, o: &RunOutcome) {
         ),
         RunVerdict::Valid => {}
     }
+    let report = o.run_dir.join("report.html");
+    if report.is_file() {
+        println!("{prefix}  report: {}", report.display());
+    }
     if let Some(e) = &o.report_error {
         println!("{prefix}  warning: {e}");
     }
@@ -213,6 +221,16 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<u8> {
         return Ok(worst);
     }
     let seed = a.seed.unwrap_or(spec.seed);
+    if seed > kvlab_experiments::spec::MAX_SEED {
+        return Err(ExperimentError::BadArgument {
+            arg: format!("--seed {seed}"),
+            reason: format!(
+                "must be at most {} (MAX_SEED)",
+                kvlab_experiments::spec::MAX_SEED
+            ),
+        }
+        .into());
+    }
     let run_dir = a
         .out
         .clone()
@@ -251,9 +269,8 @@ fn cmd_check(a: CheckArgs) -> anyhow::Result<u8> {
         FormatArg::Jsonl => HistoryFormat::Jsonl,
     };
     let timeout = match a.timeout_s {
-        None => None,
-        Some(s) if s.is_finite() && s > 0.0 && s < 1e9 => Some(Duration::from_secs_f64(s)),
-        Some(s) => {
+        s if s.is_finite() && s > 0.0 && s < 1e9 => Some(Duration::from_secs_f64(s)),
+        s => {
             return Err(ExperimentError::BadArgument {
                 arg: format!("--timeout-s {s}"),
                 reason: "must be a number of seconds > 0".into(),

@@ -591,6 +591,12 @@ pub fn parse_seed_range(s: &str) -> Result<std::ops::RangeInclusive<u64>, Experi
     if a > b {
         return Err(bad("the start is larger than the end"));
     }
+    if b > crate::spec::MAX_SEED {
+        return Err(bad(&format!(
+            "seeds must be at most {} (MAX_SEED)",
+            crate::spec::MAX_SEED
+        )));
+    }
     if b - a >= MAX_SEEDS_PER_SWEEP {
         return Err(bad(&format!(
             "more than {MAX_SEEDS_PER_SWEEP} seeds (MAX_SEEDS_PER_SWEEP)"

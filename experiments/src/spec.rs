@@ -37,6 +37,9 @@ pub const MAX_KEYS: u32 = 1_000_000;
 pub const MAX_PHASE_S: f64 = 86_400.0;
 /// Largest open-loop arrival rate, in operations per simulated second.
 pub const MAX_RATE_PER_S: f64 = 1_000_000.0;
+/// Largest run seed: TOML integers are signed 64-bit, and `spec.toml` must be able to
+/// record the seed a run used.
+pub const MAX_SEED: u64 = i64::MAX as u64;
 /// Largest clock drift the nemesis may inject, in parts per million (±50%).
 pub const MAX_CLOCK_DRIFT_PPM: i64 = 500_000;
 
@@ -454,6 +457,12 @@ impl Spec {
                     "must be a non-empty directory name of letters, digits, '-', '_' or '.', got {:?}",
                     self.name
                 ),
+            ));
+        }
+        if self.seed > MAX_SEED {
+            return Err(invalid(
+                "seed",
+                format!("must be at most {MAX_SEED} (MAX_SEED), got {}", self.seed),
             ));
         }
         if self.nodes == 0 || self.nodes > MAX_NODES {

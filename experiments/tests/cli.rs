@@ -119,6 +119,7 @@ fn run_with_bad_arguments_exits_2() {
         vec!["run", s.as_str(), "--seeds", "x"],
         vec!["run", s.as_str(), "--seed", "-1"],
         vec!["run", s.as_str(), "--seed", "1", "--seeds", "1..2"],
+        vec!["run", s.as_str(), "--seed", "18446744073709551615"],
         vec!["run"],
     ] {
         let out = kvlab(&args, tmp.path());
@@ -162,4 +163,35 @@ fn run_sweep_writes_one_dir_per_seed_and_tallies() {
     } else {
         assert_eq!(code, 0, "{stdout}");
     }
+}
+
+#[test]
+fn check_undecidable_history_exits_3() {
+    // More operations on one key than the checker searches (MAX_OPS_PER_KEY): the key is
+    // undecided, so the answer is unknown, never valid.
+    let tmp = tempfile::tempdir().unwrap();
+    let n = kvlab_checker::MAX_OPS_PER_KEY + 1;
+    let mut text = String::new();
+    for i in 0..n {
+        let t = i as u64 * 10;
+        text.push_str(&format!(
+            "{{\"index\":{},\"time_ns\":{t},\"process\":0,\"type\":\"invoke\",\"f\":\"write\",\"key\":\"k0\",\"value\":{i}}}\n",
+            2 * i
+        ));
+        text.push_str(&format!(
+            "{{\"index\":{},\"time_ns\":{},\"process\":0,\"type\":\"ok\",\"f\":\"write\",\"key\":\"k0\",\"value\":{i}}}\n",
+            2 * i + 1,
+            t + 5
+        ));
+    }
+    let h = write(tmp.path(), "big.jsonl", &text);
+    let out = kvlab(&["check", &h, "--json"], tmp.path());
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["verdict"], "unknown");
 }

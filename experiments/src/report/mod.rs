@@ -413,19 +413,6 @@ mod tests {
         dir
     }
 
-    pub(super) fn synthetic_run_pub(
-        parent: &Path,
-        name: &str,
-        transport: &str,
-        seed: u64,
-        verdict: &str,
-    ) -> PathBuf {
-        synthetic_run(parent, name, transport, seed, verdict)
-    }
-    pub(super) fn write_history_pub(dir: &Path, clients: u64, run_ns: u64, seed: u64) -> usize {
-        write_history(dir, clients, run_ns, seed)
-    }
-
     fn read(path: &Path) -> String {
         std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
@@ -759,26 +746,5 @@ mod tests {
             render_comparison(&[], tmp.path()),
             Err(ReportError::NoRuns)
         ));
-    }
-}
-#[cfg(test)]
-mod demo_tmp {
-    #[test]
-    fn demo_render_for_eyes() {
-        let Ok(out) = std::env::var("KVLAB_REPORT_DEMO") else {
-            return;
-        };
-        let out = std::path::PathBuf::from(out);
-        let _ = std::fs::remove_dir_all(&out);
-        std::fs::create_dir_all(&out).unwrap();
-        let a = super::tests::synthetic_run_pub(&out, "mem-42", "mem", 42, "valid");
-        let b = super::tests::synthetic_run_pub(&out, "udp-42", "udp", 43, "invalid");
-        super::render_run(&a).unwrap();
-        super::render_run(&b).unwrap();
-        let big = out.join("big");
-        std::fs::create_dir_all(&big).unwrap();
-        super::tests::write_history_pub(&big, 60, 10_000_000_000, 11);
-        super::render_run(&big).unwrap();
-        super::render_comparison(&[a, b, big], &out.join("cmp")).unwrap();
     }
 }

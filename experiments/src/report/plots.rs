@@ -594,7 +594,11 @@ impl<'a> LatencyFigure<'a> {
                 .map(|o| run.ops.iter().filter(|op| op.outcome == o).count()),
             pending: run.ops.iter().filter(|op| op.complete_ns.is_none()).count(),
             points,
-            x_max_s: (run.run_end_ns as f64 / 1e9).max(1e-3),
+            x_max_s: if run.run_end_ns == 0 {
+                1.0
+            } else {
+                run.run_end_ns as f64 / 1e9
+            },
             y_range_ms,
             log_scale,
         }

@@ -12,23 +12,55 @@ use kvlab_raft::RaftConfig;
 use kvlab_types::{derive_seed, seeded_rng};
 
 /// Fault-phase events per seed.
-const CHAOS_STEPS: usize = 3_000;
+const CHAOS_STEPS: usize = 4_000;
 
-fn run_seed(seed: u64, nodes: u32, cfg: &RaftConfig, faults: &Faults) -> Result<(), String> {
+/// Totals over a batch of seeds, to prove that faults happened and progress was made.
+#[derive(Debug, Default)]
+struct Totals {
+    seeds: u64,
+    faults: Stats,
+    terms_led: u64,
+    entries_committed: u64,
+}
+
+fn run_seed(
+    seed: u64,
+    nodes: u32,
+    cfg: &RaftConfig,
+    faults: &Faults,
+    totals: &mut Totals,
+) -> Result<(), String> {
     let mut net = Net::new(nodes, cfg.clone(), seed);
     let mut rng = seeded_rng(derive_seed(seed, "chaos", u64::from(nodes)));
-    net.chaos(&mut rng, CHAOS_STEPS, faults)?;
+    let res = net.chaos(&mut rng, CHAOS_STEPS, faults);
+    totals.seeds += 1;
+    totals.faults.add(&net.stats);
+    totals.terms_led += net.leaders_by_term.len() as u64;
+    totals.entries_committed += net.committed.len() as u64;
+    res?;
     net.converge(b"final")
 }
 
 fn run_seeds(seeds: std::ops::Range<u64>, nodes: u32, cfg: &RaftConfig, faults: &Faults) {
+    let mut totals = Totals::default();
+    let full_run = seeds.end - seeds.start > 1;
     for seed in seeds {
-        if let Err(e) = run_seed(seed, nodes, cfg, faults) {
+        if let Err(e) = run_seed(seed, nodes, cfg, faults, &mut totals) {
             panic!(
                 "{nodes}-node simulation failed at seed {seed}: {e}\n\
                  reproduce: KVLAB_RAFT_SEED={seed} cargo test -p kvlab-raft --test simulation"
             );
         }
+    }
+    println!("{nodes} nodes: {totals:?}");
+    if full_run {
+        // The faults must have bitten and the group must have made progress.
+        let f = &totals.faults;
+        assert!(f.dropped > 0 && f.duplicated > 0 && f.partitions > 0, "{totals:?}");
+        assert!(f.crashes > 0 && f.restarts > 0 && f.lost_unsynced_records > 0, "{totals:?}");
+        assert!(f.compactions > 0, "{totals:?}");
+        assert!(totals.terms_led > 2 * totals.seeds, "few leader changes: {totals:?}");
+        assert!(totals.entries_committed > 10 * totals.seeds, "little progress: {totals:?}");
     }
 }
 
@@ -73,11 +105,12 @@ fn small_batches_and_windows_stay_safe() {
 }
 
 /// How many seeds the deliberately broken variants get to be caught in.
-const BUG_HUNT_SEEDS: u64 = 300;
+const BUG_HUNT_SEEDS: u64 = 1500;
 
 fn first_failing_seed(nodes: u32, cfg: &RaftConfig) -> Option<(u64, String)> {
+    let mut totals = Totals::default();
     (0..BUG_HUNT_SEEDS).find_map(|seed| {
-        run_seed(seed, nodes, cfg, &Faults::all())
+        run_seed(seed, nodes, cfg, &Faults::aggressive(), &mut totals)
             .err()
             .map(|e| (seed, e))
     })
@@ -102,6 +135,7 @@ fn simulation_catches_the_commit_previous_term_by_count_bug() {
         unsafe_commit_previous_term_by_count: true,
         pre_vote: false,
         check_quorum: false,
+        max_entries_per_msg: 1,
         ..test_cfg()
     };
     let found = first_failing_seed(5, &cfg);

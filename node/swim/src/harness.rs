@@ -239,7 +239,8 @@ impl Cluster {
                     }
                     let (lo, hi) = self.latency_ms;
                     let ms = self.net.random_range(lo..=hi);
-                    let at = self.now + Duration::from_millis(ms);
+                    let slow = self.inbound_delay.get(&to).copied().unwrap_or_default();
+                    let at = self.now + Duration::from_millis(ms) + slow;
                     self.schedule(
                         at,
                         Ev::Deliver {

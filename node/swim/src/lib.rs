@@ -49,6 +49,8 @@
 //!   would never talk again. Healing therefore needs the partition to end before
 //!   `dead_reclaim_ms`.
 
+#![deny(missing_docs)]
+
 mod broadcast;
 mod config;
 mod error;

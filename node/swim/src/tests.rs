@@ -731,8 +731,6 @@ fn local_health_rises_on_missed_acks_and_scales_timeouts() {
         timer_after(&effects, timer(T_PROBE, 0)),
         Some(Duration::from_millis(1_000) * (health + 1))
     );
-    let seq = one.swim.counters().probes_started; // not a seq; find the ping instead
-    let _ = seq;
     let (to, msg) = sends(&effects)
         .into_iter()
         .find(|(_, m)| matches!(m.body, SwimBody::Ping { .. }))
@@ -1283,7 +1281,10 @@ fn crashed_member_is_suspected_then_dead_everywhere_within_bound() {
         );
     }
     let mean = first_s.iter().sum::<f64>() / first_s.len() as f64;
-    eprintln!("first detection: mean {mean:.2} s over {} seeds", first_s.len());
+    eprintln!(
+        "first detection: mean {mean:.2} s over {} seeds",
+        first_s.len()
+    );
     // SWIM §5: mean first detection ≈ T·e/(e−1) ≈ 1.58 s, plus the period's wait.
     assert!(mean < 4.0, "mean first detection {mean:.2} s");
 }
@@ -1487,10 +1488,16 @@ fn lifeguard_reduces_false_deaths_with_a_slow_member() {
             deaths[i] += c
                 .log
                 .iter()
-                .filter(|l| l.event.kind == "member_dead" && !l.event.detail.starts_with("member=n2 "))
+                .filter(|l| {
+                    l.event.kind == "member_dead" && !l.event.detail.starts_with("member=n2 ")
+                })
                 .count();
         }
     }
+    eprintln!(
+        "false deaths of healthy members: lifeguard off {} on {}",
+        deaths[0], deaths[1]
+    );
     assert!(deaths[0] > 0, "the scenario must hurt plain SWIM");
     assert!(
         deaths[1] * 4 <= deaths[0],
@@ -1514,4 +1521,31 @@ fn same_seed_same_run() {
     };
     assert_eq!(run(5), run(5));
     assert_ne!(run(5), run(6));
+}
+
+/// A member frozen long enough to be declared dead (a long GC pause) learns of its death
+/// when it resumes, refutes it (SWIM §4.2), and is alive everywhere again.
+#[test]
+fn paused_member_refutes_its_death_after_resuming() {
+    for seed in 0..SEEDS / 2 {
+        let mut c = converged_cluster(10, seed, SwimConfig::default());
+        let frozen = NodeId(7);
+        let until = c.now() + Duration::from_secs(60);
+        c.pause_until(frozen, until);
+        c.run_until(until);
+        assert!(c.all_see(frozen, MemberState::Dead), "seed {seed}");
+        let ok = c.run_until_true(
+            c.now() + Duration::from_secs(30),
+            ms(100),
+            Cluster::converged,
+        );
+        assert!(
+            ok.is_some(),
+            "seed {seed}: not alive everywhere after resuming"
+        );
+        assert!(
+            c.swim(frozen).unwrap().counters().refutations >= 1,
+            "seed {seed}"
+        );
+    }
 }

@@ -51,6 +51,33 @@ pub struct Net {
     /// applied). Must never change.
     pub committed: BTreeMap<u64, (u64, Vec<u8>, u64)>,
     pub delivered: u64,
+    pub stats: Stats,
+}
+
+/// What the fault phase actually did, to prove the faults bit.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub dropped: u64,
+    pub duplicated: u64,
+    pub crashes: u64,
+    pub lost_unsynced_records: u64,
+    pub restarts: u64,
+    pub partitions: u64,
+    pub compactions: u64,
+    pub proposals_accepted: u64,
+}
+
+impl Stats {
+    pub fn add(&mut self, o: &Stats) {
+        self.dropped += o.dropped;
+        self.duplicated += o.duplicated;
+        self.crashes += o.crashes;
+        self.lost_unsynced_records += o.lost_unsynced_records;
+        self.restarts += o.restarts;
+        self.partitions += o.partitions;
+        self.compactions += o.compactions;
+        self.proposals_accepted += o.proposals_accepted;
+    }
 }
 
 /// The state machine image carried in snapshots: the applied sequence.
@@ -117,6 +144,7 @@ impl Net {
             leaders_by_term: BTreeMap::new(),
             committed: BTreeMap::new(),
             delivered: 0,
+            stats: Stats::default(),
         };
         for id in net.ids.clone() {
             net.process(id).expect("initial ready");
@@ -475,10 +503,21 @@ impl Net {
         self.auto_sync = false;
         let n = self.ids.len();
         for step in 0..steps {
-            let roll: u32 = rng.random_range(0..1000);
             let pick = self.ids[rng.random_range(0..n)];
+            let fault_roll: u32 = rng.random_range(0..10_000);
+            let roll: u32 = if fault_roll < faults.crash_per_10k {
+                900
+            } else if fault_roll < faults.crash_per_10k + faults.restart_per_10k {
+                902
+            } else if fault_roll
+                < faults.crash_per_10k + faults.restart_per_10k + faults.partition_per_10k
+            {
+                910
+            } else {
+                rng.random_range(0..900)
+            };
             match roll {
-                0..400 => {
+                0..450 => {
                     if !self.queue.is_empty() {
                         let i = if faults.reorder {
                             rng.random_range(0..self.queue.len())
@@ -487,8 +526,10 @@ impl Net {
                         };
                         if rng.random_range(0..1000) < faults.drop_per_mille {
                             self.queue.remove(i);
+                            self.stats.dropped += 1;
                         } else {
                             if rng.random_range(0..1000) < faults.duplicate_per_mille {
+                                self.stats.duplicated += 1;
                                 let copy = self.queue[i].clone();
                                 self.queue.push(copy);
                             }
@@ -496,29 +537,38 @@ impl Net {
                         }
                     }
                 }
-                400..600 => {
-                    self.complete_sync(pick)?;
+                450..600 => {
+                    // One fsync makes everything written so far durable (group commit).
+                    while self.complete_sync(pick)? {}
                 }
-                600..780 => self.tick(pick)?,
-                780..900 => {
+                600..850 => self.tick(pick)?,
+                850..890 => {
                     if let Some(l) = self.leader() {
                         let data = format!("c{step}").into_bytes();
-                        let _ = self.propose(l, &data);
+                        if self.propose(l, &data).is_ok() {
+                            self.stats.proposals_accepted += 1;
+                        }
                     }
                 }
-                900..910 if faults.crash => {
+                900 if faults.crash => {
                     if self.is_up(pick) {
                         let keep = rng.random_range(0..3);
+                        let node = &self.nodes[&pick];
+                        let unsynced = (node.wal.len() - node.durable_len) as u64;
+                        self.stats.lost_unsynced_records += unsynced.saturating_sub(keep as u64);
+                        self.stats.crashes += 1;
                         self.crash(pick, keep);
                     }
                 }
-                910..930 if faults.crash => {
+                902 if faults.crash => {
                     if !self.is_up(pick) {
+                        self.stats.restarts += 1;
                         self.restart(pick)?;
                     }
                 }
-                930..950 if faults.partition => {
+                910 if faults.partition => {
                     self.heal();
+                    self.stats.partitions += 1;
                     match rng.random_range(0..4) {
                         0 => self.isolate(pick),
                         1 => {
@@ -546,7 +596,13 @@ impl Net {
                         _ => {}
                     }
                 }
-                950..960 if faults.compact => self.compact(pick)?,
+                890..900 if faults.compact => {
+                    let before = self.is_up(pick).then(|| self.raft(pick).snapshot_meta());
+                    self.compact(pick)?;
+                    if before.is_some_and(|b| b != self.raft(pick).snapshot_meta()) {
+                        self.stats.compactions += 1;
+                    }
+                }
                 _ => {}
             }
             if step % 64 == 0 {
@@ -566,6 +622,12 @@ pub struct Faults {
     pub partition: bool,
     pub crash: bool,
     pub compact: bool,
+    /// Chance per step (in 1/10,000) of crashing a node.
+    pub crash_per_10k: u32,
+    /// Chance per step (in 1/10,000) of restarting a node if it is down.
+    pub restart_per_10k: u32,
+    /// Chance per step (in 1/10,000) of replacing the partition (or healing).
+    pub partition_per_10k: u32,
 }
 
 impl Faults {
@@ -577,6 +639,19 @@ impl Faults {
             partition: true,
             crash: true,
             compact: true,
+            crash_per_10k: 20,
+            restart_per_10k: 80,
+            partition_per_10k: 30,
+        }
+    }
+
+    /// Dense crashes and partitions, for hunting the deliberately broken variants.
+    pub fn aggressive() -> Faults {
+        Faults {
+            crash_per_10k: 80,
+            restart_per_10k: 300,
+            partition_per_10k: 120,
+            ..Faults::all()
         }
     }
 }
