@@ -128,6 +128,10 @@ fn fmt_json(v: &Value) -> String {
     match v {
         Value::Null => "—".to_string(),
         Value::String(s) => escape(s),
+        Value::Array(items) if items.is_empty() => "none".to_string(),
+        Value::Array(items) if items.iter().all(|i| !i.is_array() && !i.is_object()) => {
+            items.iter().map(fmt_json).collect::<Vec<_>>().join("; ")
+        }
         Value::Number(n) => match (n.as_u64(), n.as_f64()) {
             (Some(u), _) => fmt_count(u),
             (None, Some(f)) => fmt_num(f),
@@ -156,18 +160,71 @@ fn flatten(prefix: &str, v: &Value, rows: &mut Vec<(String, Value)>) {
     }
 }
 
-/// A two-column key/value table of a JSON object, leaving out `skip` top-level keys.
+/// Whether a JSON value is an object of objects of scalars (say, counters per node), which
+/// reads better as a matrix than as dotted keys.
+fn is_matrix(v: &Value) -> bool {
+    v.as_object().is_some_and(|outer| {
+        !outer.is_empty()
+            && outer.values().all(|inner| {
+                inner
+                    .as_object()
+                    .is_some_and(|m| m.values().all(|x| !x.is_object() && !x.is_array()))
+            })
+    })
+}
+
+/// A matrix table of an object of objects: one column per outer key, one row per inner
+/// key (the union, in order).
+fn json_matrix(name: &str, v: &Value) -> String {
+    let Some(outer) = v.as_object() else {
+        return String::new();
+    };
+    let mut columns: Vec<&String> = outer.keys().collect();
+    columns.sort_by_key(|k| (k.parse::<u64>().unwrap_or(u64::MAX), (*k).clone()));
+    let mut rows: Vec<&String> = outer
+        .values()
+        .filter_map(Value::as_object)
+        .flat_map(|m| m.keys())
+        .collect();
+    rows.sort();
+    rows.dedup();
+    let mut html = format!("<table><thead><tr><th>{}</th>", escape(name));
+    for c in &columns {
+        let _ = write!(html, "<th class=\"num\">{}</th>", escape(c));
+    }
+    html.push_str("</tr></thead><tbody>");
+    for r in rows {
+        let _ = write!(html, "<tr><th>{}</th>", escape(r));
+        for c in &columns {
+            let cell = outer[c.as_str()]
+                .get(r.as_str())
+                .map_or("—".to_string(), fmt_json);
+            let _ = write!(html, "<td class=\"num\">{cell}</td>");
+        }
+        html.push_str("</tr>");
+    }
+    html.push_str("</tbody></table>");
+    html
+}
+
+/// A two-column key/value table of a JSON object, leaving out `skip` top-level keys;
+/// members that are objects of objects follow as matrices.
 fn json_table(v: &Value, skip: &[&str]) -> String {
     let mut rows = Vec::new();
+    let mut matrices = String::new();
     if let Value::Object(map) = v {
         let mut keys: Vec<&String> = map.keys().filter(|k| !skip.contains(&k.as_str())).collect();
         keys.sort();
         for k in keys {
-            flatten(k, &map[k], &mut rows);
+            if is_matrix(&map[k]) {
+                matrices.push_str(&json_matrix(k, &map[k]));
+            } else {
+                flatten(k, &map[k], &mut rows);
+            }
         }
     }
     if rows.is_empty() {
-        return String::new();
+        return matrices;
     }
     let mut html = String::from("<table class=\"kv\">");
     for (k, v) in rows {
@@ -179,6 +236,7 @@ fn json_table(v: &Value, skip: &[&str]) -> String {
         );
     }
     html.push_str("</table>");
+    html.push_str(&matrices);
     html
 }
 
@@ -301,29 +359,43 @@ pub(crate) fn run_report(run: &RunData, plots: &RunPlots) -> String {
     }
     b.push_str("</table>");
 
-    // Reproduce.
-    let spec_path = run.dir.join("spec.toml");
-    let spec = if spec_path.is_file() {
-        spec_path.display().to_string()
-    } else {
-        format!("configs/{experiment}.toml")
-    };
-    b.push_str("<h2>Reproduce</h2>");
+    // Reproduce: the runner's own command when meta.json has it, else one built from the
+    // spec it names (or the resolved spec in the run directory) and the seed.
+    let seed_arg = shell_quote(seed.as_deref().unwrap_or("SEED"));
+    let resolved_spec = run.dir.join("spec.toml");
+    let spec = json_text(&run.meta, &["spec_file"]).unwrap_or_else(|| {
+        if resolved_spec.is_file() {
+            resolved_spec.display().to_string()
+        } else {
+            format!("configs/{experiment}.toml")
+        }
+    });
     let mut command = String::new();
     if let Some(commit) = json_text(&run.meta, &["commit"]) {
         let _ = writeln!(command, "git checkout {}", shell_quote(&commit));
     }
-    let _ = write!(
-        command,
-        "kvlab run {} --seed {}",
-        shell_quote(&spec),
-        shell_quote(seed.as_deref().unwrap_or("SEED"))
-    );
+    match json_text(&run.meta, &["reproduce"]) {
+        Some(reproduce) => command.push_str(&reproduce),
+        None => {
+            let _ = write!(
+                command,
+                "kvlab run {} --seed {seed_arg}",
+                shell_quote(&spec)
+            );
+        }
+    }
+    if resolved_spec.is_file() && !command.contains(&resolved_spec.display().to_string()) {
+        let _ = write!(
+            command,
+            "\n# or from the spec as resolved for this run:\nkvlab run {} --seed {seed_arg}",
+            shell_quote(&resolved_spec.display().to_string())
+        );
+    }
+    b.push_str("<h2>Reproduce</h2>");
     let _ = write!(
         b,
         "<pre><code>{}</code></pre><p class=\"note\">One seed decides everything in a simulated run: \
-         the same spec, seed and commit give the same history. <code>spec.toml</code> in the run \
-         directory is the spec as it was resolved for this run.</p>",
+         the same spec, seed and commit give the same history.</p>",
         escape(&command)
     );
 
@@ -439,16 +511,19 @@ fn verdict_section(run: &RunData, verdict: Option<&str>) -> String {
         );
     }
     if run.has_linearizability_html() {
+        // The runner draws one key: the one it names, else the first invalid key.
+        let drawn_key = json_text(s, &["checker", "visualized_key"])
+            .or_else(|| json_text(s, &["failing_key"]))
+            .or_else(|| invalid.first().cloned());
         let _ = write!(
             b,
             "<p><a href=\"linearizability.html\">Open the linearizability visualisation</a>{} — \
-             it shows the operations of the failing key on a timeline and the longest prefix \
-             that could be linearized.</p>",
-            if invalid.is_empty() {
-                String::new()
-            } else {
-                format!(" of {}", list(&invalid))
-            }
+             it shows that key's operations on a timeline and the longest prefix that could be \
+             linearized.</p>",
+            drawn_key.map_or(String::new(), |k| format!(
+                " of key <code>{}</code>",
+                escape(&k)
+            ))
         );
     } else if verdict == Some("invalid") {
         b.push_str("<p class=\"note\">No linearizability.html was written for this run.</p>");
@@ -537,6 +612,18 @@ fn numbers_section(run: &RunData) -> String {
     if let Some(injected) = json_at(s, &["faults", "injected"]).and_then(Value::as_u64) {
         let _ = write!(b, "<p><b>faults injected:</b> {}</p>", fmt_count(injected));
     }
+    if let Some(Value::Object(by_fn)) = json_at(s, &["ops_by_f"]) {
+        b.push_str("<h3>operations by op type</h3><table><thead><tr><th>op type</th><th class=\"num\">total</th><th class=\"num\">ok</th><th class=\"num\">fail</th><th class=\"num\">info</th></tr></thead><tbody>");
+        for (f, counts) in by_fn {
+            let _ = write!(b, "<tr><td>{}</td>", escape(f));
+            for key in ["total", "ok", "fail", "info"] {
+                let cell = json_at(counts, &[key]).map_or("—".to_string(), fmt_json);
+                let _ = write!(b, "<td class=\"num\">{cell}</td>");
+            }
+            b.push_str("</tr>");
+        }
+        b.push_str("</tbody></table>");
+    }
     b.push_str("</div><div><h3>latency of ok operations (ms)</h3>");
     b.push_str("<table><thead><tr><th>op type</th><th class=\"num\">count</th><th class=\"num\">p50</th><th class=\"num\">p90</th><th class=\"num\">p99</th><th class=\"num\">max</th></tr></thead><tbody>");
     let mut rows: Vec<(String, [Option<f64>; 5])> = Vec::new();
@@ -587,7 +674,14 @@ fn numbers_section(run: &RunData) -> String {
     if rows.is_empty() {
         b.push_str("<tr><td colspan=\"6\" class=\"note\">no ok operations</td></tr>");
     }
-    b.push_str("</tbody></table></div></div>");
+    b.push_str("</tbody></table>");
+    if let Some(workload) = json_at(s, &["workload"]) {
+        let table = json_table(workload, &[]);
+        if !table.is_empty() {
+            let _ = write!(b, "<h3>workload</h3>{table}");
+        }
+    }
+    b.push_str("</div></div>");
     if derived {
         b.push_str(
             "<p class=\"note\">summary.json lacks some of these numbers; the missing ones were \
@@ -602,7 +696,8 @@ fn plots_section(plots: &RunPlots) -> String {
     let downsampled = if plots.downsampled {
         format!(
             " <b>Downsampled:</b> {} operations are drawn (the bound is {MAX_LATENCY_POINTS_DRAWN}); \
-             every failure and info and the slowest operation of each time slice are kept.",
+             every info and the slowest operation of each time slice are kept; ok and fail \
+             operations are thinned alike, so their proportions hold.",
             fmt_count(plots.latency_points_drawn as u64)
         )
     } else {

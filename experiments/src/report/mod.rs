@@ -504,6 +504,7 @@ mod tests {
         assert!(html.contains(">INVALID<"));
         assert!(html.contains("href=\"linearizability.html\""));
         assert!(html.contains("Keys with a violation: <code>k1</code>"));
+        assert!(html.contains("visualisation</a> of key <code>k1</code>"));
     }
 
     #[test]

@@ -249,10 +249,17 @@ impl Overlay {
             .iter()
             .find(|p| p.name == LIVENESS_PHASE_NAME)
             .map(|p| (p.start_ns as f64 / 1e9, p.end_ns as f64 / 1e9));
+        // A phase that starts at time zero or is a sliver at the end of the run (a final
+        // drain) has nothing worth marking.
+        let sliver_ns = run.run_end_ns / 100;
         let phase_marks = run
             .phases
             .iter()
-            .filter(|p| p.name != LIVENESS_PHASE_NAME && p.start_ns > 0)
+            .filter(|p| {
+                p.name != LIVENESS_PHASE_NAME
+                    && p.start_ns > 0
+                    && p.end_ns.saturating_sub(p.start_ns) >= sliver_ns
+            })
             .map(|p| (p.start_ns as f64 / 1e9, p.name.clone()))
             .collect();
         Overlay {
@@ -474,16 +481,18 @@ where
     DB::ErrorType: 'static,
     CT: CoordTranslate,
 {
+    // Small markers (dense plots) get thin strokes, so crosses do not outweigh dots.
+    let thin_or_bold = if size <= 2 { 1 } else { 2 };
     for p in points {
         match f {
             OpFn::Read => area.draw(&Circle::new(p, size, style.filled()))?,
             OpFn::Write => area.draw(&TriangleMarker::new(p, size + 1, style.filled()))?,
-            OpFn::Cas => area.draw(&Cross::new(p, size, style.stroke_width(2)))?,
+            OpFn::Cas => area.draw(&Cross::new(p, size, style.stroke_width(thin_or_bold)))?,
             OpFn::Delete => area.draw(
                 &(EmptyElement::at(p)
                     + Rectangle::new([(-size, -size), (size, size)], style.filled())),
             )?,
-            OpFn::Txn => area.draw(&Circle::new(p, size + 1, style.stroke_width(2)))?,
+            OpFn::Txn => area.draw(&Circle::new(p, size + 1, style.stroke_width(thin_or_bold)))?,
         }
     }
     Ok(())
@@ -637,7 +646,7 @@ impl<'a> LatencyFigure<'a> {
         let size = if many { 2 } else { 3 };
         for outcome in Outcome::ALL {
             let color = outcome_color(outcome);
-            let style: ShapeStyle = if many && outcome == Outcome::Ok {
+            let style: ShapeStyle = if many && outcome != Outcome::Info {
                 color.mix(0.55).into()
             } else {
                 color.mix(0.9).into()
@@ -704,7 +713,7 @@ impl Figure for LatencyFigure<'_> {
         entries.push(LegendEntry::Heading("notes".to_string()));
         if self.points.len() < self.ops_total {
             entries.push(LegendEntry::Note(format!(
-                "Downsampled: {} of {} ops drawn (bound {}); every failure, every info and the slowest op of each time slice are kept.",
+                "Downsampled: {} of {} ops drawn (bound {}); every info and the slowest op of each time slice are kept, ok and fail thinned alike.",
                 fmt_count(self.points.len() as u64),
                 fmt_count(self.ops_total as u64),
                 fmt_count(MAX_LATENCY_POINTS_DRAWN as u64)

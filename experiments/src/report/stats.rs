@@ -89,9 +89,11 @@ pub(crate) const ALL_FNS: [OpFn; 5] = [OpFn::Read, OpFn::Write, OpFn::Cas, OpFn:
 
 /// Chooses which operations the latency plot draws, at most `bound` of them, in
 /// ascending index order. Every operation is kept when they fit. Otherwise, so that the
-/// picture keeps what matters: the non-ok operations (up to a quarter of the bound, evenly
+/// picture keeps what matters without distorting the mix of ok and fail: the `info`
+/// operations (rare and the ones a reader looks for; up to a quarter of the bound, evenly
 /// spread), the slowest operation of each of a quarter-bound's worth of time buckets (so
-/// latency spikes survive), and an even stride over the rest to fill the bound.
+/// latency spikes survive), and an even stride over the rest (ok and fail alike, so
+/// their proportions hold) to fill the bound.
 pub(crate) fn downsample_latency_points(ops: &[Op], run_end_ns: u64, bound: usize) -> Vec<usize> {
     if ops.len() <= bound {
         return (0..ops.len()).collect();
@@ -100,10 +102,10 @@ pub(crate) fn downsample_latency_points(ops: &[Op], run_end_ns: u64, bound: usiz
     let mut kept = 0usize;
     let quarter = (bound / 4).max(1);
 
-    let not_ok: Vec<usize> = (0..ops.len())
-        .filter(|&i| ops[i].outcome != Outcome::Ok)
+    let info: Vec<usize> = (0..ops.len())
+        .filter(|&i| ops[i].outcome == Outcome::Info)
         .collect();
-    for i in even_stride(&not_ok, quarter) {
+    for i in even_stride(&info, quarter) {
         if !keep[i] {
             keep[i] = true;
             kept += 1;
@@ -267,15 +269,27 @@ mod tests {
     }
 
     #[test]
-    fn downsampling_respects_the_bound_and_keeps_spikes_and_failures() {
+    fn downsampling_respects_the_bound_and_keeps_spikes_and_infos() {
         let mut ops: Vec<Op> = (0..50_000).map(|i| op(i, 1, Outcome::Ok)).collect();
         ops[31_337] = op(31_337, 5_000, Outcome::Ok);
-        ops[7] = op(7, 2, Outcome::Fail);
+        ops[7] = op(7, 2, Outcome::Info);
+        for i in (100..50_000).step_by(10) {
+            ops[i] = op(i as u64, 1, Outcome::Fail);
+        }
         let kept = downsample_latency_points(&ops, 60_000_000_000, 1_000);
         assert!(kept.len() <= 1_000, "kept {}", kept.len());
         assert!(kept.len() >= 900, "kept only {}", kept.len());
         assert!(kept.contains(&31_337), "the latency spike was dropped");
-        assert!(kept.contains(&7), "the failure was dropped");
+        assert!(kept.contains(&7), "the info was dropped");
+        let fails = kept
+            .iter()
+            .filter(|&&i| ops[i].outcome == Outcome::Fail)
+            .count();
+        let share = fails as f64 / kept.len() as f64;
+        assert!(
+            (0.08..0.12).contains(&share),
+            "fail share {share} is not ~10%"
+        );
         assert!(kept.windows(2).all(|w| w[0] < w[1]));
     }
 

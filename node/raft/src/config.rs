@@ -79,14 +79,20 @@ impl RaftConfig {
             return bad("election_ticks", "must be at least 2");
         }
         if self.heartbeat_ticks == 0 || self.heartbeat_ticks >= self.election_ticks {
-            return bad("heartbeat_ticks", "must be at least 1 and below election_ticks");
+            return bad(
+                "heartbeat_ticks",
+                "must be at least 1 and below election_ticks",
+            );
         }
         let positive = [
             ("max_inflight_msgs", self.max_inflight_msgs),
             ("max_entries_per_msg", self.max_entries_per_msg),
             ("max_bytes_per_msg", self.max_bytes_per_msg),
             ("max_uncommitted_entries", self.max_uncommitted_entries),
-            ("max_apply_entries_per_ready", self.max_apply_entries_per_ready),
+            (
+                "max_apply_entries_per_ready",
+                self.max_apply_entries_per_ready,
+            ),
             ("snapshot_chunk_bytes", self.snapshot_chunk_bytes),
             ("max_snapshot_bytes", self.max_snapshot_bytes),
         ];

@@ -80,9 +80,7 @@ pub use storage::{
 };
 
 /// Identifies a Raft group (one per partition, plus a metadata group).
-#[derive(
-    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
-)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
 pub struct GroupId(pub u64);
 
 impl fmt::Debug for GroupId {

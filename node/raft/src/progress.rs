@@ -83,7 +83,10 @@ impl Progress {
 
     pub fn become_probe(&mut self) {
         if self.state == ProgressState::Snapshot {
-            self.next_index = self.next_index.max(self.match_index + 1).max(self.snapshot.index + 1);
+            self.next_index = self
+                .next_index
+                .max(self.match_index + 1)
+                .max(self.snapshot.index + 1);
         } else {
             self.next_index = self.match_index + 1;
         }

@@ -472,7 +472,8 @@ impl RaftGroup {
             me.become_replicate();
             me.recent_active = true;
         }
-        self.events.push(RaftEvent::BecameLeader { term: self.term });
+        self.events
+            .push(RaftEvent::BecameLeader { term: self.term });
         // Raft §8: a new leader commits a no-op of its own term, which commits the
         // entries of earlier terms it holds (§5.4.2) and enables ReadIndex.
         self.append_entry(EntryKind::Noop, Vec::new());
@@ -538,8 +539,7 @@ impl RaftGroup {
             }
         } else {
             self.election_elapsed += 1;
-            if self.election_elapsed >= self.randomized_election_ticks && self.is_voter(self.id)
-            {
+            if self.election_elapsed >= self.randomized_election_ticks && self.is_voter(self.id) {
                 self.campaign(self.cfg.pre_vote, false, rng);
             }
         }
@@ -722,7 +722,11 @@ impl RaftGroup {
                     // A stale leader (e.g. back from a partition) must learn the new
                     // term, or with PreVote/CheckQuorum it would never step down.
                     let term = self.term;
-                    self.send(m.from, term, MessageBody::HeartbeatResponse { read_round: 0 });
+                    self.send(
+                        m.from,
+                        term,
+                        MessageBody::HeartbeatResponse { read_round: 0 },
+                    );
                 }
                 MessageBody::RequestVote { pre_vote: true, .. } => {
                     let term = self.term;
@@ -791,7 +795,8 @@ impl RaftGroup {
             }
             MessageBody::TimeoutNow => {
                 if self.role == Role::Follower {
-                    self.events.push(RaftEvent::TransferTimeoutNow { term: self.term });
+                    self.events
+                        .push(RaftEvent::TransferTimeoutNow { term: self.term });
                     self.campaign(false, true, rng);
                 }
                 Ok(())

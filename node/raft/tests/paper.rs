@@ -60,7 +60,10 @@ fn follower_starts_election_after_randomized_timeout() {
     // becomes a candidate, increments its term, votes for itself and asks every peer.
     let mut g = group(1, 3, plain_cfg(), RecoveredState::default());
     let ticks = tick_until_campaign(&mut g);
-    assert!((10..20).contains(&ticks), "timeout {ticks} outside [10, 20)");
+    assert!(
+        (10..20).contains(&ticks),
+        "timeout {ticks} outside [10, 20)"
+    );
     assert_eq!(g.role(), Role::Candidate);
     assert_eq!(g.term(), 1);
     assert_eq!(g.vote(), Some(n(1)));
@@ -75,8 +78,7 @@ fn election_timeouts_are_randomized_between_one_and_two_timeouts() {
     let mut seen = std::collections::BTreeSet::new();
     for seed in 0..64 {
         let mut rng = seeded_rng(seed);
-        let mut g =
-            RaftGroup::new(GROUP, n(1), &ids(3), plain_cfg(), &mut rng).unwrap();
+        let mut g = RaftGroup::new(GROUP, n(1), &ids(3), plain_cfg(), &mut rng).unwrap();
         let mut t = 0;
         while g.role() == Role::Follower {
             g.tick(&mut rng);
@@ -97,7 +99,15 @@ fn candidate_wins_with_votes_from_a_majority() {
     g.ready();
     let mut rng = seeded_rng(1);
     let vote = |from, granted| {
-        msg(from, 1, 1, MessageBody::RequestVoteResponse { pre_vote: false, granted })
+        msg(
+            from,
+            1,
+            1,
+            MessageBody::RequestVoteResponse {
+                pre_vote: false,
+                granted,
+            },
+        )
     };
     g.step(vote(2, false), &mut rng).unwrap();
     g.step(vote(3, true), &mut rng).unwrap();
@@ -114,7 +124,15 @@ fn candidate_with_majority_rejections_returns_to_follower() {
     tick_until_campaign(&mut g);
     let mut rng = seeded_rng(1);
     for from in [2, 3] {
-        let m = msg(from, 1, 1, MessageBody::RequestVoteResponse { pre_vote: false, granted: false });
+        let m = msg(
+            from,
+            1,
+            1,
+            MessageBody::RequestVoteResponse {
+                pre_vote: false,
+                granted: false,
+            },
+        );
         g.step(m, &mut rng).unwrap();
     }
     assert_eq!(g.role(), Role::Follower);
@@ -127,12 +145,17 @@ fn candidate_steps_down_on_append_entries_from_leader_of_same_term() {
     let mut g = group(1, 3, plain_cfg(), RecoveredState::default());
     tick_until_campaign(&mut g);
     let mut rng = seeded_rng(1);
-    let m = msg(2, 1, 1, MessageBody::AppendEntries {
-        prev_log_index: 0,
-        prev_log_term: 0,
-        entries: vec![],
-        leader_commit: 0,
-    });
+    let m = msg(
+        2,
+        1,
+        1,
+        MessageBody::AppendEntries {
+            prev_log_index: 0,
+            prev_log_term: 0,
+            entries: vec![],
+            leader_commit: 0,
+        },
+    );
     g.step(m, &mut rng).unwrap();
     assert_eq!(g.role(), Role::Follower);
     assert_eq!(g.leader(), Some(n(2)));
@@ -145,12 +168,19 @@ fn node_grants_at_most_one_vote_per_term() {
     // come first served; a repeated request from the same candidate is granted again.
     let mut g = group(3, 3, plain_cfg(), RecoveredState::default());
     let mut rng = seeded_rng(1);
-    let req = |from| msg(from, 3, 1, MessageBody::RequestVote {
-        pre_vote: false,
-        last_log_index: 0,
-        last_log_term: 0,
-        leader_transfer: false,
-    });
+    let req = |from| {
+        msg(
+            from,
+            3,
+            1,
+            MessageBody::RequestVote {
+                pre_vote: false,
+                last_log_index: 0,
+                last_log_term: 0,
+                leader_transfer: false,
+            },
+        )
+    };
     let granted = |rd: &Ready| match rd.messages[0].body {
         MessageBody::RequestVoteResponse { granted, .. } => granted,
         ref b => panic!("unexpected {b:?}"),
@@ -171,12 +201,17 @@ fn vote_is_persisted_and_synced_before_the_reply_is_sent() {
     let mut g = group(3, 3, plain_cfg(), RecoveredState::default());
     let mut rng = seeded_rng(1);
     g.step(
-        msg(1, 3, 5, MessageBody::RequestVote {
-            pre_vote: false,
-            last_log_index: 0,
-            last_log_term: 0,
-            leader_transfer: false,
-        }),
+        msg(
+            1,
+            3,
+            5,
+            MessageBody::RequestVote {
+                pre_vote: false,
+                last_log_index: 0,
+                last_log_term: 0,
+                leader_transfer: false,
+            },
+        ),
         &mut rng,
     )
     .unwrap();
@@ -219,17 +254,25 @@ fn vote_is_refused_to_candidate_with_less_up_to_date_log() {
         let mut g = group(3, 3, plain_cfg(), state_with_log(&voter_log, 2));
         let mut rng = seeded_rng(1);
         g.step(
-            msg(1, 3, 3, MessageBody::RequestVote {
-                pre_vote: false,
-                last_log_index,
-                last_log_term,
-                leader_transfer: false,
-            }),
+            msg(
+                1,
+                3,
+                3,
+                MessageBody::RequestVote {
+                    pre_vote: false,
+                    last_log_index,
+                    last_log_term,
+                    leader_transfer: false,
+                },
+            ),
             &mut rng,
         )
         .unwrap();
         let rd = g.ready();
-        let got = matches!(rd.messages[0].body, MessageBody::RequestVoteResponse { granted: true, .. });
+        let got = matches!(
+            rd.messages[0].body,
+            MessageBody::RequestVoteResponse { granted: true, .. }
+        );
         assert_eq!(got, want, "candidate ({last_log_index},{last_log_term})");
     }
 }
@@ -254,12 +297,17 @@ fn message_with_stale_term_is_ignored() {
     let mut g = group(2, 3, plain_cfg(), state_with_log(&[], 5));
     let mut rng = seeded_rng(1);
     g.step(
-        msg(1, 2, 3, MessageBody::AppendEntries {
-            prev_log_index: 0,
-            prev_log_term: 0,
-            entries: entries_with_terms(&[3]),
-            leader_commit: 1,
-        }),
+        msg(
+            1,
+            2,
+            3,
+            MessageBody::AppendEntries {
+                prev_log_index: 0,
+                prev_log_term: 0,
+                entries: entries_with_terms(&[3]),
+                leader_commit: 1,
+            },
+        ),
         &mut rng,
     )
     .unwrap();
@@ -313,12 +361,17 @@ fn follower_with_live_leader_ignores_vote_requests() {
     net.elect(n(1)).unwrap();
     let term = net.raft(n(2)).term();
     let mut rng = seeded_rng(1);
-    let m = msg(3, 2, term + 1, MessageBody::RequestVote {
-        pre_vote: false,
-        last_log_index: 100,
-        last_log_term: 100,
-        leader_transfer: false,
-    });
+    let m = msg(
+        3,
+        2,
+        term + 1,
+        MessageBody::RequestVote {
+            pre_vote: false,
+            last_log_index: 100,
+            last_log_term: 100,
+            leader_transfer: false,
+        },
+    );
     net.raft_mut(n(2)).step(m, &mut rng).unwrap();
     assert_eq!(net.raft(n(2)).term(), term);
     assert_eq!(net.raft(n(2)).leader(), Some(n(1)));
@@ -353,7 +406,10 @@ fn leader_commits_once_a_majority_stores_the_entry() {
     net.isolate(n(3));
     let at2 = net.propose(n(1), b"y").unwrap();
     net.deliver_all().unwrap();
-    assert!(net.raft(n(1)).commit_index() < at2.index, "committed without a majority");
+    assert!(
+        net.raft(n(1)).commit_index() < at2.index,
+        "committed without a majority"
+    );
 }
 
 #[test]
@@ -387,19 +443,29 @@ fn follower_rejects_append_when_previous_entry_does_not_match() {
     let mut g = group(2, 3, plain_cfg(), state_with_log(&[1, 1, 2, 2, 2], 2));
     let mut rng = seeded_rng(1);
     g.step(
-        msg(1, 2, 3, MessageBody::AppendEntries {
-            prev_log_index: 5,
-            prev_log_term: 3,
-            entries: vec![],
-            leader_commit: 0,
-        }),
+        msg(
+            1,
+            2,
+            3,
+            MessageBody::AppendEntries {
+                prev_log_index: 5,
+                prev_log_term: 3,
+                entries: vec![],
+                leader_commit: 0,
+            },
+        ),
         &mut rng,
     )
     .unwrap();
     let rd = g.ready();
     match rd.messages[0].body {
         MessageBody::AppendEntriesResponse {
-            result: AppendResult::Rejected { prev_log_index, conflict_hint_index, conflict_hint_term },
+            result:
+                AppendResult::Rejected {
+                    prev_log_index,
+                    conflict_hint_index,
+                    conflict_hint_term,
+                },
         } => {
             assert_eq!(prev_log_index, 5);
             // The follower's last index with term <= 3 is 5 (term 2).
@@ -419,12 +485,17 @@ fn follower_truncates_conflicting_suffix_and_appends() {
     let mut new = entries_with_terms(&[1, 1, 3, 3]);
     let new = new.split_off(2);
     g.step(
-        msg(1, 2, 3, MessageBody::AppendEntries {
-            prev_log_index: 2,
-            prev_log_term: 1,
-            entries: new.clone(),
-            leader_commit: 0,
-        }),
+        msg(
+            1,
+            2,
+            3,
+            MessageBody::AppendEntries {
+                prev_log_index: 2,
+                prev_log_term: 1,
+                entries: new.clone(),
+                leader_commit: 0,
+            },
+        ),
         &mut rng,
     )
     .unwrap();
@@ -434,7 +505,9 @@ fn follower_truncates_conflicting_suffix_and_appends() {
     assert!(rd.records.contains(&RaftRecord::Entries(new)));
     assert!(matches!(
         rd.messages[0].body,
-        MessageBody::AppendEntriesResponse { result: AppendResult::Accepted { match_index: 4 } }
+        MessageBody::AppendEntriesResponse {
+            result: AppendResult::Accepted { match_index: 4 }
+        }
     ));
 }
 
@@ -476,8 +549,12 @@ fn figure7_followers_a_to_f_converge_to_the_leaders_log() {
 fn fast_backtracking_skips_a_whole_term_per_round_trip() {
     // Reference: Raft §5.3 (end) — with the conflicting term in the rejection the leader
     // bypasses all conflicting entries of that term in one round trip.
-    let leader: Vec<u64> = std::iter::repeat_n(1, 3).chain(std::iter::repeat_n(5, 50)).collect();
-    let follower: Vec<u64> = std::iter::repeat_n(1, 3).chain(std::iter::repeat_n(3, 60)).collect();
+    let leader: Vec<u64> = std::iter::repeat_n(1, 3)
+        .chain(std::iter::repeat_n(5, 50))
+        .collect();
+    let follower: Vec<u64> = std::iter::repeat_n(1, 3)
+        .chain(std::iter::repeat_n(3, 60))
+        .collect();
     let states = vec![
         state_with_log(&leader, 6),
         state_with_log(&follower, 6),
@@ -487,7 +564,11 @@ fn fast_backtracking_skips_a_whole_term_per_round_trip() {
     let before = net.delivered;
     net.elect(n(1)).unwrap();
     let rejections_bound = 4;
-    assert!(net.delivered - before < 20 + 2 * rejections_bound, "{} messages", net.delivered - before);
+    assert!(
+        net.delivered - before < 20 + 2 * rejections_bound,
+        "{} messages",
+        net.delivered - before
+    );
     assert_eq!(net.raft(n(2)).last_index(), net.raft(n(1)).last_index());
 }
 
@@ -533,7 +614,11 @@ fn figure8_setup(cfg: RaftConfig) -> Net {
     }
     assert_eq!(net.raft(n(1)).role(), Role::Leader);
     assert_eq!(net.raft(n(1)).term(), 4);
-    assert_eq!(net.raft(n(3)).term_at(2), Some(2), "S3 must hold index 2 from term 2");
+    assert_eq!(
+        net.raft(n(3)).term_at(2),
+        Some(2),
+        "S3 must hold index 2 from term 2"
+    );
     net
 }
 
@@ -591,7 +676,11 @@ fn bug_switch_commit_previous_term_by_count_is_caught_by_state_machine_safety() 
         ..plain_cfg()
     };
     let mut net = figure8_setup(cfg);
-    assert_eq!(net.raft(n(1)).commit_index(), 2, "the bug commits by counting");
+    assert_eq!(
+        net.raft(n(1)).commit_index(),
+        2,
+        "the bug commits by counting"
+    );
     let err = figure8_continue_with_s5(&mut net).unwrap_err();
     assert!(err.contains("state machine safety"), "{err}");
 }
@@ -625,12 +714,17 @@ fn follower_acknowledges_entries_only_after_they_are_persisted() {
     let mut g = group(2, 3, plain_cfg(), RecoveredState::default());
     let mut rng = seeded_rng(1);
     g.step(
-        msg(1, 2, 1, MessageBody::AppendEntries {
-            prev_log_index: 0,
-            prev_log_term: 0,
-            entries: entries_with_terms(&[1]),
-            leader_commit: 0,
-        }),
+        msg(
+            1,
+            2,
+            1,
+            MessageBody::AppendEntries {
+                prev_log_index: 0,
+                prev_log_term: 0,
+                entries: entries_with_terms(&[1]),
+                leader_commit: 0,
+            },
+        ),
         &mut rng,
     )
     .unwrap();
@@ -639,8 +733,15 @@ fn follower_acknowledges_entries_only_after_they_are_persisted() {
     rd.emit_effects(&mut out, |m| m.to.0);
     let effects = out.effects();
     let sync_at = effects.iter().position(|e| *e == Effect::Sync).unwrap();
-    let send_at = effects.iter().position(|e| matches!(e, Effect::Send { .. })).unwrap();
-    assert!(effects[..sync_at].iter().all(|e| matches!(e, Effect::Persist(_))));
+    let send_at = effects
+        .iter()
+        .position(|e| matches!(e, Effect::Send { .. }))
+        .unwrap();
+    assert!(
+        effects[..sync_at]
+            .iter()
+            .all(|e| matches!(e, Effect::Persist(_)))
+    );
     assert!(sync_at < send_at);
     let recs: Vec<RaftRecord> = effects[..sync_at]
         .iter()
@@ -649,7 +750,10 @@ fn follower_acknowledges_entries_only_after_they_are_persisted() {
             _ => unreachable!(),
         })
         .collect();
-    assert!(recs.iter().any(|r| matches!(r, RaftRecord::Entries(e) if e.len() == 1)));
+    assert!(
+        recs.iter()
+            .any(|r| matches!(r, RaftRecord::Entries(e) if e.len() == 1))
+    );
 }
 
 #[test]
@@ -670,7 +774,10 @@ fn recovery_restores_term_vote_log_and_reapplies_committed_entries() {
     net.crash(n(2), 0);
     net.restart(n(2)).unwrap();
     let g = net.raft(n(2));
-    assert_eq!((g.term(), g.vote(), g.last_index()), (before.term, before.vote, last));
+    assert_eq!(
+        (g.term(), g.vote(), g.last_index()),
+        (before.term, before.vote, last)
+    );
     assert_eq!(net.nodes[&n(2)].applied, applied_before);
 }
 
@@ -691,7 +798,10 @@ fn recovery_after_losing_the_unsynced_tail_is_safe_and_catches_up() {
     }
     let unsynced = net.nodes[&n(2)].wal.len() - net.nodes[&n(2)].durable_len;
     assert!(unsynced > 0);
-    assert!(!net.queue.iter().any(|m| m.from == n(2)), "acked before sync");
+    assert!(
+        !net.queue.iter().any(|m| m.from == n(2)),
+        "acked before sync"
+    );
     net.crash(n(2), 0);
     net.restart(n(2)).unwrap();
     assert!(net.raft(n(2)).last_index() < net.raft(n(1)).last_index());
@@ -744,7 +854,10 @@ fn read_index_is_granted_only_after_a_heartbeat_quorum() {
     net.raft_mut(n(1)).read_index(77).unwrap();
     net.process(n(1)).unwrap();
     net.deliver_all().unwrap();
-    assert!(net.nodes[&n(1)].read_states.is_empty(), "served without a quorum");
+    assert!(
+        net.nodes[&n(1)].read_states.is_empty(),
+        "served without a quorum"
+    );
     net.heal();
     net.raft_mut(n(1)).read_index(78).unwrap();
     net.process(n(1)).unwrap();
@@ -853,7 +966,8 @@ fn lagging_follower_receives_the_snapshot_in_bounded_chunks() {
     net.elect(n(1)).unwrap();
     net.isolate(n(3));
     for i in 0..20 {
-        net.propose(n(1), format!("command-{i}").as_bytes()).unwrap();
+        net.propose(n(1), format!("command-{i}").as_bytes())
+            .unwrap();
     }
     net.deliver_all().unwrap();
     net.tick(n(1)).unwrap();
@@ -876,7 +990,10 @@ fn lagging_follower_receives_the_snapshot_in_bounded_chunks() {
         }
     }
     assert!(chunks > 1, "snapshot was not chunked ({chunks})");
-    assert_eq!(net.raft(n(3)).snapshot_meta(), net.raft(n(1)).snapshot_meta());
+    assert_eq!(
+        net.raft(n(3)).snapshot_meta(),
+        net.raft(n(1)).snapshot_meta()
+    );
     assert_eq!(net.nodes[&n(3)].applied, net.nodes[&n(1)].applied);
 }
 
@@ -917,7 +1034,10 @@ fn replicate_state_bounds_inflight_messages() {
     };
     let mut net = Net::new(3, cfg, 22);
     net.elect(n(1)).unwrap();
-    assert_eq!(net.raft(n(1)).progress(n(2)).unwrap().state, ProgressState::Replicate);
+    assert_eq!(
+        net.raft(n(1)).progress(n(2)).unwrap().state,
+        ProgressState::Replicate
+    );
     net.blocked.insert((n(2), n(1)));
     for i in 0..20 {
         net.propose(n(1), format!("c{i}").as_bytes()).unwrap();
@@ -980,9 +1100,15 @@ fn probe_state_sends_one_append_at_a_time() {
     net.deliver_all().unwrap();
     net.heal();
     net.tick(n(1)).unwrap();
-    net.deliver_at(net.queue.iter().position(|m| m.to == n(2)).unwrap()).unwrap();
-    net.deliver_at(net.queue.iter().position(|m| m.from == n(2)).unwrap()).unwrap();
-    assert_eq!(appends_to_2(&net), 1, "one probe after the heartbeat answer");
+    net.deliver_at(net.queue.iter().position(|m| m.to == n(2)).unwrap())
+        .unwrap();
+    net.deliver_at(net.queue.iter().position(|m| m.from == n(2)).unwrap())
+        .unwrap();
+    assert_eq!(
+        appends_to_2(&net),
+        1,
+        "one probe after the heartbeat answer"
+    );
     net.deliver_all().unwrap();
     assert_eq!(net.raft(n(2)).last_index(), net.raft(n(1)).last_index());
 }
@@ -997,10 +1123,16 @@ fn message_for_another_group_is_a_typed_error() {
     m.group = GroupId(9);
     assert_eq!(
         g.step(m, &mut rng).unwrap_err(),
-        RaftError::WrongGroup { expected: GROUP, found: GroupId(9) }
+        RaftError::WrongGroup {
+            expected: GROUP,
+            found: GroupId(9)
+        }
     );
     let m = msg(7, 1, 1, MessageBody::TimeoutNow);
-    assert!(matches!(g.step(m, &mut rng), Err(RaftError::UnknownPeer { .. })));
+    assert!(matches!(
+        g.step(m, &mut rng),
+        Err(RaftError::UnknownPeer { .. })
+    ));
     assert_eq!(g.dropped_messages(), 2);
 }
 
@@ -1012,7 +1144,10 @@ fn config_validation_names_the_field() {
     };
     assert!(matches!(
         cfg.validate(),
-        Err(RaftError::InvalidConfig { field: "heartbeat_ticks", .. })
+        Err(RaftError::InvalidConfig {
+            field: "heartbeat_ticks",
+            ..
+        })
     ));
     let cfg = RaftConfig {
         max_inflight_msgs: 0,
@@ -1020,7 +1155,10 @@ fn config_validation_names_the_field() {
     };
     assert!(matches!(
         cfg.validate(),
-        Err(RaftError::InvalidConfig { field: "max_inflight_msgs", .. })
+        Err(RaftError::InvalidConfig {
+            field: "max_inflight_msgs",
+            ..
+        })
     ));
 }
 
@@ -1029,13 +1167,24 @@ fn wal_replay_truncates_on_conflicting_entries_and_applies_snapshots() {
     let e = entries_with_terms(&[1, 1, 1, 2]);
     let mut replacement = entries_with_terms(&[1, 1, 3]);
     let replacement = replacement.split_off(2);
-    let snap = Snapshot { meta: SnapshotMeta { index: 2, term: 1 }, data: b"img".to_vec() };
+    let snap = Snapshot {
+        meta: SnapshotMeta { index: 2, term: 1 },
+        data: b"img".to_vec(),
+    };
     let st = RecoveredState::from_records(vec![
-        RaftRecord::HardState(HardState { term: 2, vote: Some(n(1)), commit: 1 }),
+        RaftRecord::HardState(HardState {
+            term: 2,
+            vote: Some(n(1)),
+            commit: 1,
+        }),
         RaftRecord::Entries(e),
         RaftRecord::Entries(replacement.clone()),
         RaftRecord::Snapshot(snap.clone()),
-        RaftRecord::HardState(HardState { term: 3, vote: None, commit: 3 }),
+        RaftRecord::HardState(HardState {
+            term: 3,
+            vote: None,
+            commit: 3,
+        }),
     ])
     .unwrap();
     assert_eq!(st.hard_state.term, 3);

@@ -242,7 +242,12 @@ impl Net {
         node.aborted_reads.extend(rd.aborted_reads);
         // State machine safety: an index is applied with the same entry everywhere.
         let node = &self.nodes[&id];
-        let led_bound = self.leaders_by_term.keys().next_back().copied().unwrap_or(0);
+        let led_bound = self
+            .leaders_by_term
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(0);
         for (index, term, data) in node.applied.iter().rev().take(64) {
             match self.committed.get(index) {
                 Some((t, d, _)) if t != term || d != data => {
@@ -281,7 +286,11 @@ impl Net {
     /// Log matching (Raft §5.3) over every pair of live nodes, and leader completeness
     /// (§5.4): every applied entry is in every current leader's log.
     pub fn check_logs(&self) -> Result<(), String> {
-        let live: Vec<&RaftGroup> = self.nodes.values().filter_map(|n| n.raft.as_ref()).collect();
+        let live: Vec<&RaftGroup> = self
+            .nodes
+            .values()
+            .filter_map(|n| n.raft.as_ref())
+            .collect();
         for (i, a) in live.iter().enumerate() {
             for b in &live[i + 1..] {
                 let lo = a.first_index().max(b.first_index());
@@ -483,9 +492,7 @@ impl Net {
                 }
             }
             if let Some(l) = self.leader() {
-                let stale = proposed.is_none_or(|(p, at)| {
-                    p != l || self.raft(l).term() != at.term
-                });
+                let stale = proposed.is_none_or(|(p, at)| p != l || self.raft(l).term() != at.term);
                 if stale && let Ok(at) = self.propose(l, label) {
                     proposed = Some((l, at));
                 }
@@ -517,24 +524,22 @@ impl Net {
                 rng.random_range(0..900)
             };
             match roll {
-                0..450 => {
-                    if !self.queue.is_empty() {
-                        let i = if faults.reorder {
-                            rng.random_range(0..self.queue.len())
-                        } else {
-                            0
-                        };
-                        if rng.random_range(0..1000) < faults.drop_per_mille {
-                            self.queue.remove(i);
-                            self.stats.dropped += 1;
-                        } else {
-                            if rng.random_range(0..1000) < faults.duplicate_per_mille {
-                                self.stats.duplicated += 1;
-                                let copy = self.queue[i].clone();
-                                self.queue.push(copy);
-                            }
-                            self.deliver_at(i)?;
+                0..450 if !self.queue.is_empty() => {
+                    let i = if faults.reorder {
+                        rng.random_range(0..self.queue.len())
+                    } else {
+                        0
+                    };
+                    if rng.random_range(0..1000) < faults.drop_per_mille {
+                        self.queue.remove(i);
+                        self.stats.dropped += 1;
+                    } else {
+                        if rng.random_range(0..1000) < faults.duplicate_per_mille {
+                            self.stats.duplicated += 1;
+                            let copy = self.queue[i].clone();
+                            self.queue.push(copy);
                         }
+                        self.deliver_at(i)?;
                     }
                 }
                 450..600 => {
@@ -550,21 +555,17 @@ impl Net {
                         }
                     }
                 }
-                900 if faults.crash => {
-                    if self.is_up(pick) {
-                        let keep = rng.random_range(0..3);
-                        let node = &self.nodes[&pick];
-                        let unsynced = (node.wal.len() - node.durable_len) as u64;
-                        self.stats.lost_unsynced_records += unsynced.saturating_sub(keep as u64);
-                        self.stats.crashes += 1;
-                        self.crash(pick, keep);
-                    }
+                900 if faults.crash && self.is_up(pick) => {
+                    let keep = rng.random_range(0..3);
+                    let node = &self.nodes[&pick];
+                    let unsynced = (node.wal.len() - node.durable_len) as u64;
+                    self.stats.lost_unsynced_records += unsynced.saturating_sub(keep as u64);
+                    self.stats.crashes += 1;
+                    self.crash(pick, keep);
                 }
-                902 if faults.crash => {
-                    if !self.is_up(pick) {
-                        self.stats.restarts += 1;
-                        self.restart(pick)?;
-                    }
+                902 if faults.crash && !self.is_up(pick) => {
+                    self.stats.restarts += 1;
+                    self.restart(pick)?;
                 }
                 910 if faults.partition => {
                     self.heal();
