@@ -26,13 +26,19 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use porcupine_rs::{CheckResult, Operation};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use porcupine_rs::Operation;
 use serde::{Deserialize, Serialize};
 
+use crate::budget::{self, Limits, StopReason};
+use crate::engine::{self, EngineResult, EngineVerdict};
 use crate::history::{
-    HistoryError, HistoryEvent, Location, OpArgs, OpFn, Outcome, pair_operations,
+    HistoryError, HistoryEvent, Location, MicroFn, OpArgs, OpFn, Outcome, PairedOp,
+    pair_operations,
 };
-use crate::model::{KeyModel, KeyOp, OpOrigin};
+use crate::model::{KeyModel, KeyOp, MultiMicro, MultiModel, MultiOp, OpOrigin, SearchModel, Val};
 
 /// The most worker threads one check uses (each may add one porcupine thread).
 pub const MAX_CHECK_THREADS: usize = 8;
@@ -67,13 +73,21 @@ pub enum ModelKind {
     Register,
     /// Read/write/compare-and-set registers, one per key.
     CasRegister,
-    /// A key-value map: read/write/cas/delete, every key independent.
+    /// A key-value map: read/write/cas/delete/append, every key independent.
     Kv,
+    /// Registers read and written several at a time by transactions (Knossos's
+    /// `multi-register`); keys never sharing a transaction are checked apart.
+    MultiRegister,
 }
 
 impl ModelKind {
     /// Every model, for command-line help.
-    pub const ALL: [ModelKind; 3] = [ModelKind::Register, ModelKind::CasRegister, ModelKind::Kv];
+    pub const ALL: [ModelKind; 4] = [
+        ModelKind::Register,
+        ModelKind::CasRegister,
+        ModelKind::Kv,
+        ModelKind::MultiRegister,
+    ];
 
     /// The name used on the command line and in reports.
     pub fn name(self) -> &'static str {
@@ -81,6 +95,7 @@ impl ModelKind {
             ModelKind::Register => "register",
             ModelKind::CasRegister => "cas-register",
             ModelKind::Kv => "kv",
+            ModelKind::MultiRegister => "multi-register",
         }
     }
 
@@ -92,9 +107,9 @@ impl ModelKind {
     fn supports(self, f: OpFn) -> bool {
         match f {
             OpFn::Read | OpFn::Write => true,
-            OpFn::Cas => self != ModelKind::Register,
+            OpFn::Cas => matches!(self, ModelKind::CasRegister | ModelKind::Kv),
             OpFn::Delete => self == ModelKind::Kv,
-            OpFn::Txn => false,
+            OpFn::Txn => matches!(self, ModelKind::Kv | ModelKind::MultiRegister),
         }
     }
 }
@@ -184,6 +199,21 @@ pub struct CheckReport {
     pub slowest_key_ms: f64,
     /// Sentences for a person: limits hit, budget spent, reductions made.
     pub notes: Vec<String>,
+    /// Every key (or key group, under `multi-register`) that is not valid, in key order,
+    /// with what its search found: the first operations that cannot be linearized and
+    /// the longest partial linearization for an invalid key, what was explored for an
+    /// unknown one. Keys not listed are valid.
+    #[serde(default)]
+    pub partitions: Vec<PartitionReport>,
+    /// Which engine decided how many keys (see [`Engine`]).
+    #[serde(default)]
+    pub decided_by: EngineWins,
+    /// The memory budget the check ran under, if any.
+    #[serde(default)]
+    pub memory_limit_bytes: Option<u64>,
+    /// The process's peak resident memory when the check ended (Linux only).
+    #[serde(default)]
+    pub peak_resident_bytes: Option<u64>,
 }
 
 impl fmt::Display for CheckReport {
@@ -205,6 +235,9 @@ impl fmt::Display for CheckReport {
         }
         if !self.unknown_keys.is_empty() {
             writeln!(f, "unknown keys: {}", quoted_list(&self.unknown_keys))?;
+        }
+        for p in &self.partitions {
+            writeln!(f, "{p}")?;
         }
         for note in &self.notes {
             writeln!(f, "note: {note}")?;
@@ -271,20 +304,210 @@ pub enum CheckError {
     },
 }
 
-/// Decides whether `events` is linearizable under `opts.model`, key by key.
+/// Which search engine decides (see the crate docs and [`crate::engine`]).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Engine {
+    /// kvlab's engine gets a head start of [`RACE_HEAD_START`] (it decides most keys in
+    /// microseconds); a key it has not decided by then is raced between both engines on
+    /// two threads, and the first definite answer wins — Knossos's "competition".
+    #[default]
+    Race,
+    /// porcupine-rs alone.
+    Porcupine,
+    /// kvlab's engine alone.
+    Kvlab,
+}
+
+impl Engine {
+    /// Every engine, for command-line help.
+    pub const ALL: [Engine; 3] = [Engine::Race, Engine::Porcupine, Engine::Kvlab];
+
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Race => "race",
+            Engine::Porcupine => "porcupine",
+            Engine::Kvlab => "kvlab",
+        }
+    }
+
+    /// The engine with this [`name`](Self::name), if any.
+    pub fn from_name(name: &str) -> Option<Engine> {
+        Self::ALL.into_iter().find(|e| e.name() == name)
+    }
+}
+
+impl fmt::Display for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How long kvlab's engine searches a key alone before porcupine-rs joins the race.
+pub const RACE_HEAD_START: Duration = Duration::from_millis(200);
+
+/// The memory budget of a check when none is given: the process's resident memory at
+/// which porcupine-rs is stopped, and four times the most kvlab's memo takes.
+pub const DEFAULT_MEMORY_LIMIT_BYTES: u64 = 1 << 30;
+
+/// The share of the memory budget kvlab's memo may take (the rest is for porcupine-rs,
+/// the history and everything else).
+const KVLAB_MEMO_SHARE_DIVISOR: u64 = 4;
+
+/// The most operations of a partial linearization a [`PartitionReport`] lists (its
+/// last ones: where it broke down).
+pub const MAX_EXPLAINED_OPS: usize = 20;
+
+/// Every setting of a check; [`CheckOptions`] is the short form with the defaults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckConfig {
+    /// The sequential specification.
+    pub model: ModelKind,
+    /// The wall-clock budget for the whole check; `None`: no limit.
+    pub timeout: Option<Duration>,
+    /// The memory budget: porcupine-rs stops when the process's resident memory passes
+    /// it, and kvlab's memo stops growing at a quarter of it. `None`: no limit.
+    pub memory_limit_bytes: Option<u64>,
+    /// Which engine decides.
+    pub engine: Engine,
+}
+
+impl From<CheckOptions> for CheckConfig {
+    fn from(opts: CheckOptions) -> Self {
+        CheckConfig {
+            model: opts.model,
+            timeout: opts.timeout,
+            memory_limit_bytes: Some(DEFAULT_MEMORY_LIMIT_BYTES),
+            engine: Engine::Race,
+        }
+    }
+}
+
+/// How many keys each engine decided.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct EngineWins {
+    /// Keys decided by kvlab's engine.
+    pub kvlab: usize,
+    /// Keys decided by porcupine-rs.
+    pub porcupine: usize,
+}
+
+/// One operation, as a person finds it in the history.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct OpRef {
+    /// The process.
+    pub process: u64,
+    /// `index` of the invoke.
+    pub invoke_index: u64,
+    /// `index` of the completion; `None`: it never completed.
+    pub complete_index: Option<u64>,
+    /// What it did, e.g. `read() → 3`.
+    pub description: String,
+}
+
+impl fmt::Display for OpRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} by process {} (index {}",
+            self.description, self.process, self.invoke_index
+        )?;
+        match self.complete_index {
+            Some(i) => write!(f, "–{i})"),
+            None => write!(f, ", never completed)"),
+        }
+    }
+}
+
+/// What the search found on one key (or key group) that is not valid.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PartitionReport {
+    /// The key (under `multi-register`, the group's keys joined by `+`).
+    pub key: String,
+    /// Invalid or unknown.
+    pub verdict: Verdict,
+    /// Operations searched.
+    pub operations: usize,
+    /// The engine that decided it, if one did.
+    pub decided_by: Option<Engine>,
+    /// Why it is unknown: `"time budget"`, `"memory budget"`, `"too many operations"`,
+    /// `"not reached"`.
+    pub unknown_reason: Option<String>,
+    /// For an invalid key: at the deepest dead end, the operations that could have gone
+    /// next but that no state allowed, earliest return first.
+    pub first_unlinearizable: Vec<OpRef>,
+    /// How many operations the longest partial linearization holds.
+    pub longest_partial_len: usize,
+    /// Its last operations (at most [`MAX_EXPLAINED_OPS`]), in linearization order.
+    pub longest_partial_tail: Vec<OpRef>,
+    /// Model steps kvlab's engine took.
+    pub steps_explored: u64,
+    /// Configurations kvlab's engine remembered.
+    pub configurations_remembered: usize,
+}
+
+impl fmt::Display for PartitionReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "key {:?}: {} ({} operations",
+            self.key, self.verdict, self.operations
+        )?;
+        if let Some(e) = self.decided_by {
+            write!(f, ", decided by {e}")?;
+        }
+        if let Some(r) = &self.unknown_reason {
+            write!(f, ", stopped by the {r}")?;
+        }
+        write!(
+            f,
+            "; explored {} steps, {} configurations)",
+            self.steps_explored, self.configurations_remembered
+        )?;
+        if !self.first_unlinearizable.is_empty() {
+            write!(f, "\n  cannot be linearized next:")?;
+            for op in &self.first_unlinearizable {
+                write!(f, "\n    {op}")?;
+            }
+        }
+        if self.longest_partial_len > 0 {
+            write!(
+                f,
+                "\n  longest partial linearization: {} operations, ending with:",
+                self.longest_partial_len
+            )?;
+            for op in &self.longest_partial_tail {
+                write!(f, "\n    {op}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Decides whether `events` is linearizable under `opts.model`, key by key, with the
+/// default engine (the race) and memory budget ([`DEFAULT_MEMORY_LIMIT_BYTES`]).
 ///
 /// Errors are malformed histories (see [`HistoryError`]); a non-linearizable history is
 /// an [`Verdict::Invalid`] report. With a timeout, keys not decided in time are unknown,
 /// never valid.
 pub fn check(events: &[HistoryEvent], opts: &CheckOptions) -> Result<CheckReport, HistoryError> {
+    check_with(events, &CheckConfig::from(*opts))
+}
+
+/// [`check`] with every setting: engine, time and memory budgets.
+pub fn check_with(
+    events: &[HistoryEvent],
+    config: &CheckConfig,
+) -> Result<CheckReport, HistoryError> {
     let start = Instant::now();
-    let prepared = prepare(events, opts.model)?;
+    let prepared = prepare(events, config.model)?;
     let threads = worker_threads(prepared.jobs.len());
-    let results = run_jobs(&prepared.jobs, opts.timeout, start, threads);
+    let results = run_jobs(&prepared.jobs, config, start, threads);
     Ok(build_report(
         &prepared,
         &results,
-        opts,
+        config,
         threads,
         start.elapsed(),
     ))
@@ -301,14 +524,15 @@ pub fn write_visualization(
     key: Option<&str>,
     path: &Path,
 ) -> Result<(), CheckError> {
+    let config = CheckConfig::from(*opts);
     let start = Instant::now();
     let prepared = prepare(events, opts.model)?;
     let name = match key {
         Some(k) => k.to_owned(),
         None => {
             let threads = worker_threads(prepared.jobs.len());
-            let results = run_jobs(&prepared.jobs, opts.timeout, start, threads);
-            let report = build_report(&prepared, &results, opts, threads, start.elapsed());
+            let results = run_jobs(&prepared.jobs, &config, start, threads);
+            let report = build_report(&prepared, &results, &config, threads, start.elapsed());
             match report.invalid_keys.into_iter().next() {
                 Some(k) => k,
                 None => {
@@ -322,30 +546,57 @@ pub fn write_visualization(
     let Some(job) = prepared.jobs.iter().find(|j| j.name == name) else {
         return Err(CheckError::UnknownKey { key: name });
     };
-    if job.ops.len() > MAX_VISUALIZED_OPS {
+    if job.len() > MAX_VISUALIZED_OPS {
         return Err(CheckError::TooLargeToVisualize {
             key: name,
-            operations: job.ops.len(),
+            operations: job.len(),
             limit: MAX_VISUALIZED_OPS,
         });
     }
-    // The verdict porcupine returns here is ignored: with a timeout, its info mode
-    // reports partitions it cancelled as illegal. Only the partial linearizations matter.
-    let (_, info) = match opts.timeout {
-        None => porcupine_rs::check_operations_info(&job.ops),
-        Some(t) => porcupine_rs::check_operations_info_timeout(&job.ops, t),
+    let written = match &job.ops {
+        JobOps::Key(ops) => visualize(ops, opts.timeout, path),
+        JobOps::Multi(ops) => visualize(ops, opts.timeout, path),
     };
-    porcupine_rs::visualize_path::<KeyModel>(&info, path).map_err(|source| CheckError::Write {
+    written.map_err(|source| CheckError::Write {
         path: path.to_path_buf(),
         source,
     })
 }
 
-/// One key's operations, ready for the search.
+fn visualize<M: porcupine_rs::Model>(
+    ops: &[Operation<M>],
+    timeout: Option<Duration>,
+    path: &Path,
+) -> std::io::Result<()> {
+    // The verdict porcupine returns here is ignored: with a timeout, its info mode
+    // reports partitions it cancelled as illegal. Only the partial linearizations matter.
+    let (_, info) = match timeout {
+        None => porcupine_rs::check_operations_info(ops),
+        Some(t) => porcupine_rs::check_operations_info_timeout(ops, t),
+    };
+    porcupine_rs::visualize_path::<M>(&info, path)
+}
+
+/// One partition's operations, in the model that checks them.
+enum JobOps {
+    Key(Vec<Operation<KeyModel>>),
+    Multi(Vec<Operation<MultiModel>>),
+}
+
+/// One key (or key group), ready for the search.
 struct KeyJob {
     name: String,
-    ops: Vec<Operation<KeyModel>>,
+    ops: JobOps,
     max_concurrency: usize,
+}
+
+impl KeyJob {
+    fn len(&self) -> usize {
+        match &self.ops {
+            JobOps::Key(o) => o.len(),
+            JobOps::Multi(o) => o.len(),
+        }
+    }
 }
 
 /// A history lowered to per-key jobs, with the counts the report needs.
@@ -358,6 +609,53 @@ struct Prepared {
     unobserved_info_dropped: usize,
 }
 
+/// The single-key operation a one-micro-op `txn` stands for under `kv`.
+fn single_micro(op: &PairedOp) -> Option<(String, KeyOp)> {
+    let OpArgs::Txn(micro) = &op.args else {
+        return None;
+    };
+    let [m] = micro.as_slice() else {
+        return None;
+    };
+    let key_op = match m.f {
+        MicroFn::Read => match &op.outcome {
+            Outcome::Ok { txn: Some(done), .. } => KeyOp::Read(done.first()?.value.clone()),
+            _ => KeyOp::Read(None),
+        },
+        MicroFn::Write => KeyOp::Write(m.value.clone()?),
+        MicroFn::Append => match m.value.clone()? {
+            Val::Str(s) => KeyOp::Append(s),
+            Val::Int(_) => return None,
+        },
+    };
+    Some((m.key.clone(), key_op))
+}
+
+fn porcupine_op<M: porcupine_rs::Model<Metadata = OpOrigin>>(
+    op: &PairedOp,
+    m_op: M::Op,
+    end_time: i64,
+) -> Operation<M> {
+    let uncertain = matches!(op.outcome, Outcome::Info | Outcome::Open);
+    let return_time = match (op.complete_position, uncertain) {
+        (Some(p), false) => i64::try_from(p).unwrap_or(i64::MAX),
+        _ => end_time,
+    };
+    Operation {
+        client_id: u32::try_from(op.process).ok(),
+        call_time: i64::try_from(op.invoke_position).unwrap_or(i64::MAX),
+        return_time,
+        op: m_op,
+        metadata: Some(OpOrigin {
+            process: op.process,
+            invoke_index: op.invoke_index,
+            complete_index: op.complete_index,
+            uncertain,
+            node: op.node,
+        }),
+    }
+}
+
 /// Validates the history, checks that the model supports every operation, and lowers
 /// operations into per-key porcupine operations (see [`crate::model`] for the rules).
 fn prepare(events: &[HistoryEvent], model: ModelKind) -> Result<Prepared, HistoryError> {
@@ -368,71 +666,23 @@ fn prepare(events: &[HistoryEvent], model: ModelKind) -> Result<Prepared, Histor
     let ops = pair_operations(events, &locate)?;
     // Info operations return "at infinity": after every event of the history.
     let end_time = i64::try_from(events.len()).unwrap_or(i64::MAX);
-    let mut per_key: BTreeMap<String, Vec<Operation<KeyModel>>> = BTreeMap::new();
     let (mut ok, mut fail, mut info) = (0, 0, 0);
     for op in &ops {
         let at = locate(op.invoke_position);
         if !model.supports(op.f) {
             return Err(HistoryError::UnsupportedOp { at, f: op.f, model });
         }
-        let key = match (&op.key, model) {
-            (Some(k), _) => k.clone(),
-            (None, ModelKind::Kv) => return Err(HistoryError::MissingKey { at, f: op.f }),
-            (None, _) => UNKEYED.to_owned(),
-        };
-        let uncertain = matches!(op.outcome, Outcome::Info | Outcome::Open);
         match op.outcome {
             Outcome::Ok { .. } => ok += 1,
             Outcome::Fail => fail += 1,
             Outcome::Info | Outcome::Open => info += 1,
         }
-        let key_op = match (op.args, op.outcome) {
-            (_, Outcome::Fail) => continue,
-            (OpArgs::Read, Outcome::Ok { read }) => KeyOp::Read(read),
-            (OpArgs::Read, _) => continue,
-            (OpArgs::Write(v), _) => KeyOp::Write(v),
-            (OpArgs::Cas { expected, new }, _) => KeyOp::Cas {
-                expected,
-                new,
-                uncertain,
-            },
-            (OpArgs::Delete, _) => KeyOp::Delete,
-            // Unreachable: no model supports txn, rejected above.
-            (OpArgs::Txn, _) => continue,
-        };
-        let return_time = match (op.complete_position, uncertain) {
-            (Some(p), false) => i64::try_from(p).unwrap_or(i64::MAX),
-            _ => end_time,
-        };
-        per_key.entry(key).or_default().push(Operation {
-            client_id: u32::try_from(op.process).ok(),
-            call_time: i64::try_from(op.invoke_position).unwrap_or(i64::MAX),
-            return_time,
-            op: key_op,
-            metadata: Some(OpOrigin {
-                process: op.process,
-                invoke_index: op.invoke_index,
-                complete_index: op.complete_index,
-                uncertain,
-                node: op.node,
-            }),
-        });
     }
-    let mut dropped = 0;
-    let jobs = per_key
-        .into_iter()
-        .map(|(name, ops)| {
-            let before = ops.len();
-            let ops = drop_unobserved_info(ops);
-            dropped += before - ops.len();
-            let max_concurrency = max_concurrency(&ops);
-            KeyJob {
-                name,
-                ops,
-                max_concurrency,
-            }
-        })
-        .collect();
+    let (jobs, dropped) = if model == ModelKind::MultiRegister {
+        (prepare_multi(&ops, end_time, &locate)?, 0)
+    } else {
+        prepare_keys(&ops, model, end_time, &locate)?
+    };
     Ok(Prepared {
         jobs,
         operations: ops.len(),
@@ -443,44 +693,263 @@ fn prepare(events: &[HistoryEvent], model: ModelKind) -> Result<Prepared, Histor
     })
 }
 
+fn prepare_keys(
+    ops: &[PairedOp],
+    model: ModelKind,
+    end_time: i64,
+    locate: &dyn Fn(usize) -> Location,
+) -> Result<(Vec<KeyJob>, usize), HistoryError> {
+    let mut per_key: BTreeMap<String, Vec<Operation<KeyModel>>> = BTreeMap::new();
+    for op in ops {
+        let at = locate(op.invoke_position);
+        let uncertain = matches!(op.outcome, Outcome::Info | Outcome::Open);
+        if op.outcome == Outcome::Fail {
+            continue;
+        }
+        let (key, key_op) = if op.f == OpFn::Txn {
+            match single_micro(op) {
+                Some(pair) => pair,
+                None => return Err(HistoryError::UnsupportedOp { at, f: op.f, model }),
+            }
+        } else {
+            let key = match (&op.key, model) {
+                (Some(k), _) => k.clone(),
+                (None, ModelKind::Kv) => return Err(HistoryError::MissingKey { at, f: op.f }),
+                (None, _) => UNKEYED.to_owned(),
+            };
+            let key_op = match (&op.args, &op.outcome) {
+                (OpArgs::Read, Outcome::Ok { read, .. }) => KeyOp::Read(read.clone()),
+                (OpArgs::Read, _) => continue,
+                (OpArgs::Write(v), _) => KeyOp::Write(v.clone()),
+                (OpArgs::Cas { expected, new }, _) => KeyOp::Cas {
+                    expected: expected.clone(),
+                    new: new.clone(),
+                    uncertain,
+                },
+                (OpArgs::Delete, _) => KeyOp::Delete,
+                (OpArgs::Txn(_), _) => continue,
+            };
+            (key, key_op)
+        };
+        // An info read constrains nothing.
+        if uncertain && matches!(key_op, KeyOp::Read(_)) {
+            continue;
+        }
+        per_key
+            .entry(key)
+            .or_default()
+            .push(porcupine_op(op, key_op, end_time));
+    }
+    let mut dropped = 0;
+    let jobs = per_key
+        .into_iter()
+        .map(|(name, ops)| {
+            let before = ops.len();
+            let ops = drop_unobserved_info(ops);
+            dropped += before - ops.len();
+            let max_concurrency = max_concurrency(ops.iter().map(|o| (o.call_time, o.return_time)));
+            KeyJob {
+                name,
+                ops: JobOps::Key(ops),
+                max_concurrency,
+            }
+        })
+        .collect();
+    Ok((jobs, dropped))
+}
+
+/// The most key names a multi-register group's name lists.
+const MAX_GROUP_NAME_KEYS: usize = 3;
+
+fn prepare_multi(
+    ops: &[PairedOp],
+    end_time: i64,
+    locate: &dyn Fn(usize) -> Location,
+) -> Result<Vec<KeyJob>, HistoryError> {
+    /// A micro-op on a key name: a read's expectation (`None`: unknown) or a write.
+    enum Lowered {
+        Read(String, Option<Option<Val>>),
+        Write(String, Val),
+    }
+    impl Lowered {
+        fn key(&self) -> &str {
+            match self {
+                Lowered::Read(k, _) | Lowered::Write(k, _) => k,
+            }
+        }
+    }
+    let mut lowered: Vec<(&PairedOp, Vec<Lowered>)> = Vec::new();
+    for op in ops {
+        let at = locate(op.invoke_position);
+        let uncertain = matches!(op.outcome, Outcome::Info | Outcome::Open);
+        if op.outcome == Outcome::Fail {
+            continue;
+        }
+        let unsupported = HistoryError::UnsupportedOp {
+            at,
+            f: op.f,
+            model: ModelKind::MultiRegister,
+        };
+        let key = || op.key.clone().unwrap_or_else(|| UNKEYED.to_owned());
+        let micro: Vec<Lowered> = match (&op.args, &op.outcome) {
+            (OpArgs::Read, Outcome::Ok { read, .. }) => {
+                vec![Lowered::Read(key(), Some(read.clone()))]
+            }
+            (OpArgs::Read, _) => continue,
+            (OpArgs::Write(v), _) => vec![Lowered::Write(key(), v.clone())],
+            (OpArgs::Txn(invoked), outcome) => {
+                let done = match outcome {
+                    Outcome::Ok { txn: Some(done), .. } => Some(done),
+                    _ => None,
+                };
+                let mut out = Vec::with_capacity(invoked.len());
+                for (i, m) in invoked.iter().enumerate() {
+                    match (m.f, &m.value) {
+                        (MicroFn::Read, _) => {
+                            // Reads of an info transaction are unknown.
+                            let seen = done.and_then(|d| d.get(i)).map(|d| d.value.clone());
+                            out.push(Lowered::Read(m.key.clone(), seen));
+                        }
+                        (MicroFn::Write, Some(v)) => out.push(Lowered::Write(m.key.clone(), v.clone())),
+                        _ => return Err(unsupported),
+                    }
+                }
+                out
+            }
+            _ => return Err(unsupported),
+        };
+        if micro.is_empty() || (uncertain && micro.iter().all(|m| matches!(m, Lowered::Read(..)))) {
+            continue;
+        }
+        lowered.push((op, micro));
+    }
+    // Union-find over key names: keys in one transaction are one object.
+    let mut ids: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, micro) in &lowered {
+        for m in micro {
+            let next = ids.len();
+            ids.entry(m.key().to_owned()).or_insert(next);
+        }
+    }
+    let mut parent: Vec<usize> = (0..ids.len()).collect();
+    fn find(parent: &mut [usize], mut x: usize) -> usize {
+        while parent[x] != x {
+            parent[x] = parent[parent[x]];
+            x = parent[x];
+        }
+        x
+    }
+    for (_, micro) in &lowered {
+        let mut first = None;
+        for m in micro {
+            let id = ids[m.key()];
+            match first {
+                None => first = Some(id),
+                Some(f) => {
+                    let (a, b) = (find(&mut parent, f), find(&mut parent, id));
+                    parent[a] = b;
+                }
+            }
+        }
+    }
+    // Group keys (in name order) by root.
+    let mut groups: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    for (k, &id) in &ids {
+        let root = find(&mut parent, id);
+        groups.entry(root).or_default().push(k.clone());
+    }
+    let mut group_of_root: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut group_names: Vec<Arc<Vec<String>>> = Vec::new();
+    let mut local: BTreeMap<String, u32> = BTreeMap::new();
+    for (root, keys) in &groups {
+        group_of_root.insert(*root, group_names.len());
+        for (i, k) in keys.iter().enumerate() {
+            local.insert(k.clone(), u32::try_from(i).unwrap_or(u32::MAX));
+        }
+        group_names.push(Arc::new(keys.clone()));
+    }
+    let mut per_group: Vec<Vec<Operation<MultiModel>>> = vec![Vec::new(); group_names.len()];
+    for (op, micro) in lowered {
+        let Some(first) = micro.first() else {
+            continue;
+        };
+        let g = group_of_root[&find(&mut parent, ids[first.key()])];
+        let multi = MultiOp {
+            micro: micro
+                .into_iter()
+                .map(|m| match m {
+                    Lowered::Write(k, v) => MultiMicro::Write(local[&k], v),
+                    Lowered::Read(k, expected) => MultiMicro::Read(local[&k], expected),
+                })
+                .collect(),
+            names: group_names[g].clone(),
+        };
+        per_group[g].push(porcupine_op(op, multi, end_time));
+    }
+    Ok(per_group
+        .into_iter()
+        .zip(group_names)
+        .map(|(ops, names)| {
+            let mut name = names
+                .iter()
+                .take(MAX_GROUP_NAME_KEYS)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("+");
+            if names.len() > MAX_GROUP_NAME_KEYS {
+                name.push_str(&format!("+{} more", names.len() - MAX_GROUP_NAME_KEYS));
+            }
+            let max_concurrency = max_concurrency(ops.iter().map(|o| (o.call_time, o.return_time)));
+            KeyJob {
+                name,
+                ops: JobOps::Multi(ops),
+                max_concurrency,
+            }
+        })
+        .collect())
+}
+
 fn is_uncertain(op: &Operation<KeyModel>) -> bool {
     op.metadata.as_ref().is_some_and(|m| m.uncertain)
 }
 
 /// Drops info writes, cas and deletes whose resulting value no kept operation can
-/// observe (the sound reduction proved in [`crate::model`]).
+/// observe (the sound reduction proved in [`crate::model`]); not on keys with appends.
 fn drop_unobserved_info(ops: Vec<Operation<KeyModel>>) -> Vec<Operation<KeyModel>> {
-    let mut observed: BTreeSet<Option<i64>> = BTreeSet::new();
+    if ops.iter().any(|o| matches!(o.op, KeyOp::Append(_))) {
+        return ops;
+    }
+    let mut observed: BTreeSet<Option<Val>> = BTreeSet::new();
     for op in &ops {
-        match op.op {
+        match &op.op {
             KeyOp::Read(v) => {
-                observed.insert(v);
+                observed.insert(v.clone());
             }
             KeyOp::Cas { expected, .. } => {
-                observed.insert(expected);
+                observed.insert(expected.clone());
             }
-            KeyOp::Write(_) | KeyOp::Delete => {}
+            KeyOp::Write(_) | KeyOp::Delete | KeyOp::Append(_) => {}
         }
     }
     ops.into_iter()
         .filter(|op| {
             !is_uncertain(op)
-                || match op.op {
-                    KeyOp::Read(_) => true,
-                    KeyOp::Write(v) => observed.contains(&Some(v)),
-                    KeyOp::Cas { new, .. } => observed.contains(&Some(new)),
+                || match &op.op {
+                    KeyOp::Read(_) | KeyOp::Append(_) => true,
+                    KeyOp::Write(v) => observed.contains(&Some(v.clone())),
+                    KeyOp::Cas { new, .. } => observed.contains(&Some(new.clone())),
                     KeyOp::Delete => observed.contains(&None),
                 }
         })
         .collect()
 }
 
-/// The most operations open at one instant.
-fn max_concurrency(ops: &[Operation<KeyModel>]) -> usize {
-    let mut edges: Vec<(i64, i8)> = Vec::with_capacity(ops.len() * 2);
-    for op in ops {
-        edges.push((op.call_time, 1));
-        edges.push((op.return_time, -1));
+/// The most operations open at one instant, from (call, return) times.
+fn max_concurrency(times: impl Iterator<Item = (i64, i64)>) -> usize {
+    let mut edges: Vec<(i64, i8)> = Vec::new();
+    for (call, ret) in times {
+        edges.push((call, 1));
+        edges.push((ret, -1));
     }
     // At equal times a return comes first: it closed before the other opened.
     edges.sort_unstable();
@@ -503,16 +972,33 @@ enum KeyVerdict {
     Invalid,
     /// Its time slice ran out.
     TimedOut,
+    /// The memory budget ran out.
+    OutOfMemory,
     /// The deadline passed before its turn.
     NotReached,
     /// More than [`MAX_OPS_PER_KEY`] operations.
     Oversized,
 }
 
-#[derive(Clone, Copy, Debug)]
+/// What one key's search found.
+#[derive(Clone, Debug)]
 struct KeyResult {
     verdict: KeyVerdict,
     elapsed: Duration,
+    decided_by: Option<Engine>,
+    /// kvlab's engine's account, when it ran.
+    kvlab: Option<EngineResult>,
+}
+
+impl KeyResult {
+    fn not_reached() -> Self {
+        KeyResult {
+            verdict: KeyVerdict::NotReached,
+            elapsed: Duration::ZERO,
+            decided_by: None,
+            kvlab: None,
+        }
+    }
 }
 
 fn worker_threads(jobs: usize) -> usize {
@@ -520,38 +1006,140 @@ fn worker_threads(jobs: usize) -> usize {
     cores.min(MAX_CHECK_THREADS).min(jobs).max(1)
 }
 
-/// Searches one key, within `limit` if given.
-fn search_key(job: &KeyJob, limit: Option<Duration>) -> KeyVerdict {
-    match limit {
-        None => {
-            if porcupine_rs::check_operations(&job.ops) {
-                KeyVerdict::Valid
+fn stop_verdict(reason: StopReason) -> KeyVerdict {
+    match reason {
+        StopReason::Memory => KeyVerdict::OutOfMemory,
+        StopReason::Deadline | StopReason::Cancelled => KeyVerdict::TimedOut,
+    }
+}
+
+/// Runs one engine, or the race, on one partition until `deadline`.
+fn search_ops<M: SearchModel<Metadata = OpOrigin>>(
+    ops: &[Operation<M>],
+    config: &CheckConfig,
+    deadline: Option<Instant>,
+) -> KeyResult {
+    let began = Instant::now();
+    let memo_bytes = config
+        .memory_limit_bytes
+        .map_or(u64::MAX, |m| m / KVLAB_MEMO_SHARE_DIVISOR);
+    let kvlab = |deadline: Option<Instant>, cancel: Option<&AtomicBool>| {
+        let limits = Limits {
+            deadline,
+            memory_limit_bytes: None,
+            cancel,
+        };
+        engine::search(ops, &limits, memo_bytes)
+    };
+    let porcupine = |cancel: Arc<AtomicBool>| {
+        let (ok, stopped) = budget::run_porcupine_guarded(
+            deadline,
+            config.memory_limit_bytes,
+            cancel,
+            || porcupine_rs::check_operations(ops),
+        );
+        match stopped {
+            Some(reason) => stop_verdict(reason),
+            None if ok => KeyVerdict::Valid,
+            None => KeyVerdict::Invalid,
+        }
+    };
+    let from_engine = |r: &EngineResult| match r.verdict {
+        EngineVerdict::Linearizable => KeyVerdict::Valid,
+        EngineVerdict::NotLinearizable => KeyVerdict::Invalid,
+        EngineVerdict::Stopped(reason) => stop_verdict(reason),
+    };
+    let decided = |v: KeyVerdict| matches!(v, KeyVerdict::Valid | KeyVerdict::Invalid);
+    let (verdict, decided_by, kvlab_result) = match config.engine {
+        Engine::Kvlab => {
+            let r = kvlab(deadline, None);
+            let v = from_engine(&r);
+            (v, decided(v).then_some(Engine::Kvlab), Some(r))
+        }
+        Engine::Porcupine => {
+            let v = porcupine(Arc::new(AtomicBool::new(false)));
+            (v, decided(v).then_some(Engine::Porcupine), None)
+        }
+        Engine::Race => {
+            let head_start = began.checked_add(RACE_HEAD_START);
+            let first_deadline = match (deadline, head_start) {
+                (Some(d), Some(h)) => Some(d.min(h)),
+                (d, h) => d.or(h),
+            };
+            let first = kvlab(first_deadline, None);
+            let v = from_engine(&first);
+            if decided(v) || deadline.is_some_and(|d| Instant::now() >= d) {
+                (v, decided(v).then_some(Engine::Kvlab), Some(first))
             } else {
-                KeyVerdict::Invalid
+                // The race: porcupine-rs on a second thread, kvlab's engine (from scratch)
+                // here; the first definite answer cancels the other.
+                let stop_porcupine = Arc::new(AtomicBool::new(false));
+                let stop_kvlab = AtomicBool::new(false);
+                std::thread::scope(|s| {
+                    let rival = {
+                        let stop = Arc::clone(&stop_porcupine);
+                        let stop_kvlab = &stop_kvlab;
+                        let porcupine = &porcupine;
+                        s.spawn(move || {
+                            let v = porcupine(stop);
+                            if decided(v) {
+                                stop_kvlab.store(true, Ordering::Relaxed);
+                            }
+                            v
+                        })
+                    };
+                    let mine = kvlab(deadline, Some(&stop_kvlab));
+                    let mine_v = from_engine(&mine);
+                    if decided(mine_v) {
+                        stop_porcupine.store(true, Ordering::Relaxed);
+                    }
+                    // A panic in porcupine-rs is an engine failure, not an answer.
+                    let theirs = rival.join().unwrap_or(KeyVerdict::TimedOut);
+                    if decided(mine_v) {
+                        (mine_v, Some(Engine::Kvlab), Some(mine))
+                    } else if decided(theirs) {
+                        (theirs, Some(Engine::Porcupine), Some(mine))
+                    } else {
+                        let v = if theirs == KeyVerdict::OutOfMemory {
+                            theirs
+                        } else {
+                            mine_v
+                        };
+                        (v, None, Some(mine))
+                    }
+                })
             }
         }
-        Some(t) => match porcupine_rs::check_operations_timeout(&job.ops, t) {
-            CheckResult::Ok => KeyVerdict::Valid,
-            CheckResult::Illegal => KeyVerdict::Invalid,
-            CheckResult::Unknown => KeyVerdict::TimedOut,
-        },
+    };
+    KeyResult {
+        verdict,
+        elapsed: began.elapsed(),
+        decided_by,
+        kvlab: kvlab_result,
+    }
+}
+
+fn search_job(job: &KeyJob, config: &CheckConfig, deadline: Option<Instant>) -> KeyResult {
+    match &job.ops {
+        JobOps::Key(ops) => search_ops(ops, config, deadline),
+        JobOps::Multi(ops) => search_ops(ops, config, deadline),
     }
 }
 
 /// Runs the two passes described in the module docs; returns one result per job.
 fn run_jobs(
     jobs: &[KeyJob],
-    timeout: Option<Duration>,
+    config: &CheckConfig,
     start: Instant,
     threads: usize,
 ) -> Vec<KeyResult> {
     // A budget too large to add to a clock reading is no budget at all.
-    let timeout = timeout.filter(|t| start.checked_add(*t).is_some());
+    let timeout = config.timeout.filter(|t| start.checked_add(*t).is_some());
     let deadline = timeout.and_then(|t| start.checked_add(t));
     let remaining = || deadline.map(|d| d.saturating_duration_since(Instant::now()));
     let timed_jobs = jobs
         .iter()
-        .filter(|j| j.ops.len() > UNTIMED_KEY_MAX_OPS && j.ops.len() <= MAX_OPS_PER_KEY)
+        .filter(|j| j.len() > UNTIMED_KEY_MAX_OPS && j.len() <= MAX_OPS_PER_KEY)
         .count()
         .max(1);
     let first_slice = timeout.map(|t| {
@@ -565,16 +1153,21 @@ fn run_jobs(
     let all: Vec<usize> = (0..jobs.len()).collect();
     let mut results = parallel_map(&all, threads, |i| {
         let job = &jobs[i];
-        if job.ops.len() > MAX_OPS_PER_KEY {
-            return KeyVerdict::Oversized;
+        if job.len() > MAX_OPS_PER_KEY {
+            return KeyResult {
+                verdict: KeyVerdict::Oversized,
+                ..KeyResult::not_reached()
+            };
         }
-        if job.ops.len() <= UNTIMED_KEY_MAX_OPS {
-            return search_key(job, None);
+        if job.len() <= UNTIMED_KEY_MAX_OPS {
+            return search_job(job, config, None);
         }
         match (first_slice, remaining()) {
-            (Some(_), Some(left)) if left.is_zero() => KeyVerdict::NotReached,
-            (Some(slice), Some(left)) => search_key(job, Some(slice.min(left))),
-            _ => search_key(job, None),
+            (Some(_), Some(left)) if left.is_zero() => KeyResult::not_reached(),
+            (Some(slice), Some(left)) => {
+                search_job(job, config, Instant::now().checked_add(slice.min(left)))
+            }
+            _ => search_job(job, config, None),
         }
     });
 
@@ -583,15 +1176,16 @@ fn run_jobs(
         .collect();
     if !retry.is_empty() && remaining().is_some_and(|left| !left.is_zero()) {
         let second = parallel_map(&retry, threads, |i| match remaining() {
-            Some(left) if !left.is_zero() => search_key(&jobs[i], Some(left)),
-            _ => KeyVerdict::TimedOut,
+            Some(left) if !left.is_zero() => search_job(&jobs[i], config, deadline),
+            _ => KeyResult {
+                verdict: KeyVerdict::TimedOut,
+                ..KeyResult::not_reached()
+            },
         });
         for i in retry {
-            let again = second[i];
-            results[i] = KeyResult {
-                verdict: again.verdict,
-                elapsed: results[i].elapsed + again.elapsed,
-            };
+            let mut again = second[i].clone();
+            again.elapsed += results[i].elapsed;
+            results[i] = again;
         }
     }
     results
@@ -601,16 +1195,10 @@ fn run_jobs(
 /// vector is indexed like the job list (entries for other indices are `NotReached`).
 fn parallel_map<F>(indices: &[usize], threads: usize, f: F) -> Vec<KeyResult>
 where
-    F: Fn(usize) -> KeyVerdict + Sync,
+    F: Fn(usize) -> KeyResult + Sync,
 {
     let size = indices.iter().max().map_or(0, |m| m + 1);
-    let results = Mutex::new(vec![
-        KeyResult {
-            verdict: KeyVerdict::NotReached,
-            elapsed: Duration::ZERO,
-        };
-        size
-    ]);
+    let results = Mutex::new(vec![KeyResult::not_reached(); size]);
     let next = AtomicUsize::new(0);
     let work = || {
         loop {
@@ -619,11 +1207,8 @@ where
                 break;
             };
             let began = Instant::now();
-            let verdict = f(i);
-            let result = KeyResult {
-                verdict,
-                elapsed: began.elapsed(),
-            };
+            let mut result = f(i);
+            result.elapsed = began.elapsed();
             // A poisoned lock means another worker panicked; the scope re-raises it.
             if let Ok(mut r) = results.lock() {
                 r[i] = result;
@@ -643,36 +1228,147 @@ where
     results.into_inner().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Turns input positions of a job's operations into [`OpRef`]s.
+fn op_refs(job: &KeyJob, positions: &[usize]) -> Vec<OpRef> {
+    fn refs<M: porcupine_rs::Model<Metadata = OpOrigin>>(
+        ops: &[Operation<M>],
+        positions: &[usize],
+    ) -> Vec<OpRef> {
+        positions
+            .iter()
+            .filter_map(|&p| ops.get(p))
+            .map(|o| {
+                let m = o.metadata.as_ref();
+                OpRef {
+                    process: m.map_or(0, |m| m.process),
+                    invoke_index: m.map_or(0, |m| m.invoke_index),
+                    complete_index: m.and_then(|m| m.complete_index),
+                    description: format!(
+                        "{}{}",
+                        M::describe_operation(&o.op),
+                        if m.is_some_and(|m| m.uncertain) {
+                            " (info)"
+                        } else {
+                            ""
+                        }
+                    ),
+                }
+            })
+            .collect()
+    }
+    match &job.ops {
+        JobOps::Key(ops) => refs(ops, positions),
+        JobOps::Multi(ops) => refs(ops, positions),
+    }
+}
+
+fn partition_report(job: &KeyJob, result: &KeyResult, verdict: Verdict) -> PartitionReport {
+    let explored = result.kvlab.as_ref();
+    let unknown_reason = match result.verdict {
+        KeyVerdict::TimedOut => Some("time budget"),
+        KeyVerdict::OutOfMemory => Some("memory budget"),
+        KeyVerdict::NotReached => Some("time budget (not reached)"),
+        KeyVerdict::Oversized => Some("limit on operations per key"),
+        KeyVerdict::Valid | KeyVerdict::Invalid => None,
+    };
+    // The explanation comes from kvlab's engine; when porcupine-rs decided first, run
+    // kvlab's engine briefly to get one.
+    let explanation = match (verdict, explored) {
+        (Verdict::Invalid, Some(r)) if r.verdict == EngineVerdict::NotLinearizable => Some(r.clone()),
+        (Verdict::Invalid, _) => {
+            let limits = Limits {
+                deadline: Instant::now().checked_add(EXPLANATION_BUDGET),
+                memory_limit_bytes: None,
+                cancel: None,
+            };
+            let r = match &job.ops {
+                JobOps::Key(ops) => engine::search(ops, &limits, EXPLANATION_MEMO_BYTES),
+                JobOps::Multi(ops) => engine::search(ops, &limits, EXPLANATION_MEMO_BYTES),
+            };
+            (r.verdict == EngineVerdict::NotLinearizable).then_some(r)
+        }
+        _ => None,
+    };
+    let (first, longest_len, tail) = match &explanation {
+        Some(r) => {
+            let from = r.longest.len().saturating_sub(MAX_EXPLAINED_OPS);
+            (
+                op_refs(job, &r.stuck),
+                r.longest.len(),
+                op_refs(job, &r.longest[from..]),
+            )
+        }
+        None => (Vec::new(), explored.map_or(0, |r| r.max_depth), Vec::new()),
+    };
+    PartitionReport {
+        key: job.name.clone(),
+        verdict,
+        operations: job.len(),
+        decided_by: result.decided_by,
+        unknown_reason: unknown_reason.map(str::to_owned),
+        first_unlinearizable: first,
+        longest_partial_len: longest_len,
+        longest_partial_tail: tail,
+        steps_explored: explored.map_or(0, |r| r.steps),
+        configurations_remembered: explored.map_or(0, |r| r.memo_entries),
+    }
+}
+
+/// The time kvlab's engine gets to explain a key porcupine-rs found invalid.
+const EXPLANATION_BUDGET: Duration = Duration::from_secs(2);
+
+/// The memo kvlab's engine gets to explain a key porcupine-rs found invalid.
+const EXPLANATION_MEMO_BYTES: u64 = 64 << 20;
+
 fn build_report(
     prepared: &Prepared,
     results: &[KeyResult],
-    opts: &CheckOptions,
+    config: &CheckConfig,
     threads: usize,
     elapsed: Duration,
 ) -> CheckReport {
     let mut invalid_keys = Vec::new();
     let mut unknown_keys = Vec::new();
     let mut oversized_keys = Vec::new();
+    let mut partitions = Vec::new();
     let mut budget_exhausted = false;
-    let (mut timed_out, mut not_reached) = (0, 0);
+    let (mut timed_out, mut not_reached, mut out_of_memory) = (0, 0, 0);
+    let mut decided_by = EngineWins::default();
+    let mut memo_full_keys = 0;
     let mut slowest: Option<(&str, Duration)> = None;
     for (job, result) in prepared.jobs.iter().zip(results) {
-        match result.verdict {
-            KeyVerdict::Valid => {}
-            KeyVerdict::Invalid => invalid_keys.push(job.name.clone()),
-            KeyVerdict::TimedOut | KeyVerdict::NotReached => {
+        match result.decided_by {
+            Some(Engine::Porcupine) => decided_by.porcupine += 1,
+            Some(_) => decided_by.kvlab += 1,
+            None => {}
+        }
+        if result.kvlab.as_ref().is_some_and(|r| r.memo_full) {
+            memo_full_keys += 1;
+        }
+        let verdict = match result.verdict {
+            KeyVerdict::Valid => Verdict::Valid,
+            KeyVerdict::Invalid => {
+                invalid_keys.push(job.name.clone());
+                Verdict::Invalid
+            }
+            KeyVerdict::TimedOut | KeyVerdict::NotReached | KeyVerdict::OutOfMemory => {
                 budget_exhausted = true;
-                if result.verdict == KeyVerdict::TimedOut {
-                    timed_out += 1;
-                } else {
-                    not_reached += 1;
+                match result.verdict {
+                    KeyVerdict::TimedOut => timed_out += 1,
+                    KeyVerdict::NotReached => not_reached += 1,
+                    _ => out_of_memory += 1,
                 }
                 unknown_keys.push(job.name.clone());
+                Verdict::Unknown
             }
             KeyVerdict::Oversized => {
                 oversized_keys.push(job.name.clone());
                 unknown_keys.push(job.name.clone());
+                Verdict::Unknown
             }
+        };
+        if verdict != Verdict::Valid {
+            partitions.push(partition_report(job, result, verdict));
         }
         if slowest.is_none_or(|(_, t)| result.elapsed > t) {
             slowest = Some((&job.name, result.elapsed));
@@ -689,13 +1385,24 @@ fn build_report(
     } else {
         Verdict::Valid
     };
-    let operations_checked = prepared.jobs.iter().map(|j| j.ops.len()).sum();
+    let operations_checked = prepared.jobs.iter().map(KeyJob::len).sum();
 
     let mut notes = Vec::new();
-    if budget_exhausted {
+    if timed_out + not_reached > 0 {
         notes.push(format!(
             "the time budget of {} ms ran out: {timed_out} keys timed out and {not_reached} were not reached; their verdict is unknown",
-            opts.timeout.map_or(0, |t| t.as_millis())
+            config.timeout.map_or(0, |t| t.as_millis())
+        ));
+    }
+    if out_of_memory > 0 {
+        notes.push(format!(
+            "the memory budget of {} MiB ran out on {out_of_memory} keys; their verdict is unknown",
+            config.memory_limit_bytes.unwrap_or(0) >> 20
+        ));
+    }
+    if memo_full_keys > 0 {
+        notes.push(format!(
+            "kvlab's engine filled its memo (a quarter of the memory budget) on {memo_full_keys} keys and searched on without remembering more"
         ));
     }
     if !oversized_keys.is_empty() {
@@ -721,7 +1428,7 @@ fn build_report(
 
     CheckReport {
         verdict,
-        model: opts.model,
+        model: config.model,
         operations: prepared.operations,
         operations_ok: prepared.operations_ok,
         operations_fail: prepared.operations_fail,
@@ -733,7 +1440,7 @@ fn build_report(
         unknown_keys,
         oversized_keys,
         elapsed_ms: elapsed.as_secs_f64() * 1e3,
-        timeout_ms: opts.timeout.map(|t| t.as_secs_f64() * 1e3),
+        timeout_ms: config.timeout.map(|t| t.as_secs_f64() * 1e3),
         budget_exhausted,
         threads,
         max_concurrency_key: busiest.map(|j| j.name.clone()),
@@ -741,5 +1448,9 @@ fn build_report(
         slowest_key: slowest.map(|(k, _)| k.to_owned()),
         slowest_key_ms: slowest.map_or(0.0, |(_, t)| t.as_secs_f64() * 1e3),
         notes,
+        partitions,
+        decided_by,
+        memory_limit_bytes: config.memory_limit_bytes,
+        peak_resident_bytes: budget::peak_resident_bytes(),
     }
 }

@@ -34,6 +34,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::check::ModelKind;
+use crate::model::{Val, val_or_null};
 
 /// Whether an event starts or ends an operation, and how it ended.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize, Hash)]
@@ -335,6 +336,24 @@ pub enum HistoryError {
         /// The `index` of the `info` completion.
         info_index: u64,
     },
+    /// A history in EDN or a Jepsen log is not well formed text.
+    #[error("line {line}: bad {format}: expected {expected}, found {found}")]
+    Syntax {
+        /// The line, from 1.
+        line: usize,
+        /// The format being read.
+        format: &'static str,
+        /// What the reader expected.
+        expected: String,
+        /// What it found.
+        found: String,
+    },
+    /// `--format auto` cannot tell the format.
+    #[error("cannot detect the history format: {reason}; name it with --format")]
+    UnknownFormat {
+        /// What was seen.
+        reason: String,
+    },
     /// The model cannot check this kind of operation.
     #[error("{at}: model `{model}` cannot check `{f}` operations")]
     UnsupportedOp {
@@ -434,38 +453,111 @@ fn parse_line(text: &[u8], line: usize) -> Result<HistoryEvent, HistoryError> {
     })
 }
 
+/// The function of one micro-op of a `txn`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MicroFn {
+    /// `"r"` (or `"read"`): read the key.
+    Read,
+    /// `"w"` (or `"write"`): write the key.
+    Write,
+    /// `"append"`: append a string to the key.
+    Append,
+}
+
+impl MicroFn {
+    /// The name written in histories.
+    pub fn name(self) -> &'static str {
+        match self {
+            MicroFn::Read => "r",
+            MicroFn::Write => "w",
+            MicroFn::Append => "append",
+        }
+    }
+}
+
+/// One micro-op of a `txn`: `[f, key, value]` in JSON (`["r", "x", null]`,
+/// `["w", "x", 3]`, `["append", "x", "abc"]`); an integer key is read as its decimal
+/// string.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MicroOp {
+    /// The function.
+    pub f: MicroFn,
+    /// The key.
+    pub key: String,
+    /// The value written or appended, or the value read (`None`: absent, or not yet
+    /// known in an invoke).
+    pub value: Option<Val>,
+}
+
 /// What an operation asks for, parsed from its invoke's `value`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum OpArgs {
     /// Read the key.
     Read,
     /// Write the value.
-    Write(i64),
+    Write(Val),
     /// Set `new` if the value is `expected` (`None`: absent).
-    Cas { expected: Option<i64>, new: i64 },
+    Cas { expected: Option<Val>, new: Val },
     /// Remove the key.
     Delete,
-    /// A transaction (not checked by the single-key models).
-    Txn,
+    /// A transaction of micro-ops.
+    Txn(Vec<MicroOp>),
 }
 
 /// An event's `value`, parsed by the shape its `f` and `type` require.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum ParsedValue {
     /// An invoke's arguments.
     Args(OpArgs),
     /// A read completion: the value read (`None`: absent).
-    ReadResult(Option<i64>),
+    ReadResult(Option<Val>),
     /// A write/cas/delete/txn completion: `None` when the value is `null`.
     Echo(Option<OpArgs>),
 }
 
-fn int_or_null(v: &serde_json::Value) -> Option<Option<i64>> {
-    match v {
-        serde_json::Value::Null => Some(None),
-        serde_json::Value::Number(n) => n.as_i64().map(Some),
-        _ => None,
-    }
+const MICRO_OPS_SHAPE: &str = "a list of micro-ops [f, key, value] (f \"r\", \"w\" or \"append\"; key a string or integer; w: an integer or string; append: a string)";
+
+/// Parses the micro-ops of a `txn` value; `invoke` reads must carry `null`.
+fn parse_micro_ops(value: &serde_json::Value, invoke: bool) -> Option<Vec<MicroOp>> {
+    use serde_json::Value;
+    let Value::Array(items) = value else {
+        return None;
+    };
+    items
+        .iter()
+        .map(|item| {
+            let Value::Array(parts) = item else {
+                return None;
+            };
+            let [f, key, v] = parts.as_slice() else {
+                return None;
+            };
+            let f = match f.as_str()? {
+                "r" | "read" => MicroFn::Read,
+                "w" | "write" => MicroFn::Write,
+                "append" => MicroFn::Append,
+                _ => return None,
+            };
+            let key = match key {
+                Value::String(k) => k.clone(),
+                Value::Number(n) if n.is_i64() => n.to_string(),
+                _ => return None,
+            };
+            let value = match f {
+                MicroFn::Read if invoke => match v {
+                    Value::Null => None,
+                    _ => return None,
+                },
+                MicroFn::Read => val_or_null(v)?,
+                MicroFn::Write => Some(Val::from_json(v)?),
+                MicroFn::Append => match v {
+                    Value::String(_) => Val::from_json(v),
+                    _ => return None,
+                },
+            };
+            Some(MicroOp { f, key, value })
+        })
+        .collect()
 }
 
 /// Checks an event's `value` against its `f` and `type` and parses it.
@@ -480,48 +572,45 @@ fn parse_value(event: &HistoryEvent, at: Location) -> Result<ParsedValue, Histor
         expected,
         found: truncated_json(value),
     };
+    let wrap = |args: OpArgs| {
+        if invoke {
+            ParsedValue::Args(args)
+        } else {
+            ParsedValue::Echo(Some(args))
+        }
+    };
     match event.f {
         OpFn::Read if invoke => match value {
             Value::Null => Ok(ParsedValue::Args(OpArgs::Read)),
             _ => Err(bad("null")),
         },
-        OpFn::Read => int_or_null(value)
+        OpFn::Read => val_or_null(value)
             .map(ParsedValue::ReadResult)
-            .ok_or_else(|| bad("an integer or null")),
+            .ok_or_else(|| bad("an integer, a string or null")),
         OpFn::Write => match (value, invoke) {
             (Value::Null, false) => Ok(ParsedValue::Echo(None)),
-            _ => match int_or_null(value) {
-                Some(Some(v)) => {
-                    let args = OpArgs::Write(v);
-                    Ok(if invoke {
-                        ParsedValue::Args(args)
-                    } else {
-                        ParsedValue::Echo(Some(args))
-                    })
-                }
-                _ => Err(bad(if invoke {
-                    "an integer"
+            _ => match Val::from_json(value) {
+                Some(v) => Ok(wrap(OpArgs::Write(v))),
+                None => Err(bad(if invoke {
+                    "an integer or a string"
                 } else {
-                    "an integer or null"
+                    "an integer, a string or null"
                 })),
             },
         },
         OpFn::Cas => match (value, invoke) {
             (Value::Null, false) => Ok(ParsedValue::Echo(None)),
             (Value::Array(pair), _) if pair.len() == 2 => {
-                match (int_or_null(&pair[0]), int_or_null(&pair[1])) {
-                    (Some(expected), Some(Some(new))) => {
-                        let args = OpArgs::Cas { expected, new };
-                        Ok(if invoke {
-                            ParsedValue::Args(args)
-                        } else {
-                            ParsedValue::Echo(Some(args))
-                        })
-                    }
-                    _ => Err(bad("[old, new]: old an integer or null, new an integer")),
+                match (val_or_null(&pair[0]), Val::from_json(&pair[1])) {
+                    (Some(expected), Some(new)) => Ok(wrap(OpArgs::Cas { expected, new })),
+                    _ => Err(bad(
+                        "[old, new]: old an integer, a string or null, new an integer or a string",
+                    )),
                 }
             }
-            _ => Err(bad("[old, new]: old an integer or null, new an integer")),
+            _ => Err(bad(
+                "[old, new]: old an integer, a string or null, new an integer or a string",
+            )),
         },
         OpFn::Delete => match value {
             Value::Null if invoke => Ok(ParsedValue::Args(OpArgs::Delete)),
@@ -529,14 +618,27 @@ fn parse_value(event: &HistoryEvent, at: Location) -> Result<ParsedValue, Histor
             _ => Err(bad("null")),
         },
         OpFn::Txn => match value {
-            Value::Array(_) if invoke => Ok(ParsedValue::Args(OpArgs::Txn)),
-            Value::Array(_) | Value::Null if !invoke => Ok(ParsedValue::Echo(None)),
-            _ => Err(bad(if invoke {
-                "a list of micro-ops"
-            } else {
-                "a list of micro-ops or null"
-            })),
+            Value::Null if !invoke && event.kind != EventType::Ok => Ok(ParsedValue::Echo(None)),
+            _ => match parse_micro_ops(value, invoke) {
+                Some(micro) if !micro.is_empty() => Ok(wrap(OpArgs::Txn(micro))),
+                _ => Err(bad(MICRO_OPS_SHAPE)),
+            },
         },
+    }
+}
+
+/// Whether a completion's echoed arguments agree with the invoke's: the same value for
+/// write/cas; for a txn, the same micro-ops with the same written values (reads carry
+/// their results).
+fn echo_matches(invoked: &OpArgs, echo: &OpArgs) -> bool {
+    match (invoked, echo) {
+        (OpArgs::Txn(a), OpArgs::Txn(b)) => {
+            a.len() == b.len()
+                && a.iter().zip(b).all(|(x, y)| {
+                    x.f == y.f && x.key == y.key && (x.f == MicroFn::Read || x.value == y.value)
+                })
+        }
+        (a, b) => a == b,
     }
 }
 
@@ -555,10 +657,14 @@ fn truncated_json(value: &serde_json::Value) -> String {
 }
 
 /// How an operation ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Outcome {
-    /// It took effect; a read carries the value it returned.
-    Ok { read: Option<i64> },
+    /// It took effect; a read carries the value it returned, a txn its micro-ops with
+    /// the values read.
+    Ok {
+        read: Option<Val>,
+        txn: Option<Vec<MicroOp>>,
+    },
     /// It surely did not take effect.
     Fail,
     /// It may have taken effect, at any time after its invoke.
@@ -681,8 +787,8 @@ pub(crate) fn pair_operations(
                         invoke_index: op.invoke_index,
                     });
                 }
-                if let ParsedValue::Echo(Some(echo)) = parsed
-                    && echo != op.args
+                if let ParsedValue::Echo(Some(echo)) = &parsed
+                    && !echo_matches(&op.args, echo)
                 {
                     return Err(HistoryError::CompletionValueMismatch {
                         at,
@@ -693,8 +799,15 @@ pub(crate) fn pair_operations(
                     });
                 }
                 op.outcome = match (kind, parsed) {
-                    (EventType::Ok, ParsedValue::ReadResult(read)) => Outcome::Ok { read },
-                    (EventType::Ok, _) => Outcome::Ok { read: None },
+                    (EventType::Ok, ParsedValue::ReadResult(read)) => Outcome::Ok { read, txn: None },
+                    (EventType::Ok, ParsedValue::Echo(Some(OpArgs::Txn(micro)))) => Outcome::Ok {
+                        read: None,
+                        txn: Some(micro),
+                    },
+                    (EventType::Ok, _) => Outcome::Ok {
+                        read: None,
+                        txn: None,
+                    },
                     (EventType::Fail, _) => Outcome::Fail,
                     _ => Outcome::Info,
                 };

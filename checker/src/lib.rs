@@ -35,15 +35,26 @@
 //! # Ok::<(), kvlab_checker::HistoryError>(())
 //! ```
 
+pub mod budget;
 pub mod check;
+pub mod edn;
+pub mod engine;
+pub mod formats;
 pub mod history;
 pub mod model;
 
 pub use check::{
-    CheckError, CheckOptions, CheckReport, MAX_CHECK_THREADS, MAX_OPS_PER_KEY, MAX_VISUALIZED_OPS,
-    MIN_KEY_SLICE, ModelKind, UNKEYED, UNTIMED_KEY_MAX_OPS, Verdict, check, write_visualization,
+    CheckConfig, CheckError, CheckOptions, CheckReport, DEFAULT_MEMORY_LIMIT_BYTES, Engine,
+    EngineWins, MAX_CHECK_THREADS, MAX_EXPLAINED_OPS, MAX_OPS_PER_KEY, MAX_VISUALIZED_OPS,
+    MIN_KEY_SLICE, ModelKind, OpRef, PartitionReport, RACE_HEAD_START, UNKEYED,
+    UNTIMED_KEY_MAX_OPS, Verdict, check, check_with, write_visualization,
 };
 pub use history::{
-    EventType, HistoryError, HistoryEvent, Location, MAX_HISTORY_EVENTS, MAX_LINE_BYTES, OpFn,
-    read_jsonl, read_jsonl_file, write_jsonl,
+    EventType, HistoryError, HistoryEvent, Location, MAX_HISTORY_EVENTS, MAX_LINE_BYTES, MicroFn,
+    MicroOp, OpFn, read_jsonl, read_jsonl_file, write_jsonl,
 };
+pub use formats::{
+    EdnKeyStyle, HistoryFormat, detect_format, read_history, read_history_bytes,
+    read_history_file, write_edn,
+};
+pub use model::Val;

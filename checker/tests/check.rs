@@ -347,7 +347,7 @@ fn register_model_rejects_cas_naming_the_event() {
 }
 
 #[test]
-fn cas_register_model_rejects_delete_and_every_model_rejects_txn() {
+fn cas_register_rejects_delete_and_txn_and_kv_rejects_multi_key_txn() {
     let mut h = Hist::new();
     h.invoke(0, OpFn::Delete, "x", Value::Null);
     let err = check(
@@ -375,20 +375,32 @@ fn cas_register_model_rejects_delete_and_every_model_rejects_txn() {
         kvlab_checker::EventType::Invoke,
         OpFn::Txn,
         None,
-        json!([["r", "x", null]]),
+        json!([["r", "x", null], ["w", "y", 1]]),
     );
-    let err = check(
+    for model in [ModelKind::CasRegister, ModelKind::Kv] {
+        let err = check(
+            &t.events,
+            &CheckOptions {
+                model,
+                timeout: None,
+            },
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, HistoryError::UnsupportedOp { f: OpFn::Txn, .. }),
+            "{err}"
+        );
+    }
+    // The same transaction is what multi-register checks.
+    let r = check(
         &t.events,
         &CheckOptions {
-            model: ModelKind::Kv,
+            model: ModelKind::MultiRegister,
             timeout: None,
         },
     )
-    .unwrap_err();
-    assert!(
-        matches!(err, HistoryError::UnsupportedOp { f: OpFn::Txn, .. }),
-        "{err}"
-    );
+    .expect("multi-register checks transactions");
+    assert_eq!(r.verdict, Verdict::Valid);
 }
 
 #[test]

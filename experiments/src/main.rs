@@ -8,15 +8,32 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
-use kvlab_checker::{CheckOptions, ModelKind, Verdict};
+use clap::{Parser, Subcommand};
+use kvlab_checker::{CheckOptions, HistoryFormat, ModelKind, Verdict};
 use kvlab_experiments::ExperimentError;
-use kvlab_experiments::check_cmd::{HistoryFormat, load_history};
+use kvlab_experiments::check_cmd::{load_history, parse_format, parse_model};
 use kvlab_experiments::run::{
     ReportPolicy, RunOptions, RunOutcome, RunVerdict, parse_seed_range, run_experiment, run_sweep,
     seed_run_dir,
 };
 use kvlab_experiments::spec::Spec;
+
+/// Prints a line to stdout. A closed pipe (`kvlab check … | head`) is not worth a
+/// panic: the output is dropped and the exit status still tells the verdict.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
+/// Like [`say!`] without the newline.
+macro_rules! say_raw {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($t)*);
+    }};
+}
 
 /// The default budget of `kvlab check`, in seconds: long enough for any history a run
 /// writes, short enough that a pathological one answers "unknown" instead of hanging.
@@ -47,7 +64,8 @@ struct RunArgs {
     /// Run with this seed instead of the spec's.
     #[arg(long, conflicts_with = "seeds")]
     seed: Option<u64>,
-    /// Run every seed of an inclusive range `A..B` in parallel, one run directory each.
+    /// Run every seed of an inclusive range `A..B` in parallel, one run directory each
+    /// (plots and report only for the first seed and for seeds that did not pass).
     #[arg(long, value_name = "A..B")]
     seeds: Option<String>,
     /// The run directory (one seed), or the parent of the `seed-N` directories
@@ -56,29 +74,16 @@ struct RunArgs {
     out: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum ModelArg {
-    Register,
-    CasRegister,
-    Kv,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum FormatArg {
-    Auto,
-    Jsonl,
-}
-
 #[derive(Debug, clap::Args)]
 struct CheckArgs {
     /// The history file.
     history: PathBuf,
-    /// The consistency model.
-    #[arg(long, value_enum, default_value = "kv")]
-    model: ModelArg,
-    /// The history's format.
-    #[arg(long, value_enum, default_value = "auto")]
-    format: FormatArg,
+    /// The consistency model: register, cas-register, kv, ….
+    #[arg(long, value_parser = parse_model, default_value = "kv")]
+    model: ModelKind,
+    /// The history's format: auto, jsonl, edn, jepsen-log, porcupine-kv.
+    #[arg(long, value_parser = parse_format, default_value = "auto")]
+    format: HistoryFormat,
     /// Budget of the search in seconds; when it runs out the answer is "unknown".
     #[arg(long, value_name = "S", default_value_t = DEFAULT_CHECK_TIMEOUT_S)]
     timeout_s: f64,
@@ -125,7 +130,7 @@ fn print_outcome(prefix: &str, spec_path: &Path, o: &RunOutcome) {
     let prefix = if prefix.is_empty() { "" } else { "  " };
     let s = &o.summary;
     let lat = s.latency_ms.get("all");
-    println!(
+    say!(
         "{head}{}: {} ops ({} ok, {} fail, {} info), {:.1} ok/s, p50 {:.2} ms, p99 {:.2} ms, {} faults  {}",
         o.verdict.name().to_uppercase(),
         s.ops.total,
@@ -139,20 +144,20 @@ fn print_outcome(prefix: &str, spec_path: &Path, o: &RunOutcome) {
         o.run_dir.display()
     );
     match o.verdict {
-        RunVerdict::Invalid => println!(
+        RunVerdict::Invalid => say!(
             "{prefix}  not linearizable: key {} (see {})\n{prefix}  reproduce: {}",
             o.failing_key.as_deref().unwrap_or("?"),
             o.run_dir.join("linearizability.html").display(),
             o.reproduce_command(spec_path)
         ),
-        RunVerdict::LivenessFailed => println!(
+        RunVerdict::LivenessFailed => say!(
             "{prefix}  liveness: no progress within {} s after healing ({} of {} clients progressed)\n{prefix}  reproduce: {}",
             s.liveness_s,
             s.liveness.clients_with_progress,
             s.liveness.clients,
             o.reproduce_command(spec_path)
         ),
-        RunVerdict::Unknown => println!(
+        RunVerdict::Unknown => say!(
             "{prefix}  the checker ran out of budget; unknown keys: {}\n{prefix}  reproduce: {}",
             o.check.unknown_keys.join(", "),
             o.reproduce_command(spec_path)
@@ -161,10 +166,10 @@ fn print_outcome(prefix: &str, spec_path: &Path, o: &RunOutcome) {
     }
     let report = o.run_dir.join("report.html");
     if report.is_file() {
-        println!("{prefix}  report: {}", report.display());
+        say!("{prefix}  report: {}", report.display());
     }
     if let Some(e) = &o.report_error {
-        println!("{prefix}  warning: {e}");
+        say!("{prefix}  warning: {e}");
     }
 }
 
@@ -201,7 +206,7 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<u8> {
                     }
                 }
                 Err(e) => {
-                    println!(
+                    say!(
                         "seed {seed}: ERROR: {e}\n  reproduce: kvlab run {} --seed {seed}",
                         a.spec.display()
                     );
@@ -213,10 +218,10 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<u8> {
         });
         pb.finish_and_clear();
         let parts: Vec<String> = tally.iter().map(|(k, v)| format!("{v} {k}")).collect();
-        println!("{count} seeds: {}  ({})", parts.join(", "), base.display());
+        say!("{count} seeds: {}  ({})", parts.join(", "), base.display());
         if !failed_seeds.is_empty() {
             let list: Vec<String> = failed_seeds.iter().map(u64::to_string).collect();
-            println!("seeds not valid: {}", list.join(" "));
+            say!("seeds not valid: {}", list.join(" "));
         }
         return Ok(worst);
     }
@@ -259,15 +264,7 @@ fn worst_code(a: u8, b: u8) -> u8 {
 }
 
 fn cmd_check(a: CheckArgs) -> anyhow::Result<u8> {
-    let model = match a.model {
-        ModelArg::Register => ModelKind::Register,
-        ModelArg::CasRegister => ModelKind::CasRegister,
-        ModelArg::Kv => ModelKind::Kv,
-    };
-    let format = match a.format {
-        FormatArg::Auto => HistoryFormat::Auto,
-        FormatArg::Jsonl => HistoryFormat::Jsonl,
-    };
+    let (model, format) = (a.model, a.format);
     let timeout = match a.timeout_s {
         s if s.is_finite() && s > 0.0 && s < 1e9 => Some(Duration::from_secs_f64(s)),
         s => {
@@ -285,9 +282,9 @@ fn cmd_check(a: CheckArgs) -> anyhow::Result<u8> {
         message: e.to_string(),
     })?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        say!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{report}");
+        say_raw!("{report}");
     }
     if let Some(html) = &a.html {
         if let Some(key) = report.invalid_keys.first() {
@@ -316,11 +313,11 @@ fn cmd_plot(a: PlotArgs) -> anyhow::Result<u8> {
     }
     for dir in &a.run_dirs {
         let html = kvlab_experiments::run::render_report(dir)?;
-        println!("{}", html.display());
+        say!("{}", html.display());
     }
     if a.run_dirs.len() > 1 {
         let html = kvlab_experiments::run::render_comparison(&a.run_dirs, &a.out)?;
-        println!("comparison: {}", html.display());
+        say!("comparison: {}", html.display());
     }
     Ok(0)
 }

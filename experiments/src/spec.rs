@@ -580,6 +580,19 @@ impl Spec {
                 format!("must be a finite number > 0, got {}", self.check.timeout_s),
             ));
         }
+        for (field, node) in [
+            ("single.holder", self.single.holder),
+            ("async_primary.primary", self.async_primary.primary),
+        ] {
+            if let Some(n) = node
+                && (n.0 == 0 || n.0 > self.nodes)
+            {
+                return Err(invalid(
+                    field,
+                    format!("must be a node id in 1..={}, got {}", self.nodes, n.0),
+                ));
+            }
+        }
         if self.sim.max_events == 0 {
             return Err(invalid("sim.max_events", "must be > 0"));
         }
@@ -606,12 +619,23 @@ fn parse_error(text: &str, file: &Path, e: &toml::de::Error) -> ExperimentError 
         Some(span) => line_col(text, span.start),
         None => (1, 1),
     };
+    let message = e.message().trim().to_string();
+    // For an unknown field, toml's path names the table; the field is in the message.
+    let unknown = message
+        .strip_prefix("unknown field `")
+        .and_then(|r| r.split_once('`'))
+        .map(|(name, _)| name.to_string());
+    let field = match (field_path(e), unknown) {
+        (Some(table), Some(name)) => Some(format!("{table}.{name}")),
+        (None, Some(name)) => Some(name),
+        (path, None) => path,
+    };
     ExperimentError::SpecParse {
         file: file.to_path_buf(),
         line,
         column,
-        field: field_path(e),
-        message: e.message().trim().to_string(),
+        field,
+        message,
     }
 }
 

@@ -79,15 +79,22 @@ fn check_malformed_history_exits_2_naming_the_line() {
 }
 
 #[test]
-fn check_unsupported_format_exits_2() {
+fn check_unrecognised_format_or_model_exits_2() {
     let tmp = tempfile::tempdir().unwrap();
-    let h = write(tmp.path(), "h.edn", "{:type :invoke}\n[:not-json]\n");
+    let h = write(tmp.path(), "h.txt", "hello world\n");
     let out = kvlab(&["check", &h], tmp.path());
     assert_eq!(out.status.code(), Some(2), "{out:?}");
-    let h = write(tmp.path(), "h.txt", "(:type :invoke)\n");
-    let out = kvlab(&["check", &h], tmp.path());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("JSONL"),
+        "{out:?}"
+    );
+    let h = write(tmp.path(), "h.jsonl", VALID);
+    let out = kvlab(&["check", &h, "--model", "sql"], tmp.path());
     assert_eq!(out.status.code(), Some(2), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("JSONL"));
+    let out = kvlab(&["check", &h, "--format", "xml"], tmp.path());
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let out = kvlab(&["check", &h, "--timeout-s", "0"], tmp.path());
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
 
 #[test]
@@ -194,4 +201,33 @@ fn check_undecidable_history_exits_3() {
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["verdict"], "unknown");
+}
+
+#[test]
+fn plot_redraws_runs_and_compares_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = write(
+        tmp.path(),
+        "p.toml",
+        "name = \"p\"\nsystem = \"single\"\nnodes = 3\n[time]\nduration_s = 1\nliveness_s = 1\n[workload]\nclients = 2\n",
+    );
+    for seed in ["1", "2"] {
+        let out = kvlab(&["run", &s, "--seed", seed], tmp.path());
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+    }
+    let out = kvlab(
+        &[
+            "plot",
+            "results/p/seed-1",
+            "results/p/seed-2",
+            "--out",
+            "cmp",
+        ],
+        tmp.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(tmp.path().join("results/p/seed-1/report.html").is_file());
+    assert!(tmp.path().join("cmp").is_dir());
+    let out = kvlab(&["plot", "nowhere"], tmp.path());
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
 }

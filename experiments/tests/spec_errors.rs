@@ -73,10 +73,15 @@ fn syntax_error_names_file_line_and_column() {
 fn unknown_field_is_named_with_its_line() {
     let text = GOOD.replace("clients = 2", "clients = 2\nclinets = 3");
     match parse(&text) {
-        Err(e @ ExperimentError::SpecParse { line, .. }) => {
+        Err(
+            ref e @ ExperimentError::SpecParse {
+                line, ref field, ..
+            },
+        ) => {
             let msg = e.to_string();
             assert!(msg.contains("clinets"), "{msg}");
             assert_eq!(line, 10, "{msg}");
+            assert_eq!(field.as_deref(), Some("workload.clinets"), "{msg}");
         }
         other => panic!("expected SpecParse, got {other:?}"),
     }
@@ -176,4 +181,26 @@ fn missing_spec_file_is_bad_input() {
         err.to_string().contains("/nonexistent/kvlab/spec.toml"),
         "{err}"
     );
+}
+
+#[test]
+fn shipped_configs_parse_and_validate() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+    for name in ["quickstart.toml", "baseline-async-primary.toml"] {
+        let spec = Spec::load(&dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(!spec.nemesis.faults.is_empty(), "{name} injects no faults");
+    }
+}
+
+#[test]
+fn system_tables_are_checked_against_the_cluster() {
+    let (field, _) = invalid_field(&format!("{GOOD}[single]\nholder = 4\n"));
+    assert_eq!(field, "single.holder");
+    let spec = parse(&format!(
+        "{GOOD}[single]\nholder = 3\nforward_timeout_ms = 100\n"
+    ))
+    .unwrap();
+    assert_eq!(spec.single.forward_timeout_ms, 100);
+    let err = parse(&format!("{GOOD}[async_primary]\nprimry = 1\n")).unwrap_err();
+    assert!(err.to_string().contains("primry"), "{err}");
 }

@@ -22,3 +22,4 @@
 
 pub mod baseline;
 pub mod kv;
+pub mod raft_kv;

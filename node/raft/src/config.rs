@@ -36,10 +36,31 @@ pub struct RaftConfig {
     pub snapshot_chunk_bytes: usize,
     /// Largest snapshot a follower accepts (chunks beyond are dropped and counted).
     pub max_snapshot_bytes: usize,
+    /// Serve [`crate::RaftGroup::read_index`] from a **leader lease** (thesis §6.4.1)
+    /// instead of a heartbeat round: a leader whose heartbeat, sent less than
+    /// `lease_ticks` ago by its own clock, was acknowledged by a quorum, and that has
+    /// committed an entry of its term, grants the read at its commit index at once.
+    /// Off by default. Requires `check_quorum`, because the lease rests on voters that
+    /// heard from the leader refusing to vote for `election_ticks` of *their* clocks.
+    /// **Safe only under bounded clock drift**: if a follower's clock runs faster than
+    /// the leader's by more than `election_ticks / lease_ticks`, it times out early (in
+    /// real time), a new leader is elected and commits writes while the old leader still
+    /// believes its lease and serves stale reads. A restarted node also refuses votes for
+    /// `election_ticks` after recovery in this mode, since it forgot when it last heard
+    /// from a leader. A leader transfer revokes the lease for the rest of the term.
+    pub lease_reads: bool,
+    /// Length of the leader lease in the leader's ticks; must be below `election_ticks`
+    /// with a margin for clock drift (e.g. 8 of 10 tolerates followers running up to 25 %
+    /// fast).
+    pub lease_ticks: u32,
     /// **Deliberately broken, tests only.** Lets a leader commit an entry of an earlier
     /// term by counting replicas, the mistake Raft §5.4.2 / Figure 8 warns against. The
     /// randomized simulation must catch it.
     pub unsafe_commit_previous_term_by_count: bool,
+    /// **Deliberately broken, tests only.** Lets a leader propose a membership change
+    /// while another one is uncommitted, so two configurations whose majorities need not
+    /// overlap can both be in effect (thesis §4.1). The membership simulation must catch it.
+    pub unsafe_allow_concurrent_conf_changes: bool,
     /// **Deliberately broken, tests only.** Persists the hard state without the vote, so
     /// a node that crashes after voting can vote again in the same term (Raft §5.2,
     /// Figure 2: `votedFor` is persistent state). The randomized simulation must catch it.
@@ -60,7 +81,10 @@ impl Default for RaftConfig {
             max_apply_entries_per_ready: 4096,
             snapshot_chunk_bytes: 64 << 10,
             max_snapshot_bytes: 1 << 30,
+            lease_reads: false,
+            lease_ticks: 8,
             unsafe_commit_previous_term_by_count: false,
+            unsafe_allow_concurrent_conf_changes: false,
             unsafe_skip_vote_persist: false,
         }
     }
@@ -83,6 +107,14 @@ impl RaftConfig {
                 "heartbeat_ticks",
                 "must be at least 1 and below election_ticks",
             );
+        }
+        if self.lease_reads {
+            if !self.check_quorum {
+                return bad("lease_reads", "requires check_quorum");
+            }
+            if self.lease_ticks == 0 || self.lease_ticks >= self.election_ticks {
+                return bad("lease_ticks", "must be at least 1 and below election_ticks");
+            }
         }
         let positive = [
             ("max_inflight_msgs", self.max_inflight_msgs),

@@ -17,8 +17,8 @@
 //!
 //! Inputs are [`RaftGroup::tick`] (logical time: the caller calls it from a timer, so
 //! tests drive time exactly), [`RaftGroup::step`] (a message), [`RaftGroup::propose`],
-//! [`RaftGroup::read_index`], [`RaftGroup::transfer_leader`] and
-//! [`RaftGroup::compact`]. After inputs, [`RaftGroup::ready`] returns a [`Ready`]: WAL
+//! [`RaftGroup::propose_conf_change`], [`RaftGroup::read_index`],
+//! [`RaftGroup::transfer_leader`] and [`RaftGroup::compact`]. After inputs, [`RaftGroup::ready`] returns a [`Ready`]: WAL
 //! records, messages, entries to apply, read states. Its documentation gives the order;
 //! [`Ready::emit_effects`] turns the persist/send part into kvlab effects
 //! (`Persist…, Sync, Send…`), so messages that promise durable state wait for the sync.
@@ -51,10 +51,65 @@
 //! Elections with randomized timeouts, PreVote and CheckQuorum with leader lease;
 //! replication with probe/replicate/snapshot flow control, bounded in-flight messages and
 //! batch sizes, fast backtracking with conflict hints; commitment of current-term entries
-//! only (§5.4.2); ReadIndex; leader transfer; log compaction and chunked InstallSnapshot;
-//! crash recovery. Membership changes are **not** implemented: the voter set is fixed at
-//! construction. Two deliberately broken switches in [`RaftConfig`] exist for showing that
-//! the simulation catches bugs.
+//! only (§5.4.2); ReadIndex and optional lease reads; leader transfer; log compaction and
+//! chunked InstallSnapshot; crash recovery; membership changes with learners. Three
+//! deliberately broken switches in [`RaftConfig`] exist for showing that the simulation
+//! catches bugs.
+//!
+//! ## Membership changes (thesis §4: single-server changes, not joint consensus)
+//!
+//! [`RaftGroup::propose_conf_change`] appends one [`ConfChange`] — `AddLearner`,
+//! `AddVoter` (promotes a learner, or adds a newcomer directly) or `RemoveNode` — as an
+//! [`EntryKind::ConfChange`] entry. Rules:
+//!
+//! * **Takes effect on append**, on every node, committed or not (thesis §4.1); a
+//!   truncated configuration entry rolls the configuration back. The leader therefore
+//!   replicates to and counts the new set at once.
+//! * **One at a time**: a leader refuses a change while another is uncommitted
+//!   ([`RaftError::ConfChangeInProgress`]) and before it committed an entry of its own
+//!   term ([`RaftError::NoCommitInTerm`], the 2015 single-server-change fix). Any
+//!   majority of the old set then overlaps any majority of the new one.
+//! * **Learners** receive the log (and snapshots) but never campaign, are never asked
+//!   for votes, and count neither for commitment, CheckQuorum, ReadIndex nor leases.
+//! * **Removing the leader**: it keeps leading a configuration without itself (its own
+//!   replica no longer counts) until the removal commits, then steps down
+//!   ([`RaftEvent::SteppedDownRemoved`]). A node removed by an entry not yet committed
+//!   in its log may still campaign (counting only the new voters), so that a removed
+//!   leader holding the only up-to-date log can finish its own removal. A removed node
+//!   usually never learns of its removal (the leader stops sending to it at once);
+//!   PreVote and CheckQuorum keep its elections from disrupting the group, and the
+//!   caller stops it when it applies the committed `RemoveNode`.
+//! * **Where the configuration lives**: not in the hard state. It is the bootstrap voter
+//!   list passed to [`RaftGroup::new`] / [`RaftGroup::recover`] (the configuration at
+//!   index 0 — a node joining later passes the *same* bootstrap list and is an outsider
+//!   until a change adds it), replaced by [`SnapshotMeta::conf`] when a snapshot exists,
+//!   with every configuration entry of the log applied on top.
+//! * The caller sees committed changes in [`Ready::committed_entries`] (kind
+//!   [`EntryKind::ConfChange`], decode with [`Entry::conf_change`]) and every change of
+//!   the configuration in effect as [`RaftEvent::ConfigChanged`] (`config_changed`).
+//! * Senders are not checked against the configuration; messages from non-members are
+//!   processed (a joining node must accept its leader) and their votes are not counted.
+//!
+//! ## Lease reads (off by default; need bounded clock drift)
+//!
+//! With [`RaftConfig::lease_reads`], [`RaftGroup::read_index`] answers at once — a
+//! [`ReadState`] at the commit index in the next [`Ready`], no message — while
+//! [`RaftGroup::has_lease`] holds: an entry of the leader's term is committed and a
+//! quorum of voters acknowledged a heartbeat the leader *sent* less than `lease_ticks`
+//! ago by its own tick count. Otherwise it falls back to ReadIndex. Why it is safe: a
+//! voter that acknowledged that heartbeat ignores vote requests for `election_ticks` of
+//! its own ticks after receiving it (CheckQuorum), so no new leader can be elected
+//! before `send + election_ticks`, and `lease_ticks < election_ticks`. Why it needs
+//! bounded drift: ticks are local time. If a follower's clock runs fast — in the
+//! simulator, clock drift makes its timer tick more often — its `election_ticks` pass
+//! in less real time than the leader's `lease_ticks`; it times out early, a new leader
+//! is elected and commits writes while the old leader, partitioned, still believes its
+//! lease and serves reads that miss them (`tests/lease.rs` shows exactly this at 4x
+//! drift). The lease tolerates followers up to `election_ticks / lease_ticks` times
+//! faster than the leader (1.25x with the default 8 of 10). A leader transfer revokes
+//! the lease for the term (transfer votes bypass the voters' lease), and a restarted
+//! node refuses votes for `election_ticks` after recovery (it forgot when it last
+//! acknowledged a leader).
 
 use std::fmt;
 
@@ -75,8 +130,8 @@ pub use progress::{PeerProgress, ProgressState};
 pub use raft::{EntryId, RaftGroup, Role};
 pub use ready::{RaftEvent, ReadState, Ready};
 pub use storage::{
-    ENTRY_OVERHEAD_BYTES, Entry, EntryKind, HardState, RaftRecord, RecoveredState, Snapshot,
-    SnapshotMeta, WalRecord,
+    ConfChange, ConfState, ENTRY_OVERHEAD_BYTES, Entry, EntryKind, HardState, MAX_MEMBERS,
+    MemberSet, RaftRecord, RecoveredState, Snapshot, SnapshotMeta, WalRecord,
 };
 
 /// Identifies a Raft group (one per partition, plus a metadata group).
@@ -170,6 +225,28 @@ pub enum RaftError {
     InvalidTransferTarget {
         /// The requested target.
         to: NodeId,
+    },
+    /// A membership change was proposed while another one is not yet committed (changes
+    /// are applied one at a time, thesis §4.1).
+    #[error("configuration change at index {index} is not committed yet")]
+    ConfChangeInProgress {
+        /// The index of the uncommitted change.
+        index: u64,
+    },
+    /// A leader cannot change membership before it committed an entry of its own term
+    /// (the fix to single-server changes in Ongaro's raft-dev post of 2015).
+    #[error("leader of term {term} has not committed an entry of its term yet")]
+    NoCommitInTerm {
+        /// The leader's term.
+        term: u64,
+    },
+    /// A membership change that does not apply to the current configuration.
+    #[error("invalid configuration change {change:?}: {reason}")]
+    InvalidConfChange {
+        /// The change.
+        change: ConfChange,
+        /// Why it does not apply.
+        reason: String,
     },
     /// Compaction index outside `(snapshot_index, applied]`.
     #[error("cannot compact to {index}: snapshot at {snapshot_index}, applied {applied}")]

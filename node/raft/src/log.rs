@@ -3,7 +3,7 @@
 //! persistence and what was not.
 
 use crate::RaftError;
-use crate::storage::{Entry, Snapshot, SnapshotMeta};
+use crate::storage::{ConfState, Entry, Snapshot, SnapshotMeta};
 
 #[derive(Debug, Clone)]
 pub(crate) struct RaftLog {
@@ -222,8 +222,13 @@ impl RaftLog {
     }
 
     /// Discards entries up to `index` (which must be applied), keeping `data` as the
-    /// snapshot that replaces them.
-    pub fn compact(&mut self, index: u64, data: Vec<u8>) -> Result<Snapshot, RaftError> {
+    /// snapshot that replaces them; `conf` is the configuration in effect at `index`.
+    pub fn compact(
+        &mut self,
+        index: u64,
+        data: Vec<u8>,
+        conf: ConfState,
+    ) -> Result<Snapshot, RaftError> {
         if index <= self.snapshot.meta.index || index > self.applied {
             return Err(RaftError::InvalidCompaction {
                 index,
@@ -239,7 +244,7 @@ impl RaftLog {
         let drop = (index - self.snapshot.meta.index) as usize;
         self.entries.drain(..drop);
         self.snapshot = Snapshot {
-            meta: SnapshotMeta { index, term },
+            meta: SnapshotMeta { index, term, conf },
             data,
         };
         Ok(self.snapshot.clone())

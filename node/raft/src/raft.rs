@@ -14,7 +14,8 @@ use crate::message::{AppendResult, MessageBody, RaftMessage};
 use crate::progress::{PeerProgress, Progress, ProgressState};
 use crate::ready::{RaftEvent, ReadState, Ready};
 use crate::storage::{
-    Entry, EntryKind, HardState, RaftRecord, RecoveredState, Snapshot, SnapshotMeta,
+    ConfChange, ConfState, Entry, EntryKind, HardState, MemberSet, RaftRecord, RecoveredState,
+    Snapshot, SnapshotMeta,
 };
 use crate::{GroupId, RaftError};
 
@@ -64,7 +65,17 @@ struct IncomingSnapshot {
 pub struct RaftGroup {
     group: GroupId,
     id: NodeId,
+    /// The configuration the group was created with (in effect at index 0).
+    bootstrap: ConfState,
+    /// The configuration in effect: the latest configuration entry in the log (applied
+    /// on append, thesis §4.1), else the snapshot's, else `bootstrap`.
     voters: Vec<NodeId>,
+    learners: Vec<NodeId>,
+    /// Index and term of the configuration entry in effect (0: none in the log).
+    conf_index: u64,
+    conf_term: u64,
+    /// Whether this node was a voter in the configuration before the one in effect.
+    voter_before_latest_conf: bool,
     cfg: RaftConfig,
 
     term: u64,
@@ -94,11 +105,24 @@ pub struct RaftGroup {
     pending_restore: Option<Snapshot>,
     incoming_snapshot: Option<IncomingSnapshot>,
     dropped_messages: u64,
+
+    /// Ticks since this node became leader (the leader's own clock, for the lease).
+    leader_ticks: u64,
+    /// Lease mode: (heartbeat round, `leader_ticks` when it was sent), oldest first.
+    lease_rounds: VecDeque<(u64, u64)>,
+    /// Lease mode: a leader transfer this term lets voters ignore their lease, so the
+    /// leader's own lease cannot be trusted any more.
+    lease_revoked: bool,
+    /// Lease mode: ticks left during which a restarted node refuses to vote, because it
+    /// forgot when it last heard from a leader that may still hold a lease.
+    vote_guard_ticks: u32,
 }
 
 impl RaftGroup {
-    /// A fresh member `id` of group `group` whose voters are `voters` (which normally
-    /// include `id`), with an empty log.
+    /// A fresh member `id` of group `group` whose bootstrap voters are `voters` (the
+    /// configuration at index 0, at most [`crate::MAX_MEMBERS`]). Every node of the
+    /// group passes the same list, including a node that joins later through a
+    /// membership change (it is outside the group, silent, until a change adds it).
     pub fn new(
         group: GroupId,
         id: NodeId,
@@ -110,7 +134,9 @@ impl RaftGroup {
     }
 
     /// Rebuilds a member from what survived in durable storage (see
-    /// [`RecoveredState::from_records`]). It comes back as a follower of no leader; the
+    /// [`RecoveredState::from_records`]). `voters` is the bootstrap configuration as for
+    /// [`RaftGroup::new`]; the configuration in effect is rebuilt from it, the snapshot's
+    /// [`SnapshotMeta::conf`] and the configuration entries of the recovered log. It comes back as a follower of no leader; the
     /// first [`Ready`] restores the snapshot (if any) and re-applies the committed entries
     /// the hard state's commit hint covers.
     pub fn recover(
@@ -122,15 +148,22 @@ impl RaftGroup {
         rng: &mut Rng,
     ) -> Result<RaftGroup, RaftError> {
         config.validate()?;
-        let mut voters = voters.to_vec();
-        voters.sort();
-        voters.dedup();
-        if voters.is_empty() {
+        let Some(bootstrap_voters) = MemberSet::from_slice(voters) else {
+            return Err(RaftError::InvalidConfig {
+                field: "voters",
+                reason: format!("more than {} members", crate::MAX_MEMBERS),
+            });
+        };
+        if bootstrap_voters.is_empty() {
             return Err(RaftError::InvalidConfig {
                 field: "voters",
                 reason: "a group needs at least one voter".into(),
             });
         }
+        let bootstrap = ConfState {
+            voters: bootstrap_voters,
+            learners: MemberSet::default(),
+        };
         let snapshot = state.snapshot.unwrap_or_default();
         let base = snapshot.meta.index;
         for (k, e) in state.entries.iter().enumerate() {
@@ -144,10 +177,22 @@ impl RaftGroup {
         let pending_restore = (base > 0).then(|| snapshot.clone());
         let log = RaftLog::new(snapshot, state.entries, state.hard_state.commit);
         let hs = state.hard_state;
+        // Only a node that took part in some term can have acknowledged a leader's
+        // heartbeat (its answer waited for the term to be durable).
+        let vote_guard_ticks = if config.lease_reads && hs.term > 0 {
+            config.election_ticks
+        } else {
+            0
+        };
         let mut g = RaftGroup {
             group,
             id,
-            voters,
+            bootstrap,
+            voters: Vec::new(),
+            learners: Vec::new(),
+            conf_index: 0,
+            conf_term: 0,
+            voter_before_latest_conf: false,
             cfg: config,
             term: hs.term,
             vote: hs.vote,
@@ -173,7 +218,17 @@ impl RaftGroup {
             pending_restore,
             incoming_snapshot: None,
             dropped_messages: 0,
+            leader_ticks: 0,
+            lease_rounds: VecDeque::new(),
+            lease_revoked: false,
+            vote_guard_ticks,
         };
+        let (conf, prev, conf_index, conf_term) = g.conf_upto(u64::MAX);
+        g.voters = conf.voters.as_slice().to_vec();
+        g.learners = conf.learners.as_slice().to_vec();
+        g.conf_index = conf_index;
+        g.conf_term = conf_term;
+        g.voter_before_latest_conf = prev.voters.contains(id);
         g.reset_timers(rng);
         Ok(g)
     }
@@ -204,9 +259,63 @@ impl RaftGroup {
     pub fn leader(&self) -> Option<NodeId> {
         self.leader
     }
-    /// The voters of the group, sorted.
+    /// The voters of the configuration in effect here, sorted.
     pub fn voters(&self) -> &[NodeId] {
         &self.voters
+    }
+    /// The learners (non-voting members that receive the log) of the configuration in
+    /// effect here, sorted.
+    pub fn learners(&self) -> &[NodeId] {
+        &self.learners
+    }
+    /// The configuration in effect here (it takes effect when its entry is appended,
+    /// not when it commits: thesis §4.1).
+    pub fn conf_state(&self) -> ConfState {
+        ConfState {
+            voters: MemberSet::from_slice(&self.voters).unwrap_or_default(),
+            learners: MemberSet::from_slice(&self.learners).unwrap_or_default(),
+        }
+    }
+    /// The index of the configuration entry in effect (0 when the configuration comes
+    /// from the snapshot or the bootstrap voters). A change is pending while it is above
+    /// [`RaftGroup::commit_index`].
+    pub fn conf_index(&self) -> u64 {
+        self.conf_index
+    }
+    /// Whether this leader may serve reads from its lease now ([`RaftConfig::lease_reads`]):
+    /// a quorum of voters acknowledged a heartbeat sent less than `lease_ticks` ago (by
+    /// this node's clock), no leader transfer happened this term, and an entry of this
+    /// term is committed.
+    pub fn has_lease(&self) -> bool {
+        if !self.cfg.lease_reads
+            || self.role != Role::Leader
+            || self.lease_revoked
+            || self.log.term(self.log.committed) != Some(self.term)
+        {
+            return false;
+        }
+        let now = self.leader_ticks;
+        let mut sent: Vec<u64> = self
+            .voters
+            .iter()
+            .filter_map(|&v| {
+                if v == self.id {
+                    return Some(now);
+                }
+                let round = self.progress.get(&v)?.read_round_acked;
+                let k = self
+                    .lease_rounds
+                    .binary_search_by_key(&round, |&(r, _)| r)
+                    .ok()?;
+                Some(self.lease_rounds[k].1)
+            })
+            .collect();
+        if sent.len() < self.quorum() {
+            return false;
+        }
+        sent.sort_unstable_by(|a, b| b.cmp(a));
+        let start = sent[self.quorum() - 1];
+        now < start + 1000u64
     }
     /// The highest committed index known here.
     pub fn commit_index(&self) -> u64 {
@@ -275,6 +384,123 @@ impl RaftGroup {
     fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
         let me = self.id;
         self.voters.iter().copied().filter(move |&n| n != me)
+    }
+
+    /// Everyone the leader replicates to: voters and learners but itself, sorted.
+    fn replicas(&self) -> Vec<NodeId> {
+        let mut v: Vec<NodeId> = self
+            .voters
+            .iter()
+            .chain(self.learners.iter())
+            .copied()
+            .filter(|&n| n != self.id)
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// How many voters satisfy `acked` (the leader counts itself if it is a voter).
+    fn voters_acking(&self, acked: impl Fn(&Progress) -> bool) -> usize {
+        self.voters
+            .iter()
+            .filter(|&&n| n == self.id || self.progress.get(&n).is_some_and(&acked))
+            .count()
+    }
+
+    // ----- membership --------------------------------------------------------------------
+
+    /// The configuration after every configuration entry up to `index`, the one before
+    /// the last such entry, and that entry's index and term (0, 0 if none is in the log).
+    fn conf_upto(&self, index: u64) -> (ConfState, ConfState, u64, u64) {
+        let meta = self.log.snapshot.meta;
+        let mut conf = if meta.conf.voters.is_empty() {
+            self.bootstrap
+        } else {
+            meta.conf
+        };
+        let (mut at, mut at_term) = (0, 0);
+        let mut prev = conf;
+        for e in self.log.entries.iter().take_while(|e| e.index <= index) {
+            if e.kind != EntryKind::ConfChange {
+                continue;
+            }
+            prev = conf;
+            // Every node skips an inapplicable change the same way, so configurations
+            // stay identical; the leader never proposes one.
+            if let Some(next) = e.conf_change().and_then(|c| conf.apply(c).ok()) {
+                conf = next;
+            }
+            (at, at_term) = (e.index, e.term);
+        }
+        (conf, prev, at, at_term)
+    }
+
+    /// Whether this node may start an election: it is a voter of the configuration in
+    /// effect, or that configuration removed it but is not committed here yet. The
+    /// latter matters: a leader that removed itself and lost leadership before the
+    /// removal committed may hold the only up-to-date log among the remaining voters;
+    /// it must be able to win again (counting only the new configuration's votes), commit
+    /// its removal and step down, or the group deadlocks (as LogCabin does, thesis §4.2.2).
+    fn can_campaign(&self) -> bool {
+        self.is_voter(self.id)
+            || (self.voter_before_latest_conf && self.conf_index > self.log.committed)
+    }
+
+    /// Recomputes the configuration in effect from the snapshot and the log (after an
+    /// append that carried or truncated a configuration entry, a snapshot install or a
+    /// compaction), and adjusts the leader's progress map.
+    fn recompute_config(&mut self) {
+        let (conf, prev, at, at_term) = self.conf_upto(u64::MAX);
+        self.voter_before_latest_conf = prev.voters.contains(self.id);
+        let change = if at != 0 && (at, at_term) != (self.conf_index, self.conf_term) {
+            self.log.entry(at).and_then(Entry::conf_change)
+        } else {
+            None
+        };
+        self.conf_index = at;
+        self.conf_term = at_term;
+        let voters = conf.voters.as_slice().to_vec();
+        let learners = conf.learners.as_slice().to_vec();
+        if voters == self.voters && learners == self.learners {
+            return;
+        }
+        self.voters = voters;
+        self.learners = learners;
+        self.events.push(RaftEvent::ConfigChanged {
+            index: at,
+            change,
+            voters: self.voters.len(),
+            learners: self.learners.len(),
+        });
+        if self.role == Role::Leader {
+            let next = self.log.last_index() + 1;
+            let members = self.replicas();
+            let me = self.id;
+            self.progress
+                .retain(|n, _| *n == me || members.binary_search(n).is_ok());
+            for n in members {
+                self.progress
+                    .entry(n)
+                    .or_insert_with(|| Progress::new(next));
+            }
+            if self.transferee.is_some_and(|t| !self.is_voter(t)) {
+                self.transferee = None;
+            }
+        }
+    }
+
+    /// Thesis §4.2.2: a leader that is not part of the configuration steps down once
+    /// that configuration is committed.
+    fn maybe_step_down_removed(&mut self, rng: &mut Rng) {
+        if self.role == Role::Leader
+            && !self.is_voter(self.id)
+            && self.conf_index <= self.log.committed
+        {
+            self.events
+                .push(RaftEvent::SteppedDownRemoved { term: self.term });
+            let term = self.term;
+            self.become_follower(term, None, rng);
+        }
     }
 
     // ----- output ----------------------------------------------------------------------
@@ -403,7 +629,7 @@ impl RaftGroup {
     }
 
     fn campaign(&mut self, pre_vote: bool, leader_transfer: bool, rng: &mut Rng) {
-        if !self.is_voter(self.id) {
+        if !self.can_campaign() {
             return;
         }
         let vote_term = if pre_vote {
@@ -422,6 +648,7 @@ impl RaftGroup {
             term: vote_term,
             pre_vote,
         });
+        // Counted only if this node is a voter of its configuration (votes_granted).
         self.votes.insert(self.id, true);
         if self.votes_granted() >= self.quorum() {
             // A single-voter group wins at once.
@@ -449,11 +676,17 @@ impl RaftGroup {
     }
 
     fn votes_granted(&self) -> usize {
-        self.votes.values().filter(|&&g| g).count()
+        self.votes
+            .iter()
+            .filter(|&(n, &g)| g && self.is_voter(*n))
+            .count()
     }
 
     fn votes_rejected(&self) -> usize {
-        self.votes.values().filter(|&&g| !g).count()
+        self.votes
+            .iter()
+            .filter(|&(n, &g)| !g && self.is_voter(*n))
+            .count()
     }
 
     fn become_leader(&mut self) {
@@ -462,12 +695,13 @@ impl RaftGroup {
         self.election_elapsed = 0;
         self.heartbeat_elapsed = 0;
         self.read_round = 0;
+        self.leader_ticks = 0;
+        self.lease_rounds.clear();
+        self.lease_revoked = false;
         let next = self.log.last_index() + 1;
-        self.progress = self
-            .voters
-            .iter()
-            .map(|&n| (n, Progress::new(next)))
-            .collect();
+        let mut members = self.replicas();
+        members.push(self.id);
+        self.progress = members.iter().map(|&n| (n, Progress::new(next))).collect();
         if let Some(me) = self.progress.get_mut(&self.id) {
             me.become_replicate();
             me.recent_active = true;
@@ -493,6 +727,10 @@ impl RaftGroup {
         };
         // The new index is last + 1 > committed, so this cannot fail.
         let _ = self.log.append(std::slice::from_ref(&entry));
+        if kind == EntryKind::ConfChange {
+            // Thesis §4.1: a configuration takes effect as soon as it is in the log.
+            self.recompute_config();
+        }
         let last = self.log.last_index();
         if let Some(me) = self.progress.get_mut(&self.id) {
             me.maybe_update(last);
@@ -507,17 +745,18 @@ impl RaftGroup {
     /// when their randomized timeout expires (Raft §5.2); a leader sends heartbeats and,
     /// with CheckQuorum, steps down if it has not heard from a quorum (thesis §6.2).
     pub fn tick(&mut self, rng: &mut Rng) {
+        self.vote_guard_ticks = self.vote_guard_ticks.saturating_sub(1);
         if self.role == Role::Leader {
+            self.maybe_step_down_removed(rng);
+        }
+        if self.role == Role::Leader {
+            self.leader_ticks += 1;
             self.heartbeat_elapsed += 1;
             self.election_elapsed += 1;
             if self.election_elapsed >= self.cfg.election_ticks {
                 self.election_elapsed = 0;
                 if self.cfg.check_quorum {
-                    let active = self
-                        .progress
-                        .iter()
-                        .filter(|(n, p)| p.recent_active || **n == self.id)
-                        .count();
+                    let active = self.voters_acking(|p| p.recent_active);
                     if active < self.quorum() {
                         self.events
                             .push(RaftEvent::SteppedDownNoQuorum { term: self.term });
@@ -535,11 +774,16 @@ impl RaftGroup {
             }
             if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks {
                 self.heartbeat_elapsed = 0;
+                if self.cfg.lease_reads {
+                    // Every heartbeat is a new round, so its acknowledgements date the
+                    // lease from the moment it was sent.
+                    self.read_round += 1;
+                }
                 self.bcast_heartbeat();
             }
         } else {
             self.election_elapsed += 1;
-            if self.election_elapsed >= self.randomized_election_ticks && self.is_voter(self.id) {
+            if self.election_elapsed >= self.randomized_election_ticks && self.can_campaign() {
                 self.campaign(self.cfg.pre_vote, false, rng);
             }
         }
@@ -588,7 +832,7 @@ impl RaftGroup {
     }
 
     fn start_read(&mut self, ctx: u64) {
-        if self.voters.len() == 1 {
+        if self.has_lease() || self.voters == [self.id] {
             self.read_states.push(ReadState {
                 ctx,
                 index: self.log.committed,
@@ -606,11 +850,8 @@ impl RaftGroup {
 
     fn release_reads(&mut self) {
         while let Some(front) = self.pending_reads.front() {
-            let acks = self
-                .progress
-                .iter()
-                .filter(|(n, p)| **n == self.id || p.read_round_acked >= front.round)
-                .count();
+            let round = front.round;
+            let acks = self.voters_acking(|p| p.read_round_acked >= round);
             if acks < self.quorum() {
                 break;
             }
@@ -635,6 +876,7 @@ impl RaftGroup {
             return Err(RaftError::InvalidTransferTarget { to });
         }
         self.transferee = Some(to);
+        self.lease_revoked = true;
         self.election_elapsed = 0;
         let caught_up = self
             .progress
@@ -652,10 +894,51 @@ impl RaftGroup {
     /// Compacts the log up to `index` (which must already be applied), keeping `data` —
     /// the caller's state machine image at `index` — as the snapshot (Raft §7). Lagging
     /// followers will be sent it in chunks.
+    /// The snapshot's meta records the configuration in effect at `index`.
     pub fn compact(&mut self, index: u64, data: Vec<u8>) -> Result<(), RaftError> {
-        let snap = self.log.compact(index, data)?;
+        let (conf, _, _, _) = self.conf_upto(index);
+        let snap = self.log.compact(index, data, conf)?;
         self.pending_snapshot_record = Some(snap);
+        self.recompute_config();
         Ok(())
+    }
+
+    /// Proposes a single-server membership change (thesis §4.1). It takes effect on the
+    /// leader at once (the entry is appended) and on each follower when it appends the
+    /// entry; the caller sees the entry in [`Ready::committed_entries`] with
+    /// [`EntryKind::ConfChange`] once it commits. Refused while another change is
+    /// uncommitted, before the leader committed an entry of its term, during a leader
+    /// transfer, or if the change does not apply (adding a member twice, removing a
+    /// non-member or the last voter, more than [`crate::MAX_MEMBERS`] members).
+    pub fn propose_conf_change(&mut self, change: ConfChange) -> Result<EntryId, RaftError> {
+        if self.role != Role::Leader {
+            return Err(RaftError::NotLeader {
+                leader: self.leader,
+            });
+        }
+        if let Some(to) = self.transferee {
+            return Err(RaftError::TransferInProgress { to });
+        }
+        if self.conf_index > self.log.committed && !self.cfg.unsafe_allow_concurrent_conf_changes {
+            return Err(RaftError::ConfChangeInProgress {
+                index: self.conf_index,
+            });
+        }
+        if self.log.term(self.log.committed) != Some(self.term) {
+            return Err(RaftError::NoCommitInTerm { term: self.term });
+        }
+        let uncommitted = self.log.last_index() - self.log.committed;
+        if uncommitted >= self.cfg.max_uncommitted_entries as u64 {
+            return Err(RaftError::TooManyUncommitted {
+                limit: self.cfg.max_uncommitted_entries,
+            });
+        }
+        self.conf_state()
+            .apply(change)
+            .map_err(|reason| RaftError::InvalidConfChange { change, reason })?;
+        let id = self.append_entry(EntryKind::ConfChange, change.encode());
+        self.broadcast_pending = true;
+        Ok(id)
     }
 
     /// Handles a message from a peer. Errors are messages that cannot belong here
@@ -669,7 +952,11 @@ impl RaftGroup {
                 found: msg.group,
             });
         }
-        if msg.to != self.id || msg.from == self.id || !self.is_voter(msg.from) {
+        // Senders are not checked against the configuration: a joining node hears from a
+        // leader it does not know yet, a leader hears from learners, and a removed
+        // node's stale messages are harmless (responses from non-members are ignored,
+        // votes from non-voters are not counted).
+        if msg.to != self.id || msg.from == self.id {
             self.dropped_messages += 1;
             return Err(RaftError::UnknownPeer {
                 from: msg.from,
@@ -680,6 +967,7 @@ impl RaftGroup {
         if res.is_err() {
             self.dropped_messages += 1;
         }
+        self.maybe_step_down_removed(rng);
         res
     }
 
@@ -692,8 +980,9 @@ impl RaftGroup {
                     ..
                 } => {
                     let in_lease = self.cfg.check_quorum
-                        && self.leader.is_some()
-                        && self.election_elapsed < self.cfg.election_ticks;
+                        && ((self.leader.is_some()
+                            && self.election_elapsed < self.cfg.election_ticks)
+                            || self.vote_guard_ticks > 0);
                     if in_lease && !leader_transfer {
                         // Thesis §4.2.3: a node that hears from a live leader ignores
                         // disruptive vote requests.
@@ -794,7 +1083,8 @@ impl RaftGroup {
                 Ok(())
             }
             MessageBody::TimeoutNow => {
-                if self.role == Role::Follower {
+                // Only the leader we follow may hand leadership over.
+                if self.role == Role::Follower && self.leader == Some(m.from) {
                     self.events
                         .push(RaftEvent::TransferTimeoutNow { term: self.term });
                     self.campaign(false, true, rng);
@@ -927,13 +1217,20 @@ impl RaftGroup {
             .log
             .maybe_append(prev_log_index, prev_log_term, leader_commit, entries)?
         {
-            Some(match_index) => self.send(
-                leader,
-                term,
-                MessageBody::AppendEntriesResponse {
-                    result: AppendResult::Accepted { match_index },
-                },
-            ),
+            Some(match_index) => {
+                let conf_entry_lost =
+                    self.conf_index > 0 && self.log.term(self.conf_index) != Some(self.conf_term);
+                if conf_entry_lost || entries.iter().any(|e| e.kind == EntryKind::ConfChange) {
+                    self.recompute_config();
+                }
+                self.send(
+                    leader,
+                    term,
+                    MessageBody::AppendEntriesResponse {
+                        result: AppendResult::Accepted { match_index },
+                    },
+                )
+            }
             None => {
                 let hint = prev_log_index.min(self.log.last_index());
                 let conflict_hint_index = self.log.find_conflict_by_term(hint, prev_log_term);
@@ -1033,6 +1330,7 @@ impl RaftGroup {
                 data: inc.data,
             };
             self.log.restore(snap.clone());
+            self.recompute_config();
             self.pending_snapshot_record = Some(snap.clone());
             self.pending_restore = Some(snap);
             self.events.push(RaftEvent::SnapshotInstalled {
@@ -1055,15 +1353,28 @@ impl RaftGroup {
     // ----- replication: leader side -----------------------------------------------------
 
     fn bcast_append(&mut self) {
-        let peers: Vec<NodeId> = self.peers().collect();
+        let peers = self.replicas();
         for to in peers {
             self.send_append(to, true);
         }
     }
 
     fn bcast_heartbeat(&mut self) {
-        let peers: Vec<NodeId> = self.peers().collect();
+        let peers = self.replicas();
         let (term, round, commit) = (self.term, self.read_round, self.log.committed);
+        if self.cfg.lease_reads && self.lease_rounds.back().map(|r| r.0) != Some(round) {
+            let now = self.leader_ticks;
+            self.lease_rounds.push_back((round, now));
+            let lease = 1000u64;
+            // Rounds sent a whole lease ago can no longer start a valid lease.
+            while self
+                .lease_rounds
+                .front()
+                .is_some_and(|&(_, sent)| sent + lease <= now)
+            {
+                self.lease_rounds.pop_front();
+            }
+        }
         for to in peers {
             let Some(pr) = self.progress.get_mut(&to) else {
                 continue;

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::GroupId;
 use crate::message::RaftMessage;
-use crate::storage::{Entry, RaftRecord, Snapshot, WalRecord};
+use crate::storage::{ConfChange, Entry, RaftRecord, Snapshot, WalRecord};
 
 /// A linearizable read point granted by ReadIndex: serve the read identified by `ctx`
 /// once the state machine has applied `index`.
@@ -64,6 +64,25 @@ pub enum RaftEvent {
         /// The snapshot's term.
         term: u64,
     },
+    /// The configuration in effect here changed: a configuration entry was appended, a
+    /// conflicting one was truncated away, or a snapshot brought a new one. Query
+    /// [`crate::RaftGroup::voters`] and [`crate::RaftGroup::learners`] for the sets.
+    ConfigChanged {
+        /// The index of the configuration entry now in effect (0: snapshot/bootstrap).
+        index: u64,
+        /// The change that entry carries, when the new configuration came from one.
+        change: Option<ConfChange>,
+        /// How many voters the new configuration has.
+        voters: usize,
+        /// How many learners the new configuration has.
+        learners: usize,
+    },
+    /// A leader removed from the configuration stepped down once its removal committed
+    /// (thesis §4.2.2).
+    SteppedDownRemoved {
+        /// The term it led.
+        term: u64,
+    },
 }
 
 impl RaftEvent {
@@ -77,6 +96,8 @@ impl RaftEvent {
             RaftEvent::TransferTimeoutNow { .. } => "raft_transfer_timeout_now",
             RaftEvent::SnapshotSendStarted { .. } => "raft_snapshot_send",
             RaftEvent::SnapshotInstalled { .. } => "raft_snapshot_installed",
+            RaftEvent::ConfigChanged { .. } => "config_changed",
+            RaftEvent::SteppedDownRemoved { .. } => "raft_leader_removed",
         }
     }
 }
@@ -89,7 +110,8 @@ impl RaftEvent {
 /// 3. send [`Ready::messages`] (only after step 2 is durable: votes and acknowledgements
 ///    promise that the state they describe survives a crash, Raft §5.2/§5.3);
 /// 4. restore the state machine from [`Ready::restore`] if set;
-/// 5. apply [`Ready::committed_entries`] in order (skipping [`crate::EntryKind::Noop`]);
+/// 5. apply [`Ready::committed_entries`] in order (skipping [`crate::EntryKind::Noop`]
+///    and [`crate::EntryKind::ConfChange`], which only inform the caller);
 /// 6. serve [`Ready::read_states`] once applied up to their index; fail
 ///    [`Ready::aborted_reads`].
 ///

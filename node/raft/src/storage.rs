@@ -27,6 +27,151 @@ pub enum EntryKind {
     /// The empty entry a new leader appends so that it can commit entries of earlier
     /// terms (Raft §5.4.2, §8). The state machine skips it.
     Noop,
+    /// A membership change: `data` is a postcard-encoded [`ConfChange`] (decode it with
+    /// [`Entry::conf_change`]). It takes effect on every node as soon as it is appended to
+    /// that node's log (thesis §4.1); the state machine needs nothing from it, but the
+    /// caller sees it when it commits, e.g. to start or stop the member's process.
+    ConfChange,
+}
+
+/// One single-server membership change (Ongaro's thesis §4.1, §4.2.1). Changes are
+/// applied one at a time: a leader refuses a second change while one is uncommitted, so
+/// every majority of the old configuration overlaps every majority of the new one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ConfChange {
+    /// Adds a non-voting member that receives the log (to catch up before it votes,
+    /// thesis §4.2.1). It never campaigns and never counts for commitment or elections.
+    AddLearner(NodeId),
+    /// Makes a node a voter: promotes a learner (the normal path, after it caught up) or
+    /// adds a new node directly as a voter (allowed, but it stalls commitment until the
+    /// newcomer catches up).
+    AddVoter(NodeId),
+    /// Removes a voter or learner. A leader that removes itself keeps leading until the
+    /// removal commits, then steps down (thesis §4.2.2).
+    RemoveNode(NodeId),
+}
+
+impl ConfChange {
+    /// The node the change is about.
+    pub fn node(&self) -> NodeId {
+        match *self {
+            ConfChange::AddLearner(n) | ConfChange::AddVoter(n) | ConfChange::RemoveNode(n) => n,
+        }
+    }
+
+    /// Encodes the change as the data of an [`EntryKind::ConfChange`] entry.
+    pub fn encode(&self) -> Vec<u8> {
+        // Encoding a small plain enum into a Vec cannot fail.
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+}
+
+/// Most members (voters plus learners) a group may have. A fixed bound keeps
+/// [`MemberSet`] — and with it [`SnapshotMeta`] — a `Copy` value type.
+pub const MAX_MEMBERS: usize = 16;
+
+/// A sorted, duplicate-free set of at most [`MAX_MEMBERS`] nodes, stored inline so that
+/// it is `Copy`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+pub struct MemberSet {
+    len: u8,
+    ids: [NodeId; MAX_MEMBERS],
+}
+
+impl std::fmt::Debug for MemberSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.as_slice()).finish()
+    }
+}
+
+impl MemberSet {
+    /// The set of `ids` (sorted and deduplicated); `None` if more than [`MAX_MEMBERS`].
+    pub fn from_slice(ids: &[NodeId]) -> Option<MemberSet> {
+        let mut v = ids.to_vec();
+        v.sort();
+        v.dedup();
+        if v.len() > MAX_MEMBERS {
+            return None;
+        }
+        let mut set = MemberSet::default();
+        set.ids[..v.len()].copy_from_slice(&v);
+        set.len = v.len() as u8;
+        Some(set)
+    }
+
+    /// The members, sorted.
+    pub fn as_slice(&self) -> &[NodeId] {
+        &self.ids[..(self.len as usize).min(MAX_MEMBERS)]
+    }
+
+    /// Whether `n` is a member.
+    pub fn contains(&self, n: NodeId) -> bool {
+        self.as_slice().binary_search(&n).is_ok()
+    }
+
+    /// How many members.
+    pub fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    /// Whether there is no member.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// A group's membership: who votes and who only receives the log. Carried in every
+/// [`SnapshotMeta`] so that a node restored from a snapshot knows its configuration.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct ConfState {
+    /// The voters.
+    pub voters: MemberSet,
+    /// The learners (never also voters).
+    pub learners: MemberSet,
+}
+
+impl ConfState {
+    /// The configuration after `change`, or why the change does not apply to this one.
+    pub fn apply(&self, change: ConfChange) -> Result<ConfState, String> {
+        let n = change.node();
+        let (is_voter, is_learner) = (self.voters.contains(n), self.learners.contains(n));
+        let mut voters = self.voters.as_slice().to_vec();
+        let mut learners = self.learners.as_slice().to_vec();
+        match change {
+            ConfChange::AddLearner(_) => {
+                if is_voter || is_learner {
+                    return Err(format!("{n} is already a member"));
+                }
+                learners.push(n);
+            }
+            ConfChange::AddVoter(_) => {
+                if is_voter {
+                    return Err(format!("{n} is already a voter"));
+                }
+                learners.retain(|&l| l != n);
+                voters.push(n);
+            }
+            ConfChange::RemoveNode(_) => {
+                if !is_voter && !is_learner {
+                    return Err(format!("{n} is not a member"));
+                }
+                if is_voter && voters.len() == 1 {
+                    return Err(format!("{n} is the last voter"));
+                }
+                voters.retain(|&v| v != n);
+                learners.retain(|&l| l != n);
+            }
+        }
+        if voters.len() + learners.len() > MAX_MEMBERS {
+            return Err(format!("more than {MAX_MEMBERS} members"));
+        }
+        Ok(ConfState {
+            voters: MemberSet::from_slice(&voters).unwrap_or_default(),
+            learners: MemberSet::from_slice(&learners).unwrap_or_default(),
+        })
+    }
 }
 
 /// One log entry.
@@ -51,6 +196,15 @@ impl Entry {
     pub fn size_bytes(&self) -> usize {
         self.data.len() + ENTRY_OVERHEAD_BYTES
     }
+
+    /// The membership change this entry carries, if it is a (well-formed)
+    /// [`EntryKind::ConfChange`] entry.
+    pub fn conf_change(&self) -> Option<ConfChange> {
+        if self.kind != EntryKind::ConfChange {
+            return None;
+        }
+        postcard::from_bytes(&self.data).ok()
+    }
 }
 
 /// The position of the last entry a snapshot covers.
@@ -60,6 +214,10 @@ pub struct SnapshotMeta {
     pub index: u64,
     /// The term of that entry.
     pub term: u64,
+    /// The configuration in effect at `index` (every configuration entry up to `index`
+    /// applied). An empty voter set means "the bootstrap configuration the group was
+    /// created with" (e.g. a meta built with `..Default::default()`).
+    pub conf: ConfState,
 }
 
 /// A snapshot of the caller's state machine after applying every entry up to

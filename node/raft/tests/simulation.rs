@@ -4,6 +4,16 @@
 //! throughout (election safety, log matching, leader completeness, state machine
 //! safety); then the network heals and a leader must commit a fresh command on every
 //! node within a bound (liveness). A failure names the seed that reproduces it.
+//!
+//! The membership variants run a pool of nodes of which only some are bootstrap voters,
+//! and leaders propose random single-server changes (add learner, promote, remove — the
+//! leader included) throughout the faults, under the same invariants.
+//!
+//! The read variants ask every self-styled leader for read points and check each one
+//! granted against the highest index known committed when the read was requested
+//! (a lower read point would miss a completed write). ReadIndex must pass under
+//! arbitrary clock drift (one random node ticks per tick step); lease reads must pass
+//! when clocks tick in lockstep and are shown to fail under drift.
 
 mod common;
 
@@ -30,7 +40,20 @@ fn run_seed(
     faults: &Faults,
     totals: &mut Totals,
 ) -> Result<(), String> {
-    let mut net = Net::new(nodes, cfg.clone(), seed);
+    run_pool_seed(seed, nodes, nodes, cfg, faults, totals)
+}
+
+/// One seed on a pool of `pool` nodes whose first `voters` are the bootstrap voters.
+fn run_pool_seed(
+    seed: u64,
+    voters: u32,
+    pool: u32,
+    cfg: &RaftConfig,
+    faults: &Faults,
+    totals: &mut Totals,
+) -> Result<(), String> {
+    let mut net = Net::with_pool(voters, pool, cfg.clone(), seed);
+    let nodes = voters;
     let mut rng = seeded_rng(derive_seed(seed, "chaos", u64::from(nodes)));
     let res = net.chaos(&mut rng, CHAOS_STEPS, faults);
     totals.seeds += 1;
@@ -156,4 +179,136 @@ fn simulation_catches_the_commit_previous_term_by_count_bug() {
     let found = first_failing_seed(3, &cfg);
     let (seed, err) = found.expect("the broken variant survived every seed");
     println!("commit-by-count caught at seed {seed}: {err}");
+}
+
+/// Runs `seeds` on a pool of nodes with random membership changes; panics with the
+/// failing seed.
+fn run_membership_seeds(seeds: std::ops::Range<u64>, voters: u32, pool: u32) {
+    run_membership_seeds_with(seeds, voters, pool, &test_cfg());
+}
+
+fn run_membership_seeds_with(
+    seeds: std::ops::Range<u64>,
+    voters: u32,
+    pool: u32,
+    cfg: &RaftConfig,
+) {
+    let mut totals = Totals::default();
+    let full_run = seeds.end - seeds.start > 1;
+    let faults = Faults::with_membership();
+    for seed in seeds {
+        if let Err(e) = run_pool_seed(seed, voters, pool, cfg, &faults, &mut totals) {
+            panic!(
+                "membership simulation ({voters} voters, pool {pool}) failed at seed {seed}: \
+                 {e}\nreproduce: KVLAB_RAFT_SEED={seed} cargo test -p kvlab-raft --test simulation"
+            );
+        }
+    }
+    println!("membership {voters}/{pool}: {totals:?}");
+    if full_run {
+        let f = &totals.faults;
+        assert!(f.crashes > 0 && f.partitions > 0, "{totals:?}");
+        assert!(
+            f.conf_changes_proposed > 2 * totals.seeds,
+            "few membership changes: {totals:?}"
+        );
+        assert!(
+            f.conf_changes_applied > 2 * totals.seeds,
+            "membership changes did not commit: {totals:?}"
+        );
+        assert!(
+            totals.entries_committed > 10 * totals.seeds,
+            "little progress: {totals:?}"
+        );
+    }
+}
+
+#[test]
+fn membership_changes_in_a_pool_of_five_stay_safe_under_all_faults() {
+    run_membership_seeds(seeds(5000..5300), 3, 5);
+}
+
+#[test]
+fn membership_changes_in_a_pool_of_seven_stay_safe_under_all_faults() {
+    run_membership_seeds(seeds(10000..10150), 5, 7);
+}
+
+#[test]
+fn simulation_catches_concurrent_membership_changes() {
+    let cfg = RaftConfig {
+        unsafe_allow_concurrent_conf_changes: true,
+        ..test_cfg()
+    };
+    let mut totals = Totals::default();
+    let found = (0..BUG_HUNT_SEEDS).find_map(|seed| {
+        run_pool_seed(seed, 3, 5, &cfg, &Faults::with_membership(), &mut totals)
+            .err()
+            .map(|e| (seed, e))
+    });
+    let (seed, err) = found.expect("the broken variant survived every seed");
+    println!("concurrent membership changes caught at seed {seed}: {err}");
+}
+
+/// Read checks on top of membership changes and all faults; `drift_max_rate` > 1 gives
+/// the nodes sustained different clock rates, otherwise clocks tick in lockstep.
+fn read_faults(drift_max_rate: u32) -> Faults {
+    Faults {
+        reads_per_10k: 1000,
+        lockstep_ticks: drift_max_rate <= 1,
+        drift_max_rate,
+        partition_per_10k: 120,
+        drop_per_mille: 20,
+        ..Faults::with_membership()
+    }
+}
+
+fn run_read_seeds(seeds: std::ops::Range<u64>, cfg: &RaftConfig, faults: &Faults) {
+    let mut totals = Totals::default();
+    let full_run = seeds.end - seeds.start > 1;
+    for seed in seeds {
+        if let Err(e) = run_pool_seed(seed, 3, 5, cfg, faults, &mut totals) {
+            panic!(
+                "read simulation failed at seed {seed}: {e}\n\
+                 reproduce: KVLAB_RAFT_SEED={seed} cargo test -p kvlab-raft --test simulation"
+            );
+        }
+    }
+    println!("reads: {totals:?}");
+    if full_run {
+        assert!(
+            totals.faults.reads_granted > 10 * totals.seeds,
+            "few reads checked: {totals:?}"
+        );
+    }
+}
+
+#[test]
+fn read_index_stays_linearizable_under_clock_drift() {
+    run_read_seeds(seeds(7000..7150), &test_cfg(), &read_faults(4));
+}
+
+fn lease_cfg() -> RaftConfig {
+    RaftConfig {
+        lease_reads: true,
+        lease_ticks: 8,
+        ..test_cfg()
+    }
+}
+
+#[test]
+fn lease_reads_stay_linearizable_when_clocks_tick_in_lockstep() {
+    run_read_seeds(seeds(8000..9000), &lease_cfg(), &read_faults(1));
+}
+
+#[test]
+fn simulation_catches_stale_lease_reads_under_clock_drift() {
+    // Clocks running up to 4x apart break the lease's bounded-drift assumption.
+    let mut totals = Totals::default();
+    let found = (0..BUG_HUNT_SEEDS).find_map(|seed| {
+        run_pool_seed(seed, 3, 5, &lease_cfg(), &read_faults(4), &mut totals)
+            .err()
+            .map(|e| (seed, e))
+    });
+    let (seed, err) = found.expect("lease reads survived unbounded clock drift");
+    println!("stale lease read caught at seed {seed}: {err}");
 }

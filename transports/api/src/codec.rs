@@ -47,47 +47,48 @@ pub fn encode_into<M: Serialize>(
 ) -> Result<usize, CodecError> {
     let start = buf.len();
     buf.extend_from_slice(&[0u8; FRAME_HEADER_BYTES]);
-    let taken = std::mem::take(buf);
-    let mut out = match postcard::to_extend(env, taken) {
-        Ok(v) => v,
-        Err(e) => {
-            // postcard consumed the buffer; a serializer failure is a bug in a Serialize
-            // impl, so losing the caller's earlier bytes is not acceptable: rebuild them.
-            return Err(CodecError::Encode {
-                reason: e.to_string(),
+    if let Err(e) = postcard::to_extend(env, AppendTo(buf)) {
+        buf.truncate(start);
+        return Err(CodecError::Encode {
+            reason: e.to_string(),
+        });
+    }
+    let frame_len = buf.len() - start;
+    let payload_len = frame_len - FRAME_HEADER_BYTES;
+    // The length field carries a u32; refuse anything it cannot say even if a caller's
+    // max_frame_bytes is larger.
+    let len32 = match u32::try_from(payload_len) {
+        Ok(n) if frame_len <= max_frame_bytes => n,
+        _ => {
+            buf.truncate(start);
+            return Err(CodecError::TooLarge {
+                len_bytes: frame_len as u64,
+                max_bytes: max_frame_bytes,
             });
         }
     };
-    let frame_len = out.len() - start;
-    if frame_len > max_frame_bytes {
-        out.truncate(start);
-        *buf = out;
-        return Err(CodecError::TooLarge {
-            len_bytes: frame_len as u64,
-            max_bytes: max_frame_bytes,
-        });
-    }
-    let payload_len = frame_len - FRAME_HEADER_BYTES;
-    let crc = crc32fast::hash(&out[start + FRAME_HEADER_BYTES..]);
-    out[start] = CODEC_VERSION;
-    // payload_len <= max_frame_bytes <= MAX_FRAME_BYTES_LIMIT < u32::MAX, but do not trust
-    // a caller's max: refuse anything the length field cannot carry.
-    let Ok(len32) = u32::try_from(payload_len) else {
-        out.truncate(start);
-        *buf = out;
-        return Err(CodecError::TooLarge {
-            len_bytes: frame_len as u64,
-            max_bytes: max_frame_bytes,
-        });
-    };
-    out[start + 1..start + 5].copy_from_slice(&len32.to_le_bytes());
-    out[start + 5..start + 9].copy_from_slice(&crc.to_le_bytes());
-    *buf = out;
+    let crc = crc32fast::hash(&buf[start + FRAME_HEADER_BYTES..]);
+    buf[start] = CODEC_VERSION;
+    buf[start + 1..start + 5].copy_from_slice(&len32.to_le_bytes());
+    buf[start + 5..start + 9].copy_from_slice(&crc.to_le_bytes());
     Ok(frame_len)
 }
 
+/// Lets postcard append to a borrowed buffer, so that a failed encode can be rolled back
+/// without losing what the caller had in it.
+struct AppendTo<'a>(&'a mut Vec<u8>);
+
+impl Extend<u8> for AppendTo<'_> {
+    fn extend<I: IntoIterator<Item = u8>>(&mut self, iter: I) {
+        self.0.extend(iter);
+    }
+}
+
 /// Encodes `env` as one frame in a fresh buffer.
-pub fn encode<M: Serialize>(env: &Envelope<M>, max_frame_bytes: usize) -> Result<Vec<u8>, CodecError> {
+pub fn encode<M: Serialize>(
+    env: &Envelope<M>,
+    max_frame_bytes: usize,
+) -> Result<Vec<u8>, CodecError> {
     let mut buf = Vec::new();
     encode_into(env, max_frame_bytes, &mut buf)?;
     Ok(buf)
@@ -157,9 +158,10 @@ pub fn decode_prefix<M: DeserializeOwned>(
     if found != expected {
         return Err(CodecError::Checksum { expected, found });
     }
-    let (env, rest) = postcard::take_from_bytes::<Envelope<M>>(payload).map_err(|e| CodecError::Garbage {
-        reason: e.to_string(),
-    })?;
+    let (env, rest) =
+        postcard::take_from_bytes::<Envelope<M>>(payload).map_err(|e| CodecError::Garbage {
+            reason: e.to_string(),
+        })?;
     if !rest.is_empty() {
         return Err(CodecError::Garbage {
             reason: format!("{} payload bytes left after the envelope", rest.len()),
@@ -169,7 +171,10 @@ pub fn decode_prefix<M: DeserializeOwned>(
 }
 
 /// Decodes `buf`, which must hold exactly one frame (a datagram, an in-process frame).
-pub fn decode<M: DeserializeOwned>(buf: &[u8], max_frame_bytes: usize) -> Result<Envelope<M>, CodecError> {
+pub fn decode<M: DeserializeOwned>(
+    buf: &[u8],
+    max_frame_bytes: usize,
+) -> Result<Envelope<M>, CodecError> {
     let (env, used) = decode_prefix(buf, max_frame_bytes)?;
     if used != buf.len() {
         return Err(CodecError::TrailingBytes {
@@ -208,7 +213,10 @@ mod tests {
         let frame = encode(&e, DEFAULT_MAX_FRAME_BYTES).unwrap();
         assert_eq!(frame[0], CODEC_VERSION);
         assert_eq!(frame.len(), frame_size(&e).unwrap());
-        assert_eq!(frame_len(&frame, DEFAULT_MAX_FRAME_BYTES).unwrap(), frame.len());
+        assert_eq!(
+            frame_len(&frame, DEFAULT_MAX_FRAME_BYTES).unwrap(),
+            frame.len()
+        );
         let back: Envelope<Msg> = decode(&frame, DEFAULT_MAX_FRAME_BYTES).unwrap();
         assert_eq!(back, e);
     }
@@ -217,7 +225,10 @@ mod tests {
     fn encode_over_the_limit_is_too_large_and_leaves_the_buffer_alone() {
         let mut buf = vec![1, 2, 3];
         let err = encode_into(&env(200), 100, &mut buf).unwrap_err();
-        assert!(matches!(err, CodecError::TooLarge { max_bytes: 100, .. }), "{err}");
+        assert!(
+            matches!(err, CodecError::TooLarge { max_bytes: 100, .. }),
+            "{err}"
+        );
         assert_eq!(buf, [1, 2, 3]);
     }
 
@@ -230,7 +241,8 @@ mod tests {
         let mut at = 0;
         let mut lens = Vec::new();
         while at < buf.len() {
-            let (e, used): (Envelope<Msg>, usize) = decode_prefix(&buf[at..], DEFAULT_MAX_FRAME_BYTES).unwrap();
+            let (e, used): (Envelope<Msg>, usize) =
+                decode_prefix(&buf[at..], DEFAULT_MAX_FRAME_BYTES).unwrap();
             lens.push(e.msg.body.len());
             at += used;
         }
@@ -242,7 +254,13 @@ mod tests {
         let mut frame = encode(&env(4), DEFAULT_MAX_FRAME_BYTES).unwrap();
         frame[0] = 9;
         let err = decode::<Msg>(&frame, DEFAULT_MAX_FRAME_BYTES).unwrap_err();
-        assert_eq!(err, CodecError::BadVersion { found: 9, expected: CODEC_VERSION });
+        assert_eq!(
+            err,
+            CodecError::BadVersion {
+                found: 9,
+                expected: CODEC_VERSION
+            }
+        );
     }
 
     #[test]
@@ -250,7 +268,10 @@ mod tests {
         let frame = encode(&env(50), DEFAULT_MAX_FRAME_BYTES).unwrap();
         for cut in 0..frame.len() {
             let err = decode::<Msg>(&frame[..cut], DEFAULT_MAX_FRAME_BYTES).unwrap_err();
-            assert!(matches!(err, CodecError::Truncated { .. }), "cut {cut}: {err}");
+            assert!(
+                matches!(err, CodecError::Truncated { .. }),
+                "cut {cut}: {err}"
+            );
         }
     }
 
@@ -260,7 +281,16 @@ mod tests {
         frame.extend_from_slice(&u32::MAX.to_le_bytes());
         frame.extend_from_slice(&[0; 4]);
         let err = decode::<Msg>(&frame, 4096).unwrap_err();
-        assert!(matches!(err, CodecError::TooLarge { max_bytes: 4096, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                CodecError::TooLarge {
+                    max_bytes: 4096,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]

@@ -80,7 +80,9 @@ pub enum TransportError {
         peer: NodeId,
     },
     /// The encoded message (frame header included) is larger than `max_frame_bytes`.
-    #[error("message to {peer} is {size_bytes} bytes on the wire, over max_frame_bytes = {max_bytes}")]
+    #[error(
+        "message to {peer} is {size_bytes} bytes on the wire, over max_frame_bytes = {max_bytes}"
+    )]
     Oversize {
         /// The destination.
         peer: NodeId,

@@ -1,1 +1,586 @@
-//! (being written)
+//! # kvlab-transport-udp
+//!
+//! The UDP [`Transport`]: one tokio `UdpSocket` per node, peers from a static address
+//! table (`BTreeMap<NodeId, SocketAddr>`, updatable at run time), a writer task draining
+//! a bounded outbound queue and a reader task decoding datagrams into a bounded inbox.
+//!
+//! **Must never depend on:** the node, any protocol crate, tarpc, or the filesystem.
+//!
+//! Design choices:
+//!
+//! - **Datagram size.** A frame that fits in `max_datagram_bytes` (default 1400, under
+//!   an Ethernet MTU with IP and UDP headers) travels in one datagram. A larger frame, up
+//!   to `max_frame_bytes`, is **chunked**: each chunk carries the message id, its index
+//!   and the chunk count (see [`reassembly`]); the receiver reassembles it in one of at
+//!   most `max_reassembly_buffers` buffers and gives up after `reassembly_timeout_ms`
+//!   (counted as [`DropReason::ReassemblyExpired`]). There is no retransmission: a lost
+//!   chunk loses the message, as a lost datagram would. Memory for reassembly is bounded
+//!   by `max_reassembly_buffers × max_frame_bytes`. Snapshots of many megabytes should
+//!   go over a stream (the tarpc transport) instead.
+//! - **Order.** None promised ([`DeliveryOrder::Unordered`]), as UDP promises none; on an
+//!   idle loopback messages usually arrive in order.
+//! - **Who sent it.** A datagram is accepted only from an address in the peer table, and
+//!   its envelope must name that peer as sender and this node as destination; otherwise
+//!   it is counted ([`DropReason::UnknownPeer`], [`DropReason::Misaddressed`]) and dropped.
+//!   Bind a concrete address (e.g. `127.0.0.1:0`), not a wildcard, so that the address
+//!   peers see is the one in their tables.
+//! - **Faults.** The sender consults its [`FaultRules`] on send (drop, delay, loss); the
+//!   reader consults the receiver's on arrival (drop-from).
+//!
+//! ```
+//! use std::collections::BTreeMap;
+//! use kvlab_transport::{FaultRules, Transport};
+//! use kvlab_transport_udp::{UdpConfig, UdpTransport};
+//! use kvlab_types::NodeId;
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let loopback = "127.0.0.1:0".parse().unwrap();
+//! let a = UdpTransport::<String>::bind(NodeId(1), loopback, BTreeMap::new(), UdpConfig::default(), FaultRules::new(1)).await.unwrap();
+//! let b = UdpTransport::<String>::bind(NodeId(2), loopback, BTreeMap::new(), UdpConfig::default(), FaultRules::new(2)).await.unwrap();
+//! a.add_peer(NodeId(2), b.local_addr());
+//! b.add_peer(NodeId(1), a.local_addr());
+//! a.send(NodeId(2), "hello".to_string()).unwrap();
+//! let env = b.recv().await.unwrap();
+//! assert_eq!((env.from, env.msg.as_str()), (NodeId(1), "hello"));
+//! # });
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use kvlab_transport::{
+    CodecError, DelayLine, DeliveryOrder, DropReason, Envelope, FaultRules, SendVerdict,
+    StatsCounters, Transport, TransportConfig, TransportError, TransportStats, codec,
+};
+use kvlab_types::{Message, NodeId};
+use serde::{Deserialize, Serialize};
+use tokio::net::UdpSocket;
+use tokio::sync::{Mutex, mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+pub mod reassembly;
+
+use reassembly::{
+    CHUNK_HEADER_BYTES, ChunkHeader, Reassembly, TAG_CHUNK, TAG_WHOLE, WHOLE_HEADER_BYTES,
+    parse_chunk, write_chunk_header,
+};
+
+/// Default largest datagram sent: 1400 bytes, under a 1500-byte MTU after IP and UDP
+/// headers.
+pub const DEFAULT_MAX_DATAGRAM_BYTES: usize = 1400;
+/// The largest UDP payload over IPv4.
+pub const MAX_DATAGRAM_BYTES_LIMIT: usize = 65_507;
+/// Smallest `max_datagram_bytes` accepted: a chunk header plus some data.
+pub const MIN_DATAGRAM_BYTES: usize = 128;
+/// Default number of chunked messages reassembled at once.
+pub const DEFAULT_MAX_REASSEMBLY_BUFFERS: usize = 64;
+/// Largest `max_reassembly_buffers` accepted.
+pub const MAX_REASSEMBLY_BUFFERS_LIMIT: usize = 4096;
+/// Default time to wait for the rest of a chunked message.
+pub const DEFAULT_REASSEMBLY_TIMEOUT_MS: u64 = 2_000;
+/// Longest `reassembly_timeout_ms` accepted.
+pub const MAX_REASSEMBLY_TIMEOUT_MS: u64 = 60_000;
+
+/// Configuration of one UDP transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UdpConfig {
+    /// Limits shared with the other transports. `outbound_queue_len` bounds the one queue
+    /// of this node's writer (all peers share it).
+    pub transport: TransportConfig,
+    /// Largest datagram sent; larger frames are chunked.
+    pub max_datagram_bytes: usize,
+    /// Chunked messages reassembled at once; the oldest is evicted (and counted) to make
+    /// room.
+    pub max_reassembly_buffers: usize,
+    /// How long a partially received message is kept.
+    pub reassembly_timeout_ms: u64,
+}
+
+impl Default for UdpConfig {
+    fn default() -> Self {
+        UdpConfig {
+            transport: TransportConfig::default(),
+            max_datagram_bytes: DEFAULT_MAX_DATAGRAM_BYTES,
+            max_reassembly_buffers: DEFAULT_MAX_REASSEMBLY_BUFFERS,
+            reassembly_timeout_ms: DEFAULT_REASSEMBLY_TIMEOUT_MS,
+        }
+    }
+}
+
+impl UdpConfig {
+    /// Checks every field; the error names the field.
+    pub fn validate(&self) -> Result<(), TransportError> {
+        self.transport.validate()?;
+        let bad = |field, reason: String| Err(TransportError::InvalidConfig { field, reason });
+        if !(MIN_DATAGRAM_BYTES..=MAX_DATAGRAM_BYTES_LIMIT).contains(&self.max_datagram_bytes) {
+            return bad(
+                "max_datagram_bytes",
+                format!(
+                    "{} is outside [{MIN_DATAGRAM_BYTES}, {MAX_DATAGRAM_BYTES_LIMIT}]",
+                    self.max_datagram_bytes
+                ),
+            );
+        }
+        let chunks = self
+            .transport
+            .max_frame_bytes
+            .div_ceil(self.chunk_data_bytes());
+        if chunks > usize::from(u16::MAX) {
+            return bad(
+                "max_datagram_bytes",
+                format!(
+                    "a frame of max_frame_bytes = {} would need {chunks} chunks, more than {}",
+                    self.transport.max_frame_bytes,
+                    u16::MAX
+                ),
+            );
+        }
+        if !(1..=MAX_REASSEMBLY_BUFFERS_LIMIT).contains(&self.max_reassembly_buffers) {
+            return bad(
+                "max_reassembly_buffers",
+                format!(
+                    "{} is outside [1, {MAX_REASSEMBLY_BUFFERS_LIMIT}]",
+                    self.max_reassembly_buffers
+                ),
+            );
+        }
+        if !(1..=MAX_REASSEMBLY_TIMEOUT_MS).contains(&self.reassembly_timeout_ms) {
+            return bad(
+                "reassembly_timeout_ms",
+                format!(
+                    "{} is outside [1, {MAX_REASSEMBLY_TIMEOUT_MS}]",
+                    self.reassembly_timeout_ms
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    fn chunk_data_bytes(&self) -> usize {
+        self.max_datagram_bytes - CHUNK_HEADER_BYTES
+    }
+}
+
+/// The peer table in both directions.
+#[derive(Debug, Default)]
+struct PeerTable {
+    by_id: BTreeMap<NodeId, SocketAddr>,
+    by_addr: BTreeMap<SocketAddr, NodeId>,
+}
+
+impl PeerTable {
+    fn new(peers: BTreeMap<NodeId, SocketAddr>) -> Self {
+        let by_addr = peers.iter().map(|(id, a)| (*a, *id)).collect();
+        PeerTable {
+            by_id: peers,
+            by_addr,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Peers(RwLock<PeerTable>);
+
+impl Peers {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, PeerTable> {
+        // The table is valid at every instruction; recover from a poisoned lock.
+        self.0.read().unwrap_or_else(|p| p.into_inner())
+    }
+    fn replace(&self, table: PeerTable) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = table;
+    }
+}
+
+/// One message on its way out: the encoded frame behind a reserved tag byte.
+#[derive(Debug)]
+struct Outgoing {
+    addr: SocketAddr,
+    /// `[TAG_WHOLE][frame]`.
+    datagram: Vec<u8>,
+    msg_id: u64,
+}
+
+/// One node's UDP transport.
+pub struct UdpTransport<M> {
+    id: NodeId,
+    local_addr: SocketAddr,
+    config: UdpConfig,
+    peers: Arc<Peers>,
+    outbound: mpsc::Sender<Outgoing>,
+    inbox: Mutex<mpsc::Receiver<(Envelope<M>, usize)>>,
+    stats: Arc<StatsCounters>,
+    faults: FaultRules,
+    delay: DelayLine<Outgoing>,
+    next_msg_id: AtomicU64,
+    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    closed_tx: watch::Sender<bool>,
+    closed_rx: watch::Receiver<bool>,
+}
+
+impl<M> fmt::Debug for UdpTransport<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UdpTransport")
+            .field("id", &self.id)
+            .field("local_addr", &self.local_addr)
+            .field("stats", &self.stats.snapshot())
+            .finish()
+    }
+}
+
+impl<M: Message + Send> UdpTransport<M> {
+    /// Binds `addr` (port 0 picks a free one) for node `id` with the peer table `peers`
+    /// (this node's own entry is added if missing) and starts the reader and writer tasks.
+    pub async fn bind(
+        id: NodeId,
+        addr: SocketAddr,
+        peers: BTreeMap<NodeId, SocketAddr>,
+        config: UdpConfig,
+        faults: FaultRules,
+    ) -> Result<Self, TransportError> {
+        config.validate()?;
+        let socket = UdpSocket::bind(addr)
+            .await
+            .map_err(|source| TransportError::Bind {
+                node: id,
+                addr,
+                source,
+            })?;
+        let local_addr = socket.local_addr().map_err(|source| TransportError::Bind {
+            node: id,
+            addr,
+            source,
+        })?;
+        let socket = Arc::new(socket);
+        let mut peers = peers;
+        peers.entry(id).or_insert(local_addr);
+        let peers = Arc::new(Peers(RwLock::new(PeerTable::new(peers))));
+        let stats = Arc::new(StatsCounters::new());
+        let (out_tx, out_rx) = mpsc::channel(config.transport.outbound_queue_len);
+        let (in_tx, in_rx) = mpsc::channel(config.transport.inbound_queue_len);
+
+        let writer = tokio::spawn(write_loop(socket.clone(), out_rx, config, stats.clone()));
+        let reader = tokio::spawn(read_loop::<M>(
+            socket,
+            id,
+            config,
+            peers.clone(),
+            in_tx,
+            stats.clone(),
+            faults.clone(),
+        ));
+        let line_tx = out_tx.clone();
+        let line_stats = stats.clone();
+        let delay = DelayLine::spawn(config.transport.max_delayed_messages, move |o: Outgoing| {
+            if line_tx.try_send(o).is_err() {
+                line_stats.record_drop(DropReason::QueueFull, 1);
+            }
+        });
+        // Message ids only need to differ from those of this node's previous incarnation
+        // that a receiver may still hold partial buffers for; the wall clock provides that.
+        let first_msg_id = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let (closed_tx, closed_rx) = watch::channel(false);
+        Ok(UdpTransport {
+            id,
+            local_addr,
+            config,
+            peers,
+            outbound: out_tx,
+            inbox: Mutex::new(in_rx),
+            stats,
+            faults,
+            delay,
+            next_msg_id: AtomicU64::new(first_msg_id),
+            tasks: std::sync::Mutex::new(vec![writer, reader]),
+            closed_tx,
+            closed_rx,
+        })
+    }
+
+    /// The address the socket is bound to (with the port the OS picked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The peer table now.
+    pub fn peers(&self) -> BTreeMap<NodeId, SocketAddr> {
+        self.peers.read().by_id.clone()
+    }
+
+    /// Replaces the peer table (this node's own entry is kept if missing).
+    pub fn set_peers(&self, mut peers: BTreeMap<NodeId, SocketAddr>) {
+        peers.entry(self.id).or_insert(self.local_addr);
+        self.peers.replace(PeerTable::new(peers));
+    }
+
+    /// Adds or moves one peer.
+    pub fn add_peer(&self, id: NodeId, addr: SocketAddr) {
+        let mut peers = self.peers();
+        peers.insert(id, addr);
+        self.set_peers(peers);
+    }
+
+    /// Forgets one peer: sends to it become [`TransportError::UnknownPeer`] and its
+    /// datagrams are dropped.
+    pub fn remove_peer(&self, id: NodeId) {
+        let mut peers = self.peers();
+        peers.remove(&id);
+        self.set_peers(peers);
+    }
+
+    fn lock_tasks(&self) -> std::sync::MutexGuard<'_, Vec<JoinHandle<()>>> {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn queue_full(&self, peer: NodeId, capacity: usize) -> TransportError {
+        self.stats.record_drop(DropReason::QueueFull, 1);
+        TransportError::QueueFull { peer, capacity }
+    }
+}
+
+impl<M: Message + Send> Transport for UdpTransport<M> {
+    type Msg = M;
+
+    fn local_id(&self) -> NodeId {
+        self.id
+    }
+
+    fn send(&self, to: NodeId, msg: M) -> Result<(), TransportError> {
+        if *self.closed_rx.borrow() {
+            return Err(TransportError::Closed { node: self.id });
+        }
+        let Some(addr) = self.peers.read().by_id.get(&to).copied() else {
+            self.stats.record_drop(DropReason::UnknownPeer, 1);
+            return Err(TransportError::UnknownPeer { peer: to });
+        };
+        let max = self.config.transport.max_frame_bytes;
+        let env = Envelope {
+            from: self.id,
+            to,
+            msg,
+        };
+        let mut datagram = Vec::with_capacity(128);
+        datagram.push(TAG_WHOLE);
+        match codec::encode_into(&env, max, &mut datagram) {
+            Ok(_) => {}
+            Err(CodecError::TooLarge {
+                len_bytes,
+                max_bytes,
+            }) => {
+                self.stats.record_drop(DropReason::Oversize, 1);
+                return Err(TransportError::Oversize {
+                    peer: to,
+                    size_bytes: len_bytes,
+                    max_bytes,
+                });
+            }
+            Err(source) => return Err(TransportError::Encode { peer: to, source }),
+        }
+        let out = Outgoing {
+            addr,
+            datagram,
+            msg_id: self.next_msg_id.fetch_add(1, Ordering::Relaxed),
+        };
+        match self.faults.on_send(to) {
+            SendVerdict::Deliver => self.outbound.try_send(out).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    self.queue_full(to, self.config.transport.outbound_queue_len)
+                }
+                mpsc::error::TrySendError::Closed(_) => TransportError::Closed { node: self.id },
+            }),
+            SendVerdict::Drop => {
+                self.stats.record_drop(DropReason::FaultRule, 1);
+                Ok(())
+            }
+            SendVerdict::Delay(d) => self
+                .delay
+                .push(d, out)
+                .map_err(|_| self.queue_full(to, self.delay.capacity())),
+        }
+    }
+
+    async fn recv(&self) -> Result<Envelope<M>, TransportError> {
+        let closed = || TransportError::Closed { node: self.id };
+        let mut closed_rx = self.closed_rx.clone();
+        if *closed_rx.borrow_and_update() {
+            return Err(closed());
+        }
+        let mut inbox = tokio::select! {
+            biased;
+            _ = closed_rx.changed() => return Err(closed()),
+            guard = self.inbox.lock() => guard,
+        };
+        let (env, size_bytes) = tokio::select! {
+            biased;
+            _ = closed_rx.changed() => return Err(closed()),
+            item = inbox.recv() => item.ok_or_else(closed)?,
+        };
+        self.stats.record_received(size_bytes as u64);
+        Ok(env)
+    }
+
+    fn stats(&self) -> TransportStats {
+        self.stats.snapshot()
+    }
+
+    fn fault_rules(&self) -> &FaultRules {
+        &self.faults
+    }
+
+    fn delivery_order(&self) -> DeliveryOrder {
+        DeliveryOrder::Unordered
+    }
+
+    async fn shutdown(&self) {
+        self.closed_tx.send_replace(true);
+        self.delay.stop().await;
+        let tasks: Vec<_> = self.lock_tasks().drain(..).collect();
+        for t in &tasks {
+            t.abort();
+        }
+        for t in tasks {
+            // The tasks own the socket: once they have ended, the port is free.
+            let _ = t.await;
+        }
+        let mut inbox = self.inbox.lock().await;
+        inbox.close();
+        while inbox.try_recv().is_ok() {}
+    }
+}
+
+impl<M> Drop for UdpTransport<M> {
+    fn drop(&mut self) {
+        for t in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            t.abort();
+        }
+    }
+}
+
+/// Drains the outbound queue into the socket, chunking frames that do not fit a datagram.
+async fn write_loop(
+    socket: Arc<UdpSocket>,
+    mut rx: mpsc::Receiver<Outgoing>,
+    config: UdpConfig,
+    stats: Arc<StatsCounters>,
+) {
+    let chunk_data = config.chunk_data_bytes();
+    let mut scratch = Vec::with_capacity(config.max_datagram_bytes);
+    while let Some(out) = rx.recv().await {
+        let frame_bytes = (out.datagram.len() - WHOLE_HEADER_BYTES) as u64;
+        let result = if out.datagram.len() <= config.max_datagram_bytes {
+            socket.send_to(&out.datagram, out.addr).await.map(|_| ())
+        } else {
+            let frame = &out.datagram[WHOLE_HEADER_BYTES..];
+            // validate() guarantees the count fits a u16 for any frame within the limit.
+            let count = frame.len().div_ceil(chunk_data) as u16;
+            let mut result = Ok(());
+            for (index, data) in frame.chunks(chunk_data).enumerate() {
+                write_chunk_header(
+                    &mut scratch,
+                    ChunkHeader {
+                        msg_id: out.msg_id,
+                        index: index as u16,
+                        count,
+                    },
+                );
+                scratch.extend_from_slice(data);
+                if let Err(e) = socket.send_to(&scratch, out.addr).await {
+                    result = Err(e);
+                    break;
+                }
+            }
+            result
+        };
+        match result {
+            Ok(()) => stats.record_sent(1, frame_bytes),
+            Err(_) => stats.record_drop(DropReason::Io, 1),
+        }
+    }
+}
+
+/// Reads datagrams, reassembles chunks, decodes and checks envelopes, applies drop-from
+/// rules and queues the survivors for `recv`.
+async fn read_loop<M: Message + Send>(
+    socket: Arc<UdpSocket>,
+    id: NodeId,
+    config: UdpConfig,
+    peers: Arc<Peers>,
+    inbox: mpsc::Sender<(Envelope<M>, usize)>,
+    stats: Arc<StatsCounters>,
+    faults: FaultRules,
+) {
+    let timeout = Duration::from_millis(config.reassembly_timeout_ms);
+    let max = config.transport.max_frame_bytes;
+    let mut reassembly = Reassembly::new(config.max_reassembly_buffers, timeout, max);
+    let mut buf = vec![0u8; MAX_DATAGRAM_BYTES_LIMIT + 1];
+    let mut sweep = tokio::time::interval(timeout / 2);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let (n, src) = tokio::select! {
+            biased;
+            r = socket.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                // Linux reports an ICMP "port unreachable" for an earlier send as an error
+                // on the next receive; it concerns no datagram in hand.
+                Err(_) => continue,
+            },
+            _ = sweep.tick() => {
+                reassembly.expire(Instant::now(), &stats);
+                continue;
+            }
+        };
+        let d = &buf[..n];
+        let Some(peer) = peers.read().by_addr.get(&src).copied() else {
+            stats.record_drop(DropReason::UnknownPeer, 1);
+            continue;
+        };
+        let decoded = match d.first() {
+            Some(&TAG_WHOLE) => {
+                codec::decode::<M>(&d[WHOLE_HEADER_BYTES..], max).map(|e| (e, n - 1))
+            }
+            Some(&TAG_CHUNK) => {
+                let Some((h, data)) = parse_chunk(d) else {
+                    stats.record_drop(DropReason::DecodeError, 1);
+                    continue;
+                };
+                let Some(frame) = reassembly.insert(peer, h, data, Instant::now(), &stats) else {
+                    continue;
+                };
+                codec::decode::<M>(&frame, max).map(|e| (e, frame.len()))
+            }
+            _ => {
+                stats.record_drop(DropReason::DecodeError, 1);
+                continue;
+            }
+        };
+        let (env, size_bytes) = match decoded {
+            Ok(x) => x,
+            Err(_) => {
+                stats.record_drop(DropReason::DecodeError, 1);
+                continue;
+            }
+        };
+        if env.from != peer || env.to != id {
+            stats.record_drop(DropReason::Misaddressed, 1);
+            continue;
+        }
+        if faults.drops_from(env.from) {
+            stats.record_drop(DropReason::FaultRule, 1);
+            continue;
+        }
+        if inbox.try_send((env, size_bytes)).is_err() {
+            stats.record_drop(DropReason::QueueFull, 1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -38,7 +38,10 @@ pub struct Node {
 /// The network and its nodes.
 #[derive(Debug)]
 pub struct Net {
+    /// Every node of the network (the pool membership changes draw from).
     pub ids: Vec<NodeId>,
+    /// The group's bootstrap voters (a prefix of `ids`); the others start outside.
+    pub bootstrap: Vec<NodeId>,
     pub cfg: RaftConfig,
     pub nodes: BTreeMap<NodeId, Node>,
     pub queue: Vec<RaftMessage>,
@@ -52,6 +55,11 @@ pub struct Net {
     pub committed: BTreeMap<u64, (u64, Vec<u8>, u64)>,
     pub delivered: u64,
     pub stats: Stats,
+    /// Reads requested and not yet granted: ctx → (node, highest index known committed
+    /// anywhere when the read was requested). A read point below it misses a write that
+    /// completed before the read began: not linearizable.
+    pub pending_reads: BTreeMap<u64, (NodeId, u64)>,
+    next_read_ctx: u64,
 }
 
 /// What the fault phase actually did, to prove the faults bit.
@@ -65,6 +73,12 @@ pub struct Stats {
     pub partitions: u64,
     pub compactions: u64,
     pub proposals_accepted: u64,
+    /// Membership changes a leader accepted.
+    pub conf_changes_proposed: u64,
+    /// Membership-change entries applied (summed over nodes).
+    pub conf_changes_applied: u64,
+    /// Reads granted (lease or ReadIndex) and checked against earlier commits.
+    pub reads_granted: u64,
 }
 
 impl Stats {
@@ -77,6 +91,9 @@ impl Stats {
         self.partitions += o.partitions;
         self.compactions += o.compactions;
         self.proposals_accepted += o.proposals_accepted;
+        self.conf_changes_proposed += o.conf_changes_proposed;
+        self.conf_changes_applied += o.conf_changes_applied;
+        self.reads_granted += o.reads_granted;
     }
 }
 
@@ -102,7 +119,25 @@ impl Net {
 
     /// Nodes starting from the given durable states (node i+1 gets `states[i]`).
     pub fn with_states(states: Vec<RecoveredState>, cfg: RaftConfig, seed: u64) -> Net {
+        let n = states.len() as u32;
+        Net::with_pool_states(n, states, cfg, seed)
+    }
+
+    /// `pool` fresh nodes of which the first `voters` are the bootstrap voters; the
+    /// others run but are outside the group until a membership change adds them.
+    pub fn with_pool(voters: u32, pool: u32, cfg: RaftConfig, seed: u64) -> Net {
+        let states = (0..pool).map(|_| RecoveredState::default()).collect();
+        Net::with_pool_states(voters, states, cfg, seed)
+    }
+
+    fn with_pool_states(
+        voters: u32,
+        states: Vec<RecoveredState>,
+        cfg: RaftConfig,
+        seed: u64,
+    ) -> Net {
         let ids = ids(states.len() as u32);
+        let bootstrap = self::ids(voters);
         let mut nodes = BTreeMap::new();
         for (i, st) in states.into_iter().enumerate() {
             let id = ids[i];
@@ -116,7 +151,7 @@ impl Net {
                 wal.push(rec(RaftRecord::Entries(st.entries.clone())));
             }
             wal.push(rec(RaftRecord::HardState(st.hard_state)));
-            let raft = RaftGroup::recover(GROUP, id, &ids, cfg.clone(), st, &mut rng)
+            let raft = RaftGroup::recover(GROUP, id, &bootstrap, cfg.clone(), st, &mut rng)
                 .expect("valid recovered state");
             let durable_len = wal.len();
             nodes.insert(
@@ -136,6 +171,7 @@ impl Net {
         }
         let mut net = Net {
             ids,
+            bootstrap,
             cfg,
             nodes,
             queue: Vec::new(),
@@ -145,6 +181,8 @@ impl Net {
             committed: BTreeMap::new(),
             delivered: 0,
             stats: Stats::default(),
+            pending_reads: BTreeMap::new(),
+            next_read_ctx: 0,
         };
         for id in net.ids.clone() {
             net.process(id).expect("initial ready");
@@ -236,8 +274,27 @@ impl Net {
                 ));
             }
             node.applied_index = e.index;
+            if e.kind == EntryKind::ConfChange {
+                self.stats.conf_changes_applied += 1;
+            }
             node.applied.push((e.index, e.term, e.data.clone()));
         }
+        for r in &rd.read_states {
+            if let Some((_, floor)) = self.pending_reads.remove(&r.ctx) {
+                self.stats.reads_granted += 1;
+                if r.index < floor {
+                    return Err(format!(
+                        "linearizable reads: {id:?} granted read {} at index {} but index \
+                         {floor} was committed before the read was requested",
+                        r.ctx, r.index
+                    ));
+                }
+            }
+        }
+        for ctx in &rd.aborted_reads {
+            self.pending_reads.remove(ctx);
+        }
+        let node = self.nodes.get_mut(&id).expect("known node");
         node.read_states.extend(rd.read_states);
         node.aborted_reads.extend(rd.aborted_reads);
         // State machine safety: an index is applied with the same entry everywhere.
@@ -346,10 +403,56 @@ impl Net {
         Ok(())
     }
 
+    /// One line per live node: role, term, log and configuration, for failure messages.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        for (id, n) in &self.nodes {
+            if let Some(r) = &n.raft {
+                out += &format!(
+                    "\n  {id:?}: {:?} term {} leader {:?} last {} commit {} conf@{} voters {:?} learners {:?}",
+                    r.role(),
+                    r.term(),
+                    r.leader(),
+                    r.last_index(),
+                    r.commit_index(),
+                    r.conf_index(),
+                    r.voters(),
+                    r.learners()
+                );
+            }
+        }
+        out
+    }
+
     pub fn tick(&mut self, id: NodeId) -> Result<(), String> {
         let node = self.nodes.get_mut(&id).expect("known node");
         if let Some(raft) = node.raft.as_mut() {
             raft.tick(&mut node.rng);
+        }
+        self.process(id)
+    }
+
+    /// The highest index known committed anywhere: live commit indexes and every
+    /// index some node applied.
+    pub fn max_known_commit(&self) -> u64 {
+        let live = self
+            .nodes
+            .values()
+            .filter_map(|n| n.raft.as_ref())
+            .map(RaftGroup::commit_index)
+            .max()
+            .unwrap_or(0);
+        let applied = self.committed.keys().next_back().copied().unwrap_or(0);
+        live.max(applied)
+    }
+
+    /// Asks `id` for a read point, recording the commit floor it must not fall below.
+    pub fn request_read(&mut self, id: NodeId) -> Result<(), String> {
+        self.next_read_ctx += 1;
+        let ctx = self.next_read_ctx;
+        let floor = self.max_known_commit();
+        if self.raft_mut(id).read_index(ctx).is_ok() {
+            self.pending_reads.insert(ctx, (id, floor));
         }
         self.process(id)
     }
@@ -443,8 +546,15 @@ impl Net {
     pub fn restart(&mut self, id: NodeId) -> Result<(), String> {
         let node = self.nodes.get_mut(&id).expect("known node");
         let st = RecoveredState::from_wal(GROUP, &node.wal).map_err(|e| e.to_string())?;
-        let raft = RaftGroup::recover(GROUP, id, &self.ids, self.cfg.clone(), st, &mut node.rng)
-            .map_err(|e| e.to_string())?;
+        let raft = RaftGroup::recover(
+            GROUP,
+            id,
+            &self.bootstrap,
+            self.cfg.clone(),
+            st,
+            &mut node.rng,
+        )
+        .map_err(|e| e.to_string())?;
         node.raft = Some(raft);
         self.process(id)
     }
@@ -480,8 +590,15 @@ impl Net {
         for _ in 0..MAX_ROUNDS {
             self.deliver_all()?;
             self.check_logs()?;
-            if let Some((_, at)) = proposed {
-                let done = self.ids.iter().all(|id| {
+            if let Some((l, at)) = proposed {
+                // Every member of the leader's configuration (removed nodes get nothing).
+                let members: Vec<NodeId> = if self.is_up(l) {
+                    let r = self.raft(l);
+                    r.voters().iter().chain(r.learners()).copied().collect()
+                } else {
+                    self.ids.clone()
+                };
+                let done = members.iter().all(|id| {
                     self.nodes[id]
                         .applied
                         .iter()
@@ -500,8 +617,9 @@ impl Net {
             self.tick_all()?;
         }
         Err(format!(
-            "liveness: no convergence within {MAX_ROUNDS} rounds; leaders {:?}",
-            self.leaders()
+            "liveness: no convergence within {MAX_ROUNDS} rounds; leaders {:?}; nodes: {}",
+            self.leaders(),
+            self.describe()
         ))
     }
 
@@ -509,7 +627,19 @@ impl Net {
     pub fn chaos(&mut self, rng: &mut Rng, steps: usize, faults: &Faults) -> Result<(), String> {
         self.auto_sync = false;
         let n = self.ids.len();
+        // Clock drift: node k's clock ticks `rates[k]` times as often as a rate-1 clock.
+        // Rates are redrawn every `DRIFT_PERIOD_STEPS`, so that a leader elected for its
+        // fast clock may find itself the slow one.
+        const DRIFT_PERIOD_STEPS: usize = 300;
+        let mut rates: Vec<u32> = vec![1; n];
+        let mut total_rate = n as u32;
         for step in 0..steps {
+            if faults.drift_max_rate > 1 && step % DRIFT_PERIOD_STEPS == 0 {
+                for r in rates.iter_mut() {
+                    *r = rng.random_range(1..=faults.drift_max_rate);
+                }
+                total_rate = rates.iter().sum();
+            }
             let pick = self.ids[rng.random_range(0..n)];
             let fault_roll: u32 = rng.random_range(0..10_000);
             let roll: u32 = if fault_roll < faults.crash_per_10k {
@@ -520,6 +650,21 @@ impl Net {
                 < faults.crash_per_10k + faults.restart_per_10k + faults.partition_per_10k
             {
                 910
+            } else if fault_roll
+                < faults.crash_per_10k
+                    + faults.restart_per_10k
+                    + faults.partition_per_10k
+                    + faults.membership_per_10k
+            {
+                920
+            } else if fault_roll
+                < faults.crash_per_10k
+                    + faults.restart_per_10k
+                    + faults.partition_per_10k
+                    + faults.membership_per_10k
+                    + faults.reads_per_10k
+            {
+                930
             } else {
                 rng.random_range(0..900)
             };
@@ -546,7 +691,29 @@ impl Net {
                     // One fsync makes everything written so far durable (group commit).
                     while self.complete_sync(pick)? {}
                 }
+                600..850 if faults.lockstep_ticks => {
+                    // Every clock advances together: no drift. (As often in total as
+                    // one random node per tick step.)
+                    if roll < 600 + 250 / (4 * n as u32) {
+                        self.tick_all()?;
+                    }
+                }
+                600..850 if faults.drift_max_rate > 1 => {
+                    let mut k = rng.random_range(0..total_rate);
+                    let mut i = 0;
+                    while k >= rates[i] {
+                        k -= rates[i];
+                        i += 1;
+                    }
+                    self.tick(self.ids[i])?;
+                }
                 600..850 => self.tick(pick)?,
+                930 => {
+                    // Ask whoever believes it leads (the stale ones included).
+                    for (l, _) in self.leaders() {
+                        self.request_read(l)?;
+                    }
+                }
                 850..890 => {
                     if let Some(l) = self.leader() {
                         let data = format!("c{step}").into_bytes();
@@ -597,6 +764,25 @@ impl Net {
                         _ => {}
                     }
                 }
+                920 => {
+                    // Random single-server change among the pool: a voter is removed, a
+                    // learner promoted, an outsider added as a learner.
+                    if let Some(l) = self.leader() {
+                        let r = self.raft(l);
+                        let change = if r.voters().contains(&pick) {
+                            ConfChange::RemoveNode(pick)
+                        } else if r.learners().contains(&pick) {
+                            ConfChange::AddVoter(pick)
+                        } else {
+                            ConfChange::AddLearner(pick)
+                        };
+                        let res = self.raft_mut(l).propose_conf_change(change);
+                        self.process(l)?;
+                        if res.is_ok() {
+                            self.stats.conf_changes_proposed += 1;
+                        }
+                    }
+                }
                 890..900 if faults.compact => {
                     let before = self.is_up(pick).then(|| self.raft(pick).snapshot_meta());
                     self.compact(pick)?;
@@ -605,6 +791,14 @@ impl Net {
                     }
                 }
                 _ => {}
+            }
+            {
+                let ls = self.leaders();
+                if ls.len() > 1 {
+                    let old = ls.iter().min_by_key(|x| x.1).unwrap().0;
+                    let new = ls.iter().max_by_key(|x| x.1).unwrap().0;
+                    eprintln!("TWO LEADERS old_lease={} oldc={} newc={}", self.raft(old).has_lease(), self.raft(old).commit_index(), self.raft(new).commit_index());
+                }
             }
             if step % 64 == 0 {
                 self.check_logs()?;
@@ -629,6 +823,17 @@ pub struct Faults {
     pub restart_per_10k: u32,
     /// Chance per step (in 1/10,000) of replacing the partition (or healing).
     pub partition_per_10k: u32,
+    /// Chance per step (in 1/10,000) of proposing a random membership change.
+    pub membership_per_10k: u32,
+    /// Chance per step (in 1/10,000) of asking every self-styled leader for a read.
+    pub reads_per_10k: u32,
+    /// A tick step ticks every node (equal clock rates, no drift at all) instead of one
+    /// random node (equal average rates, random short-term drift).
+    pub lockstep_ticks: bool,
+    /// Above 1: each node's clock gets a rate in `1..=drift_max_rate` (redrawn every few
+    /// hundred steps), and a tick step picks a node with probability proportional to its
+    /// rate (sustained clock drift, as the simulator's per-node tick rates model it).
+    pub drift_max_rate: u32,
 }
 
 impl Faults {
@@ -643,6 +848,18 @@ impl Faults {
             crash_per_10k: 20,
             restart_per_10k: 80,
             partition_per_10k: 30,
+            membership_per_10k: 0,
+            reads_per_10k: 0,
+            lockstep_ticks: false,
+            drift_max_rate: 0,
+        }
+    }
+
+    /// [`Faults::all`] plus random membership changes among the node pool.
+    pub fn with_membership() -> Faults {
+        Faults {
+            membership_per_10k: 60,
+            ..Faults::all()
         }
     }
 

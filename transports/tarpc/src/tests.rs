@@ -1,0 +1,225 @@
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use kvlab_transport::contract::{Harness, TestMsg, recv_within, wait_stats};
+use kvlab_transport::{FaultRules, Transport, TransportConfig, TransportError};
+use kvlab_types::NodeId;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+
+use super::*;
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+async fn cluster(n: usize, config: TarpcConfig) -> Vec<TarpcTransport<TestMsg>> {
+    let mut ts = Vec::new();
+    for i in 1..=n as u32 {
+        let t = TarpcTransport::bind(
+            NodeId(i),
+            loopback(),
+            BTreeMap::new(),
+            config,
+            FaultRules::new(u64::from(i)),
+        )
+        .await
+        .unwrap();
+        ts.push(t);
+    }
+    let table: BTreeMap<NodeId, SocketAddr> =
+        ts.iter().map(|t| (t.local_id(), t.local_addr())).collect();
+    for t in &ts {
+        t.set_peers(table.clone());
+    }
+    ts
+}
+
+/// Injects garbage as the frames of a real `deliver` RPC, so it reaches the frame decoder.
+#[derive(Debug, Default)]
+struct TarpcHarness;
+
+impl Harness for TarpcHarness {
+    type T = TarpcTransport<TestMsg>;
+
+    async fn build(&self, n: usize, config: TransportConfig) -> Vec<Self::T> {
+        cluster(
+            n,
+            TarpcConfig {
+                transport: config,
+                ..TarpcConfig::default()
+            },
+        )
+        .await
+    }
+
+    async fn inject_raw(&self, target: &Self::T, bytes: Vec<u8>) {
+        let client = wire::connect(target.local_addr(), 1 << 20).await.unwrap();
+        client
+            .deliver(tarpc::context::current(), bytes)
+            .await
+            .unwrap();
+    }
+
+    async fn assert_released(&self, shut_down: &Self::T) {
+        TcpListener::bind(shut_down.local_addr())
+            .await
+            .expect("the port of a shut-down transport can be bound again");
+    }
+}
+
+kvlab_transport::contract_tests!(TarpcHarness);
+
+#[tokio::test]
+async fn raw_tcp_garbage_is_counted_per_connection_and_traffic_continues() {
+    let ts = cluster(2, TarpcConfig::default()).await;
+    let inputs: Vec<Vec<u8>> = vec![
+        vec![0xFF; 64],                           // a length prefix far over the limit
+        vec![0, 0, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8], // a frame that is no tarpc request
+        vec![0, 0, 0, 100, 1, 2],                 // cut off mid-frame
+    ];
+    for bytes in &inputs {
+        let mut s = TcpStream::connect(ts[1].local_addr()).await.unwrap();
+        s.write_all(bytes).await.unwrap();
+        s.shutdown().await.unwrap();
+    }
+    wait_stats(&ts[1], "one decode error per bad connection", |s| {
+        s.dropped.decode_error == inputs.len() as u64
+    })
+    .await;
+    ts[0].send(NodeId(2), TestMsg::new(1, 4)).unwrap();
+    let env = recv_within(&ts[1], Duration::from_secs(5))
+        .await
+        .expect("still serving");
+    assert_eq!(env.msg.seq, 1);
+}
+
+#[tokio::test]
+async fn frames_from_a_sender_outside_the_peer_table_are_dropped() {
+    let ts = cluster(1, TarpcConfig::default()).await;
+    let stranger = kvlab_transport::codec::encode(
+        &kvlab_transport::Envelope {
+            from: NodeId(77),
+            to: NodeId(1),
+            msg: TestMsg::new(1, 4),
+        },
+        kvlab_transport::codec::DEFAULT_MAX_FRAME_BYTES,
+    )
+    .unwrap();
+    TarpcHarness.inject_raw(&ts[0], stranger).await;
+    wait_stats(&ts[0], "an unknown sender", |s| s.dropped.unknown_peer == 1).await;
+    assert!(
+        recv_within(&ts[0], Duration::from_millis(200))
+            .await
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn unreachable_peer_drops_are_counted_and_a_restarted_peer_is_reached_again() {
+    let config = TarpcConfig {
+        reconnect_backoff_ms_min: 5,
+        reconnect_backoff_ms_max: 40,
+        ..TarpcConfig::default()
+    };
+    let ts = cluster(2, config).await;
+    let b_addr = ts[1].local_addr();
+    ts[0].send(NodeId(2), TestMsg::new(1, 4)).unwrap();
+    assert!(recv_within(&ts[1], Duration::from_secs(5)).await.is_some());
+    ts[1].shutdown().await;
+
+    // While n2 is down, messages are dropped (the live connection fails, then connection
+    // attempts fail) and counted as i/o drops; nothing blocks.
+    for seq in 2..10 {
+        let _ = ts[0].send(NodeId(2), TestMsg::new(seq, 4));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    wait_stats(&ts[0], "i/o drops while the peer is down", |s| {
+        s.dropped.io > 0
+    })
+    .await;
+
+    // n2 restarts on the same port; n1 reconnects within the bounded backoff.
+    let b2 = TarpcTransport::<TestMsg>::bind(
+        NodeId(2),
+        b_addr,
+        ts[0].peers(),
+        config,
+        FaultRules::new(2),
+    )
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let env = loop {
+        let _ = ts[0].send(NodeId(2), TestMsg::new(100, 4));
+        // Messages queued during a backoff may still arrive first; wait for a new one.
+        if let Some(env) = recv_within(&b2, Duration::from_millis(100)).await
+            && env.msg.seq == 100
+        {
+            break env;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "n1 never reconnected: {:?}",
+            ts[0].stats()
+        );
+    };
+    assert_eq!(env.msg.seq, 100);
+}
+
+#[tokio::test]
+async fn invalid_config_is_refused_naming_the_field() {
+    for (config, field) in [
+        (
+            TarpcConfig {
+                rpc_timeout_ms: 0,
+                ..TarpcConfig::default()
+            },
+            "rpc_timeout_ms",
+        ),
+        (
+            TarpcConfig {
+                reconnect_backoff_ms_min: 50,
+                reconnect_backoff_ms_max: 10,
+                ..TarpcConfig::default()
+            },
+            "reconnect_backoff_ms_max",
+        ),
+        (
+            TarpcConfig {
+                max_batch_messages: 0,
+                ..TarpcConfig::default()
+            },
+            "max_batch_messages",
+        ),
+    ] {
+        let err = TarpcTransport::<TestMsg>::bind(
+            NodeId(1),
+            loopback(),
+            BTreeMap::new(),
+            config,
+            FaultRules::new(1),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains(field), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn binding_a_taken_port_is_a_bind_error_naming_the_address() {
+    let taken = TcpListener::bind(loopback()).await.unwrap();
+    let addr = taken.local_addr().unwrap();
+    let err = TarpcTransport::<TestMsg>::bind(
+        NodeId(1),
+        addr,
+        BTreeMap::new(),
+        TarpcConfig::default(),
+        FaultRules::new(1),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, TransportError::Bind { .. }), "{err}");
+    assert!(err.to_string().contains(&addr.to_string()), "{err}");
+}
