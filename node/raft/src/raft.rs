@@ -315,7 +315,7 @@ impl RaftGroup {
         }
         sent.sort_unstable_by(|a, b| b.cmp(a));
         let start = sent[self.quorum() - 1];
-        now < start + 1000u64
+        now < start + u64::from(self.cfg.lease_ticks)
     }
     /// The highest committed index known here.
     pub fn commit_index(&self) -> u64 {
@@ -1365,7 +1365,7 @@ impl RaftGroup {
         if self.cfg.lease_reads && self.lease_rounds.back().map(|r| r.0) != Some(round) {
             let now = self.leader_ticks;
             self.lease_rounds.push_back((round, now));
-            let lease = 1000u64;
+            let lease = u64::from(self.cfg.lease_ticks);
             // Rounds sent a whole lease ago can no longer start a valid lease.
             while self
                 .lease_rounds

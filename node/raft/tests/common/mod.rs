@@ -792,14 +792,6 @@ impl Net {
                 }
                 _ => {}
             }
-            {
-                let ls = self.leaders();
-                if ls.len() > 1 {
-                    let old = ls.iter().min_by_key(|x| x.1).unwrap().0;
-                    let new = ls.iter().max_by_key(|x| x.1).unwrap().0;
-                    eprintln!("TWO LEADERS old_lease={} oldc={} newc={}", self.raft(old).has_lease(), self.raft(old).commit_index(), self.raft(new).commit_index());
-                }
-            }
             if step % 64 == 0 {
                 self.check_logs()?;
             }
