@@ -124,6 +124,12 @@ pub fn simulate(
             spec.async_primary.clone(),
             progress,
         ),
+        SystemKind::Raft => simulate_with::<kvlab_node::raft_kv::RaftKv>(
+            spec,
+            seed,
+            spec.raft.clone(),
+            progress,
+        ),
     }
 }
 

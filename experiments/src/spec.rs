@@ -52,6 +52,9 @@ pub enum SystemKind {
     /// `kvlab_node::baseline::AsyncPrimary`: asynchronous primary-backup; not
     /// linearizable.
     AsyncPrimary,
+    /// `kvlab_node::raft_kv::RaftKv`: the KV store replicated by one Raft group over
+    /// all nodes; linearizable, available while a majority can talk.
+    Raft,
 }
 
 impl SystemKind {
@@ -60,6 +63,7 @@ impl SystemKind {
         match self {
             SystemKind::Single => "single",
             SystemKind::AsyncPrimary => "async-primary",
+            SystemKind::Raft => "raft",
         }
     }
 }
@@ -108,6 +112,9 @@ pub struct Spec {
     /// Configuration of `system = "async-primary"`.
     #[serde(default)]
     pub async_primary: kvlab_node::baseline::AsyncPrimaryConfig,
+    /// Configuration of `system = "raft"`.
+    #[serde(default)]
+    pub raft: kvlab_node::raft_kv::RaftKvConfig,
 }
 
 fn default_nodes() -> u32 {
@@ -592,6 +599,15 @@ impl Spec {
                     format!("must be a node id in 1..={}, got {}", self.nodes, n.0),
                 ));
             }
+        }
+        if let Err(e) = self.raft.validate() {
+            let (field, reason) = match e {
+                kvlab_node::raft_kv::RaftKvError::InvalidConfig { field, reason } => {
+                    (format!("raft.{field}"), reason)
+                }
+                other => ("raft".to_string(), other.to_string()),
+            };
+            return Err(invalid(&field, reason));
         }
         if self.sim.max_events == 0 {
             return Err(invalid("sim.max_events", "must be > 0"));

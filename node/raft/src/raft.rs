@@ -963,6 +963,14 @@ impl RaftGroup {
                 to: msg.to,
             });
         }
+        if let MessageBody::InstallSnapshot { snapshot, .. } = &msg.body
+            && !snapshot.conf.is_well_formed()
+        {
+            self.dropped_messages += 1;
+            return Err(RaftError::MalformedMessage {
+                reason: format!("snapshot {}: malformed configuration", snapshot.index),
+            });
+        }
         let res = self.step_inner(msg, rng);
         if res.is_err() {
             self.dropped_messages += 1;

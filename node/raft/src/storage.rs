@@ -118,6 +118,16 @@ impl MemberSet {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// Whether the set is what [`MemberSet::from_slice`] builds: a length within
+    /// [`MAX_MEMBERS`], sorted and duplicate-free members, unused slots zeroed. A set
+    /// decoded from the network may be anything; lookups assume this shape.
+    pub fn is_well_formed(&self) -> bool {
+        let len = self.len as usize;
+        len <= MAX_MEMBERS
+            && self.ids[..len].windows(2).all(|w| w[0] < w[1])
+            && self.ids[len..].iter().all(|&n| n == NodeId::default())
+    }
 }
 
 /// A group's membership: who votes and who only receives the log. Carried in every
@@ -133,6 +143,17 @@ pub struct ConfState {
 }
 
 impl ConfState {
+    /// Whether both sets are well formed and disjoint (no node both votes and learns).
+    pub fn is_well_formed(&self) -> bool {
+        self.voters.is_well_formed()
+            && self.learners.is_well_formed()
+            && !self
+                .learners
+                .as_slice()
+                .iter()
+                .any(|&l| self.voters.contains(l))
+    }
+
     /// The configuration after `change`, or why the change does not apply to this one.
     pub fn apply(&self, change: ConfChange) -> Result<ConfState, String> {
         let n = change.node();

@@ -601,3 +601,37 @@ fn learner_promotion_under_partition_is_rolled_back_then_redone() {
     }
     net.check_logs().unwrap();
 }
+
+#[test]
+fn snapshot_with_a_malformed_configuration_is_a_typed_error() {
+    // A configuration decoded from the network may be unsorted or overfull; it is refused
+    // before it can reach lookups that assume the canonical shape.
+    let mut g = member_with_log(2, 3, Vec::new());
+    let mut meta = SnapshotMeta {
+        index: 5,
+        term: 1,
+        ..Default::default()
+    };
+    let good = MemberSet::from_slice(&[n(1), n(2), n(3)]).unwrap();
+    meta.conf.voters = good;
+    meta.conf.learners = MemberSet::from_slice(&[n(3)]).unwrap(); // voter and learner
+    let m = RaftMessage {
+        group: GROUP,
+        from: n(1),
+        to: n(2),
+        term: 1,
+        body: MessageBody::InstallSnapshot {
+            snapshot: meta,
+            offset: 0,
+            data: Vec::new(),
+            done: true,
+        },
+    };
+    let mut rng = seeded_rng(1);
+    assert!(matches!(
+        g.step(m, &mut rng),
+        Err(RaftError::MalformedMessage { .. })
+    ));
+    assert!(good.is_well_formed());
+    assert!(!meta.conf.is_well_formed());
+}

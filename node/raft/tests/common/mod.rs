@@ -636,7 +636,7 @@ impl Net {
         for step in 0..steps {
             if faults.drift_max_rate > 1 && step % DRIFT_PERIOD_STEPS == 0 {
                 for r in rates.iter_mut() {
-                    *r = rng.random_range(1..=faults.drift_max_rate);
+                    *r = rng.random_range(faults.drift_min_rate.max(1)..=faults.drift_max_rate);
                 }
                 total_rate = rates.iter().sum();
             }
@@ -690,13 +690,6 @@ impl Net {
                 450..600 => {
                     // One fsync makes everything written so far durable (group commit).
                     while self.complete_sync(pick)? {}
-                }
-                600..850 if faults.lockstep_ticks => {
-                    // Every clock advances together: no drift. (As often in total as
-                    // one random node per tick step.)
-                    if roll < 600 + 250 / (4 * n as u32) {
-                        self.tick_all()?;
-                    }
                 }
                 600..850 if faults.drift_max_rate > 1 => {
                     let mut k = rng.random_range(0..total_rate);
@@ -819,13 +812,13 @@ pub struct Faults {
     pub membership_per_10k: u32,
     /// Chance per step (in 1/10,000) of asking every self-styled leader for a read.
     pub reads_per_10k: u32,
-    /// A tick step ticks every node (equal clock rates, no drift at all) instead of one
-    /// random node (equal average rates, random short-term drift).
-    pub lockstep_ticks: bool,
     /// Above 1: each node's clock gets a rate in `1..=drift_max_rate` (redrawn every few
     /// hundred steps), and a tick step picks a node with probability proportional to its
     /// rate (sustained clock drift, as the simulator's per-node tick rates model it).
     pub drift_max_rate: u32,
+    /// The slowest clock rate drawn when `drift_max_rate` > 1 (0 or 1: rate 1). With
+    /// rates in `5..=6`, clocks differ by at most 1.2x: bounded drift.
+    pub drift_min_rate: u32,
 }
 
 impl Faults {
@@ -842,8 +835,8 @@ impl Faults {
             partition_per_10k: 30,
             membership_per_10k: 0,
             reads_per_10k: 0,
-            lockstep_ticks: false,
             drift_max_rate: 0,
+            drift_min_rate: 0,
         }
     }
 

@@ -1,0 +1,499 @@
+//! [`NodeConfig`]: the TOML file `kvlab node --config NODE.toml` reads. Parsed with
+//! `deny_unknown_fields` everywhere (a typo is an error, never a silent default) and
+//! checked once by [`NodeConfig::validate`], whose error names the field.
+//!
+//! ```toml
+//! id = 1
+//! system = "raft"              # raft | single | async-primary
+//! transport = "udp"            # udp | tarpc
+//! listen = "127.0.0.1:7001"    # where peers reach this node
+//! client = "127.0.0.1:7101"    # the client endpoint (tarpc)
+//! data_dir = "data/n1"
+//! seed = 1
+//!
+//! [admin]
+//! addr = "127.0.0.1:7201"      # loopback unless allow_non_loopback = true
+//! token = "change-me"
+//!
+//! [peers]                      # every member, this node included or not
+//! 1 = "127.0.0.1:7001"
+//! 2 = "127.0.0.1:7002"
+//! 3 = "127.0.0.1:7003"
+//!
+//! [storage]
+//! fsync = "batch"              # always | batch | never
+//!
+//! [raft]                       # kvlab_node::raft_kv::RaftKvConfig (only with system = "raft")
+//! tick_interval_ms = 10
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use kvlab_node::baseline::{AsyncPrimaryConfig, SingleConfig};
+use kvlab_node::raft_kv::RaftKvConfig;
+use kvlab_storage::StorageOptions;
+use kvlab_transport_tarpc::TarpcConfig;
+use kvlab_transport_udp::UdpConfig;
+use kvlab_types::NodeId;
+use serde::{Deserialize, Serialize};
+
+use crate::ServerError;
+
+/// The longest admin token accepted, in bytes.
+pub const MAX_ADMIN_TOKEN_BYTES: usize = 1024;
+/// The most members a cluster may have.
+pub const MAX_CLUSTER_NODES: usize = 1024;
+/// The longest client request timeout accepted.
+pub const MAX_CLIENT_REQUEST_TIMEOUT_MS: u64 = 600_000;
+/// The largest client queue accepted.
+pub const MAX_CLIENT_QUEUE_LEN: usize = 1 << 20;
+/// The largest group-commit batch accepted.
+pub const MAX_STEPS_PER_SYNC_LIMIT: usize = 1 << 16;
+/// The largest in-memory event log accepted.
+pub const MAX_EVENT_LOG_LEN: usize = 1 << 20;
+
+/// Which system a node runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SystemKind {
+    /// [`kvlab_node::raft_kv::RaftKv`]: the replicated, linearizable KV store.
+    Raft,
+    /// [`kvlab_node::baseline::Single`]: one node holds the data.
+    Single,
+    /// [`kvlab_node::baseline::AsyncPrimary`]: asynchronous primary-backup.
+    AsyncPrimary,
+}
+
+impl SystemKind {
+    /// The name used in configs and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            SystemKind::Raft => "raft",
+            SystemKind::Single => "single",
+            SystemKind::AsyncPrimary => "async-primary",
+        }
+    }
+}
+
+/// Which peer transport a node process uses. (`mem` exists only inside one process: see
+/// [`crate::LocalCluster`].)
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TransportKind {
+    /// [`kvlab_transport_udp::UdpTransport`].
+    Udp,
+    /// [`kvlab_transport_tarpc::TarpcTransport`].
+    Tarpc,
+}
+
+impl TransportKind {
+    /// The name used in configs and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            TransportKind::Udp => "udp",
+            TransportKind::Tarpc => "tarpc",
+        }
+    }
+}
+
+/// The system and its configuration, resolved from a [`NodeConfig`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum SystemConfig {
+    /// `system = "raft"` with its `[raft]` table.
+    Raft(RaftKvConfig),
+    /// `system = "single"` with its `[single]` table.
+    Single(SingleConfig),
+    /// `system = "async-primary"` with its `[async_primary]` table.
+    AsyncPrimary(AsyncPrimaryConfig),
+}
+
+impl SystemConfig {
+    /// Which system this is.
+    pub fn kind(&self) -> SystemKind {
+        match self {
+            SystemConfig::Raft(_) => SystemKind::Raft,
+            SystemConfig::Single(_) => SystemKind::Single,
+            SystemConfig::AsyncPrimary(_) => SystemKind::AsyncPrimary,
+        }
+    }
+
+    /// Checks the system's own configuration against the cluster's members, naming the
+    /// field (prefixed with the table name).
+    pub fn validate(&self, members: &[NodeId]) -> Result<(), ServerError> {
+        let invalid = |field: &str, reason: String| ServerError::InvalidConfig {
+            field: field.to_string(),
+            reason,
+        };
+        match self {
+            SystemConfig::Raft(c) => c.validate().map_err(|e| match e {
+                kvlab_node::raft_kv::RaftKvError::InvalidConfig { field, reason } => {
+                    invalid(&format!("raft.{field}"), reason)
+                }
+                other => invalid("raft", other.to_string()),
+            }),
+            SystemConfig::Single(c) => {
+                if c.forward_timeout_ms == 0 {
+                    return Err(invalid("single.forward_timeout_ms", "must be positive".into()));
+                }
+                match c.holder {
+                    Some(h) if !members.contains(&h) => Err(invalid(
+                        "single.holder",
+                        format!("{h} is not a member of the cluster {members:?}"),
+                    )),
+                    _ => Ok(()),
+                }
+            }
+            SystemConfig::AsyncPrimary(c) => {
+                if c.forward_timeout_ms == 0 {
+                    return Err(invalid(
+                        "async_primary.forward_timeout_ms",
+                        "must be positive".into(),
+                    ));
+                }
+                match c.primary {
+                    Some(p) if !members.contains(&p) => Err(invalid(
+                        "async_primary.primary",
+                        format!("{p} is not a member of the cluster {members:?}"),
+                    )),
+                    _ => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+/// The admin endpoint: where it listens and the token every call must carry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Where the admin endpoint listens (default `127.0.0.1:0`: loopback, a free port
+    /// that the node logs).
+    #[serde(default = "default_admin_addr")]
+    pub addr: SocketAddr,
+    /// The secret every admin call must carry (non-empty).
+    pub token: String,
+    /// Allow `addr` to be a non-loopback address. Off by default: fault rules and
+    /// shutdown must not be reachable from the network by accident.
+    #[serde(default)]
+    pub allow_non_loopback: bool,
+}
+
+fn default_admin_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// How the driver serves clients and batches durability.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerOptions {
+    /// How long the client endpoint waits for the node's answer before it replies
+    /// `Indeterminate` (the request may still take effect).
+    pub client_request_timeout_ms: u64,
+    /// Client requests queued for the driver at most; beyond it a request is refused
+    /// with `Unavailable` (it surely did not take effect).
+    pub client_queue_len: usize,
+    /// Group commit: the driver handles at most this many ready inputs before it issues
+    /// one fsync for all of them (1 = one fsync per step that asked for one).
+    pub max_steps_per_sync: usize,
+    /// Recent protocol events kept in memory for `status()`.
+    pub event_log_len: usize,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            client_request_timeout_ms: 2_000,
+            client_queue_len: 4_096,
+            max_steps_per_sync: 256,
+            event_log_len: 256,
+        }
+    }
+}
+
+impl ServerOptions {
+    /// Checks every field, naming it with the `server.` prefix.
+    pub fn validate(&self) -> Result<(), ServerError> {
+        let check = |field: &str, v: u64, max: u64| {
+            if (1..=max).contains(&v) {
+                Ok(())
+            } else {
+                Err(ServerError::InvalidConfig {
+                    field: format!("server.{field}"),
+                    reason: format!("{v} is outside [1, {max}]"),
+                })
+            }
+        };
+        check(
+            "client_request_timeout_ms",
+            self.client_request_timeout_ms,
+            MAX_CLIENT_REQUEST_TIMEOUT_MS,
+        )?;
+        check(
+            "client_queue_len",
+            self.client_queue_len as u64,
+            MAX_CLIENT_QUEUE_LEN as u64,
+        )?;
+        check(
+            "max_steps_per_sync",
+            self.max_steps_per_sync as u64,
+            MAX_STEPS_PER_SYNC_LIMIT as u64,
+        )?;
+        check(
+            "event_log_len",
+            self.event_log_len as u64,
+            MAX_EVENT_LOG_LEN as u64,
+        )
+    }
+}
+
+/// One node process: who it is, what it runs, where it listens, where its peers and its
+/// data are. See the [module docs](self) for an example file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's id (positive).
+    pub id: u32,
+    /// The system this node runs.
+    pub system: SystemKind,
+    /// The peer transport.
+    pub transport: TransportKind,
+    /// Where peers reach this node (port 0 picks a free one; peers must then learn it).
+    pub listen: SocketAddr,
+    /// Where the client endpoint listens.
+    pub client: SocketAddr,
+    /// The admin endpoint.
+    pub admin: AdminConfig,
+    /// Every member's peer address by node id (`1 = "127.0.0.1:7001"` or
+    /// `n1 = "…"`). This node may be listed or not; its own entry, if any, is ignored in
+    /// favour of `listen`.
+    #[serde(default)]
+    pub peers: BTreeMap<String, SocketAddr>,
+    /// Where the write-ahead log and snapshots live; a restarted node recovers from it.
+    pub data_dir: PathBuf,
+    /// The run seed; the node's RNG and its fault-rule RNG derive from it and the id.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Storage options (fsync policy, segment size).
+    #[serde(default)]
+    pub storage: StorageOptions,
+    /// Driver options (client timeout, queue bound, group commit).
+    #[serde(default)]
+    pub server: ServerOptions,
+    /// UDP transport options (only with `transport = "udp"`).
+    #[serde(default)]
+    pub udp: Option<UdpConfig>,
+    /// tarpc transport options (only with `transport = "tarpc"`).
+    #[serde(default)]
+    pub tarpc: Option<TarpcConfig>,
+    /// `raft` system configuration (only with `system = "raft"`).
+    #[serde(default)]
+    pub raft: Option<RaftKvConfig>,
+    /// `single` system configuration (only with `system = "single"`).
+    #[serde(default)]
+    pub single: Option<SingleConfig>,
+    /// `async-primary` system configuration (only with `system = "async-primary"`).
+    #[serde(default)]
+    pub async_primary: Option<AsyncPrimaryConfig>,
+}
+
+fn default_seed() -> u64 {
+    1
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ServerError {
+    ServerError::InvalidConfig {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Parses a peer key: `3` or `n3`.
+fn parse_peer_key(key: &str) -> Option<NodeId> {
+    let digits = key.strip_prefix('n').unwrap_or(key);
+    digits.parse::<u32>().ok().filter(|v| *v > 0).map(NodeId)
+}
+
+impl NodeConfig {
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        NodeId(self.id)
+    }
+
+    /// The peer table: every member's address by id (this node at `listen`). Fails on a
+    /// key that is not a node id, naming it.
+    pub fn peer_table(&self) -> Result<BTreeMap<NodeId, SocketAddr>, ServerError> {
+        let mut table = BTreeMap::new();
+        for (key, addr) in &self.peers {
+            let id = parse_peer_key(key).ok_or_else(|| {
+                invalid(
+                    format!("peers.{key}"),
+                    "keys must be positive node ids (`3` or `n3`)",
+                )
+            })?;
+            if table.insert(id, *addr).is_some() {
+                return Err(invalid(
+                    format!("peers.{key}"),
+                    format!("node {id} is listed twice"),
+                ));
+            }
+        }
+        table.insert(self.node_id(), self.listen);
+        Ok(table)
+    }
+
+    /// Every member of the cluster, in order (this node included).
+    pub fn members(&self) -> Result<Vec<NodeId>, ServerError> {
+        Ok(self.peer_table()?.into_keys().collect())
+    }
+
+    /// The system with its configuration (defaults where the table is absent).
+    pub fn system_config(&self) -> SystemConfig {
+        match self.system {
+            SystemKind::Raft => SystemConfig::Raft(self.raft.clone().unwrap_or_default()),
+            SystemKind::Single => SystemConfig::Single(self.single.clone().unwrap_or_default()),
+            SystemKind::AsyncPrimary => {
+                SystemConfig::AsyncPrimary(self.async_primary.clone().unwrap_or_default())
+            }
+        }
+    }
+
+    /// The UDP options (defaults where absent).
+    pub fn udp_config(&self) -> UdpConfig {
+        self.udp.unwrap_or_default()
+    }
+
+    /// The tarpc options (defaults where absent).
+    pub fn tarpc_config(&self) -> TarpcConfig {
+        self.tarpc.unwrap_or_default()
+    }
+
+    /// Checks the whole configuration once; the error names the first bad field.
+    pub fn validate(&self) -> Result<(), ServerError> {
+        if self.id == 0 {
+            return Err(invalid("id", "must be a positive node id"));
+        }
+        if self.admin.token.is_empty() {
+            return Err(invalid("admin.token", "must not be empty"));
+        }
+        if self.admin.token.len() > MAX_ADMIN_TOKEN_BYTES {
+            return Err(invalid(
+                "admin.token",
+                format!("longer than MAX_ADMIN_TOKEN_BYTES = {MAX_ADMIN_TOKEN_BYTES}"),
+            ));
+        }
+        if !self.admin.addr.ip().is_loopback() && !self.admin.allow_non_loopback {
+            return Err(invalid(
+                "admin.addr",
+                format!(
+                    "{} is not a loopback address; set admin.allow_non_loopback = true to expose the admin endpoint",
+                    self.admin.addr
+                ),
+            ));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty"));
+        }
+        let members = self.members()?;
+        if members.len() > MAX_CLUSTER_NODES {
+            return Err(invalid(
+                "peers",
+                format!(
+                    "{} members exceed MAX_CLUSTER_NODES = {MAX_CLUSTER_NODES}",
+                    members.len()
+                ),
+            ));
+        }
+        for (table, given, wanted) in [
+            ("raft", self.raft.is_some(), SystemKind::Raft),
+            ("single", self.single.is_some(), SystemKind::Single),
+            (
+                "async_primary",
+                self.async_primary.is_some(),
+                SystemKind::AsyncPrimary,
+            ),
+        ] {
+            if given && self.system != wanted {
+                return Err(invalid(
+                    table,
+                    format!(
+                        "the [{table}] table is given but system = \"{}\"",
+                        self.system.name()
+                    ),
+                ));
+            }
+        }
+        for (table, given, wanted) in [
+            ("udp", self.udp.is_some(), TransportKind::Udp),
+            ("tarpc", self.tarpc.is_some(), TransportKind::Tarpc),
+        ] {
+            if given && self.transport != wanted {
+                return Err(invalid(
+                    table,
+                    format!(
+                        "the [{table}] table is given but transport = \"{}\"",
+                        self.transport.name()
+                    ),
+                ));
+            }
+        }
+        let transport_check = match self.transport {
+            TransportKind::Udp => self.udp_config().validate(),
+            TransportKind::Tarpc => self.tarpc_config().validate(),
+        };
+        transport_check.map_err(|e| match e {
+            kvlab_transport::TransportError::InvalidConfig { field, reason } => {
+                invalid(format!("{}.{field}", self.transport.name()), reason)
+            }
+            other => invalid(self.transport.name(), other.to_string()),
+        })?;
+        self.storage
+            .validate()
+            .map_err(|e| invalid(format!("storage.{}", e.field), e.reason))?;
+        self.server.validate()?;
+        self.system_config().validate(&members)
+    }
+
+    /// Parses a configuration from TOML text (`origin` names it in errors) and validates
+    /// it.
+    pub fn from_toml_str(text: &str, origin: &Path) -> Result<NodeConfig, ServerError> {
+        let config: NodeConfig = toml::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .span()
+                .map(|span| line_column(text, span.start))
+                .unwrap_or((0, 0));
+            ServerError::ParseConfig {
+                path: origin.to_path_buf(),
+                line,
+                column,
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text.as_bytes()[..offset];
+    let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |p| p + 1);
+    (line, offset - line_start + 1)
+}
+
+/// Reads, parses and validates a node configuration file. Errors name the file, the line
+/// and column of a parse error, or the field that is out of range.
+pub fn load_node_config(path: impl AsRef<Path>) -> Result<NodeConfig, ServerError> {
+    let path = path.as_ref();
+    let text = std::fs::read_to_string(path).map_err(|source| ServerError::ReadConfig {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    NodeConfig::from_toml_str(&text, path)
+}
