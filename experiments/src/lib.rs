@@ -33,6 +33,7 @@ pub mod report;
 pub mod run;
 pub mod spec;
 pub mod summary;
+pub mod sweep;
 pub mod workload;
 
 pub use error::ExperimentError;

@@ -72,6 +72,9 @@ struct RunArgs {
     /// (`--seeds`). Default: `results/<name>/seed-<N>`.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// For a spec with `[[variant]]`s: run only the variant with this label.
+    #[arg(long, value_name = "LABEL")]
+    variant: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -174,7 +177,99 @@ fn print_outcome(prefix: &str, spec_path: &Path, o: &RunOutcome) {
 }
 
 fn cmd_run(a: RunArgs) -> anyhow::Result<u8> {
-    let spec = Spec::load(&a.spec)?;
+    let mut spec = Spec::load(&a.spec)?;
+    if !spec.variant.is_empty() {
+        let text =
+            std::fs::read_to_string(&a.spec).map_err(|source| ExperimentError::SpecRead {
+                file: a.spec.clone(),
+                source,
+            })?;
+        let mut variants = kvlab_experiments::sweep::expand(&text, &a.spec)?;
+        match &a.variant {
+            Some(label) => {
+                let Some(v) = variants.into_iter().find(|v| &v.label == label) else {
+                    return Err(ExperimentError::BadArgument {
+                        arg: format!("--variant {label}"),
+                        reason: "no [[variant]] has this label".into(),
+                    }
+                    .into());
+                };
+                // One variant runs like a spec of its own.
+                spec = v.spec;
+            }
+            None => {
+                let seeds = match (&a.seeds, a.seed) {
+                    (Some(range), _) => parse_seed_range(range)?,
+                    (None, Some(s)) => s..=s,
+                    (None, None) => spec.seed..=spec.seed,
+                };
+                let base = a
+                    .out
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("results").join(&spec.name));
+                let threads = std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1);
+                let mut worst = 0u8;
+                for v in &mut variants {
+                    v.spec.name = spec.name.clone();
+                }
+                let rows = kvlab_experiments::sweep::run_variants(
+                    &variants,
+                    &a.spec,
+                    seeds,
+                    &base,
+                    threads,
+                    |v, seed, result| {
+                        let prefix = format!("{} · seed {seed}: ", v.label);
+                        match result {
+                            Ok(o) => {
+                                print_outcome(&prefix, &a.spec, o);
+                                if o.verdict != RunVerdict::Valid {
+                                    say!(
+                                        "  reproduce: kvlab run {} --variant '{}' --seed {seed}",
+                                        a.spec.display(),
+                                        v.label
+                                    );
+                                }
+                                worst = worst_code(worst, o.verdict.exit_code());
+                            }
+                            Err(e) => {
+                                say!("{prefix}ERROR: {e}");
+                                worst = worst_code(worst, e.exit_code().max(1));
+                            }
+                        }
+                    },
+                )?;
+                say!("");
+                say!(
+                    "{:<28} {:>5} {:>7} {:>7} {:>10} {:>9} {:>9}  verdict",
+                    "variant",
+                    "seed",
+                    "nodes",
+                    "clients",
+                    "ok/s",
+                    "p50 ms",
+                    "p99 ms"
+                );
+                for r in &rows {
+                    say!(
+                        "{:<28} {:>5} {:>7} {:>7} {:>10.1} {:>9.2} {:>9.2}  {}",
+                        r.label,
+                        r.seed,
+                        r.nodes,
+                        r.clients,
+                        r.throughput_ok_per_s,
+                        r.latency_ms_p50,
+                        r.latency_ms_p99,
+                        r.verdict
+                    );
+                }
+                say!("variants: {}", base.join("variants.json").display());
+                return Ok(worst);
+            }
+        }
+    }
     if let Some(range) = &a.seeds {
         let seeds = parse_seed_range(range)?;
         let base = a

@@ -124,12 +124,9 @@ pub fn simulate(
             spec.async_primary.clone(),
             progress,
         ),
-        SystemKind::Raft => simulate_with::<kvlab_node::raft_kv::RaftKv>(
-            spec,
-            seed,
-            spec.raft.clone(),
-            progress,
-        ),
+        SystemKind::Raft => {
+            simulate_with::<kvlab_node::raft_kv::RaftKv>(spec, seed, spec.raft.clone(), progress)
+        }
     }
 }
 
@@ -484,6 +481,7 @@ pub fn run_experiment(spec: &Spec, opts: &RunOptions) -> Result<RunOutcome, Expe
         .unwrap_or_default();
     let mut summary = Summary {
         experiment: spec.name.clone(),
+        label: spec.label.clone(),
         run_id,
         seed: opts.seed,
         system: spec.system.name().into(),

@@ -115,6 +115,15 @@ pub struct Spec {
     /// Configuration of `system = "raft"`.
     #[serde(default)]
     pub raft: kvlab_node::raft_kv::RaftKvConfig,
+    /// A short name for this run in comparison tables and plots. `[[variant]]` sets it
+    /// to the variant's `label`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// Variants of this experiment: each `[[variant]]` is a partial spec (with a
+    /// `label`) laid over the rest of the file; `kvlab run` then runs every variant and
+    /// compares them (see [`crate::sweep`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variant: Vec<toml::Table>,
 }
 
 fn default_nodes() -> u32 {

@@ -156,6 +156,9 @@ pub struct FaultCounts {
 pub struct Summary {
     /// The spec's name.
     pub experiment: String,
+    /// The run's label in comparisons (a `[[variant]]`'s label), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
     /// The run directory's name.
     pub run_id: String,
     /// The run seed.

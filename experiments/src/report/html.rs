@@ -977,10 +977,21 @@ impl ComparisonRow {
         let transport = summary_or_meta(run, "transport");
         let backend = summary_or_meta(run, "backend");
         let seed = seed_of(run);
+        let label = json_at(s, &["label"])
+            .and_then(Value::as_str)
+            .map(str::to_string);
         let mut label_lines = vec![format!(
             "#{index} {}",
-            system.clone().unwrap_or_else(|| run_id(run))
+            label
+                .clone()
+                .or_else(|| system.clone())
+                .unwrap_or_else(|| run_id(run))
         )];
+        if label.is_some()
+            && let Some(system) = &system
+        {
+            label_lines.push(system.clone());
+        }
         let tb: Vec<String> = [transport.clone(), backend.clone()]
             .into_iter()
             .flatten()

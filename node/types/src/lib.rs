@@ -195,6 +195,34 @@ pub struct NodeEvent {
     pub detail: String,
 }
 
+/// An operator's command to a node, delivered by a driver's admin endpoint
+/// ([`Protocol::on_admin`]): membership changes and leadership transfer of the node's
+/// replication group. A protocol answers with events (`config_changed`,
+/// `admin_refused`, …), never with a client reply: an admin command has no client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum AdminCommand {
+    /// Add the node as a learner: it receives the log but does not vote.
+    AddLearner(NodeId),
+    /// Make the node a voter (promote a learner, or add a newcomer directly).
+    AddVoter(NodeId),
+    /// Remove the node (voter or learner) from the group.
+    RemoveNode(NodeId),
+    /// Hand leadership to the node.
+    TransferLeader(NodeId),
+}
+
+impl AdminCommand {
+    /// The node the command is about.
+    pub fn target(self) -> NodeId {
+        match self {
+            AdminCommand::AddLearner(n)
+            | AdminCommand::AddVoter(n)
+            | AdminCommand::RemoveNode(n)
+            | AdminCommand::TransferLeader(n) => n,
+        }
+    }
+}
+
 /// One effect a protocol asks its driver to carry out.
 ///
 /// Drivers execute the effects of one step **in order**, with one rule that makes
@@ -360,6 +388,16 @@ pub trait Protocol: Sized + fmt::Debug {
     /// Handles a client request. Every request eventually gets exactly one
     /// [`Effect::Reply`] unless the node crashes or the client gives up first.
     fn on_client(&mut self, cx: &mut Cx<'_>, req: ClientRequest, out: &mut Out<Self::Msg>);
+
+    /// Handles an operator's command. Protocols without membership changes keep this
+    /// default, which changes nothing and reports an `admin_unsupported` event, so a
+    /// driver can send any command to any protocol.
+    fn on_admin(&mut self, cx: &mut Cx<'_>, cmd: AdminCommand, out: &mut Out<Self::Msg>) {
+        out.event(
+            "admin_unsupported",
+            format!("node={} command={cmd:?}", cx.id),
+        );
+    }
 }
 
 #[cfg(test)]
@@ -380,6 +418,31 @@ mod tests {
         assert_eq!(Time::MAX + Duration::from_secs(1), Time::MAX);
         assert_eq!(Time(5).saturating_since(Time(9)), Duration::ZERO);
         assert_eq!(Time::from_millis(3).as_nanos(), 3_000_000);
+    }
+
+    #[test]
+    fn default_on_admin_reports_admin_unsupported() {
+        #[derive(Debug)]
+        struct Mute;
+        impl Protocol for Mute {
+            type Msg = u8;
+            type Config = ();
+            fn boot(_: &mut Cx<'_>, _: &(), _: &[NodeId], _: Recovery, _: &mut Out<u8>) -> Self {
+                Mute
+            }
+            fn on_msg(&mut self, _: &mut Cx<'_>, _: NodeId, _: u8, _: &mut Out<u8>) {}
+            fn on_timer(&mut self, _: &mut Cx<'_>, _: TimerId, _: &mut Out<u8>) {}
+            fn on_client(&mut self, _: &mut Cx<'_>, _: ClientRequest, _: &mut Out<u8>) {}
+        }
+        let mut rng = seeded_rng(1);
+        let mut cx = Cx::new(NodeId(1), Time::ZERO, &mut rng);
+        let mut out = Out::new();
+        Mute.on_admin(&mut cx, AdminCommand::AddLearner(NodeId(4)), &mut out);
+        match out.effects() {
+            [Effect::Event(e)] => assert_eq!(e.kind, "admin_unsupported"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(AdminCommand::RemoveNode(NodeId(3)).target(), NodeId(3));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::fmt;
 use std::time::Duration;
 
 use kvlab_types::{
-    ClientRequest, ClientResponse, Cx, Effect, Message, NodeEvent, NodeId, Out, Protocol, Recovery,
+    AdminCommand, ClientRequest, ClientResponse, Cx, Effect, Message, NodeEvent, NodeId, Out, Protocol, Recovery,
     Rng, Time, TimerId, derive_seed, seeded_rng,
 };
 use serde::{Deserialize, Serialize};
@@ -80,6 +80,8 @@ enum Event<M> {
         incarnation: u64,
         sync_seq: u64,
     },
+    /// An operator's command reaches a node (deferred while it is paused).
+    Admin { node: usize, cmd: AdminCommand },
     /// A reply reaches its client.
     ReplyArrive {
         node: NodeId,
@@ -200,6 +202,7 @@ enum Input<M> {
     Msg(NodeId, M),
     Timer(TimerId),
     Client(ClientRequest),
+    Admin(AdminCommand),
 }
 
 /// A deterministic discrete-event simulation of a cluster of `P` nodes.
@@ -358,6 +361,20 @@ impl<P: Protocol> Sim<P> {
             .sample_ns(&mut self.client_rng);
         let at = self.now.0.saturating_add(delay);
         self.queue.push(at, Event::ClientArrive { node: idx, req });
+    }
+
+    /// An operator sends `cmd` to `node` ([`Protocol::on_admin`]); the node handles it at
+    /// the current instant, as the next event (a paused node when it resumes). Returns
+    /// `Ok(false)`, and the command is lost, if the node is down, as an admin request to a
+    /// dead process is; the node reports what it did through events.
+    pub fn admin(&mut self, node: NodeId, cmd: AdminCommand) -> Result<bool, SimError> {
+        let idx = self.index_of(node).ok_or(SimError::UnknownNode(node))?;
+        if self.slots[idx].proto.is_none() {
+            return Ok(false);
+        }
+        self.invalidate_stats();
+        self.queue.push(self.now.0, Event::Admin { node: idx, cmd });
+        Ok(true)
     }
 
     /// Processes every event with time `<= deadline` in `(time, seq)` order and appends
@@ -732,6 +749,17 @@ impl<P: Protocol> Sim<P> {
                     }
                 }
             }
+            Event::Admin { node, cmd } => {
+                let slot = &mut self.slots[node];
+                if slot.proto.is_none() {
+                    return; // crashed before it could act: the command is lost
+                }
+                if slot.paused {
+                    slot.deferred.push_back(Event::Admin { node, cmd });
+                    return;
+                }
+                self.step(node, Input::Admin(cmd));
+            }
             Event::ReplyArrive { node, response } => {
                 self.stats.client_replies_delivered += 1;
                 self.pending.push(SimOutput::Reply {
@@ -783,6 +811,7 @@ impl<P: Protocol> Sim<P> {
             Input::Msg(from, msg) => p.on_msg(&mut cx, from, msg, &mut out),
             Input::Timer(t) => p.on_timer(&mut cx, t, &mut out),
             Input::Client(req) => p.on_client(&mut cx, req, &mut out),
+            Input::Admin(cmd) => p.on_admin(&mut cx, cmd, &mut out),
         }
         self.apply_effects(idx, &mut out);
         self.out = out;
@@ -1042,7 +1071,10 @@ impl<P: Protocol> Sim<P> {
                     slot.stats.client_requests_lost += 1;
                     self.stats.client_requests_lost += 1;
                 }
-                Event::Timer { .. } | Event::SyncDone { .. } | Event::ReplyArrive { .. } => {}
+                Event::Timer { .. }
+                | Event::SyncDone { .. }
+                | Event::Admin { .. }
+                | Event::ReplyArrive { .. } => {}
             }
         }
         slot.last_sync_done_ns = 0;

@@ -1,0 +1,421 @@
+//! Variants: one spec file, several configurations, compared side by side.
+//!
+//! A spec may end with any number of `[[variant]]` tables. Each is a *partial* spec with
+//! a `label`, laid over the rest of the file (tables merge key by key, anything else is
+//! replaced), and validated like a whole spec:
+//!
+//! ```toml
+//! name = "raft-throughput"
+//! system = "raft"
+//! nodes = 3
+//! [workload]
+//! clients = 1
+//!
+//! [[variant]]
+//! label = "3 nodes, 16 clients"
+//! workload = { clients = 16 }
+//!
+//! [[variant]]
+//! label = "5 nodes, 16 clients"
+//! nodes = 5
+//! workload = { clients = 16 }
+//! ```
+//!
+//! `kvlab run` then runs every variant (with `--seeds`, every variant for every seed),
+//! each in `<out>/<variant-slug>/` (or `<out>/<variant-slug>/seed-<N>/`), writes
+//! `<out>/variants.json` — one row of key numbers per run — and draws comparison plots
+//! of the variants (`comparison.png|svg`, `compare.html`) from the first seed of each.
+//! `--variant LABEL` runs just one of them.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::error::ExperimentError;
+use crate::run::{ReportPolicy, RunOptions, RunOutcome, run_experiment, seed_run_dir};
+use crate::spec::Spec;
+
+/// The most variants one spec may have.
+pub const MAX_VARIANTS: usize = 64;
+
+/// One configuration of a spec with variants.
+#[derive(Clone, Debug)]
+pub struct Variant {
+    /// The variant's label, as written.
+    pub label: String,
+    /// The label made safe for a directory name.
+    pub slug: String,
+    /// The whole spec of this variant, validated.
+    pub spec: Spec,
+}
+
+/// Lays each `[[variant]]` of the spec file `text` over the rest of it and validates
+/// the result. Errors name the variant and the field.
+pub fn expand(text: &str, file: &Path) -> Result<Vec<Variant>, ExperimentError> {
+    let mut base: toml::Table = toml::from_str(text).map_err(|e| ExperimentError::SpecInvalid {
+        file: file.to_path_buf(),
+        field: "variant".into(),
+        reason: e.to_string(),
+    })?;
+    let variants = match base.remove("variant") {
+        Some(toml::Value::Array(v)) => v,
+        Some(_) => {
+            return Err(invalid(
+                file,
+                "variant",
+                "must be an array of tables ([[variant]])",
+            ));
+        }
+        None => return Ok(Vec::new()),
+    };
+    if variants.len() > MAX_VARIANTS {
+        return Err(invalid(
+            file,
+            "variant",
+            format!(
+                "{} variants; at most {MAX_VARIANTS} (MAX_VARIANTS)",
+                variants.len()
+            ),
+        ));
+    }
+    let mut out: Vec<Variant> = Vec::with_capacity(variants.len());
+    for (i, v) in variants.into_iter().enumerate() {
+        let toml::Value::Table(mut over) = v else {
+            return Err(invalid(file, &format!("variant[{i}]"), "must be a table"));
+        };
+        let label = match over.remove("label") {
+            Some(toml::Value::String(s)) if !s.trim().is_empty() => s,
+            _ => {
+                return Err(invalid(
+                    file,
+                    &format!("variant[{i}].label"),
+                    "every variant needs a non-empty string `label`",
+                ));
+            }
+        };
+        let slug = slugify(&label);
+        if let Some(other) = out.iter().find(|o| o.slug == slug) {
+            return Err(invalid(
+                file,
+                &format!("variant[{i}].label"),
+                format!(
+                    "`{label}` and `{}` give the same directory name `{slug}`",
+                    other.label
+                ),
+            ));
+        }
+        let mut merged = base.clone();
+        merge(&mut merged, over);
+        merged.insert("label".into(), toml::Value::String(label.clone()));
+        let where_ = |field: &str| format!("variant[{i}] \"{label}\": {field}");
+        let merged_text = toml::to_string(&merged)
+            .map_err(|e| invalid(file, &where_("(whole)"), e.to_string()))?;
+        let spec = Spec::from_toml_str(&merged_text, file).map_err(|e| match e {
+            ExperimentError::SpecParse { field, message, .. } => invalid(
+                file,
+                &where_(field.as_deref().unwrap_or("(unknown field)")),
+                message,
+            ),
+            ExperimentError::SpecInvalid { field, reason, .. } => {
+                invalid(file, &where_(&field), reason)
+            }
+            other => other,
+        })?;
+        out.push(Variant { label, slug, spec });
+    }
+    Ok(out)
+}
+
+fn invalid(file: &Path, field: &str, reason: impl Into<String>) -> ExperimentError {
+    ExperimentError::SpecInvalid {
+        file: file.to_path_buf(),
+        field: field.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Tables merge key by key; any other value of `over` replaces the base's.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+/// Lower-case letters, digits and `-` only.
+pub fn slugify(label: &str) -> String {
+    let mut s = String::new();
+    for c in label.chars() {
+        if c.is_ascii_alphanumeric() {
+            s.push(c.to_ascii_lowercase());
+        } else if !s.ends_with('-') {
+            s.push('-');
+        }
+    }
+    let s = s.trim_matches('-').to_string();
+    if s.is_empty() { "variant".into() } else { s }
+}
+
+/// One row of `variants.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct VariantRow {
+    /// The variant's label.
+    pub label: String,
+    /// The run seed.
+    pub seed: u64,
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// The run's verdict (or `error`).
+    pub verdict: String,
+    /// Cluster size.
+    pub nodes: u32,
+    /// Concurrent clients.
+    pub clients: u32,
+    /// `ok` operations per simulated second.
+    pub throughput_ok_per_s: f64,
+    /// Latency of `ok` operations, milliseconds: p50.
+    pub latency_ms_p50: f64,
+    /// … p99.
+    pub latency_ms_p99: f64,
+    /// Operations by outcome: ok, fail, info.
+    pub ops_ok: u64,
+    /// …
+    pub ops_fail: u64,
+    /// …
+    pub ops_info: u64,
+    /// Faults injected.
+    pub faults_injected: u64,
+    /// `leader_elected` events reported by nodes.
+    pub leader_elections: u64,
+    /// The error, when the run did not reach a verdict.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The directory of one variant's run.
+pub fn variant_run_dir(base: &Path, v: &Variant, seed: u64, several_seeds: bool) -> PathBuf {
+    let dir = base.join(&v.slug);
+    if several_seeds {
+        seed_run_dir(&dir, seed)
+    } else {
+        dir
+    }
+}
+
+/// Runs every variant for every seed on `threads` threads; calls `on_done` in
+/// (variant, seed) order; writes `variants.json` and the comparison of the first seed
+/// of each variant into `base`. Returns the rows.
+pub fn run_variants(
+    variants: &[Variant],
+    spec_path: &Path,
+    seeds: std::ops::RangeInclusive<u64>,
+    base: &Path,
+    threads: usize,
+    mut on_done: impl FnMut(&Variant, u64, &Result<RunOutcome, ExperimentError>),
+) -> Result<Vec<VariantRow>, ExperimentError> {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::mpsc;
+
+    let (first, last) = (*seeds.start(), *seeds.end());
+    let several = last > first;
+    let jobs: Vec<(usize, u64)> = (0..variants.len())
+        .flat_map(|v| (first..=last).map(move |s| (v, s)))
+        .collect();
+    let next = AtomicUsize::new(0);
+    let (tx, rx) = mpsc::channel();
+    let threads = threads.clamp(1, jobs.len().max(1));
+    let mut rows = Vec::with_capacity(jobs.len());
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            let tx = tx.clone();
+            let (next, jobs) = (&next, &jobs);
+            scope.spawn(move || {
+                loop {
+                    let j = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&(vi, seed)) = jobs.get(j) else {
+                        break;
+                    };
+                    let v = &variants[vi];
+                    let opts = RunOptions {
+                        seed,
+                        run_dir: variant_run_dir(base, v, seed, several),
+                        spec_path: spec_path.to_path_buf(),
+                        report: if seed == first {
+                            ReportPolicy::Always
+                        } else {
+                            ReportPolicy::OnFailure
+                        },
+                        progress: false,
+                    };
+                    if tx.send((j, run_experiment(&v.spec, &opts))).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut ready = BTreeMap::new();
+        let mut expected = 0usize;
+        for (j, result) in rx {
+            ready.insert(j, result);
+            while let Some(r) = ready.remove(&expected) {
+                let (vi, seed) = jobs[expected];
+                let v = &variants[vi];
+                on_done(v, seed, &r);
+                rows.push(row(v, seed, variant_run_dir(base, v, seed, several), &r));
+                expected += 1;
+            }
+        }
+    });
+    std::fs::create_dir_all(base).map_err(|source| ExperimentError::Io {
+        path: base.to_path_buf(),
+        source,
+    })?;
+    let path = base.join("variants.json");
+    let json = serde_json::to_string_pretty(&rows).map_err(|e| ExperimentError::Encode {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    std::fs::write(&path, json + "\n").map_err(|source| ExperimentError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let firsts: Vec<PathBuf> = rows
+        .iter()
+        .filter(|r| r.seed == first && r.error.is_none())
+        .map(|r| r.run_dir.clone())
+        .collect();
+    if firsts.len() > 1 {
+        crate::run::render_comparison(&firsts, base)?;
+    }
+    Ok(rows)
+}
+
+fn row(
+    v: &Variant,
+    seed: u64,
+    run_dir: PathBuf,
+    r: &Result<RunOutcome, ExperimentError>,
+) -> VariantRow {
+    let mut row = VariantRow {
+        label: v.label.clone(),
+        seed,
+        run_dir,
+        verdict: "error".into(),
+        nodes: v.spec.nodes,
+        clients: v.spec.workload.clients,
+        throughput_ok_per_s: 0.0,
+        latency_ms_p50: 0.0,
+        latency_ms_p99: 0.0,
+        ops_ok: 0,
+        ops_fail: 0,
+        ops_info: 0,
+        faults_injected: 0,
+        leader_elections: 0,
+        error: None,
+    };
+    match r {
+        Ok(o) => {
+            let s = &o.summary;
+            row.verdict = o.verdict.name().into();
+            row.throughput_ok_per_s = s.throughput_ok_per_s;
+            if let Some(all) = s.latency_ms.get("all") {
+                row.latency_ms_p50 = all.p50;
+                row.latency_ms_p99 = all.p99;
+            }
+            row.ops_ok = s.ops.ok;
+            row.ops_fail = s.ops.fail;
+            row.ops_info = s.ops.info;
+            row.faults_injected = s.faults.injected;
+            row.leader_elections = s.node_events.get("leader_elected").copied().unwrap_or(0);
+        }
+        Err(e) => row.error = Some(e.to_string()),
+    }
+    row
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+name = "t"
+system = "single"
+nodes = 3
+[workload]
+clients = 2
+keys = 4
+
+[[variant]]
+label = "Two clients"
+
+[[variant]]
+label = "5 nodes, 8 clients"
+nodes = 5
+workload = { clients = 8 }
+"#;
+
+    #[test]
+    fn variants_are_laid_over_the_base_spec() {
+        let v = expand(BASE, Path::new("t.toml")).unwrap();
+        assert_eq!(v.len(), 2);
+        assert_eq!((v[0].spec.nodes, v[0].spec.workload.clients), (3, 2));
+        assert_eq!((v[1].spec.nodes, v[1].spec.workload.clients), (5, 8));
+        // A table in a variant merges with the base's: `keys` is kept.
+        assert_eq!(v[1].spec.workload.keys, 4);
+        assert_eq!(v[1].slug, "5-nodes-8-clients");
+        assert_eq!(v[1].spec.label.as_deref(), Some("5 nodes, 8 clients"));
+        assert!(v[1].spec.variant.is_empty());
+    }
+
+    #[test]
+    fn a_bad_field_in_a_variant_names_the_variant_and_the_field() {
+        let text = BASE.replace("nodes = 5", "nodes = 0");
+        let e = expand(&text, Path::new("t.toml")).unwrap_err().to_string();
+        assert!(e.contains("variant[1]") && e.contains("nodes"), "{e}");
+        let text = BASE.replace("nodes = 5", "nodez = 5");
+        let e = expand(&text, Path::new("t.toml")).unwrap_err().to_string();
+        assert!(e.contains("variant[1]") && e.contains("nodez"), "{e}");
+    }
+
+    #[test]
+    fn a_variant_needs_a_unique_label() {
+        let text = BASE.replace("label = \"Two clients\"", "");
+        let e = expand(&text, Path::new("t.toml")).unwrap_err().to_string();
+        assert!(e.contains("variant[0].label"), "{e}");
+        let text = BASE.replace("Two clients", "5 nodes 8 clients");
+        let e = expand(&text, Path::new("t.toml")).unwrap_err().to_string();
+        assert!(e.contains("same directory name"), "{e}");
+    }
+
+    #[test]
+    fn variants_run_and_are_compared() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = BASE.replace(
+            "[workload]",
+            "[time]\nduration_s = 2\nliveness_s = 2\n[nemesis]\nfaults = []\n[workload]",
+        );
+        let v = expand(&text, Path::new("t.toml")).unwrap();
+        let mut seen = Vec::new();
+        let rows = run_variants(&v, Path::new("t.toml"), 1..=2, dir.path(), 2, |v, s, r| {
+            seen.push((v.label.clone(), s, r.is_ok()))
+        })
+        .unwrap();
+        assert_eq!(seen.len(), 4);
+        assert!(seen.iter().all(|(_, _, ok)| *ok), "{seen:?}");
+        assert_eq!(rows[0].label, "Two clients");
+        assert_eq!(rows[3].seed, 2);
+        assert!(
+            rows.iter()
+                .all(|r| r.verdict == "valid" && r.throughput_ok_per_s > 0.0)
+        );
+        assert!(dir.path().join("variants.json").exists());
+        assert!(dir.path().join("compare.html").exists());
+        assert!(dir.path().join("two-clients/seed-1/history.jsonl").exists());
+    }
+}

@@ -1,0 +1,904 @@
+//! [`NodeServer`]: the async driver that runs one sans-IO [`Protocol`] on tokio.
+//!
+//! One task owns the protocol value, its durable store and its transport, and reacts to
+//! five inputs in a fixed priority (`select!` with `biased;`): shutdown, admin commands,
+//! due timers, peer messages, client requests. Each input is one protocol step; the
+//! step's effects run in order:
+//!
+//! - `Persist` appends to the store at once (not yet durable);
+//! - `Sync` marks a sync as due; from then on every `Send` and `Reply` is **held**;
+//! - `SaveSnapshot` first completes a due sync, then replaces the snapshot durably;
+//! - `SetTimer` / `CancelTimer` re-arm or disarm the timer (a new deadline replaces the
+//!   old one);
+//! - `Event` goes to tracing and to the event log.
+//!
+//! **Group commit.** While a sync is due the driver keeps taking inputs that are already
+//! ready (at most `max_steps_per_sync` steps), then issues one fsync for all of them on
+//! a blocking thread, and only when it returned releases the held sends and replies, in
+//! order. Syncs therefore complete in the order they were issued, and nothing a step said
+//! after a `Sync` leaves the node before the sync is durable. A failed append, fsync or
+//! snapshot stops the node with [`ServerError::Storage`]: it never continues after a
+//! failed fsync.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::io::Write;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use kvlab_storage::{NodeStorage, StorageError, Vfs, WalStats};
+use kvlab_transport::{FaultRules, Transport, TransportError, TransportStats};
+use kvlab_types::{
+    ClientError, ClientRequest, ClientResponse, Cx, Effect, NodeEvent, NodeId, Out, Protocol,
+    Recovery, RequestId, Rng, Time, TimerId, derive_seed, seeded_rng,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::config::ServerOptions;
+use crate::inspect::{Inspect, ProtocolStatus};
+use crate::ServerError;
+
+/// The most client requests the driver keeps waiting for the protocol's reply; beyond
+/// it new requests are refused with `Unavailable` (they surely did not take effect).
+pub const MAX_WAITING_CLIENT_REQUESTS: usize = 65_536;
+/// Admin commands queued for the driver at most.
+pub const ADMIN_QUEUE_LEN: usize = 64;
+
+/// The durable state a driver writes through: the storage effects of [`Effect`]. The
+/// server uses [`NodeStorage`]; tests substitute a store that records what happened when.
+pub trait DurableStore: Send + 'static {
+    /// Appends a record (`Effect::Persist`); durable only after a later `sync`.
+    fn persist(&mut self, record: &[u8]) -> Result<(), StorageError>;
+    /// Makes every record appended so far durable (`Effect::Sync`). Called on a blocking
+    /// thread.
+    fn sync(&mut self) -> Result<(), StorageError>;
+    /// Durably replaces the snapshot (`Effect::SaveSnapshot`).
+    fn save_snapshot(&mut self, data: &[u8]) -> Result<(), StorageError>;
+    /// The log's counters.
+    fn wal_stats(&self) -> WalStats;
+}
+
+impl<V: Vfs + Send + 'static> DurableStore for NodeStorage<V>
+where
+    NodeStorage<V>: Send,
+{
+    fn persist(&mut self, record: &[u8]) -> Result<(), StorageError> {
+        NodeStorage::persist(self, record).map(|_| ())
+    }
+    fn sync(&mut self) -> Result<(), StorageError> {
+        NodeStorage::sync(self)
+    }
+    fn save_snapshot(&mut self, data: &[u8]) -> Result<(), StorageError> {
+        NodeStorage::save_snapshot(self, data)
+    }
+    fn wal_stats(&self) -> WalStats {
+        NodeStorage::wal_stats(self).clone()
+    }
+}
+
+/// One protocol event as the node logged it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// The node's clock (nanoseconds since the server started).
+    pub time_ns: u64,
+    /// The node.
+    pub node: NodeId,
+    /// The event's stable name (`leader_elected`, …).
+    pub kind: String,
+    /// Its details.
+    pub detail: String,
+}
+
+/// The driver's own counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriverStats {
+    /// Protocol steps run (boot, messages, timers, client requests).
+    pub steps: u64,
+    /// Peer messages handed to the protocol.
+    pub messages_in: u64,
+    /// Sends the protocol asked for.
+    pub messages_out: u64,
+    /// Sends the transport refused at once (unknown peer, full queue, oversize); also
+    /// counted in the transport's stats.
+    pub send_errors: u64,
+    /// Timers fired.
+    pub timers_fired: u64,
+    /// Client requests handed to the protocol.
+    pub client_requests: u64,
+    /// Client requests refused before the protocol saw them (too many waiting).
+    pub client_requests_refused: u64,
+    /// Replies with no client waiting any more (it timed out or went away).
+    pub orphan_replies: u64,
+    /// Records appended.
+    pub persists: u64,
+    /// `Effect::Sync`s the protocol emitted.
+    pub syncs_requested: u64,
+    /// fsyncs the driver issued (one per group commit).
+    pub syncs_done: u64,
+    /// The slowest group-commit sync, in microseconds.
+    pub sync_us_max: u64,
+    /// All group-commit syncs together, in microseconds.
+    pub sync_us_total: u64,
+    /// Snapshots saved.
+    pub snapshots_saved: u64,
+}
+
+/// Storage figures for the admin endpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageStatus {
+    /// The log's counters since open.
+    pub wal: WalStats,
+    /// Records recovered at boot.
+    pub recovered_records: usize,
+    /// Whether a snapshot was recovered at boot.
+    pub recovered_snapshot: bool,
+}
+
+/// Everything `status()` reports about a node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The node.
+    pub node: NodeId,
+    /// The system it runs (`raft`, `single`, …), as the caller named it.
+    pub system: String,
+    /// Time since the server started.
+    pub uptime_ms: u64,
+    /// What the protocol says about itself.
+    pub protocol: ProtocolStatus,
+    /// The transport's counters.
+    pub transport: TransportStats,
+    /// The storage's counters.
+    pub storage: StorageStatus,
+    /// The driver's counters.
+    pub driver: DriverStats,
+    /// Client requests waiting for the protocol's reply now.
+    pub client_requests_waiting: usize,
+    /// Timers armed now.
+    pub timers_armed: usize,
+    /// The most recent protocol events, oldest first.
+    pub recent_events: Vec<EventRecord>,
+}
+
+/// An admin command for the driver.
+#[derive(Debug)]
+pub enum AdminCommand {
+    /// Report the node's status.
+    Status(oneshot::Sender<NodeStatus>),
+    /// Stop gracefully (sync the store, close the transport).
+    Shutdown,
+}
+
+/// A client request on its way to the driver, with where to send the answer.
+#[derive(Debug)]
+pub struct ClientCall {
+    /// The request.
+    pub req: ClientRequest,
+    /// The answer goes here.
+    pub reply: oneshot::Sender<ClientResponse>,
+}
+
+/// A cloneable handle on a running (or about to run) node: submit client requests, ask
+/// for status, change fault rules, stop it. In-process callers (tests, the `mem`
+/// cluster) use it directly; the client and admin endpoints are built on it.
+#[derive(Clone, Debug)]
+pub struct NodeHandle {
+    id: NodeId,
+    client_tx: mpsc::Sender<ClientCall>,
+    admin_tx: mpsc::Sender<AdminCommand>,
+    faults: FaultRules,
+    request_timeout: Duration,
+}
+
+impl NodeHandle {
+    /// The node.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The node's transport fault rules (shared: changes apply to the next message).
+    pub fn fault_rules(&self) -> &FaultRules {
+        &self.faults
+    }
+
+    /// How long [`NodeHandle::execute`] waits for the protocol's answer.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    /// Submits a request and waits for the answer, at most the configured client request
+    /// timeout. A full queue or a stopped node is `Unavailable` (the request surely did
+    /// not take effect); a timeout, or a node that stopped with the request inside, is
+    /// `Indeterminate`.
+    pub async fn execute(&self, req: ClientRequest) -> ClientResponse {
+        self.execute_within(req, self.request_timeout).await
+    }
+
+    /// [`NodeHandle::execute`] with an explicit timeout.
+    pub async fn execute_within(&self, req: ClientRequest, timeout: Duration) -> ClientResponse {
+        let id = req.id;
+        let (tx, rx) = oneshot::channel();
+        let refused = |reason: &str| ClientResponse {
+            id,
+            result: Err(ClientError::Unavailable {
+                reason: format!("node {}: {reason}", self.id),
+                hint: None,
+            }),
+        };
+        match self.client_tx.try_send(ClientCall { req, reply: tx }) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => return refused("client queue is full"),
+            Err(mpsc::error::TrySendError::Closed(_)) => return refused("node is not running"),
+        }
+        let indeterminate = |reason: String| ClientResponse {
+            id,
+            result: Err(ClientError::Indeterminate { reason }),
+        };
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(_)) => indeterminate(format!(
+                "node {} stopped before it answered",
+                self.id
+            )),
+            Err(_) => indeterminate(format!(
+                "node {} did not answer within {} ms",
+                self.id,
+                timeout.as_millis()
+            )),
+        }
+    }
+
+    /// The node's status.
+    pub async fn status(&self) -> Result<NodeStatus, ServerError> {
+        let (tx, rx) = oneshot::channel();
+        let stopped = || ServerError::NodeState {
+            node: self.id,
+            reason: "not running".into(),
+        };
+        self.admin_tx
+            .send(AdminCommand::Status(tx))
+            .await
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())
+    }
+
+    /// Asks the node to stop gracefully; returns at once (await the task that runs it to
+    /// know when it has stopped). A node that is already stopped is not an error.
+    pub fn shutdown(&self) {
+        // A full admin queue: the shutdown is retried from a task so it is never lost.
+        if let Err(mpsc::error::TrySendError::Full(cmd)) =
+            self.admin_tx.try_send(AdminCommand::Shutdown)
+        {
+            let tx = self.admin_tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(cmd).await;
+            });
+        }
+    }
+}
+
+/// Pending timers: re-arming an id replaces its deadline; ties fire in arming order.
+#[derive(Debug, Default)]
+struct Timers {
+    by_deadline: BTreeMap<(Instant, u64), TimerId>,
+    by_id: BTreeMap<TimerId, (Instant, u64)>,
+    next_seq: u64,
+}
+
+impl Timers {
+    fn set(&mut self, id: TimerId, deadline: Instant) {
+        self.cancel(id);
+        let key = (deadline, self.next_seq);
+        self.next_seq += 1;
+        self.by_deadline.insert(key, id);
+        self.by_id.insert(id, key);
+    }
+    fn cancel(&mut self, id: TimerId) {
+        if let Some(key) = self.by_id.remove(&id) {
+            self.by_deadline.remove(&key);
+        }
+    }
+    fn next_deadline(&self) -> Option<Instant> {
+        self.by_deadline.keys().next().map(|(d, _)| *d)
+    }
+    fn pop_due(&mut self, now: Instant) -> Option<TimerId> {
+        let (&key, &id) = self.by_deadline.iter().next()?;
+        if key.0 > now {
+            return None;
+        }
+        self.by_deadline.remove(&key);
+        self.by_id.remove(&id);
+        Some(id)
+    }
+    fn len(&self) -> usize {
+        self.by_id.len()
+    }
+}
+
+/// Recent events in memory, and optionally appended to a JSONL file.
+#[derive(Debug)]
+struct EventLog {
+    recent: VecDeque<EventRecord>,
+    capacity: usize,
+    file: Option<std::fs::File>,
+}
+
+impl EventLog {
+    fn push(&mut self, record: EventRecord) {
+        if let Some(f) = &mut self.file {
+            let line = serde_json::to_string(&record).unwrap_or_default();
+            if let Err(e) = writeln!(f, "{line}") {
+                // Events are reports, not state: stop writing them rather than stop the node.
+                tracing::warn!(error = %e, "cannot append to events.jsonl; event file disabled");
+                self.file = None;
+            }
+        }
+        if self.recent.len() == self.capacity {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(record);
+    }
+}
+
+/// A send or reply held back until the due sync is durable.
+#[derive(Debug)]
+enum Held<M> {
+    Send { to: NodeId, msg: M },
+    Reply(ClientResponse),
+}
+
+/// What woke the driver up.
+enum Wake<M> {
+    Shutdown,
+    Admin(AdminCommand),
+    Timers,
+    Msg(Result<kvlab_transport::Envelope<M>, TransportError>),
+    Client(ClientCall),
+    /// Nothing was ready (only when not waiting).
+    Idle,
+}
+
+/// Whether the loop goes on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Stop,
+}
+
+/// Everything a [`NodeServer`] needs besides the protocol's own configuration.
+#[derive(Debug)]
+pub struct NodeParts<T, S> {
+    /// This node.
+    pub id: NodeId,
+    /// Every member of the cluster, this node included.
+    pub members: Vec<NodeId>,
+    /// The system's name, for status reports.
+    pub system: String,
+    /// The run seed; the node's RNG is seeded from it and the node id.
+    pub seed: u64,
+    /// The peer transport.
+    pub transport: Arc<T>,
+    /// The durable store, already opened.
+    pub store: S,
+    /// What the store recovered.
+    pub recovery: Recovery,
+    /// Driver options.
+    pub options: ServerOptions,
+    /// Where to append `events.jsonl` (`None`: memory only).
+    pub events_file: Option<std::path::PathBuf>,
+}
+
+/// The async driver of one node. Build it with [`NodeServer::new`] (which boots the
+/// protocol and returns a [`NodeHandle`]), then `run` it.
+pub struct NodeServer<P, T, S = NodeStorage<kvlab_storage::RealFs>>
+where
+    P: Protocol,
+    T: Transport<Msg = P::Msg>,
+{
+    id: NodeId,
+    system: String,
+    protocol: P,
+    store: Arc<Mutex<S>>,
+    transport: Arc<T>,
+    rng: Rng,
+    started: Instant,
+    timers: Timers,
+    client_rx: mpsc::Receiver<ClientCall>,
+    admin_rx: mpsc::Receiver<AdminCommand>,
+    waiters: BTreeMap<RequestId, VecDeque<oneshot::Sender<ClientResponse>>>,
+    waiting: usize,
+    held: Vec<Held<P::Msg>>,
+    sync_due: bool,
+    out: Out<P::Msg>,
+    events: EventLog,
+    stats: DriverStats,
+    options: ServerOptions,
+    recovered_records: usize,
+    recovered_snapshot: bool,
+    role: Option<&'static str>,
+}
+
+impl<P, T, S> std::fmt::Debug for NodeServer<P, T, S>
+where
+    P: Protocol,
+    T: Transport<Msg = P::Msg>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeServer")
+            .field("id", &self.id)
+            .field("system", &self.system)
+            .field("protocol", &self.protocol)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<S>(store: &Mutex<S>) -> MutexGuard<'_, S> {
+    // Only the driver and its blocking sync use the store, one at a time; a poisoned lock
+    // means a panic inside the store, after which the driver stops anyway.
+    store.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl<P, T, S> NodeServer<P, T, S>
+where
+    P: Protocol + Inspect + Send + 'static,
+    P::Msg: Send,
+    T: Transport<Msg = P::Msg>,
+    S: DurableStore,
+{
+    /// Boots the protocol from `parts.recovery` and returns the driver and a handle on
+    /// it. The boot step's effects run first thing in [`NodeServer::run`]. Must be called
+    /// inside a tokio runtime.
+    pub fn new(config: &P::Config, parts: NodeParts<T, S>) -> (Self, NodeHandle) {
+        let NodeParts {
+            id,
+            members,
+            system,
+            seed,
+            transport,
+            store,
+            recovery,
+            options,
+            events_file,
+        } = parts;
+        let recovered_records = recovery.records.len();
+        let recovered_snapshot = recovery.snapshot.is_some();
+        let mut rng = seeded_rng(derive_seed(seed, "node", u64::from(id.0)));
+        let started = Instant::now();
+        let mut out = Out::new();
+        let protocol = {
+            let mut cx = Cx::new(id, Time::ZERO, &mut rng);
+            P::boot(&mut cx, config, &members, recovery, &mut out)
+        };
+        let file = events_file.and_then(|path| open_events_file(&path));
+        let (client_tx, client_rx) = mpsc::channel(options.client_queue_len);
+        let (admin_tx, admin_rx) = mpsc::channel(ADMIN_QUEUE_LEN);
+        let handle = NodeHandle {
+            id,
+            client_tx,
+            admin_tx,
+            faults: transport.fault_rules().clone(),
+            request_timeout: Duration::from_millis(options.client_request_timeout_ms),
+        };
+        let role = protocol.role_name(id);
+        let server = NodeServer {
+            id,
+            system,
+            protocol,
+            store: Arc::new(Mutex::new(store)),
+            transport,
+            rng,
+            started,
+            timers: Timers::default(),
+            client_rx,
+            admin_rx,
+            waiters: BTreeMap::new(),
+            waiting: 0,
+            held: Vec::new(),
+            sync_due: false,
+            out,
+            events: EventLog {
+                recent: VecDeque::with_capacity(options.event_log_len),
+                capacity: options.event_log_len,
+                file,
+            },
+            stats: DriverStats {
+                steps: 1,
+                ..DriverStats::default()
+            },
+            options,
+            recovered_records,
+            recovered_snapshot,
+            role,
+        };
+        (server, handle)
+    }
+
+    /// The protocol value (for tests and inspection before `run`).
+    pub fn protocol(&self) -> &P {
+        &self.protocol
+    }
+
+    /// Runs the node until `shutdown` completes, an admin `shutdown` arrives, or a
+    /// storage or transport failure stops it. On a graceful stop it releases what a due
+    /// sync held, syncs the store once more and shuts the transport down (sockets closed)
+    /// before returning. On a failure it shuts the transport down and returns the error.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
+        let span = tracing::info_span!("node", node = %self.id, role = tracing::field::Empty);
+        if let Some(role) = self.role {
+            span.record("role", role);
+        }
+        let transport = self.transport.clone();
+        let result = async {
+            let mut shutdown = std::pin::pin!(shutdown);
+            let looped = self.run_loop(shutdown.as_mut()).await;
+            match looped {
+                Ok(()) => {
+                    self.flush().await?;
+                    self.sync_store("sync").await?;
+                    tracing::info!("node stopped gracefully");
+                    Ok(())
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "node stopped by a failure");
+                    Err(e)
+                }
+            }
+        }
+        .instrument(span)
+        .await;
+        transport.shutdown().await;
+        result
+    }
+
+    async fn run_loop(
+        &mut self,
+        mut shutdown: Pin<&mut (impl Future<Output = ()> + Send)>,
+    ) -> Result<(), ServerError> {
+        // The boot step's effects.
+        self.execute_effects().await?;
+        self.flush().await?;
+        loop {
+            let wake = self.next_wake(shutdown.as_mut(), true).await;
+            if self.handle(wake).await? == Flow::Stop {
+                return Ok(());
+            }
+            let mut steps = 1;
+            while self.sync_due && steps < self.options.max_steps_per_sync {
+                let wake = self.next_wake(shutdown.as_mut(), false).await;
+                if matches!(wake, Wake::Idle) {
+                    break;
+                }
+                if self.handle(wake).await? == Flow::Stop {
+                    return Ok(());
+                }
+                steps += 1;
+            }
+            self.flush().await?;
+        }
+    }
+
+    async fn next_wake(
+        &mut self,
+        shutdown: Pin<&mut (impl Future<Output = ()> + Send)>,
+        wait: bool,
+    ) -> Wake<P::Msg> {
+        let next_timer = self.timers.next_deadline();
+        let far = Instant::now() + Duration::from_secs(3600);
+        tokio::select! {
+            biased;
+            _ = shutdown => Wake::Shutdown,
+            Some(cmd) = self.admin_rx.recv() => Wake::Admin(cmd),
+            _ = tokio::time::sleep_until(next_timer.unwrap_or(far)), if next_timer.is_some() => Wake::Timers,
+            r = self.transport.recv() => Wake::Msg(r),
+            Some(call) = self.client_rx.recv() => Wake::Client(call),
+            _ = std::future::ready(()), if !wait => Wake::Idle,
+        }
+    }
+
+    fn now(&self) -> Time {
+        Time(u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    async fn handle(&mut self, wake: Wake<P::Msg>) -> Result<Flow, ServerError> {
+        match wake {
+            Wake::Shutdown | Wake::Admin(AdminCommand::Shutdown) => return Ok(Flow::Stop),
+            Wake::Idle => {}
+            Wake::Admin(AdminCommand::Status(tx)) => {
+                let _ = tx.send(self.status());
+            }
+            Wake::Timers => {
+                let now = Instant::now();
+                while let Some(timer) = self.timers.pop_due(now) {
+                    self.stats.timers_fired += 1;
+                    let t = self.now();
+                    let mut cx = Cx::new(self.id, t, &mut self.rng);
+                    self.protocol.on_timer(&mut cx, timer, &mut self.out);
+                    self.after_step().await?;
+                }
+            }
+            Wake::Msg(Ok(env)) => {
+                self.stats.messages_in += 1;
+                let t = self.now();
+                let mut cx = Cx::new(self.id, t, &mut self.rng);
+                self.protocol.on_msg(&mut cx, env.from, env.msg, &mut self.out);
+                self.after_step().await?;
+            }
+            Wake::Msg(Err(source)) => {
+                // `recv` reports only a closed transport; malformed input is counted and
+                // skipped inside it. A node without a network cannot go on.
+                return Err(ServerError::Transport {
+                    node: self.id,
+                    source,
+                });
+            }
+            Wake::Client(call) => self.on_client(call).await?,
+        }
+        Ok(Flow::Continue)
+    }
+
+    async fn on_client(&mut self, call: ClientCall) -> Result<(), ServerError> {
+        if self.waiting >= MAX_WAITING_CLIENT_REQUESTS {
+            self.prune_waiters();
+        }
+        if self.waiting >= MAX_WAITING_CLIENT_REQUESTS {
+            self.stats.client_requests_refused += 1;
+            let _ = call.reply.send(ClientResponse {
+                id: call.req.id,
+                result: Err(ClientError::Unavailable {
+                    reason: format!(
+                        "node {}: MAX_WAITING_CLIENT_REQUESTS ({MAX_WAITING_CLIENT_REQUESTS}) reached",
+                        self.id
+                    ),
+                    hint: None,
+                }),
+            });
+            return Ok(());
+        }
+        self.stats.client_requests += 1;
+        self.waiters
+            .entry(call.req.id)
+            .or_default()
+            .push_back(call.reply);
+        self.waiting += 1;
+        let t = self.now();
+        let mut cx = Cx::new(self.id, t, &mut self.rng);
+        self.protocol.on_client(&mut cx, call.req, &mut self.out);
+        self.after_step().await
+    }
+
+    /// Forgets waiters whose client went away (timed out).
+    fn prune_waiters(&mut self) {
+        self.waiters.retain(|_, q| {
+            q.retain(|tx| !tx.is_closed());
+            !q.is_empty()
+        });
+        self.waiting = self.waiters.values().map(VecDeque::len).sum();
+    }
+
+    async fn after_step(&mut self) -> Result<(), ServerError> {
+        self.stats.steps += 1;
+        self.execute_effects().await?;
+        let role = self.protocol.role_name(self.id);
+        if role != self.role {
+            self.role = role;
+            if let Some(r) = role {
+                tracing::Span::current().record("role", r);
+            }
+        }
+        Ok(())
+    }
+
+    async fn execute_effects(&mut self) -> Result<(), ServerError> {
+        let mut out = std::mem::take(&mut self.out);
+        let mut result = Ok(());
+        let mut effects = out.drain();
+        for effect in effects.by_ref() {
+            if let Err(e) = self.execute(effect).await {
+                result = Err(e);
+                break;
+            }
+        }
+        drop(effects);
+        self.out = out;
+        result
+    }
+
+    async fn execute(&mut self, effect: Effect<P::Msg>) -> Result<(), ServerError> {
+        match effect {
+            Effect::Send { to, msg } => {
+                self.stats.messages_out += 1;
+                if self.sync_due {
+                    self.held.push(Held::Send { to, msg });
+                } else {
+                    self.send_now(to, msg);
+                }
+            }
+            Effect::Reply(resp) => {
+                if self.sync_due {
+                    self.held.push(Held::Reply(resp));
+                } else {
+                    self.reply_now(resp);
+                }
+            }
+            Effect::Persist(record) => {
+                self.stats.persists += 1;
+                lock(&self.store)
+                    .persist(&record)
+                    .map_err(|source| self.storage_error("persist", source))?;
+            }
+            Effect::Sync => {
+                self.stats.syncs_requested += 1;
+                self.sync_due = true;
+            }
+            Effect::SaveSnapshot(data) => {
+                // Effects after an earlier Sync wait for it; the snapshot is one of them.
+                self.flush().await?;
+                let store = self.store.clone();
+                let saved =
+                    tokio::task::spawn_blocking(move || lock(&store).save_snapshot(&data)).await;
+                match saved {
+                    Ok(Ok(())) => self.stats.snapshots_saved += 1,
+                    Ok(Err(source)) => return Err(self.storage_error("save_snapshot", source)),
+                    Err(e) => return Err(self.join_error(e)),
+                }
+            }
+            Effect::SetTimer { timer, after } => {
+                self.timers.set(timer, Instant::now() + after);
+            }
+            Effect::CancelTimer { timer } => self.timers.cancel(timer),
+            Effect::Event(NodeEvent { kind, detail }) => {
+                tracing::info!(event = %kind, %detail, "protocol event");
+                let time_ns = self.now().as_nanos();
+                self.events.push(EventRecord {
+                    time_ns,
+                    node: self.id,
+                    kind,
+                    detail,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn send_now(&mut self, to: NodeId, msg: P::Msg) {
+        if let Err(e) = self.transport.send(to, msg) {
+            // Best effort: the transport counted it; to the protocol it is a lost message.
+            self.stats.send_errors += 1;
+            tracing::debug!(%to, error = %e, "send refused by the transport");
+        }
+    }
+
+    fn reply_now(&mut self, resp: ClientResponse) {
+        let Some(queue) = self.waiters.get_mut(&resp.id) else {
+            self.stats.orphan_replies += 1;
+            return;
+        };
+        let tx = queue.pop_front();
+        if queue.is_empty() {
+            self.waiters.remove(&resp.id);
+        }
+        if let Some(tx) = tx {
+            self.waiting -= 1;
+            if tx.send(resp).is_err() {
+                self.stats.orphan_replies += 1;
+            }
+        }
+    }
+
+    /// Completes a due sync (one fsync for every step since the last one), then releases
+    /// the sends and replies it held, in order.
+    async fn flush(&mut self) -> Result<(), ServerError> {
+        if !self.sync_due {
+            return Ok(());
+        }
+        self.sync_store("sync").await?;
+        self.sync_due = false;
+        for held in std::mem::take(&mut self.held) {
+            match held {
+                Held::Send { to, msg } => self.send_now(to, msg),
+                Held::Reply(resp) => self.reply_now(resp),
+            }
+        }
+        Ok(())
+    }
+
+    async fn sync_store(&mut self, op: &'static str) -> Result<(), ServerError> {
+        let store = self.store.clone();
+        let begun = Instant::now();
+        let synced = tokio::task::spawn_blocking(move || lock(&store).sync()).await;
+        match synced {
+            Ok(Ok(())) => {
+                let us = u64::try_from(begun.elapsed().as_micros()).unwrap_or(u64::MAX);
+                self.stats.syncs_done += 1;
+                self.stats.sync_us_total = self.stats.sync_us_total.saturating_add(us);
+                self.stats.sync_us_max = self.stats.sync_us_max.max(us);
+                Ok(())
+            }
+            Ok(Err(source)) => Err(self.storage_error(op, source)),
+            Err(e) => Err(self.join_error(e)),
+        }
+    }
+
+    fn storage_error(&self, op: &'static str, source: StorageError) -> ServerError {
+        ServerError::Storage {
+            node: self.id,
+            op,
+            source,
+        }
+    }
+
+    fn join_error(&self, e: tokio::task::JoinError) -> ServerError {
+        ServerError::Driver {
+            node: self.id,
+            reason: format!("storage task failed: {e}"),
+        }
+    }
+
+    fn status(&self) -> NodeStatus {
+        NodeStatus {
+            node: self.id,
+            system: self.system.clone(),
+            uptime_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            protocol: self.protocol.inspect(self.id),
+            transport: self.transport.stats(),
+            storage: StorageStatus {
+                wal: lock(&self.store).wal_stats(),
+                recovered_records: self.recovered_records,
+                recovered_snapshot: self.recovered_snapshot,
+            },
+            driver: self.stats,
+            client_requests_waiting: self.waiting,
+            timers_armed: self.timers.len(),
+            recent_events: self.events.recent.iter().cloned().collect(),
+        }
+    }
+}
+
+fn open_events_file(path: &Path) -> Option<std::fs::File> {
+    match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        Ok(f) => Some(f),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot open the event file; events stay in memory");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rearming_a_timer_replaces_its_deadline() {
+        let mut t = Timers::default();
+        let base = Instant::now();
+        t.set(TimerId(1), base + Duration::from_secs(10));
+        t.set(TimerId(2), base + Duration::from_secs(5));
+        t.set(TimerId(1), base + Duration::from_secs(1));
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.pop_due(base + Duration::from_secs(2)), Some(TimerId(1)));
+        assert_eq!(t.pop_due(base + Duration::from_secs(2)), None);
+        t.cancel(TimerId(2));
+        assert_eq!(t.next_deadline(), None);
+    }
+
+    #[test]
+    fn timers_with_equal_deadlines_fire_in_arming_order() {
+        let mut t = Timers::default();
+        let at = Instant::now();
+        for id in [3, 1, 2] {
+            t.set(TimerId(id), at);
+        }
+        let fired: Vec<_> = std::iter::from_fn(|| t.pop_due(at)).collect();
+        assert_eq!(fired, [TimerId(3), TimerId(1), TimerId(2)]);
+    }
+}
