@@ -281,7 +281,7 @@ fn malformed_input_of_each_kind_names_its_line() {
         ("{:process 0, :type :invoke, :f :write, :value 1.5}\n", HistoryFormat::Edn, "line 1", "found a float"),
         ("{:process 0, :type :begin, :f :write, :value 1}\n", HistoryFormat::Edn, "line 1", "unknown :type :begin"),
         ("{:type :invoke, :f :write, :value 1}\n", HistoryFormat::Edn, "line 1", "missing :process"),
-        ("{:process 0, :type :invoke, :f :get, :key \"k\", :value nil}\n{:process 0, :type :ok, :f :get, :key \"k\", :value \"x\n", HistoryFormat::PorcupineKv, "line 2", "close the string"),
+        ("{:process 0, :type :invoke, :f :get, :key \"k\", :value nil}\n{:process 0, :type :ok, :f :get, :key \"k\", :value \"x\n", HistoryFormat::PorcupineKv, "line 3", "close the string opened on line 2"),
         ("{:process 0, :type :invoke, :f :sing, :key \"k\", :value nil}\n", HistoryFormat::PorcupineKv, "line 1", "unknown :f :sing"),
         ("{:process 0, :type :ok, :f :get, :key \"k\", :value \"\"}\n", HistoryFormat::PorcupineKv, "line 1", "never invoked"),
         ("INFO  jepsen.util - 0\t:invoke\t:read\tnil\nINFO  jepsen.util - 0\t:ok\t:read\t[1 2\n", HistoryFormat::JepsenLog, "line 2", "the value"),

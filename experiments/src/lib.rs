@@ -34,6 +34,7 @@ pub mod run;
 pub mod spec;
 pub mod summary;
 pub mod sweep;
+pub mod swim_exp;
 pub mod workload;
 
 pub use error::ExperimentError;

@@ -165,7 +165,34 @@ fn print_outcome(prefix: &str, spec_path: &Path, o: &RunOutcome) {
             o.check.unknown_keys.join(", "),
             o.reproduce_command(spec_path)
         ),
+        RunVerdict::PropertyFailed => {
+            let failed: Vec<String> = s
+                .swim
+                .iter()
+                .flat_map(|sw| sw.checks.iter().filter(|c| !c.ok))
+                .map(|c| match c.value {
+                    Some(v) => format!("{} = {v:.3} > {}", c.name, c.bound),
+                    None => format!("{}: never reached (bound {})", c.name, c.bound),
+                })
+                .collect();
+            say!(
+                "{prefix}  property failed: {}\n{prefix}  reproduce: {}",
+                failed.join("; "),
+                o.reproduce_command(spec_path)
+            )
+        }
+        RunVerdict::InvariantViolated => say!(
+            "{prefix}  invariant violated: {}\n{prefix}  reproduce: {}",
+            s.invariant_violation.as_deref().unwrap_or("?"),
+            o.reproduce_command(spec_path)
+        ),
         RunVerdict::Valid => {}
+    }
+    if let Some(sw) = &s.swim {
+        say!(
+            "{prefix}  swim: {}",
+            kvlab_experiments::swim_exp::one_line(sw)
+        );
     }
     let report = o.run_dir.join("report.html");
     if report.is_file() {

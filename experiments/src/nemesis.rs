@@ -6,11 +6,20 @@
 //! when it starts, knowing which nodes earlier faults left crashed or paused. Every fault
 //! remembers how to undo itself (remove its own rules, restart, resume, reset the
 //! clock), so overlapping faults never undo each other.
+//!
+//! Faults aimed at the leader (`crash-leader`, `isolate-leader`) target the node the
+//! runner last saw elected ([`ClusterView::leader`]). Membership is kept by a
+//! reconciler ([`Nemesis::maintain`]) when the system supports it: it drives the group
+//! towards "every node a voter, except those an active `membership` fault removed",
+//! one admin command at a time through the leader, retrying every
+//! [`MEMBERSHIP_RETRY_MS`]; a node comes back as a learner and is promoted once it
+//! caught up. The reconciler also grows a group that started with fewer voters, and it
+//! keeps working in the liveness phase.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use kvlab_sim::{FaultRule, RuleId};
-use kvlab_types::{NodeId, Rng, Time};
+use kvlab_sim::{FaultRule, LatencyDist, RuleId};
+use kvlab_types::{AdminCommand, NodeId, Rng, Time};
 
 use crate::events::{EventSource, RunEvent};
 use crate::spec::{FaultKind, NemesisSpec, secs_to_ns};
@@ -33,6 +42,40 @@ pub trait ClusterControl {
     fn resume(&mut self, node: NodeId) -> Result<(), String>;
     /// Makes a node's clock run `ppm` parts per million fast (positive) or slow.
     fn set_clock_drift(&mut self, node: NodeId, ppm: i64) -> Result<(), String>;
+    /// Sends an operator's command to `node`; `Ok(false)` if it could not be delivered
+    /// (the node is down, or the cluster takes no commands, the default).
+    fn admin(&mut self, node: NodeId, cmd: AdminCommand) -> Result<bool, String> {
+        let _ = (node, cmd);
+        Ok(false)
+    }
+}
+
+/// How often the membership reconciler looks again while the group differs from its
+/// target, and how long it waits before repeating a command that had no visible effect.
+pub const MEMBERSHIP_RETRY_MS: u64 = 100;
+
+/// The replication group's configuration as its leader sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Membership {
+    /// Voters, sorted.
+    pub voters: Vec<NodeId>,
+    /// Learners, sorted.
+    pub learners: Vec<NodeId>,
+    /// Learners that caught up with the leader's log and may be promoted.
+    pub caught_up: Vec<NodeId>,
+    /// A configuration change is appended but not committed (a new one would be
+    /// refused).
+    pub change_pending: bool,
+}
+
+/// What the runner knows about the cluster when it steps the nemesis.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterView {
+    /// The node that most recently reported `leader_elected` (highest term), if it is
+    /// up.
+    pub leader: Option<NodeId>,
+    /// The group's configuration as `leader` sees it, for systems with membership.
+    pub membership: Option<Membership>,
 }
 
 /// How to undo one active fault.
@@ -42,6 +85,8 @@ enum Undo {
     Restart(NodeId),
     Resume(NodeId),
     ResetDrift(NodeId),
+    /// A `membership` fault removed this node; at the end it may rejoin.
+    Rejoin(NodeId),
 }
 
 #[derive(Clone, Debug)]
@@ -74,7 +119,18 @@ pub struct Nemesis {
     drifted: BTreeSet<NodeId>,
     injected_by_kind: BTreeMap<String, u64>,
     skipped: u64,
+    /// Whether the system takes membership commands (see [`Nemesis::manage_membership`]).
+    manage_membership: bool,
+    /// Nodes that active `membership` faults keep out of the group.
+    removed: BTreeSet<NodeId>,
+    /// When the reconciler looks next (`None`: the group matched its target).
+    next_maintenance: Option<Time>,
+    /// The last command sent and when, so that it is not repeated too soon.
+    last_command: Option<(AdminCommand, Time)>,
+    admin_commands: u64,
 }
+
+const NO_ELIGIBLE_NODE: &str = "no eligible node (all crashed or paused by overlapping faults)";
 
 /// The event-and-summary name of a fault kind (`partition_halves`, `crash`, …).
 pub fn fault_name(kind: FaultKind) -> String {
@@ -120,7 +176,92 @@ impl Nemesis {
             drifted: BTreeSet::new(),
             injected_by_kind: BTreeMap::new(),
             skipped: 0,
+            manage_membership: false,
+            removed: BTreeSet::new(),
+            next_maintenance: None,
+            last_command: None,
+            admin_commands: 0,
         }
+    }
+
+    /// Turns the membership reconciler on (for systems that take admin commands): from
+    /// now on it keeps every node a voter but those removed by `membership` faults.
+    pub fn manage_membership(&mut self, now: Time) {
+        self.manage_membership = true;
+        self.next_maintenance = Some(now);
+    }
+
+    /// When [`Nemesis::maintain`] wants to run next, if the group differs from its
+    /// target (it runs in every phase, unlike the fault schedule).
+    pub fn next_maintenance(&self) -> Option<Time> {
+        self.next_maintenance
+    }
+
+    /// Admin commands the reconciler sent.
+    pub fn admin_commands(&self) -> u64 {
+        self.admin_commands
+    }
+
+    /// One round of the membership reconciler, if due: compares the leader's view of
+    /// the group with the target and sends at most one command to the leader.
+    pub fn maintain(
+        &mut self,
+        now: Time,
+        cluster: &mut impl ClusterControl,
+        view: &ClusterView,
+        events: &mut Vec<RunEvent>,
+    ) -> Result<(), String> {
+        if !self.manage_membership || self.next_maintenance.is_none_or(|t| t > now) {
+            return Ok(());
+        }
+        let retry = Time(now.as_nanos() + MEMBERSHIP_RETRY_MS * 1_000_000);
+        self.next_maintenance = Some(retry);
+        let (Some(leader), Some(m)) = (view.leader, view.membership.as_ref()) else {
+            return Ok(()); // no leader known yet: look again later
+        };
+        if m.change_pending {
+            return Ok(());
+        }
+        let member = |n: &NodeId| m.voters.contains(n) || m.learners.contains(n);
+        let cmd = if let Some(&x) = self.removed.iter().find(|n| member(n)) {
+            AdminCommand::RemoveNode(x)
+        } else if let Some(&x) = self
+            .nodes
+            .iter()
+            .find(|n| !self.removed.contains(n) && !member(n))
+        {
+            AdminCommand::AddLearner(x)
+        } else if let Some(&x) = m.caught_up.iter().find(|n| !self.removed.contains(n)) {
+            AdminCommand::AddVoter(x)
+        } else if m.learners.iter().any(|n| !self.removed.contains(n)) {
+            return Ok(()); // a learner is still catching up
+        } else {
+            self.next_maintenance = None; // the group is as it should be
+            return Ok(());
+        };
+        let repeat_ns = MEMBERSHIP_RETRY_MS * 1_000_000 * 5;
+        if let Some((last, at)) = self.last_command
+            && last == cmd
+            && now.as_nanos() < at.as_nanos() + repeat_ns
+        {
+            return Ok(()); // give the last command time to show
+        }
+        let delivered = cluster.admin(leader, cmd)?;
+        self.last_command = Some((cmd, now));
+        self.admin_commands += 1;
+        events.push(RunEvent {
+            time_ns: now.as_nanos(),
+            source: EventSource::Nemesis,
+            kind: "admin_command".into(),
+            node: Some(leader.0),
+            fault_id: None,
+            fault: None,
+            detail: format!(
+                "{cmd:?} sent to {leader}{}",
+                if delivered { "" } else { " (not delivered)" }
+            ),
+        });
+        Ok(())
     }
 
     /// The next time a fault starts or ends, if any.
@@ -140,6 +281,18 @@ impl Nemesis {
         cluster: &mut impl ClusterControl,
         events: &mut Vec<RunEvent>,
     ) -> Result<(), String> {
+        self.step_with_view(now, cluster, &ClusterView::default(), events)
+    }
+
+    /// [`Nemesis::step`] knowing the leader and the membership, which `crash-leader`,
+    /// `isolate-leader` and `membership` faults need (they are skipped without).
+    pub fn step_with_view(
+        &mut self,
+        now: Time,
+        cluster: &mut impl ClusterControl,
+        view: &ClusterView,
+        events: &mut Vec<RunEvent>,
+    ) -> Result<(), String> {
         // Ends first: a fault ending at the instant another starts frees its node.
         let mut due: Vec<(Time, u64)> = self
             .active
@@ -155,7 +308,7 @@ impl Nemesis {
             let Some(p) = self.plan.pop_front() else {
                 break;
             };
-            self.start_fault(p, now, cluster, events)?;
+            self.start_fault(p, now, cluster, view, events)?;
         }
         Ok(())
     }
@@ -216,6 +369,7 @@ impl Nemesis {
         p: PlannedFault,
         now: Time,
         cluster: &mut impl ClusterControl,
+        view: &ClusterView,
         events: &mut Vec<RunEvent>,
     ) -> Result<(), String> {
         let mut node = None;
@@ -307,7 +461,7 @@ impl Nemesis {
             FaultKind::Crash => {
                 let (crashed, paused) = (self.crashed.clone(), self.paused.clone());
                 let Some(x) = self.pick(|n| !crashed.contains(n) && !paused.contains(n)) else {
-                    return self.skip(p, now, events);
+                    return self.skip(p, now, events, NO_ELIGIBLE_NODE);
                 };
                 node = Some(x);
                 cluster.crash(x)?;
@@ -317,7 +471,7 @@ impl Nemesis {
             FaultKind::Pause => {
                 let (crashed, paused) = (self.crashed.clone(), self.paused.clone());
                 let Some(x) = self.pick(|n| !crashed.contains(n) && !paused.contains(n)) else {
-                    return self.skip(p, now, events);
+                    return self.skip(p, now, events, NO_ELIGIBLE_NODE);
                 };
                 node = Some(x);
                 cluster.pause(x)?;
@@ -327,7 +481,7 @@ impl Nemesis {
             FaultKind::ClockDrift => {
                 let drifted = self.drifted.clone();
                 let Some(x) = self.pick(|n| !drifted.contains(n)) else {
-                    return self.skip(p, now, events);
+                    return self.skip(p, now, events, NO_ELIGIBLE_NODE);
                 };
                 node = Some(x);
                 let max = self.spec.clock_drift_ppm_max.max(1) as u64;
@@ -348,6 +502,84 @@ impl Nemesis {
                 (
                     Undo::Rules(vec![cluster.add_rule(rule)]),
                     format!("extra loss {}", self.spec.loss_probability),
+                )
+            }
+            FaultKind::Duplicate => {
+                let rule = FaultRule::Duplicate {
+                    probability: self.spec.duplicate_probability,
+                };
+                (
+                    Undo::Rules(vec![cluster.add_rule(rule)]),
+                    format!("extra duplication {}", self.spec.duplicate_probability),
+                )
+            }
+            FaultKind::Reorder => {
+                let rule = FaultRule::Delay {
+                    extra: LatencyDist::Uniform {
+                        min_ms: 0.0,
+                        max_ms: self.spec.reorder_window_ms,
+                    },
+                };
+                (
+                    Undo::Rules(vec![cluster.add_rule(rule)]),
+                    format!(
+                        "every message delayed by up to {} ms more",
+                        self.spec.reorder_window_ms
+                    ),
+                )
+            }
+            FaultKind::CrashLeader => {
+                let Some(x) = view
+                    .leader
+                    .filter(|n| !self.crashed.contains(n) && !self.paused.contains(n))
+                else {
+                    return self.skip(p, now, events, "no live leader known");
+                };
+                node = Some(x);
+                cluster.crash(x)?;
+                self.crashed.insert(x);
+                (Undo::Restart(x), format!("leader {x} crashed"))
+            }
+            FaultKind::IsolateLeader => {
+                let Some(x) = view.leader else {
+                    return self.skip(p, now, events, "no leader known");
+                };
+                node = Some(x);
+                let rule = FaultRule::Isolate { node: x };
+                (
+                    Undo::Rules(vec![cluster.add_rule(rule)]),
+                    format!("leader {x} isolated"),
+                )
+            }
+            FaultKind::Membership => {
+                let Some(m) = view.membership.as_ref().filter(|_| self.manage_membership) else {
+                    return self.skip(p, now, events, "the system reports no membership");
+                };
+                let removed = self.removed.clone();
+                let candidates: Vec<NodeId> = m
+                    .voters
+                    .iter()
+                    .copied()
+                    .filter(|n| !removed.contains(n))
+                    .collect();
+                if candidates.len() < 3 {
+                    return self.skip(p, now, events, "fewer than 3 voters to remove one from");
+                }
+                let x = candidates[below(&mut self.rng, candidates.len() as u64) as usize];
+                node = Some(x);
+                self.removed.insert(x);
+                self.next_maintenance = Some(now);
+                let role = if view.leader == Some(x) {
+                    "the leader"
+                } else {
+                    "a voter"
+                };
+                (
+                    Undo::Rejoin(x),
+                    format!(
+                        "remove {x} ({role}) from voters {}; re-added as learner at the end",
+                        node_list(&m.voters)
+                    ),
                 )
             }
         };
@@ -376,6 +608,7 @@ impl Nemesis {
         p: PlannedFault,
         now: Time,
         events: &mut Vec<RunEvent>,
+        why: &str,
     ) -> Result<(), String> {
         self.skipped += 1;
         events.push(RunEvent {
@@ -385,7 +618,7 @@ impl Nemesis {
             node: None,
             fault_id: Some(p.id),
             fault: Some(fault_name(p.kind)),
-            detail: "no eligible node (all crashed or paused by overlapping faults)".into(),
+            detail: why.into(),
         });
         Ok(())
     }
@@ -422,6 +655,13 @@ impl Nemesis {
             Undo::ResetDrift(n) => {
                 cluster.set_clock_drift(*n, 0)?;
                 self.drifted.remove(n);
+                Some(n.0)
+            }
+            Undo::Rejoin(n) => {
+                self.removed.remove(n);
+                if self.manage_membership {
+                    self.next_maintenance = Some(now);
+                }
                 Some(n.0)
             }
         };
@@ -630,6 +870,169 @@ mod tests {
             "{drifts:?}"
         );
         assert!(!drifts[0].ends_with(" 0"));
+    }
+
+    /// A recorder that also takes admin commands.
+    #[derive(Debug, Default)]
+    struct AdminRecorder {
+        inner: Recorder,
+        commands: Vec<(NodeId, AdminCommand)>,
+    }
+
+    impl ClusterControl for AdminRecorder {
+        fn add_rule(&mut self, rule: FaultRule) -> RuleId {
+            self.inner.add_rule(rule)
+        }
+        fn remove_rule(&mut self, rule: RuleId) {
+            self.inner.remove_rule(rule)
+        }
+        fn crash(&mut self, node: NodeId) -> Result<(), String> {
+            self.inner.crash(node)
+        }
+        fn restart(&mut self, node: NodeId) -> Result<(), String> {
+            self.inner.restart(node)
+        }
+        fn pause(&mut self, node: NodeId) -> Result<(), String> {
+            self.inner.pause(node)
+        }
+        fn resume(&mut self, node: NodeId) -> Result<(), String> {
+            self.inner.resume(node)
+        }
+        fn set_clock_drift(&mut self, node: NodeId, ppm: i64) -> Result<(), String> {
+            self.inner.set_clock_drift(node, ppm)
+        }
+        fn admin(&mut self, node: NodeId, cmd: AdminCommand) -> Result<bool, String> {
+            self.commands.push((node, cmd));
+            Ok(true)
+        }
+    }
+
+    fn view(leader: u32, voters: &[u32], learners: &[u32], caught_up: &[u32]) -> ClusterView {
+        let ids = |v: &[u32]| v.iter().copied().map(NodeId).collect::<Vec<_>>();
+        ClusterView {
+            leader: Some(NodeId(leader)),
+            membership: Some(Membership {
+                voters: ids(voters),
+                learners: ids(learners),
+                caught_up: ids(caught_up),
+                change_pending: false,
+            }),
+        }
+    }
+
+    #[test]
+    fn crash_leader_crashes_the_known_leader_and_skips_without_one() {
+        let mut nem = Nemesis::new(
+            &spec(vec![FaultKind::CrashLeader]),
+            &nodes(3),
+            10_000_000_000,
+            1,
+        );
+        let mut rec = Recorder::default();
+        let mut events = Vec::new();
+        nem.step(Time::from_secs(1), &mut rec, &mut events).unwrap();
+        assert_eq!(nem.skipped(), 1, "no leader known: skipped");
+        let v = view(2, &[1, 2, 3], &[], &[]);
+        nem.step_with_view(Time::from_secs(3), &mut rec, &v, &mut events)
+            .unwrap();
+        assert_eq!(rec.log, vec!["crash n2".to_string()]);
+        nem.step_with_view(Time::from_secs(4), &mut rec, &v, &mut events)
+            .unwrap();
+        assert_eq!(rec.log.last().map(String::as_str), Some("restart n2"));
+    }
+
+    #[test]
+    fn isolate_leader_duplicate_and_reorder_install_rules_and_remove_them() {
+        let v = view(3, &[1, 2, 3], &[], &[]);
+        for (kind, expect) in [
+            (FaultKind::IsolateLeader, "isolate"),
+            (FaultKind::Duplicate, "duplicate"),
+            (FaultKind::Reorder, "delay"),
+        ] {
+            let mut nem = Nemesis::new(&spec(vec![kind]), &nodes(3), 10_000_000_000, 1);
+            let mut rec = Recorder::default();
+            let mut events = Vec::new();
+            nem.step_with_view(Time::from_secs(1), &mut rec, &v, &mut events)
+                .unwrap();
+            let rule = rec.rules.values().next().expect("a rule");
+            assert_eq!(rule.name(), expect);
+            if let FaultRule::Isolate { node } = rule {
+                assert_eq!(*node, NodeId(3));
+            }
+            nem.step_with_view(Time::from_secs(2), &mut rec, &v, &mut events)
+                .unwrap();
+            assert!(rec.rules.is_empty(), "{kind:?} left a rule behind");
+        }
+    }
+
+    #[test]
+    fn membership_fault_removes_a_voter_then_re_adds_it_as_learner_and_promotes_it() {
+        let mut nem = Nemesis::new(
+            &spec(vec![FaultKind::Membership]),
+            &nodes(5),
+            10_000_000_000,
+            4,
+        );
+        nem.manage_membership(Time::ZERO);
+        let mut rec = AdminRecorder::default();
+        let mut events = Vec::new();
+        let all = [1, 2, 3, 4, 5];
+        // The group is whole: the reconciler has nothing to do and goes quiet.
+        nem.maintain(Time::ZERO, &mut rec, &view(1, &all, &[], &[]), &mut events)
+            .unwrap();
+        assert!(rec.commands.is_empty());
+        assert_eq!(nem.next_maintenance(), None);
+        let t = Time::from_secs(1);
+        nem.step_with_view(t, &mut rec, &view(1, &all, &[], &[]), &mut events)
+            .unwrap();
+        let x = NodeId(events.last().unwrap().node.unwrap());
+        nem.maintain(t, &mut rec, &view(1, &all, &[], &[]), &mut events)
+            .unwrap();
+        assert_eq!(rec.commands, vec![(NodeId(1), AdminCommand::RemoveNode(x))]);
+        let rest: Vec<u32> = all.iter().copied().filter(|&n| n != x.0).collect();
+        // The fault ends: x comes back as a learner, then as a voter once caught up.
+        let t = Time::from_secs(2);
+        nem.step_with_view(t, &mut rec, &view(1, &rest, &[], &[]), &mut events)
+            .unwrap();
+        nem.maintain(t, &mut rec, &view(1, &rest, &[], &[]), &mut events)
+            .unwrap();
+        assert_eq!(rec.commands[1], (NodeId(1), AdminCommand::AddLearner(x)));
+        let t = Time::from_millis(2_100);
+        nem.maintain(t, &mut rec, &view(1, &rest, &[x.0], &[]), &mut events)
+            .unwrap();
+        assert_eq!(
+            rec.commands.len(),
+            2,
+            "a learner still catching up is not promoted"
+        );
+        let t = Time::from_millis(2_200);
+        nem.maintain(t, &mut rec, &view(1, &rest, &[x.0], &[x.0]), &mut events)
+            .unwrap();
+        assert_eq!(rec.commands[2], (NodeId(1), AdminCommand::AddVoter(x)));
+        let t = Time::from_millis(2_300);
+        nem.maintain(t, &mut rec, &view(1, &all, &[], &[]), &mut events)
+            .unwrap();
+        assert_eq!(nem.next_maintenance(), None);
+        assert_eq!(nem.admin_commands(), 3);
+    }
+
+    #[test]
+    fn membership_fault_is_skipped_without_membership_or_with_too_few_voters() {
+        let mut nem = Nemesis::new(
+            &spec(vec![FaultKind::Membership]),
+            &nodes(3),
+            10_000_000_000,
+            4,
+        );
+        let mut rec = AdminRecorder::default();
+        let mut events = Vec::new();
+        nem.step(Time::from_secs(1), &mut rec, &mut events).unwrap();
+        nem.manage_membership(Time::from_secs(3));
+        let v = view(1, &[1, 2], &[3], &[]);
+        nem.step_with_view(Time::from_secs(3), &mut rec, &v, &mut events)
+            .unwrap();
+        assert_eq!(nem.skipped(), 2);
+        assert_eq!(nem.injected(), 0);
     }
 
     #[test]

@@ -23,13 +23,17 @@ use std::time::Duration;
 
 use indicatif::ProgressBar;
 use kvlab_checker::{CheckOptions, CheckReport, HistoryEvent, Verdict};
+use kvlab_node::raft_kv::RaftKv;
+use kvlab_node::raft_kv::invariants::{
+    INVARIANT_CHECK_INTERVAL_MS, InvariantChecker, InvariantViolation,
+};
 use kvlab_sim::{FaultRule, RuleId, Sim, SimOutput, SimStats};
-use kvlab_types::{NodeId, Protocol, Time, derive_seed};
+use kvlab_types::{AdminCommand, NodeEvent, NodeId, Protocol, Time, derive_seed};
 use serde::Serialize;
 
 use crate::error::ExperimentError;
 use crate::events::{EventSource, RunEvent};
-use crate::nemesis::{ClusterControl, Nemesis};
+use crate::nemesis::{ClusterControl, ClusterView, Membership, Nemesis};
 use crate::spec::{Spec, SystemKind, secs_to_ns};
 use crate::summary::{FaultCounts, OpCounts, OpStats, Summary};
 use crate::workload::{LivenessReport, Workload, WorkloadCounters};
@@ -66,6 +70,133 @@ impl<P: Protocol> ClusterControl for Sim<P> {
         Sim::set_clock_drift(self, node, ppm);
         Ok(())
     }
+    fn admin(&mut self, node: NodeId, cmd: AdminCommand) -> Result<bool, String> {
+        Sim::admin(self, node, cmd).map_err(|e| e.to_string())
+    }
+}
+
+/// The `kind` of the runner event that records a broken invariant (and ends the run).
+pub const INVARIANT_VIOLATED_EVENT: &str = "invariant_violated";
+
+/// What a system lets the runner see inside its simulated nodes: safety invariants
+/// checked during the run, and its group membership for the nemesis. The default
+/// methods see nothing, for systems without either ([`NoObserver`]).
+pub trait SimObserver<P: Protocol> {
+    /// Whether [`SimObserver::check`] should run every
+    /// [`INVARIANT_CHECK_INTERVAL_MS`] of simulated time.
+    fn checks_invariants(&self) -> bool {
+        false
+    }
+    /// Whether the system takes membership commands (then the nemesis reconciles
+    /// membership and may inject `membership` faults).
+    fn has_membership(&self) -> bool {
+        false
+    }
+    /// Takes a node event into account (e.g. every `leader_elected`).
+    fn on_event(&mut self, node: NodeId, event: &NodeEvent) -> Result<(), InvariantViolation> {
+        let _ = (node, event);
+        Ok(())
+    }
+    /// Inspects every up node.
+    fn check(&mut self, sim: &Sim<P>) -> Result<(), InvariantViolation> {
+        let _ = sim;
+        Ok(())
+    }
+    /// The group's membership as `leader` sees it, if it leads.
+    fn membership(&self, sim: &Sim<P>, leader: NodeId) -> Option<Membership> {
+        let _ = (sim, leader);
+        None
+    }
+}
+
+/// The observer of systems the runner cannot look into.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoObserver;
+
+impl<P: Protocol> SimObserver<P> for NoObserver {}
+
+/// A learner counts as caught up (and is promoted) when its match index is at most this
+/// many entries behind the leader's commit index.
+pub const LEARNER_CATCH_UP_LAG_ENTRIES: u64 = 16;
+
+/// The observer of `system = "raft"`: Raft's invariants
+/// ([`kvlab_node::raft_kv::invariants`]) and the group's membership.
+#[derive(Debug, Default)]
+pub struct RaftObserver {
+    checker: InvariantChecker,
+}
+
+impl SimObserver<RaftKv> for RaftObserver {
+    fn checks_invariants(&self) -> bool {
+        true
+    }
+    fn has_membership(&self) -> bool {
+        true
+    }
+    fn on_event(&mut self, node: NodeId, event: &NodeEvent) -> Result<(), InvariantViolation> {
+        self.checker.on_event(node, event)
+    }
+    fn check(&mut self, sim: &Sim<RaftKv>) -> Result<(), InvariantViolation> {
+        for &id in sim.node_ids() {
+            if let Some(node) = sim.node(id) {
+                self.checker.observe(id, node)?;
+            }
+        }
+        Ok(())
+    }
+    fn membership(&self, sim: &Sim<RaftKv>, leader: NodeId) -> Option<Membership> {
+        let node = sim.node(leader)?;
+        if !node.is_leader() {
+            return None;
+        }
+        let g = node.group()?;
+        let commit = g.commit_index();
+        let caught_up = g
+            .learners()
+            .iter()
+            .copied()
+            .filter(|&n| {
+                g.progress(n)
+                    .is_some_and(|p| p.match_index + LEARNER_CATCH_UP_LAG_ENTRIES >= commit)
+            })
+            .collect();
+        Some(Membership {
+            voters: g.voters().to_vec(),
+            learners: g.learners().to_vec(),
+            caught_up,
+            change_pending: g.conf_index() > commit,
+        })
+    }
+}
+
+/// The leader the runner believes in: the node of the highest-term `leader_elected`
+/// event it saw (the term read from the event's detail, `term: N` or `term=N`).
+#[derive(Debug, Default)]
+struct LeaderTracker {
+    by_term: std::collections::BTreeMap<u64, NodeId>,
+}
+
+impl LeaderTracker {
+    fn on_event(&mut self, node: NodeId, event: &NodeEvent) {
+        if event.kind != "leader_elected" {
+            return;
+        }
+        let term = event
+            .detail
+            .split_once("term: ")
+            .or_else(|| event.detail.split_once("term="))
+            .and_then(|(_, rest)| {
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse::<u64>().ok()
+            });
+        if let Some(term) = term {
+            self.by_term.insert(term, node);
+        }
+    }
+
+    fn leader(&self) -> Option<NodeId> {
+        self.by_term.values().next_back().copied()
+    }
 }
 
 /// What a simulation produced, before checking.
@@ -85,6 +216,9 @@ pub struct SimRun {
     pub sim_stats: SimStats,
     /// Simulated time at the end of the liveness phase.
     pub workload_end: Time,
+    /// `system = "swim"`: the SWIM measurements (the liveness report then says whether
+    /// the cluster reached one view after the heal).
+    pub swim: Option<crate::swim_exp::SwimSummary>,
 }
 
 fn phase_event(at: Time, detail: &str) -> RunEvent {
@@ -124,9 +258,32 @@ pub fn simulate(
             spec.async_primary.clone(),
             progress,
         ),
-        SystemKind::Raft => {
-            simulate_with::<kvlab_node::raft_kv::RaftKv>(spec, seed, spec.raft.clone(), progress)
-        }
+        SystemKind::Raft => simulate_observed::<RaftKv>(
+            spec,
+            seed,
+            spec.raft.clone(),
+            progress,
+            &mut RaftObserver::default(),
+        ),
+        SystemKind::Swim => crate::swim_exp::simulate_swim(spec, seed, progress).map(|r| {
+            let converged_ms = r.swim.converged_after_heal_s.map(|s| s * 1e3);
+            SimRun {
+                history: Vec::new(),
+                events: r.events,
+                counters: WorkloadCounters::default(),
+                liveness: LivenessReport {
+                    ok: converged_ms.is_some(),
+                    first_ok_after_heal_ms: converged_ms,
+                    all_clients_ok_after_heal_ms: converged_ms,
+                    clients_with_progress: 0,
+                    clients: 0,
+                },
+                faults: r.faults,
+                sim_stats: r.sim_stats,
+                workload_end: r.end,
+                swim: Some(r.swim),
+            }
+        }),
     }
 }
 
@@ -136,6 +293,19 @@ pub fn simulate_with<P: Protocol>(
     seed: u64,
     node_config: P::Config,
     progress: Option<&ProgressBar>,
+) -> Result<SimRun, ExperimentError> {
+    simulate_observed::<P>(spec, seed, node_config, progress, &mut NoObserver)
+}
+
+/// [`simulate_with`] with an observer that checks invariants every
+/// [`INVARIANT_CHECK_INTERVAL_MS`] and reports membership to the nemesis. A violation
+/// ends the run at once, recorded as a runner event [`INVARIANT_VIOLATED_EVENT`].
+pub fn simulate_observed<P: Protocol>(
+    spec: &Spec,
+    seed: u64,
+    node_config: P::Config,
+    progress: Option<&ProgressBar>,
+    observer: &mut dyn SimObserver<P>,
 ) -> Result<SimRun, ExperimentError> {
     let nodes: Vec<NodeId> = (1..=spec.nodes).map(NodeId).collect();
     let sim_err = |e: kvlab_sim::SimError| ExperimentError::Sim(e.to_string());
@@ -160,6 +330,14 @@ pub fn simulate_with<P: Protocol>(
         pb.set_length(liveness_end.as_nanos() / 1_000_000);
     }
     sim.drain_outputs(&mut outputs);
+    let mut leaders = LeaderTracker::default();
+    if observer.has_membership() {
+        nemesis.manage_membership(Time::ZERO);
+    }
+    let check_every = Duration::from_millis(INVARIANT_CHECK_INTERVAL_MS);
+    let mut next_check = observer
+        .checks_invariants()
+        .then(|| Time::ZERO.saturating_add(check_every));
     loop {
         let phase_end = if in_safety { safety_end } else { liveness_end };
         let mut t = if draining { Time::MAX } else { phase_end };
@@ -168,28 +346,79 @@ pub fn simulate_with<P: Protocol>(
         if in_safety {
             t = min_time(t, nemesis.next_wakeup());
         }
+        if !draining {
+            t = min_time(t, nemesis.next_maintenance());
+        }
+        t = min_time(t, next_check);
         if draining && workload.in_flight() == 0 {
             break;
         }
         let t = t.max(sim.now());
         sim.run_until(t, &mut outputs).map_err(sim_err)?;
+        let mut violation = None;
         for o in outputs.drain(..) {
             match o {
                 SimOutput::Reply { at, response, .. } => workload.on_reply(at, response),
-                SimOutput::Event { at, node, event } => events.push(RunEvent {
-                    time_ns: at.as_nanos(),
-                    source: EventSource::Node,
-                    kind: event.kind,
-                    node: Some(node.0),
-                    fault_id: None,
-                    fault: None,
-                    detail: event.detail,
-                }),
+                SimOutput::Event { at, node, event } => {
+                    leaders.on_event(node, &event);
+                    if let Err(v) = observer.on_event(node, &event) {
+                        violation = violation.or(Some(v));
+                    }
+                    events.push(RunEvent {
+                        time_ns: at.as_nanos(),
+                        source: EventSource::Node,
+                        kind: event.kind,
+                        node: Some(node.0),
+                        fault_id: None,
+                        fault: None,
+                        detail: event.detail,
+                    })
+                }
             }
         }
+        if let Some(due) = next_check
+            && due <= t
+        {
+            if violation.is_none()
+                && let Err(v) = observer.check(&sim)
+            {
+                violation = Some(v);
+            }
+            next_check = Some(t.saturating_add(check_every));
+        }
+        if let Some(v) = violation {
+            events.push(RunEvent {
+                time_ns: t.as_nanos(),
+                source: EventSource::Runner,
+                kind: INVARIANT_VIOLATED_EVENT.into(),
+                node: Some(v.node.0),
+                fault_id: None,
+                fault: None,
+                detail: v.to_string(),
+            });
+            break;
+        }
+        let nemesis_due = [nemesis.next_wakeup(), nemesis.next_maintenance()]
+            .into_iter()
+            .flatten()
+            .any(|w| w <= t);
+        let view = if nemesis_due {
+            let leader = leaders.leader().filter(|&n| sim.is_up(n));
+            ClusterView {
+                leader,
+                membership: leader.and_then(|l| observer.membership(&sim, l)),
+            }
+        } else {
+            ClusterView::default()
+        };
         if in_safety {
             nemesis
-                .step(t, &mut sim, &mut events)
+                .step_with_view(t, &mut sim, &view, &mut events)
+                .map_err(ExperimentError::Sim)?;
+        }
+        if !draining {
+            nemesis
+                .maintain(t, &mut sim, &view, &mut events)
                 .map_err(ExperimentError::Sim)?;
         }
         if !draining && t == phase_end {
@@ -244,6 +473,7 @@ pub fn simulate_with<P: Protocol>(
         faults,
         sim_stats,
         workload_end: liveness_end,
+        swim: None,
     })
 }
 
@@ -259,6 +489,10 @@ pub enum RunVerdict {
     LivenessFailed,
     /// Not linearizable.
     Invalid,
+    /// A property bound of the spec (e.g. SWIM's `max_false_positives`) was exceeded.
+    PropertyFailed,
+    /// A safety invariant checked during the simulation broke (the run stopped there).
+    InvariantViolated,
 }
 
 impl RunVerdict {
@@ -269,6 +503,8 @@ impl RunVerdict {
             RunVerdict::Unknown => "unknown",
             RunVerdict::LivenessFailed => "liveness-failed",
             RunVerdict::Invalid => "invalid",
+            RunVerdict::PropertyFailed => "property-failed",
+            RunVerdict::InvariantViolated => "invariant_violated",
         }
     }
 
@@ -277,7 +513,10 @@ impl RunVerdict {
     pub fn exit_code(self) -> u8 {
         match self {
             RunVerdict::Valid => 0,
-            RunVerdict::Invalid | RunVerdict::LivenessFailed => 1,
+            RunVerdict::Invalid
+            | RunVerdict::LivenessFailed
+            | RunVerdict::PropertyFailed
+            | RunVerdict::InvariantViolated => 1,
             RunVerdict::Unknown => 3,
         }
     }
@@ -462,11 +701,23 @@ pub fn run_experiment(spec: &Spec, opts: &RunOptions) -> Result<RunOutcome, Expe
         viz_error = Some(format!("linearizability.html: {e}"));
     }
 
+    let violation = run
+        .events
+        .iter()
+        .find(|e| e.source == EventSource::Runner && e.kind == INVARIANT_VIOLATED_EVENT);
     let verdict = match check.verdict {
+        _ if violation.is_some() => RunVerdict::InvariantViolated,
         Verdict::Invalid => RunVerdict::Invalid,
         _ if !run.liveness.ok => RunVerdict::LivenessFailed,
         Verdict::Unknown => RunVerdict::Unknown,
         Verdict::Valid => RunVerdict::Valid,
+    };
+    // SWIM has no KV history: its verdict is its own properties.
+    let verdict = match &run.swim {
+        Some(_) if !run.liveness.ok => RunVerdict::LivenessFailed,
+        Some(sw) if !sw.ok => RunVerdict::PropertyFailed,
+        Some(_) => RunVerdict::Valid,
+        None => verdict,
     };
 
     let stats = OpStats::from_history(&run.history);
@@ -512,8 +763,16 @@ pub fn run_experiment(spec: &Spec, opts: &RunOptions) -> Result<RunOutcome, Expe
         workload: run.counters.clone(),
         checker: serde_json::to_value(&check).unwrap_or(serde_json::Value::Null),
         sim: serde_json::to_value(&run.sim_stats).unwrap_or(serde_json::Value::Null),
+        swim: run.swim.clone(),
+        invariant_violation: violation.map(|e| e.detail.clone()),
         wall_time_s: 0.0,
     };
+    if run.swim.is_some() {
+        summary.checker = serde_json::json!({
+            "verdict": "not-applicable",
+            "reason": "system = \"swim\" runs no KV workload; see the swim section",
+        });
+    }
     summary.wall_time_s = wall_start.elapsed().as_secs_f64();
     let summary_path = dir.join("summary.json");
     write_file(&summary_path, &to_json_pretty(&summary_path, &summary)?)?;

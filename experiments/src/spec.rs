@@ -29,6 +29,9 @@ use crate::error::ExperimentError;
 /// Most nodes a spec may ask for: the nemesis builds pairwise rules, so cost grows with
 /// the square of this.
 pub const MAX_NODES: u32 = 64;
+/// Most members a `system = "swim"` spec may ask for: SWIM alone is cheap per member
+/// (constant load), and its experiments are about scale.
+pub const MAX_SWIM_NODES: u32 = 10_000;
 /// Most workload processes running at once (closed-loop clients or open-loop slots).
 pub const MAX_CLIENTS: u32 = 10_000;
 /// Most distinct keys a workload may address.
@@ -55,6 +58,9 @@ pub enum SystemKind {
     /// `kvlab_node::raft_kv::RaftKv`: the KV store replicated by one Raft group over
     /// all nodes; linearizable, available while a majority can talk.
     Raft,
+    /// `kvlab_swim::SwimNode`: SWIM membership alone, without a KV workload; the run
+    /// measures failure detection (see [`crate::swim_exp`]).
+    Swim,
 }
 
 impl SystemKind {
@@ -64,6 +70,7 @@ impl SystemKind {
             SystemKind::Single => "single",
             SystemKind::AsyncPrimary => "async-primary",
             SystemKind::Raft => "raft",
+            SystemKind::Swim => "swim",
         }
     }
 }
@@ -115,6 +122,12 @@ pub struct Spec {
     /// Configuration of `system = "raft"`.
     #[serde(default)]
     pub raft: kvlab_node::raft_kv::RaftKvConfig,
+    /// Configuration of `system = "swim"`: every member's `kvlab_swim::SwimConfig`.
+    #[serde(default)]
+    pub swim: kvlab_swim::SwimConfig,
+    /// What a `system = "swim"` run measures and which bounds it must meet.
+    #[serde(default)]
+    pub swim_experiment: crate::swim_exp::SwimExperimentSpec,
     /// A short name for this run in comparison tables and plots. `[[variant]]` sets it
     /// to the variant's `label`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -263,6 +276,21 @@ pub enum FaultKind {
     ClockDrift,
     /// Drop an extra fraction `loss_probability` of all messages.
     Loss,
+    /// Deliver an extra fraction `duplicate_probability` of all messages twice.
+    Duplicate,
+    /// Delay every message by an extra amount uniform in `[0, reorder_window_ms]`, so
+    /// that messages overtake each other.
+    Reorder,
+    /// Crash the current leader (the latest node to report `leader_elected`); restart it
+    /// when the fault ends. Skipped when no leader is known.
+    CrashLeader,
+    /// Cut the current leader off from everyone. Skipped when no leader is known.
+    IsolateLeader,
+    /// Remove a random voter (possibly the leader) from the replication group through
+    /// admin commands; when the fault ends it is added back as a learner and promoted
+    /// to voter once it caught up. Needs a system with membership (`raft`) and at least
+    /// 3 voters; skipped otherwise.
+    Membership,
 }
 
 impl FaultKind {
@@ -279,13 +307,26 @@ impl FaultKind {
             FaultKind::Pause => "pause",
             FaultKind::ClockDrift => "clock-drift",
             FaultKind::Loss => "loss",
+            FaultKind::Duplicate => "duplicate",
+            FaultKind::Reorder => "reorder",
+            FaultKind::CrashLeader => "crash-leader",
+            FaultKind::IsolateLeader => "isolate-leader",
+            FaultKind::Membership => "membership",
         }
     }
 
     /// The fewest nodes the fault makes sense with.
     pub fn min_nodes(self) -> u32 {
         match self {
-            FaultKind::Crash | FaultKind::Pause | FaultKind::ClockDrift | FaultKind::Loss => 1,
+            FaultKind::Crash
+            | FaultKind::Pause
+            | FaultKind::ClockDrift
+            | FaultKind::Loss
+            | FaultKind::Duplicate
+            | FaultKind::Reorder
+            | FaultKind::CrashLeader => 1,
+            FaultKind::IsolateLeader => 2,
+            FaultKind::Membership => 3,
             FaultKind::PartitionHalves
             | FaultKind::PartitionRandom
             | FaultKind::OneWay
@@ -322,6 +363,11 @@ pub struct NemesisSpec {
     pub loss_probability: f64,
     /// `clock-drift` faults pick a drift uniformly in `±clock_drift_ppm_max`.
     pub clock_drift_ppm_max: i64,
+    /// `duplicate` faults deliver this fraction of messages twice.
+    pub duplicate_probability: f64,
+    /// `reorder` faults delay each message by an extra amount uniform in
+    /// `[0, reorder_window_ms]`.
+    pub reorder_window_ms: f64,
 }
 
 impl Default for NemesisSpec {
@@ -334,6 +380,8 @@ impl Default for NemesisSpec {
             overlap: false,
             loss_probability: 0.2,
             clock_drift_ppm_max: 100_000,
+            duplicate_probability: 0.2,
+            reorder_window_ms: 20.0,
         }
     }
 }
@@ -481,10 +529,15 @@ impl Spec {
                 format!("must be at most {MAX_SEED} (MAX_SEED), got {}", self.seed),
             ));
         }
-        if self.nodes == 0 || self.nodes > MAX_NODES {
+        let (max_nodes, max_name) = if self.system == SystemKind::Swim {
+            (MAX_SWIM_NODES, "MAX_SWIM_NODES")
+        } else {
+            (MAX_NODES, "MAX_NODES")
+        };
+        if self.nodes == 0 || self.nodes > max_nodes {
             return Err(invalid(
                 "nodes",
-                format!("must be in 1..={MAX_NODES} (MAX_NODES), got {}", self.nodes),
+                format!("must be in 1..={max_nodes} ({max_name}), got {}", self.nodes),
             ));
         }
         check_seconds("time.duration_s", self.time.duration_s, false)?;
@@ -581,6 +634,25 @@ impl Spec {
                 format!("must be in [0, 1], got {}", n.loss_probability),
             ));
         }
+        if !n.duplicate_probability.is_finite() || !(0.0..=1.0).contains(&n.duplicate_probability) {
+            return Err(invalid(
+                "nemesis.duplicate_probability",
+                format!("must be in [0, 1], got {}", n.duplicate_probability),
+            ));
+        }
+        if !n.reorder_window_ms.is_finite()
+            || n.reorder_window_ms < 0.0
+            || n.reorder_window_ms > kvlab_sim::MAX_LATENCY_MS
+        {
+            return Err(invalid(
+                "nemesis.reorder_window_ms",
+                format!(
+                    "must be in [0, {}] (MAX_LATENCY_MS), got {}",
+                    kvlab_sim::MAX_LATENCY_MS,
+                    n.reorder_window_ms
+                ),
+            ));
+        }
         if n.clock_drift_ppm_max < 0 || n.clock_drift_ppm_max > MAX_CLOCK_DRIFT_PPM {
             return Err(invalid(
                 "nemesis.clock_drift_ppm_max",
@@ -609,6 +681,16 @@ impl Spec {
                 ));
             }
         }
+        if let Err(kvlab_swim::SwimError::InvalidConfig { field, reason }) = self.swim.validate() {
+            return Err(invalid(&format!("swim.{field}"), reason));
+        }
+        if let Some(bad) = self.swim.seeds.iter().find(|s| s.0 == 0 || s.0 > self.nodes) {
+            return Err(invalid(
+                "swim.seeds",
+                format!("must be node ids in 1..={}, got {}", self.nodes, bad.0),
+            ));
+        }
+        self.swim_experiment.validate(self.nodes)?;
         if let Err(e) = self.raft.validate() {
             let (field, reason) = match e {
                 kvlab_node::raft_kv::RaftKvError::InvalidConfig { field, reason } => {

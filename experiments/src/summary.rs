@@ -199,6 +199,14 @@ pub struct Summary {
     pub checker: serde_json::Value,
     /// The simulator's counters.
     pub sim: serde_json::Value,
+    /// `system = "swim"`: failure-detection latencies, false positives, load (see
+    /// [`crate::swim_exp`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub swim: Option<crate::swim_exp::SwimSummary>,
+    /// The safety invariant that broke during the simulation (verdict
+    /// `invariant_violated`): which, at which node, term and index.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invariant_violation: Option<String>,
     /// Real seconds the run took (the only non-deterministic field).
     pub wall_time_s: f64,
 }

@@ -32,6 +32,7 @@ mod data;
 mod html;
 mod plots;
 mod stats;
+mod swim;
 
 use std::path::{Component, Path, PathBuf};
 
@@ -127,13 +128,23 @@ pub fn render_run(run_dir: &Path) -> Result<RenderedRun, ReportError> {
     })?;
     let plots = plots::render_run_plots(&run, &plots_dir)?;
     let report_html = run_dir.join("report.html");
-    write_file(&report_html, &html::run_report(&run, &plots))?;
+    let mut page = html::run_report(&run, &plots);
+    let mut files = plots.files.clone();
+    if swim::is_swim(&run.summary) {
+        files.extend(swim::render_swim_plots(&run, &plots_dir)?);
+        page = page.replacen(
+            "<h2>Plots</h2>",
+            &format!("{}<h2>Plots</h2>", swim::swim_section(&run)),
+            1,
+        );
+    }
+    write_file(&report_html, &page)?;
     Ok(RenderedRun {
         report_html,
         ops_total: run.ops.len(),
         latency_points_drawn: plots.latency_points_drawn,
         downsampled: plots.downsampled,
-        plots: plots.files,
+        plots: files,
         warnings: run.warnings,
     })
 }
@@ -152,15 +163,25 @@ pub fn render_comparison(run_dirs: &[PathBuf], out_dir: &Path) -> Result<PathBuf
         source,
     })?;
     let mut rows = Vec::with_capacity(run_dirs.len());
+    let mut summaries = Vec::with_capacity(run_dirs.len());
     for (i, dir) in run_dirs.iter().enumerate() {
         let run = data::RunData::load(dir)?;
+        summaries.push(run.summary.clone());
         let href = relative_href(out_dir, &dir.join("report.html"));
         rows.push(html::ComparisonRow::of(&run, i + 1, href));
     }
     let bars: Vec<plots::ComparedRun> = rows.iter().map(|r| r.bars.clone()).collect();
     plots::render_comparison_plot(&bars, out_dir)?;
     let page = out_dir.join("compare.html");
-    write_file(&page, &html::comparison_page(&rows))?;
+    let mut page_html = html::comparison_page(&rows);
+    if !summaries.is_empty() && summaries.iter().all(swim::is_swim) {
+        let (figures, _) = swim::render_swim_comparison(&summaries, out_dir)?;
+        page_html = match page_html.rfind("</body>") {
+            Some(i) => format!("{}{figures}{}", &page_html[..i], &page_html[i..]),
+            None => page_html + &figures,
+        };
+    }
+    write_file(&page, &page_html)?;
     Ok(page)
 }
 

@@ -21,7 +21,7 @@ use super::html::fmt_count;
 use super::stats::{self, ALL_FNS, MAX_LATENCY_POINTS_DRAWN, Throughput};
 
 /// The font family every text in the figures uses (registered from `dejavu`).
-const FONT: &str = "sans-serif";
+pub(crate) const FONT: &str = "sans-serif";
 
 /// When the slowest drawn latency is this many times the fastest, the latency axis is
 /// logarithmic.
@@ -47,15 +47,15 @@ const COMPARISON_LABEL_AREA_PX: u32 = 74;
 const MAX_FAULT_LABELS: usize = 24;
 
 /// Colour of `ok` operations.
-const OK_COLOR: RGBColor = RGBColor(31, 119, 180);
+pub(crate) const OK_COLOR: RGBColor = RGBColor(31, 119, 180);
 /// Colour of `fail` operations.
-const FAIL_COLOR: RGBColor = RGBColor(214, 39, 40);
+pub(crate) const FAIL_COLOR: RGBColor = RGBColor(214, 39, 40);
 /// Colour of `info` operations.
-const INFO_COLOR: RGBColor = RGBColor(255, 127, 14);
+pub(crate) const INFO_COLOR: RGBColor = RGBColor(255, 127, 14);
 /// Colour of the liveness phase.
-const LIVENESS_COLOR: RGBColor = RGBColor(44, 160, 44);
+pub(crate) const LIVENESS_COLOR: RGBColor = RGBColor(44, 160, 44);
 /// Colour of axis text and other phase marks.
-const INK: RGBColor = RGBColor(60, 60, 60);
+pub(crate) const INK: RGBColor = RGBColor(60, 60, 60);
 /// Colours of fault kinds, assigned in alphabetical order of the kind's name.
 const FAULT_PALETTE: [RGBColor; 6] = [
     RGBColor(148, 103, 189),
@@ -75,7 +75,7 @@ const FN_PALETTE: [RGBColor; 5] = [
 ];
 
 /// What drawing code returns; the caller attaches the file name.
-type DrawResult = Result<(), Box<dyn Error>>;
+pub(crate) type DrawResult = Result<(), Box<dyn Error>>;
 
 /// The result of registering the embedded fonts, computed once per process.
 static FONTS_REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
@@ -107,7 +107,7 @@ pub fn register_fonts() -> Result<(), ReportError> {
 }
 
 /// A figure that can be drawn on any plotters backend.
-trait Figure {
+pub(crate) trait Figure {
     /// Draws the whole figure on `root`.
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult
     where
@@ -115,7 +115,7 @@ trait Figure {
 }
 
 /// Draws `figure` to `<dir>/<stem>.png` and `<dir>/<stem>.svg`; returns both paths.
-fn save_figure<F: Figure>(
+pub(crate) fn save_figure<F: Figure>(
     figure: &F,
     dir: &Path,
     stem: &str,

@@ -81,7 +81,11 @@ impl AdminServer {
 }
 
 impl AdminService for AdminServer {
-    async fn status(self, _: tarpc::context::Context, token: String) -> Result<NodeStatus, AdminError> {
+    async fn status(
+        self,
+        _: tarpc::context::Context,
+        token: String,
+    ) -> Result<NodeStatus, AdminError> {
         self.check(&token)?;
         self.handle
             .status()
@@ -109,7 +113,11 @@ impl AdminService for AdminServer {
         Ok(())
     }
 
-    async fn clear_fault_rules(self, _: tarpc::context::Context, token: String) -> Result<(), AdminError> {
+    async fn clear_fault_rules(
+        self,
+        _: tarpc::context::Context,
+        token: String,
+    ) -> Result<(), AdminError> {
         self.check(&token)?;
         self.handle.fault_rules().clear();
         tracing::info!(node = %self.handle.id(), "fault rules cleared");
@@ -229,7 +237,10 @@ impl AdminClient {
 
     /// The node's status.
     pub async fn status(&self) -> Result<NodeStatus, AdminClientError> {
-        let r = self.client.status(Self::context(), self.token.clone()).await;
+        let r = self
+            .client
+            .status(Self::context(), self.token.clone())
+            .await;
         self.finish(r)
     }
 
@@ -253,7 +264,10 @@ impl AdminClient {
 
     /// Asks the node to stop gracefully.
     pub async fn shutdown(&self) -> Result<(), AdminClientError> {
-        let r = self.client.shutdown(Self::context(), self.token.clone()).await;
+        let r = self
+            .client
+            .shutdown(Self::context(), self.token.clone())
+            .await;
         self.finish(r)
     }
 }

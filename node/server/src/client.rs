@@ -4,7 +4,7 @@
 //!
 //! Outcomes keep their meaning end to end: `Unavailable` means the request surely did not
 //! take effect; `Indeterminate` (a server-side timeout, a lost connection, a client-side
-//! deadline) means it may have. A retry reuses the request's [`RequestId`], so a system
+//! deadline) means it may have. A retry reuses the request's [`RequestId`](kvlab_types::RequestId), so a system
 //! with a session table applies it at most once.
 
 use std::net::SocketAddr;
@@ -146,7 +146,10 @@ impl KvClientOptions {
         if !(1..=MAX_CLIENT_ATTEMPTS).contains(&self.max_attempts) {
             return bad(
                 "max_attempts",
-                format!("{} is outside [1, {MAX_CLIENT_ATTEMPTS}]", self.max_attempts),
+                format!(
+                    "{} is outside [1, {MAX_CLIENT_ATTEMPTS}]",
+                    self.max_attempts
+                ),
             );
         }
         Ok(())
@@ -163,7 +166,10 @@ pub struct KvClient {
     conn: tokio::sync::Mutex<Option<KvServiceClient>>,
 }
 
-async fn open(addr: SocketAddr, options: &KvClientOptions) -> Result<KvServiceClient, KvClientError> {
+async fn open(
+    addr: SocketAddr,
+    options: &KvClientOptions,
+) -> Result<KvServiceClient, KvClientError> {
     let connected = tokio::time::timeout(
         Duration::from_millis(options.connect_timeout_ms),
         TcpStream::connect(addr),
@@ -183,7 +189,10 @@ async fn open(addr: SocketAddr, options: &KvClientOptions) -> Result<KvServiceCl
 
 impl KvClient {
     /// Connects to the client endpoint at `addr`.
-    pub async fn connect(addr: SocketAddr, options: KvClientOptions) -> Result<KvClient, KvClientError> {
+    pub async fn connect(
+        addr: SocketAddr,
+        options: KvClientOptions,
+    ) -> Result<KvClient, KvClientError> {
         options.validate()?;
         let client = open(addr, &options).await?;
         Ok(KvClient {
@@ -219,7 +228,10 @@ impl KvClient {
         match client.execute(ctx, req).await {
             Ok(resp) => Ok(resp),
             Err(source) => {
-                if matches!(source, RpcError::Shutdown | RpcError::Channel(_) | RpcError::Send(_)) {
+                if matches!(
+                    source,
+                    RpcError::Shutdown | RpcError::Channel(_) | RpcError::Send(_)
+                ) {
                     // The connection is gone: open a new one on the next request.
                     *self.conn.lock().await = None;
                 }

@@ -135,7 +135,10 @@ impl SystemConfig {
             }),
             SystemConfig::Single(c) => {
                 if c.forward_timeout_ms == 0 {
-                    return Err(invalid("single.forward_timeout_ms", "must be positive".into()));
+                    return Err(invalid(
+                        "single.forward_timeout_ms",
+                        "must be positive".into(),
+                    ));
                 }
                 match c.holder {
                     Some(h) if !members.contains(&h) => Err(invalid(
@@ -266,8 +269,9 @@ pub struct NodeConfig {
     /// The admin endpoint.
     pub admin: AdminConfig,
     /// Every member's peer address by node id (`1 = "127.0.0.1:7001"` or
-    /// `n1 = "…"`). This node may be listed or not; its own entry, if any, is ignored in
-    /// favour of `listen`.
+    /// `n1 = "…"`). This node may be listed or not; when it is not, `listen` stands in
+    /// for it (list it when `listen` is a wildcard such as `0.0.0.0:7001`, so messages to
+    /// itself carry the address its peers know).
     #[serde(default)]
     pub peers: BTreeMap<String, SocketAddr>,
     /// Where the write-ahead log and snapshots live; a restarted node recovers from it.
@@ -321,8 +325,8 @@ impl NodeConfig {
         NodeId(self.id)
     }
 
-    /// The peer table: every member's address by id (this node at `listen`). Fails on a
-    /// key that is not a node id, naming it.
+    /// The peer table: every member's address by id (this node at its own entry, or at
+    /// `listen`). Fails on a key that is not a node id, naming it.
     pub fn peer_table(&self) -> Result<BTreeMap<NodeId, SocketAddr>, ServerError> {
         let mut table = BTreeMap::new();
         for (key, addr) in &self.peers {
@@ -339,7 +343,7 @@ impl NodeConfig {
                 ));
             }
         }
-        table.insert(self.node_id(), self.listen);
+        table.entry(self.node_id()).or_insert(self.listen);
         Ok(table)
     }
 
@@ -455,6 +459,15 @@ impl NodeConfig {
         self.system_config().validate(&members)
     }
 
+    /// Renders the configuration as TOML that [`load_node_config`] reads back unchanged
+    /// (how a launcher writes one file per node process).
+    pub fn to_toml_string(&self) -> Result<String, ServerError> {
+        toml::to_string(self).map_err(|e| ServerError::InvalidConfig {
+            field: "(whole config)".into(),
+            reason: format!("cannot be written as TOML: {e}"),
+        })
+    }
+
     /// Parses a configuration from TOML text (`origin` names it in errors) and validates
     /// it.
     pub fn from_toml_str(text: &str, origin: &Path) -> Result<NodeConfig, ServerError> {
@@ -496,4 +509,164 @@ pub fn load_node_config(path: impl AsRef<Path>) -> Result<NodeConfig, ServerErro
         source,
     })?;
     NodeConfig::from_toml_str(&text, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+id = 1
+system = "raft"
+transport = "udp"
+listen = "127.0.0.1:7001"
+client = "127.0.0.1:7101"
+data_dir = "data/n1"
+
+[admin]
+addr = "127.0.0.1:7201"
+token = "t"
+
+[peers]
+1 = "127.0.0.1:7001"
+n2 = "127.0.0.1:7002"
+3 = "127.0.0.1:7003"
+
+[raft]
+tick_interval_ms = 20
+"#;
+
+    fn parse(text: &str) -> Result<NodeConfig, ServerError> {
+        NodeConfig::from_toml_str(text, Path::new("node.toml"))
+    }
+
+    fn field_of(err: ServerError) -> String {
+        match err {
+            ServerError::InvalidConfig { field, .. } => field,
+            other => panic!("expected InvalidConfig, got {other}"),
+        }
+    }
+
+    #[test]
+    fn a_complete_config_parses_with_members_and_system_table() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.members().unwrap(), [NodeId(1), NodeId(2), NodeId(3)]);
+        match c.system_config() {
+            SystemConfig::Raft(r) => assert_eq!(r.tick_interval_ms, 20),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(c.storage, StorageOptions::default());
+    }
+
+    #[test]
+    fn unknown_field_is_refused_with_file_line_and_name() {
+        let text = GOOD.replace(
+            "data_dir = \"data/n1\"",
+            "data_dir = \"data/n1\"\nlisten_adress = \"127.0.0.1:1\"",
+        );
+        let err = parse(&text).unwrap_err();
+        let shown = err.to_string();
+        assert!(shown.contains("listen_adress"), "{shown}");
+        assert!(shown.starts_with("node.toml:8:"), "{shown}");
+    }
+
+    #[test]
+    fn unknown_field_inside_a_system_table_is_refused() {
+        let text = GOOD.replace("tick_interval_ms = 20", "tick_intreval_ms = 20");
+        let shown = parse(&text).unwrap_err().to_string();
+        assert!(shown.contains("tick_intreval_ms"), "{shown}");
+    }
+
+    #[test]
+    fn out_of_range_values_name_their_field() {
+        let cases = [
+            ("id = 1", "id = 0", "id"),
+            ("token = \"t\"", "token = \"\"", "admin.token"),
+            (
+                "addr = \"127.0.0.1:7201\"",
+                "addr = \"0.0.0.0:7201\"",
+                "admin.addr",
+            ),
+            ("n2 = ", "x2 = ", "peers.x2"),
+            (
+                "tick_interval_ms = 20",
+                "tick_interval_ms = 0",
+                "raft.tick_interval_ms",
+            ),
+            ("[raft]", "[single]\n[raft]", "single"),
+            (
+                "data_dir = \"data/n1\"",
+                "data_dir = \"data/n1\"\n[storage]\nsegment_size_bytes = 1",
+                "storage.segment_size_bytes",
+            ),
+            (
+                "data_dir = \"data/n1\"",
+                "data_dir = \"data/n1\"\n[server]\nclient_queue_len = 0",
+                "server.client_queue_len",
+            ),
+            (
+                "data_dir = \"data/n1\"",
+                "data_dir = \"data/n1\"\n[tarpc]\nrpc_timeout_ms = 5",
+                "tarpc",
+            ),
+            (
+                "data_dir = \"data/n1\"",
+                "data_dir = \"data/n1\"\n[udp]\nmax_datagram_bytes = 1",
+                "udp.max_datagram_bytes",
+            ),
+        ];
+        for (from, to, field) in cases {
+            let text = GOOD.replacen(from, to, 1);
+            assert_ne!(text, GOOD, "case {field} did not change the text");
+            let err = parse(&text).unwrap_err();
+            assert_eq!(field_of(err), field, "case {to}");
+        }
+    }
+
+    #[test]
+    fn a_holder_outside_the_cluster_is_refused() {
+        let text = GOOD
+            .replace("system = \"raft\"", "system = \"single\"")
+            .replace("[raft]\ntick_interval_ms = 20", "[single]\nholder = 9");
+        assert_eq!(field_of(parse(&text).unwrap_err()), "single.holder");
+    }
+
+    #[test]
+    fn a_wrong_type_is_refused_with_its_line() {
+        let text = GOOD.replace("id = 1", "id = \"one\"");
+        match parse(&text).unwrap_err() {
+            ServerError::ParseConfig { line, message, .. } => {
+                assert_eq!(line, 2);
+                assert!(
+                    message.contains("integer") || message.contains("invalid type"),
+                    "{message}"
+                );
+            }
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn a_rendered_config_reads_back_unchanged() {
+        let mut c = parse(GOOD).unwrap();
+        c.storage.fsync = kvlab_storage::FsyncPolicy::Always;
+        c.udp = Some(UdpConfig::default());
+        let text = c.to_toml_string().unwrap();
+        assert_eq!(parse(&text).unwrap(), c, "{text}");
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let err = load_node_config("/nonexistent/node.toml").unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/node.toml"), "{err}");
+    }
+
+    #[test]
+    fn admin_may_listen_beyond_loopback_only_when_allowed() {
+        let text = GOOD.replace(
+            "addr = \"127.0.0.1:7201\"",
+            "addr = \"0.0.0.0:7201\"\nallow_non_loopback = true",
+        );
+        parse(&text).unwrap();
+    }
 }

@@ -2,10 +2,12 @@
 //!
 //! One task owns the protocol value, its durable store and its transport, and reacts to
 //! five inputs in a fixed priority (`select!` with `biased;`): shutdown, admin commands,
-//! due timers, peer messages, client requests. Each input is one protocol step; the
-//! step's effects run in order:
+//! due timers, peer messages, client requests (with one waiting client request taken
+//! after every peer message, so a stream of peer traffic cannot starve clients). Each
+//! input is one protocol step; the step's effects run in order:
 //!
-//! - `Persist` appends to the store at once (not yet durable);
+//! - `Persist` appends to the store at once (not yet durable; under
+//!   `fsync = "always"` the append itself fsyncs, on the driver's thread);
 //! - `Sync` marks a sync as due; from then on every `Send` and `Reply` is **held**;
 //! - `SaveSnapshot` first completes a due sync, then replaces the snapshot durably;
 //! - `SetTimer` / `CancelTimer` re-arm or disarm the timer (a new deadline replaces the
@@ -39,9 +41,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::ServerError;
 use crate::config::ServerOptions;
 use crate::inspect::{Inspect, ProtocolStatus};
-use crate::ServerError;
 
 /// The most client requests the driver keeps waiting for the protocol's reply; beyond
 /// it new requests are refused with `Unavailable` (they surely did not take effect).
@@ -240,10 +242,7 @@ impl NodeHandle {
         };
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(resp)) => resp,
-            Ok(Err(_)) => indeterminate(format!(
-                "node {} stopped before it answered",
-                self.id
-            )),
+            Ok(Err(_)) => indeterminate(format!("node {} stopped before it answered", self.id)),
             Err(_) => indeterminate(format!(
                 "node {} did not answer within {} ms",
                 self.id,
@@ -527,7 +526,10 @@ where
     /// storage or transport failure stops it. On a graceful stop it releases what a due
     /// sync held, syncs the store once more and shuts the transport down (sockets closed)
     /// before returning. On a failure it shuts the transport down and returns the error.
-    pub async fn run(mut self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
+    pub async fn run(
+        mut self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServerError> {
         let span = tracing::info_span!("node", node = %self.id, role = tracing::field::Empty);
         if let Some(role) = self.role {
             span.record("role", role);
@@ -625,8 +627,14 @@ where
                 self.stats.messages_in += 1;
                 let t = self.now();
                 let mut cx = Cx::new(self.id, t, &mut self.rng);
-                self.protocol.on_msg(&mut cx, env.from, env.msg, &mut self.out);
+                self.protocol
+                    .on_msg(&mut cx, env.from, env.msg, &mut self.out);
                 self.after_step().await?;
+                // Fairness: peer messages rank above clients, so a steady stream of them
+                // would starve clients; take one waiting client request per message.
+                if let Ok(call) = self.client_rx.try_recv() {
+                    self.on_client(call).await?;
+                }
             }
             Wake::Msg(Err(source)) => {
                 // `recv` reports only a closed transport; malformed input is counted and

@@ -25,12 +25,12 @@ use kvlab_types::{Message, NodeId, Protocol, Recovery, derive_seed};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::ServerError;
 use crate::admin::serve_admin_endpoint;
 use crate::client::serve_client_endpoint;
 use crate::config::{NodeConfig, ServerOptions, SystemConfig, TransportKind};
 use crate::driver::{NodeHandle, NodeParts, NodeServer};
 use crate::inspect::Inspect;
-use crate::ServerError;
 
 /// How long the endpoints stay up after the driver stopped gracefully, so that answers
 /// already decided (and the admin `shutdown` call's own answer) reach their callers.
@@ -246,9 +246,7 @@ pub(crate) async fn assemble_system(
     Ok(match system {
         SystemConfig::Raft(c) => assemble::<RaftKv>(c, name, make.make().await?, a),
         SystemConfig::Single(c) => assemble::<Single>(c, name, make.make().await?, a),
-        SystemConfig::AsyncPrimary(c) => {
-            assemble::<AsyncPrimary>(c, name, make.make().await?, a)
-        }
+        SystemConfig::AsyncPrimary(c) => assemble::<AsyncPrimary>(c, name, make.make().await?, a),
     })
 }
 

@@ -9,6 +9,11 @@ use kvlab_types::NodeId;
 
 use crate::Update;
 
+/// How many updates one selection may pass over because they did not fit the byte
+/// budget before it stops looking: without it, a long queue (a join storm in a large
+/// cluster) would be scanned whole for every message.
+pub(crate) const MAX_SELECT_SKIPS: usize = 32;
+
 /// Orders the queue: fewest transmissions first, then newest first.
 type Key = (u32, Reverse<u64>);
 
@@ -77,6 +82,9 @@ impl BroadcastQueue {
             }
             if bytes + e.bytes > max_bytes {
                 left_behind += 1;
+                if left_behind >= MAX_SELECT_SKIPS {
+                    break;
+                }
                 continue;
             }
             bytes += e.bytes;

@@ -88,6 +88,11 @@ pub struct SwimConfig {
     /// Interval of push-pull anti-entropy: a full state exchange with one random member.
     /// `0` disables it (for comparisons; joins still use push-pull).
     pub push_pull_interval_ms: u64,
+    /// Above this many live members, the push-pull interval grows with the cluster:
+    /// `interval · (⌈log2 n − log2 threshold⌉ + 1)` (memberlist's `pushPullScale`), so
+    /// the cost of full state exchanges, `O(n)` each, stays near constant per member.
+    /// `0` turns scaling off.
+    pub push_pull_scale_threshold: usize,
     /// How long a dead or left member stays in the table (and is gossiped about and
     /// reconnected to) before it is forgotten.
     pub dead_reclaim_ms: u64,
@@ -132,6 +137,7 @@ impl Default for SwimConfig {
             suspicion_max_timeout_mult: 6,
             retransmit_mult: 4,
             push_pull_interval_ms: 30_000,
+            push_pull_scale_threshold: 32,
             dead_reclaim_ms: 60_000,
             join_retry_ms: 2_000,
             join_attempts_max: 30,
@@ -243,6 +249,18 @@ impl SwimConfig {
         let min = Duration::from_nanos(min_ns.round() as u64);
         let max = min.saturating_mul(self.suspicion_max_timeout_mult);
         (min, max)
+    }
+
+    /// The push-pull interval for a cluster of `n` live members (memberlist's
+    /// `pushPullScale`; see `push_pull_scale_threshold`).
+    pub fn push_pull_interval(&self, n: usize) -> Duration {
+        let base = Duration::from_millis(self.push_pull_interval_ms);
+        let t = self.push_pull_scale_threshold;
+        if t == 0 || n <= t {
+            return base;
+        }
+        let mult = ((n as f64).log2() - (t as f64).log2()).ceil() + 1.0;
+        base.saturating_mul(mult.max(1.0) as u32)
     }
 
     /// How many times an update is piggybacked: `λ · ⌈log2(n + 1)⌉` (SWIM §4.1).

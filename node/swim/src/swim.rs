@@ -780,6 +780,14 @@ impl Swim {
             me.incarnation = self.incarnation;
         }
         self.counters.refutations += 1;
+        // Not a change of the table (no `MembershipEvent`), but what experiments count.
+        out.event(
+            "member_refuted",
+            format!(
+                "member={} incarnation={} accused={accused}",
+                self.id, self.incarnation
+            ),
+        );
         if accused {
             // Lifeguard §IV-A: having to refute means others cannot hear us in time.
             self.adjust_health(1);
@@ -801,12 +809,12 @@ impl Swim {
             return;
         }
         let now = cx.now;
-        let update = Update::Alive {
-            member,
-            incarnation,
-            address: address.clone(),
-        };
         let Some(cur) = self.members.get_mut(&member) else {
+            let update = Update::Alive {
+                member,
+                incarnation,
+                address: address.clone(),
+            };
             self.members.insert(
                 member,
                 Member {
@@ -839,6 +847,11 @@ impl Swim {
             }
             return;
         }
+        let update = Update::Alive {
+            member,
+            incarnation,
+            address: address.clone(),
+        };
         let old_state = cur.state;
         let old_address = std::mem::replace(&mut cur.address, address.clone());
         cur.incarnation = incarnation;
@@ -1119,7 +1132,7 @@ impl Swim {
         }
         out.set_timer(
             timer(T_PUSH_PULL, 0),
-            Duration::from_millis(self.config.push_pull_interval_ms),
+            self.config.push_pull_interval(self.live_count),
         );
     }
 

@@ -350,9 +350,10 @@ impl<M> Out<M> {
 
 /// A message type a protocol can put on the wire.
 pub trait Message: Clone + fmt::Debug + Serialize + for<'de> Deserialize<'de> + 'static {
-    /// Encoded size in bytes, for traffic metrics. The default encodes with postcard.
+    /// Encoded size in bytes, for traffic metrics. The default counts what postcard would
+    /// encode, without allocating the encoding.
     fn wire_size(&self) -> usize {
-        postcard::to_allocvec(self).map(|v| v.len()).unwrap_or(0)
+        postcard::serialize_with_flavor(self, postcard::ser_flavors::Size::default()).unwrap_or(0)
     }
 }
 

@@ -6,8 +6,8 @@ use std::fmt;
 use std::time::Duration;
 
 use kvlab_types::{
-    AdminCommand, ClientRequest, ClientResponse, Cx, Effect, Message, NodeEvent, NodeId, Out, Protocol, Recovery,
-    Rng, Time, TimerId, derive_seed, seeded_rng,
+    AdminCommand, ClientRequest, ClientResponse, Cx, Effect, Message, NodeEvent, NodeId, Out,
+    Protocol, Recovery, Rng, Time, TimerId, derive_seed, seeded_rng,
 };
 use serde::{Deserialize, Serialize};
 

@@ -22,6 +22,11 @@
 //!   answer within the forward timeout). A forwarded request that reaches a non-leader is
 //!   not forwarded again (no forwarding loops): it is answered `Unavailable` with the
 //!   leader as hint. With no known leader the answer is `Unavailable { hint: None }`.
+//!   When the node learns of a new leader while a forward to the old one is pending, it
+//!   forwards the request once more, to the new leader, instead of letting the client
+//!   wait out the forward timeout: a leader crash then costs clients about an election,
+//!   not `forward_timeout_ms`. Forwarding twice is safe because the store's session
+//!   table applies a request id at most once, and the client gets the first answer.
 //!
 //! ## Durability and ordering
 //!
@@ -42,23 +47,48 @@
 //! the protocol: answering from a state known to be incomplete could break
 //! linearizability, and voting with a forgotten vote could break Raft.
 //!
+//! ## Membership (operator commands)
+//!
+//! [`Protocol::on_admin`] takes [`AdminCommand`]s: on the leader, `AddLearner`,
+//! `AddVoter` and `RemoveNode` become single-server configuration changes
+//! ([`RaftGroup::propose_conf_change`]) and `TransferLeader` a leader transfer. Any other
+//! node **refuses** a command (event `admin_refused`, with the leader it knows as
+//! `leader=`): the operator retries at the leader, so a command is never applied twice
+//! through forwarding. Results are events: `admin_proposed` (entry index and term),
+//! `config_changed` (on every node, when the configuration in effect changes),
+//! `config_committed` (when a configuration entry is applied), `admin_refused`.
+//!
+//! A node that is not a member of the configuration in effect (never added, or
+//! removed) serves no client (`Unavailable`, hint: the leader it knows). A removed node
+//! usually never sees its own removal (the leader stops replicating to it at once), so
+//! when a leader hears a vote request from a non-member it answers
+//! [`RaftKvMsg::NotMember`]; the removed node then stops ticking its group (no more
+//! campaigns) and refuses clients until its log has caught up past that configuration,
+//! which happens only if it is added back.
+//!
+//! With [`RaftKvConfig::initial_voters`] `= k`, only the first `k` nodes (by id) are the
+//! bootstrap voters; the others start as outsiders and join through `AddLearner` then
+//! `AddVoter`, so experiments can grow and shrink the group.
+//!
 //! [`Ready::emit_effects`]: kvlab_raft::Ready::emit_effects
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use kvlab_raft::{
-    EntryKind, GroupId, HardState, RaftConfig, RaftError, RaftGroup, RaftMessage, RaftRecord,
-    RecoveredState, Role, Snapshot, WalRecord,
+    ConfChange, EntryId, EntryKind, GroupId, HardState, MessageBody, RaftConfig, RaftError,
+    RaftGroup, RaftMessage, RaftRecord, RecoveredState, Role, Snapshot, WalRecord,
 };
 use kvlab_types::{
-    ClientError, ClientRequest, ClientResponse, Cx, Effect, KvOp, NodeId, OpOutput, Out, Protocol,
-    Recovery, RequestId, Time, TimerId,
+    AdminCommand, ClientError, ClientRequest, ClientResponse, Cx, Effect, KvOp, NodeId, OpOutput,
+    Out, Protocol, Recovery, RequestId, Time, TimerId,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::baseline::{BaselineMsg, Forwarder};
 use crate::kv::{ApplyResult, KvStore};
+
+pub mod invariants;
 
 #[cfg(test)]
 mod tests;
@@ -112,6 +142,10 @@ pub struct RaftKvConfig {
     /// store, without a read point: a partitioned follower or a deposed leader returns
     /// stale values. The linearizability checker must catch it.
     pub unsafe_local_reads: bool,
+    /// How many nodes (the first ones by id) are the group's bootstrap voters; the
+    /// others start outside the group and join through admin commands (`AddLearner`,
+    /// then `AddVoter`). 0 (the default) or more than the cluster size: every node.
+    pub initial_voters: u32,
 }
 
 impl Default for RaftKvConfig {
@@ -124,6 +158,7 @@ impl Default for RaftKvConfig {
             read_mode: ReadMode::ReadIndex,
             snapshot_every_entries: 1_000,
             unsafe_local_reads: false,
+            initial_voters: 0,
         }
     }
 }
@@ -209,6 +244,15 @@ pub enum RaftKvMsg {
     /// A forwarded client request or its answer (only the `Forward` and `ForwardReply`
     /// variants are used).
     Client(BaselineMsg),
+    /// A leader tells a node that asked for votes that it is not a member of the
+    /// configuration in effect (entry `conf_index`): it was removed and should stop
+    /// campaigning until its log reaches past that entry.
+    NotMember {
+        /// The group.
+        group: GroupId,
+        /// The index of the leader's configuration entry in effect.
+        conf_index: u64,
+    },
 }
 
 /// The durable snapshot this system saves: encoded [`WalRecord`]s that rebuild every
@@ -225,6 +269,17 @@ enum Origin {
     Local,
     /// A client of another node that forwarded the request.
     Forwarded(NodeId),
+}
+
+/// A request this node forwarded to the leader and is waiting on.
+#[derive(Clone, Debug)]
+struct PendingForward {
+    to: NodeId,
+    req: ClientRequest,
+    /// When the forwarder gives up on it (then it is forgotten here too).
+    deadline: Time,
+    /// Whether it was already re-forwarded once (it is never forwarded a third time).
+    reforwarded: bool,
 }
 
 /// A proposal waiting for its entry to be applied.
@@ -262,6 +317,11 @@ struct GroupState {
     /// The encoded store of a compaction whose snapshot record has not been emitted yet;
     /// the WAL image is saved right after it is.
     compaction_image_due: Option<Vec<u8>>,
+    /// Set when a leader said this node is not a member of its configuration (entry at
+    /// this index): until the local log reaches that entry, the node neither ticks its
+    /// group (no campaigns) nor serves clients. Volatile: after a restart the node may
+    /// campaign again until a leader tells it anew, which PreVote makes harmless.
+    removed_by_conf: Option<u64>,
 }
 
 /// A node of the `raft` system. See [the module docs](self).
@@ -271,6 +331,11 @@ pub struct RaftKv {
     cfg: RaftKvConfig,
     groups: BTreeMap<GroupId, GroupState>,
     forwarder: Forwarder,
+    /// Local requests forwarded to a leader and not answered yet, for re-forwarding
+    /// when the leader changes. Bounded by the forwarder's `MAX_PENDING_FORWARDS`.
+    forwards: BTreeMap<RequestId, PendingForward>,
+    /// The leader this node knew after its last step, to notice a change.
+    known_leader: Option<NodeId>,
     /// Set when boot could not rebuild the durable state: the node then refuses to serve.
     poisoned: Option<String>,
     next_read_ctx: u64,
@@ -288,6 +353,11 @@ impl RaftKv {
     /// recover).
     pub fn role(&self) -> Role {
         self.group().map_or(Role::Follower, RaftGroup::role)
+    }
+
+    /// Whether this node leads its default group.
+    pub fn is_leader(&self) -> bool {
+        self.role() == Role::Leader
     }
 
     /// The current term of the default group.
@@ -333,6 +403,35 @@ impl RaftKv {
         self.dropped_messages
     }
 
+    /// Whether this node serves clients and takes part in its group: it is a voter or
+    /// learner of the configuration in effect, and no leader told it that it was
+    /// removed by an entry its log has not reached.
+    pub fn is_member(&self) -> bool {
+        self.groups
+            .get(&DEFAULT_GROUP)
+            .is_some_and(|g| g.is_member(self.id))
+    }
+
+    /// A digest (FNV-1a over the encoded store) of the default group's state machine at
+    /// [`RaftKv::applied_index`]. Two replicas that applied the same sequence of entries
+    /// have the same digest; invariant checkers compare them by applied index.
+    pub fn store_digest(&self) -> u64 {
+        self.store().map_or(0, |kv| {
+            fnv1a(&postcard::to_allocvec(kv).unwrap_or_default())
+        })
+    }
+
+    /// A digest of the entry at `index` of the default group's log (its term, kind and
+    /// data), if the log still holds it; for log-matching checks.
+    pub fn entry_digest(&self, index: u64) -> Option<u64> {
+        let e = self.group()?.entry(index)?;
+        let mut bytes = Vec::with_capacity(e.data.len() + 9);
+        bytes.extend_from_slice(&e.term.to_le_bytes());
+        bytes.push(e.kind as u8);
+        bytes.extend_from_slice(&e.data);
+        Some(fnv1a(&bytes))
+    }
+
     fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.cfg.request_timeout_ms)
     }
@@ -355,10 +454,11 @@ impl RaftKv {
         }
         wal.extend(recovered.records.iter().cloned());
         let state = RecoveredState::from_wal(DEFAULT_GROUP, &wal).map_err(RaftKvError::Raft)?;
+        let bootstrap = bootstrap_voters(peers, self.cfg.initial_voters);
         let raft = RaftGroup::recover(
             DEFAULT_GROUP,
             cx.id,
-            peers,
+            &bootstrap,
             self.cfg.raft.clone(),
             state,
             cx.rng,
@@ -373,6 +473,7 @@ impl RaftKv {
                 proposals: BTreeMap::new(),
                 reads: BTreeMap::new(),
                 compaction_image_due: None,
+                removed_by_conf: None,
             },
         );
         Ok(())
@@ -430,12 +531,35 @@ impl RaftKv {
             respond(origin, resp, out);
             return;
         }
+        if !g.is_member(self.id) {
+            let resp = unavailable(
+                req.id,
+                "this node is not a member of its group",
+                g.raft.leader().filter(|&l| l != self.id),
+            );
+            respond(origin, resp, out);
+            return;
+        }
         if g.raft.role() != Role::Leader {
             let leader = g.raft.leader().filter(|&l| l != self.id);
             match (leader, origin) {
                 (Some(leader), Origin::Local) => {
                     let mut scratch = Out::new();
-                    self.forwarder.forward(leader, req, &mut scratch);
+                    let before = self.forwarder.pending();
+                    let id = req.id;
+                    self.forwarder.forward(leader, req.clone(), &mut scratch);
+                    if self.forwarder.pending() > before {
+                        let deadline = cx.now + Duration::from_millis(self.cfg.forward_timeout_ms);
+                        self.forwards.insert(
+                            id,
+                            PendingForward {
+                                to: leader,
+                                req,
+                                deadline,
+                                reforwarded: false,
+                            },
+                        );
+                    }
                     translate(scratch, out);
                 }
                 (hint, _) => {
@@ -529,8 +653,33 @@ impl RaftKv {
         }
     }
 
+    /// After a step: if the leader changed to another node, forwards the requests still
+    /// waiting on the old one to the new one (once per request).
+    fn reforward_on_leader_change(&mut self, now: Time, out: &mut Out<RaftKvMsg>) {
+        let leader = self.leader();
+        if leader == self.known_leader {
+            return;
+        }
+        self.known_leader = leader;
+        let Some(new) = leader.filter(|&l| l != self.id) else {
+            return; // no leader, or this node leads: the old forwards run their course
+        };
+        let timeout = Duration::from_millis(self.cfg.forward_timeout_ms);
+        let mut scratch = Out::new();
+        for f in self.forwards.values_mut() {
+            if f.to != new && !f.reforwarded {
+                self.forwarder.forward(new, f.req.clone(), &mut scratch);
+                f.to = new;
+                f.reforwarded = true;
+                f.deadline = now + timeout;
+            }
+        }
+        translate(scratch, out);
+    }
+
     /// Answers every request whose deadline passed.
     fn expire(&mut self, now: Time, out: &mut Out<RaftKvMsg>) {
+        self.forwards.retain(|_, f| f.deadline > now);
         for g in self.groups.values_mut() {
             let expired: Vec<u64> = g
                 .proposals
@@ -571,6 +720,17 @@ impl RaftKv {
 }
 
 impl GroupState {
+    fn is_member(&self, me: NodeId) -> bool {
+        let listed = self.raft.voters().contains(&me) || self.raft.learners().contains(&me);
+        listed && !self.told_removed()
+    }
+
+    /// Whether a leader told this node it was removed by an entry not yet in its log.
+    fn told_removed(&self) -> bool {
+        self.removed_by_conf
+            .is_some_and(|at| self.raft.conf_index() < at)
+    }
+
     fn drive(&mut self, cfg: &RaftKvConfig, out: &mut Out<RaftKvMsg>) -> Result<(), RaftKvError> {
         while self.raft.has_ready() {
             let mut rd = self.raft.ready();
@@ -644,7 +804,20 @@ impl GroupState {
         self.applied = index;
         let result: Option<ApplyResult> = match kind {
             // A leader's no-op and a membership change carry nothing for the store.
-            EntryKind::Noop | EntryKind::ConfChange => None,
+            EntryKind::Noop => None,
+            EntryKind::ConfChange => {
+                out.event(
+                    "config_committed",
+                    format!(
+                        "group={} index={index} term={term} change={:?} voters={:?} learners={:?}",
+                        self.raft.group().0,
+                        postcard::from_bytes::<ConfChange>(data).ok(),
+                        self.raft.voters(),
+                        self.raft.learners()
+                    ),
+                );
+                None
+            }
             EntryKind::Normal => match KvCommand::decode(data) {
                 Ok(cmd) => Some(self.kv.apply(cmd.id, &cmd.op)),
                 Err(e) => {
@@ -738,6 +911,28 @@ impl GroupState {
     }
 }
 
+/// The bootstrap voters: the first `initial_voters` of the sorted `peers` (all of them
+/// when 0 or too many). Every node computes the same list.
+fn bootstrap_voters(peers: &[NodeId], initial_voters: u32) -> Vec<NodeId> {
+    let mut v = peers.to_vec();
+    v.sort_unstable();
+    let k = initial_voters as usize;
+    if k > 0 && k < v.len() {
+        v.truncate(k);
+    }
+    v
+}
+
+/// FNV-1a, 64 bits: a fixed, portable hash for digests that runs compare.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
 /// Delivers an answer to a local client (`Reply`) or to the node that forwarded the
 /// request (`Send`); both wait behind any earlier `Sync` of the step.
 fn respond(origin: Origin, resp: ClientResponse, out: &mut Out<RaftKvMsg>) {
@@ -815,6 +1010,8 @@ impl Protocol for RaftKv {
             cfg: config.clone(),
             groups: BTreeMap::new(),
             forwarder: Forwarder::new(Duration::from_millis(config.forward_timeout_ms)),
+            forwards: BTreeMap::new(),
+            known_leader: None,
             poisoned: None,
             next_read_ctx: 0,
             dropped_messages: 0,
@@ -849,8 +1046,19 @@ impl Protocol for RaftKv {
                 }
                 match self.groups.get_mut(&m.group) {
                     Some(g) if m.from == from => {
+                        let asks_votes = matches!(m.body, MessageBody::RequestVote { .. });
+                        let group = m.group;
                         if g.raft.step(m, cx.rng).is_err() {
                             self.dropped_messages += 1;
+                        }
+                        if asks_votes
+                            && g.raft.role() == Role::Leader
+                            && !g.raft.voters().contains(&from)
+                            && !g.raft.learners().contains(&from)
+                        {
+                            // A removed node campaigns because it never saw its removal.
+                            let conf_index = g.raft.conf_index();
+                            out.send(from, RaftKvMsg::NotMember { group, conf_index });
                         }
                     }
                     // A message for a group this node does not run, or whose sender field
@@ -858,17 +1066,41 @@ impl Protocol for RaftKv {
                     _ => self.dropped_messages += 1,
                 }
                 self.drive(out);
+                self.reforward_on_leader_change(cx.now, out);
             }
             RaftKvMsg::Client(BaselineMsg::Forward { req }) => {
                 self.serve(cx, req, Origin::Forwarded(from), out);
                 self.drive(out);
             }
             RaftKvMsg::Client(BaselineMsg::ForwardReply { resp }) => {
+                self.forwards.remove(&resp.id);
                 let mut scratch = Out::new();
                 self.forwarder.on_reply(resp, &mut scratch);
                 translate(scratch, out);
             }
             RaftKvMsg::Client(BaselineMsg::Replicate { .. }) => self.dropped_messages += 1,
+            RaftKvMsg::NotMember { group, conf_index } => {
+                let me = self.id;
+                match self.groups.get_mut(&group) {
+                    Some(g) if g.raft.conf_index() < conf_index => {
+                        if !g.told_removed() {
+                            out.event(
+                                "node_removed",
+                                format!(
+                                    "group={} told by {from}: not in the configuration at index {conf_index} (local configuration at {}, member={})",
+                                    group.0,
+                                    g.raft.conf_index(),
+                                    g.is_member(me)
+                                ),
+                            );
+                        }
+                        let at = g.removed_by_conf.map_or(conf_index, |a| a.max(conf_index));
+                        g.removed_by_conf = Some(at);
+                    }
+                    Some(_) => {}
+                    None => self.dropped_messages += 1,
+                }
+            }
         }
     }
 
@@ -878,9 +1110,14 @@ impl Protocol for RaftKv {
                 return;
             }
             for g in self.groups.values_mut() {
+                if g.told_removed() {
+                    continue; // removed: no campaigns until added back
+                }
+                g.removed_by_conf = None;
                 g.raft.tick(cx.rng);
             }
             self.drive(out);
+            self.reforward_on_leader_change(cx.now, out);
             self.expire(cx.now, out);
             out.set_timer(TICK_TIMER, Duration::from_millis(self.cfg.tick_interval_ms));
             return;
@@ -892,6 +1129,43 @@ impl Protocol for RaftKv {
 
     fn on_client(&mut self, cx: &mut Cx<'_>, req: ClientRequest, out: &mut Out<RaftKvMsg>) {
         self.serve(cx, req, Origin::Local, out);
+        self.drive(out);
+    }
+
+    fn on_admin(&mut self, _cx: &mut Cx<'_>, cmd: AdminCommand, out: &mut Out<RaftKvMsg>) {
+        let refuse = |why: String, leader: Option<NodeId>, out: &mut Out<RaftKvMsg>| {
+            let leader = leader.map_or_else(|| "none".to_string(), |l| l.to_string());
+            out.event(
+                "admin_refused",
+                format!("command={cmd:?} leader={leader} reason={why}"),
+            );
+        };
+        if let Some(why) = &self.poisoned {
+            refuse(format!("node cannot recover its state: {why}"), None, out);
+            return;
+        }
+        let Some(g) = self.groups.get_mut(&DEFAULT_GROUP) else {
+            return;
+        };
+        let result = match cmd {
+            AdminCommand::AddLearner(n) => g.raft.propose_conf_change(ConfChange::AddLearner(n)),
+            AdminCommand::AddVoter(n) => g.raft.propose_conf_change(ConfChange::AddVoter(n)),
+            AdminCommand::RemoveNode(n) => g.raft.propose_conf_change(ConfChange::RemoveNode(n)),
+            AdminCommand::TransferLeader(n) => g.raft.transfer_leader(n).map(|()| EntryId {
+                term: g.raft.term(),
+                index: 0,
+            }),
+        };
+        match result {
+            Ok(at) => out.event(
+                "admin_proposed",
+                format!(
+                    "group={} command={cmd:?} index={} term={}",
+                    DEFAULT_GROUP.0, at.index, at.term
+                ),
+            ),
+            Err(e) => refuse(e.to_string(), g.raft.leader(), out),
+        }
         self.drive(out);
     }
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use kvlab_checker::{CheckOptions, EventType, HistoryEvent, ModelKind, OpFn, Verdict};
 use kvlab_sim::{FaultRule, Sim, SimConfig, SimOutput};
 use kvlab_types::{
-    ClientError, ClientRequest, ClientResponse, Cx, Effect, KvOp, NodeId, OpOutput, Out, Protocol,
-    Recovery, RequestId, Time, derive_seed, seeded_rng,
+    AdminCommand, ClientError, ClientRequest, ClientResponse, Cx, Effect, KvOp, NodeId, OpOutput,
+    Out, Protocol, Recovery, RequestId, Time, derive_seed, seeded_rng,
 };
 use rand::RngExt;
 
@@ -789,4 +789,275 @@ fn checker_catches_stale_local_reads() {
         "no seed in 0..20 exposed stale local reads"
     );
     eprintln!("stale local reads caught on seed {caught:?}");
+}
+
+// ----- membership through admin commands ------------------------------------------------
+
+const FIVE: [NodeId; 5] = [NodeId(1), NodeId(2), NodeId(3), NodeId(4), NodeId(5)];
+
+/// Runs `ms` more milliseconds and returns the node events, as (node, kind, detail).
+fn run_events(sim: &mut Sim<RaftKv>, ms: u64) -> Vec<(NodeId, String, String)> {
+    let mut out = Vec::new();
+    let until = sim.now() + Duration::from_millis(ms);
+    sim.run_until(until, &mut out).expect("simulation runs");
+    out.into_iter()
+        .filter_map(|o| match o {
+            SimOutput::Event { node, event, .. } => Some((node, event.kind, event.detail)),
+            SimOutput::Reply { .. } => None,
+        })
+        .collect()
+}
+
+fn five_node_leader(sim: &mut Sim<RaftKv>) -> NodeId {
+    for _ in 0..100 {
+        run_ms(sim, 50);
+        let top = FIVE
+            .iter()
+            .filter_map(|&n| sim.node(n).map(RaftKv::term))
+            .max();
+        if let Some(l) = FIVE.iter().copied().find(|&n| {
+            sim.node(n)
+                .is_some_and(|p| p.role() == Role::Leader && Some(p.term()) == top)
+        }) {
+            run_ms(sim, 100);
+            return l;
+        }
+    }
+    panic!("no leader within 5 s (seed {})", sim.seed());
+}
+
+fn members(sim: &Sim<RaftKv>, at: NodeId) -> (Vec<NodeId>, Vec<NodeId>) {
+    let g = sim.node(at).and_then(RaftKv::group).expect("node is up");
+    (g.voters().to_vec(), g.learners().to_vec())
+}
+
+#[test]
+fn initial_voters_start_a_smaller_group_and_admin_grows_it_learner_then_voter() {
+    let cfg = RaftKvConfig {
+        initial_voters: 3,
+        ..RaftKvConfig::default()
+    };
+    let mut s = Sim::<RaftKv>::new(SimConfig::default(), 11, &FIVE, cfg).expect("valid");
+    let l = five_node_leader(&mut s);
+    assert!(l.0 <= 3, "only n1..n3 may lead, {l} did");
+    assert_eq!(members(&s, l).0, FIVE[..3].to_vec());
+    // An outsider serves no client.
+    s.submit(NodeId(5), write(50, 1, "k", 1));
+    let replies = run_ms(&mut s, 300);
+    assert!(
+        matches!(
+            replies.values().next().map(|r| &r.result),
+            Some(Err(ClientError::Unavailable { .. }))
+        ),
+        "{replies:?}"
+    );
+    assert!(
+        s.admin(l, AdminCommand::AddLearner(NodeId(5)))
+            .expect("known node")
+    );
+    let ev = run_events(&mut s, 500);
+    assert!(
+        ev.iter().any(|(n, k, _)| *n == l && k == "admin_proposed"),
+        "{ev:?}"
+    );
+    assert!(ev.iter().any(|(_, k, _)| k == "config_committed"), "{ev:?}");
+    assert_eq!(members(&s, l).1, vec![NodeId(5)]);
+    assert!(s.node(NodeId(5)).is_some_and(RaftKv::is_member));
+    assert!(
+        s.admin(l, AdminCommand::AddVoter(NodeId(5)))
+            .expect("known node")
+    );
+    run_ms(&mut s, 500);
+    assert_eq!(
+        members(&s, l),
+        (vec![NodeId(1), NodeId(2), NodeId(3), NodeId(5)], vec![])
+    );
+    // The new voter serves (through the leader) and holds the replicated writes.
+    s.submit(NodeId(5), write(50, 2, "k", 7));
+    let replies = run_ms(&mut s, 500);
+    assert_eq!(
+        replies.values().next().map(|r| r.result.clone()),
+        Some(Ok(OpOutput::Done))
+    );
+    run_ms(&mut s, 200);
+    assert_eq!(
+        s.node(NodeId(5)).map(RaftKv::store_digest),
+        s.node(l).map(RaftKv::store_digest)
+    );
+}
+
+#[test]
+fn admin_on_a_follower_is_refused_naming_the_leader() {
+    let mut s =
+        Sim::<RaftKv>::new(SimConfig::default(), 3, &FIVE, RaftKvConfig::default()).expect("valid");
+    let l = five_node_leader(&mut s);
+    let f = FIVE.iter().copied().find(|&n| n != l).expect("a follower");
+    s.admin(f, AdminCommand::RemoveNode(l)).expect("known node");
+    let ev = run_events(&mut s, 50);
+    let refused = ev
+        .iter()
+        .find(|(n, k, _)| *n == f && k == "admin_refused")
+        .unwrap_or_else(|| panic!("{ev:?}"));
+    assert!(refused.2.contains(&format!("leader={l}")), "{refused:?}");
+    assert_eq!(members(&s, l).0, FIVE.to_vec());
+}
+
+#[test]
+fn removed_node_stops_serving_and_campaigning_until_added_back() {
+    let mut s =
+        Sim::<RaftKv>::new(SimConfig::default(), 5, &FIVE, RaftKvConfig::default()).expect("valid");
+    let l = five_node_leader(&mut s);
+    let x = FIVE.iter().copied().find(|&n| n != l).expect("a follower");
+    s.admin(l, AdminCommand::RemoveNode(x)).expect("known node");
+    let ev = run_events(&mut s, 3_000);
+    assert!(!members(&s, l).0.contains(&x));
+    // The removed node never saw its removal; it campaigned, was told, and stopped.
+    assert!(
+        ev.iter().any(|(n, k, _)| *n == x && k == "node_removed"),
+        "{ev:?}"
+    );
+    assert!(s.node(x).is_some_and(|p| !p.is_member()));
+    let term = s.node(x).map(RaftKv::term);
+    run_ms(&mut s, 3_000);
+    assert_eq!(
+        s.node(x).map(RaftKv::term),
+        term,
+        "a removed node campaigned"
+    );
+    s.submit(x, write(70, 1, "k", 1));
+    let replies = run_ms(&mut s, 300);
+    assert!(
+        matches!(
+            replies.values().next().map(|r| &r.result),
+            Some(Err(ClientError::Unavailable { .. }))
+        ),
+        "{replies:?}"
+    );
+    // Added back as a learner it catches up past its removal and is a member again.
+    let l = five_node_leader(&mut s);
+    s.admin(l, AdminCommand::AddLearner(x)).expect("known node");
+    run_ms(&mut s, 500);
+    s.admin(l, AdminCommand::AddVoter(x)).expect("known node");
+    run_ms(&mut s, 500);
+    assert!(members(&s, l).0.contains(&x));
+    assert!(s.node(x).is_some_and(RaftKv::is_member));
+    s.submit(x, write(70, 2, "k", 2));
+    let replies = run_ms(&mut s, 500);
+    assert_eq!(
+        replies.values().next().map(|r| r.result.clone()),
+        Some(Ok(OpOutput::Done))
+    );
+}
+
+#[test]
+fn leader_transfer_by_admin_moves_leadership() {
+    let mut s =
+        Sim::<RaftKv>::new(SimConfig::default(), 9, &FIVE, RaftKvConfig::default()).expect("valid");
+    let l = five_node_leader(&mut s);
+    let to = FIVE.iter().copied().find(|&n| n != l).expect("a follower");
+    s.admin(l, AdminCommand::TransferLeader(to))
+        .expect("known node");
+    run_ms(&mut s, 500);
+    assert_eq!(s.node(to).map(RaftKv::role), Some(Role::Leader));
+}
+
+#[test]
+fn invariant_checker_stays_quiet_on_a_correct_cluster_under_leader_crashes() {
+    use super::invariants::{INVARIANT_CHECK_INTERVAL_MS, InvariantChecker};
+    let cfg = RaftKvConfig {
+        snapshot_every_entries: 50,
+        ..RaftKvConfig::default()
+    };
+    let mut s = Sim::<RaftKv>::new(SimConfig::default(), 21, &FIVE, cfg).expect("valid");
+    let mut checker = InvariantChecker::new();
+    let mut seq = 0;
+    let mut crashed: Option<NodeId> = None;
+    for step in 0..100u64 {
+        for &n in &FIVE {
+            seq += 1;
+            s.submit(
+                n,
+                write(u64::from(n.0), seq, &format!("k{}", seq % 4), seq as i64),
+            );
+        }
+        let mut outs = Vec::new();
+        let until = s.now() + Duration::from_millis(INVARIANT_CHECK_INTERVAL_MS);
+        s.run_until(until, &mut outs).expect("runs");
+        for o in &outs {
+            if let SimOutput::Event { node, event, .. } = o {
+                checker.on_event(*node, event).expect("election safety");
+            }
+        }
+        for &n in &FIVE {
+            if let Some(p) = s.node(n) {
+                checker.observe(n, p).expect("invariants hold");
+            }
+        }
+        if step % 20 == 10 {
+            if let Some(l) = FIVE
+                .iter()
+                .copied()
+                .find(|&n| s.node(n).is_some_and(|p| p.role() == Role::Leader))
+            {
+                s.crash(l);
+                crashed = Some(l);
+            }
+        } else if step % 20 == 15 {
+            if let Some(c) = crashed.take() {
+                s.restart(c).expect("restarts");
+            }
+        }
+    }
+    assert!(
+        checker.terms_with_leader() >= 3,
+        "leaders seen: {}",
+        checker.terms_with_leader()
+    );
+    assert!(checker.observations() > 400);
+}
+
+#[test]
+fn a_write_commits_in_network_round_trips_not_in_ticks() {
+    // Constant 1 ms links, 0.1 ms fsyncs, instant clients and a 50 ms tick: replication
+    // and the reply must not wait for a tick (etcd sends appends at once on propose; only
+    // heartbeats are tick-driven). The leader persists (0.1), sends (1), the follower
+    // persists (0.1) and acknowledges (1), the leader commits, syncs its commit index
+    // (0.1) and replies: about 2.3 ms. Reads take one heartbeat round (about 2.1 ms).
+    use kvlab_sim::LatencyDist;
+    let mut config = SimConfig::default();
+    config.network.latency = LatencyDist::Constant { ms: 1.0 };
+    config.network.client_latency = LatencyDist::Constant { ms: 0.0 };
+    config.disk.fsync_latency = LatencyDist::Constant { ms: 0.1 };
+    let cfg = RaftKvConfig {
+        tick_interval_ms: 50,
+        raft: kvlab_raft::RaftConfig {
+            election_ticks: 4,
+            ..kvlab_raft::RaftConfig::default()
+        },
+        ..RaftKvConfig::default()
+    };
+    let mut s = Sim::<RaftKv>::new(config, 2, &NODES, cfg).expect("valid");
+    let l = wait_for_leader(&mut s);
+    run_ms(&mut s, 300);
+    for (seq, req) in [(1, write(9, 1, "k", 5)), (2, read(9, 2, "k"))] {
+        let start = s.now();
+        s.submit(l, req);
+        let mut outs = Vec::new();
+        let mut done = None;
+        while done.is_none() && s.now() < start + Duration::from_millis(100) {
+            let next = s.now() + Duration::from_micros(100);
+            s.run_until(next, &mut outs).expect("runs");
+            done = outs.iter().find_map(|o| match o {
+                SimOutput::Reply { at, response, .. } if response.id.seq == seq => Some(*at),
+                _ => None,
+            });
+        }
+        let took = done
+            .expect("answered within 100 ms")
+            .saturating_since(start);
+        assert!(
+            took <= Duration::from_micros(2_500),
+            "request {seq} took {took:?}: it waited for something slower than the network"
+        );
+    }
 }
