@@ -19,9 +19,20 @@ const REPETITIONS: usize = 5;
 
 #[derive(Clone, Debug)]
 enum EtcdOp {
-    Read { exists: bool, value: i64, unknown: bool },
-    Write { value: i64 },
-    Cas { from: i64, to: i64, ok: bool, unknown: bool },
+    Read {
+        exists: bool,
+        value: i64,
+        unknown: bool,
+    },
+    Write {
+        value: i64,
+    },
+    Cas {
+        from: i64,
+        to: i64,
+        ok: bool,
+        unknown: bool,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -38,11 +49,21 @@ impl Model for EtcdModel {
     }
     fn step(state: &i64, op: &EtcdOp) -> (bool, i64) {
         match *op {
-            EtcdOp::Read { exists, value, unknown } => {
-                ((!exists && *state == ABSENT) || (exists && *state == value) || unknown, *state)
-            }
+            EtcdOp::Read {
+                exists,
+                value,
+                unknown,
+            } => (
+                (!exists && *state == ABSENT) || (exists && *state == value) || unknown,
+                *state,
+            ),
             EtcdOp::Write { value } => (true, value),
-            EtcdOp::Cas { from, to, ok, unknown } => {
+            EtcdOp::Cas {
+                from,
+                to,
+                ok,
+                unknown,
+            } => {
                 let accepted = (from == *state && ok) || (from != *state && !ok) || unknown;
                 (accepted, if from == *state { to } else { *state })
             }
@@ -82,7 +103,11 @@ impl EventModel for EtcdModel {
                 unknown: *unknown,
             },
             // Mismatches cannot come out of `to_porcupine`.
-            _ => EtcdOp::Read { exists: false, value: 0, unknown: true },
+            _ => EtcdOp::Read {
+                exists: false,
+                value: 0,
+                unknown: true,
+            },
         }
     }
 }
@@ -100,22 +125,37 @@ fn to_porcupine(events: &[HistoryEvent]) -> Vec<Event<EtcdModel>> {
                 let input = match e.f {
                     OpFn::Read => Input::Read,
                     OpFn::Write => Input::Write(e.value.as_i64().unwrap_or(0)),
-                    _ => Input::Cas(e.value[0].as_i64().unwrap_or(0), e.value[1].as_i64().unwrap_or(0)),
+                    _ => Input::Cas(
+                        e.value[0].as_i64().unwrap_or(0),
+                        e.value[1].as_i64().unwrap_or(0),
+                    ),
                 };
-                out.push(Event::Call { client_id, value: input.clone(), id, metadata: None });
+                out.push(Event::Call {
+                    client_id,
+                    value: input.clone(),
+                    id,
+                    metadata: None,
+                });
                 pending.insert(e.process, (id, input));
                 id += 1;
             }
             EventType::Info => {}
             kind => {
-                let Some((call, input)) = pending.remove(&e.process) else { continue };
+                let Some((call, input)) = pending.remove(&e.process) else {
+                    continue;
+                };
                 let output = match (input, kind) {
                     (Input::Read, EventType::Ok) => Output::Read(e.value.as_i64(), false),
                     (Input::Read, _) => Output::Read(None, true),
                     (Input::Write(_), _) => Output::Write,
                     (Input::Cas(..), k) => Output::Cas(k == EventType::Ok, false),
                 };
-                out.push(Event::Return { client_id, value: output, id: call, metadata: None });
+                out.push(Event::Return {
+                    client_id,
+                    value: output,
+                    id: call,
+                    metadata: None,
+                });
             }
         }
     }
@@ -125,7 +165,12 @@ fn to_porcupine(events: &[HistoryEvent]) -> Vec<Event<EtcdModel>> {
             Input::Write(_) => Output::Write,
             Input::Cas(..) => Output::Cas(false, true),
         };
-        out.push(Event::Return { client_id: Some(p as u32), value: output, id: call, metadata: None });
+        out.push(Event::Return {
+            client_id: Some(p as u32),
+            value: output,
+            id: call,
+            metadata: None,
+        });
     }
     out
 }
@@ -137,7 +182,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/porcupine");
-    let opts = CheckOptions { model: ModelKind::CasRegister, timeout: None };
+    let opts = CheckOptions {
+        model: ModelKind::CasRegister,
+        timeout: None,
+    };
     let mut kvlab_totals = Vec::new();
     let mut kvlab_check_totals = Vec::new();
     let mut porcupine_totals = Vec::new();
@@ -157,7 +205,11 @@ fn main() {
             let t = Instant::now();
             let ok = porcupine_rs::check_events(&pevents);
             let pc_ms = t.elapsed().as_secs_f64() * 1e3;
-            assert_eq!(report.verdict == Verdict::Valid, ok, "etcd_{n:03}: engines disagree");
+            assert_eq!(
+                report.verdict == Verdict::Valid,
+                ok,
+                "etcd_{n:03}: engines disagree"
+            );
             kv_total += kv_ms;
             kv_check_total += check_ms;
             pc_total += pc_ms;
@@ -174,15 +226,32 @@ fn main() {
         kvlab_check_totals.push(kv_check_total);
         porcupine_totals.push(pc_total);
     }
-    let (kv, kvc, pc) = (median(kvlab_totals), median(kvlab_check_totals), median(porcupine_totals));
+    let (kv, kvc, pc) = (
+        median(kvlab_totals),
+        median(kvlab_check_totals),
+        median(porcupine_totals),
+    );
     println!("etcd logs (103 files, median of {REPETITIONS} runs of the whole corpus):");
-    println!("  kvlab read+check total {kv:8.2} ms (check alone {kvc:.2} ms); slowest file etcd_{:03} {:.2} ms", slowest_kvlab.1, slowest_kvlab.0);
-    println!("  porcupine-rs check_events total {pc:8.2} ms; slowest file etcd_{:03} {:.2} ms", slowest_porcupine.1, slowest_porcupine.0);
-    println!("  ratio kvlab/porcupine: {:.2} (read+check), {:.2} (check alone)", kv / pc, kvc / pc);
+    println!(
+        "  kvlab read+check total {kv:8.2} ms (check alone {kvc:.2} ms); slowest file etcd_{:03} {:.2} ms",
+        slowest_kvlab.1, slowest_kvlab.0
+    );
+    println!(
+        "  porcupine-rs check_events total {pc:8.2} ms; slowest file etcd_{:03} {:.2} ms",
+        slowest_porcupine.1, slowest_porcupine.0
+    );
+    println!(
+        "  ratio kvlab/porcupine: {:.2} (read+check), {:.2} (check alone)",
+        kv / pc,
+        kvc / pc
+    );
 
     println!("porcupine KV logs (kv model), per engine:");
-    for name in ["c01-ok", "c01-bad", "c10-ok", "c10-bad", "c50-ok", "c50-bad"] {
-        let events = read_history_file(&dir.join(format!("kv/{name}.txt")), HistoryFormat::Auto).expect("reads");
+    for name in [
+        "c01-ok", "c01-bad", "c10-ok", "c10-bad", "c50-ok", "c50-bad",
+    ] {
+        let events = read_history_file(&dir.join(format!("kv/{name}.txt")), HistoryFormat::Auto)
+            .expect("reads");
         let mut line = format!("  {name:<8}");
         for engine in Engine::ALL {
             let config = CheckConfig {
@@ -190,10 +259,15 @@ fn main() {
                 timeout: Some(Duration::from_secs(60)),
                 memory_limit_bytes: Some(kvlab_checker::DEFAULT_MEMORY_LIMIT_BYTES),
                 engine,
+                stop_at_first_invalid: true,
             };
             let t = Instant::now();
             let r = check_with(&events, &config).expect("checks");
-            line.push_str(&format!(" | {engine}: {} {:8.1} ms", r.verdict, t.elapsed().as_secs_f64() * 1e3));
+            line.push_str(&format!(
+                " | {engine}: {} {:8.1} ms",
+                r.verdict,
+                t.elapsed().as_secs_f64() * 1e3
+            ));
         }
         println!("{line}");
     }

@@ -11,9 +11,18 @@ fn main() {
         eprintln!("usage: check_file FILE [MODEL] [ENGINE] [TIMEOUT_S]");
         std::process::exit(2);
     };
-    let model = args.get(1).and_then(|m| ModelKind::from_name(m)).unwrap_or(ModelKind::Kv);
-    let engine = args.get(2).and_then(|e| Engine::from_name(e)).unwrap_or_default();
-    let timeout = args.get(3).and_then(|t| t.parse::<f64>().ok()).map(Duration::from_secs_f64);
+    let model = args
+        .get(1)
+        .and_then(|m| ModelKind::from_name(m))
+        .unwrap_or(ModelKind::Kv);
+    let engine = args
+        .get(2)
+        .and_then(|e| Engine::from_name(e))
+        .unwrap_or_default();
+    let timeout = args
+        .get(3)
+        .and_then(|t| t.parse::<f64>().ok())
+        .map(Duration::from_secs_f64);
     let t = Instant::now();
     let events = match read_history_file(path.as_ref(), HistoryFormat::Auto) {
         Ok(e) => e,
@@ -28,6 +37,7 @@ fn main() {
         timeout,
         memory_limit_bytes: Some(kvlab_checker::DEFAULT_MEMORY_LIMIT_BYTES),
         engine,
+        stop_at_first_invalid: true,
     };
     match check_with(&events, &config) {
         Ok(r) => {

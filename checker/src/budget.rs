@@ -3,8 +3,8 @@
 //!
 //! porcupine-rs has no cancellation but its own timeout (which costs a thread per call),
 //! and no memory bound at all. Its search calls the model's `step` for every move, so the
-//! checker's models call [`porcupine_poll`] first: when the search runs under a
-//! [`run_porcupine_guarded`] guard and the guard is tripped (the other engine answered,
+//! checker's models call `porcupine_poll` first: when the search runs under a
+//! `run_porcupine_guarded` guard and the guard is tripped (the other engine answered,
 //! the deadline passed, or the process outgrew the memory budget), every step is refused
 //! and the search unwinds within a few steps per level. The guard remembers why, so a
 //! verdict produced after a trip is never believed.
@@ -29,6 +29,8 @@ pub(crate) enum StopReason {
     Deadline,
     /// The process's resident memory passed the memory budget.
     Memory,
+    /// Another key of the same check was found invalid, so the verdict is known.
+    Aborted,
 }
 
 /// The limits a search runs under.
@@ -38,8 +40,10 @@ pub(crate) struct Limits<'a> {
     pub deadline: Option<Instant>,
     /// Stop when the process's resident set exceeds this many bytes.
     pub memory_limit_bytes: Option<u64>,
-    /// Stop when this flag is set.
+    /// Stop when this flag is set (the race's rival answered).
     pub cancel: Option<&'a AtomicBool>,
+    /// Stop when this flag is set (another key of the check is invalid).
+    pub abort: Option<&'a AtomicBool>,
 }
 
 impl Limits<'_> {
@@ -47,6 +51,9 @@ impl Limits<'_> {
     pub(crate) fn poll_fast(&self) -> Option<StopReason> {
         if self.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
             return Some(StopReason::Cancelled);
+        }
+        if self.abort.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Some(StopReason::Aborted);
         }
         if self.deadline.is_some_and(|d| Instant::now() >= d) {
             return Some(StopReason::Deadline);
@@ -87,6 +94,7 @@ struct Guard {
     deadline: Option<Instant>,
     memory_limit_bytes: Option<u64>,
     cancel: Arc<AtomicBool>,
+    abort: Arc<AtomicBool>,
     steps: u32,
     stopped: Option<StopReason>,
 }
@@ -113,6 +121,7 @@ pub(crate) fn porcupine_poll() -> bool {
                 deadline: g.deadline,
                 memory_limit_bytes: g.memory_limit_bytes,
                 cancel: Some(&g.cancel),
+                abort: Some(&g.abort),
             };
             g.stopped = limits.poll_fast();
             if g.stopped.is_none() && g.steps % MEMORY_POLL_EVERY_STEPS == 0 {
@@ -130,6 +139,7 @@ pub(crate) fn run_porcupine_guarded<R>(
     deadline: Option<Instant>,
     memory_limit_bytes: Option<u64>,
     cancel: Arc<AtomicBool>,
+    abort: Arc<AtomicBool>,
     search: impl FnOnce() -> R,
 ) -> (R, Option<StopReason>) {
     GUARD.with(|cell| {
@@ -137,6 +147,7 @@ pub(crate) fn run_porcupine_guarded<R>(
             deadline,
             memory_limit_bytes,
             cancel,
+            abort,
             steps: 0,
             stopped: None,
         });

@@ -35,8 +35,7 @@ use serde::{Deserialize, Serialize};
 use crate::budget::{self, Limits, StopReason};
 use crate::engine::{self, EngineResult, EngineVerdict};
 use crate::history::{
-    HistoryError, HistoryEvent, Location, MicroFn, OpArgs, OpFn, Outcome, PairedOp,
-    pair_operations,
+    HistoryError, HistoryEvent, Location, MicroFn, OpArgs, OpFn, Outcome, PairedOp, pair_operations,
 };
 use crate::model::{KeyModel, KeyOp, MultiMicro, MultiModel, MultiOp, OpOrigin, SearchModel, Val};
 
@@ -345,7 +344,7 @@ impl fmt::Display for Engine {
 }
 
 /// How long kvlab's engine searches a key alone before porcupine-rs joins the race.
-pub const RACE_HEAD_START: Duration = Duration::from_millis(200);
+pub const RACE_HEAD_START: Duration = Duration::from_secs(1);
 
 /// The memory budget of a check when none is given: the process's resident memory at
 /// which porcupine-rs is stopped, and four times the most kvlab's memo takes.
@@ -371,6 +370,9 @@ pub struct CheckConfig {
     pub memory_limit_bytes: Option<u64>,
     /// Which engine decides.
     pub engine: Engine,
+    /// Stop searching other keys once one key is invalid (the verdict is then known;
+    /// the keys left are unknown). porcupine-rs and Knossos do the same.
+    pub stop_at_first_invalid: bool,
 }
 
 impl From<CheckOptions> for CheckConfig {
@@ -380,6 +382,8 @@ impl From<CheckOptions> for CheckConfig {
             timeout: opts.timeout,
             memory_limit_bytes: Some(DEFAULT_MEMORY_LIMIT_BYTES),
             engine: Engine::Race,
+            // `check` has always named every invalid key; keep it so.
+            stop_at_first_invalid: false,
         }
     }
 }
@@ -486,7 +490,8 @@ impl fmt::Display for PartitionReport {
 }
 
 /// Decides whether `events` is linearizable under `opts.model`, key by key, with the
-/// default engine (the race) and memory budget ([`DEFAULT_MEMORY_LIMIT_BYTES`]).
+/// default engine (the race) and memory budget ([`DEFAULT_MEMORY_LIMIT_BYTES`]), every
+/// key searched (no stop at the first invalid key).
 ///
 /// Errors are malformed histories (see [`HistoryError`]); a non-linearizable history is
 /// an [`Verdict::Invalid`] report. With a timeout, keys not decided in time are unknown,
@@ -619,7 +624,9 @@ fn single_micro(op: &PairedOp) -> Option<(String, KeyOp)> {
     };
     let key_op = match m.f {
         MicroFn::Read => match &op.outcome {
-            Outcome::Ok { txn: Some(done), .. } => KeyOp::Read(done.first()?.value.clone()),
+            Outcome::Ok {
+                txn: Some(done), ..
+            } => KeyOp::Read(done.first()?.value.clone()),
             _ => KeyOp::Read(None),
         },
         MicroFn::Write => KeyOp::Write(m.value.clone()?),
@@ -799,7 +806,9 @@ fn prepare_multi(
             (OpArgs::Write(v), _) => vec![Lowered::Write(key(), v.clone())],
             (OpArgs::Txn(invoked), outcome) => {
                 let done = match outcome {
-                    Outcome::Ok { txn: Some(done), .. } => Some(done),
+                    Outcome::Ok {
+                        txn: Some(done), ..
+                    } => Some(done),
                     _ => None,
                 };
                 let mut out = Vec::with_capacity(invoked.len());
@@ -810,7 +819,9 @@ fn prepare_multi(
                             let seen = done.and_then(|d| d.get(i)).map(|d| d.value.clone());
                             out.push(Lowered::Read(m.key.clone(), seen));
                         }
-                        (MicroFn::Write, Some(v)) => out.push(Lowered::Write(m.key.clone(), v.clone())),
+                        (MicroFn::Write, Some(v)) => {
+                            out.push(Lowered::Write(m.key.clone(), v.clone()))
+                        }
                         _ => return Err(unsupported),
                     }
                 }
@@ -978,6 +989,8 @@ enum KeyVerdict {
     NotReached,
     /// More than [`MAX_OPS_PER_KEY`] operations.
     Oversized,
+    /// Not decided because another key was found invalid first.
+    Skipped,
 }
 
 /// What one key's search found.
@@ -1010,6 +1023,7 @@ fn stop_verdict(reason: StopReason) -> KeyVerdict {
     match reason {
         StopReason::Memory => KeyVerdict::OutOfMemory,
         StopReason::Deadline | StopReason::Cancelled => KeyVerdict::TimedOut,
+        StopReason::Aborted => KeyVerdict::Skipped,
     }
 }
 
@@ -1018,6 +1032,7 @@ fn search_ops<M: SearchModel<Metadata = OpOrigin>>(
     ops: &[Operation<M>],
     config: &CheckConfig,
     deadline: Option<Instant>,
+    abort: &Arc<AtomicBool>,
 ) -> KeyResult {
     let began = Instant::now();
     let memo_bytes = config
@@ -1028,6 +1043,7 @@ fn search_ops<M: SearchModel<Metadata = OpOrigin>>(
             deadline,
             memory_limit_bytes: None,
             cancel,
+            abort: Some(abort),
         };
         engine::search(ops, &limits, memo_bytes)
     };
@@ -1036,6 +1052,7 @@ fn search_ops<M: SearchModel<Metadata = OpOrigin>>(
             deadline,
             config.memory_limit_bytes,
             cancel,
+            Arc::clone(abort),
             || porcupine_rs::check_operations(ops),
         );
         match stopped {
@@ -1119,11 +1136,26 @@ fn search_ops<M: SearchModel<Metadata = OpOrigin>>(
     }
 }
 
-fn search_job(job: &KeyJob, config: &CheckConfig, deadline: Option<Instant>) -> KeyResult {
-    match &job.ops {
-        JobOps::Key(ops) => search_ops(ops, config, deadline),
-        JobOps::Multi(ops) => search_ops(ops, config, deadline),
+fn search_job(
+    job: &KeyJob,
+    config: &CheckConfig,
+    deadline: Option<Instant>,
+    abort: &Arc<AtomicBool>,
+) -> KeyResult {
+    if abort.load(Ordering::Relaxed) {
+        return KeyResult {
+            verdict: KeyVerdict::Skipped,
+            ..KeyResult::not_reached()
+        };
     }
+    let result = match &job.ops {
+        JobOps::Key(ops) => search_ops(ops, config, deadline, abort),
+        JobOps::Multi(ops) => search_ops(ops, config, deadline, abort),
+    };
+    if result.verdict == KeyVerdict::Invalid && config.stop_at_first_invalid {
+        abort.store(true, Ordering::Relaxed);
+    }
+    result
 }
 
 /// Runs the two passes described in the module docs; returns one result per job.
@@ -1150,6 +1182,8 @@ fn run_jobs(
             .min(t)
     });
 
+    let abort = Arc::new(AtomicBool::new(false));
+    let abort = &abort;
     let all: Vec<usize> = (0..jobs.len()).collect();
     let mut results = parallel_map(&all, threads, |i| {
         let job = &jobs[i];
@@ -1160,14 +1194,17 @@ fn run_jobs(
             };
         }
         if job.len() <= UNTIMED_KEY_MAX_OPS {
-            return search_job(job, config, None);
+            return search_job(job, config, None, abort);
         }
         match (first_slice, remaining()) {
             (Some(_), Some(left)) if left.is_zero() => KeyResult::not_reached(),
-            (Some(slice), Some(left)) => {
-                search_job(job, config, Instant::now().checked_add(slice.min(left)))
-            }
-            _ => search_job(job, config, None),
+            (Some(slice), Some(left)) => search_job(
+                job,
+                config,
+                Instant::now().checked_add(slice.min(left)),
+                abort,
+            ),
+            _ => search_job(job, config, None, abort),
         }
     });
 
@@ -1176,7 +1213,7 @@ fn run_jobs(
         .collect();
     if !retry.is_empty() && remaining().is_some_and(|left| !left.is_zero()) {
         let second = parallel_map(&retry, threads, |i| match remaining() {
-            Some(left) if !left.is_zero() => search_job(&jobs[i], config, deadline),
+            Some(left) if !left.is_zero() => search_job(&jobs[i], config, deadline, abort),
             _ => KeyResult {
                 verdict: KeyVerdict::TimedOut,
                 ..KeyResult::not_reached()
@@ -1269,17 +1306,21 @@ fn partition_report(job: &KeyJob, result: &KeyResult, verdict: Verdict) -> Parti
         KeyVerdict::OutOfMemory => Some("memory budget"),
         KeyVerdict::NotReached => Some("time budget (not reached)"),
         KeyVerdict::Oversized => Some("limit on operations per key"),
+        KeyVerdict::Skipped => Some("stop at the first invalid key (another key is invalid)"),
         KeyVerdict::Valid | KeyVerdict::Invalid => None,
     };
     // The explanation comes from kvlab's engine; when porcupine-rs decided first, run
     // kvlab's engine briefly to get one.
     let explanation = match (verdict, explored) {
-        (Verdict::Invalid, Some(r)) if r.verdict == EngineVerdict::NotLinearizable => Some(r.clone()),
+        (Verdict::Invalid, Some(r)) if r.verdict == EngineVerdict::NotLinearizable => {
+            Some(r.clone())
+        }
         (Verdict::Invalid, _) => {
             let limits = Limits {
                 deadline: Instant::now().checked_add(EXPLANATION_BUDGET),
                 memory_limit_bytes: None,
                 cancel: None,
+                abort: None,
             };
             let r = match &job.ops {
                 JobOps::Key(ops) => engine::search(ops, &limits, EXPLANATION_MEMO_BYTES),
@@ -1335,6 +1376,7 @@ fn build_report(
     let (mut timed_out, mut not_reached, mut out_of_memory) = (0, 0, 0);
     let mut decided_by = EngineWins::default();
     let mut memo_full_keys = 0;
+    let mut skipped = 0;
     let mut slowest: Option<(&str, Duration)> = None;
     for (job, result) in prepared.jobs.iter().zip(results) {
         match result.decided_by {
@@ -1366,6 +1408,11 @@ fn build_report(
                 unknown_keys.push(job.name.clone());
                 Verdict::Unknown
             }
+            KeyVerdict::Skipped => {
+                skipped += 1;
+                unknown_keys.push(job.name.clone());
+                Verdict::Unknown
+            }
         };
         if verdict != Verdict::Valid {
             partitions.push(partition_report(job, result, verdict));
@@ -1392,6 +1439,11 @@ fn build_report(
         notes.push(format!(
             "the time budget of {} ms ran out: {timed_out} keys timed out and {not_reached} were not reached; their verdict is unknown",
             config.timeout.map_or(0, |t| t.as_millis())
+        ));
+    }
+    if skipped > 0 {
+        notes.push(format!(
+            "{skipped} keys were left undecided because another key was found invalid first"
         ));
     }
     if out_of_memory > 0 {

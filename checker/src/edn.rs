@@ -141,7 +141,11 @@ pub struct EdnReader<'a> {
 }
 
 fn is_delimiter(b: u8) -> bool {
-    b.is_ascii_whitespace() || matches!(b, b',' | b'(' | b')' | b'[' | b']' | b'{' | b'}' | b'"' | b';')
+    b.is_ascii_whitespace()
+        || matches!(
+            b,
+            b',' | b'(' | b')' | b'[' | b']' | b'{' | b'}' | b'"' | b';'
+        )
 }
 
 impl<'a> EdnReader<'a> {
@@ -403,7 +407,8 @@ fn atom(token: &str) -> Option<Edn> {
     }
     let first = token.as_bytes()[0];
     let numeric = first.is_ascii_digit()
-        || (matches!(first, b'-' | b'+') && token.as_bytes().get(1).is_some_and(u8::is_ascii_digit));
+        || (matches!(first, b'-' | b'+')
+            && token.as_bytes().get(1).is_some_and(u8::is_ascii_digit));
     if numeric {
         let digits = token.strip_suffix('N').unwrap_or(token);
         if let Ok(i) = digits.parse::<i64>() {
@@ -430,12 +435,16 @@ mod tests {
 
     #[test]
     fn reads_the_forms_of_a_jepsen_op() {
-        let v = read(r#"{:process 0, :type :ok, :f :cas, :value [1 2], :time 12N, :error "x\"y"} ; c"#)
-            .expect("valid");
+        let v =
+            read(r#"{:process 0, :type :ok, :f :cas, :value [1 2], :time 12N, :error "x\"y"} ; c"#)
+                .expect("valid");
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].get("process"), Some(&Edn::Int(0)));
         assert_eq!(v[0].get("type"), Some(&Edn::Keyword("ok".into())));
-        assert_eq!(v[0].get("value"), Some(&Edn::Vector(vec![Edn::Int(1), Edn::Int(2)])));
+        assert_eq!(
+            v[0].get("value"),
+            Some(&Edn::Vector(vec![Edn::Int(1), Edn::Int(2)]))
+        );
         assert_eq!(v[0].get("time"), Some(&Edn::Int(12)));
         assert_eq!(v[0].get("error"), Some(&Edn::Str("x\"y".into())));
     }
@@ -469,7 +478,11 @@ mod tests {
 
     #[test]
     fn deep_nesting_is_refused_not_overflowed() {
-        for text in ["[".repeat(100_000), "#_".repeat(100_000), "#a".repeat(100_000)] {
+        for text in [
+            "[".repeat(100_000),
+            "#_".repeat(100_000),
+            "#a ".repeat(100_000),
+        ] {
             let e = read(&text).unwrap_err();
             assert!(e.expected.contains("nested"), "{e}");
         }

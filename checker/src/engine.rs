@@ -1,4 +1,4 @@
-//! kvlab's own search engine, which races porcupine-rs (see [`crate::check`]).
+//! kvlab's own search engine, which races porcupine-rs (see [`crate::check`](mod@crate::check)).
 //!
 //! It is the Wing & Gong search as porcupine-rs runs it — pick an operation that may be
 //! linearized now, apply it to the model, recurse, undo on failure, and remember the
@@ -18,14 +18,14 @@
 //!   per entry. Two different sets collide with probability about `m²/2¹²⁹` for `m`
 //!   remembered configurations (below 10⁻²⁰ for a billion); a collision could only make
 //!   the engine miss a linearization, and the race's other engine still has its say.
-//! * **A bounded memo.** At [`Limits`]' memory share the memo stops growing: the search
+//! * **A bounded memo.** At the memory share it is given the memo stops growing: the search
 //!   stays correct, only slower, and the time budget still applies.
 //! * **Dancing links.** Unlinearized operations sit in a doubly linked list in call
 //!   order, and a min-tree of their return times gives the earliest pending return, so a
 //!   step costs the size of the concurrency window, not of the history.
 //!
 //! The info-operation reductions (info reads dropped, info writes nobody observes
-//! dropped) run before either engine, in [`crate::check`].
+//! dropped) run before either engine, in [`crate::check`](mod@crate::check).
 
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -187,10 +187,9 @@ pub(crate) fn search<M: SearchModel>(
     }
     let mut tree = MinTree::new(&ret);
 
-    let entry_bytes = MEMO_ENTRY_OVERHEAD_BYTES + std::mem::size_of::<M::State>();
-    let memo_cap = usize::try_from(memo_limit_bytes / entry_bytes as u64).unwrap_or(usize::MAX);
-    let mut memo: HashSet<(u64, u64, M::State), BuildHasherDefault<FxHasher>> =
-        HashSet::default();
+    let entry_bytes = (MEMO_ENTRY_OVERHEAD_BYTES + std::mem::size_of::<M::State>()) as u64;
+    let mut memo_bytes: u64 = 0;
+    let mut memo: HashSet<(u64, u64, M::State), BuildHasherDefault<FxHasher>> = HashSet::default();
     let mut memo_full = false;
 
     let mut state = M::init();
@@ -217,7 +216,13 @@ pub(crate) fn search<M: SearchModel>(
         }};
     }
 
-    let finish = |verdict, steps, memo: &HashSet<_, _>, memo_full, max_depth, longest: Vec<usize>, stuck: Vec<usize>| {
+    let finish = |verdict,
+                  steps,
+                  memo: &HashSet<_, _>,
+                  memo_full,
+                  max_depth,
+                  longest: Vec<usize>,
+                  stuck: Vec<usize>| {
         EngineResult {
             verdict,
             steps,
@@ -240,12 +245,28 @@ pub(crate) fn search<M: SearchModel>(
                 }
             });
             if let Some(reason) = stop {
-                return finish(EngineVerdict::Stopped(reason), steps, &memo, memo_full, max_depth, longest, stuck);
+                return finish(
+                    EngineVerdict::Stopped(reason),
+                    steps,
+                    &memo,
+                    memo_full,
+                    max_depth,
+                    longest,
+                    stuck,
+                );
             }
         }
         if remaining == 0 {
             let all: Vec<usize> = frames.iter().map(|f| f.op).collect();
-            return finish(EngineVerdict::Linearizable, steps, &memo, memo_full, n, all, Vec::new());
+            return finish(
+                EngineVerdict::Linearizable,
+                steps,
+                &memo,
+                memo_full,
+                n,
+                all,
+                Vec::new(),
+            );
         }
         if fresh {
             // Linearize every read the state accepts, among those that may go now.
@@ -291,11 +312,16 @@ pub(crate) fn search<M: SearchModel>(
                 if ok {
                     let h = (hash.0 ^ zobrist[j].0, hash.1 ^ zobrist[j].1);
                     let key = (h.0, h.1, new_state);
-                    let new = if memo_full || memo.len() >= memo_cap {
+                    let cost = entry_bytes + M::state_heap_bytes(&key.2) as u64;
+                    let new = if memo_full || memo_bytes + cost > memo_limit_bytes {
                         memo_full = true;
                         !memo.contains(&key)
                     } else {
-                        memo.insert(key.clone())
+                        let inserted = memo.insert(key.clone());
+                        if inserted {
+                            memo_bytes += cost;
+                        }
+                        inserted
                     };
                     if new {
                         lift!(j);
@@ -328,7 +354,15 @@ pub(crate) fn search<M: SearchModel>(
         // Backtrack: undo greedy reads, then the last choice, and try its successors.
         loop {
             let Some(frame) = frames.pop() else {
-                return finish(EngineVerdict::NotLinearizable, steps, &memo, memo_full, max_depth, longest, stuck);
+                return finish(
+                    EngineVerdict::NotLinearizable,
+                    steps,
+                    &memo,
+                    memo_full,
+                    max_depth,
+                    longest,
+                    stuck,
+                );
             };
             let j = frame.op;
             next[prev[j]] = j;

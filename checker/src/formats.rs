@@ -2,7 +2,7 @@
 //! porcupine's etcd test data, and porcupine's KV log; detection; export as EDN.
 //!
 //! Every reader turns its input into [`HistoryEvent`]s and then runs the same
-//! structural checks as [`read_jsonl`](crate::read_jsonl) (Jepsen's process discipline),
+//! structural checks as [`read_jsonl`] (Jepsen's process discipline),
 //! so every error names a line of the input.
 //!
 //! * **`edn`** — a vector (or list) of op maps, or a sequence of op maps (Jepsen's
@@ -14,7 +14,7 @@
 //!   new]]` on a cas, is Jepsen's `independent` tuple: key `k`, value `v`. Events whose
 //!   `:process` is not an integer (`:nemesis`) are skipped. A keyword value on a `fail` or
 //!   `info` completion (`:timed-out`) means "no value" and becomes its `error`.
-//! * **`jepsen-log`** — lines `INFO  jepsen.util - 3	:invoke	:cas	[1 4]` as in
+//! * **`jepsen-log`** — lines `INFO  jepsen.util - 3 :invoke :cas [1 4]` (tab-separated) as in
 //!   porcupine's `test_data/jepsen/etcd_*.log`: process, type, `:f`, value (EDN). Lines
 //!   without `jepsen.util - ` (other log output) and `:nemesis` lines are skipped.
 //! * **`porcupine-kv`** — porcupine's `test_data/kv/*.txt`: EDN op maps with `:key`, `:f`
@@ -190,7 +190,12 @@ impl EventSink {
             next_index: 0,
         }
     }
-    fn push(&mut self, mut event: HistoryEvent, line: usize, index: Option<u64>) -> Result<(), HistoryError> {
+    fn push(
+        &mut self,
+        mut event: HistoryEvent,
+        line: usize,
+        index: Option<u64>,
+    ) -> Result<(), HistoryError> {
         if self.events.len() >= crate::history::MAX_HISTORY_EVENTS {
             return Err(HistoryError::TooManyEvents {
                 line,
@@ -205,7 +210,10 @@ impl EventSink {
     }
 }
 
-fn read_edn_events(bytes: &[u8], kv: bool) -> Result<(Vec<HistoryEvent>, Vec<usize>), HistoryError> {
+fn read_edn_events(
+    bytes: &[u8],
+    kv: bool,
+) -> Result<(Vec<HistoryEvent>, Vec<usize>), HistoryError> {
     let format = if kv {
         HistoryFormat::PorcupineKv
     } else {
@@ -273,7 +281,13 @@ fn edn_key(v: &Edn, line: usize) -> Result<String, HistoryError> {
         Edn::Str(s) => Ok(s.clone()),
         Edn::Int(i) => Ok(i.to_string()),
         Edn::Keyword(k) | Edn::Symbol(k) => Ok(k.clone()),
-        other => Err(bad(line, format!("a key must be a string, integer or keyword, found {}", other.kind()))),
+        other => Err(bad(
+            line,
+            format!(
+                "a key must be a string, integer or keyword, found {}",
+                other.kind()
+            ),
+        )),
     }
 }
 
@@ -290,30 +304,62 @@ fn edn_to_json(v: &Edn, line: usize, what: &str) -> Result<Value, HistoryError> 
             .map(Value::Array),
         other => Err(bad(
             line,
-            format!("{what}: expected nil, an integer, a string or a vector, found {} `{other}`", other.kind()),
+            format!(
+                "{what}: expected nil, an integer, a string or a vector, found {} `{other}`",
+                other.kind()
+            ),
         )),
     }
 }
 
 /// One op map (or log line fields) → an event, or `None` for a nemesis event.
-fn event_from_edn(op: &Edn, line: usize, kv: bool) -> Result<Option<(HistoryEvent, Option<u64>)>, HistoryError> {
+fn event_from_edn(
+    op: &Edn,
+    line: usize,
+    kv: bool,
+) -> Result<Option<(HistoryEvent, Option<u64>)>, HistoryError> {
     if !matches!(op, Edn::Map(_)) {
-        return Err(bad(line, format!("expected an op map {{:process … :type … :f … :value …}}, found {}", op.kind())));
+        return Err(bad(
+            line,
+            format!(
+                "expected an op map {{:process … :type … :f … :value …}}, found {}",
+                op.kind()
+            ),
+        ));
     }
     let process = match op.get("process") {
-        Some(Edn::Int(p)) => u64::try_from(*p).map_err(|_| bad(line, format!(":process must not be negative, found {p}")))?,
+        Some(Edn::Int(p)) => u64::try_from(*p)
+            .map_err(|_| bad(line, format!(":process must not be negative, found {p}")))?,
         Some(Edn::Keyword(_)) => return Ok(None),
-        Some(other) => return Err(bad(line, format!(":process must be an integer or :nemesis, found {}", other.kind()))),
+        Some(other) => {
+            return Err(bad(
+                line,
+                format!(
+                    ":process must be an integer or :nemesis, found {}",
+                    other.kind()
+                ),
+            ));
+        }
         None => return Err(bad(line, "missing :process")),
     };
     let kind = match op.get("type") {
         Some(Edn::Keyword(t)) => t.as_str(),
-        Some(other) => return Err(bad(line, format!(":type must be :invoke, :ok, :fail or :info, found {other}"))),
+        Some(other) => {
+            return Err(bad(
+                line,
+                format!(":type must be :invoke, :ok, :fail or :info, found {other}"),
+            ));
+        }
         None => return Err(bad(line, "missing :type")),
     };
     let f = match op.get("f") {
         Some(Edn::Keyword(f)) => f.as_str(),
-        Some(other) => return Err(bad(line, format!(":f must be a keyword ({KNOWN_FS}), found {other}"))),
+        Some(other) => {
+            return Err(bad(
+                line,
+                format!(":f must be a keyword ({KNOWN_FS}), found {other}"),
+            ));
+        }
         None => return Err(bad(line, "missing :f")),
     };
     let value = op.get("value").unwrap_or(&Edn::Nil);
@@ -323,8 +369,16 @@ fn event_from_edn(op: &Edn, line: usize, kv: bool) -> Result<Option<(HistoryEven
         _ => 0,
     };
     let index = match op.get("index") {
-        Some(Edn::Int(i)) => Some(u64::try_from(*i).map_err(|_| bad(line, format!(":index must not be negative, found {i}")))?),
-        Some(other) => return Err(bad(line, format!(":index must be an integer, found {}", other.kind()))),
+        Some(Edn::Int(i)) => Some(
+            u64::try_from(*i)
+                .map_err(|_| bad(line, format!(":index must not be negative, found {i}")))?,
+        ),
+        Some(other) => {
+            return Err(bad(
+                line,
+                format!(":index must be an integer, found {}", other.kind()),
+            ));
+        }
         None => None,
     };
     let error = match op.get("error") {
@@ -360,7 +414,12 @@ fn event_from_parts(
         "ok" => EventType::Ok,
         "fail" => EventType::Fail,
         "info" => EventType::Info,
-        other => return Err(bad(line, format!("unknown :type :{other}; expected :invoke, :ok, :fail or :info"))),
+        other => {
+            return Err(bad(
+                line,
+                format!("unknown :type :{other}; expected :invoke, :ok, :fail or :info"),
+            ));
+        }
     };
     let mut error = None;
     // `:timed-out` and other keywords on an uncertain or failed completion: no value.
@@ -378,7 +437,12 @@ fn event_from_parts(
         "cas" | "compare-and-set" => OpFn::Cas,
         "delete" | "del" => OpFn::Delete,
         "append" | "txn" => OpFn::Txn,
-        other => return Err(bad(line, format!("unknown :f :{other}; expected one of {KNOWN_FS}"))),
+        other => {
+            return Err(bad(
+                line,
+                format!("unknown :f :{other}; expected one of {KNOWN_FS}"),
+            ));
+        }
     };
     // Jepsen's independent tuples: [k v] (read, write), [k [old new]] (cas).
     if key.is_none()
@@ -411,25 +475,55 @@ fn event_from_parts(
                 let mut out = Vec::with_capacity(ops.len());
                 for m in ops {
                     let (Edn::Vector(parts) | Edn::List(parts)) = m else {
-                        return Err(bad(line, format!("a :txn micro-op must be a vector [f k v], found {}", m.kind())));
+                        return Err(bad(
+                            line,
+                            format!(
+                                "a :txn micro-op must be a vector [f k v], found {}",
+                                m.kind()
+                            ),
+                        ));
                     };
                     let [mf, mk, mv] = parts.as_slice() else {
-                        return Err(bad(line, format!("a :txn micro-op must be [f k v], found {m}")));
+                        return Err(bad(
+                            line,
+                            format!("a :txn micro-op must be [f k v], found {m}"),
+                        ));
                     };
                     let mf = match mf {
                         Edn::Keyword(k) | Edn::Symbol(k) => match k.as_str() {
                             "r" | "read" => "r",
                             "w" | "write" => "w",
                             "append" => "append",
-                            other => return Err(bad(line, format!("unknown micro-op :{other}; expected :r, :w or :append"))),
+                            other => {
+                                return Err(bad(
+                                    line,
+                                    format!(
+                                        "unknown micro-op :{other}; expected :r, :w or :append"
+                                    ),
+                                ));
+                            }
                         },
-                        other => return Err(bad(line, format!("a micro-op's f must be a keyword, found {other}"))),
+                        other => {
+                            return Err(bad(
+                                line,
+                                format!("a micro-op's f must be a keyword, found {other}"),
+                            ));
+                        }
                     };
-                    out.push(json!([mf, edn_key(mk, line)?, edn_to_json(mv, line, "micro-op value")?]));
+                    out.push(json!([
+                        mf,
+                        edn_key(mk, line)?,
+                        edn_to_json(mv, line, "micro-op value")?
+                    ]));
                 }
                 Value::Array(out)
             }
-            other => return Err(bad(line, format!(":txn needs a vector of micro-ops, found {}", other.kind()))),
+            other => {
+                return Err(bad(
+                    line,
+                    format!(":txn needs a vector of micro-ops, found {}", other.kind()),
+                ));
+            }
         },
         _ => edn_to_json(value, line, ":value")?,
     };
@@ -480,28 +574,42 @@ fn read_jepsen_log_events(bytes: &[u8]) -> Result<(Vec<HistoryEvent>, Vec<usize>
         let rest = text[at + JEPSEN_LOG_MARKER.len()..].trim();
         let mut reader = EdnReader::new(rest.as_bytes());
         let mut next = |what: &str| -> Result<Edn, HistoryError> {
-            reader
-                .value()
-                .map_err(|e| HistoryError::Syntax {
-                    line,
-                    format: HistoryFormat::JepsenLog.name(),
-                    expected: format!("{what}: {}", e.expected),
-                    found: e.found,
-                })
+            reader.value().map_err(|e| HistoryError::Syntax {
+                line,
+                format: HistoryFormat::JepsenLog.name(),
+                expected: format!("{what}: {}", e.expected),
+                found: e.found,
+            })
         };
         let process = next("the process")?;
         let process = match process {
-            Edn::Int(p) => u64::try_from(p).map_err(|_| bad(line, format!("the process must not be negative, found {p}")))?,
+            Edn::Int(p) => u64::try_from(p)
+                .map_err(|_| bad(line, format!("the process must not be negative, found {p}")))?,
             Edn::Keyword(_) => continue, // :nemesis
-            other => return Err(bad(line, format!("the process must be an integer or :nemesis, found {other}"))),
+            other => {
+                return Err(bad(
+                    line,
+                    format!("the process must be an integer or :nemesis, found {other}"),
+                ));
+            }
         };
         let kind = match next("the type (:invoke, :ok, :fail, :info)")? {
             Edn::Keyword(k) => k,
-            other => return Err(bad(line, format!("the type must be :invoke, :ok, :fail or :info, found {other}"))),
+            other => {
+                return Err(bad(
+                    line,
+                    format!("the type must be :invoke, :ok, :fail or :info, found {other}"),
+                ));
+            }
         };
         let f = match next("the :f")? {
             Edn::Keyword(k) => k,
-            other => return Err(bad(line, format!(":f must be a keyword ({KNOWN_FS}), found {other}"))),
+            other => {
+                return Err(bad(
+                    line,
+                    format!(":f must be a keyword ({KNOWN_FS}), found {other}"),
+                ));
+            }
         };
         let value = next("the value")?;
         let mut event = event_from_parts(process, &kind, &f, &value, None, line, false)?;
@@ -627,5 +735,7 @@ pub fn write_edn<W: Write>(
             .write_all(line.as_bytes())
             .map_err(|source| HistoryError::Write { source })?;
     }
-    writer.flush().map_err(|source| HistoryError::Write { source })
+    writer
+        .flush()
+        .map_err(|source| HistoryError::Write { source })
 }

@@ -11,7 +11,9 @@
 //!   as a new process.
 //! * `f` and `value`: `read` (invoke `null`; ok: the value read, `null` if absent),
 //!   `write` (the value written), `cas` (`[old, new]`, `old` may be `null` for "absent"),
-//!   `delete` (`null`), `txn` (a list of micro-ops).
+//!   `delete` (`null`), `txn` (a list of micro-ops `[f, key, value]`: `["r", "x", null]`
+//!   on invoke and `["r", "x", 3]` on ok, `["w", "x", 3]`, `["append", "x", "abc"]`).
+//!   Values are integers or strings.
 //! * Optional fields: `node` (the node the client talked to), `error` (why it failed or
 //!   is uncertain).
 //!
@@ -799,7 +801,9 @@ pub(crate) fn pair_operations(
                     });
                 }
                 op.outcome = match (kind, parsed) {
-                    (EventType::Ok, ParsedValue::ReadResult(read)) => Outcome::Ok { read, txn: None },
+                    (EventType::Ok, ParsedValue::ReadResult(read)) => {
+                        Outcome::Ok { read, txn: None }
+                    }
                     (EventType::Ok, ParsedValue::Echo(Some(OpArgs::Txn(micro)))) => Outcome::Ok {
                         read: None,
                         txn: Some(micro),

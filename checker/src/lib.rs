@@ -8,10 +8,15 @@
 //!
 //! * [`history`]: the JSONL history format, its reader and writer, and the structural
 //!   checks (Jepsen's process discipline) every error of which names its line.
-//! * [`model`]: the sequential specifications (`register`, `cas-register`, `kv`) as a
-//!   porcupine-rs model of one key, and how `ok`/`fail`/`info` enter it.
-//! * [`check()`]: splits a history by key, searches every key on a bounded pool of threads
-//!   within a time budget, and reports per key; [`write_visualization`] draws one key.
+//! * [`formats`]: Jepsen EDN, Jepsen log lines (porcupine's etcd data), porcupine's KV
+//!   log, auto-detection ([`read_history`] with [`HistoryFormat`]) and EDN export
+//!   ([`write_edn`]); [`edn`] is the small EDN reader underneath.
+//! * [`model`]: the sequential specifications (`register`, `cas-register`, `kv`,
+//!   `multi-register`) as porcupine-rs models, and how `ok`/`fail`/`info` enter them.
+//! * [`check()`] / [`check_with`]: splits a history by key (or key group), searches each on
+//!   a bounded pool of threads within time and memory budgets, racing two engines —
+//!   porcupine-rs and kvlab's own ([`engine`]) — and reports per key with an explanation;
+//!   [`write_visualization`] draws one key with porcupine's HTML visualization.
 //!
 //! A malformed history is an error ([`HistoryError`]); a well-formed history that is not
 //! linearizable is an [`Verdict::Invalid`] report; a budget that runs out is
@@ -49,12 +54,12 @@ pub use check::{
     MIN_KEY_SLICE, ModelKind, OpRef, PartitionReport, RACE_HEAD_START, UNKEYED,
     UNTIMED_KEY_MAX_OPS, Verdict, check, check_with, write_visualization,
 };
+pub use formats::{
+    EdnKeyStyle, HistoryFormat, detect_format, read_history, read_history_bytes, read_history_file,
+    write_edn,
+};
 pub use history::{
     EventType, HistoryError, HistoryEvent, Location, MAX_HISTORY_EVENTS, MAX_LINE_BYTES, MicroFn,
     MicroOp, OpFn, read_jsonl, read_jsonl_file, write_jsonl,
-};
-pub use formats::{
-    EdnKeyStyle, HistoryFormat, detect_format, read_history, read_history_bytes,
-    read_history_file, write_edn,
 };
 pub use model::Val;

@@ -119,6 +119,10 @@ pub(crate) trait SearchModel: Model {
     /// operation, when it may be linearized now and is accepted by the current state,
     /// is linearized at once: doing so never loses a linearization.
     fn read_only(op: &Self::Op) -> bool;
+
+    /// Heap bytes a state holds beyond its own size (strings, maps), so the memo's
+    /// memory bound counts what it really keeps.
+    fn state_heap_bytes(state: &Self::State) -> usize;
 }
 
 /// One operation on one key, as the search sees it.
@@ -259,6 +263,13 @@ impl SearchModel for KeyModel {
     fn read_only(op: &KeyOp) -> bool {
         matches!(op, KeyOp::Read(_))
     }
+
+    fn state_heap_bytes(state: &Option<Val>) -> usize {
+        match state {
+            Some(Val::Str(s)) => s.len() + 16,
+            _ => 0,
+        }
+    }
 }
 
 /// One micro-op of a `multi-register` transaction, on a key numbered within its group.
@@ -336,7 +347,9 @@ impl Model for MultiModel {
             .micro
             .iter()
             .map(|m| match m {
-                MultiMicro::Read(k, Some(v)) => format!("r {} → {}", name(k), describe_value(v.as_ref())),
+                MultiMicro::Read(k, Some(v)) => {
+                    format!("r {} → {}", name(k), describe_value(v.as_ref()))
+                }
                 MultiMicro::Read(k, None) => format!("r {} → ?", name(k)),
                 MultiMicro::Write(k, v) => format!("w {} {v}", name(k)),
             })
@@ -357,6 +370,17 @@ impl Model for MultiModel {
 impl SearchModel for MultiModel {
     fn read_only(op: &MultiOp) -> bool {
         op.micro.iter().all(|m| matches!(m, MultiMicro::Read(..)))
+    }
+
+    fn state_heap_bytes(state: &Vec<(u32, Val)>) -> usize {
+        state.capacity() * std::mem::size_of::<(u32, Val)>()
+            + state
+                .iter()
+                .map(|(_, v)| match v {
+                    Val::Str(s) => s.len() + 16,
+                    Val::Int(_) => 0,
+                })
+                .sum::<usize>()
     }
 }
 
@@ -387,7 +411,10 @@ mod tests {
             new: Val::Int(2),
             uncertain: false,
         };
-        assert_eq!(key_step(&Some(Val::Int(1)), &cas), (true, Some(Val::Int(2))));
+        assert_eq!(
+            key_step(&Some(Val::Int(1)), &cas),
+            (true, Some(Val::Int(2)))
+        );
         assert!(!key_step(&Some(Val::Int(5)), &cas).0);
         let cas_absent = KeyOp::Cas {
             expected: None,
@@ -404,8 +431,14 @@ mod tests {
             new: Val::Int(2),
             uncertain: true,
         };
-        assert_eq!(key_step(&Some(Val::Int(5)), &cas), (true, Some(Val::Int(5))));
-        assert_eq!(key_step(&Some(Val::Int(1)), &cas), (true, Some(Val::Int(2))));
+        assert_eq!(
+            key_step(&Some(Val::Int(5)), &cas),
+            (true, Some(Val::Int(5)))
+        );
+        assert_eq!(
+            key_step(&Some(Val::Int(1)), &cas),
+            (true, Some(Val::Int(2)))
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{Hist, SplitMix};
-use kvlab_checker::{CheckOptions, ModelKind, OpFn, Verdict, check};
+use kvlab_checker::{CheckConfig, Engine, ModelKind, OpFn, Verdict, check_with};
 use serde_json::{Value, json};
 
 #[derive(Clone, Copy, Debug)]
@@ -166,22 +166,28 @@ fn checker_agrees_with_brute_force_on_small_random_histories() {
         let ops = 2 + (case % 6);
         let (h, timed) = random_history(&mut rng, ops);
         let expected = brute_linearizable(&timed);
-        let r = check(
-            &h.events,
-            &CheckOptions {
-                model: ModelKind::Kv,
-                timeout: None,
-            },
-        )
-        .expect("well formed");
-        let got = r.verdict == Verdict::Valid;
-        assert_eq!(
-            got,
-            expected,
-            "case {case}: checker says {:?}, brute force says {expected}\n{}",
-            r.verdict,
-            h.jsonl()
-        );
+        // Each engine alone, and the race, against the oracle.
+        for engine in Engine::ALL {
+            let r = check_with(
+                &h.events,
+                &CheckConfig {
+                    model: ModelKind::Kv,
+                    timeout: None,
+                    memory_limit_bytes: None,
+                    engine,
+                    stop_at_first_invalid: true,
+                },
+            )
+            .expect("well formed");
+            let got = r.verdict == Verdict::Valid;
+            assert_eq!(
+                got,
+                expected,
+                "case {case}: {engine} says {:?}, brute force says {expected}\n{}",
+                r.verdict,
+                h.jsonl()
+            );
+        }
         if expected { valid += 1 } else { invalid += 1 }
     }
     // Both answers must be well represented for the comparison to mean something.

@@ -19,23 +19,109 @@ fn data(rel: &str) -> PathBuf {
 /// (`true`: linearizable). etcd_095 holds no operations (the cluster never started);
 /// porcupine's suite skips it, and an empty history is valid.
 const ETCD_EXPECTED: [(u32, bool); 103] = [
-    (0, false), (1, false), (2, true), (3, false), (4, false), (5, true), (6, false),
-    (7, true), (8, false), (9, false), (10, false), (11, false), (12, false), (13, false),
-    (14, false), (15, false), (16, false), (17, false), (18, true), (19, false),
-    (20, false), (21, false), (22, false), (23, false), (24, false), (25, true),
-    (26, false), (27, false), (28, false), (29, false), (30, false), (31, true),
-    (32, false), (33, false), (34, false), (35, false), (36, false), (37, false),
-    (38, true), (39, false), (40, false), (41, false), (42, false), (43, false),
-    (44, false), (45, true), (46, false), (47, false), (48, true), (49, true),
-    (50, false), (51, true), (52, false), (53, true), (54, false), (55, false),
-    (56, true), (57, false), (58, false), (59, false), (60, false), (61, false),
-    (62, false), (63, false), (64, false), (65, false), (66, false), (67, true),
-    (68, false), (69, false), (70, false), (71, false), (72, false), (73, false),
-    (74, false), (75, true), (76, true), (77, false), (78, false), (79, false),
-    (80, true), (81, false), (82, false), (83, false), (84, false), (85, false),
-    (86, false), (87, true), (88, false), (89, false), (90, false), (91, false),
-    (92, true), (93, false), (94, false), (95, true), (96, false), (97, false),
-    (98, true), (99, false), (100, true), (101, true), (102, true),
+    (0, false),
+    (1, false),
+    (2, true),
+    (3, false),
+    (4, false),
+    (5, true),
+    (6, false),
+    (7, true),
+    (8, false),
+    (9, false),
+    (10, false),
+    (11, false),
+    (12, false),
+    (13, false),
+    (14, false),
+    (15, false),
+    (16, false),
+    (17, false),
+    (18, true),
+    (19, false),
+    (20, false),
+    (21, false),
+    (22, false),
+    (23, false),
+    (24, false),
+    (25, true),
+    (26, false),
+    (27, false),
+    (28, false),
+    (29, false),
+    (30, false),
+    (31, true),
+    (32, false),
+    (33, false),
+    (34, false),
+    (35, false),
+    (36, false),
+    (37, false),
+    (38, true),
+    (39, false),
+    (40, false),
+    (41, false),
+    (42, false),
+    (43, false),
+    (44, false),
+    (45, true),
+    (46, false),
+    (47, false),
+    (48, true),
+    (49, true),
+    (50, false),
+    (51, true),
+    (52, false),
+    (53, true),
+    (54, false),
+    (55, false),
+    (56, true),
+    (57, false),
+    (58, false),
+    (59, false),
+    (60, false),
+    (61, false),
+    (62, false),
+    (63, false),
+    (64, false),
+    (65, false),
+    (66, false),
+    (67, true),
+    (68, false),
+    (69, false),
+    (70, false),
+    (71, false),
+    (72, false),
+    (73, false),
+    (74, false),
+    (75, true),
+    (76, true),
+    (77, false),
+    (78, false),
+    (79, false),
+    (80, true),
+    (81, false),
+    (82, false),
+    (83, false),
+    (84, false),
+    (85, false),
+    (86, false),
+    (87, true),
+    (88, false),
+    (89, false),
+    (90, false),
+    (91, false),
+    (92, true),
+    (93, false),
+    (94, false),
+    (95, true),
+    (96, false),
+    (97, false),
+    (98, true),
+    (99, false),
+    (100, true),
+    (101, true),
+    (102, true),
 ];
 
 fn etcd_path(n: u32) -> PathBuf {
@@ -48,6 +134,7 @@ fn config(engine: Engine) -> CheckConfig {
         timeout: None,
         memory_limit_bytes: Some(kvlab_checker::DEFAULT_MEMORY_LIMIT_BYTES),
         engine,
+        stop_at_first_invalid: true,
     }
 }
 
@@ -71,7 +158,10 @@ fn every_etcd_log_gets_the_verdict_porcupine_expects() {
             Verdict::Invalid
         };
         if report.verdict != expected {
-            wrong.push(format!("etcd_{n:03}: expected {expected}, got {}", report.verdict));
+            wrong.push(format!(
+                "etcd_{n:03}: expected {expected}, got {}",
+                report.verdict
+            ));
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
@@ -108,8 +198,14 @@ fn invalid_etcd_log_explains_which_operations_cannot_be_linearized() {
     let p = &report.partitions[0];
     assert_eq!(p.verdict, Verdict::Invalid);
     assert!(!p.first_unlinearizable.is_empty(), "{p}");
-    assert!(p.longest_partial_len > 0 && !p.longest_partial_tail.is_empty(), "{p}");
-    assert!(report.to_string().contains("cannot be linearized next"), "{report}");
+    assert!(
+        p.longest_partial_len > 0 && !p.longest_partial_tail.is_empty(),
+        "{p}"
+    );
+    assert!(
+        report.to_string().contains("cannot be linearized next"),
+        "{report}"
+    );
 }
 
 /// porcupine-rs 0.3.0 `tests/kv_log.rs`.
@@ -151,7 +247,10 @@ fn every_porcupine_kv_log_gets_the_verdict_porcupine_expects() {
     }
 }
 
-fn read(text: &str, format: HistoryFormat) -> Result<Vec<kvlab_checker::HistoryEvent>, HistoryError> {
+fn read(
+    text: &str,
+    format: HistoryFormat,
+) -> Result<Vec<kvlab_checker::HistoryEvent>, HistoryError> {
     read_history_bytes(text.as_bytes(), format)
 }
 
@@ -183,7 +282,10 @@ fn jepsen_edn_vector_with_nemesis_info_and_crashed_process_reads() {
     assert_eq!(events[3].error.as_deref(), Some(":timeout"));
     assert_eq!(kv_check(text), Verdict::Valid);
     // The info cas never returning, a read of 3 is impossible.
-    assert_eq!(kv_check(&text.replace(":value 2, :index 6", ":value 3, :index 6")), Verdict::Invalid);
+    assert_eq!(
+        kv_check(&text.replace(":value 2, :index 6", ":value 3, :index 6")),
+        Verdict::Invalid
+    );
 }
 
 #[test]
@@ -217,7 +319,10 @@ fn edn_txn_and_append_read_as_micro_ops() {
     )
     .expect("checks");
     assert_eq!(report.verdict, Verdict::Valid, "{report}");
-    assert_eq!(report.keys_checked, 1, "x and y share a transaction: one group");
+    assert_eq!(
+        report.keys_checked, 1,
+        "x and y share a transaction: one group"
+    );
     let stale = text.replace("[[:r :y 2] [:r :x nil]]", "[[:r :y nil] [:r :x nil]]");
     let events = read(&stale, HistoryFormat::Auto).expect("reads");
     let report = check(
@@ -243,7 +348,10 @@ fn edn_txn_and_append_read_as_micro_ops() {
     };
     assert_eq!(check(&events, &kv).expect("checks").verdict, Verdict::Valid);
     let events = read(&append.replace("\"ab\"", "\"ba\""), HistoryFormat::Edn).expect("reads");
-    assert_eq!(check(&events, &kv).expect("checks").verdict, Verdict::Invalid);
+    assert_eq!(
+        check(&events, &kv).expect("checks").verdict,
+        Verdict::Invalid
+    );
 }
 
 #[test]
@@ -273,29 +381,122 @@ fn edn_export_reads_back_to_the_same_events() {
 fn malformed_input_of_each_kind_names_its_line() {
     let cases: Vec<(&str, HistoryFormat, &str, &str)> = vec![
         // (input, format, "line N", a phrase the message must contain)
-        ("{:process 0, :type :invoke, :f :write, :value 1}\n{:process 0, :type :ok, :f :write,\n", HistoryFormat::Edn, "line 3", "expected `}`"),
-        ("[{:process 0, :type :invoke, :f :write, :value 1}\n", HistoryFormat::Edn, "line 2", "close the history"),
-        ("{:process 0, :type :invoke, :f :frobnicate, :value 1}\n", HistoryFormat::Edn, "line 1", "unknown :f :frobnicate"),
-        ("{:process 0, :type :invoke, :f :write, :value 1}\n{:process 1, :type :ok, :f :write, :value 1}\n", HistoryFormat::Edn, "line 2", "never invoked"),
-        ("{:process 0, :type :invoke, :f :write, :value 1}\n\n{:process 0, :type :invoke, :f :read, :value nil}\n", HistoryFormat::Edn, "line 3", "still open"),
-        ("{:process 0, :type :invoke, :f :write, :value 1.5}\n", HistoryFormat::Edn, "line 1", "found a float"),
-        ("{:process 0, :type :begin, :f :write, :value 1}\n", HistoryFormat::Edn, "line 1", "unknown :type :begin"),
-        ("{:type :invoke, :f :write, :value 1}\n", HistoryFormat::Edn, "line 1", "missing :process"),
-        ("{:process 0, :type :invoke, :f :get, :key \"k\", :value nil}\n{:process 0, :type :ok, :f :get, :key \"k\", :value \"x\n", HistoryFormat::PorcupineKv, "line 3", "close the string opened on line 2"),
-        ("{:process 0, :type :invoke, :f :sing, :key \"k\", :value nil}\n", HistoryFormat::PorcupineKv, "line 1", "unknown :f :sing"),
-        ("{:process 0, :type :ok, :f :get, :key \"k\", :value \"\"}\n", HistoryFormat::PorcupineKv, "line 1", "never invoked"),
-        ("INFO  jepsen.util - 0\t:invoke\t:read\tnil\nINFO  jepsen.util - 0\t:ok\t:read\t[1 2\n", HistoryFormat::JepsenLog, "line 2", "the value"),
-        ("INFO  jepsen.util - 0\t:invoke\t:dance\tnil\n", HistoryFormat::JepsenLog, "line 1", "unknown :f :dance"),
-        ("noise\nINFO  jepsen.util - 3\t:ok\t:read\t1\n", HistoryFormat::JepsenLog, "line 2", "never invoked"),
-        ("INFO  jepsen.util - 0\t:invoke\t:read\tnil\nINFO  jepsen.util - 0\t:invoke\t:write\t1\n", HistoryFormat::JepsenLog, "line 2", "still open"),
-        ("INFO  jepsen.util - 0\t:invoke\n", HistoryFormat::JepsenLog, "line 1", "the :f"),
-        ("{\"index\":0,\"time_ns\":0,\"process\":0,\"type\":\"invoke\",\"f\":\"write\",\"value\":1}\n{\"index\":1,\"time_ns\":0,\"process\":0,\"type\":\"ok\",\"f\":\"write\"", HistoryFormat::Jsonl, "line 2", "JSON"),
-        ("{\"index\":0,\"time_ns\":0,\"process\":0,\"type\":\"invoke\",\"f\":\"fly\",\"value\":1}\n", HistoryFormat::Jsonl, "line 1", "fly"),
+        (
+            "{:process 0, :type :invoke, :f :write, :value 1}\n{:process 0, :type :ok, :f :write,\n",
+            HistoryFormat::Edn,
+            "line 3",
+            "expected `}`",
+        ),
+        (
+            "[{:process 0, :type :invoke, :f :write, :value 1}\n",
+            HistoryFormat::Edn,
+            "line 2",
+            "close the history",
+        ),
+        (
+            "{:process 0, :type :invoke, :f :frobnicate, :value 1}\n",
+            HistoryFormat::Edn,
+            "line 1",
+            "unknown :f :frobnicate",
+        ),
+        (
+            "{:process 0, :type :invoke, :f :write, :value 1}\n{:process 1, :type :ok, :f :write, :value 1}\n",
+            HistoryFormat::Edn,
+            "line 2",
+            "never invoked",
+        ),
+        (
+            "{:process 0, :type :invoke, :f :write, :value 1}\n\n{:process 0, :type :invoke, :f :read, :value nil}\n",
+            HistoryFormat::Edn,
+            "line 3",
+            "still open",
+        ),
+        (
+            "{:process 0, :type :invoke, :f :write, :value 1.5}\n",
+            HistoryFormat::Edn,
+            "line 1",
+            "found a float",
+        ),
+        (
+            "{:process 0, :type :begin, :f :write, :value 1}\n",
+            HistoryFormat::Edn,
+            "line 1",
+            "unknown :type :begin",
+        ),
+        (
+            "{:type :invoke, :f :write, :value 1}\n",
+            HistoryFormat::Edn,
+            "line 1",
+            "missing :process",
+        ),
+        (
+            "{:process 0, :type :invoke, :f :get, :key \"k\", :value nil}\n{:process 0, :type :ok, :f :get, :key \"k\", :value \"x\n",
+            HistoryFormat::PorcupineKv,
+            "line 3",
+            "close the string opened on line 2",
+        ),
+        (
+            "{:process 0, :type :invoke, :f :sing, :key \"k\", :value nil}\n",
+            HistoryFormat::PorcupineKv,
+            "line 1",
+            "unknown :f :sing",
+        ),
+        (
+            "{:process 0, :type :ok, :f :get, :key \"k\", :value \"\"}\n",
+            HistoryFormat::PorcupineKv,
+            "line 1",
+            "never invoked",
+        ),
+        (
+            "INFO  jepsen.util - 0\t:invoke\t:read\tnil\nINFO  jepsen.util - 0\t:ok\t:read\t[1 2\n",
+            HistoryFormat::JepsenLog,
+            "line 2",
+            "the value",
+        ),
+        (
+            "INFO  jepsen.util - 0\t:invoke\t:dance\tnil\n",
+            HistoryFormat::JepsenLog,
+            "line 1",
+            "unknown :f :dance",
+        ),
+        (
+            "noise\nINFO  jepsen.util - 3\t:ok\t:read\t1\n",
+            HistoryFormat::JepsenLog,
+            "line 2",
+            "never invoked",
+        ),
+        (
+            "INFO  jepsen.util - 0\t:invoke\t:read\tnil\nINFO  jepsen.util - 0\t:invoke\t:write\t1\n",
+            HistoryFormat::JepsenLog,
+            "line 2",
+            "still open",
+        ),
+        (
+            "INFO  jepsen.util - 0\t:invoke\n",
+            HistoryFormat::JepsenLog,
+            "line 1",
+            "the :f",
+        ),
+        (
+            "{\"index\":0,\"time_ns\":0,\"process\":0,\"type\":\"invoke\",\"f\":\"write\",\"value\":1}\n{\"index\":1,\"time_ns\":0,\"process\":0,\"type\":\"ok\",\"f\":\"write\"",
+            HistoryFormat::Jsonl,
+            "line 2",
+            "JSON",
+        ),
+        (
+            "{\"index\":0,\"time_ns\":0,\"process\":0,\"type\":\"invoke\",\"f\":\"fly\",\"value\":1}\n",
+            HistoryFormat::Jsonl,
+            "line 1",
+            "fly",
+        ),
     ];
     for (text, format, line, phrase) in cases {
         let err = read(text, format).expect_err(text);
         let message = err.to_string();
-        assert!(message.starts_with(line), "{format}: {text:?}\n → {message}");
+        assert!(
+            message.starts_with(line),
+            "{format}: {text:?}\n → {message}"
+        );
         assert!(message.contains(phrase), "{format}: {text:?}\n → {message}");
         // Auto-detection reaches the same reader.
         let auto = read(text, HistoryFormat::Auto).expect_err(text).to_string();

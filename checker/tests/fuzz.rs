@@ -195,3 +195,61 @@ fn mutated_events_given_to_check_directly_never_panic() {
         "accepted {accepted}, refused {refused}"
     );
 }
+
+/// Random bytes and mutated valid text fed to every format's reader never panic.
+#[test]
+fn every_format_reader_survives_random_and_mutated_input() {
+    use kvlab_checker::{EdnKeyStyle, HistoryFormat, read_history_bytes, write_edn};
+    let mut rng = SplitMix::new(9);
+    let events = common::generate(GenSpec {
+        seed: 4,
+        operations: 30,
+        keys: 2,
+        clients: 3,
+        info_rate: 0.2,
+        kv_ops: true,
+    });
+    let mut edn = Vec::new();
+    write_edn(&mut edn, &events, EdnKeyStyle::KeyField).expect("writes");
+    let log = b"INFO  jepsen.util - 0\t:invoke\t:cas\t[1 4]\nINFO  jepsen.util - 0\t:ok\t:cas\t[1 4]\nINFO  jepsen.util - :nemesis\t:info\t:start\tnil\nINFO  jepsen.util - 1\t:invoke\t:read\tnil\nINFO  jepsen.util - 1\t:fail\t:read\t:timed-out\n".to_vec();
+    let kv = b"{:process 0, :type :invoke, :f :append, :key \"0\", :value \"x 0 0 y\"}\n{:process 0, :type :ok, :f :append, :key \"0\", :value \"x 0 0 y\"}\n{:process 0, :type :invoke, :f :get, :key \"0\", :value nil}\n{:process 0, :type :ok, :f :get, :key \"0\", :value \"x 0 0 y\"}\n".to_vec();
+    let seeds = [edn, log, kv, valid_text(5)];
+    let alphabet = b"{}[]()#_;:\"\\ \n\t,0123456789-Nnilprocesstypeinvokeokfailinfo fvaluereadwritecasjepsen.util - ";
+    for round in 0..4000 {
+        let bytes: Vec<u8> = if round % 4 == 0 {
+            let len = rng.below(200) as usize;
+            (0..len)
+                .map(|_| {
+                    if rng.chance(0.7) {
+                        alphabet[rng.below(alphabet.len() as u64) as usize]
+                    } else {
+                        rng.below(256) as u8
+                    }
+                })
+                .collect()
+        } else {
+            let mut b = seeds[round % seeds.len()].clone();
+            for _ in 0..1 + rng.below(4) {
+                if b.is_empty() {
+                    break;
+                }
+                let at = rng.below(b.len() as u64) as usize;
+                match rng.below(3) {
+                    0 => b[at] = alphabet[rng.below(alphabet.len() as u64) as usize],
+                    1 => {
+                        b.remove(at);
+                    }
+                    _ => b.truncate(at),
+                }
+            }
+            b
+        };
+        for format in HistoryFormat::ALL {
+            if let Ok(events) = read_history_bytes(&bytes, format) {
+                for model in MODELS {
+                    let _ = check(&events, &opts(model));
+                }
+            }
+        }
+    }
+}

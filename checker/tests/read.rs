@@ -131,7 +131,10 @@ fn missing_field_names_its_line() {
 #[test]
 fn wrong_value_shapes_name_their_line_and_the_shape() {
     let cases = [
-        (W0.replace("\"value\":1", "\"value\":true"), "an integer or a string"),
+        (
+            W0.replace("\"value\":1", "\"value\":true"),
+            "an integer or a string",
+        ),
         (W0.replace("\"value\":1", "\"value\":1.5"), "an integer"),
         (W0.replace("\"value\":1", "\"value\":null"), "an integer"),
         (

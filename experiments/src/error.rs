@@ -74,6 +74,9 @@ pub enum ExperimentError {
     /// The simulator refused or aborted the run (e.g. its event budget ran out).
     #[error("simulator: {0}")]
     Sim(String),
+    /// The local backend could not start, drive or stop its nodes.
+    #[error("local backend: {0}")]
+    Backend(String),
     /// The checker could not run on a history the runner wrote (a bug in the runner).
     #[error("checker: {0}")]
     Checker(String),
@@ -97,6 +100,7 @@ impl ExperimentError {
             ExperimentError::Io { .. }
             | ExperimentError::Encode { .. }
             | ExperimentError::Sim(_)
+            | ExperimentError::Backend(_)
             | ExperimentError::Checker(_) => 1,
         }
     }

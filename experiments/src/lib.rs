@@ -28,7 +28,9 @@
 pub mod check_cmd;
 pub mod error;
 pub mod events;
+pub mod local;
 pub mod nemesis;
+pub mod node_cmd;
 pub mod report;
 pub mod run;
 pub mod spec;

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use kvlab_checker::{CheckOptions, HistoryFormat, ModelKind, Verdict};
 use kvlab_experiments::ExperimentError;
 use kvlab_experiments::check_cmd::{load_history, parse_format, parse_model};
+use kvlab_experiments::local::{BackendKind, TransportChoice};
 use kvlab_experiments::run::{
     ReportPolicy, RunOptions, RunOutcome, RunVerdict, parse_seed_range, run_experiment, run_sweep,
     seed_run_dir,
@@ -55,6 +56,33 @@ enum Command {
     Check(CheckArgs),
     /// (Re)draw the plots and report of run directories; several give a comparison.
     Plot(PlotArgs),
+    /// Run one node with a real transport and on-disk storage until SIGTERM or ctrl-c.
+    Node(NodeArgs),
+    /// Send one request to a node's client endpoint and print the answer (exit 0 ok,
+    /// 1 failed, 3 indeterminate, 2 bad input).
+    Client(ClientArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct NodeArgs {
+    /// The node's configuration (TOML: id, listen addresses, peers, data dir, transport).
+    #[arg(long, value_name = "NODE.toml")]
+    config: PathBuf,
+    /// Die with the thread that started this process (used by `kvlab run --backend
+    /// local`, so a runner that dies leaves no node behind).
+    #[arg(long, hide = true)]
+    exit_with_parent: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct ClientArgs {
+    /// The node's client endpoint, e.g. 127.0.0.1:7101.
+    addr: std::net::SocketAddr,
+    /// read | write | cas | delete.
+    op: String,
+    /// KEY, then VALUE for write, EXPECTED NEW for cas (EXPECTED `none` for an absent key).
+    #[arg(allow_hyphen_values = true)]
+    args: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -75,6 +103,29 @@ struct RunArgs {
     /// For a spec with `[[variant]]`s: run only the variant with this label.
     #[arg(long, value_name = "LABEL")]
     variant: Option<String>,
+    /// Where the nodes run (overrides the spec's `backend`): sim | local.
+    #[arg(long, value_parser = BackendKind::parse)]
+    backend: Option<BackendKind>,
+    /// The transport of the local backend (overrides the spec's `transport`):
+    /// mem | udp | tarpc.
+    #[arg(long, value_parser = TransportChoice::parse)]
+    transport: Option<TransportChoice>,
+}
+
+/// Lays `--backend` / `--transport` over a spec and validates the result.
+fn apply_overrides(spec: &mut Spec, a: &RunArgs) -> Result<(), ExperimentError> {
+    if let Some(b) = a.backend {
+        spec.backend = b;
+    }
+    if let Some(t) = a.transport {
+        spec.transport = t;
+    }
+    spec.validate()
+        .map_err(|(field, reason)| ExperimentError::SpecInvalid {
+            file: a.spec.clone(),
+            field,
+            reason,
+        })
 }
 
 #[derive(Debug, clap::Args)]
@@ -96,6 +147,24 @@ struct CheckArgs {
     /// Print the full report as JSON.
     #[arg(long)]
     json: bool,
+    /// The search engine: `race` (kvlab's and porcupine-rs's in a race; the first
+    /// definite answer wins), `kvlab` or `porcupine`.
+    #[arg(long, value_parser = parse_engine, default_value = "race")]
+    engine: kvlab_checker::Engine,
+    /// Memory budget of the search in MiB; when it runs out the answer is "unknown".
+    #[arg(long, value_name = "MIB", default_value_t = 1024)]
+    memory_limit_mb: u64,
+    /// Keep searching every key after one is found invalid (to name them all).
+    #[arg(long)]
+    all_keys: bool,
+    /// Also write the history as Jepsen EDN here (for Knossos, Elle or porcupine).
+    #[arg(long, value_name = "FILE")]
+    export_edn: Option<PathBuf>,
+}
+
+fn parse_engine(name: &str) -> Result<kvlab_checker::Engine, String> {
+    kvlab_checker::Engine::from_name(name)
+        .ok_or_else(|| format!("unknown engine {name:?}; expected one of: race, kvlab, porcupine"))
 }
 
 #[derive(Debug, clap::Args)]
@@ -114,6 +183,16 @@ fn main() -> ExitCode {
         Command::Run(a) => cmd_run(a),
         Command::Check(a) => cmd_check(a),
         Command::Plot(a) => cmd_plot(a),
+        Command::Node(a) => {
+            init_node_tracing();
+            kvlab_experiments::node_cmd::run_node_command(&a.config, a.exit_with_parent)
+                .map_err(Into::into)
+        }
+        Command::Client(a) => {
+            kvlab_experiments::node_cmd::ClientCommand::parse(a.addr, &a.op, &a.args)
+                .and_then(|c| kvlab_experiments::node_cmd::run_client_command(&c))
+                .map_err(Into::into)
+        }
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -128,24 +207,46 @@ fn main() -> ExitCode {
     }
 }
 
+/// A node logs to stderr; `RUST_LOG` filters (default `info`).
+fn init_node_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
 fn print_outcome(prefix: &str, spec_path: &Path, o: &RunOutcome) {
     let head = prefix;
     let prefix = if prefix.is_empty() { "" } else { "  " };
     let s = &o.summary;
     let lat = s.latency_ms.get("all");
-    say!(
-        "{head}{}: {} ops ({} ok, {} fail, {} info), {:.1} ok/s, p50 {:.2} ms, p99 {:.2} ms, {} faults  {}",
-        o.verdict.name().to_uppercase(),
-        s.ops.total,
-        s.ops.ok,
-        s.ops.fail,
-        s.ops.info,
-        s.throughput_ok_per_s,
-        lat.map(|l| l.p50).unwrap_or(0.0),
-        lat.map(|l| l.p99).unwrap_or(0.0),
-        s.faults.injected,
-        o.run_dir.display()
-    );
+    if s.swim.is_some() {
+        say!(
+            "{head}{}: swim, {} members, {} faults, {:.1} s wall  {}",
+            o.verdict.name().to_uppercase(),
+            s.nodes,
+            s.faults.injected,
+            s.wall_time_s,
+            o.run_dir.display()
+        );
+    } else {
+        say!(
+            "{head}{}: {} ops ({} ok, {} fail, {} info), {:.1} ok/s, p50 {:.2} ms, p99 {:.2} ms, {} faults  {}",
+            o.verdict.name().to_uppercase(),
+            s.ops.total,
+            s.ops.ok,
+            s.ops.fail,
+            s.ops.info,
+            s.throughput_ok_per_s,
+            lat.map(|l| l.p50).unwrap_or(0.0),
+            lat.map(|l| l.p99).unwrap_or(0.0),
+            s.faults.injected,
+            o.run_dir.display()
+        );
+    }
     match o.verdict {
         RunVerdict::Invalid => say!(
             "{prefix}  not linearizable: key {} (see {})\n{prefix}  reproduce: {}",
@@ -205,6 +306,7 @@ fn print_outcome(prefix: &str, spec_path: &Path, o: &RunOutcome) {
 
 fn cmd_run(a: RunArgs) -> anyhow::Result<u8> {
     let mut spec = Spec::load(&a.spec)?;
+    apply_overrides(&mut spec, &a)?;
     if !spec.variant.is_empty() {
         let text =
             std::fs::read_to_string(&a.spec).map_err(|source| ExperimentError::SpecRead {
@@ -212,6 +314,9 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<u8> {
                 source,
             })?;
         let mut variants = kvlab_experiments::sweep::expand(&text, &a.spec)?;
+        for v in &mut variants {
+            apply_overrides(&mut v.spec, &a)?;
+        }
         match &a.variant {
             Some(label) => {
                 let Some(v) = variants.into_iter().find(|v| &v.label == label) else {
@@ -270,8 +375,9 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<u8> {
                 )?;
                 say!("");
                 say!(
-                    "{:<28} {:>5} {:>7} {:>7} {:>10} {:>9} {:>9}  verdict",
+                    "{:<28} {:<11} {:>5} {:>7} {:>7} {:>10} {:>9} {:>9}  verdict",
                     "variant",
+                    "backend",
                     "seed",
                     "nodes",
                     "clients",
@@ -281,8 +387,9 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<u8> {
                 );
                 for r in &rows {
                     say!(
-                        "{:<28} {:>5} {:>7} {:>7} {:>10.1} {:>9.2} {:>9.2}  {}",
+                        "{:<28} {:<11} {:>5} {:>7} {:>7} {:>10.1} {:>9.2} {:>9.2}  {}",
                         r.label,
+                        format!("{}/{}", r.backend, r.transport),
                         r.seed,
                         r.nodes,
                         r.clients,
@@ -303,9 +410,13 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<u8> {
             .out
             .clone()
             .unwrap_or_else(|| PathBuf::from("results").join(&spec.name));
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
+        // Local runs measure real time on a shared machine: one at a time.
+        let threads = match spec.backend {
+            BackendKind::Local => 1,
+            BackendKind::Sim => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+        };
         let count = seeds.end() - seeds.start() + 1;
         let pb = indicatif::ProgressBar::new(count);
         pb.set_style(
@@ -398,11 +509,35 @@ fn cmd_check(a: CheckArgs) -> anyhow::Result<u8> {
         }
     };
     let events = load_history(&a.history, format)?;
+    if let Some(path) = &a.export_edn {
+        let file = std::fs::File::create(path).map_err(|source| ExperimentError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        kvlab_checker::write_edn(
+            std::io::BufWriter::new(file),
+            &events,
+            kvlab_checker::EdnKeyStyle::default(),
+        )
+        .map_err(|e| ExperimentError::History {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        eprintln!("history as Jepsen EDN: {}", path.display());
+    }
     let opts = CheckOptions { model, timeout };
-    let report = kvlab_checker::check(&events, &opts).map_err(|e| ExperimentError::History {
-        path: a.history.clone(),
-        message: e.to_string(),
-    })?;
+    let config = kvlab_checker::CheckConfig {
+        model,
+        timeout,
+        memory_limit_bytes: Some(a.memory_limit_mb.saturating_mul(1 << 20)),
+        engine: a.engine,
+        stop_at_first_invalid: !a.all_keys,
+    };
+    let report =
+        kvlab_checker::check_with(&events, &config).map_err(|e| ExperimentError::History {
+            path: a.history.clone(),
+            message: e.to_string(),
+        })?;
     if a.json {
         say!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -667,7 +667,16 @@ pub fn run_experiment(spec: &Spec, opts: &RunOptions) -> Result<RunOutcome, Expe
     } else {
         None
     };
-    let run = simulate(spec, opts.seed, pb.as_ref());
+    let (backend, transport) = match spec.backend {
+        crate::local::BackendKind::Sim => ("sim", "sim"),
+        crate::local::BackendKind::Local => ("local", spec.transport.name()),
+    };
+    let run = match spec.backend {
+        crate::local::BackendKind::Sim => simulate(spec, opts.seed, pb.as_ref()),
+        crate::local::BackendKind::Local => {
+            crate::local::run_local(spec, opts.seed, dir, pb.as_ref())
+        }
+    };
     if let Some(pb) = &pb {
         pb.finish_and_clear();
     }
@@ -736,8 +745,8 @@ pub fn run_experiment(spec: &Spec, opts: &RunOptions) -> Result<RunOutcome, Expe
         run_id,
         seed: opts.seed,
         system: spec.system.name().into(),
-        backend: "sim".into(),
-        transport: "sim".into(),
+        backend: backend.into(),
+        transport: transport.into(),
         nodes: spec.nodes,
         duration_s,
         safety_s: spec.time.duration_s,
@@ -778,17 +787,21 @@ pub fn run_experiment(spec: &Spec, opts: &RunOptions) -> Result<RunOutcome, Expe
     write_file(&summary_path, &to_json_pretty(&summary_path, &summary)?)?;
 
     let reproduce = format!(
-        "kvlab run {} --seed {}",
+        "kvlab run {} --seed {}{}",
         opts.spec_path.display(),
-        opts.seed
+        opts.seed,
+        match spec.backend {
+            crate::local::BackendKind::Sim => String::new(),
+            crate::local::BackendKind::Local => format!(" --backend local --transport {transport}"),
+        }
     );
     let meta_path = dir.join("meta.json");
     let meta = Meta {
         experiment: &spec.name,
         commit: BUILD_COMMIT,
         seed: opts.seed,
-        backend: "sim",
-        transport: "sim",
+        backend,
+        transport,
         kvlab_version: env!("CARGO_PKG_VERSION"),
         rustc_version: BUILD_RUSTC,
         spec_file: opts.spec_path.display().to_string(),

@@ -128,6 +128,17 @@ pub struct Spec {
     /// What a `system = "swim"` run measures and which bounds it must meet.
     #[serde(default)]
     pub swim_experiment: crate::swim_exp::SwimExperimentSpec,
+    /// Where the nodes run: `sim` (the default) or `local` (real nodes on this machine,
+    /// see [`crate::local`]); `kvlab run --backend` overrides it.
+    #[serde(default)]
+    pub backend: crate::local::BackendKind,
+    /// The transport of `backend = "local"`: `mem`, `udp` or `tarpc` (the default);
+    /// `kvlab run --transport` overrides it. The simulator has its own network.
+    #[serde(default)]
+    pub transport: crate::local::TransportChoice,
+    /// Options of `backend = "local"` (startup and stop bounds, storage).
+    #[serde(default)]
+    pub local: crate::local::LocalSpec,
     /// A short name for this run in comparison tables and plots. `[[variant]]` sets it
     /// to the variant's `label`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -537,7 +548,10 @@ impl Spec {
         if self.nodes == 0 || self.nodes > max_nodes {
             return Err(invalid(
                 "nodes",
-                format!("must be in 1..={max_nodes} ({max_name}), got {}", self.nodes),
+                format!(
+                    "must be in 1..={max_nodes} ({max_name}), got {}",
+                    self.nodes
+                ),
             ));
         }
         check_seconds("time.duration_s", self.time.duration_s, false)?;
@@ -684,7 +698,12 @@ impl Spec {
         if let Err(kvlab_swim::SwimError::InvalidConfig { field, reason }) = self.swim.validate() {
             return Err(invalid(&format!("swim.{field}"), reason));
         }
-        if let Some(bad) = self.swim.seeds.iter().find(|s| s.0 == 0 || s.0 > self.nodes) {
+        if let Some(bad) = self
+            .swim
+            .seeds
+            .iter()
+            .find(|s| s.0 == 0 || s.0 > self.nodes)
+        {
             return Err(invalid(
                 "swim.seeds",
                 format!("must be node ids in 1..={}, got {}", self.nodes, bad.0),
@@ -703,6 +722,7 @@ impl Spec {
         if self.sim.max_events == 0 {
             return Err(invalid("sim.max_events", "must be > 0"));
         }
+        crate::local::validate(self)?;
         self.sim_config().validate().map_err(|e| match e {
             kvlab_sim::SimError::InvalidConfig { field, reason } => (field, reason),
             other => invalid("network", other.to_string()),

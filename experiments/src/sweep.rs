@@ -171,6 +171,10 @@ pub struct VariantRow {
     pub run_dir: PathBuf,
     /// The run's verdict (or `error`).
     pub verdict: String,
+    /// Where the nodes ran: `sim` or `local`.
+    pub backend: String,
+    /// The transport: `sim`, `mem`, `udp` or `tarpc`.
+    pub transport: String,
     /// Cluster size.
     pub nodes: u32,
     /// Concurrent clients.
@@ -181,6 +185,8 @@ pub struct VariantRow {
     pub latency_ms_p50: f64,
     /// … p99.
     pub latency_ms_p99: f64,
+    /// Latency percentiles of `ok` operations by type (`all`, `read`, `write`, `cas`).
+    pub latency_ms_by_f: std::collections::BTreeMap<String, crate::summary::LatencyStats>,
     /// Operations by outcome: ok, fail, info.
     pub ops_ok: u64,
     /// …
@@ -228,7 +234,15 @@ pub fn run_variants(
         .collect();
     let next = AtomicUsize::new(0);
     let (tx, rx) = mpsc::channel();
-    let threads = threads.clamp(1, jobs.len().max(1));
+    // Local runs measure real time and start processes: never two at once.
+    let any_local = variants
+        .iter()
+        .any(|v| v.spec.backend == crate::local::BackendKind::Local);
+    let threads = if any_local {
+        1
+    } else {
+        threads.clamp(1, jobs.len().max(1))
+    };
     let mut rows = Vec::with_capacity(jobs.len());
     std::thread::scope(|scope| {
         for _ in 0..threads {
@@ -285,6 +299,22 @@ pub fn run_variants(
         path: path.clone(),
         source,
     })?;
+    // The same table as the comparison's `summary.json`, next to its plot.
+    let table_path = base.join("summary.json");
+    let table = serde_json::json!({
+        "experiment": variants.first().map(|v| v.spec.name.clone()),
+        "kind": "variant-comparison",
+        "variants": &rows,
+    });
+    let table_text =
+        serde_json::to_string_pretty(&table).map_err(|e| ExperimentError::Encode {
+            path: table_path.clone(),
+            message: e.to_string(),
+        })?;
+    std::fs::write(&table_path, table_text + "\n").map_err(|source| ExperimentError::Io {
+        path: table_path.clone(),
+        source,
+    })?;
     let firsts: Vec<PathBuf> = rows
         .iter()
         .filter(|r| r.seed == first && r.error.is_none())
@@ -307,11 +337,17 @@ fn row(
         seed,
         run_dir,
         verdict: "error".into(),
+        backend: v.spec.backend.name().into(),
+        transport: match v.spec.backend {
+            crate::local::BackendKind::Sim => "sim".into(),
+            crate::local::BackendKind::Local => v.spec.transport.name().into(),
+        },
         nodes: v.spec.nodes,
         clients: v.spec.workload.clients,
         throughput_ok_per_s: 0.0,
         latency_ms_p50: 0.0,
         latency_ms_p99: 0.0,
+        latency_ms_by_f: std::collections::BTreeMap::new(),
         ops_ok: 0,
         ops_fail: 0,
         ops_info: 0,
@@ -328,6 +364,7 @@ fn row(
                 row.latency_ms_p50 = all.p50;
                 row.latency_ms_p99 = all.p99;
             }
+            row.latency_ms_by_f = s.latency_ms.clone();
             row.ops_ok = s.ops.ok;
             row.ops_fail = s.ops.fail;
             row.ops_info = s.ops.info;

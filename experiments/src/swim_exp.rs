@@ -158,7 +158,10 @@ impl SwimExperimentSpec {
         if !self.slow_from_s.is_finite() || self.slow_from_s < 0.0 {
             return bad(
                 "slow_from_s",
-                format!("must be a finite number of seconds >= 0, got {}", self.slow_from_s),
+                format!(
+                    "must be a finite number of seconds >= 0, got {}",
+                    self.slow_from_s
+                ),
             );
         }
         if self.sample_interval_ms < MIN_SAMPLE_INTERVAL_MS {
@@ -178,7 +181,10 @@ impl SwimExperimentSpec {
             if let Some(v) = v
                 && (!v.is_finite() || v <= 0.0)
             {
-                return bad(field, format!("must be a finite number of seconds > 0, got {v}"));
+                return bad(
+                    field,
+                    format!("must be a finite number of seconds > 0, got {v}"),
+                );
             }
         }
         Ok(())
@@ -488,7 +494,10 @@ impl Tracker {
                     let cause = self.cause(member).to_string();
                     if dead {
                         self.false_positives += 1;
-                        *self.false_positives_by_cause.entry(cause.clone()).or_default() += 1;
+                        *self
+                            .false_positives_by_cause
+                            .entry(cause.clone())
+                            .or_default() += 1;
                         if self.false_positive_records.len() < MAX_FALSE_POSITIVE_RECORDS {
                             self.false_positive_records.push(FalsePositive {
                                 at_s: at.as_secs_f64(),
@@ -574,12 +583,15 @@ impl Tracker {
                 done.push(i);
                 continue;
             }
-            let everywhere = nodes.iter().filter(|o| **o != member && sim.is_up(**o)).all(|o| {
-                sim.node(*o)
-                    .and_then(|p| p.swim())
-                    .and_then(|s| s.member(member))
-                    .is_some_and(|m| m.state == MemberState::Alive && m.incarnation >= inc)
-            });
+            let everywhere = nodes
+                .iter()
+                .filter(|o| **o != member && sim.is_up(**o))
+                .all(|o| {
+                    sim.node(*o)
+                        .and_then(|p| p.swim())
+                        .and_then(|s| s.member(member))
+                        .is_some_and(|m| m.state == MemberState::Alive && m.incarnation >= inc)
+                });
             if everywhere {
                 c.record.rejoined_everywhere_s =
                     Some(now.saturating_since(restarted).as_secs_f64());
@@ -814,6 +826,15 @@ pub fn simulate_swim(
         }
         if load_start.is_none() && t >= first_fault {
             load_start = Some((t, sim.stats().clone()));
+            if initial_converged.is_none() {
+                events.push(runner_event(
+                    t,
+                    "warning",
+                    "the members did not reach one view before the first fault: \
+                     raise nemesis.start_after_s (detection times include the join storm)"
+                        .into(),
+                ));
+            }
         }
         if in_safety {
             let before = events.len();
@@ -830,7 +851,11 @@ pub fn simulate_swim(
             tracker.sample_rejoins(&sim, &nodes, t);
             if in_safety && initial_converged.is_none() && one_view(&sim, &nodes) {
                 initial_converged = Some(t);
-                events.push(runner_event(t, "swim_converged", "one view after the joins".into()));
+                events.push(runner_event(
+                    t,
+                    "swim_converged",
+                    "one view after the joins".into(),
+                ));
             }
             if let Some(h) = heal_at
                 && converged_after_heal.is_none()
@@ -840,7 +865,10 @@ pub fn simulate_swim(
                 events.push(runner_event(
                     t,
                     "swim_converged",
-                    format!("one view {:.3} s after the heal", t.saturating_since(h).as_secs_f64()),
+                    format!(
+                        "one view {:.3} s after the heal",
+                        t.saturating_since(h).as_secs_f64()
+                    ),
                 ));
             }
         }
@@ -918,14 +946,16 @@ pub fn simulate_swim(
     };
 
     let records: Vec<CrashRecord> = tracker.crashes.iter().map(|c| c.record.clone()).collect();
-    let collect = |f: fn(&CrashRecord) -> Option<f64>| -> Vec<f64> {
-        records.iter().filter_map(f).collect()
-    };
+    let collect =
+        |f: fn(&CrashRecord) -> Option<f64>| -> Vec<f64> { records.iter().filter_map(f).collect() };
     let first_suspicion = collect(|r| r.first_suspicion_s);
     let first_dead = collect(|r| r.first_dead_s);
     let dead_everywhere = collect(|r| r.dead_everywhere_s);
     let rejoin = collect(|r| r.rejoined_everywhere_s);
-    let restarted = records.iter().filter(|r| r.restarted_at_s.is_some()).count();
+    let restarted = records
+        .iter()
+        .filter(|r| r.restarted_at_s.is_some())
+        .count();
     let mut summary = SwimSummary {
         members: spec.nodes,
         protocol_period_ms: spec.swim.protocol_period_ms,

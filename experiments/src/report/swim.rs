@@ -50,9 +50,15 @@ fn cdf(mut v: Vec<f64>) -> Vec<(f64, f64)> {
         .collect()
 }
 
+/// One line of a figure: label, colour, points.
+type Series = (String, RGBColor, Vec<(f64, f64)>);
+
+/// One panel of the scale figure: area, title, y axis, metrics.
+type Panel<'a, DB> = (&'a DrawingArea<DB, Shift>, &'a str, &'a str, Vec<Metric>);
+
 struct DetectionCdf {
     title: String,
-    series: Vec<(String, RGBColor, Vec<(f64, f64)>)>,
+    series: Vec<Series>,
     expected_s: Option<f64>,
     x_max: f64,
 }
@@ -89,7 +95,9 @@ impl Figure for DetectionCdf {
             chart
                 .draw_series(LineSeries::new(steps, c.stroke_width(2)))?
                 .label(format!("{label} ({} crashes)", pts.len()))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(3)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(3))
+                });
         }
         if let Some(e) = self.expected_s {
             chart
@@ -115,7 +123,7 @@ struct Timeline {
     title: String,
     bucket_s: f64,
     end_s: f64,
-    lines: Vec<(String, RGBColor, Vec<(f64, f64)>)>,
+    lines: Vec<Series>,
     crashes: Vec<(f64, f64)>,
     false_positives: Vec<f64>,
     y_max: f64,
@@ -147,13 +155,17 @@ impl Figure for Timeline {
                 Rectangle::new([(*a, 0.0), (*b, self.y_max)], BLACK.mix(0.07).filled())
             }))?
             .label("member crashed (shaded)")
-            .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 18, y + 5)], BLACK.mix(0.15).filled()));
+            .legend(|(x, y)| {
+                Rectangle::new([(x, y - 5), (x + 18, y + 5)], BLACK.mix(0.15).filled())
+            });
         for (label, color, pts) in &self.lines {
             let c = *color;
             chart
                 .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))?
                 .label(label.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(3)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(3))
+                });
         }
         if !self.false_positives.is_empty() {
             let top = self.y_max * 0.97;
@@ -200,7 +212,11 @@ pub(crate) fn render_swim_plots(
         ("first suspicion", "first_suspicion_s", INFO_COLOR),
         ("first dead", "first_dead_s", FAIL_COLOR),
         ("dead everywhere", "dead_everywhere_s", INK),
-        ("rejoined everywhere", "rejoined_everywhere_s", LIVENESS_COLOR),
+        (
+            "rejoined everywhere",
+            "rejoined_everywhere_s",
+            LIVENESS_COLOR,
+        ),
     ] {
         let v = field(key);
         x_max = v.iter().copied().fold(x_max, f64::max);
@@ -229,7 +245,11 @@ pub(crate) fn render_swim_plots(
     // Whole seconds per bucket, at most MAX_TIMELINE_BUCKETS of them.
     let bucket_ns = end_ns.div_ceil(MAX_TIMELINE_BUCKETS * 1_000_000_000).max(1) * 1_000_000_000;
     let buckets = (end_ns / bucket_ns + 1) as usize;
-    let mut counts = [vec![0u64; buckets], vec![0u64; buckets], vec![0u64; buckets]];
+    let mut counts = [
+        vec![0u64; buckets],
+        vec![0u64; buckets],
+        vec![0u64; buckets],
+    ];
     for e in &events {
         let k = match e.kind.as_str() {
             "member_suspect" => 0,
@@ -275,7 +295,12 @@ pub(crate) fn render_swim_plots(
         false_positives,
         y_max,
     };
-    files.extend(save_figure(&timeline, plots_dir, "swim-timeline", FIGURE_SIZE_PX)?);
+    files.extend(save_figure(
+        &timeline,
+        plots_dir,
+        "swim-timeline",
+        FIGURE_SIZE_PX,
+    )?);
     Ok(files)
 }
 
@@ -306,7 +331,8 @@ pub(crate) fn swim_section(run: &RunData) -> String {
     row(
         &mut b,
         "paper: mean first detection T·e/(e−1)",
-        num(s, &["swim", "expected_first_detection_s"]).map_or("—".into(), |v| format!("{v:.2} s")),
+        num(s, &["swim", "expected_first_detection_s"])
+            .map_or("—".into(), |v| format!("{v:.2} s")),
     );
     row(&mut b, "first dead", stat("first_dead_s"));
     row(&mut b, "dead everywhere", stat("dead_everywhere_s"));
@@ -319,11 +345,21 @@ pub(crate) fn swim_section(run: &RunData) -> String {
         "messages / member / s",
         n(&["load", "messages_per_member_per_s"]),
     );
-    row(&mut b, "bytes / member / s", n(&["load", "bytes_per_member_per_s"]));
-    row(&mut b, "one view after the heal (s)", n(&["converged_after_heal_s"]));
+    row(
+        &mut b,
+        "bytes / member / s",
+        n(&["load", "bytes_per_member_per_s"]),
+    );
+    row(
+        &mut b,
+        "one view after the heal (s)",
+        n(&["converged_after_heal_s"]),
+    );
     if let Some(checks) = json_at(s, &["swim", "checks"]).and_then(Value::as_array) {
         for c in checks {
-            let ok = json_at(c, &["ok"]).and_then(Value::as_bool).unwrap_or(false);
+            let ok = json_at(c, &["ok"])
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
             row(
                 &mut b,
                 &format!(
@@ -495,7 +531,9 @@ impl Figure for Bars {
             "False positives and suspicions of live members",
             "count over the run",
             &[
-                ("false positives (declared dead)", FAIL_COLOR, |r| r.false_positives),
+                ("false positives (declared dead)", FAIL_COLOR, |r| {
+                    r.false_positives
+                }),
                 ("false suspicions", INFO_COLOR, |r| r.false_suspicions),
             ],
         )?;
@@ -504,7 +542,9 @@ impl Figure for Bars {
             "Detection latency",
             "seconds after the crash",
             &[
-                ("first suspicion, mean", INFO_COLOR, |r| r.first_suspicion_mean_s),
+                ("first suspicion, mean", INFO_COLOR, |r| {
+                    r.first_suspicion_mean_s
+                }),
                 ("dead everywhere, p50", INK, |r| r.dead_everywhere_p50_s),
                 ("dead everywhere, p99", PURPLE, |r| r.dead_everywhere_p99_s),
             ],
@@ -523,16 +563,22 @@ impl Figure for Scale {
     {
         root.fill(&WHITE)?;
         let (left, right) = root.split_horizontally(root.dim_in_pixel().0 / 2);
-        let n_min = self.runs.iter().map(|r| r.members).fold(f64::INFINITY, f64::min);
+        let n_min = self
+            .runs
+            .iter()
+            .map(|r| r.members)
+            .fold(f64::INFINITY, f64::min);
         let n_max = self.runs.iter().map(|r| r.members).fold(1.0, f64::max);
         let x_range = (n_min.max(1.0) / 1.5)..(n_max * 1.5);
-        let panels: [(&DrawingArea<DB, Shift>, &str, &str, Vec<Metric>); 2] = [
+        let panels: [Panel<'_, DB>; 2] = [
             (
                 &left,
                 "Time until a crash is known",
                 "seconds after the crash",
                 vec![
-                    ("first suspicion, mean", INFO_COLOR, |r| r.first_suspicion_mean_s),
+                    ("first suspicion, mean", INFO_COLOR, |r| {
+                        r.first_suspicion_mean_s
+                    }),
                     ("dead everywhere, p50", INK, |r| r.dead_everywhere_p50_s),
                     ("dead everywhere, p99", PURPLE, |r| r.dead_everywhere_p99_s),
                 ],
@@ -543,7 +589,9 @@ impl Figure for Scale {
                 "per member per second",
                 vec![
                     ("messages", OK_COLOR, |r| r.messages_per_member_per_s),
-                    ("bytes / 100", LIVENESS_COLOR, |r| r.bytes_per_member_per_s / 100.0),
+                    ("bytes / 100", LIVENESS_COLOR, |r| {
+                        r.bytes_per_member_per_s / 100.0
+                    }),
                 ],
             ),
         ];
@@ -609,7 +657,10 @@ pub(crate) fn render_swim_comparison(
         &Bars {
             runs: runs
                 .iter()
-                .map(|r| Compared { label: r.label.clone(), ..*r })
+                .map(|r| Compared {
+                    label: r.label.clone(),
+                    ..*r
+                })
                 .collect(),
         },
         out_dir,
@@ -632,7 +683,12 @@ pub(crate) fn render_swim_comparison(
     sizes.dedup();
     if sizes.len() > 1 {
         runs.sort_by(|a, b| a.members.total_cmp(&b.members));
-        files.extend(save_figure(&Scale { runs }, out_dir, "swim-scale", FIGURE_SIZE_PX)?);
+        files.extend(save_figure(
+            &Scale { runs },
+            out_dir,
+            "swim-scale",
+            FIGURE_SIZE_PX,
+        )?);
         html.push_str(&figure(
             "swim-scale",
             "Against cluster size: the time until a crash is known (first suspicion, dead \

@@ -259,6 +259,18 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// Pauses `id` (the in-process `SIGSTOP`: see [`crate::AdminCommand::Pause`]).
+    pub async fn pause(&self, id: NodeId) -> Result<(), ServerError> {
+        self.handle(id)?.pause().await;
+        Ok(())
+    }
+
+    /// Resumes a paused `id` (`SIGCONT`).
+    pub async fn resume(&self, id: NodeId) -> Result<(), ServerError> {
+        self.handle(id)?.resume().await;
+        Ok(())
+    }
+
     /// Kills `id` without syncing (appends buffered in the process are lost). A node that
     /// is already down is left alone.
     pub async fn crash(&mut self, id: NodeId) -> Result<(), ServerError> {

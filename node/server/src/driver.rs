@@ -173,6 +173,13 @@ pub enum AdminCommand {
     Status(oneshot::Sender<NodeStatus>),
     /// Stop gracefully (sync the store, close the transport).
     Shutdown,
+    /// Stop stepping until [`AdminCommand::Resume`]: the in-process stand-in for
+    /// `SIGSTOP`. Peer messages and client requests queue (or are dropped where their
+    /// queues are full), timers come due but fire only on resume, status is not answered.
+    Pause,
+    /// Resume a paused node (`SIGCONT`); overdue timers fire at once. Ignored when the
+    /// node is not paused.
+    Resume,
 }
 
 /// A client request on its way to the driver, with where to send the answer.
@@ -263,6 +270,17 @@ impl NodeHandle {
             .await
             .map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())
+    }
+
+    /// Pauses the node like `SIGSTOP` would (see [`AdminCommand::Pause`]). A node that is
+    /// not running is left alone.
+    pub async fn pause(&self) {
+        let _ = self.admin_tx.send(AdminCommand::Pause).await;
+    }
+
+    /// Resumes a paused node like `SIGCONT` would.
+    pub async fn resume(&self) {
+        let _ = self.admin_tx.send(AdminCommand::Resume).await;
     }
 
     /// Asks the node to stop gracefully; returns at once (await the task that runs it to
@@ -366,6 +384,7 @@ enum Wake<M> {
 enum Flow {
     Continue,
     Stop,
+    Pause,
 }
 
 /// Everything a [`NodeServer`] needs besides the protocol's own configuration.
@@ -566,21 +585,47 @@ where
         self.flush().await?;
         loop {
             let wake = self.next_wake(shutdown.as_mut(), true).await;
-            if self.handle(wake).await? == Flow::Stop {
-                return Ok(());
-            }
+            let mut flow = self.handle(wake).await?;
             let mut steps = 1;
-            while self.sync_due && steps < self.options.max_steps_per_sync {
+            while flow == Flow::Continue && self.sync_due && steps < self.options.max_steps_per_sync
+            {
                 let wake = self.next_wake(shutdown.as_mut(), false).await;
                 if matches!(wake, Wake::Idle) {
                     break;
                 }
-                if self.handle(wake).await? == Flow::Stop {
-                    return Ok(());
-                }
+                flow = self.handle(wake).await?;
                 steps += 1;
             }
+            if flow == Flow::Stop {
+                return Ok(());
+            }
             self.flush().await?;
+            if flow == Flow::Pause && self.wait_resumed(shutdown.as_mut()).await == Flow::Stop {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Paused: handles nothing but `Resume` and shutdown (status requests are dropped
+    /// unanswered, as a stopped process would leave them).
+    async fn wait_resumed(
+        &mut self,
+        mut shutdown: Pin<&mut (impl Future<Output = ()> + Send)>,
+    ) -> Flow {
+        tracing::info!("node paused");
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.as_mut() => return Flow::Stop,
+                cmd = self.admin_rx.recv() => match cmd {
+                    None | Some(AdminCommand::Shutdown) => return Flow::Stop,
+                    Some(AdminCommand::Resume) => {
+                        tracing::info!("node resumed");
+                        return Flow::Continue;
+                    }
+                    Some(AdminCommand::Pause | AdminCommand::Status(_)) => {}
+                },
+            }
         }
     }
 
@@ -609,7 +654,8 @@ where
     async fn handle(&mut self, wake: Wake<P::Msg>) -> Result<Flow, ServerError> {
         match wake {
             Wake::Shutdown | Wake::Admin(AdminCommand::Shutdown) => return Ok(Flow::Stop),
-            Wake::Idle => {}
+            Wake::Admin(AdminCommand::Pause) => return Ok(Flow::Pause),
+            Wake::Admin(AdminCommand::Resume) | Wake::Idle => {}
             Wake::Admin(AdminCommand::Status(tx)) => {
                 let _ = tx.send(self.status());
             }

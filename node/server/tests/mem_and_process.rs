@@ -197,3 +197,44 @@ async fn run_node_serves_from_a_toml_file_until_its_shutdown_future_and_recovers
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_mem_node_answers_nothing_until_resumed() {
+    bounded(TEST_LIMIT, "mem pause", async {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LocalClusterConfig::new(
+            1,
+            SystemConfig::Single(SingleConfig::default()),
+            dir.path(),
+            5,
+        );
+        let cluster = LocalCluster::start(config).await.unwrap();
+        assert_eq!(
+            mem_ok(&cluster, NodeId(1), req(7, 1, write("p", 1))).await,
+            OpOutput::Done
+        );
+        cluster.pause(NodeId(1)).await.unwrap();
+        let handle = cluster.handle(NodeId(1)).unwrap();
+        let paused = handle
+            .execute_within(req(7, 2, write("p", 2)), Duration::from_millis(200))
+            .await;
+        assert!(
+            matches!(paused.result, Err(ClientError::Indeterminate { .. })),
+            "{paused:?}"
+        );
+        let status =
+            tokio::time::timeout(Duration::from_millis(200), cluster.status(NodeId(1))).await;
+        assert!(
+            !matches!(status, Ok(Ok(_))),
+            "a paused node answers no status"
+        );
+        cluster.resume(NodeId(1)).await.unwrap();
+        assert_eq!(
+            mem_ok(&cluster, NodeId(1), req(7, 3, read("p"))).await,
+            OpOutput::Read(Some(2)),
+            "the request queued while paused ran on resume"
+        );
+        cluster.shutdown().await.unwrap();
+    })
+    .await;
+}

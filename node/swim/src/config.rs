@@ -85,6 +85,14 @@ pub struct SwimConfig {
     pub suspicion_max_timeout_mult: u32,
     /// λ: each update is piggybacked at most `λ · ⌈log2(n + 1)⌉` times (SWIM §4.1).
     pub retransmit_mult: u32,
+    /// Interval of the gossip round (memberlist's `GossipInterval`): while updates wait
+    /// to be disseminated, send them to `gossip_fanout` random live members, besides
+    /// piggybacking them on pings and acks. Dissemination then does not slow down when
+    /// Lifeguard's local health slows the probes. `0` (the default): piggyback only, as
+    /// in SWIM §4.1, with its constant load; memberlist uses 200 ms.
+    pub gossip_interval_ms: u64,
+    /// How many members one gossip round sends to (memberlist's `GossipNodes`).
+    pub gossip_fanout: u32,
     /// Interval of push-pull anti-entropy: a full state exchange with one random member.
     /// `0` disables it (for comparisons; joins still use push-pull).
     pub push_pull_interval_ms: u64,
@@ -136,6 +144,8 @@ impl Default for SwimConfig {
             suspicion_mult: 4,
             suspicion_max_timeout_mult: 6,
             retransmit_mult: 4,
+            gossip_interval_ms: 0,
+            gossip_fanout: 3,
             push_pull_interval_ms: 30_000,
             push_pull_scale_threshold: 32,
             dead_reclaim_ms: 60_000,
@@ -193,6 +203,17 @@ impl SwimConfig {
         }
         if self.retransmit_mult == 0 {
             return Err(invalid("retransmit_mult", "must be >= 1"));
+        }
+        if self.gossip_interval_ms > 0
+            && (self.gossip_fanout == 0 || self.gossip_fanout > MAX_INDIRECT_PROBES)
+        {
+            return Err(invalid(
+                "gossip_fanout",
+                format!(
+                    "must be in 1..={MAX_INDIRECT_PROBES} while gossip_interval_ms > 0, got {}",
+                    self.gossip_fanout
+                ),
+            ));
         }
         if self.dead_reclaim_ms == 0 {
             return Err(invalid("dead_reclaim_ms", "must be > 0"));

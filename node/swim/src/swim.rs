@@ -36,6 +36,7 @@ pub(crate) const T_JOIN: u64 = 3;
 pub(crate) const T_SUSPICION: u64 = 4;
 pub(crate) const T_RECLAIM: u64 = 5;
 pub(crate) const T_RELAY: u64 = 6;
+pub(crate) const T_GOSSIP: u64 = 7;
 
 pub(crate) fn timer(kind: u64, payload: u64) -> TimerId {
     TimerId(TIMER_TAG | (kind << TIMER_KIND_SHIFT) | (payload & TIMER_PAYLOAD_MASK))
@@ -305,6 +306,11 @@ impl Swim {
             let phase = cx.rng.random_range(0..ns.max(1));
             out.set_timer(timer(T_PUSH_PULL, 0), Duration::from_nanos(phase));
         }
+        if self.config.gossip_interval_ms > 0 {
+            let ns = self.config.gossip_interval_ms.saturating_mul(1_000_000);
+            let phase = cx.rng.random_range(0..ns.max(1));
+            out.set_timer(timer(T_GOSSIP, 0), Duration::from_nanos(phase));
+        }
         // Announce ourselves to whoever hears our first messages.
         self.enqueue(self.self_alive());
         if self.seeds.is_empty() {
@@ -417,6 +423,7 @@ impl Swim {
             T_PROBE => self.on_probe_tick(cx, out),
             T_ACK => self.on_ack_timeout(cx, out, payload),
             T_PUSH_PULL => self.on_push_pull_tick(cx, out),
+            T_GOSSIP => self.on_gossip_tick(cx, out),
             T_JOIN => {
                 if !self.joined && !self.left {
                     self.join_round(cx, out);
@@ -719,7 +726,7 @@ impl Swim {
     /// their own (a stale death does not kill a member that has since rejoined).
     fn apply(&mut self, cx: &mut Cx<'_>, out: &mut Out<SwimMsg>, u: Update) {
         if u.member() == self.id {
-            self.apply_about_self(out, u);
+            self.apply_about_self(cx, out, u);
             return;
         }
         match u {
@@ -748,7 +755,7 @@ impl Swim {
     /// Something said about this member: anything that is not "alive at my current
     /// incarnation and address" is refuted by moving past its incarnation (SWIM §4.2).
     /// A member that has left never refutes.
-    fn apply_about_self(&mut self, out: &mut Out<SwimMsg>, u: Update) {
+    fn apply_about_self(&mut self, cx: &mut Cx<'_>, out: &mut Out<SwimMsg>, u: Update) {
         if self.left {
             return;
         }
@@ -764,13 +771,41 @@ impl Swim {
                     self.refute(out, incarnation, false);
                 }
             }
-            Update::Suspect { incarnation, .. }
-            | Update::Dead { incarnation, .. }
-            | Update::Left { incarnation, .. } => {
+            Update::Suspect {
+                incarnation, from, ..
+            }
+            | Update::Dead {
+                incarnation, from, ..
+            } => {
+                if incarnation >= self.incarnation {
+                    self.refute(out, incarnation, true);
+                    self.push_refutation(cx, out, from);
+                }
+            }
+            Update::Left { incarnation, .. } => {
                 if incarnation >= self.incarnation {
                     self.refute(out, incarnation, true);
                 }
             }
+        }
+    }
+
+    /// Sends a fresh refutation at once to the accuser and `indirect_probes` random live
+    /// members instead of waiting for the next probe to carry it: a member whose probes
+    /// are slowed by its local health score (Lifeguard §IV-A) would otherwise also be
+    /// slow to clear its name, and be declared dead while it is alive.
+    fn push_refutation(&mut self, cx: &mut Cx<'_>, out: &mut Out<SwimMsg>, accuser: NodeId) {
+        let mut targets = self.others_in(|s| s == MemberState::Alive);
+        targets.retain(|t| *t != accuser);
+        targets.shuffle(cx.rng);
+        targets.truncate(self.config.indirect_probes as usize);
+        if accuser != self.id && self.members.contains_key(&accuser) {
+            targets.insert(0, accuser);
+        }
+        for t in targets {
+            self.counters.gossips_sent += 1;
+            let alive = vec![self.self_alive()];
+            self.send(out, t, SwimBody::Gossip, alive);
         }
     }
 
@@ -1104,6 +1139,44 @@ impl Swim {
             timer(T_JOIN, 0),
             Duration::from_millis(self.config.join_retry_ms),
         );
+    }
+
+    /// Every gossip interval, while updates wait: send them to `gossip_fanout` random
+    /// live members (drawn from the probe list, so a round costs `O(fanout · log n)`).
+    fn on_gossip_tick(&mut self, cx: &mut Cx<'_>, out: &mut Out<SwimMsg>) {
+        if self.left || self.config.gossip_interval_ms == 0 {
+            return;
+        }
+        out.set_timer(
+            timer(T_GOSSIP, 0),
+            Duration::from_millis(self.config.gossip_interval_ms),
+        );
+        if self.broadcasts.len() == 0 || self.probe_order.is_empty() {
+            return;
+        }
+        let fanout = self.config.gossip_fanout as usize;
+        let mut targets: Vec<NodeId> = Vec::with_capacity(fanout);
+        // A bounded number of draws: the list may hold members that died since.
+        for _ in 0..fanout.saturating_mul(4) {
+            if targets.len() >= fanout {
+                break;
+            }
+            let cand = self.probe_order[cx.rng.random_range(0..self.probe_order.len())];
+            let alive = self
+                .members
+                .get(&cand)
+                .is_some_and(|m| m.state == MemberState::Alive);
+            if alive && cand != self.id && !targets.contains(&cand) {
+                targets.push(cand);
+            }
+        }
+        for t in targets {
+            if self.broadcasts.len() == 0 {
+                break;
+            }
+            self.counters.gossips_sent += 1;
+            self.send(out, t, SwimBody::Gossip, Vec::new());
+        }
     }
 
     /// Every push-pull interval: a full state exchange with one random live member;

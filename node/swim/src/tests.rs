@@ -7,7 +7,7 @@ use std::time::Duration;
 use kvlab_types::{Cx, Effect, NodeId, Out, Recovery, Rng, Time, TimerId, seeded_rng};
 
 use crate::harness::Cluster;
-use crate::swim::{T_ACK, T_PROBE, T_PUSH_PULL, T_RECLAIM, T_RELAY, T_SUSPICION, timer};
+use crate::swim::{T_ACK, T_GOSSIP, T_PROBE, T_PUSH_PULL, T_RECLAIM, T_RELAY, T_SUSPICION, timer};
 use crate::*;
 
 // ----- a single scripted core ---------------------------------------------------------
@@ -422,17 +422,27 @@ fn refutes_suspicion_with_higher_incarnation() {
         .position(|e| matches!(e, Effect::Send { .. }))
         .expect("ack");
     assert!(persist < sync && sync < send, "persist, sync, then send");
-    let (to, ack) = sends(&effects).remove(0);
-    assert_eq!(to, n(1));
-    assert_eq!(ack.body, SwimBody::Ack { seq: 9 });
+    let all = sends(&effects);
+    let (_, ack) = all
+        .iter()
+        .find(|(to, m)| *to == n(1) && m.body == SwimBody::Ack { seq: 9 })
+        .expect("ack to the prober");
+    let refutation = Update::Alive {
+        member: n(0),
+        incarnation: 1,
+        address: "n0/a".into(),
+    };
     assert!(
-        ack.updates.contains(&Update::Alive {
-            member: n(0),
-            incarnation: 1,
-            address: "n0/a".into()
-        }),
+        ack.updates.contains(&refutation),
         "the refutation rides on the ack: {:?}",
         ack.updates
+    );
+    // ... and is pushed at once to the accuser, not left for the next probe.
+    assert!(
+        all.iter().any(|(to, m)| *to == n(2)
+            && m.body == SwimBody::Gossip
+            && m.updates.contains(&refutation)),
+        "refutation pushed to the accuser n2: {all:?}"
     );
     // A suspicion of an older incarnation is stale: no second refutation.
     one.gossip(2, vec![suspect(0, 0, 2)]);
@@ -1548,4 +1558,67 @@ fn paused_member_refutes_its_death_after_resuming() {
             "seed {seed}"
         );
     }
+}
+
+/// memberlist's `pushPullScale`: the push-pull interval grows with `log2 n` above the
+/// threshold, so full state exchanges cost about the same per member at any size.
+#[test]
+fn push_pull_interval_scales_with_log_of_cluster_size() {
+    let c = SwimConfig::default();
+    let base = Duration::from_millis(c.push_pull_interval_ms);
+    assert_eq!(c.push_pull_interval(10), base);
+    assert_eq!(c.push_pull_interval(32), base);
+    assert_eq!(c.push_pull_interval(64), base * 2);
+    assert_eq!(c.push_pull_interval(1000), base * 6);
+    let off = SwimConfig {
+        push_pull_scale_threshold: 0,
+        ..SwimConfig::default()
+    };
+    assert_eq!(off.push_pull_interval(1000), base);
+}
+
+/// memberlist's gossip rounds: while updates wait, they go to `gossip_fanout` live
+/// members every `gossip_interval_ms`, not only on the next probe.
+#[test]
+fn gossip_round_sends_pending_updates_to_fanout_members() {
+    let config = SwimConfig {
+        gossip_interval_ms: 200,
+        gossip_fanout: 2,
+        ..quiet()
+    };
+    let mut one = One::new(0, config);
+    // Four members become known: each join is an update waiting to be disseminated.
+    one.gossip(
+        1,
+        (1..=4)
+            .map(|m| Update::Alive {
+                member: n(m),
+                incarnation: 0,
+                address: format!("n{m}/a"),
+            })
+            .collect(),
+    );
+    let effects = one.fire(timer(T_GOSSIP, 0));
+    let gossips: Vec<_> = sends(&effects)
+        .into_iter()
+        .filter(|(_, m)| m.body == SwimBody::Gossip)
+        .collect();
+    assert_eq!(gossips.len(), 2, "{gossips:?}");
+    assert!(gossips.iter().all(|(_, m)| !m.updates.is_empty()));
+    let rearmed = effects
+        .iter()
+        .any(|e| matches!(e, Effect::SetTimer { timer: t, .. } if *t == timer(T_GOSSIP, 0)));
+    assert!(rearmed, "the gossip timer is re-armed");
+    let bad = SwimConfig {
+        gossip_interval_ms: 200,
+        gossip_fanout: 0,
+        ..SwimConfig::default()
+    };
+    assert!(matches!(
+        bad.validate(),
+        Err(crate::SwimError::InvalidConfig {
+            field: "gossip_fanout",
+            ..
+        })
+    ));
 }

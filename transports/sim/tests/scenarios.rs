@@ -722,3 +722,52 @@ fn fault_rules_round_trip_through_json_with_operator_names() {
             .is_err()
     );
 }
+
+#[test]
+fn admin_commands_reach_the_node_now_wait_while_paused_and_are_lost_when_down() {
+    use kvlab_types::AdminCommand;
+    let admin_events = |out: &[SimOutput]| -> Vec<(Time, NodeId)> {
+        out.iter()
+            .filter_map(|o| match o {
+                SimOutput::Event { at, node, event } if event.kind == "admin_unsupported" => {
+                    Some((*at, *node))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let mut s = sim(exact_config(), 3);
+    run(&mut s, ms(10.0));
+    // Probe keeps the default `on_admin`, which reports `admin_unsupported` at once.
+    assert_eq!(
+        s.admin(NodeId(1), AdminCommand::AddLearner(NodeId(3))).ok(),
+        Some(true)
+    );
+    assert_eq!(
+        admin_events(&run(&mut s, ms(20.0))),
+        vec![(ms(10.0), NodeId(1))]
+    );
+    s.pause(NodeId(2));
+    assert_eq!(
+        s.admin(NodeId(2), AdminCommand::RemoveNode(NodeId(3))).ok(),
+        Some(true)
+    );
+    assert!(
+        admin_events(&run(&mut s, ms(30.0))).is_empty(),
+        "a paused node acted"
+    );
+    s.resume(NodeId(2));
+    assert_eq!(
+        admin_events(&run(&mut s, ms(40.0))),
+        vec![(ms(30.0), NodeId(2))]
+    );
+    s.crash(NodeId(3));
+    assert_eq!(
+        s.admin(NodeId(3), AdminCommand::AddVoter(NodeId(3))).ok(),
+        Some(false)
+    );
+    assert!(matches!(
+        s.admin(NodeId(9), AdminCommand::AddVoter(NodeId(9))),
+        Err(SimError::UnknownNode(NodeId(9)))
+    ));
+}

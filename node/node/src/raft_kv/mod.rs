@@ -661,9 +661,11 @@ impl RaftKv {
             return;
         }
         self.known_leader = leader;
-        let Some(new) = leader.filter(|&l| l != self.id) else {
-            return; // no leader, or this node leads: the old forwards run their course
+        let Some(new) = leader else {
+            return; // no leader yet: the forwards wait
         };
+        // When this node is the new leader it forwards to itself: the request comes back
+        // as a forwarded one and is served here, through the same bookkeeping.
         let timeout = Duration::from_millis(self.cfg.forward_timeout_ms);
         let mut scratch = Out::new();
         for f in self.forwards.values_mut() {
@@ -1072,7 +1074,21 @@ impl Protocol for RaftKv {
                 self.serve(cx, req, Origin::Forwarded(from), out);
                 self.drive(out);
             }
-            RaftKvMsg::Client(BaselineMsg::ForwardReply { resp }) => {
+            RaftKvMsg::Client(BaselineMsg::ForwardReply { mut resp }) => {
+                if let Some(f) = self.forwards.get(&resp.id)
+                    && f.reforwarded
+                    && matches!(resp.result, Err(ClientError::Unavailable { .. }))
+                {
+                    // One copy was refused, but the other may still take effect:
+                    // "surely did not happen" would be a lie.
+                    if f.to != from {
+                        return; // the old leader's refusal: wait for the new one's answer
+                    }
+                    resp = indeterminate(
+                        resp.id,
+                        "refused after re-forwarding; the first copy may still commit",
+                    );
+                }
                 self.forwards.remove(&resp.id);
                 let mut scratch = Out::new();
                 self.forwarder.on_reply(resp, &mut scratch);

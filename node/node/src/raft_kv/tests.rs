@@ -1061,3 +1061,33 @@ fn a_write_commits_in_network_round_trips_not_in_ticks() {
         );
     }
 }
+
+#[test]
+fn follower_reforwards_to_the_new_leader_instead_of_waiting_out_the_forward_timeout() {
+    let cfg = RaftKvConfig {
+        forward_timeout_ms: 2_000,
+        ..RaftKvConfig::default()
+    };
+    let mut s = sim(8, cfg);
+    let l = wait_for_leader(&mut s);
+    let f = NODES.iter().copied().find(|&n| n != l).expect("a follower");
+    s.crash(l);
+    let start = s.now();
+    s.submit(f, write(42, 1, "k", 3));
+    let mut outs = Vec::new();
+    s.run_until(start + Duration::from_millis(1_500), &mut outs)
+        .expect("runs");
+    let answer = outs.iter().find_map(|o| match o {
+        SimOutput::Reply { at, response, .. } if response.id.client == 42 => {
+            Some((*at, response.result.clone()))
+        }
+        _ => None,
+    });
+    let (at, result) = answer.expect("answered before the 2 s forward timeout");
+    assert_eq!(result, Ok(OpOutput::Done));
+    assert!(
+        at.saturating_since(start) < Duration::from_millis(1_000),
+        "took {:?}",
+        at.saturating_since(start)
+    );
+}

@@ -1,0 +1,530 @@
+//! One `kvlab node` process per node on 127.0.0.1: configs written into the run
+//! directory, processes started from the running executable, readiness through the admin
+//! endpoint, `SIGKILL` / `SIGSTOP` / `SIGCONT` for the nemesis, `SIGTERM` at the end.
+//!
+//! [`ProcessCluster`] owns every child it starts; dropping it kills and reaps whatever
+//! still runs, so no node outlives a run that failed or panicked.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kvlab_server::{
+    AdminClient, AdminConfig, KvClient, KvClientOptions, NodeConfig, NodeStatus, SystemConfig,
+    SystemKind as ServerSystem, TransportKind,
+};
+use kvlab_transport::FaultRule;
+use kvlab_types::{ClientError, ClientRequest, ClientResponse, NodeId};
+use nix::sys::signal::Signal;
+use tokio::sync::mpsc;
+
+use super::{
+    EventSegment, NODE_EXE_ENV, RunClock, SET_RULES_TIMEOUT_MS, TransportChoice, read_node_events,
+    server_options, system_config,
+};
+use crate::error::ExperimentError;
+use crate::events::RunEvent;
+use crate::spec::Spec;
+
+/// How long one readiness probe waits for a connection to the admin endpoint.
+pub const READY_PROBE_MS: u64 = 200;
+/// Pause between two readiness probes.
+pub const READY_POLL_MS: u64 = 25;
+/// Pause between two checks whether a stopping process has exited.
+pub const STOP_POLL_MS: u64 = 20;
+/// The last bytes of a node's log quoted in an error about it.
+pub const LOG_TAIL_BYTES: u64 = 2_000;
+
+/// One node process and everything needed to start it again.
+#[derive(Debug)]
+struct ProcNode {
+    config: NodeConfig,
+    config_path: PathBuf,
+    log_path: PathBuf,
+    child: Option<Child>,
+    client: Option<Arc<KvClient>>,
+    admin: Option<Arc<AdminClient>>,
+    segments: Vec<EventSegment>,
+}
+
+/// Every node process of a local run. See the [module docs](self).
+#[derive(Debug)]
+pub struct ProcessCluster {
+    exe: PathBuf,
+    nodes: BTreeMap<NodeId, ProcNode>,
+    token: String,
+    startup_timeout: Duration,
+    stop_timeout: Duration,
+    client_options: KvClientOptions,
+    pids: Vec<u32>,
+}
+
+/// Free loopback ports, all held until every one is picked (so one run never gets the
+/// same port twice), then released for the nodes to bind.
+fn pick_ports(count: usize, udp_peers: bool) -> Result<Vec<(u16, u16, u16)>, ExperimentError> {
+    let err = |e: std::io::Error| ExperimentError::Backend(format!("cannot pick a free port: {e}"));
+    let mut tcp = Vec::new();
+    let mut udp = Vec::new();
+    let mut ports = Vec::with_capacity(count);
+    let tcp_port = |held: &mut Vec<std::net::TcpListener>| -> Result<u16, ExperimentError> {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(err)?;
+        let p = l.local_addr().map_err(err)?.port();
+        held.push(l);
+        Ok(p)
+    };
+    for _ in 0..count {
+        let peer = if udp_peers {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").map_err(err)?;
+            let p = s.local_addr().map_err(err)?.port();
+            udp.push(s);
+            p
+        } else {
+            tcp_port(&mut tcp)?
+        };
+        let client = tcp_port(&mut tcp)?;
+        let admin = tcp_port(&mut tcp)?;
+        ports.push((peer, client, admin));
+    }
+    Ok(ports)
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+impl ProcessCluster {
+    /// Writes one node config per node under `nodes_dir/n<i>/`, starts every node
+    /// process, and waits (bounded by `local.startup_timeout_s`) until each answers its
+    /// admin endpoint; then connects a client to each.
+    pub fn start(
+        rt: &tokio::runtime::Handle,
+        spec: &Spec,
+        seed: u64,
+        transport: TransportChoice,
+        nodes_dir: &Path,
+        clock: &RunClock,
+    ) -> Result<ProcessCluster, ExperimentError> {
+        let exe = match std::env::var_os(NODE_EXE_ENV) {
+            Some(p) => PathBuf::from(p),
+            None => std::env::current_exe().map_err(|e| {
+                ExperimentError::Backend(format!("cannot find the kvlab executable: {e}"))
+            })?,
+        };
+        let transport = match transport {
+            TransportChoice::Udp => TransportKind::Udp,
+            TransportChoice::Tarpc => TransportKind::Tarpc,
+            TransportChoice::Mem => {
+                return Err(ExperimentError::Backend(
+                    "the mem transport runs in process, not as node processes".into(),
+                ));
+            }
+        };
+        let system = system_config(spec)?;
+        let ports = pick_ports(spec.nodes as usize, transport == TransportKind::Udp)?;
+        let peers: BTreeMap<String, SocketAddr> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| ((i + 1).to_string(), loopback(p.0)))
+            .collect();
+        // A token per run: nothing else on the machine can drive these nodes.
+        let token = format!(
+            "kvlab-{:016x}",
+            kvlab_types::derive_seed(
+                seed ^ u64::from(std::process::id()),
+                "admin-token",
+                clock.now().as_nanos()
+            )
+        );
+        let mut nodes = BTreeMap::new();
+        for (i, (peer, client, admin)) in ports.iter().copied().enumerate() {
+            let id = NodeId(i as u32 + 1);
+            let dir = nodes_dir.join(format!("n{}", id.0));
+            std::fs::create_dir_all(&dir).map_err(|e| ExperimentError::io(&dir, e))?;
+            let data_dir = std::path::absolute(dir.join("data"))
+                .map_err(|e| ExperimentError::io(dir.join("data"), e))?;
+            let mut config = NodeConfig {
+                id: id.0,
+                system: match system {
+                    SystemConfig::Raft(_) => ServerSystem::Raft,
+                    SystemConfig::Single(_) => ServerSystem::Single,
+                    SystemConfig::AsyncPrimary(_) => ServerSystem::AsyncPrimary,
+                },
+                transport,
+                listen: loopback(peer),
+                client: loopback(client),
+                admin: AdminConfig {
+                    addr: loopback(admin),
+                    token: token.clone(),
+                    allow_non_loopback: false,
+                },
+                peers: peers.clone(),
+                data_dir,
+                seed,
+                storage: spec.local.storage.clone(),
+                server: server_options(spec),
+                udp: None,
+                tarpc: None,
+                raft: None,
+                single: None,
+                async_primary: None,
+            };
+            match &system {
+                SystemConfig::Raft(c) => config.raft = Some(c.clone()),
+                SystemConfig::Single(c) => config.single = Some(c.clone()),
+                SystemConfig::AsyncPrimary(c) => config.async_primary = Some(c.clone()),
+            }
+            config.validate().map_err(|e| {
+                ExperimentError::Backend(format!("the node config of {id} is invalid: {e}"))
+            })?;
+            let text = config
+                .to_toml_string()
+                .map_err(|e| ExperimentError::Backend(e.to_string()))?;
+            let config_path = dir.join("node.toml");
+            std::fs::write(&config_path, text).map_err(|e| ExperimentError::io(&config_path, e))?;
+            nodes.insert(
+                id,
+                ProcNode {
+                    config,
+                    config_path,
+                    log_path: dir.join("node.log"),
+                    child: None,
+                    client: None,
+                    admin: None,
+                    segments: Vec::new(),
+                },
+            );
+        }
+        let timeout_ms = spec.workload.timeout_ms;
+        let mut cluster = ProcessCluster {
+            exe,
+            nodes,
+            token,
+            startup_timeout: Duration::from_secs_f64(spec.local.startup_timeout_s),
+            stop_timeout: Duration::from_secs_f64(spec.local.stop_timeout_s),
+            client_options: KvClientOptions {
+                connect_timeout_ms: timeout_ms.clamp(1, 1_000),
+                request_timeout_ms: timeout_ms.saturating_add(1_000),
+                max_attempts: 1,
+                retry_backoff_ms: 0,
+            },
+            pids: Vec::new(),
+        };
+        let ids: Vec<NodeId> = cluster.nodes.keys().copied().collect();
+        for &id in &ids {
+            cluster.spawn(id, clock).map_err(ExperimentError::Backend)?;
+        }
+        for &id in &ids {
+            cluster
+                .wait_ready(rt, id)
+                .map_err(ExperimentError::Backend)?;
+        }
+        Ok(cluster)
+    }
+
+    /// Every process id started so far, in order (restarts included).
+    pub fn pids(&self) -> Vec<u32> {
+        self.pids.clone()
+    }
+
+    fn node(&self, id: NodeId) -> Result<&ProcNode, String> {
+        self.nodes
+            .get(&id)
+            .ok_or_else(|| format!("{id} is not a node of this cluster"))
+    }
+
+    fn node_mut(&mut self, id: NodeId) -> Result<&mut ProcNode, String> {
+        self.nodes
+            .get_mut(&id)
+            .ok_or_else(|| format!("{id} is not a node of this cluster"))
+    }
+
+    /// Starts the process of `id` (its log appended to `node.log`).
+    fn spawn(&mut self, id: NodeId, clock: &RunClock) -> Result<(), String> {
+        let exe = self.exe.clone();
+        let n = self.node_mut(id)?;
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&n.log_path)
+            .map_err(|e| format!("{}: {e}", n.log_path.display()))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| format!("{}: {e}", n.log_path.display()))?;
+        let events_file = n.config.data_dir.join(kvlab_server::EVENTS_FILE_NAME);
+        n.segments.push(EventSegment::begin(&events_file, clock));
+        let child = Command::new(&exe)
+            .arg("node")
+            .arg("--config")
+            .arg(&n.config_path)
+            .arg("--exit-with-parent")
+            .env(
+                "RUST_LOG",
+                std::env::var("KVLAB_NODE_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .map_err(|e| format!("cannot start {} for {id}: {e}", exe.display()))?;
+        self.pids.push(child.id());
+        let n = self.node_mut(id)?;
+        n.child = Some(child);
+        n.admin = None;
+        Ok(())
+    }
+
+    /// Waits until `id` answers its admin endpoint (bounded by the startup timeout);
+    /// fails at once, quoting its log, if the process exits.
+    fn wait_ready(&mut self, rt: &tokio::runtime::Handle, id: NodeId) -> Result<(), String> {
+        let deadline = Instant::now() + self.startup_timeout;
+        let token = self.token.clone();
+        let options = self.client_options;
+        loop {
+            let n = self.node_mut(id)?;
+            if let Some(child) = n.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                n.child = None;
+                return Err(format!(
+                    "node {id} exited during startup ({status}); its log ends with:\n{}",
+                    log_tail(&n.log_path)
+                ));
+            }
+            let admin_addr = n.config.admin.addr;
+            let client_addr = n.config.client;
+            let probe = rt.block_on(async {
+                let admin = AdminClient::connect(
+                    admin_addr,
+                    token.clone(),
+                    Duration::from_millis(READY_PROBE_MS),
+                )
+                .await
+                .ok()?;
+                tokio::time::timeout(Duration::from_millis(READY_PROBE_MS * 5), admin.status())
+                    .await
+                    .ok()?
+                    .ok()?;
+                Some(admin)
+            });
+            if let Some(admin) = probe {
+                n.admin = Some(Arc::new(admin));
+                if n.client.is_none() {
+                    // One client per node for the whole run; it reconnects by itself
+                    // after the node restarts.
+                    let client = rt
+                        .block_on(KvClient::connect(client_addr, options))
+                        .map_err(|e| format!("node {id}: {e}"))?;
+                    n.client = Some(Arc::new(client));
+                }
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "node {id} did not answer its admin endpoint {admin_addr} within {} s; its log ends with:\n{}",
+                    self.startup_timeout.as_secs_f64(),
+                    log_tail(&self.node(id)?.log_path)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(READY_POLL_MS));
+        }
+    }
+
+    /// Sends `req` to `id` from a task; the answer goes to `tx`. A node never reached is
+    /// `Unavailable` (surely not applied); a request lost on the way is `Indeterminate`.
+    pub(crate) fn submit(
+        &self,
+        rt: &tokio::runtime::Handle,
+        id: NodeId,
+        req: ClientRequest,
+        tx: mpsc::Sender<ClientResponse>,
+    ) {
+        let client = self.nodes.get(&id).and_then(|n| n.client.clone());
+        rt.spawn(async move {
+            let rid = req.id;
+            let resp = match client {
+                None => ClientResponse {
+                    id: rid,
+                    result: Err(ClientError::Unavailable {
+                        reason: format!("no client of {id}"),
+                        hint: None,
+                    }),
+                },
+                Some(c) => match c.execute(req).await {
+                    Ok(r) => r,
+                    Err(e) if e.surely_not_sent() => ClientResponse {
+                        id: rid,
+                        result: Err(ClientError::Unavailable {
+                            reason: e.to_string(),
+                            hint: None,
+                        }),
+                    },
+                    Err(e) => ClientResponse {
+                        id: rid,
+                        result: Err(ClientError::Indeterminate {
+                            reason: e.to_string(),
+                        }),
+                    },
+                },
+            };
+            let _ = tx.send(resp).await;
+        });
+    }
+
+    /// `kill -9` and reap: nothing is synced, the node's sockets close.
+    pub(crate) fn crash(&mut self, id: NodeId) -> Result<(), String> {
+        let n = self.node_mut(id)?;
+        n.admin = None;
+        if let Some(mut child) = n.child.take() {
+            let _ = child.kill();
+            child.wait().map_err(|e| format!("cannot reap {id}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Starts `id` again from its data directory (killing it first if it runs) and waits
+    /// until it answers.
+    pub(crate) fn restart(
+        &mut self,
+        rt: &tokio::runtime::Handle,
+        id: NodeId,
+        clock: &RunClock,
+    ) -> Result<(), String> {
+        self.crash(id)?;
+        self.spawn(id, clock)?;
+        self.wait_ready(rt, id)
+    }
+
+    /// Sends `signal` to the process of `id`.
+    pub(crate) fn signal(&mut self, id: NodeId, signal: Signal) -> Result<(), String> {
+        let n = self.node(id)?;
+        let child = n
+            .child
+            .as_ref()
+            .ok_or_else(|| format!("{id} is not running"))?;
+        let pid = nix::unistd::Pid::from_raw(
+            i32::try_from(child.id()).map_err(|_| format!("pid of {id} out of range"))?,
+        );
+        nix::sys::signal::kill(pid, signal).map_err(|e| format!("{signal} to {id}: {e}"))
+    }
+
+    /// Replaces the fault rules of `id` through its admin endpoint.
+    pub(crate) fn set_rules(
+        &mut self,
+        rt: &tokio::runtime::Handle,
+        id: NodeId,
+        rules: Vec<FaultRule>,
+    ) -> Result<(), String> {
+        let admin = self
+            .node(id)?
+            .admin
+            .clone()
+            .ok_or_else(|| format!("no admin connection to {id}"))?;
+        rt.block_on(async {
+            tokio::time::timeout(
+                Duration::from_millis(SET_RULES_TIMEOUT_MS),
+                admin.set_fault_rules(rules),
+            )
+            .await
+        })
+        .map_err(|_| format!("{id} did not take its fault rules within {SET_RULES_TIMEOUT_MS} ms"))?
+        .map_err(|e| e.to_string())
+    }
+
+    /// The status of `id`, if it answers within `timeout`.
+    pub(crate) fn status(
+        &self,
+        rt: &tokio::runtime::Handle,
+        id: NodeId,
+        timeout: Duration,
+    ) -> Option<NodeStatus> {
+        let admin = self.nodes.get(&id)?.admin.clone()?;
+        rt.block_on(async { tokio::time::timeout(timeout, admin.status()).await })
+            .ok()?
+            .ok()
+    }
+
+    /// Every node's protocol events on the run's clock; returns the malformed lines.
+    pub(crate) fn node_events(&self, out: &mut Vec<RunEvent>) -> u64 {
+        self.nodes
+            .iter()
+            .map(|(id, n)| {
+                let file = n.config.data_dir.join(kvlab_server::EVENTS_FILE_NAME);
+                read_node_events(*id, &file, &n.segments, out)
+            })
+            .sum()
+    }
+
+    /// Stops every process gracefully (`SIGCONT`, then `SIGTERM`, bounded by the stop
+    /// timeout), then kills what is left. Returns what did not go as planned.
+    pub(crate) fn shutdown(mut self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for (id, n) in &mut self.nodes {
+            n.client = None;
+            n.admin = None;
+            if let Some(child) = &n.child
+                && let Ok(raw) = i32::try_from(child.id())
+            {
+                let pid = nix::unistd::Pid::from_raw(raw);
+                let _ = nix::sys::signal::kill(pid, Signal::SIGCONT);
+                if let Err(e) = nix::sys::signal::kill(pid, Signal::SIGTERM) {
+                    warnings.push(format!("SIGTERM to {id}: {e}"));
+                }
+            }
+        }
+        let deadline = Instant::now() + self.stop_timeout;
+        for (id, n) in &mut self.nodes {
+            let Some(mut child) = n.child.take() else {
+                continue;
+            };
+            loop {
+                match child.try_wait() {
+                    Ok(Some(status)) => {
+                        if !status.success() {
+                            warnings.push(format!("{id} exited with {status}"));
+                        }
+                        break;
+                    }
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(STOP_POLL_MS));
+                    }
+                    _ => {
+                        warnings.push(format!(
+                            "{id} did not stop within {} s of SIGTERM: killed",
+                            self.stop_timeout.as_secs_f64()
+                        ));
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                }
+            }
+        }
+        warnings
+    }
+}
+
+impl Drop for ProcessCluster {
+    /// Whatever still runs is killed and reaped: a failed or panicking run leaves no
+    /// node behind.
+    fn drop(&mut self) {
+        for n in self.nodes.values_mut() {
+            if let Some(mut child) = n.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// The end of a node's log, for errors.
+fn log_tail(path: &Path) -> String {
+    let Ok(bytes) = std::fs::read(path) else {
+        return format!("({} unreadable)", path.display());
+    };
+    let start = bytes.len().saturating_sub(LOG_TAIL_BYTES as usize);
+    String::from_utf8_lossy(&bytes[start..]).into_owned()
+}
