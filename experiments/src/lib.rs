@@ -6,6 +6,13 @@
 //! writes a run directory ([`run`]), the numbers of a run ([`summary`]), `events.jsonl`
 //! ([`events`]), and plots and the HTML report ([`report`]).
 //!
+//! `system = "swim"` specs run SWIM alone, without a KV workload, and measure failure
+//! detection the way the SWIM and Lifeguard papers do ([`swim_exp`]).
+//!
+//! The `local` backend ([`local`]) runs the same spec against real nodes on this machine
+//! (`kvlab node` processes over udp or tarpc, or in-process tasks over mem), and
+//! [`node_cmd`] is `kvlab node` and `kvlab client`; tokio is used there and only there.
+//!
 //! **Must never depend on:** tokio or any async runtime in the simulated path, the wall
 //! clock or unseeded randomness in anything that reaches `history.jsonl` or
 //! `events.jsonl`. Wall time appears only in `meta.json` and `summary.json`'s

@@ -656,9 +656,14 @@ pub fn run_experiment(spec: &Spec, opts: &RunOptions) -> Result<RunOutcome, Expe
     let pb = if opts.progress && spec.time.duration_s + spec.time.liveness_s > 2.0 {
         let pb = ProgressBar::new(0);
         pb.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{prefix} [{bar:30}] {pos}/{len} simulated ms ({elapsed})",
-            )
+            indicatif::ProgressStyle::with_template(match spec.backend {
+                crate::local::BackendKind::Sim => {
+                    "{prefix} [{bar:30}] {pos}/{len} simulated ms ({elapsed})"
+                }
+                crate::local::BackendKind::Local => {
+                    "{prefix} [{bar:30}] {pos}/{len} ms ({elapsed})"
+                }
+            })
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
             .progress_chars("=> "),
         );

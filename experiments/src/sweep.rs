@@ -306,11 +306,10 @@ pub fn run_variants(
         "kind": "variant-comparison",
         "variants": &rows,
     });
-    let table_text =
-        serde_json::to_string_pretty(&table).map_err(|e| ExperimentError::Encode {
-            path: table_path.clone(),
-            message: e.to_string(),
-        })?;
+    let table_text = serde_json::to_string_pretty(&table).map_err(|e| ExperimentError::Encode {
+        path: table_path.clone(),
+        message: e.to_string(),
+    })?;
     std::fs::write(&table_path, table_text + "\n").map_err(|source| ExperimentError::Io {
         path: table_path.clone(),
         source,

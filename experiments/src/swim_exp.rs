@@ -44,6 +44,9 @@ pub const MAX_SLOW_NODES: usize = 64;
 /// Shortest sampling interval of the members' tables, ms: sampling costs `O(n)` to
 /// `O(n²)` lookups, so it must not run at every simulated microsecond.
 pub const MIN_SAMPLE_INTERVAL_MS: u64 = 10;
+/// How often the runner checks, during the joins, whether every member sees every other
+/// alive (`initial_converged_s` is precise to this).
+pub const INITIAL_VIEW_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// Most per-crash records kept in `summary.json` (the percentiles cover every crash).
 pub const MAX_CRASH_RECORDS: usize = 10_000;
 /// Most false-positive records kept in `summary.json` (the counts cover all of them).
@@ -428,6 +431,9 @@ struct Tracker {
     paused: BTreeSet<NodeId>,
     /// Slow members.
     slow: BTreeSet<NodeId>,
+    /// The incarnation each restarted member booted with (0 for the first boot): a
+    /// claim about a lower one is about its previous life.
+    boot_incarnation: BTreeMap<NodeId, u64>,
     /// Active partition-like faults.
     partitions: BTreeSet<u64>,
     false_positives: u64,
@@ -457,9 +463,12 @@ impl Tracker {
     }
 
     /// Whether `member`, named in an event with `incarnation`, is live in that
-    /// incarnation (a claim about an older one is a late, true detection).
-    fn is_live(sim: &Sim<SwimNode>, member: NodeId, incarnation: u64) -> bool {
-        sim.is_up(member) && incarnation_of(sim, member).is_some_and(|cur| incarnation >= cur)
+    /// incarnation (a claim about a previous life is a late, true detection). Crashes
+    /// and restarts happen only between simulation steps, so `is_up` now is `is_up`
+    /// when the event happened; the current incarnation is not (a refutation may have
+    /// raised it since), hence the boot incarnation.
+    fn is_live(&self, sim: &Sim<SwimNode>, member: NodeId, incarnation: u64) -> bool {
+        sim.is_up(member) && incarnation >= self.boot_incarnation.get(&member).copied().unwrap_or(0)
     }
 
     fn on_node_event(&mut self, sim: &Sim<SwimNode>, nodes: &[NodeId], e: &RunEvent) {
@@ -490,7 +499,7 @@ impl Tracker {
                             c.record.dead_everywhere_s = Some(since);
                         }
                     }
-                } else if Self::is_live(sim, member, incarnation) {
+                } else if self.is_live(sim, member, incarnation) {
                     let cause = self.cause(member).to_string();
                     if dead {
                         self.false_positives += 1;
@@ -559,12 +568,16 @@ impl Tracker {
     }
 
     fn on_restart(&mut self, sim: &Sim<SwimNode>, member: NodeId, at: Time) {
+        let inc = incarnation_of(sim, member);
+        if let Some(inc) = inc {
+            self.boot_incarnation.insert(member, inc);
+        }
         let Some(i) = self.down.remove(&member) else {
             return;
         };
         let c = &mut self.crashes[i];
         c.record.restarted_at_s = Some(at.as_secs_f64());
-        if let Some(inc) = incarnation_of(sim, member) {
+        if let Some(inc) = inc {
             c.rejoin = Some((at, inc));
             self.rejoining.insert(i);
         }
@@ -758,6 +771,7 @@ pub fn simulate_swim(
     let mut tracker = Tracker::default();
     let sample = Duration::from_millis(x.sample_interval_ms);
     let mut next_sample = Time::ZERO;
+    let mut next_initial_check = Time::ZERO;
     let mut events = vec![runner_event(Time::ZERO, "phase", "safety".into())];
     if !x.slow_nodes.is_empty() {
         let names: Vec<String> = x.slow_nodes.iter().map(|n| n.to_string()).collect();
@@ -849,7 +863,12 @@ pub fn simulate_swim(
         if sampling && t >= next_sample {
             next_sample = t + sample;
             tracker.sample_rejoins(&sim, &nodes, t);
-            if in_safety && initial_converged.is_none() && one_view(&sim, &nodes) {
+            // One view costs O(n²) to check: during the joins, once a second is enough.
+            let check_initial = t >= next_initial_check;
+            if check_initial {
+                next_initial_check = t + INITIAL_VIEW_CHECK_INTERVAL;
+            }
+            if in_safety && initial_converged.is_none() && check_initial && one_view(&sim, &nodes) {
                 initial_converged = Some(t);
                 events.push(runner_event(
                     t,

@@ -154,3 +154,83 @@ fn sigkill_of_the_leader_loses_no_acknowledged_write_and_it_rejoins() {
     );
     assert_no_node_survives(&out);
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `kvlab client ADDR ARGS...`: the exit status and the printed answer.
+fn client(addr: &str, args: &[&str]) -> (i32, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_kvlab"))
+        .arg("client")
+        .arg(addr)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).trim().to_string(),
+    )
+}
+
+/// Starts `kvlab node --config`, waits until its client endpoint takes a write.
+fn start_node(config: &Path, addr: &str) -> std::process::Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_kvlab"))
+        .args(["node", "--config"])
+        .arg(config)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    // A one-node Raft group elects itself within a few election timeouts.
+    while client(addr, &["write", "ready", "1"]).0 != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node never served"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child
+}
+
+fn sigterm_and_wait(mut child: std::process::Child) -> std::process::ExitStatus {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    child.wait().unwrap()
+}
+
+#[test]
+fn kvlab_node_serves_kvlab_client_stops_on_sigterm_and_recovers_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let (peer, cl, admin) = (free_port(), free_port(), free_port());
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "id = 1\nsystem = \"raft\"\ntransport = \"tarpc\"\nlisten = \"127.0.0.1:{peer}\"\n\
+             client = \"127.0.0.1:{cl}\"\ndata_dir = \"{}\"\n[admin]\naddr = \"127.0.0.1:{admin}\"\ntoken = \"t\"\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let addr = format!("127.0.0.1:{cl}");
+    let node = start_node(&config, &addr);
+    assert_eq!(client(&addr, &["write", "k", "5"]), (0, "ok".into()));
+    assert_eq!(client(&addr, &["read", "k"]), (0, "5".into()));
+    let (code, out) = client(&addr, &["cas", "k", "4", "6"]);
+    assert_eq!(code, 1, "a cas with the wrong expected value fails: {out}");
+    assert_eq!(client(&addr, &["cas", "k", "5", "6"]), (0, "ok".into()));
+    assert_eq!(client(&addr, &["read", "missing"]), (0, "none".into()));
+    assert_eq!(client(&addr, &["put", "k"]).0, 2, "unknown operation");
+    assert!(
+        sigterm_and_wait(node).success(),
+        "SIGTERM is a graceful stop"
+    );
+    let node = start_node(&config, &addr);
+    assert_eq!(client(&addr, &["read", "k"]), (0, "6".into()), "recovered");
+    assert!(sigterm_and_wait(node).success());
+}

@@ -265,3 +265,41 @@ fn restarted_member_with_new_address_rejoins_alive_everywhere_within_bound() {
         assert_eq!(o.verdict, RunVerdict::Valid, "seed {seed}: {:?}", sw.checks);
     }
 }
+
+/// Issue 4: with Lifeguard on, false positives under 5% loss plus a slow member are
+/// lower than with it off, in the same seeded runs of `configs/swim-lifeguard.toml`.
+#[test]
+fn lifeguard_cuts_false_positives_caused_by_a_slow_member() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/swim-lifeguard.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let variants = kvlab_experiments::sweep::expand(&text, &path).unwrap();
+    let total = |label: &str| -> (u64, u64) {
+        let v = variants
+            .iter()
+            .find(|v| v.label == label)
+            .unwrap_or_else(|| panic!("no variant {label}"));
+        let mut sums = (0, 0);
+        for seed in 1..=3 {
+            let tmp = tempfile::tempdir().unwrap();
+            let o = run(&v.spec, seed, tmp.path(), ReportPolicy::Never);
+            let sw = swim(&o);
+            sums.0 += sw.false_positives;
+            sums.1 += sw.false_suspicions;
+        }
+        sums
+    };
+    let (fp_on, fs_on) = total("lifeguard on");
+    let (fp_off, fs_off) = total("lifeguard off");
+    assert!(
+        fp_off > 0,
+        "the scenario must produce false positives without Lifeguard"
+    );
+    assert!(
+        fp_on < fp_off,
+        "false positives: Lifeguard on {fp_on}, off {fp_off}"
+    );
+    assert!(
+        fs_on < fs_off,
+        "false suspicions: Lifeguard on {fs_on}, off {fs_off}"
+    );
+}

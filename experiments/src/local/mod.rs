@@ -1124,6 +1124,42 @@ mod tests {
     }
 
     #[test]
+    fn local_backend_refuses_what_real_processes_cannot_do() {
+        let base = "name = \"t\"\nsystem = \"raft\"\nnodes = 3\nbackend = \"local\"\n";
+        let parse =
+            |extra: &str| Spec::from_toml_str(&format!("{base}{extra}"), Path::new("t.toml"));
+        let spec =
+            parse("transport = \"udp\"\n[nemesis]\nfaults = [\"crash\", \"pause\"]\n").unwrap();
+        assert_eq!(spec.transport, TransportChoice::Udp);
+        for (extra, field) in [
+            ("[nemesis]\nfaults = [\"clock-drift\"]\n", "nemesis.faults"),
+            ("[nemesis]\nfaults = [\"duplicate\"]\n", "nemesis.faults"),
+            (
+                "[local]\nstartup_timeout_s = 0\n",
+                "local.startup_timeout_s",
+            ),
+            (
+                "[local]\nstorage = { segment_size_bytes = 1 }\n",
+                "local.storage.segment_size_bytes",
+            ),
+        ] {
+            match parse(extra) {
+                Err(ExperimentError::SpecInvalid { field: f, .. }) => {
+                    assert_eq!(f, field, "{extra}")
+                }
+                other => panic!("{extra}: {other:?}"),
+            }
+        }
+        let swim = Spec::from_toml_str(
+            "name = \"t\"\nsystem = \"swim\"\nnodes = 3\nbackend = \"local\"\n",
+            Path::new("t.toml"),
+        );
+        assert!(
+            matches!(swim, Err(ExperimentError::SpecInvalid { field, .. }) if field == "backend")
+        );
+    }
+
+    #[test]
     fn backend_and_transport_names_round_trip() {
         for b in [BackendKind::Sim, BackendKind::Local] {
             assert_eq!(BackendKind::parse(b.name()), Ok(b));

@@ -464,7 +464,7 @@ impl Bars {
             .caption(title, (FONT, 18))
             .margin(12)
             .x_label_area_size(40)
-            .y_label_area_size(60)
+            .y_label_area_size(72)
             .build_cartesian_2d(0f64..groups as f64 * width, 0f64..y_max)?;
         chart
             .configure_mesh()
@@ -525,20 +525,23 @@ impl Figure for Bars {
         DB::ErrorType: 'static,
     {
         root.fill(&WHITE)?;
-        let (left, right) = root.split_horizontally(root.dim_in_pixel().0 / 2);
+        // Three panels: false positives are rare next to suspicions and need their own
+        // scale.
+        let panels = root.split_evenly((1, 3));
         self.panel(
-            &left,
-            "False positives and suspicions of live members",
-            "count over the run",
-            &[
-                ("false positives (declared dead)", FAIL_COLOR, |r| {
-                    r.false_positives
-                }),
-                ("false suspicions", INFO_COLOR, |r| r.false_suspicions),
-            ],
+            &panels[0],
+            "Live members declared dead",
+            "false positives over the run",
+            &[("false positives", FAIL_COLOR, |r| r.false_positives)],
         )?;
         self.panel(
-            &right,
+            &panels[1],
+            "Live members suspected",
+            "false suspicions over the run",
+            &[("false suspicions", INFO_COLOR, |r| r.false_suspicions)],
+        )?;
+        self.panel(
+            &panels[2],
             "Detection latency",
             "seconds after the crash",
             &[
@@ -652,7 +655,7 @@ pub(crate) fn render_swim_comparison(
         .enumerate()
         .map(|(i, s)| Compared::of(s, i + 1))
         .collect();
-    let width = (300 + 260 * runs.len() as u32).clamp(1000, 2400);
+    let width = (450 + 390 * runs.len() as u32).clamp(1400, 3000);
     let mut files = save_figure(
         &Bars {
             runs: runs

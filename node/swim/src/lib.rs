@@ -48,6 +48,16 @@
 //!   — without it, the two sides of a healed partition that declared each other dead
 //!   would never talk again. Healing therefore needs the partition to end before
 //!   `dead_reclaim_ms`.
+//! * A refuting member sends its refutation at once (a `Gossip` message) to its accuser
+//!   and `indirect_probes` random members instead of waiting for its next probe: under
+//!   Lifeguard's local health its probes may be several periods apart.
+//! * Optional gossip rounds (`gossip_interval_ms`, memberlist's `GossipInterval`): while
+//!   updates wait, they also go to `gossip_fanout` random members. Off by default (pure
+//!   SWIM piggybacking, constant load); memberlist — which the Lifeguard paper measured
+//!   — runs them every 200 ms.
+//! * The push-pull interval grows with `log2 n` above `push_pull_scale_threshold`
+//!   members (memberlist's `pushPullScale`), so full state exchanges, `O(n)` bytes each,
+//!   do not dominate the load of large clusters.
 
 #![deny(missing_docs)]
 
