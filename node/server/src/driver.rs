@@ -549,10 +549,10 @@ where
         mut self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServerError> {
-        let span = tracing::info_span!("node", node = %self.id, role = tracing::field::Empty);
-        if let Some(role) = self.role {
-            span.record("role", role);
-        }
+        // The span carries the node; the role, which changes, goes on each protocol
+        // event and on a `role changed` line (recording it on this long-lived span again
+        // and again would make every later log line list every role the node ever had).
+        let span = tracing::info_span!("node", node = %self.id);
         let transport = self.transport.clone();
         let result = async {
             let mut shutdown = std::pin::pin!(shutdown);
@@ -739,10 +739,12 @@ where
         self.execute_effects().await?;
         let role = self.protocol.role_name(self.id);
         if role != self.role {
+            tracing::info!(
+                from = self.role.unwrap_or("-"),
+                to = role.unwrap_or("-"),
+                "role changed"
+            );
             self.role = role;
-            if let Some(r) = role {
-                tracing::Span::current().record("role", r);
-            }
         }
         Ok(())
     }
@@ -806,7 +808,7 @@ where
             }
             Effect::CancelTimer { timer } => self.timers.cancel(timer),
             Effect::Event(NodeEvent { kind, detail }) => {
-                tracing::info!(event = %kind, %detail, "protocol event");
+                tracing::info!(role = self.role.unwrap_or("-"), event = %kind, %detail, "protocol event");
                 let time_ns = self.now().as_nanos();
                 self.events.push(EventRecord {
                     time_ns,

@@ -3,15 +3,10 @@
 //! tagged, round-trip and a person can read the traffic), framing, and an accept loop
 //! that serves every connection concurrently and stops them all when dropped.
 
-use std::io;
-use std::marker::PhantomData;
-use std::pin::Pin;
-
-use bytes::{Bytes, BytesMut};
 use futures::Future;
+use kvlab_transport_tarpc::wire::{SerdeCodec, SerdeConnection, SerdeFormat, serde_connection};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tarpc::tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
@@ -22,42 +17,28 @@ pub const MAX_CONCURRENT_REQUESTS_PER_CONNECTION: usize = 1024;
 /// Connections one endpoint serves at once; more are closed at accept.
 pub const MAX_CONNECTIONS_PER_ENDPOINT: usize = 4096;
 
-/// A JSON codec for `tarpc::serde_transport`.
-pub struct Json<Item, SinkItem>(PhantomData<fn() -> (Item, SinkItem)>);
+/// The JSON format for [`SerdeCodec`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct JsonFormat;
 
-impl<Item, SinkItem> Default for Json<Item, SinkItem> {
-    fn default() -> Self {
-        Json(PhantomData)
-    }
-}
+impl SerdeFormat for JsonFormat {
+    const NAME: &'static str = "Json";
+    type Error = serde_json::Error;
 
-impl<Item, SinkItem> std::fmt::Debug for Json<Item, SinkItem> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Json")
-    }
-}
-
-impl<Item, SinkItem: Serialize> tarpc::tokio_serde::Serializer<SinkItem> for Json<Item, SinkItem> {
-    type Error = io::Error;
-    fn serialize(self: Pin<&mut Self>, item: &SinkItem) -> Result<Bytes, io::Error> {
+    fn to_bytes<T: Serialize>(item: &T) -> Result<Vec<u8>, serde_json::Error> {
         serde_json::to_vec(item)
-            .map(Bytes::from)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+    }
+
+    fn from_bytes<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, serde_json::Error> {
+        serde_json::from_slice(bytes)
     }
 }
 
-impl<Item: DeserializeOwned, SinkItem> tarpc::tokio_serde::Deserializer<Item>
-    for Json<Item, SinkItem>
-{
-    type Error = io::Error;
-    fn deserialize(self: Pin<&mut Self>, src: &BytesMut) -> Result<Item, io::Error> {
-        serde_json::from_slice(src).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
-    }
-}
+/// A JSON codec for `tarpc::serde_transport`.
+pub type Json<Item, SinkItem> = SerdeCodec<JsonFormat, Item, SinkItem>;
 
 /// A JSON tarpc connection over TCP.
-pub type JsonConnection<Item, SinkItem> =
-    tarpc::serde_transport::Transport<TcpStream, Item, SinkItem, Json<Item, SinkItem>>;
+pub type JsonConnection<Item, SinkItem> = SerdeConnection<JsonFormat, Item, SinkItem>;
 
 /// Wraps `stream` in length-delimited framing and the JSON codec.
 pub fn json_connection<Item, SinkItem>(stream: TcpStream) -> JsonConnection<Item, SinkItem>
@@ -65,13 +46,7 @@ where
     Item: DeserializeOwned,
     SinkItem: Serialize,
 {
-    let framed = Framed::new(
-        stream,
-        LengthDelimitedCodec::builder()
-            .max_frame_length(MAX_RPC_FRAME_BYTES)
-            .new_codec(),
-    );
-    tarpc::serde_transport::new(framed, Json::default())
+    serde_connection::<JsonFormat, _, _>(stream, MAX_RPC_FRAME_BYTES)
 }
 
 /// Accepts connections and runs `serve_connection` for each, concurrently, until

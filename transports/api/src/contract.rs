@@ -32,6 +32,8 @@ use crate::{
     DeliveryOrder, Envelope, FaultRule, Transport, TransportConfig, TransportError, TransportStats,
 };
 
+pub mod wire;
+
 /// Bound on one whole contract case.
 pub const CASE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on waiting for one message that must arrive.

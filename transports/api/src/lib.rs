@@ -49,11 +49,13 @@ pub mod contract;
 mod delay;
 mod error;
 mod faults;
+mod plumbing;
 mod stats;
 
 pub use delay::DelayLine;
 pub use error::{CodecError, TransportError};
 pub use faults::{FaultRule, FaultRules, MAX_FAULT_DELAY_MS, MAX_FAULT_RULES, SendVerdict};
+pub use plumbing::{Inbox, PeerTable, oversize_or_encode_error, route_send};
 pub use stats::{DropCounts, DropReason, StatsCounters, TransportStats};
 
 /// One message on its way between two nodes. Both ends are named so a receiver can check

@@ -45,12 +45,12 @@ use std::sync::{Arc, RwLock};
 
 use kvlab_transport::codec;
 use kvlab_transport::{
-    DelayLine, DeliveryOrder, DropReason, Envelope, FaultRules, SendVerdict, StatsCounters,
-    Transport, TransportConfig, TransportError, TransportStats,
+    DelayLine, DeliveryOrder, DropReason, Envelope, FaultRules, Inbox, StatsCounters, Transport,
+    TransportConfig, TransportError, TransportStats, route_send,
 };
 use kvlab_types::{Message, NodeId};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Mutex, mpsc, watch};
+use tokio::sync::mpsc;
 
 /// Configuration of an in-process network.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,17 +182,14 @@ impl<M: Message + Send> MemNetwork<M> {
                 let _ = hub.deliver_now(&line_stats, to, packet);
             },
         );
-        let (closed_tx, closed_rx) = watch::channel(false);
         Ok(MemTransport {
             id,
             hub: self.hub.clone(),
-            inbox: Mutex::new(rx),
+            inbox: Inbox::new(id, rx),
             own_inbox: tx,
             stats,
             faults,
             delay,
-            closed_tx,
-            closed_rx,
         })
     }
 
@@ -226,13 +223,11 @@ impl<M: Message + Send> MemNetwork<M> {
 pub struct MemTransport<M> {
     id: NodeId,
     hub: Arc<Hub<M>>,
-    inbox: Mutex<mpsc::Receiver<Packet<M>>>,
+    inbox: Inbox<Packet<M>>,
     own_inbox: mpsc::Sender<Packet<M>>,
     stats: Arc<StatsCounters>,
     faults: FaultRules,
     delay: DelayLine<(NodeId, Packet<M>)>,
-    closed_tx: watch::Sender<bool>,
-    closed_rx: watch::Receiver<bool>,
 }
 
 impl<M> fmt::Debug for MemTransport<M> {
@@ -245,10 +240,6 @@ impl<M> fmt::Debug for MemTransport<M> {
 }
 
 impl<M> MemTransport<M> {
-    fn is_closed(&self) -> bool {
-        *self.closed_rx.borrow()
-    }
-
     fn detach(&self) {
         let mut inboxes = self.hub.inboxes_mut();
         if inboxes
@@ -268,9 +259,7 @@ impl<M: Message + Send> Transport for MemTransport<M> {
     }
 
     fn send(&self, to: NodeId, msg: M) -> Result<(), TransportError> {
-        if self.is_closed() {
-            return Err(TransportError::Closed { node: self.id });
-        }
+        self.inbox.ensure_open()?;
         let config = &self.hub.config;
         let max = config.transport.max_frame_bytes;
         let env = Envelope {
@@ -299,61 +288,42 @@ impl<M: Message + Send> Transport for MemTransport<M> {
         } else {
             Packet::Value { env, size_bytes }
         };
-        match self.faults.on_send(to) {
-            SendVerdict::Deliver => self.hub.deliver_now(&self.stats, to, packet),
-            SendVerdict::Drop => {
-                self.stats.record_drop(DropReason::FaultRule, 1);
-                Ok(())
-            }
-            SendVerdict::Delay(d) => self.delay.push(d, (to, packet)).map_err(|_| {
-                self.stats.record_drop(DropReason::QueueFull, 1);
-                TransportError::QueueFull {
-                    peer: to,
-                    capacity: self.delay.capacity(),
-                }
-            }),
-        }
+        route_send(
+            &self.faults,
+            &self.stats,
+            &self.delay,
+            to,
+            (to, packet),
+            |(to, packet)| self.hub.deliver_now(&self.stats, to, packet),
+        )
     }
 
     async fn recv(&self) -> Result<Envelope<M>, TransportError> {
-        let closed = || TransportError::Closed { node: self.id };
-        let mut closed_rx = self.closed_rx.clone();
-        if *closed_rx.borrow_and_update() {
-            return Err(closed());
-        }
-        let mut inbox = tokio::select! {
-            biased;
-            _ = closed_rx.changed() => return Err(closed()),
-            guard = self.inbox.lock() => guard,
-        };
         let max = self.hub.config.transport.max_frame_bytes;
-        loop {
-            let packet = tokio::select! {
-                biased;
-                _ = closed_rx.changed() => return Err(closed()),
-                p = inbox.recv() => p.ok_or_else(closed)?,
-            };
-            let (env, size_bytes) = match packet {
-                Packet::Value { env, size_bytes } => (env, size_bytes),
-                Packet::Frame(frame) => match codec::decode::<M>(&frame, max) {
-                    Ok(env) => (env, frame.len()),
-                    Err(_) => {
-                        self.stats.record_drop(DropReason::DecodeError, 1);
-                        continue;
-                    }
-                },
-            };
-            if env.to != self.id {
-                self.stats.record_drop(DropReason::Misaddressed, 1);
-                continue;
-            }
-            if self.faults.drops_from(env.from) {
-                self.stats.record_drop(DropReason::FaultRule, 1);
-                continue;
-            }
-            self.stats.record_received(size_bytes as u64);
-            return Ok(env);
-        }
+        self.inbox
+            .recv_with(|packet| {
+                let (env, size_bytes) = match packet {
+                    Packet::Value { env, size_bytes } => (env, size_bytes),
+                    Packet::Frame(frame) => match codec::decode::<M>(&frame, max) {
+                        Ok(env) => (env, frame.len()),
+                        Err(_) => {
+                            self.stats.record_drop(DropReason::DecodeError, 1);
+                            return None;
+                        }
+                    },
+                };
+                if env.to != self.id {
+                    self.stats.record_drop(DropReason::Misaddressed, 1);
+                    return None;
+                }
+                if self.faults.drops_from(env.from) {
+                    self.stats.record_drop(DropReason::FaultRule, 1);
+                    return None;
+                }
+                self.stats.record_received(size_bytes as u64);
+                Some(env)
+            })
+            .await
     }
 
     fn stats(&self) -> TransportStats {
@@ -369,12 +339,10 @@ impl<M: Message + Send> Transport for MemTransport<M> {
     }
 
     async fn shutdown(&self) {
-        self.closed_tx.send_replace(true);
+        self.inbox.mark_closed();
         self.detach();
         self.delay.stop().await;
-        let mut inbox = self.inbox.lock().await;
-        inbox.close();
-        while inbox.try_recv().is_ok() {}
+        self.inbox.close_and_drain().await;
     }
 }
 

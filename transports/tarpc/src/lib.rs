@@ -49,19 +49,20 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use kvlab_transport::{
-    CodecError, DelayLine, DeliveryOrder, DropReason, Envelope, FaultRules, SendVerdict,
-    StatsCounters, Transport, TransportConfig, TransportError, TransportStats, codec,
+    DelayLine, DeliveryOrder, DropReason, Envelope, FaultRules, Inbox, PeerTable, StatsCounters,
+    Transport, TransportConfig, TransportError, TransportStats, codec, oversize_or_encode_error,
+    route_send,
 };
 use kvlab_types::{Message, NodeId};
 use serde::{Deserialize, Serialize};
 use tarpc::server::{BaseChannel, Channel};
 use tokio::net::TcpListener;
-use tokio::sync::{Mutex, mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 
 pub mod wire;
@@ -155,13 +156,6 @@ impl TarpcConfig {
     }
 }
 
-type PeerMap = Arc<RwLock<BTreeMap<NodeId, SocketAddr>>>;
-
-fn read_peers(p: &PeerMap) -> std::sync::RwLockReadGuard<'_, BTreeMap<NodeId, SocketAddr>> {
-    // The map is valid at every instruction; recover from a poisoned lock.
-    p.read().unwrap_or_else(|e| e.into_inner())
-}
-
 /// The outbound side towards one peer.
 #[derive(Debug)]
 struct Link {
@@ -174,7 +168,7 @@ struct Link {
 #[derive(Debug)]
 struct Outbound {
     config: TarpcConfig,
-    peers: PeerMap,
+    peers: Arc<PeerTable>,
     links: std::sync::Mutex<BTreeMap<NodeId, Link>>,
     stats: Arc<StatsCounters>,
 }
@@ -182,7 +176,7 @@ struct Outbound {
 impl Outbound {
     /// Queues `frame` for `to`, starting (or re-pointing) the peer's link as needed.
     fn enqueue(&self, to: NodeId, frame: Vec<u8>) -> Result<(), TransportError> {
-        let Some(addr) = read_peers(&self.peers).get(&to).copied() else {
+        let Some(addr) = self.peers.addr_of(to) else {
             self.stats.record_drop(DropReason::UnknownPeer, 1);
             return Err(TransportError::UnknownPeer { peer: to });
         };
@@ -237,12 +231,10 @@ pub struct TarpcTransport<M> {
     id: NodeId,
     local_addr: SocketAddr,
     outbound: Arc<Outbound>,
-    inbox: Mutex<mpsc::Receiver<(Envelope<M>, usize)>>,
+    inbox: Inbox<(Envelope<M>, usize)>,
     faults: FaultRules,
     delay: DelayLine<(NodeId, Vec<u8>)>,
     listener: std::sync::Mutex<Option<JoinHandle<()>>>,
-    closed_tx: watch::Sender<bool>,
-    closed_rx: watch::Receiver<bool>,
 }
 
 impl<M> fmt::Debug for TarpcTransport<M> {
@@ -259,7 +251,7 @@ impl<M> fmt::Debug for TarpcTransport<M> {
 struct PeerServer<M> {
     id: NodeId,
     max_frame_bytes: usize,
-    peers: PeerMap,
+    peers: Arc<PeerTable>,
     inbox: mpsc::Sender<(Envelope<M>, usize)>,
     stats: Arc<StatsCounters>,
     faults: FaultRules,
@@ -292,7 +284,7 @@ impl<M: Message + Send> PeerServer<M> {
                 }
             };
             at += used;
-            if !read_peers(&self.peers).contains_key(&env.from) {
+            if !self.peers.contains(env.from) {
                 self.stats.record_drop(DropReason::UnknownPeer, 1);
                 continue;
             }
@@ -342,9 +334,7 @@ impl<M: Message + Send> TarpcTransport<M> {
                 addr: listen,
                 source,
             })?;
-        let mut peers = peers;
-        peers.entry(id).or_insert(local_addr);
-        let peers: PeerMap = Arc::new(RwLock::new(peers));
+        let peers = Arc::new(PeerTable::new(id, local_addr, peers));
         let stats = Arc::new(StatsCounters::new());
         let (in_tx, in_rx) = mpsc::channel(config.transport.inbound_queue_len);
         let server = PeerServer {
@@ -367,17 +357,14 @@ impl<M: Message + Send> TarpcTransport<M> {
             // Errors are counted by enqueue.
             let _ = line_outbound.enqueue(to, frame);
         });
-        let (closed_tx, closed_rx) = watch::channel(false);
         Ok(TarpcTransport {
             id,
             local_addr,
             outbound,
-            inbox: Mutex::new(in_rx),
+            inbox: Inbox::new(id, in_rx),
             faults,
             delay,
             listener: std::sync::Mutex::new(Some(listener_task)),
-            closed_tx,
-            closed_rx,
         })
     }
 
@@ -388,32 +375,23 @@ impl<M: Message + Send> TarpcTransport<M> {
 
     /// The peer table now.
     pub fn peers(&self) -> BTreeMap<NodeId, SocketAddr> {
-        read_peers(&self.outbound.peers).clone()
+        self.outbound.peers.snapshot()
     }
 
     /// Replaces the peer table (this node's own entry is kept if missing). A peer whose
     /// address changed gets a new connection on its next message.
-    pub fn set_peers(&self, mut peers: BTreeMap<NodeId, SocketAddr>) {
-        peers.entry(self.id).or_insert(self.local_addr);
-        *self
-            .outbound
-            .peers
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = peers;
+    pub fn set_peers(&self, peers: BTreeMap<NodeId, SocketAddr>) {
+        self.outbound.peers.set(peers);
     }
 
     /// Adds or moves one peer.
     pub fn add_peer(&self, id: NodeId, addr: SocketAddr) {
-        let mut peers = self.peers();
-        peers.insert(id, addr);
-        self.set_peers(peers);
+        self.outbound.peers.add(id, addr);
     }
 
     /// Forgets one peer.
     pub fn remove_peer(&self, id: NodeId) {
-        let mut peers = self.peers();
-        peers.remove(&id);
-        self.set_peers(peers);
+        self.outbound.peers.remove(id);
     }
 }
 
@@ -425,11 +403,9 @@ impl<M: Message + Send> Transport for TarpcTransport<M> {
     }
 
     fn send(&self, to: NodeId, msg: M) -> Result<(), TransportError> {
-        if *self.closed_rx.borrow() {
-            return Err(TransportError::Closed { node: self.id });
-        }
+        self.inbox.ensure_open()?;
         let stats = &self.outbound.stats;
-        if !read_peers(&self.outbound.peers).contains_key(&to) {
+        if !self.outbound.peers.contains(to) {
             stats.record_drop(DropReason::UnknownPeer, 1);
             return Err(TransportError::UnknownPeer { peer: to });
         }
@@ -438,55 +414,25 @@ impl<M: Message + Send> Transport for TarpcTransport<M> {
             to,
             msg,
         };
-        let frame = match codec::encode(&env, self.outbound.config.transport.max_frame_bytes) {
-            Ok(f) => f,
-            Err(CodecError::TooLarge {
-                len_bytes,
-                max_bytes,
-            }) => {
-                stats.record_drop(DropReason::Oversize, 1);
-                return Err(TransportError::Oversize {
-                    peer: to,
-                    size_bytes: len_bytes,
-                    max_bytes,
-                });
-            }
-            Err(source) => return Err(TransportError::Encode { peer: to, source }),
-        };
-        match self.faults.on_send(to) {
-            SendVerdict::Deliver => self.outbound.enqueue(to, frame),
-            SendVerdict::Drop => {
-                stats.record_drop(DropReason::FaultRule, 1);
-                Ok(())
-            }
-            SendVerdict::Delay(d) => self.delay.push(d, (to, frame)).map_err(|_| {
-                stats.record_drop(DropReason::QueueFull, 1);
-                TransportError::QueueFull {
-                    peer: to,
-                    capacity: self.delay.capacity(),
-                }
-            }),
-        }
+        let frame = codec::encode(&env, self.outbound.config.transport.max_frame_bytes)
+            .map_err(|e| oversize_or_encode_error(stats, to, e))?;
+        route_send(
+            &self.faults,
+            stats,
+            &self.delay,
+            to,
+            (to, frame),
+            |(to, frame)| self.outbound.enqueue(to, frame),
+        )
     }
 
     async fn recv(&self) -> Result<Envelope<M>, TransportError> {
-        let closed = || TransportError::Closed { node: self.id };
-        let mut closed_rx = self.closed_rx.clone();
-        if *closed_rx.borrow_and_update() {
-            return Err(closed());
-        }
-        let mut inbox = tokio::select! {
-            biased;
-            _ = closed_rx.changed() => return Err(closed()),
-            guard = self.inbox.lock() => guard,
-        };
-        let (env, size_bytes) = tokio::select! {
-            biased;
-            _ = closed_rx.changed() => return Err(closed()),
-            item = inbox.recv() => item.ok_or_else(closed)?,
-        };
-        self.outbound.stats.record_received(size_bytes as u64);
-        Ok(env)
+        self.inbox
+            .recv_with(|(env, size_bytes)| {
+                self.outbound.stats.record_received(size_bytes as u64);
+                Some(env)
+            })
+            .await
     }
 
     fn stats(&self) -> TransportStats {
@@ -502,7 +448,7 @@ impl<M: Message + Send> Transport for TarpcTransport<M> {
     }
 
     async fn shutdown(&self) {
-        self.closed_tx.send_replace(true);
+        self.inbox.mark_closed();
         self.delay.stop().await;
         let listener = self
             .listener
@@ -519,9 +465,7 @@ impl<M: Message + Send> Transport for TarpcTransport<M> {
             // ended, the port is free.
             let _ = t.await;
         }
-        let mut inbox = self.inbox.lock().await;
-        inbox.close();
-        while inbox.try_recv().is_ok() {}
+        self.inbox.close_and_drain().await;
     }
 }
 

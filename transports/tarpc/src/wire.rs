@@ -1,5 +1,6 @@
-//! What travels on a peer connection: the tarpc [`PeerService`], a postcard codec for
-//! tarpc's serde transport, and a stream wrapper that counts malformed input.
+//! What travels on a peer connection: the tarpc [`PeerService`], a serde codec for
+//! tarpc's serde transport (postcard here; the server's admin endpoint reuses it with
+//! JSON), and a stream wrapper that counts malformed input.
 //!
 //! One RPC, `deliver(frames)`, carries a batch of kvlab frames (see
 //! [`kvlab_transport::codec`]) concatenated; frames are self-delimiting, so the batch
@@ -35,47 +36,105 @@ pub trait PeerService {
     async fn deliver(frames: Vec<u8>);
 }
 
-/// A postcard codec for `tarpc::serde_transport` (tarpc ships bincode and JSON ones;
-/// postcard keeps one binary format across kvlab).
-pub struct Postcard<Item, SinkItem>(PhantomData<fn() -> (Item, SinkItem)>);
+/// A serde data format that can carry tarpc's messages: one implementation per format,
+/// so that the codec and the framing below are written once for all of them.
+pub trait SerdeFormat {
+    /// The format's name, for `Debug`.
+    const NAME: &'static str;
+    /// What the format reports when an item does not (de)serialize.
+    type Error: std::error::Error + Send + Sync + 'static;
 
-impl<Item, SinkItem> Default for Postcard<Item, SinkItem> {
+    /// Serializes `item`.
+    fn to_bytes<T: Serialize>(item: &T) -> Result<Vec<u8>, Self::Error>;
+
+    /// Deserializes one item from exactly `bytes`.
+    fn from_bytes<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Self::Error>;
+}
+
+/// A codec for `tarpc::serde_transport` in the format `F` (tarpc ships bincode and JSON
+/// ones; [`Postcard`] keeps one binary format across kvlab).
+pub struct SerdeCodec<F, Item, SinkItem>(PhantomData<fn() -> (F, Item, SinkItem)>);
+
+impl<F, Item, SinkItem> Default for SerdeCodec<F, Item, SinkItem> {
     fn default() -> Self {
-        Postcard(PhantomData)
+        SerdeCodec(PhantomData)
     }
 }
 
-impl<Item, SinkItem> std::fmt::Debug for Postcard<Item, SinkItem> {
+impl<F: SerdeFormat, Item, SinkItem> std::fmt::Debug for SerdeCodec<F, Item, SinkItem> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Postcard")
+        f.write_str(F::NAME)
     }
 }
 
-impl<Item, SinkItem: Serialize> tarpc::tokio_serde::Serializer<SinkItem>
-    for Postcard<Item, SinkItem>
+impl<F: SerdeFormat, Item, SinkItem: Serialize> tarpc::tokio_serde::Serializer<SinkItem>
+    for SerdeCodec<F, Item, SinkItem>
 {
     type Error = io::Error;
 
     fn serialize(self: Pin<&mut Self>, item: &SinkItem) -> Result<Bytes, io::Error> {
-        postcard::to_allocvec(item)
+        F::to_bytes(item)
             .map(Bytes::from)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
     }
 }
 
-impl<Item: DeserializeOwned, SinkItem> tarpc::tokio_serde::Deserializer<Item>
-    for Postcard<Item, SinkItem>
+impl<F: SerdeFormat, Item: DeserializeOwned, SinkItem> tarpc::tokio_serde::Deserializer<Item>
+    for SerdeCodec<F, Item, SinkItem>
 {
     type Error = io::Error;
 
     fn deserialize(self: Pin<&mut Self>, src: &BytesMut) -> Result<Item, io::Error> {
-        postcard::from_bytes(src).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        F::from_bytes(src).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
     }
 }
 
+/// The postcard format (what peers speak to each other).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PostcardFormat;
+
+impl SerdeFormat for PostcardFormat {
+    const NAME: &'static str = "Postcard";
+    type Error = postcard::Error;
+
+    fn to_bytes<T: Serialize>(item: &T) -> Result<Vec<u8>, postcard::Error> {
+        postcard::to_allocvec(item)
+    }
+
+    fn from_bytes<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, postcard::Error> {
+        postcard::from_bytes(bytes)
+    }
+}
+
+/// A postcard codec for `tarpc::serde_transport`.
+pub type Postcard<Item, SinkItem> = SerdeCodec<PostcardFormat, Item, SinkItem>;
+
+/// A tarpc transport over one TCP connection with the codec of format `F`.
+pub type SerdeConnection<F, Item, SinkItem> =
+    tarpc::serde_transport::Transport<TcpStream, Item, SinkItem, SerdeCodec<F, Item, SinkItem>>;
+
 /// A tarpc transport over one TCP connection with the postcard codec.
-pub type PeerConnection<Item, SinkItem> =
-    tarpc::serde_transport::Transport<TcpStream, Item, SinkItem, Postcard<Item, SinkItem>>;
+pub type PeerConnection<Item, SinkItem> = SerdeConnection<PostcardFormat, Item, SinkItem>;
+
+/// Wraps `stream` in length-delimited framing (frames up to `max_rpc_bytes`) and the
+/// codec of format `F`.
+pub fn serde_connection<F, Item, SinkItem>(
+    stream: TcpStream,
+    max_rpc_bytes: usize,
+) -> SerdeConnection<F, Item, SinkItem>
+where
+    F: SerdeFormat,
+    Item: DeserializeOwned,
+    SinkItem: Serialize,
+{
+    let framed = Framed::new(
+        stream,
+        LengthDelimitedCodec::builder()
+            .max_frame_length(max_rpc_bytes)
+            .new_codec(),
+    );
+    tarpc::serde_transport::new(framed, SerdeCodec::default())
+}
 
 /// Wraps `stream` in length-delimited framing (frames up to `max_rpc_bytes`) and the
 /// postcard codec.
@@ -87,13 +146,7 @@ where
     Item: DeserializeOwned,
     SinkItem: Serialize,
 {
-    let framed = Framed::new(
-        stream,
-        LengthDelimitedCodec::builder()
-            .max_frame_length(max_rpc_bytes)
-            .new_codec(),
-    );
-    tarpc::serde_transport::new(framed, Postcard::default())
+    serde_connection::<PostcardFormat, _, _>(stream, max_rpc_bytes)
 }
 
 /// Connects a [`PeerServiceClient`] to `addr` (Nagle off: messages are latency-bound).

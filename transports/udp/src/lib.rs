@@ -49,17 +49,18 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use kvlab_transport::{
-    CodecError, DelayLine, DeliveryOrder, DropReason, Envelope, FaultRules, SendVerdict,
-    StatsCounters, Transport, TransportConfig, TransportError, TransportStats, codec,
+    DelayLine, DeliveryOrder, DropReason, Envelope, FaultRules, Inbox, PeerTable, StatsCounters,
+    Transport, TransportConfig, TransportError, TransportStats, codec, oversize_or_encode_error,
+    route_send,
 };
 use kvlab_types::{Message, NodeId};
 use serde::{Deserialize, Serialize};
 use tokio::net::UdpSocket;
-use tokio::sync::{Mutex, mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -167,36 +168,6 @@ impl UdpConfig {
     }
 }
 
-/// The peer table in both directions.
-#[derive(Debug, Default)]
-struct PeerTable {
-    by_id: BTreeMap<NodeId, SocketAddr>,
-    by_addr: BTreeMap<SocketAddr, NodeId>,
-}
-
-impl PeerTable {
-    fn new(peers: BTreeMap<NodeId, SocketAddr>) -> Self {
-        let by_addr = peers.iter().map(|(id, a)| (*a, *id)).collect();
-        PeerTable {
-            by_id: peers,
-            by_addr,
-        }
-    }
-}
-
-#[derive(Debug)]
-struct Peers(RwLock<PeerTable>);
-
-impl Peers {
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, PeerTable> {
-        // The table is valid at every instruction; recover from a poisoned lock.
-        self.0.read().unwrap_or_else(|p| p.into_inner())
-    }
-    fn replace(&self, table: PeerTable) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = table;
-    }
-}
-
 /// One message on its way out: the encoded frame behind a reserved tag byte.
 #[derive(Debug)]
 struct Outgoing {
@@ -211,16 +182,14 @@ pub struct UdpTransport<M> {
     id: NodeId,
     local_addr: SocketAddr,
     config: UdpConfig,
-    peers: Arc<Peers>,
+    peers: Arc<PeerTable>,
     outbound: mpsc::Sender<Outgoing>,
-    inbox: Mutex<mpsc::Receiver<(Envelope<M>, usize)>>,
+    inbox: Inbox<(Envelope<M>, usize)>,
     stats: Arc<StatsCounters>,
     faults: FaultRules,
     delay: DelayLine<Outgoing>,
     next_msg_id: AtomicU64,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
-    closed_tx: watch::Sender<bool>,
-    closed_rx: watch::Receiver<bool>,
 }
 
 impl<M> fmt::Debug for UdpTransport<M> {
@@ -257,9 +226,7 @@ impl<M: Message + Send> UdpTransport<M> {
             source,
         })?;
         let socket = Arc::new(socket);
-        let mut peers = peers;
-        peers.entry(id).or_insert(local_addr);
-        let peers = Arc::new(Peers(RwLock::new(PeerTable::new(peers))));
+        let peers = Arc::new(PeerTable::new(id, local_addr, peers));
         let stats = Arc::new(StatsCounters::new());
         let (out_tx, out_rx) = mpsc::channel(config.transport.outbound_queue_len);
         let (in_tx, in_rx) = mpsc::channel(config.transport.inbound_queue_len);
@@ -287,21 +254,18 @@ impl<M: Message + Send> UdpTransport<M> {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
-        let (closed_tx, closed_rx) = watch::channel(false);
         Ok(UdpTransport {
             id,
             local_addr,
             config,
             peers,
             outbound: out_tx,
-            inbox: Mutex::new(in_rx),
+            inbox: Inbox::new(id, in_rx),
             stats,
             faults,
             delay,
             next_msg_id: AtomicU64::new(first_msg_id),
             tasks: std::sync::Mutex::new(vec![writer, reader]),
-            closed_tx,
-            closed_rx,
         })
     }
 
@@ -312,37 +276,27 @@ impl<M: Message + Send> UdpTransport<M> {
 
     /// The peer table now.
     pub fn peers(&self) -> BTreeMap<NodeId, SocketAddr> {
-        self.peers.read().by_id.clone()
+        self.peers.snapshot()
     }
 
     /// Replaces the peer table (this node's own entry is kept if missing).
-    pub fn set_peers(&self, mut peers: BTreeMap<NodeId, SocketAddr>) {
-        peers.entry(self.id).or_insert(self.local_addr);
-        self.peers.replace(PeerTable::new(peers));
+    pub fn set_peers(&self, peers: BTreeMap<NodeId, SocketAddr>) {
+        self.peers.set(peers);
     }
 
     /// Adds or moves one peer.
     pub fn add_peer(&self, id: NodeId, addr: SocketAddr) {
-        let mut peers = self.peers();
-        peers.insert(id, addr);
-        self.set_peers(peers);
+        self.peers.add(id, addr);
     }
 
     /// Forgets one peer: sends to it become [`TransportError::UnknownPeer`] and its
     /// datagrams are dropped.
     pub fn remove_peer(&self, id: NodeId) {
-        let mut peers = self.peers();
-        peers.remove(&id);
-        self.set_peers(peers);
+        self.peers.remove(id);
     }
 
     fn lock_tasks(&self) -> std::sync::MutexGuard<'_, Vec<JoinHandle<()>>> {
         self.tasks.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn queue_full(&self, peer: NodeId, capacity: usize) -> TransportError {
-        self.stats.record_drop(DropReason::QueueFull, 1);
-        TransportError::QueueFull { peer, capacity }
     }
 }
 
@@ -354,10 +308,8 @@ impl<M: Message + Send> Transport for UdpTransport<M> {
     }
 
     fn send(&self, to: NodeId, msg: M) -> Result<(), TransportError> {
-        if *self.closed_rx.borrow() {
-            return Err(TransportError::Closed { node: self.id });
-        }
-        let Some(addr) = self.peers.read().by_id.get(&to).copied() else {
+        self.inbox.ensure_open()?;
+        let Some(addr) = self.peers.addr_of(to) else {
             self.stats.record_drop(DropReason::UnknownPeer, 1);
             return Err(TransportError::UnknownPeer { peer: to });
         };
@@ -369,62 +321,34 @@ impl<M: Message + Send> Transport for UdpTransport<M> {
         };
         let mut datagram = Vec::with_capacity(128);
         datagram.push(TAG_WHOLE);
-        match codec::encode_into(&env, max, &mut datagram) {
-            Ok(_) => {}
-            Err(CodecError::TooLarge {
-                len_bytes,
-                max_bytes,
-            }) => {
-                self.stats.record_drop(DropReason::Oversize, 1);
-                return Err(TransportError::Oversize {
-                    peer: to,
-                    size_bytes: len_bytes,
-                    max_bytes,
-                });
-            }
-            Err(source) => return Err(TransportError::Encode { peer: to, source }),
-        }
+        codec::encode_into(&env, max, &mut datagram)
+            .map_err(|e| oversize_or_encode_error(&self.stats, to, e))?;
         let out = Outgoing {
             addr,
             datagram,
             msg_id: self.next_msg_id.fetch_add(1, Ordering::Relaxed),
         };
-        match self.faults.on_send(to) {
-            SendVerdict::Deliver => self.outbound.try_send(out).map_err(|e| match e {
+        route_send(&self.faults, &self.stats, &self.delay, to, out, |out| {
+            self.outbound.try_send(out).map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => {
-                    self.queue_full(to, self.config.transport.outbound_queue_len)
+                    self.stats.record_drop(DropReason::QueueFull, 1);
+                    TransportError::QueueFull {
+                        peer: to,
+                        capacity: self.config.transport.outbound_queue_len,
+                    }
                 }
                 mpsc::error::TrySendError::Closed(_) => TransportError::Closed { node: self.id },
-            }),
-            SendVerdict::Drop => {
-                self.stats.record_drop(DropReason::FaultRule, 1);
-                Ok(())
-            }
-            SendVerdict::Delay(d) => self
-                .delay
-                .push(d, out)
-                .map_err(|_| self.queue_full(to, self.delay.capacity())),
-        }
+            })
+        })
     }
 
     async fn recv(&self) -> Result<Envelope<M>, TransportError> {
-        let closed = || TransportError::Closed { node: self.id };
-        let mut closed_rx = self.closed_rx.clone();
-        if *closed_rx.borrow_and_update() {
-            return Err(closed());
-        }
-        let mut inbox = tokio::select! {
-            biased;
-            _ = closed_rx.changed() => return Err(closed()),
-            guard = self.inbox.lock() => guard,
-        };
-        let (env, size_bytes) = tokio::select! {
-            biased;
-            _ = closed_rx.changed() => return Err(closed()),
-            item = inbox.recv() => item.ok_or_else(closed)?,
-        };
-        self.stats.record_received(size_bytes as u64);
-        Ok(env)
+        self.inbox
+            .recv_with(|(env, size_bytes)| {
+                self.stats.record_received(size_bytes as u64);
+                Some(env)
+            })
+            .await
     }
 
     fn stats(&self) -> TransportStats {
@@ -440,7 +364,7 @@ impl<M: Message + Send> Transport for UdpTransport<M> {
     }
 
     async fn shutdown(&self) {
-        self.closed_tx.send_replace(true);
+        self.inbox.mark_closed();
         self.delay.stop().await;
         let tasks: Vec<_> = self.lock_tasks().drain(..).collect();
         for t in &tasks {
@@ -450,9 +374,7 @@ impl<M: Message + Send> Transport for UdpTransport<M> {
             // The tasks own the socket: once they have ended, the port is free.
             let _ = t.await;
         }
-        let mut inbox = self.inbox.lock().await;
-        inbox.close();
-        while inbox.try_recv().is_ok() {}
+        self.inbox.close_and_drain().await;
     }
 }
 
@@ -512,7 +434,7 @@ async fn read_loop<M: Message + Send>(
     socket: Arc<UdpSocket>,
     id: NodeId,
     config: UdpConfig,
-    peers: Arc<Peers>,
+    peers: Arc<PeerTable>,
     inbox: mpsc::Sender<(Envelope<M>, usize)>,
     stats: Arc<StatsCounters>,
     faults: FaultRules,
@@ -538,7 +460,7 @@ async fn read_loop<M: Message + Send>(
             }
         };
         let d = &buf[..n];
-        let Some(peer) = peers.read().by_addr.get(&src).copied() else {
+        let Some(peer) = peers.id_of(&src) else {
             stats.record_drop(DropReason::UnknownPeer, 1);
             continue;
         };
