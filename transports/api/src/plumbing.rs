@@ -10,8 +10,8 @@ use std::sync::RwLock;
 use kvlab_types::NodeId;
 use tokio::sync::{Mutex, mpsc, watch};
 
-use crate::{CodecError, DelayLine, DropReason, FaultRules, SendVerdict, StatsCounters};
 use crate::TransportError;
+use crate::{CodecError, DelayLine, DropReason, FaultRules, SendVerdict, StatsCounters};
 
 /// Both directions of a peer table.
 #[derive(Debug, Default)]

@@ -2,6 +2,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use kvlab_transport::contract::wire::{self as wire_contract, WireTransport, loopback};
 use kvlab_transport::contract::{Harness, TestMsg, recv_within, wait_stats};
 use kvlab_transport::{FaultRules, Transport, TransportConfig, TransportError};
 use kvlab_types::NodeId;
@@ -10,30 +11,30 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::*;
 
-fn loopback() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
+impl WireTransport for TarpcTransport<TestMsg> {
+    type Config = TarpcConfig;
+
+    async fn bind(
+        id: NodeId,
+        addr: SocketAddr,
+        peers: BTreeMap<NodeId, SocketAddr>,
+        config: TarpcConfig,
+        faults: FaultRules,
+    ) -> Result<Self, TransportError> {
+        TarpcTransport::bind(id, addr, peers, config, faults).await
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        TarpcTransport::local_addr(self)
+    }
+
+    fn set_peers(&self, peers: BTreeMap<NodeId, SocketAddr>) {
+        TarpcTransport::set_peers(self, peers);
+    }
 }
 
 async fn cluster(n: usize, config: TarpcConfig) -> Vec<TarpcTransport<TestMsg>> {
-    let mut ts = Vec::new();
-    for i in 1..=n as u32 {
-        let t = TarpcTransport::bind(
-            NodeId(i),
-            loopback(),
-            BTreeMap::new(),
-            config,
-            FaultRules::new(u64::from(i)),
-        )
-        .await
-        .unwrap();
-        ts.push(t);
-    }
-    let table: BTreeMap<NodeId, SocketAddr> =
-        ts.iter().map(|t| (t.local_id(), t.local_addr())).collect();
-    for t in &ts {
-        t.set_peers(table.clone());
-    }
-    ts
+    wire_contract::cluster(n, config).await
 }
 
 /// Injects garbage as the frames of a real `deliver` RPC, so it reaches the frame decoder.
@@ -170,7 +171,7 @@ async fn unreachable_peer_drops_are_counted_and_a_restarted_peer_is_reached_agai
 
 #[tokio::test]
 async fn invalid_config_is_refused_naming_the_field() {
-    for (config, field) in [
+    wire_contract::assert_invalid_configs_name_their_field::<TarpcTransport<TestMsg>>([
         (
             TarpcConfig {
                 rpc_timeout_ms: 0,
@@ -193,33 +194,17 @@ async fn invalid_config_is_refused_naming_the_field() {
             },
             "max_batch_messages",
         ),
-    ] {
-        let err = TarpcTransport::<TestMsg>::bind(
-            NodeId(1),
-            loopback(),
-            BTreeMap::new(),
-            config,
-            FaultRules::new(1),
-        )
-        .await
-        .unwrap_err();
-        assert!(err.to_string().contains(field), "{err}");
-    }
+    ])
+    .await;
 }
 
 #[tokio::test]
 async fn binding_a_taken_port_is_a_bind_error_naming_the_address() {
     let taken = TcpListener::bind(loopback()).await.unwrap();
     let addr = taken.local_addr().unwrap();
-    let err = TarpcTransport::<TestMsg>::bind(
-        NodeId(1),
+    wire_contract::assert_taken_port_is_a_bind_error::<TarpcTransport<TestMsg>>(
         addr,
-        BTreeMap::new(),
         TarpcConfig::default(),
-        FaultRules::new(1),
     )
-    .await
-    .unwrap_err();
-    assert!(matches!(err, TransportError::Bind { .. }), "{err}");
-    assert!(err.to_string().contains(&addr.to_string()), "{err}");
+    .await;
 }

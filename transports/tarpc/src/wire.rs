@@ -53,7 +53,10 @@ pub trait SerdeFormat {
 
 /// A codec for `tarpc::serde_transport` in the format `F` (tarpc ships bincode and JSON
 /// ones; [`Postcard`] keeps one binary format across kvlab).
-pub struct SerdeCodec<F, Item, SinkItem>(PhantomData<fn() -> (F, Item, SinkItem)>);
+pub struct SerdeCodec<F, Item, SinkItem>(CodecTypes<F, Item, SinkItem>);
+
+/// What a [`SerdeCodec`] is for, without holding any of it.
+type CodecTypes<F, Item, SinkItem> = PhantomData<fn() -> (F, Item, SinkItem)>;
 
 impl<F, Item, SinkItem> Default for SerdeCodec<F, Item, SinkItem> {
     fn default() -> Self {

@@ -2,6 +2,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use kvlab_transport::contract::wire::{self as wire_contract, WireTransport, loopback};
 use kvlab_transport::contract::{Harness, TestMsg, recv_within, wait_stats};
 use kvlab_transport::{Envelope, FaultRules, Transport, TransportConfig, TransportError, codec};
 use kvlab_types::NodeId;
@@ -9,33 +10,33 @@ use tokio::net::UdpSocket;
 
 use super::*;
 
-fn loopback() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
-}
-
 /// Garbage sockets are registered as peers with ids from here on, one id per socket.
 const FIRST_GARBAGE_PEER: u32 = 1000;
 
+impl WireTransport for UdpTransport<TestMsg> {
+    type Config = UdpConfig;
+
+    async fn bind(
+        id: NodeId,
+        addr: SocketAddr,
+        peers: BTreeMap<NodeId, SocketAddr>,
+        config: UdpConfig,
+        faults: FaultRules,
+    ) -> Result<Self, TransportError> {
+        UdpTransport::bind(id, addr, peers, config, faults).await
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        UdpTransport::local_addr(self)
+    }
+
+    fn set_peers(&self, peers: BTreeMap<NodeId, SocketAddr>) {
+        UdpTransport::set_peers(self, peers);
+    }
+}
+
 async fn cluster(n: usize, config: UdpConfig) -> Vec<UdpTransport<TestMsg>> {
-    let mut ts = Vec::new();
-    for i in 1..=n as u32 {
-        let t = UdpTransport::bind(
-            NodeId(i),
-            loopback(),
-            BTreeMap::new(),
-            config,
-            FaultRules::new(u64::from(i)),
-        )
-        .await
-        .unwrap();
-        ts.push(t);
-    }
-    let table: BTreeMap<NodeId, SocketAddr> =
-        ts.iter().map(|t| (t.local_id(), t.local_addr())).collect();
-    for t in &ts {
-        t.set_peers(table.clone());
-    }
-    ts
+    wire_contract::cluster(n, config).await
 }
 
 /// Sends each raw input from a fresh socket the target knows as a peer.
@@ -245,7 +246,7 @@ async fn peer_table_changes_take_effect_at_run_time() {
 
 #[tokio::test]
 async fn invalid_config_is_refused_naming_the_field() {
-    for (config, field) in [
+    wire_contract::assert_invalid_configs_name_their_field::<UdpTransport<TestMsg>>([
         (
             UdpConfig {
                 max_datagram_bytes: 10,
@@ -278,33 +279,17 @@ async fn invalid_config_is_refused_naming_the_field() {
             },
             "max_datagram_bytes",
         ),
-    ] {
-        let err = UdpTransport::<TestMsg>::bind(
-            NodeId(1),
-            loopback(),
-            BTreeMap::new(),
-            config,
-            FaultRules::new(1),
-        )
-        .await
-        .unwrap_err();
-        assert!(err.to_string().contains(field), "{err}");
-    }
+    ])
+    .await;
 }
 
 #[tokio::test]
 async fn binding_a_taken_port_is_a_bind_error_naming_the_address() {
     let taken = raw_socket().await;
     let addr = taken.local_addr().unwrap();
-    let err = UdpTransport::<TestMsg>::bind(
-        NodeId(1),
+    wire_contract::assert_taken_port_is_a_bind_error::<UdpTransport<TestMsg>>(
         addr,
-        BTreeMap::new(),
         UdpConfig::default(),
-        FaultRules::new(1),
     )
-    .await
-    .unwrap_err();
-    assert!(matches!(err, TransportError::Bind { .. }), "{err}");
-    assert!(err.to_string().contains(&addr.to_string()), "{err}");
+    .await;
 }

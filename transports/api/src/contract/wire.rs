@@ -86,10 +86,16 @@ pub async fn assert_taken_port_is_a_bind_error<T: WireTransport>(
     taken: SocketAddr,
     config: T::Config,
 ) {
-    let err = T::bind(NodeId(1), taken, BTreeMap::new(), config, FaultRules::new(1))
-        .await
-        .err()
-        .expect("binding a taken port succeeded");
+    let err = T::bind(
+        NodeId(1),
+        taken,
+        BTreeMap::new(),
+        config,
+        FaultRules::new(1),
+    )
+    .await
+    .err()
+    .expect("binding a taken port succeeded");
     assert!(matches!(err, TransportError::Bind { .. }), "{err}");
     assert!(err.to_string().contains(&taken.to_string()), "{err}");
 }
