@@ -192,6 +192,34 @@ fn shipped_configs_parse_and_validate() {
     }
 }
 
+/// Every spec in `configs/` parses and validates, every variant of it too, and every
+/// example node config in `configs/nodes/` loads: a shipped file never rots.
+#[test]
+fn every_shipped_spec_and_node_config_loads() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+    let mut specs = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let spec = Spec::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            if !spec.variant.is_empty() {
+                let text = std::fs::read_to_string(&path).unwrap();
+                kvlab_experiments::sweep::expand(&text, &path)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            }
+            specs += 1;
+        }
+    }
+    assert!(specs >= 10, "only {specs} specs found in {}", dir.display());
+    let mut nodes = 0;
+    for entry in std::fs::read_dir(dir.join("nodes")).unwrap() {
+        let path = entry.unwrap().path();
+        kvlab_server::load_node_config(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        nodes += 1;
+    }
+    assert_eq!(nodes, 3);
+}
+
 #[test]
 fn system_tables_are_checked_against_the_cluster() {
     let (field, _) = invalid_field(&format!("{GOOD}[single]\nholder = 4\n"));
