@@ -89,6 +89,22 @@ enum Undo {
     Rejoin(NodeId),
 }
 
+/// Installs `rule`; undoing the fault removes it.
+fn one_rule(cluster: &mut impl ClusterControl, rule: FaultRule) -> Undo {
+    Undo::Rules(vec![cluster.add_rule(rule)])
+}
+
+/// Cuts `a` off from `b` (both ways) with one rule; undoing the fault heals it.
+fn partition(cluster: &mut impl ClusterControl, a: &[NodeId], b: &[NodeId]) -> Undo {
+    one_rule(
+        cluster,
+        FaultRule::Partition {
+            a: a.to_vec(),
+            b: b.to_vec(),
+        },
+    )
+}
+
 #[derive(Clone, Debug)]
 struct ActiveFault {
     id: u64,
@@ -364,6 +380,11 @@ impl Nemesis {
         Some(candidates[below(&mut self.rng, candidates.len() as u64) as usize])
     }
 
+    /// One node drawn uniformly from all of them.
+    fn any_node(&mut self) -> NodeId {
+        self.nodes[below(&mut self.rng, self.nodes.len() as u64) as usize]
+    }
+
     fn start_fault(
         &mut self,
         p: PlannedFault,
@@ -378,25 +399,17 @@ impl Nemesis {
                 let v = self.shuffled_nodes();
                 let (minority, majority) = v.split_at(v.len() / 2);
                 let detail = format!("{} | {}", node_list(minority), node_list(majority));
-                let rule = FaultRule::Partition {
-                    a: minority.to_vec(),
-                    b: majority.to_vec(),
-                };
-                (Undo::Rules(vec![cluster.add_rule(rule)]), detail)
+                (partition(cluster, minority, majority), detail)
             }
             FaultKind::PartitionRandom => {
                 let v = self.shuffled_nodes();
                 let cut = 1 + below(&mut self.rng, v.len() as u64 - 1) as usize;
                 let (a, b) = v.split_at(cut);
                 let detail = format!("{} | {}", node_list(a), node_list(b));
-                let rule = FaultRule::Partition {
-                    a: a.to_vec(),
-                    b: b.to_vec(),
-                };
-                (Undo::Rules(vec![cluster.add_rule(rule)]), detail)
+                (partition(cluster, a, b), detail)
             }
             FaultKind::OneWay => {
-                let x = self.nodes[below(&mut self.rng, self.nodes.len() as u64) as usize];
+                let x = self.any_node();
                 node = Some(x);
                 let others: Vec<NodeId> = self.nodes.iter().copied().filter(|&n| n != x).collect();
                 let deaf = below(&mut self.rng, 2) == 0;
@@ -417,16 +430,13 @@ impl Nemesis {
                         format!("no one hears {x}: {x} -/-> {}", node_list(&others)),
                     )
                 };
-                (Undo::Rules(vec![cluster.add_rule(rule)]), detail)
+                (one_rule(cluster, rule), detail)
             }
             FaultKind::Isolate => {
-                let x = self.nodes[below(&mut self.rng, self.nodes.len() as u64) as usize];
+                let x = self.any_node();
                 node = Some(x);
                 let rule = FaultRule::Isolate { node: x };
-                (
-                    Undo::Rules(vec![cluster.add_rule(rule)]),
-                    format!("{x} isolated"),
-                )
+                (one_rule(cluster, rule), format!("{x} isolated"))
             }
             FaultKind::Bridge => {
                 let v = self.shuffled_nodes();
@@ -435,11 +445,7 @@ impl Nemesis {
                 let rest = &v[1..];
                 let (a, b) = rest.split_at(rest.len() / 2);
                 let detail = format!("{} | {} with bridge {bridge}", node_list(a), node_list(b));
-                let rule = FaultRule::Partition {
-                    a: a.to_vec(),
-                    b: b.to_vec(),
-                };
-                (Undo::Rules(vec![cluster.add_rule(rule)]), detail)
+                (partition(cluster, a, b), detail)
             }
             FaultKind::Ring => {
                 let v = self.shuffled_nodes();
@@ -458,25 +464,22 @@ impl Nemesis {
                 }
                 (Undo::Rules(rules), format!("ring {}", node_list(&v)))
             }
-            FaultKind::Crash => {
+            kind @ (FaultKind::Crash | FaultKind::Pause) => {
+                // Only a node that is neither crashed nor paused can be stopped again.
                 let (crashed, paused) = (self.crashed.clone(), self.paused.clone());
                 let Some(x) = self.pick(|n| !crashed.contains(n) && !paused.contains(n)) else {
                     return self.skip(p, now, events, NO_ELIGIBLE_NODE);
                 };
                 node = Some(x);
-                cluster.crash(x)?;
-                self.crashed.insert(x);
-                (Undo::Restart(x), format!("{x} crashed"))
-            }
-            FaultKind::Pause => {
-                let (crashed, paused) = (self.crashed.clone(), self.paused.clone());
-                let Some(x) = self.pick(|n| !crashed.contains(n) && !paused.contains(n)) else {
-                    return self.skip(p, now, events, NO_ELIGIBLE_NODE);
-                };
-                node = Some(x);
-                cluster.pause(x)?;
-                self.paused.insert(x);
-                (Undo::Resume(x), format!("{x} paused"))
+                if kind == FaultKind::Crash {
+                    cluster.crash(x)?;
+                    self.crashed.insert(x);
+                    (Undo::Restart(x), format!("{x} crashed"))
+                } else {
+                    cluster.pause(x)?;
+                    self.paused.insert(x);
+                    (Undo::Resume(x), format!("{x} paused"))
+                }
             }
             FaultKind::ClockDrift => {
                 let drifted = self.drifted.clone();
@@ -500,7 +503,7 @@ impl Nemesis {
                     probability: self.spec.loss_probability,
                 };
                 (
-                    Undo::Rules(vec![cluster.add_rule(rule)]),
+                    one_rule(cluster, rule),
                     format!("extra loss {}", self.spec.loss_probability),
                 )
             }
@@ -509,7 +512,7 @@ impl Nemesis {
                     probability: self.spec.duplicate_probability,
                 };
                 (
-                    Undo::Rules(vec![cluster.add_rule(rule)]),
+                    one_rule(cluster, rule),
                     format!("extra duplication {}", self.spec.duplicate_probability),
                 )
             }
@@ -521,7 +524,7 @@ impl Nemesis {
                     },
                 };
                 (
-                    Undo::Rules(vec![cluster.add_rule(rule)]),
+                    one_rule(cluster, rule),
                     format!(
                         "every message delayed by up to {} ms more",
                         self.spec.reorder_window_ms
@@ -546,10 +549,7 @@ impl Nemesis {
                 };
                 node = Some(x);
                 let rule = FaultRule::Isolate { node: x };
-                (
-                    Undo::Rules(vec![cluster.add_rule(rule)]),
-                    format!("leader {x} isolated"),
-                )
+                (one_rule(cluster, rule), format!("leader {x} isolated"))
             }
             FaultKind::Membership => {
                 let Some(m) = view.membership.as_ref().filter(|_| self.manage_membership) else {
@@ -729,6 +729,11 @@ mod tests {
         (1..=n).map(NodeId).collect()
     }
 
+    /// A nemesis injecting only `kind` into `n` nodes over a 10 s safety phase.
+    fn one_kind(kind: FaultKind, n: u32, seed: u64) -> Nemesis {
+        Nemesis::new(&spec(vec![kind]), &nodes(n), 10_000_000_000, seed)
+    }
+
     fn spec(faults: Vec<FaultKind>) -> NemesisSpec {
         NemesisSpec {
             faults,
@@ -784,12 +789,7 @@ mod tests {
 
     #[test]
     fn partition_halves_splits_minority_from_majority() {
-        let mut nem = Nemesis::new(
-            &spec(vec![FaultKind::PartitionHalves]),
-            &nodes(5),
-            10_000_000_000,
-            3,
-        );
+        let mut nem = one_kind(FaultKind::PartitionHalves, 5, 3);
         let mut rec = Recorder::default();
         let mut events = Vec::new();
         nem.step(Time::from_secs(1), &mut rec, &mut events).unwrap();
@@ -807,7 +807,7 @@ mod tests {
 
     #[test]
     fn ring_cuts_every_non_neighbour_pair() {
-        let mut nem = Nemesis::new(&spec(vec![FaultKind::Ring]), &nodes(5), 10_000_000_000, 3);
+        let mut nem = one_kind(FaultKind::Ring, 5, 3);
         let mut rec = Recorder::default();
         let mut events = Vec::new();
         nem.step(Time::from_secs(1), &mut rec, &mut events).unwrap();
@@ -826,7 +826,7 @@ mod tests {
 
     #[test]
     fn bridge_node_is_in_neither_side() {
-        let mut nem = Nemesis::new(&spec(vec![FaultKind::Bridge]), &nodes(5), 10_000_000_000, 8);
+        let mut nem = one_kind(FaultKind::Bridge, 5, 8);
         let mut rec = Recorder::default();
         let mut events = Vec::new();
         nem.step(Time::from_secs(1), &mut rec, &mut events).unwrap();
@@ -922,12 +922,7 @@ mod tests {
 
     #[test]
     fn crash_leader_crashes_the_known_leader_and_skips_without_one() {
-        let mut nem = Nemesis::new(
-            &spec(vec![FaultKind::CrashLeader]),
-            &nodes(3),
-            10_000_000_000,
-            1,
-        );
+        let mut nem = one_kind(FaultKind::CrashLeader, 3, 1);
         let mut rec = Recorder::default();
         let mut events = Vec::new();
         nem.step(Time::from_secs(1), &mut rec, &mut events).unwrap();
@@ -949,7 +944,7 @@ mod tests {
             (FaultKind::Duplicate, "duplicate"),
             (FaultKind::Reorder, "delay"),
         ] {
-            let mut nem = Nemesis::new(&spec(vec![kind]), &nodes(3), 10_000_000_000, 1);
+            let mut nem = one_kind(kind, 3, 1);
             let mut rec = Recorder::default();
             let mut events = Vec::new();
             nem.step_with_view(Time::from_secs(1), &mut rec, &v, &mut events)
@@ -967,12 +962,7 @@ mod tests {
 
     #[test]
     fn membership_fault_removes_a_voter_then_re_adds_it_as_learner_and_promotes_it() {
-        let mut nem = Nemesis::new(
-            &spec(vec![FaultKind::Membership]),
-            &nodes(5),
-            10_000_000_000,
-            4,
-        );
+        let mut nem = one_kind(FaultKind::Membership, 5, 4);
         nem.manage_membership(Time::ZERO);
         let mut rec = AdminRecorder::default();
         let mut events = Vec::new();
@@ -1018,12 +1008,7 @@ mod tests {
 
     #[test]
     fn membership_fault_is_skipped_without_membership_or_with_too_few_voters() {
-        let mut nem = Nemesis::new(
-            &spec(vec![FaultKind::Membership]),
-            &nodes(3),
-            10_000_000_000,
-            4,
-        );
+        let mut nem = one_kind(FaultKind::Membership, 3, 4);
         let mut rec = AdminRecorder::default();
         let mut events = Vec::new();
         nem.step(Time::from_secs(1), &mut rec, &mut events).unwrap();

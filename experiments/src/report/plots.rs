@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use kvlab_checker::history::OpFn;
+use plotters::chart::MeshStyle;
 use plotters::coord::Shift;
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
@@ -76,6 +77,18 @@ const FN_PALETTE: [RGBColor; 5] = [
 
 /// What drawing code returns; the caller attaches the file name.
 pub(crate) type DrawResult = Result<(), Box<dyn Error>>;
+
+/// The axis style every figure shares: its fonts, no light grid lines, and bold grid
+/// lines of opacity `grid_alpha`. The caller adds descriptions and formatters, then draws.
+pub(crate) fn styled_mesh<'m, 'a, 'b, X: Ranged, Y: Ranged, DB: DrawingBackend>(
+    mesh: &'m mut MeshStyle<'a, 'b, X, Y, DB>,
+    grid_alpha: f64,
+) -> &'m mut MeshStyle<'a, 'b, X, Y, DB> {
+    mesh.label_style((FONT, 14))
+        .axis_desc_style((FONT, 15))
+        .light_line_style(WHITE.mix(0.0))
+        .bold_line_style(BLACK.mix(grid_alpha))
+}
 
 /// The result of registering the embedded fonts, computed once per process.
 static FONTS_REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
@@ -629,17 +642,16 @@ impl<'a> LatencyFigure<'a> {
         } else {
             "latency (ms)"
         };
-        chart
-            .configure_mesh()
-            .x_desc("time since start of run (s)")
-            .y_desc(y_desc)
-            .x_label_formatter(&|v| fmt_tick(*v))
-            .y_label_formatter(&|v| fmt_tick(*v))
-            .label_style((FONT, 14))
-            .axis_desc_style((FONT, 15))
-            .light_line_style(WHITE.mix(0.0))
-            .bold_line_style(BLACK.mix(0.08))
-            .draw()?;
+        styled_mesh(
+            chart
+                .configure_mesh()
+                .x_desc("time since start of run (s)")
+                .y_desc(y_desc)
+                .x_label_formatter(&|v| fmt_tick(*v))
+                .y_label_formatter(&|v| fmt_tick(*v)),
+            0.08,
+        )
+        .draw()?;
         self.overlay.draw(&mut chart, y_lo, y_hi)?;
         let area = chart.plotting_area();
         let many = self.points.len() > 2_000;
@@ -786,20 +798,19 @@ impl Figure for ThroughputFigure<'_> {
             .x_label_area_size(48)
             .y_label_area_size(72)
             .build_cartesian_2d(0f64..x_max, 0f64..y_hi)?;
-        chart
-            .configure_mesh()
-            .x_desc("time since start of run (s)")
-            .y_desc(format!(
-                "completions per second ({} s buckets)",
-                fmt_tick(bucket_s)
-            ))
-            .x_label_formatter(&|v| fmt_tick(*v))
-            .y_label_formatter(&|v| fmt_tick(*v))
-            .label_style((FONT, 14))
-            .axis_desc_style((FONT, 15))
-            .light_line_style(WHITE.mix(0.0))
-            .bold_line_style(BLACK.mix(0.08))
-            .draw()?;
+        styled_mesh(
+            chart
+                .configure_mesh()
+                .x_desc("time since start of run (s)")
+                .y_desc(format!(
+                    "completions per second ({} s buckets)",
+                    fmt_tick(bucket_s)
+                ))
+                .x_label_formatter(&|v| fmt_tick(*v))
+                .y_label_formatter(&|v| fmt_tick(*v)),
+            0.08,
+        )
+        .draw()?;
         self.overlay.draw(&mut chart, 0.0, y_hi)?;
         let mut entries = vec![LegendEntry::Heading("completions".to_string())];
         for (slot, outcome) in Outcome::ALL.into_iter().enumerate() {
@@ -938,18 +949,17 @@ impl Figure for CdfFigure<'_> {
             .x_label_area_size(48)
             .y_label_area_size(72)
             .build_cartesian_2d((x_lo..x_hi).log_scale(), 0f64..y_top)?;
-        chart
-            .configure_mesh()
-            .x_desc("latency (ms, log scale)")
-            .y_desc("percentile (ops at or below)")
-            .y_labels(y_top as usize + 1)
-            .x_label_formatter(&|v| fmt_tick(*v))
-            .y_label_formatter(&|v| fmt_tail_percentile(*v))
-            .label_style((FONT, 14))
-            .axis_desc_style((FONT, 15))
-            .light_line_style(WHITE.mix(0.0))
-            .bold_line_style(BLACK.mix(0.12))
-            .draw()?;
+        styled_mesh(
+            chart
+                .configure_mesh()
+                .x_desc("latency (ms, log scale)")
+                .y_desc("percentile (ops at or below)")
+                .y_labels(y_top as usize + 1)
+                .x_label_formatter(&|v| fmt_tick(*v))
+                .y_label_formatter(&|v| fmt_tail_percentile(*v)),
+            0.12,
+        )
+        .draw()?;
         let median = tail(0.5);
         chart.draw_series(LineSeries::new(
             vec![(x_lo, median), (x_hi, median)],
@@ -1050,17 +1060,16 @@ impl ComparisonFigure<'_> {
             .x_label_area_size(COMPARISON_LABEL_AREA_PX)
             .y_label_area_size(80)
             .build_cartesian_2d(0f64..n as f64, 0f64..y_hi)?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_labels(0)
-            .y_desc(y_desc)
-            .y_label_formatter(&|v| fmt_tick(*v))
-            .label_style((FONT, 14))
-            .axis_desc_style((FONT, 15))
-            .light_line_style(WHITE.mix(0.0))
-            .bold_line_style(BLACK.mix(0.08))
-            .draw()?;
+        styled_mesh(
+            chart
+                .configure_mesh()
+                .disable_x_mesh()
+                .x_labels(0)
+                .y_desc(y_desc)
+                .y_label_formatter(&|v| fmt_tick(*v)),
+            0.08,
+        )
+        .draw()?;
         let group_width = 0.7;
         let bar_width = group_width / series.len() as f64;
         let value_style = (FONT, 12)

@@ -14,7 +14,8 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use plotters::coord::Shift;
+use plotters::chart::ChartContext;
+use plotters::coord::{CoordTranslate, Shift};
 use plotters::prelude::*;
 use serde_json::Value;
 
@@ -22,6 +23,7 @@ use super::ReportError;
 use super::data::{RunData, json_at, read_events};
 use super::plots::{
     DrawResult, FAIL_COLOR, FONT, Figure, INFO_COLOR, INK, LIVENESS_COLOR, OK_COLOR, save_figure,
+    styled_mesh,
 };
 
 /// Size of every SWIM figure, px.
@@ -56,6 +58,30 @@ type Series = (String, RGBColor, Vec<(f64, f64)>);
 /// One panel of the scale figure: area, title, y axis, metrics.
 type Panel<'a, DB> = (&'a DrawingArea<DB, Shift>, &'a str, &'a str, Vec<Metric>);
 
+/// Draws the series labels at `position` in the box every SWIM figure shares.
+fn draw_series_labels<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+    font_px: i32,
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK.mix(0.3))
+        .label_font((FONT, font_px))
+        .draw()?;
+    Ok(())
+}
+
+/// The legend mark of a line series drawn in `c`.
+fn line_legend(c: RGBColor) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
+    move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(3))
+}
+
 struct DetectionCdf {
     title: String,
     series: Vec<Series>,
@@ -75,15 +101,14 @@ impl Figure for DetectionCdf {
             .x_label_area_size(44)
             .y_label_area_size(60)
             .build_cartesian_2d(0f64..self.x_max, 0f64..1.02)?;
-        chart
-            .configure_mesh()
-            .x_desc("seconds since the crash (rejoin: since the restart)")
-            .y_desc("fraction of crashes")
-            .label_style((FONT, 14))
-            .axis_desc_style((FONT, 15))
-            .light_line_style(WHITE.mix(0.0))
-            .bold_line_style(BLACK.mix(0.12))
-            .draw()?;
+        styled_mesh(
+            chart
+                .configure_mesh()
+                .x_desc("seconds since the crash (rejoin: since the restart)")
+                .y_desc("fraction of crashes"),
+            0.12,
+        )
+        .draw()?;
         for (label, color, pts) in &self.series {
             let steps: Vec<(f64, f64)> = std::iter::once((0.0, 0.0))
                 .chain(pts.iter().enumerate().flat_map(|(i, (x, p))| {
@@ -95,9 +120,7 @@ impl Figure for DetectionCdf {
             chart
                 .draw_series(LineSeries::new(steps, c.stroke_width(2)))?
                 .label(format!("{label} ({} crashes)", pts.len()))
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(3))
-                });
+                .legend(line_legend(c));
         }
         if let Some(e) = self.expected_s {
             chart
@@ -108,13 +131,7 @@ impl Figure for DetectionCdf {
                 .label(format!("paper: mean first detection T·e/(e−1) = {e:.2} s"))
                 .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], INK.stroke_width(1)));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK.mix(0.3))
-            .label_font((FONT, 14))
-            .draw()?;
+        draw_series_labels(&mut chart, SeriesLabelPosition::LowerRight, 14)?;
         Ok(())
     }
 }
@@ -141,15 +158,14 @@ impl Figure for Timeline {
             .x_label_area_size(44)
             .y_label_area_size(60)
             .build_cartesian_2d(0f64..self.end_s.max(1.0), 0f64..self.y_max)?;
-        chart
-            .configure_mesh()
-            .x_desc("simulated time (s)")
-            .y_desc(format!("events per {} s (all members)", self.bucket_s))
-            .label_style((FONT, 14))
-            .axis_desc_style((FONT, 15))
-            .light_line_style(WHITE.mix(0.0))
-            .bold_line_style(BLACK.mix(0.12))
-            .draw()?;
+        styled_mesh(
+            chart
+                .configure_mesh()
+                .x_desc("simulated time (s)")
+                .y_desc(format!("events per {} s (all members)", self.bucket_s)),
+            0.12,
+        )
+        .draw()?;
         chart
             .draw_series(self.crashes.iter().map(|(a, b)| {
                 Rectangle::new([(*a, 0.0), (*b, self.y_max)], BLACK.mix(0.07).filled())
@@ -163,9 +179,7 @@ impl Figure for Timeline {
             chart
                 .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))?
                 .label(label.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(3))
-                });
+                .legend(line_legend(c));
         }
         if !self.false_positives.is_empty() {
             let top = self.y_max * 0.97;
@@ -178,13 +192,7 @@ impl Figure for Timeline {
                 .label(format!("false positive ({})", self.false_positives.len()))
                 .legend(|(x, y)| TriangleMarker::new((x + 9, y), 6, FAIL_COLOR.filled()));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK.mix(0.3))
-            .label_font((FONT, 14))
-            .draw()?;
+        draw_series_labels(&mut chart, SeriesLabelPosition::UpperRight, 14)?;
         Ok(())
     }
 }
@@ -435,6 +443,15 @@ impl Compared {
 
 type Metric = (&'static str, RGBColor, fn(&Compared) -> f64);
 
+/// The top of a y axis that shows every run's `metrics` with 20 % headroom (at least 1).
+fn y_axis_max(runs: &[Compared], metrics: &[Metric]) -> f64 {
+    runs.iter()
+        .flat_map(|r| metrics.iter().map(move |m| (m.2)(r)))
+        .fold(0.0, f64::max)
+        .max(1.0)
+        * 1.2
+}
+
 struct Bars {
     runs: Vec<Compared>,
 }
@@ -452,13 +469,7 @@ impl Bars {
     {
         let groups = self.runs.len();
         let width = metrics.len() as f64 + 1.0;
-        let y_max = self
-            .runs
-            .iter()
-            .flat_map(|r| metrics.iter().map(move |m| (m.2)(r)))
-            .fold(0.0, f64::max)
-            .max(1.0)
-            * 1.2;
+        let y_max = y_axis_max(&self.runs, metrics);
         let labels: Vec<String> = self.runs.iter().map(|r| r.label.clone()).collect();
         let mut chart = ChartBuilder::on(area)
             .caption(title, (FONT, 18))
@@ -466,25 +477,24 @@ impl Bars {
             .x_label_area_size(40)
             .y_label_area_size(72)
             .build_cartesian_2d(0f64..groups as f64 * width, 0f64..y_max)?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_labels(groups * 2 + 1)
-            .x_label_formatter(&|x| {
-                let g = (x / width).floor() as usize;
-                let centre = g as f64 * width + width / 2.0;
-                if (x - centre).abs() < width / 4.0 {
-                    labels.get(g).cloned().unwrap_or_default()
-                } else {
-                    String::new()
-                }
-            })
-            .y_desc(y_desc)
-            .label_style((FONT, 14))
-            .axis_desc_style((FONT, 15))
-            .bold_line_style(BLACK.mix(0.12))
-            .light_line_style(WHITE.mix(0.0))
-            .draw()?;
+        styled_mesh(
+            chart
+                .configure_mesh()
+                .disable_x_mesh()
+                .x_labels(groups * 2 + 1)
+                .x_label_formatter(&|x| {
+                    let g = (x / width).floor() as usize;
+                    let centre = g as f64 * width + width / 2.0;
+                    if (x - centre).abs() < width / 4.0 {
+                        labels.get(g).cloned().unwrap_or_default()
+                    } else {
+                        String::new()
+                    }
+                })
+                .y_desc(y_desc),
+            0.12,
+        )
+        .draw()?;
         for (mi, (name, color, f)) in metrics.iter().enumerate() {
             let c = *color;
             chart
@@ -508,13 +518,7 @@ impl Bars {
                 ))?;
             }
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK.mix(0.3))
-            .label_font((FONT, 13))
-            .draw()?;
+        draw_series_labels(&mut chart, SeriesLabelPosition::UpperRight, 13)?;
         Ok(())
     }
 }
@@ -599,46 +603,31 @@ impl Figure for Scale {
             ),
         ];
         for (area, title, y_desc, metrics) in panels {
-            let y_max = self
-                .runs
-                .iter()
-                .flat_map(|r| metrics.iter().map(move |m| (m.2)(r)))
-                .fold(0.0, f64::max)
-                .max(1.0)
-                * 1.2;
+            let y_max = y_axis_max(&self.runs, &metrics);
             let mut chart = ChartBuilder::on(area)
                 .caption(title, (FONT, 18))
                 .margin(12)
                 .x_label_area_size(44)
                 .y_label_area_size(60)
                 .build_cartesian_2d(x_range.clone().log_scale(), 0f64..y_max)?;
-            chart
-                .configure_mesh()
-                .x_desc("members n (log scale)")
-                .y_desc(y_desc)
-                .label_style((FONT, 14))
-                .axis_desc_style((FONT, 15))
-                .bold_line_style(BLACK.mix(0.12))
-                .light_line_style(WHITE.mix(0.0))
-                .draw()?;
+            styled_mesh(
+                chart
+                    .configure_mesh()
+                    .x_desc("members n (log scale)")
+                    .y_desc(y_desc),
+                0.12,
+            )
+            .draw()?;
             for (name, color, f) in &metrics {
                 let c = *color;
                 let pts: Vec<(f64, f64)> = self.runs.iter().map(|r| (r.members, f(r))).collect();
                 chart
                     .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))?
                     .label(*name)
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(3))
-                    });
+                    .legend(line_legend(c));
                 chart.draw_series(pts.iter().map(|p| Circle::new(*p, 4, c.filled())))?;
             }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
-                .background_style(WHITE.mix(0.9))
-                .border_style(BLACK.mix(0.3))
-                .label_font((FONT, 13))
-                .draw()?;
+            draw_series_labels(&mut chart, SeriesLabelPosition::UpperLeft, 13)?;
         }
         Ok(())
     }

@@ -743,12 +743,12 @@ impl Swim {
             Update::Dead {
                 member,
                 incarnation,
-                from,
-            } => self.apply_dead(cx, out, member, incarnation, from),
+                ..
+            } => self.apply_retirement(cx, out, member, incarnation, MemberState::Dead, u),
             Update::Left {
                 member,
                 incarnation,
-            } => self.apply_left(cx, out, member, incarnation),
+            } => self.apply_retirement(cx, out, member, incarnation, MemberState::Left, u),
         }
     }
 
@@ -976,19 +976,14 @@ impl Swim {
         if from == self.id {
             self.counters.suspicions_raised += 1;
         }
-        self.emit(
+        self.announce(
             out,
-            MembershipEvent::Suspect {
+            Update::Suspect {
                 member,
                 incarnation,
                 from,
             },
         );
-        self.enqueue(Update::Suspect {
-            member,
-            incarnation,
-            from,
-        });
     }
 
     /// Lifeguard §IV-B: a suspicion of the same incarnation from another member is an
@@ -1031,53 +1026,20 @@ impl Swim {
         });
     }
 
-    fn apply_dead(
+    /// Applies a death or a leave (`u`, about `member` at `incarnation`) that moves the
+    /// member to `to`, then reports and gossips it.
+    fn apply_retirement(
         &mut self,
         cx: &mut Cx<'_>,
         out: &mut Out<SwimMsg>,
         member: NodeId,
         incarnation: u64,
-        from: NodeId,
+        to: MemberState,
+        u: Update,
     ) {
-        if !self.retire(cx, out, member, incarnation, MemberState::Dead) {
-            return;
+        if self.retire(cx, out, member, incarnation, to) {
+            self.announce(out, u);
         }
-        self.emit(
-            out,
-            MembershipEvent::Dead {
-                member,
-                incarnation,
-                from,
-            },
-        );
-        self.enqueue(Update::Dead {
-            member,
-            incarnation,
-            from,
-        });
-    }
-
-    fn apply_left(
-        &mut self,
-        cx: &mut Cx<'_>,
-        out: &mut Out<SwimMsg>,
-        member: NodeId,
-        incarnation: u64,
-    ) {
-        if !self.retire(cx, out, member, incarnation, MemberState::Left) {
-            return;
-        }
-        self.emit(
-            out,
-            MembershipEvent::Left {
-                member,
-                incarnation,
-            },
-        );
-        self.enqueue(Update::Left {
-            member,
-            incarnation,
-        });
     }
 
     /// Moves a member to dead or left if the rules allow: dead overrides alive and
@@ -1314,6 +1276,45 @@ impl Swim {
             .filter(|m| m.id != self.id && keep(m.state))
             .map(|m| m.id)
             .collect()
+    }
+
+    /// Reports a suspicion, death or leave just applied as the membership event of the
+    /// same name, and gossips it on.
+    fn announce(&mut self, out: &mut Out<SwimMsg>, u: Update) {
+        let event = match u {
+            Update::Suspect {
+                member,
+                incarnation,
+                from,
+            } => Some(MembershipEvent::Suspect {
+                member,
+                incarnation,
+                from,
+            }),
+            Update::Dead {
+                member,
+                incarnation,
+                from,
+            } => Some(MembershipEvent::Dead {
+                member,
+                incarnation,
+                from,
+            }),
+            Update::Left {
+                member,
+                incarnation,
+            } => Some(MembershipEvent::Left {
+                member,
+                incarnation,
+            }),
+            // Alive becomes Joined or Alive depending on what was known before: the
+            // caller reports it.
+            Update::Alive { .. } => None,
+        };
+        if let Some(event) = event {
+            self.emit(out, event);
+        }
+        self.enqueue(u);
     }
 
     fn enqueue(&mut self, u: Update) {

@@ -159,3 +159,11 @@ pub enum TransportError {
         reason: String,
     },
 }
+
+impl TransportError {
+    /// Turns the OS error of binding `addr` for `node` into [`TransportError::Bind`]
+    /// (for `map_err` on the bind and on reading back the bound address).
+    pub fn bind_failed(node: NodeId, addr: SocketAddr) -> impl FnOnce(io::Error) -> Self {
+        move |source| TransportError::Bind { node, addr, source }
+    }
+}

@@ -4,7 +4,9 @@
 //! ([`TransportError`]), the wire [`codec`] (a version byte, a length, a CRC-32 and a
 //! postcard payload, with a `max_frame_bytes` limit), application-level [`FaultRules`]
 //! every implementation consults on send and receive, the [`TransportStats`] every
-//! implementation keeps, and the [`contract`] test suite every implementation runs.
+//! implementation keeps, the [`contract`] test suite every implementation runs, and the
+//! plumbing the implementations share ([`PeerTable`], [`Inbox`], [`route_send`],
+//! [`oversize_or_encode_error`]).
 //!
 //! **Must never depend on:** a concrete transport (mem, udp, tarpc), the node, any
 //! protocol crate, or the simulator. The simulator does not use this trait at all: it

@@ -120,7 +120,7 @@ impl<P> Inbox<P> {
         }
     }
 
-    /// [`TransportError::Closed`] once [`close`](Inbox::close) has begun.
+    /// [`TransportError::Closed`] once [`mark_closed`](Inbox::mark_closed) was called.
     pub fn ensure_open(&self) -> Result<(), TransportError> {
         if *self.closed_rx.borrow() {
             return Err(TransportError::Closed { node: self.node });

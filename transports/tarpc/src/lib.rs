@@ -322,18 +322,10 @@ impl<M: Message + Send> TarpcTransport<M> {
         config.validate()?;
         let listener = TcpListener::bind(listen)
             .await
-            .map_err(|source| TransportError::Bind {
-                node: id,
-                addr: listen,
-                source,
-            })?;
+            .map_err(TransportError::bind_failed(id, listen))?;
         let local_addr = listener
             .local_addr()
-            .map_err(|source| TransportError::Bind {
-                node: id,
-                addr: listen,
-                source,
-            })?;
+            .map_err(TransportError::bind_failed(id, listen))?;
         let peers = Arc::new(PeerTable::new(id, local_addr, peers));
         let stats = Arc::new(StatsCounters::new());
         let (in_tx, in_rx) = mpsc::channel(config.transport.inbound_queue_len);

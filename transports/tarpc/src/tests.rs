@@ -1,37 +1,15 @@
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use kvlab_transport::contract::wire::{self as wire_contract, WireTransport, loopback};
+use kvlab_transport::contract::wire::{self as wire_contract, loopback};
 use kvlab_transport::contract::{Harness, TestMsg, recv_within, wait_stats};
-use kvlab_transport::{FaultRules, Transport, TransportConfig, TransportError};
+use kvlab_transport::{FaultRules, Transport, TransportConfig};
 use kvlab_types::NodeId;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::*;
 
-impl WireTransport for TarpcTransport<TestMsg> {
-    type Config = TarpcConfig;
-
-    async fn bind(
-        id: NodeId,
-        addr: SocketAddr,
-        peers: BTreeMap<NodeId, SocketAddr>,
-        config: TarpcConfig,
-        faults: FaultRules,
-    ) -> Result<Self, TransportError> {
-        TarpcTransport::bind(id, addr, peers, config, faults).await
-    }
-
-    fn local_addr(&self) -> SocketAddr {
-        TarpcTransport::local_addr(self)
-    }
-
-    fn set_peers(&self, peers: BTreeMap<NodeId, SocketAddr>) {
-        TarpcTransport::set_peers(self, peers);
-    }
-}
+kvlab_transport::impl_wire_transport!(TarpcTransport, TarpcConfig);
 
 async fn cluster(n: usize, config: TarpcConfig) -> Vec<TarpcTransport<TestMsg>> {
     wire_contract::cluster(n, config).await
@@ -45,14 +23,7 @@ impl Harness for TarpcHarness {
     type T = TarpcTransport<TestMsg>;
 
     async fn build(&self, n: usize, config: TransportConfig) -> Vec<Self::T> {
-        cluster(
-            n,
-            TarpcConfig {
-                transport: config,
-                ..TarpcConfig::default()
-            },
-        )
-        .await
+        wire_contract::cluster_with_limits(n, config).await
     }
 
     async fn inject_raw(&self, target: &Self::T, bytes: Vec<u8>) {

@@ -270,6 +270,37 @@ async fn plain_tcp() -> Row {
     row
 }
 
+/// Binds nodes 1 and 2 of a socket transport (`UdpTransport`, `TarpcTransport`: same
+/// `bind`, `local_addr` and `set_peers`) on loopback with `config`, each knowing both.
+macro_rules! bound_pair {
+    ($transport:ident, $config:expr) => {{
+        let config = $config;
+        let mut pair = Vec::new();
+        for id in [1, 2] {
+            let t = $transport::bind(
+                NodeId(id),
+                loopback(),
+                BTreeMap::new(),
+                config,
+                FaultRules::new(u64::from(id)),
+            )
+            .await
+            .unwrap();
+            pair.push(t);
+        }
+        let table: BTreeMap<NodeId, SocketAddr> = pair
+            .iter()
+            .map(|t| (t.local_id(), t.local_addr()))
+            .collect();
+        for t in &pair {
+            t.set_peers(table.clone());
+        }
+        let b = pair.pop().unwrap();
+        let a = pair.pop().unwrap();
+        (a, b)
+    }};
+}
+
 async fn run() -> Vec<Row> {
     let mut rows = vec![plain_udp().await, plain_tcp().await];
 
@@ -284,58 +315,22 @@ async fn run() -> Vec<Row> {
         rows.push(bench_transport(name, a, b).await);
     }
 
-    let config = UdpConfig {
-        transport: big_queues(),
-        ..UdpConfig::default()
-    };
-    let a = UdpTransport::bind(
-        NodeId(1),
-        loopback(),
-        BTreeMap::new(),
-        config,
-        FaultRules::new(1),
-    )
-    .await
-    .unwrap();
-    let b = UdpTransport::bind(
-        NodeId(2),
-        loopback(),
-        BTreeMap::new(),
-        config,
-        FaultRules::new(2),
-    )
-    .await
-    .unwrap();
-    let table = BTreeMap::from([(NodeId(1), a.local_addr()), (NodeId(2), b.local_addr())]);
-    a.set_peers(table.clone());
-    b.set_peers(table);
+    let (a, b) = bound_pair!(
+        UdpTransport,
+        UdpConfig {
+            transport: big_queues(),
+            ..UdpConfig::default()
+        }
+    );
     rows.push(bench_transport("udp", a, b).await);
 
-    let config = TarpcConfig {
-        transport: big_queues(),
-        ..TarpcConfig::default()
-    };
-    let a = TarpcTransport::bind(
-        NodeId(1),
-        loopback(),
-        BTreeMap::new(),
-        config,
-        FaultRules::new(1),
-    )
-    .await
-    .unwrap();
-    let b = TarpcTransport::bind(
-        NodeId(2),
-        loopback(),
-        BTreeMap::new(),
-        config,
-        FaultRules::new(2),
-    )
-    .await
-    .unwrap();
-    let table = BTreeMap::from([(NodeId(1), a.local_addr()), (NodeId(2), b.local_addr())]);
-    a.set_peers(table.clone());
-    b.set_peers(table);
+    let (a, b) = bound_pair!(
+        TarpcTransport,
+        TarpcConfig {
+            transport: big_queues(),
+            ..TarpcConfig::default()
+        }
+    );
     rows.push(bench_transport("tarpc", a, b).await);
     rows
 }

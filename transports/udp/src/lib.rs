@@ -215,16 +215,10 @@ impl<M: Message + Send> UdpTransport<M> {
         config.validate()?;
         let socket = UdpSocket::bind(addr)
             .await
-            .map_err(|source| TransportError::Bind {
-                node: id,
-                addr,
-                source,
-            })?;
-        let local_addr = socket.local_addr().map_err(|source| TransportError::Bind {
-            node: id,
-            addr,
-            source,
-        })?;
+            .map_err(TransportError::bind_failed(id, addr))?;
+        let local_addr = socket
+            .local_addr()
+            .map_err(TransportError::bind_failed(id, addr))?;
         let socket = Arc::new(socket);
         let peers = Arc::new(PeerTable::new(id, local_addr, peers));
         let stats = Arc::new(StatsCounters::new());

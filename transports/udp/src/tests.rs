@@ -1,10 +1,8 @@
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use kvlab_transport::contract::wire::{self as wire_contract, WireTransport, loopback};
+use kvlab_transport::contract::wire::{self as wire_contract, loopback};
 use kvlab_transport::contract::{Harness, TestMsg, recv_within, wait_stats};
-use kvlab_transport::{Envelope, FaultRules, Transport, TransportConfig, TransportError, codec};
+use kvlab_transport::{Envelope, Transport, TransportConfig, TransportError, codec};
 use kvlab_types::NodeId;
 use tokio::net::UdpSocket;
 
@@ -13,27 +11,7 @@ use super::*;
 /// Garbage sockets are registered as peers with ids from here on, one id per socket.
 const FIRST_GARBAGE_PEER: u32 = 1000;
 
-impl WireTransport for UdpTransport<TestMsg> {
-    type Config = UdpConfig;
-
-    async fn bind(
-        id: NodeId,
-        addr: SocketAddr,
-        peers: BTreeMap<NodeId, SocketAddr>,
-        config: UdpConfig,
-        faults: FaultRules,
-    ) -> Result<Self, TransportError> {
-        UdpTransport::bind(id, addr, peers, config, faults).await
-    }
-
-    fn local_addr(&self) -> SocketAddr {
-        UdpTransport::local_addr(self)
-    }
-
-    fn set_peers(&self, peers: BTreeMap<NodeId, SocketAddr>) {
-        UdpTransport::set_peers(self, peers);
-    }
-}
+kvlab_transport::impl_wire_transport!(UdpTransport, UdpConfig);
 
 async fn cluster(n: usize, config: UdpConfig) -> Vec<UdpTransport<TestMsg>> {
     wire_contract::cluster(n, config).await
@@ -49,14 +27,7 @@ impl Harness for UdpHarness {
     type T = UdpTransport<TestMsg>;
 
     async fn build(&self, n: usize, config: TransportConfig) -> Vec<Self::T> {
-        cluster(
-            n,
-            UdpConfig {
-                transport: config,
-                ..UdpConfig::default()
-            },
-        )
-        .await
+        wire_contract::cluster_with_limits(n, config).await
     }
 
     async fn inject_raw(&self, target: &Self::T, bytes: Vec<u8>) {

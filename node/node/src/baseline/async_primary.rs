@@ -1,11 +1,12 @@
 //! `async-primary`: acknowledge first, replicate later, read anywhere. Not linearizable.
 
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 use kvlab_types::{ClientRequest, Cx, NodeId, Out, Protocol, Recovery, TimerId};
 use serde::{Deserialize, Serialize};
 
-use super::{BaselineMsg, Forwarder, UpdateRecord, owner};
+use super::{BaselineMsg, Forwarder, UpdateRecord, answer, owner, replay};
 use crate::kv::KvStore;
 
 /// Configuration of the `async-primary` system.
@@ -56,10 +57,7 @@ impl AsyncPrimary {
     ) {
         let result = self.kv.apply(req.id, &req.op);
         if result.is_ok() && !req.op.is_read_only() {
-            if let Ok(bytes) = postcard::to_allocvec(&UpdateRecord {
-                id: req.id,
-                op: req.op.clone(),
-            }) {
+            if let Ok(bytes) = UpdateRecord::encode(req.id, &req.op) {
                 // Deliberately no sync: the acknowledgement races the disk.
                 out.persist(bytes);
             }
@@ -77,11 +75,7 @@ impl AsyncPrimary {
                 }
             }
         }
-        let resp = kvlab_types::ClientResponse { id: req.id, result };
-        match reply_to {
-            None => out.push(kvlab_types::Effect::Reply(resp)),
-            Some(origin) => out.send(origin, BaselineMsg::ForwardReply { resp }),
-        }
+        answer(req.id, result, reply_to, out);
     }
 }
 
@@ -106,15 +100,10 @@ impl Protocol for AsyncPrimary {
         };
         if cx.id == primary {
             let mut undecodable = 0usize;
-            for bytes in &recovered.records {
-                match postcard::from_bytes::<UpdateRecord>(bytes) {
-                    Ok(rec) => {
-                        let _ = node.kv.apply(rec.id, &rec.op);
-                        node.seq += 1;
-                    }
-                    Err(_) => undecodable += 1,
-                }
-            }
+            node.seq = replay(&mut node.kv, &recovered.records, |_, _| {
+                undecodable += 1;
+                ControlFlow::Continue(())
+            });
             out.event(
                 "primary_started",
                 format!(

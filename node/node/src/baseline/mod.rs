@@ -17,8 +17,12 @@ pub use async_primary::{AsyncPrimary, AsyncPrimaryConfig};
 pub use forward::{Forwarder, MAX_PENDING_FORWARDS};
 pub use single::{Single, SingleConfig};
 
-use kvlab_types::{ClientRequest, ClientResponse, KvOp, RequestId};
+use std::ops::ControlFlow;
+
+use kvlab_types::{ClientRequest, ClientResponse, KvOp, NodeId, Out, RequestId};
 use serde::{Deserialize, Serialize};
+
+use crate::kv::{ApplyResult, KvStore};
 
 /// Messages of the baseline systems.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,21 +55,66 @@ struct UpdateRecord {
     op: KvOp,
 }
 
+impl UpdateRecord {
+    /// The WAL bytes of the update `op` caused by request `id`.
+    fn encode(id: RequestId, op: &KvOp) -> Result<Vec<u8>, postcard::Error> {
+        postcard::to_allocvec(&UpdateRecord { id, op: op.clone() })
+    }
+}
+
+/// Replays WAL `records` in append order into `kv`, which rebuilds the client sessions
+/// too, so retries stay at-most-once. `on_undecodable` is told the index of each record
+/// that does not decode and whether to go on past it; returns how many records were
+/// applied.
+fn replay(
+    kv: &mut KvStore,
+    records: &[Vec<u8>],
+    mut on_undecodable: impl FnMut(usize, postcard::Error) -> ControlFlow<()>,
+) -> u64 {
+    let mut applied = 0;
+    for (i, bytes) in records.iter().enumerate() {
+        match postcard::from_bytes::<UpdateRecord>(bytes) {
+            Ok(rec) => {
+                let _ = kv.apply(rec.id, &rec.op);
+                applied += 1;
+            }
+            Err(e) => {
+                if on_undecodable(i, e).is_break() {
+                    break;
+                }
+            }
+        }
+    }
+    applied
+}
+
+/// Answers request `id` with `result`: to the client directly when this node took the
+/// request (`reply_to` is `None`), otherwise to the node that forwarded it.
+fn answer(
+    id: RequestId,
+    result: ApplyResult,
+    reply_to: Option<NodeId>,
+    out: &mut Out<BaselineMsg>,
+) {
+    let resp = ClientResponse { id, result };
+    match reply_to {
+        None => out.push(kvlab_types::Effect::Reply(resp)),
+        Some(origin) => out.send(origin, BaselineMsg::ForwardReply { resp }),
+    }
+}
+
 /// Picks the node that owns the data: the configured one, or the smallest peer id.
-fn owner(
-    configured: Option<kvlab_types::NodeId>,
-    peers: &[kvlab_types::NodeId],
-) -> kvlab_types::NodeId {
+fn owner(configured: Option<NodeId>, peers: &[NodeId]) -> NodeId {
     configured.unwrap_or_else(|| peers.iter().copied().min().unwrap_or_default())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kvlab_types::Time;
     use kvlab_types::{
         ClientError, Cx, Effect, OpOutput, Out, Protocol, Recovery, TimerId, seeded_rng,
     };
-    use kvlab_types::{NodeId, Time};
 
     const PEERS: [NodeId; 3] = [NodeId(1), NodeId(2), NodeId(3)];
 
@@ -82,6 +131,14 @@ mod tests {
         let mut out = Out::new();
         let p = P::boot(&mut cx, cfg, &PEERS, rec, &mut out);
         (p, out)
+    }
+
+    /// What node `id` does with the client request `r`.
+    fn client<P: Protocol>(n: &mut P, id: u32, r: ClientRequest) -> Out<P::Msg> {
+        let mut rng = seeded_rng(1);
+        let mut out = Out::new();
+        n.on_client(&mut Cx::new(NodeId(id), Time::ZERO, &mut rng), r, &mut out);
+        out
     }
 
     fn names<M>(out: &Out<M>) -> Vec<&'static str> {
@@ -103,10 +160,9 @@ mod tests {
     #[test]
     fn single_holder_persists_and_syncs_before_answering_a_write() {
         let (mut n, _) = boot::<Single>(1, &SingleConfig::default(), Recovery::default());
-        let mut rng = seeded_rng(1);
-        let mut out = Out::new();
-        n.on_client(
-            &mut Cx::new(NodeId(1), Time::ZERO, &mut rng),
+        let out = client(
+            &mut n,
+            1,
             req(
                 1,
                 KvOp::Write {
@@ -114,7 +170,6 @@ mod tests {
                     value: 3,
                 },
             ),
-            &mut out,
         );
         assert_eq!(names(&out), ["persist", "sync", "reply"]);
     }
@@ -122,13 +177,7 @@ mod tests {
     #[test]
     fn single_holder_answers_reads_behind_a_sync_barrier() {
         let (mut n, _) = boot::<Single>(1, &SingleConfig::default(), Recovery::default());
-        let mut rng = seeded_rng(1);
-        let mut out = Out::new();
-        n.on_client(
-            &mut Cx::new(NodeId(1), Time::ZERO, &mut rng),
-            req(1, KvOp::Read { key: "k".into() }),
-            &mut out,
-        );
+        let out = client(&mut n, 1, req(1, KvOp::Read { key: "k".into() }));
         assert_eq!(names(&out), ["sync", "reply"]);
     }
 
@@ -233,13 +282,7 @@ mod tests {
                 .iter()
                 .any(|e| matches!(e, Effect::Event(ev) if ev.kind == "recovery_failed"))
         );
-        let mut rng = seeded_rng(1);
-        let mut out = Out::new();
-        n.on_client(
-            &mut Cx::new(NodeId(1), Time::ZERO, &mut rng),
-            req(1, KvOp::Read { key: "k".into() }),
-            &mut out,
-        );
+        let out = client(&mut n, 1, req(1, KvOp::Read { key: "k".into() }));
         match out.effects() {
             [Effect::Reply(r)] => assert!(matches!(r.result, Err(ClientError::Unavailable { .. }))),
             other => panic!("unexpected effects {other:?}"),
@@ -250,10 +293,9 @@ mod tests {
     fn async_primary_acknowledges_before_syncing_and_replicates() {
         let (mut n, _) =
             boot::<AsyncPrimary>(1, &AsyncPrimaryConfig::default(), Recovery::default());
-        let mut rng = seeded_rng(1);
-        let mut out = Out::new();
-        n.on_client(
-            &mut Cx::new(NodeId(1), Time::ZERO, &mut rng),
+        let out = client(
+            &mut n,
+            1,
             req(
                 1,
                 KvOp::Write {
@@ -261,7 +303,6 @@ mod tests {
                     value: 3,
                 },
             ),
-            &mut out,
         );
         assert_eq!(names(&out), ["persist", "send", "send", "reply"]);
     }

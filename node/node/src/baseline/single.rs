@@ -1,11 +1,12 @@
 //! `single`: one node holds the data and makes each change durable before answering.
 
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 use kvlab_types::{ClientError, ClientRequest, Cx, NodeId, Out, Protocol, Recovery, TimerId};
 use serde::{Deserialize, Serialize};
 
-use super::{BaselineMsg, Forwarder, UpdateRecord, owner};
+use super::{BaselineMsg, Forwarder, UpdateRecord, answer, owner, replay};
 use crate::kv::KvStore;
 
 /// Configuration of the `single` system.
@@ -63,13 +64,9 @@ impl Single {
             None => {
                 let result = self.kv.apply(req.id, &req.op);
                 if !req.op.is_read_only() {
-                    let record = UpdateRecord {
-                        id: req.id,
-                        op: req.op.clone(),
-                    };
                     // Encoding a plain struct into a Vec cannot fail; if it ever did the
                     // update would not be durable, so refuse to acknowledge it.
-                    match postcard::to_allocvec(&record) {
+                    match UpdateRecord::encode(req.id, &req.op) {
                         Ok(bytes) => out.persist(bytes),
                         Err(e) => {
                             self.poisoned = Some(format!("cannot encode a log record: {e}"));
@@ -82,11 +79,7 @@ impl Single {
                 result
             }
         };
-        let resp = kvlab_types::ClientResponse { id: req.id, result };
-        match reply_to {
-            None => out.push(kvlab_types::Effect::Reply(resp)),
-            Some(origin) => out.send(origin, BaselineMsg::ForwardReply { resp }),
-        }
+        answer(req.id, result, reply_to, out);
     }
 }
 
@@ -109,20 +102,13 @@ impl Protocol for Single {
             poisoned: None,
         };
         if cx.id == holder {
-            for (i, bytes) in recovered.records.iter().enumerate() {
-                match postcard::from_bytes::<UpdateRecord>(bytes) {
-                    Ok(rec) => {
-                        // Replaying rebuilds the sessions too, so retries stay at-most-once.
-                        let _ = node.kv.apply(rec.id, &rec.op);
-                    }
-                    Err(e) => {
-                        let why = format!("record {i} of {}: {e}", recovered.records.len());
-                        out.event("recovery_failed", why.clone());
-                        node.poisoned = Some(why);
-                        break;
-                    }
-                }
-            }
+            let records = &recovered.records;
+            replay(&mut node.kv, records, |i, e| {
+                let why = format!("record {i} of {}: {e}", records.len());
+                out.event("recovery_failed", why.clone());
+                node.poisoned = Some(why);
+                ControlFlow::Break(())
+            });
             out.event(
                 "holder_started",
                 format!(

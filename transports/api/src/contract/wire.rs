@@ -1,5 +1,5 @@
 //! Test support shared by the transports that bind sockets (UDP, tarpc): build a
-//! connected loopback cluster, and check how `bind` refuses a bad configuration or a
+//! connected loopback cluster (also what their contract harnesses build), and check how `bind` refuses a bad configuration or a
 //! taken port. Each transport implements [`WireTransport`] in its own tests.
 
 use std::collections::BTreeMap;
@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use kvlab_types::NodeId;
 
 use super::TestMsg;
-use crate::{FaultRules, Transport, TransportError};
+use crate::{FaultRules, Transport, TransportConfig, TransportError};
 
 /// A transport bound to a socket address with a peer table of addresses.
 pub trait WireTransport: Transport<Msg = TestMsg> + Sized {
@@ -25,11 +25,54 @@ pub trait WireTransport: Transport<Msg = TestMsg> + Sized {
         faults: FaultRules,
     ) -> impl Future<Output = Result<Self, TransportError>> + Send;
 
+    /// The implementation's default configuration with the shared `limits`.
+    fn config_with_limits(limits: TransportConfig) -> Self::Config;
+
     /// The address the transport is bound to.
     fn local_addr(&self) -> SocketAddr;
 
     /// Replaces the peer table.
     fn set_peers(&self, peers: BTreeMap<NodeId, SocketAddr>);
+}
+
+/// Implements [`WireTransport`] for `$transport<TestMsg>` with config `$config` by
+/// calling the transport's inherent `bind`, `local_addr` and `set_peers` (which share
+/// these signatures), so each transport's tests state it in one line.
+#[macro_export]
+macro_rules! impl_wire_transport {
+    ($transport:ident, $config:ident) => {
+        impl $crate::contract::wire::WireTransport for $transport<$crate::contract::TestMsg> {
+            type Config = $config;
+
+            async fn bind(
+                id: ::kvlab_types::NodeId,
+                addr: ::std::net::SocketAddr,
+                peers: ::std::collections::BTreeMap<::kvlab_types::NodeId, ::std::net::SocketAddr>,
+                config: $config,
+                faults: $crate::FaultRules,
+            ) -> ::std::result::Result<Self, $crate::TransportError> {
+                $transport::bind(id, addr, peers, config, faults).await
+            }
+
+            fn config_with_limits(limits: $crate::TransportConfig) -> $config {
+                $config {
+                    transport: limits,
+                    ..::std::default::Default::default()
+                }
+            }
+
+            fn local_addr(&self) -> ::std::net::SocketAddr {
+                $transport::local_addr(self)
+            }
+
+            fn set_peers(
+                &self,
+                peers: ::std::collections::BTreeMap<::kvlab_types::NodeId, ::std::net::SocketAddr>,
+            ) {
+                $transport::set_peers(self, peers);
+            }
+        }
+    };
 }
 
 /// `127.0.0.1` with port 0: the OS picks a free port.
@@ -59,6 +102,12 @@ pub async fn cluster<T: WireTransport>(n: usize, config: T::Config) -> Vec<T> {
         t.set_peers(table.clone());
     }
     ts
+}
+
+/// [`cluster`] with the implementation's default configuration around `limits`: what a
+/// contract [`Harness`](super::Harness) builds.
+pub async fn cluster_with_limits<T: WireTransport>(n: usize, limits: TransportConfig) -> Vec<T> {
+    cluster(n, T::config_with_limits(limits)).await
 }
 
 /// Panics unless binding with each config is refused with an error that names its field.
