@@ -7,11 +7,11 @@
 //! remembers how to undo itself (remove its own rules, restart, resume, reset the
 //! clock), so overlapping faults never undo each other.
 //!
-//! Faults aimed at the leader (`crash-leader`, `isolate-leader`) target the node the
-//! runner last saw elected ([`ClusterView::leader`]). Membership is kept by a
-//! reconciler ([`Nemesis::maintain`]) when the system supports it: it drives the group
-//! towards "every node a voter, except those an active `membership` fault removed",
-//! one admin command at a time through the leader, retrying every
+//! Faults aimed at the leader (`crash-leader`, `isolate-leader`, `isolate-slow-leader`)
+//! target the node the runner last saw elected ([`ClusterView::leader`]). Membership is
+//! kept by a reconciler ([`Nemesis::maintain`]) when the system supports it: it drives the
+//! group towards "every node a voter, except those an active `membership` fault
+//! removed", one admin command at a time through the leader, retrying every
 //! [`MEMBERSHIP_RETRY_MS`]; a node comes back as a learner and is promoted once it
 //! caught up. The reconciler also grows a group that started with fewer voters, and it
 //! keeps working in the liveness phase.
@@ -85,6 +85,8 @@ enum Undo {
     Restart(NodeId),
     Resume(NodeId),
     ResetDrift(NodeId),
+    /// An `isolate-slow-leader` fault: remove the isolation rule, then reset the clock.
+    RulesAndDrift(Vec<RuleId>, NodeId),
     /// A `membership` fault removed this node; at the end it may rejoin.
     Rejoin(NodeId),
 }
@@ -551,6 +553,23 @@ impl Nemesis {
                 let rule = FaultRule::Isolate { node: x };
                 (one_rule(cluster, rule), format!("leader {x} isolated"))
             }
+            FaultKind::IsolateSlowLeader => {
+                let Some(x) = view.leader else {
+                    return self.skip(p, now, events, "no leader known");
+                };
+                if self.drifted.contains(&x) {
+                    return self.skip(p, now, events, "the leader's clock is already drifted");
+                }
+                node = Some(x);
+                let ppm = -self.spec.clock_drift_ppm_max;
+                cluster.set_clock_drift(x, ppm)?;
+                self.drifted.insert(x);
+                let rule = cluster.add_rule(FaultRule::Isolate { node: x });
+                (
+                    Undo::RulesAndDrift(vec![rule], x),
+                    format!("leader {x} isolated, clock drift {ppm:+} ppm"),
+                )
+            }
             FaultKind::Membership => {
                 let Some(m) = view.membership.as_ref().filter(|_| self.manage_membership) else {
                     return self.skip(p, now, events, "the system reports no membership");
@@ -653,6 +672,14 @@ impl Nemesis {
                 Some(n.0)
             }
             Undo::ResetDrift(n) => {
+                cluster.set_clock_drift(*n, 0)?;
+                self.drifted.remove(n);
+                Some(n.0)
+            }
+            Undo::RulesAndDrift(rules, n) => {
+                for r in rules {
+                    cluster.remove_rule(*r);
+                }
                 cluster.set_clock_drift(*n, 0)?;
                 self.drifted.remove(n);
                 Some(n.0)
@@ -958,6 +985,31 @@ mod tests {
                 .unwrap();
             assert!(rec.rules.is_empty(), "{kind:?} left a rule behind");
         }
+    }
+
+    #[test]
+    fn isolate_slow_leader_slows_and_isolates_the_leader_then_undoes_both() {
+        let v = view(2, &[1, 2, 3], &[], &[]);
+        let s = NemesisSpec {
+            clock_drift_ppm_max: 400_000,
+            ..spec(vec![FaultKind::IsolateSlowLeader])
+        };
+        let mut nem = Nemesis::new(&s, &nodes(3), 10_000_000_000, 1);
+        let mut rec = Recorder::default();
+        let mut events = Vec::new();
+        nem.step_with_view(Time::from_secs(1), &mut rec, &v, &mut events)
+            .unwrap();
+        assert_eq!(rec.log, vec!["drift n2 -400000".to_string()]);
+        let rule = rec.rules.values().next().expect("an isolation rule");
+        assert_eq!(rule, &FaultRule::Isolate { node: NodeId(2) });
+        nem.step_with_view(Time::from_secs(2), &mut rec, &v, &mut events)
+            .unwrap();
+        assert!(rec.rules.is_empty(), "the isolation was not healed");
+        assert_eq!(rec.log.last().map(String::as_str), Some("drift n2 0"));
+        // Without a known leader the fault is skipped.
+        nem.step(Time::from_secs(3), &mut rec, &mut events).unwrap();
+        assert_eq!(nem.skipped(), 1);
+        assert_eq!(nem.injected_by_kind()["isolate_slow_leader"], 1);
     }
 
     #[test]

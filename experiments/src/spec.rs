@@ -297,6 +297,13 @@ pub enum FaultKind {
     CrashLeader,
     /// Cut the current leader off from everyone. Skipped when no leader is known.
     IsolateLeader,
+    /// Cut the current leader off from the other nodes *and* make its clock run slow by
+    /// `clock_drift_ppm_max` (its own clients still reach it, as with every partition).
+    /// The targeted way to break Raft lease reads: the old leader's lease, counted in its
+    /// slow ticks, outlasts the election timeout of the majority, which elects a new
+    /// leader and commits writes while the old one still serves reads from its lease.
+    /// Skipped when no leader is known or its clock is already drifted by another fault.
+    IsolateSlowLeader,
     /// Remove a random voter (possibly the leader) from the replication group through
     /// admin commands; when the fault ends it is added back as a learner and promoted
     /// to voter once it caught up. Needs a system with membership (`raft`) and at least
@@ -322,6 +329,7 @@ impl FaultKind {
             FaultKind::Reorder => "reorder",
             FaultKind::CrashLeader => "crash-leader",
             FaultKind::IsolateLeader => "isolate-leader",
+            FaultKind::IsolateSlowLeader => "isolate-slow-leader",
             FaultKind::Membership => "membership",
         }
     }
@@ -336,7 +344,7 @@ impl FaultKind {
             | FaultKind::Duplicate
             | FaultKind::Reorder
             | FaultKind::CrashLeader => 1,
-            FaultKind::IsolateLeader => 2,
+            FaultKind::IsolateLeader | FaultKind::IsolateSlowLeader => 2,
             FaultKind::Membership => 3,
             FaultKind::PartitionHalves
             | FaultKind::PartitionRandom
@@ -372,7 +380,8 @@ pub struct NemesisSpec {
     pub overlap: bool,
     /// `loss` faults drop this fraction of messages.
     pub loss_probability: f64,
-    /// `clock-drift` faults pick a drift uniformly in `±clock_drift_ppm_max`.
+    /// `clock-drift` faults pick a drift uniformly in `±clock_drift_ppm_max`;
+    /// `isolate-slow-leader` faults slow the leader's clock by exactly this much.
     pub clock_drift_ppm_max: i64,
     /// `duplicate` faults deliver this fraction of messages twice.
     pub duplicate_probability: f64,

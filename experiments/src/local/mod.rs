@@ -161,7 +161,9 @@ impl Default for LocalSpec {
 /// Faults that have no meaning on real processes (yet): the reason names why.
 fn unsupported_fault(kind: FaultKind) -> Option<&'static str> {
     match kind {
-        FaultKind::ClockDrift => Some("a real process's clock cannot be skewed from outside"),
+        FaultKind::ClockDrift | FaultKind::IsolateSlowLeader => {
+            Some("a real process's clock cannot be skewed from outside")
+        }
         FaultKind::Duplicate => Some("the transports' fault rules cannot duplicate messages"),
         FaultKind::Membership => Some("the admin endpoint takes no membership commands yet"),
         _ => None,
