@@ -1008,12 +1008,11 @@ impl Swim {
         }
         s.confirmers.insert(from);
         let incarnation = s.incarnation;
-        let s = s.clone();
-        let timeout = self.suspicion_timeout(&s);
+        // Dynamic suspicion is on (checked above), so the timeout is Lifeguard's formula.
+        let timeout =
+            dynamic_suspicion_timeout(s.min, s.max, s.confirmers.len() as u32, s.expected);
         let deadline = s.started + timeout;
-        if let Some(sm) = self.suspicions.get_mut(&member) {
-            sm.deadline = deadline;
-        }
+        s.deadline = deadline;
         self.counters.suspicion_confirmations += 1;
         out.set_timer(
             timer(T_SUSPICION, u64::from(member.0)),
