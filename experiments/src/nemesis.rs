@@ -19,9 +19,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use kvlab_sim::{FaultRule, LatencyDist, RuleId};
-use kvlab_types::{AdminCommand, NodeId, Rng, Time};
+use kvlab_types::{AdminAction, AdminCommand, NodeId, Rng, Time};
 
-use crate::events::{EventSource, RunEvent};
+use crate::events::{NemesisEvent, NemesisKind, RunEvent};
 use crate::spec::{FaultKind, NemesisSpec, secs_to_ns};
 use crate::workload::below;
 
@@ -242,15 +242,15 @@ impl Nemesis {
         }
         let member = |n: &NodeId| m.voters.contains(n) || m.learners.contains(n);
         let cmd = if let Some(&x) = self.removed.iter().find(|n| member(n)) {
-            AdminCommand::RemoveNode(x)
+            AdminCommand::default_group(AdminAction::RemoveNode(x))
         } else if let Some(&x) = self
             .nodes
             .iter()
             .find(|n| !self.removed.contains(n) && !member(n))
         {
-            AdminCommand::AddLearner(x)
+            AdminCommand::default_group(AdminAction::AddLearner(x))
         } else if let Some(&x) = m.caught_up.iter().find(|n| !self.removed.contains(n)) {
-            AdminCommand::AddVoter(x)
+            AdminCommand::default_group(AdminAction::AddVoter(x))
         } else if m.learners.iter().any(|n| !self.removed.contains(n)) {
             return Ok(()); // a learner is still catching up
         } else {
@@ -267,18 +267,19 @@ impl Nemesis {
         let delivered = cluster.admin(leader, cmd)?;
         self.last_command = Some((cmd, now));
         self.admin_commands += 1;
-        events.push(RunEvent {
-            time_ns: now.as_nanos(),
-            source: EventSource::Nemesis,
-            kind: "admin_command".into(),
-            node: Some(leader.0),
-            fault_id: None,
-            fault: None,
-            detail: format!(
-                "{cmd:?} sent to {leader}{}",
-                if delivered { "" } else { " (not delivered)" }
-            ),
-        });
+        events.push(RunEvent::nemesis(
+            now,
+            NemesisEvent {
+                kind: NemesisKind::AdminCommand,
+                node: Some(leader),
+                fault_id: None,
+                fault: None,
+                detail: format!(
+                    "{cmd:?} sent to {leader}{}",
+                    if delivered { "" } else { " (not delivered)" }
+                ),
+            },
+        ));
         Ok(())
     }
 
@@ -604,15 +605,16 @@ impl Nemesis {
         };
         let name = fault_name(p.kind);
         *self.injected_by_kind.entry(name.clone()).or_insert(0) += 1;
-        events.push(RunEvent {
-            time_ns: now.as_nanos(),
-            source: EventSource::Nemesis,
-            kind: "fault_start".into(),
-            node: node.map(|n| n.0),
-            fault_id: Some(p.id),
-            fault: Some(name),
-            detail,
-        });
+        events.push(RunEvent::nemesis(
+            now,
+            NemesisEvent {
+                kind: NemesisKind::FaultStart,
+                node,
+                fault_id: Some(p.id),
+                fault: Some(name),
+                detail,
+            },
+        ));
         self.active.push(ActiveFault {
             id: p.id,
             kind: p.kind,
@@ -630,15 +632,16 @@ impl Nemesis {
         why: &str,
     ) -> Result<(), String> {
         self.skipped += 1;
-        events.push(RunEvent {
-            time_ns: now.as_nanos(),
-            source: EventSource::Nemesis,
-            kind: "fault_skipped".into(),
-            node: None,
-            fault_id: Some(p.id),
-            fault: Some(fault_name(p.kind)),
-            detail: why.into(),
-        });
+        events.push(RunEvent::nemesis(
+            now,
+            NemesisEvent {
+                kind: NemesisKind::FaultSkipped,
+                node: None,
+                fault_id: Some(p.id),
+                fault: Some(fault_name(p.kind)),
+                detail: why.into(),
+            },
+        ));
         Ok(())
     }
 
@@ -664,17 +667,17 @@ impl Nemesis {
             Undo::Restart(n) => {
                 cluster.restart(*n)?;
                 self.crashed.remove(n);
-                Some(n.0)
+                Some(*n)
             }
             Undo::Resume(n) => {
                 cluster.resume(*n)?;
                 self.paused.remove(n);
-                Some(n.0)
+                Some(*n)
             }
             Undo::ResetDrift(n) => {
                 cluster.set_clock_drift(*n, 0)?;
                 self.drifted.remove(n);
-                Some(n.0)
+                Some(*n)
             }
             Undo::RulesAndDrift(rules, n) => {
                 for r in rules {
@@ -682,25 +685,26 @@ impl Nemesis {
                 }
                 cluster.set_clock_drift(*n, 0)?;
                 self.drifted.remove(n);
-                Some(n.0)
+                Some(*n)
             }
             Undo::Rejoin(n) => {
                 self.removed.remove(n);
                 if self.manage_membership {
                     self.next_maintenance = Some(now);
                 }
-                Some(n.0)
+                Some(*n)
             }
         };
-        events.push(RunEvent {
-            time_ns: now.as_nanos(),
-            source: EventSource::Nemesis,
-            kind: "fault_end".into(),
-            node,
-            fault_id: Some(a.id),
-            fault: Some(fault_name(a.kind)),
-            detail: why.into(),
-        });
+        events.push(RunEvent::nemesis(
+            now,
+            NemesisEvent {
+                kind: NemesisKind::FaultEnd,
+                node,
+                fault_id: Some(a.id),
+                fault: Some(fault_name(a.kind)),
+                detail: why.into(),
+            },
+        ));
         Ok(())
     }
 }
@@ -797,19 +801,16 @@ mod tests {
         let (events, rec, nem) = drive(&spec(vec![FaultKind::PartitionHalves]), 5, 10, 1);
         let starts: Vec<u64> = events
             .iter()
-            .filter(|e| e.kind == "fault_start")
+            .filter(|e| e.kind() == "fault_start")
             .map(|e| e.time_ns / 1_000_000)
             .collect();
         assert_eq!(starts, vec![1000, 3000, 5000, 7000, 9000]);
         assert_eq!(nem.injected(), 5);
         assert_eq!(nem.injected_by_kind()["partition_halves"], 5);
         // Every start has a matching end, and every rule is gone at the end.
-        for s in events.iter().filter(|e| e.kind == "fault_start") {
-            assert!(
-                events
-                    .iter()
-                    .any(|e| e.kind == "fault_end" && e.fault_id == s.fault_id)
-            );
+        for s in events.iter().filter(|e| e.kind() == "fault_start") {
+            assert!(events.iter().any(|e| e.kind() == "fault_end"
+                && e.nemesis_event().map(|n| n.fault_id) == s.nemesis_event().map(|n| n.fault_id)));
         }
         assert!(rec.rules.is_empty());
     }
@@ -857,7 +858,7 @@ mod tests {
         let mut rec = Recorder::default();
         let mut events = Vec::new();
         nem.step(Time::from_secs(1), &mut rec, &mut events).unwrap();
-        let bridge = NodeId(events[0].node.unwrap());
+        let bridge = events[0].node_id().unwrap();
         match rec.rules.values().next().unwrap() {
             FaultRule::Partition { a, b } => {
                 assert_eq!((a.len(), b.len()), (2, 2));
@@ -880,7 +881,7 @@ mod tests {
         // (the recorder asserts that), and everything is restarted at the end.
         assert!(rec.down.is_empty());
         assert!(nem.skipped() > 0);
-        assert!(events.iter().any(|e| e.kind == "fault_skipped"));
+        assert!(events.iter().any(|e| e.kind() == "fault_skipped"));
         assert_eq!(
             rec.log.iter().filter(|l| l.starts_with("crash")).count(),
             rec.log.iter().filter(|l| l.starts_with("restart")).count()
@@ -1027,10 +1028,16 @@ mod tests {
         let t = Time::from_secs(1);
         nem.step_with_view(t, &mut rec, &view(1, &all, &[], &[]), &mut events)
             .unwrap();
-        let x = NodeId(events.last().unwrap().node.unwrap());
+        let x = events.last().unwrap().node_id().unwrap();
         nem.maintain(t, &mut rec, &view(1, &all, &[], &[]), &mut events)
             .unwrap();
-        assert_eq!(rec.commands, vec![(NodeId(1), AdminCommand::RemoveNode(x))]);
+        assert_eq!(
+            rec.commands,
+            vec![(
+                NodeId(1),
+                AdminCommand::default_group(AdminAction::RemoveNode(x))
+            )]
+        );
         let rest: Vec<u32> = all.iter().copied().filter(|&n| n != x.0).collect();
         // The fault ends: x comes back as a learner, then as a voter once caught up.
         let t = Time::from_secs(2);
@@ -1038,7 +1045,13 @@ mod tests {
             .unwrap();
         nem.maintain(t, &mut rec, &view(1, &rest, &[], &[]), &mut events)
             .unwrap();
-        assert_eq!(rec.commands[1], (NodeId(1), AdminCommand::AddLearner(x)));
+        assert_eq!(
+            rec.commands[1],
+            (
+                NodeId(1),
+                AdminCommand::default_group(AdminAction::AddLearner(x))
+            )
+        );
         let t = Time::from_millis(2_100);
         nem.maintain(t, &mut rec, &view(1, &rest, &[x.0], &[]), &mut events)
             .unwrap();
@@ -1050,7 +1063,13 @@ mod tests {
         let t = Time::from_millis(2_200);
         nem.maintain(t, &mut rec, &view(1, &rest, &[x.0], &[x.0]), &mut events)
             .unwrap();
-        assert_eq!(rec.commands[2], (NodeId(1), AdminCommand::AddVoter(x)));
+        assert_eq!(
+            rec.commands[2],
+            (
+                NodeId(1),
+                AdminCommand::default_group(AdminAction::AddVoter(x))
+            )
+        );
         let t = Time::from_millis(2_300);
         nem.maintain(t, &mut rec, &view(1, &all, &[], &[]), &mut events)
             .unwrap();

@@ -32,7 +32,7 @@ use kvlab_types::{AdminCommand, NodeEvent, NodeId, Protocol, Time, derive_seed};
 use serde::Serialize;
 
 use crate::error::ExperimentError;
-use crate::events::{EventSource, RunEvent};
+use crate::events::{Phase, RunEvent, RunnerEvent};
 use crate::nemesis::{ClusterControl, ClusterView, Membership, Nemesis};
 use crate::spec::{Spec, SystemKind, secs_to_ns};
 use crate::summary::{FaultCounts, OpCounts, OpStats, Summary};
@@ -169,8 +169,8 @@ impl SimObserver<RaftKv> for RaftObserver {
     }
 }
 
-/// The leader the runner believes in: the node of the highest-term `leader_elected`
-/// event it saw (the term read from the event's detail, `term: N` or `term=N`).
+/// The leader the runner believes in: the node of the highest-term
+/// [`NodeEvent::LeaderElected`] event of the default group it saw.
 #[derive(Debug, Default)]
 struct LeaderTracker {
     by_term: std::collections::BTreeMap<u64, NodeId>,
@@ -178,18 +178,9 @@ struct LeaderTracker {
 
 impl LeaderTracker {
     fn on_event(&mut self, node: NodeId, event: &NodeEvent) {
-        if event.kind != "leader_elected" {
-            return;
-        }
-        let term = event
-            .detail
-            .split_once("term: ")
-            .or_else(|| event.detail.split_once("term="))
-            .and_then(|(_, rest)| {
-                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-                digits.parse::<u64>().ok()
-            });
-        if let Some(term) = term {
+        if let NodeEvent::LeaderElected { group, term } = *event
+            && group == kvlab_types::GroupId::DEFAULT
+        {
             self.by_term.insert(term, node);
         }
     }
@@ -219,18 +210,6 @@ pub struct SimRun {
     /// `system = "swim"`: the SWIM measurements (the liveness report then says whether
     /// the cluster reached one view after the heal).
     pub swim: Option<crate::swim_exp::SwimSummary>,
-}
-
-fn phase_event(at: Time, detail: &str) -> RunEvent {
-    RunEvent {
-        time_ns: at.as_nanos(),
-        source: EventSource::Runner,
-        kind: "phase".into(),
-        node: None,
-        fault_id: None,
-        fault: None,
-        detail: detail.into(),
-    }
 }
 
 fn min_time(a: Time, b: Option<Time>) -> Time {
@@ -320,7 +299,7 @@ pub fn simulate_observed<P: Protocol>(
         safety_end.as_nanos(),
         derive_seed(seed, "nemesis", 0),
     );
-    let mut events = vec![phase_event(Time::ZERO, "safety")];
+    let mut events = vec![RunEvent::phase(Time::ZERO, Phase::Safety)];
     let mut outputs: Vec<SimOutput> = Vec::new();
     let mut submits = Vec::new();
     let mut in_safety = true;
@@ -364,15 +343,7 @@ pub fn simulate_observed<P: Protocol>(
                     if let Err(v) = observer.on_event(node, &event) {
                         violation = violation.or(Some(v));
                     }
-                    events.push(RunEvent {
-                        time_ns: at.as_nanos(),
-                        source: EventSource::Node,
-                        kind: event.kind,
-                        node: Some(node.0),
-                        fault_id: None,
-                        fault: None,
-                        detail: event.detail,
-                    })
+                    events.push(RunEvent::node(at, node, event))
                 }
             }
         }
@@ -387,15 +358,14 @@ pub fn simulate_observed<P: Protocol>(
             next_check = Some(t.saturating_add(check_every));
         }
         if let Some(v) = violation {
-            events.push(RunEvent {
-                time_ns: t.as_nanos(),
-                source: EventSource::Runner,
-                kind: INVARIANT_VIOLATED_EVENT.into(),
-                node: Some(v.node.0),
-                fault_id: None,
-                fault: None,
-                detail: v.to_string(),
-            });
+            events.push(RunEvent::runner(
+                t,
+                RunnerEvent::InvariantViolated {
+                    node: v.node,
+                    invariant: v.invariant.to_string(),
+                    detail: v.to_string(),
+                },
+            ));
             break;
         }
         let nemesis_due = [nemesis.next_wakeup(), nemesis.next_maintenance()]
@@ -436,12 +406,12 @@ pub fn simulate_observed<P: Protocol>(
                     sim.resume(n);
                     sim.set_clock_drift(n, 0);
                 }
-                events.push(phase_event(t, "liveness"));
+                events.push(RunEvent::phase(t, Phase::Liveness));
                 workload.mark_heal(t);
             } else {
                 draining = true;
                 workload.stop_issuing();
-                events.push(phase_event(t, "drain"));
+                events.push(RunEvent::phase(t, Phase::Drain));
             }
         }
         workload.step(t, &mut submits);
@@ -715,10 +685,12 @@ pub fn run_experiment(spec: &Spec, opts: &RunOptions) -> Result<RunOutcome, Expe
         viz_error = Some(format!("linearizability.html: {e}"));
     }
 
-    let violation = run
-        .events
-        .iter()
-        .find(|e| e.source == EventSource::Runner && e.kind == INVARIANT_VIOLATED_EVENT);
+    let violation = run.events.iter().find(|e| {
+        matches!(
+            e.runner_event(),
+            Some(RunnerEvent::InvariantViolated { .. })
+        )
+    });
     let verdict = match check.verdict {
         _ if violation.is_some() => RunVerdict::InvariantViolated,
         Verdict::Invalid => RunVerdict::Invalid,
@@ -737,8 +709,8 @@ pub fn run_experiment(spec: &Spec, opts: &RunOptions) -> Result<RunOutcome, Expe
     let stats = OpStats::from_history(&run.history);
     let duration_s = run.workload_end.as_secs_f64();
     let mut node_events = std::collections::BTreeMap::new();
-    for e in run.events.iter().filter(|e| e.source == EventSource::Node) {
-        *node_events.entry(e.kind.clone()).or_insert(0u64) += 1;
+    for (_, e) in run.events.iter().filter_map(RunEvent::node_event) {
+        *node_events.entry(e.kind().to_string()).or_insert(0u64) += 1;
     }
     let run_id = dir
         .file_name()
@@ -778,7 +750,7 @@ pub fn run_experiment(spec: &Spec, opts: &RunOptions) -> Result<RunOutcome, Expe
         checker: serde_json::to_value(&check).unwrap_or(serde_json::Value::Null),
         sim: serde_json::to_value(&run.sim_stats).unwrap_or(serde_json::Value::Null),
         swim: run.swim.clone(),
-        invariant_violation: violation.map(|e| e.detail.clone()),
+        invariant_violation: violation.map(RunEvent::detail),
         wall_time_s: 0.0,
     };
     if run.swim.is_some() {

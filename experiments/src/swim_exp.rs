@@ -30,11 +30,11 @@ use std::time::Duration;
 use indicatif::ProgressBar;
 use kvlab_sim::{FaultRule, RuleId, Sim, SimOutput, SimStats};
 use kvlab_swim::{MemberState, SwimNode};
-use kvlab_types::{NodeId, Time, derive_seed};
+use kvlab_types::{NodeEvent, NodeId, Time, derive_seed};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ExperimentError;
-use crate::events::{EventSource, RunEvent};
+use crate::events::{NemesisEvent, NemesisKind, Phase, RunEvent, RunnerEvent};
 use crate::nemesis::Nemesis;
 use crate::spec::{Spec, secs_to_ns};
 use crate::summary::FaultCounts;
@@ -385,20 +385,6 @@ pub struct SwimRun {
     pub end: Time,
 }
 
-/// Parses `member=n7 incarnation=3 …` into the member and incarnation.
-fn parse_member_detail(detail: &str) -> Option<(NodeId, u64)> {
-    let mut member = None;
-    let mut incarnation = None;
-    for part in detail.split_whitespace() {
-        if let Some(v) = part.strip_prefix("member=n") {
-            member = v.parse::<u32>().ok().map(NodeId);
-        } else if let Some(v) = part.strip_prefix("incarnation=") {
-            incarnation = v.parse::<u64>().ok();
-        }
-    }
-    Some((member?, incarnation?))
-}
-
 /// Fault names (as in `events.jsonl`) that cut members off from each other.
 const PARTITION_FAULTS: [&str; 6] = [
     "partition_halves",
@@ -471,24 +457,34 @@ impl Tracker {
         sim.is_up(member) && incarnation >= self.boot_incarnation.get(&member).copied().unwrap_or(0)
     }
 
-    fn on_node_event(&mut self, sim: &Sim<SwimNode>, nodes: &[NodeId], e: &RunEvent) {
-        let at = Time(e.time_ns);
-        match e.kind.as_str() {
-            "member_refuted" => self.refutations += 1,
-            "member_suspect" | "member_dead" => {
-                let Some((member, incarnation)) = parse_member_detail(&e.detail) else {
-                    return;
-                };
-                let dead = e.kind == "member_dead";
+    fn on_node_event(
+        &mut self,
+        sim: &Sim<SwimNode>,
+        nodes: &[NodeId],
+        at: Time,
+        observer: NodeId,
+        event: &NodeEvent,
+    ) {
+        match *event {
+            NodeEvent::MemberRefuted { .. } => self.refutations += 1,
+            NodeEvent::MemberSuspect {
+                member,
+                incarnation,
+                ..
+            }
+            | NodeEvent::MemberDead {
+                member,
+                incarnation,
+                ..
+            } => {
+                let dead = matches!(event, NodeEvent::MemberDead { .. });
                 if let Some(&i) = self.down.get(&member) {
                     let c = &mut self.crashes[i];
                     let since = at.saturating_since(c.crashed_at).as_secs_f64();
                     c.record.first_suspicion_s.get_or_insert(since);
                     if dead {
                         c.record.first_dead_s.get_or_insert(since);
-                        if let Some(observer) = e.node {
-                            c.dead_by.insert(NodeId(observer));
-                        }
+                        c.dead_by.insert(observer);
                         c.record.declared_dead_by = c.dead_by.len() as u64;
                         if c.record.dead_everywhere_s.is_none()
                             && nodes
@@ -511,7 +507,7 @@ impl Tracker {
                             self.false_positive_records.push(FalsePositive {
                                 at_s: at.as_secs_f64(),
                                 member: member.0,
-                                observer: e.node.unwrap_or(0),
+                                observer: observer.0,
                                 cause,
                             });
                         }
@@ -525,23 +521,21 @@ impl Tracker {
         }
     }
 
-    fn on_nemesis_event(&mut self, sim: &Sim<SwimNode>, e: &RunEvent) {
-        let at = Time(e.time_ns);
+    fn on_nemesis_event(&mut self, sim: &Sim<SwimNode>, at: Time, e: &NemesisEvent) {
         let fault = e.fault.as_deref().unwrap_or("");
-        let node = e.node.map(NodeId);
-        match (e.kind.as_str(), fault, node) {
-            ("fault_start", "crash", Some(n)) => self.on_crash(n, e.fault_id, at),
-            ("fault_end", "crash", Some(n)) => self.on_restart(sim, n, at),
-            ("fault_start", "pause", Some(n)) => {
+        match (e.kind, fault, e.node) {
+            (NemesisKind::FaultStart, "crash", Some(n)) => self.on_crash(n, e.fault_id, at),
+            (NemesisKind::FaultEnd, "crash", Some(n)) => self.on_restart(sim, n, at),
+            (NemesisKind::FaultStart, "pause", Some(n)) => {
                 self.paused.insert(n);
             }
-            ("fault_end", "pause", Some(n)) => {
+            (NemesisKind::FaultEnd, "pause", Some(n)) => {
                 self.paused.remove(&n);
             }
-            ("fault_start", f, _) if PARTITION_FAULTS.contains(&f) => {
+            (NemesisKind::FaultStart, f, _) if PARTITION_FAULTS.contains(&f) => {
                 self.partitions.insert(e.fault_id.unwrap_or(0));
             }
-            ("fault_end", f, _) if PARTITION_FAULTS.contains(&f) => {
+            (NemesisKind::FaultEnd, f, _) if PARTITION_FAULTS.contains(&f) => {
                 self.partitions.remove(&e.fault_id.unwrap_or(0));
             }
             _ => {}
@@ -722,18 +716,6 @@ impl Slow {
     }
 }
 
-fn runner_event(at: Time, kind: &str, detail: String) -> RunEvent {
-    RunEvent {
-        time_ns: at.as_nanos(),
-        source: EventSource::Runner,
-        kind: kind.into(),
-        node: None,
-        fault_id: None,
-        fault: None,
-        detail,
-    }
-}
-
 fn min_time(a: Time, b: Option<Time>) -> Time {
     match b {
         Some(b) if b < a => b,
@@ -772,19 +754,20 @@ pub fn simulate_swim(
     let sample = Duration::from_millis(x.sample_interval_ms);
     let mut next_sample = Time::ZERO;
     let mut next_initial_check = Time::ZERO;
-    let mut events = vec![runner_event(Time::ZERO, "phase", "safety".into())];
+    let mut events = vec![RunEvent::phase(Time::ZERO, Phase::Safety)];
     if !x.slow_nodes.is_empty() {
         let names: Vec<String> = x.slow_nodes.iter().map(|n| n.to_string()).collect();
-        events.push(runner_event(
+        events.push(RunEvent::runner(
             Time(secs_to_ns(x.slow_from_s)),
-            "slow_members",
-            format!(
-                "[{}] slow ({:?}) {} ms of every {} ms until the heal",
-                names.join(" "),
-                x.slow_mode,
-                x.slow_pause_ms,
-                x.slow_period_ms
-            ),
+            RunnerEvent::SlowMembers {
+                detail: format!(
+                    "[{}] slow ({:?}) {} ms of every {} ms until the heal",
+                    names.join(" "),
+                    x.slow_mode,
+                    x.slow_pause_ms,
+                    x.slow_period_ms
+                ),
+            },
         ));
     }
     let mut outputs: Vec<SimOutput> = Vec::new();
@@ -822,31 +805,27 @@ pub fn simulate_swim(
             let SimOutput::Event { at, node, event } = o else {
                 continue;
             };
-            let e = RunEvent {
-                time_ns: at.as_nanos(),
-                source: EventSource::Node,
-                kind: event.kind,
-                node: Some(node.0),
-                fault_id: None,
-                fault: None,
-                detail: event.detail,
-            };
-            tracker.on_node_event(&sim, &nodes, &e);
-            if !x.log_initial_joins && e.kind == "member_joined" && at < first_fault {
+            tracker.on_node_event(&sim, &nodes, at, node, &event);
+            if !x.log_initial_joins
+                && matches!(event, NodeEvent::MemberJoined { .. })
+                && at < first_fault
+            {
                 joins_not_logged += 1;
                 continue;
             }
-            events.push(e);
+            events.push(RunEvent::node(at, node, event));
         }
         if load_start.is_none() && t >= first_fault {
             load_start = Some((t, sim.stats().clone()));
             if initial_converged.is_none() {
-                events.push(runner_event(
+                events.push(RunEvent::runner(
                     t,
-                    "warning",
-                    "the members did not reach one view before the first fault: \
-                     raise nemesis.start_after_s (detection times include the join storm)"
-                        .into(),
+                    RunnerEvent::Warning {
+                        detail: "the members did not reach one view before the first fault: \
+                                 raise nemesis.start_after_s (detection times include the join \
+                                 storm)"
+                            .into(),
+                    },
                 ));
             }
         }
@@ -856,7 +835,9 @@ pub fn simulate_swim(
                 .step(t, &mut sim, &mut events)
                 .map_err(ExperimentError::Sim)?;
             for e in &events[before..] {
-                tracker.on_nemesis_event(&sim, e);
+                if let Some(n) = e.nemesis_event() {
+                    tracker.on_nemesis_event(&sim, e.at(), n);
+                }
             }
             slow.step(t, &mut sim, &mut tracker);
         }
@@ -870,10 +851,9 @@ pub fn simulate_swim(
             }
             if in_safety && initial_converged.is_none() && check_initial && one_view(&sim, &nodes) {
                 initial_converged = Some(t);
-                events.push(runner_event(
+                events.push(RunEvent::runner(
                     t,
-                    "swim_converged",
-                    "one view after the joins".into(),
+                    RunnerEvent::SwimConverged { after_heal_s: None },
                 ));
             }
             if let Some(h) = heal_at
@@ -881,13 +861,11 @@ pub fn simulate_swim(
                 && one_view(&sim, &nodes)
             {
                 converged_after_heal = Some(t);
-                events.push(runner_event(
+                events.push(RunEvent::runner(
                     t,
-                    "swim_converged",
-                    format!(
-                        "one view {:.3} s after the heal",
-                        t.saturating_since(h).as_secs_f64()
-                    ),
+                    RunnerEvent::SwimConverged {
+                        after_heal_s: Some(t.saturating_since(h).as_secs_f64()),
+                    },
                 ));
             }
         }
@@ -900,7 +878,9 @@ pub fn simulate_swim(
                     .heal_all(t, &mut sim, &mut events)
                     .map_err(ExperimentError::Sim)?;
                 for e in &events[before..] {
-                    tracker.on_nemesis_event(&sim, e);
+                    if let Some(n) = e.nemesis_event() {
+                        tracker.on_nemesis_event(&sim, e.at(), n);
+                    }
                 }
                 slow.stop(&mut sim, &mut tracker);
                 // Belt and braces: whatever the nemesis did, the cluster is whole again.
@@ -915,7 +895,7 @@ pub fn simulate_swim(
                 }
                 tracker.paused.clear();
                 tracker.partitions.clear();
-                events.push(runner_event(t, "phase", "liveness".into()));
+                events.push(RunEvent::phase(t, Phase::Liveness));
                 heal_at = Some(t);
                 next_sample = t;
             } else {
@@ -1092,16 +1072,6 @@ pub fn is_swim_run(dir: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn member_detail_parses_member_and_incarnation() {
-        assert_eq!(
-            parse_member_detail("member=n12 incarnation=4 from=n3"),
-            Some((NodeId(12), 4))
-        );
-        assert_eq!(parse_member_detail("member=n1"), None);
-        assert_eq!(parse_member_detail("garbage"), None);
-    }
 
     #[test]
     fn expected_first_detection_is_t_e_over_e_minus_one() {

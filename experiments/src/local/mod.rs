@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::error::ExperimentError;
-use crate::events::{EventSource, RunEvent};
+use crate::events::{Phase, RunEvent, RunnerEvent};
 use crate::nemesis::{ClusterControl, ClusterView, Nemesis};
 use crate::run::SimRun;
 use crate::spec::{FaultKind, Spec, SystemKind, secs_to_ns};
@@ -324,15 +324,11 @@ pub(crate) fn read_node_events(
                 continue;
             }
             match serde_json::from_slice::<kvlab_server::EventRecord>(line) {
-                Ok(r) => out.push(RunEvent {
-                    time_ns: seg.started_ns.saturating_add(r.time_ns),
-                    source: EventSource::Node,
-                    kind: r.kind,
-                    node: Some(node.0),
-                    fault_id: None,
-                    fault: None,
-                    detail: r.detail,
-                }),
+                Ok(r) => out.push(RunEvent::node(
+                    Time(seg.started_ns.saturating_add(r.time_ns)),
+                    node,
+                    r.event,
+                )),
                 Err(_) => malformed += 1,
             }
         }
@@ -630,15 +626,7 @@ impl LocalControl {
     fn take_errors(&mut self, at: Time, events: &mut Vec<RunEvent>) {
         for e in self.errors.drain(..) {
             tracing::warn!(error = %e, "local backend: a fault could not be applied");
-            events.push(RunEvent {
-                time_ns: at.as_nanos(),
-                source: EventSource::Runner,
-                kind: "fault_error".into(),
-                node: None,
-                fault_id: None,
-                fault: None,
-                detail: e,
-            });
+            events.push(RunEvent::runner(at, RunnerEvent::FaultError { detail: e }));
         }
     }
 }
@@ -693,18 +681,6 @@ impl ClusterControl for LocalControl {
         Err(format!(
             "cannot skew the clock of {node}: real processes read the machine's clock"
         ))
-    }
-}
-
-fn runner_event(at: Time, kind: &str, detail: String) -> RunEvent {
-    RunEvent {
-        time_ns: at.as_nanos(),
-        source: EventSource::Runner,
-        kind: kind.into(),
-        node: None,
-        fault_id: None,
-        fault: None,
-        detail,
     }
 }
 
@@ -823,17 +799,18 @@ fn drive(
     let capacity = (spec.workload.clients as usize).saturating_mul(2).max(1024);
     let (tx, mut rx) = mpsc::channel::<ClientResponse>(capacity);
     let mut events = vec![
-        runner_event(
+        RunEvent::runner(
             Time::ZERO,
-            "cluster_started",
-            format!(
-                "{} nodes over {} ({} ms to start)",
-                nodes.len(),
-                spec.transport.name(),
-                t0.as_nanos() / 1_000_000
-            ),
+            RunnerEvent::ClusterStarted {
+                detail: format!(
+                    "{} nodes over {} ({} ms to start)",
+                    nodes.len(),
+                    spec.transport.name(),
+                    t0.as_nanos() / 1_000_000
+                ),
+            },
         ),
-        runner_event(t0, "phase", "safety".into()),
+        RunEvent::phase(t0, Phase::Safety),
     ];
     // The simulator's workload starts at time zero: hold it until t0.
     let mut submits = Vec::new();
@@ -877,12 +854,12 @@ fn drive(
                 control.heal_everything();
                 control.take_errors(now, &mut events);
                 let now = clock.now();
-                events.push(runner_event(now, "phase", "liveness".into()));
+                events.push(RunEvent::phase(now, Phase::Liveness));
                 workload.mark_heal(now);
             } else {
                 draining = true;
                 workload.stop_issuing();
-                events.push(runner_event(now, "phase", "drain".into()));
+                events.push(RunEvent::phase(now, Phase::Drain));
             }
         }
         let now = clock.now();

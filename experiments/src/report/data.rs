@@ -11,7 +11,7 @@ use kvlab_checker::history::{self, EventType, HistoryEvent, OpFn};
 use serde_json::Value;
 
 use super::ReportError;
-use crate::events::{EventSource, RunEvent};
+use crate::events::{EventBody, NemesisKind, RunEvent, RunnerEvent};
 
 /// The runner phase whose period the plots mark as the liveness phase.
 pub(crate) const LIVENESS_PHASE_NAME: &str = "liveness";
@@ -167,16 +167,16 @@ impl RunData {
         let mut node_event_counts: BTreeMap<String, BTreeMap<Option<u32>, u64>> = BTreeMap::new();
         let mut runner_notes = Vec::new();
         for event in &events {
-            match event.source {
-                EventSource::Node => {
+            match &event.body {
+                EventBody::Node(n) => {
                     *node_event_counts
-                        .entry(event.kind.clone())
+                        .entry(n.event.kind().to_string())
                         .or_default()
-                        .entry(event.node)
+                        .entry(Some(n.node.0))
                         .or_default() += 1;
                 }
-                EventSource::Runner if event.kind != "phase" => runner_notes.push(event.clone()),
-                EventSource::Runner | EventSource::Nemesis => {}
+                EventBody::Runner(RunnerEvent::Phase { .. }) | EventBody::Nemesis(_) => {}
+                EventBody::Runner(_) => runner_notes.push(event.clone()),
             }
         }
 
@@ -300,13 +300,16 @@ fn pair_faults(events: &[RunEvent]) -> (Vec<FaultPeriod>, Vec<String>) {
     let mut faults: Vec<FaultPeriod> = Vec::new();
     let mut warnings = Vec::new();
     let mut open: BTreeMap<u64, usize> = BTreeMap::new();
-    for event in events.iter().filter(|e| e.source == EventSource::Nemesis) {
-        match event.kind.as_str() {
-            "fault_start" => {
+    for (time_ns, event) in events
+        .iter()
+        .filter_map(|e| e.nemesis_event().map(|n| (e.time_ns, n)))
+    {
+        match event.kind {
+            NemesisKind::FaultStart => {
                 if event.fault_id.is_none() {
                     warnings.push(format!(
                         "a fault_start at {:.3} s has no fault_id, so it cannot be paired with its end",
-                        event.time_ns as f64 / 1e9
+                        time_ns as f64 / 1e9
                     ));
                 }
                 if let Some(id) = event.fault_id {
@@ -322,27 +325,27 @@ fn pair_faults(events: &[RunEvent]) -> (Vec<FaultPeriod>, Vec<String>) {
                 faults.push(FaultPeriod {
                     fault_id: event.fault_id,
                     fault: event.fault.clone().unwrap_or_else(|| "fault".to_string()),
-                    node: event.node,
-                    start_ns: event.time_ns,
+                    node: event.node.map(|n| n.0),
+                    start_ns: time_ns,
                     end_ns: None,
                     detail_start: event.detail.clone(),
                     detail_end: None,
                 });
             }
-            "fault_end" => match event.fault_id.and_then(|id| open.remove(&id)) {
+            NemesisKind::FaultEnd => match event.fault_id.and_then(|id| open.remove(&id)) {
                 Some(index) => {
-                    faults[index].end_ns = Some(event.time_ns.max(faults[index].start_ns));
+                    faults[index].end_ns = Some(time_ns.max(faults[index].start_ns));
                     faults[index].detail_end = Some(event.detail.clone());
                 }
                 None => warnings.push(format!(
                     "a fault_end at {:.3} s (fault_id {}) has no matching fault_start",
-                    event.time_ns as f64 / 1e9,
+                    time_ns as f64 / 1e9,
                     event
                         .fault_id
                         .map_or_else(|| "none".to_string(), |id| id.to_string())
                 )),
             },
-            _ => {}
+            NemesisKind::FaultSkipped | NemesisKind::AdminCommand => {}
         }
     }
     (faults, warnings)
@@ -350,20 +353,23 @@ fn pair_faults(events: &[RunEvent]) -> (Vec<FaultPeriod>, Vec<String>) {
 
 /// Turns runner `phase` events into periods: each lasts until the next phase starts.
 fn phases_of(events: &[RunEvent], run_end_ns: u64) -> Vec<Phase> {
-    let starts: Vec<&RunEvent> = events
+    let starts: Vec<(u64, crate::events::Phase)> = events
         .iter()
-        .filter(|e| e.source == EventSource::Runner && e.kind == "phase")
+        .filter_map(|e| match e.runner_event() {
+            Some(RunnerEvent::Phase { phase }) => Some((e.time_ns, *phase)),
+            _ => None,
+        })
         .collect();
     starts
         .iter()
         .enumerate()
-        .map(|(i, e)| Phase {
-            name: e.detail.clone(),
-            start_ns: e.time_ns,
+        .map(|(i, &(start_ns, phase))| Phase {
+            name: phase.name().to_string(),
+            start_ns,
             end_ns: starts
                 .get(i + 1)
-                .map_or(run_end_ns, |next| next.time_ns)
-                .max(e.time_ns),
+                .map_or(run_end_ns, |next| next.0)
+                .max(start_ns),
         })
         .collect()
 }

@@ -412,8 +412,8 @@ pub(crate) fn run_report(run: &RunData, plots: &RunPlots) -> String {
                 b,
                 "<tr><td class=\"num\">{:.3}</td><td>{}</td><td>{}</td></tr>",
                 e.time_ns as f64 / 1e9,
-                escape(&e.kind),
-                escape(&e.detail)
+                escape(e.kind()),
+                escape(&e.detail())
             );
         }
         b.push_str("</tbody></table>");

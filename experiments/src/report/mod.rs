@@ -332,13 +332,13 @@ mod tests {
 
     fn write_events(dir: &Path, run_ns: u64) {
         let lines = [
-            r#"{"time_ns":0,"source":"runner","kind":"phase","detail":"safety"}"#.to_string(),
+            r#"{"time_ns":0,"source":"runner","kind":"phase","phase":"safety"}"#.to_string(),
             format!(
                 r#"{{"time_ns":{},"source":"nemesis","kind":"fault_start","fault_id":1,"fault":"partition","detail":"[n1 n2] | [n3 n4 n5]"}}"#,
                 PARTITION_NS.0
             ),
             format!(
-                r#"{{"time_ns":{},"source":"node","node":3,"kind":"leader_elected","detail":"term=4"}}"#,
+                r#"{{"time_ns":{},"source":"node","node":3,"kind":"leader_elected","group":0,"term":4}}"#,
                 PARTITION_NS.0 + 400_000_000
             ),
             format!(
@@ -350,7 +350,7 @@ mod tests {
                 PARTITION_NS.1
             ),
             format!(
-                r#"{{"time_ns":{},"source":"node","node":1,"kind":"leader_elected","detail":"term=5"}}"#,
+                r#"{{"time_ns":{},"source":"node","node":1,"kind":"leader_elected","group":0,"term":5}}"#,
                 PARTITION_NS.1 + 300_000_000
             ),
             format!(
@@ -358,7 +358,7 @@ mod tests {
                 CRASH_NS.1
             ),
             format!(
-                r#"{{"time_ns":{LIVENESS_START_NS},"source":"runner","kind":"phase","detail":"liveness"}}"#
+                r#"{{"time_ns":{LIVENESS_START_NS},"source":"runner","kind":"phase","phase":"liveness"}}"#
             ),
             format!(
                 r#"{{"time_ns":{},"source":"runner","kind":"warning","detail":"client 4 <slow>"}}"#,

@@ -14,6 +14,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use kvlab_types::NodeEvent;
 use plotters::chart::ChartContext;
 use plotters::coord::{CoordTranslate, Shift};
 use plotters::prelude::*;
@@ -259,10 +260,10 @@ pub(crate) fn render_swim_plots(
         vec![0u64; buckets],
     ];
     for e in &events {
-        let k = match e.kind.as_str() {
-            "member_suspect" => 0,
-            "member_dead" => 1,
-            "member_refuted" => 2,
+        let k = match e.node_event().map(|(_, ev)| ev) {
+            Some(NodeEvent::MemberSuspect { .. }) => 0,
+            Some(NodeEvent::MemberDead { .. }) => 1,
+            Some(NodeEvent::MemberRefuted { .. }) => 2,
             _ => continue,
         };
         counts[k][(e.time_ns / bucket_ns) as usize] += 1;

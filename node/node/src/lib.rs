@@ -21,5 +21,6 @@
 //! ```
 
 pub mod baseline;
+pub mod forward;
 pub mod kv;
 pub mod raft_kv;

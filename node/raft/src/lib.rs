@@ -111,10 +111,7 @@
 //! node refuses votes for `election_ticks` after recovery (it forgot when it last
 //! acknowledged a leader).
 
-use std::fmt;
-
 use kvlab_types::NodeId;
-use serde::{Deserialize, Serialize};
 
 mod config;
 mod log;
@@ -134,15 +131,9 @@ pub use storage::{
     MemberSet, RaftRecord, RecoveredState, Snapshot, SnapshotMeta, WalRecord,
 };
 
-/// Identifies a Raft group (one per partition, plus a metadata group).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
-pub struct GroupId(pub u64);
-
-impl fmt::Debug for GroupId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "g{}", self.0)
-    }
-}
+/// Identifies a Raft group (one per partition, plus a metadata group); defined in
+/// kvlab-types because a node's durable state is kept per group.
+pub use kvlab_types::GroupId;
 
 /// Everything that can go wrong at this crate's boundary. Protocol-level staleness (an
 /// old term, a duplicate) is not an error: it is handled silently as Raft prescribes.

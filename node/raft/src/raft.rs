@@ -469,8 +469,8 @@ impl RaftGroup {
         self.events.push(RaftEvent::ConfigChanged {
             index: at,
             change,
-            voters: self.voters.len(),
-            learners: self.learners.len(),
+            voters: self.voters.clone(),
+            learners: self.learners.clone(),
         });
         if self.role == Role::Leader {
             let next = self.log.last_index() + 1;

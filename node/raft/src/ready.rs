@@ -1,7 +1,7 @@
 //! [`Ready`]: everything one batch of input asked the caller to do, and the order in
 //! which it must be done.
 
-use kvlab_types::{NodeId, Out};
+use kvlab_types::{MembershipChange, NodeEvent, NodeId, Out};
 use serde::{Deserialize, Serialize};
 
 use crate::GroupId;
@@ -18,8 +18,9 @@ pub struct ReadState {
     pub index: u64,
 }
 
-/// Something worth recording in a run's `events.jsonl`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Something worth recording in a run's `events.jsonl` (as a [`NodeEvent`] of the
+/// group, see [`RaftEvent::into_node_event`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RaftEvent {
     /// Started a (pre-)election for `term`.
     ElectionStarted {
@@ -72,10 +73,10 @@ pub enum RaftEvent {
         index: u64,
         /// The change that entry carries, when the new configuration came from one.
         change: Option<ConfChange>,
-        /// How many voters the new configuration has.
-        voters: usize,
-        /// How many learners the new configuration has.
-        learners: usize,
+        /// The voters of the new configuration.
+        voters: Vec<NodeId>,
+        /// The learners of the new configuration.
+        learners: Vec<NodeId>,
     },
     /// A leader removed from the configuration stepped down once its removal committed
     /// (thesis §4.2.2).
@@ -86,18 +87,51 @@ pub enum RaftEvent {
 }
 
 impl RaftEvent {
-    /// A short stable name for `events.jsonl`.
-    pub fn kind(&self) -> &'static str {
+    /// The node event this is, for `group`.
+    pub fn into_node_event(self, group: GroupId) -> NodeEvent {
         match self {
-            RaftEvent::ElectionStarted { .. } => "raft_election_started",
-            RaftEvent::BecameLeader { .. } => "leader_elected",
-            RaftEvent::BecameFollower { .. } => "raft_became_follower",
-            RaftEvent::SteppedDownNoQuorum { .. } => "raft_leader_lost_quorum",
-            RaftEvent::TransferTimeoutNow { .. } => "raft_transfer_timeout_now",
-            RaftEvent::SnapshotSendStarted { .. } => "raft_snapshot_send",
-            RaftEvent::SnapshotInstalled { .. } => "raft_snapshot_installed",
-            RaftEvent::ConfigChanged { .. } => "config_changed",
-            RaftEvent::SteppedDownRemoved { .. } => "raft_leader_removed",
+            RaftEvent::ElectionStarted { term, pre_vote } => NodeEvent::ElectionStarted {
+                group,
+                term,
+                pre_vote,
+            },
+            RaftEvent::BecameLeader { term } => NodeEvent::LeaderElected { group, term },
+            RaftEvent::BecameFollower { term, leader } => NodeEvent::BecameFollower {
+                group,
+                term,
+                leader,
+            },
+            RaftEvent::SteppedDownNoQuorum { term } => NodeEvent::LeaderLostQuorum { group, term },
+            RaftEvent::TransferTimeoutNow { term } => NodeEvent::TransferTimeoutNow { group, term },
+            RaftEvent::SnapshotSendStarted { to, index } => {
+                NodeEvent::SnapshotSendStarted { group, to, index }
+            }
+            RaftEvent::SnapshotInstalled { index, term } => {
+                NodeEvent::SnapshotInstalled { group, index, term }
+            }
+            RaftEvent::ConfigChanged {
+                index,
+                change,
+                voters,
+                learners,
+            } => NodeEvent::ConfigChanged {
+                group,
+                index,
+                change: change.map(MembershipChange::from),
+                voters,
+                learners,
+            },
+            RaftEvent::SteppedDownRemoved { term } => NodeEvent::LeaderRemoved { group, term },
+        }
+    }
+}
+
+impl From<ConfChange> for MembershipChange {
+    fn from(c: ConfChange) -> Self {
+        match c {
+            ConfChange::AddLearner(n) => MembershipChange::AddLearner(n),
+            ConfChange::AddVoter(n) => MembershipChange::AddVoter(n),
+            ConfChange::RemoveNode(n) => MembershipChange::RemoveNode(n),
         }
     }
 }
@@ -170,6 +204,7 @@ impl Ready {
         let needs_sync = self.needs_sync();
         for record in self.records.drain(..) {
             out.persist(
+                self.group,
                 WalRecord {
                     group: self.group,
                     record,
@@ -185,7 +220,7 @@ impl Ready {
             out.send(to, wrap(msg));
         }
         for ev in self.events.drain(..) {
-            out.event(ev.kind(), format!("group={} {ev:?}", self.group.0));
+            out.event(ev.into_node_event(self.group));
         }
     }
 }

@@ -227,7 +227,7 @@ fn vote_is_persisted_and_synced_before_the_reply_is_sent() {
         .effects()
         .iter()
         .map(|e| match e {
-            Effect::Persist(_) => "persist",
+            Effect::Persist { .. } => "persist",
             Effect::Sync => "sync",
             Effect::Send { .. } => "send",
             Effect::Event(_) => "event",
@@ -740,13 +740,13 @@ fn follower_acknowledges_entries_only_after_they_are_persisted() {
     assert!(
         effects[..sync_at]
             .iter()
-            .all(|e| matches!(e, Effect::Persist(_)))
+            .all(|e| matches!(e, Effect::Persist { .. }))
     );
     assert!(sync_at < send_at);
     let recs: Vec<RaftRecord> = effects[..sync_at]
         .iter()
         .map(|e| match e {
-            Effect::Persist(b) => WalRecord::decode(b, 0).unwrap().record,
+            Effect::Persist { record: b, .. } => WalRecord::decode(b, 0).unwrap().record,
             _ => unreachable!(),
         })
         .collect();

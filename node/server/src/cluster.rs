@@ -259,7 +259,7 @@ impl LocalCluster {
         Ok(())
     }
 
-    /// Pauses `id` (the in-process `SIGSTOP`: see [`crate::AdminCommand::Pause`]).
+    /// Pauses `id` (the in-process `SIGSTOP`: see [`crate::DriverCommand::Pause`]).
     pub async fn pause(&self, id: NodeId) -> Result<(), ServerError> {
         self.handle(id)?.pause().await;
         Ok(())

@@ -33,8 +33,9 @@ use std::time::Duration;
 use kvlab_storage::{NodeStorage, StorageError, Vfs, WalStats};
 use kvlab_transport::{FaultRules, Transport, TransportError, TransportStats};
 use kvlab_types::{
-    ClientError, ClientRequest, ClientResponse, Cx, Effect, NodeEvent, NodeId, Out, Protocol,
-    Recovery, RequestId, Rng, Time, TimerId, derive_seed, seeded_rng,
+    ClientError, ClientRequest, ClientResponse, Cx, Disposition, Effect, GroupId, NodeEvent,
+    NodeId, Out, Protocol, Recovery, RequestId, Rng, StepOrder, Time, TimerId, derive_seed,
+    seeded_rng,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -54,13 +55,13 @@ pub const ADMIN_QUEUE_LEN: usize = 64;
 /// The durable state a driver writes through: the storage effects of [`Effect`]. The
 /// server uses [`NodeStorage`]; tests substitute a store that records what happened when.
 pub trait DurableStore: Send + 'static {
-    /// Appends a record (`Effect::Persist`); durable only after a later `sync`.
-    fn persist(&mut self, record: &[u8]) -> Result<(), StorageError>;
+    /// Appends a record of `group` (`Effect::Persist`); durable only after a later `sync`.
+    fn persist(&mut self, group: GroupId, record: &[u8]) -> Result<(), StorageError>;
     /// Makes every record appended so far durable (`Effect::Sync`). Called on a blocking
     /// thread.
     fn sync(&mut self) -> Result<(), StorageError>;
-    /// Durably replaces the snapshot (`Effect::SaveSnapshot`).
-    fn save_snapshot(&mut self, data: &[u8]) -> Result<(), StorageError>;
+    /// Durably replaces `group`'s snapshot (`Effect::SaveSnapshot`).
+    fn save_snapshot(&mut self, group: GroupId, data: &[u8]) -> Result<(), StorageError>;
     /// The log's counters.
     fn wal_stats(&self) -> WalStats;
 }
@@ -69,31 +70,31 @@ impl<V: Vfs + Send + 'static> DurableStore for NodeStorage<V>
 where
     NodeStorage<V>: Send,
 {
-    fn persist(&mut self, record: &[u8]) -> Result<(), StorageError> {
-        NodeStorage::persist(self, record).map(|_| ())
+    fn persist(&mut self, group: GroupId, record: &[u8]) -> Result<(), StorageError> {
+        NodeStorage::persist(self, group, record).map(|_| ())
     }
     fn sync(&mut self) -> Result<(), StorageError> {
         NodeStorage::sync(self)
     }
-    fn save_snapshot(&mut self, data: &[u8]) -> Result<(), StorageError> {
-        NodeStorage::save_snapshot(self, data)
+    fn save_snapshot(&mut self, group: GroupId, data: &[u8]) -> Result<(), StorageError> {
+        NodeStorage::save_snapshot(self, group, data)
     }
     fn wal_stats(&self) -> WalStats {
         NodeStorage::wal_stats(self).clone()
     }
 }
 
-/// One protocol event as the node logged it.
+/// One protocol event as the node logged it: a line of the node's `events.jsonl`,
+/// `{"time_ns":…,"node":1,"kind":"leader_elected","group":0,"term":4}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventRecord {
     /// The node's clock (nanoseconds since the server started).
     pub time_ns: u64,
     /// The node.
     pub node: NodeId,
-    /// The event's stable name (`leader_elected`, …).
-    pub kind: String,
-    /// Its details.
-    pub detail: String,
+    /// The event, typed.
+    #[serde(flatten)]
+    pub event: NodeEvent,
 }
 
 /// The driver's own counters.
@@ -166,14 +167,16 @@ pub struct NodeStatus {
     pub recent_events: Vec<EventRecord>,
 }
 
-/// An admin command for the driver.
+/// A command for the driver from its own process (the admin endpoint, the mem cluster):
+/// status, pause, resume, shutdown. Not to be confused with [`kvlab_types::AdminCommand`],
+/// an operator's command to the protocol.
 #[derive(Debug)]
-pub enum AdminCommand {
+pub enum DriverCommand {
     /// Report the node's status.
     Status(oneshot::Sender<NodeStatus>),
     /// Stop gracefully (sync the store, close the transport).
     Shutdown,
-    /// Stop stepping until [`AdminCommand::Resume`]: the in-process stand-in for
+    /// Stop stepping until [`DriverCommand::Resume`]: the in-process stand-in for
     /// `SIGSTOP`. Peer messages and client requests queue (or are dropped where their
     /// queues are full), timers come due but fire only on resume, status is not answered.
     Pause,
@@ -198,7 +201,7 @@ pub struct ClientCall {
 pub struct NodeHandle {
     id: NodeId,
     client_tx: mpsc::Sender<ClientCall>,
-    admin_tx: mpsc::Sender<AdminCommand>,
+    admin_tx: mpsc::Sender<DriverCommand>,
     faults: FaultRules,
     request_timeout: Duration,
 }
@@ -266,21 +269,21 @@ impl NodeHandle {
             reason: "not running".into(),
         };
         self.admin_tx
-            .send(AdminCommand::Status(tx))
+            .send(DriverCommand::Status(tx))
             .await
             .map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())
     }
 
-    /// Pauses the node like `SIGSTOP` would (see [`AdminCommand::Pause`]). A node that is
+    /// Pauses the node like `SIGSTOP` would (see [`DriverCommand::Pause`]). A node that is
     /// not running is left alone.
     pub async fn pause(&self) {
-        let _ = self.admin_tx.send(AdminCommand::Pause).await;
+        let _ = self.admin_tx.send(DriverCommand::Pause).await;
     }
 
     /// Resumes a paused node like `SIGCONT` would.
     pub async fn resume(&self) {
-        let _ = self.admin_tx.send(AdminCommand::Resume).await;
+        let _ = self.admin_tx.send(DriverCommand::Resume).await;
     }
 
     /// Asks the node to stop gracefully; returns at once (await the task that runs it to
@@ -288,7 +291,7 @@ impl NodeHandle {
     pub fn shutdown(&self) {
         // A full admin queue: the shutdown is retried from a task so it is never lost.
         if let Err(mpsc::error::TrySendError::Full(cmd)) =
-            self.admin_tx.try_send(AdminCommand::Shutdown)
+            self.admin_tx.try_send(DriverCommand::Shutdown)
         {
             let tx = self.admin_tx.clone();
             tokio::spawn(async move {
@@ -371,7 +374,7 @@ enum Held<M> {
 /// What woke the driver up.
 enum Wake<M> {
     Shutdown,
-    Admin(AdminCommand),
+    Admin(DriverCommand),
     Timers,
     Msg(Result<kvlab_transport::Envelope<M>, TransportError>),
     Client(ClientCall),
@@ -426,7 +429,7 @@ where
     started: Instant,
     timers: Timers,
     client_rx: mpsc::Receiver<ClientCall>,
-    admin_rx: mpsc::Receiver<AdminCommand>,
+    admin_rx: mpsc::Receiver<DriverCommand>,
     waiters: BTreeMap<RequestId, VecDeque<oneshot::Sender<ClientResponse>>>,
     waiting: usize,
     held: Vec<Held<P::Msg>>,
@@ -483,8 +486,8 @@ where
             options,
             events_file,
         } = parts;
-        let recovered_records = recovery.records.len();
-        let recovered_snapshot = recovery.snapshot.is_some();
+        let recovered_records = recovery.record_count();
+        let recovered_snapshot = recovery.groups.values().any(|g| g.snapshot.is_some());
         let mut rng = seeded_rng(derive_seed(seed, "node", u64::from(id.0)));
         let started = Instant::now();
         let mut out = Out::new();
@@ -618,12 +621,12 @@ where
                 biased;
                 _ = shutdown.as_mut() => return Flow::Stop,
                 cmd = self.admin_rx.recv() => match cmd {
-                    None | Some(AdminCommand::Shutdown) => return Flow::Stop,
-                    Some(AdminCommand::Resume) => {
+                    None | Some(DriverCommand::Shutdown) => return Flow::Stop,
+                    Some(DriverCommand::Resume) => {
                         tracing::info!("node resumed");
                         return Flow::Continue;
                     }
-                    Some(AdminCommand::Pause | AdminCommand::Status(_)) => {}
+                    Some(DriverCommand::Pause | DriverCommand::Status(_)) => {}
                 },
             }
         }
@@ -653,10 +656,10 @@ where
 
     async fn handle(&mut self, wake: Wake<P::Msg>) -> Result<Flow, ServerError> {
         match wake {
-            Wake::Shutdown | Wake::Admin(AdminCommand::Shutdown) => return Ok(Flow::Stop),
-            Wake::Admin(AdminCommand::Pause) => return Ok(Flow::Pause),
-            Wake::Admin(AdminCommand::Resume) | Wake::Idle => {}
-            Wake::Admin(AdminCommand::Status(tx)) => {
+            Wake::Shutdown | Wake::Admin(DriverCommand::Shutdown) => return Ok(Flow::Stop),
+            Wake::Admin(DriverCommand::Pause) => return Ok(Flow::Pause),
+            Wake::Admin(DriverCommand::Resume) | Wake::Idle => {}
+            Wake::Admin(DriverCommand::Status(tx)) => {
                 let _ = tx.send(self.status());
             }
             Wake::Timers => {
@@ -752,8 +755,15 @@ where
     async fn execute_effects(&mut self) -> Result<(), ServerError> {
         let mut out = std::mem::take(&mut self.out);
         let mut result = Ok(());
+        let mut order = StepOrder::new(self.id, P::SENDS_UNSYNCED_STATE);
         let mut effects = out.drain();
         for effect in effects.by_ref() {
+            // The shared step order asserts the durability contract here. Holding is done
+            // by `sync_due`, which group commit keeps set across steps: every send the
+            // step order would hold (`HoldForSync`) comes after a `Sync` that set it, so
+            // the driver holds at least that much.
+            let disposition = order.classify(&effect);
+            debug_assert!(disposition != Disposition::HoldForSync || self.sync_due);
             if let Err(e) = self.execute(effect).await {
                 result = Err(e);
                 break;
@@ -781,22 +791,23 @@ where
                     self.reply_now(resp);
                 }
             }
-            Effect::Persist(record) => {
+            Effect::Persist { group, record } => {
                 self.stats.persists += 1;
                 lock(&self.store)
-                    .persist(&record)
+                    .persist(group, &record)
                     .map_err(|source| self.storage_error("persist", source))?;
             }
             Effect::Sync => {
                 self.stats.syncs_requested += 1;
                 self.sync_due = true;
             }
-            Effect::SaveSnapshot(data) => {
+            Effect::SaveSnapshot { group, data } => {
                 // Effects after an earlier Sync wait for it; the snapshot is one of them.
                 self.flush().await?;
                 let store = self.store.clone();
                 let saved =
-                    tokio::task::spawn_blocking(move || lock(&store).save_snapshot(&data)).await;
+                    tokio::task::spawn_blocking(move || lock(&store).save_snapshot(group, &data))
+                        .await;
                 match saved {
                     Ok(Ok(())) => self.stats.snapshots_saved += 1,
                     Ok(Err(source)) => return Err(self.storage_error("save_snapshot", source)),
@@ -807,14 +818,13 @@ where
                 self.timers.set(timer, Instant::now() + after);
             }
             Effect::CancelTimer { timer } => self.timers.cancel(timer),
-            Effect::Event(NodeEvent { kind, detail }) => {
-                tracing::info!(role = self.role.unwrap_or("-"), event = %kind, %detail, "protocol event");
+            Effect::Event(event) => {
+                tracing::info!(role = self.role.unwrap_or("-"), kind = event.kind(), %event, "protocol event");
                 let time_ns = self.now().as_nanos();
                 self.events.push(EventRecord {
                     time_ns,
                     node: self.id,
-                    kind,
-                    detail,
+                    event,
                 });
             }
         }
@@ -937,13 +947,25 @@ mod tests {
     fn rearming_a_timer_replaces_its_deadline() {
         let mut t = Timers::default();
         let base = Instant::now();
-        t.set(TimerId(1), base + Duration::from_secs(10));
-        t.set(TimerId(2), base + Duration::from_secs(5));
-        t.set(TimerId(1), base + Duration::from_secs(1));
+        t.set(
+            TimerId::new(kvlab_types::TimerSpace::Test, 1),
+            base + Duration::from_secs(10),
+        );
+        t.set(
+            TimerId::new(kvlab_types::TimerSpace::Test, 2),
+            base + Duration::from_secs(5),
+        );
+        t.set(
+            TimerId::new(kvlab_types::TimerSpace::Test, 1),
+            base + Duration::from_secs(1),
+        );
         assert_eq!(t.len(), 2);
-        assert_eq!(t.pop_due(base + Duration::from_secs(2)), Some(TimerId(1)));
+        assert_eq!(
+            t.pop_due(base + Duration::from_secs(2)),
+            Some(TimerId::new(kvlab_types::TimerSpace::Test, 1))
+        );
         assert_eq!(t.pop_due(base + Duration::from_secs(2)), None);
-        t.cancel(TimerId(2));
+        t.cancel(TimerId::new(kvlab_types::TimerSpace::Test, 2));
         assert_eq!(t.next_deadline(), None);
     }
 
@@ -952,9 +974,16 @@ mod tests {
         let mut t = Timers::default();
         let at = Instant::now();
         for id in [3, 1, 2] {
-            t.set(TimerId(id), at);
+            t.set(TimerId::new(kvlab_types::TimerSpace::Test, id), at);
         }
         let fired: Vec<_> = std::iter::from_fn(|| t.pop_due(at)).collect();
-        assert_eq!(fired, [TimerId(3), TimerId(1), TimerId(2)]);
+        assert_eq!(
+            fired,
+            [
+                TimerId::new(kvlab_types::TimerSpace::Test, 3),
+                TimerId::new(kvlab_types::TimerSpace::Test, 1),
+                TimerId::new(kvlab_types::TimerSpace::Test, 2)
+            ]
+        );
     }
 }

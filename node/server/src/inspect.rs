@@ -66,7 +66,7 @@ impl Inspect for RaftKv {
             term: Some(self.term()),
             commit_index: Some(self.commit_index()),
             applied_index: Some(self.applied_index()),
-            keys: self.store().map(|s| s.len()),
+            keys: Some(self.key_count()),
             poisoned: self.poisoned().map(str::to_string),
         }
     }

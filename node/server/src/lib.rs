@@ -72,7 +72,7 @@ pub use config::{
     SystemConfig, SystemKind, TransportKind, load_node_config,
 };
 pub use driver::{
-    ADMIN_QUEUE_LEN, AdminCommand, ClientCall, DriverStats, DurableStore, EventRecord,
+    ADMIN_QUEUE_LEN, ClientCall, DriverCommand, DriverStats, DurableStore, EventRecord,
     MAX_WAITING_CLIENT_REQUESTS, NodeHandle, NodeParts, NodeServer, NodeStatus, StorageStatus,
 };
 pub use error::ServerError;

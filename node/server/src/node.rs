@@ -180,7 +180,7 @@ pub(crate) fn open_storage(
         node = %id,
         dir = %dir.display(),
         records = report.records,
-        snapshot = report.snapshot_lsn.is_some(),
+        snapshots = report.snapshot_lsns.len(),
         torn_tail = report.torn_tail.is_some(),
         "storage recovered"
     );

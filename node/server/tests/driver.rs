@@ -39,7 +39,7 @@ impl Protocol for Scripted {
         match req.op {
             KvOp::Write { .. } => {
                 out.send(NodeId(2), 1);
-                out.persist(b"record".to_vec());
+                out.persist(kvlab_types::GroupId::DEFAULT, b"record".to_vec());
                 out.sync();
                 out.send(NodeId(2), 2);
                 out.reply(req.id, Ok(OpOutput::Done));
@@ -58,7 +58,7 @@ struct LoggingStore {
 }
 
 impl DurableStore for LoggingStore {
-    fn persist(&mut self, _: &[u8]) -> Result<(), StorageError> {
+    fn persist(&mut self, _: kvlab_types::GroupId, _: &[u8]) -> Result<(), StorageError> {
         note(&self.log, "persist");
         Ok(())
     }
@@ -77,7 +77,7 @@ impl DurableStore for LoggingStore {
         note(&self.log, "sync returns");
         Ok(())
     }
-    fn save_snapshot(&mut self, _: &[u8]) -> Result<(), StorageError> {
+    fn save_snapshot(&mut self, _: kvlab_types::GroupId, _: &[u8]) -> Result<(), StorageError> {
         note(&self.log, "snapshot");
         Ok(())
     }

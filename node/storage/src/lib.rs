@@ -33,23 +33,26 @@
 //!
 //! ```
 //! use kvlab_storage::{CrashOptions, NodeStorage, SimFs, StorageOptions};
+//! use kvlab_types::GroupId;
 //! use std::path::Path;
+//!
+//! let g = GroupId::DEFAULT;
 //!
 //! let fs = SimFs::new();
 //! let dir = Path::new("/n1");
 //! let opts = StorageOptions::default(); // fsync = "batch"
 //! let (mut st, rec) = NodeStorage::open(fs.clone(), dir, &opts).unwrap();
-//! assert!(rec.snapshot.is_none() && rec.records.is_empty());
+//! assert!(rec.is_empty());
 //!
-//! st.persist(b"term=1").unwrap();
+//! st.persist(g, b"term=1").unwrap();
 //! st.sync().unwrap(); // durable from here on
-//! st.persist(b"vote=n2").unwrap(); // not synced: a crash may lose it
+//! st.persist(g, b"vote=n2").unwrap(); // not synced: a crash may lose it
 //! drop(st);
 //!
 //! fs.crash(&mut kvlab_types::seeded_rng(7), &CrashOptions::default());
 //! let (_st, rec) = NodeStorage::open(fs.clone(), dir, &opts).unwrap();
-//! assert_eq!(rec.records[0], b"term=1");
-//! assert!(rec.records.len() <= 2);
+//! assert_eq!(rec.group(g).records[0], b"term=1");
+//! assert!(rec.group(g).records.len() <= 2);
 //! ```
 
 use std::path::PathBuf;

@@ -1,4 +1,5 @@
-//! [`SnapshotStore`]: one snapshot file per directory, replaced atomically.
+//! [`SnapshotStore`]: one snapshot file (`snapshot.bin` unless named otherwise), replaced
+//! atomically.
 //!
 //! # On-disk format
 //!
@@ -71,13 +72,19 @@ impl<V: Vfs> SnapshotStore<V> {
     /// Opens the store in `dir` (creating the directory if needed) and removes a
     /// temporary file a crash may have left behind mid-save.
     pub fn open(vfs: V, dir: &Path) -> Result<Self, StorageError> {
+        Self::open_named(vfs, dir, SNAPSHOT_FILE_NAME)
+    }
+
+    /// [`SnapshotStore::open`] for a snapshot kept in `dir/file_name` (its temporary file
+    /// is `file_name` + `.tmp`), so that several stores share one directory.
+    pub fn open_named(vfs: V, dir: &Path, file_name: &str) -> Result<Self, StorageError> {
         vfs.create_dir_all(dir)
             .map_err(io_err(dir, "create directory"))?;
         let mut store = SnapshotStore {
             vfs,
             dir: dir.to_path_buf(),
-            path: dir.join(SNAPSHOT_FILE_NAME),
-            temp_path: dir.join(SNAPSHOT_TEMP_FILE_NAME),
+            path: dir.join(file_name),
+            temp_path: dir.join(format!("{file_name}.tmp")),
             removed_leftover_temp: false,
         };
         store.removed_leftover_temp = store.remove_temp()?;

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use common::{FailAfter, for_seeds, opts};
 use kvlab_storage::{CrashOptions, FsyncPolicy, Lsn, NodeStorage, SimFs, Wal};
-use kvlab_types::{Recovery, Rng, seeded_rng};
+use kvlab_types::{GroupId, Recovery, Rng, seeded_rng};
 use rand::RngExt;
 
 const SEEDS_WAL: u64 = 400;
@@ -176,6 +176,7 @@ fn snapshot_data(covered: usize, counter: u64) -> Vec<u8> {
 impl Model {
     /// Checks a recovery against what must have survived, then adopts it.
     fn check_and_adopt(&mut self, rec: &Recovery) -> Result<(), String> {
+        let rec = rec.group(GroupId::DEFAULT);
         let covered = match &rec.snapshot {
             None => None,
             Some(d) if d.len() == 20 && &d[8..12] == b"snap" => {
@@ -255,14 +256,15 @@ fn node_seed(seed: u64, cov: &mut Coverage) -> Result<(), String> {
                 cov.torn_tails_cut += u64::from(report.torn_tail.is_some());
                 cov.wal_restarts += u64::from(report.wal_restarted_at_snapshot);
                 cov.temp_snapshots_removed += u64::from(report.removed_leftover_temp_snapshot);
-                cov.snapshots_recovered += u64::from(rec.snapshot.is_some());
+                cov.snapshots_recovered +=
+                    u64::from(rec.group(GroupId::DEFAULT).snapshot.is_some());
                 for _ in 0..rng.random_range(1..100) {
                     let roll = rng.random_range(0..100u8);
                     let result = if roll < 65 {
                         let p = unique_payload(&mut rng, &mut counter);
                         // Even a failed append may have reached the disk.
                         m.appended.push(p.clone());
-                        st.persist(&p).map(|_| {
+                        st.persist(GroupId::DEFAULT, &p).map(|_| {
                             if policy == FsyncPolicy::Always {
                                 m.durable = m.appended.len();
                             }
@@ -273,7 +275,7 @@ fn node_seed(seed: u64, cov: &mut Coverage) -> Result<(), String> {
                         let covered = m.appended.len();
                         counter += 1;
                         m.snapshot_in_flight = Some(covered);
-                        st.save_snapshot(&snapshot_data(covered, counter))
+                        st.save_snapshot(GroupId::DEFAULT, &snapshot_data(covered, counter))
                             .map(|()| {
                                 m.snapshot = Some(covered);
                                 m.snapshot_in_flight = None;

@@ -5,8 +5,11 @@ mod common;
 use std::path::PathBuf;
 
 use common::{Disk, opts, segments};
-use kvlab_storage::{FsyncPolicy, Lsn, NodeStorage, SNAPSHOT_FILE_NAME, StorageError, Vfs};
-use kvlab_types::Recovery;
+use kvlab_storage::{FsyncPolicy, Lsn, NodeStorage, StorageError, Vfs};
+use kvlab_types::{GroupId, Recovery};
+
+/// The group every test here persists to (one test uses two).
+const G: GroupId = GroupId::DEFAULT;
 
 const SMALL_SEGMENT_BYTES: u64 = 4096;
 
@@ -18,19 +21,22 @@ fn snapshot_then_records<V: Disk>(fs: V, dir: PathBuf) {
     let o = opts(FsyncPolicy::Batch, SMALL_SEGMENT_BYTES);
     let (mut st, rec) = NodeStorage::open(fs.clone(), &dir, &o).unwrap();
     assert_eq!(rec, Recovery::default());
-    st.persist(b"a").unwrap();
-    st.persist(b"b").unwrap();
-    st.save_snapshot(b"state after a,b").unwrap();
-    st.persist(b"c").unwrap();
-    assert_eq!(st.persist(b"d").unwrap(), Lsn(4));
+    st.persist(G, b"a").unwrap();
+    st.persist(G, b"b").unwrap();
+    st.save_snapshot(G, b"state after a,b").unwrap();
+    st.persist(G, b"c").unwrap();
+    assert_eq!(st.persist(G, b"d").unwrap(), Lsn(4));
     st.sync().unwrap();
     drop(st);
 
     let (st, rec) = NodeStorage::open(fs.clone(), &dir, &o).unwrap();
-    assert_eq!(rec.snapshot.as_deref(), Some(&b"state after a,b"[..]));
-    assert_eq!(rec.records, recs(&["c", "d"]));
+    assert_eq!(
+        rec.group(G).snapshot.as_deref(),
+        Some(&b"state after a,b"[..])
+    );
+    assert_eq!(rec.group(G).records, recs(&["c", "d"]));
     let report = st.recovery_report();
-    assert_eq!(report.snapshot_lsn, Some(Lsn(3)));
+    assert_eq!(report.snapshot_lsns.get(&G).copied(), Some(Lsn(3)));
     assert_eq!(report.records, 2);
     assert_eq!(report.records_covered_by_snapshot, 2);
     assert_eq!(st.next_lsn(), Lsn(5));
@@ -45,18 +51,18 @@ fn snapshot_truncates<V: Disk>(fs: V, dir: PathBuf) {
     let o = opts(FsyncPolicy::Always, SMALL_SEGMENT_BYTES);
     let (mut st, _) = NodeStorage::open(fs.clone(), &dir, &o).unwrap();
     for i in 0..300u32 {
-        st.persist(&[i as u8; 100]).unwrap();
+        st.persist(G, &[i as u8; 100]).unwrap();
     }
     assert!(segments(&fs, &dir).len() > 5);
-    st.save_snapshot(b"all 300").unwrap();
+    st.save_snapshot(G, b"all 300").unwrap();
     st.sync().unwrap();
     // Only the active segment is left.
     assert_eq!(segments(&fs, &dir).len(), 1);
-    st.persist(b"after").unwrap();
+    st.persist(G, b"after").unwrap();
     drop(st);
     let (_, rec) = NodeStorage::open(fs.clone(), &dir, &o).unwrap();
-    assert_eq!(rec.snapshot.as_deref(), Some(&b"all 300"[..]));
-    assert_eq!(rec.records, recs(&["after"]));
+    assert_eq!(rec.group(G).snapshot.as_deref(), Some(&b"all 300"[..]));
+    assert_eq!(rec.group(G).records, recs(&["after"]));
 }
 
 #[test]
@@ -68,10 +74,10 @@ fn log_behind_snapshot<V: Disk>(fs: V, dir: PathBuf) {
     let o = opts(FsyncPolicy::Batch, SMALL_SEGMENT_BYTES);
     let (mut st, _) = NodeStorage::open(fs.clone(), &dir, &o).unwrap();
     for r in ["a", "b", "c"] {
-        st.persist(r.as_bytes()).unwrap();
+        st.persist(G, r.as_bytes()).unwrap();
     }
     st.sync().unwrap();
-    st.save_snapshot(b"abc").unwrap();
+    st.save_snapshot(G, b"abc").unwrap();
     drop(st);
     // The records before the snapshot were lost (as unsynced records may be): only the
     // segment header is left.
@@ -79,15 +85,15 @@ fn log_behind_snapshot<V: Disk>(fs: V, dir: PathBuf) {
     fs.cut(seg, 16);
 
     let (mut st, rec) = NodeStorage::open(fs.clone(), &dir, &o).unwrap();
-    assert_eq!(rec.snapshot.as_deref(), Some(&b"abc"[..]));
-    assert!(rec.records.is_empty());
+    assert_eq!(rec.group(G).snapshot.as_deref(), Some(&b"abc"[..]));
+    assert!(rec.group(G).records.is_empty());
     assert!(st.recovery_report().wal_restarted_at_snapshot);
     // New records continue after the snapshot, not over it.
-    assert_eq!(st.persist(b"d").unwrap(), Lsn(4));
+    assert_eq!(st.persist(G, b"d").unwrap(), Lsn(4));
     st.sync().unwrap();
     drop(st);
     let (_, rec) = NodeStorage::open(fs.clone(), &dir, &o).unwrap();
-    assert_eq!(rec.records, recs(&["d"]));
+    assert_eq!(rec.group(G).records, recs(&["d"]));
 }
 
 #[test]
@@ -99,13 +105,13 @@ fn lost_snapshot<V: Disk>(fs: V, dir: PathBuf) {
     let o = opts(FsyncPolicy::Batch, SMALL_SEGMENT_BYTES);
     let (mut st, _) = NodeStorage::open(fs.clone(), &dir, &o).unwrap();
     for i in 0..100u32 {
-        st.persist(&[i as u8; 100]).unwrap();
+        st.persist(G, &[i as u8; 100]).unwrap();
     }
-    st.save_snapshot(b"covers 100").unwrap();
-    st.persist(b"x").unwrap();
+    st.save_snapshot(G, b"covers 100").unwrap();
+    st.persist(G, b"x").unwrap();
     st.sync().unwrap();
     drop(st);
-    fs.remove_file(&dir.join(SNAPSHOT_FILE_NAME)).unwrap();
+    fs.remove_file(&dir.join("snapshot-g0.bin")).unwrap();
     match NodeStorage::open(fs.clone(), &dir, &o) {
         Err(StorageError::Inconsistent { dir: d, reason }) => {
             assert_eq!(d, dir);
@@ -123,9 +129,9 @@ fn a_log_whose_prefix_is_gone_without_a_snapshot_is_refused() {
 fn corrupt_snapshot_surfaces<V: Disk>(fs: V, dir: PathBuf) {
     let o = opts(FsyncPolicy::Batch, SMALL_SEGMENT_BYTES);
     let (mut st, _) = NodeStorage::open(fs.clone(), &dir, &o).unwrap();
-    st.save_snapshot(b"state").unwrap();
+    st.save_snapshot(G, b"state").unwrap();
     drop(st);
-    let path = dir.join(SNAPSHOT_FILE_NAME);
+    let path = dir.join("snapshot-g0.bin");
     fs.poke(&path, 30, &[0x80]);
     match NodeStorage::open(fs.clone(), &dir, &o) {
         Err(StorageError::CorruptSnapshot { file, .. }) => assert_eq!(file, path),
@@ -136,6 +142,54 @@ fn corrupt_snapshot_surfaces<V: Disk>(fs: V, dir: PathBuf) {
 #[test]
 fn a_corrupt_snapshot_is_refused_on_open() {
     on_both_fs!(corrupt_snapshot_surfaces);
+}
+
+fn two_groups<V: Disk>(fs: V, dir: PathBuf) {
+    let o = opts(FsyncPolicy::Batch, SMALL_SEGMENT_BYTES);
+    let (g1, g2) = (GroupId(1), GroupId(2));
+    let (mut st, _) = NodeStorage::open(fs.clone(), &dir, &o).unwrap();
+    // Interleaved records of two groups, over several segments.
+    for i in 0..120u32 {
+        st.persist(g1, format!("g1-{i}").as_bytes()).unwrap();
+        st.persist(g2, format!("g2-{i}").as_bytes()).unwrap();
+    }
+    st.save_snapshot(g1, b"g1 covers 120").unwrap();
+    st.persist(g1, b"g1-after").unwrap();
+    st.sync().unwrap();
+    drop(st);
+
+    let (mut st, rec) = NodeStorage::open(fs.clone(), &dir, &o).unwrap();
+    assert_eq!(
+        rec.group(g1).snapshot.as_deref(),
+        Some(&b"g1 covers 120"[..])
+    );
+    assert_eq!(rec.group(g1).records, recs(&["g1-after"]));
+    let want: Vec<String> = (0..120).map(|i| format!("g2-{i}")).collect();
+    let want: Vec<&str> = want.iter().map(String::as_str).collect();
+    assert_eq!(rec.group(g2).snapshot, None);
+    assert_eq!(
+        rec.group(g2).records,
+        recs(&want),
+        "group 2's log must be intact"
+    );
+    // Once group 2 snapshots too, the old segments go.
+    let before = segments(&fs, &dir).len();
+    st.save_snapshot(g2, b"g2 covers all").unwrap();
+    st.sync().unwrap();
+    assert!(segments(&fs, &dir).len() < before);
+    drop(st);
+    let (_, rec) = NodeStorage::open(fs.clone(), &dir, &o).unwrap();
+    assert_eq!(rec.group(g1).records, recs(&["g1-after"]));
+    assert!(rec.group(g2).records.is_empty());
+    assert_eq!(
+        rec.group(g2).snapshot.as_deref(),
+        Some(&b"g2 covers all"[..])
+    );
+}
+
+#[test]
+fn a_snapshot_of_one_group_keeps_the_other_groups_records() {
+    on_both_fs!(two_groups);
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use kvlab_sim::{NetworkConfig, Sim, SimConfig, SimOutput};
 use kvlab_swim::{SwimConfig, SwimNode};
-use kvlab_types::{NodeId, Time};
+use kvlab_types::{NodeEvent, NodeId, Time};
 
 /// Simulated length of one measured run.
 const SIMULATED_S: u64 = 120;
@@ -37,7 +37,6 @@ fn run(n: u32, seed: u64) {
     outputs.clear();
     let victim = NodeId(n / 2);
     sim.crash(victim);
-    let needle = format!("member={victim} ");
     let mut t = Time::from_secs(CRASH_AT_S);
     while t < Time::from_secs(SIMULATED_S) {
         t = t + Duration::from_secs(1);
@@ -46,8 +45,7 @@ fn run(n: u32, seed: u64) {
         for o in outputs.drain(..) {
             events += 1;
             if let SimOutput::Event { event, .. } = o
-                && event.kind == "member_dead"
-                && event.detail.starts_with(&needle)
+                && matches!(event, NodeEvent::MemberDead { member, .. } if member == victim)
             {
                 dead += 1;
             }

@@ -1,19 +1,21 @@
 //! A small deterministic test cluster for SWIM: virtual time, a `(time, seq)` event
 //! heap, one seeded RNG for the network, loss, directed link cuts, crash and restart
-//! with a durable record store. It deliberately does not use kvlab-sim, so this crate's
-//! tests stand on their own.
+//! with a durable record store. The crate's unit tests use it because they look inside
+//! [`Swim`] between steps; its integration tests (`tests/sim_*.rs`) and its benchmark run
+//! on kvlab-sim instead.
 //!
-//! Simplification: `Persist` is durable at once (no unsynced writes are lost). The
-//! harness instead *checks* the ordering contract: in every step, a `Send` never follows
-//! a `Persist` without a `Sync` in between.
+//! Simplification: `Persist` is durable at once (no unsynced writes are lost), and a send
+//! after a `Sync` leaves at once. The harness still *checks* the ordering contract with
+//! [`StepOrder`], the classifier every executor shares: a `Send` never follows a
+//! `Persist` of the same step without a `Sync` in between.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::time::Duration;
 
 use kvlab_types::{
-    Cx, Effect, NodeEvent, NodeId, Out, Protocol, Recovery, Rng, Time, TimerId, derive_seed,
-    seeded_rng,
+    Cx, Effect, NodeEvent, NodeId, Out, Protocol, Recovery, Rng, StepOrder, Time, TimerId,
+    derive_seed, seeded_rng,
 };
 use rand::RngExt;
 
@@ -54,7 +56,6 @@ pub(crate) struct Logged {
 /// The test cluster.
 #[derive(Debug)]
 pub(crate) struct Cluster {
-    pub(crate) seed: u64,
     now: Time,
     config: SwimConfig,
     ids: Vec<NodeId>,
@@ -79,7 +80,6 @@ impl Cluster {
     pub(crate) fn new(n: u32, seed: u64, config: SwimConfig) -> Cluster {
         let ids: Vec<NodeId> = (0..n).map(NodeId).collect();
         let mut c = Cluster {
-            seed,
             now: Time::ZERO,
             config,
             ids: ids.clone(),
@@ -223,15 +223,12 @@ impl Cluster {
     }
 
     fn apply_effects(&mut self, id: NodeId, mut out: Out<SwimMsg>) {
-        let mut unsynced = false;
+        let mut order = StepOrder::new(id, SwimNode::SENDS_UNSYNCED_STATE);
         for e in out.drain() {
+            // Panics on a send after an unsynced persist; nothing is held here.
+            order.classify(&e);
             match e {
                 Effect::Send { to, msg } => {
-                    assert!(
-                        !unsynced,
-                        "seed {}: {id} sent {msg:?} after Persist without Sync",
-                        self.seed
-                    );
                     self.messages_sent += 1;
                     let bytes = postcard::to_allocvec(&msg).expect("encode");
                     if self.cut.contains(&(id, to)) || self.net.random_bool(self.loss) {
@@ -267,15 +264,16 @@ impl Cluster {
                 Effect::CancelTimer { timer } => {
                     self.slots[id.0 as usize].timers.remove(&timer);
                 }
-                Effect::Persist(r) => {
-                    unsynced = true;
-                    self.slots[id.0 as usize].durable.records.push(r);
-                }
-                Effect::Sync => unsynced = false,
-                Effect::SaveSnapshot(s) => {
+                Effect::Persist { group, record } => {
                     let d = &mut self.slots[id.0 as usize].durable;
-                    d.snapshot = Some(s);
-                    d.records.clear();
+                    d.groups.entry(group).or_default().records.push(record);
+                }
+                Effect::Sync => {}
+                Effect::SaveSnapshot { group, data } => {
+                    let d = &mut self.slots[id.0 as usize].durable;
+                    let g = d.groups.entry(group).or_default();
+                    g.snapshot = Some(data);
+                    g.records.clear();
                 }
                 Effect::Reply(_) => {}
                 Effect::Event(event) => self.log.push(Logged {
@@ -411,12 +409,13 @@ impl Cluster {
         })
     }
 
-    /// Logged events of `kind` about `member=<m>`.
+    /// Logged events of `kind` about `member`.
     pub(crate) fn events_about(&self, kind: &str, member: NodeId) -> Vec<&Logged> {
-        let needle = format!("member={member} ");
         self.log
             .iter()
-            .filter(|l| l.event.kind == kind && format!("{} ", l.event.detail).starts_with(&needle))
+            .filter(|l| {
+                l.event.kind() == kind && l.event.member().is_some_and(|(m, _)| m == member)
+            })
             .collect()
     }
 }

@@ -79,8 +79,8 @@ pub use member::{Member, MembershipEvent, SwimCounters};
 pub use msg::{MemberSnapshot, MemberState, SwimBody, SwimMsg, Update};
 pub use node::{DEFAULT_SEED_COUNT, RECORD_COMPACTION_THRESHOLD, SwimNode};
 pub use swim::{
-    IncarnationRecovery, LEAVE_FANOUT, Swim, decode_incarnation_record, encode_incarnation_record,
-    recover_incarnation,
+    IncarnationRecovery, LEAVE_FANOUT, SWIM_STATE, Swim, decode_incarnation_record,
+    encode_incarnation_record, recover_incarnation,
 };
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Entries of the membership table, the events a table change produces, and the
 //! counters a node keeps for metrics.
 
-use kvlab_types::{NodeId, Time};
+use kvlab_types::{NodeEvent, NodeId, Time};
 use serde::{Deserialize, Serialize};
 
 use crate::MemberState;
@@ -112,44 +112,68 @@ impl MembershipEvent {
             | MembershipEvent::Reclaimed { member, .. } => *member,
         }
     }
-    /// The `key=value` detail line of the event.
-    pub fn detail(&self) -> String {
-        match self {
+    /// The node event this is, for `events.jsonl`.
+    pub fn to_node_event(&self) -> NodeEvent {
+        match self.clone() {
             MembershipEvent::Joined {
                 member,
                 incarnation,
                 address,
-            } => format!("member={member} incarnation={incarnation} address={address}"),
+            } => NodeEvent::MemberJoined {
+                member,
+                incarnation,
+                address,
+            },
             MembershipEvent::Suspect {
                 member,
                 incarnation,
                 from,
-            }
-            | MembershipEvent::Dead {
+            } => NodeEvent::MemberSuspect {
                 member,
                 incarnation,
                 from,
-            } => format!("member={member} incarnation={incarnation} from={from}"),
+            },
             MembershipEvent::Alive {
                 member,
                 incarnation,
-            }
-            | MembershipEvent::Left {
+            } => NodeEvent::MemberAlive {
                 member,
                 incarnation,
-            }
-            | MembershipEvent::Reclaimed {
+            },
+            MembershipEvent::Dead {
                 member,
                 incarnation,
-            } => format!("member={member} incarnation={incarnation}"),
+                from,
+            } => NodeEvent::MemberDead {
+                member,
+                incarnation,
+                from,
+            },
+            MembershipEvent::Left {
+                member,
+                incarnation,
+            } => NodeEvent::MemberLeft {
+                member,
+                incarnation,
+            },
             MembershipEvent::AddressChanged {
                 member,
                 incarnation,
                 old_address,
                 address,
-            } => format!(
-                "member={member} incarnation={incarnation} old_address={old_address} address={address}"
-            ),
+            } => NodeEvent::MemberAddressChanged {
+                member,
+                incarnation,
+                old_address,
+                address,
+            },
+            MembershipEvent::Reclaimed {
+                member,
+                incarnation,
+            } => NodeEvent::MemberReclaimed {
+                member,
+                incarnation,
+            },
         }
     }
 }

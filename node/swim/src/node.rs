@@ -1,7 +1,9 @@
 //! [`SwimNode`]: SWIM alone as a [`Protocol`], so the simulator and the server can run
 //! it without the rest of the stack (`system = "swim"`).
 
-use kvlab_types::{ClientError, ClientRequest, Cx, NodeId, Out, Protocol, Recovery, TimerId};
+use kvlab_types::{
+    ClientError, ClientRequest, Cx, NodeEvent, NodeId, Out, Protocol, Recovery, TimerId,
+};
 
 use crate::{Swim, SwimConfig, SwimMsg, recover_incarnation};
 
@@ -59,7 +61,9 @@ impl Protocol for SwimNode {
     ) -> Self {
         let rec = recover_incarnation(&recovered);
         for e in &rec.errors {
-            out.event("swim_recovery_error", format!("member={} {e}", cx.id));
+            out.event(NodeEvent::RecoveryFailed {
+                reason: format!("member {}: {e}", cx.id),
+            });
         }
         let incarnation = rec.highest.map_or(0, |h| h.saturating_add(1));
         let mut config = config.clone();
@@ -74,14 +78,16 @@ impl Protocol for SwimNode {
         let mut swim = match Swim::new(cx.id, address, incarnation, config) {
             Ok(s) => s,
             Err(e) => {
-                out.event("swim_config_invalid", format!("member={} {e}", cx.id));
+                out.event(NodeEvent::RecoveryFailed {
+                    reason: format!("member {}: invalid SWIM configuration: {e}", cx.id),
+                });
                 return SwimNode { swim: None };
             }
         };
         if rec.records > RECORD_COMPACTION_THRESHOLD
             && let Some(h) = rec.highest
         {
-            out.save_snapshot(crate::encode_incarnation_record(h));
+            out.save_snapshot(crate::SWIM_STATE, crate::encode_incarnation_record(h));
         }
         swim.start(cx, out);
         swim.drain_events();

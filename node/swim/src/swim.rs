@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
-use kvlab_types::{Cx, Message, NodeId, Out, Time, TimerId};
+use kvlab_types::{Cx, GroupId, Message, NodeEvent, NodeId, Out, Time, TimerId, TimerSpace};
 use rand::RngExt;
 use rand::seq::SliceRandom;
 
@@ -23,9 +23,8 @@ use crate::{
 /// besides piggybacking the leave on its acks.
 pub const LEAVE_FANOUT: usize = 4;
 
-/// The high 16 bits of every timer id this crate arms ("SW"), so a composed node can
-/// route timers with [`Swim::owns_timer`].
-const TIMER_TAG: u64 = 0x5357 << 48;
+/// Inside SWIM's timer space ([`TimerSpace::Swim`]), a timer id is its kind (bits 40 and
+/// up) and a payload (a probe sequence number or a member id, below bit 40).
 const TIMER_KIND_SHIFT: u32 = 40;
 const TIMER_PAYLOAD_MASK: u64 = (1 << TIMER_KIND_SHIFT) - 1;
 
@@ -39,8 +38,15 @@ pub(crate) const T_RELAY: u64 = 6;
 pub(crate) const T_GOSSIP: u64 = 7;
 
 pub(crate) fn timer(kind: u64, payload: u64) -> TimerId {
-    TimerId(TIMER_TAG | (kind << TIMER_KIND_SHIFT) | (payload & TIMER_PAYLOAD_MASK))
+    TimerId::new(
+        TimerSpace::Swim,
+        (kind << TIMER_KIND_SHIFT) | (payload & TIMER_PAYLOAD_MASK),
+    )
 }
+
+/// The durable "group" SWIM's incarnation records belong to: node-local state, kept apart
+/// from every replication group's records and snapshots.
+pub const SWIM_STATE: GroupId = GroupId(u64::MAX);
 
 /// The record SWIM persists: a tag and the incarnation number (little endian).
 const RECORD_TAG: &[u8; 4] = b"SWI1";
@@ -87,8 +93,9 @@ pub struct IncarnationRecovery {
 /// overrides what the cluster remembers of its previous life (SWIM §4.2).
 pub fn recover_incarnation(recovered: &kvlab_types::Recovery) -> IncarnationRecovery {
     let mut r = IncarnationRecovery::default();
-    let snapshot = recovered.snapshot.iter().map(|s| (usize::MAX, s));
-    let records = recovered.records.iter().enumerate();
+    let state = recovered.group(SWIM_STATE);
+    let snapshot = state.snapshot.iter().map(|s| (usize::MAX, s));
+    let records = state.records.iter().enumerate();
     for (index, bytes) in snapshot.chain(records) {
         r.records += 1;
         match decode_incarnation_record(bytes, index) {
@@ -285,7 +292,7 @@ impl Swim {
     }
     /// Whether `timer` is one of the timers this crate arms.
     pub fn owns_timer(timer: TimerId) -> bool {
-        timer.0 & !((1 << 48) - 1) == TIMER_TAG
+        timer.space == TimerSpace::Swim
     }
 
     // ----- lifecycle ---------------------------------------------------------------
@@ -417,8 +424,8 @@ impl Swim {
         if !Self::owns_timer(t) {
             return false;
         }
-        let kind = (t.0 >> TIMER_KIND_SHIFT) & 0xff;
-        let payload = t.0 & TIMER_PAYLOAD_MASK;
+        let kind = (t.id >> TIMER_KIND_SHIFT) & 0xff;
+        let payload = t.id & TIMER_PAYLOAD_MASK;
         match kind {
             T_PROBE => self.on_probe_tick(cx, out),
             T_ACK => self.on_ack_timeout(cx, out, payload),
@@ -816,13 +823,11 @@ impl Swim {
         }
         self.counters.refutations += 1;
         // Not a change of the table (no `MembershipEvent`), but what experiments count.
-        out.event(
-            "member_refuted",
-            format!(
-                "member={} incarnation={} accused={accused}",
-                self.id, self.incarnation
-            ),
-        );
+        out.event(NodeEvent::MemberRefuted {
+            member: self.id,
+            incarnation: self.incarnation,
+            accused,
+        });
         if accused {
             // Lifeguard §IV-A: having to refute means others cannot hear us in time.
             self.adjust_health(1);
@@ -1083,13 +1088,10 @@ impl Swim {
 
     fn join_round(&mut self, cx: &mut Cx<'_>, out: &mut Out<SwimMsg>) {
         if self.join_attempts >= self.config.join_attempts_max {
-            out.event(
-                "swim_join_failed",
-                format!(
-                    "member={} attempts={} seeds={:?}",
-                    self.id, self.join_attempts, self.seeds
-                ),
-            );
+            out.event(NodeEvent::SwimJoinFailed {
+                attempts: self.join_attempts,
+                seeds: self.seeds.clone(),
+            });
             return;
         }
         self.join_attempts += 1;
@@ -1263,7 +1265,7 @@ impl Swim {
 
     fn persist_incarnation(&mut self, out: &mut Out<SwimMsg>) {
         if self.config.persist_incarnation {
-            out.persist(encode_incarnation_record(self.incarnation));
+            out.persist(SWIM_STATE, encode_incarnation_record(self.incarnation));
             out.sync();
         }
     }
@@ -1322,7 +1324,7 @@ impl Swim {
     }
 
     fn emit(&mut self, out: &mut Out<SwimMsg>, e: MembershipEvent) {
-        out.event(e.kind(), e.detail());
+        out.event(e.to_node_event());
         if self.events.len() >= MAX_PENDING_EVENTS {
             self.events.pop_front();
             self.counters.events_dropped += 1;

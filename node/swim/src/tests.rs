@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use kvlab_types::{Cx, Effect, NodeId, Out, Recovery, Rng, Time, TimerId, seeded_rng};
+use kvlab_types::{
+    Cx, Effect, NodeEvent, NodeId, Out, Recovery, Rng, Time, TimerId, TimerSpace, seeded_rng,
+};
 
 use crate::harness::Cluster;
 use crate::swim::{T_ACK, T_GOSSIP, T_PROBE, T_PUSH_PULL, T_RECLAIM, T_RELAY, T_SUSPICION, timer};
@@ -229,7 +231,7 @@ fn invalid_config_leaves_swim_node_inert_with_an_event() {
     let node = SwimNode::boot(&mut cx, &bad, &[n(0), n(1)], Recovery::default(), &mut out);
     assert!(node.swim().is_none());
     assert!(out.effects().iter().any(
-        |e| matches!(e, Effect::Event(ev) if ev.kind == "swim_config_invalid" && ev.detail.contains("protocol_period_ms"))
+        |e| matches!(e, Effect::Event(NodeEvent::RecoveryFailed { reason }) if reason.contains("protocol_period_ms"))
     ));
     assert!(sends(out.effects()).is_empty());
 }
@@ -411,7 +413,7 @@ fn refutes_suspicion_with_higher_incarnation() {
     assert_eq!(one.swim.counters().refutations, 1);
     let persist = effects
         .iter()
-        .position(|e| matches!(e, Effect::Persist(r) if decode_incarnation_record(r, 0) == Ok(1)))
+        .position(|e| matches!(e, Effect::Persist { record: r, .. } if decode_incarnation_record(r, 0) == Ok(1)))
         .expect("incarnation persisted");
     let sync = effects
         .iter()
@@ -657,7 +659,7 @@ fn unrefuted_suspicion_becomes_dead_after_timeout() {
     assert!(
         effects
             .iter()
-            .any(|e| matches!(e, Effect::Event(ev) if ev.kind == "member_dead"))
+            .any(|e| matches!(e, Effect::Event(NodeEvent::MemberDead { .. })))
     );
     assert!(timer_after(&effects, timer(T_RECLAIM, 1)).is_some());
 }
@@ -1024,7 +1026,7 @@ fn join_retries_until_a_seed_answers_then_stops() {
     assert!(
         effects
             .iter()
-            .any(|e| matches!(e, Effect::Event(ev) if ev.kind == "swim_join_failed"))
+            .any(|e| matches!(e, Effect::Event(NodeEvent::SwimJoinFailed { .. })))
     );
     one.msg(
         5,
@@ -1104,14 +1106,15 @@ fn dead_member_is_reclaimed_after_configured_time() {
 
 #[test]
 fn incarnation_record_roundtrips_and_corrupt_records_are_reported() {
-    let rec = Recovery {
-        snapshot: Some(encode_incarnation_record(4)),
-        records: vec![
+    let rec = Recovery::of_group(
+        SWIM_STATE,
+        Some(encode_incarnation_record(4)),
+        vec![
             encode_incarnation_record(6),
             b"garbage".to_vec(),
             encode_incarnation_record(5),
         ],
-    };
+    );
     let r = recover_incarnation(&rec);
     assert_eq!(r.highest, Some(6));
     assert_eq!(r.records, 4);
@@ -1129,10 +1132,7 @@ fn swim_node_boots_past_its_persisted_incarnation_at_a_new_address() {
     let mut rng = seeded_rng(3);
     let mut cx = Cx::new(n(2), Time::ZERO, &mut rng);
     let mut out = Out::new();
-    let rec = Recovery {
-        snapshot: None,
-        records: vec![encode_incarnation_record(3)],
-    };
+    let rec = Recovery::of_group(SWIM_STATE, None, vec![encode_incarnation_record(3)]);
     let node = SwimNode::boot(&mut cx, &quiet(), &[n(0), n(1), n(2), n(3)], rec, &mut out);
     let swim = node.swim().unwrap();
     assert_eq!(swim.incarnation(), 4);
@@ -1143,7 +1143,7 @@ fn swim_node_boots_past_its_persisted_incarnation_at_a_new_address() {
         [n(0), n(1), n(3)],
         "default seeds: the lowest peers but itself"
     );
-    assert!(matches!(out.effects()[0], Effect::Persist(_)));
+    assert!(matches!(out.effects()[0], Effect::Persist { .. }));
     assert!(matches!(out.effects()[1], Effect::Sync));
 }
 
@@ -1185,10 +1185,13 @@ fn timers_are_namespaced_for_composition() {
     let mut one = One::new(2, quiet());
     let mut out = Out::new();
     let mut cx = Cx::new(n(0), one.now, &mut one.rng);
-    assert!(!one.swim.handle_timer(&mut cx, TimerId(7), &mut out));
+    assert!(
+        !one.swim
+            .handle_timer(&mut cx, TimerId::new(TimerSpace::Test, 7), &mut out)
+    );
     assert!(out.is_empty());
     assert!(Swim::owns_timer(timer(T_RELAY, 123)));
-    assert!(!Swim::owns_timer(TimerId(1)));
+    assert!(!Swim::owns_timer(TimerId::new(TimerSpace::Raft, 1)));
 }
 
 #[test]
@@ -1238,7 +1241,7 @@ fn cluster_joins_through_seeds_and_converges() {
         let joined = c
             .log
             .iter()
-            .filter(|l| l.event.kind == "member_joined")
+            .filter(|l| l.event.kind() == "member_joined")
             .count();
         assert_eq!(
             joined,
@@ -1308,12 +1311,12 @@ fn no_false_positives_without_loss() {
         let suspicions = c
             .log
             .iter()
-            .filter(|l| l.event.kind == "member_suspect")
+            .filter(|l| l.event.kind() == "member_suspect")
             .count();
         let deaths = c
             .log
             .iter()
-            .filter(|l| l.event.kind == "member_dead")
+            .filter(|l| l.event.kind() == "member_dead")
             .count();
         assert_eq!((suspicions, deaths), (0, 0), "seed {seed}");
         assert!(c.converged(), "seed {seed}");
@@ -1334,7 +1337,7 @@ fn loss_causes_no_deaths_and_views_stay_converged() {
         let deaths = c
             .log
             .iter()
-            .filter(|l| l.event.kind == "member_dead")
+            .filter(|l| l.event.kind() == "member_dead")
             .count();
         assert_eq!(deaths, 0, "seed {seed}");
         c.loss = 0.0;
@@ -1499,7 +1502,7 @@ fn lifeguard_reduces_false_deaths_with_a_slow_member() {
                 .log
                 .iter()
                 .filter(|l| {
-                    l.event.kind == "member_dead" && !l.event.detail.starts_with("member=n2 ")
+                    matches!(l.event, NodeEvent::MemberDead { member, .. } if member != NodeId(2))
                 })
                 .count();
         }
@@ -1526,7 +1529,7 @@ fn same_seed_same_run() {
         c.run_for(Duration::from_secs(40));
         c.log
             .iter()
-            .map(|l| format!("{} {} {} {}", l.at, l.node, l.event.kind, l.event.detail))
+            .map(|l| format!("{} {} {}", l.at, l.node, l.event))
             .collect::<Vec<_>>()
     };
     assert_eq!(run(5), run(5));

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use kvlab_sim::{NetworkConfig, Sim, SimConfig, SimOutput};
 use kvlab_swim::{MemberState, SwimConfig, SwimNode};
-use kvlab_types::{NodeId, Time};
+use kvlab_types::{NodeEvent, NodeId, Time};
 
 struct Detection {
     first_suspicion_s: Vec<f64>,
@@ -78,7 +78,6 @@ fn measure(n: u32, crashes: u32, seed: u64) -> Detection {
         outputs.clear();
         let t0 = sim.now();
         sim.crash(victim);
-        let needle = format!("member={victim} ");
         let mut first: Option<Time> = None;
         let mut t = t0;
         loop {
@@ -86,8 +85,11 @@ fn measure(n: u32, crashes: u32, seed: u64) -> Detection {
             sim.run_until(t, &mut outputs).unwrap();
             for o in outputs.drain(..) {
                 if let SimOutput::Event { at, event, .. } = o
-                    && (event.kind == "member_suspect" || event.kind == "member_dead")
-                    && format!("{} ", event.detail).starts_with(&needle)
+                    && matches!(
+                        event,
+                        NodeEvent::MemberSuspect { member, .. } | NodeEvent::MemberDead { member, .. }
+                            if member == victim
+                    )
                 {
                     first.get_or_insert(at);
                 }

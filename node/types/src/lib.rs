@@ -21,7 +21,7 @@
 //!     type Msg = u8;
 //!     type Config = ();
 //!     fn boot(_cx: &mut Cx<'_>, _cfg: &(), _peers: &[NodeId], _rec: Recovery, out: &mut Out<u8>) -> Self {
-//!         out.set_timer(TimerId(0), Duration::from_secs(1));
+//!         out.set_timer(TimerId::new(TimerSpace::Node, 0), Duration::from_secs(1));
 //!         Pinger
 //!     }
 //!     fn on_msg(&mut self, _cx: &mut Cx<'_>, _from: NodeId, _msg: u8, _out: &mut Out<u8>) {}
@@ -48,7 +48,11 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 pub mod client;
+pub mod event;
+pub mod order;
 pub use client::*;
+pub use event::{MembershipChange, NodeEvent};
+pub use order::{Disposition, StepOrder};
 
 /// The random number generator every protocol draws from. Seeded, portable and stable
 /// across platforms, so a seed reproduces a run.
@@ -88,6 +92,29 @@ impl fmt::Debug for NodeId {
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "n{}", self.0)
+    }
+}
+
+/// Identifies a replication group: one Raft group per partition of the key space, plus
+/// the metadata group. A node's durable state is kept per group (each group has its own
+/// snapshot; their log records share one write-ahead log).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+pub struct GroupId(pub u64);
+
+impl GroupId {
+    /// The group of systems that have only one (the single-group `raft` system, the
+    /// baselines' logs).
+    pub const DEFAULT: GroupId = GroupId(0);
+}
+
+impl fmt::Debug for GroupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "g{}", self.0)
+    }
+}
+impl fmt::Display for GroupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "g{}", self.0)
     }
 }
 
@@ -151,10 +178,38 @@ impl fmt::Display for Time {
     }
 }
 
-/// A timer chosen by the protocol. Setting a timer with an id that is already armed
-/// re-arms it (the old deadline is forgotten).
+/// Which component of a node armed a timer. A composed node routes a fired timer to
+/// the component by its space, so components never carve up one number range by hand.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
-pub struct TimerId(pub u64);
+pub enum TimerSpace {
+    /// The node itself (its main tick).
+    Node,
+    /// Raft groups.
+    Raft,
+    /// Forwarded client requests waiting for the leader's answer.
+    Forward,
+    /// SWIM membership.
+    Swim,
+    /// Tests and examples.
+    Test,
+}
+
+/// A timer chosen by a protocol: the component's space and an id within it. Setting a
+/// timer with an id that is already armed re-arms it (the old deadline is forgotten).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub struct TimerId {
+    /// The component that owns the timer.
+    pub space: TimerSpace,
+    /// The component's own id for it.
+    pub id: u64,
+}
+
+impl TimerId {
+    /// The timer `id` of component `space`.
+    pub const fn new(space: TimerSpace, id: u64) -> TimerId {
+        TimerId { space, id }
+    }
+}
 
 /// The context of one protocol step: who I am, what time it is, and the only randomness
 /// I may use.
@@ -175,32 +230,53 @@ impl<'a> Cx<'a> {
     }
 }
 
-/// What a node found in its durable storage when it (re)started.
+/// What survived of one group's durable state.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Recovery {
-    /// The latest snapshot, if one was saved.
+pub struct GroupRecovery {
+    /// The group's latest snapshot, if one was saved.
     pub snapshot: Option<Vec<u8>>,
-    /// Records persisted after that snapshot, in append order. A torn tail has already
-    /// been cut off by the storage layer.
+    /// The group's records persisted after that snapshot, in append order. A torn tail
+    /// has already been cut off by the storage layer.
     pub records: Vec<Vec<u8>>,
 }
 
-/// Something a node reports about itself for the run's `events.jsonl` (leader changes,
-/// membership changes, …). It changes nothing in the run.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeEvent {
-    /// A short stable name, e.g. `leader_elected`, `member_dead`.
-    pub kind: String,
-    /// Free-form `key=value` details for a person reading the events.
-    pub detail: String,
+/// What a node found in its durable storage when it (re)started, group by group.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Every group that has a snapshot or records.
+    pub groups: std::collections::BTreeMap<GroupId, GroupRecovery>,
 }
 
-/// An operator's command to a node, delivered by a driver's admin endpoint
-/// ([`Protocol::on_admin`]): membership changes and leadership transfer of the node's
-/// replication group. A protocol answers with events (`config_changed`,
-/// `admin_refused`, …), never with a client reply: an admin command has no client.
+impl Recovery {
+    /// A recovery holding one group's state (tests, single-group systems).
+    pub fn of_group(group: GroupId, snapshot: Option<Vec<u8>>, records: Vec<Vec<u8>>) -> Self {
+        let mut groups = std::collections::BTreeMap::new();
+        if snapshot.is_some() || !records.is_empty() {
+            groups.insert(group, GroupRecovery { snapshot, records });
+        }
+        Recovery { groups }
+    }
+
+    /// One group's state (empty if nothing survived of it).
+    pub fn group(&self, group: GroupId) -> GroupRecovery {
+        self.groups.get(&group).cloned().unwrap_or_default()
+    }
+
+    /// Records replayed across every group.
+    pub fn record_count(&self) -> usize {
+        self.groups.values().map(|g| g.records.len()).sum()
+    }
+
+    /// Whether nothing durable was found.
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+}
+
+/// What an operator asks of a replication group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum AdminCommand {
+#[serde(rename_all = "snake_case")]
+pub enum AdminAction {
     /// Add the node as a learner: it receives the log but does not vote.
     AddLearner(NodeId),
     /// Make the node a voter (promote a learner, or add a newcomer directly).
@@ -211,14 +287,34 @@ pub enum AdminCommand {
     TransferLeader(NodeId),
 }
 
+/// An operator's command to a node, delivered by a driver's admin endpoint
+/// ([`Protocol::on_admin`]): a membership change or a leadership transfer of one of the
+/// node's replication groups. A protocol answers with events (`config_changed`,
+/// `admin_refused`, …), never with a client reply: an admin command has no client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AdminCommand {
+    /// The group the command is for.
+    pub group: GroupId,
+    /// What to do.
+    pub action: AdminAction,
+}
+
 impl AdminCommand {
+    /// `action` for the [`GroupId::DEFAULT`] group.
+    pub fn default_group(action: AdminAction) -> Self {
+        AdminCommand {
+            group: GroupId::DEFAULT,
+            action,
+        }
+    }
+
     /// The node the command is about.
     pub fn target(self) -> NodeId {
-        match self {
-            AdminCommand::AddLearner(n)
-            | AdminCommand::AddVoter(n)
-            | AdminCommand::RemoveNode(n)
-            | AdminCommand::TransferLeader(n) => n,
+        match self.action {
+            AdminAction::AddLearner(n)
+            | AdminAction::AddVoter(n)
+            | AdminAction::RemoveNode(n)
+            | AdminAction::TransferLeader(n) => n,
         }
     }
 }
@@ -252,9 +348,14 @@ pub enum Effect<M> {
         /// Which timer.
         timer: TimerId,
     },
-    /// Append a record to the node's write-ahead log. Not durable until a later
-    /// [`Effect::Sync`] completes; a crash before that may lose it.
-    Persist(Vec<u8>),
+    /// Append a record of `group` to the node's write-ahead log. Not durable until a
+    /// later [`Effect::Sync`] completes; a crash before that may lose it.
+    Persist {
+        /// The group whose record it is (recovery returns records by group).
+        group: GroupId,
+        /// The record.
+        record: Vec<u8>,
+    },
     /// Make every record persisted so far durable; effects after it wait for it.
     ///
     /// Syncs of one node complete in the order they were issued: a `Sync` completes only
@@ -262,13 +363,36 @@ pub enum Effect<M> {
     /// therefore a barrier — a read that must not be answered before earlier writes are
     /// durable emits `Sync` and then its `Reply`.
     Sync,
-    /// Durably replace the snapshot with `data`; the driver then discards every record
-    /// persisted before this effect. Durable before later effects run.
-    SaveSnapshot(Vec<u8>),
+    /// Durably replace `group`'s snapshot with `data`; the driver then discards every
+    /// record **of that group** persisted before this effect (other groups' records are
+    /// kept). Durable before later effects run.
+    SaveSnapshot {
+        /// The group.
+        group: GroupId,
+        /// The snapshot.
+        data: Vec<u8>,
+    },
     /// Answer a client request. The driver delivers it to the client that sent `id`.
     Reply(ClientResponse),
     /// Report an event for `events.jsonl`.
     Event(NodeEvent),
+}
+
+impl<M> Effect<M> {
+    /// The same effect with its message (if it carries one) turned into another type:
+    /// how a composed node wraps a component's messages into its own.
+    pub fn map_msg<N>(self, f: impl FnOnce(M) -> N) -> Effect<N> {
+        match self {
+            Effect::Send { to, msg } => Effect::Send { to, msg: f(msg) },
+            Effect::SetTimer { timer, after } => Effect::SetTimer { timer, after },
+            Effect::CancelTimer { timer } => Effect::CancelTimer { timer },
+            Effect::Persist { group, record } => Effect::Persist { group, record },
+            Effect::Sync => Effect::Sync,
+            Effect::SaveSnapshot { group, data } => Effect::SaveSnapshot { group, data },
+            Effect::Reply(r) => Effect::Reply(r),
+            Effect::Event(e) => Effect::Event(e),
+        }
+    }
 }
 
 /// The output buffer of one protocol step: the effects, in the order they were pushed.
@@ -302,17 +426,17 @@ impl<M> Out<M> {
     pub fn cancel_timer(&mut self, timer: TimerId) {
         self.effects.push(Effect::CancelTimer { timer });
     }
-    /// Appends a WAL record (not yet durable).
-    pub fn persist(&mut self, record: Vec<u8>) {
-        self.effects.push(Effect::Persist(record));
+    /// Appends a WAL record of `group` (not yet durable).
+    pub fn persist(&mut self, group: GroupId, record: Vec<u8>) {
+        self.effects.push(Effect::Persist { group, record });
     }
     /// Makes all persisted records durable before any later effect.
     pub fn sync(&mut self) {
         self.effects.push(Effect::Sync);
     }
-    /// Replaces the snapshot durably and discards older records.
-    pub fn save_snapshot(&mut self, data: Vec<u8>) {
-        self.effects.push(Effect::SaveSnapshot(data));
+    /// Replaces `group`'s snapshot durably and discards that group's older records.
+    pub fn save_snapshot(&mut self, group: GroupId, data: Vec<u8>) {
+        self.effects.push(Effect::SaveSnapshot { group, data });
     }
     /// Answers client request `id`.
     pub fn reply(&mut self, id: RequestId, result: Result<OpOutput, ClientError>) {
@@ -320,11 +444,8 @@ impl<M> Out<M> {
             .push(Effect::Reply(ClientResponse { id, result }));
     }
     /// Reports an event.
-    pub fn event(&mut self, kind: impl Into<String>, detail: impl Into<String>) {
-        self.effects.push(Effect::Event(NodeEvent {
-            kind: kind.into(),
-            detail: detail.into(),
-        }));
+    pub fn event(&mut self, event: NodeEvent) {
+        self.effects.push(Effect::Event(event));
     }
     /// Pushes any effect.
     pub fn push(&mut self, effect: Effect<M>) {
@@ -345,6 +466,14 @@ impl<M> Out<M> {
     /// Takes the effects out, leaving the buffer empty (and its allocation reusable).
     pub fn drain(&mut self) -> std::vec::Drain<'_, Effect<M>> {
         self.effects.drain(..)
+    }
+
+    /// Moves every effect into `into`, in order, wrapping messages with `wrap`: how a
+    /// composed node runs a component on a scratch buffer of the component's message
+    /// type and keeps its effects' order.
+    pub fn drain_into<N>(&mut self, into: &mut Out<N>, mut wrap: impl FnMut(M) -> N) {
+        into.effects
+            .extend(self.effects.drain(..).map(|e| e.map_msg(&mut wrap)));
     }
 }
 
@@ -370,6 +499,12 @@ pub trait Protocol: Sized + fmt::Debug {
     /// Static configuration, the same on every node of a run.
     type Config: Clone + fmt::Debug;
 
+    /// Whether this protocol may send or reply right after a `Persist` without a `Sync`
+    /// between them (revealing state a crash may lose). Only deliberately broken
+    /// baselines say yes; for every other protocol the executors assert it never happens
+    /// (see [`StepOrder`]).
+    const SENDS_UNSYNCED_STATE: bool = false;
+
     /// Starts (or restarts, after a crash) the node `cx.id` of the cluster `peers`
     /// (which includes `cx.id`) from what survived in durable storage.
     fn boot(
@@ -394,10 +529,8 @@ pub trait Protocol: Sized + fmt::Debug {
     /// default, which changes nothing and reports an `admin_unsupported` event, so a
     /// driver can send any command to any protocol.
     fn on_admin(&mut self, cx: &mut Cx<'_>, cmd: AdminCommand, out: &mut Out<Self::Msg>) {
-        out.event(
-            "admin_unsupported",
-            format!("node={} command={cmd:?}", cx.id),
-        );
+        let _ = cx;
+        out.event(NodeEvent::AdminUnsupported { command: cmd });
     }
 }
 
@@ -438,24 +571,30 @@ mod tests {
         let mut rng = seeded_rng(1);
         let mut cx = Cx::new(NodeId(1), Time::ZERO, &mut rng);
         let mut out = Out::new();
-        Mute.on_admin(&mut cx, AdminCommand::AddLearner(NodeId(4)), &mut out);
+        let cmd = AdminCommand::default_group(AdminAction::AddLearner(NodeId(4)));
+        Mute.on_admin(&mut cx, cmd, &mut out);
         match out.effects() {
-            [Effect::Event(e)] => assert_eq!(e.kind, "admin_unsupported"),
+            [Effect::Event(NodeEvent::AdminUnsupported { command })] => assert_eq!(*command, cmd),
             other => panic!("{other:?}"),
         }
-        assert_eq!(AdminCommand::RemoveNode(NodeId(3)).target(), NodeId(3));
+        let remove = AdminCommand::default_group(AdminAction::RemoveNode(NodeId(3)));
+        assert_eq!(remove.target(), NodeId(3));
     }
 
     #[test]
     fn out_keeps_effect_order() {
         let mut out: Out<u8> = Out::new();
-        out.persist(vec![1]);
+        out.persist(GroupId::DEFAULT, vec![1]);
         out.sync();
         out.send(NodeId(2), 9);
-        let kinds: Vec<_> = out
+        let mut wrapped: Out<u16> = Out::new();
+        out.drain_into(&mut wrapped, |m| u16::from(m) * 100);
+        assert!(out.is_empty());
+        let kinds: Vec<_> = wrapped
             .drain()
             .map(|e| match e {
-                Effect::Persist(_) => "persist",
+                Effect::Persist { .. } => "persist",
+                Effect::Send { msg: 900, .. } => "send",
                 Effect::Sync => "sync",
                 Effect::Send { .. } => "send",
                 _ => "other",

@@ -63,7 +63,7 @@ impl Protocol for DurableEcho {
     }
 
     fn on_msg(&mut self, _: &mut Cx<'_>, from: NodeId, msg: u64, out: &mut Out<u64>) {
-        out.persist(msg.to_le_bytes().to_vec());
+        out.persist(kvlab_types::GroupId::DEFAULT, msg.to_le_bytes().to_vec());
         out.sync();
         out.send(from, msg.wrapping_add(1));
     }

@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 
 use kvlab_storage::{CrashOptions, NodeStorage, SimFs, SimFsStats, StorageError, StorageOptions};
-use kvlab_types::{NodeId, Recovery, Rng};
+use kvlab_types::{GroupId, NodeId, Recovery, Rng};
 
 /// One node's disk.
 #[derive(Debug)]
@@ -44,8 +44,8 @@ impl NodeDisk {
     }
 
     /// `Effect::Persist`: appends a record (not durable yet).
-    pub fn persist(&mut self, record: &[u8]) -> Result<(), StorageError> {
-        self.storage().persist(record).map(|_lsn| ())
+    pub fn persist(&mut self, group: GroupId, record: &[u8]) -> Result<(), StorageError> {
+        self.storage().persist(group, record).map(|_lsn| ())
     }
 
     /// A completed fsync: every record appended so far is durable.
@@ -53,9 +53,9 @@ impl NodeDisk {
         self.storage().sync()
     }
 
-    /// `Effect::SaveSnapshot`: durably replaces the snapshot.
-    pub fn save_snapshot(&mut self, data: &[u8]) -> Result<(), StorageError> {
-        self.storage().save_snapshot(data)
+    /// `Effect::SaveSnapshot`: durably replaces the group's snapshot.
+    pub fn save_snapshot(&mut self, group: GroupId, data: &[u8]) -> Result<(), StorageError> {
+        self.storage().save_snapshot(group, data)
     }
 
     /// The process dies (its open storage with it), then the power is cut.

@@ -6,8 +6,8 @@ use std::fmt;
 use std::time::Duration;
 
 use kvlab_types::{
-    AdminCommand, ClientRequest, ClientResponse, Cx, Effect, Message, NodeEvent, NodeId, Out,
-    Protocol, Recovery, Rng, Time, TimerId, derive_seed, seeded_rng,
+    AdminCommand, ClientRequest, ClientResponse, Cx, Disposition, Effect, Message, NodeEvent,
+    NodeId, Out, Protocol, Recovery, Rng, StepOrder, Time, TimerId, derive_seed, seeded_rng,
 };
 use serde::{Deserialize, Serialize};
 
@@ -820,36 +820,45 @@ impl<P: Protocol> Sim<P> {
     /// Executes the effects of one step in order. Sends and replies after a `Sync` wait
     /// for that sync (the last one before them).
     fn apply_effects(&mut self, idx: usize, out: &mut Out<P::Msg>) {
-        let mut gate: Option<u64> = None;
+        let mut gate: u64 = 0;
+        let mut order = StepOrder::new(self.slots[idx].id, P::SENDS_UNSYNCED_STATE);
         for effect in out.drain() {
+            match order.classify(&effect) {
+                Disposition::IssueSync => {
+                    gate = self.issue_sync(idx);
+                    continue;
+                }
+                Disposition::HoldForSync => {
+                    let held = match effect {
+                        Effect::Send { to, msg } => Gated::Send { to, msg },
+                        Effect::Reply(r) => Gated::Reply(r),
+                        _ => unreachable!("only sends and replies are held"),
+                    };
+                    self.slots[idx].gated.push_back((gate, held));
+                    continue;
+                }
+                Disposition::Run => {}
+            }
             match effect {
-                Effect::Send { to, msg } => match gate {
-                    Some(seq) => self.slots[idx]
-                        .gated
-                        .push_back((seq, Gated::Send { to, msg })),
-                    None => self.send_from(idx, to, msg),
-                },
-                Effect::Reply(r) => match gate {
-                    Some(seq) => self.slots[idx].gated.push_back((seq, Gated::Reply(r))),
-                    None => self.reply_from(idx, r),
-                },
+                Effect::Send { to, msg } => self.send_from(idx, to, msg),
+                Effect::Reply(r) => self.reply_from(idx, r),
                 Effect::SetTimer { timer, after } => self.arm_timer(idx, timer, after),
                 Effect::CancelTimer { timer } => {
                     self.slots[idx].timers.remove(&timer);
                 }
-                Effect::Persist(record) => {
+                Effect::Persist { group, record } => {
                     let slot = &mut self.slots[idx];
                     slot.stats.records_persisted += 1;
-                    if let Err(e) = slot.disk.persist(&record) {
+                    if let Err(e) = slot.disk.persist(group, &record) {
                         self.fail_stop(idx, &e);
                         break;
                     }
                 }
-                Effect::Sync => gate = Some(self.issue_sync(idx)),
-                Effect::SaveSnapshot(data) => {
+                Effect::Sync => {}
+                Effect::SaveSnapshot { group, data } => {
                     let slot = &mut self.slots[idx];
                     slot.stats.snapshots_saved += 1;
-                    if let Err(e) = slot.disk.save_snapshot(&data) {
+                    if let Err(e) = slot.disk.save_snapshot(group, &data) {
                         self.fail_stop(idx, &e);
                         break;
                     }
@@ -1092,9 +1101,8 @@ impl<P: Protocol> Sim<P> {
         self.pending.push(SimOutput::Event {
             at: self.now,
             node: slot.id,
-            event: NodeEvent {
-                kind: "storage_error".to_string(),
-                detail: error.to_string(),
+            event: NodeEvent::StorageError {
+                reason: error.to_string(),
             },
         });
         self.crash_idx(idx);

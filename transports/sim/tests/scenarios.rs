@@ -3,9 +3,9 @@
 
 mod common;
 
-use common::{Msg, Probe, ProbeConfig, cmd, exact_config, ids, ms, read};
+use common::{Msg, Probe, ProbeConfig, cmd, exact_config, ids, ms, read, test_timer};
 use kvlab_sim::{FaultRule, LatencyDist, Sim, SimConfig, SimError, SimOutput};
-use kvlab_types::{NodeId, OpOutput, Time, TimerId};
+use kvlab_types::{AdminAction, AdminCommand, GroupId, NodeEvent, NodeId, OpOutput, Time};
 
 type ProbeSim = Sim<Probe>;
 
@@ -294,7 +294,12 @@ fn crash_loses_unsynced_records_but_keeps_synced_ones() {
         assert!(!s.is_up(NodeId(1)));
         assert!(s.node(NodeId(1)).is_none());
         s.restart(NodeId(1)).expect("restart");
-        let records = &s.node(NodeId(1)).expect("up").recovered.records;
+        let records = &s
+            .node(NodeId(1))
+            .expect("up")
+            .recovered
+            .group(GroupId::DEFAULT)
+            .records;
         assert_eq!(
             records[0],
             1i64.to_le_bytes(),
@@ -322,7 +327,7 @@ fn fsync_always_policy_makes_every_persist_durable() {
         s.restart(NodeId(1)).expect("restart");
         let p = s.node(NodeId(1)).expect("up");
         assert_eq!(
-            p.recovered.records,
+            p.recovered.group(GroupId::DEFAULT).records,
             vec![100i64.to_le_bytes().to_vec()],
             "seed {seed}"
         );
@@ -340,7 +345,7 @@ fn a_failed_storage_write_stops_the_node_and_is_reported() {
         "the rest of the step is discarded"
     );
     let reported = out.iter().any(|o| {
-        matches!(o, SimOutput::Event { node: NodeId(1), event, .. } if event.kind == "storage_error")
+        matches!(o, SimOutput::Event { node: NodeId(1), event, .. } if matches!(event, NodeEvent::StorageError { .. }))
     });
     assert!(reported);
     assert_eq!(s.stats().storage_errors, 1);
@@ -358,7 +363,7 @@ fn restart_boots_with_recovery_from_storage() {
     s.restart(NodeId(1)).expect("restart");
     let p = s.node(NodeId(1)).expect("up");
     assert_eq!(p.counter, 3);
-    assert_eq!(p.recovered.records.len(), 3);
+    assert_eq!(p.recovered.group(GroupId::DEFAULT).records.len(), 3);
     s.submit(NodeId(1), read(4));
     let out = run(&mut s, ms(30.0));
     let value = out.iter().find_map(|o| match o {
@@ -381,8 +386,11 @@ fn snapshot_survives_a_crash_and_replaces_older_records() {
     s.crash(NodeId(1));
     s.restart(NodeId(1)).expect("restart");
     let p = s.node(NodeId(1)).expect("up");
-    assert_eq!(p.recovered.snapshot, Some(2i64.to_le_bytes().to_vec()));
-    assert!(p.recovered.records.is_empty());
+    assert_eq!(
+        p.recovered.group(GroupId::DEFAULT).snapshot,
+        Some(2i64.to_le_bytes().to_vec())
+    );
+    assert!(p.recovered.group(GroupId::DEFAULT).records.is_empty());
     assert_eq!(p.counter, 2);
 }
 
@@ -435,7 +443,7 @@ fn pause_defers_timers_and_messages_until_resume() {
     let p = s.node(NodeId(2)).expect("up");
     // Everything that waited happens at resume time, in arrival order.
     assert_eq!(p.received, vec![(NodeId(1), Msg::Ping(4), ms(20.0))]);
-    assert_eq!(p.fired, vec![(TimerId(1), ms(20.0))]);
+    assert_eq!(p.fired, vec![(test_timer(1), ms(20.0))]);
     assert_eq!(replies(&out), vec![(ms(20.5), NodeId(2), 3)]);
 }
 
@@ -459,7 +467,11 @@ fn crash_of_a_paused_node_drops_what_waited() {
 fn timer_event_time(out: &[SimOutput]) -> Time {
     out.iter()
         .find_map(|o| match o {
-            SimOutput::Event { at, event, .. } if event.kind == "timer" => Some(*at),
+            SimOutput::Event {
+                at,
+                event: NodeEvent::TimerFired { .. },
+                ..
+            } => Some(*at),
             _ => None,
         })
         .expect("the timer fired")
@@ -521,7 +533,7 @@ fn rearmed_timer_fires_once_at_its_new_deadline_and_cancelled_timer_never_fires(
     run(&mut s, ms(50.0));
     assert_eq!(
         s.node(NodeId(1)).expect("up").fired,
-        vec![(TimerId(1), ms(16.0))]
+        vec![(test_timer(1), ms(16.0))]
     );
     assert_eq!(s.stats().timers_fired, 1);
 }
@@ -624,7 +636,11 @@ fn boot_events_are_reported_at_time_zero() {
     let boots: Vec<_> = out
         .iter()
         .filter_map(|o| match o {
-            SimOutput::Event { at, node, event } if event.kind == "boot" => Some((*at, *node)),
+            SimOutput::Event {
+                at,
+                node,
+                event: NodeEvent::NodeStarted { .. },
+            } => Some((*at, *node)),
             _ => None,
         })
         .collect();
@@ -725,13 +741,14 @@ fn fault_rules_round_trip_through_json_with_operator_names() {
 
 #[test]
 fn admin_commands_reach_the_node_now_wait_while_paused_and_are_lost_when_down() {
-    use kvlab_types::AdminCommand;
     let admin_events = |out: &[SimOutput]| -> Vec<(Time, NodeId)> {
         out.iter()
             .filter_map(|o| match o {
-                SimOutput::Event { at, node, event } if event.kind == "admin_unsupported" => {
-                    Some((*at, *node))
-                }
+                SimOutput::Event {
+                    at,
+                    node,
+                    event: NodeEvent::AdminUnsupported { .. },
+                } => Some((*at, *node)),
                 _ => None,
             })
             .collect()
@@ -740,7 +757,11 @@ fn admin_commands_reach_the_node_now_wait_while_paused_and_are_lost_when_down() 
     run(&mut s, ms(10.0));
     // Probe keeps the default `on_admin`, which reports `admin_unsupported` at once.
     assert_eq!(
-        s.admin(NodeId(1), AdminCommand::AddLearner(NodeId(3))).ok(),
+        s.admin(
+            NodeId(1),
+            AdminCommand::default_group(AdminAction::AddLearner(NodeId(3)))
+        )
+        .ok(),
         Some(true)
     );
     assert_eq!(
@@ -749,7 +770,11 @@ fn admin_commands_reach_the_node_now_wait_while_paused_and_are_lost_when_down() 
     );
     s.pause(NodeId(2));
     assert_eq!(
-        s.admin(NodeId(2), AdminCommand::RemoveNode(NodeId(3))).ok(),
+        s.admin(
+            NodeId(2),
+            AdminCommand::default_group(AdminAction::RemoveNode(NodeId(3)))
+        )
+        .ok(),
         Some(true)
     );
     assert!(
@@ -763,11 +788,18 @@ fn admin_commands_reach_the_node_now_wait_while_paused_and_are_lost_when_down() 
     );
     s.crash(NodeId(3));
     assert_eq!(
-        s.admin(NodeId(3), AdminCommand::AddVoter(NodeId(3))).ok(),
+        s.admin(
+            NodeId(3),
+            AdminCommand::default_group(AdminAction::AddVoter(NodeId(3)))
+        )
+        .ok(),
         Some(false)
     );
     assert!(matches!(
-        s.admin(NodeId(9), AdminCommand::AddVoter(NodeId(9))),
+        s.admin(
+            NodeId(9),
+            AdminCommand::default_group(AdminAction::AddVoter(NodeId(9)))
+        ),
         Err(SimError::UnknownNode(NodeId(9)))
     ));
 }

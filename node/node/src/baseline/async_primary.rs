@@ -3,10 +3,13 @@
 use std::ops::ControlFlow;
 use std::time::Duration;
 
-use kvlab_types::{ClientRequest, Cx, NodeId, Out, Protocol, Recovery, TimerId};
+use kvlab_types::{
+    ClientRequest, Cx, GroupId, NodeEvent, NodeId, Out, Protocol, Recovery, TimerId,
+};
 use serde::{Deserialize, Serialize};
 
-use super::{BaselineMsg, Forwarder, UpdateRecord, answer, owner, replay};
+use super::{BaselineMsg, UpdateRecord, answer, owner, replay};
+use crate::forward::{ForwardMsg, Forwarder};
 use crate::kv::KvStore;
 
 /// Configuration of the `async-primary` system.
@@ -59,7 +62,7 @@ impl AsyncPrimary {
         if result.is_ok() && !req.op.is_read_only() {
             if let Ok(bytes) = UpdateRecord::encode(req.id, &req.op) {
                 // Deliberately no sync: the acknowledgement races the disk.
-                out.persist(bytes);
+                out.persist(GroupId::DEFAULT, bytes);
             }
             self.seq += 1;
             for &peer in &self.peers {
@@ -82,6 +85,8 @@ impl AsyncPrimary {
 impl Protocol for AsyncPrimary {
     type Msg = BaselineMsg;
     type Config = AsyncPrimaryConfig;
+    /// The primary acknowledges before its record is durable: that is the design.
+    const SENDS_UNSYNCED_STATE: bool = true;
 
     fn boot(
         cx: &mut Cx<'_>,
@@ -99,18 +104,16 @@ impl Protocol for AsyncPrimary {
             seq: 0,
         };
         if cx.id == primary {
-            let mut undecodable = 0usize;
-            node.seq = replay(&mut node.kv, &recovered.records, |_, _| {
-                undecodable += 1;
-                ControlFlow::Continue(())
+            let records = recovered.group(GroupId::DEFAULT).records;
+            // Undecodable records are skipped: this design does not care.
+            node.seq = replay(&mut node.kv, &records, |_, _| ControlFlow::Continue(()));
+            out.event(NodeEvent::NodeStarted {
+                role: "primary".into(),
+                records: records.len() as u64,
+                snapshot: false,
+                term: 0,
+                applied: node.seq,
             });
-            out.event(
-                "primary_started",
-                format!(
-                    "replayed={} undecodable={undecodable}",
-                    recovered.records.len()
-                ),
-            );
         }
         node
     }
@@ -123,10 +126,12 @@ impl Protocol for AsyncPrimary {
         out: &mut Out<BaselineMsg>,
     ) {
         match msg {
-            BaselineMsg::Forward { req } if cx.id == self.primary => {
+            BaselineMsg::Forward(ForwardMsg::Forward { req }) if cx.id == self.primary => {
                 self.update_at_primary(req, Some(from), out)
             }
-            BaselineMsg::ForwardReply { resp } => self.forwarder.on_reply(resp, out),
+            BaselineMsg::Forward(ForwardMsg::ForwardReply { resp }) => {
+                self.forwarder.on_reply(resp, out)
+            }
             BaselineMsg::Replicate { seq, id, op } if cx.id != self.primary => {
                 if seq > self.seq {
                     // Gaps are skipped, not repaired: that is this design's weakness.
@@ -134,7 +139,7 @@ impl Protocol for AsyncPrimary {
                     self.seq = seq;
                 }
             }
-            BaselineMsg::Forward { .. } | BaselineMsg::Replicate { .. } => {}
+            BaselineMsg::Forward(ForwardMsg::Forward { .. }) | BaselineMsg::Replicate { .. } => {}
         }
     }
 
@@ -150,7 +155,8 @@ impl Protocol for AsyncPrimary {
         } else if cx.id == self.primary {
             self.update_at_primary(req, None, out);
         } else {
-            self.forwarder.forward(self.primary, req, out);
+            self.forwarder
+                .forward(self.primary, req, out, BaselineMsg::Forward);
         }
     }
 }

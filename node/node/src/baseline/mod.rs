@@ -10,33 +10,25 @@
 //!   are stale, and a primary crash loses acknowledged writes that were never synced.
 
 mod async_primary;
-mod forward;
 mod single;
 
 pub use async_primary::{AsyncPrimary, AsyncPrimaryConfig};
-pub use forward::{Forwarder, MAX_PENDING_FORWARDS};
 pub use single::{Single, SingleConfig};
 
 use std::ops::ControlFlow;
 
-use kvlab_types::{ClientRequest, ClientResponse, KvOp, NodeId, Out, RequestId};
+use kvlab_types::{ClientResponse, KvOp, NodeId, Out, RequestId};
 use serde::{Deserialize, Serialize};
 
+use crate::forward::ForwardMsg;
 use crate::kv::{ApplyResult, KvStore};
 
 /// Messages of the baseline systems.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BaselineMsg {
-    /// A node that does not own the data passes a client request on.
-    Forward {
-        /// The client's request, unchanged.
-        req: ClientRequest,
-    },
-    /// The owner's answer to a [`BaselineMsg::Forward`].
-    ForwardReply {
-        /// The response for the client.
-        resp: ClientResponse,
-    },
+    /// A node that does not own the data passes a client request on, or the owner
+    /// answers one.
+    Forward(ForwardMsg),
     /// The primary ships one applied update to a backup (async-primary only).
     Replicate {
         /// The primary's update counter (1, 2, …).
@@ -99,7 +91,10 @@ fn answer(
     let resp = ClientResponse { id, result };
     match reply_to {
         None => out.push(kvlab_types::Effect::Reply(resp)),
-        Some(origin) => out.send(origin, BaselineMsg::ForwardReply { resp }),
+        Some(origin) => out.send(
+            origin,
+            BaselineMsg::Forward(ForwardMsg::ForwardReply { resp }),
+        ),
     }
 }
 
@@ -113,7 +108,8 @@ mod tests {
     use super::*;
     use kvlab_types::Time;
     use kvlab_types::{
-        ClientError, Cx, Effect, OpOutput, Out, Protocol, Recovery, TimerId, seeded_rng,
+        ClientError, ClientRequest, Cx, Effect, GroupId, NodeEvent, OpOutput, Out, Protocol,
+        Recovery, TimerId, TimerSpace, seeded_rng,
     };
 
     const PEERS: [NodeId; 3] = [NodeId(1), NodeId(2), NodeId(3)];
@@ -148,9 +144,9 @@ mod tests {
                 Effect::Send { .. } => "send",
                 Effect::SetTimer { .. } => "set_timer",
                 Effect::CancelTimer { .. } => "cancel_timer",
-                Effect::Persist(_) => "persist",
+                Effect::Persist { .. } => "persist",
                 Effect::Sync => "sync",
-                Effect::SaveSnapshot(_) => "snapshot",
+                Effect::SaveSnapshot { .. } => "snapshot",
                 Effect::Reply(_) => "reply",
                 Effect::Event(_) => "event",
             })
@@ -193,7 +189,7 @@ mod tests {
                 Effect::SetTimer { timer, .. },
                 Effect::Send {
                     to,
-                    msg: BaselineMsg::Forward { .. },
+                    msg: BaselineMsg::Forward(ForwardMsg::Forward { .. }),
                 },
             ] => {
                 assert_eq!(*to, NodeId(1));
@@ -214,17 +210,17 @@ mod tests {
         n.on_msg(
             &mut cx,
             NodeId(1),
-            BaselineMsg::ForwardReply {
+            BaselineMsg::Forward(ForwardMsg::ForwardReply {
                 resp: kvlab_types::ClientResponse {
                     id: RequestId { client: 7, seq: 1 },
                     result: Ok(OpOutput::Read(None)),
                 },
-            },
+            }),
             &mut out,
         );
         assert!(out.is_empty());
         let mut out = Out::new();
-        n.on_timer(&mut cx, TimerId(3), &mut out);
+        n.on_timer(&mut cx, TimerId::new(TimerSpace::Node, 3), &mut out);
         assert!(out.is_empty());
     }
 
@@ -257,10 +253,7 @@ mod tests {
         let (n, out) = boot::<Single>(
             1,
             &SingleConfig::default(),
-            Recovery {
-                snapshot: None,
-                records,
-            },
+            Recovery::of_group(GroupId::DEFAULT, None, records),
         );
         assert_eq!(n.store().get("a"), Some(2));
         assert_eq!(names(&out), ["event"]);
@@ -272,15 +265,12 @@ mod tests {
         let (mut n, out) = boot::<Single>(
             1,
             &SingleConfig::default(),
-            Recovery {
-                snapshot: None,
-                records,
-            },
+            Recovery::of_group(GroupId::DEFAULT, None, records),
         );
         assert!(
             out.effects()
                 .iter()
-                .any(|e| matches!(e, Effect::Event(ev) if ev.kind == "recovery_failed"))
+                .any(|e| matches!(e, Effect::Event(NodeEvent::RecoveryFailed { .. })))
         );
         let out = client(&mut n, 1, req(1, KvOp::Read { key: "k".into() }));
         match out.effects() {

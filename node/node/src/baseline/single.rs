@@ -3,10 +3,13 @@
 use std::ops::ControlFlow;
 use std::time::Duration;
 
-use kvlab_types::{ClientError, ClientRequest, Cx, NodeId, Out, Protocol, Recovery, TimerId};
+use kvlab_types::{
+    ClientError, ClientRequest, Cx, GroupId, NodeEvent, NodeId, Out, Protocol, Recovery, TimerId,
+};
 use serde::{Deserialize, Serialize};
 
-use super::{BaselineMsg, Forwarder, UpdateRecord, answer, owner, replay};
+use super::{BaselineMsg, UpdateRecord, answer, owner, replay};
+use crate::forward::{ForwardMsg, Forwarder};
 use crate::kv::KvStore;
 
 /// Configuration of the `single` system.
@@ -67,7 +70,7 @@ impl Single {
                     // Encoding a plain struct into a Vec cannot fail; if it ever did the
                     // update would not be durable, so refuse to acknowledge it.
                     match UpdateRecord::encode(req.id, &req.op) {
-                        Ok(bytes) => out.persist(bytes),
+                        Ok(bytes) => out.persist(GroupId::DEFAULT, bytes),
                         Err(e) => {
                             self.poisoned = Some(format!("cannot encode a log record: {e}"));
                         }
@@ -102,21 +105,22 @@ impl Protocol for Single {
             poisoned: None,
         };
         if cx.id == holder {
-            let records = &recovered.records;
-            replay(&mut node.kv, records, |i, e| {
-                let why = format!("record {i} of {}: {e}", records.len());
-                out.event("recovery_failed", why.clone());
-                node.poisoned = Some(why);
+            let records = recovered.group(GroupId::DEFAULT).records;
+            let applied = replay(&mut node.kv, &records, |i, e| {
+                let reason = format!("record {i} of {}: {e}", records.len());
+                out.event(NodeEvent::RecoveryFailed {
+                    reason: reason.clone(),
+                });
+                node.poisoned = Some(reason);
                 ControlFlow::Break(())
             });
-            out.event(
-                "holder_started",
-                format!(
-                    "replayed={} keys={}",
-                    recovered.records.len(),
-                    node.kv.len()
-                ),
-            );
+            out.event(NodeEvent::NodeStarted {
+                role: "holder".into(),
+                records: records.len() as u64,
+                snapshot: false,
+                term: 0,
+                applied,
+            });
         }
         node
     }
@@ -129,13 +133,15 @@ impl Protocol for Single {
         out: &mut Out<BaselineMsg>,
     ) {
         match msg {
-            BaselineMsg::Forward { req } if cx.id == self.holder => {
+            BaselineMsg::Forward(ForwardMsg::Forward { req }) if cx.id == self.holder => {
                 self.serve(req, Some(from), out)
             }
-            BaselineMsg::ForwardReply { resp } => self.forwarder.on_reply(resp, out),
+            BaselineMsg::Forward(ForwardMsg::ForwardReply { resp }) => {
+                self.forwarder.on_reply(resp, out)
+            }
             // A forward to a node that is not the holder, or a replication message: not
             // part of this system; ignored.
-            BaselineMsg::Forward { .. } | BaselineMsg::Replicate { .. } => {}
+            BaselineMsg::Forward(ForwardMsg::Forward { .. }) | BaselineMsg::Replicate { .. } => {}
         }
     }
 
@@ -147,7 +153,8 @@ impl Protocol for Single {
         if cx.id == self.holder {
             self.serve(req, None, out);
         } else {
-            self.forwarder.forward(self.holder, req, out);
+            self.forwarder
+                .forward(self.holder, req, out, BaselineMsg::Forward);
         }
     }
 }

@@ -1,5 +1,14 @@
-//! `raft`: the replicated key-value system — [`KvStore`] replicated by one
-//! [`kvlab_raft::RaftGroup`] per group, as one sans-IO [`Protocol`].
+//! `raft`: the replicated key-value system — [`KvStore`] replicated by Raft, as one
+//! sans-IO [`Protocol`].
+//!
+//! ## Groups
+//!
+//! A node runs [`RaftKvConfig::groups`] Raft groups (one by default), every one over all
+//! the nodes; a key belongs to group `fnv1a(key) mod groups` ([`RaftKv::group_of`]), so
+//! every node routes a request to the same group. Each group has its own log, store,
+//! leader and durable state (its own snapshot; its records share the node's WAL, see
+//! kvlab-storage), and client requests, recovery and admin commands all name their
+//! group. The ring of issue "composed node" replaces the fixed hash with placement.
 //!
 //! ## How a request is served
 //!
@@ -37,19 +46,19 @@
 //! reveals is durable.
 //!
 //! Every `snapshot_every_entries` applied entries the node compacts its log into an
-//! encoded [`KvStore`] and then replaces its durable snapshot
-//! (`Effect::SaveSnapshot`) with an image of its whole durable Raft state (snapshot,
-//! remaining entries, hard state), so the WAL does not grow without bound. At boot the
-//! image's records are replayed before the WAL's.
+//! encoded [`KvStore`] and then replaces the group's durable snapshot
+//! (`Effect::SaveSnapshot` of that group) with an image of the group's whole durable
+//! Raft state (snapshot, remaining entries, hard state), so the WAL does not grow without
+//! bound. At boot each group's image records are replayed before its WAL records.
 //!
 //! A node that cannot decode its durable state refuses to serve (every request is
-//! answered `Unavailable`), reports a `raft_kv_recovery_failed` event and takes no part in
+//! answered `Unavailable`), reports a `recovery_failed` event and takes no part in
 //! the protocol: answering from a state known to be incomplete could break
 //! linearizability, and voting with a forgotten vote could break Raft.
 //!
 //! ## Membership (operator commands)
 //!
-//! [`Protocol::on_admin`] takes [`AdminCommand`]s: on the leader, `AddLearner`,
+//! [`Protocol::on_admin`] takes [`AdminCommand`]s for a group: on its leader, `AddLearner`,
 //! `AddVoter` and `RemoveNode` become single-server configuration changes
 //! ([`RaftGroup::propose_conf_change`]) and `TransferLeader` a leader transfer. Any other
 //! node **refuses** a command (event `admin_refused`, with the leader it knows as
@@ -76,34 +85,41 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use kvlab_raft::{
-    ConfChange, EntryId, EntryKind, GroupId, HardState, MessageBody, RaftConfig, RaftError,
-    RaftGroup, RaftMessage, RaftRecord, RecoveredState, Role, Snapshot, WalRecord,
+    ConfChange, EntryId, GroupId, MessageBody, RaftConfig, RaftError, RaftGroup, RaftMessage,
+    RecoveredState, Role,
 };
 use kvlab_types::{
-    AdminCommand, ClientError, ClientRequest, ClientResponse, Cx, Effect, KvOp, NodeId, OpOutput,
-    Out, Protocol, Recovery, RequestId, Time, TimerId,
+    AdminAction, AdminCommand, ClientError, ClientRequest, ClientResponse, Cx, Effect, KvOp,
+    NodeEvent, NodeId, OpOutput, Out, Protocol, Recovery, RequestId, Time, TimerId, TimerSpace,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::baseline::{BaselineMsg, Forwarder};
-use crate::kv::{ApplyResult, KvStore};
+use crate::forward::{ForwardMsg, Forwarder};
+use crate::kv::KvStore;
 
+mod group;
 pub mod invariants;
 
 #[cfg(test)]
 mod tests;
 
-/// The group every node runs until the ring brings many groups.
-pub const DEFAULT_GROUP: GroupId = GroupId(0);
+use group::{GroupState, WalImage};
 
-/// The timer that drives [`RaftGroup::tick`]. Timer ids at or above `1 << 32` belong to
-/// the [`Forwarder`].
-pub const TICK_TIMER: TimerId = TimerId(0);
+/// The group of a single-group node (every key's group when [`RaftKvConfig::groups`] is
+/// 1).
+pub const DEFAULT_GROUP: GroupId = GroupId::DEFAULT;
+
+/// The timer that drives every group's [`RaftGroup::tick`]. The [`Forwarder`]'s timers
+/// live in their own space.
+pub const TICK_TIMER: TimerId = TimerId::new(TimerSpace::Node, 0);
 
 /// The most client requests one node keeps waiting for a commit or a read point at
-/// once; beyond it new requests are refused with `Unavailable` instead of queued without
-/// bound.
+/// once (over all its groups); beyond it new requests are refused with `Unavailable`
+/// instead of queued without bound.
 pub const MAX_PENDING_REQUESTS: usize = 65_536;
+
+/// The most Raft groups one `raft` node runs.
+pub const MAX_GROUPS: u32 = 1024;
 
 /// How reads are made linearizable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -121,10 +137,12 @@ pub enum ReadMode {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RaftKvConfig {
-    /// The Raft group's tuning (election and heartbeat ticks, limits) and its two
+    /// The Raft groups' tuning (election and heartbeat ticks, limits) and its
     /// deliberately broken switches (`unsafe_commit_previous_term_by_count`,
     /// `unsafe_skip_vote_persist`), passed through unchanged.
     pub raft: RaftConfig,
+    /// How many Raft groups the key space is split into (each over every node).
+    pub groups: u32,
     /// Real time between two Raft ticks: the election timeout is
     /// `raft.election_ticks * tick_interval_ms` (randomized up to twice that).
     pub tick_interval_ms: u64,
@@ -136,14 +154,14 @@ pub struct RaftKvConfig {
     pub request_timeout_ms: u64,
     /// How reads are served.
     pub read_mode: ReadMode,
-    /// Compact the log into a snapshot every this many applied entries (0: never).
+    /// Compact a group's log into a snapshot every this many applied entries (0: never).
     pub snapshot_every_entries: u64,
     /// **Deliberately broken, tests only.** Every node answers reads at once from its own
     /// store, without a read point: a partitioned follower or a deposed leader returns
     /// stale values. The linearizability checker must catch it.
     pub unsafe_local_reads: bool,
-    /// How many nodes (the first ones by id) are the group's bootstrap voters; the
-    /// others start outside the group and join through admin commands (`AddLearner`,
+    /// How many nodes (the first ones by id) are each group's bootstrap voters; the
+    /// others start outside the groups and join through admin commands (`AddLearner`,
     /// then `AddVoter`). 0 (the default) or more than the cluster size: every node.
     pub initial_voters: u32,
 }
@@ -152,6 +170,7 @@ impl Default for RaftKvConfig {
     fn default() -> Self {
         RaftKvConfig {
             raft: RaftConfig::default(),
+            groups: 1,
             tick_interval_ms: 10,
             forward_timeout_ms: 1_000,
             request_timeout_ms: 1_000,
@@ -179,6 +198,15 @@ impl RaftKvConfig {
                 });
             }
         }
+        if self.groups == 0 || self.groups > MAX_GROUPS {
+            return Err(RaftKvError::InvalidConfig {
+                field: "groups",
+                reason: format!(
+                    "must be in 1..={MAX_GROUPS} (MAX_GROUPS), got {}",
+                    self.groups
+                ),
+            });
+        }
         Ok(())
     }
 }
@@ -198,9 +226,11 @@ pub enum RaftKvError {
     /// The Raft layer refused (bad config, corrupt WAL record).
     #[error(transparent)]
     Raft(RaftError),
-    /// The durable snapshot (the WAL image) cannot be decoded.
-    #[error("cannot decode the durable snapshot: {reason}")]
+    /// A group's durable snapshot (its WAL image) cannot be decoded.
+    #[error("cannot decode the durable snapshot of group {group}: {reason}")]
     CorruptSnapshot {
+        /// The group.
+        group: GroupId,
         /// Why.
         reason: String,
     },
@@ -241,9 +271,8 @@ impl KvCommand {
 pub enum RaftKvMsg {
     /// A Raft message between members of a group.
     Raft(RaftMessage),
-    /// A forwarded client request or its answer (only the `Forward` and `ForwardReply`
-    /// variants are used).
-    Client(BaselineMsg),
+    /// A forwarded client request or its answer.
+    Forward(ForwardMsg),
     /// A leader tells a node that asked for votes that it is not a member of the
     /// configuration in effect (entry `conf_index`): it was removed and should stop
     /// campaigning until its log reaches past that entry.
@@ -255,13 +284,6 @@ pub enum RaftKvMsg {
     },
 }
 
-/// The durable snapshot this system saves: encoded [`WalRecord`]s that rebuild every
-/// group's durable state as of the moment it was saved.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct WalImage {
-    records: Vec<Vec<u8>>,
-}
-
 /// Where the answer to a request goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Origin {
@@ -271,57 +293,16 @@ enum Origin {
     Forwarded(NodeId),
 }
 
-/// A request this node forwarded to the leader and is waiting on.
+/// A request this node forwarded to its group's leader and is waiting on.
 #[derive(Clone, Debug)]
 struct PendingForward {
+    group: GroupId,
     to: NodeId,
     req: ClientRequest,
     /// When the forwarder gives up on it (then it is forgotten here too).
     deadline: Time,
     /// Whether it was already re-forwarded once (it is never forwarded a third time).
     reforwarded: bool,
-}
-
-/// A proposal waiting for its entry to be applied.
-#[derive(Clone, Debug)]
-struct PendingProposal {
-    term: u64,
-    id: RequestId,
-    origin: Origin,
-    deadline: Time,
-}
-
-/// A ReadIndex read waiting for its read point, then for the store to reach it.
-#[derive(Clone, Debug)]
-struct PendingRead {
-    id: RequestId,
-    key: String,
-    origin: Origin,
-    deadline: Time,
-    /// The read point, once leadership was confirmed.
-    index: Option<u64>,
-}
-
-/// One group on this node: the Raft member, the state machine it drives, and the
-/// requests waiting on it.
-#[derive(Debug)]
-struct GroupState {
-    raft: RaftGroup,
-    kv: KvStore,
-    /// The last index applied to `kv`.
-    applied: u64,
-    /// Proposals by log index.
-    proposals: BTreeMap<u64, PendingProposal>,
-    /// ReadIndex reads by context.
-    reads: BTreeMap<u64, PendingRead>,
-    /// The encoded store of a compaction whose snapshot record has not been emitted yet;
-    /// the WAL image is saved right after it is.
-    compaction_image_due: Option<Vec<u8>>,
-    /// Set when a leader said this node is not a member of its configuration (entry at
-    /// this index): until the local log reaches that entry, the node neither ticks its
-    /// group (no campaigns) nor serves clients. Volatile: after a restart the node may
-    /// campaign again until a leader tells it anew, which PreVote makes harmless.
-    removed_by_conf: Option<u64>,
 }
 
 /// A node of the `raft` system. See [the module docs](self).
@@ -334,8 +315,8 @@ pub struct RaftKv {
     /// Local requests forwarded to a leader and not answered yet, for re-forwarding
     /// when the leader changes. Bounded by the forwarder's `MAX_PENDING_FORWARDS`.
     forwards: BTreeMap<RequestId, PendingForward>,
-    /// The leader this node knew after its last step, to notice a change.
-    known_leader: Option<NodeId>,
+    /// The leader of each group this node knew after its last step, to notice a change.
+    known_leaders: BTreeMap<GroupId, Option<NodeId>>,
     /// Set when boot could not rebuild the durable state: the node then refuses to serve.
     poisoned: Option<String>,
     next_read_ctx: u64,
@@ -344,9 +325,24 @@ pub struct RaftKv {
 }
 
 impl RaftKv {
+    /// The groups this node runs, in order (none on a node that failed to recover).
+    pub fn group_ids(&self) -> impl Iterator<Item = GroupId> + '_ {
+        self.groups.keys().copied()
+    }
+
+    /// The group `key` belongs to: `fnv1a(key) mod groups`, the same on every node.
+    pub fn group_of(&self, key: &str) -> GroupId {
+        group_of_key(key, self.cfg.groups)
+    }
+
+    /// The Raft member of `group` (`None` if this node does not run it).
+    pub fn raft(&self, group: GroupId) -> Option<&RaftGroup> {
+        self.groups.get(&group).map(|g| &g.raft)
+    }
+
     /// The Raft member of the default group (`None` on a node that failed to recover).
     pub fn group(&self) -> Option<&RaftGroup> {
-        self.groups.get(&DEFAULT_GROUP).map(|g| &g.raft)
+        self.raft(DEFAULT_GROUP)
     }
 
     /// This node's role in the default group (`Follower` on a node that failed to
@@ -355,7 +351,7 @@ impl RaftKv {
         self.group().map_or(Role::Follower, RaftGroup::role)
     }
 
-    /// Whether this node leads its default group.
+    /// Whether this node leads the default group.
     pub fn is_leader(&self) -> bool {
         self.role() == Role::Leader
     }
@@ -370,19 +366,31 @@ impl RaftKv {
         self.group().and_then(RaftGroup::leader)
     }
 
-    /// The commit index of the default group.
+    /// The sum of every group's commit index (for status pages: it grows as any group
+    /// commits).
     pub fn commit_index(&self) -> u64 {
-        self.group().map_or(0, RaftGroup::commit_index)
+        self.groups.values().map(|g| g.raft.commit_index()).sum()
     }
 
-    /// The last index applied to the store of the default group.
+    /// The last index applied to `group`'s store.
+    pub fn applied_index_of(&self, group: GroupId) -> u64 {
+        self.groups.get(&group).map_or(0, |g| g.applied)
+    }
+
+    /// The sum of every group's applied index: two nodes that applied the same entries
+    /// of every group report the same sum.
     pub fn applied_index(&self) -> u64 {
-        self.groups.get(&DEFAULT_GROUP).map_or(0, |g| g.applied)
+        self.groups.values().map(|g| g.applied).sum()
     }
 
-    /// The state machine of the default group.
-    pub fn store(&self) -> Option<&KvStore> {
-        self.groups.get(&DEFAULT_GROUP).map(|g| &g.kv)
+    /// The state machine of `group`.
+    pub fn store_of(&self, group: GroupId) -> Option<&KvStore> {
+        self.groups.get(&group).map(|g| &g.kv)
+    }
+
+    /// Keys stored over every group.
+    pub fn key_count(&self) -> usize {
+        self.groups.values().map(|g| g.kv.len()).sum()
     }
 
     /// Why this node refuses to serve, if it does.
@@ -403,28 +411,28 @@ impl RaftKv {
         self.dropped_messages
     }
 
-    /// Whether this node serves clients and takes part in its group: it is a voter or
-    /// learner of the configuration in effect, and no leader told it that it was
-    /// removed by an entry its log has not reached.
-    pub fn is_member(&self) -> bool {
+    /// Whether this node serves `group`'s clients and takes part in it: it is a voter or
+    /// learner of the configuration in effect, and no leader told it that it was removed
+    /// by an entry its log has not reached.
+    pub fn is_member_of(&self, group: GroupId) -> bool {
         self.groups
-            .get(&DEFAULT_GROUP)
+            .get(&group)
             .is_some_and(|g| g.is_member(self.id))
     }
 
-    /// A digest (FNV-1a over the encoded store) of the default group's state machine at
-    /// [`RaftKv::applied_index`]. Two replicas that applied the same sequence of entries
-    /// have the same digest; invariant checkers compare them by applied index.
-    pub fn store_digest(&self) -> u64 {
-        self.store().map_or(0, |kv| {
+    /// A digest (FNV-1a over the encoded store) of `group`'s state machine at its applied
+    /// index. Two replicas that applied the same sequence of entries have the same
+    /// digest; invariant checkers compare them by applied index.
+    pub fn store_digest(&self, group: GroupId) -> u64 {
+        self.store_of(group).map_or(0, |kv| {
             fnv1a(&postcard::to_allocvec(kv).unwrap_or_default())
         })
     }
 
-    /// A digest of the entry at `index` of the default group's log (its term, kind and
-    /// data), if the log still holds it; for log-matching checks.
-    pub fn entry_digest(&self, index: u64) -> Option<u64> {
-        let e = self.group()?.entry(index)?;
+    /// A digest of the entry at `index` of `group`'s log (its term, kind and data), if
+    /// the log still holds it; for log-matching checks.
+    pub fn entry_digest(&self, group: GroupId, index: u64) -> Option<u64> {
+        let e = self.raft(group)?.entry(index)?;
         let mut bytes = Vec::with_capacity(e.data.len() + 9);
         bytes.extend_from_slice(&e.term.to_le_bytes());
         bytes.push(e.kind as u8);
@@ -436,7 +444,7 @@ impl RaftKv {
         Duration::from_millis(self.cfg.request_timeout_ms)
     }
 
-    /// Builds the groups from durable state; an error poisons the node.
+    /// Builds every group from its durable state; an error poisons the node.
     fn recover_groups(
         &mut self,
         cx: &mut Cx<'_>,
@@ -444,61 +452,46 @@ impl RaftKv {
         recovered: &Recovery,
     ) -> Result<(), RaftKvError> {
         self.cfg.validate()?;
-        let mut wal: Vec<Vec<u8>> = Vec::new();
-        if let Some(bytes) = &recovered.snapshot {
-            let image: WalImage =
-                postcard::from_bytes(bytes).map_err(|e| RaftKvError::CorruptSnapshot {
-                    reason: e.to_string(),
-                })?;
-            wal.extend(image.records);
-        }
-        wal.extend(recovered.records.iter().cloned());
-        let state = RecoveredState::from_wal(DEFAULT_GROUP, &wal).map_err(RaftKvError::Raft)?;
         let bootstrap = bootstrap_voters(peers, self.cfg.initial_voters);
-        let raft = RaftGroup::recover(
-            DEFAULT_GROUP,
-            cx.id,
-            &bootstrap,
-            self.cfg.raft.clone(),
-            state,
-            cx.rng,
-        )
-        .map_err(RaftKvError::Raft)?;
-        self.groups.insert(
-            DEFAULT_GROUP,
-            GroupState {
-                raft,
-                kv: KvStore::default(),
-                applied: 0,
-                proposals: BTreeMap::new(),
-                reads: BTreeMap::new(),
-                compaction_image_due: None,
-                removed_by_conf: None,
-            },
-        );
+        for n in 0..u64::from(self.cfg.groups) {
+            let group = GroupId(n);
+            let durable = recovered.group(group);
+            let mut wal: Vec<Vec<u8>> = Vec::new();
+            if let Some(bytes) = &durable.snapshot {
+                let image: WalImage =
+                    postcard::from_bytes(bytes).map_err(|e| RaftKvError::CorruptSnapshot {
+                        group,
+                        reason: e.to_string(),
+                    })?;
+                wal.extend(image.records);
+            }
+            wal.extend(durable.records);
+            let state = RecoveredState::from_wal(group, &wal).map_err(RaftKvError::Raft)?;
+            let raft = RaftGroup::recover(
+                group,
+                cx.id,
+                &bootstrap,
+                self.cfg.raft.clone(),
+                state,
+                cx.rng,
+            )
+            .map_err(RaftKvError::Raft)?;
+            self.groups.insert(group, GroupState::new(raft));
+        }
         Ok(())
     }
 
     fn poison(&mut self, why: String, out: &mut Out<RaftKvMsg>) {
-        out.event("raft_kv_recovery_failed", why.clone());
-        // Nothing waiting here can be answered any more: proposals may have committed,
-        // reads had no effect.
+        out.event(NodeEvent::RecoveryFailed {
+            reason: why.clone(),
+        });
         for g in std::mem::take(&mut self.groups).into_values() {
-            for p in g.proposals.into_values() {
-                respond(p.origin, indeterminate(p.id, "node lost its state"), out);
-            }
-            for r in g.reads.into_values() {
-                respond(
-                    r.origin,
-                    unavailable(r.id, "node lost its state", None),
-                    out,
-                );
-            }
+            g.abandon(out);
         }
         self.poisoned = Some(why);
     }
 
-    /// Serves a request from a local client or forwarded by `origin`.
+    /// Serves a request from a local client or forwarded by `origin`, in its group.
     fn serve(
         &mut self,
         cx: &mut Cx<'_>,
@@ -507,133 +500,82 @@ impl RaftKv {
         out: &mut Out<RaftKvMsg>,
     ) {
         if let Some(why) = &self.poisoned {
-            let resp = ClientResponse {
-                id: req.id,
-                result: Err(ClientError::Unavailable {
-                    reason: format!("node cannot recover its durable state: {why}"),
-                    hint: None,
-                }),
-            };
-            respond(origin, resp, out);
+            let reason = format!("node cannot recover its durable state: {why}");
+            respond(origin, unavailable(req.id, &reason, None), out);
             return;
         }
-        let deadline = cx.now + self.request_timeout();
-        let read_mode = self.cfg.read_mode;
-        let Some(g) = self.groups.get_mut(&DEFAULT_GROUP) else {
+        let group = self.group_of(req.op.key());
+        let me = self.id;
+        let Some(g) = self.groups.get_mut(&group) else {
+            respond(origin, unavailable(req.id, "group not here", None), out);
             return;
         };
         if let (true, KvOp::Read { key }) = (self.cfg.unsafe_local_reads, &req.op) {
             let value = g.kv.get(key);
-            let resp = ClientResponse {
-                id: req.id,
-                result: Ok(OpOutput::Read(value)),
-            };
-            respond(origin, resp, out);
+            respond(origin, read_ok(req.id, value), out);
             return;
         }
-        if !g.is_member(self.id) {
-            let resp = unavailable(
-                req.id,
-                "this node is not a member of its group",
-                g.raft.leader().filter(|&l| l != self.id),
-            );
+        if !g.is_member(me) {
+            let hint = g.raft.leader().filter(|&l| l != me);
+            let resp = unavailable(req.id, "this node is not a member of its group", hint);
             respond(origin, resp, out);
             return;
         }
         if g.raft.role() != Role::Leader {
-            let leader = g.raft.leader().filter(|&l| l != self.id);
-            match (leader, origin) {
-                (Some(leader), Origin::Local) => {
-                    let mut scratch = Out::new();
-                    let before = self.forwarder.pending();
-                    let id = req.id;
-                    self.forwarder.forward(leader, req.clone(), &mut scratch);
-                    if self.forwarder.pending() > before {
-                        let deadline = cx.now + Duration::from_millis(self.cfg.forward_timeout_ms);
-                        self.forwards.insert(
-                            id,
-                            PendingForward {
-                                to: leader,
-                                req,
-                                deadline,
-                                reforwarded: false,
-                            },
-                        );
-                    }
-                    translate(scratch, out);
-                }
-                (hint, _) => {
-                    let reason = match hint {
-                        Some(_) => "not the leader (a forwarded request is not forwarded again)",
-                        None => "no leader known",
-                    };
-                    let resp = ClientResponse {
-                        id: req.id,
-                        result: Err(ClientError::Unavailable {
-                            reason: reason.into(),
-                            hint,
-                        }),
-                    };
-                    respond(origin, resp, out);
-                }
-            }
+            let leader = g.raft.leader().filter(|&l| l != me);
+            self.forward_or_refuse(cx.now, group, leader, req, origin, out);
             return;
         }
-        if g.proposals.len() + g.reads.len() >= MAX_PENDING_REQUESTS {
-            let resp = ClientResponse {
-                id: req.id,
-                result: Err(ClientError::Unavailable {
-                    reason: format!("too many requests pending ({MAX_PENDING_REQUESTS})"),
-                    hint: None,
-                }),
-            };
-            respond(origin, resp, out);
+        if self.pending_requests() >= MAX_PENDING_REQUESTS {
+            let reason = format!("too many requests pending ({MAX_PENDING_REQUESTS})");
+            respond(origin, unavailable(req.id, &reason, None), out);
             return;
         }
-        match (&req.op, read_mode) {
-            (KvOp::Read { key }, ReadMode::ReadIndex) => {
-                let ctx = self.next_read_ctx;
-                self.next_read_ctx += 1;
-                match g.raft.read_index(ctx) {
-                    Ok(()) => {
-                        g.reads.insert(
-                            ctx,
-                            PendingRead {
-                                id: req.id,
-                                key: key.clone(),
-                                origin,
-                                deadline,
-                                index: None,
-                            },
-                        );
-                    }
-                    Err(e) => respond(origin, refused(req.id, &e), out),
+        let deadline = cx.now + self.request_timeout();
+        let ctx = self.next_read_ctx;
+        let read_mode = self.cfg.read_mode;
+        if let Some(g) = self.groups.get_mut(&group)
+            && g.start(req, origin, deadline, read_mode, ctx, out)
+        {
+            self.next_read_ctx += 1;
+        }
+    }
+
+    /// A follower forwards a local client's request once to the group's leader; a
+    /// forwarded request (or one with no leader known) is refused with a hint.
+    fn forward_or_refuse(
+        &mut self,
+        now: Time,
+        group: GroupId,
+        leader: Option<NodeId>,
+        req: ClientRequest,
+        origin: Origin,
+        out: &mut Out<RaftKvMsg>,
+    ) {
+        match (leader, origin) {
+            (Some(leader), Origin::Local) => {
+                let before = self.forwarder.pending();
+                let id = req.id;
+                self.forwarder
+                    .forward(leader, req.clone(), out, RaftKvMsg::Forward);
+                if self.forwarder.pending() > before {
+                    let deadline = now + Duration::from_millis(self.cfg.forward_timeout_ms);
+                    let pending = PendingForward {
+                        group,
+                        to: leader,
+                        req,
+                        deadline,
+                        reforwarded: false,
+                    };
+                    self.forwards.insert(id, pending);
                 }
             }
-            _ => {
-                let cmd = KvCommand {
-                    id: req.id,
-                    op: req.op,
+            (hint, _) => {
+                let reason = match hint {
+                    Some(_) => "not the leader (a forwarded request is not forwarded again)",
+                    None => "no leader known",
                 };
-                match g.raft.propose(cmd.encode()) {
-                    Ok(at) => {
-                        let pending = PendingProposal {
-                            term: at.term,
-                            id: cmd.id,
-                            origin,
-                            deadline,
-                        };
-                        if let Some(old) = g.proposals.insert(at.index, pending) {
-                            // An older term's proposal at this index was cut from the log.
-                            respond(
-                                old.origin,
-                                indeterminate(old.id, "entry overwritten by a later term"),
-                                out,
-                            );
-                        }
-                    }
-                    Err(e) => respond(origin, refused(cmd.id, &e), out),
-                }
+                respond(origin, unavailable(req.id, reason, hint), out);
             }
         }
     }
@@ -653,264 +595,130 @@ impl RaftKv {
         }
     }
 
-    /// After a step: if the leader changed to another node, forwards the requests still
-    /// waiting on the old one to the new one (once per request).
+    /// After a step: for every group whose leader changed to another node, forwards the
+    /// requests still waiting on the old one to the new one (once per request).
     fn reforward_on_leader_change(&mut self, now: Time, out: &mut Out<RaftKvMsg>) {
-        let leader = self.leader();
-        if leader == self.known_leader {
-            return;
-        }
-        self.known_leader = leader;
-        let Some(new) = leader else {
-            return; // no leader yet: the forwards wait
-        };
-        // When this node is the new leader it forwards to itself: the request comes back
-        // as a forwarded one and is served here, through the same bookkeeping.
         let timeout = Duration::from_millis(self.cfg.forward_timeout_ms);
-        let mut scratch = Out::new();
-        for f in self.forwards.values_mut() {
-            if f.to != new && !f.reforwarded {
-                self.forwarder.forward(new, f.req.clone(), &mut scratch);
-                f.to = new;
-                f.reforwarded = true;
-                f.deadline = now + timeout;
+        for (&group, g) in &self.groups {
+            let leader = g.raft.leader();
+            let known = self.known_leaders.entry(group).or_insert(None);
+            if leader == *known {
+                continue;
+            }
+            *known = leader;
+            let Some(new) = leader else {
+                continue; // no leader yet: the forwards wait
+            };
+            // When this node is the new leader it forwards to itself: the request comes
+            // back as a forwarded one and is served here, through the same bookkeeping.
+            for f in self.forwards.values_mut() {
+                if f.group == group && f.to != new && !f.reforwarded {
+                    self.forwarder
+                        .forward(new, f.req.clone(), out, RaftKvMsg::Forward);
+                    f.to = new;
+                    f.reforwarded = true;
+                    f.deadline = now + timeout;
+                }
             }
         }
-        translate(scratch, out);
     }
 
     /// Answers every request whose deadline passed.
     fn expire(&mut self, now: Time, out: &mut Out<RaftKvMsg>) {
         self.forwards.retain(|_, f| f.deadline > now);
         for g in self.groups.values_mut() {
-            let expired: Vec<u64> = g
-                .proposals
-                .iter()
-                .filter(|(_, p)| p.deadline <= now)
-                .map(|(&i, _)| i)
-                .collect();
-            for i in expired {
-                if let Some(p) = g.proposals.remove(&i) {
-                    respond(
-                        p.origin,
-                        indeterminate(p.id, "not applied within the request timeout"),
-                        out,
-                    );
+            g.expire(now, out);
+        }
+    }
+
+    fn on_raft_message(
+        &mut self,
+        cx: &mut Cx<'_>,
+        from: NodeId,
+        m: RaftMessage,
+        out: &mut Out<RaftKvMsg>,
+    ) {
+        if self.poisoned.is_some() {
+            return;
+        }
+        match self.groups.get_mut(&m.group) {
+            Some(g) if m.from == from => {
+                let asks_votes = matches!(m.body, MessageBody::RequestVote { .. });
+                let group = m.group;
+                if g.raft.step(m, cx.rng).is_err() {
+                    self.dropped_messages += 1;
+                }
+                if asks_votes
+                    && g.raft.role() == Role::Leader
+                    && !g.raft.voters().contains(&from)
+                    && !g.raft.learners().contains(&from)
+                {
+                    // A removed node campaigns because it never saw its removal.
+                    let conf_index = g.raft.conf_index();
+                    out.send(from, RaftKvMsg::NotMember { group, conf_index });
                 }
             }
-            let expired: Vec<u64> = g
-                .reads
-                .iter()
-                .filter(|(_, r)| r.deadline <= now)
-                .map(|(&c, _)| c)
-                .collect();
-            for c in expired {
-                if let Some(r) = g.reads.remove(&c) {
-                    respond(
-                        r.origin,
-                        unavailable(
-                            r.id,
-                            "read not served within the request timeout",
-                            g.raft.leader(),
-                        ),
-                        out,
-                    );
-                }
+            // A message for a group this node does not run, or whose sender field
+            // disagrees with the transport: dropped and counted.
+            _ => self.dropped_messages += 1,
+        }
+        self.drive(out);
+        self.reforward_on_leader_change(cx.now, out);
+    }
+
+    fn on_forward_reply(
+        &mut self,
+        from: NodeId,
+        mut resp: ClientResponse,
+        out: &mut Out<RaftKvMsg>,
+    ) {
+        if let Some(f) = self.forwards.get(&resp.id)
+            && f.reforwarded
+            && matches!(resp.result, Err(ClientError::Unavailable { .. }))
+        {
+            // One copy was refused, but the other may still take effect: "surely did
+            // not happen" would be a lie.
+            if f.to != from {
+                return; // the old leader's refusal: wait for the new one's answer
             }
+            resp = indeterminate(
+                resp.id,
+                "refused after re-forwarding; the first copy may still commit",
+            );
+        }
+        self.forwards.remove(&resp.id);
+        self.forwarder.on_reply(resp, out);
+    }
+
+    fn on_not_member(
+        &mut self,
+        from: NodeId,
+        group: GroupId,
+        conf_index: u64,
+        out: &mut Out<RaftKvMsg>,
+    ) {
+        match self.groups.get_mut(&group) {
+            Some(g) if g.raft.conf_index() < conf_index => {
+                if !g.told_removed() {
+                    out.event(NodeEvent::NodeRemoved {
+                        group,
+                        told_by: from,
+                        conf_index,
+                        local_conf_index: g.raft.conf_index(),
+                    });
+                }
+                let at = g.removed_by_conf.map_or(conf_index, |a| a.max(conf_index));
+                g.removed_by_conf = Some(at);
+            }
+            Some(_) => {}
+            None => self.dropped_messages += 1,
         }
     }
 }
 
-impl GroupState {
-    fn is_member(&self, me: NodeId) -> bool {
-        let listed = self.raft.voters().contains(&me) || self.raft.learners().contains(&me);
-        listed && !self.told_removed()
-    }
-
-    /// Whether a leader told this node it was removed by an entry not yet in its log.
-    fn told_removed(&self) -> bool {
-        self.removed_by_conf
-            .is_some_and(|at| self.raft.conf_index() < at)
-    }
-
-    fn drive(&mut self, cfg: &RaftKvConfig, out: &mut Out<RaftKvMsg>) -> Result<(), RaftKvError> {
-        while self.raft.has_ready() {
-            let mut rd = self.raft.ready();
-            rd.emit_effects(out, RaftKvMsg::Raft);
-            if let Some(kv_bytes) = self.compaction_image_due.take() {
-                // The snapshot record went out with this Ready: everything the group holds
-                // is now persisted, so an image of it may replace the durable snapshot.
-                out.save_snapshot(self.wal_image(cfg, kv_bytes));
-            }
-            if let Some(snap) = rd.restore.take() {
-                self.restore(snap, out)?;
-            }
-            for e in rd.committed_entries.drain(..) {
-                self.apply_entry(e.index, e.term, e.kind, &e.data, out);
-            }
-            for rs in rd.read_states.drain(..) {
-                if let Some(r) = self.reads.get_mut(&rs.ctx) {
-                    r.index = Some(rs.index);
-                }
-            }
-            for ctx in rd.aborted_reads.drain(..) {
-                if let Some(r) = self.reads.remove(&ctx) {
-                    let leader = self.raft.leader();
-                    respond(
-                        r.origin,
-                        unavailable(r.id, "leadership lost before the read was served", leader),
-                        out,
-                    );
-                }
-            }
-            self.serve_reads(out);
-            self.maybe_compact(cfg)?;
-        }
-        Ok(())
-    }
-
-    fn restore(&mut self, snap: Snapshot, out: &mut Out<RaftKvMsg>) -> Result<(), RaftKvError> {
-        let kv: KvStore =
-            postcard::from_bytes(&snap.data).map_err(|e| RaftKvError::CorruptStateMachine {
-                index: snap.meta.index,
-                reason: e.to_string(),
-            })?;
-        self.kv = kv;
-        self.applied = snap.meta.index;
-        // Proposals the snapshot covers: whether they made it in is unknown here.
-        let covered: Vec<u64> = self
-            .proposals
-            .range(..=snap.meta.index)
-            .map(|(&i, _)| i)
-            .collect();
-        for i in covered {
-            if let Some(p) = self.proposals.remove(&i) {
-                respond(
-                    p.origin,
-                    indeterminate(p.id, "entry replaced by a snapshot"),
-                    out,
-                );
-            }
-        }
-        Ok(())
-    }
-
-    fn apply_entry(
-        &mut self,
-        index: u64,
-        term: u64,
-        kind: EntryKind,
-        data: &[u8],
-        out: &mut Out<RaftKvMsg>,
-    ) {
-        self.applied = index;
-        let result: Option<ApplyResult> = match kind {
-            // A leader's no-op and a membership change carry nothing for the store.
-            EntryKind::Noop => None,
-            EntryKind::ConfChange => {
-                out.event(
-                    "config_committed",
-                    format!(
-                        "group={} index={index} term={term} change={:?} voters={:?} learners={:?}",
-                        self.raft.group().0,
-                        postcard::from_bytes::<ConfChange>(data).ok(),
-                        self.raft.voters(),
-                        self.raft.learners()
-                    ),
-                );
-                None
-            }
-            EntryKind::Normal => match KvCommand::decode(data) {
-                Ok(cmd) => Some(self.kv.apply(cmd.id, &cmd.op)),
-                Err(e) => {
-                    // Every replica has the same committed entry, so every replica skips
-                    // it the same way and the stores stay identical.
-                    out.event(
-                        "raft_kv_bad_command",
-                        format!("group={} index={index}: {e}", self.raft.group().0),
-                    );
-                    None
-                }
-            },
-        };
-        if let Some(p) = self.proposals.remove(&index) {
-            let resp = match (p.term == term, result) {
-                (true, Some(result)) => ClientResponse { id: p.id, result },
-                (true, None) => indeterminate(p.id, "the proposed command could not be decoded"),
-                (false, _) => indeterminate(p.id, "entry overwritten by a later term"),
-            };
-            respond(p.origin, resp, out);
-        }
-    }
-
-    fn serve_reads(&mut self, out: &mut Out<RaftKvMsg>) {
-        let applied = self.applied;
-        let ready: Vec<u64> = self
-            .reads
-            .iter()
-            .filter(|(_, r)| r.index.is_some_and(|i| i <= applied))
-            .map(|(&c, _)| c)
-            .collect();
-        for c in ready {
-            if let Some(r) = self.reads.remove(&c) {
-                let value = self.kv.get(&r.key);
-                respond(
-                    r.origin,
-                    ClientResponse {
-                        id: r.id,
-                        result: Ok(OpOutput::Read(value)),
-                    },
-                    out,
-                );
-            }
-        }
-    }
-
-    fn maybe_compact(&mut self, cfg: &RaftKvConfig) -> Result<(), RaftKvError> {
-        let every = cfg.snapshot_every_entries;
-        let base = self.raft.snapshot_meta().index;
-        if every == 0 || self.applied < base + every || self.applied > self.raft.applied_index() {
-            return Ok(());
-        }
-        let data =
-            postcard::to_allocvec(&self.kv).map_err(|e| RaftKvError::CorruptStateMachine {
-                index: self.applied,
-                reason: e.to_string(),
-            })?;
-        self.raft
-            .compact(self.applied, data.clone())
-            .map_err(RaftKvError::Raft)?;
-        self.compaction_image_due = Some(data);
-        Ok(())
-    }
-
-    /// An encoded [`WalImage`] of this group's durable state: its snapshot (the store
-    /// encoded as `kv_bytes` at the snapshot index), the entries after it and the hard
-    /// state.
-    fn wal_image(&self, cfg: &RaftKvConfig, kv_bytes: Vec<u8>) -> Vec<u8> {
-        let group = self.raft.group();
-        let meta = self.raft.snapshot_meta();
-        let entries: Vec<_> = (meta.index + 1..=self.raft.last_index())
-            .filter_map(|i| self.raft.entry(i).cloned())
-            .collect();
-        let mut hs: HardState = self.raft.hard_state();
-        if cfg.raft.unsafe_skip_vote_persist {
-            // The image must not make durable what the broken switch never persists.
-            hs.vote = None;
-        }
-        let records = [
-            RaftRecord::Snapshot(Snapshot {
-                meta,
-                data: kv_bytes,
-            }),
-            RaftRecord::Entries(entries),
-            RaftRecord::HardState(hs),
-        ]
-        .into_iter()
-        .map(|record| WalRecord { group, record }.encode())
-        .collect();
-        postcard::to_allocvec(&WalImage { records }).unwrap_or_default()
-    }
+/// The group `key` belongs to among `groups`: FNV-1a of its bytes, mod `groups`.
+pub fn group_of_key(key: &str, groups: u32) -> GroupId {
+    GroupId(fnv1a(key.as_bytes()) % u64::from(groups.max(1)))
 }
 
 /// The bootstrap voters: the first `initial_voters` of the sorted `peers` (all of them
@@ -941,8 +749,15 @@ fn respond(origin: Origin, resp: ClientResponse, out: &mut Out<RaftKvMsg>) {
     match origin {
         Origin::Local => out.push(Effect::Reply(resp)),
         Origin::Forwarded(to) => {
-            out.send(to, RaftKvMsg::Client(BaselineMsg::ForwardReply { resp }))
+            out.send(to, RaftKvMsg::Forward(ForwardMsg::ForwardReply { resp }))
         }
+    }
+}
+
+fn read_ok(id: RequestId, value: Option<kvlab_types::Value>) -> ClientResponse {
+    ClientResponse {
+        id,
+        result: Ok(OpOutput::Read(value)),
     }
 }
 
@@ -976,26 +791,6 @@ fn refused(id: RequestId, e: &RaftError) -> ClientResponse {
     unavailable(id, &e.to_string(), hint)
 }
 
-/// Moves the [`Forwarder`]'s effects into this system's output, wrapping its messages.
-fn translate(scratch: Out<BaselineMsg>, out: &mut Out<RaftKvMsg>) {
-    let mut scratch = scratch;
-    for e in scratch.drain() {
-        out.push(match e {
-            Effect::Send { to, msg } => Effect::Send {
-                to,
-                msg: RaftKvMsg::Client(msg),
-            },
-            Effect::SetTimer { timer, after } => Effect::SetTimer { timer, after },
-            Effect::CancelTimer { timer } => Effect::CancelTimer { timer },
-            Effect::Persist(r) => Effect::Persist(r),
-            Effect::Sync => Effect::Sync,
-            Effect::SaveSnapshot(d) => Effect::SaveSnapshot(d),
-            Effect::Reply(r) => Effect::Reply(r),
-            Effect::Event(ev) => Effect::Event(ev),
-        });
-    }
-}
-
 impl Protocol for RaftKv {
     type Msg = RaftKvMsg;
     type Config = RaftKvConfig;
@@ -1013,7 +808,7 @@ impl Protocol for RaftKv {
             groups: BTreeMap::new(),
             forwarder: Forwarder::new(Duration::from_millis(config.forward_timeout_ms)),
             forwards: BTreeMap::new(),
-            known_leader: None,
+            known_leaders: BTreeMap::new(),
             poisoned: None,
             next_read_ctx: 0,
             dropped_messages: 0,
@@ -1022,18 +817,15 @@ impl Protocol for RaftKv {
             node.poison(e.to_string(), out);
             return node;
         }
-        // Restores the snapshot and re-applies what the commit hint covers.
+        // Restores the snapshots and re-applies what the commit hints cover.
         node.drive(out);
-        out.event(
-            "raft_kv_started",
-            format!(
-                "records={} snapshot={} term={} applied={}",
-                recovered.records.len(),
-                recovered.snapshot.is_some(),
-                node.term(),
-                node.applied_index()
-            ),
-        );
+        out.event(NodeEvent::NodeStarted {
+            role: "raft".into(),
+            records: recovered.record_count() as u64,
+            snapshot: recovered.groups.values().any(|g| g.snapshot.is_some()),
+            term: node.term(),
+            applied: node.applied_index(),
+        });
         if node.poisoned.is_none() {
             out.set_timer(TICK_TIMER, Duration::from_millis(config.tick_interval_ms));
         }
@@ -1042,105 +834,39 @@ impl Protocol for RaftKv {
 
     fn on_msg(&mut self, cx: &mut Cx<'_>, from: NodeId, msg: RaftKvMsg, out: &mut Out<RaftKvMsg>) {
         match msg {
-            RaftKvMsg::Raft(m) => {
-                if self.poisoned.is_some() {
-                    return;
-                }
-                match self.groups.get_mut(&m.group) {
-                    Some(g) if m.from == from => {
-                        let asks_votes = matches!(m.body, MessageBody::RequestVote { .. });
-                        let group = m.group;
-                        if g.raft.step(m, cx.rng).is_err() {
-                            self.dropped_messages += 1;
-                        }
-                        if asks_votes
-                            && g.raft.role() == Role::Leader
-                            && !g.raft.voters().contains(&from)
-                            && !g.raft.learners().contains(&from)
-                        {
-                            // A removed node campaigns because it never saw its removal.
-                            let conf_index = g.raft.conf_index();
-                            out.send(from, RaftKvMsg::NotMember { group, conf_index });
-                        }
-                    }
-                    // A message for a group this node does not run, or whose sender field
-                    // disagrees with the transport: dropped and counted.
-                    _ => self.dropped_messages += 1,
-                }
-                self.drive(out);
-                self.reforward_on_leader_change(cx.now, out);
-            }
-            RaftKvMsg::Client(BaselineMsg::Forward { req }) => {
+            RaftKvMsg::Raft(m) => self.on_raft_message(cx, from, m, out),
+            RaftKvMsg::Forward(ForwardMsg::Forward { req }) => {
                 self.serve(cx, req, Origin::Forwarded(from), out);
                 self.drive(out);
             }
-            RaftKvMsg::Client(BaselineMsg::ForwardReply { mut resp }) => {
-                if let Some(f) = self.forwards.get(&resp.id)
-                    && f.reforwarded
-                    && matches!(resp.result, Err(ClientError::Unavailable { .. }))
-                {
-                    // One copy was refused, but the other may still take effect:
-                    // "surely did not happen" would be a lie.
-                    if f.to != from {
-                        return; // the old leader's refusal: wait for the new one's answer
-                    }
-                    resp = indeterminate(
-                        resp.id,
-                        "refused after re-forwarding; the first copy may still commit",
-                    );
-                }
-                self.forwards.remove(&resp.id);
-                let mut scratch = Out::new();
-                self.forwarder.on_reply(resp, &mut scratch);
-                translate(scratch, out);
+            RaftKvMsg::Forward(ForwardMsg::ForwardReply { resp }) => {
+                self.on_forward_reply(from, resp, out)
             }
-            RaftKvMsg::Client(BaselineMsg::Replicate { .. }) => self.dropped_messages += 1,
             RaftKvMsg::NotMember { group, conf_index } => {
-                let me = self.id;
-                match self.groups.get_mut(&group) {
-                    Some(g) if g.raft.conf_index() < conf_index => {
-                        if !g.told_removed() {
-                            out.event(
-                                "node_removed",
-                                format!(
-                                    "group={} told by {from}: not in the configuration at index {conf_index} (local configuration at {}, member={})",
-                                    group.0,
-                                    g.raft.conf_index(),
-                                    g.is_member(me)
-                                ),
-                            );
-                        }
-                        let at = g.removed_by_conf.map_or(conf_index, |a| a.max(conf_index));
-                        g.removed_by_conf = Some(at);
-                    }
-                    Some(_) => {}
-                    None => self.dropped_messages += 1,
-                }
+                self.on_not_member(from, group, conf_index, out)
             }
         }
     }
 
     fn on_timer(&mut self, cx: &mut Cx<'_>, timer: TimerId, out: &mut Out<RaftKvMsg>) {
-        if timer == TICK_TIMER {
-            if self.poisoned.is_some() {
-                return;
-            }
-            for g in self.groups.values_mut() {
-                if g.told_removed() {
-                    continue; // removed: no campaigns until added back
-                }
-                g.removed_by_conf = None;
-                g.raft.tick(cx.rng);
-            }
-            self.drive(out);
-            self.reforward_on_leader_change(cx.now, out);
-            self.expire(cx.now, out);
-            out.set_timer(TICK_TIMER, Duration::from_millis(self.cfg.tick_interval_ms));
+        if timer != TICK_TIMER {
+            self.forwarder.on_timer(timer, out);
             return;
         }
-        let mut scratch = Out::new();
-        self.forwarder.on_timer(timer, &mut scratch);
-        translate(scratch, out);
+        if self.poisoned.is_some() {
+            return;
+        }
+        for g in self.groups.values_mut() {
+            if g.told_removed() {
+                continue; // removed: no campaigns until added back
+            }
+            g.removed_by_conf = None;
+            g.raft.tick(cx.rng);
+        }
+        self.drive(out);
+        self.reforward_on_leader_change(cx.now, out);
+        self.expire(cx.now, out);
+        out.set_timer(TICK_TIMER, Duration::from_millis(self.cfg.tick_interval_ms));
     }
 
     fn on_client(&mut self, cx: &mut Cx<'_>, req: ClientRequest, out: &mut Out<RaftKvMsg>) {
@@ -1149,37 +875,40 @@ impl Protocol for RaftKv {
     }
 
     fn on_admin(&mut self, _cx: &mut Cx<'_>, cmd: AdminCommand, out: &mut Out<RaftKvMsg>) {
-        let refuse = |why: String, leader: Option<NodeId>, out: &mut Out<RaftKvMsg>| {
-            let leader = leader.map_or_else(|| "none".to_string(), |l| l.to_string());
-            out.event(
-                "admin_refused",
-                format!("command={cmd:?} leader={leader} reason={why}"),
-            );
+        let refuse = |reason: String, leader: Option<NodeId>, out: &mut Out<RaftKvMsg>| {
+            out.event(NodeEvent::AdminRefused {
+                command: cmd,
+                leader,
+                reason,
+            });
         };
         if let Some(why) = &self.poisoned {
             refuse(format!("node cannot recover its state: {why}"), None, out);
             return;
         }
-        let Some(g) = self.groups.get_mut(&DEFAULT_GROUP) else {
+        let Some(g) = self.groups.get_mut(&cmd.group) else {
+            refuse(
+                format!("this node does not run group {}", cmd.group),
+                None,
+                out,
+            );
             return;
         };
-        let result = match cmd {
-            AdminCommand::AddLearner(n) => g.raft.propose_conf_change(ConfChange::AddLearner(n)),
-            AdminCommand::AddVoter(n) => g.raft.propose_conf_change(ConfChange::AddVoter(n)),
-            AdminCommand::RemoveNode(n) => g.raft.propose_conf_change(ConfChange::RemoveNode(n)),
-            AdminCommand::TransferLeader(n) => g.raft.transfer_leader(n).map(|()| EntryId {
+        let result = match cmd.action {
+            AdminAction::AddLearner(n) => g.raft.propose_conf_change(ConfChange::AddLearner(n)),
+            AdminAction::AddVoter(n) => g.raft.propose_conf_change(ConfChange::AddVoter(n)),
+            AdminAction::RemoveNode(n) => g.raft.propose_conf_change(ConfChange::RemoveNode(n)),
+            AdminAction::TransferLeader(n) => g.raft.transfer_leader(n).map(|()| EntryId {
                 term: g.raft.term(),
                 index: 0,
             }),
         };
         match result {
-            Ok(at) => out.event(
-                "admin_proposed",
-                format!(
-                    "group={} command={cmd:?} index={} term={}",
-                    DEFAULT_GROUP.0, at.index, at.term
-                ),
-            ),
+            Ok(at) => out.event(NodeEvent::AdminProposed {
+                command: cmd,
+                index: at.index,
+                term: at.term,
+            }),
             Err(e) => refuse(e.to_string(), g.raft.leader(), out),
         }
         self.drive(out);

@@ -7,8 +7,8 @@ use std::time::Duration;
 use kvlab_checker::{CheckOptions, EventType, HistoryEvent, ModelKind, OpFn, Verdict};
 use kvlab_sim::{FaultRule, Sim, SimConfig, SimOutput};
 use kvlab_types::{
-    AdminCommand, ClientError, ClientRequest, ClientResponse, Cx, Effect, KvOp, NodeId, OpOutput,
-    Out, Protocol, Recovery, RequestId, Time, derive_seed, seeded_rng,
+    AdminAction, AdminCommand, ClientError, ClientRequest, ClientResponse, Cx, Effect, KvOp,
+    NodeId, OpOutput, Out, Protocol, Recovery, RequestId, Time, derive_seed, seeded_rng,
 };
 use rand::RngExt;
 
@@ -85,7 +85,7 @@ fn three_nodes_elect_a_leader_and_serve_writes_and_reads_at_every_node() {
     s.run_until(Time::from_secs(2), &mut outs).expect("runs");
     let elected = outs
         .iter()
-        .filter(|o| matches!(o, SimOutput::Event { event, .. } if event.kind == "leader_elected"))
+        .filter(|o| matches!(o, SimOutput::Event { event, .. } if event.kind() == "leader_elected"))
         .count();
     assert!(elected >= 1, "no leader_elected event: {outs:?}");
     let l = leader(&s).expect("a leader after 2 s");
@@ -115,7 +115,7 @@ fn three_nodes_elect_a_leader_and_serve_writes_and_reads_at_every_node() {
     run_ms(&mut s, 200);
     let stores: Vec<_> = NODES
         .iter()
-        .map(|&n| s.node(n).and_then(|p| p.store().cloned()))
+        .map(|&n| s.node(n).and_then(|p| p.store_of(DEFAULT_GROUP).cloned()))
         .collect();
     assert!(stores.windows(2).all(|w| w[0] == w[1]), "{stores:?}");
 }
@@ -182,9 +182,15 @@ fn leader_crash_elects_a_new_leader_acknowledged_writes_survive_and_restart_reco
         restarted.applied_index(),
         s.node(new).expect("up").applied_index()
     );
-    assert_eq!(restarted.store(), s.node(new).expect("up").store());
+    assert_eq!(
+        restarted.store_of(DEFAULT_GROUP),
+        s.node(new).expect("up").store_of(DEFAULT_GROUP)
+    );
     for (key, value) in &acked {
-        assert_eq!(restarted.store().and_then(|kv| kv.get(key)), Some(*value));
+        assert_eq!(
+            restarted.store_of(DEFAULT_GROUP).and_then(|kv| kv.get(key)),
+            Some(*value)
+        );
     }
     // The restarted node serves again (forwarding to the leader).
     s.submit(old, read(3, 1, "k0"));
@@ -261,7 +267,9 @@ fn deposed_leader_answers_indeterminate_for_a_write_it_could_not_commit() {
     run_ms(&mut s, 1_000);
     for n in NODES {
         assert_eq!(
-            s.node(n).and_then(|p| p.store()).and_then(|kv| kv.get("k")),
+            s.node(n)
+                .and_then(|p| p.store_of(DEFAULT_GROUP))
+                .and_then(|kv| kv.get("k")),
             None
         );
     }
@@ -294,7 +302,7 @@ fn effects_of_a_write_are_persist_sync_then_reply() {
         .effects()
         .iter()
         .map(|e| match e {
-            Effect::Persist(_) => "persist",
+            Effect::Persist { .. } => "persist",
             Effect::Sync => "sync",
             Effect::Reply(_) => "reply",
             _ => "other",
@@ -305,7 +313,10 @@ fn effects_of_a_write_are_persist_sync_then_reply() {
     let reply = kinds.iter().position(|k| *k == "reply").expect("a reply");
     assert!(kinds[..first_sync].contains(&"persist"), "{kinds:?}");
     assert!(first_sync < reply, "{kinds:?}");
-    assert_eq!(node.store().and_then(|kv| kv.get("k")), Some(5));
+    assert_eq!(
+        node.store_of(DEFAULT_GROUP).and_then(|kv| kv.get("k")),
+        Some(5)
+    );
 }
 
 #[test]
@@ -338,11 +349,14 @@ fn compaction_saves_a_wal_image_that_a_restart_recovers_from() {
     let mut snapshots = 0;
     for e in out.drain() {
         match e {
-            Effect::Persist(r) => disk.records.push(r),
-            Effect::SaveSnapshot(d) => {
+            Effect::Persist { group, record } => {
+                disk.groups.entry(group).or_default().records.push(record)
+            }
+            Effect::SaveSnapshot { group, data } => {
                 snapshots += 1;
-                disk.snapshot = Some(d);
-                disk.records.clear();
+                let g = disk.groups.entry(group).or_default();
+                g.snapshot = Some(data);
+                g.records.clear();
             }
             _ => {}
         }
@@ -352,7 +366,10 @@ fn compaction_saves_a_wal_image_that_a_restart_recovers_from() {
     let restarted = RaftKv::boot(&mut Cx::new(me, now, &mut rng), &cfg, &[me], disk, &mut out);
     assert_eq!(restarted.poisoned(), None);
     assert_eq!(restarted.applied_index(), node.applied_index());
-    assert_eq!(restarted.store(), node.store());
+    assert_eq!(
+        restarted.store_of(DEFAULT_GROUP),
+        node.store_of(DEFAULT_GROUP)
+    );
     assert_eq!(restarted.term(), node.term());
 }
 
@@ -361,10 +378,11 @@ fn undecodable_wal_refuses_to_serve_and_reports_it() {
     let mut rng = seeded_rng(1);
     let mut out = Out::new();
     let me = NodeId(1);
-    let rec = Recovery {
-        snapshot: None,
-        records: vec![vec![0xff, 0xff, 0xff, 0xff, 0xff, 0xff]],
-    };
+    let rec = Recovery::of_group(
+        DEFAULT_GROUP,
+        None,
+        vec![vec![0xff, 0xff, 0xff, 0xff, 0xff, 0xff]],
+    );
     let mut node = RaftKv::boot(
         &mut Cx::new(me, Time::ZERO, &mut rng),
         &RaftKvConfig::default(),
@@ -376,7 +394,7 @@ fn undecodable_wal_refuses_to_serve_and_reports_it() {
     assert!(
         out.effects()
             .iter()
-            .any(|e| matches!(e, Effect::Event(ev) if ev.kind == "raft_kv_recovery_failed"))
+            .any(|e| matches!(e, Effect::Event(NodeEvent::RecoveryFailed { .. })))
     );
     out.drain();
     node.on_client(
@@ -498,7 +516,11 @@ fn assert_converged(s: &Sim<RaftKv>, seed: u64) {
         "seed {seed}: applied {applied:?}"
     );
     for p in &nodes[1..] {
-        assert_eq!(p.store(), nodes[0].store(), "seed {seed}: stores differ");
+        assert_eq!(
+            p.store_of(DEFAULT_GROUP),
+            nodes[0].store_of(DEFAULT_GROUP),
+            "seed {seed}: stores differ"
+        );
     }
     let groups: Vec<&RaftGroup> = nodes.iter().filter_map(|p| p.group()).collect();
     let commit = groups.iter().map(|g| g.commit_index()).min().unwrap_or(0);
@@ -795,14 +817,14 @@ fn checker_catches_stale_local_reads() {
 
 const FIVE: [NodeId; 5] = [NodeId(1), NodeId(2), NodeId(3), NodeId(4), NodeId(5)];
 
-/// Runs `ms` more milliseconds and returns the node events, as (node, kind, detail).
-fn run_events(sim: &mut Sim<RaftKv>, ms: u64) -> Vec<(NodeId, String, String)> {
+/// Runs `ms` more milliseconds and returns the node events, as (node, kind, event).
+fn run_events(sim: &mut Sim<RaftKv>, ms: u64) -> Vec<(NodeId, &'static str, NodeEvent)> {
     let mut out = Vec::new();
     let until = sim.now() + Duration::from_millis(ms);
     sim.run_until(until, &mut out).expect("simulation runs");
     out.into_iter()
         .filter_map(|o| match o {
-            SimOutput::Event { node, event, .. } => Some((node, event.kind, event.detail)),
+            SimOutput::Event { node, event, .. } => Some((node, event.kind(), event)),
             SimOutput::Reply { .. } => None,
         })
         .collect()
@@ -852,20 +874,32 @@ fn initial_voters_start_a_smaller_group_and_admin_grows_it_learner_then_voter() 
         "{replies:?}"
     );
     assert!(
-        s.admin(l, AdminCommand::AddLearner(NodeId(5)))
-            .expect("known node")
+        s.admin(
+            l,
+            AdminCommand::default_group(AdminAction::AddLearner(NodeId(5)))
+        )
+        .expect("known node")
     );
     let ev = run_events(&mut s, 500);
     assert!(
-        ev.iter().any(|(n, k, _)| *n == l && k == "admin_proposed"),
+        ev.iter().any(|(n, k, _)| *n == l && *k == "admin_proposed"),
         "{ev:?}"
     );
-    assert!(ev.iter().any(|(_, k, _)| k == "config_committed"), "{ev:?}");
-    assert_eq!(members(&s, l).1, vec![NodeId(5)]);
-    assert!(s.node(NodeId(5)).is_some_and(RaftKv::is_member));
     assert!(
-        s.admin(l, AdminCommand::AddVoter(NodeId(5)))
-            .expect("known node")
+        ev.iter().any(|(_, k, _)| *k == "config_committed"),
+        "{ev:?}"
+    );
+    assert_eq!(members(&s, l).1, vec![NodeId(5)]);
+    assert!(
+        s.node(NodeId(5))
+            .is_some_and(|p| p.is_member_of(DEFAULT_GROUP))
+    );
+    assert!(
+        s.admin(
+            l,
+            AdminCommand::default_group(AdminAction::AddVoter(NodeId(5)))
+        )
+        .expect("known node")
     );
     run_ms(&mut s, 500);
     assert_eq!(
@@ -881,8 +915,8 @@ fn initial_voters_start_a_smaller_group_and_admin_grows_it_learner_then_voter() 
     );
     run_ms(&mut s, 200);
     assert_eq!(
-        s.node(NodeId(5)).map(RaftKv::store_digest),
-        s.node(l).map(RaftKv::store_digest)
+        s.node(NodeId(5)).map(|p| p.store_digest(DEFAULT_GROUP)),
+        s.node(l).map(|p| p.store_digest(DEFAULT_GROUP))
     );
 }
 
@@ -892,13 +926,17 @@ fn admin_on_a_follower_is_refused_naming_the_leader() {
         Sim::<RaftKv>::new(SimConfig::default(), 3, &FIVE, RaftKvConfig::default()).expect("valid");
     let l = five_node_leader(&mut s);
     let f = FIVE.iter().copied().find(|&n| n != l).expect("a follower");
-    s.admin(f, AdminCommand::RemoveNode(l)).expect("known node");
+    s.admin(f, AdminCommand::default_group(AdminAction::RemoveNode(l)))
+        .expect("known node");
     let ev = run_events(&mut s, 50);
     let refused = ev
         .iter()
-        .find(|(n, k, _)| *n == f && k == "admin_refused")
+        .find(|(n, k, _)| *n == f && *k == "admin_refused")
         .unwrap_or_else(|| panic!("{ev:?}"));
-    assert!(refused.2.contains(&format!("leader={l}")), "{refused:?}");
+    assert!(
+        matches!(refused.2, NodeEvent::AdminRefused { leader, .. } if leader == Some(l)),
+        "{refused:?}"
+    );
     assert_eq!(members(&s, l).0, FIVE.to_vec());
 }
 
@@ -908,15 +946,16 @@ fn removed_node_stops_serving_and_campaigning_until_added_back() {
         Sim::<RaftKv>::new(SimConfig::default(), 5, &FIVE, RaftKvConfig::default()).expect("valid");
     let l = five_node_leader(&mut s);
     let x = FIVE.iter().copied().find(|&n| n != l).expect("a follower");
-    s.admin(l, AdminCommand::RemoveNode(x)).expect("known node");
+    s.admin(l, AdminCommand::default_group(AdminAction::RemoveNode(x)))
+        .expect("known node");
     let ev = run_events(&mut s, 3_000);
     assert!(!members(&s, l).0.contains(&x));
     // The removed node never saw its removal; it campaigned, was told, and stopped.
     assert!(
-        ev.iter().any(|(n, k, _)| *n == x && k == "node_removed"),
+        ev.iter().any(|(n, k, _)| *n == x && *k == "node_removed"),
         "{ev:?}"
     );
-    assert!(s.node(x).is_some_and(|p| !p.is_member()));
+    assert!(s.node(x).is_some_and(|p| !p.is_member_of(DEFAULT_GROUP)));
     let term = s.node(x).map(RaftKv::term);
     run_ms(&mut s, 3_000);
     assert_eq!(
@@ -935,12 +974,14 @@ fn removed_node_stops_serving_and_campaigning_until_added_back() {
     );
     // Added back as a learner it catches up past its removal and is a member again.
     let l = five_node_leader(&mut s);
-    s.admin(l, AdminCommand::AddLearner(x)).expect("known node");
+    s.admin(l, AdminCommand::default_group(AdminAction::AddLearner(x)))
+        .expect("known node");
     run_ms(&mut s, 500);
-    s.admin(l, AdminCommand::AddVoter(x)).expect("known node");
+    s.admin(l, AdminCommand::default_group(AdminAction::AddVoter(x)))
+        .expect("known node");
     run_ms(&mut s, 500);
     assert!(members(&s, l).0.contains(&x));
-    assert!(s.node(x).is_some_and(RaftKv::is_member));
+    assert!(s.node(x).is_some_and(|p| p.is_member_of(DEFAULT_GROUP)));
     s.submit(x, write(70, 2, "k", 2));
     let replies = run_ms(&mut s, 500);
     assert_eq!(
@@ -955,8 +996,11 @@ fn leader_transfer_by_admin_moves_leadership() {
         Sim::<RaftKv>::new(SimConfig::default(), 9, &FIVE, RaftKvConfig::default()).expect("valid");
     let l = five_node_leader(&mut s);
     let to = FIVE.iter().copied().find(|&n| n != l).expect("a follower");
-    s.admin(l, AdminCommand::TransferLeader(to))
-        .expect("known node");
+    s.admin(
+        l,
+        AdminCommand::default_group(AdminAction::TransferLeader(to)),
+    )
+    .expect("known node");
     run_ms(&mut s, 500);
     assert_eq!(s.node(to).map(RaftKv::role), Some(Role::Leader));
 }
@@ -1090,4 +1134,74 @@ fn follower_reforwards_to_the_new_leader_instead_of_waiting_out_the_forward_time
         "took {:?}",
         at.saturating_since(start)
     );
+}
+
+/// A key of `group` among `groups` (the first `k<i>` that hashes there).
+fn key_in(group: GroupId, groups: u32) -> impl Iterator<Item = String> {
+    (0u32..)
+        .map(|i| format!("k{i}"))
+        .filter(move |k| group_of_key(k, groups) == group)
+}
+
+#[test]
+fn a_snapshot_of_group_1_leaves_group_2s_log_intact_across_a_restart() {
+    // One node, two groups; group 1 compacts every 8 entries, group 2 never reaches it.
+    let me = NodeId(1);
+    let cfg = RaftKvConfig {
+        groups: 2,
+        snapshot_every_entries: 8,
+        ..RaftKvConfig::default()
+    };
+    let (g1, g2) = (GroupId(1), GroupId(0));
+    let mut s = Sim::<RaftKv>::new(SimConfig::default(), 7, &[me], cfg).expect("valid");
+    run_ms(&mut s, 1_000);
+    let node = s.node(me).expect("up");
+    assert!(
+        node.group_ids()
+            .all(|g| node.raft(g).unwrap().role() == Role::Leader)
+    );
+    let g1_keys: Vec<String> = key_in(g1, 2).take(12).collect();
+    let g2_keys: Vec<String> = key_in(g2, 2).take(3).collect();
+    let mut seq = 0;
+    for (k, key) in g1_keys.iter().chain(&g2_keys).enumerate() {
+        seq += 1;
+        s.submit(me, write(1, seq, key, 100 + k as i64));
+        let r = run_ms(&mut s, 50);
+        assert_eq!(
+            r.values().next().map(|r| r.result.clone()),
+            Some(Ok(OpOutput::Done))
+        );
+    }
+    let node = s.node(me).expect("up");
+    let g2_log = node.raft(g2).unwrap().last_index();
+    assert!(
+        node.raft(g1).unwrap().snapshot_meta().index > 0,
+        "group 1 compacted"
+    );
+    assert_eq!(
+        node.raft(g2).unwrap().snapshot_meta().index,
+        0,
+        "group 2 did not"
+    );
+    assert!(s.stats().per_node[&me].snapshots_saved > 0);
+
+    s.crash(me);
+    s.restart(me).expect("restarts");
+    run_ms(&mut s, 1_000);
+    let node = s.node(me).expect("up");
+    assert_eq!(node.poisoned(), None);
+    assert_eq!(node.raft(g2).unwrap().snapshot_meta().index, 0);
+    assert!(
+        node.raft(g2).unwrap().last_index() >= g2_log,
+        "group 2's log lost entries: {} < {g2_log}",
+        node.raft(g2).unwrap().last_index()
+    );
+    for (k, key) in g1_keys.iter().chain(&g2_keys).enumerate() {
+        let group = node.group_of(key);
+        assert_eq!(
+            node.store_of(group).and_then(|kv| kv.get(key)),
+            Some(100 + k as i64),
+            "{key} of {group}"
+        );
+    }
 }

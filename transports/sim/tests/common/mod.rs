@@ -7,8 +7,17 @@ use std::time::Duration;
 
 use kvlab_sim::{LatencyDist, SimConfig};
 use kvlab_types::{
-    ClientRequest, Cx, KvOp, NodeId, OpOutput, Out, Protocol, Recovery, RequestId, Time, TimerId,
+    ClientRequest, Cx, GroupId, KvOp, NodeEvent, NodeId, OpOutput, Out, Protocol, Recovery,
+    RequestId, Time, TimerId, TimerSpace,
 };
+
+/// The probe's gossip timer.
+pub const GOSSIP_TIMER: TimerId = TimerId::new(TimerSpace::Test, 99);
+
+/// Timer `id` of the probe's `timer:` command.
+pub fn test_timer(id: u64) -> TimerId {
+    TimerId::new(TimerSpace::Test, id)
+}
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
@@ -54,6 +63,9 @@ fn decode(bytes: &[u8]) -> i64 {
 impl Protocol for Probe {
     type Msg = Msg;
     type Config = ProbeConfig;
+    /// The probe's `persist` command replies before any sync, so that tests can watch a
+    /// crash lose an acknowledged but unsynced record.
+    const SENDS_UNSYNCED_STATE: bool = true;
 
     fn boot(
         cx: &mut Cx<'_>,
@@ -62,15 +74,22 @@ impl Protocol for Probe {
         recovered: Recovery,
         out: &mut Out<Msg>,
     ) -> Self {
-        let mut counter = recovered.snapshot.as_deref().map(decode).unwrap_or(0);
-        if let Some(last) = recovered.records.last() {
+        let state = recovered.group(GroupId::DEFAULT);
+        let mut counter = state.snapshot.as_deref().map(decode).unwrap_or(0);
+        if let Some(last) = state.records.last() {
             counter = decode(last);
         }
         if let Some(ms) = config.gossip_ms {
             let first = cx.rng.random_range(1..=ms);
-            out.set_timer(TimerId(99), Duration::from_millis(first));
+            out.set_timer(GOSSIP_TIMER, Duration::from_millis(first));
         }
-        out.event("boot", format!("counter={counter}"));
+        out.event(NodeEvent::NodeStarted {
+            role: "probe".into(),
+            records: state.records.len() as u64,
+            snapshot: state.snapshot.is_some(),
+            term: 0,
+            applied: counter as u64,
+        });
         Probe {
             id: cx.id,
             peers: peers.to_vec(),
@@ -91,19 +110,19 @@ impl Protocol for Probe {
 
     fn on_timer(&mut self, cx: &mut Cx<'_>, timer: TimerId, out: &mut Out<Msg>) {
         self.fired.push((timer, cx.now));
-        out.event("timer", format!("{}", timer.0));
-        if let (TimerId(99), Some(ms)) = (timer, self.config.gossip_ms) {
+        out.event(NodeEvent::TimerFired { timer });
+        if let (GOSSIP_TIMER, Some(ms)) = (timer, self.config.gossip_ms) {
             let peer = self.peers[cx.rng.random_range(0..self.peers.len())];
             let v: i64 = cx.rng.random_range(0..1_000_000);
             out.send(peer, Msg::Ping(v));
             if v % 7 == 0 {
                 self.counter += 1;
-                out.persist(self.counter.to_le_bytes().to_vec());
+                out.persist(GroupId::DEFAULT, self.counter.to_le_bytes().to_vec());
                 out.sync();
                 out.send(peer, Msg::Ping(-self.counter));
             }
             let next = cx.rng.random_range(1..=ms);
-            out.set_timer(TimerId(99), Duration::from_millis(next));
+            out.set_timer(GOSSIP_TIMER, Duration::from_millis(next));
         }
     }
 
@@ -130,23 +149,26 @@ impl Protocol for Probe {
             }
             "persist" => {
                 self.counter = value;
-                out.persist(value.to_le_bytes().to_vec());
+                out.persist(GroupId::DEFAULT, value.to_le_bytes().to_vec());
             }
             "incr" => {
                 self.counter += 1;
-                out.persist(self.counter.to_le_bytes().to_vec());
+                out.persist(GroupId::DEFAULT, self.counter.to_le_bytes().to_vec());
                 out.sync();
             }
             "incr_send" => {
                 self.counter += 1;
-                out.persist(self.counter.to_le_bytes().to_vec());
+                out.persist(GroupId::DEFAULT, self.counter.to_le_bytes().to_vec());
                 out.sync();
                 out.send(NodeId(arg as u32), Msg::Ping(self.counter));
             }
-            "persist_too_large" => out.persist(vec![0; kvlab_storage::MAX_RECORD_BYTES + 1]),
-            "snapshot" => out.save_snapshot(self.counter.to_le_bytes().to_vec()),
-            "timer" => out.set_timer(TimerId(arg), Duration::from_millis(value as u64)),
-            "cancel" => out.cancel_timer(TimerId(arg)),
+            "persist_too_large" => out.persist(
+                GroupId::DEFAULT,
+                vec![0; kvlab_storage::MAX_RECORD_BYTES + 1],
+            ),
+            "snapshot" => out.save_snapshot(GroupId::DEFAULT, self.counter.to_le_bytes().to_vec()),
+            "timer" => out.set_timer(test_timer(arg), Duration::from_millis(value as u64)),
+            "cancel" => out.cancel_timer(test_timer(arg)),
             other => panic!("unknown probe command {other}"),
         }
         out.reply(req.id, Ok(OpOutput::Done));

@@ -1,18 +1,37 @@
-//! Forwarding client requests to the node that can serve them, with a timeout.
+//! Forwarding client requests to the node that can serve them, with a timeout: the
+//! followers of `raft` pass requests to their group's leader, the non-holders of
+//! `single` to the holder, the backups of `async-primary` their writes to the primary.
+//!
+//! The forwarder speaks its own messages ([`ForwardMsg`]), which a system wraps into its
+//! message type (the `wrap` argument of [`Forwarder::forward`]). Its timers live in
+//! [`TimerSpace::Forward`], so they never collide with the system's.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use kvlab_types::{ClientError, ClientRequest, ClientResponse, NodeId, Out, RequestId, TimerId};
-
-use super::BaselineMsg;
+use kvlab_types::{
+    ClientError, ClientRequest, ClientResponse, Effect, NodeId, Out, RequestId, TimerId, TimerSpace,
+};
+use serde::{Deserialize, Serialize};
 
 /// The most forwarded requests one node keeps waiting at once; beyond it new requests
 /// are refused (`Unavailable`) rather than queued without bound.
 pub const MAX_PENDING_FORWARDS: usize = 4096;
 
-/// Timer ids at or above this are the forwarder's; a protocol keeps its own below it.
-const FORWARD_TIMER_BASE: u64 = 1 << 32;
+/// The messages of forwarding.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ForwardMsg {
+    /// A node that cannot serve a client request passes it on.
+    Forward {
+        /// The client's request, unchanged.
+        req: ClientRequest,
+    },
+    /// The answer to a [`ForwardMsg::Forward`].
+    ForwardReply {
+        /// The response for the client.
+        resp: ClientResponse,
+    },
+}
 
 /// Tracks requests passed on to another node until their answer or timeout.
 #[derive(Clone, Debug)]
@@ -30,13 +49,19 @@ impl Forwarder {
             timeout,
             pending: BTreeMap::new(),
             timers: BTreeMap::new(),
-            next_timer: FORWARD_TIMER_BASE,
+            next_timer: 0,
         }
     }
 
     /// Passes `req` to `to`. The client gets the answer through [`Forwarder::on_reply`],
     /// or an `Indeterminate` error at the timeout (the request may have been applied).
-    pub fn forward(&mut self, to: NodeId, req: ClientRequest, out: &mut Out<BaselineMsg>) {
+    pub fn forward<M>(
+        &mut self,
+        to: NodeId,
+        req: ClientRequest,
+        out: &mut Out<M>,
+        wrap: impl FnOnce(ForwardMsg) -> M,
+    ) {
         if let Some(old) = self.pending.remove(&req.id) {
             // A retry of a request still in flight: keep one timer for it.
             self.timers.remove(&old);
@@ -54,26 +79,26 @@ impl Forwarder {
             );
             return;
         }
-        let timer = TimerId(self.next_timer);
-        self.next_timer += 1;
+        let timer = TimerId::new(TimerSpace::Forward, self.next_timer);
+        self.next_timer = self.next_timer.wrapping_add(1);
         self.pending.insert(req.id, timer);
         self.timers.insert(timer, req.id);
         out.set_timer(timer, self.timeout);
-        out.send(to, BaselineMsg::Forward { req });
+        out.send(to, wrap(ForwardMsg::Forward { req }));
     }
 
     /// Delivers an answer to a forwarded request; a late or unknown one is ignored.
-    pub fn on_reply(&mut self, resp: ClientResponse, out: &mut Out<BaselineMsg>) {
+    pub fn on_reply<M>(&mut self, resp: ClientResponse, out: &mut Out<M>) {
         if let Some(timer) = self.pending.remove(&resp.id) {
             self.timers.remove(&timer);
             out.cancel_timer(timer);
-            out.push(kvlab_types::Effect::Reply(resp));
+            out.push(Effect::Reply(resp));
         }
     }
 
     /// Handles `timer` if it is the forwarder's; returns whether it was.
-    pub fn on_timer(&mut self, timer: TimerId, out: &mut Out<BaselineMsg>) -> bool {
-        if timer.0 < FORWARD_TIMER_BASE {
+    pub fn on_timer<M>(&mut self, timer: TimerId, out: &mut Out<M>) -> bool {
+        if timer.space != TimerSpace::Forward {
             return false;
         }
         if let Some(id) = self.timers.remove(&timer) {
