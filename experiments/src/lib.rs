@@ -33,17 +33,21 @@
 //! ```
 
 pub mod check_cmd;
+pub mod cluster;
+pub mod driver;
 pub mod error;
 pub mod events;
 pub mod local;
 pub mod nemesis;
 pub mod node_cmd;
+pub mod observe;
+pub mod pool;
 pub mod report;
+pub mod reproduce;
 pub mod run;
 pub mod spec;
 pub mod summary;
 pub mod sweep;
-pub mod swim_exp;
 pub mod workload;
 
 pub use error::ExperimentError;

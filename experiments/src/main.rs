@@ -1,10 +1,11 @@
-//! `kvlab`: run experiments on the deterministic simulator, check histories, draw plots.
+//! `kvlab`: run experiments (on the deterministic simulator or on real nodes), check
+//! histories, draw plots.
 //!
 //! Exit status: `run` — 0 every check passed, 1 a check failed (linearizability or
 //! liveness), 3 the checker ran out of budget (and nothing failed), 2 bad input;
 //! `check` — 0 valid, 1 invalid, 3 unknown, 2 bad input; `plot` — 0, or 2 bad input.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -12,12 +13,14 @@ use clap::{Parser, Subcommand};
 use kvlab_checker::{CheckOptions, HistoryFormat, ModelKind, Verdict};
 use kvlab_experiments::ExperimentError;
 use kvlab_experiments::check_cmd::{load_history, parse_format, parse_model};
-use kvlab_experiments::local::{BackendKind, TransportChoice};
+use kvlab_experiments::pool::{Job, run_jobs, threads_for};
+use kvlab_experiments::reproduce::Reproduce;
 use kvlab_experiments::run::{
-    ReportPolicy, RunOptions, RunOutcome, RunVerdict, parse_seed_range, run_experiment, run_sweep,
+    ReportPolicy, RunOptions, RunOutcome, RunVerdict, parse_seed_range, run_experiment,
     seed_run_dir,
 };
-use kvlab_experiments::spec::Spec;
+use kvlab_experiments::spec::{BackendKind, FieldError, Spec, TransportChoice};
+use kvlab_experiments::sweep::Variant;
 
 /// Prints a line to stdout. A closed pipe (`kvlab check … | head`) is not worth a
 /// panic: the output is dropped and the exit status still tells the verdict.
@@ -50,7 +53,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run an experiment on the simulator and check it.
+    /// Run an experiment (on the simulator, or on real nodes with --backend local) and
+    /// check it.
     Run(RunArgs),
     /// Check one history for linearizability.
     Check(CheckArgs),
@@ -120,12 +124,13 @@ fn apply_overrides(spec: &mut Spec, a: &RunArgs) -> Result<(), ExperimentError> 
     if let Some(t) = a.transport {
         spec.transport = t;
     }
-    spec.validate()
-        .map_err(|(field, reason)| ExperimentError::SpecInvalid {
+    spec.validate().map_err(
+        |FieldError { field, reason }| ExperimentError::SpecInvalid {
             file: a.spec.clone(),
             field,
             reason,
-        })
+        },
+    )
 }
 
 #[derive(Debug, clap::Args)]
@@ -218,7 +223,7 @@ fn init_node_tracing() {
         .try_init();
 }
 
-fn print_outcome(prefix: &str, spec_path: &Path, o: &RunOutcome) {
+fn print_outcome(prefix: &str, o: &RunOutcome) {
     let head = prefix;
     let prefix = if prefix.is_empty() { "" } else { "  " };
     let s = &o.summary;
@@ -252,19 +257,19 @@ fn print_outcome(prefix: &str, spec_path: &Path, o: &RunOutcome) {
             "{prefix}  not linearizable: key {} (see {})\n{prefix}  reproduce: {}",
             o.failing_key.as_deref().unwrap_or("?"),
             o.run_dir.join("linearizability.html").display(),
-            o.reproduce_command(spec_path)
+            o.reproduce
         ),
         RunVerdict::LivenessFailed => say!(
             "{prefix}  liveness: no progress within {} s after healing ({} of {} clients progressed)\n{prefix}  reproduce: {}",
             s.liveness_s,
             s.liveness.clients_with_progress,
             s.liveness.clients,
-            o.reproduce_command(spec_path)
+            o.reproduce
         ),
         RunVerdict::Unknown => say!(
             "{prefix}  the checker ran out of budget; unknown keys: {}\n{prefix}  reproduce: {}",
             o.check.unknown_keys.join(", "),
-            o.reproduce_command(spec_path)
+            o.reproduce
         ),
         RunVerdict::PropertyFailed => {
             let failed: Vec<String> = s
@@ -279,20 +284,20 @@ fn print_outcome(prefix: &str, spec_path: &Path, o: &RunOutcome) {
             say!(
                 "{prefix}  property failed: {}\n{prefix}  reproduce: {}",
                 failed.join("; "),
-                o.reproduce_command(spec_path)
+                o.reproduce
             )
         }
         RunVerdict::InvariantViolated => say!(
             "{prefix}  invariant violated: {}\n{prefix}  reproduce: {}",
             s.invariant_violation.as_deref().unwrap_or("?"),
-            o.reproduce_command(spec_path)
+            o.reproduce
         ),
         RunVerdict::Valid => {}
     }
     if let Some(sw) = &s.swim {
         say!(
             "{prefix}  swim: {}",
-            kvlab_experiments::swim_exp::one_line(sw)
+            kvlab_experiments::observe::swim::one_line(sw)
         );
     }
     let report = o.run_dir.join("report.html");
@@ -307,157 +312,202 @@ fn print_outcome(prefix: &str, spec_path: &Path, o: &RunOutcome) {
 fn cmd_run(a: RunArgs) -> anyhow::Result<u8> {
     let mut spec = Spec::load(&a.spec)?;
     apply_overrides(&mut spec, &a)?;
+    let mut variant = None;
     if !spec.variant.is_empty() {
-        let text =
-            std::fs::read_to_string(&a.spec).map_err(|source| ExperimentError::SpecRead {
-                file: a.spec.clone(),
-                source,
-            })?;
-        let mut variants = kvlab_experiments::sweep::expand(&text, &a.spec)?;
-        for v in &mut variants {
-            apply_overrides(&mut v.spec, &a)?;
-        }
-        match &a.variant {
-            Some(label) => {
-                let Some(v) = variants.into_iter().find(|v| &v.label == label) else {
-                    return Err(ExperimentError::BadArgument {
-                        arg: format!("--variant {label}"),
-                        reason: "no [[variant]] has this label".into(),
-                    }
-                    .into());
-                };
-                // One variant runs like a spec of its own.
-                spec = v.spec;
-            }
-            None => {
-                let seeds = match (&a.seeds, a.seed) {
-                    (Some(range), _) => parse_seed_range(range)?,
-                    (None, Some(s)) => s..=s,
-                    (None, None) => spec.seed..=spec.seed,
-                };
-                let base = a
-                    .out
-                    .clone()
-                    .unwrap_or_else(|| PathBuf::from("results").join(&spec.name));
-                let threads = std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(1);
-                let mut worst = 0u8;
-                for v in &mut variants {
-                    v.spec.name = spec.name.clone();
-                }
-                let rows = kvlab_experiments::sweep::run_variants(
-                    &variants,
-                    &a.spec,
-                    seeds,
-                    &base,
-                    threads,
-                    |v, seed, result| {
-                        let prefix = format!("{} · seed {seed}: ", v.label);
-                        match result {
-                            Ok(o) => {
-                                print_outcome(&prefix, &a.spec, o);
-                                if o.verdict != RunVerdict::Valid {
-                                    say!(
-                                        "  reproduce: kvlab run {} --variant '{}' --seed {seed}",
-                                        a.spec.display(),
-                                        v.label
-                                    );
-                                }
-                                worst = worst_code(worst, o.verdict.exit_code());
-                            }
-                            Err(e) => {
-                                say!("{prefix}ERROR: {e}");
-                                worst = worst_code(worst, e.exit_code().max(1));
-                            }
-                        }
-                    },
-                )?;
-                say!("");
-                say!(
-                    "{:<28} {:<11} {:>5} {:>7} {:>7} {:>10} {:>9} {:>9}  verdict",
-                    "variant",
-                    "backend",
-                    "seed",
-                    "nodes",
-                    "clients",
-                    "ok/s",
-                    "p50 ms",
-                    "p99 ms"
-                );
-                for r in &rows {
-                    say!(
-                        "{:<28} {:<11} {:>5} {:>7} {:>7} {:>10.1} {:>9.2} {:>9.2}  {}",
-                        r.label,
-                        format!("{}/{}", r.backend, r.transport),
-                        r.seed,
-                        r.nodes,
-                        r.clients,
-                        r.throughput_ok_per_s,
-                        r.latency_ms_p50,
-                        r.latency_ms_p99,
-                        r.verdict
-                    );
-                }
-                say!("variants: {}", base.join("variants.json").display());
-                return Ok(worst);
-            }
-        }
-    }
-    if let Some(range) = &a.seeds {
-        let seeds = parse_seed_range(range)?;
-        let base = a
-            .out
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("results").join(&spec.name));
-        // Local runs measure real time on a shared machine: one at a time.
-        let threads = match spec.backend {
-            BackendKind::Local => 1,
-            BackendKind::Sim => std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
+        let variants = load_variants(&a)?;
+        let Some(label) = &a.variant else {
+            return run_variant_sweep(&a, &spec, &variants);
         };
-        let count = seeds.end() - seeds.start() + 1;
-        let pb = indicatif::ProgressBar::new(count);
-        pb.set_style(
-            indicatif::ProgressStyle::with_template("seeds [{bar:30}] {pos}/{len} ({elapsed})")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
-        let mut tally = std::collections::BTreeMap::<&'static str, u64>::new();
-        let mut worst = 0u8;
-        let mut failed_seeds = Vec::new();
-        run_sweep(&spec, &a.spec, seeds, &base, threads, |seed, result| {
-            pb.inc(1);
-            pb.suspend(|| match &result {
-                Ok(o) => {
-                    print_outcome(&format!("seed {seed}: "), &a.spec, o);
-                    *tally.entry(o.verdict.name()).or_default() += 1;
-                    worst = worst_code(worst, o.verdict.exit_code());
-                    if o.verdict != RunVerdict::Valid {
-                        failed_seeds.push(seed);
-                    }
-                }
-                Err(e) => {
-                    say!(
-                        "seed {seed}: ERROR: {e}\n  reproduce: kvlab run {} --seed {seed}",
-                        a.spec.display()
-                    );
-                    *tally.entry("error").or_default() += 1;
-                    worst = worst_code(worst, e.exit_code().max(1));
-                    failed_seeds.push(seed);
-                }
-            });
-        });
-        pb.finish_and_clear();
-        let parts: Vec<String> = tally.iter().map(|(k, v)| format!("{v} {k}")).collect();
-        say!("{count} seeds: {}  ({})", parts.join(", "), base.display());
-        if !failed_seeds.is_empty() {
-            let list: Vec<String> = failed_seeds.iter().map(u64::to_string).collect();
-            say!("seeds not valid: {}", list.join(" "));
-        }
-        return Ok(worst);
+        let Some(v) = variants.into_iter().find(|v| &v.label == label) else {
+            return Err(ExperimentError::BadArgument {
+                arg: format!("--variant {label}"),
+                reason: "no [[variant]] has this label".into(),
+            }
+            .into());
+        };
+        // One variant runs like a spec of its own.
+        spec = v.spec;
+        variant = Some(v.label);
     }
+    let variant = variant.as_deref();
+    match &a.seeds {
+        Some(range) => run_seed_sweep(&a, &spec, variant, range),
+        None => run_one(&a, &spec, variant),
+    }
+}
+
+/// The spec's `[[variant]]`s, each with `--backend`/`--transport` laid over.
+fn load_variants(a: &RunArgs) -> anyhow::Result<Vec<Variant>> {
+    let text = std::fs::read_to_string(&a.spec).map_err(|source| ExperimentError::SpecRead {
+        file: a.spec.clone(),
+        source,
+    })?;
+    let mut variants = kvlab_experiments::sweep::expand(&text, &a.spec)?;
+    for v in &mut variants {
+        apply_overrides(&mut v.spec, a)?;
+    }
+    Ok(variants)
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// Every variant for every seed, then a comparison table.
+fn run_variant_sweep(a: &RunArgs, spec: &Spec, variants: &[Variant]) -> anyhow::Result<u8> {
+    let seeds = match (&a.seeds, a.seed) {
+        (Some(range), _) => parse_seed_range(range)?,
+        (None, Some(s)) => s..=s,
+        (None, None) => spec.seed..=spec.seed,
+    };
+    let base = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("results").join(&spec.name));
+    let mut variants = variants.to_vec();
+    for v in &mut variants {
+        v.spec.name = spec.name.clone();
+    }
+    let mut worst = 0u8;
+    let rows = kvlab_experiments::sweep::run_variants(
+        &variants,
+        &a.spec,
+        seeds,
+        &base,
+        cores(),
+        |v, seed, result| {
+            let prefix = format!("{} · seed {seed}: ", v.label);
+            worst = worst_code(worst, report_result(&prefix, result));
+        },
+    )?;
+    say!("");
+    print_variant_table(&rows);
+    say!("variants: {}", base.join("variants.json").display());
+    Ok(worst)
+}
+
+/// One line per variant run: the KV columns for runs with clients, the SWIM columns
+/// for SWIM runs.
+fn print_variant_table(rows: &[kvlab_experiments::sweep::VariantRow]) {
+    say!(
+        "{:<28} {:<11} {:>5} {:>7} {:>7} {:>10} {:>9} {:>9}  verdict",
+        "variant",
+        "backend",
+        "seed",
+        "nodes",
+        "clients",
+        "ok/s",
+        "p50 ms",
+        "p99 ms"
+    );
+    for r in rows {
+        let kv = if r.clients > 0 {
+            format!(
+                "{:>7} {:>10.1} {:>9.2} {:>9.2}",
+                r.clients, r.throughput_ok_per_s, r.latency_ms_p50, r.latency_ms_p99
+            )
+        } else {
+            format!("{:>7} {:>10} {:>9} {:>9}", "-", "-", "-", "-")
+        };
+        say!(
+            "{:<28} {:<11} {:>5} {:>7} {kv}  {}",
+            r.label,
+            format!("{}/{}", r.backend, r.transport),
+            r.seed,
+            r.nodes,
+            r.verdict
+        );
+    }
+}
+
+/// Prints one run's outcome (or error, with its reproduce command); returns its exit
+/// status.
+fn report_result(prefix: &str, result: &Result<RunOutcome, ExperimentError>) -> u8 {
+    match result {
+        Ok(o) => {
+            print_outcome(prefix, o);
+            o.verdict.exit_code()
+        }
+        Err(e) => {
+            say!("{prefix}ERROR: {e}");
+            e.exit_code().max(1)
+        }
+    }
+}
+
+/// Every seed of `range` in the job pool, then a tally.
+fn run_seed_sweep(
+    a: &RunArgs,
+    spec: &Spec,
+    variant: Option<&str>,
+    range: &str,
+) -> anyhow::Result<u8> {
+    let seeds = parse_seed_range(range)?;
+    let base = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("results").join(&spec.name));
+    let first = *seeds.start();
+    let jobs: Vec<Job> = seeds
+        .map(|seed| Job {
+            spec: spec.clone(),
+            seed,
+            run_dir: seed_run_dir(&base, seed),
+            reproduce: Reproduce::new(&a.spec, spec, seed, variant),
+            report: if seed == first {
+                ReportPolicy::Always
+            } else {
+                ReportPolicy::OnFailure
+            },
+            progress: false,
+        })
+        .collect();
+    let pb = indicatif::ProgressBar::new(jobs.len() as u64);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(
+            "seeds [{bar:30}] {pos}/{len} ({elapsed}, eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let mut tally = std::collections::BTreeMap::<&'static str, u64>::new();
+    let mut worst = 0u8;
+    let mut failed_seeds = Vec::new();
+    run_jobs(&jobs, threads_for(&jobs, cores()), |job, result| {
+        pb.inc(1);
+        let seed = job.seed;
+        pb.suspend(|| {
+            let code = report_result(&format!("seed {seed}: "), &result);
+            let name = result.as_ref().map_or("error", |o| o.verdict.name());
+            *tally.entry(name).or_default() += 1;
+            if name != RunVerdict::Valid.name() {
+                failed_seeds.push(seed);
+                if result.is_err() {
+                    say!("  reproduce: {}", job.reproduce);
+                }
+            }
+            worst = worst_code(worst, code);
+        });
+    });
+    pb.finish_and_clear();
+    let parts: Vec<String> = tally.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    say!(
+        "{} seeds: {}  ({})",
+        jobs.len(),
+        parts.join(", "),
+        base.display()
+    );
+    if !failed_seeds.is_empty() {
+        let list: Vec<String> = failed_seeds.iter().map(u64::to_string).collect();
+        say!("seeds not valid: {}", list.join(" "));
+    }
+    Ok(worst)
+}
+
+/// One run, with a progress bar.
+fn run_one(a: &RunArgs, spec: &Spec, variant: Option<&str>) -> anyhow::Result<u8> {
     let seed = a.seed.unwrap_or(spec.seed);
     if seed > kvlab_experiments::spec::MAX_SEED {
         return Err(ExperimentError::BadArgument {
@@ -476,13 +526,20 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<u8> {
     let opts = RunOptions {
         seed,
         run_dir,
-        spec_path: a.spec.clone(),
+        reproduce: Reproduce::new(&a.spec, spec, seed, variant),
         report: ReportPolicy::Always,
         progress: true,
     };
-    let outcome = run_experiment(&spec, &opts)?;
-    print_outcome("", &a.spec, &outcome);
-    Ok(outcome.verdict.exit_code())
+    match run_experiment(spec, &opts) {
+        Ok(outcome) => {
+            print_outcome("", &outcome);
+            Ok(outcome.verdict.exit_code())
+        }
+        Err(e) => {
+            say!("reproduce: {}", opts.reproduce);
+            Err(e.into())
+        }
+    }
 }
 
 /// Combines exit statuses: a failure (1) outranks unknown (3), which outranks success.

@@ -1,5 +1,5 @@
 //! The nemesis: a seeded schedule of faults, applied to the cluster through
-//! [`ClusterControl`] and recorded as `fault_start` / `fault_end` events.
+//! [`FaultControl`] and recorded as `fault_start` / `fault_end` events.
 //!
 //! The schedule's times and kinds are fixed up front from the spec (see
 //! [`crate::spec::NemesisSpec`]); each fault's targets are drawn from the nemesis RNG
@@ -21,62 +21,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use kvlab_sim::{FaultRule, LatencyDist, RuleId};
 use kvlab_types::{AdminAction, AdminCommand, NodeId, Rng, Time};
 
+use crate::cluster::{ClusterView, FaultControl};
 use crate::events::{NemesisEvent, NemesisKind, RunEvent};
 use crate::spec::{FaultKind, NemesisSpec, secs_to_ns};
 use crate::workload::below;
 
-/// What the nemesis needs from a cluster. The simulator implements it; a test can
-/// implement it with a recorder.
-pub trait ClusterControl {
-    /// Installs a fault rule and returns its id.
-    fn add_rule(&mut self, rule: FaultRule) -> RuleId;
-    /// Removes a rule installed by [`ClusterControl::add_rule`].
-    fn remove_rule(&mut self, rule: RuleId);
-    /// Crashes a node (unsynced writes may be lost).
-    fn crash(&mut self, node: NodeId) -> Result<(), String>;
-    /// Restarts a crashed node from its durable storage.
-    fn restart(&mut self, node: NodeId) -> Result<(), String>;
-    /// Pauses a node: it keeps its state but handles nothing until resumed.
-    fn pause(&mut self, node: NodeId) -> Result<(), String>;
-    /// Resumes a paused node.
-    fn resume(&mut self, node: NodeId) -> Result<(), String>;
-    /// Makes a node's clock run `ppm` parts per million fast (positive) or slow.
-    fn set_clock_drift(&mut self, node: NodeId, ppm: i64) -> Result<(), String>;
-    /// Sends an operator's command to `node`; `Ok(false)` if it could not be delivered
-    /// (the node is down, or the cluster takes no commands, the default).
-    fn admin(&mut self, node: NodeId, cmd: AdminCommand) -> Result<bool, String> {
-        let _ = (node, cmd);
-        Ok(false)
-    }
-}
-
 /// How often the membership reconciler looks again while the group differs from its
 /// target, and how long it waits before repeating a command that had no visible effect.
 pub const MEMBERSHIP_RETRY_MS: u64 = 100;
-
-/// The replication group's configuration as its leader sees it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Membership {
-    /// Voters, sorted.
-    pub voters: Vec<NodeId>,
-    /// Learners, sorted.
-    pub learners: Vec<NodeId>,
-    /// Learners that caught up with the leader's log and may be promoted.
-    pub caught_up: Vec<NodeId>,
-    /// A configuration change is appended but not committed (a new one would be
-    /// refused).
-    pub change_pending: bool,
-}
-
-/// What the runner knows about the cluster when it steps the nemesis.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ClusterView {
-    /// The node that most recently reported `leader_elected` (highest term), if it is
-    /// up.
-    pub leader: Option<NodeId>,
-    /// The group's configuration as `leader` sees it, for systems with membership.
-    pub membership: Option<Membership>,
-}
 
 /// How to undo one active fault.
 #[derive(Clone, Debug)]
@@ -92,12 +44,12 @@ enum Undo {
 }
 
 /// Installs `rule`; undoing the fault removes it.
-fn one_rule(cluster: &mut impl ClusterControl, rule: FaultRule) -> Undo {
+fn one_rule(cluster: &mut dyn FaultControl, rule: FaultRule) -> Undo {
     Undo::Rules(vec![cluster.add_rule(rule)])
 }
 
 /// Cuts `a` off from `b` (both ways) with one rule; undoing the fault heals it.
-fn partition(cluster: &mut impl ClusterControl, a: &[NodeId], b: &[NodeId]) -> Undo {
+fn partition(cluster: &mut dyn FaultControl, a: &[NodeId], b: &[NodeId]) -> Undo {
     one_rule(
         cluster,
         FaultRule::Partition {
@@ -105,6 +57,35 @@ fn partition(cluster: &mut impl ClusterControl, a: &[NodeId], b: &[NodeId]) -> U
             b: b.to_vec(),
         },
     )
+}
+
+/// What starting a fault did: how to undo it, what it did and to whom, or why it was
+/// skipped.
+enum Started {
+    Done {
+        undo: Undo,
+        detail: String,
+        node: Option<NodeId>,
+    },
+    Skip(&'static str),
+}
+
+/// Cuts every pair of nodes that are not neighbours in the ring `v`.
+fn ring(cluster: &mut dyn FaultControl, v: &[NodeId]) -> Undo {
+    let n = v.len();
+    let mut rules = Vec::new();
+    for i in 0..n {
+        for j in (i + 1)..n {
+            let adjacent = j == i + 1 || (i == 0 && j == n - 1);
+            if !adjacent {
+                rules.push(cluster.add_rule(FaultRule::Partition {
+                    a: vec![v[i]],
+                    b: vec![v[j]],
+                }));
+            }
+        }
+    }
+    Undo::Rules(rules)
 }
 
 #[derive(Clone, Debug)]
@@ -161,17 +142,26 @@ fn node_list(nodes: &[NodeId]) -> String {
 }
 
 impl Nemesis {
-    /// Plans the faults of a safety phase of `safety_ns` nanoseconds.
-    pub fn new(spec: &NemesisSpec, nodes: &[NodeId], safety_ns: u64, seed: u64) -> Self {
+    /// Plans the faults of a safety phase that starts at `start` and ends at
+    /// `safety_end` (fault times count from `start`).
+    pub fn new(
+        spec: &NemesisSpec,
+        nodes: &[NodeId],
+        start: Time,
+        safety_end: Time,
+        seed: u64,
+    ) -> Self {
         let mut rng = kvlab_types::seeded_rng(seed);
         let mut plan = std::collections::VecDeque::new();
         if !spec.faults.is_empty() {
-            let start0 = secs_to_ns(spec.start_after_s);
+            let first = start
+                .as_nanos()
+                .saturating_add(secs_to_ns(spec.start_after_s));
             let interval = secs_to_ns(spec.interval_s).max(1);
             let duration = secs_to_ns(spec.fault_duration_s);
             let mut id = 1;
-            let mut start = start0;
-            while start < safety_ns {
+            let mut start = first;
+            while start < safety_end.as_nanos() {
                 let kind = spec.faults[below(&mut rng, spec.faults.len() as u64) as usize];
                 plan.push_back(PlannedFault {
                     id,
@@ -225,7 +215,7 @@ impl Nemesis {
     pub fn maintain(
         &mut self,
         now: Time,
-        cluster: &mut impl ClusterControl,
+        cluster: &mut dyn FaultControl,
         view: &ClusterView,
         events: &mut Vec<RunEvent>,
     ) -> Result<(), String> {
@@ -297,7 +287,7 @@ impl Nemesis {
     pub fn step(
         &mut self,
         now: Time,
-        cluster: &mut impl ClusterControl,
+        cluster: &mut dyn FaultControl,
         events: &mut Vec<RunEvent>,
     ) -> Result<(), String> {
         self.step_with_view(now, cluster, &ClusterView::default(), events)
@@ -308,7 +298,7 @@ impl Nemesis {
     pub fn step_with_view(
         &mut self,
         now: Time,
-        cluster: &mut impl ClusterControl,
+        cluster: &mut dyn FaultControl,
         view: &ClusterView,
         events: &mut Vec<RunEvent>,
     ) -> Result<(), String> {
@@ -337,7 +327,7 @@ impl Nemesis {
     pub fn heal_all(
         &mut self,
         now: Time,
-        cluster: &mut impl ClusterControl,
+        cluster: &mut dyn FaultControl,
         events: &mut Vec<RunEvent>,
     ) -> Result<(), String> {
         self.plan.clear();
@@ -392,216 +382,30 @@ impl Nemesis {
         &mut self,
         p: PlannedFault,
         now: Time,
-        cluster: &mut impl ClusterControl,
+        cluster: &mut dyn FaultControl,
         view: &ClusterView,
         events: &mut Vec<RunEvent>,
     ) -> Result<(), String> {
-        let mut node = None;
-        let (undo, detail) = match p.kind {
-            FaultKind::PartitionHalves => {
-                let v = self.shuffled_nodes();
-                let (minority, majority) = v.split_at(v.len() / 2);
-                let detail = format!("{} | {}", node_list(minority), node_list(majority));
-                (partition(cluster, minority, majority), detail)
+        let started = match p.kind {
+            FaultKind::PartitionHalves
+            | FaultKind::PartitionRandom
+            | FaultKind::OneWay
+            | FaultKind::Isolate
+            | FaultKind::Bridge
+            | FaultKind::Ring => self.start_partition(p.kind, cluster),
+            FaultKind::Crash | FaultKind::Pause => self.start_stop(p.kind, cluster)?,
+            FaultKind::ClockDrift => self.start_clock_drift(cluster)?,
+            FaultKind::Loss | FaultKind::Duplicate | FaultKind::Reorder => {
+                self.start_network_rule(p.kind, cluster)
             }
-            FaultKind::PartitionRandom => {
-                let v = self.shuffled_nodes();
-                let cut = 1 + below(&mut self.rng, v.len() as u64 - 1) as usize;
-                let (a, b) = v.split_at(cut);
-                let detail = format!("{} | {}", node_list(a), node_list(b));
-                (partition(cluster, a, b), detail)
+            FaultKind::CrashLeader | FaultKind::IsolateLeader | FaultKind::IsolateSlowLeader => {
+                self.start_leader_fault(p.kind, cluster, view)?
             }
-            FaultKind::OneWay => {
-                let x = self.any_node();
-                node = Some(x);
-                let others: Vec<NodeId> = self.nodes.iter().copied().filter(|&n| n != x).collect();
-                let deaf = below(&mut self.rng, 2) == 0;
-                let (rule, detail) = if deaf {
-                    (
-                        FaultRule::OneWay {
-                            from: others.clone(),
-                            to: vec![x],
-                        },
-                        format!("{x} hears no one: {} -/-> {x}", node_list(&others)),
-                    )
-                } else {
-                    (
-                        FaultRule::OneWay {
-                            from: vec![x],
-                            to: others.clone(),
-                        },
-                        format!("no one hears {x}: {x} -/-> {}", node_list(&others)),
-                    )
-                };
-                (one_rule(cluster, rule), detail)
-            }
-            FaultKind::Isolate => {
-                let x = self.any_node();
-                node = Some(x);
-                let rule = FaultRule::Isolate { node: x };
-                (one_rule(cluster, rule), format!("{x} isolated"))
-            }
-            FaultKind::Bridge => {
-                let v = self.shuffled_nodes();
-                let bridge = v[0];
-                node = Some(bridge);
-                let rest = &v[1..];
-                let (a, b) = rest.split_at(rest.len() / 2);
-                let detail = format!("{} | {} with bridge {bridge}", node_list(a), node_list(b));
-                (partition(cluster, a, b), detail)
-            }
-            FaultKind::Ring => {
-                let v = self.shuffled_nodes();
-                let n = v.len();
-                let mut rules = Vec::new();
-                for i in 0..n {
-                    for j in (i + 1)..n {
-                        let adjacent = j == i + 1 || (i == 0 && j == n - 1);
-                        if !adjacent {
-                            rules.push(cluster.add_rule(FaultRule::Partition {
-                                a: vec![v[i]],
-                                b: vec![v[j]],
-                            }));
-                        }
-                    }
-                }
-                (Undo::Rules(rules), format!("ring {}", node_list(&v)))
-            }
-            kind @ (FaultKind::Crash | FaultKind::Pause) => {
-                // Only a node that is neither crashed nor paused can be stopped again.
-                let (crashed, paused) = (self.crashed.clone(), self.paused.clone());
-                let Some(x) = self.pick(|n| !crashed.contains(n) && !paused.contains(n)) else {
-                    return self.skip(p, now, events, NO_ELIGIBLE_NODE);
-                };
-                node = Some(x);
-                if kind == FaultKind::Crash {
-                    cluster.crash(x)?;
-                    self.crashed.insert(x);
-                    (Undo::Restart(x), format!("{x} crashed"))
-                } else {
-                    cluster.pause(x)?;
-                    self.paused.insert(x);
-                    (Undo::Resume(x), format!("{x} paused"))
-                }
-            }
-            FaultKind::ClockDrift => {
-                let drifted = self.drifted.clone();
-                let Some(x) = self.pick(|n| !drifted.contains(n)) else {
-                    return self.skip(p, now, events, NO_ELIGIBLE_NODE);
-                };
-                node = Some(x);
-                let max = self.spec.clock_drift_ppm_max.max(1) as u64;
-                let magnitude = 1 + below(&mut self.rng, max) as i64;
-                let ppm = if below(&mut self.rng, 2) == 0 {
-                    magnitude
-                } else {
-                    -magnitude
-                };
-                cluster.set_clock_drift(x, ppm)?;
-                self.drifted.insert(x);
-                (Undo::ResetDrift(x), format!("{x} clock drift {ppm:+} ppm"))
-            }
-            FaultKind::Loss => {
-                let rule = FaultRule::Loss {
-                    probability: self.spec.loss_probability,
-                };
-                (
-                    one_rule(cluster, rule),
-                    format!("extra loss {}", self.spec.loss_probability),
-                )
-            }
-            FaultKind::Duplicate => {
-                let rule = FaultRule::Duplicate {
-                    probability: self.spec.duplicate_probability,
-                };
-                (
-                    one_rule(cluster, rule),
-                    format!("extra duplication {}", self.spec.duplicate_probability),
-                )
-            }
-            FaultKind::Reorder => {
-                let rule = FaultRule::Delay {
-                    extra: LatencyDist::Uniform {
-                        min_ms: 0.0,
-                        max_ms: self.spec.reorder_window_ms,
-                    },
-                };
-                (
-                    one_rule(cluster, rule),
-                    format!(
-                        "every message delayed by up to {} ms more",
-                        self.spec.reorder_window_ms
-                    ),
-                )
-            }
-            FaultKind::CrashLeader => {
-                let Some(x) = view
-                    .leader
-                    .filter(|n| !self.crashed.contains(n) && !self.paused.contains(n))
-                else {
-                    return self.skip(p, now, events, "no live leader known");
-                };
-                node = Some(x);
-                cluster.crash(x)?;
-                self.crashed.insert(x);
-                (Undo::Restart(x), format!("leader {x} crashed"))
-            }
-            FaultKind::IsolateLeader => {
-                let Some(x) = view.leader else {
-                    return self.skip(p, now, events, "no leader known");
-                };
-                node = Some(x);
-                let rule = FaultRule::Isolate { node: x };
-                (one_rule(cluster, rule), format!("leader {x} isolated"))
-            }
-            FaultKind::IsolateSlowLeader => {
-                let Some(x) = view.leader else {
-                    return self.skip(p, now, events, "no leader known");
-                };
-                if self.drifted.contains(&x) {
-                    return self.skip(p, now, events, "the leader's clock is already drifted");
-                }
-                node = Some(x);
-                let ppm = -self.spec.clock_drift_ppm_max;
-                cluster.set_clock_drift(x, ppm)?;
-                self.drifted.insert(x);
-                let rule = cluster.add_rule(FaultRule::Isolate { node: x });
-                (
-                    Undo::RulesAndDrift(vec![rule], x),
-                    format!("leader {x} isolated, clock drift {ppm:+} ppm"),
-                )
-            }
-            FaultKind::Membership => {
-                let Some(m) = view.membership.as_ref().filter(|_| self.manage_membership) else {
-                    return self.skip(p, now, events, "the system reports no membership");
-                };
-                let removed = self.removed.clone();
-                let candidates: Vec<NodeId> = m
-                    .voters
-                    .iter()
-                    .copied()
-                    .filter(|n| !removed.contains(n))
-                    .collect();
-                if candidates.len() < 3 {
-                    return self.skip(p, now, events, "fewer than 3 voters to remove one from");
-                }
-                let x = candidates[below(&mut self.rng, candidates.len() as u64) as usize];
-                node = Some(x);
-                self.removed.insert(x);
-                self.next_maintenance = Some(now);
-                let role = if view.leader == Some(x) {
-                    "the leader"
-                } else {
-                    "a voter"
-                };
-                (
-                    Undo::Rejoin(x),
-                    format!(
-                        "remove {x} ({role}) from voters {}; re-added as learner at the end",
-                        node_list(&m.voters)
-                    ),
-                )
-            }
+            FaultKind::Membership => self.start_membership(now, view),
+        };
+        let (undo, detail, node) = match started {
+            Started::Done { undo, detail, node } => (undo, detail, node),
+            Started::Skip(why) => return self.skip(p, now, events, why),
         };
         let name = fault_name(p.kind);
         *self.injected_by_kind.entry(name.clone()).or_insert(0) += 1;
@@ -622,6 +426,223 @@ impl Nemesis {
             undo,
         });
         Ok(())
+    }
+
+    /// A partition of some shape: always possible, cuts links with rules.
+    fn start_partition(&mut self, kind: FaultKind, cluster: &mut dyn FaultControl) -> Started {
+        let (undo, detail, node) = match kind {
+            FaultKind::PartitionHalves => {
+                let v = self.shuffled_nodes();
+                let (minority, majority) = v.split_at(v.len() / 2);
+                let detail = format!("{} | {}", node_list(minority), node_list(majority));
+                (partition(cluster, minority, majority), detail, None)
+            }
+            FaultKind::PartitionRandom => {
+                let v = self.shuffled_nodes();
+                let cut = 1 + below(&mut self.rng, v.len() as u64 - 1) as usize;
+                let (a, b) = v.split_at(cut);
+                let detail = format!("{} | {}", node_list(a), node_list(b));
+                (partition(cluster, a, b), detail, None)
+            }
+            FaultKind::OneWay => {
+                let x = self.any_node();
+                let others: Vec<NodeId> = self.nodes.iter().copied().filter(|&n| n != x).collect();
+                let (rule, detail) = if below(&mut self.rng, 2) == 0 {
+                    let detail = format!("{x} hears no one: {} -/-> {x}", node_list(&others));
+                    let rule = FaultRule::OneWay {
+                        from: others,
+                        to: vec![x],
+                    };
+                    (rule, detail)
+                } else {
+                    let detail = format!("no one hears {x}: {x} -/-> {}", node_list(&others));
+                    let rule = FaultRule::OneWay {
+                        from: vec![x],
+                        to: others,
+                    };
+                    (rule, detail)
+                };
+                (one_rule(cluster, rule), detail, Some(x))
+            }
+            FaultKind::Isolate => {
+                let x = self.any_node();
+                let rule = FaultRule::Isolate { node: x };
+                (one_rule(cluster, rule), format!("{x} isolated"), Some(x))
+            }
+            FaultKind::Bridge => {
+                let v = self.shuffled_nodes();
+                let bridge = v[0];
+                let rest = &v[1..];
+                let (a, b) = rest.split_at(rest.len() / 2);
+                let detail = format!("{} | {} with bridge {bridge}", node_list(a), node_list(b));
+                (partition(cluster, a, b), detail, Some(bridge))
+            }
+            _ => {
+                let v = self.shuffled_nodes();
+                (ring(cluster, &v), format!("ring {}", node_list(&v)), None)
+            }
+        };
+        Started::Done { undo, detail, node }
+    }
+
+    /// Crash or pause one node that is neither crashed nor paused.
+    fn start_stop(
+        &mut self,
+        kind: FaultKind,
+        cluster: &mut dyn FaultControl,
+    ) -> Result<Started, String> {
+        let (crashed, paused) = (self.crashed.clone(), self.paused.clone());
+        let Some(x) = self.pick(|n| !crashed.contains(n) && !paused.contains(n)) else {
+            return Ok(Started::Skip(NO_ELIGIBLE_NODE));
+        };
+        let (undo, detail) = if kind == FaultKind::Crash {
+            cluster.crash(x)?;
+            self.crashed.insert(x);
+            (Undo::Restart(x), format!("{x} crashed"))
+        } else {
+            cluster.pause(x)?;
+            self.paused.insert(x);
+            (Undo::Resume(x), format!("{x} paused"))
+        };
+        Ok(Started::Done {
+            undo,
+            detail,
+            node: Some(x),
+        })
+    }
+
+    /// Skew one node's clock by a random amount up to `clock_drift_ppm_max`.
+    fn start_clock_drift(&mut self, cluster: &mut dyn FaultControl) -> Result<Started, String> {
+        let drifted = self.drifted.clone();
+        let Some(x) = self.pick(|n| !drifted.contains(n)) else {
+            return Ok(Started::Skip(NO_ELIGIBLE_NODE));
+        };
+        let max = self.spec.clock_drift_ppm_max.max(1) as u64;
+        let magnitude = 1 + below(&mut self.rng, max) as i64;
+        let ppm = if below(&mut self.rng, 2) == 0 {
+            magnitude
+        } else {
+            -magnitude
+        };
+        cluster.set_clock_drift(x, ppm)?;
+        self.drifted.insert(x);
+        Ok(Started::Done {
+            undo: Undo::ResetDrift(x),
+            detail: format!("{x} clock drift {ppm:+} ppm"),
+            node: Some(x),
+        })
+    }
+
+    /// Extra loss, duplication or reordering of every message.
+    fn start_network_rule(&mut self, kind: FaultKind, cluster: &mut dyn FaultControl) -> Started {
+        let (rule, detail) = match kind {
+            FaultKind::Loss => (
+                FaultRule::Loss {
+                    probability: self.spec.loss_probability,
+                },
+                format!("extra loss {}", self.spec.loss_probability),
+            ),
+            FaultKind::Duplicate => (
+                FaultRule::Duplicate {
+                    probability: self.spec.duplicate_probability,
+                },
+                format!("extra duplication {}", self.spec.duplicate_probability),
+            ),
+            _ => (
+                FaultRule::Delay {
+                    extra: LatencyDist::Uniform {
+                        min_ms: 0.0,
+                        max_ms: self.spec.reorder_window_ms,
+                    },
+                },
+                format!(
+                    "every message delayed by up to {} ms more",
+                    self.spec.reorder_window_ms
+                ),
+            ),
+        };
+        Started::Done {
+            undo: one_rule(cluster, rule),
+            detail,
+            node: None,
+        }
+    }
+
+    /// Crash, isolate, or slow and isolate the leader the runner last saw.
+    fn start_leader_fault(
+        &mut self,
+        kind: FaultKind,
+        cluster: &mut dyn FaultControl,
+        view: &ClusterView,
+    ) -> Result<Started, String> {
+        let Some(x) = view.leader else {
+            return Ok(Started::Skip("no leader known"));
+        };
+        let (undo, detail) = match kind {
+            FaultKind::CrashLeader => {
+                if self.crashed.contains(&x) || self.paused.contains(&x) {
+                    return Ok(Started::Skip("no live leader known"));
+                }
+                cluster.crash(x)?;
+                self.crashed.insert(x);
+                (Undo::Restart(x), format!("leader {x} crashed"))
+            }
+            FaultKind::IsolateLeader => {
+                let rule = FaultRule::Isolate { node: x };
+                (one_rule(cluster, rule), format!("leader {x} isolated"))
+            }
+            _ => {
+                if self.drifted.contains(&x) {
+                    return Ok(Started::Skip("the leader's clock is already drifted"));
+                }
+                let ppm = -self.spec.clock_drift_ppm_max;
+                cluster.set_clock_drift(x, ppm)?;
+                self.drifted.insert(x);
+                let rule = cluster.add_rule(FaultRule::Isolate { node: x });
+                (
+                    Undo::RulesAndDrift(vec![rule], x),
+                    format!("leader {x} isolated, clock drift {ppm:+} ppm"),
+                )
+            }
+        };
+        Ok(Started::Done {
+            undo,
+            detail,
+            node: Some(x),
+        })
+    }
+
+    /// Remove a random voter from the group; the reconciler re-adds it at the end.
+    fn start_membership(&mut self, now: Time, view: &ClusterView) -> Started {
+        let Some(m) = view.membership.as_ref().filter(|_| self.manage_membership) else {
+            return Started::Skip("the system reports no membership");
+        };
+        let removed = self.removed.clone();
+        let candidates: Vec<NodeId> = m
+            .voters
+            .iter()
+            .copied()
+            .filter(|n| !removed.contains(n))
+            .collect();
+        if candidates.len() < 3 {
+            return Started::Skip("fewer than 3 voters to remove one from");
+        }
+        let x = candidates[below(&mut self.rng, candidates.len() as u64) as usize];
+        self.removed.insert(x);
+        self.next_maintenance = Some(now);
+        let role = if view.leader == Some(x) {
+            "the leader"
+        } else {
+            "a voter"
+        };
+        Started::Done {
+            undo: Undo::Rejoin(x),
+            detail: format!(
+                "remove {x} ({role}) from voters {}; re-added as learner at the end",
+                node_list(&m.voters)
+            ),
+            node: Some(x),
+        }
     }
 
     fn skip(
@@ -650,7 +671,7 @@ impl Nemesis {
         id: u64,
         now: Time,
         why: &str,
-        cluster: &mut impl ClusterControl,
+        cluster: &mut dyn FaultControl,
         events: &mut Vec<RunEvent>,
     ) -> Result<(), String> {
         let Some(pos) = self.active.iter().position(|a| a.id == id) else {
@@ -722,7 +743,7 @@ mod tests {
         down: BTreeSet<NodeId>,
     }
 
-    impl ClusterControl for Recorder {
+    impl FaultControl for Recorder {
         fn add_rule(&mut self, rule: FaultRule) -> RuleId {
             let id = RuleId(self.next);
             self.next += 1;
@@ -762,7 +783,13 @@ mod tests {
 
     /// A nemesis injecting only `kind` into `n` nodes over a 10 s safety phase.
     fn one_kind(kind: FaultKind, n: u32, seed: u64) -> Nemesis {
-        Nemesis::new(&spec(vec![kind]), &nodes(n), 10_000_000_000, seed)
+        Nemesis::new(
+            &spec(vec![kind]),
+            &nodes(n),
+            Time::ZERO,
+            Time::from_secs(10),
+            seed,
+        )
     }
 
     fn spec(faults: Vec<FaultKind>) -> NemesisSpec {
@@ -782,7 +809,7 @@ mod tests {
         safety_s: u64,
         seed: u64,
     ) -> (Vec<RunEvent>, Recorder, Nemesis) {
-        let mut nem = Nemesis::new(spec, &nodes(n), safety_s * 1_000_000_000, seed);
+        let mut nem = Nemesis::new(spec, &nodes(n), Time::ZERO, Time::from_secs(safety_s), seed);
         let mut rec = Recorder::default();
         let mut events = Vec::new();
         while let Some(t) = nem.next_wakeup() {
@@ -907,7 +934,7 @@ mod tests {
         commands: Vec<(NodeId, AdminCommand)>,
     }
 
-    impl ClusterControl for AdminRecorder {
+    impl FaultControl for AdminRecorder {
         fn add_rule(&mut self, rule: FaultRule) -> RuleId {
             self.inner.add_rule(rule)
         }
@@ -939,7 +966,7 @@ mod tests {
         let ids = |v: &[u32]| v.iter().copied().map(NodeId).collect::<Vec<_>>();
         ClusterView {
             leader: Some(NodeId(leader)),
-            membership: Some(Membership {
+            membership: Some(kvlab_node::inspect::MembershipStatus {
                 voters: ids(voters),
                 learners: ids(learners),
                 caught_up: ids(caught_up),
@@ -995,7 +1022,7 @@ mod tests {
             clock_drift_ppm_max: 400_000,
             ..spec(vec![FaultKind::IsolateSlowLeader])
         };
-        let mut nem = Nemesis::new(&s, &nodes(3), 10_000_000_000, 1);
+        let mut nem = Nemesis::new(&s, &nodes(3), Time::ZERO, Time::from_secs(10), 1);
         let mut rec = Recorder::default();
         let mut events = Vec::new();
         nem.step_with_view(Time::from_secs(1), &mut rec, &v, &mut events)

@@ -171,6 +171,9 @@ pub struct Summary {
     pub transport: String,
     /// Cluster size.
     pub nodes: u32,
+    /// What the run measured: `kv` (a client history, checked), `raft-invariants`,
+    /// `swim`. Reports and tables show what is listed here.
+    pub measured: Vec<String>,
     /// Simulated seconds of workload (safety plus liveness phase).
     pub duration_s: f64,
     /// Simulated seconds of the safety phase (faults on).
@@ -200,9 +203,9 @@ pub struct Summary {
     /// The simulator's counters.
     pub sim: serde_json::Value,
     /// `system = "swim"`: failure-detection latencies, false positives, load (see
-    /// [`crate::swim_exp`]).
+    /// [`crate::observe::swim`]).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub swim: Option<crate::swim_exp::SwimSummary>,
+    pub swim: Option<crate::observe::swim::SwimSummary>,
     /// The safety invariant that broke during the simulation (verdict
     /// `invariant_violated`): which, at which node, term and index.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -32,8 +32,10 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::ExperimentError;
-use crate::run::{ReportPolicy, RunOptions, RunOutcome, run_experiment, seed_run_dir};
-use crate::spec::Spec;
+use crate::pool::{Job, run_jobs, threads_for};
+use crate::reproduce::Reproduce;
+use crate::run::{ReportPolicy, RunOutcome, seed_run_dir};
+use crate::spec::{BackendKind, Spec};
 
 /// The most variants one spec may have.
 pub const MAX_VARIANTS: usize = 64;
@@ -212,79 +214,46 @@ pub fn variant_run_dir(base: &Path, v: &Variant, seed: u64, several_seeds: bool)
     }
 }
 
-/// Runs every variant for every seed on `threads` threads; calls `on_done` in
-/// (variant, seed) order; writes `variants.json` and the comparison of the first seed
-/// of each variant into `base`. Returns the rows.
+/// Runs every variant for every seed through the job pool (one thread when any variant
+/// runs real nodes); calls `on_done` in (variant, seed) order; writes `variants.json` and
+/// the comparison of the first seed of each variant into `base`. Returns the rows.
 pub fn run_variants(
     variants: &[Variant],
     spec_path: &Path,
     seeds: std::ops::RangeInclusive<u64>,
     base: &Path,
-    threads: usize,
+    cores: usize,
     mut on_done: impl FnMut(&Variant, u64, &Result<RunOutcome, ExperimentError>),
 ) -> Result<Vec<VariantRow>, ExperimentError> {
-    use std::collections::BTreeMap;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::mpsc;
-
     let (first, last) = (*seeds.start(), *seeds.end());
     let several = last > first;
-    let jobs: Vec<(usize, u64)> = (0..variants.len())
-        .flat_map(|v| (first..=last).map(move |s| (v, s)))
-        .collect();
-    let next = AtomicUsize::new(0);
-    let (tx, rx) = mpsc::channel();
-    // Local runs measure real time and start processes: never two at once.
-    let any_local = variants
-        .iter()
-        .any(|v| v.spec.backend == crate::local::BackendKind::Local);
-    let threads = if any_local {
-        1
-    } else {
-        threads.clamp(1, jobs.len().max(1))
-    };
-    let mut rows = Vec::with_capacity(jobs.len());
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            let tx = tx.clone();
-            let (next, jobs) = (&next, &jobs);
-            scope.spawn(move || {
-                loop {
-                    let j = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(&(vi, seed)) = jobs.get(j) else {
-                        break;
-                    };
-                    let v = &variants[vi];
-                    let opts = RunOptions {
-                        seed,
-                        run_dir: variant_run_dir(base, v, seed, several),
-                        spec_path: spec_path.to_path_buf(),
-                        report: if seed == first {
-                            ReportPolicy::Always
-                        } else {
-                            ReportPolicy::OnFailure
-                        },
-                        progress: false,
-                    };
-                    if tx.send((j, run_experiment(&v.spec, &opts))).is_err() {
-                        break;
-                    }
-                }
+    let mut owner = Vec::new();
+    let mut jobs = Vec::new();
+    for v in variants {
+        for seed in first..=last {
+            owner.push(v);
+            jobs.push(Job {
+                spec: v.spec.clone(),
+                seed,
+                run_dir: variant_run_dir(base, v, seed, several),
+                reproduce: Reproduce::new(spec_path, &v.spec, seed, Some(&v.label)),
+                report: if seed == first {
+                    ReportPolicy::Always
+                } else {
+                    ReportPolicy::OnFailure
+                },
+                progress: false,
             });
         }
-        drop(tx);
-        let mut ready = BTreeMap::new();
-        let mut expected = 0usize;
-        for (j, result) in rx {
-            ready.insert(j, result);
-            while let Some(r) = ready.remove(&expected) {
-                let (vi, seed) = jobs[expected];
-                let v = &variants[vi];
-                on_done(v, seed, &r);
-                rows.push(row(v, seed, variant_run_dir(base, v, seed, several), &r));
-                expected += 1;
-            }
-        }
+    }
+    let mut rows = Vec::with_capacity(jobs.len());
+    let threads = threads_for(&jobs, cores);
+    let mut i = 0usize;
+    run_jobs(&jobs, threads, |job, r| {
+        let v = owner[i];
+        i += 1;
+        on_done(v, job.seed, &r);
+        rows.push(row(v, job.seed, job.run_dir.clone(), &r));
     });
     std::fs::create_dir_all(base).map_err(|source| ExperimentError::Io {
         path: base.to_path_buf(),
@@ -338,8 +307,8 @@ fn row(
         verdict: "error".into(),
         backend: v.spec.backend.name().into(),
         transport: match v.spec.backend {
-            crate::local::BackendKind::Sim => "sim".into(),
-            crate::local::BackendKind::Local => v.spec.transport.name().into(),
+            BackendKind::Sim => "sim".into(),
+            BackendKind::Local => v.spec.transport.name().into(),
         },
         nodes: v.spec.nodes,
         clients: v.spec.workload.clients,

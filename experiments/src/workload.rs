@@ -139,7 +139,7 @@ pub struct WorkloadCounters {
 }
 
 /// How the liveness phase went for the clients.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct LivenessReport {
     /// Whether the liveness requirement held: in closed mode every client completed an
     /// `ok` operation after the heal; in open mode at least one did.
@@ -175,22 +175,20 @@ pub struct Workload {
 }
 
 impl Workload {
-    /// A workload over `nodes` (non-empty) that starts issuing at time zero.
-    pub fn new(spec: &WorkloadSpec, nodes: &[NodeId], seed: u64) -> Self {
+    /// A workload over `nodes` (non-empty) that starts issuing at `start`.
+    pub fn new(spec: &WorkloadSpec, nodes: &[NodeId], start: Time, seed: u64) -> Self {
         let mut rng = kvlab_types::seeded_rng(seed);
         let slots = (0..spec.clients)
             .map(|i| Slot {
                 process: u64::from(i),
                 next_seq: 1,
-                state: SlotState::Idle {
-                    ready_at: Time::ZERO,
-                },
+                state: SlotState::Idle { ready_at: start },
                 first_ok_after_heal: None,
             })
             .collect();
         let next_arrival = match spec.mode {
             LoadMode::Closed => None,
-            LoadMode::Open => Some(Time::ZERO.saturating_add(exp_gap(&mut rng, spec.rate_per_s))),
+            LoadMode::Open => Some(start.saturating_add(exp_gap(&mut rng, spec.rate_per_s))),
         };
         Workload {
             keys: KeySampler::new(spec.keys, spec.key_distribution, spec.zipf_exponent),
@@ -591,7 +589,7 @@ mod tests {
 
     #[test]
     fn closed_loop_invokes_one_op_per_client_and_routes_by_process() {
-        let mut w = Workload::new(&spec(4), &nodes(), 1);
+        let mut w = Workload::new(&spec(4), &nodes(), Time::ZERO, 1);
         let mut out = Vec::new();
         w.step(Time::ZERO, &mut out);
         assert_eq!(out.len(), 4);
@@ -607,7 +605,7 @@ mod tests {
 
     #[test]
     fn timeout_records_info_and_retires_the_process() {
-        let mut w = Workload::new(&spec(2), &nodes(), 1);
+        let mut w = Workload::new(&spec(2), &nodes(), Time::ZERO, 1);
         let mut out = Vec::new();
         w.step(Time::ZERO, &mut out);
         let first = out[0].1.clone();
@@ -647,6 +645,7 @@ mod tests {
                 ..spec(3)
             },
             &nodes(),
+            Time::ZERO,
             1,
         );
         let mut out = Vec::new();
@@ -704,6 +703,7 @@ mod tests {
                 ..spec(1)
             },
             &nodes(),
+            Time::ZERO,
             9,
         );
         let mut written = Vec::new();
@@ -755,6 +755,7 @@ mod tests {
                 ..spec(2)
             },
             &nodes(),
+            Time::ZERO,
             4,
         );
         let mut out = Vec::new();
@@ -771,7 +772,7 @@ mod tests {
 
     #[test]
     fn liveness_needs_every_closed_loop_client_to_progress_after_heal() {
-        let mut w = Workload::new(&spec(2), &nodes(), 1);
+        let mut w = Workload::new(&spec(2), &nodes(), Time::ZERO, 1);
         let mut out = Vec::new();
         w.step(Time::ZERO, &mut out);
         w.mark_heal(Time::from_millis(1));
@@ -796,7 +797,7 @@ mod tests {
     #[test]
     fn same_seed_same_operations() {
         let ops = |seed| {
-            let mut w = Workload::new(&spec(5), &nodes(), seed);
+            let mut w = Workload::new(&spec(5), &nodes(), Time::ZERO, seed);
             let mut out = Vec::new();
             w.step(Time::ZERO, &mut out);
             out

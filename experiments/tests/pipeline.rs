@@ -1,7 +1,7 @@
 //! End-to-end runs on the simulator: determinism, a linearizable baseline that passes,
 //! a non-linearizable one that is caught, and the liveness requirement.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use kvlab_experiments::run::{ReportPolicy, RunOptions, RunVerdict, run_experiment};
 use kvlab_experiments::spec::Spec;
@@ -37,7 +37,12 @@ fn run(spec: &Spec, seed: u64, dir: &Path) -> kvlab_experiments::run::RunOutcome
         &RunOptions {
             seed,
             run_dir: dir.to_path_buf(),
-            spec_path: PathBuf::from("short.toml"),
+            reproduce: kvlab_experiments::reproduce::Reproduce::new(
+                Path::new("short.toml"),
+                spec,
+                seed,
+                None,
+            ),
             report: ReportPolicy::Never,
             progress: false,
         },

@@ -13,7 +13,7 @@
 //! One entry per AppendEntries lets a follower acknowledge an old term's entry before
 //! the new leader's no-op (the Figure 8 setting).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use kvlab_experiments::run::{ReportPolicy, RunOptions, RunOutcome, RunVerdict, run_experiment};
 use kvlab_experiments::spec::Spec;
@@ -74,7 +74,12 @@ fn run(spec: &Spec, seed: u64, dir: &Path) -> RunOutcome {
         &RunOptions {
             seed,
             run_dir: dir.to_path_buf(),
-            spec_path: PathBuf::from("raft-bug-hunt.toml"),
+            reproduce: kvlab_experiments::reproduce::Reproduce::new(
+                Path::new("raft-bug-hunt.toml"),
+                spec,
+                seed,
+                None,
+            ),
             report: ReportPolicy::Never,
             progress: false,
         },

@@ -9,7 +9,7 @@
 //! history the checker rejects; with `lease_reads = false` (ReadIndex) the same spec
 //! must be valid on the same seeds, with the faults injected and leaders changing.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use kvlab_experiments::run::{ReportPolicy, RunOptions, RunOutcome, RunVerdict, run_experiment};
 use kvlab_experiments::spec::Spec;
@@ -40,7 +40,12 @@ fn run(spec: &Spec, seed: u64, dir: &Path) -> RunOutcome {
         &RunOptions {
             seed,
             run_dir: dir.to_path_buf(),
-            spec_path: PathBuf::from("configs/raft-lease-drift.toml"),
+            reproduce: kvlab_experiments::reproduce::Reproduce::new(
+                Path::new("configs/raft-lease-drift.toml"),
+                spec,
+                seed,
+                None,
+            ),
             report: ReportPolicy::Never,
             progress: false,
         },

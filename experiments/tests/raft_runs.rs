@@ -2,7 +2,7 @@
 //! changes bite (the summary shows them), the run stays linearizable with its invariants
 //! checked, and a seed replays byte for byte.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use kvlab_experiments::run::{ReportPolicy, RunOptions, RunOutcome, RunVerdict, run_experiment};
 use kvlab_experiments::spec::Spec;
@@ -39,7 +39,12 @@ fn run(spec: &Spec, seed: u64, dir: &Path) -> RunOutcome {
         &RunOptions {
             seed,
             run_dir: dir.to_path_buf(),
-            spec_path: PathBuf::from("raft-short.toml"),
+            reproduce: kvlab_experiments::reproduce::Reproduce::new(
+                Path::new("raft-short.toml"),
+                spec,
+                seed,
+                None,
+            ),
             report: ReportPolicy::Never,
             progress: false,
         },

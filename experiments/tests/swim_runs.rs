@@ -3,12 +3,12 @@
 //! convergence properties of issue 4 — a healed partition reaches one view within a
 //! bound, and a restarted member with a new address is alive everywhere within a bound.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use kvlab_experiments::ExperimentError;
+use kvlab_experiments::observe::swim::SwimSummary;
 use kvlab_experiments::run::{ReportPolicy, RunOptions, RunOutcome, RunVerdict, run_experiment};
 use kvlab_experiments::spec::Spec;
-use kvlab_experiments::swim_exp::SwimSummary;
 
 /// A small SWIM experiment: `nodes` members, crashes one at a time from 10 s, every
 /// 15 s for 13 s, plus `extra` TOML appended.
@@ -38,7 +38,12 @@ fn run(spec: &Spec, seed: u64, dir: &Path, report: ReportPolicy) -> RunOutcome {
         &RunOptions {
             seed,
             run_dir: dir.to_path_buf(),
-            spec_path: PathBuf::from("swim-test.toml"),
+            reproduce: kvlab_experiments::reproduce::Reproduce::new(
+                Path::new("swim-test.toml"),
+                spec,
+                seed,
+                None,
+            ),
             report,
             progress: false,
         },

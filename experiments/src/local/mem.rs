@@ -3,7 +3,6 @@
 //! directory. A crash aborts the node's task (unsynced appends are lost), a pause stops
 //! its driver until resumed, network faults are the transports' fault rules.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -12,16 +11,14 @@ use kvlab_transport::FaultRule;
 use kvlab_types::{ClientRequest, ClientResponse, NodeId};
 use tokio::sync::mpsc;
 
-use super::{EventSegment, RunClock, read_node_events, server_options, system_config};
+use super::{server_options, system_config};
 use crate::error::ExperimentError;
-use crate::events::RunEvent;
 use crate::spec::Spec;
 
 /// The in-process cluster of a `--transport mem` run.
 #[derive(Debug)]
 pub struct MemCluster {
     cluster: LocalCluster,
-    segments: BTreeMap<NodeId, Vec<EventSegment>>,
     stop_timeout: Duration,
 }
 
@@ -32,25 +29,15 @@ impl MemCluster {
         spec: &Spec,
         seed: u64,
         nodes_dir: &Path,
-        clock: &RunClock,
     ) -> Result<MemCluster, ExperimentError> {
         let mut config = LocalClusterConfig::new(spec.nodes, system_config(spec)?, nodes_dir, seed);
         config.storage = spec.local.storage.clone();
         config.server = server_options(spec);
-        let segments = (1..=spec.nodes)
-            .map(|i| {
-                let file = nodes_dir
-                    .join(format!("n{i}"))
-                    .join(kvlab_server::EVENTS_FILE_NAME);
-                (NodeId(i), vec![EventSegment::begin(&file, clock)])
-            })
-            .collect();
         let cluster = rt
             .block_on(LocalCluster::start(config))
             .map_err(|e| ExperimentError::Backend(format!("cannot start the mem cluster: {e}")))?;
         Ok(MemCluster {
             cluster,
-            segments,
             stop_timeout: Duration::from_secs_f64(spec.local.stop_timeout_s),
         })
     }
@@ -90,16 +77,7 @@ impl MemCluster {
         &mut self,
         rt: &tokio::runtime::Handle,
         id: NodeId,
-        clock: &RunClock,
     ) -> Result<(), String> {
-        let file = self
-            .cluster
-            .data_dir(id)
-            .join(kvlab_server::EVENTS_FILE_NAME);
-        self.segments
-            .entry(id)
-            .or_default()
-            .push(EventSegment::begin(&file, clock));
         rt.block_on(self.cluster.restart(id))
             .map_err(|e| e.to_string())
     }
@@ -135,18 +113,11 @@ impl MemCluster {
             .ok()
     }
 
-    /// Every node's protocol events on the run's clock; returns the malformed lines.
-    pub(crate) fn node_events(&self, out: &mut Vec<RunEvent>) -> u64 {
-        self.segments
-            .iter()
-            .map(|(id, segs)| {
-                let file = self
-                    .cluster
-                    .data_dir(*id)
-                    .join(kvlab_server::EVENTS_FILE_NAME);
-                read_node_events(*id, &file, segs, out)
-            })
-            .sum()
+    /// The file the node of `id` logs its protocol events to.
+    pub(crate) fn events_file(&self, id: NodeId) -> std::path::PathBuf {
+        self.cluster
+            .data_dir(id)
+            .join(kvlab_server::EVENTS_FILE_NAME)
     }
 
     /// Stops every node gracefully (bounded by the stop timeout; what is left dies with

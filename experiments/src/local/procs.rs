@@ -22,12 +22,8 @@ use kvlab_types::{ClientError, ClientRequest, ClientResponse, NodeId};
 use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
 
-use super::{
-    EventSegment, NODE_EXE_ENV, RunClock, SET_RULES_TIMEOUT_MS, TransportChoice, read_node_events,
-    server_options, system_config,
-};
+use super::{NODE_EXE_ENV, SET_RULES_TIMEOUT_MS, TransportChoice, server_options, system_config};
 use crate::error::ExperimentError;
-use crate::events::RunEvent;
 use crate::spec::Spec;
 
 /// How long one readiness probe waits for a connection to the admin endpoint.
@@ -48,7 +44,6 @@ struct ProcNode {
     child: Option<Child>,
     client: Option<Arc<KvClient>>,
     admin: Option<Arc<AdminClient>>,
-    segments: Vec<EventSegment>,
 }
 
 /// Every node process of a local run. See the [module docs](self).
@@ -106,7 +101,6 @@ impl ProcessCluster {
         seed: u64,
         transport: TransportChoice,
         nodes_dir: &Path,
-        clock: &RunClock,
     ) -> Result<ProcessCluster, ExperimentError> {
         let exe = match std::env::var_os(NODE_EXE_ENV) {
             Some(p) => PathBuf::from(p),
@@ -136,7 +130,9 @@ impl ProcessCluster {
             kvlab_types::derive_seed(
                 seed ^ u64::from(std::process::id()),
                 "admin-token",
-                clock.now().as_nanos()
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64)
             )
         );
         let mut nodes = BTreeMap::new();
@@ -194,7 +190,6 @@ impl ProcessCluster {
                     child: None,
                     client: None,
                     admin: None,
-                    segments: Vec::new(),
                 },
             );
         }
@@ -215,7 +210,7 @@ impl ProcessCluster {
         };
         let ids: Vec<NodeId> = cluster.nodes.keys().copied().collect();
         for &id in &ids {
-            cluster.spawn(id, clock).map_err(ExperimentError::Backend)?;
+            cluster.spawn(id).map_err(ExperimentError::Backend)?;
         }
         for &id in &ids {
             cluster
@@ -243,7 +238,7 @@ impl ProcessCluster {
     }
 
     /// Starts the process of `id` (its log appended to `node.log`).
-    fn spawn(&mut self, id: NodeId, clock: &RunClock) -> Result<(), String> {
+    fn spawn(&mut self, id: NodeId) -> Result<(), String> {
         let exe = self.exe.clone();
         let n = self.node_mut(id)?;
         let log = File::options()
@@ -254,8 +249,6 @@ impl ProcessCluster {
         let log2 = log
             .try_clone()
             .map_err(|e| format!("{}: {e}", n.log_path.display()))?;
-        let events_file = n.config.data_dir.join(kvlab_server::EVENTS_FILE_NAME);
-        n.segments.push(EventSegment::begin(&events_file, clock));
         let child = Command::new(&exe)
             .arg("node")
             .arg("--config")
@@ -391,10 +384,9 @@ impl ProcessCluster {
         &mut self,
         rt: &tokio::runtime::Handle,
         id: NodeId,
-        clock: &RunClock,
     ) -> Result<(), String> {
         self.crash(id)?;
-        self.spawn(id, clock)?;
+        self.spawn(id)?;
         self.wait_ready(rt, id)
     }
 
@@ -447,15 +439,12 @@ impl ProcessCluster {
             .ok()
     }
 
-    /// Every node's protocol events on the run's clock; returns the malformed lines.
-    pub(crate) fn node_events(&self, out: &mut Vec<RunEvent>) -> u64 {
+    /// The file the node of `id` logs its protocol events to.
+    pub(crate) fn events_file(&self, id: NodeId) -> PathBuf {
         self.nodes
-            .iter()
-            .map(|(id, n)| {
-                let file = n.config.data_dir.join(kvlab_server::EVENTS_FILE_NAME);
-                read_node_events(*id, &file, &n.segments, out)
-            })
-            .sum()
+            .get(&id)
+            .map(|n| n.config.data_dir.join(kvlab_server::EVENTS_FILE_NAME))
+            .unwrap_or_default()
     }
 
     /// Stops every process gracefully (`SIGCONT`, then `SIGTERM`, bounded by the stop

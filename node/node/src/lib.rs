@@ -22,5 +22,9 @@
 
 pub mod baseline;
 pub mod forward;
+pub mod inspect;
 pub mod kv;
 pub mod raft_kv;
+mod system;
+
+pub use system::SystemKind;

@@ -17,7 +17,7 @@ use kvlab_types::{ClientError, ClientRequest, ClientResponse, Message, NodeId};
 use tokio::task::JoinHandle;
 
 use crate::ServerError;
-use crate::config::{MAX_CLUSTER_NODES, ServerOptions, SystemConfig, SystemKind};
+use crate::config::{MAX_CLUSTER_NODES, ServerOptions, SystemConfig};
 use crate::driver::{NodeHandle, NodeStatus};
 use crate::node::{
     AnyTransport, Assembly, MakeTransport, assemble_system, fault_seed, open_storage,
@@ -185,9 +185,9 @@ impl LocalCluster {
             field: "mem".into(),
             reason: e.to_string(),
         };
-        let net = match config.system.kind() {
-            SystemKind::Raft => Net::Raft(MemNetwork::new(config.mem).map_err(wrap)?),
-            SystemKind::Single | SystemKind::AsyncPrimary => {
+        let net = match config.system {
+            SystemConfig::Raft(_) => Net::Raft(MemNetwork::new(config.mem).map_err(wrap)?),
+            SystemConfig::Single(_) | SystemConfig::AsyncPrimary(_) => {
                 Net::Baseline(MemNetwork::new(config.mem).map_err(wrap)?)
             }
         };

@@ -54,28 +54,9 @@ pub const MAX_STEPS_PER_SYNC_LIMIT: usize = 1 << 16;
 /// The largest in-memory event log accepted.
 pub const MAX_EVENT_LOG_LEN: usize = 1 << 20;
 
-/// Which system a node runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SystemKind {
-    /// [`kvlab_node::raft_kv::RaftKv`]: the replicated, linearizable KV store.
-    Raft,
-    /// [`kvlab_node::baseline::Single`]: one node holds the data.
-    Single,
-    /// [`kvlab_node::baseline::AsyncPrimary`]: asynchronous primary-backup.
-    AsyncPrimary,
-}
-
-impl SystemKind {
-    /// The name used in configs and reports.
-    pub fn name(self) -> &'static str {
-        match self {
-            SystemKind::Raft => "raft",
-            SystemKind::Single => "single",
-            SystemKind::AsyncPrimary => "async-primary",
-        }
-    }
-}
+/// Which system a node runs (`swim` is refused by [`NodeConfig::validate`]: it runs on
+/// the simulator only).
+pub use kvlab_node::SystemKind;
 
 /// Which peer transport a node process uses. (`mem` exists only inside one process: see
 /// [`crate::LocalCluster`].)
@@ -353,14 +334,20 @@ impl NodeConfig {
     }
 
     /// The system with its configuration (defaults where the table is absent).
-    pub fn system_config(&self) -> SystemConfig {
-        match self.system {
+    pub fn system_config(&self) -> Result<SystemConfig, ServerError> {
+        Ok(match self.system {
             SystemKind::Raft => SystemConfig::Raft(self.raft.clone().unwrap_or_default()),
             SystemKind::Single => SystemConfig::Single(self.single.clone().unwrap_or_default()),
             SystemKind::AsyncPrimary => {
                 SystemConfig::AsyncPrimary(self.async_primary.clone().unwrap_or_default())
             }
-        }
+            SystemKind::Swim => {
+                return Err(invalid(
+                    "system",
+                    "\"swim\" runs on the simulator only; kvlab node runs raft, single or async-primary",
+                ));
+            }
+        })
     }
 
     /// The UDP options (defaults where absent).
@@ -396,6 +383,7 @@ impl NodeConfig {
                 ),
             ));
         }
+        self.system_config()?;
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty"));
         }
@@ -456,7 +444,7 @@ impl NodeConfig {
             .validate()
             .map_err(|e| invalid(format!("storage.{}", e.field), e.reason))?;
         self.server.validate()?;
-        self.system_config().validate(&members)
+        self.system_config()?.validate(&members)
     }
 
     /// Renders the configuration as TOML that [`load_node_config`] reads back unchanged
@@ -551,7 +539,7 @@ tick_interval_ms = 20
     fn a_complete_config_parses_with_members_and_system_table() {
         let c = parse(GOOD).unwrap();
         assert_eq!(c.members().unwrap(), [NodeId(1), NodeId(2), NodeId(3)]);
-        match c.system_config() {
+        match c.system_config().unwrap() {
             SystemConfig::Raft(r) => assert_eq!(r.tick_interval_ms, 20),
             other => panic!("{other:?}"),
         }

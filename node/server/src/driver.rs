@@ -44,7 +44,7 @@ use tracing::Instrument;
 
 use crate::ServerError;
 use crate::config::ServerOptions;
-use crate::inspect::{Inspect, ProtocolStatus};
+use kvlab_node::inspect::{Inspect, ProtocolStatus};
 
 /// The most client requests the driver keeps waiting for the protocol's reply; beyond
 /// it new requests are refused with `Unavailable` (they surely did not take effect).

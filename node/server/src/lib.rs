@@ -53,7 +53,6 @@ pub mod cluster;
 pub mod config;
 pub mod driver;
 pub mod error;
-pub mod inspect;
 pub mod node;
 pub mod rpc;
 
@@ -76,7 +75,7 @@ pub use driver::{
     MAX_WAITING_CLIENT_REQUESTS, NodeHandle, NodeParts, NodeServer, NodeStatus, StorageStatus,
 };
 pub use error::ServerError;
-pub use inspect::{Inspect, ProtocolStatus, raft_role_name};
+pub use kvlab_node::inspect::{Inspect, MembershipStatus, ProtocolStatus, raft_role_name};
 pub use node::{
     AnyTransport, BoundNode, EVENTS_FILE_NAME, RunningNode, SHUTDOWN_DRAIN_MS, ShutdownFuture,
     run_node,

@@ -30,7 +30,7 @@ use crate::admin::serve_admin_endpoint;
 use crate::client::serve_client_endpoint;
 use crate::config::{NodeConfig, ServerOptions, SystemConfig, TransportKind};
 use crate::driver::{NodeHandle, NodeParts, NodeServer};
-use crate::inspect::Inspect;
+use kvlab_node::inspect::Inspect;
 
 /// How long the endpoints stay up after the driver stopped gracefully, so that answers
 /// already decided (and the admin `shutdown` call's own answer) reach their callers.
@@ -348,7 +348,7 @@ impl BoundNode {
         let client_addr = local(&client, "client", config.client)?;
         let admin_addr = local(&admin, "admin", config.admin.addr)?;
         let server = assemble_system(
-            &config.system_config(),
+            &config.system_config()?,
             WireTransport {
                 config,
                 peers: peers.clone(),

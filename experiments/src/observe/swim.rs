@@ -1,4 +1,4 @@
-//! `system = "swim"`: SWIM membership alone on the simulator, measured the way the SWIM
+//! [`SwimObserver`] for `system = "swim"`: SWIM membership alone on the simulator, measured the way the SWIM
 //! (Das, Gupta, Motivala 2002) and Lifeguard (Dadgar et al. 2018) papers measure it.
 //!
 //! There is no KV workload: `history.jsonl` is empty and the linearizability checker's
@@ -27,172 +27,27 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
-use indicatif::ProgressBar;
-use kvlab_sim::{FaultRule, RuleId, Sim, SimOutput, SimStats};
-use kvlab_swim::{MemberState, SwimNode};
-use kvlab_types::{NodeEvent, NodeId, Time, derive_seed};
+use kvlab_sim::{FaultRule, RuleId, SimStats};
+use kvlab_swim::{MemberState, Swim, SwimNode};
+use kvlab_types::{NodeEvent, NodeId, Time};
 use serde::{Deserialize, Serialize};
 
-use crate::error::ExperimentError;
+use super::{Observer, ObserverReport, Violation};
+use crate::cluster::Cluster;
 use crate::events::{NemesisEvent, NemesisKind, Phase, RunEvent, RunnerEvent};
-use crate::nemesis::Nemesis;
+use crate::spec::swim::{SlowMode, SwimExperimentSpec};
 use crate::spec::{Spec, secs_to_ns};
-use crate::summary::FaultCounts;
+use crate::workload::LivenessReport;
 
-/// Most members a spec may mark slow.
-pub const MAX_SLOW_NODES: usize = 64;
-/// Shortest sampling interval of the members' tables, ms: sampling costs `O(n)` to
-/// `O(n²)` lookups, so it must not run at every simulated microsecond.
-pub const MIN_SAMPLE_INTERVAL_MS: u64 = 10;
 /// How often the runner checks, during the joins, whether every member sees every other
 /// alive (`initial_converged_s` is precise to this).
 pub const INITIAL_VIEW_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Most per-crash records kept in `summary.json` (the percentiles cover every crash).
 pub const MAX_CRASH_RECORDS: usize = 10_000;
+
 /// Most false-positive records kept in `summary.json` (the counts cover all of them).
 pub const MAX_FALSE_POSITIVE_RECORDS: usize = 1_000;
-
-/// How a slow member is slow.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum SlowMode {
-    /// The whole process stops (`Sim::pause`): timers and messages wait together, so
-    /// when it resumes it sees acks before the timeouts they beat.
-    Pause,
-    /// Its incoming messages are held (a `Hold` rule) while its timers keep running: it
-    /// processes what others say late, as an overloaded process does (Lifeguard §II),
-    /// so it misses acks and suspects healthy members.
-    HoldIncoming,
-}
-
-/// The `[swim_experiment]` table: what a `system = "swim"` run does besides the
-/// nemesis, and the bounds it must meet.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct SwimExperimentSpec {
-    /// Members that are slow: paused for `slow_pause_ms` out of every
-    /// `slow_period_ms`, from `slow_from_s` to the end of the safety phase (Lifeguard's
-    /// overloaded member, which answers late and misses its own acks).
-    pub slow_nodes: Vec<NodeId>,
-    /// How the slow members are slow.
-    pub slow_mode: SlowMode,
-    /// How long each pause of a slow member lasts, ms.
-    pub slow_pause_ms: u64,
-    /// A slow member is paused once per this period, ms.
-    pub slow_period_ms: u64,
-    /// When the slow members start being slow, seconds into the run.
-    pub slow_from_s: f64,
-    /// How often the runner reads the members' tables to time rejoins and convergence,
-    /// ms (detection times come from events and are exact).
-    pub sample_interval_ms: u64,
-    /// Write the `member_joined` events of the initial joins (before
-    /// `nemesis.start_after_s`) to `events.jsonl`. There are `n·(n−1)` of them; large
-    /// clusters turn this off and the summary counts them instead.
-    pub log_initial_joins: bool,
-    /// Fail the run if more live members than this are declared dead.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_false_positives: Option<u64>,
-    /// Fail the run if a crash takes longer than this to be known dead by every live
-    /// member (or never is, before its restart), seconds.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_dead_everywhere_s: Option<f64>,
-    /// Fail the run if a restarted member takes longer than this to be alive in every
-    /// live member's table (or never is), seconds.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_rejoin_s: Option<f64>,
-    /// Fail the run if, after the heal, the cluster takes longer than this to reach one
-    /// view, seconds (it must in any case within `time.liveness_s`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_converge_after_heal_s: Option<f64>,
-}
-
-impl Default for SwimExperimentSpec {
-    fn default() -> Self {
-        SwimExperimentSpec {
-            slow_nodes: Vec::new(),
-            slow_mode: SlowMode::HoldIncoming,
-            slow_pause_ms: 800,
-            slow_period_ms: 1_000,
-            slow_from_s: 0.0,
-            sample_interval_ms: 100,
-            log_initial_joins: true,
-            max_false_positives: None,
-            max_dead_everywhere_s: None,
-            max_rejoin_s: None,
-            max_converge_after_heal_s: None,
-        }
-    }
-}
-
-impl SwimExperimentSpec {
-    /// Checks every field for a cluster of `nodes` members; the error is the dotted
-    /// field name and the reason.
-    pub fn validate(&self, nodes: u32) -> Result<(), (String, String)> {
-        let bad = |field: &str, reason: String| Err((format!("swim_experiment.{field}"), reason));
-        if self.slow_nodes.len() > MAX_SLOW_NODES {
-            return bad(
-                "slow_nodes",
-                format!(
-                    "at most {MAX_SLOW_NODES} (MAX_SLOW_NODES), got {}",
-                    self.slow_nodes.len()
-                ),
-            );
-        }
-        if let Some(n) = self.slow_nodes.iter().find(|n| n.0 == 0 || n.0 > nodes) {
-            return bad(
-                "slow_nodes",
-                format!("must be node ids in 1..={nodes}, got {}", n.0),
-            );
-        }
-        if !self.slow_nodes.is_empty() {
-            if self.slow_period_ms == 0 {
-                return bad("slow_period_ms", "must be > 0".into());
-            }
-            if self.slow_pause_ms == 0 || self.slow_pause_ms >= self.slow_period_ms {
-                return bad(
-                    "slow_pause_ms",
-                    format!(
-                        "must be > 0 and < slow_period_ms ({}), got {}",
-                        self.slow_period_ms, self.slow_pause_ms
-                    ),
-                );
-            }
-        }
-        if !self.slow_from_s.is_finite() || self.slow_from_s < 0.0 {
-            return bad(
-                "slow_from_s",
-                format!(
-                    "must be a finite number of seconds >= 0, got {}",
-                    self.slow_from_s
-                ),
-            );
-        }
-        if self.sample_interval_ms < MIN_SAMPLE_INTERVAL_MS {
-            return bad(
-                "sample_interval_ms",
-                format!(
-                    "must be >= {MIN_SAMPLE_INTERVAL_MS} (MIN_SAMPLE_INTERVAL_MS), got {}",
-                    self.sample_interval_ms
-                ),
-            );
-        }
-        for (field, v) in [
-            ("max_dead_everywhere_s", self.max_dead_everywhere_s),
-            ("max_rejoin_s", self.max_rejoin_s),
-            ("max_converge_after_heal_s", self.max_converge_after_heal_s),
-        ] {
-            if let Some(v) = v
-                && (!v.is_finite() || v <= 0.0)
-            {
-                return bad(
-                    field,
-                    format!("must be a finite number of seconds > 0, got {v}"),
-                );
-            }
-        }
-        Ok(())
-    }
-}
 
 /// Count, mean and nearest-rank percentiles of a set of durations, in seconds.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -370,21 +225,6 @@ pub fn expected_first_detection_s(protocol_period_ms: u64) -> f64 {
     protocol_period_ms as f64 / 1e3 * e / (e - 1.0)
 }
 
-/// What a SWIM simulation produced.
-#[derive(Debug)]
-pub struct SwimRun {
-    /// Faults, node events and phases, in time order.
-    pub events: Vec<RunEvent>,
-    /// The measurements.
-    pub swim: SwimSummary,
-    /// Faults injected.
-    pub faults: FaultCounts,
-    /// The simulator's counters.
-    pub sim_stats: SimStats,
-    /// Simulated time at the end of the liveness phase.
-    pub end: Time,
-}
-
 /// Fault names (as in `events.jsonl`) that cut members off from each other.
 const PARTITION_FAULTS: [&str; 6] = [
     "partition_halves",
@@ -431,8 +271,13 @@ struct Tracker {
     crashes_injected: u64,
 }
 
-fn incarnation_of(sim: &Sim<SwimNode>, id: NodeId) -> Option<u64> {
-    sim.node(id)?.swim().map(|s| s.incarnation())
+/// The SWIM member running on `id`, if the backend can show it and it runs.
+fn swim_of(cluster: &dyn Cluster, id: NodeId) -> Option<&Swim> {
+    cluster.protocol(id)?.downcast_ref::<SwimNode>()?.swim()
+}
+
+fn incarnation_of(cluster: &dyn Cluster, id: NodeId) -> Option<u64> {
+    swim_of(cluster, id).map(Swim::incarnation)
 }
 
 impl Tracker {
@@ -453,14 +298,14 @@ impl Tracker {
     /// and restarts happen only between simulation steps, so `is_up` now is `is_up`
     /// when the event happened; the current incarnation is not (a refutation may have
     /// raised it since), hence the boot incarnation.
-    fn is_live(&self, sim: &Sim<SwimNode>, member: NodeId, incarnation: u64) -> bool {
-        sim.is_up(member) && incarnation >= self.boot_incarnation.get(&member).copied().unwrap_or(0)
+    fn is_live(&self, cluster: &dyn Cluster, member: NodeId, incarnation: u64) -> bool {
+        cluster.is_up(member)
+            && incarnation >= self.boot_incarnation.get(&member).copied().unwrap_or(0)
     }
 
     fn on_node_event(
         &mut self,
-        sim: &Sim<SwimNode>,
-        nodes: &[NodeId],
+        cluster: &dyn Cluster,
         at: Time,
         observer: NodeId,
         event: &NodeEvent,
@@ -487,15 +332,16 @@ impl Tracker {
                         c.dead_by.insert(observer);
                         c.record.declared_dead_by = c.dead_by.len() as u64;
                         if c.record.dead_everywhere_s.is_none()
-                            && nodes
+                            && cluster
+                                .nodes()
                                 .iter()
-                                .filter(|o| **o != member && sim.is_up(**o))
+                                .filter(|o| **o != member && cluster.is_up(**o))
                                 .all(|o| c.dead_by.contains(o))
                         {
                             c.record.dead_everywhere_s = Some(since);
                         }
                     }
-                } else if self.is_live(sim, member, incarnation) {
+                } else if self.is_live(cluster, member, incarnation) {
                     let cause = self.cause(member).to_string();
                     if dead {
                         self.false_positives += 1;
@@ -521,11 +367,11 @@ impl Tracker {
         }
     }
 
-    fn on_nemesis_event(&mut self, sim: &Sim<SwimNode>, at: Time, e: &NemesisEvent) {
+    fn on_nemesis_event(&mut self, cluster: &dyn Cluster, at: Time, e: &NemesisEvent) {
         let fault = e.fault.as_deref().unwrap_or("");
         match (e.kind, fault, e.node) {
             (NemesisKind::FaultStart, "crash", Some(n)) => self.on_crash(n, e.fault_id, at),
-            (NemesisKind::FaultEnd, "crash", Some(n)) => self.on_restart(sim, n, at),
+            (NemesisKind::FaultEnd, "crash", Some(n)) => self.on_restart(cluster, n, at),
             (NemesisKind::FaultStart, "pause", Some(n)) => {
                 self.paused.insert(n);
             }
@@ -561,8 +407,8 @@ impl Tracker {
         self.down.insert(member, self.crashes.len() - 1);
     }
 
-    fn on_restart(&mut self, sim: &Sim<SwimNode>, member: NodeId, at: Time) {
-        let inc = incarnation_of(sim, member);
+    fn on_restart(&mut self, cluster: &dyn Cluster, member: NodeId, at: Time) {
+        let inc = incarnation_of(cluster, member);
         if let Some(inc) = inc {
             self.boot_incarnation.insert(member, inc);
         }
@@ -578,7 +424,7 @@ impl Tracker {
     }
 
     /// Reads the tables: which restarted members are alive everywhere by now.
-    fn sample_rejoins(&mut self, sim: &Sim<SwimNode>, nodes: &[NodeId], now: Time) {
+    fn sample_rejoins(&mut self, cluster: &dyn Cluster, now: Time) {
         let mut done = Vec::new();
         for &i in &self.rejoining {
             let c = &mut self.crashes[i];
@@ -586,16 +432,16 @@ impl Tracker {
                 continue;
             };
             let member = NodeId(c.record.member);
-            if !sim.is_up(member) {
+            if !cluster.is_up(member) {
                 done.push(i);
                 continue;
             }
-            let everywhere = nodes
+            let everywhere = cluster
+                .nodes()
                 .iter()
-                .filter(|o| **o != member && sim.is_up(**o))
+                .filter(|o| **o != member && cluster.is_up(**o))
                 .all(|o| {
-                    sim.node(*o)
-                        .and_then(|p| p.swim())
+                    swim_of(cluster, *o)
                         .and_then(|s| s.member(member))
                         .is_some_and(|m| m.state == MemberState::Alive && m.incarnation >= inc)
                 });
@@ -612,10 +458,15 @@ impl Tracker {
 }
 
 /// Whether every live, running member sees exactly the live members as alive.
-fn one_view(sim: &Sim<SwimNode>, nodes: &[NodeId]) -> bool {
-    let up: BTreeSet<NodeId> = nodes.iter().copied().filter(|n| sim.is_up(*n)).collect();
+fn one_view(cluster: &dyn Cluster) -> bool {
+    let up: BTreeSet<NodeId> = cluster
+        .nodes()
+        .iter()
+        .copied()
+        .filter(|n| cluster.is_up(*n))
+        .collect();
     up.iter().all(|o| {
-        let Some(swim) = sim.node(*o).and_then(|p| p.swim()) else {
+        let Some(swim) = swim_of(cluster, *o) else {
             return false;
         };
         let mut alive = 0usize;
@@ -646,43 +497,45 @@ struct Slow {
 }
 
 impl Slow {
-    fn new(spec: &SwimExperimentSpec) -> Slow {
+    fn new(spec: &SwimExperimentSpec, start: Time) -> Slow {
         Slow {
             nodes: spec.slow_nodes.clone(),
             mode: spec.slow_mode,
             pause: Duration::from_millis(spec.slow_pause_ms),
             period: Duration::from_millis(spec.slow_period_ms),
-            next: (!spec.slow_nodes.is_empty()).then(|| Time(secs_to_ns(spec.slow_from_s))),
+            next: (!spec.slow_nodes.is_empty())
+                .then(|| start + Duration::from_nanos(secs_to_ns(spec.slow_from_s))),
             slowed: None,
         }
     }
 
     /// Slows or releases the slow members if it is time.
-    fn step(&mut self, now: Time, sim: &mut Sim<SwimNode>, tracker: &mut Tracker) {
+    fn step(&mut self, now: Time, cluster: &mut dyn Cluster, tracker: &mut Tracker) {
         let Some(next) = self.next else { return };
         if now < next {
             return;
         }
         if self.slowed.is_some() {
-            self.release(sim);
+            self.release(cluster);
             self.next = Some(next + (self.period - self.pause));
         } else {
             let rule = match self.mode {
                 SlowMode::Pause => {
                     for n in &self.nodes {
-                        sim.pause(*n);
+                        // The simulator always pauses; nothing to report.
+                        let _ = cluster.pause(*n);
                     }
                     None
                 }
                 SlowMode::HoldIncoming => {
                     let slow: BTreeSet<NodeId> = self.nodes.iter().copied().collect();
-                    let from = sim
-                        .node_ids()
+                    let from = cluster
+                        .nodes()
                         .iter()
                         .copied()
                         .filter(|n| !slow.contains(n))
                         .collect();
-                    Some(sim.add_rule(FaultRule::Hold {
+                    Some(cluster.add_rule(FaultRule::Hold {
                         from,
                         to: self.nodes.clone(),
                     }))
@@ -694,14 +547,12 @@ impl Slow {
         }
     }
 
-    fn release(&mut self, sim: &mut Sim<SwimNode>) {
+    fn release(&mut self, cluster: &mut dyn Cluster) {
         match self.slowed.take() {
-            Some(Some(rule)) => {
-                sim.remove_rule(rule);
-            }
+            Some(Some(rule)) => cluster.remove_rule(rule),
             Some(None) => {
                 for n in &self.nodes {
-                    sim.resume(*n);
+                    let _ = cluster.resume(*n);
                 }
             }
             None => {}
@@ -709,299 +560,341 @@ impl Slow {
     }
 
     /// Stops being slow (the heal).
-    fn stop(&mut self, sim: &mut Sim<SwimNode>, tracker: &mut Tracker) {
-        self.release(sim);
+    fn stop(&mut self, cluster: &mut dyn Cluster, tracker: &mut Tracker) {
+        self.release(cluster);
         tracker.slow.clear();
         self.next = None;
     }
 }
 
-fn min_time(a: Time, b: Option<Time>) -> Time {
-    match b {
-        Some(b) if b < a => b,
-        _ => a,
+/// What the observer needs of the spec, copied once.
+#[derive(Debug, Clone)]
+struct SwimSetup {
+    x: SwimExperimentSpec,
+    members: u32,
+    protocol_period_ms: u64,
+    lifeguard: kvlab_swim::LifeguardConfig,
+    loss_probability: f64,
+}
+
+/// Measures a `system = "swim"` run the way the SWIM and Lifeguard papers do (see the
+/// module docs), and makes its slow members slow.
+#[derive(Debug)]
+pub struct SwimObserver {
+    setup: SwimSetup,
+    tracker: Tracker,
+    slow: Slow,
+    start: Time,
+    /// When the first fault may start: the load window opens here.
+    first_fault: Time,
+    sample: Duration,
+    next_sample: Time,
+    next_initial_check: Time,
+    in_safety: bool,
+    initial_converged: Option<Time>,
+    heal_at: Option<Time>,
+    converged_after_heal: Option<Time>,
+    joins_not_logged: u64,
+    load_start: Option<(Time, SimStats)>,
+    load_end: Option<(Time, SimStats)>,
+}
+
+impl SwimObserver {
+    /// An observer for `spec`'s run whose safety phase runs from `start` to
+    /// `safety_end`.
+    pub fn new(spec: &Spec, start: Time, safety_end: Time) -> Self {
+        let x = &spec.swim_experiment;
+        let first_fault =
+            (start + Duration::from_nanos(secs_to_ns(spec.nemesis.start_after_s))).min(safety_end);
+        SwimObserver {
+            setup: SwimSetup {
+                x: x.clone(),
+                members: spec.nodes,
+                protocol_period_ms: spec.swim.protocol_period_ms,
+                lifeguard: spec.swim.lifeguard.clone(),
+                loss_probability: spec.network.loss_probability,
+            },
+            tracker: Tracker::default(),
+            slow: Slow::new(x, start),
+            start,
+            first_fault,
+            sample: Duration::from_millis(x.sample_interval_ms),
+            next_sample: start,
+            next_initial_check: start,
+            in_safety: true,
+            initial_converged: None,
+            heal_at: None,
+            converged_after_heal: None,
+            joins_not_logged: 0,
+            load_start: None,
+            load_end: None,
+        }
+    }
+
+    /// Whether the members' tables are being read: a rejoin to time, the joins to
+    /// converge, or the heal to converge.
+    fn sampling(&self) -> bool {
+        !self.tracker.rejoining.is_empty()
+            || (self.initial_converged.is_none() && self.in_safety)
+            || (self.heal_at.is_some() && self.converged_after_heal.is_none())
+    }
+
+    fn sample_tables(&mut self, cluster: &dyn Cluster, now: Time, events: &mut Vec<RunEvent>) {
+        self.next_sample = now + self.sample;
+        self.tracker.sample_rejoins(cluster, now);
+        // One view costs O(n²) to check: during the joins, once a second is enough.
+        let check_initial = now >= self.next_initial_check;
+        if check_initial {
+            self.next_initial_check = now + INITIAL_VIEW_CHECK_INTERVAL;
+        }
+        if self.in_safety && self.initial_converged.is_none() && check_initial && one_view(cluster)
+        {
+            self.initial_converged = Some(now);
+            events.push(RunEvent::runner(
+                now,
+                RunnerEvent::SwimConverged { after_heal_s: None },
+            ));
+        }
+        if let Some(h) = self.heal_at
+            && self.converged_after_heal.is_none()
+            && one_view(cluster)
+        {
+            self.converged_after_heal = Some(now);
+            events.push(RunEvent::runner(
+                now,
+                RunnerEvent::SwimConverged {
+                    after_heal_s: Some(now.saturating_since(h).as_secs_f64()),
+                },
+            ));
+        }
+    }
+
+    fn open_load_window(&mut self, cluster: &dyn Cluster, now: Time, events: &mut Vec<RunEvent>) {
+        self.load_start = cluster.sim_stats().map(|s| (now, s));
+        if self.initial_converged.is_none() {
+            events.push(RunEvent::runner(
+                now,
+                RunnerEvent::Warning {
+                    detail: "the members did not reach one view before the first fault: \
+                             raise nemesis.start_after_s (detection times include the join \
+                             storm)"
+                        .into(),
+                },
+            ));
+        }
+    }
+
+    /// Messages and bytes per member per second over the safety phase after the joins.
+    fn load(&self, cluster: &dyn Cluster, end: Time) -> SwimLoad {
+        let n = f64::from(self.setup.members);
+        let load = match (&self.load_start, &self.load_end) {
+            (Some((t0, s0)), Some((t1, s1))) if t1 > t0 => {
+                let secs = t1.saturating_since(*t0).as_secs_f64();
+                let busiest = s1
+                    .per_node
+                    .iter()
+                    .map(|(id, ns)| {
+                        let before = s0.per_node.get(id).map_or(0, |b| b.messages_sent);
+                        ns.messages_sent.saturating_sub(before)
+                    })
+                    .max()
+                    .unwrap_or(0);
+                SwimLoad {
+                    from_s: t0.as_secs_f64(),
+                    window_s: secs,
+                    messages_per_member_per_s: (s1.messages_sent - s0.messages_sent) as f64
+                        / n
+                        / secs,
+                    bytes_per_member_per_s: (s1.bytes_sent - s0.bytes_sent) as f64 / n / secs,
+                    max_messages_per_member_per_s: busiest as f64 / secs,
+                    messages_per_member_per_s_whole_run: 0.0,
+                }
+            }
+            _ => SwimLoad::default(),
+        };
+        let whole = cluster.sim_stats().map_or(0, |s| s.messages_sent);
+        let run_s = end.saturating_since(self.start).as_secs_f64().max(1e-9);
+        SwimLoad {
+            messages_per_member_per_s_whole_run: whole as f64 / n / run_s,
+            ..load
+        }
+    }
+
+    fn summary(&self, cluster: &dyn Cluster, end: Time) -> SwimSummary {
+        let records: Vec<CrashRecord> = self
+            .tracker
+            .crashes
+            .iter()
+            .map(|c| c.record.clone())
+            .collect();
+        let collect = |f: fn(&CrashRecord) -> Option<f64>| -> Vec<f64> {
+            records.iter().filter_map(f).collect()
+        };
+        let first_suspicion = collect(|r| r.first_suspicion_s);
+        let dead_everywhere = collect(|r| r.dead_everywhere_s);
+        let rejoin = collect(|r| r.rejoined_everywhere_s);
+        let restarted = records
+            .iter()
+            .filter(|r| r.restarted_at_s.is_some())
+            .count();
+        let t = &self.tracker;
+        let mut summary = SwimSummary {
+            members: self.setup.members,
+            protocol_period_ms: self.setup.protocol_period_ms,
+            lifeguard: self.setup.lifeguard.clone(),
+            loss_probability: self.setup.loss_probability,
+            slow_nodes: self.setup.x.slow_nodes.iter().map(|n| n.0).collect(),
+            crashes: t.crashes_injected,
+            first_suspicion_s: SecondsStats::of(&first_suspicion),
+            first_dead_s: SecondsStats::of(&collect(|r| r.first_dead_s)),
+            dead_everywhere_s: SecondsStats::of(&dead_everywhere),
+            rejoin_everywhere_s: SecondsStats::of(&rejoin),
+            crashes_undetected: (records.len() - first_suspicion.len()) as u64,
+            crashes_not_dead_everywhere: (records.len() - dead_everywhere.len()) as u64,
+            restarts_not_rejoined: (restarted - rejoin.len()) as u64,
+            expected_first_detection_s: expected_first_detection_s(self.setup.protocol_period_ms),
+            measured_first_detection_mean_s: SecondsStats::of(&first_suspicion).mean,
+            false_positives: t.false_positives,
+            false_positives_by_cause: t.false_positives_by_cause.clone(),
+            false_suspicions: t.false_suspicions,
+            false_suspicions_by_cause: t.false_suspicions_by_cause.clone(),
+            refutations: t.refutations,
+            load: self.load(cluster, end),
+            initial_converged_s: self
+                .initial_converged
+                .map(|c| c.saturating_since(self.start).as_secs_f64()),
+            converged_after_heal_s: match (self.heal_at, self.converged_after_heal) {
+                (Some(h), Some(c)) => Some(c.saturating_since(h).as_secs_f64()),
+                _ => None,
+            },
+            initial_join_events_not_logged: self.joins_not_logged,
+            crash_records: records,
+            false_positive_records: t.false_positive_records.clone(),
+            checks: Vec::new(),
+            ok: false,
+        };
+        summary.checks = property_checks(&self.setup.x, &summary);
+        summary.ok =
+            summary.converged_after_heal_s.is_some() && summary.checks.iter().all(|c| c.ok);
+        summary
     }
 }
 
-/// Runs `spec` (which must be `system = "swim"`) on the simulator with `seed`, through
-/// the safety phase (nemesis, slow members) and the liveness phase (everything healed;
-/// the cluster must reach one view), and measures it.
-pub fn simulate_swim(
-    spec: &Spec,
-    seed: u64,
-    progress: Option<&ProgressBar>,
-) -> Result<SwimRun, ExperimentError> {
-    let x = &spec.swim_experiment;
-    let nodes: Vec<NodeId> = (1..=spec.nodes).map(NodeId).collect();
-    let sim_err = |e: kvlab_sim::SimError| ExperimentError::Sim(e.to_string());
-    let mut sim_config = spec.sim_config();
-    // Bytes per member per second is one of the measurements.
-    sim_config.network.measure_bytes = true;
-    let mut sim =
-        Sim::<SwimNode>::new(sim_config, seed, &nodes, spec.swim.clone()).map_err(sim_err)?;
-    let safety_end = Time(secs_to_ns(spec.time.duration_s));
-    let liveness_end =
-        safety_end.saturating_add(Duration::from_nanos(secs_to_ns(spec.time.liveness_s)));
-    let first_fault = Time(secs_to_ns(spec.nemesis.start_after_s)).min(safety_end);
-    let mut nemesis = Nemesis::new(
-        &spec.nemesis,
-        &nodes,
-        safety_end.as_nanos(),
-        derive_seed(seed, "nemesis", 0),
-    );
-    let mut slow = Slow::new(x);
-    let mut tracker = Tracker::default();
-    let sample = Duration::from_millis(x.sample_interval_ms);
-    let mut next_sample = Time::ZERO;
-    let mut next_initial_check = Time::ZERO;
-    let mut events = vec![RunEvent::phase(Time::ZERO, Phase::Safety)];
-    if !x.slow_nodes.is_empty() {
-        let names: Vec<String> = x.slow_nodes.iter().map(|n| n.to_string()).collect();
-        events.push(RunEvent::runner(
-            Time(secs_to_ns(x.slow_from_s)),
-            RunnerEvent::SlowMembers {
-                detail: format!(
-                    "[{}] slow ({:?}) {} ms of every {} ms until the heal",
-                    names.join(" "),
-                    x.slow_mode,
-                    x.slow_pause_ms,
-                    x.slow_period_ms
-                ),
-            },
-        ));
+impl Observer for SwimObserver {
+    fn next_wakeup(&self) -> Option<Time> {
+        let mut due = Vec::with_capacity(3);
+        if self.in_safety {
+            due.extend(self.slow.next);
+            if self.load_start.is_none() {
+                due.push(self.first_fault);
+            }
+        }
+        if self.sampling() {
+            due.push(self.next_sample);
+        }
+        due.into_iter().min()
     }
-    let mut outputs: Vec<SimOutput> = Vec::new();
-    let mut in_safety = true;
-    let mut initial_converged: Option<Time> = None;
-    let mut heal_at: Option<Time> = None;
-    let mut converged_after_heal: Option<Time> = None;
-    let mut joins_not_logged = 0u64;
-    let mut load_start: Option<(Time, SimStats)> = None;
-    let mut load_end: Option<(Time, SimStats)> = None;
-    let mut last_progress_ms = 0;
-    if let Some(pb) = progress {
-        pb.set_length(liveness_end.as_nanos() / 1_000_000);
-    }
-    sim.drain_outputs(&mut outputs);
-    loop {
-        let phase_end = if in_safety { safety_end } else { liveness_end };
-        let mut t = phase_end;
-        if in_safety {
-            t = min_time(t, nemesis.next_wakeup());
-            t = min_time(t, slow.next);
-            if load_start.is_none() {
-                t = t.min(first_fault);
-            }
-        }
-        let sampling = !tracker.rejoining.is_empty()
-            || (initial_converged.is_none() && in_safety)
-            || (heal_at.is_some() && converged_after_heal.is_none());
-        if sampling {
-            t = t.min(next_sample.max(sim.now()));
-        }
-        let t = t.max(sim.now());
-        sim.run_until(t, &mut outputs).map_err(sim_err)?;
-        for o in outputs.drain(..) {
-            let SimOutput::Event { at, node, event } = o else {
-                continue;
-            };
-            tracker.on_node_event(&sim, &nodes, at, node, &event);
-            if !x.log_initial_joins
-                && matches!(event, NodeEvent::MemberJoined { .. })
-                && at < first_fault
-            {
-                joins_not_logged += 1;
-                continue;
-            }
-            events.push(RunEvent::node(at, node, event));
-        }
-        if load_start.is_none() && t >= first_fault {
-            load_start = Some((t, sim.stats().clone()));
-            if initial_converged.is_none() {
-                events.push(RunEvent::runner(
-                    t,
-                    RunnerEvent::Warning {
-                        detail: "the members did not reach one view before the first fault: \
-                                 raise nemesis.start_after_s (detection times include the join \
-                                 storm)"
-                            .into(),
-                    },
-                ));
-            }
-        }
-        if in_safety {
-            let before = events.len();
-            nemesis
-                .step(t, &mut sim, &mut events)
-                .map_err(ExperimentError::Sim)?;
-            for e in &events[before..] {
-                if let Some(n) = e.nemesis_event() {
-                    tracker.on_nemesis_event(&sim, e.at(), n);
-                }
-            }
-            slow.step(t, &mut sim, &mut tracker);
-        }
-        if sampling && t >= next_sample {
-            next_sample = t + sample;
-            tracker.sample_rejoins(&sim, &nodes, t);
-            // One view costs O(n²) to check: during the joins, once a second is enough.
-            let check_initial = t >= next_initial_check;
-            if check_initial {
-                next_initial_check = t + INITIAL_VIEW_CHECK_INTERVAL;
-            }
-            if in_safety && initial_converged.is_none() && check_initial && one_view(&sim, &nodes) {
-                initial_converged = Some(t);
-                events.push(RunEvent::runner(
-                    t,
-                    RunnerEvent::SwimConverged { after_heal_s: None },
-                ));
-            }
-            if let Some(h) = heal_at
-                && converged_after_heal.is_none()
-                && one_view(&sim, &nodes)
-            {
-                converged_after_heal = Some(t);
-                events.push(RunEvent::runner(
-                    t,
-                    RunnerEvent::SwimConverged {
-                        after_heal_s: Some(t.saturating_since(h).as_secs_f64()),
-                    },
-                ));
-            }
-        }
-        if t == phase_end {
-            if in_safety {
-                in_safety = false;
-                load_end = Some((t, sim.stats().clone()));
-                let before = events.len();
-                nemesis
-                    .heal_all(t, &mut sim, &mut events)
-                    .map_err(ExperimentError::Sim)?;
-                for e in &events[before..] {
-                    if let Some(n) = e.nemesis_event() {
-                        tracker.on_nemesis_event(&sim, e.at(), n);
-                    }
-                }
-                slow.stop(&mut sim, &mut tracker);
-                // Belt and braces: whatever the nemesis did, the cluster is whole again.
-                sim.heal();
-                for &n in &nodes {
-                    if !sim.is_up(n) {
-                        sim.restart(n).map_err(sim_err)?;
-                        tracker.on_restart(&sim, n, t);
-                    }
-                    sim.resume(n);
-                    sim.set_clock_drift(n, 0);
-                }
-                tracker.paused.clear();
-                tracker.partitions.clear();
-                events.push(RunEvent::phase(t, Phase::Liveness));
-                heal_at = Some(t);
-                next_sample = t;
-            } else {
-                break;
-            }
-        }
-        if let Some(pb) = progress {
-            let ms = t.as_nanos() / 1_000_000;
-            if ms >= last_progress_ms + 100 {
-                last_progress_ms = ms;
-                pb.set_position(ms.min(liveness_end.as_nanos() / 1_000_000));
-            }
-        }
-    }
-    events.sort_by_key(|e| e.time_ns);
 
-    let stats = sim.stats().clone();
-    let n = f64::from(spec.nodes);
-    let load = match (&load_start, &load_end) {
-        (Some((t0, s0)), Some((t1, s1))) if t1 > t0 => {
-            let secs = t1.saturating_since(*t0).as_secs_f64();
-            let busiest = s1
-                .per_node
-                .iter()
-                .map(|(id, ns)| {
-                    let before = s0.per_node.get(id).map_or(0, |b| b.messages_sent);
-                    ns.messages_sent.saturating_sub(before)
-                })
-                .max()
-                .unwrap_or(0);
-            SwimLoad {
-                from_s: t0.as_secs_f64(),
-                window_s: secs,
-                messages_per_member_per_s: (s1.messages_sent - s0.messages_sent) as f64 / n / secs,
-                bytes_per_member_per_s: (s1.bytes_sent - s0.bytes_sent) as f64 / n / secs,
-                max_messages_per_member_per_s: busiest as f64 / secs,
-                messages_per_member_per_s_whole_run: 0.0,
+    fn keep_event(&mut self, at: Time, event: &NodeEvent) -> bool {
+        let joining = at < self.first_fault && matches!(event, NodeEvent::MemberJoined { .. });
+        if joining && !self.setup.x.log_initial_joins {
+            self.joins_not_logged += 1;
+            return false;
+        }
+        true
+    }
+
+    fn on_node_event(
+        &mut self,
+        cluster: &dyn Cluster,
+        at: Time,
+        node: NodeId,
+        event: &NodeEvent,
+    ) -> Result<(), Violation> {
+        self.tracker.on_node_event(cluster, at, node, event);
+        Ok(())
+    }
+
+    fn on_nemesis_event(&mut self, cluster: &dyn Cluster, at: Time, event: &NemesisEvent) {
+        self.tracker.on_nemesis_event(cluster, at, event);
+    }
+
+    fn on_wakeup(
+        &mut self,
+        cluster: &mut dyn Cluster,
+        now: Time,
+        events: &mut Vec<RunEvent>,
+    ) -> Result<(), Violation> {
+        if self.in_safety {
+            if self.load_start.is_none() && now >= self.first_fault {
+                self.open_load_window(cluster, now, events);
+            }
+            self.slow.step(now, cluster, &mut self.tracker);
+        }
+        if self.sampling() && now >= self.next_sample {
+            self.sample_tables(cluster, now, events);
+        }
+        Ok(())
+    }
+
+    fn on_phase(
+        &mut self,
+        cluster: &mut dyn Cluster,
+        at: Time,
+        phase: Phase,
+        events: &mut Vec<RunEvent>,
+    ) {
+        if phase == Phase::Safety && !self.setup.x.slow_nodes.is_empty() {
+            let x = &self.setup.x;
+            let names: Vec<String> = x.slow_nodes.iter().map(|n| n.to_string()).collect();
+            events.push(RunEvent::runner(
+                self.slow.next.unwrap_or(at),
+                RunnerEvent::SlowMembers {
+                    detail: format!(
+                        "[{}] slow ({:?}) {} ms of every {} ms until the heal",
+                        names.join(" "),
+                        x.slow_mode,
+                        x.slow_pause_ms,
+                        x.slow_period_ms
+                    ),
+                },
+            ));
+        }
+        if phase != Phase::Liveness {
+            return;
+        }
+        self.in_safety = false;
+        self.load_end = cluster.sim_stats().map(|s| (at, s));
+        self.slow.stop(cluster, &mut self.tracker);
+        // Members the heal restarted (not the nemesis) came back too.
+        let down: Vec<NodeId> = self.tracker.down.keys().copied().collect();
+        for n in down {
+            if cluster.is_up(n) {
+                self.tracker.on_restart(cluster, n, at);
             }
         }
-        _ => SwimLoad::default(),
-    };
-    let load = SwimLoad {
-        messages_per_member_per_s_whole_run: stats.messages_sent as f64
-            / n
-            / liveness_end.as_secs_f64().max(1e-9),
-        ..load
-    };
+        self.tracker.paused.clear();
+        self.tracker.partitions.clear();
+        self.heal_at = Some(at);
+        self.next_sample = at;
+    }
 
-    let records: Vec<CrashRecord> = tracker.crashes.iter().map(|c| c.record.clone()).collect();
-    let collect =
-        |f: fn(&CrashRecord) -> Option<f64>| -> Vec<f64> { records.iter().filter_map(f).collect() };
-    let first_suspicion = collect(|r| r.first_suspicion_s);
-    let first_dead = collect(|r| r.first_dead_s);
-    let dead_everywhere = collect(|r| r.dead_everywhere_s);
-    let rejoin = collect(|r| r.rejoined_everywhere_s);
-    let restarted = records
-        .iter()
-        .filter(|r| r.restarted_at_s.is_some())
-        .count();
-    let mut summary = SwimSummary {
-        members: spec.nodes,
-        protocol_period_ms: spec.swim.protocol_period_ms,
-        lifeguard: spec.swim.lifeguard.clone(),
-        loss_probability: spec.network.loss_probability,
-        slow_nodes: x.slow_nodes.iter().map(|n| n.0).collect(),
-        crashes: tracker.crashes_injected,
-        first_suspicion_s: SecondsStats::of(&first_suspicion),
-        first_dead_s: SecondsStats::of(&first_dead),
-        dead_everywhere_s: SecondsStats::of(&dead_everywhere),
-        rejoin_everywhere_s: SecondsStats::of(&rejoin),
-        crashes_undetected: (records.len() - first_suspicion.len()) as u64,
-        crashes_not_dead_everywhere: (records.len() - dead_everywhere.len()) as u64,
-        restarts_not_rejoined: (restarted - rejoin.len()) as u64,
-        expected_first_detection_s: expected_first_detection_s(spec.swim.protocol_period_ms),
-        measured_first_detection_mean_s: SecondsStats::of(&first_suspicion).mean,
-        false_positives: tracker.false_positives,
-        false_positives_by_cause: tracker.false_positives_by_cause.clone(),
-        false_suspicions: tracker.false_suspicions,
-        false_suspicions_by_cause: tracker.false_suspicions_by_cause.clone(),
-        refutations: tracker.refutations,
-        load,
-        initial_converged_s: initial_converged.map(Time::as_secs_f64),
-        converged_after_heal_s: match (heal_at, converged_after_heal) {
-            (Some(h), Some(c)) => Some(c.saturating_since(h).as_secs_f64()),
-            _ => None,
-        },
-        initial_join_events_not_logged: joins_not_logged,
-        crash_records: records,
-        false_positive_records: tracker.false_positive_records.clone(),
-        checks: Vec::new(),
-        ok: false,
-    };
-    summary.checks = property_checks(x, &summary);
-    summary.ok = summary.converged_after_heal_s.is_some() && summary.checks.iter().all(|c| c.ok);
-    let faults = FaultCounts {
-        injected: nemesis.injected(),
-        by_kind: nemesis.injected_by_kind().clone(),
-        skipped: nemesis.skipped(),
-    };
-    Ok(SwimRun {
-        events,
-        swim: summary,
-        faults,
-        sim_stats: stats,
-        end: liveness_end,
-    })
+    fn finish(&mut self, cluster: &dyn Cluster, end: Time) -> ObserverReport {
+        let swim = self.summary(cluster, end);
+        let converged_ms = swim.converged_after_heal_s.map(|s| s * 1e3);
+        ObserverReport {
+            measured: "swim",
+            liveness: Some(LivenessReport {
+                ok: converged_ms.is_some(),
+                first_ok_after_heal_ms: converged_ms,
+                all_clients_ok_after_heal_ms: converged_ms,
+                clients_with_progress: 0,
+                clients: 0,
+            }),
+            property_failed: !swim.checks.iter().all(|c| c.ok),
+            swim: Some(swim),
+        }
+    }
 }
 
 /// Checks the configured bounds of `[swim_experiment]` against a run's measurements.

@@ -26,6 +26,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ExperimentError;
 
+pub mod backend;
+pub mod swim;
+mod validate;
+
+pub use backend::{BackendKind, LocalSpec, TransportChoice};
+pub use swim::SwimExperimentSpec;
+pub use validate::{MAX_LOCAL_NODES, MAX_LOCAL_TIMEOUT_S};
+
 /// Most nodes a spec may ask for: the nemesis builds pairwise rules, so cost grows with
 /// the square of this.
 pub const MAX_NODES: u32 = 64;
@@ -46,34 +54,8 @@ pub const MAX_SEED: u64 = i64::MAX as u64;
 /// Largest clock drift the nemesis may inject, in parts per million (±50%).
 pub const MAX_CLOCK_DRIFT_PPM: i64 = 500_000;
 
-/// Which system the nodes run.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize, PartialOrd, Ord)]
-#[serde(rename_all = "kebab-case")]
-pub enum SystemKind {
-    /// `kvlab_node::baseline::Single`: one node holds the data; linearizable.
-    Single,
-    /// `kvlab_node::baseline::AsyncPrimary`: asynchronous primary-backup; not
-    /// linearizable.
-    AsyncPrimary,
-    /// `kvlab_node::raft_kv::RaftKv`: the KV store replicated by one Raft group over
-    /// all nodes; linearizable, available while a majority can talk.
-    Raft,
-    /// `kvlab_swim::SwimNode`: SWIM membership alone, without a KV workload; the run
-    /// measures failure detection (see [`crate::swim_exp`]).
-    Swim,
-}
-
-impl SystemKind {
-    /// The name used in specs and summaries.
-    pub fn name(self) -> &'static str {
-        match self {
-            SystemKind::Single => "single",
-            SystemKind::AsyncPrimary => "async-primary",
-            SystemKind::Raft => "raft",
-            SystemKind::Swim => "swim",
-        }
-    }
-}
+/// Which system the nodes run (defined in kvlab-node, which knows every system).
+pub use kvlab_node::SystemKind;
 
 /// A whole experiment.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -127,18 +109,18 @@ pub struct Spec {
     pub swim: kvlab_swim::SwimConfig,
     /// What a `system = "swim"` run measures and which bounds it must meet.
     #[serde(default)]
-    pub swim_experiment: crate::swim_exp::SwimExperimentSpec,
+    pub swim_experiment: SwimExperimentSpec,
     /// Where the nodes run: `sim` (the default) or `local` (real nodes on this machine,
     /// see [`crate::local`]); `kvlab run --backend` overrides it.
     #[serde(default)]
-    pub backend: crate::local::BackendKind,
+    pub backend: BackendKind,
     /// The transport of `backend = "local"`: `mem`, `udp` or `tarpc` (the default);
     /// `kvlab run --transport` overrides it. The simulator has its own network.
     #[serde(default)]
-    pub transport: crate::local::TransportChoice,
+    pub transport: TransportChoice,
     /// Options of `backend = "local"` (startup and stop bounds, storage).
     #[serde(default)]
-    pub local: crate::local::LocalSpec,
+    pub local: LocalSpec,
     /// A short name for this run in comparison tables and plots. `[[variant]]` sets it
     /// to the variant's `label`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -465,28 +447,13 @@ impl Default for SimLimits {
     }
 }
 
-/// A reason a value is refused, with the dotted field name.
-fn invalid(field: &str, reason: impl Into<String>) -> (String, String) {
-    (field.to_string(), reason.into())
-}
-
-fn check_seconds(field: &str, v: f64, allow_zero: bool) -> Result<(), (String, String)> {
-    if !v.is_finite() || v < 0.0 || (!allow_zero && v == 0.0) {
-        return Err(invalid(
-            field,
-            format!(
-                "must be a finite number of seconds {} 0, got {v}",
-                if allow_zero { ">=" } else { ">" }
-            ),
-        ));
-    }
-    if v > MAX_PHASE_S {
-        return Err(invalid(
-            field,
-            format!("must be at most {MAX_PHASE_S} s (MAX_PHASE_S), got {v}"),
-        ));
-    }
-    Ok(())
+/// A value a spec refuses: the dotted path of the field and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    /// The field, e.g. `workload.mix.read`.
+    pub field: String,
+    /// Why the value is refused.
+    pub reason: String,
 }
 
 /// Converts validated seconds into nanoseconds.
@@ -507,12 +474,13 @@ impl Spec {
     /// Parses and validates spec text; `file` is only used in error messages.
     pub fn from_toml_str(text: &str, file: &Path) -> Result<Spec, ExperimentError> {
         let spec: Spec = toml::from_str(text).map_err(|e| parse_error(text, file, &e))?;
-        spec.validate()
-            .map_err(|(field, reason)| ExperimentError::SpecInvalid {
+        spec.validate().map_err(
+            |FieldError { field, reason }| ExperimentError::SpecInvalid {
                 file: file.to_path_buf(),
                 field,
                 reason,
-            })?;
+            },
+        )?;
         Ok(spec)
     }
 
@@ -523,220 +491,6 @@ impl Spec {
             path: PathBuf::from("spec.toml"),
             message: e.to_string(),
         })
-    }
-
-    /// Checks every value's range and the consistency between values. Returns the
-    /// dotted name of the first offending field and why.
-    pub fn validate(&self) -> Result<(), (String, String)> {
-        if self.name.is_empty()
-            || !self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-            || self.name.starts_with('.')
-        {
-            return Err(invalid(
-                "name",
-                format!(
-                    "must be a non-empty directory name of letters, digits, '-', '_' or '.', got {:?}",
-                    self.name
-                ),
-            ));
-        }
-        if self.seed > MAX_SEED {
-            return Err(invalid(
-                "seed",
-                format!("must be at most {MAX_SEED} (MAX_SEED), got {}", self.seed),
-            ));
-        }
-        let (max_nodes, max_name) = if self.system == SystemKind::Swim {
-            (MAX_SWIM_NODES, "MAX_SWIM_NODES")
-        } else {
-            (MAX_NODES, "MAX_NODES")
-        };
-        if self.nodes == 0 || self.nodes > max_nodes {
-            return Err(invalid(
-                "nodes",
-                format!(
-                    "must be in 1..={max_nodes} ({max_name}), got {}",
-                    self.nodes
-                ),
-            ));
-        }
-        check_seconds("time.duration_s", self.time.duration_s, false)?;
-        check_seconds("time.liveness_s", self.time.liveness_s, false)?;
-
-        let w = &self.workload;
-        if w.clients == 0 || w.clients > MAX_CLIENTS {
-            return Err(invalid(
-                "workload.clients",
-                format!(
-                    "must be in 1..={MAX_CLIENTS} (MAX_CLIENTS), got {}",
-                    w.clients
-                ),
-            ));
-        }
-        if w.keys == 0 || w.keys > MAX_KEYS {
-            return Err(invalid(
-                "workload.keys",
-                format!("must be in 1..={MAX_KEYS} (MAX_KEYS), got {}", w.keys),
-            ));
-        }
-        if w.mode == LoadMode::Open
-            && (!w.rate_per_s.is_finite() || w.rate_per_s <= 0.0 || w.rate_per_s > MAX_RATE_PER_S)
-        {
-            return Err(invalid(
-                "workload.rate_per_s",
-                format!(
-                    "must be in (0, {MAX_RATE_PER_S}] (MAX_RATE_PER_S) in open mode, got {}",
-                    w.rate_per_s
-                ),
-            ));
-        }
-        if w.key_distribution == KeyDistribution::Zipfian
-            && (!w.zipf_exponent.is_finite() || w.zipf_exponent <= 0.0)
-        {
-            return Err(invalid(
-                "workload.zipf_exponent",
-                format!("must be a finite number > 0, got {}", w.zipf_exponent),
-            ));
-        }
-        for (name, v) in [
-            ("workload.mix.read", w.mix.read),
-            ("workload.mix.write", w.mix.write),
-            ("workload.mix.cas", w.mix.cas),
-        ] {
-            if !v.is_finite() || v < 0.0 {
-                return Err(invalid(
-                    name,
-                    format!("must be a finite weight >= 0, got {v}"),
-                ));
-            }
-        }
-        if w.mix.read + w.mix.write + w.mix.cas <= 0.0 {
-            return Err(invalid(
-                "workload.mix",
-                "the weights of read, write and cas must sum to more than 0",
-            ));
-        }
-        if w.timeout_ms == 0 {
-            return Err(invalid("workload.timeout_ms", "must be > 0"));
-        }
-
-        let n = &self.nemesis;
-        check_seconds("nemesis.start_after_s", n.start_after_s, true)?;
-        if !n.faults.is_empty() {
-            check_seconds("nemesis.interval_s", n.interval_s, false)?;
-            check_seconds("nemesis.fault_duration_s", n.fault_duration_s, false)?;
-            if !n.overlap && n.fault_duration_s >= n.interval_s {
-                return Err(invalid(
-                    "nemesis.fault_duration_s",
-                    format!(
-                        "must be shorter than nemesis.interval_s ({}) unless nemesis.overlap = true, got {}",
-                        n.interval_s, n.fault_duration_s
-                    ),
-                ));
-            }
-        }
-        for f in &n.faults {
-            if self.nodes < f.min_nodes() {
-                return Err(invalid(
-                    "nemesis.faults",
-                    format!(
-                        "`{}` needs at least {} nodes, the spec has {}",
-                        f.spec_name(),
-                        f.min_nodes(),
-                        self.nodes
-                    ),
-                ));
-            }
-        }
-        if !n.loss_probability.is_finite() || !(0.0..=1.0).contains(&n.loss_probability) {
-            return Err(invalid(
-                "nemesis.loss_probability",
-                format!("must be in [0, 1], got {}", n.loss_probability),
-            ));
-        }
-        if !n.duplicate_probability.is_finite() || !(0.0..=1.0).contains(&n.duplicate_probability) {
-            return Err(invalid(
-                "nemesis.duplicate_probability",
-                format!("must be in [0, 1], got {}", n.duplicate_probability),
-            ));
-        }
-        if !n.reorder_window_ms.is_finite()
-            || n.reorder_window_ms < 0.0
-            || n.reorder_window_ms > kvlab_sim::MAX_LATENCY_MS
-        {
-            return Err(invalid(
-                "nemesis.reorder_window_ms",
-                format!(
-                    "must be in [0, {}] (MAX_LATENCY_MS), got {}",
-                    kvlab_sim::MAX_LATENCY_MS,
-                    n.reorder_window_ms
-                ),
-            ));
-        }
-        if n.clock_drift_ppm_max < 0 || n.clock_drift_ppm_max > MAX_CLOCK_DRIFT_PPM {
-            return Err(invalid(
-                "nemesis.clock_drift_ppm_max",
-                format!(
-                    "must be in 0..={MAX_CLOCK_DRIFT_PPM} (MAX_CLOCK_DRIFT_PPM), got {}",
-                    n.clock_drift_ppm_max
-                ),
-            ));
-        }
-        if !self.check.timeout_s.is_finite() || self.check.timeout_s <= 0.0 {
-            return Err(invalid(
-                "check.timeout_s",
-                format!("must be a finite number > 0, got {}", self.check.timeout_s),
-            ));
-        }
-        for (field, node) in [
-            ("single.holder", self.single.holder),
-            ("async_primary.primary", self.async_primary.primary),
-        ] {
-            if let Some(n) = node
-                && (n.0 == 0 || n.0 > self.nodes)
-            {
-                return Err(invalid(
-                    field,
-                    format!("must be a node id in 1..={}, got {}", self.nodes, n.0),
-                ));
-            }
-        }
-        if let Err(kvlab_swim::SwimError::InvalidConfig { field, reason }) = self.swim.validate() {
-            return Err(invalid(&format!("swim.{field}"), reason));
-        }
-        if let Some(bad) = self
-            .swim
-            .seeds
-            .iter()
-            .find(|s| s.0 == 0 || s.0 > self.nodes)
-        {
-            return Err(invalid(
-                "swim.seeds",
-                format!("must be node ids in 1..={}, got {}", self.nodes, bad.0),
-            ));
-        }
-        self.swim_experiment.validate(self.nodes)?;
-        if let Err(e) = self.raft.validate() {
-            let (field, reason) = match e {
-                kvlab_node::raft_kv::RaftKvError::InvalidConfig { field, reason } => {
-                    (format!("raft.{field}"), reason)
-                }
-                other => ("raft".to_string(), other.to_string()),
-            };
-            return Err(invalid(&field, reason));
-        }
-        if self.sim.max_events == 0 {
-            return Err(invalid("sim.max_events", "must be > 0"));
-        }
-        crate::local::validate(self)?;
-        self.sim_config().validate().map_err(|e| match e {
-            kvlab_sim::SimError::InvalidConfig { field, reason } => (field, reason),
-            other => invalid("network", other.to_string()),
-        })?;
-        Ok(())
     }
 
     /// The simulator configuration this spec asks for.

@@ -1,12 +1,33 @@
-//! [`Inspect`]: what a running protocol tells the admin endpoint about itself (role,
-//! leader, term, indexes, data size). The protocol crates know nothing of the server, so
-//! the trait lives here and is implemented here for every system the server runs.
+//! [`Inspect`]: what a running protocol tells the outside world about itself (role,
+//! leader, term, indexes, data size, its group's membership). The server's admin
+//! endpoint reports it; the simulator's runner reads the same values straight from the
+//! nodes, so the nemesis sees a simulated and a real cluster through one view.
 
-use kvlab_node::baseline::{AsyncPrimary, Single};
-use kvlab_node::raft_kv::RaftKv;
 use kvlab_raft::Role;
+use kvlab_swim::SwimNode;
 use kvlab_types::NodeId;
 use serde::{Deserialize, Serialize};
+
+use crate::baseline::{AsyncPrimary, Single};
+use crate::raft_kv::RaftKv;
+
+/// A learner counts as caught up (and may be promoted) when its match index is at most
+/// this many entries behind the leader's commit index.
+pub const LEARNER_CATCH_UP_LAG_ENTRIES: u64 = 16;
+
+/// A replication group's configuration as its leader sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipStatus {
+    /// Voters, sorted.
+    pub voters: Vec<NodeId>,
+    /// Learners, sorted.
+    pub learners: Vec<NodeId>,
+    /// Learners that caught up with the leader's log and may be promoted.
+    pub caught_up: Vec<NodeId>,
+    /// A configuration change is appended but not committed (a new one would be
+    /// refused).
+    pub change_pending: bool,
+}
 
 /// A protocol's view of itself, as far as it exposes one. Every field is optional: a
 /// system without leaders has no leader to report.
@@ -27,10 +48,13 @@ pub struct ProtocolStatus {
     pub keys: Option<usize>,
     /// Why the node refuses to serve, if it does (it could not recover its state).
     pub poisoned: Option<String>,
+    /// The default group's configuration, when this node leads it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub membership: Option<MembershipStatus>,
 }
 
-/// What the server may ask a protocol about itself. The defaults report nothing, so a new
-/// system can be served before it implements the trait.
+/// What a driver may ask a protocol about itself. The defaults report nothing, so a new
+/// system can be run before it implements the trait.
 pub trait Inspect {
     /// The node's role for tracing spans, cheap enough to call after every step.
     fn role_name(&self, _me: NodeId) -> Option<&'static str> {
@@ -68,7 +92,37 @@ impl Inspect for RaftKv {
             applied_index: Some(self.applied_index()),
             keys: Some(self.key_count()),
             poisoned: self.poisoned().map(str::to_string),
+            membership: self.membership(),
         }
+    }
+}
+
+impl RaftKv {
+    /// The default group's configuration as this node sees it, if it leads the group.
+    fn membership(&self) -> Option<MembershipStatus> {
+        let g = self.group().filter(|g| g.role() == Role::Leader)?;
+        let commit = g.commit_index();
+        let caught_up = g
+            .learners()
+            .iter()
+            .copied()
+            .filter(|&n| {
+                g.progress(n)
+                    .is_some_and(|p| p.match_index + LEARNER_CATCH_UP_LAG_ENTRIES >= commit)
+            })
+            .collect();
+        Some(MembershipStatus {
+            voters: g.voters().to_vec(),
+            learners: g.learners().to_vec(),
+            caught_up,
+            change_pending: g.conf_index() > commit,
+        })
+    }
+}
+
+impl Inspect for SwimNode {
+    fn role_name(&self, _me: NodeId) -> Option<&'static str> {
+        Some("member")
     }
 }
 

@@ -1,0 +1,176 @@
+//! [`SimCluster`]: the deterministic simulator behind the [`Cluster`] trait.
+
+use std::any::Any;
+
+use kvlab_node::inspect::Inspect;
+use kvlab_sim::{FaultRule, RuleId, Sim, SimConfig, SimOutput};
+use kvlab_types::{AdminCommand, ClientRequest, NodeId, Protocol, Time};
+
+use super::{BackendReport, Cluster, ClusterOutput, ClusterView, FaultControl};
+use crate::error::ExperimentError;
+
+/// A simulated cluster of protocol `P`.
+#[derive(Debug)]
+pub struct SimCluster<P: Protocol> {
+    sim: Sim<P>,
+    nodes: Vec<NodeId>,
+    scratch: Vec<SimOutput>,
+}
+
+fn sim_err(e: kvlab_sim::SimError) -> ExperimentError {
+    ExperimentError::Sim(e.to_string())
+}
+
+impl<P: Protocol> SimCluster<P> {
+    /// Boots `nodes` nodes (ids `1..=nodes`) of `P` with `config` in a simulator seeded
+    /// with `seed`.
+    pub fn new(
+        sim_config: SimConfig,
+        seed: u64,
+        nodes: u32,
+        config: P::Config,
+    ) -> Result<Self, ExperimentError> {
+        let ids: Vec<NodeId> = (1..=nodes).map(NodeId).collect();
+        let sim = Sim::<P>::new(sim_config, seed, &ids, config).map_err(sim_err)?;
+        Ok(SimCluster {
+            sim,
+            nodes: ids,
+            scratch: Vec::new(),
+        })
+    }
+
+    /// The simulator, for observers that know `P`.
+    pub fn sim(&self) -> &Sim<P> {
+        &self.sim
+    }
+
+    fn drain(&mut self, out: &mut Vec<ClusterOutput>) {
+        out.extend(self.scratch.drain(..).map(|o| match o {
+            SimOutput::Reply { at, response, .. } => ClusterOutput::Reply { at, response },
+            SimOutput::Event { at, node, event } => ClusterOutput::Event { at, node, event },
+        }));
+    }
+}
+
+impl<P: Protocol> FaultControl for SimCluster<P> {
+    fn add_rule(&mut self, rule: FaultRule) -> RuleId {
+        self.sim.add_rule(rule)
+    }
+    fn remove_rule(&mut self, rule: RuleId) {
+        self.sim.remove_rule(rule);
+    }
+    fn crash(&mut self, node: NodeId) -> Result<(), String> {
+        self.sim.crash(node);
+        Ok(())
+    }
+    fn restart(&mut self, node: NodeId) -> Result<(), String> {
+        self.sim.restart(node).map_err(|e| e.to_string())
+    }
+    fn pause(&mut self, node: NodeId) -> Result<(), String> {
+        self.sim.pause(node);
+        Ok(())
+    }
+    fn resume(&mut self, node: NodeId) -> Result<(), String> {
+        self.sim.resume(node);
+        Ok(())
+    }
+    fn set_clock_drift(&mut self, node: NodeId, ppm: i64) -> Result<(), String> {
+        self.sim.set_clock_drift(node, ppm);
+        Ok(())
+    }
+    fn admin(&mut self, node: NodeId, cmd: AdminCommand) -> Result<bool, String> {
+        self.sim.admin(node, cmd).map_err(|e| e.to_string())
+    }
+}
+
+impl<P: Protocol + Inspect + 'static> Cluster for SimCluster<P> {
+    fn backend_name(&self) -> &'static str {
+        "sim"
+    }
+
+    fn nodes(&self) -> &[NodeId] {
+        &self.nodes
+    }
+
+    fn now(&self) -> Time {
+        self.sim.now()
+    }
+
+    fn submit(&mut self, node: NodeId, req: ClientRequest) {
+        self.sim.submit(node, req);
+    }
+
+    /// Runs the simulator event time by event time up to `deadline` and returns at the
+    /// first event time that produced output, so the workload can act at the very
+    /// instant a reply arrives.
+    fn advance(
+        &mut self,
+        deadline: Time,
+        out: &mut Vec<ClusterOutput>,
+    ) -> Result<(), ExperimentError> {
+        let deadline = deadline.max(self.sim.now());
+        // Outputs produced between steps (a restarted node's boot events).
+        self.sim.drain_outputs(&mut self.scratch);
+        loop {
+            let step_to = match self.sim.next_event_time() {
+                Some(next) if next < deadline => next.max(self.sim.now()),
+                _ => deadline,
+            };
+            self.sim
+                .run_until(step_to, &mut self.scratch)
+                .map_err(sim_err)?;
+            let produced = !self.scratch.is_empty();
+            self.drain(out);
+            if produced || step_to == deadline {
+                return Ok(());
+            }
+        }
+    }
+
+    fn takes_admin_commands(&self) -> bool {
+        true
+    }
+
+    fn is_up(&self, node: NodeId) -> bool {
+        self.sim.is_up(node)
+    }
+
+    fn view(&mut self) -> ClusterView {
+        let statuses: Vec<_> = self
+            .nodes
+            .iter()
+            .filter_map(|&n| self.sim.node(n).map(|p| (n, p.inspect(n))))
+            .collect();
+        ClusterView::from_statuses(statuses)
+    }
+
+    fn heal_all(&mut self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        self.sim.heal();
+        for &n in &self.nodes {
+            if !self.sim.is_up(n)
+                && let Err(e) = self.sim.restart(n)
+            {
+                warnings.push(format!("{n} could not restart: {e}"));
+            }
+            self.sim.resume(n);
+            self.sim.set_clock_drift(n, 0);
+        }
+        warnings
+    }
+
+    fn protocol(&self, node: NodeId) -> Option<&dyn Any> {
+        self.sim.node(node).map(|p| p as &dyn Any)
+    }
+
+    fn sim_stats(&self) -> Option<kvlab_sim::SimStats> {
+        Some(self.sim.stats().clone())
+    }
+
+    fn finish(&mut self) -> Result<BackendReport, ExperimentError> {
+        Ok(BackendReport {
+            sim_stats: Some(self.sim.stats().clone()),
+            warnings: Vec::new(),
+        })
+    }
+}

@@ -1,0 +1,367 @@
+//! [`Spec::validate`], one function per section: every value's range and the
+//! consistency between values. The first offending field is named by its dotted path.
+
+use kvlab_node::SystemKind;
+
+use super::backend::{BackendKind, LocalSpec};
+use super::{
+    FieldError, KeyDistribution, LoadMode, MAX_CLIENTS, MAX_CLOCK_DRIFT_PPM, MAX_KEYS, MAX_NODES,
+    MAX_PHASE_S, MAX_RATE_PER_S, MAX_SEED, MAX_SWIM_NODES, NemesisSpec, Spec, WorkloadSpec,
+};
+use crate::spec::FaultKind;
+
+/// Most nodes a local run may start: each is a process (or a task) with its own sockets
+/// and files on a machine shared with everything else.
+pub const MAX_LOCAL_NODES: u32 = 16;
+/// Longest startup or stop bound a spec may ask for.
+pub const MAX_LOCAL_TIMEOUT_S: f64 = 600.0;
+
+fn invalid(field: &str, reason: impl Into<String>) -> FieldError {
+    FieldError {
+        field: field.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// A phase length or offset in seconds: finite, non-negative (positive unless
+/// `allow_zero`), at most [`MAX_PHASE_S`].
+pub(crate) fn check_seconds(field: &str, v: f64, allow_zero: bool) -> Result<(), FieldError> {
+    if !v.is_finite() || v < 0.0 || (!allow_zero && v == 0.0) {
+        return Err(invalid(
+            field,
+            format!(
+                "must be a finite number of seconds {} 0, got {v}",
+                if allow_zero { ">=" } else { ">" }
+            ),
+        ));
+    }
+    if v > MAX_PHASE_S {
+        return Err(invalid(
+            field,
+            format!("must be at most {MAX_PHASE_S} s (MAX_PHASE_S), got {v}"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_probability(field: &str, v: f64) -> Result<(), FieldError> {
+    if !v.is_finite() || !(0.0..=1.0).contains(&v) {
+        return Err(invalid(field, format!("must be in [0, 1], got {v}")));
+    }
+    Ok(())
+}
+
+impl Spec {
+    /// Checks every section; the error names the first offending field and why.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        self.validate_identity()?;
+        check_seconds("time.duration_s", self.time.duration_s, false)?;
+        check_seconds("time.liveness_s", self.time.liveness_s, false)?;
+        self.workload.validate()?;
+        self.nemesis.validate(self.nodes)?;
+        if !self.check.timeout_s.is_finite() || self.check.timeout_s <= 0.0 {
+            return Err(invalid(
+                "check.timeout_s",
+                format!("must be a finite number > 0, got {}", self.check.timeout_s),
+            ));
+        }
+        self.validate_systems()?;
+        if self.sim.max_events == 0 {
+            return Err(invalid("sim.max_events", "must be > 0"));
+        }
+        self.validate_backend()?;
+        self.sim_config().validate().map_err(|e| match e {
+            kvlab_sim::SimError::InvalidConfig { field, reason } => FieldError { field, reason },
+            other => invalid("network", other.to_string()),
+        })
+    }
+
+    /// The name, the seed and the cluster size.
+    fn validate_identity(&self) -> Result<(), FieldError> {
+        let name_ok = !self.name.is_empty()
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+            && !self.name.starts_with('.');
+        if !name_ok {
+            return Err(invalid(
+                "name",
+                format!(
+                    "must be a non-empty directory name of letters, digits, '-', '_' or '.', got {:?}",
+                    self.name
+                ),
+            ));
+        }
+        if self.seed > MAX_SEED {
+            return Err(invalid(
+                "seed",
+                format!("must be at most {MAX_SEED} (MAX_SEED), got {}", self.seed),
+            ));
+        }
+        let (max_nodes, max_name) = if self.system == SystemKind::Swim {
+            (MAX_SWIM_NODES, "MAX_SWIM_NODES")
+        } else {
+            (MAX_NODES, "MAX_NODES")
+        };
+        if self.nodes == 0 || self.nodes > max_nodes {
+            return Err(invalid(
+                "nodes",
+                format!(
+                    "must be in 1..={max_nodes} ({max_name}), got {}",
+                    self.nodes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The tables of the systems (each checked, whichever system runs: a typo in an
+    /// unused table is still a typo).
+    fn validate_systems(&self) -> Result<(), FieldError> {
+        for (field, node) in [
+            ("single.holder", self.single.holder),
+            ("async_primary.primary", self.async_primary.primary),
+        ] {
+            if let Some(n) = node
+                && (n.0 == 0 || n.0 > self.nodes)
+            {
+                return Err(invalid(
+                    field,
+                    format!("must be a node id in 1..={}, got {}", self.nodes, n.0),
+                ));
+            }
+        }
+        if let Err(kvlab_swim::SwimError::InvalidConfig { field, reason }) = self.swim.validate() {
+            return Err(invalid(&format!("swim.{field}"), reason));
+        }
+        if let Some(bad) = self
+            .swim
+            .seeds
+            .iter()
+            .find(|s| s.0 == 0 || s.0 > self.nodes)
+        {
+            return Err(invalid(
+                "swim.seeds",
+                format!("must be node ids in 1..={}, got {}", self.nodes, bad.0),
+            ));
+        }
+        self.swim_experiment.validate(self.nodes)?;
+        if let Err(e) = self.raft.validate() {
+            return Err(match e {
+                kvlab_node::raft_kv::RaftKvError::InvalidConfig { field, reason } => {
+                    invalid(&format!("raft.{field}"), reason)
+                }
+                other => invalid("raft", other.to_string()),
+            });
+        }
+        Ok(())
+    }
+
+    /// What `backend = "local"` needs of a spec (the `[local]` table is checked for
+    /// every backend).
+    fn validate_backend(&self) -> Result<(), FieldError> {
+        self.local.validate()?;
+        if self.backend != BackendKind::Local {
+            return Ok(());
+        }
+        if self.system == SystemKind::Swim {
+            return Err(invalid(
+                "backend",
+                "system = \"swim\" runs on the simulator only",
+            ));
+        }
+        if self.nodes > MAX_LOCAL_NODES {
+            return Err(invalid(
+                "nodes",
+                format!(
+                    "backend = \"local\" starts at most {MAX_LOCAL_NODES} nodes (MAX_LOCAL_NODES), got {}",
+                    self.nodes
+                ),
+            ));
+        }
+        for f in &self.nemesis.faults {
+            if let Some(why) = f.unsupported_on_real_nodes() {
+                return Err(invalid(
+                    "nemesis.faults",
+                    format!(
+                        "`{}` is not supported with backend = \"local\": {why}",
+                        f.spec_name()
+                    ),
+                ));
+            }
+        }
+        if self.server_request_timeout_ms() > kvlab_server::MAX_CLIENT_REQUEST_TIMEOUT_MS {
+            return Err(invalid(
+                "workload.timeout_ms",
+                format!(
+                    "too large for a node's client request timeout (at most {} ms)",
+                    kvlab_server::MAX_CLIENT_REQUEST_TIMEOUT_MS
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A real node answers a client `Indeterminate` after this long: a little after the
+    /// workload's own timeout, so the workload's timeout is the one that counts.
+    pub fn server_request_timeout_ms(&self) -> u64 {
+        self.workload.timeout_ms.saturating_add(500)
+    }
+}
+
+impl LocalSpec {
+    /// Checks the `[local]` table.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        for (field, v) in [
+            ("local.startup_timeout_s", self.startup_timeout_s),
+            ("local.stop_timeout_s", self.stop_timeout_s),
+        ] {
+            if !v.is_finite() || v <= 0.0 || v > MAX_LOCAL_TIMEOUT_S {
+                return Err(invalid(
+                    field,
+                    format!(
+                        "must be in (0, {MAX_LOCAL_TIMEOUT_S}] s (MAX_LOCAL_TIMEOUT_S), got {v}"
+                    ),
+                ));
+            }
+        }
+        if let Err(e) = self.storage.validate() {
+            return Err(invalid(&format!("local.storage.{}", e.field), e.reason));
+        }
+        Ok(())
+    }
+}
+
+impl FaultKind {
+    /// Why the fault has no meaning on real processes (yet), if it has none.
+    pub fn unsupported_on_real_nodes(self) -> Option<&'static str> {
+        match self {
+            FaultKind::ClockDrift | FaultKind::IsolateSlowLeader => {
+                Some("a real process's clock cannot be skewed from outside")
+            }
+            FaultKind::Duplicate => Some("the transports' fault rules cannot duplicate messages"),
+            FaultKind::Membership => Some("the admin endpoint takes no membership commands yet"),
+            _ => None,
+        }
+    }
+}
+
+impl WorkloadSpec {
+    /// Checks the `[workload]` table.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if self.clients == 0 || self.clients > MAX_CLIENTS {
+            return Err(invalid(
+                "workload.clients",
+                format!(
+                    "must be in 1..={MAX_CLIENTS} (MAX_CLIENTS), got {}",
+                    self.clients
+                ),
+            ));
+        }
+        if self.keys == 0 || self.keys > MAX_KEYS {
+            return Err(invalid(
+                "workload.keys",
+                format!("must be in 1..={MAX_KEYS} (MAX_KEYS), got {}", self.keys),
+            ));
+        }
+        if self.mode == LoadMode::Open
+            && (!self.rate_per_s.is_finite()
+                || self.rate_per_s <= 0.0
+                || self.rate_per_s > MAX_RATE_PER_S)
+        {
+            return Err(invalid(
+                "workload.rate_per_s",
+                format!(
+                    "must be in (0, {MAX_RATE_PER_S}] (MAX_RATE_PER_S) in open mode, got {}",
+                    self.rate_per_s
+                ),
+            ));
+        }
+        if self.key_distribution == KeyDistribution::Zipfian
+            && (!self.zipf_exponent.is_finite() || self.zipf_exponent <= 0.0)
+        {
+            return Err(invalid(
+                "workload.zipf_exponent",
+                format!("must be a finite number > 0, got {}", self.zipf_exponent),
+            ));
+        }
+        for (name, v) in [
+            ("workload.mix.read", self.mix.read),
+            ("workload.mix.write", self.mix.write),
+            ("workload.mix.cas", self.mix.cas),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                return Err(invalid(
+                    name,
+                    format!("must be a finite weight >= 0, got {v}"),
+                ));
+            }
+        }
+        if self.mix.read + self.mix.write + self.mix.cas <= 0.0 {
+            return Err(invalid(
+                "workload.mix",
+                "the weights of read, write and cas must sum to more than 0",
+            ));
+        }
+        if self.timeout_ms == 0 {
+            return Err(invalid("workload.timeout_ms", "must be > 0"));
+        }
+        Ok(())
+    }
+}
+
+impl NemesisSpec {
+    /// Checks the `[nemesis]` table for a cluster of `nodes`.
+    pub fn validate(&self, nodes: u32) -> Result<(), FieldError> {
+        check_seconds("nemesis.start_after_s", self.start_after_s, true)?;
+        if !self.faults.is_empty() {
+            check_seconds("nemesis.interval_s", self.interval_s, false)?;
+            check_seconds("nemesis.fault_duration_s", self.fault_duration_s, false)?;
+            if !self.overlap && self.fault_duration_s >= self.interval_s {
+                return Err(invalid(
+                    "nemesis.fault_duration_s",
+                    format!(
+                        "must be shorter than nemesis.interval_s ({}) unless nemesis.overlap = true, got {}",
+                        self.interval_s, self.fault_duration_s
+                    ),
+                ));
+            }
+        }
+        if let Some(f) = self.faults.iter().find(|f| nodes < f.min_nodes()) {
+            return Err(invalid(
+                "nemesis.faults",
+                format!(
+                    "`{}` needs at least {} nodes, the spec has {nodes}",
+                    f.spec_name(),
+                    f.min_nodes(),
+                ),
+            ));
+        }
+        check_probability("nemesis.loss_probability", self.loss_probability)?;
+        check_probability("nemesis.duplicate_probability", self.duplicate_probability)?;
+        if !self.reorder_window_ms.is_finite()
+            || self.reorder_window_ms < 0.0
+            || self.reorder_window_ms > kvlab_sim::MAX_LATENCY_MS
+        {
+            return Err(invalid(
+                "nemesis.reorder_window_ms",
+                format!(
+                    "must be in [0, {}] (MAX_LATENCY_MS), got {}",
+                    kvlab_sim::MAX_LATENCY_MS,
+                    self.reorder_window_ms
+                ),
+            ));
+        }
+        if self.clock_drift_ppm_max < 0 || self.clock_drift_ppm_max > MAX_CLOCK_DRIFT_PPM {
+            return Err(invalid(
+                "nemesis.clock_drift_ppm_max",
+                format!(
+                    "must be in 0..={MAX_CLOCK_DRIFT_PPM} (MAX_CLOCK_DRIFT_PPM), got {}",
+                    self.clock_drift_ppm_max
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
