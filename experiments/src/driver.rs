@@ -33,6 +33,76 @@ use crate::spec::{Spec, secs_to_ns};
 use crate::summary::FaultCounts;
 use crate::workload::{LivenessReport, Workload, WorkloadCounters};
 
+/// Where the driver reports how far the run is: a progress bar on a terminal, a line now
+/// and then otherwise ([`ProgressLine`]).
+pub trait Progress {
+    /// `done_ms` of `total_ms` milliseconds of the run's clock are behind.
+    fn advanced(&self, done_ms: u64, total_ms: u64);
+    /// The run is over.
+    fn finish(&self) {}
+}
+
+impl Progress for ProgressBar {
+    fn advanced(&self, done_ms: u64, total_ms: u64) {
+        if self.length() != Some(total_ms) {
+            self.set_length(total_ms);
+        }
+        self.set_position(done_ms.min(total_ms));
+    }
+    fn finish(&self) {
+        self.finish_and_clear();
+    }
+}
+
+/// How often a [`ProgressLine`] prints, in seconds of wall time.
+pub const PROGRESS_LINE_INTERVAL_S: u64 = 10;
+
+/// A progress report for logs: one line on stderr every
+/// [`PROGRESS_LINE_INTERVAL_S`] of wall time (`name: 1234.5 of 86410.0 s (1.4%), 10 s
+/// wall, about 690 s left`).
+#[derive(Debug)]
+pub struct ProgressLine {
+    name: String,
+    started: std::time::Instant,
+    next: std::cell::Cell<u64>,
+}
+
+impl ProgressLine {
+    /// A progress line labelled `name`.
+    pub fn new(name: String) -> Self {
+        ProgressLine {
+            name,
+            started: std::time::Instant::now(),
+            next: std::cell::Cell::new(PROGRESS_LINE_INTERVAL_S),
+        }
+    }
+}
+
+impl Progress for ProgressLine {
+    fn advanced(&self, done_ms: u64, total_ms: u64) {
+        let wall = self.started.elapsed();
+        if wall.as_secs() < self.next.get() || total_ms == 0 {
+            return;
+        }
+        self.next.set(wall.as_secs() + PROGRESS_LINE_INTERVAL_S);
+        let fraction = done_ms as f64 / total_ms as f64;
+        let left = if fraction > 0.0 {
+            wall.as_secs_f64() * (1.0 - fraction) / fraction
+        } else {
+            f64::NAN
+        };
+        eprintln!(
+            "{}: {:.1} of {:.1} s ({:.1}%), {} s wall, about {:.0} s left",
+            self.name,
+            done_ms as f64 / 1e3,
+            total_ms as f64 / 1e3,
+            fraction * 100.0,
+            wall.as_secs(),
+            left
+        );
+    }
+}
+
 /// After the liveness phase and the workload's operation timeout, the drain may take
 /// this much longer before the run is abandoned as stuck (real clusters only: the
 /// simulator's timeouts always fire).
@@ -97,19 +167,20 @@ struct Driver<'a> {
     outputs: Vec<ClusterOutput>,
     submits: Vec<(NodeId, ClientRequest)>,
     violation: Option<Violation>,
-    progress: Option<&'a ProgressBar>,
+    progress: Option<&'a dyn Progress>,
     last_progress_ms: u64,
 }
 
 /// Runs `spec` with `seed` on `cluster` through the safety, liveness and drain phases,
 /// feeding `observers`. The cluster's clock at the call is the start of the safety
-/// phase. `progress`, if given, advances in milliseconds of the cluster's clock.
+/// phase. `progress`, if given, hears how many milliseconds of the cluster's clock are
+/// behind.
 pub fn drive(
     spec: &Spec,
     seed: u64,
     cluster: &mut dyn Cluster,
     observers: &mut [Box<dyn Observer>],
-    progress: Option<&ProgressBar>,
+    progress: Option<&dyn Progress>,
 ) -> Result<Driven, ExperimentError> {
     let schedule = Schedule::new(spec, cluster.now());
     let nodes = cluster.nodes().to_vec();
@@ -130,9 +201,6 @@ pub fn drive(
     );
     if spec.system == SystemKind::Raft && cluster.takes_admin_commands() {
         nemesis.manage_membership(schedule.start);
-    }
-    if let Some(pb) = progress {
-        pb.set_length(ms(schedule.liveness_end.saturating_since(schedule.start)));
     }
     let driver = Driver {
         cluster,
@@ -278,16 +346,13 @@ impl Driver<'_> {
         }
         let view: ClusterView = self.cluster.view();
         let before = self.events.len();
-        let backend = |e: String| ExperimentError::Backend(e);
         if fault_due {
             self.nemesis
-                .step_with_view(now, &mut *self.cluster, &view, &mut self.events)
-                .map_err(backend)?;
+                .step_with_view(now, &mut *self.cluster, &view, &mut self.events)?;
         }
         if maintenance_due {
             self.nemesis
-                .maintain(now, &mut *self.cluster, &view, &mut self.events)
-                .map_err(backend)?;
+                .maintain(now, &mut *self.cluster, &view, &mut self.events)?;
         }
         self.tell_observers_of_faults(before);
         Ok(())
@@ -324,8 +389,7 @@ impl Driver<'_> {
     fn heal(&mut self, now: Time) -> Result<(), ExperimentError> {
         let before = self.events.len();
         self.nemesis
-            .heal_all(now, &mut *self.cluster, &mut self.events)
-            .map_err(ExperimentError::Backend)?;
+            .heal_all(now, &mut *self.cluster, &mut self.events)?;
         self.tell_observers_of_faults(before);
         for detail in self.cluster.heal_all() {
             self.events
@@ -367,7 +431,7 @@ impl Driver<'_> {
                 .schedule
                 .liveness_end
                 .saturating_since(self.schedule.start));
-            pb.set_position(done.min(total));
+            pb.advanced(done, total);
         }
     }
 

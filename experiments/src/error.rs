@@ -1,7 +1,63 @@
 //! The one error type of this crate's library boundary, and how each kind maps to the
 //! `kvlab` exit status (`2` for bad input, `1` for a run whose checks failed).
 
+use std::fmt;
 use std::path::PathBuf;
+
+use kvlab_types::NodeId;
+
+/// What the nemesis (or the heal) asked a cluster to do to a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultAction {
+    /// Crash it.
+    Crash,
+    /// Restart it from its durable storage.
+    Restart,
+    /// Pause it.
+    Pause,
+    /// Resume it.
+    Resume,
+    /// Skew its clock.
+    SetClockDrift,
+    /// Send it an operator's command.
+    Admin,
+}
+
+impl fmt::Display for FaultAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FaultAction::Crash => "crash",
+            FaultAction::Restart => "restart",
+            FaultAction::Pause => "pause",
+            FaultAction::Resume => "resume",
+            FaultAction::SetClockDrift => "skew the clock of",
+            FaultAction::Admin => "send an admin command to",
+        })
+    }
+}
+
+/// A fault a backend could not apply to a node.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("cannot {action} {node}: {reason}")]
+pub struct FaultError {
+    /// What was asked.
+    pub action: FaultAction,
+    /// The node.
+    pub node: NodeId,
+    /// Why it failed.
+    pub reason: String,
+}
+
+impl FaultError {
+    /// Wraps a backend's message.
+    pub fn new(action: FaultAction, node: NodeId, reason: impl Into<String>) -> Self {
+        FaultError {
+            action,
+            node,
+            reason: reason.into(),
+        }
+    }
+}
 
 /// Everything that can go wrong in `kvlab run`, `kvlab check` or `kvlab plot` before a
 /// verdict is reached. A failed check is not an error: it is a verdict in the run result.
@@ -73,10 +129,13 @@ pub enum ExperimentError {
     },
     /// The simulator refused or aborted the run (e.g. its event budget ran out).
     #[error("simulator: {0}")]
-    Sim(String),
+    Sim(#[from] kvlab_sim::SimError),
     /// The local backend could not start, drive or stop its nodes.
     #[error("local backend: {0}")]
     Backend(String),
+    /// A fault could not be applied (a node would not crash, restart, pause, …).
+    #[error("nemesis: {0}")]
+    Fault(#[from] FaultError),
     /// The checker could not run on a history the runner wrote (a bug in the runner).
     #[error("checker: {0}")]
     Checker(String),
@@ -101,6 +160,7 @@ impl ExperimentError {
             | ExperimentError::Encode { .. }
             | ExperimentError::Sim(_)
             | ExperimentError::Backend(_)
+            | ExperimentError::Fault(_)
             | ExperimentError::Checker(_) => 1,
         }
     }

@@ -403,7 +403,7 @@ fn print_variant_table(rows: &[kvlab_experiments::sweep::VariantRow]) {
         "p99 ms"
     );
     for r in rows {
-        let kv = if r.clients > 0 {
+        let kv = if r.measured.iter().any(|m| m == "kv") {
             format!(
                 "{:>7} {:>10.1} {:>9.2} {:>9.2}",
                 r.clients, r.throughput_ok_per_s, r.latency_ms_p50, r.latency_ms_p99

@@ -22,6 +22,7 @@ use kvlab_sim::{FaultRule, LatencyDist, RuleId};
 use kvlab_types::{AdminAction, AdminCommand, NodeId, Rng, Time};
 
 use crate::cluster::{ClusterView, FaultControl};
+use crate::error::FaultError;
 use crate::events::{NemesisEvent, NemesisKind, RunEvent};
 use crate::spec::{FaultKind, NemesisSpec, secs_to_ns};
 use crate::workload::below;
@@ -218,7 +219,7 @@ impl Nemesis {
         cluster: &mut dyn FaultControl,
         view: &ClusterView,
         events: &mut Vec<RunEvent>,
-    ) -> Result<(), String> {
+    ) -> Result<(), FaultError> {
         if !self.manage_membership || self.next_maintenance.is_none_or(|t| t > now) {
             return Ok(());
         }
@@ -289,7 +290,7 @@ impl Nemesis {
         now: Time,
         cluster: &mut dyn FaultControl,
         events: &mut Vec<RunEvent>,
-    ) -> Result<(), String> {
+    ) -> Result<(), FaultError> {
         self.step_with_view(now, cluster, &ClusterView::default(), events)
     }
 
@@ -301,7 +302,7 @@ impl Nemesis {
         cluster: &mut dyn FaultControl,
         view: &ClusterView,
         events: &mut Vec<RunEvent>,
-    ) -> Result<(), String> {
+    ) -> Result<(), FaultError> {
         // Ends first: a fault ending at the instant another starts frees its node.
         let mut due: Vec<(Time, u64)> = self
             .active
@@ -329,7 +330,7 @@ impl Nemesis {
         now: Time,
         cluster: &mut dyn FaultControl,
         events: &mut Vec<RunEvent>,
-    ) -> Result<(), String> {
+    ) -> Result<(), FaultError> {
         self.plan.clear();
         let mut ids: Vec<u64> = self.active.iter().map(|a| a.id).collect();
         ids.sort();
@@ -385,7 +386,7 @@ impl Nemesis {
         cluster: &mut dyn FaultControl,
         view: &ClusterView,
         events: &mut Vec<RunEvent>,
-    ) -> Result<(), String> {
+    ) -> Result<(), FaultError> {
         let started = match p.kind {
             FaultKind::PartitionHalves
             | FaultKind::PartitionRandom
@@ -490,7 +491,7 @@ impl Nemesis {
         &mut self,
         kind: FaultKind,
         cluster: &mut dyn FaultControl,
-    ) -> Result<Started, String> {
+    ) -> Result<Started, FaultError> {
         let (crashed, paused) = (self.crashed.clone(), self.paused.clone());
         let Some(x) = self.pick(|n| !crashed.contains(n) && !paused.contains(n)) else {
             return Ok(Started::Skip(NO_ELIGIBLE_NODE));
@@ -512,7 +513,7 @@ impl Nemesis {
     }
 
     /// Skew one node's clock by a random amount up to `clock_drift_ppm_max`.
-    fn start_clock_drift(&mut self, cluster: &mut dyn FaultControl) -> Result<Started, String> {
+    fn start_clock_drift(&mut self, cluster: &mut dyn FaultControl) -> Result<Started, FaultError> {
         let drifted = self.drifted.clone();
         let Some(x) = self.pick(|n| !drifted.contains(n)) else {
             return Ok(Started::Skip(NO_ELIGIBLE_NODE));
@@ -574,7 +575,7 @@ impl Nemesis {
         kind: FaultKind,
         cluster: &mut dyn FaultControl,
         view: &ClusterView,
-    ) -> Result<Started, String> {
+    ) -> Result<Started, FaultError> {
         let Some(x) = view.leader else {
             return Ok(Started::Skip("no leader known"));
         };
@@ -651,7 +652,7 @@ impl Nemesis {
         now: Time,
         events: &mut Vec<RunEvent>,
         why: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), FaultError> {
         self.skipped += 1;
         events.push(RunEvent::nemesis(
             now,
@@ -673,7 +674,7 @@ impl Nemesis {
         why: &str,
         cluster: &mut dyn FaultControl,
         events: &mut Vec<RunEvent>,
-    ) -> Result<(), String> {
+    ) -> Result<(), FaultError> {
         let Some(pos) = self.active.iter().position(|a| a.id == id) else {
             return Ok(());
         };
@@ -753,25 +754,25 @@ mod tests {
         fn remove_rule(&mut self, rule: RuleId) {
             assert!(self.rules.remove(&rule).is_some(), "removed a rule twice");
         }
-        fn crash(&mut self, node: NodeId) -> Result<(), String> {
+        fn crash(&mut self, node: NodeId) -> Result<(), FaultError> {
             assert!(self.down.insert(node), "crashed {node} twice");
             self.log.push(format!("crash {node}"));
             Ok(())
         }
-        fn restart(&mut self, node: NodeId) -> Result<(), String> {
+        fn restart(&mut self, node: NodeId) -> Result<(), FaultError> {
             assert!(self.down.remove(&node), "restarted {node} while up");
             self.log.push(format!("restart {node}"));
             Ok(())
         }
-        fn pause(&mut self, node: NodeId) -> Result<(), String> {
+        fn pause(&mut self, node: NodeId) -> Result<(), FaultError> {
             self.log.push(format!("pause {node}"));
             Ok(())
         }
-        fn resume(&mut self, node: NodeId) -> Result<(), String> {
+        fn resume(&mut self, node: NodeId) -> Result<(), FaultError> {
             self.log.push(format!("resume {node}"));
             Ok(())
         }
-        fn set_clock_drift(&mut self, node: NodeId, ppm: i64) -> Result<(), String> {
+        fn set_clock_drift(&mut self, node: NodeId, ppm: i64) -> Result<(), FaultError> {
             self.log.push(format!("drift {node} {ppm}"));
             Ok(())
         }
@@ -941,22 +942,22 @@ mod tests {
         fn remove_rule(&mut self, rule: RuleId) {
             self.inner.remove_rule(rule)
         }
-        fn crash(&mut self, node: NodeId) -> Result<(), String> {
+        fn crash(&mut self, node: NodeId) -> Result<(), FaultError> {
             self.inner.crash(node)
         }
-        fn restart(&mut self, node: NodeId) -> Result<(), String> {
+        fn restart(&mut self, node: NodeId) -> Result<(), FaultError> {
             self.inner.restart(node)
         }
-        fn pause(&mut self, node: NodeId) -> Result<(), String> {
+        fn pause(&mut self, node: NodeId) -> Result<(), FaultError> {
             self.inner.pause(node)
         }
-        fn resume(&mut self, node: NodeId) -> Result<(), String> {
+        fn resume(&mut self, node: NodeId) -> Result<(), FaultError> {
             self.inner.resume(node)
         }
-        fn set_clock_drift(&mut self, node: NodeId, ppm: i64) -> Result<(), String> {
+        fn set_clock_drift(&mut self, node: NodeId, ppm: i64) -> Result<(), FaultError> {
             self.inner.set_clock_drift(node, ppm)
         }
-        fn admin(&mut self, node: NodeId, cmd: AdminCommand) -> Result<bool, String> {
+        fn admin(&mut self, node: NodeId, cmd: AdminCommand) -> Result<bool, FaultError> {
             self.commands.push((node, cmd));
             Ok(true)
         }

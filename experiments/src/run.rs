@@ -19,7 +19,7 @@ use kvlab_types::Time;
 use serde::Serialize;
 
 use crate::cluster::{BackendReport, Cluster, SimCluster};
-use crate::driver::{Driven, drive};
+use crate::driver::{Driven, Progress, ProgressLine, drive};
 use crate::error::ExperimentError;
 use crate::events::RunEvent;
 use crate::observe::raft::RaftInvariants;
@@ -257,10 +257,17 @@ fn prepare_run_dir(dir: &Path) -> Result<(), ExperimentError> {
     Ok(())
 }
 
-/// A progress bar over the run's clock, for runs longer than two seconds.
-fn progress_bar(spec: &Spec, opts: &RunOptions) -> Option<ProgressBar> {
+/// Progress over the run's clock, for runs longer than two seconds: a bar on a
+/// terminal, a line every few seconds of wall time otherwise (logs, CI).
+fn progress_for(spec: &Spec, opts: &RunOptions) -> Option<Box<dyn Progress>> {
     if !opts.progress || spec.time.duration_s + spec.time.liveness_s <= 2.0 {
         return None;
+    }
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return Some(Box::new(ProgressLine::new(format!(
+            "{} seed {}",
+            spec.name, opts.seed
+        ))));
     }
     let unit = match spec.backend {
         BackendKind::Sim => "simulated ms",
@@ -275,12 +282,12 @@ fn progress_bar(spec: &Spec, opts: &RunOptions) -> Option<ProgressBar> {
         .progress_chars("=> "),
     );
     pb.set_prefix(format!("{} seed {}", spec.name, opts.seed));
-    Some(pb)
+    Some(Box::new(pb))
 }
 
 /// Starts the cluster, drives it, and stops it (also when driving failed).
 fn execute(spec: &Spec, opts: &RunOptions) -> Result<(Driven, BackendReport), ExperimentError> {
-    let pb = progress_bar(spec, opts);
+    let progress = progress_for(spec, opts);
     let mut cluster = start_cluster(spec, opts.seed, &opts.run_dir)?;
     let mut observers = observers_for(spec, cluster.now());
     let driven = drive(
@@ -288,10 +295,10 @@ fn execute(spec: &Spec, opts: &RunOptions) -> Result<(Driven, BackendReport), Ex
         opts.seed,
         cluster.as_mut(),
         &mut observers,
-        pb.as_ref(),
+        progress.as_deref(),
     );
-    if let Some(pb) = &pb {
-        pb.finish_and_clear();
+    if let Some(p) = &progress {
+        p.finish();
     }
     let backend = cluster.finish();
     let driven = driven?;

@@ -179,6 +179,9 @@ pub struct VariantRow {
     pub transport: String,
     /// Cluster size.
     pub nodes: u32,
+    /// What the run measured (`kv`, `raft-invariants`, `swim`): the KV columns mean
+    /// something only with `kv`.
+    pub measured: Vec<String>,
     /// Concurrent clients.
     pub clients: u32,
     /// `ok` operations per simulated second.
@@ -311,6 +314,11 @@ fn row(
             BackendKind::Local => v.spec.transport.name().into(),
         },
         nodes: v.spec.nodes,
+        measured: if v.spec.system.serves_keys() {
+            vec!["kv".into()]
+        } else {
+            Vec::new()
+        },
         clients: v.spec.workload.clients,
         throughput_ok_per_s: 0.0,
         latency_ms_p50: 0.0,
@@ -327,6 +335,7 @@ fn row(
         Ok(o) => {
             let s = &o.summary;
             row.verdict = o.verdict.name().into();
+            row.measured = s.measured.clone();
             row.throughput_ok_per_s = s.throughput_ok_per_s;
             if let Some(all) = s.latency_ms.get("all") {
                 row.latency_ms_p50 = all.p50;

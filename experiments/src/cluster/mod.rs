@@ -24,7 +24,7 @@ use kvlab_types::{AdminCommand, ClientRequest, ClientResponse, NodeEvent, NodeId
 
 pub use sim::SimCluster;
 
-use crate::error::ExperimentError;
+use crate::error::{ExperimentError, FaultError};
 
 /// Something the cluster produced that the runner sees.
 #[derive(Clone, Debug, PartialEq)]
@@ -97,18 +97,18 @@ pub trait FaultControl {
     /// Removes a rule installed by [`FaultControl::add_rule`].
     fn remove_rule(&mut self, rule: RuleId);
     /// Crashes a node (unsynced writes may be lost).
-    fn crash(&mut self, node: NodeId) -> Result<(), String>;
+    fn crash(&mut self, node: NodeId) -> Result<(), FaultError>;
     /// Restarts a crashed node from its durable storage.
-    fn restart(&mut self, node: NodeId) -> Result<(), String>;
+    fn restart(&mut self, node: NodeId) -> Result<(), FaultError>;
     /// Pauses a node: it keeps its state but handles nothing until resumed.
-    fn pause(&mut self, node: NodeId) -> Result<(), String>;
+    fn pause(&mut self, node: NodeId) -> Result<(), FaultError>;
     /// Resumes a paused node.
-    fn resume(&mut self, node: NodeId) -> Result<(), String>;
+    fn resume(&mut self, node: NodeId) -> Result<(), FaultError>;
     /// Makes a node's clock run `ppm` parts per million fast (positive) or slow.
-    fn set_clock_drift(&mut self, node: NodeId, ppm: i64) -> Result<(), String>;
+    fn set_clock_drift(&mut self, node: NodeId, ppm: i64) -> Result<(), FaultError>;
     /// Sends an operator's command to `node`; `Ok(false)` if it could not be delivered
     /// (the node is down, or the cluster takes no commands, the default).
-    fn admin(&mut self, node: NodeId, cmd: AdminCommand) -> Result<bool, String> {
+    fn admin(&mut self, node: NodeId, cmd: AdminCommand) -> Result<bool, FaultError> {
         let _ = (node, cmd);
         Ok(false)
     }

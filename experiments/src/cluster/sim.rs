@@ -7,7 +7,7 @@ use kvlab_sim::{FaultRule, RuleId, Sim, SimConfig, SimOutput};
 use kvlab_types::{AdminCommand, ClientRequest, NodeId, Protocol, Time};
 
 use super::{BackendReport, Cluster, ClusterOutput, ClusterView, FaultControl};
-use crate::error::ExperimentError;
+use crate::error::{ExperimentError, FaultAction, FaultError};
 
 /// A simulated cluster of protocol `P`.
 #[derive(Debug)]
@@ -15,10 +15,6 @@ pub struct SimCluster<P: Protocol> {
     sim: Sim<P>,
     nodes: Vec<NodeId>,
     scratch: Vec<SimOutput>,
-}
-
-fn sim_err(e: kvlab_sim::SimError) -> ExperimentError {
-    ExperimentError::Sim(e.to_string())
 }
 
 impl<P: Protocol> SimCluster<P> {
@@ -31,7 +27,7 @@ impl<P: Protocol> SimCluster<P> {
         config: P::Config,
     ) -> Result<Self, ExperimentError> {
         let ids: Vec<NodeId> = (1..=nodes).map(NodeId).collect();
-        let sim = Sim::<P>::new(sim_config, seed, &ids, config).map_err(sim_err)?;
+        let sim = Sim::<P>::new(sim_config, seed, &ids, config)?;
         Ok(SimCluster {
             sim,
             nodes: ids,
@@ -59,27 +55,31 @@ impl<P: Protocol> FaultControl for SimCluster<P> {
     fn remove_rule(&mut self, rule: RuleId) {
         self.sim.remove_rule(rule);
     }
-    fn crash(&mut self, node: NodeId) -> Result<(), String> {
+    fn crash(&mut self, node: NodeId) -> Result<(), FaultError> {
         self.sim.crash(node);
         Ok(())
     }
-    fn restart(&mut self, node: NodeId) -> Result<(), String> {
-        self.sim.restart(node).map_err(|e| e.to_string())
+    fn restart(&mut self, node: NodeId) -> Result<(), FaultError> {
+        self.sim
+            .restart(node)
+            .map_err(|e| FaultError::new(FaultAction::Restart, node, e.to_string()))
     }
-    fn pause(&mut self, node: NodeId) -> Result<(), String> {
+    fn pause(&mut self, node: NodeId) -> Result<(), FaultError> {
         self.sim.pause(node);
         Ok(())
     }
-    fn resume(&mut self, node: NodeId) -> Result<(), String> {
+    fn resume(&mut self, node: NodeId) -> Result<(), FaultError> {
         self.sim.resume(node);
         Ok(())
     }
-    fn set_clock_drift(&mut self, node: NodeId, ppm: i64) -> Result<(), String> {
+    fn set_clock_drift(&mut self, node: NodeId, ppm: i64) -> Result<(), FaultError> {
         self.sim.set_clock_drift(node, ppm);
         Ok(())
     }
-    fn admin(&mut self, node: NodeId, cmd: AdminCommand) -> Result<bool, String> {
-        self.sim.admin(node, cmd).map_err(|e| e.to_string())
+    fn admin(&mut self, node: NodeId, cmd: AdminCommand) -> Result<bool, FaultError> {
+        self.sim
+            .admin(node, cmd)
+            .map_err(|e| FaultError::new(FaultAction::Admin, node, e.to_string()))
     }
 }
 
@@ -116,9 +116,7 @@ impl<P: Protocol + Inspect + 'static> Cluster for SimCluster<P> {
                 Some(next) if next < deadline => next.max(self.sim.now()),
                 _ => deadline,
             };
-            self.sim
-                .run_until(step_to, &mut self.scratch)
-                .map_err(sim_err)?;
+            self.sim.run_until(step_to, &mut self.scratch)?;
             let produced = !self.scratch.is_empty();
             self.drain(out);
             if produced || step_to == deadline {

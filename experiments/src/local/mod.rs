@@ -48,7 +48,7 @@ pub use events::RunClock;
 pub use rules::transport_rules;
 
 use crate::cluster::{BackendReport, Cluster, ClusterOutput, ClusterView, FaultControl};
-use crate::error::ExperimentError;
+use crate::error::{ExperimentError, FaultAction, FaultError};
 use crate::spec::{Spec, SystemKind, TransportChoice};
 
 /// Bound on one admin status call while the run goes on (a paused process never
@@ -366,48 +366,58 @@ impl FaultControl for LocalCluster {
         self.push_rules();
     }
 
-    fn crash(&mut self, node: NodeId) -> Result<(), String> {
+    fn crash(&mut self, node: NodeId) -> Result<(), FaultError> {
         let handle = self.rt.handle().clone();
-        self.live_mut().crash(&handle, node)?;
+        self.live_mut()
+            .crash(&handle, node)
+            .map_err(|e| FaultError::new(FaultAction::Crash, node, e))?;
         self.down.insert(node);
         self.paused.remove(&node);
         self.pushed.remove(&node);
         Ok(())
     }
 
-    fn restart(&mut self, node: NodeId) -> Result<(), String> {
+    fn restart(&mut self, node: NodeId) -> Result<(), FaultError> {
         if let Some(tail) = self.tails.get_mut(&node) {
             tail.restarted(&self.clock);
         }
         let handle = self.rt.handle().clone();
-        self.live_mut().restart(&handle, node)?;
+        self.live_mut()
+            .restart(&handle, node)
+            .map_err(|e| FaultError::new(FaultAction::Restart, node, e))?;
         self.down.remove(&node);
         self.pushed.remove(&node);
         self.push_rules();
         Ok(())
     }
 
-    fn pause(&mut self, node: NodeId) -> Result<(), String> {
+    fn pause(&mut self, node: NodeId) -> Result<(), FaultError> {
         let handle = self.rt.handle().clone();
-        self.live_mut().pause(&handle, node)?;
+        self.live_mut()
+            .pause(&handle, node)
+            .map_err(|e| FaultError::new(FaultAction::Pause, node, e))?;
         self.paused.insert(node);
         Ok(())
     }
 
-    fn resume(&mut self, node: NodeId) -> Result<(), String> {
+    fn resume(&mut self, node: NodeId) -> Result<(), FaultError> {
         let handle = self.rt.handle().clone();
-        self.live_mut().resume(&handle, node)?;
+        self.live_mut()
+            .resume(&handle, node)
+            .map_err(|e| FaultError::new(FaultAction::Resume, node, e))?;
         self.paused.remove(&node);
         self.push_rules();
         Ok(())
     }
 
-    fn set_clock_drift(&mut self, node: NodeId, ppm: i64) -> Result<(), String> {
+    fn set_clock_drift(&mut self, node: NodeId, ppm: i64) -> Result<(), FaultError> {
         if ppm == 0 {
             return Ok(());
         }
-        Err(format!(
-            "cannot skew the clock of {node}: real processes read the machine's clock"
+        Err(FaultError::new(
+            FaultAction::SetClockDrift,
+            node,
+            "real processes read the machine's clock",
         ))
     }
 }
@@ -485,12 +495,12 @@ impl Cluster for LocalCluster {
         self.rules.clear();
         for n in self.paused.clone() {
             if let Err(e) = self.resume(n) {
-                self.errors.push(e);
+                self.errors.push(e.to_string());
             }
         }
         for n in self.down.clone() {
             if let Err(e) = self.restart(n) {
-                self.errors.push(e);
+                self.errors.push(e.to_string());
             }
         }
         self.push_rules();
