@@ -64,15 +64,15 @@ impl fmt::Display for Reproduce {
             write!(f, " --variant {}", shell_quote(v))?;
         }
         write!(f, " --seed {}", self.seed)?;
-        match self.backend {
-            BackendKind::Sim => Ok(()),
-            other => write!(
-                f,
-                " --backend {} --transport {}",
-                other.name(),
-                self.transport.name()
-            ),
+        if self.backend.is_simulated() {
+            return Ok(());
         }
+        write!(
+            f,
+            " --backend {} --transport {}",
+            self.backend.name(),
+            self.transport.name()
+        )
     }
 }
 

@@ -269,10 +269,7 @@ fn progress_for(spec: &Spec, opts: &RunOptions) -> Option<Box<dyn Progress>> {
             spec.name, opts.seed
         ))));
     }
-    let unit = match spec.backend {
-        BackendKind::Sim => "simulated ms",
-        BackendKind::Local => "ms",
-    };
+    let unit = spec.backend.clock_unit();
     let pb = ProgressBar::new(0);
     pb.set_style(
         indicatif::ProgressStyle::with_template(&format!(
@@ -390,7 +387,7 @@ fn build_summary(
         seed: opts.seed,
         system: spec.system.name().into(),
         backend: spec.backend.name().into(),
-        transport: transport_name(spec).into(),
+        transport: spec.backend.transport_name(spec.transport).into(),
         nodes: spec.nodes,
         measured,
         duration_s,
@@ -424,14 +421,6 @@ fn build_summary(
         swim,
         invariant_violation: driven.violation.as_ref().map(|v| v.detail.clone()),
         wall_time_s: 0.0,
-    }
-}
-
-/// The transport's name in summaries: the simulator's network is `sim`.
-fn transport_name(spec: &Spec) -> &'static str {
-    match spec.backend {
-        BackendKind::Sim => "sim",
-        BackendKind::Local => spec.transport.name(),
     }
 }
 
@@ -469,7 +458,7 @@ pub fn run_experiment(spec: &Spec, opts: &RunOptions) -> Result<RunOutcome, Expe
         commit: BUILD_COMMIT,
         seed: opts.seed,
         backend: spec.backend.name(),
-        transport: transport_name(spec),
+        transport: spec.backend.transport_name(spec.transport),
         kvlab_version: env!("CARGO_PKG_VERSION"),
         rustc_version: BUILD_RUSTC,
         spec_file: opts.reproduce.spec_file.display().to_string(),

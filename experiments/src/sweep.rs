@@ -35,7 +35,7 @@ use crate::error::ExperimentError;
 use crate::pool::{Job, run_jobs, threads_for};
 use crate::reproduce::Reproduce;
 use crate::run::{ReportPolicy, RunOutcome, seed_run_dir};
-use crate::spec::{BackendKind, Spec};
+use crate::spec::Spec;
 
 /// The most variants one spec may have.
 pub const MAX_VARIANTS: usize = 64;
@@ -309,10 +309,7 @@ fn row(
         run_dir,
         verdict: "error".into(),
         backend: v.spec.backend.name().into(),
-        transport: match v.spec.backend {
-            BackendKind::Sim => "sim".into(),
-            BackendKind::Local => v.spec.transport.name().into(),
-        },
+        transport: v.spec.backend.transport_name(v.spec.transport).into(),
         nodes: v.spec.nodes,
         measured: if v.spec.system.serves_keys() {
             vec!["kv".into()]

@@ -24,6 +24,29 @@ impl BackendKind {
         }
     }
 
+    /// The transport's name in summaries and `meta.json` for nodes that talk over
+    /// `transport`: the simulator's network is `sim`.
+    pub fn transport_name(self, transport: TransportChoice) -> &'static str {
+        match self {
+            BackendKind::Sim => "sim",
+            BackendKind::Local => transport.name(),
+        }
+    }
+
+    /// The unit of the run's clock, for progress bars.
+    pub fn clock_unit(self) -> &'static str {
+        match self {
+            BackendKind::Sim => "simulated ms",
+            BackendKind::Local => "ms",
+        }
+    }
+
+    /// Whether a run on this backend replays exactly from its seed (then the reproduce
+    /// command needs no backend flags).
+    pub fn is_simulated(self) -> bool {
+        self == BackendKind::Sim
+    }
+
     /// Parses `sim` or `local` (the `--backend` flag); `kind` is not available here.
     pub fn parse(s: &str) -> Result<Self, String> {
         match s {
