@@ -98,7 +98,7 @@ fn hex(bytes: &[u8]) -> String {
 
 fn unhex(s: &str) -> Result<Vec<u8>, SecretError> {
     let bad = |reason: String| SecretError::Encoding { reason };
-    if !s.len().is_multiple_of(2) {
+    if s.len() % 2 != 0 {
         return Err(bad(format!("odd number of hex digits ({})", s.len())));
     }
     s.as_bytes()

@@ -77,6 +77,7 @@ async fn frames_from_a_sender_outside_the_peer_table_are_dropped() {
             msg: TestMsg::new(1, 4),
         },
         kvlab_transport::codec::DEFAULT_MAX_FRAME_BYTES,
+        &kvlab_transport::PeerKey::default(),
     )
     .unwrap();
     TarpcHarness.inject_raw(&ts[0], stranger).await;
