@@ -257,8 +257,8 @@ fn fuzz(seed: u64, n: u64) -> [u64; 6] {
             }
             Mutation::ForgedWithValidChecksum => {
                 let mut b = good.clone();
-                for i in MAC_AT..FRAME_HEADER_BYTES {
-                    b[i] = rng.random::<u8>();
+                for byte in &mut b[MAC_AT..FRAME_HEADER_BYTES] {
+                    *byte = rng.random::<u8>();
                 }
                 if rng.random::<bool>() {
                     let from = rng.random::<u32>();
