@@ -38,7 +38,7 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(1);
 /// Bound on one whole test.
 const TEST_LIMIT: Duration = Duration::from_secs(120);
 
-static ONE_ATTACK_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static ONE_ATTACK_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Not a test of its own: the node process the other tests start. Does nothing unless
 /// [`CHILD_ENV`] is set.
@@ -221,9 +221,7 @@ fn mib(bytes: u64) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousands_of_idle_peer_connections_neither_exhaust_files_nor_lock_out_users() {
-    let _one = ONE_ATTACK_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let _one = ONE_ATTACK_AT_A_TIME.lock().await;
     bounded(TEST_LIMIT, "idle peer connections", async {
         let dir = tempfile::tempdir().unwrap();
         let mut node = ChildNode::start(dir.path()).await;
@@ -250,9 +248,7 @@ async fn thousands_of_idle_peer_connections_neither_exhaust_files_nor_lock_out_u
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousands_of_idle_client_connections_lock_out_neither_clients_nor_admin() {
-    let _one = ONE_ATTACK_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let _one = ONE_ATTACK_AT_A_TIME.lock().await;
     bounded(TEST_LIMIT, "idle client connections", async {
         let dir = tempfile::tempdir().unwrap();
         let mut node = ChildNode::start(dir.path()).await;
@@ -307,9 +303,7 @@ async fn unfinished_frame(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_holding_large_unfinished_frames_are_bounded() {
-    let _one = ONE_ATTACK_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let _one = ONE_ATTACK_AT_A_TIME.lock().await;
     bounded(TEST_LIMIT, "unfinished frames", async {
         let dir = tempfile::tempdir().unwrap();
         let mut node = ChildNode::start(dir.path()).await;
@@ -379,9 +373,7 @@ fn request_with_max_deadline(id: u64, req: ClientRequest) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_u64_max_deadline_is_clamped_and_answered() {
-    let _one = ONE_ATTACK_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let _one = ONE_ATTACK_AT_A_TIME.lock().await;
     bounded(TEST_LIMIT, "u64::MAX deadline", async {
         let dir = tempfile::tempdir().unwrap();
         let mut node = ChildNode::start(dir.path()).await;
