@@ -212,7 +212,7 @@ fn kvlab_node_serves_kvlab_client_stops_on_sigterm_and_recovers_its_data() {
         &config,
         format!(
             "id = 1\nsystem = \"raft\"\ntransport = \"tarpc\"\nlisten = \"127.0.0.1:{peer}\"\n\
-             client = \"127.0.0.1:{cl}\"\ndata_dir = \"{}\"\n[admin]\naddr = \"127.0.0.1:{admin}\"\ntoken = \"t\"\n",
+             client = \"127.0.0.1:{cl}\"\ndata_dir = \"{}\"\ncluster_secret = \"000102030405060708090a0b0c0d0e0f\"\n[admin]\naddr = \"127.0.0.1:{admin}\"\ntoken = \"t\"\n",
             dir.path().join("data").display()
         ),
     )

@@ -135,6 +135,9 @@ impl ProcessCluster {
                     .map_or(0, |d| d.as_nanos() as u64)
             )
         );
+        // A cluster secret per run keys every peer frame; like the token, it is written
+        // only into the node configs, which are private (mode 0600).
+        let cluster_secret = kvlab_server::generate_cluster_secret(seed);
         let mut nodes = BTreeMap::new();
         for (i, (peer, client, admin)) in ports.iter().copied().enumerate() {
             let id = NodeId(i as u32 + 1);
@@ -157,6 +160,7 @@ impl ProcessCluster {
                     token: token.clone(),
                     allow_non_loopback: false,
                 },
+                cluster_secret: cluster_secret.clone(),
                 peers: peers.clone(),
                 data_dir,
                 seed,
@@ -176,11 +180,10 @@ impl ProcessCluster {
             config.validate().map_err(|e| {
                 ExperimentError::Backend(format!("the node config of {id} is invalid: {e}"))
             })?;
-            let text = config
-                .to_toml_string()
-                .map_err(|e| ExperimentError::Backend(e.to_string()))?;
             let config_path = dir.join("node.toml");
-            std::fs::write(&config_path, text).map_err(|e| ExperimentError::io(&config_path, e))?;
+            config
+                .write_private(&config_path)
+                .map_err(|e| ExperimentError::Backend(e.to_string()))?;
             nodes.insert(
                 id,
                 ProcNode {

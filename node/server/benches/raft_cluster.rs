@@ -37,6 +37,7 @@ fn config(id: u32, transport: TransportKind, root: &std::path::Path, n: u32) -> 
             token: TOKEN.into(),
             allow_non_loopback: false,
         },
+        cluster_secret: kvlab_server::ClusterSecret::from_entropy(b"raft_cluster bench"),
         peers: (1..=n).map(|p| (p.to_string(), loopback0())).collect(),
         data_dir: root.join(format!("n{id}")),
         seed: 1,

@@ -7,6 +7,7 @@
 //! processes is made the same way as in one process — and stops the node gracefully.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kvlab_transport::FaultRule;
@@ -14,9 +15,10 @@ use serde::{Deserialize, Serialize};
 use tarpc::client::RpcError;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::driver::{NodeHandle, NodeStatus};
-use crate::rpc::{MAX_CONCURRENT_REQUESTS_PER_CONNECTION, accept_loop, json_connection};
+use crate::driver::{ConnectionsStatus, NodeHandle, NodeStatus};
+use crate::rpc::{JsonFormat, MAX_CONCURRENT_REQUESTS_PER_CONNECTION, json_connection};
 use futures::StreamExt;
+use kvlab_transport_tarpc::guard::{Endpoint, ServerTransport};
 use tarpc::server::{BaseChannel, Channel};
 
 /// Why the node refused an admin call.
@@ -63,10 +65,32 @@ fn token_matches(given: &str, expected: &str) -> bool {
     diff == 0
 }
 
+/// The guarded endpoints whose counters `status()` reports.
+#[derive(Clone, Debug, Default)]
+pub struct EndpointCounters {
+    /// The tarpc peer port, if the node has one.
+    pub peer: Option<Arc<Endpoint>>,
+    /// The client endpoint.
+    pub client: Option<Arc<Endpoint>>,
+    /// The admin endpoint.
+    pub admin: Option<Arc<Endpoint>>,
+}
+
+impl EndpointCounters {
+    fn snapshot(&self) -> ConnectionsStatus {
+        ConnectionsStatus {
+            peer: self.peer.as_ref().map(|e| e.stats()),
+            client: self.client.as_ref().map(|e| e.stats()),
+            admin: self.admin.as_ref().map(|e| e.stats()),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 struct AdminServer {
     handle: NodeHandle,
     token: std::sync::Arc<str>,
+    endpoints: EndpointCounters,
 }
 
 impl AdminServer {
@@ -87,12 +111,15 @@ impl AdminService for AdminServer {
         token: String,
     ) -> Result<NodeStatus, AdminError> {
         self.check(&token)?;
-        self.handle
+        let mut status = self
+            .handle
             .status()
             .await
             .map_err(|e| AdminError::Unavailable {
                 reason: e.to_string(),
-            })
+            })?;
+        status.connections = self.endpoints.snapshot();
+        Ok(status)
     }
 
     async fn set_fault_rules(
@@ -132,14 +159,29 @@ impl AdminService for AdminServer {
     }
 }
 
-/// Serves the admin endpoint on `listener` until dropped; calls must carry `token`.
-pub async fn serve_admin_endpoint(listener: TcpListener, handle: NodeHandle, token: String) {
+/// Serves the admin endpoint on `listener` until dropped, under the limits of
+/// `endpoints.admin` (its own cap and accept loop, so no other port's flood starves it);
+/// calls must carry `token`; `status()` reports the counters of every endpoint in
+/// `endpoints`.
+pub async fn serve_admin_endpoint(
+    listener: TcpListener,
+    handle: NodeHandle,
+    token: String,
+    endpoints: EndpointCounters,
+) {
+    let endpoint = endpoints.admin.clone().unwrap_or_else(|| {
+        Endpoint::new(
+            "admin",
+            crate::config::ServerOptions::default().admin_limits(),
+        )
+    });
     let server = AdminServer {
         handle,
         token: token.into(),
+        endpoints,
     };
-    accept_loop(listener, move |stream| {
-        BaseChannel::with_defaults(json_connection(stream))
+    kvlab_transport_tarpc::guard::serve_guarded(listener, endpoint, move |framed| {
+        BaseChannel::with_defaults(ServerTransport::<JsonFormat, _, _>::new(framed))
             .execute(server.clone().serve())
             .for_each_concurrent(MAX_CONCURRENT_REQUESTS_PER_CONNECTION, |respond| respond)
     })
@@ -178,12 +220,33 @@ pub enum AdminClientError {
 /// Deadline of one admin call.
 pub const ADMIN_CALL_TIMEOUT_MS: u64 = 5_000;
 
-/// A client of one node's admin endpoint, holding the token.
+/// A client of one node's admin endpoint, holding the token. Its calls are idempotent,
+/// so when the connection turns out to be gone (the node closes idle admin connections
+/// after `server.admin_idle_timeout_ms`) it reconnects and retries once.
 #[derive(Debug)]
 pub struct AdminClient {
     addr: SocketAddr,
     token: String,
-    client: AdminServiceClient,
+    connect_timeout: Duration,
+    client: tokio::sync::Mutex<AdminServiceClient>,
+}
+
+async fn open_admin(
+    addr: SocketAddr,
+    connect_timeout: Duration,
+) -> Result<AdminServiceClient, AdminClientError> {
+    let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| AdminClientError::Connect {
+            addr,
+            reason: format!("no connection within {} ms", connect_timeout.as_millis()),
+        })?
+        .map_err(|e| AdminClientError::Connect {
+            addr,
+            reason: e.to_string(),
+        })?;
+    let _ = stream.set_nodelay(true);
+    Ok(AdminServiceClient::new(tarpc::client::Config::default(), json_connection(stream)).spawn())
 }
 
 impl AdminClient {
@@ -194,25 +257,33 @@ impl AdminClient {
         token: impl Into<String>,
         connect_timeout: Duration,
     ) -> Result<AdminClient, AdminClientError> {
-        let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| AdminClientError::Connect {
-                addr,
-                reason: format!("no connection within {} ms", connect_timeout.as_millis()),
-            })?
-            .map_err(|e| AdminClientError::Connect {
-                addr,
-                reason: e.to_string(),
-            })?;
-        let _ = stream.set_nodelay(true);
-        let client =
-            AdminServiceClient::new(tarpc::client::Config::default(), json_connection(stream))
-                .spawn();
+        let client = open_admin(addr, connect_timeout).await?;
         Ok(AdminClient {
             addr,
             token: token.into(),
-            client,
+            connect_timeout,
+            client: tokio::sync::Mutex::new(client),
         })
+    }
+
+    /// Runs one call on the current connection; if the connection is gone, reconnects
+    /// and runs it once more.
+    async fn call<R, F, Fut>(&self, f: F) -> Result<R, AdminClientError>
+    where
+        F: Fn(AdminServiceClient, tarpc::context::Context, String) -> Fut,
+        Fut: std::future::Future<Output = Result<Result<R, AdminError>, RpcError>>,
+    {
+        let client = self.client.lock().await.clone();
+        let r = f(client, Self::context(), self.token.clone()).await;
+        let r = match r {
+            Err(RpcError::Shutdown | RpcError::Channel(_) | RpcError::Send(_)) => {
+                let fresh = open_admin(self.addr, self.connect_timeout).await?;
+                *self.client.lock().await = fresh.clone();
+                f(fresh, Self::context(), self.token.clone()).await
+            }
+            other => other,
+        };
+        self.finish(r)
     }
 
     fn context() -> tarpc::context::Context {
@@ -237,38 +308,29 @@ impl AdminClient {
 
     /// The node's status.
     pub async fn status(&self) -> Result<NodeStatus, AdminClientError> {
-        let r = self
-            .client
-            .status(Self::context(), self.token.clone())
-            .await;
-        self.finish(r)
+        self.call(|c, ctx, token| async move { c.status(ctx, token).await })
+            .await
     }
 
     /// Replaces the node's fault rules.
     pub async fn set_fault_rules(&self, rules: Vec<FaultRule>) -> Result<(), AdminClientError> {
-        let r = self
-            .client
-            .set_fault_rules(Self::context(), self.token.clone(), rules)
-            .await;
-        self.finish(r)
+        self.call(|c, ctx, token| {
+            let rules = rules.clone();
+            async move { c.set_fault_rules(ctx, token, rules).await }
+        })
+        .await
     }
 
     /// Removes every fault rule of the node.
     pub async fn clear_fault_rules(&self) -> Result<(), AdminClientError> {
-        let r = self
-            .client
-            .clear_fault_rules(Self::context(), self.token.clone())
-            .await;
-        self.finish(r)
+        self.call(|c, ctx, token| async move { c.clear_fault_rules(ctx, token).await })
+            .await
     }
 
     /// Asks the node to stop gracefully.
     pub async fn shutdown(&self) -> Result<(), AdminClientError> {
-        let r = self
-            .client
-            .shutdown(Self::context(), self.token.clone())
-            .await;
-        self.finish(r)
+        self.call(|c, ctx, token| async move { c.shutdown(ctx, token).await })
+            .await
     }
 }
 

@@ -8,6 +8,7 @@
 //! with a session table applies it at most once.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kvlab_types::{ClientError, ClientRequest, ClientResponse};
@@ -16,12 +17,19 @@ use tarpc::client::RpcError;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::driver::NodeHandle;
-use crate::rpc::{MAX_CONCURRENT_REQUESTS_PER_CONNECTION, MAX_RPC_FRAME_BYTES, accept_loop};
+use crate::rpc::{MAX_CONCURRENT_REQUESTS_PER_CONNECTION, MAX_RPC_FRAME_BYTES};
 use futures::StreamExt;
+use kvlab_transport_tarpc::guard::{Endpoint, MAX_REQUEST_DEADLINE_MS, ServerTransport};
+use kvlab_transport_tarpc::wire::PostcardFormat;
 use tarpc::server::{BaseChannel, Channel};
 
 /// The most attempts [`KvClientOptions::max_attempts`] may ask for.
 pub const MAX_CLIENT_ATTEMPTS: u32 = 100;
+/// A [`KvClient`] whose connection has been unused this long opens a new one before its
+/// next request, so that the node's idle timeout (`server.client_idle_timeout_ms`, by
+/// default 60 s) never closes a connection under a request — which would leave its
+/// outcome unknown.
+pub const KV_CLIENT_RECONNECT_AFTER_IDLE_MS: u64 = 5_000;
 
 /// The service a node's client endpoint serves.
 #[tarpc::service]
@@ -44,11 +52,16 @@ impl KvService for KvServer {
     }
 }
 
-/// Serves the client endpoint on `listener` for the node behind `handle` until dropped.
-pub async fn serve_client_endpoint(listener: TcpListener, handle: NodeHandle) {
+/// Serves the client endpoint on `listener` for the node behind `handle` until dropped,
+/// under the limits and counters of `endpoint` (see [`kvlab_transport_tarpc::guard`]).
+pub async fn serve_client_endpoint(
+    listener: TcpListener,
+    handle: NodeHandle,
+    endpoint: Arc<Endpoint>,
+) {
     let server = KvServer { handle };
-    accept_loop(listener, move |stream| {
-        let conn = kvlab_transport_tarpc::wire::frame_connection(stream, MAX_RPC_FRAME_BYTES);
+    kvlab_transport_tarpc::guard::serve_guarded(listener, endpoint, move |framed| {
+        let conn = ServerTransport::<PostcardFormat, _, _>::new(framed);
         BaseChannel::with_defaults(conn)
             .execute(server.clone().serve())
             .for_each_concurrent(MAX_CONCURRENT_REQUESTS_PER_CONNECTION, |respond| respond)
@@ -140,8 +153,26 @@ impl KvClientOptions {
         if self.connect_timeout_ms == 0 {
             return bad("connect_timeout_ms", "must be positive".into());
         }
-        if self.request_timeout_ms == 0 {
-            return bad("request_timeout_ms", "must be positive".into());
+        if !(1..=MAX_REQUEST_DEADLINE_MS).contains(&self.request_timeout_ms) {
+            return bad(
+                "request_timeout_ms",
+                format!(
+                    "{} is outside [1, MAX_REQUEST_DEADLINE_MS = {MAX_REQUEST_DEADLINE_MS}]",
+                    self.request_timeout_ms
+                ),
+            );
+        }
+        if self.connect_timeout_ms > MAX_REQUEST_DEADLINE_MS {
+            return bad(
+                "connect_timeout_ms",
+                format!("longer than MAX_REQUEST_DEADLINE_MS = {MAX_REQUEST_DEADLINE_MS}"),
+            );
+        }
+        if self.retry_backoff_ms > MAX_REQUEST_DEADLINE_MS {
+            return bad(
+                "retry_backoff_ms",
+                format!("longer than MAX_REQUEST_DEADLINE_MS = {MAX_REQUEST_DEADLINE_MS}"),
+            );
         }
         if !(1..=MAX_CLIENT_ATTEMPTS).contains(&self.max_attempts) {
             return bad(
@@ -163,7 +194,8 @@ impl KvClientOptions {
 pub struct KvClient {
     addr: SocketAddr,
     options: KvClientOptions,
-    conn: tokio::sync::Mutex<Option<KvServiceClient>>,
+    /// The connection and when it was last used.
+    conn: tokio::sync::Mutex<Option<(KvServiceClient, tokio::time::Instant)>>,
 }
 
 async fn open(
@@ -198,7 +230,7 @@ impl KvClient {
         Ok(KvClient {
             addr,
             options,
-            conn: tokio::sync::Mutex::new(Some(client)),
+            conn: tokio::sync::Mutex::new(Some((client, tokio::time::Instant::now()))),
         })
     }
 
@@ -213,11 +245,17 @@ impl KvClient {
     pub async fn execute(&self, req: ClientRequest) -> Result<ClientResponse, KvClientError> {
         let client = {
             let mut conn = self.conn.lock().await;
-            match conn.as_ref() {
-                Some(c) => c.clone(),
-                None => {
+            let now = tokio::time::Instant::now();
+            let fresh = Duration::from_millis(KV_CLIENT_RECONNECT_AFTER_IDLE_MS);
+            match conn.as_mut() {
+                Some((c, used)) if now.duration_since(*used) < fresh => {
+                    *used = now;
+                    c.clone()
+                }
+                _ => {
+                    // None yet, or idle long enough that the node may close it.
                     let c = open(self.addr, &self.options).await?;
-                    *conn = Some(c.clone());
+                    *conn = Some((c.clone(), now));
                     c
                 }
             }

@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock};
 use kvlab_node::baseline::BaselineMsg;
 use kvlab_node::raft_kv::RaftKvMsg;
 use kvlab_storage::StorageOptions;
-use kvlab_transport::{FaultRule, FaultRules};
+use kvlab_transport::{ClusterSecret, FaultRule, FaultRules};
 use kvlab_transport_mem::{MemConfig, MemNetwork};
 use kvlab_types::{ClientError, ClientRequest, ClientResponse, Message, NodeId};
 use tokio::task::JoinHandle;
@@ -40,6 +40,9 @@ pub struct LocalClusterConfig {
     pub mem: MemConfig,
     /// The run seed.
     pub seed: u64,
+    /// Keys the MAC of every frame the in-process network encodes (`mem.codec_roundtrip`
+    /// and injected frames); [`LocalClusterConfig::new`] generates a fresh one.
+    pub cluster_secret: ClusterSecret,
 }
 
 impl LocalClusterConfig {
@@ -53,6 +56,7 @@ impl LocalClusterConfig {
             server: ServerOptions::default(),
             mem: MemConfig::default(),
             seed,
+            cluster_secret: crate::config::generate_cluster_secret(seed),
         }
     }
 
@@ -179,8 +183,9 @@ pub struct LocalCluster {
 
 impl LocalCluster {
     /// Starts every node (each recovers from its data directory if it has one).
-    pub async fn start(config: LocalClusterConfig) -> Result<LocalCluster, ServerError> {
+    pub async fn start(mut config: LocalClusterConfig) -> Result<LocalCluster, ServerError> {
         config.validate()?;
+        config.mem.transport.peer_key = config.cluster_secret.peer_key();
         let wrap = |e: kvlab_transport::TransportError| ServerError::InvalidConfig {
             field: "mem".into(),
             reason: e.to_string(),

@@ -10,6 +10,10 @@
 //! client = "127.0.0.1:7101"    # the client endpoint (tarpc)
 //! data_dir = "data/n1"
 //! seed = 1
+//! # Keys the MAC on every peer frame: hex ("00ff…", "hex:00ff…") or "base64:…", at least
+//! # 16 bytes. Every member has the same; a frame made without it is dropped and counted.
+//! # This file holds it and the admin token: keep it private (mode 0600).
+//! cluster_secret = "5f0e0c1b9d7a4e2f8c3b6a1d0e9f8a7b"
 //!
 //! [admin]
 //! addr = "127.0.0.1:7201"      # loopback unless allow_non_loopback = true
@@ -23,6 +27,11 @@
 //! [storage]
 //! fsync = "batch"              # always | batch | never
 //!
+//! [server]                     # limits of the client and admin endpoints (defaults shown)
+//! client_max_connections = 1024
+//! client_idle_timeout_ms = 60000
+//! admin_max_connections = 16
+//!
 //! [raft]                       # kvlab_node::raft_kv::RaftKvConfig (only with system = "raft")
 //! tick_interval_ms = 10
 //! ```
@@ -34,7 +43,9 @@ use std::path::{Path, PathBuf};
 use kvlab_node::baseline::{AsyncPrimaryConfig, SingleConfig};
 use kvlab_node::raft_kv::RaftKvConfig;
 use kvlab_storage::StorageOptions;
+use kvlab_transport::ClusterSecret;
 use kvlab_transport_tarpc::TarpcConfig;
+use kvlab_transport_tarpc::guard::ConnectionLimits;
 use kvlab_transport_udp::UdpConfig;
 use kvlab_types::NodeId;
 use serde::{Deserialize, Serialize};
@@ -53,6 +64,26 @@ pub const MAX_CLIENT_QUEUE_LEN: usize = 1 << 20;
 pub const MAX_STEPS_PER_SYNC_LIMIT: usize = 1 << 16;
 /// The largest in-memory event log accepted.
 pub const MAX_EVENT_LOG_LEN: usize = 1 << 20;
+/// The largest frame either endpoint writes (a response: a status with a long event
+/// log); clients read up to it.
+pub const MAX_RESPONSE_FRAME_BYTES: usize = crate::rpc::MAX_RPC_FRAME_BYTES;
+/// Default cap on client connections.
+pub const DEFAULT_CLIENT_MAX_CONNECTIONS: usize = 1024;
+/// Default idle timeout of a client connection.
+pub const DEFAULT_CLIENT_IDLE_TIMEOUT_MS: u64 = 60_000;
+/// Default largest client request frame: 1 MiB.
+pub const DEFAULT_CLIENT_MAX_REQUEST_BYTES: usize = 1 << 20;
+/// Default bound on the bytes all client connections buffer together: 32 MiB.
+pub const DEFAULT_CLIENT_MAX_BUFFERED_BYTES: usize = 32 << 20;
+/// Default cap on admin connections: small, and separate from the client endpoint's, so
+/// a flood of clients never locks out the operator.
+pub const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 16;
+/// Default idle timeout of an admin connection.
+pub const DEFAULT_ADMIN_IDLE_TIMEOUT_MS: u64 = 60_000;
+/// Default largest admin request frame: 1 MiB (fault rule lists).
+pub const DEFAULT_ADMIN_MAX_REQUEST_BYTES: usize = 1 << 20;
+/// Default bound on the bytes all admin connections buffer together: 4 MiB.
+pub const DEFAULT_ADMIN_MAX_BUFFERED_BYTES: usize = 4 << 20;
 
 /// Which system a node runs (`swim` is refused by [`NodeConfig::validate`]: it runs on
 /// the simulator only).
@@ -183,6 +214,29 @@ pub struct ServerOptions {
     pub max_steps_per_sync: usize,
     /// Recent protocol events kept in memory for `status()`.
     pub event_log_len: usize,
+    /// Client connections served at once; at the cap the one idle longest is closed
+    /// (counted) to make room. See `kvlab_transport_tarpc::guard`.
+    pub client_max_connections: usize,
+    /// A client connection without a request or a response for this long is closed
+    /// (counted); longer than `client_request_timeout_ms`, so a connection waiting for an
+    /// answer is never idle. `KvClient` reconnects by itself after a shorter idle spell.
+    pub client_idle_timeout_ms: u64,
+    /// The largest client request frame; a length prefix announcing more closes the
+    /// connection (counted).
+    pub client_max_request_bytes: usize,
+    /// Bytes all client connections may buffer together (frames being assembled count,
+    /// beyond a small allowance per connection); the connection that would exceed it is
+    /// closed (counted).
+    pub client_max_buffered_bytes: usize,
+    /// Admin connections served at once (its own cap and accept loop).
+    pub admin_max_connections: usize,
+    /// An admin connection without a call for this long is closed (`AdminClient`
+    /// reconnects).
+    pub admin_idle_timeout_ms: u64,
+    /// The largest admin request frame.
+    pub admin_max_request_bytes: usize,
+    /// Bytes all admin connections may buffer together.
+    pub admin_max_buffered_bytes: usize,
 }
 
 impl Default for ServerOptions {
@@ -192,11 +246,41 @@ impl Default for ServerOptions {
             client_queue_len: 4_096,
             max_steps_per_sync: 256,
             event_log_len: 256,
+            client_max_connections: DEFAULT_CLIENT_MAX_CONNECTIONS,
+            client_idle_timeout_ms: DEFAULT_CLIENT_IDLE_TIMEOUT_MS,
+            client_max_request_bytes: DEFAULT_CLIENT_MAX_REQUEST_BYTES,
+            client_max_buffered_bytes: DEFAULT_CLIENT_MAX_BUFFERED_BYTES,
+            admin_max_connections: DEFAULT_ADMIN_MAX_CONNECTIONS,
+            admin_idle_timeout_ms: DEFAULT_ADMIN_IDLE_TIMEOUT_MS,
+            admin_max_request_bytes: DEFAULT_ADMIN_MAX_REQUEST_BYTES,
+            admin_max_buffered_bytes: DEFAULT_ADMIN_MAX_BUFFERED_BYTES,
         }
     }
 }
 
 impl ServerOptions {
+    /// The limits of the client endpoint.
+    pub fn client_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            max_connections: self.client_max_connections,
+            idle_timeout_ms: self.client_idle_timeout_ms,
+            max_request_frame_bytes: self.client_max_request_bytes,
+            max_response_frame_bytes: MAX_RESPONSE_FRAME_BYTES,
+            max_buffered_bytes_total: self.client_max_buffered_bytes,
+        }
+    }
+
+    /// The limits of the admin endpoint.
+    pub fn admin_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            max_connections: self.admin_max_connections,
+            idle_timeout_ms: self.admin_idle_timeout_ms,
+            max_request_frame_bytes: self.admin_max_request_bytes,
+            max_response_frame_bytes: MAX_RESPONSE_FRAME_BYTES,
+            max_buffered_bytes_total: self.admin_max_buffered_bytes,
+        }
+    }
+
     /// Checks every field, naming it with the `server.` prefix.
     pub fn validate(&self) -> Result<(), ServerError> {
         let check = |field: &str, v: u64, max: u64| {
@@ -228,7 +312,37 @@ impl ServerOptions {
             "event_log_len",
             self.event_log_len as u64,
             MAX_EVENT_LOG_LEN as u64,
-        )
+        )?;
+        for (prefix, limits) in [
+            ("client_", self.client_limits()),
+            ("admin_", self.admin_limits()),
+        ] {
+            if !(1..=MAX_RESPONSE_FRAME_BYTES).contains(&limits.max_request_frame_bytes) {
+                return Err(ServerError::InvalidConfig {
+                    field: format!("server.{prefix}max_request_bytes"),
+                    reason: format!(
+                        "{} is outside [1, {MAX_RESPONSE_FRAME_BYTES}]",
+                        limits.max_request_frame_bytes
+                    ),
+                });
+            }
+            limits
+                .validate()
+                .map_err(|(field, reason)| ServerError::InvalidConfig {
+                    field: format!("server.{prefix}{field}"),
+                    reason,
+                })?;
+        }
+        if self.client_idle_timeout_ms <= self.client_request_timeout_ms {
+            return Err(ServerError::InvalidConfig {
+                field: "server.client_idle_timeout_ms".into(),
+                reason: format!(
+                    "{} must be longer than client_request_timeout_ms = {}, or a connection waiting for its answer would be closed",
+                    self.client_idle_timeout_ms, self.client_request_timeout_ms
+                ),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -249,6 +363,10 @@ pub struct NodeConfig {
     pub client: SocketAddr,
     /// The admin endpoint.
     pub admin: AdminConfig,
+    /// The secret shared by every member: it keys the MAC on every peer frame, so a
+    /// frame from anyone without it is dropped (and counted) before it is decoded. Hex
+    /// (`"00ff…"`, `"hex:00ff…"`) or `"base64:…"`, at least 16 bytes once decoded.
+    pub cluster_secret: ClusterSecret,
     /// Every member's peer address by node id (`1 = "127.0.0.1:7001"` or
     /// `n1 = "…"`). This node may be listed or not; when it is not, `listen` stands in
     /// for it (list it when `listen` is a wildcard such as `0.0.0.0:7001`, so messages to
@@ -350,14 +468,18 @@ impl NodeConfig {
         })
     }
 
-    /// The UDP options (defaults where absent).
+    /// The UDP options (defaults where absent), keyed with the cluster secret.
     pub fn udp_config(&self) -> UdpConfig {
-        self.udp.unwrap_or_default()
+        let mut c = self.udp.unwrap_or_default();
+        c.transport.peer_key = self.cluster_secret.peer_key();
+        c
     }
 
-    /// The tarpc options (defaults where absent).
+    /// The tarpc options (defaults where absent), keyed with the cluster secret.
     pub fn tarpc_config(&self) -> TarpcConfig {
-        self.tarpc.unwrap_or_default()
+        let mut c = self.tarpc.unwrap_or_default();
+        c.transport.peer_key = self.cluster_secret.peer_key();
+        c
     }
 
     /// Checks the whole configuration once; the error names the first bad field.
@@ -456,6 +578,17 @@ impl NodeConfig {
         })
     }
 
+    /// Writes the configuration as TOML to `path`, readable and writable by the owner
+    /// only (mode 0600 on Unix): it holds the admin token and the cluster secret. An
+    /// existing file's mode is tightened too.
+    pub fn write_private(&self, path: &Path) -> Result<(), ServerError> {
+        let text = self.to_toml_string()?;
+        write_private_file(path, text.as_bytes()).map_err(|e| ServerError::InvalidConfig {
+            field: "(whole config)".into(),
+            reason: format!("cannot write {}: {e}", path.display()),
+        })
+    }
+
     /// Parses a configuration from TOML text (`origin` names it in errors) and validates
     /// it.
     pub fn from_toml_str(text: &str, origin: &Path) -> Result<NodeConfig, ServerError> {
@@ -474,6 +607,43 @@ impl NodeConfig {
         config.validate()?;
         Ok(config)
     }
+}
+
+/// A fresh cluster secret for one run: 32 bytes from the operating system's randomness,
+/// mixed with the run `seed`. Should the OS refuse, the seed, the process id and the
+/// wall clock stand in (still unknown to whoever reads only the run's seed).
+pub fn generate_cluster_secret(seed: u64) -> ClusterSecret {
+    let mut entropy = [0u8; 56];
+    entropy[..8].copy_from_slice(&seed.to_le_bytes());
+    entropy[8..12].copy_from_slice(&std::process::id().to_le_bytes());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    entropy[12..28].copy_from_slice(&nanos.to_le_bytes());
+    if getrandom::fill(&mut entropy[24..]).is_err() {
+        tracing::warn!("no OS randomness: the cluster secret derives from the seed, pid and clock");
+    }
+    ClusterSecret::from_entropy(&entropy)
+}
+
+/// Writes `bytes` to `path` with mode 0600 (Unix), replacing what is there: the file is
+/// created private, and an existing file's mode is tightened before it is truncated.
+pub fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(0o600);
+        if path.exists() {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 /// 1-based line and column of byte `offset` in `text`.
@@ -509,6 +679,7 @@ system = "raft"
 transport = "udp"
 listen = "127.0.0.1:7001"
 client = "127.0.0.1:7101"
+cluster_secret = "000102030405060708090a0b0c0d0e0f"
 data_dir = "data/n1"
 
 [admin]
@@ -555,7 +726,7 @@ tick_interval_ms = 20
         let err = parse(&text).unwrap_err();
         let shown = err.to_string();
         assert!(shown.contains("listen_adress"), "{shown}");
-        assert!(shown.starts_with("node.toml:8:"), "{shown}");
+        assert!(shown.starts_with("node.toml:9:"), "{shown}");
     }
 
     #[test]
@@ -602,6 +773,21 @@ tick_interval_ms = 20
                 "data_dir = \"data/n1\"\n[udp]\nmax_datagram_bytes = 1",
                 "udp.max_datagram_bytes",
             ),
+            (
+                "data_dir = \"data/n1\"",
+                "data_dir = \"data/n1\"\n[server]\nadmin_max_connections = 0",
+                "server.admin_max_connections",
+            ),
+            (
+                "data_dir = \"data/n1\"",
+                "data_dir = \"data/n1\"\n[server]\nclient_idle_timeout_ms = 1000",
+                "server.client_idle_timeout_ms",
+            ),
+            (
+                "data_dir = \"data/n1\"",
+                "data_dir = \"data/n1\"\n[server]\nclient_max_buffered_bytes = 10",
+                "server.client_max_buffered_bytes",
+            ),
         ];
         for (from, to, field) in cases {
             let text = GOOD.replacen(from, to, 1);
@@ -641,6 +827,66 @@ tick_interval_ms = 20
         c.udp = Some(UdpConfig::default());
         let text = c.to_toml_string().unwrap();
         assert_eq!(parse(&text).unwrap(), c, "{text}");
+    }
+
+    #[test]
+    fn a_missing_short_or_malformed_cluster_secret_is_refused_with_its_line() {
+        let missing = GOOD.replace(
+            "cluster_secret = \"000102030405060708090a0b0c0d0e0f\"\n",
+            "",
+        );
+        assert_ne!(missing, GOOD);
+        let shown = parse(&missing).unwrap_err().to_string();
+        assert!(shown.contains("cluster_secret"), "{shown}");
+        for bad in ["\"abcd\"", "\"not hex at all, not base64 either\""] {
+            let text = GOOD.replace("\"000102030405060708090a0b0c0d0e0f\"", bad);
+            match parse(&text).unwrap_err() {
+                ServerError::ParseConfig { line, message, .. } => {
+                    assert_eq!(line, 7, "{message}");
+                    assert!(message.contains("cluster secret"), "{message}");
+                }
+                other => panic!("{other}"),
+            }
+        }
+        let b64 = GOOD.replace(
+            "\"000102030405060708090a0b0c0d0e0f\"",
+            "\"base64:AAECAwQFBgcICQoLDA0ODw==\"",
+        );
+        assert_eq!(parse(&b64).unwrap(), parse(GOOD).unwrap());
+    }
+
+    #[test]
+    fn the_secret_keys_both_wire_transports_and_is_never_shown() {
+        let c = parse(GOOD).unwrap();
+        let key = c.cluster_secret.peer_key();
+        assert!(!key.is_unauthenticated());
+        assert_eq!(c.udp_config().transport.peer_key, key);
+        assert_eq!(c.tarpc_config().transport.peer_key, key);
+        assert!(
+            !format!("{c:?}").contains("0001020304"),
+            "Debug shows the secret"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_config_is_written_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, "old").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let c = parse(GOOD).unwrap();
+        c.write_private(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(load_node_config(&path).unwrap(), c);
+        let fresh = dir.path().join("fresh.toml");
+        c.write_private(&fresh).unwrap();
+        assert_eq!(
+            std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 
     #[test]

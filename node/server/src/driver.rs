@@ -165,6 +165,23 @@ pub struct NodeStatus {
     pub timers_armed: usize,
     /// The most recent protocol events, oldest first.
     pub recent_events: Vec<EventRecord>,
+    /// What the guards of the node's listening ports did (filled in by the admin
+    /// endpoint; empty in process).
+    #[serde(default)]
+    pub connections: ConnectionsStatus,
+}
+
+/// The guard counters of a node's listening ports: connections open, evicted at the cap,
+/// closed idle or at the buffer bound, deadlines clamped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ConnectionsStatus {
+    /// The tarpc peer port (`None` over UDP or in process).
+    pub peer: Option<kvlab_transport_tarpc::guard::ConnectionStats>,
+    /// The client endpoint.
+    pub client: Option<kvlab_transport_tarpc::guard::ConnectionStats>,
+    /// The admin endpoint.
+    pub admin: Option<kvlab_transport_tarpc::guard::ConnectionStats>,
 }
 
 /// A command for the driver from its own process (the admin endpoint, the mem cluster):
@@ -921,6 +938,7 @@ where
             client_requests_waiting: self.waiting,
             timers_armed: self.timers.len(),
             recent_events: self.events.recent.iter().cloned().collect(),
+            connections: ConnectionsStatus::default(),
         }
     }
 }

@@ -58,28 +58,30 @@ pub mod rpc;
 
 pub use admin::{
     ADMIN_CALL_TIMEOUT_MS, AdminClient, AdminClientError, AdminError, AdminService,
-    AdminServiceClient, serve_admin_endpoint,
+    AdminServiceClient, EndpointCounters, serve_admin_endpoint,
 };
 pub use client::{
-    KvClient, KvClientError, KvClientOptions, KvService, KvServiceClient, MAX_CLIENT_ATTEMPTS,
-    serve_client_endpoint,
+    KV_CLIENT_RECONNECT_AFTER_IDLE_MS, KvClient, KvClientError, KvClientOptions, KvService,
+    KvServiceClient, MAX_CLIENT_ATTEMPTS, serve_client_endpoint,
 };
 pub use cluster::{LocalClient, LocalCluster, LocalClusterConfig};
 pub use config::{
     AdminConfig, MAX_ADMIN_TOKEN_BYTES, MAX_CLIENT_QUEUE_LEN, MAX_CLIENT_REQUEST_TIMEOUT_MS,
     MAX_CLUSTER_NODES, MAX_EVENT_LOG_LEN, MAX_STEPS_PER_SYNC_LIMIT, NodeConfig, ServerOptions,
-    SystemConfig, SystemKind, TransportKind, load_node_config,
+    SystemConfig, SystemKind, TransportKind, generate_cluster_secret, load_node_config,
+    write_private_file,
 };
 pub use driver::{
-    ADMIN_QUEUE_LEN, ClientCall, DriverCommand, DriverStats, DurableStore, EventRecord,
-    MAX_WAITING_CLIENT_REQUESTS, NodeHandle, NodeParts, NodeServer, NodeStatus, StorageStatus,
+    ADMIN_QUEUE_LEN, ClientCall, ConnectionsStatus, DriverCommand, DriverStats, DurableStore,
+    EventRecord, MAX_WAITING_CLIENT_REQUESTS, NodeHandle, NodeParts, NodeServer, NodeStatus,
+    StorageStatus,
 };
 pub use error::ServerError;
 pub use kvlab_node::inspect::{Inspect, MembershipStatus, ProtocolStatus, raft_role_name};
+pub use kvlab_transport::{ClusterSecret, PeerKey};
+pub use kvlab_transport_tarpc::guard::{ConnectionStats, MAX_REQUEST_DEADLINE_MS};
 pub use node::{
     AnyTransport, BoundNode, EVENTS_FILE_NAME, RunningNode, SHUTDOWN_DRAIN_MS, ShutdownFuture,
     run_node,
 };
-pub use rpc::{
-    MAX_CONCURRENT_REQUESTS_PER_CONNECTION, MAX_CONNECTIONS_PER_ENDPOINT, MAX_RPC_FRAME_BYTES,
-};
+pub use rpc::{MAX_CONCURRENT_REQUESTS_PER_CONNECTION, MAX_RPC_FRAME_BYTES};

@@ -26,11 +26,12 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::ServerError;
-use crate::admin::serve_admin_endpoint;
+use crate::admin::{EndpointCounters, serve_admin_endpoint};
 use crate::client::serve_client_endpoint;
 use crate::config::{NodeConfig, ServerOptions, SystemConfig, TransportKind};
 use crate::driver::{NodeHandle, NodeParts, NodeServer};
 use kvlab_node::inspect::Inspect;
+use kvlab_transport_tarpc::guard::Endpoint;
 
 /// How long the endpoints stay up after the driver stopped gracefully, so that answers
 /// already decided (and the admin `shutdown` call's own answer) reach their callers.
@@ -57,6 +58,14 @@ impl<M: Message + Send> AnyTransport<M> {
             AnyTransport::Mem(_) => None,
             AnyTransport::Udp(t) => Some(t.local_addr()),
             AnyTransport::Tarpc(t) => Some(t.local_addr()),
+        }
+    }
+
+    /// The guarded peer port's endpoint (its counters), for the tarpc transport.
+    pub fn peer_endpoint(&self) -> Option<Arc<Endpoint>> {
+        match self {
+            AnyTransport::Tarpc(t) => Some(t.endpoint()),
+            AnyTransport::Mem(_) | AnyTransport::Udp(_) => None,
         }
     }
 
@@ -143,6 +152,7 @@ type SetPeersFn = Box<dyn Fn(BTreeMap<NodeId, SocketAddr>) + Send + Sync>;
 pub(crate) struct ErasedServer {
     pub(crate) handle: NodeHandle,
     pub(crate) peer_addr: Option<SocketAddr>,
+    pub(crate) peer_endpoint: Option<Arc<Endpoint>>,
     pub(crate) set_peers: SetPeersFn,
     pub(crate) run: RunFn,
 }
@@ -205,6 +215,7 @@ where
 {
     let transport = Arc::new(transport);
     let peer_addr = transport.local_addr();
+    let peer_endpoint = transport.peer_endpoint();
     let (server, handle) = NodeServer::<P, AnyTransport<P::Msg>>::new(
         config,
         NodeParts {
@@ -223,6 +234,7 @@ where
     ErasedServer {
         handle,
         peer_addr,
+        peer_endpoint,
         set_peers: Box::new(move |peers| peers_transport.set_peers(peers)),
         run: Box::new(move |shutdown| Box::pin(server.run(shutdown))),
     }
@@ -312,6 +324,7 @@ pub struct BoundNode {
     admin: TcpListener,
     admin_addr: SocketAddr,
     admin_token: String,
+    endpoints: EndpointCounters,
 }
 
 impl std::fmt::Debug for BoundNode {
@@ -364,6 +377,27 @@ impl BoundNode {
             },
         )
         .await?;
+        if let Some(limit) = open_files_limit() {
+            let caps = config.server.client_max_connections
+                + config.server.admin_max_connections
+                + match config.transport {
+                    TransportKind::Tarpc => config.tarpc_config().max_connections,
+                    TransportKind::Udp => 0,
+                };
+            if caps as u64 + FILES_RESERVED_FOR_THE_NODE > limit {
+                tracing::warn!(
+                    node = %id,
+                    caps,
+                    limit,
+                    "the connection caps and the node's own files may exceed the open-files limit (ulimit -n): lower the caps or raise the limit"
+                );
+            }
+        }
+        let endpoints = EndpointCounters {
+            peer: server.peer_endpoint.clone(),
+            client: Some(Endpoint::new("client", config.server.client_limits())),
+            admin: Some(Endpoint::new("admin", config.server.admin_limits())),
+        };
         Ok(BoundNode {
             id,
             server,
@@ -372,6 +406,7 @@ impl BoundNode {
             admin,
             admin_addr,
             admin_token: config.admin.token.clone(),
+            endpoints,
         })
     }
 
@@ -418,14 +453,20 @@ impl BoundNode {
             admin,
             admin_addr,
             admin_token,
+            endpoints,
         } = self;
         let handle = server.handle.clone();
         let peer_addr = server.peer_addr;
         let endpoints_handle = handle.clone();
         let run = server.run;
         let task = tokio::spawn(async move {
-            let client_ep = serve_client_endpoint(client, endpoints_handle.clone());
-            let admin_ep = serve_admin_endpoint(admin, endpoints_handle, admin_token);
+            let client_endpoint = endpoints
+                .client
+                .clone()
+                .expect("BoundNode::bind makes the client endpoint");
+            let client_ep =
+                serve_client_endpoint(client, endpoints_handle.clone(), client_endpoint);
+            let admin_ep = serve_admin_endpoint(admin, endpoints_handle, admin_token, endpoints);
             let mut client_ep = std::pin::pin!(client_ep);
             let mut admin_ep = std::pin::pin!(admin_ep);
             let driver = run(Box::pin(shutdown));
@@ -454,6 +495,17 @@ impl BoundNode {
             task,
         }
     }
+}
+
+/// File descriptors a node needs besides its connections (WAL segments, snapshots,
+/// listeners, the runtime), for the open-files check at bind.
+pub const FILES_RESERVED_FOR_THE_NODE: u64 = 128;
+
+/// The soft open-files limit of this process (`ulimit -n`), where it can be read.
+fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 /// The accept loops never end on their own; if one did, the node reports it.

@@ -1,21 +1,21 @@
 //! Shared plumbing of the client and admin endpoints: a JSON codec for tarpc's serde
 //! transport (the admin endpoint speaks JSON so that fault rules, which are internally
-//! tagged, round-trip and a person can read the traffic), framing, and an accept loop
-//! that serves every connection concurrently and stops them all when dropped.
+//! tagged, round-trip and a person can read the traffic), framing, and the guarded accept
+//! loop ([`kvlab_transport_tarpc::guard`]): each endpoint has its own connection cap
+//! (idlest evicted at the cap), idle timeout, buffered-byte bound and clamped request
+//! deadlines, configured in [`crate::ServerOptions`] and reported in `status()`.
 
-use futures::Future;
 use kvlab_transport_tarpc::wire::{SerdeCodec, SerdeConnection, SerdeFormat, serde_connection};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
+use tokio::net::TcpStream;
 
-/// The largest RPC frame either endpoint accepts, in bytes.
+/// The largest RPC frame a client of either endpoint reads (a response), in bytes; the
+/// endpoints write no larger ones. What the endpoints read is bounded by
+/// `server.client_max_request_bytes` and `server.admin_max_request_bytes`.
 pub const MAX_RPC_FRAME_BYTES: usize = 16 << 20;
 /// Requests one connection may have in flight at once; more wait in the connection.
 pub const MAX_CONCURRENT_REQUESTS_PER_CONNECTION: usize = 1024;
-/// Connections one endpoint serves at once; more are closed at accept.
-pub const MAX_CONNECTIONS_PER_ENDPOINT: usize = 4096;
 
 /// The JSON format for [`SerdeCodec`].
 #[derive(Clone, Copy, Debug, Default)]
@@ -47,28 +47,4 @@ where
     SinkItem: Serialize,
 {
     serde_connection::<JsonFormat, _, _>(stream, MAX_RPC_FRAME_BYTES)
-}
-
-/// Accepts connections and runs `serve_connection` for each, concurrently, until
-/// dropped; dropping it closes the listener and every connection.
-pub async fn accept_loop<F, Fut>(listener: TcpListener, mut serve_connection: F)
-where
-    F: FnMut(TcpStream) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, peer)) = accepted else { continue };
-                if connections.len() >= MAX_CONNECTIONS_PER_ENDPOINT {
-                    tracing::warn!(%peer, "MAX_CONNECTIONS_PER_ENDPOINT reached; connection refused");
-                    continue;
-                }
-                let _ = stream.set_nodelay(true);
-                connections.spawn(serve_connection(stream));
-            }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
 }

@@ -163,7 +163,7 @@ async fn run_node_serves_from_a_toml_file_until_its_shutdown_future_and_recovers
             format!(
                 "id = 1\nsystem = \"raft\"\ntransport = \"tarpc\"\n\
                  listen = \"127.0.0.1:{peer}\"\nclient = \"127.0.0.1:{client}\"\n\
-                 data_dir = \"{}\"\n[admin]\naddr = \"127.0.0.1:{admin}\"\ntoken = \"{TOKEN}\"\n\
+                 data_dir = \"{}\"\ncluster_secret = \"{SECRET}\"\n[admin]\naddr = \"127.0.0.1:{admin}\"\ntoken = \"{TOKEN}\"\n\
                  [storage]\nfsync = \"always\"\n",
                 dir.path().join("n1").display()
             ),

@@ -29,7 +29,8 @@ use tokio::time::{Instant, timeout};
 
 use crate::codec::{self, CODEC_VERSION, FRAME_HEADER_BYTES};
 use crate::{
-    DeliveryOrder, Envelope, FaultRule, Transport, TransportConfig, TransportError, TransportStats,
+    DeliveryOrder, Envelope, FaultRule, PeerKey, Transport, TransportConfig, TransportError,
+    TransportStats,
 };
 
 pub mod wire;
@@ -105,6 +106,7 @@ macro_rules! contract_tests {
             oversize_message_is_refused_with_a_typed_error,
             large_message_within_the_limit_arrives_intact,
             garbage_input_is_counted_and_dropped_and_traffic_continues,
+            frames_without_the_cluster_key_are_counted_and_never_delivered,
             fault_rules_drop_and_restore_traffic,
             delay_rule_holds_messages_for_the_delay,
             loss_rule_drops_a_seeded_fraction,
@@ -342,8 +344,10 @@ pub async fn large_message_within_the_limit_arrives_intact<H: Harness>(h: &H) {
     }
 }
 
-/// The garbage the suite feeds: each a different way a frame goes wrong.
-pub fn garbage_inputs() -> Vec<(&'static str, Vec<u8>)> {
+/// The garbage the suite feeds to a node whose frames are keyed with `key`: each a
+/// different way a frame goes wrong before its MAC is checked (or, for the last one, after
+/// it verified).
+pub fn garbage_inputs(key: &PeerKey) -> Vec<(&'static str, Vec<u8>)> {
     let good = codec::encode(
         &Envelope {
             from: id(1),
@@ -351,6 +355,7 @@ pub fn garbage_inputs() -> Vec<(&'static str, Vec<u8>)> {
             msg: TestMsg::new(5, 40),
         },
         codec::DEFAULT_MAX_FRAME_BYTES,
+        key,
     )
     .unwrap_or_default();
     let mut seed: u64 = 0x5EED;
@@ -368,15 +373,12 @@ pub fn garbage_inputs() -> Vec<(&'static str, Vec<u8>)> {
     let mut bad_checksum = good.clone();
     let last = bad_checksum.len() - 1;
     bad_checksum[last] ^= 0xFF;
-    let payload = [0xFFu8; 7];
-    let mut wrong_schema = vec![CODEC_VERSION];
-    wrong_schema.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    wrong_schema.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    wrong_schema.extend_from_slice(&payload);
-    debug_assert_eq!(wrong_schema.len(), FRAME_HEADER_BYTES + payload.len());
+    // Authentic, but not a TestMsg: the MAC verifies, the payload does not decode.
+    let wrong_schema = codec::frame_with_raw_payload(id(1), id(2), &[0xFFu8; 7], key);
+    debug_assert_eq!(wrong_schema.len(), FRAME_HEADER_BYTES + 7);
     let mut huge_length = vec![CODEC_VERSION];
     huge_length.extend_from_slice(&u32::MAX.to_le_bytes());
-    huge_length.extend_from_slice(&[0; 4]);
+    huge_length.extend_from_slice(&[0; FRAME_HEADER_BYTES - 5]);
     vec![
         ("random bytes", random),
         ("bad version", bad_version),
@@ -390,9 +392,13 @@ pub fn garbage_inputs() -> Vec<(&'static str, Vec<u8>)> {
 /// Malformed input is counted as a decode error per input, never delivered, never a
 /// panic, and the node keeps working.
 pub async fn garbage_input_is_counted_and_dropped_and_traffic_continues<H: Harness>(h: &H) {
-    let ts = h.build(2, TransportConfig::default()).await;
+    let config = TransportConfig {
+        peer_key: PeerKey::derive(b"contract suite cluster secret"),
+        ..TransportConfig::default()
+    };
+    let ts = h.build(2, config).await;
     let (a, b) = (&ts[0], &ts[1]);
-    let inputs = garbage_inputs();
+    let inputs = garbage_inputs(&config.peer_key);
     for (_what, bytes) in &inputs {
         h.inject_raw(b, bytes.clone()).await;
     }
@@ -412,6 +418,46 @@ pub async fn garbage_input_is_counted_and_dropped_and_traffic_continues<H: Harne
     assert_eq!(s.received, 1);
     must_be_quiet(b, "garbage is never delivered").await;
     assert_eq!(b.stats().dropped.decode_error, inputs.len() as u64);
+}
+
+/// Intact frames made without the cluster's key — with another cluster's key, or with
+/// the well-known unauthenticated key, claiming to come from a member — are counted as
+/// [`crate::DropReason::Unauthenticated`], never delivered, and nodes that share the key
+/// keep talking.
+pub async fn frames_without_the_cluster_key_are_counted_and_never_delivered<H: Harness>(h: &H) {
+    let config = TransportConfig {
+        peer_key: PeerKey::derive(b"contract suite cluster secret"),
+        ..TransportConfig::default()
+    };
+    let ts = h.build(2, config).await;
+    let (a, b) = (&ts[0], &ts[1]);
+    let forged = |key: &PeerKey, seq: u64| {
+        codec::encode(
+            &Envelope {
+                from: id(1),
+                to: id(2),
+                msg: TestMsg::new(seq, 16),
+            },
+            codec::DEFAULT_MAX_FRAME_BYTES,
+            key,
+        )
+        .expect("a test frame encodes")
+    };
+    h.inject_raw(b, forged(&PeerKey::derive(b"another cluster"), 100))
+        .await;
+    h.inject_raw(b, forged(&PeerKey::unauthenticated(), 101))
+        .await;
+    a.send(id(2), TestMsg::new(1, 16)).unwrap();
+    let env = must_recv(b, "a genuine message after the forgeries").await;
+    assert_eq!(env.msg, TestMsg::new(1, 16), "a forged frame was delivered");
+    let s = wait_stats(b, "two unauthenticated frames", |s| {
+        s.dropped.unauthenticated >= 2
+    })
+    .await;
+    assert_eq!(s.dropped.unauthenticated, 2, "{s:?}");
+    assert_eq!(s.dropped.decode_error, 0, "{s:?}");
+    assert_eq!(s.received, 1);
+    must_be_quiet(b, "forged frames are never delivered").await;
 }
 
 /// Drop-to and drop-from rules cut traffic (counted, `send` still `Ok`) and clearing

@@ -1,70 +1,13 @@
 //! The errors of the transport boundary: [`TransportError`] for everything a caller of a
-//! [`crate::Transport`] can be told, [`CodecError`] for a frame that does not encode or
-//! decode.
+//! [`crate::Transport`] can be told. [`CodecError`] (a frame that does not encode or
+//! decode) lives in `kvlab-codec` and is re-exported here.
 
 use std::io;
 use std::net::SocketAddr;
 
 use kvlab_types::NodeId;
 
-/// Why a frame could not be encoded or decoded. Decoding never panics: every malformed
-/// input maps to one of these variants.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CodecError {
-    /// The first byte names a codec version this build does not speak (or the input is not
-    /// a kvlab frame at all).
-    #[error("frame has codec version {found}, this build speaks version {expected}")]
-    BadVersion {
-        /// The version byte found.
-        found: u8,
-        /// [`crate::codec::CODEC_VERSION`].
-        expected: u8,
-    },
-    /// The frame (header included) is larger than the configured `max_frame_bytes`.
-    #[error("frame of {len_bytes} bytes exceeds the limit max_frame_bytes = {max_bytes}")]
-    TooLarge {
-        /// Size of the whole frame, header included.
-        len_bytes: u64,
-        /// The limit in force.
-        max_bytes: usize,
-    },
-    /// The input ends before the header or the announced payload does.
-    #[error("truncated frame: need {needed_bytes} bytes, have {have_bytes}")]
-    Truncated {
-        /// Bytes the header announced (or the header size).
-        needed_bytes: u64,
-        /// Bytes present.
-        have_bytes: usize,
-    },
-    /// The payload's CRC-32 does not match the header: the bytes were corrupted or are not
-    /// a frame.
-    #[error("frame checksum mismatch: header says {expected:#010x}, payload has {found:#010x}")]
-    Checksum {
-        /// CRC-32 stored in the header.
-        expected: u32,
-        /// CRC-32 of the payload received.
-        found: u32,
-    },
-    /// The payload passed the checksum but does not deserialize into an envelope of the
-    /// expected message type (a peer running another message schema, or trailing bytes).
-    #[error("frame payload does not decode: {reason}")]
-    Garbage {
-        /// What the deserializer said.
-        reason: String,
-    },
-    /// More bytes follow a complete frame where exactly one frame was expected.
-    #[error("{trailing_bytes} unexpected bytes after a complete frame")]
-    TrailingBytes {
-        /// How many.
-        trailing_bytes: usize,
-    },
-    /// The message could not be serialized (a serde `Serialize` impl failed).
-    #[error("message does not encode: {reason}")]
-    Encode {
-        /// What the serializer said.
-        reason: String,
-    },
-}
+pub use kvlab_codec::CodecError;
 
 /// Everything that can go wrong at the transport boundary. Each variant names the peer or
 /// the address involved, so a log line is enough to act on.

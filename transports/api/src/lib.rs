@@ -1,8 +1,9 @@
 //! # kvlab-transport
 //!
 //! The seam between a kvlab node and the network: the [`Transport`] trait, its error
-//! ([`TransportError`]), the wire [`codec`] (a version byte, a length, a CRC-32 and a
-//! postcard payload, with a `max_frame_bytes` limit), application-level [`FaultRules`]
+//! ([`TransportError`]), the wire [`codec`] (re-exported from `kvlab-codec`: a version
+//! byte, a length, a CRC-32, the sender and destination, a MAC keyed by the cluster
+//! secret and a postcard payload, with a `max_frame_bytes` limit), application-level [`FaultRules`]
 //! every implementation consults on send and receive, the [`TransportStats`] every
 //! implementation keeps, the [`contract`] test suite every implementation runs, and the
 //! plumbing the implementations share ([`PeerTable`], [`Inbox`], [`route_send`],
@@ -17,7 +18,7 @@
 //! service over TCP).
 //!
 //! ```
-//! use kvlab_transport::{codec, Envelope, FaultRule, FaultRules, SendVerdict, Transport};
+//! use kvlab_transport::{codec, Envelope, FaultRule, FaultRules, PeerKey, SendVerdict, Transport};
 //! use kvlab_types::NodeId;
 //!
 //! // A driver is written once against the trait and runs over any implementation.
@@ -27,11 +28,13 @@
 //!     }
 //! }
 //!
-//! // Frames carry a version byte and a checksum; garbage is a typed error, never a panic.
+//! // Frames carry a version byte, a checksum and a MAC; garbage is a typed error, never a
+//! // panic.
+//! let key = PeerKey::derive(b"the cluster secret");
 //! let env = Envelope { from: NodeId(1), to: NodeId(2), msg: String::from("hello") };
-//! let frame = codec::encode(&env, codec::DEFAULT_MAX_FRAME_BYTES).unwrap();
-//! assert_eq!(codec::decode::<String>(&frame, codec::DEFAULT_MAX_FRAME_BYTES).unwrap(), env);
-//! assert!(codec::decode::<String>(&frame[..3], codec::DEFAULT_MAX_FRAME_BYTES).is_err());
+//! let frame = codec::encode(&env, codec::DEFAULT_MAX_FRAME_BYTES, &key).unwrap();
+//! assert_eq!(codec::decode::<String>(&frame, codec::DEFAULT_MAX_FRAME_BYTES, &key).unwrap(), env);
+//! assert!(codec::decode::<String>(&frame[..3], codec::DEFAULT_MAX_FRAME_BYTES, &key).is_err());
 //!
 //! // Fault rules are shared values an admin endpoint can change at run time.
 //! let rules = FaultRules::new(42);
@@ -46,7 +49,9 @@ use std::future::Future;
 use kvlab_types::{Message, NodeId};
 use serde::{Deserialize, Serialize};
 
-pub mod codec;
+/// The frame codec: see `kvlab-codec` for the format.
+pub use kvlab_codec as codec;
+pub use kvlab_codec::{ClusterSecret, Envelope, PeerKey, SecretError};
 pub mod contract;
 mod delay;
 mod error;
@@ -59,18 +64,6 @@ pub use error::{CodecError, TransportError};
 pub use faults::{FaultRule, FaultRules, MAX_FAULT_DELAY_MS, MAX_FAULT_RULES, SendVerdict};
 pub use plumbing::{Inbox, PeerTable, oversize_or_encode_error, route_send};
 pub use stats::{DropCounts, DropReason, StatsCounters, TransportStats};
-
-/// One message on its way between two nodes. Both ends are named so a receiver can check
-/// the envelope was meant for it and attribute it to a peer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Envelope<M> {
-    /// The sending node.
-    pub from: NodeId,
-    /// The destination node.
-    pub to: NodeId,
-    /// The protocol message.
-    pub msg: M,
-}
 
 /// The delivery order an implementation promises between one sender and one receiver.
 /// No implementation promises an order across different senders.
@@ -105,6 +98,11 @@ pub struct TransportConfig {
     pub inbound_queue_len: usize,
     /// Messages held by delay rules at once; beyond it a delayed send is a counted drop.
     pub max_delayed_messages: usize,
+    /// The key every frame is authenticated with (derived from the cluster secret, see
+    /// [`ClusterSecret::peer_key`]). Never read from or written to a config file: a node
+    /// sets it from its `cluster_secret`. Defaults to [`PeerKey::unauthenticated`].
+    #[serde(skip)]
+    pub peer_key: PeerKey,
 }
 
 impl Default for TransportConfig {
@@ -114,6 +112,7 @@ impl Default for TransportConfig {
             outbound_queue_len: DEFAULT_OUTBOUND_QUEUE_LEN,
             inbound_queue_len: DEFAULT_INBOUND_QUEUE_LEN,
             max_delayed_messages: DEFAULT_MAX_DELAYED_MESSAGES,
+            peer_key: PeerKey::unauthenticated(),
         }
     }
 }

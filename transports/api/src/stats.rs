@@ -31,11 +31,25 @@ pub enum DropReason {
     /// Part of a chunked message arrived but the rest did not within the reassembly
     /// timeout, or the reassembly buffers were full.
     ReassemblyExpired,
+    /// An intact frame whose MAC does not verify under this node's key: it was not made
+    /// with the cluster secret (a forgery, or a node of another cluster). Its payload was
+    /// never deserialized.
+    Unauthenticated,
 }
 
 impl DropReason {
+    /// The reason a receiver counts for a frame that does not decode: an intact frame
+    /// that fails its MAC is [`DropReason::Unauthenticated`], anything else a
+    /// [`DropReason::DecodeError`].
+    pub fn of_decode_error(e: &crate::CodecError) -> DropReason {
+        match e {
+            crate::CodecError::Unauthenticated { .. } => DropReason::Unauthenticated,
+            _ => DropReason::DecodeError,
+        }
+    }
+
     /// Every reason, in a fixed order (the order of [`DropCounts`]' fields).
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 9] = [
         DropReason::QueueFull,
         DropReason::UnknownPeer,
         DropReason::Oversize,
@@ -44,6 +58,7 @@ impl DropReason {
         DropReason::Misaddressed,
         DropReason::Io,
         DropReason::ReassemblyExpired,
+        DropReason::Unauthenticated,
     ];
 
     /// The reason's snake_case name, as in metrics.
@@ -57,6 +72,7 @@ impl DropReason {
             DropReason::Misaddressed => "misaddressed",
             DropReason::Io => "io",
             DropReason::ReassemblyExpired => "reassembly_expired",
+            DropReason::Unauthenticated => "unauthenticated",
         }
     }
 
@@ -84,6 +100,9 @@ pub struct DropCounts {
     pub io: u64,
     /// See [`DropReason::ReassemblyExpired`].
     pub reassembly_expired: u64,
+    /// See [`DropReason::Unauthenticated`].
+    #[serde(default)]
+    pub unauthenticated: u64,
 }
 
 impl DropCounts {
@@ -98,6 +117,7 @@ impl DropCounts {
             DropReason::Misaddressed => self.misaddressed,
             DropReason::Io => self.io,
             DropReason::ReassemblyExpired => self.reassembly_expired,
+            DropReason::Unauthenticated => self.unauthenticated,
         }
     }
 
@@ -177,6 +197,7 @@ impl StatsCounters {
                 misaddressed: d(DropReason::Misaddressed),
                 io: d(DropReason::Io),
                 reassembly_expired: d(DropReason::ReassemblyExpired),
+                unauthenticated: d(DropReason::Unauthenticated),
             },
         }
     }
@@ -196,6 +217,6 @@ mod tests {
         for (i, r) in DropReason::ALL.iter().enumerate() {
             assert_eq!(s.dropped.get(*r), i as u64 + 1, "{}", r.name());
         }
-        assert_eq!(s.dropped.total(), (1..=8).sum::<u64>());
+        assert_eq!(s.dropped.total(), (1..=9).sum::<u64>());
     }
 }

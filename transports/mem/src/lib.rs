@@ -14,7 +14,10 @@
 //!   exactly: [`codec::frame_size`] runs postcard's size-counting serializer, which does
 //!   not allocate (measured in the `transport_echo` bench of `kvlab-transport-udp`). With
 //!   [`MemConfig::codec_roundtrip`] every message is encoded and decoded as on a wire,
-//!   to prove a message type survives serialization.
+//!   to prove a message type survives serialization. Frames (the round trip, and bytes
+//!   injected with [`MemNetwork::inject_frame`]) are authenticated with
+//!   `transport.peer_key` like on a wire; values never leave the process, so they carry
+//!   no MAC.
 //! - **One bounded queue per receiver.** The receiver's inbox (bound
 //!   `inbound_queue_len`) is the only queue; a send into a full inbox is refused with
 //!   [`TransportError::QueueFull`] and counted at the sender.
@@ -282,7 +285,7 @@ impl<M: Message + Send> Transport for MemTransport<M> {
             return Err(TransportError::UnknownPeer { peer: to });
         }
         let packet = if config.codec_roundtrip {
-            let frame = codec::encode(&env, max)
+            let frame = codec::encode(&env, max, &config.transport.peer_key)
                 .map_err(|source| TransportError::Encode { peer: to, source })?;
             Packet::Frame(frame)
         } else {
@@ -300,14 +303,15 @@ impl<M: Message + Send> Transport for MemTransport<M> {
 
     async fn recv(&self) -> Result<Envelope<M>, TransportError> {
         let max = self.hub.config.transport.max_frame_bytes;
+        let key = &self.hub.config.transport.peer_key;
         self.inbox
             .recv_with(|packet| {
                 let (env, size_bytes) = match packet {
                     Packet::Value { env, size_bytes } => (env, size_bytes),
-                    Packet::Frame(frame) => match codec::decode::<M>(&frame, max) {
+                    Packet::Frame(frame) => match codec::decode::<M>(&frame, max, key) {
                         Ok(env) => (env, frame.len()),
-                        Err(_) => {
-                            self.stats.record_drop(DropReason::DecodeError, 1);
+                        Err(e) => {
+                            self.stats.record_drop(DropReason::of_decode_error(&e), 1);
                             return None;
                         }
                     },

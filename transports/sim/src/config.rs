@@ -196,6 +196,17 @@ pub struct NetworkConfig {
     pub reorder_probability: f64,
     /// The largest extra delay of a reordered message.
     pub reorder_window_ms: f64,
+    /// Probability that a node-to-node message is corrupted on the wire: it is encoded
+    /// with the real peer frame codec (`kvlab-codec`, keyed with the run's cluster key),
+    /// one random bit is flipped, and the receiver's decoder must reject it (counted in
+    /// `SimStats::messages_dropped_corrupt`; the message is lost). A frame the decoder
+    /// accepted would stop the run: it is a codec bug.
+    pub corrupt_probability: f64,
+    /// Probability that, besides a node-to-node message, an attacker without the
+    /// cluster secret sends a forged copy to the same node: framed with a random wrong
+    /// key and claiming a random member as sender. The receiver's decoder must reject it
+    /// (counted in `SimStats::messages_dropped_forged`); it never reaches the protocol.
+    pub forge_probability: f64,
     /// Bound on node-to-node messages on the wire (scheduled, held by a rule, or waiting
     /// for a paused node). A send beyond it is dropped and counted in
     /// `SimStats::messages_dropped_by_bound`.
@@ -220,6 +231,8 @@ impl Default for NetworkConfig {
             duplicate_probability: 0.0,
             reorder_probability: 0.0,
             reorder_window_ms: 10.0,
+            corrupt_probability: 0.0,
+            forge_probability: 0.0,
             max_in_flight_messages: 1_000_000,
             measure_bytes: false,
         }
@@ -234,6 +247,8 @@ impl NetworkConfig {
         validate_probability("network.loss_probability", self.loss_probability)?;
         validate_probability("network.duplicate_probability", self.duplicate_probability)?;
         validate_probability("network.reorder_probability", self.reorder_probability)?;
+        validate_probability("network.corrupt_probability", self.corrupt_probability)?;
+        validate_probability("network.forge_probability", self.forge_probability)?;
         LatencyDist::Constant {
             ms: self.reorder_window_ms,
         }

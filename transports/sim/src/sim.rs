@@ -17,6 +17,8 @@ use crate::error::SimError;
 use crate::queue::EventQueue;
 use crate::rules::{FaultRule, RuleId, Verdict, clamp_probability};
 use crate::stats::{NodeStats, SimStats};
+use kvlab_codec::{CodecError, Envelope, MAX_FRAME_BYTES_LIMIT, PeerKey};
+use rand::RngExt;
 
 /// The largest clock drift [`Sim::set_clock_drift`] accepts, in parts per million (a
 /// clock running at half or one and a half times real speed). Larger values are clamped:
@@ -224,6 +226,8 @@ pub struct Sim<P: Protocol> {
     now: Time,
     net_rng: Rng,
     client_rng: Rng,
+    /// The run's cluster key: what corrupted frames are made and checked with.
+    peer_key: PeerKey,
     rules: BTreeMap<RuleId, FaultRule>,
     next_rule_id: u64,
     summary: RuleSummary,
@@ -300,6 +304,7 @@ impl<P: Protocol> Sim<P> {
         let mut sim = Sim {
             net_rng: seeded_rng(derive_seed(seed, "network", 0)),
             client_rng: seeded_rng(derive_seed(seed, "client", 0)),
+            peer_key: PeerKey::derive(&derive_seed(seed, "cluster-secret", 0).to_le_bytes()),
             config,
             seed,
             node_config,
@@ -983,11 +988,65 @@ impl<P: Protocol> Sim<P> {
             self.stats.messages_dropped_by_loss += 1;
             return;
         }
+        if chance(&mut self.net_rng, self.config.network.corrupt_probability) {
+            self.corrupt_on_the_wire(from, to_id, &msg);
+            return;
+        }
+        if chance(&mut self.net_rng, self.config.network.forge_probability) {
+            self.forge_towards(to_id, &msg);
+        }
         if chance(&mut self.net_rng, self.summary.duplicate_p) {
             self.stats.messages_duplicated += 1;
             self.schedule_delivery(from, to, incarnation, msg.clone());
         }
         self.schedule_delivery(from, to, incarnation, msg);
+    }
+
+    /// Encodes `msg` as the real peer frame, flips one random bit, and decodes it as the
+    /// receiver would: it must be rejected (a single flipped bit is always caught by the
+    /// frame's CRC-32). The message is lost.
+    fn corrupt_on_the_wire(&mut self, from: NodeId, to: NodeId, msg: &P::Msg) {
+        self.stats.messages_dropped_corrupt += 1;
+        let env = Envelope { from, to, msg };
+        let Ok(mut frame) = kvlab_codec::encode(&env, MAX_FRAME_BYTES_LIMIT, &self.peer_key) else {
+            return; // too large for any frame: lost all the same
+        };
+        let bit = self.net_rng.random_range(0..frame.len() * 8);
+        frame[bit / 8] ^= 1 << (bit % 8);
+        let decoded = kvlab_codec::decode::<P::Msg>(&frame, MAX_FRAME_BYTES_LIMIT, &self.peer_key);
+        assert!(
+            decoded.is_err(),
+            "simulator invariant: the frame codec accepted a frame with bit {bit} flipped (seed {})",
+            self.seed
+        );
+    }
+
+    /// An attacker without the cluster secret sends `to` a copy of `msg` claiming a
+    /// random member as sender, framed with a random key: the receiver's decoder must
+    /// refuse it as unauthenticated.
+    fn forge_towards(&mut self, to: NodeId, msg: &P::Msg) {
+        self.stats.messages_dropped_forged += 1;
+        let claimed = self.peers[self.net_rng.random_range(0..self.peers.len())];
+        let mut wrong = [0u8; 32];
+        for b in &mut wrong {
+            *b = self.net_rng.random();
+        }
+        let env = Envelope {
+            from: claimed,
+            to,
+            msg,
+        };
+        let Ok(frame) = kvlab_codec::encode(&env, MAX_FRAME_BYTES_LIMIT, &PeerKey::from_raw(wrong))
+        else {
+            return;
+        };
+        let decoded = kvlab_codec::decode::<P::Msg>(&frame, MAX_FRAME_BYTES_LIMIT, &self.peer_key);
+        assert!(
+            matches!(decoded, Err(CodecError::Unauthenticated { .. })),
+            "simulator invariant: the frame codec did not refuse a forged frame as unauthenticated: {:?} (seed {})",
+            decoded.as_ref().err(),
+            self.seed
+        );
     }
 
     fn in_flight_full(&self) -> bool {

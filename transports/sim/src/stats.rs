@@ -32,6 +32,15 @@ pub struct SimStats {
     pub messages_dropped_by_bound: u64,
     /// Messages addressed to a node that is not part of the simulation.
     pub messages_dropped_unknown_node: u64,
+    /// Messages corrupted on the wire (`network.corrupt_probability`) whose frame the
+    /// receiver's decoder rejected.
+    #[serde(default)]
+    pub messages_dropped_corrupt: u64,
+    /// Forged frames (`network.forge_probability`) the receiver's decoder rejected.
+    /// These are extra frames an attacker sent, not messages a node sent: they are not
+    /// counted in `messages_sent`.
+    #[serde(default)]
+    pub messages_dropped_forged: u64,
     /// Extra copies created by duplication.
     pub messages_duplicated: u64,
     /// Messages that a hold rule kept back (each time it did).

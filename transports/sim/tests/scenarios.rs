@@ -184,6 +184,58 @@ fn loss_probability_is_roughly_honoured_over_many_messages() {
 }
 
 #[test]
+fn corrupted_and_forged_frames_are_rejected_by_the_real_codec_and_counted() {
+    let mut config = exact_config();
+    config.network.corrupt_probability = 0.2;
+    config.network.forge_probability = 0.3;
+    let mut s = sim(config.clone(), 3);
+    s.submit(NodeId(1), cmd(1, "burst:2", 5_000));
+    s.submit(NodeId(1), cmd(2, "burst:3", 5_000));
+    run(&mut s, ms(10.0));
+    let st = s.stats();
+    assert_eq!(st.messages_sent, 10_000);
+    // A corrupted message is lost; a forged one is an extra frame that never arrives.
+    assert_eq!(
+        st.messages_delivered + st.messages_dropped_corrupt,
+        10_000,
+        "{st:?}"
+    );
+    let corrupt = st.messages_dropped_corrupt as f64 / 10_000.0;
+    assert!(
+        (0.18..0.22).contains(&corrupt),
+        "observed corruption {corrupt}"
+    );
+    let forged = st.messages_dropped_forged as f64 / st.messages_delivered as f64;
+    assert!((0.27..0.33).contains(&forged), "observed forgery {forged}");
+    // Only genuine payloads reached the protocol.
+    assert_eq!(
+        received(&s, 2).len() + received(&s, 3).len(),
+        st.messages_delivered as usize
+    );
+
+    // Deterministic: the same seed gives the same counts.
+    let mut again = sim(config, 3);
+    again.submit(NodeId(1), cmd(1, "burst:2", 5_000));
+    again.submit(NodeId(1), cmd(2, "burst:3", 5_000));
+    run(&mut again, ms(10.0));
+    assert_eq!(again.stats(), st);
+}
+
+#[test]
+fn corruption_and_forgery_are_spec_knobs_validated_like_the_others() {
+    let c: SimConfig =
+        toml::from_str("[network]\ncorrupt_probability = 0.01\nforge_probability = 0.5\n")
+            .expect("parses");
+    c.validate().unwrap();
+    let bad: SimConfig = toml::from_str("[network]\nforge_probability = 2.0\n").expect("parses");
+    let err = bad.validate().unwrap_err();
+    assert!(
+        err.to_string().contains("network.forge_probability"),
+        "{err}"
+    );
+}
+
+#[test]
 fn loss_rules_compose_with_configured_loss() {
     let mut config = exact_config();
     config.network.loss_probability = 0.5;

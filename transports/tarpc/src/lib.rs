@@ -24,9 +24,17 @@
 //!   that comes back receives fresh messages, not a backlog of stale ones.
 //! - **Faults.** The sender consults its [`FaultRules`] on send (drop, delay, loss); the
 //!   receiver consults its own on arrival (drop-from).
-//! - **Trust.** A frame is accepted only if its envelope names a sender in the peer table
-//!   and this node as destination. Bytes that are not a valid RPC are counted as decode
-//!   errors and close that connection.
+//! - **Trust.** A frame is accepted only if its MAC verifies under the cluster key
+//!   (`transport.peer_key`; otherwise it is counted as [`DropReason::Unauthenticated`]
+//!   and never deserialized), it names a sender in the peer table and this node as
+//!   destination. Bytes that are not a valid RPC are counted as decode errors and close
+//!   that connection.
+//! - **A port anyone can reach.** The listener is a [`guard`]ed endpoint: at most
+//!   `max_connections` connections (at the cap the idlest is closed), an idle timeout,
+//!   one frame of `max_frame_bytes` per connection and `max_buffered_bytes` for all of
+//!   them, request deadlines clamped; see [`TarpcTransport::connection_stats`]. A link
+//!   closes its own connection after half the idle timeout without traffic, so the
+//!   receiver's timeout never cuts a message in flight.
 //!
 //! ```
 //! use std::collections::BTreeMap;
@@ -63,11 +71,13 @@ use serde::{Deserialize, Serialize};
 use tarpc::server::{BaseChannel, Channel};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 
+pub mod guard;
 pub mod wire;
 
-use wire::{CountingConnection, PeerService, RPC_OVERHEAD_BYTES};
+use guard::{ConnectionLimits, ConnectionStats, Endpoint, ServerTransport};
+use wire::{CountingConnection, PeerService, PostcardFormat, RPC_OVERHEAD_BYTES};
 
 /// Default first wait after a failed connection attempt.
 pub const DEFAULT_RECONNECT_BACKOFF_MS_MIN: u64 = 10;
@@ -83,6 +93,13 @@ pub const DEFAULT_MAX_BATCH_MESSAGES: usize = 256;
 pub const MAX_TIMEOUT_MS: u64 = 60_000;
 /// Upper bound for `max_batch_messages`.
 pub const MAX_BATCH_MESSAGES_LIMIT: usize = 65_536;
+/// Default cap on connections to the peer port (a cluster needs one per peer, plus
+/// reconnections).
+pub const DEFAULT_PEER_MAX_CONNECTIONS: usize = 256;
+/// Default idle timeout of a peer connection.
+pub const DEFAULT_PEER_IDLE_TIMEOUT_MS: u64 = 30_000;
+/// Default bound on the bytes all peer connections buffer together: 32 MiB.
+pub const DEFAULT_PEER_MAX_BUFFERED_BYTES: usize = 32 << 20;
 
 /// Configuration of one tarpc transport.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +118,16 @@ pub struct TarpcConfig {
     pub rpc_timeout_ms: u64,
     /// Frames in one `deliver` batch at most.
     pub max_batch_messages: usize,
+    /// Connections the peer port serves at once; at the cap the one idle longest is
+    /// closed (counted) to make room.
+    pub max_connections: usize,
+    /// A peer connection without a complete RPC for this long is closed (counted). A
+    /// link closes its own connection after half of it without traffic.
+    pub idle_timeout_ms: u64,
+    /// Bytes all peer connections may buffer together (frames being assembled count),
+    /// at least one RPC of `max_frame_bytes`; the connection that would exceed it is
+    /// closed (counted).
+    pub max_buffered_bytes: usize,
 }
 
 impl Default for TarpcConfig {
@@ -112,6 +139,9 @@ impl Default for TarpcConfig {
             connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
             rpc_timeout_ms: DEFAULT_RPC_TIMEOUT_MS,
             max_batch_messages: DEFAULT_MAX_BATCH_MESSAGES,
+            max_connections: DEFAULT_PEER_MAX_CONNECTIONS,
+            idle_timeout_ms: DEFAULT_PEER_IDLE_TIMEOUT_MS,
+            max_buffered_bytes: DEFAULT_PEER_MAX_BUFFERED_BYTES,
         }
     }
 }
@@ -148,11 +178,24 @@ impl TarpcConfig {
                 ),
             });
         }
-        Ok(())
+        self.connection_limits()
+            .validate()
+            .map_err(|(field, reason)| TransportError::InvalidConfig { field, reason })
     }
 
     fn max_rpc_bytes(&self) -> usize {
         self.transport.max_frame_bytes + RPC_OVERHEAD_BYTES
+    }
+
+    /// The limits of the peer port.
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            max_connections: self.max_connections,
+            idle_timeout_ms: self.idle_timeout_ms,
+            max_request_frame_bytes: self.max_rpc_bytes(),
+            max_response_frame_bytes: self.max_rpc_bytes(),
+            max_buffered_bytes_total: self.max_buffered_bytes,
+        }
     }
 }
 
@@ -235,6 +278,7 @@ pub struct TarpcTransport<M> {
     faults: FaultRules,
     delay: DelayLine<(NodeId, Vec<u8>)>,
     listener: std::sync::Mutex<Option<JoinHandle<()>>>,
+    endpoint: Arc<Endpoint>,
 }
 
 impl<M> fmt::Debug for TarpcTransport<M> {
@@ -251,6 +295,7 @@ impl<M> fmt::Debug for TarpcTransport<M> {
 struct PeerServer<M> {
     id: NodeId,
     max_frame_bytes: usize,
+    key: kvlab_transport::PeerKey,
     peers: Arc<PeerTable>,
     inbox: mpsc::Sender<(Envelope<M>, usize)>,
     stats: Arc<StatsCounters>,
@@ -262,6 +307,7 @@ impl<M> Clone for PeerServer<M> {
         PeerServer {
             id: self.id,
             max_frame_bytes: self.max_frame_bytes,
+            key: self.key,
             peers: self.peers.clone(),
             inbox: self.inbox.clone(),
             stats: self.stats.clone(),
@@ -274,15 +320,31 @@ impl<M: Message + Send> PeerServer<M> {
     fn accept_batch(&self, frames: &[u8]) {
         let mut at = 0;
         while at < frames.len() {
-            let (env, used) = match codec::decode_prefix::<M>(&frames[at..], self.max_frame_bytes) {
-                Ok(x) => x,
-                Err(_) => {
-                    // Frames are self-delimiting only while they parse: the rest of the
-                    // batch cannot be resynchronised and is counted as one decode error.
-                    self.stats.record_drop(DropReason::DecodeError, 1);
-                    return;
-                }
-            };
+            let (env, used) =
+                match codec::decode_prefix::<M>(&frames[at..], self.max_frame_bytes, &self.key) {
+                    Ok(x) => x,
+                    Err(
+                        e @ (codec::CodecError::Unauthenticated { .. }
+                        | codec::CodecError::Garbage { .. }),
+                    ) => {
+                        // The checksum held, so the length is right: skip this frame.
+                        self.stats.record_drop(DropReason::of_decode_error(&e), 1);
+                        match codec::frame_len(&frames[at..], self.max_frame_bytes) {
+                            Ok(len) => {
+                                at += len;
+                                continue;
+                            }
+                            Err(_) => return,
+                        }
+                    }
+                    Err(_) => {
+                        // Frames are self-delimiting only while they parse: the rest of
+                        // the batch cannot be resynchronised and is counted as one decode
+                        // error.
+                        self.stats.record_drop(DropReason::DecodeError, 1);
+                        return;
+                    }
+                };
             at += used;
             if !self.peers.contains(env.from) {
                 self.stats.record_drop(DropReason::UnknownPeer, 1);
@@ -332,12 +394,14 @@ impl<M: Message + Send> TarpcTransport<M> {
         let server = PeerServer {
             id,
             max_frame_bytes: config.transport.max_frame_bytes,
+            key: config.transport.peer_key,
             peers: peers.clone(),
             inbox: in_tx,
             stats: stats.clone(),
             faults: faults.clone(),
         };
-        let listener_task = tokio::spawn(accept_loop(listener, server, config.max_rpc_bytes()));
+        let endpoint = Endpoint::new("peer", config.connection_limits());
+        let listener_task = tokio::spawn(accept_loop(listener, server, endpoint.clone()));
         let outbound = Arc::new(Outbound {
             config,
             peers,
@@ -357,7 +421,19 @@ impl<M: Message + Send> TarpcTransport<M> {
             faults,
             delay,
             listener: std::sync::Mutex::new(Some(listener_task)),
+            endpoint,
         })
+    }
+
+    /// What the peer port's guard did: connections open, closed idle, evicted at the
+    /// cap, closed at the buffer bound, deadlines clamped.
+    pub fn connection_stats(&self) -> ConnectionStats {
+        self.endpoint.stats()
+    }
+
+    /// The peer port's guarded endpoint (its counters are shared with whoever holds it).
+    pub fn endpoint(&self) -> Arc<Endpoint> {
+        self.endpoint.clone()
     }
 
     /// The address the listener is bound to.
@@ -406,7 +482,8 @@ impl<M: Message + Send> Transport for TarpcTransport<M> {
             to,
             msg,
         };
-        let frame = codec::encode(&env, self.outbound.config.transport.max_frame_bytes)
+        let transport = &self.outbound.config.transport;
+        let frame = codec::encode(&env, transport.max_frame_bytes, &transport.peer_key)
             .map_err(|e| oversize_or_encode_error(stats, to, e))?;
         route_send(
             &self.faults,
@@ -483,32 +560,24 @@ impl<M> Drop for TarpcTransport<M> {
     }
 }
 
-/// Accepts peer connections; each is served in order (one request at a time), which is
-/// what keeps per-peer FIFO. Connection tasks live in a `JoinSet`, so aborting this task
-/// closes them all.
+/// Accepts peer connections under the endpoint's limits; each is served in order (one
+/// request at a time), which is what keeps per-peer FIFO. Aborting this task closes the
+/// listener and every connection.
 async fn accept_loop<M: Message + Send>(
     listener: TcpListener,
     server: PeerServer<M>,
-    max_rpc_bytes: usize,
+    endpoint: Arc<Endpoint>,
 ) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let _ = stream.set_nodelay(true);
-                let conn = CountingConnection::new(
-                    wire::frame_connection(stream, max_rpc_bytes),
-                    server.stats.clone(),
-                );
-                let serve = server.clone().serve();
-                connections.spawn(async move {
-                    BaseChannel::with_defaults(conn).execute(serve).for_each(|respond| respond).await;
-                });
-            }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
+    guard::serve_guarded(listener, endpoint, move |framed| {
+        let conn = CountingConnection::new(
+            ServerTransport::<PostcardFormat, _, _>::new(framed),
+            server.stats.clone(),
+        );
+        BaseChannel::with_defaults(conn)
+            .execute(server.clone().serve())
+            .for_each(|respond| respond)
+    })
+    .await;
 }
 
 /// Drains one peer's queue into `deliver` batches over one connection; reconnects with
@@ -522,6 +591,8 @@ async fn link_loop(
     let backoff_min = Duration::from_millis(config.reconnect_backoff_ms_min);
     let backoff_max = Duration::from_millis(config.reconnect_backoff_ms_max);
     let max_batch_bytes = config.transport.max_frame_bytes;
+    // Close an unused connection before the receiver's idle timeout would.
+    let link_idle = Duration::from_millis((config.idle_timeout_ms / 2).max(1));
     let mut backoff = backoff_min;
     let mut carry: Option<Vec<u8>> = None;
     loop {
@@ -557,9 +628,11 @@ async fn link_loop(
         loop {
             let mut batch = match carry.take() {
                 Some(f) => f,
-                None => match queue.recv().await {
-                    Some(f) => f,
-                    None => return,
+                None => match tokio::time::timeout(link_idle, queue.recv()).await {
+                    Ok(Some(f)) => f,
+                    Ok(None) => return,
+                    // Idle: drop the connection; the next message opens a new one.
+                    Err(_) => break,
                 },
             };
             let mut n: u64 = 1;

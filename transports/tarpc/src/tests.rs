@@ -77,6 +77,7 @@ async fn frames_from_a_sender_outside_the_peer_table_are_dropped() {
             msg: TestMsg::new(1, 4),
         },
         kvlab_transport::codec::DEFAULT_MAX_FRAME_BYTES,
+        &kvlab_transport::PeerKey::default(),
     )
     .unwrap();
     TarpcHarness.inject_raw(&ts[0], stranger).await;
@@ -178,4 +179,64 @@ async fn binding_a_taken_port_is_a_bind_error_naming_the_address() {
         TarpcConfig::default(),
     )
     .await;
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_and_links_reopen_without_losing_messages() {
+    let config = TarpcConfig {
+        idle_timeout_ms: 200,
+        ..TarpcConfig::default()
+    };
+    let ts = cluster(2, config).await;
+    // A stranger connects and says nothing: closed after the idle timeout.
+    let mut idle = TcpStream::connect(ts[1].local_addr()).await.unwrap();
+    let mut buf = [0u8; 8];
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        use tokio::io::AsyncReadExt;
+        idle.read(&mut buf).await
+    })
+    .await
+    .expect("the idle connection is closed within the bound");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(ts[1].connection_stats().closed_idle >= 1);
+    // A link idle longer than the timeout reconnects on its next message.
+    for seq in 0..3 {
+        ts[0].send(NodeId(2), TestMsg::new(seq, 4)).unwrap();
+        let env = recv_within(&ts[1], Duration::from_secs(5))
+            .await
+            .expect("delivered");
+        assert_eq!(env.msg.seq, seq);
+        tokio::time::sleep(Duration::from_millis(350)).await;
+    }
+    assert_eq!(ts[0].stats().dropped.io, 0, "{:?}", ts[0].stats());
+}
+
+#[tokio::test]
+async fn at_the_connection_cap_the_idlest_connection_makes_room() {
+    let config = TarpcConfig {
+        max_connections: 4,
+        ..TarpcConfig::default()
+    };
+    let ts = cluster(2, config).await;
+    let mut squatters = Vec::new();
+    for _ in 0..10 {
+        squatters.push(TcpStream::connect(ts[1].local_addr()).await.unwrap());
+    }
+    ts[0].send(NodeId(2), TestMsg::new(1, 4)).unwrap();
+    let env = recv_within(&ts[1], Duration::from_secs(5))
+        .await
+        .expect("a peer gets through the squatters");
+    assert_eq!(env.msg.seq, 1);
+    let s = ts[1].connection_stats();
+    assert!(s.open <= 4 && s.evicted_at_cap >= 7, "{s:?}");
+}
+
+#[tokio::test]
+async fn a_length_prefix_over_the_limit_closes_the_connection_and_is_counted() {
+    let ts = cluster(1, TarpcConfig::default()).await;
+    let mut s = TcpStream::connect(ts[0].local_addr()).await.unwrap();
+    s.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+    wait_stats(&ts[0], "a decode error", |s| s.dropped.decode_error == 1).await;
+    assert_eq!(ts[0].connection_stats().closed_oversize_frame, 1);
+    assert_eq!(ts[0].connection_stats().buffered_bytes, 0);
 }

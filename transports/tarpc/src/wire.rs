@@ -190,6 +190,8 @@ fn is_malformed_input(e: &io::Error) -> bool {
             | io::ErrorKind::BrokenPipe
             | io::ErrorKind::TimedOut
             | io::ErrorKind::NotConnected
+            // The endpoint's buffer bound (see `guard`), counted there.
+            | io::ErrorKind::OutOfMemory
     )
 }
 

@@ -15,12 +15,18 @@
 //!   most `max_reassembly_buffers` buffers and gives up after `reassembly_timeout_ms`
 //!   (counted as [`DropReason::ReassemblyExpired`]). There is no retransmission: a lost
 //!   chunk loses the message, as a lost datagram would. Memory for reassembly is bounded
-//!   by `max_reassembly_buffers × max_frame_bytes`. Snapshots of many megabytes should
-//!   go over a stream (the tarpc transport) instead.
+//!   by `max_reassembly_bytes` (chunks are stored as they arrive; a header's chunk count
+//!   reserves nothing). Snapshots of many megabytes should go over a stream (the tarpc
+//!   transport) instead.
+//! - **Authentication.** Every frame carries a MAC keyed by `transport.peer_key` (the
+//!   cluster secret, see `kvlab_codec`); a frame that fails it is counted as
+//!   [`DropReason::Unauthenticated`] and never deserialized. Chunks are not
+//!   authenticated one by one; the reassembled frame is.
 //! - **Order.** None promised ([`DeliveryOrder::Unordered`]), as UDP promises none; on an
 //!   idle loopback messages usually arrive in order.
-//! - **Who sent it.** A datagram is accepted only from an address in the peer table, and
-//!   its envelope must name that peer as sender and this node as destination; otherwise
+//! - **Who sent it.** A datagram is accepted only from an address in the peer table, its
+//!   frame must verify under the cluster key, and it must name that peer as sender and
+//!   this node as destination; otherwise
 //!   it is counted ([`DropReason::UnknownPeer`], [`DropReason::Misaddressed`]) and dropped.
 //!   Bind a concrete address (e.g. `127.0.0.1:0`), not a wildcard, so that the address
 //!   peers see is the one in their tables.
@@ -86,6 +92,10 @@ pub const MAX_REASSEMBLY_BUFFERS_LIMIT: usize = 4096;
 pub const DEFAULT_REASSEMBLY_TIMEOUT_MS: u64 = 2_000;
 /// Longest `reassembly_timeout_ms` accepted.
 pub const MAX_REASSEMBLY_TIMEOUT_MS: u64 = 60_000;
+/// Default bound on the bytes all partially received messages hold together: 8 MiB.
+pub const DEFAULT_MAX_REASSEMBLY_BYTES: usize = 8 << 20;
+/// Largest `max_reassembly_bytes` accepted: 1 GiB.
+pub const MAX_REASSEMBLY_BYTES_LIMIT: usize = 1 << 30;
 
 /// Configuration of one UDP transport.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +111,10 @@ pub struct UdpConfig {
     pub max_reassembly_buffers: usize,
     /// How long a partially received message is kept.
     pub reassembly_timeout_ms: u64,
+    /// Bytes all partially received messages may hold together (each stored chunk
+    /// counts its data plus `reassembly::CHUNK_OVERHEAD_BYTES`); the oldest are evicted,
+    /// and counted, to make room. At least `transport.max_frame_bytes`.
+    pub max_reassembly_bytes: usize,
 }
 
 impl Default for UdpConfig {
@@ -110,6 +124,7 @@ impl Default for UdpConfig {
             max_datagram_bytes: DEFAULT_MAX_DATAGRAM_BYTES,
             max_reassembly_buffers: DEFAULT_MAX_REASSEMBLY_BUFFERS,
             reassembly_timeout_ms: DEFAULT_REASSEMBLY_TIMEOUT_MS,
+            max_reassembly_bytes: DEFAULT_MAX_REASSEMBLY_BYTES,
         }
     }
 }
@@ -160,7 +175,27 @@ impl UdpConfig {
                 ),
             );
         }
+        if !(self.transport.max_frame_bytes..=MAX_REASSEMBLY_BYTES_LIMIT)
+            .contains(&self.max_reassembly_bytes)
+        {
+            return bad(
+                "max_reassembly_bytes",
+                format!(
+                    "{} is outside [max_frame_bytes = {}, {MAX_REASSEMBLY_BYTES_LIMIT}]",
+                    self.max_reassembly_bytes, self.transport.max_frame_bytes
+                ),
+            );
+        }
         Ok(())
+    }
+
+    /// The most chunks any frame within `max_frame_bytes` can need from any sender (the
+    /// smallest datagram a sender may use carries the least data).
+    fn max_chunks(&self) -> usize {
+        self.transport
+            .max_frame_bytes
+            .div_ceil(MIN_DATAGRAM_BYTES - CHUNK_HEADER_BYTES)
+            .min(usize::from(u16::MAX))
     }
 
     fn chunk_data_bytes(&self) -> usize {
@@ -315,7 +350,7 @@ impl<M: Message + Send> Transport for UdpTransport<M> {
         };
         let mut datagram = Vec::with_capacity(128);
         datagram.push(TAG_WHOLE);
-        codec::encode_into(&env, max, &mut datagram)
+        codec::encode_into(&env, max, &self.config.transport.peer_key, &mut datagram)
             .map_err(|e| oversize_or_encode_error(&self.stats, to, e))?;
         let out = Outgoing {
             addr,
@@ -435,7 +470,14 @@ async fn read_loop<M: Message + Send>(
 ) {
     let timeout = Duration::from_millis(config.reassembly_timeout_ms);
     let max = config.transport.max_frame_bytes;
-    let mut reassembly = Reassembly::new(config.max_reassembly_buffers, timeout, max);
+    let key = config.transport.peer_key;
+    let mut reassembly = Reassembly::new(
+        config.max_reassembly_buffers,
+        timeout,
+        max,
+        config.max_chunks(),
+        config.max_reassembly_bytes,
+    );
     let mut buf = vec![0u8; MAX_DATAGRAM_BYTES_LIMIT + 1];
     let mut sweep = tokio::time::interval(timeout / 2);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -460,7 +502,7 @@ async fn read_loop<M: Message + Send>(
         };
         let decoded = match d.first() {
             Some(&TAG_WHOLE) => {
-                codec::decode::<M>(&d[WHOLE_HEADER_BYTES..], max).map(|e| (e, n - 1))
+                codec::decode::<M>(&d[WHOLE_HEADER_BYTES..], max, &key).map(|e| (e, n - 1))
             }
             Some(&TAG_CHUNK) => {
                 let Some((h, data)) = parse_chunk(d) else {
@@ -470,7 +512,7 @@ async fn read_loop<M: Message + Send>(
                 let Some(frame) = reassembly.insert(peer, h, data, Instant::now(), &stats) else {
                     continue;
                 };
-                codec::decode::<M>(&frame, max).map(|e| (e, frame.len()))
+                codec::decode::<M>(&frame, max, &key).map(|e| (e, frame.len()))
             }
             _ => {
                 stats.record_drop(DropReason::DecodeError, 1);
@@ -479,8 +521,8 @@ async fn read_loop<M: Message + Send>(
         };
         let (env, size_bytes) = match decoded {
             Ok(x) => x,
-            Err(_) => {
-                stats.record_drop(DropReason::DecodeError, 1);
+            Err(e) => {
+                stats.record_drop(DropReason::of_decode_error(&e), 1);
                 continue;
             }
         };

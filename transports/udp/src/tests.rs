@@ -63,6 +63,7 @@ async fn datagrams_from_unknown_addresses_are_counted_and_dropped() {
             msg: TestMsg::new(1, 4),
         },
         codec::DEFAULT_MAX_FRAME_BYTES,
+        &kvlab_transport::PeerKey::default(),
     )
     .unwrap();
     let mut d = vec![TAG_WHOLE];
@@ -131,7 +132,13 @@ async fn envelope_naming_another_sender_is_misaddressed() {
         },
     ] {
         let mut d = vec![TAG_WHOLE];
-        codec::encode_into(&env, codec::DEFAULT_MAX_FRAME_BYTES, &mut d).unwrap();
+        codec::encode_into(
+            &env,
+            codec::DEFAULT_MAX_FRAME_BYTES,
+            &kvlab_transport::PeerKey::default(),
+            &mut d,
+        )
+        .unwrap();
         peer.send_to(&d, ts[0].local_addr()).await.unwrap();
     }
     wait_stats(&ts[0], "two misaddressed envelopes", |s| {
@@ -238,6 +245,13 @@ async fn invalid_config_is_refused_naming_the_field() {
                 ..UdpConfig::default()
             },
             "reassembly_timeout_ms",
+        ),
+        (
+            UdpConfig {
+                max_reassembly_bytes: 1000,
+                ..UdpConfig::default()
+            },
+            "max_reassembly_bytes",
         ),
         (
             UdpConfig {

@@ -17,6 +17,12 @@ use kvlab_server::{
 use kvlab_types::{ClientRequest, ClientResponse, KvOp, NodeId, RequestId};
 
 pub const TOKEN: &str = "test-token";
+/// The cluster secret of every test cluster (hex).
+pub const SECRET: &str = "6b766c61622d746573742d636c75737465722d736563726574";
+
+pub fn secret() -> kvlab_server::ClusterSecret {
+    SECRET.parse().expect("a valid test secret")
+}
 pub const STEP: Duration = Duration::from_millis(20);
 
 /// Sends the servers' tracing to the test output when `RUST_LOG` is set.
@@ -92,6 +98,7 @@ pub fn node_config(
             token: TOKEN.into(),
             allow_non_loopback: false,
         },
+        cluster_secret: secret(),
         peers: peers
             .iter()
             .map(|(id, a)| (id.0.to_string(), a.peer))
