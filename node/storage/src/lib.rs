@@ -72,8 +72,10 @@ pub use snapshot::{
 };
 pub use vfs::{RealFile, RealFs, Vfs, VfsFile};
 pub use wal::{
-    Lsn, MAX_RECORD_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, TornTail, WRITE_BUFFER_BYTES,
-    Wal, WalError, WalRecovery, WalStats, segment_file_name,
+    DAMAGED_SEGMENT_SUFFIX, Damage, DamageKind, DamageTruncated, Lsn, MAX_RECORD_BYTES,
+    RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, TRAILER_BYTES, TornTail, WAL_STATE_FILE_NAME,
+    WAL_STATE_TEMP_FILE_NAME, WRITE_BUFFER_BYTES, Wal, WalError, WalRecovery, WalStats,
+    segment_file_name,
 };
 
 /// The smallest allowed [`StorageOptions::segment_size_bytes`].
@@ -81,6 +83,12 @@ pub const MIN_SEGMENT_BYTES: u64 = 4 << 10;
 
 /// The largest allowed [`StorageOptions::segment_size_bytes`].
 pub const MAX_SEGMENT_BYTES: u64 = 1 << 30;
+
+/// The smallest allowed [`StorageOptions::max_unsynced_bytes`].
+pub const MIN_UNSYNCED_BYTES: u64 = 4 << 10;
+
+/// The largest allowed [`StorageOptions::max_unsynced_bytes`].
+pub const MAX_UNSYNCED_BYTES: u64 = 1 << 30;
 
 /// When the write-ahead log calls `fdatasync`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -92,10 +100,12 @@ pub enum FsyncPolicy {
     /// `sync()`, which the caller issues once for many appends (e.g. on `Effect::Sync`).
     #[default]
     Batch,
-    /// `sync()` only hands the bytes to the OS and never fsyncs. **Unsafe**: power loss
-    /// may lose acknowledged records, and may even leave a log that refuses to open (a
-    /// full segment that lost its tail before the next one). A research knob to measure
-    /// what durability costs and what skipping it breaks.
+    /// `sync()` only hands the bytes to the OS and never fsyncs records. **Unsafe**:
+    /// power loss may lose acknowledged records, and may even leave a log that refuses to
+    /// open (a full segment that lost its tail before the next one). A research knob to
+    /// measure what durability costs and what skipping it breaks. The log's small state
+    /// file, the header of a new log and snapshots are still fsynced; recovery puts no
+    /// bound on the tail it cuts, and a clean close records no end to verify.
     Never,
 }
 
@@ -109,6 +119,31 @@ impl std::fmt::Display for FsyncPolicy {
     }
 }
 
+/// What recovery does with damage that a crash cannot explain, i.e. damage that loses
+/// records which were (or may have been) synced and acknowledged. See the
+/// [recovery rule](crate::wal#recovery-rule-torn-tail-or-lost-synced-data).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecoveryMode {
+    /// Refuse to open with [`WalError::Damaged`], naming the file and byte offset, and
+    /// leave every file as it is. Only a torn tail (what a crash leaves) is cut.
+    #[default]
+    Strict,
+    /// Point-in-time recovery, for an operator who accepts the loss: cut the log at its
+    /// first damage, set later segments aside (renamed `<name>.damaged`), and report
+    /// what was dropped in [`WalRecovery::damage_truncated`] (the node logs it at WARN).
+    TruncateDamaged,
+}
+
+impl std::fmt::Display for RecoveryMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RecoveryMode::Strict => "strict",
+            RecoveryMode::TruncateDamaged => "truncate-damaged",
+        })
+    }
+}
+
 /// How a node's storage behaves; part of an experiment's node configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -118,6 +153,16 @@ pub struct StorageOptions {
     /// A log segment is rolled before an append would push it past this size, within
     /// [`MIN_SEGMENT_BYTES`]..=[`MAX_SEGMENT_BYTES`].
     pub segment_size_bytes: u64,
+    /// The most appended bytes the log leaves without an fsync, within
+    /// [`MIN_UNSYNCED_BYTES`]..=[`MAX_UNSYNCED_BYTES`]: an append that would exceed it
+    /// first syncs what is pending (drivers that sync at least this often never see
+    /// it). Recovery after a crash cuts at most this much off the log's tail (or one
+    /// record, if a larger record was alone in the unsynced window) and refuses a longer
+    /// cut as lost synced data. Ignored under [`FsyncPolicy::Never`].
+    pub max_unsynced_bytes: u64,
+    /// What recovery does with damage beyond a torn tail: `"strict"` (refuse, the
+    /// default) or `"truncate-damaged"` (cut the log there and report the loss).
+    pub recovery: RecoveryMode,
 }
 
 impl Default for StorageOptions {
@@ -125,6 +170,8 @@ impl Default for StorageOptions {
         StorageOptions {
             fsync: FsyncPolicy::Batch,
             segment_size_bytes: 16 << 20,
+            max_unsynced_bytes: 1 << 20,
+            recovery: RecoveryMode::Strict,
         }
     }
 }
@@ -138,6 +185,15 @@ impl StorageOptions {
                 reason: format!(
                     "must be within {MIN_SEGMENT_BYTES}..={MAX_SEGMENT_BYTES}, got {}",
                     self.segment_size_bytes
+                ),
+            });
+        }
+        if !(MIN_UNSYNCED_BYTES..=MAX_UNSYNCED_BYTES).contains(&self.max_unsynced_bytes) {
+            return Err(OptionsError {
+                field: "max_unsynced_bytes",
+                reason: format!(
+                    "must be within {MIN_UNSYNCED_BYTES}..={MAX_UNSYNCED_BYTES}, got {}",
+                    self.max_unsynced_bytes
                 ),
             });
         }

@@ -254,7 +254,7 @@ fn node_seed(seed: u64, cov: &mut Coverage) -> Result<(), String> {
                 m.check_and_adopt(&rec).map_err(ctx)?;
                 let report = st.recovery_report();
                 cov.torn_tails_cut += u64::from(report.torn_tail.is_some());
-                cov.wal_restarts += u64::from(report.wal_restarted_at_snapshot);
+                cov.wal_restarts += u64::from(report.wal_skipped_to_snapshot);
                 cov.temp_snapshots_removed += u64::from(report.removed_leftover_temp_snapshot);
                 cov.snapshots_recovered +=
                     u64::from(rec.group(GroupId::DEFAULT).snapshot.is_some());

@@ -82,12 +82,12 @@ fn log_behind_snapshot<V: Disk>(fs: V, dir: PathBuf) {
     // The records before the snapshot were lost (as unsynced records may be): only the
     // segment header is left.
     let seg = &segments(&fs, &dir)[0];
-    fs.cut(seg, 16);
+    fs.cut(seg, kvlab_storage::SEGMENT_HEADER_BYTES as u64);
 
     let (mut st, rec) = NodeStorage::open(fs.clone(), &dir, &o).unwrap();
     assert_eq!(rec.group(G).snapshot.as_deref(), Some(&b"abc"[..]));
     assert!(rec.group(G).records.is_empty());
-    assert!(st.recovery_report().wal_restarted_at_snapshot);
+    assert!(st.recovery_report().wal_skipped_to_snapshot);
     // New records continue after the snapshot, not over it.
     assert_eq!(st.persist(G, b"d").unwrap(), Lsn(4));
     st.sync().unwrap();
@@ -97,7 +97,7 @@ fn log_behind_snapshot<V: Disk>(fs: V, dir: PathBuf) {
 }
 
 #[test]
-fn a_log_that_ends_before_the_snapshot_restarts_at_the_snapshot() {
+fn a_log_that_ends_before_the_snapshot_continues_at_the_snapshot() {
     on_both_fs!(log_behind_snapshot);
 }
 

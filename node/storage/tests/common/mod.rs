@@ -78,6 +78,7 @@ pub fn opts(fsync: FsyncPolicy, segment_size_bytes: u64) -> StorageOptions {
     StorageOptions {
         fsync,
         segment_size_bytes,
+        ..StorageOptions::default()
     }
 }
 
