@@ -1,9 +1,9 @@
 //! # kvlab-storage
 //!
-//! The durable state of a kvlab node: a checksummed write-ahead log ([`Wal`]) and an
-//! atomically replaced snapshot ([`SnapshotStore`]), combined in [`NodeStorage`], which
-//! serves the storage effects of [`kvlab_types::Effect`] and returns the
-//! [`kvlab_types::Recovery`] a node boots from.
+//! The durable state of a kvlab node: a checksummed write-ahead log ([`Wal`]) and
+//! atomically replaced snapshots ([`SnapshotStore`], one per replication group),
+//! combined in [`NodeStorage`], which serves the storage effects of
+//! [`kvlab_types::Effect`] and returns the [`kvlab_types::Recovery`] a node boots from.
 //!
 //! Everything runs over a small file-system seam, [`Vfs`], with two implementations:
 //! [`RealFs`] (std::fs with real fsyncs, for the server) and [`SimFs`] (in memory, for the
@@ -19,17 +19,24 @@
 //!
 //! - [`NodeStorage::persist`] appends; the record is durable only once a later
 //!   [`NodeStorage::sync`] returns (immediately under [`FsyncPolicy::Always`]; never
-//!   promised under [`FsyncPolicy::Never`]).
+//!   promised under [`FsyncPolicy::Never`]). The log never leaves more than
+//!   [`StorageOptions::max_unsynced_bytes`] unsynced: it syncs by itself first.
 //! - After a crash, [`NodeStorage::open`] returns the latest snapshot and a prefix of the
 //!   records persisted after it that contains at least every record synced before the
-//!   crash, in order, never garbage. A torn tail is cut off; any other damage is a typed
-//!   error naming the file and byte offset.
+//!   crash, in order, never garbage. A torn tail (what a crash can leave: at most
+//!   `max_unsynced_bytes`) is cut off. Damage beyond it would lose synced records and is
+//!   refused with [`WalError::Damaged`], naming the file and byte offset, unless the
+//!   operator chose [`RecoveryMode::TruncateDamaged`], which cuts the log there and
+//!   reports the loss in [`RecoveryReport::damage_truncated`].
+//! - [`NodeStorage::close`] (a graceful stop) records where the log ends; the next open
+//!   refuses any shortfall from it, however small.
 //! - [`NodeStorage::save_snapshot`] is durable and atomic when it returns.
 //!
-//! The modules document the details: [`wal`] (segment and record format, the rule that
-//! tells a torn tail from corruption), [`snapshot`] (format, atomic replacement),
-//! [`sim`] (exactly what a simulated crash may lose) and [`vfs`] (the contract every file
-//! system implementation honours). Their public items are re-exported here.
+//! The modules document the details: [`wal`] (segment and record format, the write
+//! order, the rule that tells a torn tail from lost synced data and what it cannot
+//! tell), [`snapshot`] (format, atomic replacement), [`sim`] (exactly what a simulated
+//! crash may lose) and [`vfs`] (the contract every file system implementation honours).
+//! Their public items are re-exported here.
 //!
 //! ```
 //! use kvlab_storage::{CrashOptions, NodeStorage, SimFs, StorageOptions};
@@ -40,7 +47,7 @@
 //!
 //! let fs = SimFs::new();
 //! let dir = Path::new("/n1");
-//! let opts = StorageOptions::default(); // fsync = "batch"
+//! let opts = StorageOptions::default(); // fsync = "batch", recovery = "strict"
 //! let (mut st, rec) = NodeStorage::open(fs.clone(), dir, &opts).unwrap();
 //! assert!(rec.is_empty());
 //!
@@ -53,6 +60,34 @@
 //! let (_st, rec) = NodeStorage::open(fs.clone(), dir, &opts).unwrap();
 //! assert_eq!(rec.group(g).records[0], b"term=1");
 //! assert!(rec.group(g).records.len() <= 2);
+//! ```
+//!
+//! After a graceful stop even one damaged byte at the very end of the log is refused,
+//! where after a crash it would pass for a torn write:
+//!
+//! ```
+//! use kvlab_storage::{
+//!     DamageKind, Lsn, NodeStorage, SimFs, StorageError, StorageOptions, Vfs, WalError,
+//!     segment_file_name,
+//! };
+//! use kvlab_types::GroupId;
+//! use std::path::Path;
+//!
+//! let (fs, dir, opts) = (SimFs::new(), Path::new("/n1"), StorageOptions::default());
+//! let (mut st, _) = NodeStorage::open(fs.clone(), dir, &opts).unwrap();
+//! st.persist(GroupId::DEFAULT, b"term=1").unwrap();
+//! st.close().unwrap(); // synced, and the log's end recorded
+//!
+//! let segment = dir.join(segment_file_name(Lsn::FIRST));
+//! let len = fs.read(&segment).unwrap().len() as u64;
+//! fs.corrupt_byte(&segment, len - 1, 0xFF).unwrap(); // bit rot in the last record
+//! match NodeStorage::open(fs.clone(), dir, &opts) {
+//!     Err(StorageError::Wal(WalError::Damaged(d))) => {
+//!         assert_eq!(d.file, segment);
+//!         assert!(matches!(d.kind, DamageKind::CleanShutdownMismatch { .. }));
+//!     }
+//!     other => panic!("expected a refusal, got {:?}", other.map(|(_, r)| r)),
+//! }
 //! ```
 
 use std::path::PathBuf;

@@ -15,6 +15,31 @@
 //! Log segments are removed once no group needs them: the log's prefix is cut below the
 //! oldest record that some group still needs (the first record after that group's
 //! snapshot). A group that never snapshots keeps every segment since its first record.
+//!
+//! # What `open` detects, and what it cannot
+//!
+//! The log refuses lost synced data by itself (see the
+//! [recovery rule](crate::wal#recovery-rule-torn-tail-or-lost-synced-data)); across the
+//! log and the snapshots, [`NodeStorage::open`] adds:
+//!
+//! - **A log prefix a group still needs is gone.** Cutting the log's prefix records, in
+//!   the log's state file, the LSN from which the log holds every record: the oldest one
+//!   some group still needs. If the oldest segment now starts later (or is missing), a
+//!   group without a snapshot there lost records, even if another group's snapshot
+//!   covers that range: refused as [`crate::DamageKind::MissingSegment`], naming the
+//!   missing segment.
+//! - **No snapshot at all, but the log starts after LSN 1** (every snapshot file gone):
+//!   refused as [`StorageError::Inconsistent`].
+//! - **A log that ends before a snapshot.** A snapshot is durable when saved, the log's
+//!   tail only at the next sync, so after a crash the log may end before the newest
+//!   snapshot's LSN. That is no damage: the log continues at that LSN (a new segment
+//!   whose header says where the records before it end), keeping every record it holds,
+//!   the synced records of the other groups among them.
+//!
+//! Not detected: a deleted `snapshot-g<N>.bin` while the log still holds records of
+//! that group (the group then recovers without its snapshot, from whatever records the
+//! log kept; a node-level record of each group's snapshot LSN would catch it), and a
+//! snapshot or state file replaced by an older valid copy.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
