@@ -399,8 +399,9 @@ pub struct TornTail {
 pub struct DamageTruncated {
     /// The damage, where the log was cut.
     pub damage: Damage,
-    /// Bytes removed from the files that exist: the cut tail plus the segments set aside
-    /// (bytes of files that were already missing are not counted).
+    /// Bytes of log dropped: from the cut to the end of its segment (the end a clean
+    /// close recorded, if it did, so bytes already missing count too), plus the segments
+    /// set aside. Bytes of segment files that were already missing are not counted.
     pub bytes_dropped: u64,
     /// Records lost: exact when a clean close had recorded the log's end, `None` when
     /// unknowable (zeroed or missing bytes cannot be counted as records).
@@ -1369,7 +1370,12 @@ impl<V: Vfs> Wal<V> {
             };
             let mut bytes_dropped = 0;
             if let Some((seg, offset)) = cut_at {
-                bytes_dropped += scan.lens[seg].saturating_sub(offset);
+                // What the cut removes now, or, if a clean close recorded this segment's
+                // length, everything it held past the cut (part may be missing already).
+                let recorded = clean_end
+                    .filter(|e| e.segment_first_lsn == segments[seg].first_lsn)
+                    .map_or(0, |e| e.len_bytes);
+                bytes_dropped += scan.lens[seg].max(recorded).saturating_sub(offset);
             }
             for seg in &segments[kept..] {
                 let bytes = vfs
