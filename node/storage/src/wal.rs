@@ -228,8 +228,8 @@ pub enum WalError {
     /// Damage that strict recovery must not paper over: records that were (or may have
     /// been) synced and acknowledged are unreadable or missing. Nothing was modified.
     #[error(
-        "wal recovery refused: {0}; records that were synced would be lost \
-         (recovery = \"truncate-damaged\" cuts the log there and reports the loss)"
+        "wal recovery refused: {0}; a crash cannot explain this, so records that were synced \
+         may be lost (recovery = \"truncate-damaged\" cuts the log there and reports the loss)"
     )]
     Damaged(Damage),
     /// An append larger than [`MAX_RECORD_BYTES`] was refused; the log is unchanged.
@@ -363,9 +363,11 @@ impl fmt::Display for DamageKind {
                 reason,
             } => write!(
                 f,
-                "the log was closed cleanly with records up to lsn {} but now ends before lsn \
-                 {found_next_lsn}: {reason}",
-                expected_next_lsn.0.saturating_sub(1)
+                "the log was closed cleanly with its last record at lsn {}, but its readable \
+                 records now end at lsn {} ({} records short): {reason}",
+                expected_next_lsn.0.saturating_sub(1),
+                found_next_lsn.0.saturating_sub(1),
+                expected_next_lsn.0.saturating_sub(found_next_lsn.0)
             ),
             DamageKind::State { reason } => write!(f, "bad wal state file: {reason}"),
         }
@@ -963,8 +965,8 @@ fn read_log<V: Vfs>(
         let oldest = segments.first().map(|s| s.first_lsn);
         if oldest.is_none_or(|f| f > st.start_lsn) {
             let found = match oldest {
-                None => "no segment at all".to_owned(),
-                Some(f) => format!("its oldest segment starting at lsn {f}"),
+                None => "it has no segment at all".to_owned(),
+                Some(f) => format!("its oldest segment starts at lsn {f}"),
             };
             scan.damage = Some(Damage {
                 file: dir.join(segment_file_name(st.start_lsn)),
@@ -972,7 +974,7 @@ fn read_log<V: Vfs>(
                 kind: DamageKind::MissingSegment {
                     reason: format!(
                         "the log's state file says the log holds every record from lsn {} on, \
-                         but there is {found}",
+                         but {found}",
                         st.start_lsn
                     ),
                 },
@@ -1255,7 +1257,7 @@ impl<V: Vfs> Wal<V> {
                 offset: 0,
                 kind: DamageKind::State {
                     reason: format!(
-                        "missing, but the log holds {} segments ({} bytes in the first)",
+                        "missing, but the log holds {} segment(s) ({} bytes in the first)",
                         segments.len(),
                         scan.lens.first().copied().unwrap_or(0)
                     ),

@@ -13,7 +13,7 @@ use kvlab_types::{GroupId, Recovery, Rng, seeded_rng};
 use rand::RngExt;
 
 const SEEDS_WAL: u64 = 400;
-const SEEDS_NODE: u64 = 1000;
+const SEEDS_NODE: u64 = 600;
 const ROUNDS: usize = 6;
 
 /// A payload unique across the whole run (so a stale record can never pass for a new
