@@ -1,6 +1,8 @@
-//! Property tests over many seeds on the simulated disk: random appends, syncs,
-//! snapshots, power loss at any step, and recovery. Every failure prints its seed and
-//! the command that replays it alone (`KVLAB_STORAGE_SEED=<seed>`).
+//! Property tests over many seeds on the simulated disk: random appends, syncs, clean
+//! closes, per-group snapshots of 2–3 groups sharing one log, power loss at any step,
+//! and recovery, which must never lose a synced record nor refuse what a crash did.
+//! Every failure prints its seed and the command that replays it alone
+//! (`KVLAB_STORAGE_SEED=<seed>`).
 
 mod common;
 
