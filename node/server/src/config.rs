@@ -24,8 +24,11 @@
 //! 2 = "127.0.0.1:7002"
 //! 3 = "127.0.0.1:7003"
 //!
-//! [storage]
+//! [storage]                    # kvlab_storage::StorageOptions
 //! fsync = "batch"              # always | batch | never
+//! max_unsynced_bytes = 1048576 # the most a crash may cut off the log's tail
+//! recovery = "strict"          # strict: refuse damage that loses synced records
+//!                              # truncate-damaged: cut it, log the loss at WARN
 //!
 //! [server]                     # limits of the client and admin endpoints (defaults shown)
 //! client_max_connections = 1024
@@ -378,7 +381,8 @@ pub struct NodeConfig {
     /// The run seed; the node's RNG and its fault-rule RNG derive from it and the id.
     #[serde(default = "default_seed")]
     pub seed: u64,
-    /// Storage options (fsync policy, segment size).
+    /// Storage options (fsync policy, segment size, bound on unsynced bytes, what
+    /// recovery does with damage beyond a torn tail).
     #[serde(default)]
     pub storage: StorageOptions,
     /// Driver options (client timeout, queue bound, group commit).
@@ -718,6 +722,28 @@ tick_interval_ms = 20
     }
 
     #[test]
+    fn the_storage_recovery_mode_flows_from_the_storage_table() {
+        let text = GOOD.replace(
+            "data_dir = \"data/n1\"",
+            "data_dir = \"data/n1\"\n[storage]\nrecovery = \"truncate-damaged\"\nmax_unsynced_bytes = 65536",
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(
+            c.storage.recovery,
+            kvlab_storage::RecoveryMode::TruncateDamaged
+        );
+        assert_eq!(c.storage.max_unsynced_bytes, 65536);
+        // Written back for a node process, it reads the same.
+        let again = parse(&c.to_toml_string().unwrap()).unwrap();
+        assert_eq!(again.storage, c.storage);
+        let bad = GOOD.replace(
+            "data_dir = \"data/n1\"",
+            "data_dir = \"data/n1\"\n[storage]\nrecovery = \"lenient\"",
+        );
+        assert!(parse(&bad).unwrap_err().to_string().contains("lenient"));
+    }
+
+    #[test]
     fn unknown_field_is_refused_with_file_line_and_name() {
         let text = GOOD.replace(
             "data_dir = \"data/n1\"",
@@ -757,6 +783,11 @@ tick_interval_ms = 20
                 "data_dir = \"data/n1\"",
                 "data_dir = \"data/n1\"\n[storage]\nsegment_size_bytes = 1",
                 "storage.segment_size_bytes",
+            ),
+            (
+                "data_dir = \"data/n1\"",
+                "data_dir = \"data/n1\"\n[storage]\nmax_unsynced_bytes = 1",
+                "storage.max_unsynced_bytes",
             ),
             (
                 "data_dir = \"data/n1\"",

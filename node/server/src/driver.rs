@@ -21,6 +21,12 @@
 //! after a `Sync` leaves the node before the sync is durable. A failed append, fsync or
 //! snapshot stops the node with [`ServerError::Storage`]: it never continues after a
 //! failed fsync.
+//!
+//! **Graceful stop.** The driver releases what a due sync held and closes the store
+//! ([`DurableStore::close`]): a last sync that also records where the log ends, so that
+//! the next start refuses any loss from it, however small, rather than taking it for a
+//! torn tail. A crash (the process killed) skips this, and recovery then bounds what it
+//! may cut by `max_unsynced_bytes`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
@@ -64,6 +70,13 @@ pub trait DurableStore: Send + 'static {
     fn save_snapshot(&mut self, group: GroupId, data: &[u8]) -> Result<(), StorageError>;
     /// The log's counters.
     fn wal_stats(&self) -> WalStats;
+    /// A graceful stop: makes everything durable and, for [`NodeStorage`], records where
+    /// the log ends, so that the next open refuses any shortfall from it instead of
+    /// taking it for a torn tail. The store takes no more writes afterwards. Called on
+    /// a blocking thread.
+    fn close(&mut self) -> Result<(), StorageError> {
+        self.sync()
+    }
 }
 
 impl<V: Vfs + Send + 'static> DurableStore for NodeStorage<V>
@@ -81,6 +94,9 @@ where
     }
     fn wal_stats(&self) -> WalStats {
         NodeStorage::wal_stats(self).clone()
+    }
+    fn close(&mut self) -> Result<(), StorageError> {
+        NodeStorage::close(self)
     }
 }
 
@@ -191,7 +207,7 @@ pub struct ConnectionsStatus {
 pub enum DriverCommand {
     /// Report the node's status.
     Status(oneshot::Sender<NodeStatus>),
-    /// Stop gracefully (sync the store, close the transport).
+    /// Stop gracefully (close the store, close the transport).
     Shutdown,
     /// Stop stepping until [`DriverCommand::Resume`]: the in-process stand-in for
     /// `SIGSTOP`. Peer messages and client requests queue (or are dropped where their
@@ -563,8 +579,8 @@ where
 
     /// Runs the node until `shutdown` completes, an admin `shutdown` arrives, or a
     /// storage or transport failure stops it. On a graceful stop it releases what a due
-    /// sync held, syncs the store once more and shuts the transport down (sockets closed)
-    /// before returning. On a failure it shuts the transport down and returns the error.
+    /// sync held, closes the store (a last sync that records the log's end) and shuts the
+    /// transport down (sockets closed) before returning. On a failure it shuts the transport down and returns the error.
     pub async fn run(
         mut self,
         shutdown: impl Future<Output = ()> + Send,
@@ -580,7 +596,7 @@ where
             match looped {
                 Ok(()) => {
                     self.flush().await?;
-                    self.sync_store("sync").await?;
+                    self.close_store().await?;
                     tracing::info!("node stopped gracefully");
                     Ok(())
                 }
@@ -903,6 +919,17 @@ where
                 Ok(())
             }
             Ok(Err(source)) => Err(self.storage_error(op, source)),
+            Err(e) => Err(self.join_error(e)),
+        }
+    }
+
+    /// Closes the store at a graceful stop (a final sync that also records the log's
+    /// end).
+    async fn close_store(&mut self) -> Result<(), ServerError> {
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || lock(&store).close()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(source)) => Err(self.storage_error("close", source)),
             Err(e) => Err(self.join_error(e)),
         }
     }

@@ -192,8 +192,34 @@ pub(crate) fn open_storage(
         records = report.records,
         snapshots = report.snapshot_lsns.len(),
         torn_tail = report.torn_tail.is_some(),
+        clean_shutdown = report.clean_shutdown,
+        recovery = %options.recovery,
         "storage recovered"
     );
+    if let Some(torn) = &report.torn_tail {
+        tracing::info!(
+            node = %id,
+            file = %torn.file.display(),
+            offset = torn.offset,
+            dropped_bytes = torn.dropped_bytes,
+            "cut a torn log tail (unsynced writes a crash interrupted): {}",
+            torn.reason
+        );
+    }
+    for cut in &report.damage_truncated {
+        // The operator asked for this with recovery = "truncate-damaged"; records that
+        // were synced (and perhaps acknowledged) are gone, which must not go unnoticed.
+        tracing::warn!(
+            node = %id,
+            file = %cut.damage.file.display(),
+            offset = cut.damage.offset,
+            bytes_dropped = cut.bytes_dropped,
+            records_dropped = %cut
+                .records_dropped
+                .map_or_else(|| "unknown".to_owned(), |n| n.to_string()),
+            "storage recovery dropped synced data: {cut}"
+        );
+    }
     Ok((store, recovery))
 }
 
@@ -598,4 +624,84 @@ pub async fn run_node(
         "node listening"
     );
     bound.start(shutdown).wait().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvlab_storage::{FsyncPolicy, RecoveryMode, Vfs, VfsFile};
+    use kvlab_types::GroupId;
+    use std::sync::Mutex;
+
+    /// A tracing writer that keeps what was logged.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn opening_storage_with_truncate_damaged_logs_the_loss_at_warn() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("n1");
+        let strict = StorageOptions {
+            fsync: FsyncPolicy::Always,
+            ..StorageOptions::default()
+        };
+        let (mut store, _) = NodeStorage::open(RealFs, &dir, &strict).unwrap();
+        for i in 0..20u32 {
+            store.persist(GroupId::DEFAULT, &i.to_le_bytes()).unwrap();
+        }
+        store.close().unwrap();
+        drop(store);
+        // After the graceful stop, the last five records (16 + 8 + 4 bytes each) vanish.
+        let segment = dir.join(kvlab_storage::segment_file_name(kvlab_storage::Lsn::FIRST));
+        let mut f = RealFs.open_append(&segment).unwrap();
+        let len = f.len_bytes().unwrap();
+        f.truncate(len - 5 * 28).unwrap();
+        f.sync_all().unwrap();
+        drop(f);
+
+        let refused = open_storage(NodeId(1), &dir, &strict);
+        assert!(
+            matches!(refused, Err(ServerError::Storage { .. })),
+            "strict recovery refuses"
+        );
+        let truncating = StorageOptions {
+            recovery: RecoveryMode::TruncateDamaged,
+            ..strict
+        };
+        let logs = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer({
+                let logs = logs.clone();
+                move || logs.clone()
+            })
+            .with_ansi(false)
+            .finish();
+        let (store, recovery) = tracing::subscriber::with_default(subscriber, || {
+            open_storage(NodeId(1), &dir, &truncating)
+        })
+        .unwrap();
+        assert_eq!(recovery.group(GroupId::DEFAULT).records.len(), 15);
+        assert_eq!(
+            store.recovery_report().damage_truncated[0].records_dropped,
+            Some(5)
+        );
+        let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        let warn = logs
+            .lines()
+            .find(|l| l.contains("WARN"))
+            .unwrap_or_else(|| panic!("no WARN line in:\n{logs}"));
+        assert!(warn.contains("records_dropped=5"), "{warn}");
+        assert!(warn.contains("bytes_dropped=140"), "{warn}");
+        assert!(warn.contains(&segment.display().to_string()), "{warn}");
+    }
 }

@@ -42,6 +42,7 @@ fn run(case: &Case, base: &std::path::Path, index: usize) -> Outcome {
     let opts = StorageOptions {
         fsync: case.policy,
         segment_size_bytes: SEGMENT_BYTES,
+        ..StorageOptions::default()
     };
     let (mut wal, _) = Wal::open(RealFs, &dir, &opts).expect("open wal");
     let payload = vec![0xA5u8; case.record_bytes];

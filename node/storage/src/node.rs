@@ -15,6 +15,31 @@
 //! Log segments are removed once no group needs them: the log's prefix is cut below the
 //! oldest record that some group still needs (the first record after that group's
 //! snapshot). A group that never snapshots keeps every segment since its first record.
+//!
+//! # What `open` detects, and what it cannot
+//!
+//! The log refuses lost synced data by itself (see the
+//! [recovery rule](crate::wal#recovery-rule-torn-tail-or-lost-synced-data)); across the
+//! log and the snapshots, [`NodeStorage::open`] adds:
+//!
+//! - **A log prefix a group still needs is gone.** Cutting the log's prefix records, in
+//!   the log's state file, the LSN from which the log holds every record: the oldest one
+//!   some group still needs. If the oldest segment now starts later (or is missing), a
+//!   group without a snapshot there lost records, even if another group's snapshot
+//!   covers that range: refused as [`crate::DamageKind::MissingSegment`], naming the
+//!   missing segment.
+//! - **No snapshot at all, but the log starts after LSN 1** (every snapshot file gone):
+//!   refused as [`StorageError::Inconsistent`].
+//! - **A log that ends before a snapshot.** A snapshot is durable when saved, the log's
+//!   tail only at the next sync, so after a crash the log may end before the newest
+//!   snapshot's LSN. That is no damage: the log continues at that LSN (a new segment
+//!   whose header says where the records before it end), keeping every record it holds,
+//!   the synced records of the other groups among them.
+//!
+//! Not detected: a deleted `snapshot-g<N>.bin` while the log still holds records of
+//! that group (the group then recovers without its snapshot, from whatever records the
+//! log kept; a node-level record of each group's snapshot LSN would catch it), and a
+//! snapshot or state file replaced by an older valid copy.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,7 +48,7 @@ use kvlab_types::{GroupId, GroupRecovery, Recovery};
 
 use crate::snapshot::SnapshotStore;
 use crate::vfs::Vfs;
-use crate::wal::{Lsn, TornTail, Wal, WalStats};
+use crate::wal::{DamageTruncated, Lsn, TornTail, Wal, WalStats};
 use crate::{StorageError, StorageOptions};
 
 const SNAPSHOT_LSN_BYTES: usize = 8;
@@ -43,11 +68,23 @@ pub struct RecoveryReport {
     pub records_covered_by_snapshot: usize,
     /// The torn tail cut off the log, if any.
     pub torn_tail: Option<TornTail>,
+    /// The log had been closed cleanly ([`NodeStorage::close`]) and was found exactly as
+    /// the close left it.
+    pub clean_shutdown: bool,
+    /// What `recovery = "truncate-damaged"` cut off a damaged log: records that were
+    /// synced are lost. Drivers must log each at WARN. Always empty under strict
+    /// recovery, which refuses to open instead.
+    pub damage_truncated: Vec<DamageTruncated>,
+    /// Log segments below the log's start that a crash during a prefix truncation left
+    /// behind, removed now.
+    pub leftover_segments_removed: usize,
+    /// Log segments whose trailer a crash while rolling had cut short, rewritten now.
+    pub trailers_repaired: usize,
     /// Whether a temp snapshot left by a crash mid-save was removed.
     pub removed_leftover_temp_snapshot: bool,
-    /// Whether the log ended before a snapshot (its unsynced tail was lost) and was
-    /// restarted at the newest snapshot's LSN.
-    pub wal_restarted_at_snapshot: bool,
+    /// Whether the log ended before a snapshot (its unsynced tail was lost) and now
+    /// continues at the newest snapshot's LSN (every record it held is kept).
+    pub wal_skipped_to_snapshot: bool,
 }
 
 /// One group's snapshot store and what the log holds for it.
@@ -153,6 +190,10 @@ impl<V: Vfs> NodeStorage<V> {
         }
         let (mut wal, wal_recovery) = Wal::open(vfs.clone(), dir, options)?;
         report.torn_tail = wal_recovery.torn_tail;
+        report.clean_shutdown = wal_recovery.clean_shutdown;
+        report.damage_truncated = wal_recovery.damage_truncated;
+        report.leftover_segments_removed = wal_recovery.leftover_segments_removed;
+        report.trailers_repaired = wal_recovery.trailers_repaired;
         if groups.is_empty() && wal.first_lsn() > Lsn::FIRST {
             return Err(StorageError::Inconsistent {
                 dir: dir.to_path_buf(),
@@ -166,10 +207,12 @@ impl<V: Vfs> NodeStorage<V> {
         let newest_floor = groups.values().map(|g| g.floor).max().unwrap_or(Lsn::FIRST);
         if wal.next_lsn() < newest_floor {
             // The records before that snapshot were never synced and were lost; the
-            // snapshot covers its own group's, and the others' were unsynced too.
-            // Continue the log where the snapshot says.
-            wal.restart_at(newest_floor)?;
-            report.wal_restarted_at_snapshot = true;
+            // snapshot covers its own group's, and the others' were unsynced too. Continue
+            // the log where the snapshot says, so that no later record of that group
+            // falls under it, and keep what the log holds: the synced records of the
+            // other groups in it are still needed.
+            wal.skip_to(newest_floor)?;
+            report.wal_skipped_to_snapshot = true;
         }
         for (lsn, payload) in wal_recovery.records {
             let (group, record) =
@@ -290,6 +333,14 @@ impl<V: Vfs> NodeStorage<V> {
             .unwrap_or(lsn);
         self.wal.truncate_prefix(keep_from)?;
         Ok(())
+    }
+
+    /// Closes the storage cleanly (a graceful stop): every record is made durable and the
+    /// log's end is recorded, so that the next [`NodeStorage::open`] refuses any
+    /// shortfall, however small, instead of taking it for a torn tail. Afterwards the
+    /// storage refuses further work.
+    pub fn close(&mut self) -> Result<(), StorageError> {
+        Ok(self.wal.close()?)
     }
 
     /// What the last [`NodeStorage::open`] found and repaired.

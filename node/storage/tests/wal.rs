@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use common::{Disk, opts, payload, segments};
 use kvlab_storage::{
-    FsyncPolicy, Lsn, MAX_RECORD_BYTES, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, Vfs, Wal,
-    WalError, WalRecovery,
+    Damage, DamageKind, FsyncPolicy, Lsn, MAX_RECORD_BYTES, RECORD_HEADER_BYTES,
+    SEGMENT_HEADER_BYTES, TRAILER_BYTES, Vfs, Wal, WalError, WalRecovery,
 };
 
 const BIG_SEGMENT_BYTES: u64 = 1 << 20;
@@ -45,18 +45,25 @@ fn assert_records(rec: &WalRecovery, n: u64) {
     }
 }
 
-fn corrupt_err(r: Result<(Wal<impl Vfs>, WalRecovery), WalError>) -> (PathBuf, u64, String) {
+fn damage_err(r: Result<(Wal<impl Vfs>, WalRecovery), WalError>) -> Damage {
     match r {
-        Err(WalError::Corrupt {
-            file,
-            offset,
-            reason,
-        }) => (file, offset, reason),
-        Err(e) => panic!("expected Corrupt, got {e}"),
+        Err(WalError::Damaged(d)) => d,
+        Err(e) => panic!("expected Damaged, got {e}"),
         Ok((_, rec)) => panic!(
-            "expected Corrupt, opened with {} records",
+            "expected Damaged, opened with {} records",
             rec.records.len()
         ),
+    }
+}
+
+fn corrupt_err(r: Result<(Wal<impl Vfs>, WalRecovery), WalError>) -> (PathBuf, u64, String) {
+    match damage_err(r) {
+        Damage {
+            file,
+            offset,
+            kind: DamageKind::Corrupt { reason },
+        } => (file, offset, reason),
+        d => panic!("expected Corrupt, got {d}"),
     }
 }
 
@@ -89,10 +96,19 @@ fn a_new_log_reports_no_torn_tail_and_never_fsyncs_under_never() {
     )
     .unwrap();
     assert_eq!(rec, WalRecovery::default());
-    wal.append(b"x").unwrap();
+    // Creating the log made its first header and its state file durable; records are
+    // never fsynced.
+    let (file_syncs, dir_syncs) = (wal.stats().file_syncs, wal.stats().dir_syncs);
+    let disk_syncs = fs.stats().file_syncs;
+    for i in 0..100 {
+        wal.append(&payload(i, PAYLOAD_BYTES)).unwrap();
+    }
     wal.sync().unwrap();
-    assert_eq!((wal.stats().file_syncs, wal.stats().dir_syncs), (0, 0));
-    assert_eq!(fs.stats().file_syncs, 0);
+    assert_eq!(
+        (wal.stats().file_syncs, wal.stats().dir_syncs),
+        (file_syncs, dir_syncs)
+    );
+    assert_eq!(fs.stats().file_syncs, disk_syncs);
     // A segment left empty by a crash right after its creation is not a torn tail.
     let fs = kvlab_storage::SimFs::new();
     let (wal, _) = open(&fs, Path::new("/n"), BIG_SEGMENT_BYTES).unwrap();
@@ -213,8 +229,9 @@ fn damaged_final_record_is_treated_as_a_torn_tail() {
     on_both_fs!(flip_in_last_record);
 }
 
-/// Records per small segment: (4096 - 16) / 116 = 35.
-const PER_SMALL_SEGMENT: u64 = (SMALL_SEGMENT_BYTES - SEGMENT_HEADER_BYTES as u64) / RECORD_BYTES;
+/// Records per small segment, which keeps room for its trailer: (4096 - 28 - 20) / 116 = 34.
+const PER_SMALL_SEGMENT: u64 =
+    (SMALL_SEGMENT_BYTES - (SEGMENT_HEADER_BYTES + TRAILER_BYTES) as u64) / RECORD_BYTES;
 
 fn flip_in_earlier_segment<V: Disk>(fs: V, dir: PathBuf) {
     let segs = write_records(&fs, &dir, 100, SMALL_SEGMENT_BYTES);
@@ -236,8 +253,9 @@ fn bit_flip_in_an_earlier_segment_is_refused() {
 
 fn cut_earlier_segment<V: Disk>(fs: V, dir: PathBuf) {
     let segs = write_records(&fs, &dir, 100, SMALL_SEGMENT_BYTES);
+    // Cut the trailer and 3 bytes of the last record.
     let len = fs.size(&segs[1]);
-    fs.cut(&segs[1], len - 3);
+    fs.cut(&segs[1], len - TRAILER_BYTES as u64 - 3);
     let (file, offset, _) = corrupt_err(open(&fs, &dir, SMALL_SEGMENT_BYTES));
     assert_eq!(file, segs[1]);
     assert_eq!(offset, offset_of_record(PER_SMALL_SEGMENT - 1));
@@ -251,9 +269,15 @@ fn truncated_earlier_segment_is_refused() {
 fn missing_middle_segment<V: Disk>(fs: V, dir: PathBuf) {
     let segs = write_records(&fs, &dir, 100, SMALL_SEGMENT_BYTES);
     fs.remove_file(&segs[1]).unwrap();
-    let (file, offset, reason) = corrupt_err(open(&fs, &dir, SMALL_SEGMENT_BYTES));
-    assert_eq!((file, offset), (segs[2].clone(), 0));
-    assert!(reason.contains("previous segment ends"), "{reason}");
+    let d = damage_err(open(&fs, &dir, SMALL_SEGMENT_BYTES));
+    // The error names the missing file; the first segment's trailer names it too.
+    assert_eq!((&d.file, d.offset), (&segs[1], 0));
+    match &d.kind {
+        DamageKind::MissingSegment { reason } => {
+            assert!(reason.contains("trailer at byte"), "{reason}")
+        }
+        k => panic!("expected MissingSegment, got {k}"),
+    }
 }
 
 #[test]
@@ -264,9 +288,12 @@ fn missing_segment_in_the_middle_is_refused() {
 fn header_damage_in_earlier_segment<V: Disk>(fs: V, dir: PathBuf) {
     let segs = write_records(&fs, &dir, 100, SMALL_SEGMENT_BYTES);
     fs.poke(&segs[0], 0, b"XX");
-    let (file, offset, reason) = corrupt_err(open(&fs, &dir, SMALL_SEGMENT_BYTES));
-    assert_eq!((file, offset), (segs[0].clone(), 0));
-    assert!(reason.contains("magic"), "{reason}");
+    let d = damage_err(open(&fs, &dir, SMALL_SEGMENT_BYTES));
+    assert_eq!((&d.file, d.offset), (&segs[0], 0));
+    match &d.kind {
+        DamageKind::SegmentHeader { reason, .. } => assert!(reason.contains("magic"), "{reason}"),
+        k => panic!("expected SegmentHeader, got {k}"),
+    }
 }
 
 #[test]
@@ -275,9 +302,13 @@ fn damaged_segment_header_in_an_earlier_segment_is_refused() {
 }
 
 fn torn_header_of_new_segment<V: Disk>(fs: V, dir: PathBuf) {
-    // 35 records fill the first segment exactly; the 36th starts segment two.
+    // 34 records fill the first segment; the 35th starts segment two.
     let segs = write_records(&fs, &dir, PER_SMALL_SEGMENT + 1, SMALL_SEGMENT_BYTES);
     assert_eq!(segs.len(), 2);
+    // Power failed while segment two was being created: before its header was durable,
+    // so before segment one got its trailer.
+    let len = fs.size(&segs[0]);
+    fs.cut(&segs[0], len - TRAILER_BYTES as u64);
     fs.cut(&segs[1], 7);
     let (mut wal, rec) = open(&fs, &dir, SMALL_SEGMENT_BYTES).unwrap();
     assert_records(&rec, PER_SMALL_SEGMENT);
@@ -332,7 +363,7 @@ fn rollover_and_prefix_truncation<V: Disk>(fs: V, dir: PathBuf) {
     }
     wal.sync().unwrap();
     let segs = segments(&fs, &dir);
-    // 200 records at 35 per segment.
+    // 200 records at 34 per segment.
     assert_eq!(segs.len(), 6);
     assert_eq!(wal.segment_count(), 6);
     for s in &segs {
@@ -340,9 +371,9 @@ fn rollover_and_prefix_truncation<V: Disk>(fs: V, dir: PathBuf) {
     }
     assert!(segs[1].ends_with(format!("wal-{:020}.log", PER_SMALL_SEGMENT + 1)));
 
-    // Nothing below lsn 36 can go without also dropping lsn 36..: keep segment 0.
+    // Nothing below lsn 35 can go without also dropping lsn 35..: keep segment 0.
     assert_eq!(wal.truncate_prefix(Lsn(PER_SMALL_SEGMENT)).unwrap(), 0);
-    // Everything below 2 * 35 + 1 = 71 is in the first two segments.
+    // Everything below 2 * 34 + 1 = 69 is in the first two segments.
     assert_eq!(
         wal.truncate_prefix(Lsn(2 * PER_SMALL_SEGMENT + 1)).unwrap(),
         2

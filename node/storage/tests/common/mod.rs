@@ -35,9 +35,20 @@ pub trait Disk: Vfs {
     fn size(&self, path: &Path) -> u64 {
         self.read(path).expect("read").len() as u64
     }
+    /// Power fails now: on the simulated disk, unsynced data may be lost (real files
+    /// cannot lose power in a test; there the process "crash" is dropping the log
+    /// without closing it).
+    fn power_loss(&self) {}
 }
 
 impl Disk for SimFs {
+    fn power_loss(&self) {
+        self.crash(
+            &mut kvlab_types::seeded_rng(0),
+            &kvlab_storage::CrashOptions::default(),
+        );
+    }
+
     fn poke(&self, path: &Path, offset: u64, bytes: &[u8]) {
         let old = self.read(path).expect("read");
         for (i, b) in bytes.iter().enumerate() {
@@ -78,6 +89,7 @@ pub fn opts(fsync: FsyncPolicy, segment_size_bytes: u64) -> StorageOptions {
     StorageOptions {
         fsync,
         segment_size_bytes,
+        ..StorageOptions::default()
     }
 }
 
