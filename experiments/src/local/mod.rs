@@ -92,8 +92,8 @@ pub(crate) fn server_options(spec: &Spec) -> kvlab_server::ServerOptions {
 pub(crate) enum LiveCluster {
     /// One `kvlab node` process per node.
     Procs(procs::ProcessCluster),
-    /// Every node a task of this process.
-    Mem(mem::MemCluster),
+    /// Every node a task of this process (boxed: it is much larger than the others).
+    Mem(Box<mem::MemCluster>),
 }
 
 impl LiveCluster {
@@ -225,9 +225,12 @@ impl LocalCluster {
         std::fs::create_dir_all(&nodes_dir).map_err(|e| ExperimentError::io(&nodes_dir, e))?;
         let clock = RunClock::start();
         let cluster = match spec.transport {
-            TransportChoice::Mem => {
-                LiveCluster::Mem(mem::MemCluster::start(rt.handle(), spec, seed, &nodes_dir)?)
-            }
+            TransportChoice::Mem => LiveCluster::Mem(Box::new(mem::MemCluster::start(
+                rt.handle(),
+                spec,
+                seed,
+                &nodes_dir,
+            )?)),
             t @ (TransportChoice::Udp | TransportChoice::Tarpc) => LiveCluster::Procs(
                 procs::ProcessCluster::start(rt.handle(), spec, seed, t, &nodes_dir)?,
             ),
