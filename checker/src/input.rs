@@ -287,3 +287,73 @@ impl EventSink for CollectEvents {
     }
     fn op(&mut self, _op: PairedOp) {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(text: &[u8], limit: usize, chunk: usize) -> Result<Vec<Vec<u8>>, HistoryError> {
+        let mut reader = LineReader::new(io::BufReader::with_capacity(chunk, text), limit);
+        let mut out = Vec::new();
+        while reader.advance()? {
+            assert_eq!(reader.line(), out.len() + 1);
+            assert!(reader.current().len() <= limit + 2);
+            out.push(reader.text().to_vec());
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn lines_are_read_whole_whatever_the_chunks() {
+        for chunk in [1, 2, 3, 7, 64] {
+            assert_eq!(
+                lines(b"ab\r\n\ncdef\nghi", 4, chunk).expect("fits"),
+                vec![
+                    b"ab".to_vec(),
+                    b"".to_vec(),
+                    b"cdef".to_vec(),
+                    b"ghi".to_vec()
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn a_line_over_the_limit_is_refused_before_it_is_held() {
+        for chunk in [1, 3, 64] {
+            // At the limit, with either line ending, and at the end without one.
+            assert!(lines(b"abcd\nabcd\r\nabcd", 4, chunk).is_ok());
+            for text in [&b"ok\nabcde\n"[..], b"ok\nabcde", b"ok\nabcde\r\n"] {
+                match lines(text, 4, chunk) {
+                    Err(HistoryError::LineTooLong {
+                        line: 2,
+                        limit_bytes: 4,
+                    }) => {}
+                    other => panic!("{text:?}: {other:?}"),
+                }
+            }
+        }
+        // A huge line costs the limit: the reader stops pulling at limit + 2 bytes.
+        let huge = vec![b'x'; 1 << 20];
+        let mut input: &[u8] = &huge;
+        let mut reader = LineReader::new(io::BufReader::with_capacity(16, &mut input), 100);
+        assert!(matches!(
+            reader.advance(),
+            Err(HistoryError::LineTooLong { line: 1, .. })
+        ));
+        assert!(reader.current().is_empty());
+        drop(reader);
+        let pulled = huge.len() - input.len();
+        assert!(pulled <= 100 + 2 + 16, "{pulled} bytes pulled");
+    }
+
+    #[test]
+    fn the_end_of_the_input_is_the_end_of_the_lines() {
+        assert_eq!(lines(b"", 4, 8).expect("empty").len(), 0);
+        let mut reader = LineReader::new(&b"a\n"[..], 4);
+        assert!(reader.advance().expect("a line"));
+        assert!(!reader.advance().expect("the end"));
+        assert!(!reader.advance().expect("still the end"));
+        assert_eq!(reader.line(), 1);
+    }
+}
