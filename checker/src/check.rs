@@ -19,6 +19,7 @@
 //! [`MAX_OPS_PER_KEY`] operations are not searched at all (porcupine's memo table costs
 //! about `n²/8` bytes for `n` operations) and are unknown too.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io::BufRead;
@@ -915,11 +916,14 @@ impl Lowering {
             Ok(None) => {}
             Ok(Some((key, key_op))) => {
                 if self.refused.is_none() {
-                    self.per_key.entry(key).or_default().push(porcupine_op(
-                        &op,
-                        key_op,
-                        END_NOT_YET_KNOWN,
-                    ));
+                    let lowered = porcupine_op(&op, key_op, END_NOT_YET_KNOWN);
+                    // Most keys are there already: look up without allocating a key.
+                    match self.per_key.get_mut(key.as_ref()) {
+                        Some(ops) => ops.push(lowered),
+                        None => {
+                            self.per_key.insert(key.into_owned(), vec![lowered]);
+                        }
+                    }
                 }
             }
             Err(e) => self.refuse(1, position, e),
@@ -978,7 +982,10 @@ impl Lowering {
 
 /// The key and single-key operation `op` is under a per-key model; `None` when the
 /// operation constrains nothing (it failed, or it is a read whose value is unknown).
-fn lower_key_op(op: &PairedOp, model: ModelKind) -> Result<Option<(String, KeyOp)>, HistoryError> {
+fn lower_key_op(
+    op: &PairedOp,
+    model: ModelKind,
+) -> Result<Option<(Cow<'_, str>, KeyOp)>, HistoryError> {
     let at = op.invoke_at;
     let uncertain = matches!(op.outcome, Outcome::Info | Outcome::Open);
     if op.outcome == Outcome::Fail {
@@ -986,14 +993,14 @@ fn lower_key_op(op: &PairedOp, model: ModelKind) -> Result<Option<(String, KeyOp
     }
     let (key, key_op) = if op.f == OpFn::Txn {
         match single_micro(op) {
-            Some(pair) => pair,
+            Some((key, key_op)) => (Cow::Owned(key), key_op),
             None => return Err(HistoryError::UnsupportedOp { at, f: op.f, model }),
         }
     } else {
         let key = match (&op.key, model) {
-            (Some(k), _) => k.clone(),
+            (Some(k), _) => Cow::Borrowed(k.as_str()),
             (None, ModelKind::Kv) => return Err(HistoryError::MissingKey { at, f: op.f }),
-            (None, _) => UNKEYED.to_owned(),
+            (None, _) => Cow::Borrowed(UNKEYED),
         };
         let key_op = match (&op.args, &op.outcome) {
             (OpArgs::Read, Outcome::Ok { read, .. }) => KeyOp::Read(read.clone()),

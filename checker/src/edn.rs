@@ -3,8 +3,11 @@
 //! Reads `nil`, `true`/`false`, integers (an `N` suffix allowed), floats, strings with
 //! escapes, characters, keywords, symbols, vectors, lists, maps and sets; skips
 //! whitespace, commas, `;` comments and `#_` discarded forms; reads a tagged literal
-//! (`#inst "…"`) as its value. Every error names the line and what was expected. Nesting
-//! is bounded by [`MAX_EDN_DEPTH`] so hostile input cannot overflow the stack.
+//! (`#inst "…"`) as its value. Every error names the line and what was expected. The
+//! input is read a line at a time (each line capped, see [`crate::input`]); nesting is
+//! bounded by [`MAX_EDN_DEPTH`] so hostile input cannot overflow the stack, and one
+//! top-level value by the line limit in bytes and [`MAX_EDN_VALUES_PER_OP`] in values,
+//! so an unclosed string or vector cannot swallow the file.
 
 use std::fmt;
 use std::io::BufRead;

@@ -15,7 +15,7 @@
 //!   ([`HistoryError::OpTooLong`]), its nesting ([`crate::edn::MAX_EDN_DEPTH`]) and its
 //!   values ([`crate::edn::MAX_EDN_VALUES_PER_OP`]).
 //! * Format detection ([`HistoryFormat::Auto`]) looks at the first
-//!   [`DETECT_BYTES`](crate::formats) of the input only and then reads on from there.
+//!   [`DETECT_BYTES`](crate::formats::DETECT_BYTES) of the input only, then reads on.
 //! * Pairing keeps the open operation of each process (and, for Jepsen's rule that a
 //!   process that ended in `info` never invokes again, the index of that `info`).
 //!
@@ -25,7 +25,7 @@
 //! check. So after a structural error the rest of the input is still read — parsed, not
 //! kept.
 
-use std::io::{self, BufRead};
+use std::io::{BufRead, Read};
 
 use crate::formats::HistoryFormat;
 use crate::history::{
@@ -75,7 +75,7 @@ impl ReadOptions<'_> {
 }
 
 /// Reads lines one at a time into one buffer, refusing a line longer than the limit
-/// before holding more than limit + 2 bytes of it.
+/// before holding more than limit + 3 bytes of it.
 #[derive(Debug)]
 pub struct LineReader<R> {
     inner: R,
@@ -100,35 +100,18 @@ impl<R: BufRead> LineReader<R> {
     pub fn advance(&mut self) -> Result<bool, HistoryError> {
         self.buf.clear();
         let line = self.line + 1;
-        // A line may end in "\r\n": two bytes more than its text.
+        // A line may end in "\r\n": two bytes more than its text. One byte more than that
+        // is enough to know the line is too long.
         let hold_limit = self.limit_bytes.saturating_add(2);
-        loop {
-            let available = match self.inner.fill_buf() {
-                Ok(bytes) => bytes,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(source) => return Err(HistoryError::Read { line, source }),
-            };
-            if available.is_empty() {
-                break;
-            }
-            let (take, complete) = match available.iter().position(|&b| b == b'\n') {
-                Some(i) => (i + 1, true),
-                None => (available.len(), false),
-            };
-            if self.buf.len() + take > hold_limit {
-                return Err(self.too_long(line));
-            }
-            self.buf.extend_from_slice(&available[..take]);
-            self.inner.consume(take);
-            if complete {
-                break;
-            }
-        }
+        let pull_limit = u64::try_from(hold_limit).map_or(u64::MAX, |h| h.saturating_add(1));
+        Read::take(&mut self.inner, pull_limit)
+            .read_until(b'\n', &mut self.buf)
+            .map_err(|source| HistoryError::Read { line, source })?;
         if self.buf.is_empty() {
             return Ok(false);
         }
         self.line = line;
-        if self.text().len() > self.limit_bytes {
+        if self.buf.len() > hold_limit || self.text().len() > self.limit_bytes {
             return Err(self.too_long(line));
         }
         Ok(true)
@@ -290,6 +273,8 @@ impl EventSink for CollectEvents {
 
 #[cfg(test)]
 mod tests {
+    use std::io;
+
     use super::*;
 
     fn lines(text: &[u8], limit: usize, chunk: usize) -> Result<Vec<Vec<u8>>, HistoryError> {
@@ -297,7 +282,7 @@ mod tests {
         let mut out = Vec::new();
         while reader.advance()? {
             assert_eq!(reader.line(), out.len() + 1);
-            assert!(reader.current().len() <= limit + 2);
+            assert!(reader.current().len() <= limit + 3);
             out.push(reader.text().to_vec());
         }
         Ok(out)
@@ -333,7 +318,7 @@ mod tests {
                 }
             }
         }
-        // A huge line costs the limit: the reader stops pulling at limit + 2 bytes.
+        // A huge line costs the limit: the reader stops pulling at limit + 3 bytes.
         let huge = vec![b'x'; 1 << 20];
         let mut input: &[u8] = &huge;
         let mut reader = LineReader::new(io::BufReader::with_capacity(16, &mut input), 100);
@@ -344,7 +329,7 @@ mod tests {
         assert!(reader.current().is_empty());
         drop(reader);
         let pulled = huge.len() - input.len();
-        assert!(pulled <= 100 + 2 + 16, "{pulled} bytes pulled");
+        assert!(pulled <= 100 + 3 + 16, "{pulled} bytes pulled");
     }
 
     #[test]

@@ -11,6 +11,10 @@
 //! * [`formats`]: Jepsen EDN, Jepsen log lines (porcupine's etcd data), porcupine's KV
 //!   log, auto-detection ([`read_history`] with [`HistoryFormat`]) and EDN export
 //!   ([`write_edn`]); [`edn`] is the small EDN reader underneath.
+//! * [`input`]: every format is streamed a line at a time with a cap on each line
+//!   ([`MAX_HISTORY_LINE_BYTES`], [`ReadOptions`]); [`PreparedHistory`] reads a history
+//!   straight into what the search needs per key, keeping neither the file nor its events;
+//!   [`progress`] counts operations read and keys decided for a progress line.
 //! * [`model`]: the sequential specifications (`register`, `cas-register`, `kv`,
 //!   `multi-register`) as porcupine-rs models, and how `ok`/`fail`/`info` enter them.
 //! * [`check()`] / [`check_with`]: splits a history by key (or key group), searches each on
