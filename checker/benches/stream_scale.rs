@@ -118,7 +118,9 @@ fn main() {
             peak_kib / 1024.0,
             stdout.lines().next().unwrap_or("(no output)")
         );
-        for line in stderr.lines().filter(|l| !l.trim().is_empty()).take(5) {
+        // The last line is /usr/bin/time's.
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        for line in lines.iter().rev().skip(1).rev().take(5) {
             println!("  stderr: {line}");
         }
     }
