@@ -1718,6 +1718,12 @@ fn build_report(
     let operations_checked = prepared.jobs.iter().map(KeyJob::len).sum();
 
     let mut notes = Vec::new();
+    if prepared.operations == 0 {
+        notes.push(
+            "the history holds no operations: it is valid only because there is nothing to check"
+                .to_owned(),
+        );
+    }
     if timed_out + not_reached > 0 {
         notes.push(format!(
             "the time budget of {} ms ran out: {timed_out} keys timed out and {not_reached} were not reached; their verdict is unknown",

@@ -123,8 +123,9 @@ pub fn detect_format(head: &[u8]) -> Result<HistoryFormat, HistoryError> {
 }
 
 /// Reads a history in `format` (`Auto`: detected) from `reader`, checks it like
-/// [`read_jsonl`](crate::read_jsonl), and returns its events. The input is streamed a line at a time (see
-/// [`crate::input`]); lines longer than [`MAX_HISTORY_LINE_BYTES`](crate::MAX_HISTORY_LINE_BYTES) are refused.
+/// [`read_jsonl`](crate::read_jsonl), and returns its events. The input is streamed a line
+/// at a time (see [`crate::input`]); a line longer than
+/// [`MAX_HISTORY_LINE_BYTES`](crate::MAX_HISTORY_LINE_BYTES) is refused.
 pub fn read_history<R: BufRead>(
     reader: R,
     format: HistoryFormat,

@@ -354,6 +354,11 @@ fn empty_blank_and_comment_only_histories_hold_no_operations_in_every_format() {
                 (0, 0, 0),
                 "{text:?} as {format}"
             );
+            let report = prepared.check(&kvlab_config(ModelKind::Kv), None);
+            assert!(
+                report.notes.iter().any(|n| n.contains("no operations")),
+                "{report}"
+            );
         }
     }
 }
