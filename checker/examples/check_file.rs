@@ -1,9 +1,10 @@
-//! Checks one history file and prints the report: `cargo run --release -p kvlab-checker
-//! --example check_file -- FILE [MODEL] [ENGINE] [TIMEOUT_S]`.
+//! Checks one history file, streamed (see `kvlab_checker::input`), and prints the report:
+//! `cargo run --release -p kvlab-checker --example check_file -- FILE [MODEL] [ENGINE]
+//! [TIMEOUT_S]`.
 
 use std::time::{Duration, Instant};
 
-use kvlab_checker::{CheckConfig, Engine, HistoryFormat, ModelKind, check_with, read_history_file};
+use kvlab_checker::{CheckConfig, Engine, ModelKind, PreparedHistory, ReadOptions};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -24,8 +25,8 @@ fn main() {
         .and_then(|t| t.parse::<f64>().ok())
         .map(Duration::from_secs_f64);
     let t = Instant::now();
-    let events = match read_history_file(path.as_ref(), HistoryFormat::Auto) {
-        Ok(e) => e,
+    let history = match PreparedHistory::read_file(path.as_ref(), model, &ReadOptions::default()) {
+        Ok(h) => h,
         Err(e) => {
             eprintln!("{e}");
             std::process::exit(2);
@@ -39,21 +40,14 @@ fn main() {
         engine,
         stop_at_first_invalid: true,
     };
-    match check_with(&events, &config) {
-        Ok(r) => {
-            print!("{r}");
-            println!(
-                "read {read_ms:.1} ms; decided by kvlab {} / porcupine {}; slowest key {:?} {:.1} ms; peak RSS {:.0} MiB",
-                r.decided_by.kvlab,
-                r.decided_by.porcupine,
-                r.slowest_key,
-                r.slowest_key_ms,
-                r.peak_resident_bytes.unwrap_or(0) as f64 / (1 << 20) as f64
-            );
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            std::process::exit(2);
-        }
-    }
+    let r = history.check(&config, None);
+    print!("{r}");
+    println!(
+        "read {read_ms:.1} ms; decided by kvlab {} / porcupine {}; slowest key {:?} {:.1} ms; peak RSS {:.0} MiB",
+        r.decided_by.kvlab,
+        r.decided_by.porcupine,
+        r.slowest_key,
+        r.slowest_key_ms,
+        r.peak_resident_bytes.unwrap_or(0) as f64 / (1 << 20) as f64
+    );
 }

@@ -19,8 +19,10 @@
 //! [`MAX_OPS_PER_KEY`] operations are not searched at all (porcupine's memo table costs
 //! about `n²/8` bytes for `n` operations) and are unknown too.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,10 +36,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::budget::{self, Limits, StopReason};
 use crate::engine::{self, EngineResult, EngineVerdict};
+use crate::formats::{open_history, read_into};
 use crate::history::{
     HistoryError, HistoryEvent, Location, MicroFn, OpArgs, OpFn, Outcome, PairedOp, pair_operations,
 };
+use crate::input::{EventSink, ReadOptions};
 use crate::model::{KeyModel, KeyOp, MultiMicro, MultiModel, MultiOp, OpOrigin, SearchModel, Val};
+use crate::progress::Progress;
 
 /// The most worker threads one check uses (each may add one porcupine thread).
 pub const MAX_CHECK_THREADS: usize = 8;
@@ -507,15 +512,25 @@ pub fn check_with(
 ) -> Result<CheckReport, HistoryError> {
     let start = Instant::now();
     let prepared = prepare(events, config.model)?;
+    Ok(run_check(&prepared, config, start, None))
+}
+
+/// Searches every job of `prepared` and reports; the elapsed time counts from `start`.
+fn run_check(
+    prepared: &Prepared,
+    config: &CheckConfig,
+    start: Instant,
+    progress: Option<&Progress>,
+) -> CheckReport {
     let threads = worker_threads(prepared.jobs.len());
-    let results = run_jobs(&prepared.jobs, config, start, threads);
-    Ok(build_report(
-        &prepared,
-        &results,
-        config,
-        threads,
-        start.elapsed(),
-    ))
+    if let Some(p) = progress {
+        p.start_checking(prepared.jobs.len());
+    }
+    let results = run_jobs(&prepared.jobs, config, start, threads, progress);
+    if let Some(p) = progress {
+        p.finish();
+    }
+    build_report(prepared, &results, config, threads, start.elapsed())
 }
 
 /// Writes porcupine-rs's interactive HTML visualization of one key: `key`, or the first
@@ -535,9 +550,7 @@ pub fn write_visualization(
     let name = match key {
         Some(k) => k.to_owned(),
         None => {
-            let threads = worker_threads(prepared.jobs.len());
-            let results = run_jobs(&prepared.jobs, &config, start, threads);
-            let report = build_report(&prepared, &results, &config, threads, start.elapsed());
+            let report = run_check(&prepared, &config, start, None);
             match report.invalid_keys.into_iter().next() {
                 Some(k) => k,
                 None => {
@@ -548,24 +561,188 @@ pub fn write_visualization(
             }
         }
     };
+    visualize_job(&prepared, &name, opts.timeout, path)
+}
+
+/// Draws the job named `name` of `prepared` (see [`write_visualization`]).
+fn visualize_job(
+    prepared: &Prepared,
+    name: &str,
+    timeout: Option<Duration>,
+    path: &Path,
+) -> Result<(), CheckError> {
     let Some(job) = prepared.jobs.iter().find(|j| j.name == name) else {
-        return Err(CheckError::UnknownKey { key: name });
+        return Err(CheckError::UnknownKey {
+            key: name.to_owned(),
+        });
     };
     if job.len() > MAX_VISUALIZED_OPS {
         return Err(CheckError::TooLargeToVisualize {
-            key: name,
+            key: name.to_owned(),
             operations: job.len(),
             limit: MAX_VISUALIZED_OPS,
         });
     }
     let written = match &job.ops {
-        JobOps::Key(ops) => visualize(ops, opts.timeout, path),
-        JobOps::Multi(ops) => visualize(ops, opts.timeout, path),
+        JobOps::Key(ops) => visualize(ops, timeout, path),
+        JobOps::Multi(ops) => visualize(ops, timeout, path),
     };
     written.map_err(|source| CheckError::Write {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// A history read and lowered for one model: what the search needs of it — per key (or
+/// key group) the operations to linearize — and the counts the report gives, but not its
+/// events. Reading streams the input (see [`crate::input`]), so memory holds the open
+/// operations and these per-key operations, never the file or its events.
+///
+/// ```
+/// use kvlab_checker::{CheckConfig, CheckOptions, ModelKind, PreparedHistory, ReadOptions, Verdict};
+///
+/// let history = r#"{"index":0,"time_ns":10,"process":0,"type":"invoke","f":"write","key":"k1","value":1}
+/// {"index":1,"time_ns":20,"process":0,"type":"ok","f":"write","key":"k1","value":1}
+/// "#;
+/// let prepared = PreparedHistory::read(history.as_bytes(), ModelKind::Kv, &ReadOptions::default())?;
+/// assert_eq!((prepared.operations(), prepared.keys()), (1, 1));
+/// let config = CheckConfig::from(CheckOptions { model: ModelKind::Kv, timeout: None });
+/// assert_eq!(prepared.check(&config, None).verdict, Verdict::Valid);
+/// # Ok::<(), kvlab_checker::HistoryError>(())
+/// ```
+pub struct PreparedHistory {
+    model: ModelKind,
+    prepared: Prepared,
+}
+
+impl fmt::Debug for PreparedHistory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PreparedHistory")
+            .field("model", &self.model)
+            .field("events", &self.prepared.events)
+            .field("operations", &self.prepared.operations)
+            .field("keys", &self.prepared.jobs.len())
+            .finish()
+    }
+}
+
+/// What [`PreparedHistory::read_visiting`] hands every event to.
+pub type EventVisitor<'v> = dyn FnMut(&HistoryEvent) -> Result<(), HistoryError> + 'v;
+
+/// Lowers the operations of a streamed history, handing each event to a visitor.
+struct LoweringSink<'v, 'f> {
+    lowering: Lowering,
+    visit: Option<&'v mut EventVisitor<'f>>,
+}
+
+impl EventSink for LoweringSink<'_, '_> {
+    fn event(&mut self, event: HistoryEvent, _line: usize) -> Result<(), HistoryError> {
+        match &mut self.visit {
+            Some(visit) => visit(&event),
+            None => Ok(()),
+        }
+    }
+    fn op(&mut self, op: PairedOp) {
+        self.lowering.add(op);
+    }
+}
+
+impl PreparedHistory {
+    /// Reads a history from `reader` (streamed; see [`crate::input`]) and lowers it for
+    /// `model`. Errors name the line: a malformed line, a structural mistake, an
+    /// operation `model` cannot check.
+    pub fn read<R: BufRead>(
+        reader: R,
+        model: ModelKind,
+        options: &ReadOptions<'_>,
+    ) -> Result<Self, HistoryError> {
+        Self::read_inner(reader, model, options, None)
+    }
+
+    /// [`read`](Self::read), handing every event to `visit` as it is read (e.g. to
+    /// write it out in another format); an error from `visit` ends the reading.
+    pub fn read_visiting<R: BufRead>(
+        reader: R,
+        model: ModelKind,
+        options: &ReadOptions<'_>,
+        visit: &mut EventVisitor<'_>,
+    ) -> Result<Self, HistoryError> {
+        Self::read_inner(reader, model, options, Some(visit))
+    }
+
+    /// [`read`](Self::read) from a file.
+    pub fn read_file(
+        path: &Path,
+        model: ModelKind,
+        options: &ReadOptions<'_>,
+    ) -> Result<Self, HistoryError> {
+        Self::read(open_history(path)?, model, options)
+    }
+
+    fn read_inner<R: BufRead>(
+        reader: R,
+        model: ModelKind,
+        options: &ReadOptions<'_>,
+        visit: Option<&mut EventVisitor<'_>>,
+    ) -> Result<Self, HistoryError> {
+        let mut sink = LoweringSink {
+            lowering: Lowering::new(model),
+            visit,
+        };
+        let counts = read_into(reader, options, &mut sink)?;
+        Ok(PreparedHistory {
+            model,
+            prepared: sink.lowering.finish(counts.events)?,
+        })
+    }
+
+    /// Lowers events held in memory for `model` (what [`check_with`] does first).
+    pub fn from_events(events: &[HistoryEvent], model: ModelKind) -> Result<Self, HistoryError> {
+        Ok(PreparedHistory {
+            model,
+            prepared: prepare(events, model)?,
+        })
+    }
+
+    /// The model the history was lowered for.
+    pub fn model(&self) -> ModelKind {
+        self.model
+    }
+
+    /// Events in the history.
+    pub fn events(&self) -> usize {
+        self.prepared.events
+    }
+
+    /// Operations (invokes) in the history; 0 for a history with no events.
+    pub fn operations(&self) -> usize {
+        self.prepared.operations
+    }
+
+    /// Keys (or key groups under `multi-register`) the search will take one by one.
+    pub fn keys(&self) -> usize {
+        self.prepared.jobs.len()
+    }
+
+    /// Searches every key, like [`check_with`]; `config.model` is replaced by the model
+    /// the history was lowered for. `progress` counts keys as they are decided.
+    pub fn check(&self, config: &CheckConfig, progress: Option<&Progress>) -> CheckReport {
+        let config = CheckConfig {
+            model: self.model,
+            ..*config
+        };
+        run_check(&self.prepared, &config, Instant::now(), progress)
+    }
+
+    /// Writes porcupine-rs's HTML visualization of `key` (see [`write_visualization`]).
+    pub fn write_visualization(
+        &self,
+        key: &str,
+        timeout: Option<Duration>,
+        path: &Path,
+    ) -> Result<(), CheckError> {
+        visualize_job(&self.prepared, key, timeout, path)
+    }
 }
 
 fn visualize<M: porcupine_rs::Model>(
@@ -607,6 +784,8 @@ impl KeyJob {
 /// A history lowered to per-key jobs, with the counts the report needs.
 struct Prepared {
     jobs: Vec<KeyJob>,
+    /// Events in the history.
+    events: usize,
     operations: usize,
     operations_ok: usize,
     operations_fail: usize,
@@ -663,6 +842,187 @@ fn porcupine_op<M: porcupine_rs::Model<Metadata = OpOrigin>>(
     }
 }
 
+/// The return time given to uncertain operations until the history's end is known.
+const END_NOT_YET_KNOWN: i64 = i64::MAX;
+
+/// Lowers operations, as the reader completes them, into per-key porcupine operations
+/// (see [`crate::model`] for the rules), keeping the counts the report needs. Errors
+/// (an operation the model cannot take) come out in the order a whole-history pass
+/// finds them: the first unsupported operation in invoke order, else the first
+/// operation that cannot be lowered.
+struct Lowering {
+    model: ModelKind,
+    per_key: BTreeMap<String, Vec<Operation<KeyModel>>>,
+    /// Under `multi-register`: the operations, grouped at the end.
+    multi: Vec<PairedOp>,
+    operations: usize,
+    ok: usize,
+    fail: usize,
+    info: usize,
+    /// The first refusal: (0 unsupported / 1 not lowerable, invoke position, error).
+    refused: Option<(u8, usize, HistoryError)>,
+}
+
+impl Lowering {
+    fn new(model: ModelKind) -> Self {
+        Lowering {
+            model,
+            per_key: BTreeMap::new(),
+            multi: Vec::new(),
+            operations: 0,
+            ok: 0,
+            fail: 0,
+            info: 0,
+            refused: None,
+        }
+    }
+
+    fn refuse(&mut self, rank: u8, position: usize, error: HistoryError) {
+        if self
+            .refused
+            .as_ref()
+            .is_none_or(|(r, p, _)| (rank, position) < (*r, *p))
+        {
+            self.refused = Some((rank, position, error));
+            // The check will not run: what was kept is of no use.
+            self.per_key = BTreeMap::new();
+            self.multi = Vec::new();
+        }
+    }
+
+    fn add(&mut self, op: PairedOp) {
+        self.operations += 1;
+        match op.outcome {
+            Outcome::Ok { .. } => self.ok += 1,
+            Outcome::Fail => self.fail += 1,
+            Outcome::Info | Outcome::Open => self.info += 1,
+        }
+        let (model, at, position) = (self.model, op.invoke_at, op.invoke_position);
+        if !model.supports(op.f) {
+            self.refuse(
+                0,
+                position,
+                HistoryError::UnsupportedOp { at, f: op.f, model },
+            );
+            return;
+        }
+        if model == ModelKind::MultiRegister {
+            if self.refused.is_none() {
+                self.multi.push(op);
+            }
+            return;
+        }
+        match lower_key_op(&op, model) {
+            Ok(None) => {}
+            Ok(Some((key, key_op))) => {
+                if self.refused.is_none() {
+                    let lowered = porcupine_op(&op, key_op, END_NOT_YET_KNOWN);
+                    // Most keys are there already: look up without allocating a key.
+                    match self.per_key.get_mut(key.as_ref()) {
+                        Some(ops) => ops.push(lowered),
+                        None => {
+                            self.per_key.insert(key.into_owned(), vec![lowered]);
+                        }
+                    }
+                }
+            }
+            Err(e) => self.refuse(1, position, e),
+        }
+    }
+
+    /// The jobs, once the history's `events` are all read.
+    fn finish(self, events: usize) -> Result<Prepared, HistoryError> {
+        if let Some((_, _, e)) = self.refused {
+            return Err(e);
+        }
+        // Info operations return "at infinity": after every event of the history.
+        let end_time = i64::try_from(events).unwrap_or(i64::MAX);
+        let (jobs, dropped) = if self.model == ModelKind::MultiRegister {
+            let mut ops = self.multi;
+            ops.sort_by_key(|op| op.invoke_position);
+            (prepare_multi(&ops, end_time)?, 0)
+        } else {
+            let mut dropped = 0;
+            let jobs = self
+                .per_key
+                .into_iter()
+                .map(|(name, mut ops)| {
+                    for op in &mut ops {
+                        if op.return_time == END_NOT_YET_KNOWN && is_uncertain(op) {
+                            op.return_time = end_time;
+                        }
+                    }
+                    // Invoke order, as the history has them (they arrive as they complete).
+                    ops.sort_by_key(|op| op.call_time);
+                    let before = ops.len();
+                    let ops = drop_unobserved_info(ops);
+                    dropped += before - ops.len();
+                    let max_concurrency =
+                        max_concurrency(ops.iter().map(|o| (o.call_time, o.return_time)));
+                    KeyJob {
+                        name,
+                        ops: JobOps::Key(ops),
+                        max_concurrency,
+                    }
+                })
+                .collect();
+            (jobs, dropped)
+        };
+        Ok(Prepared {
+            jobs,
+            events,
+            operations: self.operations,
+            operations_ok: self.ok,
+            operations_fail: self.fail,
+            operations_info: self.info,
+            unobserved_info_dropped: dropped,
+        })
+    }
+}
+
+/// The key and single-key operation `op` is under a per-key model; `None` when the
+/// operation constrains nothing (it failed, or it is a read whose value is unknown).
+fn lower_key_op(
+    op: &PairedOp,
+    model: ModelKind,
+) -> Result<Option<(Cow<'_, str>, KeyOp)>, HistoryError> {
+    let at = op.invoke_at;
+    let uncertain = matches!(op.outcome, Outcome::Info | Outcome::Open);
+    if op.outcome == Outcome::Fail {
+        return Ok(None);
+    }
+    let (key, key_op) = if op.f == OpFn::Txn {
+        match single_micro(op) {
+            Some((key, key_op)) => (Cow::Owned(key), key_op),
+            None => return Err(HistoryError::UnsupportedOp { at, f: op.f, model }),
+        }
+    } else {
+        let key = match (&op.key, model) {
+            (Some(k), _) => Cow::Borrowed(k.as_str()),
+            (None, ModelKind::Kv) => return Err(HistoryError::MissingKey { at, f: op.f }),
+            (None, _) => Cow::Borrowed(UNKEYED),
+        };
+        let key_op = match (&op.args, &op.outcome) {
+            (OpArgs::Read, Outcome::Ok { read, .. }) => KeyOp::Read(read.clone()),
+            (OpArgs::Read, _) => return Ok(None),
+            (OpArgs::Write(v), _) => KeyOp::Write(v.clone()),
+            (OpArgs::Cas { expected, new }, _) => KeyOp::Cas {
+                expected: expected.clone(),
+                new: new.clone(),
+                uncertain,
+            },
+            (OpArgs::Delete, _) => KeyOp::Delete,
+            (OpArgs::Txn(_), _) => return Ok(None),
+        };
+        (key, key_op)
+    };
+    // An info read constrains nothing.
+    if uncertain && matches!(key_op, KeyOp::Read(_)) {
+        return Ok(None);
+    }
+    Ok(Some((key, key_op)))
+}
+
 /// Validates the history, checks that the model supports every operation, and lowers
 /// operations into per-key porcupine operations (see [`crate::model`] for the rules).
 fn prepare(events: &[HistoryEvent], model: ModelKind) -> Result<Prepared, HistoryError> {
@@ -670,109 +1030,17 @@ fn prepare(events: &[HistoryEvent], model: ModelKind) -> Result<Prepared, Histor
         position,
         index: events[position].index,
     };
-    let ops = pair_operations(events, &locate)?;
-    // Info operations return "at infinity": after every event of the history.
-    let end_time = i64::try_from(events.len()).unwrap_or(i64::MAX);
-    let (mut ok, mut fail, mut info) = (0, 0, 0);
-    for op in &ops {
-        let at = locate(op.invoke_position);
-        if !model.supports(op.f) {
-            return Err(HistoryError::UnsupportedOp { at, f: op.f, model });
-        }
-        match op.outcome {
-            Outcome::Ok { .. } => ok += 1,
-            Outcome::Fail => fail += 1,
-            Outcome::Info | Outcome::Open => info += 1,
-        }
+    let mut lowering = Lowering::new(model);
+    for op in pair_operations(events, &locate)? {
+        lowering.add(op);
     }
-    let (jobs, dropped) = if model == ModelKind::MultiRegister {
-        (prepare_multi(&ops, end_time, &locate)?, 0)
-    } else {
-        prepare_keys(&ops, model, end_time, &locate)?
-    };
-    Ok(Prepared {
-        jobs,
-        operations: ops.len(),
-        operations_ok: ok,
-        operations_fail: fail,
-        operations_info: info,
-        unobserved_info_dropped: dropped,
-    })
-}
-
-fn prepare_keys(
-    ops: &[PairedOp],
-    model: ModelKind,
-    end_time: i64,
-    locate: &dyn Fn(usize) -> Location,
-) -> Result<(Vec<KeyJob>, usize), HistoryError> {
-    let mut per_key: BTreeMap<String, Vec<Operation<KeyModel>>> = BTreeMap::new();
-    for op in ops {
-        let at = locate(op.invoke_position);
-        let uncertain = matches!(op.outcome, Outcome::Info | Outcome::Open);
-        if op.outcome == Outcome::Fail {
-            continue;
-        }
-        let (key, key_op) = if op.f == OpFn::Txn {
-            match single_micro(op) {
-                Some(pair) => pair,
-                None => return Err(HistoryError::UnsupportedOp { at, f: op.f, model }),
-            }
-        } else {
-            let key = match (&op.key, model) {
-                (Some(k), _) => k.clone(),
-                (None, ModelKind::Kv) => return Err(HistoryError::MissingKey { at, f: op.f }),
-                (None, _) => UNKEYED.to_owned(),
-            };
-            let key_op = match (&op.args, &op.outcome) {
-                (OpArgs::Read, Outcome::Ok { read, .. }) => KeyOp::Read(read.clone()),
-                (OpArgs::Read, _) => continue,
-                (OpArgs::Write(v), _) => KeyOp::Write(v.clone()),
-                (OpArgs::Cas { expected, new }, _) => KeyOp::Cas {
-                    expected: expected.clone(),
-                    new: new.clone(),
-                    uncertain,
-                },
-                (OpArgs::Delete, _) => KeyOp::Delete,
-                (OpArgs::Txn(_), _) => continue,
-            };
-            (key, key_op)
-        };
-        // An info read constrains nothing.
-        if uncertain && matches!(key_op, KeyOp::Read(_)) {
-            continue;
-        }
-        per_key
-            .entry(key)
-            .or_default()
-            .push(porcupine_op(op, key_op, end_time));
-    }
-    let mut dropped = 0;
-    let jobs = per_key
-        .into_iter()
-        .map(|(name, ops)| {
-            let before = ops.len();
-            let ops = drop_unobserved_info(ops);
-            dropped += before - ops.len();
-            let max_concurrency = max_concurrency(ops.iter().map(|o| (o.call_time, o.return_time)));
-            KeyJob {
-                name,
-                ops: JobOps::Key(ops),
-                max_concurrency,
-            }
-        })
-        .collect();
-    Ok((jobs, dropped))
+    lowering.finish(events.len())
 }
 
 /// The most key names a multi-register group's name lists.
 const MAX_GROUP_NAME_KEYS: usize = 3;
 
-fn prepare_multi(
-    ops: &[PairedOp],
-    end_time: i64,
-    locate: &dyn Fn(usize) -> Location,
-) -> Result<Vec<KeyJob>, HistoryError> {
+fn prepare_multi(ops: &[PairedOp], end_time: i64) -> Result<Vec<KeyJob>, HistoryError> {
     /// A micro-op on a key name: a read's expectation (`None`: unknown) or a write.
     enum Lowered {
         Read(String, Option<Option<Val>>),
@@ -787,7 +1055,7 @@ fn prepare_multi(
     }
     let mut lowered: Vec<(&PairedOp, Vec<Lowered>)> = Vec::new();
     for op in ops {
-        let at = locate(op.invoke_position);
+        let at = op.invoke_at;
         let uncertain = matches!(op.outcome, Outcome::Info | Outcome::Open);
         if op.outcome == Outcome::Fail {
             continue;
@@ -1164,6 +1432,7 @@ fn run_jobs(
     config: &CheckConfig,
     start: Instant,
     threads: usize,
+    progress: Option<&Progress>,
 ) -> Vec<KeyResult> {
     // A budget too large to add to a clock reading is no budget at all.
     let timeout = config.timeout.filter(|t| start.checked_add(*t).is_some());
@@ -1181,43 +1450,57 @@ fn run_jobs(
             .max(MIN_KEY_SLICE)
             .min(t)
     });
+    // A key is decided when its search ends with anything but a time-out, which the
+    // second pass may retry.
+    let counted = |result: KeyResult, final_pass: bool| {
+        if let Some(p) = progress
+            && (final_pass || result.verdict != KeyVerdict::TimedOut)
+        {
+            p.key_decided();
+        }
+        result
+    };
 
     let abort = Arc::new(AtomicBool::new(false));
     let abort = &abort;
     let all: Vec<usize> = (0..jobs.len()).collect();
     let mut results = parallel_map(&all, threads, |i| {
         let job = &jobs[i];
-        if job.len() > MAX_OPS_PER_KEY {
-            return KeyResult {
+        let result = if job.len() > MAX_OPS_PER_KEY {
+            KeyResult {
                 verdict: KeyVerdict::Oversized,
                 ..KeyResult::not_reached()
-            };
-        }
-        if job.len() <= UNTIMED_KEY_MAX_OPS {
-            return search_job(job, config, None, abort);
-        }
-        match (first_slice, remaining()) {
-            (Some(_), Some(left)) if left.is_zero() => KeyResult::not_reached(),
-            (Some(slice), Some(left)) => search_job(
-                job,
-                config,
-                Instant::now().checked_add(slice.min(left)),
-                abort,
-            ),
-            _ => search_job(job, config, None, abort),
-        }
+            }
+        } else if job.len() <= UNTIMED_KEY_MAX_OPS {
+            search_job(job, config, None, abort)
+        } else {
+            match (first_slice, remaining()) {
+                (Some(_), Some(left)) if left.is_zero() => KeyResult::not_reached(),
+                (Some(slice), Some(left)) => search_job(
+                    job,
+                    config,
+                    Instant::now().checked_add(slice.min(left)),
+                    abort,
+                ),
+                _ => search_job(job, config, None, abort),
+            }
+        };
+        counted(result, false)
     });
 
     let retry: Vec<usize> = (0..jobs.len())
         .filter(|&i| results[i].verdict == KeyVerdict::TimedOut)
         .collect();
     if !retry.is_empty() && remaining().is_some_and(|left| !left.is_zero()) {
-        let second = parallel_map(&retry, threads, |i| match remaining() {
-            Some(left) if !left.is_zero() => search_job(&jobs[i], config, deadline, abort),
-            _ => KeyResult {
-                verdict: KeyVerdict::TimedOut,
-                ..KeyResult::not_reached()
-            },
+        let second = parallel_map(&retry, threads, |i| {
+            let result = match remaining() {
+                Some(left) if !left.is_zero() => search_job(&jobs[i], config, deadline, abort),
+                _ => KeyResult {
+                    verdict: KeyVerdict::TimedOut,
+                    ..KeyResult::not_reached()
+                },
+            };
+            counted(result, true)
         });
         for i in retry {
             let mut again = second[i].clone();
@@ -1435,6 +1718,12 @@ fn build_report(
     let operations_checked = prepared.jobs.iter().map(KeyJob::len).sum();
 
     let mut notes = Vec::new();
+    if prepared.operations == 0 {
+        notes.push(
+            "the history holds no operations: it is valid only because there is nothing to check"
+                .to_owned(),
+        );
+    }
     if timed_out + not_reached > 0 {
         notes.push(format!(
             "the time budget of {} ms ran out: {timed_out} keys timed out and {not_reached} were not reached; their verdict is unknown",

@@ -3,13 +3,25 @@
 //! Reads `nil`, `true`/`false`, integers (an `N` suffix allowed), floats, strings with
 //! escapes, characters, keywords, symbols, vectors, lists, maps and sets; skips
 //! whitespace, commas, `;` comments and `#_` discarded forms; reads a tagged literal
-//! (`#inst "…"`) as its value. Every error names the line and what was expected. Nesting
-//! is bounded by [`MAX_EDN_DEPTH`] so hostile input cannot overflow the stack.
+//! (`#inst "…"`) as its value. Every error names the line and what was expected. The
+//! input is read a line at a time (each line capped, see [`crate::input`]); nesting is
+//! bounded by [`MAX_EDN_DEPTH`] so hostile input cannot overflow the stack, and one
+//! top-level value by the line limit in bytes and [`MAX_EDN_VALUES_PER_OP`] in values,
+//! so an unclosed string or vector cannot swallow the file.
 
 use std::fmt;
+use std::io::BufRead;
+
+use crate::history::HistoryError;
+use crate::input::LineReader;
 
 /// The deepest nesting of collections the reader accepts.
 pub const MAX_EDN_DEPTH: usize = 64;
+
+/// The most values (of any kind, at any depth) in one top-level value: one op of a
+/// history. Together with the byte limit of an op this bounds the memory one op takes;
+/// a Jepsen op has a dozen.
+pub const MAX_EDN_VALUES_PER_OP: usize = 1 << 16;
 
 /// An EDN value.
 #[derive(Clone, Debug, PartialEq)]
@@ -130,14 +142,61 @@ impl fmt::Display for EdnError {
     }
 }
 
-/// A reader over EDN text that yields values one at a time.
+/// Why an [`EdnReader`] stopped: the text is not EDN, or the input failed (a read
+/// error, a line or an op over its limit).
 #[derive(Debug)]
-pub struct EdnReader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
+pub enum EdnReadError {
+    /// The text is not EDN (or breaks a limit of the reader's own: depth, values).
+    Syntax(EdnError),
+    /// The input could not be read, or a line or op is too long.
+    Input(HistoryError),
+}
+
+impl fmt::Display for EdnReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EdnReadError::Syntax(e) => e.fmt(f),
+            EdnReadError::Input(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for EdnReadError {}
+
+impl From<EdnError> for EdnReadError {
+    fn from(e: EdnError) -> Self {
+        EdnReadError::Syntax(e)
+    }
+}
+
+/// Where the top-level value being read started, to bound the bytes it spans.
+#[derive(Clone, Copy, Debug)]
+struct FormStart {
     line: usize,
+    offset: u64,
+}
+
+/// A reader over EDN text that yields values one at a time, reading its input a line at
+/// a time: it holds one line (at most the line limit) and the value being built, never
+/// the whole text. One top-level value may span several lines, but at most the line
+/// limit in bytes ([`HistoryError::OpTooLong`]) and [`MAX_EDN_VALUES_PER_OP`] values.
+#[derive(Debug)]
+pub struct EdnReader<R> {
+    lines: LineReader<R>,
+    /// Position in the current line.
+    pos: usize,
+    /// EDN's own line count: 1 + the newlines consumed.
+    line: usize,
+    /// Bytes of the lines before the current one.
+    consumed_before: u64,
     /// `#_` forms being skipped inside each other (bounded like nesting).
     discarding: usize,
+    /// Values being read inside each other (0: between top-level values).
+    active: usize,
+    /// The top-level value being read.
+    form: Option<FormStart>,
+    /// Values read so far in it.
+    form_values: usize,
 }
 
 fn is_delimiter(b: u8) -> bool {
@@ -148,14 +207,25 @@ fn is_delimiter(b: u8) -> bool {
         )
 }
 
-impl<'a> EdnReader<'a> {
-    /// A reader at the start of `bytes`.
-    pub fn new(bytes: &'a [u8]) -> Self {
+impl<'a> EdnReader<&'a [u8]> {
+    /// A reader of the EDN text in `bytes`, without a line limit.
+    pub fn from_slice(bytes: &'a [u8]) -> Self {
+        EdnReader::new(LineReader::new(bytes, usize::MAX))
+    }
+}
+
+impl<R: BufRead> EdnReader<R> {
+    /// A reader at the start of `lines`; its line limit bounds lines and ops.
+    pub fn new(lines: LineReader<R>) -> Self {
         EdnReader {
-            bytes,
+            lines,
             pos: 0,
             line: 1,
+            consumed_before: 0,
             discarding: 0,
+            active: 0,
+            form: None,
+            form_values: 0,
         }
     }
 
@@ -164,26 +234,57 @@ impl<'a> EdnReader<'a> {
         self.line
     }
 
-    fn error(&self, expected: impl Into<String>) -> EdnError {
-        let found = match self.bytes.get(self.pos) {
-            None => "the end of the input".to_owned(),
-            Some(_) => {
-                let end = (self.pos + 20).min(self.bytes.len());
-                let snippet = String::from_utf8_lossy(&self.bytes[self.pos..end]);
-                let snippet = snippet.split('\n').next().unwrap_or("");
-                format!("{snippet:?}")
+    /// The next byte, reading the next line when this one is used up; `None` at the end.
+    fn peek_byte(&mut self) -> Result<Option<u8>, EdnReadError> {
+        loop {
+            if let Some(&b) = self.lines.current().get(self.pos) {
+                return Ok(Some(b));
             }
-        };
-        EdnError {
-            line: self.line,
-            expected: expected.into(),
-            found,
+            self.consumed_before += self.lines.current().len() as u64;
+            self.pos = 0;
+            if !self.lines.advance().map_err(EdnReadError::Input)? {
+                return Ok(None);
+            }
+            if let Some(form) = self.form {
+                let spanned = self.consumed_before + self.lines.text().len() as u64 - form.offset;
+                let limit_bytes = self.lines.limit_bytes();
+                if spanned > limit_bytes as u64 {
+                    return Err(EdnReadError::Input(HistoryError::OpTooLong {
+                        line: self.lines.line(),
+                        start_line: form.line,
+                        limit_bytes,
+                    }));
+                }
+            }
         }
     }
 
+    /// The byte `ahead` places after the current one, within the current line.
+    fn byte_ahead(&self, ahead: usize) -> Option<u8> {
+        self.lines.current().get(self.pos + ahead).copied()
+    }
+
+    fn error(&mut self, expected: impl Into<String>) -> EdnReadError {
+        let found = match self.peek_byte() {
+            Ok(Some(_)) => {
+                let rest = &self.lines.current()[self.pos..];
+                let snippet = String::from_utf8_lossy(&rest[..rest.len().min(20)]);
+                let snippet = snippet.split('\n').next().unwrap_or("");
+                format!("{snippet:?}")
+            }
+            Ok(None) => "the end of the input".to_owned(),
+            Err(e) => return e,
+        };
+        EdnReadError::Syntax(EdnError {
+            line: self.line,
+            expected: expected.into(),
+            found,
+        })
+    }
+
     /// Skips whitespace, commas, comments and `#_` forms.
-    pub fn skip_blank(&mut self) -> Result<(), EdnError> {
-        while let Some(&b) = self.bytes.get(self.pos) {
+    pub fn skip_blank(&mut self) -> Result<(), EdnReadError> {
+        while let Some(b) = self.peek_byte()? {
             match b {
                 b'\n' => {
                     self.line += 1;
@@ -191,11 +292,15 @@ impl<'a> EdnReader<'a> {
                 }
                 b',' => self.pos += 1,
                 b';' => {
-                    while self.bytes.get(self.pos).is_some_and(|&c| c != b'\n') {
-                        self.pos += 1;
-                    }
+                    // A comment runs to the end of its line.
+                    let len = self.lines.current().len();
+                    let rest = &self.lines.current()[self.pos..];
+                    self.pos = rest
+                        .iter()
+                        .position(|&c| c == b'\n')
+                        .map_or(len, |i| self.pos + i);
                 }
-                b'#' if self.bytes.get(self.pos + 1) == Some(&b'_') => {
+                b'#' if self.byte_ahead(1) == Some(b'_') => {
                     self.pos += 2;
                     self.discarding += 1;
                     let skipped = self.value_at(self.discarding);
@@ -210,13 +315,13 @@ impl<'a> EdnReader<'a> {
     }
 
     /// The next byte that is not blank, without consuming it.
-    pub fn peek(&mut self) -> Result<Option<u8>, EdnError> {
+    pub fn peek(&mut self) -> Result<Option<u8>, EdnReadError> {
         self.skip_blank()?;
-        Ok(self.bytes.get(self.pos).copied())
+        self.peek_byte()
     }
 
     /// Consumes `b` if it is the next non-blank byte.
-    pub fn eat(&mut self, b: u8) -> Result<bool, EdnError> {
+    pub fn eat(&mut self, b: u8) -> Result<bool, EdnReadError> {
         if self.peek()? == Some(b) {
             self.pos += 1;
             Ok(true)
@@ -226,7 +331,7 @@ impl<'a> EdnReader<'a> {
     }
 
     /// Reads the next value; `None` at the end of the input.
-    pub fn next_value(&mut self) -> Result<Option<Edn>, EdnError> {
+    pub fn next_value(&mut self) -> Result<Option<Edn>, EdnReadError> {
         if self.peek()?.is_none() {
             return Ok(None);
         }
@@ -234,17 +339,39 @@ impl<'a> EdnReader<'a> {
     }
 
     /// Reads one value; its error if the input ends first.
-    pub fn value(&mut self) -> Result<Edn, EdnError> {
+    pub fn value(&mut self) -> Result<Edn, EdnReadError> {
         self.value_at(0)
     }
 
-    fn value_at(&mut self, depth: usize) -> Result<Edn, EdnError> {
+    fn value_at(&mut self, depth: usize) -> Result<Edn, EdnReadError> {
+        if self.active == 0 {
+            // A top-level value (or a discarded one between them) starts here.
+            self.form = Some(FormStart {
+                line: self.line,
+                offset: self.consumed_before + self.pos as u64,
+            });
+            self.form_values = 0;
+        }
+        self.active += 1;
+        let value = self.value_inner(depth);
+        self.active -= 1;
+        if self.active == 0 {
+            self.form = None;
+        }
+        value
+    }
+
+    fn value_inner(&mut self, depth: usize) -> Result<Edn, EdnReadError> {
         if depth > MAX_EDN_DEPTH {
             return Err(self.error(format!("at most {MAX_EDN_DEPTH} nested collections")));
         }
         let Some(b) = self.peek()? else {
             return Err(self.error("a value"));
         };
+        self.form_values += 1;
+        if self.form_values > MAX_EDN_VALUES_PER_OP {
+            return Err(self.error(format!("at most {MAX_EDN_VALUES_PER_OP} values in one op")));
+        }
         match b {
             b'[' => {
                 self.pos += 1;
@@ -258,11 +385,11 @@ impl<'a> EdnReader<'a> {
                 self.pos += 1;
                 let items = self.items(b'}', depth)?;
                 if items.len() % 2 != 0 {
-                    return Err(EdnError {
+                    return Err(EdnReadError::Syntax(EdnError {
                         line: self.line,
                         expected: "a map with an even number of forms (key value pairs)".into(),
                         found: format!("{} forms", items.len()),
-                    });
+                    }));
                 }
                 let mut pairs = Vec::with_capacity(items.len() / 2);
                 let mut it = items.into_iter();
@@ -271,7 +398,7 @@ impl<'a> EdnReader<'a> {
                 }
                 Ok(Edn::Map(pairs))
             }
-            b'#' => match self.bytes.get(self.pos + 1) {
+            b'#' => match self.byte_ahead(1) {
                 Some(b'{') => {
                     self.pos += 2;
                     Ok(Edn::Set(self.items(b'}', depth)?))
@@ -288,7 +415,7 @@ impl<'a> EdnReader<'a> {
             b'\\' => {
                 self.pos += 1;
                 let token = self.token();
-                let c = match token {
+                let c = match token.as_str() {
                     "newline" => '\n',
                     "space" => ' ',
                     "tab" => '\t',
@@ -301,20 +428,23 @@ impl<'a> EdnReader<'a> {
             b')' | b']' | b'}' => Err(self.error("a value")),
             _ => {
                 let line = self.line;
-                let token = self.token().to_owned();
+                let token = self.token();
                 if token.is_empty() {
                     return Err(self.error("a value"));
                 }
-                atom(&token).ok_or(EdnError {
-                    line,
-                    expected: "a value (nil, true, false, a number, a keyword, a symbol)".into(),
-                    found: format!("{token:?}"),
+                atom(&token).ok_or_else(|| {
+                    EdnReadError::Syntax(EdnError {
+                        line,
+                        expected: "a value (nil, true, false, a number, a keyword, a symbol)"
+                            .into(),
+                        found: format!("{token:?}"),
+                    })
                 })
             }
         }
     }
 
-    fn items(&mut self, close: u8, depth: usize) -> Result<Vec<Edn>, EdnError> {
+    fn items(&mut self, close: u8, depth: usize) -> Result<Vec<Edn>, EdnReadError> {
         let mut items = Vec::new();
         loop {
             match self.peek()? {
@@ -330,25 +460,30 @@ impl<'a> EdnReader<'a> {
         }
     }
 
-    fn token(&mut self) -> &'a str {
-        let start = self.pos;
-        while self.bytes.get(self.pos).is_some_and(|&b| !is_delimiter(b)) {
-            self.pos += 1;
-        }
-        std::str::from_utf8(&self.bytes[start..self.pos]).unwrap_or("")
+    /// The token at the current position (it ends at a delimiter, so within the line);
+    /// empty if it is not UTF-8.
+    fn token(&mut self) -> String {
+        let rest = &self.lines.current()[self.pos..];
+        let len = rest
+            .iter()
+            .position(|&b| is_delimiter(b))
+            .unwrap_or(rest.len());
+        let token = std::str::from_utf8(&rest[..len]).unwrap_or("").to_owned();
+        self.pos += len;
+        token
     }
 
-    fn string(&mut self) -> Result<Edn, EdnError> {
+    fn string(&mut self) -> Result<Edn, EdnReadError> {
         let start_line = self.line;
         self.pos += 1;
         let mut out: Vec<u8> = Vec::new();
         loop {
-            let Some(&b) = self.bytes.get(self.pos) else {
-                return Err(EdnError {
+            let Some(b) = self.peek_byte()? else {
+                return Err(EdnReadError::Syntax(EdnError {
                     line: self.line,
                     expected: format!("`\"` to close the string opened on line {start_line}"),
                     found: "the end of the input".into(),
-                });
+                }));
             };
             self.pos += 1;
             match b {
@@ -358,7 +493,7 @@ impl<'a> EdnReader<'a> {
                     out.push(b);
                 }
                 b'\\' => {
-                    let Some(&e) = self.bytes.get(self.pos) else {
+                    let Some(e) = self.peek_byte()? else {
                         continue;
                     };
                     self.pos += 1;
@@ -368,8 +503,10 @@ impl<'a> EdnReader<'a> {
                         b'r' => out.push(b'\r'),
                         b'"' | b'\\' => out.push(e),
                         b'u' => {
+                            // The four digits are on this line (a newline is no digit).
                             let hex = self
-                                .bytes
+                                .lines
+                                .current()
                                 .get(self.pos..self.pos + 4)
                                 .and_then(|h| std::str::from_utf8(h).ok())
                                 .and_then(|h| u32::from_str_radix(h, 16).ok())
@@ -387,10 +524,12 @@ impl<'a> EdnReader<'a> {
                 _ => out.push(b),
             }
         }
-        String::from_utf8(out).map(Edn::Str).map_err(|_| EdnError {
-            line: start_line,
-            expected: "a string in UTF-8".into(),
-            found: "invalid UTF-8".into(),
+        String::from_utf8(out).map(Edn::Str).map_err(|_| {
+            EdnReadError::Syntax(EdnError {
+                line: start_line,
+                expected: "a string in UTF-8".into(),
+                found: "invalid UTF-8".into(),
+            })
         })
     }
 }
@@ -425,12 +564,16 @@ mod tests {
     use super::*;
 
     fn read(text: &str) -> Result<Vec<Edn>, EdnError> {
-        let mut r = EdnReader::new(text.as_bytes());
+        let mut r = EdnReader::from_slice(text.as_bytes());
         let mut out = Vec::new();
-        while let Some(v) = r.next_value()? {
-            out.push(v);
+        loop {
+            match r.next_value() {
+                Ok(Some(v)) => out.push(v),
+                Ok(None) => return Ok(out),
+                Err(EdnReadError::Syntax(e)) => return Err(e),
+                Err(EdnReadError::Input(e)) => panic!("a slice has no line limit: {e}"),
+            }
         }
-        Ok(out)
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! porcupine's etcd test data, and porcupine's KV log; detection; export as EDN.
 //!
 //! Every reader turns its input into [`HistoryEvent`]s and then runs the same
-//! structural checks as [`read_jsonl`] (Jepsen's process discipline),
+//! structural checks as [`read_jsonl`](crate::read_jsonl) (Jepsen's process discipline),
 //! so every error names a line of the input.
 //!
 //! * **`edn`** — a vector (or list) of op maps, or a sequence of op maps (Jepsen's
@@ -24,18 +24,17 @@
 //! Semantics differ from porcupine's etcd loader in one place: a `:fail :cas` did not
 //! happen (Jepsen), where porcupine's etcd model also learns "the value was not `old`".
 
-use std::io::{BufRead, Read, Write};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::edn::{Edn, EdnError, EdnReader};
-use crate::history::{
-    EventType, HistoryError, HistoryEvent, Location, OpFn, pair_operations, read_jsonl,
+use crate::edn::{Edn, EdnReadError, EdnReader};
+use crate::history::{EventType, HistoryError, HistoryEvent, OpFn};
+use crate::input::{
+    CollectEvents, DriveCounts, EventSink, EventSource, JsonlSource, LineReader, ReadOptions, drive,
 };
-
-/// The largest history file read, in bytes (the file is read into memory once).
-pub const MAX_HISTORY_BYTES: u64 = 16 << 30;
 
 /// A history file format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -85,8 +84,9 @@ impl std::fmt::Display for HistoryFormat {
     }
 }
 
-/// How far into a file [`detect_format`] looks.
-const DETECT_BYTES: usize = 64 * 1024;
+/// How far into a file [`detect_format`] looks; auto-detection reads this much before
+/// it reads on in the detected format.
+pub const DETECT_BYTES: usize = 64 * 1024;
 
 /// Decides the format of a history from its first bytes: `{"` starts JSONL; a line with
 /// `jepsen.util - ` is a Jepsen log; `{:`, `[` or `(` start EDN, which is porcupine's KV
@@ -123,16 +123,24 @@ pub fn detect_format(head: &[u8]) -> Result<HistoryFormat, HistoryError> {
 }
 
 /// Reads a history in `format` (`Auto`: detected) from `reader`, checks it like
-/// [`read_jsonl`], and returns its events.
+/// [`read_jsonl`](crate::read_jsonl), and returns its events. The input is streamed a line
+/// at a time (see [`crate::input`]); a line longer than
+/// [`MAX_HISTORY_LINE_BYTES`](crate::MAX_HISTORY_LINE_BYTES) is refused.
 pub fn read_history<R: BufRead>(
-    mut reader: R,
+    reader: R,
     format: HistoryFormat,
 ) -> Result<Vec<HistoryEvent>, HistoryError> {
-    let mut bytes = Vec::new();
-    Read::take(&mut reader, MAX_HISTORY_BYTES)
-        .read_to_end(&mut bytes)
-        .map_err(|source| HistoryError::Read { line: 0, source })?;
-    read_history_bytes(&bytes, format)
+    read_history_with(reader, &ReadOptions::format(format))
+}
+
+/// [`read_history`] with every setting: format, line limit, progress counters.
+pub fn read_history_with<R: BufRead>(
+    reader: R,
+    options: &ReadOptions<'_>,
+) -> Result<Vec<HistoryEvent>, HistoryError> {
+    let mut sink = CollectEvents::default();
+    read_into(reader, options, &mut sink)?;
+    Ok(sink.events)
 }
 
 /// Reads a history file in `format`; see [`read_history`].
@@ -140,131 +148,185 @@ pub fn read_history_file(
     path: &Path,
     format: HistoryFormat,
 ) -> Result<Vec<HistoryEvent>, HistoryError> {
-    let file = std::fs::File::open(path).map_err(|source| HistoryError::Open {
+    read_history_with(open_history(path)?, &ReadOptions::format(format))
+}
+
+/// Opens a history file for reading.
+pub(crate) fn open_history(path: &Path) -> Result<BufReader<File>, HistoryError> {
+    let file = File::open(path).map_err(|source| HistoryError::Open {
         path: path.to_path_buf(),
         source,
     })?;
-    read_history(std::io::BufReader::new(file), format)
+    Ok(BufReader::with_capacity(READ_BUFFER_BYTES, file))
 }
+
+/// The buffer between a history file and its line reader.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
 
 /// Reads a history held in memory; see [`read_history`].
 pub fn read_history_bytes(
     bytes: &[u8],
     format: HistoryFormat,
 ) -> Result<Vec<HistoryEvent>, HistoryError> {
-    let format = match format {
-        HistoryFormat::Auto => detect_format(bytes)?,
-        f => f,
-    };
-    let (events, lines) = match format {
-        HistoryFormat::Auto | HistoryFormat::Jsonl => return read_jsonl(bytes),
-        HistoryFormat::Edn => read_edn_events(bytes, false)?,
-        HistoryFormat::PorcupineKv => read_edn_events(bytes, true)?,
-        HistoryFormat::JepsenLog => read_jepsen_log_events(bytes)?,
-    };
-    pair_operations(&events, &|position| Location::Line(lines[position]))?;
-    Ok(events)
+    read_history(bytes, format)
 }
 
-fn syntax(format: HistoryFormat, e: EdnError) -> HistoryError {
-    HistoryError::Syntax {
-        line: e.line,
-        format: format.name(),
-        expected: e.expected,
-        found: e.found,
+/// Streams the history in `reader` through its format's reader and the structural
+/// checks into `sink`; returns what was read.
+pub(crate) fn read_into<R: BufRead>(
+    mut reader: R,
+    options: &ReadOptions<'_>,
+    sink: &mut dyn EventSink,
+) -> Result<DriveCounts, HistoryError> {
+    // Detection looks at the head only; the head is then read again from memory.
+    let mut head = Vec::new();
+    let format = match options.format {
+        HistoryFormat::Auto => {
+            Read::take(&mut reader, DETECT_BYTES as u64)
+                .read_to_end(&mut head)
+                .map_err(|source| HistoryError::Read { line: 1, source })?;
+            detect_format(&head)?
+        }
+        f => f,
+    };
+    let input = io::Cursor::new(head).chain(reader);
+    let max = options.max_line_bytes;
+    let mut source: Box<dyn EventSource + '_> = match format {
+        HistoryFormat::Auto | HistoryFormat::Jsonl => Box::new(JsonlSource::new(input, max)),
+        HistoryFormat::Edn => Box::new(EdnSource::new(input, max, false)),
+        HistoryFormat::PorcupineKv => Box::new(EdnSource::new(input, max, true)),
+        HistoryFormat::JepsenLog => Box::new(JepsenLogSource::new(input, max)),
+    };
+    drive(source.as_mut(), options.progress, sink)
+}
+
+fn syntax(format: HistoryFormat, e: EdnReadError) -> HistoryError {
+    match e {
+        EdnReadError::Syntax(e) => HistoryError::Syntax {
+            line: e.line,
+            format: format.name(),
+            expected: e.expected,
+            found: e.found,
+        },
+        EdnReadError::Input(e) => e,
     }
 }
 
-/// Builds events, numbering those without `:index` after the previous one.
-struct EventSink {
-    events: Vec<HistoryEvent>,
-    lines: Vec<usize>,
+/// Numbers events without an `:index` after the previous one.
+#[derive(Debug, Default)]
+struct Numbering {
     next_index: u64,
 }
 
-impl EventSink {
-    fn new() -> Self {
-        EventSink {
-            events: Vec::new(),
-            lines: Vec::new(),
-            next_index: 0,
-        }
-    }
-    fn push(
-        &mut self,
-        mut event: HistoryEvent,
-        line: usize,
-        index: Option<u64>,
-    ) -> Result<(), HistoryError> {
-        if self.events.len() >= crate::history::MAX_HISTORY_EVENTS {
-            return Err(HistoryError::TooManyEvents {
-                line,
-                limit: crate::history::MAX_HISTORY_EVENTS,
-            });
-        }
+impl Numbering {
+    fn assign(&mut self, event: &mut HistoryEvent, index: Option<u64>) {
         event.index = index.unwrap_or(self.next_index);
         self.next_index = event.index.saturating_add(1);
-        self.events.push(event);
-        self.lines.push(line);
-        Ok(())
     }
 }
 
-fn read_edn_events(
-    bytes: &[u8],
+/// Where an EDN history is: before its first op, among its ops, or done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EdnState {
+    Start,
+    /// Among the ops; `Some(b)`: inside a vector or list closed by `b`.
+    Ops(Option<u8>),
+    Done,
+}
+
+/// Jepsen EDN (and porcupine's KV log): a vector or list of op maps, or a sequence of
+/// them, read one op at a time.
+struct EdnSource<R> {
+    reader: EdnReader<R>,
+    format: HistoryFormat,
     kv: bool,
-) -> Result<(Vec<HistoryEvent>, Vec<usize>), HistoryError> {
-    let format = if kv {
-        HistoryFormat::PorcupineKv
-    } else {
-        HistoryFormat::Edn
-    };
-    let mut reader = EdnReader::new(bytes);
-    let mut sink = EventSink::new();
-    // A history wrapped in one vector or list: read its elements one at a time.
-    let close = match reader.peek().map_err(|e| syntax(format, e))? {
-        Some(b'[') => Some(b']'),
-        Some(b'(') => Some(b')'),
-        _ => None,
-    };
-    if let Some(c) = close {
-        let open = if c == b']' { b'[' } else { b'(' };
-        reader.eat(open).map_err(|e| syntax(format, e))?;
+    state: EdnState,
+    numbering: Numbering,
+}
+
+impl<R: BufRead> EdnSource<R> {
+    fn new(reader: R, max_line_bytes: usize, kv: bool) -> Self {
+        EdnSource {
+            reader: EdnReader::new(LineReader::new(reader, max_line_bytes)),
+            format: if kv {
+                HistoryFormat::PorcupineKv
+            } else {
+                HistoryFormat::Edn
+            },
+            kv,
+            state: EdnState::Start,
+            numbering: Numbering::default(),
+        }
     }
-    loop {
-        let next = reader.peek().map_err(|e| syntax(format, e))?;
-        match (next, close) {
-            (None, None) => break,
-            (None, Some(c)) => {
-                return Err(HistoryError::Syntax {
-                    line: reader.line(),
-                    format: format.name(),
-                    expected: format!("`{}` to close the history", c as char),
-                    found: "the end of the input".into(),
-                });
-            }
-            (Some(b), Some(c)) if b == c => {
-                reader.eat(c).map_err(|e| syntax(format, e))?;
-                if let Some(b) = reader.peek().map_err(|e| syntax(format, e))? {
+
+    fn syntax(&self, e: EdnReadError) -> HistoryError {
+        syntax(self.format, e)
+    }
+
+    fn step(&mut self) -> Result<Option<(HistoryEvent, usize)>, HistoryError> {
+        loop {
+            let close = match self.state {
+                EdnState::Done => return Ok(None),
+                EdnState::Start => {
+                    // A history wrapped in one vector or list: read its elements one at a time.
+                    let close = match self.reader.peek().map_err(|e| self.syntax(e))? {
+                        Some(b'[') => Some(b']'),
+                        Some(b'(') => Some(b')'),
+                        _ => None,
+                    };
+                    if let Some(c) = close {
+                        let open = if c == b']' { b'[' } else { b'(' };
+                        self.reader.eat(open).map_err(|e| self.syntax(e))?;
+                    }
+                    self.state = EdnState::Ops(close);
+                    close
+                }
+                EdnState::Ops(close) => close,
+            };
+            let next = self.reader.peek().map_err(|e| self.syntax(e))?;
+            match (next, close) {
+                (None, None) => {
+                    self.state = EdnState::Done;
+                    return Ok(None);
+                }
+                (None, Some(c)) => {
                     return Err(HistoryError::Syntax {
-                        line: reader.line(),
-                        format: format.name(),
-                        expected: "the end of the input after the history".into(),
-                        found: format!("{:?}", b as char),
+                        line: self.reader.line(),
+                        format: self.format.name(),
+                        expected: format!("`{}` to close the history", c as char),
+                        found: "the end of the input".into(),
                     });
                 }
-                break;
+                (Some(b), Some(c)) if b == c => {
+                    self.reader.eat(c).map_err(|e| self.syntax(e))?;
+                    if let Some(b) = self.reader.peek().map_err(|e| self.syntax(e))? {
+                        return Err(HistoryError::Syntax {
+                            line: self.reader.line(),
+                            format: self.format.name(),
+                            expected: "the end of the input after the history".into(),
+                            found: format!("{:?}", b as char),
+                        });
+                    }
+                    self.state = EdnState::Done;
+                    return Ok(None);
+                }
+                _ => {}
             }
-            _ => {}
-        }
-        reader.skip_blank().map_err(|e| syntax(format, e))?;
-        let line = reader.line();
-        let op = reader.value().map_err(|e| syntax(format, e))?;
-        if let Some((event, index)) = event_from_edn(&op, line, kv)? {
-            sink.push(event, line, index)?;
+            self.reader.skip_blank().map_err(|e| self.syntax(e))?;
+            let line = self.reader.line();
+            let op = self.reader.value().map_err(|e| self.syntax(e))?;
+            if let Some((mut event, index)) = event_from_edn(&op, line, self.kv)? {
+                self.numbering.assign(&mut event, index);
+                return Ok(Some((event, line)));
+            }
         }
     }
-    Ok((sink.events, sink.lines))
+}
+
+impl<R: BufRead> EventSource for EdnSource<R> {
+    fn next_event(&mut self) -> Result<Option<(HistoryEvent, usize)>, HistoryError> {
+        self.step()
+    }
 }
 
 fn bad(line: usize, message: impl Into<String>) -> HistoryError {
@@ -563,60 +625,89 @@ fn event_from_parts(
 /// The marker of an operation line in a Jepsen log.
 const JEPSEN_LOG_MARKER: &str = "jepsen.util - ";
 
-fn read_jepsen_log_events(bytes: &[u8]) -> Result<(Vec<HistoryEvent>, Vec<usize>), HistoryError> {
-    let mut sink = EventSink::new();
-    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
-        let line = i + 1;
-        let text = std::str::from_utf8(raw).map_err(|_| bad(line, "not UTF-8"))?;
-        let Some(at) = text.find(JEPSEN_LOG_MARKER) else {
-            continue;
-        };
-        let rest = text[at + JEPSEN_LOG_MARKER.len()..].trim();
-        let mut reader = EdnReader::new(rest.as_bytes());
-        let mut next = |what: &str| -> Result<Edn, HistoryError> {
-            reader.value().map_err(|e| HistoryError::Syntax {
+/// Jepsen log lines (porcupine's etcd data), one op per line among other log output.
+struct JepsenLogSource<R> {
+    lines: LineReader<R>,
+    numbering: Numbering,
+}
+
+impl<R: BufRead> JepsenLogSource<R> {
+    fn new(reader: R, max_line_bytes: usize) -> Self {
+        JepsenLogSource {
+            lines: LineReader::new(reader, max_line_bytes),
+            numbering: Numbering::default(),
+        }
+    }
+}
+
+impl<R: BufRead> EventSource for JepsenLogSource<R> {
+    fn next_event(&mut self) -> Result<Option<(HistoryEvent, usize)>, HistoryError> {
+        while self.lines.advance()? {
+            let line = self.lines.line();
+            let raw = self.lines.current();
+            let raw = raw.strip_suffix(b"\n").unwrap_or(raw);
+            if let Some(mut event) = jepsen_log_event(raw, line)? {
+                self.numbering.assign(&mut event, None);
+                return Ok(Some((event, line)));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// The event on one line of a Jepsen log; `None` for other log output and nemesis lines.
+fn jepsen_log_event(raw: &[u8], line: usize) -> Result<Option<HistoryEvent>, HistoryError> {
+    let text = std::str::from_utf8(raw).map_err(|_| bad(line, "not UTF-8"))?;
+    let Some(at) = text.find(JEPSEN_LOG_MARKER) else {
+        return Ok(None);
+    };
+    let rest = text[at + JEPSEN_LOG_MARKER.len()..].trim();
+    let mut reader = EdnReader::from_slice(rest.as_bytes());
+    let mut next = |what: &str| -> Result<Edn, HistoryError> {
+        reader.value().map_err(|e| match e {
+            EdnReadError::Syntax(e) => HistoryError::Syntax {
                 line,
                 format: HistoryFormat::JepsenLog.name(),
                 expected: format!("{what}: {}", e.expected),
                 found: e.found,
-            })
-        };
-        let process = next("the process")?;
-        let process = match process {
-            Edn::Int(p) => u64::try_from(p)
-                .map_err(|_| bad(line, format!("the process must not be negative, found {p}")))?,
-            Edn::Keyword(_) => continue, // :nemesis
-            other => {
-                return Err(bad(
-                    line,
-                    format!("the process must be an integer or :nemesis, found {other}"),
-                ));
-            }
-        };
-        let kind = match next("the type (:invoke, :ok, :fail, :info)")? {
-            Edn::Keyword(k) => k,
-            other => {
-                return Err(bad(
-                    line,
-                    format!("the type must be :invoke, :ok, :fail or :info, found {other}"),
-                ));
-            }
-        };
-        let f = match next("the :f")? {
-            Edn::Keyword(k) => k,
-            other => {
-                return Err(bad(
-                    line,
-                    format!(":f must be a keyword ({KNOWN_FS}), found {other}"),
-                ));
-            }
-        };
-        let value = next("the value")?;
-        let mut event = event_from_parts(process, &kind, &f, &value, None, line, false)?;
-        event.time_ns = 0;
-        sink.push(event, line, None)?;
-    }
-    Ok((sink.events, sink.lines))
+            },
+            EdnReadError::Input(e) => e,
+        })
+    };
+    let process = next("the process")?;
+    let process = match process {
+        Edn::Int(p) => u64::try_from(p)
+            .map_err(|_| bad(line, format!("the process must not be negative, found {p}")))?,
+        Edn::Keyword(_) => return Ok(None), // :nemesis
+        other => {
+            return Err(bad(
+                line,
+                format!("the process must be an integer or :nemesis, found {other}"),
+            ));
+        }
+    };
+    let kind = match next("the type (:invoke, :ok, :fail, :info)")? {
+        Edn::Keyword(k) => k,
+        other => {
+            return Err(bad(
+                line,
+                format!("the type must be :invoke, :ok, :fail or :info, found {other}"),
+            ));
+        }
+    };
+    let f = match next("the :f")? {
+        Edn::Keyword(k) => k,
+        other => {
+            return Err(bad(
+                line,
+                format!(":f must be a keyword ({KNOWN_FS}), found {other}"),
+            ));
+        }
+    };
+    let value = next("the value")?;
+    let mut event = event_from_parts(process, &kind, &f, &value, None, line, false)?;
+    event.time_ns = 0;
+    Ok(Some(event))
 }
 
 /// How [`write_edn`] names keys.
@@ -676,66 +767,75 @@ pub fn write_edn<W: Write>(
     events: &[HistoryEvent],
     style: EdnKeyStyle,
 ) -> Result<(), HistoryError> {
-    let mut line = String::new();
     for e in events {
-        line.clear();
-        line.push_str(&format!(
-            "{{:index {}, :time {}, :process {}, :type :{}, :f :{}",
-            e.index, e.time_ns, e.process, e.kind, e.f
-        ));
-        let mut value = String::new();
-        match &e.value {
-            Value::Array(items) if e.f == OpFn::Txn => {
-                value.push('[');
-                for (i, m) in items.iter().enumerate() {
-                    if i > 0 {
-                        value.push(' ');
-                    }
-                    match m {
-                        Value::Array(parts) if !parts.is_empty() => {
-                            value.push('[');
-                            for (j, p) in parts.iter().enumerate() {
-                                if j > 0 {
-                                    value.push(' ');
-                                }
-                                json_to_edn(p, &mut value, j == 0);
-                            }
-                            value.push(']');
-                        }
-                        other => json_to_edn(other, &mut value, false),
-                    }
-                }
-                value.push(']');
-            }
-            v => json_to_edn(v, &mut value, false),
-        }
-        match (&e.key, style) {
-            (Some(k), EdnKeyStyle::IndependentTuple) => {
-                let mut key = String::new();
-                json_to_edn(&Value::String(k.clone()), &mut key, false);
-                line.push_str(&format!(", :value [{key} {value}]"));
-            }
-            (Some(k), EdnKeyStyle::KeyField) => {
-                let mut key = String::new();
-                json_to_edn(&Value::String(k.clone()), &mut key, false);
-                line.push_str(&format!(", :key {key}, :value {value}"));
-            }
-            (None, _) => line.push_str(&format!(", :value {value}")),
-        }
-        if let Some(node) = e.node {
-            line.push_str(&format!(", :node {node}"));
-        }
-        if let Some(err) = &e.error {
-            let mut text = String::new();
-            json_to_edn(&Value::String(err.clone()), &mut text, false);
-            line.push_str(&format!(", :error {text}"));
-        }
-        line.push_str("}\n");
-        writer
-            .write_all(line.as_bytes())
-            .map_err(|source| HistoryError::Write { source })?;
+        write_edn_event(&mut writer, e, style)?;
     }
     writer
         .flush()
+        .map_err(|source| HistoryError::Write { source })
+}
+
+/// Writes one event as a line of a Jepsen EDN history (see [`write_edn`]), so a history
+/// can be exported as it is read; the caller flushes.
+pub fn write_edn_event<W: Write>(
+    writer: &mut W,
+    e: &HistoryEvent,
+    style: EdnKeyStyle,
+) -> Result<(), HistoryError> {
+    let mut line = String::new();
+    line.push_str(&format!(
+        "{{:index {}, :time {}, :process {}, :type :{}, :f :{}",
+        e.index, e.time_ns, e.process, e.kind, e.f
+    ));
+    let mut value = String::new();
+    match &e.value {
+        Value::Array(items) if e.f == OpFn::Txn => {
+            value.push('[');
+            for (i, m) in items.iter().enumerate() {
+                if i > 0 {
+                    value.push(' ');
+                }
+                match m {
+                    Value::Array(parts) if !parts.is_empty() => {
+                        value.push('[');
+                        for (j, p) in parts.iter().enumerate() {
+                            if j > 0 {
+                                value.push(' ');
+                            }
+                            json_to_edn(p, &mut value, j == 0);
+                        }
+                        value.push(']');
+                    }
+                    other => json_to_edn(other, &mut value, false),
+                }
+            }
+            value.push(']');
+        }
+        v => json_to_edn(v, &mut value, false),
+    }
+    match (&e.key, style) {
+        (Some(k), EdnKeyStyle::IndependentTuple) => {
+            let mut key = String::new();
+            json_to_edn(&Value::String(k.clone()), &mut key, false);
+            line.push_str(&format!(", :value [{key} {value}]"));
+        }
+        (Some(k), EdnKeyStyle::KeyField) => {
+            let mut key = String::new();
+            json_to_edn(&Value::String(k.clone()), &mut key, false);
+            line.push_str(&format!(", :key {key}, :value {value}"));
+        }
+        (None, _) => line.push_str(&format!(", :value {value}")),
+    }
+    if let Some(node) = e.node {
+        line.push_str(&format!(", :node {node}"));
+    }
+    if let Some(err) = &e.error {
+        let mut text = String::new();
+        json_to_edn(&Value::String(err.clone()), &mut text, false);
+        line.push_str(&format!(", :error {text}"));
+    }
+    line.push_str("}\n");
+    writer
+        .write_all(line.as_bytes())
         .map_err(|source| HistoryError::Write { source })
 }

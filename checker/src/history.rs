@@ -30,12 +30,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::check::ModelKind;
+use crate::input::{CollectEvents, JsonlSource, drive};
 use crate::model::{Val, val_or_null};
 
 /// Whether an event starts or ends an operation, and how it ended.
@@ -134,11 +135,14 @@ impl fmt::Display for EventType {
     }
 }
 
-/// The longest line [`read_jsonl`] accepts, in bytes (without the newline). A longer line
-/// is an error rather than an unbounded allocation.
-pub const MAX_LINE_BYTES: usize = 1 << 20;
+/// The longest line [`read_jsonl`] accepts, in bytes (without the newline): the same
+/// limit as [`MAX_HISTORY_LINE_BYTES`](crate::MAX_HISTORY_LINE_BYTES), under its older
+/// name. A longer line is an error rather than an unbounded allocation.
+pub const MAX_LINE_BYTES: usize = crate::input::MAX_HISTORY_LINE_BYTES;
 
-/// The most events [`read_jsonl`] accepts in one history.
+/// The most events one history may have, in every format. The in-memory readers keep
+/// every event; a streamed check keeps every operation the search needs (see
+/// [`PreparedHistory`](crate::PreparedHistory)), so this bounds both.
 pub const MAX_HISTORY_EVENTS: usize = 50_000_000;
 
 /// Where in a history something is wrong: a line of a file, or an event of a slice.
@@ -191,11 +195,24 @@ pub enum HistoryError {
         /// The underlying error.
         source: io::Error,
     },
-    /// A line is longer than [`MAX_LINE_BYTES`].
-    #[error("line {line}: longer than {limit_bytes} bytes")]
+    /// A line is longer than the limit ([`MAX_LINE_BYTES`] unless configured); found
+    /// after reading at most the limit of it.
+    #[error("line {line}: longer than {limit_bytes} bytes, the longest line a history may have")]
     LineTooLong {
         /// The line.
         line: usize,
+        /// The limit.
+        limit_bytes: usize,
+    },
+    /// An EDN op spread over several lines is longer than the line limit.
+    #[error(
+        "line {line}: the op that starts on line {start_line} is longer than {limit_bytes} bytes, the most one op may span"
+    )]
+    OpTooLong {
+        /// The line where the limit was passed.
+        line: usize,
+        /// The line where the op starts.
+        start_line: usize,
         /// The limit.
         limit_bytes: usize,
     },
@@ -370,50 +387,13 @@ pub enum HistoryError {
 
 /// Reads a JSONL history: one [`HistoryEvent`] per line, blank lines allowed. Checks every
 /// line, then the history's structure (see the module docs); every error names its line.
-pub fn read_jsonl<R: BufRead>(mut reader: R) -> Result<Vec<HistoryEvent>, HistoryError> {
-    let mut events = Vec::new();
-    let mut lines = Vec::new();
-    let mut buf = Vec::new();
-    let mut line = 0usize;
-    loop {
-        line += 1;
-        buf.clear();
-        let read = Read::take(&mut reader, MAX_LINE_BYTES as u64 + 2)
-            .read_until(b'\n', &mut buf)
-            .map_err(|source| HistoryError::Read { line, source })?;
-        if read == 0 {
-            break;
-        }
-        let mut text: &[u8] = &buf;
-        let had_newline = text.last() == Some(&b'\n');
-        if had_newline {
-            text = &text[..text.len() - 1];
-        }
-        if text.last() == Some(&b'\r') {
-            text = &text[..text.len() - 1];
-        }
-        if text.len() > MAX_LINE_BYTES {
-            return Err(HistoryError::LineTooLong {
-                line,
-                limit_bytes: MAX_LINE_BYTES,
-            });
-        }
-        if text.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        if events.len() == MAX_HISTORY_EVENTS {
-            return Err(HistoryError::TooManyEvents {
-                line,
-                limit: MAX_HISTORY_EVENTS,
-            });
-        }
-        let event = parse_line(text, line)?;
-        parse_value(&event, Location::Line(line))?;
-        events.push(event);
-        lines.push(line);
-    }
-    pair_operations(&events, &|position| Location::Line(lines[position]))?;
-    Ok(events)
+/// The input is read a line at a time (see [`crate::input`]); lines longer than
+/// [`MAX_LINE_BYTES`] are refused.
+pub fn read_jsonl<R: BufRead>(reader: R) -> Result<Vec<HistoryEvent>, HistoryError> {
+    let mut source = JsonlSource::new(reader, MAX_LINE_BYTES);
+    let mut sink = CollectEvents::default();
+    drive(&mut source, None, &mut sink)?;
+    Ok(sink.events)
 }
 
 /// Reads a JSONL history file; see [`read_jsonl`].
@@ -441,7 +421,7 @@ pub fn write_jsonl<W: Write>(mut writer: W, events: &[HistoryEvent]) -> Result<(
 
 /// Parses one non-blank line, turning serde's "at line 1 column N" into a column only
 /// (the line is ours).
-fn parse_line(text: &[u8], line: usize) -> Result<HistoryEvent, HistoryError> {
+pub(crate) fn parse_line(text: &[u8], line: usize) -> Result<HistoryEvent, HistoryError> {
     serde_json::from_slice::<HistoryEvent>(text).map_err(|e| {
         let mut message = e.to_string();
         let suffix = format!(" at line {} column {}", e.line(), e.column());
@@ -508,7 +488,7 @@ pub(crate) enum OpArgs {
 
 /// An event's `value`, parsed by the shape its `f` and `type` require.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum ParsedValue {
+pub(crate) enum ParsedValue {
     /// An invoke's arguments.
     Args(OpArgs),
     /// A read completion: the value read (`None`: absent).
@@ -563,7 +543,7 @@ fn parse_micro_ops(value: &serde_json::Value, invoke: bool) -> Option<Vec<MicroO
 }
 
 /// Checks an event's `value` against its `f` and `type` and parses it.
-fn parse_value(event: &HistoryEvent, at: Location) -> Result<ParsedValue, HistoryError> {
+pub(crate) fn parse_value(event: &HistoryEvent, at: Location) -> Result<ParsedValue, HistoryError> {
     use serde_json::Value;
     let value = &event.value;
     let invoke = event.kind == EventType::Invoke;
@@ -698,27 +678,44 @@ pub(crate) struct PairedOp {
     pub complete_index: Option<u64>,
     /// The node the client talked to, if recorded.
     pub node: Option<u32>,
+    /// Where the invoke is (a line of a file, or an event of a slice), for errors.
+    pub invoke_at: Location,
 }
 
 /// A process's place in Jepsen's discipline; an idle process has no entry.
 enum ProcessState {
-    /// Its operation `ops[op]` is open.
-    Open { op: usize },
+    /// Its operation is open.
+    Open(Box<OpenOp>),
     /// Its last operation ended in `info`: it must not invoke again.
     Crashed { info_index: u64 },
 }
 
-/// Checks values and structure and pairs invokes with completions, in invoke order.
-pub(crate) fn pair_operations(
-    events: &[HistoryEvent],
-    locate: &dyn Fn(usize) -> Location,
-) -> Result<Vec<PairedOp>, HistoryError> {
-    let mut ops: Vec<PairedOp> = Vec::new();
-    let mut processes: BTreeMap<u64, ProcessState> = BTreeMap::new();
-    let mut previous_index: Option<u64> = None;
-    for (position, event) in events.iter().enumerate() {
-        let at = locate(position);
-        if let Some(previous) = previous_index
+/// An invoked operation waiting for its completion.
+struct OpenOp {
+    op: PairedOp,
+    /// The invoke's `value`, quoted if a completion disagrees with it.
+    invoke_value: serde_json::Value,
+}
+
+/// Checks values and structure event by event and pairs invokes with completions,
+/// keeping only what is open: one operation per process with an open invoke, and the
+/// `info` index of each process that ended in `info` (Jepsen: it never invokes again).
+#[derive(Default)]
+pub(crate) struct Pairer {
+    processes: BTreeMap<u64, ProcessState>,
+    previous_index: Option<u64>,
+}
+
+impl Pairer {
+    /// Takes the event at `position` (from 0) of the history, found `at`; returns the
+    /// operation it completes, if it is a completion.
+    pub(crate) fn push(
+        &mut self,
+        event: &HistoryEvent,
+        position: usize,
+        at: Location,
+    ) -> Result<Option<PairedOp>, HistoryError> {
+        if let Some(previous) = self.previous_index
             && event.index <= previous
         {
             return Err(HistoryError::IndexNotIncreasing {
@@ -727,111 +724,150 @@ pub(crate) fn pair_operations(
                 previous,
             });
         }
-        previous_index = Some(event.index);
+        self.previous_index = Some(event.index);
         let parsed = parse_value(event, at)?;
         let process = event.process;
         // `parse_value` returns `Args` exactly for invokes.
-        match parsed {
-            ParsedValue::Args(args) => {
-                match processes.get(&process) {
-                    Some(ProcessState::Open { op }) => {
-                        return Err(HistoryError::ConcurrentInvoke {
-                            at,
-                            process,
-                            open_index: ops[*op].invoke_index,
-                        });
-                    }
-                    Some(ProcessState::Crashed { info_index }) => {
-                        return Err(HistoryError::InvokeAfterInfo {
-                            at,
-                            process,
-                            info_index: *info_index,
-                        });
-                    }
-                    None => {}
+        if let ParsedValue::Args(args) = parsed {
+            match self.processes.get(&process) {
+                Some(ProcessState::Open(open)) => {
+                    return Err(HistoryError::ConcurrentInvoke {
+                        at,
+                        process,
+                        open_index: open.op.invoke_index,
+                    });
                 }
-                processes.insert(process, ProcessState::Open { op: ops.len() });
-                ops.push(PairedOp {
-                    process,
-                    f: event.f,
-                    key: event.key.clone(),
-                    args,
-                    outcome: Outcome::Open,
-                    invoke_position: position,
-                    complete_position: None,
-                    invoke_index: event.index,
-                    complete_index: None,
-                    node: event.node,
-                });
+                Some(ProcessState::Crashed { info_index }) => {
+                    return Err(HistoryError::InvokeAfterInfo {
+                        at,
+                        process,
+                        info_index: *info_index,
+                    });
+                }
+                None => {}
             }
-            parsed => {
-                let kind = event.kind;
-                let Some(ProcessState::Open { op: op_slot }) = processes.get(&process) else {
-                    return Err(HistoryError::CompletionWithoutInvoke { at, process });
-                };
-                let op_slot = *op_slot;
-                let op = &mut ops[op_slot];
-                if op.f != event.f {
-                    return Err(HistoryError::CompletionFnMismatch {
-                        at,
-                        process,
-                        invoked: op.f,
-                        completed: event.f,
-                        invoke_index: op.invoke_index,
-                    });
+            let op = PairedOp {
+                process,
+                f: event.f,
+                key: event.key.clone(),
+                args,
+                outcome: Outcome::Open,
+                invoke_position: position,
+                complete_position: None,
+                invoke_index: event.index,
+                complete_index: None,
+                node: event.node,
+                invoke_at: at,
+            };
+            self.processes.insert(
+                process,
+                ProcessState::Open(Box::new(OpenOp {
+                    op,
+                    invoke_value: event.value.clone(),
+                })),
+            );
+            return Ok(None);
+        }
+        let kind = event.kind;
+        // Taken out here; after an error the pairer is not used again.
+        let open = match self.processes.remove(&process) {
+            Some(ProcessState::Open(open)) => open,
+            other => {
+                if let Some(state) = other {
+                    self.processes.insert(process, state);
                 }
-                if event.key.is_some() && event.key != op.key {
-                    return Err(HistoryError::CompletionKeyMismatch {
-                        at,
-                        process,
-                        invoked: op.key.clone(),
-                        completed: event.key.clone(),
-                        invoke_index: op.invoke_index,
-                    });
-                }
-                if let ParsedValue::Echo(Some(echo)) = &parsed
-                    && !echo_matches(&op.args, echo)
-                {
-                    return Err(HistoryError::CompletionValueMismatch {
-                        at,
-                        f: event.f,
-                        invoked: truncated_json(&events[op.invoke_position].value),
-                        completed: truncated_json(&event.value),
-                        invoke_index: op.invoke_index,
-                    });
-                }
-                op.outcome = match (kind, parsed) {
-                    (EventType::Ok, ParsedValue::ReadResult(read)) => {
-                        Outcome::Ok { read, txn: None }
-                    }
-                    (EventType::Ok, ParsedValue::Echo(Some(OpArgs::Txn(micro)))) => Outcome::Ok {
-                        read: None,
-                        txn: Some(micro),
-                    },
-                    (EventType::Ok, _) => Outcome::Ok {
-                        read: None,
-                        txn: None,
-                    },
-                    (EventType::Fail, _) => Outcome::Fail,
-                    _ => Outcome::Info,
-                };
-                op.complete_position = Some(position);
-                op.complete_index = Some(event.index);
-                if op.node.is_none() {
-                    op.node = event.node;
-                }
-                if kind == EventType::Info {
-                    processes.insert(
-                        process,
-                        ProcessState::Crashed {
-                            info_index: event.index,
-                        },
-                    );
-                } else {
-                    processes.remove(&process);
-                }
+                return Err(HistoryError::CompletionWithoutInvoke { at, process });
             }
+        };
+        let op = &open.op;
+        if op.f != event.f {
+            return Err(HistoryError::CompletionFnMismatch {
+                at,
+                process,
+                invoked: op.f,
+                completed: event.f,
+                invoke_index: op.invoke_index,
+            });
+        }
+        if event.key.is_some() && event.key != op.key {
+            return Err(HistoryError::CompletionKeyMismatch {
+                at,
+                process,
+                invoked: op.key.clone(),
+                completed: event.key.clone(),
+                invoke_index: op.invoke_index,
+            });
+        }
+        if let ParsedValue::Echo(Some(echo)) = &parsed
+            && !echo_matches(&op.args, echo)
+        {
+            return Err(HistoryError::CompletionValueMismatch {
+                at,
+                f: event.f,
+                invoked: truncated_json(&open.invoke_value),
+                completed: truncated_json(&event.value),
+                invoke_index: op.invoke_index,
+            });
+        }
+        if kind == EventType::Info {
+            self.processes.insert(
+                process,
+                ProcessState::Crashed {
+                    info_index: event.index,
+                },
+            );
+        }
+        let mut op = open.op;
+        op.outcome = match (kind, parsed) {
+            (EventType::Ok, ParsedValue::ReadResult(read)) => Outcome::Ok { read, txn: None },
+            (EventType::Ok, ParsedValue::Echo(Some(OpArgs::Txn(micro)))) => Outcome::Ok {
+                read: None,
+                txn: Some(micro),
+            },
+            (EventType::Ok, _) => Outcome::Ok {
+                read: None,
+                txn: None,
+            },
+            (EventType::Fail, _) => Outcome::Fail,
+            _ => Outcome::Info,
+        };
+        op.complete_position = Some(position);
+        op.complete_index = Some(event.index);
+        if op.node.is_none() {
+            op.node = event.node;
+        }
+        Ok(Some(op))
+    }
+
+    /// The operations still open at the end of the history (they count as `info`), in
+    /// invoke order.
+    pub(crate) fn finish(self) -> Vec<PairedOp> {
+        let mut open: Vec<PairedOp> = self
+            .processes
+            .into_values()
+            .filter_map(|state| match state {
+                ProcessState::Open(open) => Some(open.op),
+                ProcessState::Crashed { .. } => None,
+            })
+            .collect();
+        open.sort_by_key(|op| op.invoke_position);
+        open
+    }
+}
+
+/// Checks values and structure and pairs invokes with completions, in invoke order.
+pub(crate) fn pair_operations(
+    events: &[HistoryEvent],
+    locate: &dyn Fn(usize) -> Location,
+) -> Result<Vec<PairedOp>, HistoryError> {
+    let mut pairer = Pairer::default();
+    let mut ops = Vec::new();
+    for (position, event) in events.iter().enumerate() {
+        if let Some(op) = pairer.push(event, position, locate(position))? {
+            ops.push(op);
         }
     }
+    ops.extend(pairer.finish());
+    ops.sort_by_key(|op| op.invoke_position);
     Ok(ops)
 }

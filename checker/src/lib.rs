@@ -11,6 +11,10 @@
 //! * [`formats`]: Jepsen EDN, Jepsen log lines (porcupine's etcd data), porcupine's KV
 //!   log, auto-detection ([`read_history`] with [`HistoryFormat`]) and EDN export
 //!   ([`write_edn`]); [`edn`] is the small EDN reader underneath.
+//! * [`input`]: every format is streamed a line at a time with a cap on each line
+//!   ([`MAX_HISTORY_LINE_BYTES`], [`ReadOptions`]); [`PreparedHistory`] reads a history
+//!   straight into what the search needs per key, keeping neither the file nor its events;
+//!   [`progress`] counts operations read and keys decided for a progress line.
 //! * [`model`]: the sequential specifications (`register`, `cas-register`, `kv`,
 //!   `multi-register`) as porcupine-rs models, and how `ok`/`fail`/`info` enter them.
 //! * [`check()`] / [`check_with`]: splits a history by key (or key group), searches each on
@@ -46,20 +50,24 @@ pub mod edn;
 pub mod engine;
 pub mod formats;
 pub mod history;
+pub mod input;
 pub mod model;
+pub mod progress;
 
 pub use check::{
     CheckConfig, CheckError, CheckOptions, CheckReport, DEFAULT_MEMORY_LIMIT_BYTES, Engine,
-    EngineWins, MAX_CHECK_THREADS, MAX_EXPLAINED_OPS, MAX_OPS_PER_KEY, MAX_VISUALIZED_OPS,
-    MIN_KEY_SLICE, ModelKind, OpRef, PartitionReport, RACE_HEAD_START, UNKEYED,
-    UNTIMED_KEY_MAX_OPS, Verdict, check, check_with, write_visualization,
+    EngineWins, EventVisitor, MAX_CHECK_THREADS, MAX_EXPLAINED_OPS, MAX_OPS_PER_KEY,
+    MAX_VISUALIZED_OPS, MIN_KEY_SLICE, ModelKind, OpRef, PartitionReport, PreparedHistory,
+    RACE_HEAD_START, UNKEYED, UNTIMED_KEY_MAX_OPS, Verdict, check, check_with, write_visualization,
 };
 pub use formats::{
     EdnKeyStyle, HistoryFormat, detect_format, read_history, read_history_bytes, read_history_file,
-    write_edn,
+    read_history_with, write_edn, write_edn_event,
 };
 pub use history::{
     EventType, HistoryError, HistoryEvent, Location, MAX_HISTORY_EVENTS, MAX_LINE_BYTES, MicroFn,
     MicroOp, OpFn, read_jsonl, read_jsonl_file, write_jsonl,
 };
+pub use input::{MAX_HISTORY_LINE_BYTES, ReadOptions};
 pub use model::Val;
+pub use progress::{Progress, ProgressPhase, ProgressSnapshot};

@@ -111,6 +111,15 @@ pub enum ExperimentError {
         /// The checker's error, which names the line.
         message: String,
     },
+    /// A history holds no operations: there is nothing to check, and "valid" would say
+    /// more than was shown.
+    #[error(
+        "no operations in {path}: the history is empty, or holds only blank lines, comments, log output or nemesis events"
+    )]
+    EmptyHistory {
+        /// The history file.
+        path: PathBuf,
+    },
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {
@@ -155,6 +164,7 @@ impl ExperimentError {
             | ExperimentError::SpecInvalid { .. }
             | ExperimentError::BadArgument { .. }
             | ExperimentError::History { .. }
+            | ExperimentError::EmptyHistory { .. }
             | ExperimentError::Report(_) => 2,
             ExperimentError::Io { .. }
             | ExperimentError::Encode { .. }

@@ -7,12 +7,16 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use kvlab_checker::{CheckOptions, HistoryFormat, ModelKind, Verdict};
+use kvlab_checker::{HistoryFormat, ModelKind, Verdict};
 use kvlab_experiments::ExperimentError;
-use kvlab_experiments::check_cmd::{load_history, parse_format, parse_model};
+use kvlab_experiments::check_cmd::{
+    PROGRESS_DELAY, ProgressDisplay, ProgressMode, parse_format, parse_model, parse_progress,
+    read_for_check,
+};
 use kvlab_experiments::pool::{Job, run_jobs, threads_for};
 use kvlab_experiments::reproduce::Reproduce;
 use kvlab_experiments::run::{
@@ -165,6 +169,17 @@ struct CheckArgs {
     /// Also write the history as Jepsen EDN here (for Knossos, Elle or porcupine).
     #[arg(long, value_name = "FILE")]
     export_edn: Option<PathBuf>,
+    /// The longest line the history may have, in bytes (under EDN also the most one op
+    /// may span); a longer one is an error naming its line, found without reading it whole.
+    #[arg(long, value_name = "BYTES", default_value_t = kvlab_checker::MAX_HISTORY_LINE_BYTES)]
+    max_line_bytes: usize,
+    /// A progress line on stderr (operations read, keys decided, elapsed) once the check
+    /// takes more than a second: `auto` when stderr is a terminal, `always`, `never`.
+    #[arg(long, value_name = "WHEN", value_parser = parse_progress, default_value = "auto")]
+    progress: ProgressMode,
+    /// How long the check runs before the progress line appears, in ms (for tests).
+    #[arg(long, hide = true, default_value_t = PROGRESS_DELAY.as_millis() as u64)]
+    progress_delay_ms: u64,
 }
 
 fn parse_engine(name: &str) -> Result<kvlab_checker::Engine, String> {
@@ -554,7 +569,7 @@ fn worst_code(a: u8, b: u8) -> u8 {
 }
 
 fn cmd_check(a: CheckArgs) -> anyhow::Result<u8> {
-    let (model, format) = (a.model, a.format);
+    let model = a.model;
     let timeout = match a.timeout_s {
         s if s.is_finite() && s > 0.0 && s < 1e9 => Some(Duration::from_secs_f64(s)),
         s => {
@@ -565,24 +580,28 @@ fn cmd_check(a: CheckArgs) -> anyhow::Result<u8> {
             .into());
         }
     };
-    let events = load_history(&a.history, format)?;
+    if a.max_line_bytes == 0 {
+        return Err(ExperimentError::BadArgument {
+            arg: "--max-line-bytes 0".into(),
+            reason: "must be at least 1".into(),
+        }
+        .into());
+    }
+    let progress = Arc::new(kvlab_checker::Progress::new());
+    let display = ProgressDisplay::start(
+        Arc::clone(&progress),
+        a.progress,
+        Duration::from_millis(a.progress_delay_ms),
+    );
+    let options = kvlab_checker::ReadOptions {
+        format: a.format,
+        max_line_bytes: a.max_line_bytes,
+        progress: Some(&progress),
+    };
+    let history = read_for_check(&a.history, model, &options, a.export_edn.as_deref())?;
     if let Some(path) = &a.export_edn {
-        let file = std::fs::File::create(path).map_err(|source| ExperimentError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        kvlab_checker::write_edn(
-            std::io::BufWriter::new(file),
-            &events,
-            kvlab_checker::EdnKeyStyle::default(),
-        )
-        .map_err(|e| ExperimentError::History {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
         eprintln!("history as Jepsen EDN: {}", path.display());
     }
-    let opts = CheckOptions { model, timeout };
     let config = kvlab_checker::CheckConfig {
         model,
         timeout,
@@ -590,11 +609,9 @@ fn cmd_check(a: CheckArgs) -> anyhow::Result<u8> {
         engine: a.engine,
         stop_at_first_invalid: !a.all_keys,
     };
-    let report =
-        kvlab_checker::check_with(&events, &config).map_err(|e| ExperimentError::History {
-            path: a.history.clone(),
-            message: e.to_string(),
-        })?;
+    let report = history.check(&config, Some(&progress));
+    // The progress line ends (and is cleared from a terminal) before the report.
+    drop(display);
     if a.json {
         say!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -602,7 +619,7 @@ fn cmd_check(a: CheckArgs) -> anyhow::Result<u8> {
     }
     if let Some(html) = &a.html {
         if let Some(key) = report.invalid_keys.first() {
-            kvlab_checker::write_visualization(&events, &opts, Some(key), html)?;
+            history.write_visualization(key, timeout, html)?;
             eprintln!("visualization of key {key}: {}", html.display());
         } else {
             eprintln!("no invalid key: {} not written", html.display());

@@ -231,3 +231,133 @@ fn plot_redraws_runs_and_compares_them() {
     let out = kvlab(&["plot", "nowhere"], tmp.path());
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
+
+#[test]
+fn check_history_without_operations_exits_2_in_every_format() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases = [
+        ("empty.jsonl", "", "auto"),
+        ("empty.edn", "", "edn"),
+        ("empty.log", "", "jepsen-log"),
+        ("empty.txt", "", "porcupine-kv"),
+        ("blank.jsonl", "\n   \n\t\n", "auto"),
+        ("blank.jsonl", "\n   \n\t\n", "jsonl"),
+        ("comments.edn", ";; no ops yet\n; none at all\n", "auto"),
+        ("vector.edn", "[\n ; the cluster never started\n]\n", "edn"),
+        (
+            "nemesis.edn",
+            "[{:process :nemesis, :type :info, :f :start, :value nil}]\n",
+            "auto",
+        ),
+        (
+            "noise.log",
+            "INFO  jepsen.core - starting\nINFO  jepsen.util - :nemesis\t:info\t:start\tnil\n",
+            "jepsen-log",
+        ),
+        ("kv.txt", "  \n", "porcupine-kv"),
+    ];
+    for (name, text, format) in cases {
+        let h = write(tmp.path(), name, text);
+        let out = kvlab(&["check", &h, "--format", format], tmp.path());
+        assert_eq!(out.status.code(), Some(2), "{name} as {format}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("no operations in {h}")),
+            "{name} as {format}: {err}"
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(!stdout.contains("valid"), "{name} as {format}: {stdout}");
+    }
+}
+
+#[test]
+fn check_refuses_a_50_mib_line_naming_the_file_and_line() {
+    use std::io::Write as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("long.jsonl");
+    {
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        file.write_all(VALID.lines().next().unwrap().as_bytes())
+            .unwrap();
+        file.write_all(b"\n{\"index\":1,\"time_ns\":20,\"process\":0,\"type\":\"ok\",\"f\":\"write\",\"key\":\"k1\",\"value\":\"")
+            .unwrap();
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..50 {
+            file.write_all(&chunk).unwrap();
+        }
+        file.write_all(b"\"}\n").unwrap();
+    }
+    let h = path.display().to_string();
+    for format in ["auto", "jsonl"] {
+        let out = kvlab(&["check", &h, "--format", format], tmp.path());
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("{h}: line 2: longer than 1048576 bytes")),
+            "{err}"
+        );
+    }
+    // The limit is the user's to set.
+    let small = write(tmp.path(), "h.jsonl", VALID);
+    let out = kvlab(&["check", &small, "--max-line-bytes", "64"], tmp.path());
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("line 1: longer than 64 bytes"),
+        "{out:?}"
+    );
+    let out = kvlab(&["check", &small, "--max-line-bytes", "100"], tmp.path());
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = kvlab(&["check", &small, "--max-line-bytes", "0"], tmp.path());
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
+#[test]
+fn check_draws_a_progress_line_on_request_and_not_otherwise() {
+    let tmp = tempfile::tempdir().unwrap();
+    let h = write(tmp.path(), "h.jsonl", VALID);
+    let out = kvlab(
+        &[
+            "check",
+            &h,
+            "--progress",
+            "always",
+            "--progress-delay-ms",
+            "0",
+        ],
+        tmp.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("kvlab check: 2 operations read, 1/1 keys decided"),
+        "{err}"
+    );
+    // stderr is not a terminal here: `auto` draws nothing, and neither does a check
+    // shorter than the delay.
+    for args in [
+        vec!["check", h.as_str()],
+        vec!["check", h.as_str(), "--progress", "always"],
+    ] {
+        let out = kvlab(&args, tmp.path());
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        assert!(out.stderr.is_empty(), "{args:?}: {out:?}");
+    }
+    let out = kvlab(&["check", &h, "--progress", "sometimes"], tmp.path());
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
+#[test]
+fn check_export_of_a_malformed_history_leaves_no_half_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let edn = tmp.path().join("out.edn");
+    let edn_arg = edn.display().to_string();
+    let h = write(tmp.path(), "h.jsonl", VALID);
+    let out = kvlab(&["check", &h, "--export-edn", &edn_arg], tmp.path());
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let back = kvlab(&["check", &edn_arg], tmp.path());
+    assert_eq!(back.status.code(), Some(0), "{back:?}");
+    let bad = write(tmp.path(), "bad.jsonl", &format!("{VALID}{{oops\n"));
+    let out = kvlab(&["check", &bad, "--export-edn", &edn_arg], tmp.path());
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(!edn.exists());
+}

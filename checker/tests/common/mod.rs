@@ -123,8 +123,19 @@ enum Client {
 /// each takes effect at a random moment between invoke and completion, and some end in
 /// `info` (the client then continues as a new process). Values written are unique.
 pub fn generate(spec: GenSpec) -> Vec<HistoryEvent> {
+    let mut events = Vec::new();
+    generate_each(spec, &mut |e| events.push(e));
+    events
+}
+
+/// [`generate`], handing each event to `emit` as it is made instead of keeping them: a
+/// history of any length in constant memory (for the streaming benchmark).
+pub fn generate_each(spec: GenSpec, emit: &mut dyn FnMut(HistoryEvent)) {
     let mut rng = SplitMix::new(spec.seed);
-    let mut h = Hist::new();
+    let mut h = Emitter {
+        next_index: 0,
+        emit,
+    };
     let mut store: BTreeMap<String, i64> = BTreeMap::new();
     let mut clients: Vec<(u64, Client)> = (0..spec.clients as u64)
         .map(|p| (p, Client::Idle))
@@ -231,5 +242,41 @@ pub fn generate(spec: GenSpec) -> Vec<HistoryEvent> {
             }
         }
     }
-    h.events
+}
+
+/// Hands events to a closure with the numbering [`Hist`] gives them.
+struct Emitter<'a> {
+    next_index: u64,
+    emit: &'a mut dyn FnMut(HistoryEvent),
+}
+
+impl Emitter<'_> {
+    fn push(&mut self, process: u64, kind: EventType, f: OpFn, key: &str, value: Value) {
+        let index = self.next_index;
+        self.next_index += 1;
+        (self.emit)(HistoryEvent {
+            index,
+            time_ns: index * 1000,
+            process,
+            kind,
+            f,
+            key: Some(key.to_owned()),
+            value,
+            node: None,
+            error: None,
+        });
+    }
+    fn invoke(&mut self, p: u64, f: OpFn, key: &str, value: Value) {
+        let value = if f == OpFn::Read { Value::Null } else { value };
+        self.push(p, EventType::Invoke, f, key, value);
+    }
+    fn ok(&mut self, p: u64, f: OpFn, key: &str, value: Value) {
+        self.push(p, EventType::Ok, f, key, value);
+    }
+    fn fail(&mut self, p: u64, f: OpFn, key: &str, value: Value) {
+        self.push(p, EventType::Fail, f, key, value);
+    }
+    fn info(&mut self, p: u64, f: OpFn, key: &str, value: Value) {
+        self.push(p, EventType::Info, f, key, value);
+    }
 }
