@@ -29,9 +29,12 @@ use crate::error::ExperimentError;
 use crate::events::{Phase, RunEvent, RunnerEvent};
 use crate::nemesis::Nemesis;
 use crate::observe::{Observer, ObserverReport, Violation};
+use crate::op_stats::OpStats;
 use crate::spec::{Spec, secs_to_ns};
 use crate::summary::FaultCounts;
-use crate::workload::{LivenessReport, Workload, WorkloadCounters};
+use crate::workload::{
+    LivenessReport, MAX_HISTORY_OPERATIONS, Workload, WorkloadCounters, WorkloadOutcome,
+};
 
 /// Where the driver reports how far the run is: a progress bar on a terminal, a line now
 /// and then otherwise ([`ProgressLine`]).
@@ -111,8 +114,13 @@ pub const DRAIN_SLACK_MS: u64 = 10_000;
 /// What a run produced, before checking.
 #[derive(Debug)]
 pub struct Driven {
-    /// The clients' history, indexed by position.
+    /// The clients' history, when it was kept in memory (empty when it was streamed to
+    /// the file [`drive`] was given).
     pub history: Vec<HistoryEvent>,
+    /// History events recorded (kept or streamed).
+    pub history_events: u64,
+    /// Counts and latencies of the clients' operations.
+    pub stats: OpStats,
     /// Faults, node events and phases, in time order.
     pub events: Vec<RunEvent>,
     /// Workload counters.
@@ -172,8 +180,9 @@ struct Driver<'a> {
 }
 
 /// Runs `spec` with `seed` on `cluster` through the safety, liveness and drain phases,
-/// feeding `observers`. The cluster's clock at the call is the start of the safety
-/// phase. `progress`, if given, hears how many milliseconds of the cluster's clock are
+/// feeding `observers`; with `history_file`, the history is streamed there as the run
+/// goes instead of kept in memory. The cluster's clock at the call is the start of the
+/// safety phase. `progress`, if given, hears how many milliseconds of the cluster's clock are
 /// behind.
 pub fn drive(
     spec: &Spec,
@@ -181,10 +190,11 @@ pub fn drive(
     cluster: &mut dyn Cluster,
     observers: &mut [Box<dyn Observer>],
     progress: Option<&dyn Progress>,
+    history_file: Option<&std::path::Path>,
 ) -> Result<Driven, ExperimentError> {
     let schedule = Schedule::new(spec, cluster.now());
     let nodes = cluster.nodes().to_vec();
-    let workload = spec.system.serves_keys().then(|| {
+    let mut workload = spec.system.serves_keys().then(|| {
         Workload::new(
             &spec.workload,
             &nodes,
@@ -192,6 +202,10 @@ pub fn drive(
             derive_seed(seed, "workload", 0),
         )
     });
+    if let (Some(w), Some(path)) = (&mut workload, history_file) {
+        w.stream_history_to(path)
+            .map_err(|e| ExperimentError::io(path, e))?;
+    }
     let mut nemesis = Nemesis::new(
         &spec.nemesis,
         &nodes,
@@ -266,7 +280,7 @@ impl Driver<'_> {
                 )));
             }
         }
-        Ok(self.finish())
+        self.finish()
     }
 
     fn in_flight(&self) -> usize {
@@ -435,7 +449,7 @@ impl Driver<'_> {
         }
     }
 
-    fn finish(self) -> Driven {
+    fn finish(self) -> Result<Driven, ExperimentError> {
         let end = self.schedule.liveness_end;
         let reports: Vec<ObserverReport> = self
             .observers
@@ -443,18 +457,29 @@ impl Driver<'_> {
             .map(|o| o.finish(&*self.cluster, end))
             .collect();
         let observed_liveness = reports.iter().find_map(|r| r.liveness.clone());
-        let (history, counters, liveness) = match self.workload {
+        let (outcome, liveness) = match self.workload {
             Some(w) => {
                 let liveness = w.liveness();
-                let (history, counters) = w.finish();
-                (history, counters, liveness)
+                (w.finish(), liveness)
             }
             None => (
-                Vec::new(),
-                WorkloadCounters::default(),
+                WorkloadOutcome::empty(),
                 observed_liveness.unwrap_or_default(),
             ),
         };
+        if let Some(e) = &outcome.write_error {
+            return Err(ExperimentError::Backend(format!(
+                "cannot write the history: {e}"
+            )));
+        }
+        if outcome.capped {
+            return Err(ExperimentError::LimitReached {
+                what: "history operations (MAX_HISTORY_OPERATIONS)",
+                limit: MAX_HISTORY_OPERATIONS,
+                hint: "shorten time.duration_s or lower the load (workload.clients, workload.rate_per_s)"
+                    .into(),
+            });
+        }
         let faults = FaultCounts {
             injected: self.nemesis.injected(),
             by_kind: self.nemesis.injected_by_kind().clone(),
@@ -462,16 +487,18 @@ impl Driver<'_> {
         };
         let mut events = self.events;
         events.sort_by_key(|e| e.time_ns);
-        Driven {
-            history,
+        Ok(Driven {
+            history: outcome.history,
+            history_events: outcome.recorded,
+            stats: outcome.stats,
             events,
-            counters,
+            counters: outcome.counters,
             liveness,
             faults,
             start: self.schedule.start,
             end,
             reports,
             violation: self.violation,
-        }
+        })
     }
 }

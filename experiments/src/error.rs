@@ -142,6 +142,16 @@ pub enum ExperimentError {
     /// The local backend could not start, drive or stop its nodes.
     #[error("local backend: {0}")]
     Backend(String),
+    /// A run reached a named limit and stopped.
+    #[error("the run reached its limit of {limit} {what}: {hint}")]
+    LimitReached {
+        /// What was counted.
+        what: &'static str,
+        /// The limit.
+        limit: u64,
+        /// What to change.
+        hint: String,
+    },
     /// A fault could not be applied (a node would not crash, restart, pause, …).
     #[error("nemesis: {0}")]
     Fault(#[from] FaultError),
@@ -171,6 +181,7 @@ impl ExperimentError {
             | ExperimentError::Sim(_)
             | ExperimentError::Backend(_)
             | ExperimentError::Fault(_)
+            | ExperimentError::LimitReached { .. }
             | ExperimentError::Checker(_) => 1,
         }
     }

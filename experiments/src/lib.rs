@@ -41,6 +41,7 @@ pub mod local;
 pub mod nemesis;
 pub mod node_cmd;
 pub mod observe;
+pub mod op_stats;
 pub mod pool;
 pub mod report;
 pub mod reproduce;

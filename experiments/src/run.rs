@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use indicatif::ProgressBar;
-use kvlab_checker::{CheckOptions, CheckReport, HistoryEvent, Verdict};
+use kvlab_checker::{CheckConfig, CheckOptions, CheckReport, HistoryEvent, ReadOptions, Verdict};
 use kvlab_node::SystemKind;
 use kvlab_node::baseline::{AsyncPrimary, Single};
 use kvlab_node::raft_kv::RaftKv;
@@ -27,7 +27,7 @@ use crate::observe::swim::SwimObserver;
 use crate::observe::{Observer, ObserverReport};
 use crate::reproduce::Reproduce;
 use crate::spec::{BackendKind, Spec, secs_to_ns};
-use crate::summary::{OpCounts, OpStats, Summary};
+use crate::summary::{OpCounts, Summary};
 
 /// The commit this binary was built from (`git rev-parse HEAD` at build time, or
 /// `unknown`).
@@ -254,6 +254,8 @@ fn prepare_run_dir(dir: &Path) -> Result<(), ExperimentError> {
     if plots.is_dir() {
         std::fs::remove_dir_all(&plots).map_err(|e| ExperimentError::io(&plots, e))?;
     }
+    // The workload streams the history here; a run without clients leaves it empty.
+    write_file(&dir.join("history.jsonl"), b"")?;
     Ok(())
 }
 
@@ -293,6 +295,7 @@ fn execute(spec: &Spec, opts: &RunOptions) -> Result<(Driven, BackendReport), Ex
         cluster.as_mut(),
         &mut observers,
         progress.as_deref(),
+        Some(&opts.run_dir.join("history.jsonl")),
     );
     if let Some(p) = &progress {
         p.finish();
@@ -305,7 +308,7 @@ fn execute(spec: &Spec, opts: &RunOptions) -> Result<(Driven, BackendReport), Ex
 /// The run's verdict from the checker, the invariants, liveness and the observers.
 fn verdict_of(check: &CheckReport, driven: &Driven) -> RunVerdict {
     let property_failed = driven.reports.iter().any(|r| r.property_failed);
-    let has_clients = !driven.history.is_empty() || driven.liveness.clients > 0;
+    let has_clients = driven.history_events > 0 || driven.liveness.clients > 0;
     match check.verdict {
         _ if driven.violation.is_some() => RunVerdict::InvariantViolated,
         Verdict::Invalid if has_clients => RunVerdict::Invalid,
@@ -316,26 +319,28 @@ fn verdict_of(check: &CheckReport, driven: &Driven) -> RunVerdict {
     }
 }
 
-/// Checks the history and, if a key is not linearizable, draws porcupine's
-/// visualization of it. Returns the report, the failing key and a drawing error.
+/// Checks the history the run streamed to `dir/history.jsonl` (read back streamed:
+/// memory holds the per-key search input, not the events) and, if a key is not
+/// linearizable, draws porcupine's visualization of it. Returns the report, the failing
+/// key and a drawing error.
 fn check_history(
     spec: &Spec,
     dir: &Path,
-    history: &[HistoryEvent],
 ) -> Result<(CheckReport, Option<String>, Option<String>), ExperimentError> {
-    let check_opts = CheckOptions {
-        model: spec.check.model.to_checker(),
-        timeout: Some(Duration::from_secs_f64(spec.check.timeout_s)),
-    };
-    let check = kvlab_checker::check(history, &check_opts).map_err(|e| {
-        ExperimentError::Checker(format!("the runner wrote a malformed history: {e}"))
-    })?;
+    let path = dir.join("history.jsonl");
+    let model = spec.check.model.to_checker();
+    let timeout = Some(Duration::from_secs_f64(spec.check.timeout_s));
+    let prepared = kvlab_checker::PreparedHistory::read_file(&path, model, &ReadOptions::default())
+        .map_err(|e| {
+            ExperimentError::Checker(format!("the runner wrote a malformed history: {e}"))
+        })?;
+    let config = CheckConfig::from(CheckOptions { model, timeout });
+    let check = prepared.check(&config, None);
     let failing_key = check.invalid_keys.first().cloned();
     let viz_path = dir.join("linearizability.html");
     let mut viz_error = None;
     if let Some(key) = &failing_key
-        && let Err(e) =
-            kvlab_checker::write_visualization(history, &check_opts, Some(key), &viz_path)
+        && let Err(e) = prepared.write_visualization(key, timeout, &viz_path)
     {
         viz_error = Some(format!("linearizability.html: {e}"));
     }
@@ -351,7 +356,7 @@ fn build_summary(
     check: &CheckReport,
     verdict: RunVerdict,
 ) -> Summary {
-    let stats = OpStats::from_history(&driven.history);
+    let stats = &driven.stats;
     let duration_s = driven.end.saturating_since(driven.start).as_secs_f64();
     let mut node_events = std::collections::BTreeMap::new();
     for (_, e) in driven.events.iter().filter_map(RunEvent::node_event) {
@@ -443,9 +448,8 @@ pub fn run_experiment(spec: &Spec, opts: &RunOptions) -> Result<RunOutcome, Expe
         &dir.join("spec.toml"),
         resolved.to_toml_string()?.as_bytes(),
     )?;
-    write_history_jsonl(&dir.join("history.jsonl"), &driven.history)?;
     write_events_jsonl(&dir.join("events.jsonl"), &driven.events)?;
-    let (check, failing_key, viz_error) = check_history(spec, dir, &driven.history)?;
+    let (check, failing_key, viz_error) = check_history(spec, dir)?;
     let verdict = verdict_of(&check, &driven);
     let mut summary = build_summary(spec, opts, &driven, &backend, &check, verdict);
     summary.wall_time_s = wall_start.elapsed().as_secs_f64();

@@ -136,6 +136,9 @@ pub struct WorkloadCounters {
     /// Replies whose output did not fit the operation (a read answered `Done`, …);
     /// recorded as `info`.
     pub malformed_replies: u64,
+    /// Whether the workload stopped issuing at [`MAX_HISTORY_OPERATIONS`].
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub capped_at_max_operations: bool,
 }
 
 /// How the liveness phase went for the clients.
@@ -170,8 +173,79 @@ pub struct Workload {
     next_value: Value,
     issuing: bool,
     heal_at: Option<Time>,
-    history: Vec<HistoryEvent>,
+    history: HistoryLog,
     counters: WorkloadCounters,
+}
+
+/// The most operations one run may invoke. The checker keeps each operation's search
+/// input in memory (about 120 bytes each: 1.2 GB per 10 million, measured), so a run
+/// that would go past this stops with an error naming the limit instead of growing
+/// without bound.
+pub const MAX_HISTORY_OPERATIONS: u64 = 10_000_000;
+
+/// Where the history goes: kept in memory (tests, small runs), or streamed to a file as
+/// the run goes (the runner), with its statistics kept either way.
+#[derive(Debug, Default)]
+struct HistoryLog {
+    kept: Vec<HistoryEvent>,
+    stream: Option<std::io::BufWriter<std::fs::File>>,
+    recorded: u64,
+    last_time_ns: u64,
+    write_error: Option<String>,
+    stats: crate::op_stats::OpStatsBuilder,
+}
+
+impl HistoryLog {
+    fn push(&mut self, mut e: HistoryEvent) {
+        e.index = self.recorded;
+        debug_assert!(self.last_time_ns <= e.time_ns, "history out of time order");
+        self.last_time_ns = e.time_ns;
+        self.recorded += 1;
+        self.stats.add(&e);
+        match &mut self.stream {
+            None => self.kept.push(e),
+            Some(w) if self.write_error.is_none() => {
+                let written = serde_json::to_writer(&mut *w, &e)
+                    .map_err(std::io::Error::from)
+                    .and_then(|()| std::io::Write::write_all(w, b"\n"));
+                if let Err(err) = written {
+                    self.write_error = Some(err.to_string());
+                }
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+impl WorkloadOutcome {
+    /// The outcome of a run without clients.
+    pub fn empty() -> Self {
+        WorkloadOutcome {
+            history: Vec::new(),
+            recorded: 0,
+            stats: crate::op_stats::OpStats::default(),
+            counters: WorkloadCounters::default(),
+            write_error: None,
+            capped: false,
+        }
+    }
+}
+
+/// What a finished workload produced.
+#[derive(Debug)]
+pub struct WorkloadOutcome {
+    /// The history, when it was kept in memory (empty when it was streamed to a file).
+    pub history: Vec<HistoryEvent>,
+    /// Events recorded (kept or streamed).
+    pub recorded: u64,
+    /// Counts and latencies of the operations.
+    pub stats: crate::op_stats::OpStats,
+    /// The workload's counters.
+    pub counters: WorkloadCounters,
+    /// Why streaming the history failed, if it did.
+    pub write_error: Option<String>,
+    /// Whether the workload stopped issuing at [`MAX_HISTORY_OPERATIONS`].
+    pub capped: bool,
 }
 
 impl Workload {
@@ -202,7 +276,7 @@ impl Workload {
             next_value: 1,
             issuing: true,
             heal_at: None,
-            history: Vec::new(),
+            history: HistoryLog::default(),
             counters: WorkloadCounters::default(),
         }
     }
@@ -235,6 +309,10 @@ impl Workload {
     /// due, pushing `(node, request)` pairs for the runner to submit.
     pub fn step(&mut self, now: Time, submit: &mut Vec<(NodeId, ClientRequest)>) {
         self.expire(now);
+        if self.issuing && self.history.stats.operations() >= MAX_HISTORY_OPERATIONS {
+            self.issuing = false;
+            self.counters.capped_at_max_operations = true;
+        }
         if !self.issuing {
             return;
         }
@@ -371,9 +449,17 @@ impl Workload {
         self.in_flight.len()
     }
 
-    /// The history so far.
+    /// Streams the history to a new file at `path` instead of keeping it in memory
+    /// (call before the first step).
+    pub fn stream_history_to(&mut self, path: &std::path::Path) -> std::io::Result<()> {
+        let file = std::fs::File::create(path)?;
+        self.history.stream = Some(std::io::BufWriter::with_capacity(1 << 16, file));
+        Ok(())
+    }
+
+    /// The history kept in memory so far (empty when it is streamed).
     pub fn history(&self) -> &[HistoryEvent] {
-        &self.history
+        &self.history.kept
     }
 
     /// The counters so far.
@@ -381,9 +467,22 @@ impl Workload {
         &self.counters
     }
 
-    /// Ends the workload, returning the history and the counters.
-    pub fn finish(self) -> (Vec<HistoryEvent>, WorkloadCounters) {
-        (self.history, self.counters)
+    /// Ends the workload (flushing a streamed history).
+    pub fn finish(self) -> WorkloadOutcome {
+        let mut h = self.history;
+        if let Some(mut w) = h.stream.take()
+            && let Err(e) = std::io::Write::flush(&mut w)
+        {
+            h.write_error.get_or_insert(e.to_string());
+        }
+        WorkloadOutcome {
+            history: h.kept,
+            recorded: h.recorded,
+            stats: h.stats.finish(),
+            capped: self.counters.capped_at_max_operations,
+            counters: self.counters,
+            write_error: h.write_error,
+        }
     }
 
     /// Draws the next operation for `slot`, records its invocation and returns the
@@ -500,11 +599,7 @@ impl Workload {
         };
     }
 
-    fn push_event(&mut self, mut e: HistoryEvent) {
-        e.index = self.history.len() as u64;
-        if let Some(last) = self.history.last() {
-            debug_assert!(last.time_ns <= e.time_ns, "history out of time order");
-        }
+    fn push_event(&mut self, e: HistoryEvent) {
         self.history.push(e);
     }
 
