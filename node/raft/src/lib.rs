@@ -121,10 +121,13 @@ mod raft;
 mod ready;
 mod storage;
 
-pub use config::RaftConfig;
-pub use message::{AppendResult, MessageBody, RaftMessage};
+pub use config::{MAX_ELECTION_TICKS, RaftConfig};
+pub use message::{
+    AppendResult, MAX_INDEX, MAX_TERM, MAX_TERM_JUMP, MESSAGE_OVERHEAD_BYTES, MessageBody,
+    MessageDefect, RaftMessage,
+};
 pub use progress::{PeerProgress, ProgressState};
-pub use raft::{EntryId, RaftGroup, Role};
+pub use raft::{EntryId, RaftGroup, RaftStats, Role};
 pub use ready::{RaftEvent, ReadState, Ready};
 pub use storage::{
     ConfChange, ConfState, ENTRY_OVERHEAD_BYTES, Entry, EntryKind, HardState, MAX_MEMBERS,
@@ -171,9 +174,29 @@ pub enum RaftError {
         /// The local commit index.
         committed: u64,
     },
-    /// A message is internally inconsistent.
-    #[error("malformed raft message: {reason}")]
+    /// A message was refused before it reached the protocol state: a value out of
+    /// range, inconsistent with the rest of the message, or implausible against this
+    /// node's state (see [`MessageDefect`]). Nothing of it was adopted, not even its term.
+    #[error("malformed raft message from {from}: {defect}")]
     MalformedMessage {
+        /// The claimed sender.
+        from: NodeId,
+        /// What is wrong with it.
+        defect: MessageDefect,
+    },
+    /// A proposal's data is larger than [`RaftConfig::max_entry_bytes`]: it could not be
+    /// replicated in one message, so it never enters the log. Surely not applied.
+    #[error("entry of {len_bytes} bytes exceeds max_entry_bytes ({max_bytes})")]
+    EntryTooLarge {
+        /// The proposal's data length.
+        len_bytes: usize,
+        /// `max_entry_bytes`.
+        max_bytes: usize,
+    },
+    /// The durable state found at recovery is impossible for a correct node (a term above
+    /// [`MAX_TERM`], a commit index beyond the log): the group refuses to start from it.
+    #[error("invalid recovered raft state: {reason}")]
+    InvalidRecoveredState {
         /// Why.
         reason: String,
     },

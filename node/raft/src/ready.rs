@@ -84,6 +84,11 @@ pub enum RaftEvent {
         /// The term it led.
         term: u64,
     },
+    /// The term reached [`crate::MAX_TERM`]: this node no longer campaigns. Reported once.
+    TermExhausted {
+        /// The term.
+        term: u64,
+    },
 }
 
 impl RaftEvent {
@@ -122,6 +127,7 @@ impl RaftEvent {
                 learners,
             },
             RaftEvent::SteppedDownRemoved { term } => NodeEvent::LeaderRemoved { group, term },
+            RaftEvent::TermExhausted { term } => NodeEvent::TermExhausted { group, term },
         }
     }
 }

@@ -209,8 +209,10 @@ pub struct Entry {
 }
 
 /// A fixed per-entry overhead counted against message byte budgets, so that a stream of
-/// empty commands is bounded too.
-pub const ENTRY_OVERHEAD_BYTES: usize = 24;
+/// empty commands is bounded too. It is an upper bound on what postcard spends on an
+/// entry besides its data (term and index at up to 10 bytes each, the kind, the data
+/// length at up to 10 bytes), so [`Entry::size_bytes`] bounds an entry's encoded size.
+pub const ENTRY_OVERHEAD_BYTES: usize = 32;
 
 impl Entry {
     /// Bytes this entry counts against `max_bytes_per_msg`.

@@ -150,12 +150,24 @@ pub enum NodeEvent {
     },
     /// A peer message was refused before it reached the protocol state (a term or index
     /// out of range, a sender that disagrees with the transport, …). Counted, never
-    /// applied.
+    /// applied. Refusals can come in floods, so a node reports only some of them (kvlab's
+    /// systems: the 1st, 2nd, 4th, 8th, … refusal); `refused_total` counts them all.
     MessageRefused {
         /// The claimed sender.
         from: NodeId,
         /// Why.
         reason: String,
+        /// Messages this node refused so far, this one included.
+        refused_total: u64,
+    },
+    /// A group's term reached the ceiling (kvlab-raft's `MAX_TERM`): this node no longer
+    /// campaigns in it. Only a forged or corrupted term gets here; reported once.
+    #[serde(rename = "raft_term_exhausted")]
+    TermExhausted {
+        /// The group.
+        group: GroupId,
+        /// The term.
+        term: u64,
     },
 
     // ----- operator commands -------------------------------------------------------
@@ -284,6 +296,16 @@ pub enum NodeEvent {
         /// Whether someone accused it (as opposed to a stale rumour).
         accused: bool,
     },
+    /// This member's incarnation reached the ceiling (kvlab-swim's `MAX_INCARNATION`):
+    /// it can no longer refute a suspicion at that incarnation. Only forged or corrupted
+    /// incarnations get here; reported once.
+    #[serde(rename = "member_incarnation_exhausted")]
+    IncarnationExhausted {
+        /// This member.
+        member: NodeId,
+        /// Its incarnation.
+        incarnation: u64,
+    },
     /// Joining through the seeds failed after every attempt.
     SwimJoinFailed {
         /// Attempts made.
@@ -310,6 +332,7 @@ impl NodeEvent {
             NodeEvent::NodeRemoved { .. } => "node_removed",
             NodeEvent::BadCommand { .. } => "bad_command",
             NodeEvent::MessageRefused { .. } => "message_refused",
+            NodeEvent::TermExhausted { .. } => "raft_term_exhausted",
             NodeEvent::AdminProposed { .. } => "admin_proposed",
             NodeEvent::AdminRefused { .. } => "admin_refused",
             NodeEvent::AdminUnsupported { .. } => "admin_unsupported",
@@ -325,6 +348,7 @@ impl NodeEvent {
             NodeEvent::MemberAddressChanged { .. } => "member_address_changed",
             NodeEvent::MemberReclaimed { .. } => "member_reclaimed",
             NodeEvent::MemberRefuted { .. } => "member_refuted",
+            NodeEvent::IncarnationExhausted { .. } => "member_incarnation_exhausted",
             NodeEvent::SwimJoinFailed { .. } => "swim_join_failed",
         }
     }
@@ -343,7 +367,8 @@ impl NodeEvent {
             | NodeEvent::ConfigCommitted { group, .. }
             | NodeEvent::LeaderRemoved { group, .. }
             | NodeEvent::NodeRemoved { group, .. }
-            | NodeEvent::BadCommand { group, .. } => Some(*group),
+            | NodeEvent::BadCommand { group, .. }
+            | NodeEvent::TermExhausted { group, .. } => Some(*group),
             NodeEvent::AdminProposed { command, .. }
             | NodeEvent::AdminRefused { command, .. }
             | NodeEvent::AdminUnsupported { command } => Some(command.group),
@@ -390,6 +415,10 @@ impl NodeEvent {
                 member,
                 incarnation,
                 ..
+            }
+            | NodeEvent::IncarnationExhausted {
+                member,
+                incarnation,
             } => Some((*member, *incarnation)),
             _ => None,
         }
@@ -468,7 +497,9 @@ mod tests {
             NodeEvent::MessageRefused {
                 from: n,
                 reason: "x".into(),
+                refused_total: 1,
             },
+            NodeEvent::TermExhausted { group: g, term: 1 },
             NodeEvent::AdminProposed {
                 command: cmd,
                 index: 1,
@@ -529,6 +560,10 @@ mod tests {
                 member: n,
                 incarnation: 1,
                 accused: true,
+            },
+            NodeEvent::IncarnationExhausted {
+                member: n,
+                incarnation: 1,
             },
             NodeEvent::SwimJoinFailed {
                 attempts: 3,
