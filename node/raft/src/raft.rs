@@ -187,6 +187,14 @@ impl RaftGroup {
         };
         let snapshot = state.snapshot.unwrap_or_default();
         let base = snapshot.meta.index;
+        if base > MAX_INDEX || state.entries.len() as u64 > MAX_INDEX - base.min(MAX_INDEX) {
+            return Err(RaftError::InvalidRecoveredState {
+                reason: format!(
+                    "snapshot index {base} with {} entries goes beyond MAX_INDEX ({MAX_INDEX})",
+                    state.entries.len()
+                ),
+            });
+        }
         for (k, e) in state.entries.iter().enumerate() {
             if e.index != base + 1 + k as u64 {
                 return Err(RaftError::LogGap {
@@ -196,16 +204,11 @@ impl RaftGroup {
             }
         }
         let hs = state.hard_state;
-        let last_index = base.saturating_add(state.entries.len() as u64);
+        let last_index = base + state.entries.len() as u64;
         let invalid = |reason: String| Err(RaftError::InvalidRecoveredState { reason });
         if hs.term > MAX_TERM {
             // Only a forged term adopted by an older build gets here.
             return invalid(format!("term {} is above MAX_TERM ({MAX_TERM})", hs.term));
-        }
-        if last_index > MAX_INDEX {
-            return invalid(format!(
-                "last index {last_index} is above MAX_INDEX ({MAX_INDEX})"
-            ));
         }
         if hs.commit > last_index {
             // The commit hint is persisted after the entries it covers, so a lost tail
