@@ -37,6 +37,17 @@
 //! assert_eq!(swim.live_count(), 1);
 //! ```
 //!
+//! ## Hostile input
+//!
+//! Every update a message carries (piggybacked, or a push-pull entry) is checked
+//! before it touches the table: an incarnation above [`MAX_INCARNATION`], or more than
+//! [`MAX_INCARNATION_JUMP`] ahead of what this node knows of the member (itself
+//! included), an address longer than [`MAX_ADDRESS_BYTES`], and a new member beyond
+//! [`MAX_MEMBERS`] are refused and counted in [`SwimCounters`]. So no update can
+//! overflow an incarnation, grow the table without bound, or push a member's
+//! incarnation to where it can no longer refute, in one step. SWIM is not Byzantine
+//! fault tolerant: a plausible forged suspicion still has to be refuted like a real one.
+//!
 //! ## Departures from the papers (and why)
 //!
 //! * Alive with a higher incarnation overrides dead and left (SWIM §4.2 makes "confirm"
@@ -70,9 +81,9 @@ mod node;
 mod swim;
 
 pub use config::{
-    LifeguardConfig, MAX_ADDRESS_BYTES, MAX_INCOMING_UPDATES, MAX_INDIRECT_PROBES,
-    MAX_LOCAL_HEALTH, MAX_PENDING_EVENTS, MIN_PIGGYBACK_BYTES, NACK_TIMEOUT_PERCENT, SwimConfig,
-    dynamic_suspicion_timeout,
+    LifeguardConfig, MAX_ADDRESS_BYTES, MAX_INCARNATION, MAX_INCARNATION_JUMP,
+    MAX_INCOMING_UPDATES, MAX_INDIRECT_PROBES, MAX_LOCAL_HEALTH, MAX_MEMBERS, MAX_PENDING_EVENTS,
+    MIN_PIGGYBACK_BYTES, NACK_TIMEOUT_PERCENT, SwimConfig, dynamic_suspicion_timeout,
 };
 pub use error::SwimError;
 pub use member::{Member, MembershipEvent, SwimCounters};
@@ -85,5 +96,7 @@ pub use swim::{
 
 #[cfg(test)]
 mod harness;
+#[cfg(test)]
+mod hostile_tests;
 #[cfg(test)]
 mod tests;
