@@ -79,6 +79,9 @@ pub(crate) struct Cluster {
     /// `sent_sample`, for hostile tests to replay.
     pub(crate) sample_sent: bool,
     pub(crate) sent_sample: Vec<SwimMsg>,
+    /// Set by tests that inject forged messages. Otherwise every `run_until` checks that
+    /// no member refused an update: honest members never send an implausible one.
+    pub(crate) hostile: bool,
 }
 
 /// How many sent messages `sent_sample` keeps.
@@ -107,6 +110,7 @@ impl Cluster {
             sent_to_unknown: 0,
             sample_sent: false,
             sent_sample: Vec::new(),
+            hostile: false,
         };
         for id in ids {
             c.slots.push(Slot {
@@ -231,6 +235,7 @@ impl Cluster {
     /// Delivers `msg` to `to` now, as if `from` had sent it (a forged or replayed
     /// packet): no loss, latency or cut applies.
     pub(crate) fn inject(&mut self, from: NodeId, to: NodeId, msg: &SwimMsg) {
+        self.hostile = true;
         let bytes = postcard::to_allocvec(msg).expect("encode");
         let at = self.now;
         self.schedule(at, Ev::Deliver { from, to, bytes });
@@ -331,6 +336,12 @@ impl Cluster {
             self.step(ev);
         }
         self.now = until;
+        if !self.hostile {
+            for id in self.up_ids() {
+                let refused = self.swim(id).map_or(0, |s| s.counters().updates_refused);
+                assert_eq!(refused, 0, "{id} refused an honest update");
+            }
+        }
     }
 
     /// Runs `d` more.

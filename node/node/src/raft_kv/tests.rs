@@ -515,6 +515,13 @@ fn assert_converged(s: &Sim<RaftKv>, seed: u64) {
         applied.windows(2).all(|w| w[0] == w[1]),
         "seed {seed}: applied {applied:?}"
     );
+    // Honest peers never send a message the validation refuses, whatever the faults
+    // (loss, duplication, reordering, partitions, crashes that lose unsynced writes).
+    let refused: Vec<u64> = nodes.iter().map(|p| p.refused_messages()).collect();
+    assert!(
+        refused.iter().all(|&r| r == 0),
+        "seed {seed}: honest messages refused {refused:?}"
+    );
     for p in &nodes[1..] {
         assert_eq!(
             p.store_of(DEFAULT_GROUP),
