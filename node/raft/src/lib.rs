@@ -56,6 +56,28 @@
 //! deliberately broken switches in [`RaftConfig`] exist for showing that the simulation
 //! catches bugs.
 //!
+//! ## Hostile input and limits
+//!
+//! A peer message is validated before it touches the state ([`RaftMessage::validate`]
+//! for what needs no state, then the group's checks against its log and term): terms
+//! within [`MAX_TERM`] and at most [`MAX_TERM_JUMP`] ahead, indexes within
+//! [`MAX_INDEX`], entries contiguous with sane terms and at most
+//! [`RaftConfig::max_entry_bytes`], no acknowledgement of what the leader never sent. A
+//! refused message changes nothing (not even the term) and is returned as
+//! [`RaftError::MalformedMessage`] with its [`MessageDefect`], and counted in
+//! [`RaftStats`]; honest peers never send one, under any fault. So term and index
+//! arithmetic never overflows, and a node whose term reached the ceiling stops
+//! campaigning ([`RaftEvent::TermExhausted`]) instead of panicking. What the crate
+//! asserts (and keeps asserting in release) are its *own* invariants — a commit index
+//! within the log, a persistence cursor within it — never properties of input.
+//!
+//! Sizes are bounded end to end: [`RaftGroup::propose`] refuses an entry over
+//! `max_entry_bytes` ([`RaftError::EntryTooLarge`]) so every entry fits one
+//! AppendEntries; messages stay within [`RaftConfig::max_message_bytes`] and WAL
+//! entry records within `max_bytes_per_msg` — the driver sizes its transport frame and
+//! WAL record limit by them. A snapshot record carries the whole state machine image
+//! and is bounded only by `max_snapshot_bytes`.
+//!
 //! ## Membership changes (thesis §4: single-server changes, not joint consensus)
 //!
 //! [`RaftGroup::propose_conf_change`] appends one [`ConfChange`] — `AddLearner`,

@@ -306,7 +306,7 @@ pub enum MessageBody {
 
 impl RaftMessage {
     /// Checks everything about the message that needs no protocol state (see the
-    /// [module docs](self)): the term within [`MAX_TERM`], every index within
+    /// [crate docs](crate#hostile-input-and-limits)): the term within [`MAX_TERM`], every index within
     /// [`MAX_INDEX`], every term it carries at most its own, AppendEntries entries
     /// contiguous after `prev_log_index` with non-decreasing terms and at most
     /// `cfg.max_entry_bytes` of data each, a rejection's hint at most the index it
