@@ -226,7 +226,8 @@ impl RaftLog {
     }
 
     pub fn has_unstable(&self) -> bool {
-        self.unstable_from.max(self.first_index()) <= self.last_index()
+        // unstable_from >= first_index: see take_unstable.
+        self.unstable_from <= self.last_index()
     }
 
     /// Committed entries not yet handed out for application, at most `max`.
