@@ -66,8 +66,8 @@
 //! refused message changes nothing (not even the term) and is returned as
 //! [`RaftError::MalformedMessage`] with its [`MessageDefect`], and counted in
 //! [`RaftStats`]; honest peers never send one, under any fault. So term and index
-//! arithmetic never overflows, and a node whose term reached the ceiling stops
-//! campaigning ([`RaftEvent::TermExhausted`]) instead of panicking. What the crate
+//! arithmetic never overflows, and a node whose term or log reached the ceiling stops
+//! campaigning ([`RaftEvent::Exhausted`]) instead of panicking. What the crate
 //! asserts (and keeps asserting in release) are its *own* invariants — a commit index
 //! within the log, a persistence cursor within it — never properties of input.
 //!
@@ -214,6 +214,13 @@ pub enum RaftError {
         len_bytes: usize,
         /// `max_entry_bytes`.
         max_bytes: usize,
+    },
+    /// The log reached [`MAX_INDEX`] (only forged entries or snapshots get there): no
+    /// entry can be appended.
+    #[error("the log reached MAX_INDEX ({MAX_INDEX}) at {last_index}")]
+    LogExhausted {
+        /// The last index.
+        last_index: u64,
     },
     /// The durable state found at recovery is impossible for a correct node (a term above
     /// [`MAX_TERM`], a commit index beyond the log): the group refuses to start from it.

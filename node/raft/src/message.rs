@@ -31,7 +31,7 @@ use kvlab_types::NodeId;
 
 /// The highest term a node adopts from a message or campaigns into. A message with a
 /// higher term is refused; a node whose own term reached it stops campaigning (it
-/// reports [`crate::RaftEvent::TermExhausted`]) instead of overflowing. Half the `u64`
+/// reports [`crate::RaftEvent::Exhausted`]) instead of overflowing. Half the `u64`
 /// range, so `term + 1` can never overflow anywhere.
 pub const MAX_TERM: u64 = u64::MAX / 2;
 
@@ -42,8 +42,9 @@ pub const MAX_TERM: u64 = u64::MAX / 2;
 pub const MAX_TERM_JUMP: u64 = 1 << 32;
 
 /// The highest log index (and commit index, snapshot index, acknowledged index) a
-/// message may name. Half the `u64` range, so `index + 1` and `index + entries.len()`
-/// never overflow.
+/// message may name, and the highest a log grows to: a node whose log reached it stops
+/// campaigning and proposing (only forged snapshots or entries get there). Half the
+/// `u64` range, so `index + 1` and `index + entries.len()` never overflow.
 pub const MAX_INDEX: u64 = u64::MAX / 2;
 
 /// An upper bound on the postcard-encoded size of a [`RaftMessage`] beyond its entries'

@@ -55,8 +55,8 @@ pub struct RaftStats {
     /// adopted. Zero in any run without forged or corrupted messages.
     pub messages_refused: u64,
     /// Election timeouts that did not start a campaign because the term is at
-    /// [`MAX_TERM`].
-    pub campaigns_refused_term_exhausted: u64,
+    /// [`MAX_TERM`] or the log at [`MAX_INDEX`].
+    pub campaigns_refused_exhausted: u64,
     /// Proposals refused because their data exceeds [`RaftConfig::max_entry_bytes`].
     pub proposals_too_large: u64,
 }
@@ -124,8 +124,8 @@ pub struct RaftGroup {
     pending_restore: Option<Snapshot>,
     incoming_snapshot: Option<IncomingSnapshot>,
     stats: RaftStats,
-    /// Whether [`RaftEvent::TermExhausted`] was reported (it is, once).
-    term_exhausted_reported: bool,
+    /// Whether [`RaftEvent::Exhausted`] was reported (it is, once).
+    exhausted_reported: bool,
 
     /// Ticks since this node became leader (the leader's own clock, for the lease).
     leader_ticks: u64,
@@ -261,7 +261,7 @@ impl RaftGroup {
             pending_restore,
             incoming_snapshot: None,
             stats: RaftStats::default(),
-            term_exhausted_reported: false,
+            exhausted_reported: false,
             leader_ticks: 0,
             lease_rounds: VecDeque::new(),
             lease_revoked: false,
@@ -694,16 +694,20 @@ impl RaftGroup {
         if !self.can_campaign() {
             return;
         }
-        if self.term >= MAX_TERM {
-            // No term is left to campaign for. Only forged or corrupted terms get here
-            // (messages beyond MAX_TERM are refused, and each may raise the term by at
-            // most MAX_TERM_JUMP): stay a follower and say so once.
-            self.stats.campaigns_refused_term_exhausted += 1;
+        let last_index = self.log.last_index();
+        if self.term >= MAX_TERM || last_index >= MAX_INDEX {
+            // No term is left to campaign for, or no index for the new leader's no-op.
+            // Only forged values get here (messages beyond the bounds are refused, and
+            // each may raise the term by at most MAX_TERM_JUMP): stay a follower and
+            // say so once.
+            self.stats.campaigns_refused_exhausted += 1;
             self.election_elapsed = 0;
-            if !self.term_exhausted_reported {
-                self.term_exhausted_reported = true;
-                self.events
-                    .push(RaftEvent::TermExhausted { term: self.term });
+            if !self.exhausted_reported {
+                self.exhausted_reported = true;
+                self.events.push(RaftEvent::Exhausted {
+                    term: self.term,
+                    last_index,
+                });
             }
             return;
         }
@@ -886,7 +890,11 @@ impl RaftGroup {
         if let Some(to) = self.transferee {
             return Err(RaftError::TransferInProgress { to });
         }
-        let uncommitted = self.log.last_index() - self.log.committed;
+        let last_index = self.log.last_index();
+        if last_index >= MAX_INDEX {
+            return Err(RaftError::LogExhausted { last_index });
+        }
+        let uncommitted = last_index - self.log.committed;
         if uncommitted >= self.cfg.max_uncommitted_entries as u64 {
             return Err(RaftError::TooManyUncommitted {
                 limit: self.cfg.max_uncommitted_entries,
@@ -1013,7 +1021,11 @@ impl RaftGroup {
         if self.log.term(self.log.committed) != Some(self.term) {
             return Err(RaftError::NoCommitInTerm { term: self.term });
         }
-        let uncommitted = self.log.last_index() - self.log.committed;
+        let last_index = self.log.last_index();
+        if last_index >= MAX_INDEX {
+            return Err(RaftError::LogExhausted { last_index });
+        }
+        let uncommitted = last_index - self.log.committed;
         if uncommitted >= self.cfg.max_uncommitted_entries as u64 {
             return Err(RaftError::TooManyUncommitted {
                 limit: self.cfg.max_uncommitted_entries,

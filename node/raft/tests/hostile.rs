@@ -118,20 +118,58 @@ fn a_node_at_max_term_stays_a_follower_and_reports_it_once() {
         reported += rd
             .events
             .iter()
-            .filter(|e| matches!(e, RaftEvent::TermExhausted { term } if *term == MAX_TERM))
+            .filter(|e| matches!(e, RaftEvent::Exhausted { term, .. } if *term == MAX_TERM))
             .count();
         assert!(rd.messages.is_empty(), "campaigned at MAX_TERM");
     }
     assert_eq!(g.role(), Role::Follower);
     assert_eq!(g.term(), MAX_TERM);
     assert_eq!(reported, 1);
-    assert!(g.stats().campaigns_refused_term_exhausted >= 10);
+    assert!(g.stats().campaigns_refused_exhausted >= 10);
     // A single-voter group cannot elect itself either.
     let mut solo = group(1, 1, test_cfg(), state_with_log(&[1], MAX_TERM));
     for _ in 0..100 {
         solo.tick(&mut rng);
     }
     assert_eq!(solo.role(), Role::Follower);
+}
+
+#[test]
+fn a_node_whose_log_reached_max_index_stays_a_follower() {
+    // A forged snapshot at MAX_INDEX, once installed: no index is left for a leader's
+    // no-op, so the node neither campaigns nor appends past the bound.
+    let st = RecoveredState {
+        hard_state: HardState {
+            term: 2,
+            vote: None,
+            commit: MAX_INDEX,
+        },
+        snapshot: Some(Snapshot {
+            meta: SnapshotMeta {
+                index: MAX_INDEX,
+                term: 2,
+                ..Default::default()
+            },
+            data: Vec::new(),
+        }),
+        entries: Vec::new(),
+    };
+    let mut g = group(1, 1, test_cfg(), st);
+    let mut rng = seeded_rng(2);
+    let mut events = Vec::new();
+    for _ in 0..100 {
+        g.tick(&mut rng);
+        events.extend(g.ready().events);
+    }
+    assert_eq!(g.role(), Role::Follower);
+    assert_eq!(g.last_index(), MAX_INDEX);
+    assert_eq!(
+        events,
+        vec![RaftEvent::Exhausted {
+            term: 2,
+            last_index: MAX_INDEX
+        }]
+    );
 }
 
 #[test]

@@ -160,14 +160,17 @@ pub enum NodeEvent {
         /// Messages this node refused so far, this one included.
         refused_total: u64,
     },
-    /// A group's term reached the ceiling (kvlab-raft's `MAX_TERM`): this node no longer
-    /// campaigns in it. Only a forged or corrupted term gets here; reported once.
-    #[serde(rename = "raft_term_exhausted")]
-    TermExhausted {
+    /// A group's term reached the ceiling (kvlab-raft's `MAX_TERM`), or its log the
+    /// highest index (`MAX_INDEX`): this node no longer campaigns in it. Only forged or
+    /// corrupted values get here; reported once.
+    #[serde(rename = "raft_exhausted")]
+    RaftExhausted {
         /// The group.
         group: GroupId,
         /// The term.
         term: u64,
+        /// The last index of the log.
+        last_index: u64,
     },
 
     // ----- operator commands -------------------------------------------------------
@@ -332,7 +335,7 @@ impl NodeEvent {
             NodeEvent::NodeRemoved { .. } => "node_removed",
             NodeEvent::BadCommand { .. } => "bad_command",
             NodeEvent::MessageRefused { .. } => "message_refused",
-            NodeEvent::TermExhausted { .. } => "raft_term_exhausted",
+            NodeEvent::RaftExhausted { .. } => "raft_exhausted",
             NodeEvent::AdminProposed { .. } => "admin_proposed",
             NodeEvent::AdminRefused { .. } => "admin_refused",
             NodeEvent::AdminUnsupported { .. } => "admin_unsupported",
@@ -368,7 +371,7 @@ impl NodeEvent {
             | NodeEvent::LeaderRemoved { group, .. }
             | NodeEvent::NodeRemoved { group, .. }
             | NodeEvent::BadCommand { group, .. }
-            | NodeEvent::TermExhausted { group, .. } => Some(*group),
+            | NodeEvent::RaftExhausted { group, .. } => Some(*group),
             NodeEvent::AdminProposed { command, .. }
             | NodeEvent::AdminRefused { command, .. }
             | NodeEvent::AdminUnsupported { command } => Some(command.group),
@@ -499,7 +502,11 @@ mod tests {
                 reason: "x".into(),
                 refused_total: 1,
             },
-            NodeEvent::TermExhausted { group: g, term: 1 },
+            NodeEvent::RaftExhausted {
+                group: g,
+                term: 1,
+                last_index: 1,
+            },
             NodeEvent::AdminProposed {
                 command: cmd,
                 index: 1,
