@@ -65,7 +65,9 @@
 //! [`RaftConfig::max_entry_bytes`], no acknowledgement of what the leader never sent. A
 //! refused message changes nothing (not even the term) and is returned as
 //! [`RaftError::MalformedMessage`] with its [`MessageDefect`], and counted in
-//! [`RaftStats`]; honest peers never send one, under any fault. So term and index
+//! [`RaftStats`]; honest peers never send one, under any fault. (A term more than
+//! `MAX_TERM_JUMP` ahead is refused too, but moves the receiver's term that far towards
+//! it, so that a forgery accepted by one node cannot strand the others behind it.) So term and index
 //! arithmetic never overflows, and a node whose term or log reached the ceiling stops
 //! campaigning ([`RaftEvent::Exhausted`]) instead of panicking. What the crate
 //! asserts (and keeps asserting in release) are its *own* invariants — a commit index

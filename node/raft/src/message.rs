@@ -13,7 +13,9 @@
 //! [`MAX_TERM_JUMP`] ahead, a commit index within the log, an acknowledgement of
 //! nothing it sent). A message that fails is refused whole — no field of it is adopted,
 //! not even its term — with [`crate::RaftError::MalformedMessage`] naming the
-//! [`MessageDefect`], and counted in [`crate::RaftStats`].
+//! [`MessageDefect`], and counted in [`crate::RaftStats`]. (One exception to "nothing
+//! changes": a term more than `MAX_TERM_JUMP` ahead makes the receiver raise its own
+//! term by `MAX_TERM_JUMP`, see there.)
 //!
 //! Raft is not Byzantine fault tolerant: a well-formed forgery from a member (a plausible
 //! term, a snapshot with made-up data) can still mislead a replica. What the bounds
@@ -37,8 +39,11 @@ pub const MAX_TERM: u64 = u64::MAX / 2;
 
 /// How far ahead of the receiver's term a message's term may be. Terms grow by one per
 /// election, so an honest peer is never `2^32` elections ahead (at ten elections a
-/// second that takes 13 years); a forged term far in the future is refused instead of
-/// adopted, and reaching [`MAX_TERM`] would take `2^31` accepted forgeries in a row.
+/// second that takes 13 years). A message further ahead is refused (its term is not
+/// adopted); the receiver only raises its own term by this much towards it, as it
+/// would for any higher term — so a node left behind by an earlier forgery catches up
+/// in steps instead of being stranded, and reaching [`MAX_TERM`] takes `2^31` accepted
+/// forgeries in a row instead of one.
 pub const MAX_TERM_JUMP: u64 = 1 << 32;
 
 /// The highest log index (and commit index, snapshot index, acknowledged index) a
@@ -64,7 +69,8 @@ pub enum MessageDefect {
         /// The message's term.
         term: u64,
     },
-    /// The message's term is more than [`MAX_TERM_JUMP`] ahead of the receiver's.
+    /// The message's term is more than [`MAX_TERM_JUMP`] ahead of the receiver's (which
+    /// raised its own term by `MAX_TERM_JUMP` towards it).
     #[error("term {term} is more than MAX_TERM_JUMP ({MAX_TERM_JUMP}) ahead of term {local_term}")]
     TermJump {
         /// The message's term.

@@ -1067,6 +1067,9 @@ impl RaftGroup {
         if let Err(defect) = self.check_message(&msg) {
             self.stats.messages_dropped += 1;
             self.stats.messages_refused += 1;
+            if let MessageDefect::TermJump { .. } = defect {
+                self.step_towards(&msg, rng);
+            }
             return Err(RaftError::MalformedMessage {
                 from: msg.from,
                 defect,
@@ -1078,6 +1081,42 @@ impl RaftGroup {
         }
         self.maybe_step_down_removed(rng);
         res
+    }
+
+    /// Thesis §4.2.3 (CheckQuorum): a node that heard from a live leader within the
+    /// election timeout (or, in lease mode, restarted less than one ago) ignores vote
+    /// requests of later terms.
+    fn in_lease(&self) -> bool {
+        self.cfg.check_quorum
+            && ((self.leader.is_some() && self.election_elapsed < self.cfg.election_ticks)
+                || self.vote_guard_ticks > 0)
+    }
+
+    /// A message refused for a term more than [`MAX_TERM_JUMP`] ahead: nothing of it is
+    /// adopted, but if its term would have made this node adopt it (Raft §5.1: a node
+    /// that sees a higher term updates its own), the node raises its term by
+    /// `MAX_TERM_JUMP` towards it and becomes a follower of no leader. A bare refusal
+    /// would strand a node that honestly fell that far behind — which only an earlier
+    /// forgery, accepted by a peer, can cause — while raising a term is always safe. So
+    /// lags close in bounded steps, and a forger needs `2^31` accepted messages to push
+    /// a group to [`MAX_TERM`].
+    fn step_towards(&mut self, m: &RaftMessage, rng: &mut Rng) {
+        let would_adopt = match m.body {
+            MessageBody::RequestVote {
+                pre_vote,
+                leader_transfer,
+                ..
+            } => !pre_vote && (leader_transfer || !self.in_lease()),
+            MessageBody::RequestVoteResponse {
+                pre_vote: true,
+                granted: true,
+            } => false,
+            _ => true,
+        };
+        if would_adopt {
+            let term = self.term.saturating_add(MAX_TERM_JUMP).min(MAX_TERM);
+            self.become_follower(term, None, rng);
+        }
     }
 
     /// Everything that must hold before a message may touch the state: the stateless
@@ -1163,11 +1202,7 @@ impl RaftGroup {
                     leader_transfer,
                     ..
                 } => {
-                    let in_lease = self.cfg.check_quorum
-                        && ((self.leader.is_some()
-                            && self.election_elapsed < self.cfg.election_ticks)
-                            || self.vote_guard_ticks > 0);
-                    if in_lease && !leader_transfer {
+                    if self.in_lease() && !leader_transfer {
                         // Thesis §4.2.3: a node that hears from a live leader ignores
                         // disruptive vote requests.
                         return Ok(());

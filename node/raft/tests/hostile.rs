@@ -88,20 +88,54 @@ fn heartbeat_with_term_u64_max_is_refused_and_the_term_is_not_adopted() {
 }
 
 #[test]
-fn a_term_more_than_max_term_jump_ahead_is_refused_and_one_within_is_adopted() {
-    let mut g = group(2, 3, test_cfg(), state_with_log(&[1], 1));
-    let defect = refused(&mut g, heartbeat(1 + MAX_TERM_JUMP + 1, 0));
+fn a_term_more_than_max_term_jump_ahead_is_refused_and_moves_the_term_one_jump() {
+    // Raft §5.1: a node that sees a higher term raises its own. Beyond MAX_TERM_JUMP the
+    // message is refused (no leader, no commit adopted from it), and the term moves one
+    // jump towards it: a node stranded behind a peer that accepted a forgery catches up.
+    let mut g = group(2, 3, test_cfg(), state_with_log(&[1, 1], 1));
+    let mut rng = seeded_rng(1);
+    let far = 1 + MAX_TERM_JUMP + 1;
+    let err = g.step(heartbeat(far, 2), &mut rng).unwrap_err();
     assert_eq!(
-        defect,
-        MessageDefect::TermJump {
-            term: MAX_TERM_JUMP + 2,
-            local_term: 1
+        err,
+        RaftError::MalformedMessage {
+            from: n(1),
+            defect: MessageDefect::TermJump {
+                term: far,
+                local_term: 1
+            }
         }
     );
-    let mut rng = seeded_rng(1);
-    g.step(heartbeat(1 + MAX_TERM_JUMP, 0), &mut rng).unwrap();
     assert_eq!(g.term(), 1 + MAX_TERM_JUMP);
-    assert_eq!(g.leader(), Some(n(1)));
+    assert_eq!(
+        (g.role(), g.leader(), g.commit_index()),
+        (Role::Follower, None, 0)
+    );
+    assert_eq!(g.stats().messages_refused, 1);
+    // The next one is within a jump: adopted as usual.
+    g.step(heartbeat(far, 2), &mut rng).unwrap();
+    assert_eq!(
+        (g.term(), g.leader(), g.commit_index()),
+        (far, Some(n(1)), 2)
+    );
+    // A far-ahead vote request to a node that hears from its leader moves nothing
+    // (thesis §4.2.3), and a pre-vote never does.
+    let term = g.term();
+    for pre_vote in [false, true] {
+        let m = msg(
+            3,
+            2,
+            term + MAX_TERM_JUMP + 1,
+            MessageBody::RequestVote {
+                pre_vote,
+                last_log_index: 9,
+                last_log_term: 9,
+                leader_transfer: false,
+            },
+        );
+        assert!(g.step(m, &mut rng).is_err());
+        assert_eq!(g.term(), term);
+    }
 }
 
 #[test]

@@ -57,8 +57,9 @@
 //!   a stale view from the other side of a partition cannot kill a live member at once.
 //! * Push-pull also contacts one random dead member per interval (like Serf's reconnect)
 //!   — without it, the two sides of a healed partition that declared each other dead
-//!   would never talk again. Healing therefore needs the partition to end before
-//!   `dead_reclaim_ms`.
+//!   would never talk again. Once a dead member is reclaimed (`dead_reclaim_ms`),
+//!   push-pull also contacts a random seed it no longer knows, so sides that forgot
+//!   each other meet again through the seeds.
 //! * A refuting member sends its refutation at once (a `Gossip` message) to its accuser
 //!   and `indirect_probes` random members instead of waiting for its next probe: under
 //!   Lifeguard's local health its probes may be several periods apart.

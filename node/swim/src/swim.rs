@@ -756,23 +756,35 @@ impl Swim {
     // ----- the precedence rules (SWIM §4.2) ----------------------------------------
 
     /// Whether an update that came off the wire may reach the table (the crate docs'
-    /// "Hostile input"): its incarnation within [`MAX_INCARNATION`] and at most
-    /// [`MAX_INCARNATION_JUMP`] ahead of what this node knows of the member (of itself,
-    /// its own incarnation), and no new member beyond [`MAX_MEMBERS`]. A refusal is
-    /// counted in `updates_refused`.
+    /// "Hostile input"): its incarnation within [`MAX_INCARNATION`] and, for this member
+    /// and for members it tracks as live, at most [`MAX_INCARNATION_JUMP`] ahead of what
+    /// it knows; no new member beyond [`MAX_MEMBERS`]. A refusal is counted in
+    /// `updates_refused`.
+    ///
+    /// The relative bound is not applied to dead, left or unknown members: this node no
+    /// longer follows their incarnation, so its record may be arbitrarily stale — a
+    /// member pushed a jump ahead by a forgery that others believed must still be able
+    /// to come back here (an alive of a higher incarnation overrides dead and left).
     fn admit(&mut self, u: &Update) -> bool {
         let member = u.member();
         let incarnation = u.incarnation();
         let known = if member == self.id {
             Some(self.incarnation)
         } else {
-            self.members.get(&member).map(|m| m.incarnation)
+            self.members
+                .get(&member)
+                .filter(|m| m.state.is_live())
+                .map(|m| m.incarnation)
         };
         let plausible = incarnation <= MAX_INCARNATION
             && match known {
                 Some(k) => incarnation <= k.saturating_add(MAX_INCARNATION_JUMP),
-                // Only an alive update adds a member; the others ignore unknown ones.
-                None => !matches!(u, Update::Alive { .. }) || self.members.len() < MAX_MEMBERS,
+                // Only an alive update adds a member (the others ignore unknown ones).
+                None => {
+                    !matches!(u, Update::Alive { .. })
+                        || self.members.contains_key(&member)
+                        || self.members.len() < MAX_MEMBERS
+                }
             };
         if !plausible {
             self.counters.updates_refused += 1;
@@ -1213,7 +1225,11 @@ impl Swim {
     /// Every push-pull interval: a full state exchange with one random live member;
     /// also one with a random dead member (so that the two sides of a healed partition,
     /// which declared each other dead, find each other again, as Serf's reconnect does),
-    /// or with a seed when no member is live.
+    /// or with a seed when no member is live; and one with a random seed this member no
+    /// longer knows at all (reclaimed after `dead_reclaim_ms`), so that two sides that
+    /// forgot each other — a partition longer than the reclaim time, or deaths a forger
+    /// made them believe while made-up members kept them from feeling alone — meet again
+    /// through the seeds.
     fn on_push_pull_tick(&mut self, cx: &mut Cx<'_>, out: &mut Out<SwimMsg>) {
         if self.left || self.config.push_pull_interval_ms == 0 {
             return;
@@ -1233,6 +1249,18 @@ impl Swim {
         if !dead.is_empty() {
             let i = cx.rng.random_range(0..dead.len());
             self.send_push_pull(cx, out, dead[i], false, false);
+        }
+        if !live.is_empty() {
+            let forgotten: Vec<NodeId> = self
+                .seeds
+                .iter()
+                .copied()
+                .filter(|s| !self.members.contains_key(s))
+                .collect();
+            if !forgotten.is_empty() {
+                let i = cx.rng.random_range(0..forgotten.len());
+                self.send_push_pull(cx, out, forgotten[i], false, false);
+            }
         }
         out.set_timer(
             timer(T_PUSH_PULL, 0),
