@@ -41,12 +41,14 @@
 //!
 //! Every update a message carries (piggybacked, or a push-pull entry) is checked
 //! before it touches the table: an incarnation above [`MAX_INCARNATION`], or more than
-//! [`MAX_INCARNATION_JUMP`] ahead of what this node knows of the member (itself
-//! included), an address longer than [`MAX_ADDRESS_BYTES`], and a new member beyond
-//! [`MAX_MEMBERS`] are refused and counted in [`SwimCounters`]. So no update can
-//! overflow an incarnation, grow the table without bound, or push a member's
-//! incarnation to where it can no longer refute, in one step. SWIM is not Byzantine
-//! fault tolerant: a plausible forged suspicion still has to be refuted like a real one.
+//! [`MAX_INCARNATION_JUMP`] ahead of what this node knows of itself or of a member it
+//! tracks as live, an address longer than [`MAX_ADDRESS_BYTES`], and a new member
+//! beyond [`MAX_MEMBERS`] are refused and counted in [`SwimCounters`]. So no update can
+//! overflow an incarnation, grow the table without bound, or push a live member's
+//! incarnation to where it can no longer refute, in one step; only acks from the member
+//! probed and nacks from the relays asked count. SWIM is not Byzantine fault tolerant:
+//! a plausible forged suspicion still has to be refuted like a real one, and forged
+//! deaths heal like a partition does (push-pull with dead members and forgotten seeds).
 //!
 //! ## Departures from the papers (and why)
 //!
