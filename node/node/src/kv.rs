@@ -7,20 +7,38 @@
 //! * `cas k old new` sets `k` to `new` if its value is `old` (absent when `old` is none),
 //!   and otherwise fails without effect;
 //! * `delete k` removes `k`.
+//!
+//! Sessions answer a retry from memory only if it is the *same* request: each client's
+//! last applied request is remembered with a digest of its operation, and a request
+//! that reuses the id with another operation is refused with the definite
+//! [`ClientError::Invalid`] ([`InvalidRequest::RequestIdReused`]) — it is not applied,
+//! and it is not answered with the other operation's result.
 
 use std::collections::BTreeMap;
 
-use kvlab_types::{ClientError, Key, KvOp, OpOutput, RequestId, Value};
+use kvlab_types::{ClientError, InvalidRequest, Key, KvOp, OpOutput, RequestId, Value};
 use serde::{Deserialize, Serialize};
 
 /// The result of applying one operation.
 pub type ApplyResult = Result<OpOutput, ClientError>;
 
-/// The most recent request each client had applied, and its result.
+/// The most recent request each client had applied, and its result. Part of the
+/// store's snapshot encoding (postcard, field order matters; snapshots written before
+/// `op_digest` existed do not decode, which recovery reports as a corrupt snapshot).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Session {
     seq: u64,
+    /// [`op_digest`] of the request's operation: a retry must carry the same one.
+    op_digest: u64,
     result: ApplyResult,
+}
+
+/// A fixed 64-bit digest (FNV-1a over the postcard encoding) of an operation: the same
+/// on every replica and across restarts, so sessions restored from a snapshot compare
+/// alike. Two different operations collide with probability about `2^-64`.
+pub fn op_digest(op: &KvOp) -> u64 {
+    // Encoding a plain enum into a Vec cannot fail.
+    crate::fnv1a(&postcard::to_allocvec(op).unwrap_or_default())
 }
 
 /// An in-memory key-value map plus client sessions. Deterministic: ordered maps only.
@@ -34,10 +52,20 @@ impl KvStore {
     /// Applies `op` on behalf of request `id`, unless that request (or a later one of the
     /// same client) was applied already: then the remembered result of the same request
     /// is returned and nothing changes. Clients number their requests in increasing
-    /// order and have at most one in flight, so one entry per client suffices.
+    /// order and have at most one in flight, so one entry per client suffices. A request
+    /// that reuses the id of the applied one with a different operation is refused
+    /// ([`InvalidRequest::RequestIdReused`]) and changes nothing.
     pub fn apply(&mut self, id: RequestId, op: &KvOp) -> ApplyResult {
         if let Some(s) = self.sessions.get(&id.client) {
             if s.seq == id.seq {
+                if s.op_digest != op_digest(op) {
+                    return Err(ClientError::Invalid {
+                        reason: InvalidRequest::RequestIdReused {
+                            client: id.client,
+                            seq: id.seq,
+                        },
+                    });
+                }
                 return s.result.clone();
             }
             if s.seq > id.seq {
@@ -55,6 +83,7 @@ impl KvStore {
                 id.client,
                 Session {
                     seq: id.seq,
+                    op_digest: op_digest(op),
                     result: result.clone(),
                 },
             );
@@ -169,6 +198,67 @@ mod tests {
             .is_err()
         );
         assert_eq!(kv.get("k"), Some(2));
+    }
+
+    #[test]
+    fn a_reused_request_id_with_another_operation_is_refused_not_answered_ok() {
+        let mut kv = KvStore::default();
+        let w = |value| KvOp::Write {
+            key: "k".into(),
+            value,
+        };
+        assert_eq!(kv.apply(rid(1, 1), &w(1)), Ok(OpOutput::Done));
+        let refusal = ClientError::Invalid {
+            reason: InvalidRequest::RequestIdReused { client: 1, seq: 1 },
+        };
+        assert!(refusal.is_definite());
+        let reused = Err(refusal);
+        // Another value, another key, another kind of operation, a read: all refused.
+        assert_eq!(kv.apply(rid(1, 1), &w(2)), reused);
+        let other_key = KvOp::Write {
+            key: "j".into(),
+            value: 1,
+        };
+        assert_eq!(kv.apply(rid(1, 1), &other_key), reused);
+        assert_eq!(
+            kv.apply(rid(1, 1), &KvOp::Delete { key: "k".into() }),
+            reused
+        );
+        assert_eq!(kv.apply(rid(1, 1), &KvOp::Read { key: "k".into() }), reused);
+        assert_eq!(kv.get("k"), Some(1));
+        assert_eq!(kv.get("j"), None);
+        // The genuine retry is still answered from the session, and other clients are
+        // unaffected.
+        assert_eq!(kv.apply(rid(1, 1), &w(1)), Ok(OpOutput::Done));
+        assert_eq!(kv.apply(rid(2, 1), &w(2)), Ok(OpOutput::Done));
+        assert_eq!(kv.get("k"), Some(2));
+    }
+
+    #[test]
+    fn the_session_check_survives_a_snapshot_and_restore() {
+        let mut kv = KvStore::default();
+        let cas = KvOp::Cas {
+            key: "k".into(),
+            expected: None,
+            new: 5,
+        };
+        kv.apply(rid(9, 4), &cas).unwrap();
+        // The store is what a Raft snapshot carries (postcard).
+        let bytes = postcard::to_allocvec(&kv).unwrap();
+        let mut restored: KvStore = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(restored, kv);
+        assert_eq!(restored.apply(rid(9, 4), &cas), Ok(OpOutput::Done));
+        let other = KvOp::Write {
+            key: "k".into(),
+            value: 6,
+        };
+        assert!(matches!(
+            restored.apply(rid(9, 4), &other),
+            Err(ClientError::Invalid {
+                reason: InvalidRequest::RequestIdReused { client: 9, seq: 4 }
+            })
+        ));
+        assert_eq!(restored.get("k"), Some(5));
     }
 
     #[test]

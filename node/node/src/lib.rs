@@ -28,3 +28,14 @@ pub mod raft_kv;
 mod system;
 
 pub use system::SystemKind;
+
+/// FNV-1a, 64 bits: a fixed, portable hash for digests that must agree across replicas,
+/// runs and restarts (never a randomly seeded hasher).
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}

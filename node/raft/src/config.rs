@@ -3,6 +3,12 @@
 use serde::{Deserialize, Serialize};
 
 use crate::RaftError;
+use crate::message::MESSAGE_OVERHEAD_BYTES;
+use crate::storage::ENTRY_OVERHEAD_BYTES;
+
+/// The longest `election_ticks` accepted: timeouts are drawn from `[e, 2e)`, so `2e` must
+/// fit a `u32`.
+pub const MAX_ELECTION_TICKS: u32 = u32::MAX / 2;
 
 /// Configuration of a Raft group. Time is counted in logical ticks: the caller calls
 /// [`crate::RaftGroup::tick`] from a timer (e.g. every 10 ms), so tests drive time exactly.
@@ -25,8 +31,20 @@ pub struct RaftConfig {
     pub max_inflight_msgs: usize,
     /// Most entries in one AppendEntries.
     pub max_entries_per_msg: usize,
-    /// Most entry bytes in one AppendEntries (at least one entry is always sent).
+    /// Most entry bytes ([`crate::Entry::size_bytes`], data plus
+    /// [`crate::ENTRY_OVERHEAD_BYTES`]) in one AppendEntries, and in one
+    /// [`crate::RaftRecord::Entries`] WAL record. Every entry fits (see
+    /// `max_entry_bytes`), so a message never exceeds it; with the fixed fields the whole
+    /// message stays within [`RaftConfig::max_message_bytes`], which must fit the
+    /// transport's frame (kvlab-transport's default frame is 1 MiB) and the WAL's record
+    /// limit (kvlab-storage's `MAX_RECORD_BYTES`, 4 MiB).
     pub max_bytes_per_msg: usize,
+    /// Most data bytes in one entry. [`crate::RaftGroup::propose`] refuses a larger
+    /// command with [`RaftError::EntryTooLarge`] before it enters the log, and a follower
+    /// refuses an AppendEntries carrying one: an entry that could not be replicated in
+    /// one message would stall the group forever. At most `max_bytes_per_msg -
+    /// ENTRY_OVERHEAD_BYTES`.
+    pub max_entry_bytes: usize,
     /// Most entries the leader holds uncommitted; proposals beyond are refused, which is
     /// how back-pressure reaches clients.
     pub max_uncommitted_entries: usize,
@@ -76,7 +94,8 @@ impl Default for RaftConfig {
             check_quorum: true,
             max_inflight_msgs: 256,
             max_entries_per_msg: 256,
-            max_bytes_per_msg: 1 << 20,
+            max_bytes_per_msg: 512 << 10,
+            max_entry_bytes: 64 << 10,
             max_uncommitted_entries: 65_536,
             max_apply_entries_per_ready: 4096,
             snapshot_chunk_bytes: 64 << 10,
@@ -99,8 +118,11 @@ impl RaftConfig {
                 reason: reason.to_string(),
             })
         };
-        if self.election_ticks < 2 {
-            return bad("election_ticks", "must be at least 2");
+        if self.election_ticks < 2 || self.election_ticks > MAX_ELECTION_TICKS {
+            return bad(
+                "election_ticks",
+                &format!("must be in 2..={MAX_ELECTION_TICKS} (MAX_ELECTION_TICKS)"),
+            );
         }
         if self.heartbeat_ticks == 0 || self.heartbeat_ticks >= self.election_ticks {
             return bad(
@@ -133,6 +155,36 @@ impl RaftConfig {
                 return bad(field, "must be positive");
             }
         }
+        if self.max_entry_bytes == 0
+            || self.max_entry_bytes > self.max_bytes_per_msg.saturating_sub(ENTRY_OVERHEAD_BYTES)
+        {
+            return bad(
+                "max_entry_bytes",
+                "must be positive and at most max_bytes_per_msg - ENTRY_OVERHEAD_BYTES, so \
+                 that every entry fits one AppendEntries",
+            );
+        }
+        if self.max_message_bytes_checked().is_none() {
+            return bad(
+                "max_bytes_per_msg",
+                "max_bytes_per_msg or snapshot_chunk_bytes plus MESSAGE_OVERHEAD_BYTES overflows",
+            );
+        }
         Ok(())
+    }
+
+    /// An upper bound on the encoded size (postcard) of any message a group with this
+    /// configuration sends: the larger of `max_bytes_per_msg` (an AppendEntries'
+    /// entries) and `snapshot_chunk_bytes` (an InstallSnapshot's data), plus
+    /// [`crate::MESSAGE_OVERHEAD_BYTES`]. A driver's transport must carry frames of this
+    /// size plus its own envelope; the defaults give 512 KiB + 256 bytes.
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_message_bytes_checked().unwrap_or(usize::MAX)
+    }
+
+    fn max_message_bytes_checked(&self) -> Option<usize> {
+        self.max_bytes_per_msg
+            .max(self.snapshot_chunk_bytes)
+            .checked_add(MESSAGE_OVERHEAD_BYTES)
     }
 }

@@ -56,6 +56,30 @@
 //! deliberately broken switches in [`RaftConfig`] exist for showing that the simulation
 //! catches bugs.
 //!
+//! ## Hostile input and limits
+//!
+//! A peer message is validated before it touches the state ([`RaftMessage::validate`]
+//! for what needs no state, then the group's checks against its log and term): terms
+//! within [`MAX_TERM`] and at most [`MAX_TERM_JUMP`] ahead, indexes within
+//! [`MAX_INDEX`], entries contiguous with sane terms and at most
+//! [`RaftConfig::max_entry_bytes`], no acknowledgement of what the leader never sent. A
+//! refused message changes nothing (not even the term) and is returned as
+//! [`RaftError::MalformedMessage`] with its [`MessageDefect`], and counted in
+//! [`RaftStats`]; honest peers never send one, under any fault. (A term more than
+//! `MAX_TERM_JUMP` ahead is refused too, but moves the receiver's term that far towards
+//! it, so that a forgery accepted by one node cannot strand the others behind it.) So term and index
+//! arithmetic never overflows, and a node whose term or log reached the ceiling stops
+//! campaigning ([`RaftEvent::Exhausted`]) instead of panicking. What the crate
+//! asserts (and keeps asserting in release) are its *own* invariants — a commit index
+//! within the log, a persistence cursor within it — never properties of input.
+//!
+//! Sizes are bounded end to end: [`RaftGroup::propose`] refuses an entry over
+//! `max_entry_bytes` ([`RaftError::EntryTooLarge`]) so every entry fits one
+//! AppendEntries; messages stay within [`RaftConfig::max_message_bytes`] and WAL
+//! entry records within `max_bytes_per_msg` — the driver sizes its transport frame and
+//! WAL record limit by them. A snapshot record carries the whole state machine image
+//! and is bounded only by `max_snapshot_bytes`.
+//!
 //! ## Membership changes (thesis §4: single-server changes, not joint consensus)
 //!
 //! [`RaftGroup::propose_conf_change`] appends one [`ConfChange`] — `AddLearner`,
@@ -121,10 +145,13 @@ mod raft;
 mod ready;
 mod storage;
 
-pub use config::RaftConfig;
-pub use message::{AppendResult, MessageBody, RaftMessage};
+pub use config::{MAX_ELECTION_TICKS, RaftConfig};
+pub use message::{
+    AppendResult, MAX_INDEX, MAX_TERM, MAX_TERM_JUMP, MESSAGE_OVERHEAD_BYTES, MessageBody,
+    MessageDefect, RaftMessage,
+};
 pub use progress::{PeerProgress, ProgressState};
-pub use raft::{EntryId, RaftGroup, Role};
+pub use raft::{EntryId, RaftGroup, RaftStats, Role};
 pub use ready::{RaftEvent, ReadState, Ready};
 pub use storage::{
     ConfChange, ConfState, ENTRY_OVERHEAD_BYTES, Entry, EntryKind, HardState, MAX_MEMBERS,
@@ -171,9 +198,36 @@ pub enum RaftError {
         /// The local commit index.
         committed: u64,
     },
-    /// A message is internally inconsistent.
-    #[error("malformed raft message: {reason}")]
+    /// A message was refused before it reached the protocol state: a value out of
+    /// range, inconsistent with the rest of the message, or implausible against this
+    /// node's state (see [`MessageDefect`]). Nothing of it was adopted, not even its term.
+    #[error("malformed raft message from {from}: {defect}")]
     MalformedMessage {
+        /// The claimed sender.
+        from: NodeId,
+        /// What is wrong with it.
+        defect: MessageDefect,
+    },
+    /// A proposal's data is larger than [`RaftConfig::max_entry_bytes`]: it could not be
+    /// replicated in one message, so it never enters the log. Surely not applied.
+    #[error("entry of {len_bytes} bytes exceeds max_entry_bytes ({max_bytes})")]
+    EntryTooLarge {
+        /// The proposal's data length.
+        len_bytes: usize,
+        /// `max_entry_bytes`.
+        max_bytes: usize,
+    },
+    /// The log reached [`MAX_INDEX`] (only forged entries or snapshots get there): no
+    /// entry can be appended.
+    #[error("the log reached MAX_INDEX ({MAX_INDEX}) at {last_index}")]
+    LogExhausted {
+        /// The last index.
+        last_index: u64,
+    },
+    /// The durable state found at recovery is impossible for a correct node (a term above
+    /// [`MAX_TERM`], a commit index beyond the log): the group refuses to start from it.
+    #[error("invalid recovered raft state: {reason}")]
+    InvalidRecoveredState {
         /// Why.
         reason: String,
     },

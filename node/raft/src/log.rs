@@ -1,6 +1,12 @@
 //! The in-memory Raft log: a snapshot base followed by contiguous entries, the commit
 //! and apply cursors, and the boundary between what was already handed to the caller for
 //! persistence and what was not.
+//!
+//! Every value reaching this module was checked before: message fields by
+//! [`crate::RaftMessage::validate`] and the group's `check_message`, recovered state by
+//! [`crate::RaftGroup::recover`]. What this module asserts are its own invariants
+//! (`applied <= committed <= last_index`, contiguous entries, a persistence cursor
+//! within the log); a failed assertion is a bug in this crate, kept loud in release.
 
 use crate::RaftError;
 use crate::storage::{ConfState, Entry, Snapshot, SnapshotMeta};
@@ -20,11 +26,15 @@ pub(crate) struct RaftLog {
 }
 
 impl RaftLog {
+    /// A log of `entries` after `snapshot`. `commit` (checked by the caller to be within
+    /// the log) may be below the snapshot: a crash can keep an installed snapshot's
+    /// record and lose the hard state written after it, and a snapshot is committed.
     pub fn new(snapshot: Snapshot, entries: Vec<Entry>, commit: u64) -> RaftLog {
         let base = snapshot.meta.index;
         let last = base + entries.len() as u64;
+        assert!(commit <= last, "commit {commit} beyond last index {last}");
         RaftLog {
-            committed: commit.clamp(base, last),
+            committed: commit.max(base),
             applied: base,
             unstable_from: last + 1,
             snapshot,
@@ -125,13 +135,13 @@ impl RaftLog {
         if !self.match_term(prev_index, prev_term) {
             return Ok(None);
         }
-        for (k, e) in ents.iter().enumerate() {
-            if e.index != prev_index + 1 + k as u64 {
-                return Err(RaftError::MalformedMessage {
-                    reason: format!("entry index {} at offset {k} after {prev_index}", e.index),
-                });
-            }
-        }
+        // RaftMessage::validate refused anything else.
+        assert!(
+            ents.iter()
+                .enumerate()
+                .all(|(k, e)| e.index == prev_index + 1 + k as u64),
+            "entries not contiguous after {prev_index}"
+        );
         let last_new = prev_index + ents.len() as u64;
         if let Some(conflict) = self.find_conflict(ents) {
             self.append(&ents[(conflict - prev_index - 1) as usize..])?;
@@ -140,8 +150,14 @@ impl RaftLog {
         Ok(Some(last_new))
     }
 
+    /// Raises the commit index to `index` (never lowers it). Callers pass an index the
+    /// log holds: a commit index beyond the log would hand out entries that do not exist.
     pub fn commit_to(&mut self, index: u64) {
-        let index = index.min(self.last_index());
+        assert!(
+            index <= self.last_index(),
+            "commit {index} beyond last index {}",
+            self.last_index()
+        );
         if index > self.committed {
             self.committed = index;
         }
@@ -150,8 +166,12 @@ impl RaftLog {
     /// Entries `[lo, hi)` but at most `max_entries` and `max_bytes` (always at least one
     /// entry if the range is not empty, so that one large entry still moves).
     pub fn slice(&self, lo: u64, hi: u64, max_entries: usize, max_bytes: usize) -> Vec<Entry> {
-        let lo = lo.max(self.first_index());
-        let hi = hi.min(self.last_index() + 1);
+        assert!(
+            lo >= self.first_index() && hi <= self.last_index() + 1,
+            "slice [{lo}, {hi}) outside the log [{}, {}]",
+            self.first_index(),
+            self.last_index()
+        );
         let mut out = Vec::new();
         let mut bytes = 0usize;
         let mut i = lo;
@@ -170,7 +190,12 @@ impl RaftLog {
     /// The largest index at or below `index` whose term is at most `term`: where the
     /// log can first agree with a peer that reported `(index, term)` (fast backtracking).
     pub fn find_conflict_by_term(&self, index: u64, term: u64) -> u64 {
-        let mut i = index.min(self.last_index());
+        assert!(
+            index <= self.last_index(),
+            "hint {index} beyond last index {}",
+            self.last_index()
+        );
+        let mut i = index;
         while i > self.snapshot.meta.index {
             match self.term(i) {
                 Some(t) if t <= term => return i,
@@ -182,7 +207,15 @@ impl RaftLog {
 
     /// Entries not yet handed out for persistence, marking them handed out.
     pub fn take_unstable(&mut self) -> Vec<Entry> {
-        let from = self.unstable_from.max(self.first_index());
+        // Entries are applied only after they were handed out for persistence, and only
+        // applied entries are compacted, so the cursor never falls below the log.
+        assert!(
+            self.unstable_from >= self.first_index(),
+            "unstable cursor {} below the first index {}",
+            self.unstable_from,
+            self.first_index()
+        );
+        let from = self.unstable_from;
         let ents = if from <= self.last_index() {
             self.entries[(from - self.first_index()) as usize..].to_vec()
         } else {
@@ -193,7 +226,8 @@ impl RaftLog {
     }
 
     pub fn has_unstable(&self) -> bool {
-        self.unstable_from.max(self.first_index()) <= self.last_index()
+        // unstable_from >= first_index: see take_unstable.
+        self.unstable_from <= self.last_index()
     }
 
     /// Committed entries not yet handed out for application, at most `max`.

@@ -144,10 +144,13 @@ impl Progress {
             self.become_probe();
             return true;
         }
-        if self.next_index == 0 || self.next_index - 1 != rejected {
+        // next_index starts at last + 1 >= 1 and only ever moves to some index + 1.
+        assert!(self.next_index >= 1, "next_index 0");
+        if self.next_index - 1 != rejected {
             return false;
         }
-        self.next_index = (rejected.min(hint + 1)).max(self.match_index + 1).max(1);
+        // The hint is at most the rejected index (checked when the message arrived).
+        self.next_index = rejected.min(hint + 1).max(self.match_index + 1);
         self.probe_sent = false;
         true
     }

@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::RaftConfig;
 use crate::log::RaftLog;
-use crate::message::{AppendResult, MessageBody, RaftMessage};
+use crate::message::{
+    AppendResult, MAX_INDEX, MAX_TERM, MAX_TERM_JUMP, MessageBody, MessageDefect, RaftMessage,
+};
 use crate::progress::{PeerProgress, Progress, ProgressState};
 use crate::ready::{RaftEvent, ReadState, Ready};
 use crate::storage::{
@@ -40,6 +42,23 @@ pub struct EntryId {
     pub term: u64,
     /// The log index it was given.
     pub index: u64,
+}
+
+/// What a group counted, for metrics and tests. Every drop of a peer message is here.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftStats {
+    /// Peer messages dropped for any reason: refused (below), for another group or
+    /// node, or impossible against the log (they would overwrite a committed entry).
+    pub messages_dropped: u64,
+    /// Of those, messages refused as [`RaftError::MalformedMessage`]: a value out of
+    /// range, inconsistent or implausible (see [`MessageDefect`]). Nothing of them was
+    /// adopted. Zero in any run without forged or corrupted messages.
+    pub messages_refused: u64,
+    /// Election timeouts that did not start a campaign because the term is at
+    /// [`MAX_TERM`] or the log at [`MAX_INDEX`].
+    pub campaigns_refused_exhausted: u64,
+    /// Proposals refused because their data exceeds [`RaftConfig::max_entry_bytes`].
+    pub proposals_too_large: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -104,7 +123,9 @@ pub struct RaftGroup {
     pending_snapshot_record: Option<Snapshot>,
     pending_restore: Option<Snapshot>,
     incoming_snapshot: Option<IncomingSnapshot>,
-    dropped_messages: u64,
+    stats: RaftStats,
+    /// Whether [`RaftEvent::Exhausted`] was reported (it is, once).
+    exhausted_reported: bool,
 
     /// Ticks since this node became leader (the leader's own clock, for the lease).
     leader_ticks: u64,
@@ -166,6 +187,14 @@ impl RaftGroup {
         };
         let snapshot = state.snapshot.unwrap_or_default();
         let base = snapshot.meta.index;
+        if base > MAX_INDEX || state.entries.len() as u64 > MAX_INDEX - base.min(MAX_INDEX) {
+            return Err(RaftError::InvalidRecoveredState {
+                reason: format!(
+                    "snapshot index {base} with {} entries goes beyond MAX_INDEX ({MAX_INDEX})",
+                    state.entries.len()
+                ),
+            });
+        }
         for (k, e) in state.entries.iter().enumerate() {
             if e.index != base + 1 + k as u64 {
                 return Err(RaftError::LogGap {
@@ -174,9 +203,23 @@ impl RaftGroup {
                 });
             }
         }
-        let pending_restore = (base > 0).then(|| snapshot.clone());
-        let log = RaftLog::new(snapshot, state.entries, state.hard_state.commit);
         let hs = state.hard_state;
+        let last_index = base + state.entries.len() as u64;
+        let invalid = |reason: String| Err(RaftError::InvalidRecoveredState { reason });
+        if hs.term > MAX_TERM {
+            // Only a forged term adopted by an older build gets here.
+            return invalid(format!("term {} is above MAX_TERM ({MAX_TERM})", hs.term));
+        }
+        if hs.commit > last_index {
+            // The commit hint is persisted after the entries it covers, so a lost tail
+            // takes the hint with it; one beyond the log means the records are not ours.
+            return invalid(format!(
+                "commit index {} is beyond the last index {last_index}",
+                hs.commit
+            ));
+        }
+        let pending_restore = (base > 0).then(|| snapshot.clone());
+        let log = RaftLog::new(snapshot, state.entries, hs.commit);
         // Only a node that took part in some term can have acknowledged a leader's
         // heartbeat (its answer waited for the term to be durable).
         let vote_guard_ticks = if config.lease_reads && hs.term > 0 {
@@ -217,7 +260,8 @@ impl RaftGroup {
             pending_snapshot_record: None,
             pending_restore,
             incoming_snapshot: None,
-            dropped_messages: 0,
+            stats: RaftStats::default(),
+            exhausted_reported: false,
             leader_ticks: 0,
             lease_rounds: VecDeque::new(),
             lease_revoked: false,
@@ -364,9 +408,15 @@ impl RaftGroup {
     pub fn transferee(&self) -> Option<NodeId> {
         self.transferee
     }
-    /// Messages dropped because they were malformed, addressed elsewhere or over a limit.
+    /// Messages dropped because they were malformed, addressed elsewhere or over a limit
+    /// (the same as [`RaftStats::messages_dropped`]).
     pub fn dropped_messages(&self) -> u64 {
-        self.dropped_messages
+        self.stats.messages_dropped
+    }
+    /// What this group counted: dropped and refused messages, refused campaigns and
+    /// proposals.
+    pub fn stats(&self) -> RaftStats {
+        self.stats
     }
     /// The configuration.
     pub fn config(&self) -> &RaftConfig {
@@ -562,9 +612,21 @@ impl RaftGroup {
         if let Some(s) = self.pending_snapshot_record.take() {
             records.push(RaftRecord::Snapshot(s));
         }
-        let ents = self.log.take_unstable();
-        if !ents.is_empty() {
-            records.push(RaftRecord::Entries(ents));
+        // One record per message-sized batch, so that no record outgrows what one
+        // AppendEntries carries (and the WAL's record limit with it).
+        let mut batch: Vec<Entry> = Vec::new();
+        let mut batch_bytes = 0usize;
+        for e in self.log.take_unstable() {
+            let size = e.size_bytes();
+            if !batch.is_empty() && batch_bytes.saturating_add(size) > self.cfg.max_bytes_per_msg {
+                records.push(RaftRecord::Entries(std::mem::take(&mut batch)));
+                batch_bytes = 0;
+            }
+            batch_bytes = batch_bytes.saturating_add(size);
+            batch.push(e);
+        }
+        if !batch.is_empty() {
+            records.push(RaftRecord::Entries(batch));
         }
         if hs != self.last_hard_state {
             records.push(RaftRecord::HardState(hs));
@@ -630,6 +692,23 @@ impl RaftGroup {
 
     fn campaign(&mut self, pre_vote: bool, leader_transfer: bool, rng: &mut Rng) {
         if !self.can_campaign() {
+            return;
+        }
+        let last_index = self.log.last_index();
+        if self.term >= MAX_TERM || last_index >= MAX_INDEX {
+            // No term is left to campaign for, or no index for the new leader's no-op.
+            // Only forged values get here (messages beyond the bounds are refused, and
+            // each may raise the term by at most MAX_TERM_JUMP): stay a follower and
+            // say so once.
+            self.stats.campaigns_refused_exhausted += 1;
+            self.election_elapsed = 0;
+            if !self.exhausted_reported {
+                self.exhausted_reported = true;
+                self.events.push(RaftEvent::Exhausted {
+                    term: self.term,
+                    last_index,
+                });
+            }
             return;
         }
         let vote_term = if pre_vote {
@@ -726,7 +805,8 @@ impl RaftGroup {
             data,
         };
         // The new index is last + 1 > committed, so this cannot fail.
-        let _ = self.log.append(std::slice::from_ref(&entry));
+        let appended = self.log.append(std::slice::from_ref(&entry));
+        assert!(appended.is_ok(), "leader append failed: {appended:?}");
         if kind == EntryKind::ConfChange {
             // Thesis §4.1: a configuration takes effect as soon as it is in the log.
             self.recompute_config();
@@ -750,7 +830,7 @@ impl RaftGroup {
             self.maybe_step_down_removed(rng);
         }
         if self.role == Role::Leader {
-            self.leader_ticks += 1;
+            self.leader_ticks = self.leader_ticks.saturating_add(1);
             self.heartbeat_elapsed += 1;
             self.election_elapsed += 1;
             if self.election_elapsed >= self.cfg.election_ticks {
@@ -782,7 +862,8 @@ impl RaftGroup {
                 self.bcast_heartbeat();
             }
         } else {
-            self.election_elapsed += 1;
+            // A learner or a removed node ticks forever without campaigning: saturate.
+            self.election_elapsed = self.election_elapsed.saturating_add(1);
             if self.election_elapsed >= self.randomized_election_ticks && self.can_campaign() {
                 self.campaign(self.cfg.pre_vote, false, rng);
             }
@@ -790,8 +871,17 @@ impl RaftGroup {
     }
 
     /// Proposes a client command. Only a leader accepts; the command is committed iff
-    /// the entry later applied at the returned index carries the returned term.
+    /// the entry later applied at the returned index carries the returned term. A
+    /// command larger than [`RaftConfig::max_entry_bytes`] is refused
+    /// ([`RaftError::EntryTooLarge`]) and never enters the log.
     pub fn propose(&mut self, data: Vec<u8>) -> Result<EntryId, RaftError> {
+        if data.len() > self.cfg.max_entry_bytes {
+            self.stats.proposals_too_large += 1;
+            return Err(RaftError::EntryTooLarge {
+                len_bytes: data.len(),
+                max_bytes: self.cfg.max_entry_bytes,
+            });
+        }
         if self.role != Role::Leader {
             return Err(RaftError::NotLeader {
                 leader: self.leader,
@@ -800,7 +890,11 @@ impl RaftGroup {
         if let Some(to) = self.transferee {
             return Err(RaftError::TransferInProgress { to });
         }
-        let uncommitted = self.log.last_index() - self.log.committed;
+        let last_index = self.log.last_index();
+        if last_index >= MAX_INDEX {
+            return Err(RaftError::LogExhausted { last_index });
+        }
+        let uncommitted = last_index - self.log.committed;
         if uncommitted >= self.cfg.max_uncommitted_entries as u64 {
             return Err(RaftError::TooManyUncommitted {
                 limit: self.cfg.max_uncommitted_entries,
@@ -927,7 +1021,11 @@ impl RaftGroup {
         if self.log.term(self.log.committed) != Some(self.term) {
             return Err(RaftError::NoCommitInTerm { term: self.term });
         }
-        let uncommitted = self.log.last_index() - self.log.committed;
+        let last_index = self.log.last_index();
+        if last_index >= MAX_INDEX {
+            return Err(RaftError::LogExhausted { last_index });
+        }
+        let uncommitted = last_index - self.log.committed;
         if uncommitted >= self.cfg.max_uncommitted_entries as u64 {
             return Err(RaftError::TooManyUncommitted {
                 limit: self.cfg.max_uncommitted_entries,
@@ -942,11 +1040,14 @@ impl RaftGroup {
     }
 
     /// Handles a message from a peer. Errors are messages that cannot belong here
-    /// (another group, another recipient, an unknown sender, an impossible log); the
-    /// caller counts and drops them. Protocol-level staleness is handled silently.
+    /// (another group, another recipient, an unknown sender, an impossible log) and
+    /// messages refused as malformed or implausible ([`RaftError::MalformedMessage`],
+    /// see [`MessageDefect`]: nothing of those is adopted, not even the term); the group
+    /// counts them in [`RaftGroup::stats`] and the caller drops them. Protocol-level
+    /// staleness is handled silently.
     pub fn step(&mut self, msg: RaftMessage, rng: &mut Rng) -> Result<(), RaftError> {
         if msg.group != self.group {
-            self.dropped_messages += 1;
+            self.stats.messages_dropped += 1;
             return Err(RaftError::WrongGroup {
                 expected: self.group,
                 found: msg.group,
@@ -957,26 +1058,140 @@ impl RaftGroup {
         // node's stale messages are harmless (responses from non-members are ignored,
         // votes from non-voters are not counted).
         if msg.to != self.id || msg.from == self.id {
-            self.dropped_messages += 1;
+            self.stats.messages_dropped += 1;
             return Err(RaftError::UnknownPeer {
                 from: msg.from,
                 to: msg.to,
             });
         }
-        if let MessageBody::InstallSnapshot { snapshot, .. } = &msg.body
-            && !snapshot.conf.is_well_formed()
-        {
-            self.dropped_messages += 1;
+        if let Err(defect) = self.check_message(&msg) {
+            self.stats.messages_dropped += 1;
+            self.stats.messages_refused += 1;
+            if let MessageDefect::TermJump { .. } = defect {
+                self.step_towards(&msg, rng);
+            }
             return Err(RaftError::MalformedMessage {
-                reason: format!("snapshot {}: malformed configuration", snapshot.index),
+                from: msg.from,
+                defect,
             });
         }
         let res = self.step_inner(msg, rng);
         if res.is_err() {
-            self.dropped_messages += 1;
+            self.stats.messages_dropped += 1;
         }
         self.maybe_step_down_removed(rng);
         res
+    }
+
+    /// Thesis §4.2.3 (CheckQuorum): a node that heard from a live leader within the
+    /// election timeout (or, in lease mode, restarted less than one ago) ignores vote
+    /// requests of later terms.
+    fn in_lease(&self) -> bool {
+        self.cfg.check_quorum
+            && ((self.leader.is_some() && self.election_elapsed < self.cfg.election_ticks)
+                || self.vote_guard_ticks > 0)
+    }
+
+    /// A message refused for a term more than [`MAX_TERM_JUMP`] ahead: nothing of it is
+    /// adopted, but if its term would have made this node adopt it (Raft §5.1: a node
+    /// that sees a higher term updates its own), the node raises its term by
+    /// `MAX_TERM_JUMP` towards it and becomes a follower of no leader. A bare refusal
+    /// would strand a node that honestly fell that far behind — which only an earlier
+    /// forgery, accepted by a peer, can cause — while raising a term is always safe. So
+    /// lags close in bounded steps, and a forger needs `2^31` accepted messages to push
+    /// a group to [`MAX_TERM`].
+    fn step_towards(&mut self, m: &RaftMessage, rng: &mut Rng) {
+        let would_adopt = match m.body {
+            MessageBody::RequestVote {
+                pre_vote,
+                leader_transfer,
+                ..
+            } => !pre_vote && (leader_transfer || !self.in_lease()),
+            MessageBody::RequestVoteResponse {
+                pre_vote: true,
+                granted: true,
+            } => false,
+            _ => true,
+        };
+        if would_adopt {
+            let term = self.term.saturating_add(MAX_TERM_JUMP).min(MAX_TERM);
+            self.become_follower(term, None, rng);
+        }
+    }
+
+    /// Everything that must hold before a message may touch the state: the stateless
+    /// checks of [`RaftMessage::validate`], a term at most [`MAX_TERM_JUMP`] ahead, and,
+    /// for a message that will be acted on, values that an honest peer derives from what
+    /// this node sent or holds. Each rule is a fact about honest peers, so a refusal
+    /// only ever drops a forged or corrupted message:
+    ///
+    /// * a heartbeat's commit index is `min(commit, match)`, and the follower acknowledged
+    ///   `match` only once it was durable in its log, so it is within the log (§5.3);
+    /// * a follower acknowledges (or rejects at) an index the leader sent it in this
+    ///   term, and a leader's log only grows within its term (Leader Append-Only, §5.3);
+    /// * a heartbeat response echoes a round this leader sent in this term;
+    /// * a snapshot acknowledgement names an offset within the snapshot it was sent.
+    fn check_message(&self, m: &RaftMessage) -> Result<(), MessageDefect> {
+        m.validate(&self.cfg)?;
+        if m.term > self.term.saturating_add(MAX_TERM_JUMP) {
+            return Err(MessageDefect::TermJump {
+                term: m.term,
+                local_term: self.term,
+            });
+        }
+        if m.term < self.term {
+            // Stale: at most answered with our term, never applied.
+            return Ok(());
+        }
+        let last_index = self.log.last_index();
+        let leading = self.role == Role::Leader && m.term == self.term;
+        match &m.body {
+            MessageBody::Heartbeat { leader_commit, .. } if *leader_commit > last_index => {
+                Err(MessageDefect::CommitBeyondLog {
+                    commit: *leader_commit,
+                    last_index,
+                })
+            }
+            MessageBody::AppendEntriesResponse { result } if leading => {
+                let (field, index) = match *result {
+                    AppendResult::Accepted { match_index } => ("match_index", match_index),
+                    AppendResult::Rejected { prev_log_index, .. } => {
+                        ("rejected prev_log_index", prev_log_index)
+                    }
+                };
+                if index > last_index {
+                    return Err(MessageDefect::BeyondLeaderLog {
+                        field,
+                        index,
+                        last_index,
+                    });
+                }
+                Ok(())
+            }
+            MessageBody::HeartbeatResponse { read_round } if leading => {
+                if *read_round > self.read_round {
+                    return Err(MessageDefect::ReadRoundNotSent {
+                        round: *read_round,
+                        latest: self.read_round,
+                    });
+                }
+                Ok(())
+            }
+            MessageBody::InstallSnapshotResponse {
+                snapshot,
+                next_offset,
+            } if leading && *snapshot == self.log.snapshot.meta => {
+                let len_bytes = self.log.snapshot.data.len() as u64;
+                if *next_offset > len_bytes {
+                    return Err(MessageDefect::SnapshotOffsetBeyondData {
+                        offset: *next_offset,
+                        len_bytes,
+                    });
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
     }
 
     fn step_inner(&mut self, m: RaftMessage, rng: &mut Rng) -> Result<(), RaftError> {
@@ -987,11 +1202,7 @@ impl RaftGroup {
                     leader_transfer,
                     ..
                 } => {
-                    let in_lease = self.cfg.check_quorum
-                        && ((self.leader.is_some()
-                            && self.election_elapsed < self.cfg.election_ticks)
-                            || self.vote_guard_ticks > 0);
-                    if in_lease && !leader_transfer {
+                    if self.in_lease() && !leader_transfer {
                         // Thesis §4.2.3: a node that hears from a live leader ignores
                         // disruptive vote requests.
                         return Ok(());
@@ -1075,6 +1286,7 @@ impl RaftGroup {
                 read_round,
             } => {
                 self.follow(m.from, rng);
+                // check_message: within the log.
                 self.log.commit_to(leader_commit);
                 let term = self.term;
                 self.send(m.from, term, MessageBody::HeartbeatResponse { read_round });
@@ -1310,11 +1522,7 @@ impl RaftGroup {
             );
             return;
         }
-        if inc.data.len() + data.len() > self.cfg.max_snapshot_bytes {
-            self.dropped_messages += 1;
-            self.incoming_snapshot = None;
-            return;
-        }
+        // validate: offset + data.len() <= max_snapshot_bytes, and offset == data.len().
         inc.data.extend_from_slice(&data);
         if !done {
             let next_offset = inc.data.len() as u64;
@@ -1414,6 +1622,7 @@ impl RaftGroup {
             return;
         }
         let next = pr.next_index;
+        assert!(next >= 1, "next_index 0 for {to}");
         let prev_log_index = next - 1;
         let Some(prev_log_term) = self.log.term(prev_log_index) else {
             // The entries it needs were compacted: switch to a snapshot (Raft §7).
@@ -1469,8 +1678,16 @@ impl RaftGroup {
             }
             return self.send_snapshot_chunk(to);
         }
-        let start = (pr.snapshot_offset as usize).min(snap.data.len());
-        let end = (start + self.cfg.snapshot_chunk_bytes).min(snap.data.len());
+        // Acknowledged offsets beyond the data are refused in check_message.
+        let start = usize::try_from(pr.snapshot_offset).unwrap_or(usize::MAX);
+        assert!(
+            start <= snap.data.len(),
+            "snapshot offset {start} beyond {} bytes",
+            snap.data.len()
+        );
+        let end = start
+            .saturating_add(self.cfg.snapshot_chunk_bytes)
+            .min(snap.data.len());
         let data = snap.data[start..end].to_vec();
         let done = end == snap.data.len();
         let term = self.term;
@@ -1494,7 +1711,7 @@ impl RaftGroup {
         pr.recent_active = true;
         match result {
             AppendResult::Accepted { match_index } => {
-                let match_index = match_index.min(last_index);
+                // check_message: match_index <= last_index.
                 let old_state = pr.state;
                 if !pr.maybe_update(match_index) && old_state != ProgressState::Probe {
                     return;

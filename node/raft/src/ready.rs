@@ -84,6 +84,14 @@ pub enum RaftEvent {
         /// The term it led.
         term: u64,
     },
+    /// The term reached [`crate::MAX_TERM`], or the log [`crate::MAX_INDEX`]: this node
+    /// no longer campaigns (a leader could not append its no-op). Reported once.
+    Exhausted {
+        /// The term.
+        term: u64,
+        /// The last index of the log.
+        last_index: u64,
+    },
 }
 
 impl RaftEvent {
@@ -122,6 +130,11 @@ impl RaftEvent {
                 learners,
             },
             RaftEvent::SteppedDownRemoved { term } => NodeEvent::LeaderRemoved { group, term },
+            RaftEvent::Exhausted { term, last_index } => NodeEvent::RaftExhausted {
+                group,
+                term,
+                last_index,
+            },
         }
     }
 }

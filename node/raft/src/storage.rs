@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::message::MAX_INDEX;
 use crate::{GroupId, RaftError};
 use kvlab_types::NodeId;
 
@@ -209,8 +210,10 @@ pub struct Entry {
 }
 
 /// A fixed per-entry overhead counted against message byte budgets, so that a stream of
-/// empty commands is bounded too.
-pub const ENTRY_OVERHEAD_BYTES: usize = 24;
+/// empty commands is bounded too. It is an upper bound on what postcard spends on an
+/// entry besides its data (term and index at up to 10 bytes each, the kind, the data
+/// length at up to 10 bytes), so [`Entry::size_bytes`] bounds an entry's encoded size.
+pub const ENTRY_OVERHEAD_BYTES: usize = 32;
 
 impl Entry {
     /// Bytes this entry counts against `max_bytes_per_msg`.
@@ -311,10 +314,29 @@ impl RecoveredState {
     ) -> Result<RecoveredState, RaftError> {
         let mut st = RecoveredState::default();
         for (position, record) in records.into_iter().enumerate() {
+            // Indexes beyond MAX_INDEX were never accepted from the network; refusing
+            // them here keeps the replay's arithmetic from overflowing on a record an
+            // older build may have written.
+            let beyond = |index: u64| {
+                Err(RaftError::CorruptRecord {
+                    position,
+                    reason: format!("index {index} is above MAX_INDEX ({MAX_INDEX})"),
+                })
+            };
             match record {
                 RaftRecord::HardState(hs) => st.hard_state = hs,
-                RaftRecord::Entries(ents) => st.replay_entries(position, ents)?,
-                RaftRecord::Snapshot(snap) => st.replay_snapshot(snap),
+                RaftRecord::Entries(ents) => {
+                    if let Some(e) = ents.iter().find(|e| e.index > MAX_INDEX) {
+                        return beyond(e.index);
+                    }
+                    st.replay_entries(position, ents)?
+                }
+                RaftRecord::Snapshot(snap) => {
+                    if snap.meta.index > MAX_INDEX {
+                        return beyond(snap.meta.index);
+                    }
+                    st.replay_snapshot(snap)
+                }
             }
         }
         Ok(st)

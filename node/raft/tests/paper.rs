@@ -368,7 +368,9 @@ fn follower_with_live_leader_ignores_vote_requests() {
         MessageBody::RequestVote {
             pre_vote: false,
             last_log_index: 100,
-            last_log_term: 100,
+            // A log at least as up to date as the follower's (§5.4.1); a candidate's
+            // log never holds a term above the one it campaigns in.
+            last_log_term: term,
             leader_transfer: false,
         },
     );
@@ -1053,6 +1055,7 @@ fn append_batches_respect_entry_and_byte_limits() {
     let cfg = RaftConfig {
         max_entries_per_msg: 3,
         max_bytes_per_msg: 2 * (100 + ENTRY_OVERHEAD_BYTES),
+        max_entry_bytes: 100,
         ..plain_cfg()
     };
     let mut net = Net::new(3, cfg, 23);

@@ -23,6 +23,21 @@ pub const MAX_INCOMING_UPDATES: usize = 1024;
 /// it sends a nack to the origin (Lifeguard §IV-A: the nack must reach the origin before
 /// its probe ends).
 pub const NACK_TIMEOUT_PERCENT: u64 = 80;
+/// The highest incarnation number accepted from the network. Half the `u64` range, so
+/// that `incarnation + 1` (a refutation) never overflows. A member whose own
+/// incarnation reached it can no longer refute (it reports
+/// `member_incarnation_exhausted` once).
+pub const MAX_INCARNATION: u64 = u64::MAX / 2;
+/// How far an update may move a known member's incarnation (this member's included) in
+/// one step. Honest incarnations grow by one per refutation or restart, so an honest
+/// update is never `2^32` ahead; a forged one far in the future is refused instead of
+/// making the member unable to refute, and reaching [`MAX_INCARNATION`] would take `2^31`
+/// accepted forgeries in a row.
+pub const MAX_INCARNATION_JUMP: u64 = 1 << 32;
+/// The most members (dead and left ones included, until reclaimed) a membership table
+/// holds; an update about an unknown member beyond it is refused and counted, so a flood
+/// of made-up members cannot grow the table without bound.
+pub const MAX_MEMBERS: usize = 1 << 16;
 /// How many membership events a [`crate::Swim`] keeps for [`crate::Swim::drain_events`]
 /// before it drops the oldest (counted in `events_dropped`).
 pub const MAX_PENDING_EVENTS: usize = 65_536;

@@ -73,7 +73,19 @@ pub(crate) struct Cluster {
     pub(crate) log: Vec<Logged>,
     pub(crate) messages_delivered: u64,
     pub(crate) messages_sent: u64,
+    /// Messages sent to ids outside the cluster (a forged member's), dropped.
+    pub(crate) sent_to_unknown: u64,
+    /// When set, keeps up to [`SAMPLED_MESSAGES`] recently sent messages in
+    /// `sent_sample`, for hostile tests to replay.
+    pub(crate) sample_sent: bool,
+    pub(crate) sent_sample: Vec<SwimMsg>,
+    /// Set by tests that inject forged messages. Otherwise every `run_until` checks that
+    /// no member refused an update: honest members never send an implausible one.
+    pub(crate) hostile: bool,
 }
+
+/// How many sent messages `sent_sample` keeps.
+const SAMPLED_MESSAGES: usize = 128;
 
 impl Cluster {
     /// Boots `n` nodes (ids 0..n) at time zero.
@@ -95,6 +107,10 @@ impl Cluster {
             log: Vec::new(),
             messages_delivered: 0,
             messages_sent: 0,
+            sent_to_unknown: 0,
+            sample_sent: false,
+            sent_sample: Vec::new(),
+            hostile: false,
         };
         for id in ids {
             c.slots.push(Slot {
@@ -216,6 +232,15 @@ impl Cluster {
         self.apply_effects(id, out);
     }
 
+    /// Delivers `msg` to `to` now, as if `from` had sent it (a forged or replayed
+    /// packet): no loss, latency or cut applies.
+    pub(crate) fn inject(&mut self, from: NodeId, to: NodeId, msg: &SwimMsg) {
+        self.hostile = true;
+        let bytes = postcard::to_allocvec(msg).expect("encode");
+        let at = self.now;
+        self.schedule(at, Ev::Deliver { from, to, bytes });
+    }
+
     fn schedule(&mut self, at: Time, ev: Ev) {
         self.seq += 1;
         self.heap.push(Reverse((at, self.seq)));
@@ -230,6 +255,18 @@ impl Cluster {
             match e {
                 Effect::Send { to, msg } => {
                     self.messages_sent += 1;
+                    if self.sample_sent {
+                        let k = (self.messages_sent % SAMPLED_MESSAGES as u64) as usize;
+                        if k < self.sent_sample.len() {
+                            self.sent_sample[k] = msg.clone();
+                        } else {
+                            self.sent_sample.push(msg.clone());
+                        }
+                    }
+                    if to.0 as usize >= self.slots.len() {
+                        self.sent_to_unknown += 1;
+                        continue;
+                    }
                     let bytes = postcard::to_allocvec(&msg).expect("encode");
                     if self.cut.contains(&(id, to)) || self.net.random_bool(self.loss) {
                         continue;
@@ -299,6 +336,12 @@ impl Cluster {
             self.step(ev);
         }
         self.now = until;
+        if !self.hostile {
+            for id in self.up_ids() {
+                let refused = self.swim(id).map_or(0, |s| s.counters().updates_refused);
+                assert_eq!(refused, 0, "{id} refused an honest update");
+            }
+        }
     }
 
     /// Runs `d` more.

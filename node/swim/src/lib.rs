@@ -37,6 +37,19 @@
 //! assert_eq!(swim.live_count(), 1);
 //! ```
 //!
+//! ## Hostile input
+//!
+//! Every update a message carries (piggybacked, or a push-pull entry) is checked
+//! before it touches the table: an incarnation above [`MAX_INCARNATION`], or more than
+//! [`MAX_INCARNATION_JUMP`] ahead of what this node knows of itself or of a member it
+//! tracks as live, an address longer than [`MAX_ADDRESS_BYTES`], and a new member
+//! beyond [`MAX_MEMBERS`] are refused and counted in [`SwimCounters`]. So no update can
+//! overflow an incarnation, grow the table without bound, or push a live member's
+//! incarnation to where it can no longer refute, in one step; only acks from the member
+//! probed and nacks from the relays asked count. SWIM is not Byzantine fault tolerant:
+//! a plausible forged suspicion still has to be refuted like a real one, and forged
+//! deaths heal like a partition does (push-pull with dead members and forgotten seeds).
+//!
 //! ## Departures from the papers (and why)
 //!
 //! * Alive with a higher incarnation overrides dead and left (SWIM §4.2 makes "confirm"
@@ -46,8 +59,9 @@
 //!   a stale view from the other side of a partition cannot kill a live member at once.
 //! * Push-pull also contacts one random dead member per interval (like Serf's reconnect)
 //!   — without it, the two sides of a healed partition that declared each other dead
-//!   would never talk again. Healing therefore needs the partition to end before
-//!   `dead_reclaim_ms`.
+//!   would never talk again. Once a dead member is reclaimed (`dead_reclaim_ms`),
+//!   push-pull also contacts a random seed it no longer knows, so sides that forgot
+//!   each other meet again through the seeds.
 //! * A refuting member sends its refutation at once (a `Gossip` message) to its accuser
 //!   and `indirect_probes` random members instead of waiting for its next probe: under
 //!   Lifeguard's local health its probes may be several periods apart.
@@ -70,9 +84,9 @@ mod node;
 mod swim;
 
 pub use config::{
-    LifeguardConfig, MAX_ADDRESS_BYTES, MAX_INCOMING_UPDATES, MAX_INDIRECT_PROBES,
-    MAX_LOCAL_HEALTH, MAX_PENDING_EVENTS, MIN_PIGGYBACK_BYTES, NACK_TIMEOUT_PERCENT, SwimConfig,
-    dynamic_suspicion_timeout,
+    LifeguardConfig, MAX_ADDRESS_BYTES, MAX_INCARNATION, MAX_INCARNATION_JUMP,
+    MAX_INCOMING_UPDATES, MAX_INDIRECT_PROBES, MAX_LOCAL_HEALTH, MAX_MEMBERS, MAX_PENDING_EVENTS,
+    MIN_PIGGYBACK_BYTES, NACK_TIMEOUT_PERCENT, SwimConfig, dynamic_suspicion_timeout,
 };
 pub use error::SwimError;
 pub use member::{Member, MembershipEvent, SwimCounters};
@@ -85,5 +99,7 @@ pub use swim::{
 
 #[cfg(test)]
 mod harness;
+#[cfg(test)]
+mod hostile_tests;
 #[cfg(test)]
 mod tests;

@@ -205,7 +205,8 @@ pub struct SwimCounters {
     pub probes_started: u64,
     /// Probes that got no ack within the period.
     pub probes_failed: u64,
-    /// Acks that matched no probe or relay (late, duplicated).
+    /// Acks and nacks that matched no probe or relay (late, duplicated, or not from the
+    /// member probed or a relay asked).
     pub stale_acks: u64,
     /// Nacks received for this node's probes.
     pub nacks_received: u64,
@@ -227,6 +228,14 @@ pub struct SwimCounters {
     pub relays_refused: u64,
     /// Incoming updates ignored (address too long, beyond `MAX_INCOMING_UPDATES`).
     pub updates_rejected: u64,
+    /// Incoming updates refused as implausible: an incarnation above
+    /// `MAX_INCARNATION` or more than `MAX_INCARNATION_JUMP` ahead of the member's
+    /// known one, or a new member beyond `MAX_MEMBERS`. Zero without forged or
+    /// corrupted messages.
+    pub updates_refused: u64,
+    /// Refutations that could not happen because this member's incarnation is at
+    /// `MAX_INCARNATION`.
+    pub refutations_exhausted: u64,
     /// Pings meant for another member (stale identity).
     pub misdirected: u64,
     /// Alive updates at the same incarnation with another address (ignored).

@@ -5,7 +5,7 @@ use kvlab_types::{
     ClientError, ClientRequest, Cx, NodeEvent, NodeId, Out, Protocol, Recovery, TimerId,
 };
 
-use crate::{Swim, SwimConfig, SwimMsg, recover_incarnation};
+use crate::{MAX_INCARNATION, Swim, SwimConfig, SwimMsg, recover_incarnation};
 
 /// When no seeds are configured, [`SwimNode`] joins through this many of the
 /// lowest-numbered peers (itself excluded).
@@ -65,7 +65,17 @@ impl Protocol for SwimNode {
                 reason: format!("member {}: {e}", cx.id),
             });
         }
-        let incarnation = rec.highest.map_or(0, |h| h.saturating_add(1));
+        // A persisted incarnation at the ceiling (only a forged one adopted by an older
+        // build gets there) is kept at it: peers refuse anything above.
+        let incarnation = rec
+            .highest
+            .map_or(0, |h| h.saturating_add(1).min(MAX_INCARNATION));
+        if rec.highest.is_some_and(|h| h >= MAX_INCARNATION) {
+            out.event(NodeEvent::IncarnationExhausted {
+                member: cx.id,
+                incarnation,
+            });
+        }
         let mut config = config.clone();
         if config.seeds.is_empty() {
             let mut sorted: Vec<NodeId> = peers.iter().copied().filter(|p| *p != cx.id).collect();

@@ -11,8 +11,8 @@ use rand::seq::SliceRandom;
 
 use crate::broadcast::BroadcastQueue;
 use crate::config::{
-    MAX_ADDRESS_BYTES, MAX_INCOMING_UPDATES, MAX_PENDING_EVENTS, NACK_TIMEOUT_PERCENT,
-    dynamic_suspicion_timeout,
+    MAX_ADDRESS_BYTES, MAX_INCARNATION, MAX_INCARNATION_JUMP, MAX_INCOMING_UPDATES, MAX_MEMBERS,
+    MAX_PENDING_EVENTS, NACK_TIMEOUT_PERCENT, dynamic_suspicion_timeout,
 };
 use crate::{
     Member, MemberSnapshot, MemberState, MembershipEvent, SwimBody, SwimConfig, SwimCounters,
@@ -128,12 +128,17 @@ struct Probe {
     indirect_sent: bool,
     expected_nacks: u32,
     nacks: u32,
+    /// The relays asked to probe indirectly that have not nacked yet: only their acks
+    /// and nacks (and the target's ack) count for this probe.
+    relays: Vec<NodeId>,
 }
 
 #[derive(Debug, Clone)]
 struct Relay {
     origin: NodeId,
     origin_seq: u64,
+    /// The member pinged on the origin's behalf: only its ack is forwarded.
+    target: NodeId,
     nacked: bool,
 }
 
@@ -164,6 +169,8 @@ pub struct Swim {
     join_attempts: u32,
     events: VecDeque<MembershipEvent>,
     counters: SwimCounters,
+    /// Whether `member_incarnation_exhausted` was reported (it is, once).
+    incarnation_exhausted_reported: bool,
 }
 
 impl Swim {
@@ -217,6 +224,7 @@ impl Swim {
             join_attempts: 0,
             events: VecDeque::new(),
             counters: SwimCounters::default(),
+            incarnation_exhausted_reported: false,
         })
     }
 
@@ -381,7 +389,9 @@ impl Swim {
             self.counters.updates_rejected += (updates.len() - MAX_INCOMING_UPDATES) as u64;
         }
         for u in updates.into_iter().take(MAX_INCOMING_UPDATES) {
-            self.apply(cx, out, u);
+            if self.admit(&u) {
+                self.apply(cx, out, u);
+            }
         }
         match body {
             SwimBody::Ping { seq, target } => {
@@ -392,11 +402,18 @@ impl Swim {
                 self.counters.acks_sent += 1;
                 self.send(out, from, SwimBody::Ack { seq }, Vec::new());
             }
-            SwimBody::Ack { seq } => self.on_ack(out, seq),
+            SwimBody::Ack { seq } => self.on_ack(out, from, seq),
             SwimBody::Nack { seq } => {
-                if let Some(p) = self.probe.as_mut().filter(|p| p.seq == seq && !p.acked) {
-                    p.nacks += 1;
+                // Only a relay this probe asked, once: a forged flood of nacks cannot
+                // hide the missing ones from local health (Lifeguard §IV-A).
+                if let Some(p) = self.probe.as_mut().filter(|p| p.seq == seq && !p.acked)
+                    && let Some(k) = p.relays.iter().position(|&r| r == from)
+                {
+                    p.relays.swap_remove(k);
+                    p.nacks = p.nacks.saturating_add(1);
                     self.counters.nacks_received += 1;
+                } else {
+                    self.counters.stale_acks += 1;
                 }
             }
             SwimBody::PingReq { seq, target } => self.on_ping_req(out, from, seq, target),
@@ -481,6 +498,7 @@ impl Swim {
                 indirect_sent: false,
                 expected_nacks: 0,
                 nacks: 0,
+                relays: Vec::new(),
             });
             self.counters.probes_started += 1;
             let buddy = self.buddy_prefix(target);
@@ -572,14 +590,22 @@ impl Swim {
         }
     }
 
-    fn on_ack(&mut self, out: &mut Out<SwimMsg>, seq: u64) {
-        if let Some(p) = self.probe.as_mut().filter(|p| p.seq == seq && !p.acked) {
+    /// An ack counts for the current probe if it comes from the target or from a relay
+    /// this probe asked; for a relay this node runs, if it comes from the relay's target.
+    fn on_ack(&mut self, out: &mut Out<SwimMsg>, from: NodeId, seq: u64) {
+        if let Some(p) = self
+            .probe
+            .as_mut()
+            .filter(|p| p.seq == seq && !p.acked && (from == p.target || p.relays.contains(&from)))
+        {
             p.acked = true;
             out.cancel_timer(timer(T_ACK, seq));
             self.adjust_health(-1);
             return;
         }
-        if let Some(r) = self.relays.remove(&seq) {
+        if self.relays.get(&seq).is_some_and(|r| r.target == from)
+            && let Some(r) = self.relays.remove(&seq)
+        {
             out.cancel_timer(timer(T_RELAY, seq));
             self.counters.acks_sent += 1;
             self.send(
@@ -610,6 +636,7 @@ impl Swim {
         if let Some(p) = self.probe.as_mut() {
             p.indirect_sent = true;
             p.expected_nacks = relays.len() as u32;
+            p.relays = relays.clone();
         }
         for r in relays {
             self.counters.ping_reqs_sent += 1;
@@ -633,6 +660,7 @@ impl Swim {
             Relay {
                 origin,
                 origin_seq: seq,
+                target,
                 nacked: false,
             },
         );
@@ -727,6 +755,43 @@ impl Swim {
 
     // ----- the precedence rules (SWIM §4.2) ----------------------------------------
 
+    /// Whether an update that came off the wire may reach the table (the crate docs'
+    /// "Hostile input"): its incarnation within [`MAX_INCARNATION`] and, for this member
+    /// and for members it tracks as live, at most [`MAX_INCARNATION_JUMP`] ahead of what
+    /// it knows; no new member beyond [`MAX_MEMBERS`]. A refusal is counted in
+    /// `updates_refused`.
+    ///
+    /// The relative bound is not applied to dead, left or unknown members: this node no
+    /// longer follows their incarnation, so its record may be arbitrarily stale — a
+    /// member pushed a jump ahead by a forgery that others believed must still be able
+    /// to come back here (an alive of a higher incarnation overrides dead and left).
+    fn admit(&mut self, u: &Update) -> bool {
+        let member = u.member();
+        let incarnation = u.incarnation();
+        let known = if member == self.id {
+            Some(self.incarnation)
+        } else {
+            self.members
+                .get(&member)
+                .filter(|m| m.state.is_live())
+                .map(|m| m.incarnation)
+        };
+        let plausible = incarnation <= MAX_INCARNATION
+            && match known {
+                Some(k) => incarnation <= k.saturating_add(MAX_INCARNATION_JUMP),
+                // Only an alive update adds a member (the others ignore unknown ones).
+                None => {
+                    !matches!(u, Update::Alive { .. })
+                        || self.members.contains_key(&member)
+                        || self.members.len() < MAX_MEMBERS
+                }
+            };
+        if !plausible {
+            self.counters.updates_refused += 1;
+        }
+        plausible
+    }
+
     /// Applies one update with the precedence rules of SWIM §4.2, extended so that a
     /// higher incarnation also revives a dead or left member (memberlist; this is how a
     /// restarted member rejoins) and so that dead/left override only incarnations up to
@@ -817,7 +882,22 @@ impl Swim {
     }
 
     fn refute(&mut self, out: &mut Out<SwimMsg>, seen: u64, accused: bool) {
-        self.incarnation = seen.saturating_add(1);
+        // `admit` keeps `seen` within MAX_INCARNATION, so `seen + 1` cannot overflow; it
+        // may still pass the bound, which peers would refuse: then there is nothing left
+        // to refute with.
+        let next = seen + 1;
+        if next > MAX_INCARNATION {
+            self.counters.refutations_exhausted += 1;
+            if !self.incarnation_exhausted_reported {
+                self.incarnation_exhausted_reported = true;
+                out.event(NodeEvent::IncarnationExhausted {
+                    member: self.id,
+                    incarnation: self.incarnation,
+                });
+            }
+            return;
+        }
+        self.incarnation = next;
         if let Some(me) = self.members.get_mut(&self.id) {
             me.incarnation = self.incarnation;
         }
@@ -1145,7 +1225,11 @@ impl Swim {
     /// Every push-pull interval: a full state exchange with one random live member;
     /// also one with a random dead member (so that the two sides of a healed partition,
     /// which declared each other dead, find each other again, as Serf's reconnect does),
-    /// or with a seed when no member is live.
+    /// or with a seed when no member is live; and one with a random seed this member no
+    /// longer knows at all (reclaimed after `dead_reclaim_ms`), so that two sides that
+    /// forgot each other — a partition longer than the reclaim time, or deaths a forger
+    /// made them believe while made-up members kept them from feeling alone — meet again
+    /// through the seeds.
     fn on_push_pull_tick(&mut self, cx: &mut Cx<'_>, out: &mut Out<SwimMsg>) {
         if self.left || self.config.push_pull_interval_ms == 0 {
             return;
@@ -1165,6 +1249,18 @@ impl Swim {
         if !dead.is_empty() {
             let i = cx.rng.random_range(0..dead.len());
             self.send_push_pull(cx, out, dead[i], false, false);
+        }
+        if !live.is_empty() {
+            let forgotten: Vec<NodeId> = self
+                .seeds
+                .iter()
+                .copied()
+                .filter(|s| !self.members.contains_key(s))
+                .collect();
+            if !forgotten.is_empty() {
+                let i = cx.rng.random_range(0..forgotten.len());
+                self.send_push_pull(cx, out, forgotten[i], false, false);
+            }
         }
         out.set_timer(
             timer(T_PUSH_PULL, 0),
@@ -1249,7 +1345,9 @@ impl Swim {
                     incarnation: m.incarnation,
                 },
             };
-            self.apply(cx, out, u);
+            if self.admit(&u) {
+                self.apply(cx, out, u);
+            }
         }
     }
 

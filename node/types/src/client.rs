@@ -1,6 +1,22 @@
 //! The client API every kvlab system serves: single-key read, write, compare-and-set and
 //! delete, each tagged with a [`RequestId`] so that a retried request is applied at most
 //! once.
+//!
+//! ## Limits
+//!
+//! A request is checked at the edge, before it reaches a log: [`ClientRequest::validate`]
+//! refuses a key longer than [`MAX_KEY_BYTES`], and every system answers such a request
+//! with the definite [`ClientError::Invalid`]. Values are `i64` and request ids two
+//! `u64`s, so the key is the only field whose size a client chooses, and a valid
+//! request encodes (postcard) in at most [`MAX_REQUEST_BYTES`] — 4 KiB and change. That is
+//! far below what the layers underneath carry in one piece, so a valid request always
+//! fits:
+//!
+//! * one write-ahead-log record: kvlab-storage's `MAX_RECORD_BYTES` (4 MiB);
+//! * one peer message: kvlab-transport's frame (`DEFAULT_MAX_FRAME_BYTES`, 1 MiB by
+//!   default), which carries a forwarded request or a Raft AppendEntries;
+//! * one Raft entry: kvlab-raft's `RaftConfig::max_entry_bytes` (64 KiB by default), which
+//!   kvlab-node's `raft` system requires to hold any valid request.
 
 use serde::{Deserialize, Serialize};
 
@@ -8,6 +24,18 @@ use crate::NodeId;
 
 /// A key. Workloads name keys `k0`, `k1`, …
 pub type Key = String;
+
+/// The longest key any system accepts, in bytes (of its UTF-8 encoding).
+pub const MAX_KEY_BYTES: usize = 4 << 10;
+
+/// An upper bound on the postcard-encoded size of a request that passes
+/// [`ClientRequest::validate`]: the key plus every other field at its longest varint
+/// (the request id, the operation tag, the key's length, a cas's two values).
+pub const MAX_REQUEST_BYTES: usize = MAX_KEY_BYTES + REQUEST_OVERHEAD_BYTES;
+
+/// What a request encodes to besides its key's bytes, at most: two `u64` ids (10 bytes
+/// each), the operation tag (1), the key length (10), an `Option<i64>` and an `i64` (21).
+const REQUEST_OVERHEAD_BYTES: usize = 64;
 /// A value. Workloads write unique values so that a checker can tell writes apart.
 pub type Value = i64;
 
@@ -64,6 +92,17 @@ impl KvOp {
             | KvOp::Delete { key } => key,
         }
     }
+    /// Checks the operation's sizes against the [limits](self#limits).
+    pub fn validate(&self) -> Result<(), InvalidRequest> {
+        let len = self.key().len();
+        if len > MAX_KEY_BYTES {
+            return Err(InvalidRequest::KeyTooLong {
+                len_bytes: len as u64,
+                max_bytes: MAX_KEY_BYTES as u64,
+            });
+        }
+        Ok(())
+    }
     /// Whether the operation never changes the store.
     pub fn is_read_only(&self) -> bool {
         matches!(self, KvOp::Read { .. })
@@ -86,6 +125,68 @@ pub struct ClientRequest {
     pub id: RequestId,
     /// What to do.
     pub op: KvOp,
+}
+
+impl ClientRequest {
+    /// Checks the request against the [limits](self#limits); every system calls it before
+    /// the request can reach a log, and answers a refusal with [`ClientError::Invalid`].
+    pub fn validate(&self) -> Result<(), InvalidRequest> {
+        self.op.validate()
+    }
+}
+
+/// Why a request is refused as invalid. It surely did not take effect, and retrying it
+/// unchanged cannot help.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum InvalidRequest {
+    /// The key is longer than [`MAX_KEY_BYTES`].
+    KeyTooLong {
+        /// The key's length.
+        len_bytes: u64,
+        /// [`MAX_KEY_BYTES`].
+        max_bytes: u64,
+    },
+    /// The encoded command is larger than the system can replicate in one piece (a Raft
+    /// entry's `max_entry_bytes`).
+    CommandTooLarge {
+        /// The encoded command's length.
+        len_bytes: u64,
+        /// The limit.
+        max_bytes: u64,
+    },
+    /// The request id was already used by this client for a different operation; the
+    /// session table answers a retry only if it is the same operation.
+    RequestIdReused {
+        /// The client.
+        client: u64,
+        /// The reused sequence number.
+        seq: u64,
+    },
+}
+
+impl std::fmt::Display for InvalidRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InvalidRequest::KeyTooLong {
+                len_bytes,
+                max_bytes,
+            } => write!(
+                f,
+                "key of {len_bytes} bytes exceeds MAX_KEY_BYTES ({max_bytes})"
+            ),
+            InvalidRequest::CommandTooLarge {
+                len_bytes,
+                max_bytes,
+            } => write!(
+                f,
+                "command of {len_bytes} bytes exceeds the entry limit ({max_bytes})"
+            ),
+            InvalidRequest::RequestIdReused { client, seq } => write!(
+                f,
+                "request {seq} of client {client} was already used for another operation"
+            ),
+        }
+    }
 }
 
 /// What a successful operation returns.
@@ -119,6 +220,12 @@ pub enum ClientError {
         /// Why, for a person.
         reason: String,
     },
+    /// The request itself is refused (too large, a reused request id with another
+    /// operation): it surely did not take effect, and retrying it unchanged cannot help.
+    Invalid {
+        /// What is wrong with it.
+        reason: InvalidRequest,
+    },
 }
 
 impl ClientError {
@@ -147,8 +254,79 @@ impl std::fmt::Display for ClientError {
                 None => write!(f, "unavailable: {reason}"),
             },
             ClientError::Indeterminate { reason } => write!(f, "indeterminate: {reason}"),
+            ClientError::Invalid { reason } => write!(f, "invalid request: {reason}"),
         }
     }
 }
 
 impl std::error::Error for ClientError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(len: usize) -> Key {
+        "k".repeat(len)
+    }
+
+    #[test]
+    fn a_key_up_to_max_key_bytes_is_valid_and_one_byte_more_is_not() {
+        let ok = ClientRequest {
+            id: RequestId { client: 1, seq: 1 },
+            op: KvOp::Write {
+                key: key(MAX_KEY_BYTES),
+                value: 1,
+            },
+        };
+        assert_eq!(ok.validate(), Ok(()));
+        let long = ClientRequest {
+            op: KvOp::Read {
+                key: key(MAX_KEY_BYTES + 1),
+            },
+            ..ok
+        };
+        assert_eq!(
+            long.validate(),
+            Err(InvalidRequest::KeyTooLong {
+                len_bytes: MAX_KEY_BYTES as u64 + 1,
+                max_bytes: MAX_KEY_BYTES as u64,
+            })
+        );
+        let e = ClientError::Invalid {
+            reason: long.validate().unwrap_err(),
+        };
+        assert!(e.is_definite());
+        assert!(e.to_string().contains("MAX_KEY_BYTES"), "{e}");
+    }
+
+    #[test]
+    fn the_largest_valid_request_encodes_within_max_request_bytes() {
+        let id = RequestId {
+            client: u64::MAX,
+            seq: u64::MAX,
+        };
+        let ops = [
+            KvOp::Read {
+                key: key(MAX_KEY_BYTES),
+            },
+            KvOp::Write {
+                key: key(MAX_KEY_BYTES),
+                value: i64::MIN,
+            },
+            KvOp::Cas {
+                key: key(MAX_KEY_BYTES),
+                expected: Some(i64::MIN),
+                new: i64::MAX,
+            },
+            KvOp::Delete {
+                key: key(MAX_KEY_BYTES),
+            },
+        ];
+        for op in ops {
+            let req = ClientRequest { id, op };
+            req.validate().unwrap();
+            let len = postcard::to_allocvec(&req).unwrap().len();
+            assert!(len <= MAX_REQUEST_BYTES, "{len} > {MAX_REQUEST_BYTES}");
+        }
+    }
+}

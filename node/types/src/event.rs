@@ -150,12 +150,27 @@ pub enum NodeEvent {
     },
     /// A peer message was refused before it reached the protocol state (a term or index
     /// out of range, a sender that disagrees with the transport, …). Counted, never
-    /// applied.
+    /// applied. Refusals can come in floods, so a node reports only some of them (kvlab's
+    /// systems: the 1st, 2nd, 4th, 8th, … refusal); `refused_total` counts them all.
     MessageRefused {
         /// The claimed sender.
         from: NodeId,
         /// Why.
         reason: String,
+        /// Messages this node refused so far, this one included.
+        refused_total: u64,
+    },
+    /// A group's term reached the ceiling (kvlab-raft's `MAX_TERM`), or its log the
+    /// highest index (`MAX_INDEX`): this node no longer campaigns in it. Only forged or
+    /// corrupted values get here; reported once.
+    #[serde(rename = "raft_exhausted")]
+    RaftExhausted {
+        /// The group.
+        group: GroupId,
+        /// The term.
+        term: u64,
+        /// The last index of the log.
+        last_index: u64,
     },
 
     // ----- operator commands -------------------------------------------------------
@@ -284,6 +299,16 @@ pub enum NodeEvent {
         /// Whether someone accused it (as opposed to a stale rumour).
         accused: bool,
     },
+    /// This member's incarnation reached the ceiling (kvlab-swim's `MAX_INCARNATION`):
+    /// it can no longer refute a suspicion at that incarnation. Only forged or corrupted
+    /// incarnations get here; reported once.
+    #[serde(rename = "member_incarnation_exhausted")]
+    IncarnationExhausted {
+        /// This member.
+        member: NodeId,
+        /// Its incarnation.
+        incarnation: u64,
+    },
     /// Joining through the seeds failed after every attempt.
     SwimJoinFailed {
         /// Attempts made.
@@ -310,6 +335,7 @@ impl NodeEvent {
             NodeEvent::NodeRemoved { .. } => "node_removed",
             NodeEvent::BadCommand { .. } => "bad_command",
             NodeEvent::MessageRefused { .. } => "message_refused",
+            NodeEvent::RaftExhausted { .. } => "raft_exhausted",
             NodeEvent::AdminProposed { .. } => "admin_proposed",
             NodeEvent::AdminRefused { .. } => "admin_refused",
             NodeEvent::AdminUnsupported { .. } => "admin_unsupported",
@@ -325,6 +351,7 @@ impl NodeEvent {
             NodeEvent::MemberAddressChanged { .. } => "member_address_changed",
             NodeEvent::MemberReclaimed { .. } => "member_reclaimed",
             NodeEvent::MemberRefuted { .. } => "member_refuted",
+            NodeEvent::IncarnationExhausted { .. } => "member_incarnation_exhausted",
             NodeEvent::SwimJoinFailed { .. } => "swim_join_failed",
         }
     }
@@ -343,7 +370,8 @@ impl NodeEvent {
             | NodeEvent::ConfigCommitted { group, .. }
             | NodeEvent::LeaderRemoved { group, .. }
             | NodeEvent::NodeRemoved { group, .. }
-            | NodeEvent::BadCommand { group, .. } => Some(*group),
+            | NodeEvent::BadCommand { group, .. }
+            | NodeEvent::RaftExhausted { group, .. } => Some(*group),
             NodeEvent::AdminProposed { command, .. }
             | NodeEvent::AdminRefused { command, .. }
             | NodeEvent::AdminUnsupported { command } => Some(command.group),
@@ -390,6 +418,10 @@ impl NodeEvent {
                 member,
                 incarnation,
                 ..
+            }
+            | NodeEvent::IncarnationExhausted {
+                member,
+                incarnation,
             } => Some((*member, *incarnation)),
             _ => None,
         }
@@ -468,6 +500,12 @@ mod tests {
             NodeEvent::MessageRefused {
                 from: n,
                 reason: "x".into(),
+                refused_total: 1,
+            },
+            NodeEvent::RaftExhausted {
+                group: g,
+                term: 1,
+                last_index: 1,
             },
             NodeEvent::AdminProposed {
                 command: cmd,
@@ -529,6 +567,10 @@ mod tests {
                 member: n,
                 incarnation: 1,
                 accused: true,
+            },
+            NodeEvent::IncarnationExhausted {
+                member: n,
+                incarnation: 1,
             },
             NodeEvent::SwimJoinFailed {
                 attempts: 3,

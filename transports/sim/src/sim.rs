@@ -368,6 +368,32 @@ impl<P: Protocol> Sim<P> {
         self.queue.push(at, Event::ClientArrive { node: idx, req });
     }
 
+    /// Delivers `msg` to `to` as if `from` had sent it — a forged, corrupted or replayed
+    /// packet — at the current instant, as the next event (a paused node when it
+    /// resumes). It bypasses latency and every fault rule, and is counted like any
+    /// delivered message. Returns `Ok(false)`, and the message is lost, if `to` is down.
+    /// For hostile-input tests: nothing in a run's spec can inject.
+    pub fn inject(&mut self, from: NodeId, to: NodeId, msg: P::Msg) -> Result<bool, SimError> {
+        let idx = self.index_of(to).ok_or(SimError::UnknownNode(to))?;
+        let slot = &self.slots[idx];
+        if slot.proto.is_none() {
+            return Ok(false);
+        }
+        let incarnation = slot.incarnation;
+        self.invalidate_stats();
+        self.stats.messages_in_flight += 1;
+        self.queue.push(
+            self.now.0,
+            Event::Deliver {
+                from,
+                to: idx,
+                incarnation,
+                msg,
+            },
+        );
+        Ok(true)
+    }
+
     /// An operator sends `cmd` to `node` ([`Protocol::on_admin`]); the node handles it at
     /// the current instant, as the next event (a paused node when it resumes). Returns
     /// `Ok(false)`, and the command is lost, if the node is down, as an admin request to a

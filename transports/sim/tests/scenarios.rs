@@ -41,6 +41,34 @@ fn messages_to_self_are_delivered_after_network_latency() {
 }
 
 #[test]
+fn injected_message_arrives_at_once_past_every_rule_and_is_lost_at_a_down_node() {
+    let mut s = sim(exact_config(), 3);
+    s.add_rule(FaultRule::Partition {
+        a: vec![NodeId(1)],
+        b: vec![NodeId(2)],
+    });
+    run(&mut s, ms(2.0));
+    // A packet "from n1" that n1 never sent: no latency, no partition.
+    assert!(
+        s.inject(NodeId(1), NodeId(2), Msg::Ping(-1))
+            .expect("known node")
+    );
+    run(&mut s, ms(2.0));
+    assert_eq!(received(&s, 2), vec![(NodeId(1), Msg::Ping(-1), ms(2.0))]);
+    assert_eq!(s.stats().messages_delivered, 1);
+    assert_eq!(s.stats().messages_in_flight, 0);
+    s.crash(NodeId(3));
+    assert!(
+        !s.inject(NodeId(1), NodeId(3), Msg::Ping(-2))
+            .expect("known node")
+    );
+    assert!(matches!(
+        s.inject(NodeId(1), NodeId(9), Msg::Ping(-3)),
+        Err(SimError::UnknownNode(NodeId(9)))
+    ));
+}
+
+#[test]
 fn replies_reach_the_client_after_client_latency_and_clock_ends_at_deadline() {
     let mut s = sim(exact_config(), 1);
     s.submit(NodeId(1), read(1));

@@ -4,7 +4,7 @@ use std::ops::ControlFlow;
 use std::time::Duration;
 
 use kvlab_types::{
-    ClientRequest, Cx, GroupId, NodeEvent, NodeId, Out, Protocol, Recovery, TimerId,
+    ClientError, ClientRequest, Cx, GroupId, NodeEvent, NodeId, Out, Protocol, Recovery, TimerId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +44,8 @@ pub struct AsyncPrimary {
     forwarder: Forwarder,
     /// Updates the primary has shipped, or the highest one a backup has applied.
     seq: u64,
+    /// Replicated updates a backup refused as invalid (a key over `MAX_KEY_BYTES`).
+    refused_messages: u64,
 }
 
 impl AsyncPrimary {
@@ -52,12 +54,22 @@ impl AsyncPrimary {
         &self.kv
     }
 
+    /// Replicated updates this backup refused as invalid.
+    pub fn refused_messages(&self) -> u64 {
+        self.refused_messages
+    }
+
     fn update_at_primary(
         &mut self,
         req: ClientRequest,
         reply_to: Option<NodeId>,
         out: &mut Out<BaselineMsg>,
     ) {
+        if let Err(reason) = req.validate() {
+            // Refused before it reaches the log or the backups.
+            answer(req.id, Err(ClientError::Invalid { reason }), reply_to, out);
+            return;
+        }
         let result = self.kv.apply(req.id, &req.op);
         if result.is_ok() && !req.op.is_read_only() {
             if let Ok(bytes) = UpdateRecord::encode(req.id, &req.op) {
@@ -102,6 +114,7 @@ impl Protocol for AsyncPrimary {
             kv: KvStore::default(),
             forwarder: Forwarder::new(Duration::from_millis(config.forward_timeout_ms)),
             seq: 0,
+            refused_messages: 0,
         };
         if cx.id == primary {
             let records = recovered.group(GroupId::DEFAULT).records;
@@ -132,6 +145,10 @@ impl Protocol for AsyncPrimary {
             BaselineMsg::Forward(ForwardMsg::ForwardReply { resp }) => {
                 self.forwarder.on_reply(resp, out)
             }
+            BaselineMsg::Replicate { op, .. } if op.validate().is_err() => {
+                // The primary never ships an invalid update: forged or corrupted.
+                self.refused_messages += 1;
+            }
             BaselineMsg::Replicate { seq, id, op } if cx.id != self.primary => {
                 if seq > self.seq {
                     // Gaps are skipped, not repaired: that is this design's weakness.
@@ -148,7 +165,9 @@ impl Protocol for AsyncPrimary {
     }
 
     fn on_client(&mut self, cx: &mut Cx<'_>, req: ClientRequest, out: &mut Out<BaselineMsg>) {
-        if req.op.is_read_only() {
+        if let Err(reason) = req.validate() {
+            out.reply(req.id, Err(ClientError::Invalid { reason }));
+        } else if req.op.is_read_only() {
             // Any node answers reads from its own, possibly stale, copy.
             let result = self.kv.apply_op(&req.op);
             out.reply(req.id, result);

@@ -280,6 +280,59 @@ mod tests {
     }
 
     #[test]
+    fn oversized_keys_are_refused_before_the_log_by_both_baselines() {
+        // The reported sizes: 5,000,000 bytes (over the WAL's 4 MiB record limit) and
+        // 1 MiB (over the peer frame), and the first size over MAX_KEY_BYTES.
+        for len in [5_000_000, 1 << 20, kvlab_types::MAX_KEY_BYTES + 1] {
+            let big = req(
+                1,
+                KvOp::Write {
+                    key: "k".repeat(len),
+                    value: 1,
+                },
+            );
+            let refused = |out: &Out<BaselineMsg>| match out.effects() {
+                [Effect::Reply(r)] => matches!(
+                    r.result,
+                    Err(ClientError::Invalid {
+                        reason: kvlab_types::InvalidRequest::KeyTooLong { .. }
+                    })
+                ),
+                _ => false,
+            };
+            for id in [1, 2] {
+                let (mut n, _) = boot::<Single>(id, &SingleConfig::default(), Recovery::default());
+                let out = client(&mut n, id, big.clone());
+                assert!(refused(&out), "single n{id}: {:?}", names(&out));
+                let (mut n, _) =
+                    boot::<AsyncPrimary>(id, &AsyncPrimaryConfig::default(), Recovery::default());
+                let out = client(&mut n, id, big.clone());
+                assert!(refused(&out), "async-primary n{id}: {:?}", names(&out));
+            }
+        }
+        // A forged replicated update with such a key is refused by a backup.
+        let (mut n, _) =
+            boot::<AsyncPrimary>(2, &AsyncPrimaryConfig::default(), Recovery::default());
+        let mut rng = seeded_rng(1);
+        let mut out = Out::new();
+        n.on_msg(
+            &mut Cx::new(NodeId(2), Time::ZERO, &mut rng),
+            NodeId(1),
+            BaselineMsg::Replicate {
+                seq: 1,
+                id: RequestId { client: 1, seq: 1 },
+                op: KvOp::Write {
+                    key: "k".repeat(kvlab_types::MAX_KEY_BYTES + 1),
+                    value: 1,
+                },
+            },
+            &mut out,
+        );
+        assert_eq!(n.refused_messages(), 1);
+        assert!(n.store().is_empty());
+    }
+
+    #[test]
     fn async_primary_acknowledges_before_syncing_and_replicates() {
         let (mut n, _) =
             boot::<AsyncPrimary>(1, &AsyncPrimaryConfig::default(), Recovery::default());

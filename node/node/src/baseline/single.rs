@@ -59,6 +59,11 @@ impl Single {
     }
 
     fn serve(&mut self, req: ClientRequest, reply_to: Option<NodeId>, out: &mut Out<BaselineMsg>) {
+        if let Err(reason) = req.validate() {
+            // Refused before it can reach the log.
+            answer(req.id, Err(ClientError::Invalid { reason }), reply_to, out);
+            return;
+        }
         let result = match &self.poisoned {
             Some(why) => Err(ClientError::Unavailable {
                 reason: format!("holder cannot recover its log: {why}"),
@@ -150,7 +155,9 @@ impl Protocol for Single {
     }
 
     fn on_client(&mut self, cx: &mut Cx<'_>, req: ClientRequest, out: &mut Out<BaselineMsg>) {
-        if cx.id == self.holder {
+        if let Err(reason) = req.validate() {
+            out.reply(req.id, Err(ClientError::Invalid { reason }));
+        } else if cx.id == self.holder {
             self.serve(req, None, out);
         } else {
             self.forwarder

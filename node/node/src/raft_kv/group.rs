@@ -58,11 +58,21 @@ pub(super) struct GroupState {
     /// The encoded store of a compaction whose snapshot record has not been emitted yet;
     /// the WAL image is saved right after it is.
     pub(super) compaction_image_due: Option<Vec<u8>>,
-    /// Set when a leader said this node is not a member of its configuration (entry at
-    /// this index): until the local log reaches that entry, the node neither ticks the
-    /// group (no campaigns) nor serves its clients. Volatile: after a restart the node
-    /// may campaign again until a leader tells it anew, which PreVote makes harmless.
-    pub(super) removed_by_conf: Option<u64>,
+    /// Set when a leader said this node is not a member of its configuration: until the
+    /// local log reaches that entry, or a leader of a later term replicates to this node
+    /// (it was added back, or the claim was false), the node neither ticks the group (no
+    /// campaigns) nor serves its clients. Volatile: after a restart the node may
+    /// campaign again until a leader tells it anew, which PreVote makes harmless.
+    pub(super) removed_by_conf: Option<Removal>,
+}
+
+/// What a leader's `NotMember` said, and when.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Removal {
+    /// The index of the leader's configuration entry that does not list this node.
+    pub(super) conf_index: u64,
+    /// This node's term when it was told.
+    pub(super) term: u64,
 }
 
 impl GroupState {
@@ -132,10 +142,13 @@ impl GroupState {
         listed && !self.told_removed()
     }
 
-    /// Whether a leader told this node it was removed by an entry not yet in its log.
+    /// Whether a leader told this node it was removed by an entry not yet in its log,
+    /// and no leader of a later term has replicated to it since.
     pub(super) fn told_removed(&self) -> bool {
-        self.removed_by_conf
-            .is_some_and(|at| self.raft.conf_index() < at)
+        self.removed_by_conf.is_some_and(|r| {
+            let followed_since = self.raft.leader().is_some() && self.raft.term() > r.term;
+            self.raft.conf_index() < r.conf_index && !followed_since
+        })
     }
 
     pub(super) fn drive(

@@ -85,21 +85,25 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use kvlab_raft::{
-    ConfChange, EntryId, GroupId, MessageBody, RaftConfig, RaftError, RaftGroup, RaftMessage,
-    RecoveredState, Role,
+    ConfChange, EntryId, GroupId, MAX_INDEX, MessageBody, RaftConfig, RaftError, RaftGroup,
+    RaftMessage, RecoveredState, Role,
 };
 use kvlab_types::{
-    AdminAction, AdminCommand, ClientError, ClientRequest, ClientResponse, Cx, Effect, KvOp,
-    NodeEvent, NodeId, OpOutput, Out, Protocol, Recovery, RequestId, Time, TimerId, TimerSpace,
+    AdminAction, AdminCommand, ClientError, ClientRequest, ClientResponse, Cx, Effect,
+    InvalidRequest, KvOp, MAX_REQUEST_BYTES, NodeEvent, NodeId, OpOutput, Out, Protocol, Recovery,
+    RequestId, Time, TimerId, TimerSpace,
 };
 use serde::{Deserialize, Serialize};
 
+use crate::fnv1a;
 use crate::forward::{ForwardMsg, Forwarder};
 use crate::kv::KvStore;
 
 mod group;
 pub mod invariants;
 
+#[cfg(test)]
+mod hostile_tests;
 #[cfg(test)]
 mod tests;
 
@@ -197,6 +201,19 @@ impl RaftKvConfig {
                     reason: "must be positive".into(),
                 });
             }
+        }
+        if self.raft.max_entry_bytes < MAX_REQUEST_BYTES {
+            // Every request that passes ClientRequest::validate must fit one entry, so
+            // that Invalid only ever means "the request is too large", never "this
+            // cluster is configured too small".
+            return Err(RaftKvError::InvalidConfig {
+                field: "raft.max_entry_bytes",
+                reason: format!(
+                    "must hold the largest valid request: at least {MAX_REQUEST_BYTES} \
+                     (MAX_REQUEST_BYTES), got {}",
+                    self.raft.max_entry_bytes
+                ),
+            });
         }
         if self.groups == 0 || self.groups > MAX_GROUPS {
             return Err(RaftKvError::InvalidConfig {
@@ -320,8 +337,13 @@ pub struct RaftKv {
     /// Set when boot could not rebuild the durable state: the node then refuses to serve.
     poisoned: Option<String>,
     next_read_ctx: u64,
-    /// Messages from peers the Raft layer refused (another group, impossible logs).
+    /// Messages from peers dropped (another group, a sender that disagrees with the
+    /// transport, impossible logs, refused ones below).
     dropped_messages: u64,
+    /// Of those, messages refused as malformed or implausible (a term or index out of
+    /// range, a sender that disagrees with the transport): reported as
+    /// `message_refused` events at the 1st, 2nd, 4th, 8th, … refusal.
+    refused_messages: u64,
 }
 
 impl RaftKv {
@@ -406,9 +428,31 @@ impl RaftKv {
             .sum()
     }
 
-    /// Peer messages dropped because the Raft layer refused them.
+    /// Peer messages dropped: refused (see [`RaftKv::refused_messages`]), for a group
+    /// this node does not run, or stale.
     pub fn dropped_messages(&self) -> u64 {
         self.dropped_messages
+    }
+
+    /// Peer messages refused as malformed or implausible (a term above `MAX_TERM`, an
+    /// index beyond the log, a sender field that disagrees with the transport, …).
+    /// Zero in a run without forged or corrupted messages.
+    pub fn refused_messages(&self) -> u64 {
+        self.refused_messages
+    }
+
+    /// Counts a refused message and reports it when the count is a power of two, so a
+    /// flood costs events logarithmic in its size.
+    fn refuse(&mut self, from: NodeId, reason: String, out: &mut Out<RaftKvMsg>) {
+        self.dropped_messages += 1;
+        self.refused_messages += 1;
+        if self.refused_messages.is_power_of_two() {
+            out.event(NodeEvent::MessageRefused {
+                from,
+                reason,
+                refused_total: self.refused_messages,
+            });
+        }
     }
 
     /// Whether this node serves `group`'s clients and takes part in it: it is a voter or
@@ -499,6 +543,11 @@ impl RaftKv {
         origin: Origin,
         out: &mut Out<RaftKvMsg>,
     ) {
+        if let Err(reason) = req.validate() {
+            // Refused at the edge, before it can reach a log (or a forward).
+            respond(origin, invalid(req.id, reason), out);
+            return;
+        }
         if let Some(why) = &self.poisoned {
             let reason = format!("node cannot recover its durable state: {why}");
             respond(origin, unavailable(req.id, &reason, None), out);
@@ -641,13 +690,26 @@ impl RaftKv {
         if self.poisoned.is_some() {
             return;
         }
+        if m.from != from {
+            let reason = format!("raft message claims sender {} but came from {from}", m.from);
+            self.refuse(from, reason, out);
+            self.drive(out);
+            return;
+        }
         match self.groups.get_mut(&m.group) {
-            Some(g) if m.from == from => {
+            Some(g) => {
                 let asks_votes = matches!(m.body, MessageBody::RequestVote { .. });
                 let group = m.group;
-                if g.raft.step(m, cx.rng).is_err() {
-                    self.dropped_messages += 1;
+                match g.raft.step(m, cx.rng) {
+                    Ok(()) => {}
+                    Err(RaftError::MalformedMessage { from, defect }) => {
+                        self.refuse(from, format!("group {group}: {defect}"), out);
+                    }
+                    Err(_) => self.dropped_messages += 1,
                 }
+                let Some(g) = self.groups.get_mut(&group) else {
+                    return;
+                };
                 if asks_votes
                     && g.raft.role() == Role::Leader
                     && !g.raft.voters().contains(&from)
@@ -658,9 +720,8 @@ impl RaftKv {
                     out.send(from, RaftKvMsg::NotMember { group, conf_index });
                 }
             }
-            // A message for a group this node does not run, or whose sender field
-            // disagrees with the transport: dropped and counted.
-            _ => self.dropped_messages += 1,
+            // A message for a group this node does not run: dropped and counted.
+            None => self.dropped_messages += 1,
         }
         self.drive(out);
         self.reforward_on_leader_change(cx.now, out);
@@ -697,8 +758,20 @@ impl RaftKv {
         conf_index: u64,
         out: &mut Out<RaftKvMsg>,
     ) {
+        if conf_index > MAX_INDEX {
+            let reason =
+                format!("group {group}: not-member conf_index {conf_index} is above MAX_INDEX");
+            self.refuse(from, reason, out);
+            return;
+        }
         match self.groups.get_mut(&group) {
-            Some(g) if g.raft.conf_index() < conf_index => {
+            // Only an answer to this node's own campaign: a leader sends it in reply to a
+            // vote request, so a node that is not campaigning ignores it (stale, or
+            // forged to silence a healthy member).
+            Some(g)
+                if g.raft.conf_index() < conf_index
+                    && matches!(g.raft.role(), Role::PreCandidate | Role::Candidate) =>
+            {
                 if !g.told_removed() {
                     out.event(NodeEvent::NodeRemoved {
                         group,
@@ -707,8 +780,13 @@ impl RaftKv {
                         local_conf_index: g.raft.conf_index(),
                     });
                 }
-                let at = g.removed_by_conf.map_or(conf_index, |a| a.max(conf_index));
-                g.removed_by_conf = Some(at);
+                let at = g
+                    .removed_by_conf
+                    .map_or(conf_index, |r| r.conf_index.max(conf_index));
+                g.removed_by_conf = Some(group::Removal {
+                    conf_index: at,
+                    term: g.raft.term(),
+                });
             }
             Some(_) => {}
             None => self.dropped_messages += 1,
@@ -731,16 +809,6 @@ fn bootstrap_voters(peers: &[NodeId], initial_voters: u32) -> Vec<NodeId> {
         v.truncate(k);
     }
     v
-}
-
-/// FNV-1a, 64 bits: a fixed, portable hash for digests that runs compare.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
 }
 
 /// Delivers an answer to a local client (`Reply`) or to the node that forwarded the
@@ -780,9 +848,27 @@ fn unavailable(id: RequestId, reason: &str, hint: Option<NodeId>) -> ClientRespo
     }
 }
 
+fn invalid(id: RequestId, reason: InvalidRequest) -> ClientResponse {
+    ClientResponse {
+        id,
+        result: Err(ClientError::Invalid { reason }),
+    }
+}
+
 /// A request the Raft layer refused before it entered the log: it surely did not take
 /// effect.
 fn refused(id: RequestId, e: &RaftError) -> ClientResponse {
+    if let RaftError::EntryTooLarge {
+        len_bytes,
+        max_bytes,
+    } = *e
+    {
+        let reason = InvalidRequest::CommandTooLarge {
+            len_bytes: len_bytes as u64,
+            max_bytes: max_bytes as u64,
+        };
+        return invalid(id, reason);
+    }
     let hint = match e {
         RaftError::NotLeader { leader } => *leader,
         RaftError::TransferInProgress { to } => Some(*to),
@@ -812,6 +898,7 @@ impl Protocol for RaftKv {
             poisoned: None,
             next_read_ctx: 0,
             dropped_messages: 0,
+            refused_messages: 0,
         };
         if let Err(e) = node.recover_groups(cx, peers, &recovered) {
             node.poison(e.to_string(), out);

@@ -14,9 +14,9 @@ use rand::RngExt;
 
 use super::*;
 
-const NODES: [NodeId; 3] = [NodeId(1), NodeId(2), NodeId(3)];
+pub(super) const NODES: [NodeId; 3] = [NodeId(1), NodeId(2), NodeId(3)];
 
-fn write(client: u64, seq: u64, key: &str, value: i64) -> ClientRequest {
+pub(super) fn write(client: u64, seq: u64, key: &str, value: i64) -> ClientRequest {
     ClientRequest {
         id: RequestId { client, seq },
         op: KvOp::Write {
@@ -26,19 +26,19 @@ fn write(client: u64, seq: u64, key: &str, value: i64) -> ClientRequest {
     }
 }
 
-fn read(client: u64, seq: u64, key: &str) -> ClientRequest {
+pub(super) fn read(client: u64, seq: u64, key: &str) -> ClientRequest {
     ClientRequest {
         id: RequestId { client, seq },
         op: KvOp::Read { key: key.into() },
     }
 }
 
-fn sim(seed: u64, cfg: RaftKvConfig) -> Sim<RaftKv> {
+pub(super) fn sim(seed: u64, cfg: RaftKvConfig) -> Sim<RaftKv> {
     Sim::<RaftKv>::new(SimConfig::default(), seed, &NODES, cfg).expect("valid sim config")
 }
 
 /// Runs `ms` more milliseconds and returns the replies, by request id.
-fn run_ms(sim: &mut Sim<RaftKv>, ms: u64) -> BTreeMap<RequestId, ClientResponse> {
+pub(super) fn run_ms(sim: &mut Sim<RaftKv>, ms: u64) -> BTreeMap<RequestId, ClientResponse> {
     let mut out = Vec::new();
     let until = sim.now() + Duration::from_millis(ms);
     sim.run_until(until, &mut out).expect("simulation runs");
@@ -51,7 +51,7 @@ fn run_ms(sim: &mut Sim<RaftKv>, ms: u64) -> BTreeMap<RequestId, ClientResponse>
 }
 
 /// The leader, once exactly one up node leads the highest term.
-fn leader(sim: &Sim<RaftKv>) -> Option<NodeId> {
+pub(super) fn leader(sim: &Sim<RaftKv>) -> Option<NodeId> {
     let leaders: Vec<NodeId> = NODES
         .iter()
         .copied()
@@ -66,7 +66,7 @@ fn leader(sim: &Sim<RaftKv>) -> Option<NodeId> {
         .find(|&n| sim.node(n).is_some_and(|p| p.term() == top))
 }
 
-fn wait_for_leader(sim: &mut Sim<RaftKv>) -> NodeId {
+pub(super) fn wait_for_leader(sim: &mut Sim<RaftKv>) -> NodeId {
     for _ in 0..100 {
         run_ms(sim, 50);
         if let Some(l) = leader(sim) {
@@ -514,6 +514,13 @@ fn assert_converged(s: &Sim<RaftKv>, seed: u64) {
     assert!(
         applied.windows(2).all(|w| w[0] == w[1]),
         "seed {seed}: applied {applied:?}"
+    );
+    // Honest peers never send a message the validation refuses, whatever the faults
+    // (loss, duplication, reordering, partitions, crashes that lose unsynced writes).
+    let refused: Vec<u64> = nodes.iter().map(|p| p.refused_messages()).collect();
+    assert!(
+        refused.iter().all(|&r| r == 0),
+        "seed {seed}: honest messages refused {refused:?}"
     );
     for p in &nodes[1..] {
         assert_eq!(
