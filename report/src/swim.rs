@@ -20,9 +20,9 @@ use plotters::coord::{CoordTranslate, Shift};
 use plotters::prelude::*;
 use serde_json::Value;
 
-use super::ReportError;
-use super::data::{RunData, json_at, read_events};
-use super::plots::{
+use crate::ReportError;
+use crate::data::{RunData, json_at, read_events};
+use crate::plots::{
     DrawResult, FAIL_COLOR, FONT, Figure, INFO_COLOR, INK, LIVENESS_COLOR, OK_COLOR, save_figure,
     styled_mesh,
 };

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use kvlab_checker::history::{self, EventType, HistoryEvent, OpFn};
 use serde_json::Value;
 
-use super::ReportError;
+use crate::ReportError;
 use crate::events::{EventBody, NemesisKind, RunEvent, RunnerEvent};
 
 /// The runner phase whose period the plots mark as the liveness phase.

@@ -7,9 +7,9 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::data::{Outcome, RunData, json_at, json_f64, json_text};
-use super::plots::{ComparedRun, RunPlots};
-use super::stats::{self, MAX_LATENCY_POINTS_DRAWN, MAX_THROUGHPUT_BUCKETS};
+use crate::data::{Outcome, RunData, json_at, json_f64, json_text};
+use crate::plots::{ComparedRun, RunPlots};
+use crate::stats::{self, MAX_LATENCY_POINTS_DRAWN, MAX_THROUGHPUT_BUCKETS};
 
 /// The most runner notes listed in a report; more are counted, not listed.
 const MAX_RUNNER_NOTES_LISTED: usize = 200;
