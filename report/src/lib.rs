@@ -143,7 +143,8 @@ pub struct RenderedRun {
     pub plots: Vec<PathBuf>,
     /// Operations in the history (an invoke with or without completion counts once).
     pub ops_total: usize,
-    /// Operations the latency plot drew (at most [`MAX_LATENCY_POINTS_DRAWN`]).
+    /// Operations the latency plot drew (at most [`MAX_LATENCY_POINTS_DRAWN`]; 0 when
+    /// the run measured no `kv` and no latency plot was drawn).
     pub latency_points_drawn: usize,
     /// Whether the latency plot left operations out because the history was too long.
     pub downsampled: bool,
@@ -153,8 +154,9 @@ pub struct RenderedRun {
 }
 
 /// Draws the plots of a run directory into `<run_dir>/plots/` and writes
-/// `<run_dir>/report.html`. Safe to call from several threads at once on different
-/// run directories.
+/// `<run_dir>/report.html`: the KV figures when the run measured `kv`, the SWIM figures
+/// when it measured `swim`. Safe to call from several threads at once on different run
+/// directories.
 pub fn render_run(run_dir: &Path) -> Result<RenderedRun, ReportError> {
     let run = data::RunData::load(run_dir)?;
     let plots_dir = run_dir.join("plots");
@@ -162,34 +164,34 @@ pub fn render_run(run_dir: &Path) -> Result<RenderedRun, ReportError> {
         path: plots_dir.clone(),
         source,
     })?;
-    let plots = plots::render_run_plots(&run, &plots_dir)?;
-    let report_html = run_dir.join("report.html");
-    let mut page = html::run_report(&run, &plots);
-    let mut files = plots.files.clone();
-    if swim::is_swim(&run.summary) {
+    let kv_plots = if run.measured.kv {
+        Some(plots::render_run_plots(&run, &plots_dir)?)
+    } else {
+        None
+    };
+    let mut files = kv_plots.as_ref().map_or_else(Vec::new, |p| p.files.clone());
+    if run.measured.swim {
         files.extend(swim::render_swim_plots(&run, &plots_dir)?);
-        page = page.replacen(
-            "<h2>Plots</h2>",
-            &format!("{}<h2>Plots</h2>", swim::swim_section(&run)),
-            1,
-        );
     }
-    write_file(&report_html, &page)?;
+    let report_html = run_dir.join("report.html");
+    write_file(&report_html, &html::run_report(&run, kv_plots.as_ref()))?;
     Ok(RenderedRun {
         report_html,
         ops_total: run.ops.len(),
-        latency_points_drawn: plots.latency_points_drawn,
-        downsampled: plots.downsampled,
+        latency_points_drawn: kv_plots.as_ref().map_or(0, |p| p.latency_points_drawn),
+        downsampled: kv_plots.as_ref().is_some_and(|p| p.downsampled),
         plots: files,
         warnings: run.warnings,
     })
 }
 
-/// Compares several run directories: writes `<out_dir>/comparison.{png,svg}` (grouped
-/// bars of ok throughput and of latency p50/p99 per run, labelled by system, transport,
-/// backend and seed) and `<out_dir>/compare.html` (a table linking each run's report);
-/// returns the path of `compare.html`. Numbers come from each run's summary.json; ones
-/// it lacks are computed from that run's history.
+/// Compares several run directories; returns the path of `<out_dir>/compare.html`, a
+/// table linking each run's report. Runs that measured `kv` get their numbers in the
+/// table and a group in `<out_dir>/comparison.{png,svg}` (grouped bars of ok throughput
+/// and of latency p50/p99 per run, labelled by system, transport, backend and seed);
+/// runs that measured `swim` are compared in `swim-comparison.{png,svg}` (and
+/// `swim-scale.{png,svg}` when they differ in size). Numbers come from each run's
+/// summary.json; ones it lacks are computed from that run's history.
 pub fn render_comparison(run_dirs: &[PathBuf], out_dir: &Path) -> Result<PathBuf, ReportError> {
     if run_dirs.is_empty() {
         return Err(ReportError::NoRuns);
@@ -199,25 +201,36 @@ pub fn render_comparison(run_dirs: &[PathBuf], out_dir: &Path) -> Result<PathBuf
         source,
     })?;
     let mut rows = Vec::with_capacity(run_dirs.len());
-    let mut summaries = Vec::with_capacity(run_dirs.len());
+    // (number in the comparison, summary) of the runs that measured SWIM.
+    let mut swim_runs = Vec::new();
     for (i, dir) in run_dirs.iter().enumerate() {
         let run = data::RunData::load(dir)?;
-        summaries.push(run.summary.clone());
         let href = relative_href(out_dir, &dir.join("report.html"));
         rows.push(html::ComparisonRow::of(&run, i + 1, href));
+        if run.measured.swim {
+            swim_runs.push((i + 1, run.summary));
+        }
     }
-    let bars: Vec<plots::ComparedRun> = rows.iter().map(|r| r.bars.clone()).collect();
-    plots::render_comparison_plot(&bars, out_dir)?;
+    let kv_bars: Vec<plots::ComparedRun> = rows
+        .iter()
+        .filter(|r| r.kv)
+        .map(|r| r.bars.clone())
+        .collect();
+    if !kv_bars.is_empty() {
+        plots::render_comparison_plot(&kv_bars, out_dir)?;
+    }
+    let swim_figures = if swim_runs.is_empty() {
+        String::new()
+    } else {
+        let summaries: Vec<(usize, &serde_json::Value)> =
+            swim_runs.iter().map(|(i, s)| (*i, s)).collect();
+        swim::render_swim_comparison(&summaries, out_dir)?.0
+    };
     let page = out_dir.join("compare.html");
-    let mut page_html = html::comparison_page(&rows);
-    if !summaries.is_empty() && summaries.iter().all(swim::is_swim) {
-        let (figures, _) = swim::render_swim_comparison(&summaries, out_dir)?;
-        page_html = match page_html.rfind("</body>") {
-            Some(i) => format!("{}{figures}{}", &page_html[..i], &page_html[i..]),
-            None => page_html + &figures,
-        };
-    }
-    write_file(&page, &page_html)?;
+    write_file(
+        &page,
+        &html::comparison_page(&rows, !kv_bars.is_empty(), &swim_figures),
+    )?;
     Ok(page)
 }
 

@@ -512,7 +512,7 @@ where
 }
 
 /// Formats an axis tick with at most three significant digits and no trailing zeros.
-fn fmt_tick(v: f64) -> String {
+pub(crate) fn fmt_tick(v: f64) -> String {
     if v == 0.0 || !v.is_finite() {
         return "0".to_string();
     }

@@ -167,6 +167,7 @@ fn write_summary(dir: &Path, experiment: &str, transport: &str, seed: u64, verdi
         "liveness": {"ok": true, "converged_after_ms": 412},
         "checker": {"verdict": verdict, "invalid_keys": if verdict == "invalid" { vec!["k1"] } else { vec![] }, "unknown_keys": [], "elapsed_ms": 35},
         "sim": {"steps": 123456, "messages_dropped": 77},
+        "measured": ["kv", "raft-invariants"],
         "wall_time_s": 1.25
     });
     std::fs::write(
@@ -195,6 +196,78 @@ fn synthetic_run(parent: &Path, name: &str, transport: &str, seed: u64, verdict:
     );
     dir
 }
+
+/// A synthetic SWIM-only run under `parent/<name>`, as `system = "swim"` writes it: an
+/// empty history, member events and crashes in events.jsonl, and a summary whose
+/// `measured` is `["swim"]` and whose KV numbers are the zeros of no workload.
+fn synthetic_swim_run(parent: &Path, name: &str, members: u32, label: &str) -> PathBuf {
+    let dir = parent.join(name);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("history.jsonl"), "").expect("write history");
+    let events = [
+        r#"{"time_ns":0,"source":"runner","kind":"phase","phase":"safety"}"#,
+        r#"{"time_ns":2000000000,"source":"nemesis","kind":"fault_start","fault_id":1,"fault":"crash","node":3,"detail":"n3 crashed"}"#,
+        r#"{"time_ns":3500000000,"source":"node","node":1,"kind":"member_suspect","member":3,"incarnation":0,"from":1}"#,
+        r#"{"time_ns":6000000000,"source":"node","node":1,"kind":"member_dead","member":3,"incarnation":0,"from":1}"#,
+        r#"{"time_ns":7000000000,"source":"nemesis","kind":"fault_end","fault_id":1,"fault":"crash","node":3,"detail":"restarted"}"#,
+        r#"{"time_ns":9000000000,"source":"runner","kind":"phase","phase":"liveness"}"#,
+    ];
+    std::fs::write(dir.join("events.jsonl"), events.join("\n") + "\n").expect("write events");
+    let stats = |mean: f64| serde_json::json!({"count": 1, "mean": mean, "p50": mean, "p99": mean, "max": mean});
+    let summary = serde_json::json!({
+        "experiment": "swim-scale",
+        "label": label,
+        "run_id": name,
+        "seed": 1,
+        "system": "swim",
+        "backend": "sim",
+        "transport": "sim",
+        "nodes": members,
+        "measured": ["swim"],
+        "duration_s": 10.0,
+        "verdict": "valid",
+        "ops": {"total": 0, "ok": 0, "fail": 0, "info": 0, "dropped_saturated": 0},
+        "throughput_ok_per_s": 0.0,
+        "latency_ms": {"all": {"count": 0, "p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0}},
+        "faults": {"injected": 1, "by_kind": {"crash": 1}},
+        "liveness": {"ok": true},
+        "checker": {"verdict": "not-applicable", "reason": "system = \"swim\" runs no KV workload"},
+        "swim": {
+            "members": members,
+            "crashes": 1,
+            "first_suspicion_s": stats(1.5),
+            "first_dead_s": stats(4.0),
+            "dead_everywhere_s": stats(4.0 + f64::from(members).log10()),
+            "rejoin_everywhere_s": stats(1.0),
+            "expected_first_detection_s": 1.582,
+            "false_positives": 0,
+            "false_suspicions": 2,
+            "refutations": 2,
+            "load": {"messages_per_member_per_s": 3.1, "bytes_per_member_per_s": 420.0},
+            "crash_records": [{"member": 3, "crashed_at_s": 2.0, "first_suspicion_s": 1.5, "first_dead_s": 4.0, "dead_everywhere_s": 4.5}],
+            "false_positive_records": [],
+            "checks": [{"name": "max_false_positives", "bound": 0.0, "value": 0.0, "ok": true}],
+            "ok": true
+        },
+        "wall_time_s": 0.5
+    });
+    std::fs::write(
+        dir.join("summary.json"),
+        serde_json::to_string_pretty(&summary).expect("json"),
+    )
+    .expect("write summary");
+    dir
+}
+
+/// The figure files of a KV run.
+const KV_PLOTS: [&str; 6] = [
+    "latency.png",
+    "latency.svg",
+    "throughput.png",
+    "throughput.svg",
+    "latency-cdf.png",
+    "latency-cdf.svg",
+];
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -528,4 +601,131 @@ fn comparison_of_no_runs_is_an_error() {
         render_comparison(&[], tmp.path()),
         Err(ReportError::NoRuns)
     ));
+}
+
+#[test]
+fn swim_only_run_draws_no_kv_plot_and_the_report_has_no_kv_section() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = synthetic_swim_run(tmp.path(), "swim-1", 12, "lifeguard on");
+    let rendered = render_run(&dir).expect("render");
+    for f in KV_PLOTS {
+        assert!(
+            !dir.join("plots").join(f).exists(),
+            "{f} drawn for a SWIM run"
+        );
+    }
+    for f in ["swim-detection-cdf.png", "swim-timeline.svg"] {
+        assert!(rendered.plots.contains(&dir.join("plots").join(f)), "{f}");
+    }
+    assert_eq!((rendered.ops_total, rendered.latency_points_drawn), (0, 0));
+    let html = read(&rendered.report_html);
+    for kv in [
+        "plots/latency",
+        "plots/throughput",
+        "latency of ok operations",
+        "operations by outcome",
+        "linearizability checker verdict",
+        "liveness:",
+        "no ok operations",
+        "history.jsonl</code> as an <i>invoke</i>",
+    ] {
+        assert!(!html.contains(kv), "a SWIM-only report shows {kv:?}");
+    }
+    assert!(html.contains("SWIM failure detection"));
+    assert!(html.contains("src=\"plots/swim-detection-cdf.png\""));
+    assert!(html.contains("class=\"banner good\"") && html.contains(">PASSED<"));
+    assert!(html.contains("<tr><th>measured</th><td>swim</td></tr>"));
+    assert!(
+        html.contains("SWIM members alone"),
+        "how to read a SWIM run"
+    );
+}
+
+#[test]
+fn a_summary_without_a_measured_list_is_a_swim_run_when_it_has_a_swim_section() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = synthetic_swim_run(tmp.path(), "old", 5, "old");
+    let path = dir.join("summary.json");
+    let mut summary: serde_json::Value = serde_json::from_str(&read(&path)).expect("json");
+    summary.as_object_mut().expect("object").remove("measured");
+    std::fs::write(&path, summary.to_string()).expect("write");
+    let rendered = render_run(&dir).expect("render");
+    assert!(!dir.join("plots/latency.png").exists());
+    assert!(read(&rendered.report_html).contains("SWIM failure detection"));
+}
+
+#[test]
+fn kv_run_that_checked_raft_invariants_says_whether_they_held() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = synthetic_run(tmp.path(), "run-1", "mem", 8, "valid");
+    render_run(&dir).expect("render");
+    let html = read(&dir.join("report.html"));
+    assert!(html.contains("No Raft safety invariant broke"));
+    assert!(html.contains("<tr><th>measured</th><td>kv, raft-invariants</td></tr>"));
+
+    let path = dir.join("summary.json");
+    let mut summary: serde_json::Value = serde_json::from_str(&read(&path)).expect("json");
+    summary["invariant_violation"] = "election_safety at n2: two leaders in term 4".into();
+    std::fs::write(&path, summary.to_string()).expect("write");
+    render_run(&dir).expect("render");
+    let html = read(&dir.join("report.html"));
+    assert!(html.contains("class=\"banner bad\"") && html.contains(">INVARIANT VIOLATED<"));
+    assert!(html.contains("two leaders in term 4"));
+}
+
+#[test]
+fn comparison_of_swim_runs_shows_no_kv_numbers_and_counts_members_in_whole_numbers() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dirs: Vec<PathBuf> = [10, 100, 1000]
+        .into_iter()
+        .map(|n| synthetic_swim_run(tmp.path(), &format!("n{n}"), n, &format!("n = {n}")))
+        .collect();
+    let out = tmp.path().join("compare");
+    let page = render_comparison(&dirs, &out).expect("compare");
+    let html = read(&page);
+    for kv in [
+        "ok ops/s",
+        "p50 (ms)",
+        "src=\"comparison.png\"",
+        ">0.0<",
+        ">0.00<",
+        ">valid<",
+    ] {
+        assert!(!html.contains(kv), "a SWIM comparison shows {kv:?}");
+    }
+    assert!(!out.join("comparison.png").exists());
+    assert!(html.contains(">passed<") && html.contains("<td>swim</td>"));
+    assert!(
+        html.contains("src=\"swim-comparison.png\"") && html.contains("src=\"swim-scale.png\"")
+    );
+    let scale = read(&out.join("swim-scale.svg"));
+    for n in ["10", "100", "1000"] {
+        assert!(
+            scale.contains(&format!(">\n{n}\n</text>")),
+            "no tick {n} on the members axis"
+        );
+    }
+    for n in ["10.0", "100.0", "1000.0"] {
+        assert!(
+            !scale.contains(&format!(">\n{n}\n</text>")),
+            "tick {n} on the members axis"
+        );
+    }
+}
+
+#[test]
+fn comparison_of_a_kv_run_and_a_swim_run_compares_kv_numbers_of_the_kv_run_only() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let kv = synthetic_run(tmp.path(), "kv", "mem", 42, "valid");
+    let swim = synthetic_swim_run(tmp.path(), "swim", 12, "swim");
+    let out = tmp.path().join("compare");
+    let html = read(&render_comparison(&[kv, swim], &out).expect("compare"));
+    assert!(out.join("comparison.png").is_file() && out.join("swim-comparison.png").is_file());
+    assert!(html.contains("ok ops/s") && html.contains("412"));
+    assert!(html.contains("no KV workload: not measured"));
+    let svg = read(&out.join("comparison.svg"));
+    assert!(
+        svg.contains("#1 kvlab-raft") && !svg.contains("#2"),
+        "the SWIM run got KV bars"
+    );
 }
