@@ -3,15 +3,18 @@
 //! The `kvlab` command and the library behind it: experiment specs (TOML,
 //! [`spec`]), Jepsen-style clients ([`workload`]), the fault injector ([`nemesis`]), the
 //! runner that drives a simulated cluster through a safety and a liveness phase and
-//! writes a run directory ([`run`]), the numbers of a run ([`summary`]), `events.jsonl`
-//! ([`events`]), and plots and the HTML report ([`report`]).
+//! writes a run directory ([`run`]), and the numbers of a run ([`summary`]). The run
+//! records (`events.jsonl`, [`events`]) and the plots and HTML report ([`report`]) live in
+//! kvlab-report, which reads run directories and knows nothing of the runner; they are
+//! re-exported here under their old paths.
 //!
 //! `system = "swim"` specs run SWIM alone, without a KV workload, and measure failure
-//! detection the way the SWIM and Lifeguard papers do ([`swim_exp`]).
+//! detection the way the SWIM and Lifeguard papers do ([`observe::swim`]).
 //!
 //! The `local` backend ([`local`]) runs the same spec against real nodes on this machine
-//! (`kvlab node` processes over udp or tarpc, or in-process tasks over mem), and
-//! [`node_cmd`] is `kvlab node` and `kvlab client`; tokio is used there and only there.
+//! (`kvlab node` processes over udp or tarpc, or in-process tasks over mem); tokio is used
+//! there and only there. `kvlab node` and `kvlab client` are kvlab-node-cli's, the same
+//! code as the small `kvlab-node` binary.
 //!
 //! **Must never depend on:** tokio or any async runtime in the simulated path, the wall
 //! clock or unseeded randomness in anything that reaches `history.jsonl` or
@@ -36,14 +39,11 @@ pub mod check_cmd;
 pub mod cluster;
 pub mod driver;
 pub mod error;
-pub mod events;
 pub mod local;
 pub mod nemesis;
-pub mod node_cmd;
 pub mod observe;
 pub mod op_stats;
 pub mod pool;
-pub mod report;
 pub mod reproduce;
 pub mod run;
 pub mod spec;
@@ -52,3 +52,8 @@ pub mod sweep;
 pub mod workload;
 
 pub use error::ExperimentError;
+/// Plots, the HTML report and comparisons of run directories (kvlab-report).
+pub use kvlab_report as report;
+/// The run records (`events.jsonl`), kvlab-report's: the runner writes them, the report
+/// reads them.
+pub use kvlab_report::events;

@@ -1,7 +1,8 @@
 //! Architecture invariants that `cargo metadata` can prove: the protocol crates and
 //! kvlab-node do no I/O, so they must not (even transitively, through normal
 //! dependencies) depend on an async runtime, an RPC framework, a socket or filesystem
-//! crate, or on the kvlab crates that do I/O.
+//! crate, or on the kvlab crates that do I/O; the report reads run records only; the
+//! node binary carries no plotting, checker or simulator.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -163,10 +164,68 @@ fn checker_and_types_depend_on_no_other_kvlab_crate() {
     }
 }
 
+/// The report reads run directories (history, events, summary), never a runner, a
+/// simulator, a server, a transport or a node.
+#[test]
+fn report_depends_on_no_runner_simulator_server_or_transport() {
+    let g = graph(&metadata());
+    let deps = transitive_deps(&g, "kvlab-report");
+    assert!(
+        deps.contains("plotters"),
+        "kvlab-report not found or not what it was"
+    );
+    let bad: Vec<&String> = deps
+        .iter()
+        .filter(|d| {
+            d.starts_with("kvlab-transport")
+                || [
+                    "kvlab-experiments",
+                    "kvlab-sim",
+                    "kvlab-server",
+                    "kvlab-storage",
+                    "kvlab-node",
+                    "kvlab-node-cli",
+                    "kvlab-raft",
+                    "kvlab-swim",
+                    "tokio",
+                ]
+                .contains(&d.as_str())
+        })
+        .collect();
+    assert!(bad.is_empty(), "kvlab-report depends on {bad:?}");
+}
+
+/// `kvlab-node` goes into a container image: it runs a node and nothing else.
+#[test]
+fn node_binary_reaches_no_plotting_checker_simulator_or_report() {
+    let g = graph(&metadata());
+    let deps = transitive_deps(&g, "kvlab-node-cli");
+    assert!(
+        deps.contains("kvlab-server"),
+        "kvlab-node-cli not found or not what it was"
+    );
+    let bad: Vec<_> = [
+        "plotters",
+        "dejavu",
+        "kvlab-checker",
+        "porcupine-rs",
+        "kvlab-sim",
+        "kvlab-report",
+        "kvlab-experiments",
+        "indicatif",
+    ]
+    .iter()
+    .filter(|f| deps.contains(**f))
+    .collect();
+    assert!(bad.is_empty(), "kvlab-node-cli depends on {bad:?}");
+}
+
 #[test]
 fn the_check_itself_sees_a_forbidden_dependency() {
     // Guard against a check that cannot fail: kvlab-experiments does depend on
     // kvlab-sim, so the same walk must find it there.
     let g = graph(&metadata());
-    assert!(transitive_deps(&g, "kvlab-experiments").contains("kvlab-sim"));
+    let experiments = transitive_deps(&g, "kvlab-experiments");
+    assert!(experiments.contains("kvlab-sim"));
+    assert!(experiments.contains("plotters") && experiments.contains("kvlab-node-cli"));
 }

@@ -361,3 +361,40 @@ fn check_export_of_a_malformed_history_leaves_no_half_file() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(!edn.exists());
 }
+
+/// A sweep of SWIM variants measures no KV workload: its table prints no ok/s or
+/// latency (not 0.0 / 0.00) and says the checks passed rather than calling a history
+/// that does not exist valid; its comparison has no KV chart.
+#[test]
+fn swim_variant_sweep_table_shows_what_the_runs_measured() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = write(
+        tmp.path(),
+        "s.toml",
+        "name = \"s\"\nsystem = \"swim\"\nnodes = 5\n[time]\nduration_s = 30\nliveness_s = 20\n\
+         [nemesis]\nfaults = [\"crash\"]\nstart_after_s = 10\ninterval_s = 15\nfault_duration_s = 10\n\
+         [[variant]]\nlabel = \"n=5\"\n[[variant]]\nlabel = \"n=8\"\nnodes = 8\n",
+    );
+    let out = kvlab(&["run", &s], tmp.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        stdout.contains("n=5 · seed 1: PASSED: swim, 5 members"),
+        "{stdout}"
+    );
+    let rows: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("variant "))
+        .filter(|l| l.starts_with("n=5 ") || l.starts_with("n=8 "))
+        .collect();
+    assert_eq!(rows.len(), 2, "{stdout}");
+    for row in rows {
+        assert!(!row.contains("0.0"), "KV numbers in a SWIM row: {row}");
+        assert!(row.ends_with("passed"), "{row}");
+    }
+    let compare = tmp.path().join("results/s/compare.html");
+    if compare.is_file() {
+        let html = std::fs::read_to_string(compare).unwrap();
+        assert!(!html.contains("ok ops/s"));
+    }
+}

@@ -106,6 +106,16 @@ fn swim_run_writes_summary_events_plots_and_a_not_applicable_checker_verdict() {
     }
     let report = std::fs::read_to_string(tmp.path().join("report.html")).unwrap();
     assert!(report.contains("SWIM failure detection"));
+    // The run measured SWIM only: no KV plot, no KV section.
+    assert_eq!(summary["measured"], serde_json::json!(["swim"]));
+    for f in [
+        "plots/latency.png",
+        "plots/throughput.png",
+        "plots/latency-cdf.png",
+    ] {
+        assert!(!tmp.path().join(f).exists(), "{f} drawn for a SWIM run");
+    }
+    assert!(!report.contains("latency of ok operations"));
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use kvlab_checker::history::OpFn;
 
-use super::data::{Op, Outcome};
+use crate::data::{Op, Outcome};
 
 /// The most operations the latency scatter plot draws; longer histories are downsampled
 /// (and the plot and report say so).

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use kvlab_checker::history::{self, EventType, HistoryEvent, OpFn};
 use serde_json::Value;
 
-use super::ReportError;
+use crate::ReportError;
 use crate::events::{EventBody, NemesisKind, RunEvent, RunnerEvent};
 
 /// The runner phase whose period the plots mark as the liveness phase.
@@ -94,6 +94,56 @@ pub(crate) struct Phase {
     pub(crate) end_ns: u64,
 }
 
+/// What a run measured, from `summary.json`'s `measured` list: the report draws the
+/// plots and tables of these and of nothing else.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Measured {
+    /// `kv`: clients ran a workload; `history.jsonl` holds their operations, checked.
+    pub(crate) kv: bool,
+    /// `swim`: failure detection (summary.json's `swim` section).
+    pub(crate) swim: bool,
+    /// `raft-invariants`: Raft's safety invariants were checked while the run went on.
+    pub(crate) raft_invariants: bool,
+}
+
+impl Measured {
+    /// Reads the `measured` list of a summary. A summary without one (written before
+    /// the list existed, or hand-made) is a SWIM run when it has a `swim` section, and a
+    /// KV run otherwise or when the history holds operations.
+    pub(crate) fn of(summary: &Value, ops: &[Op]) -> Measured {
+        match json_at(summary, &["measured"]).and_then(Value::as_array) {
+            Some(list) => {
+                let has = |name: &str| list.iter().any(|v| v.as_str() == Some(name));
+                Measured {
+                    kv: has("kv"),
+                    swim: has("swim"),
+                    raft_invariants: has("raft-invariants"),
+                }
+            }
+            None => {
+                let swim = json_at(summary, &["swim"]).is_some_and(Value::is_object);
+                Measured {
+                    kv: !swim || !ops.is_empty(),
+                    swim,
+                    raft_invariants: false,
+                }
+            }
+        }
+    }
+
+    /// The names of what was measured, as `summary.json` lists them.
+    pub(crate) fn names(self) -> Vec<&'static str> {
+        [
+            (self.kv, "kv"),
+            (self.raft_invariants, "raft-invariants"),
+            (self.swim, "swim"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect()
+    }
+}
+
 /// Everything the plots and the report need from one run directory.
 #[derive(Debug)]
 pub(crate) struct RunData {
@@ -107,6 +157,8 @@ pub(crate) struct RunData {
     pub(crate) faults: Vec<FaultPeriod>,
     /// Runner phases in order.
     pub(crate) phases: Vec<Phase>,
+    /// Every line of `events.jsonl`, in order (empty when the file is absent).
+    pub(crate) events: Vec<RunEvent>,
     /// Node events: kind → node (None: no node named) → count.
     pub(crate) node_event_counts: BTreeMap<String, BTreeMap<Option<u32>, u64>>,
     /// Runner events that are not phases (warnings and the like), in order.
@@ -117,6 +169,8 @@ pub(crate) struct RunData {
     pub(crate) summary: Value,
     /// `meta.json`, or `Value::Null` when absent.
     pub(crate) meta: Value,
+    /// What the run measured.
+    pub(crate) measured: Measured,
     /// Things a reader should know that are not errors (unpaired fault events, missing files).
     pub(crate) warnings: Vec<String>,
 }
@@ -180,17 +234,20 @@ impl RunData {
             }
         }
 
+        let measured = Measured::of(&summary, &ops);
         Ok(RunData {
             dir: dir.to_path_buf(),
             ops,
             run_end_ns,
             faults,
             phases,
+            events,
             node_event_counts,
             runner_notes,
             has_events_file,
             summary,
             meta,
+            measured,
             warnings,
         })
     }

@@ -16,10 +16,10 @@ use plotters::prelude::*;
 use plotters::style::FontStyle;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::ReportError;
-use super::data::{LIVENESS_PHASE_NAME, Outcome, RunData};
-use super::html::fmt_count;
-use super::stats::{self, ALL_FNS, MAX_LATENCY_POINTS_DRAWN, Throughput};
+use crate::ReportError;
+use crate::data::{LIVENESS_PHASE_NAME, Outcome, RunData};
+use crate::html::fmt_count;
+use crate::stats::{self, ALL_FNS, MAX_LATENCY_POINTS_DRAWN, Throughput};
 
 /// The font family every text in the figures uses (registered from `dejavu`).
 pub(crate) const FONT: &str = "sans-serif";
@@ -205,11 +205,11 @@ pub(crate) fn render_run_plots(run: &RunData, plots_dir: &Path) -> Result<RunPlo
 
 /// "experiment · system · seed N" for figure captions.
 fn run_title(run: &RunData) -> String {
-    let mut parts = vec![super::html::experiment_name(run)];
-    if let Some(system) = super::data::json_text(&run.summary, &["system"]) {
+    let mut parts = vec![crate::html::experiment_name(run)];
+    if let Some(system) = crate::data::json_text(&run.summary, &["system"]) {
         parts.push(system);
     }
-    if let Some(seed) = super::html::seed_of(run) {
+    if let Some(seed) = crate::html::seed_of(run) {
         parts.push(format!("seed {seed}"));
     }
     parts.join(" · ")
@@ -512,7 +512,7 @@ where
 }
 
 /// Formats an axis tick with at most three significant digits and no trailing zeros.
-fn fmt_tick(v: f64) -> String {
+pub(crate) fn fmt_tick(v: f64) -> String {
     if v == 0.0 || !v.is_finite() {
         return "0".to_string();
     }

@@ -20,11 +20,12 @@ use plotters::coord::{CoordTranslate, Shift};
 use plotters::prelude::*;
 use serde_json::Value;
 
-use super::ReportError;
-use super::data::{RunData, json_at, read_events};
-use super::plots::{
-    DrawResult, FAIL_COLOR, FONT, Figure, INFO_COLOR, INK, LIVENESS_COLOR, OK_COLOR, save_figure,
-    styled_mesh,
+use crate::ReportError;
+use crate::data::{RunData, json_at};
+use crate::events::RunEvent;
+use crate::plots::{
+    DrawResult, FAIL_COLOR, FONT, Figure, INFO_COLOR, INK, LIVENESS_COLOR, OK_COLOR, fmt_tick,
+    save_figure, styled_mesh,
 };
 
 /// Size of every SWIM figure, px.
@@ -34,13 +35,18 @@ const MAX_TIMELINE_BUCKETS: u64 = 600;
 /// Colour of the rejoin series and of the Lifeguard-off runs.
 const PURPLE: RGBColor = RGBColor(148, 103, 189);
 
-/// Whether a run's summary has a `swim` section.
-pub(crate) fn is_swim(summary: &Value) -> bool {
-    json_at(summary, &["swim"]).is_some_and(Value::is_object)
-}
-
 fn num(v: &Value, path: &[&str]) -> Option<f64> {
     json_at(v, path).and_then(Value::as_f64)
+}
+
+/// A member count on an axis: `10`, `100`, `1000` (a log axis's ticks are whole
+/// numbers of members, never `10.0`); anything else as a plain tick.
+fn fmt_member_count(n: f64) -> String {
+    if n >= 1.0 && (n - n.round()).abs() < 1e-6 {
+        format!("{}", n.round() as u64)
+    } else {
+        fmt_tick(n)
+    }
 }
 
 /// Empirical CDF points (value, fraction at or below), sorted.
@@ -210,100 +216,9 @@ pub(crate) fn render_swim_plots(
         .unwrap_or("swim")
         .to_string();
     let members = num(s, &["swim", "members"]).unwrap_or(0.0);
-    let records: Vec<Value> = json_at(s, &["swim", "crash_records"])
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let field = |k: &str| -> Vec<f64> { records.iter().filter_map(|r| num(r, &[k])).collect() };
-    let mut series = Vec::new();
-    let mut x_max: f64 = 1.0;
-    for (label, key, color) in [
-        ("first suspicion", "first_suspicion_s", INFO_COLOR),
-        ("first dead", "first_dead_s", FAIL_COLOR),
-        ("dead everywhere", "dead_everywhere_s", INK),
-        (
-            "rejoined everywhere",
-            "rejoined_everywhere_s",
-            LIVENESS_COLOR,
-        ),
-    ] {
-        let v = field(key);
-        x_max = v.iter().copied().fold(x_max, f64::max);
-        if !v.is_empty() {
-            series.push((label.to_string(), color, cdf(v)));
-        }
-    }
-    let expected_s = num(s, &["swim", "expected_first_detection_s"]);
-    let cdf_fig = DetectionCdf {
-        title: format!("SWIM detection latency — {name}, n = {members}"),
-        series,
-        expected_s,
-        x_max: x_max * 1.1,
-    };
+    let cdf_fig = DetectionCdf::of(s, &name, members);
     let mut files = save_figure(&cdf_fig, plots_dir, "swim-detection-cdf", FIGURE_SIZE_PX)?;
-
-    let events_path = run.dir.join("events.jsonl");
-    let events = if events_path.is_file() {
-        read_events(&events_path)?
-    } else {
-        Vec::new()
-    };
-    let end_ns = run
-        .run_end_ns
-        .max(events.iter().map(|e| e.time_ns).max().unwrap_or(0));
-    // Whole seconds per bucket, at most MAX_TIMELINE_BUCKETS of them.
-    let bucket_ns = end_ns.div_ceil(MAX_TIMELINE_BUCKETS * 1_000_000_000).max(1) * 1_000_000_000;
-    let buckets = (end_ns / bucket_ns + 1) as usize;
-    let mut counts = [
-        vec![0u64; buckets],
-        vec![0u64; buckets],
-        vec![0u64; buckets],
-    ];
-    for e in &events {
-        let k = match e.node_event().map(|(_, ev)| ev) {
-            Some(NodeEvent::MemberSuspect { .. }) => 0,
-            Some(NodeEvent::MemberDead { .. }) => 1,
-            Some(NodeEvent::MemberRefuted { .. }) => 2,
-            _ => continue,
-        };
-        counts[k][(e.time_ns / bucket_ns) as usize] += 1;
-    }
-    let bucket_s = bucket_ns as f64 / 1e9;
-    let y_max = counts.iter().flatten().copied().max().unwrap_or(0).max(1) as f64 * 1.15;
-    let line = |c: &Vec<u64>| -> Vec<(f64, f64)> {
-        c.iter()
-            .enumerate()
-            .map(|(i, v)| (i as f64 * bucket_s, *v as f64))
-            .collect()
-    };
-    let crashes = run
-        .faults
-        .iter()
-        .filter(|f| f.fault == "crash")
-        .map(|f| {
-            (
-                f.start_ns as f64 / 1e9,
-                f.end_ns.unwrap_or(end_ns) as f64 / 1e9,
-            )
-        })
-        .collect();
-    let false_positives = json_at(s, &["swim", "false_positive_records"])
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|r| num(r, &["at_s"])).collect())
-        .unwrap_or_default();
-    let timeline = Timeline {
-        title: format!("SWIM suspicions and deaths over time — {name}, n = {members}"),
-        bucket_s,
-        end_s: end_ns as f64 / 1e9,
-        lines: vec![
-            ("suspicions".into(), INFO_COLOR, line(&counts[0])),
-            ("deaths declared".into(), FAIL_COLOR, line(&counts[1])),
-            ("refutations".into(), OK_COLOR, line(&counts[2])),
-        ],
-        crashes,
-        false_positives,
-        y_max,
-    };
+    let timeline = Timeline::of(run, &name, members);
     files.extend(save_figure(
         &timeline,
         plots_dir,
@@ -311,6 +226,112 @@ pub(crate) fn render_swim_plots(
         FIGURE_SIZE_PX,
     )?);
     Ok(files)
+}
+
+impl DetectionCdf {
+    /// Per crash, the distribution of each detection time in the summary's
+    /// `swim.crash_records`.
+    fn of(summary: &Value, name: &str, members: f64) -> DetectionCdf {
+        let records: Vec<Value> = json_at(summary, &["swim", "crash_records"])
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let field = |k: &str| -> Vec<f64> { records.iter().filter_map(|r| num(r, &[k])).collect() };
+        let mut series = Vec::new();
+        let mut x_max: f64 = 1.0;
+        for (label, key, color) in [
+            ("first suspicion", "first_suspicion_s", INFO_COLOR),
+            ("first dead", "first_dead_s", FAIL_COLOR),
+            ("dead everywhere", "dead_everywhere_s", INK),
+            (
+                "rejoined everywhere",
+                "rejoined_everywhere_s",
+                LIVENESS_COLOR,
+            ),
+        ] {
+            let v = field(key);
+            x_max = v.iter().copied().fold(x_max, f64::max);
+            if !v.is_empty() {
+                series.push((label.to_string(), color, cdf(v)));
+            }
+        }
+        DetectionCdf {
+            title: format!("SWIM detection latency — {name}, n = {members}"),
+            series,
+            expected_s: num(summary, &["swim", "expected_first_detection_s"]),
+            x_max: x_max * 1.1,
+        }
+    }
+}
+
+/// Suspicions, deaths and refutations reported by members, counted per `bucket_ns`
+/// (indexed like the timeline's lines).
+fn member_event_counts(events: &[RunEvent], bucket_ns: u64, buckets: usize) -> [Vec<u64>; 3] {
+    let mut counts = [
+        vec![0u64; buckets],
+        vec![0u64; buckets],
+        vec![0u64; buckets],
+    ];
+    for e in events {
+        let k = match e.node_event().map(|(_, ev)| ev) {
+            Some(NodeEvent::MemberSuspect { .. }) => 0,
+            Some(NodeEvent::MemberDead { .. }) => 1,
+            Some(NodeEvent::MemberRefuted { .. }) => 2,
+            _ => continue,
+        };
+        let bucket = ((e.time_ns / bucket_ns) as usize).min(buckets - 1);
+        counts[k][bucket] += 1;
+    }
+    counts
+}
+
+impl Timeline {
+    /// The member events of a run per time bucket, its crash periods and its false
+    /// positives.
+    fn of(run: &RunData, name: &str, members: f64) -> Timeline {
+        let end_ns = run.run_end_ns;
+        // Whole seconds per bucket, at most MAX_TIMELINE_BUCKETS of them.
+        let bucket_ns =
+            end_ns.div_ceil(MAX_TIMELINE_BUCKETS * 1_000_000_000).max(1) * 1_000_000_000;
+        let buckets = (end_ns / bucket_ns + 1) as usize;
+        let counts = member_event_counts(&run.events, bucket_ns, buckets);
+        let bucket_s = bucket_ns as f64 / 1e9;
+        let y_max = counts.iter().flatten().copied().max().unwrap_or(0).max(1) as f64 * 1.15;
+        let line = |c: &Vec<u64>| -> Vec<(f64, f64)> {
+            c.iter()
+                .enumerate()
+                .map(|(i, v)| (i as f64 * bucket_s, *v as f64))
+                .collect()
+        };
+        let crashes = run
+            .faults
+            .iter()
+            .filter(|f| f.fault == "crash")
+            .map(|f| {
+                (
+                    f.start_ns as f64 / 1e9,
+                    f.end_ns.unwrap_or(end_ns) as f64 / 1e9,
+                )
+            })
+            .collect();
+        let false_positives = json_at(&run.summary, &["swim", "false_positive_records"])
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|r| num(r, &["at_s"])).collect())
+            .unwrap_or_default();
+        Timeline {
+            title: format!("SWIM suspicions and deaths over time — {name}, n = {members}"),
+            bucket_s,
+            end_s: end_ns as f64 / 1e9,
+            lines: vec![
+                ("suspicions".into(), INFO_COLOR, line(&counts[0])),
+                ("deaths declared".into(), FAIL_COLOR, line(&counts[1])),
+                ("refutations".into(), OK_COLOR, line(&counts[2])),
+            ],
+            crashes,
+            false_positives,
+            y_max,
+        }
+    }
 }
 
 /// The SWIM section of a run's report: the key numbers and the two figures.
@@ -615,6 +636,8 @@ impl Figure for Scale {
                 chart
                     .configure_mesh()
                     .x_desc("members n (log scale)")
+                    .x_label_formatter(&|n| fmt_member_count(*n))
+                    .y_label_formatter(&|v| fmt_tick(*v))
                     .y_desc(y_desc),
                 0.12,
             )
@@ -635,15 +658,15 @@ impl Figure for Scale {
 }
 
 /// Draws the SWIM comparison of several runs' summaries into `out_dir`; returns the
-/// HTML of the figures (for `compare.html`) and the files written.
+/// HTML of the figures (for `compare.html`) and the files written. Each run comes with
+/// its number in the comparison (from 1), which labels it when it has no label.
 pub(crate) fn render_swim_comparison(
-    summaries: &[Value],
+    summaries: &[(usize, &Value)],
     out_dir: &Path,
 ) -> Result<(String, Vec<PathBuf>), ReportError> {
     let mut runs: Vec<Compared> = summaries
         .iter()
-        .enumerate()
-        .map(|(i, s)| Compared::of(s, i + 1))
+        .map(|(index, s)| Compared::of(s, *index))
         .collect();
     let width = (450 + 390 * runs.len() as u32).clamp(1400, 3000);
     let mut files = save_figure(

@@ -1,0 +1,428 @@
+//! # kvlab-node-cli
+//!
+//! One node of a real cluster, as a command: `node --config NODE.toml` runs one node
+//! ([`kvlab_server::run_node`]) over a real transport with on-disk storage until
+//! SIGTERM, ctrl-c or an admin `shutdown`; `client ADDR read|write|cas|delete KEY
+//! [VALUE...]` sends one request to a node's client endpoint. One implementation, two
+//! entry points: the `kvlab` binary has them as `kvlab node` and `kvlab client` (it takes
+//! [`NodeArgs`] and [`ClientArgs`] into its own command line), and this crate's small
+//! `kvlab-node` binary — the one that goes into a container image — has them too.
+//!
+//! `kvlab-node` accepts the node command with or without its name, so that
+//! `KVLAB_NODE_EXE` (the executable the local backend starts nodes with) may name either
+//! binary: `kvlab-node node --config NODE.toml --exit-with-parent` (the form the
+//! local backend uses with `kvlab` too) and `kvlab-node --config NODE.toml` (the
+//! short form for a container's entry point) are the same command.
+//!
+//! **Must never depend on:** plotters or anything else that draws, the checker, the
+//! simulator, the report or the experiments crate. Only what a node process needs:
+//! kvlab-server (and through it the node, storage and transports), tokio, clap, tracing.
+//! `experiments/tests/architecture.rs` proves it from `cargo metadata`.
+//!
+//! ```
+//! use clap::Parser as _;
+//! use kvlab_node_cli::{ClientCommand, Command, NodeCli};
+//! use kvlab_types::KvOp;
+//!
+//! // The two spellings of the node command are one command.
+//! let short = NodeCli::try_parse_from(["kvlab-node", "--config", "n1.toml"])?.command();
+//! let long = NodeCli::try_parse_from(["kvlab-node", "node", "--config", "n1.toml"])?.command();
+//! assert_eq!(short, long);
+//! assert!(matches!(short, Some(Command::Node(a)) if a.config.ends_with("n1.toml")));
+//!
+//! // A client request, parsed as `kvlab client` parses it.
+//! let c = ClientCommand::parse("127.0.0.1:7101".parse()?, "write", &["k".into(), "5".into()])?;
+//! assert_eq!(c.op, KvOp::Write { key: "k".into(), value: 5 });
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use kvlab_server::{KvClient, KvClientOptions};
+use kvlab_types::{ClientError, ClientRequest, KvOp, OpOutput, RequestId, Value};
+
+/// Why a node or client command could not run. A node that starts and then stops by a
+/// failure is not an error: it is exit status 1.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeCliError {
+    /// A command-line argument or the node's config file is malformed (exit 2).
+    #[error("bad argument `{arg}`: {reason}")]
+    BadArgument {
+        /// The argument as given.
+        arg: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// The process could not set itself up (runtime, parent-death signal) (exit 1).
+    #[error("{0}")]
+    Startup(String),
+}
+
+impl NodeCliError {
+    /// The exit status: 2 for bad input, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            NodeCliError::BadArgument { .. } => 2,
+            NodeCliError::Startup(_) => 1,
+        }
+    }
+}
+
+/// `node`: run one node.
+#[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
+pub struct NodeArgs {
+    /// The node's configuration (TOML: id, listen addresses, peers, data dir, transport).
+    #[arg(long, value_name = "NODE.toml")]
+    pub config: PathBuf,
+    /// Die with the thread that started this process (used by `kvlab run --backend
+    /// local`, so a runner that dies leaves no node behind).
+    #[arg(long, hide = true)]
+    pub exit_with_parent: bool,
+}
+
+/// `client`: one request to a node's client endpoint.
+#[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
+pub struct ClientArgs {
+    /// The node's client endpoint, e.g. 127.0.0.1:7101.
+    pub addr: SocketAddr,
+    /// read | write | cas | delete.
+    pub op: String,
+    /// KEY, then VALUE for write, EXPECTED NEW for cas (EXPECTED `none` for an absent key).
+    #[arg(allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}
+
+/// A command of `kvlab-node` (and of `kvlab`, which has the same two).
+#[derive(Clone, Debug, PartialEq, Eq, clap::Subcommand)]
+pub enum Command {
+    /// Run one node with a real transport and on-disk storage until SIGTERM or ctrl-c.
+    Node(NodeArgs),
+    /// Send one request to a node's client endpoint and print the answer (exit 0 ok,
+    /// 1 failed, 3 indeterminate, 2 bad input).
+    Client(ClientArgs),
+}
+
+/// The command line of the `kvlab-node` binary: `node --config NODE.toml`, the same
+/// without the word `node`, or `client ADDR OP ARGS...`.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "kvlab-node",
+    version,
+    about = "One kvlab node with a real transport and on-disk storage (and a one-request client)",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct NodeCli {
+    #[command(subcommand)]
+    subcommand: Option<Command>,
+    /// The node's configuration (TOML); the same as `kvlab-node node --config`.
+    #[arg(long, value_name = "NODE.toml", required = true)]
+    config: Option<PathBuf>,
+    /// Die with the thread that started this process.
+    #[arg(long, hide = true)]
+    exit_with_parent: bool,
+}
+
+impl NodeCli {
+    /// The command asked for (`None` only if clap let an empty command line through,
+    /// which `required = true` on `--config` prevents).
+    pub fn command(self) -> Option<Command> {
+        match (self.subcommand, self.config) {
+            (Some(c), _) => Some(c),
+            (None, Some(config)) => Some(Command::Node(NodeArgs {
+                config,
+                exit_with_parent: self.exit_with_parent,
+            })),
+            (None, None) => None,
+        }
+    }
+}
+
+/// Runs a command; returns its exit status. Both binaries call this.
+pub fn run(command: Command) -> Result<u8, NodeCliError> {
+    match command {
+        Command::Node(a) => {
+            init_node_tracing();
+            run_node_command(&a.config, a.exit_with_parent)
+        }
+        Command::Client(a) => {
+            ClientCommand::parse(a.addr, &a.op, &a.args).and_then(|c| run_client_command(&c))
+        }
+    }
+}
+
+/// A node logs to stderr; `RUST_LOG` filters (default `info`).
+pub fn init_node_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+/// Worker threads of a node process's runtime: the driver is one task, the endpoints
+/// and transport a few more; two threads keep a node from hogging a shared machine.
+pub const NODE_WORKER_THREADS: usize = 2;
+
+/// Completes on ctrl-c or SIGTERM (whichever comes first).
+async fn termination() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; only ctrl-c stops the node");
+            let _ = ctrl_c.await;
+        }
+    }
+    tracing::info!("termination signal: stopping gracefully");
+}
+
+/// Runs one node until SIGTERM, ctrl-c or an admin `shutdown`. With `exit_with_parent`
+/// the kernel kills the node when the thread that started it ends (a runner that dies
+/// without cleaning up leaves no node behind). Errors in the config are bad input (exit
+/// 2); a node that stops by a failure is exit 1.
+pub fn run_node_command(
+    config: &std::path::Path,
+    exit_with_parent: bool,
+) -> Result<u8, NodeCliError> {
+    if exit_with_parent {
+        // The parent may have died before this line: then there is no one to serve.
+        let parent = nix::unistd::getppid();
+        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(|e| {
+            NodeCliError::Startup(format!("cannot ask to die with the parent: {e}"))
+        })?;
+        if parent.as_raw() == 1 || nix::unistd::getppid() != parent {
+            return Ok(1);
+        }
+    }
+    let config = kvlab_server::load_node_config(config).map_err(|e| match e {
+        kvlab_server::ServerError::ReadConfig { .. }
+        | kvlab_server::ServerError::ParseConfig { .. }
+        | kvlab_server::ServerError::InvalidConfig { .. } => NodeCliError::BadArgument {
+            arg: "--config".into(),
+            reason: e.to_string(),
+        },
+        other => NodeCliError::Startup(other.to_string()),
+    })?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(NODE_WORKER_THREADS)
+        .enable_all()
+        .build()
+        .map_err(|e| NodeCliError::Startup(format!("cannot start the tokio runtime: {e}")))?;
+    let id = config.id;
+    match rt.block_on(kvlab_server::run_node(config, termination())) {
+        Ok(()) => Ok(0),
+        Err(e) => {
+            tracing::error!(node = id, error = %e, "node stopped by a failure");
+            eprintln!("error: node {id}: {e}");
+            Ok(1)
+        }
+    }
+}
+
+/// What `kvlab client` asks for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClientCommand {
+    /// The node's client endpoint.
+    pub addr: SocketAddr,
+    /// The operation.
+    pub op: KvOp,
+}
+
+fn parse_value(arg: &str, s: &str) -> Result<Value, NodeCliError> {
+    s.parse().map_err(|_| NodeCliError::BadArgument {
+        arg: format!("{arg} {s}"),
+        reason: "must be an integer".into(),
+    })
+}
+
+impl ClientCommand {
+    /// Parses `read KEY`, `write KEY VALUE`, `cas KEY EXPECTED NEW` (EXPECTED `none` for
+    /// an absent key) or `delete KEY`.
+    pub fn parse(addr: SocketAddr, op: &str, args: &[String]) -> Result<Self, NodeCliError> {
+        let bad = |reason: &str| NodeCliError::BadArgument {
+            arg: format!("{op} {}", args.join(" ")),
+            reason: reason.into(),
+        };
+        let op = match (op, args) {
+            ("read", [key]) => KvOp::Read { key: key.clone() },
+            ("delete", [key]) => KvOp::Delete { key: key.clone() },
+            ("write", [key, v]) => KvOp::Write {
+                key: key.clone(),
+                value: parse_value("write", v)?,
+            },
+            ("cas", [key, expected, new]) => KvOp::Cas {
+                key: key.clone(),
+                expected: match expected.as_str() {
+                    "none" | "nil" | "null" => None,
+                    v => Some(parse_value("cas", v)?),
+                },
+                new: parse_value("cas", new)?,
+            },
+            ("read" | "delete", _) => return Err(bad("expected: KEY")),
+            ("write", _) => return Err(bad("expected: KEY VALUE")),
+            ("cas", _) => return Err(bad("expected: KEY EXPECTED NEW (EXPECTED may be none)")),
+            _ => return Err(bad("the operation is read, write, cas or delete")),
+        };
+        Ok(ClientCommand { addr, op })
+    }
+}
+
+/// Sends one request (with retries that reuse its id) and prints the answer. Exit 0 ok,
+/// 1 a definite failure (it did not happen), 3 indeterminate (it may have happened).
+pub fn run_client_command(cmd: &ClientCommand) -> Result<u8, NodeCliError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| NodeCliError::Startup(format!("cannot start the tokio runtime: {e}")))?;
+    // A client id unlikely to collide with another client's session on the node.
+    let client = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+        ^ (u64::from(std::process::id()) << 32);
+    let req = ClientRequest {
+        id: RequestId { client, seq: 1 },
+        op: cmd.op.clone(),
+    };
+    let resp = rt.block_on(async {
+        let kv = KvClient::connect(cmd.addr, KvClientOptions::default()).await?;
+        Ok::<_, kvlab_server::KvClientError>(kv.execute_with_retries(req).await)
+    });
+    let resp = match resp {
+        Ok(r) => r,
+        Err(e) => {
+            println!("fail: {e}");
+            return Ok(1);
+        }
+    };
+    Ok(match resp.result {
+        Ok(OpOutput::Read(Some(v))) => {
+            println!("{v}");
+            0
+        }
+        Ok(OpOutput::Read(None)) => {
+            println!("none");
+            0
+        }
+        Ok(OpOutput::Done) => {
+            println!("ok");
+            0
+        }
+        Err(e @ ClientError::Indeterminate { .. }) => {
+            println!("info: {e}");
+            3
+        }
+        Err(e) => {
+            println!("fail: {e}");
+            1
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn client_operations_parse_and_bad_ones_are_named() {
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let c = ClientCommand::parse(addr, "cas", &args(&["k", "none", "3"])).unwrap();
+        assert_eq!(
+            c.op,
+            KvOp::Cas {
+                key: "k".into(),
+                expected: None,
+                new: 3
+            }
+        );
+        let c = ClientCommand::parse(addr, "write", &args(&["k", "-4"])).unwrap();
+        assert_eq!(
+            c.op,
+            KvOp::Write {
+                key: "k".into(),
+                value: -4
+            }
+        );
+        for (op, a) in [
+            ("write", vec!["k"]),
+            ("write", vec!["k", "x"]),
+            ("get", vec!["k"]),
+            ("read", vec![]),
+        ] {
+            let e = ClientCommand::parse(addr, op, &args(&a)).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{e}");
+        }
+    }
+
+    fn parse(argv: &[&str]) -> Result<Option<Command>, clap::Error> {
+        use clap::Parser as _;
+        NodeCli::try_parse_from(argv).map(NodeCli::command)
+    }
+
+    #[test]
+    fn node_command_parses_with_or_without_its_name() {
+        let expected = Some(Command::Node(NodeArgs {
+            config: "n1.toml".into(),
+            exit_with_parent: true,
+        }));
+        // The form the local backend uses for `kvlab` and for `kvlab-node` alike.
+        assert_eq!(
+            parse(&[
+                "kvlab-node",
+                "node",
+                "--config",
+                "n1.toml",
+                "--exit-with-parent"
+            ])
+            .unwrap(),
+            expected
+        );
+        assert_eq!(
+            parse(&["kvlab-node", "--config", "n1.toml", "--exit-with-parent"]).unwrap(),
+            expected
+        );
+        assert_eq!(
+            parse(&["kvlab-node", "--exit-with-parent", "--config", "n1.toml"]).unwrap(),
+            expected
+        );
+    }
+
+    #[test]
+    fn client_command_parses_and_an_empty_command_line_is_refused() {
+        assert_eq!(
+            parse(&["kvlab-node", "client", "127.0.0.1:7101", "write", "k", "-4"]).unwrap(),
+            Some(Command::Client(ClientArgs {
+                addr: "127.0.0.1:7101".parse().unwrap(),
+                op: "write".into(),
+                args: vec!["k".into(), "-4".into()],
+            }))
+        );
+        assert!(parse(&["kvlab-node"]).is_err());
+        // A subcommand and the short form's flag are not mixed.
+        assert!(
+            parse(&[
+                "kvlab-node",
+                "--config",
+                "a.toml",
+                "client",
+                "127.0.0.1:1",
+                "read",
+                "k"
+            ])
+            .is_err()
+        );
+    }
+}
