@@ -59,31 +59,42 @@ pub fn replica_counts(placement: &Placement, nodes: &BTreeSet<NodeId>) -> Vec<f6
 /// A membership event whose data movement is measured.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum MembershipEvent {
-    /// A node joins `nodes_before` nodes.
-    Join,
-    /// One of `nodes_before` nodes is lost and its replicas are re-created.
-    Loss,
-    /// One of `nodes_before` nodes is drained.
-    Drain,
+    /// `joined` nodes join `before` nodes.
+    Join {
+        /// Nodes before the event.
+        before: usize,
+        /// Nodes that join.
+        joined: usize,
+    },
+    /// `lost` of `before` nodes are lost and their replicas re-created.
+    Loss {
+        /// Nodes before the event.
+        before: usize,
+        /// Nodes lost.
+        lost: usize,
+    },
+    /// `drained` of `before` nodes are drained.
+    Drain {
+        /// Nodes before the event.
+        before: usize,
+        /// Nodes drained.
+        drained: usize,
+    },
 }
 
 /// The least data an event must move, with `data_bytes` of logical data replicated RF
-/// times over `nodes_before` nodes (wave 2 §2.3, this note's arithmetic): a join needs
-/// the new node's share `RF·D/(N+1)`; a loss or a drain re-creates the node's share
-/// `RF·D/N`. Zero nodes give zero.
-pub fn optimum_moved_bytes(
-    event: MembershipEvent,
-    replication_factor: usize,
-    data_bytes: f64,
-    nodes_before: usize,
-) -> f64 {
+/// times (wave 2 §2.3, that note's arithmetic): joining nodes must receive their share,
+/// `RF·D·j/(N+j)` — `RF·D/(N+1)` for one node; lost or drained nodes' shares must be
+/// re-created, `RF·D·l/N` — `RF·D/N` for one node. Zero nodes give zero.
+pub fn optimum_moved_bytes(event: MembershipEvent, replication_factor: usize, data_bytes: f64) -> f64 {
     let rf_d = replication_factor as f64 * data_bytes;
+    let share = |k: usize, of: usize| {
+        if of == 0 { 0.0 } else { rf_d * k as f64 / of as f64 }
+    };
     match event {
-        MembershipEvent::Join => rf_d / (nodes_before as f64 + 1.0),
-        MembershipEvent::Loss | MembershipEvent::Drain if nodes_before > 0 => {
-            rf_d / nodes_before as f64
-        }
-        _ => 0.0,
+        MembershipEvent::Join { before, joined } => share(joined, before + joined),
+        MembershipEvent::Loss { before, lost } => share(lost.min(before), before),
+        MembershipEvent::Drain { before, drained } => share(drained.min(before), before),
     }
 }
 
@@ -226,9 +237,13 @@ mod tests {
     #[test]
     fn optimum_and_ratio() {
         let d = 1024.0;
-        assert_eq!(optimum_moved_bytes(MembershipEvent::Join, 3, d, 5), 512.0);
-        assert_eq!(optimum_moved_bytes(MembershipEvent::Loss, 3, d, 6), 512.0);
-        assert_eq!(optimum_moved_bytes(MembershipEvent::Drain, 3, d, 0), 0.0);
+        let join = |before, joined| MembershipEvent::Join { before, joined };
+        assert_eq!(optimum_moved_bytes(join(5, 1), 3, d), 512.0);
+        assert_eq!(optimum_moved_bytes(join(5, 3), 3, d), 3.0 * d * 3.0 / 8.0);
+        let loss = MembershipEvent::Loss { before: 6, lost: 1 };
+        assert_eq!(optimum_moved_bytes(loss, 3, d), 512.0);
+        let drain = MembershipEvent::Drain { before: 0, drained: 1 };
+        assert_eq!(optimum_moved_bytes(drain, 3, d), 0.0);
         assert_eq!(move_ratio(600.0, 512.0), 600.0 / 512.0);
         assert_eq!(move_ratio(0.0, 0.0), 1.0);
         assert!(move_ratio(1.0, 0.0).is_infinite());

@@ -20,3 +20,6 @@ pub use operator::{CancelReason, Operator, OperatorId, OperatorKind, OperatorSta
 pub use placement::{ConfEpoch, Descriptor, Placement, PlacementError, ReplicaSet};
 pub use plan::{ConfChangeMode, PlacementBug, Plan, PlanConfig, PlanInput, plan};
 pub use strategy::{Eligibility, PlacementStrategy, StrategyError, StrategyInput, StrategyParams, initial_placement, target_placement};
+
+#[cfg(test)]
+pub(crate) mod testutil;

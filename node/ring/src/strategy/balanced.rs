@@ -12,9 +12,19 @@
 //! both exist, so the number of moves equals the larger of the total excess and the total
 //! deficit — a lower bound for any plan. Step 2 creates only the replicas that were lost.
 //!
-//! Among the vnodes that could move, the one whose other voters share the fewest vnodes
-//! with the receiver is chosen (then the lowest id): it spreads each node's peers, which
-//! lowers [`crate::balance::pairs_unavailable_fraction`] without costing a move.
+//! Among the vnodes that could move (and the nodes that could fill), the one whose other
+//! voters share the *fewest* vnodes with the receiver is chosen (then the lowest id).
+//! Spreading each node's peers keeps later moves minimal: when a node fails, the vnodes
+//! that lost it contain many different peers, so the least loaded nodes can take them
+//! without a second round of balancing moves (with peers concentrated instead, a 5-node
+//! P = 64 loss needed 6 extra moves), and the re-created replicas stream from many
+//! sources. The price is the copyset trade-off: more distinct node pairs share a vnode,
+//! so [`crate::balance::pairs_unavailable_fraction`] is high (1.0 for 5 nodes, where
+//! every pair shares a vnode anyway; 1.0 rather than 0.75 after a 5→8 join at P = 64).
+//! A `copyset` strategy (wave 2, later) is the place to optimise that instead.
+//!
+//! Cost: O(P·RF·N) to fill and O(P·RF/N · RF) per balancing move, with nodes indexed
+//! densely (a 1,024-vnode ring is planned every scheduler tick).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -24,142 +34,161 @@ use super::{StrategyError, StrategyInput};
 use crate::hash::VnodeId;
 use crate::placement::{Placement, ReplicaSet};
 
-/// How many vnodes each unordered node pair shares.
-#[derive(Default)]
-struct PairCounts(BTreeMap<(NodeId, NodeId), u32>);
+/// Dense working state: nodes by index (index order = id order).
+struct Work {
+    ids: Vec<NodeId>,
+    active: Vec<bool>,
+    count: Vec<usize>,
+    /// Vnodes each node is a voter of.
+    holds: Vec<BTreeSet<u32>>,
+    /// Voters per vnode, as node indices.
+    sets: Vec<Vec<usize>>,
+    /// Vnodes shared by each node pair, `n × n`.
+    pairs: Vec<u32>,
+}
 
-impl PairCounts {
-    fn key(a: NodeId, b: NodeId) -> (NodeId, NodeId) {
-        if a < b { (a, b) } else { (b, a) }
+impl Work {
+    fn n(&self) -> usize {
+        self.ids.len()
     }
-    fn get(&self, a: NodeId, b: NodeId) -> u32 {
-        self.0.get(&Self::key(a, b)).copied().unwrap_or(0)
-    }
-    fn add(&mut self, n: NodeId, others: &BTreeSet<NodeId>) {
-        for o in others.iter().filter(|o| **o != n) {
-            *self.0.entry(Self::key(n, *o)).or_insert(0) += 1;
-        }
-    }
-    fn remove(&mut self, n: NodeId, others: &BTreeSet<NodeId>) {
-        for o in others.iter().filter(|o| **o != n) {
-            if let Some(c) = self.0.get_mut(&Self::key(n, *o)) {
-                *c = c.saturating_sub(1);
-            }
-        }
-    }
-    /// How much `n` would overlap with the members of `set` other than `except`.
-    fn overlap(&self, n: NodeId, set: &BTreeSet<NodeId>, except: Option<NodeId>) -> u32 {
-        set.iter()
-            .filter(|m| Some(**m) != except && **m != n)
-            .map(|m| self.get(n, *m))
+
+    fn overlap(&self, x: usize, v: usize, except: Option<usize>) -> u32 {
+        self.sets[v]
+            .iter()
+            .filter(|m| Some(**m) != except && **m != x)
+            .map(|m| self.pairs[x * self.n() + m])
             .sum()
+    }
+
+    fn add(&mut self, x: usize, v: usize) {
+        let n = self.n();
+        for &m in &self.sets[v] {
+            self.pairs[x * n + m] += 1;
+            self.pairs[m * n + x] += 1;
+        }
+        self.sets[v].push(x);
+        self.holds[x].insert(v as u32);
+        self.count[x] += 1;
+    }
+
+    fn remove(&mut self, x: usize, v: usize) {
+        let n = self.n();
+        self.sets[v].retain(|m| *m != x);
+        for &m in &self.sets[v] {
+            self.pairs[x * n + m] = self.pairs[x * n + m].saturating_sub(1);
+            self.pairs[m * n + x] = self.pairs[m * n + x].saturating_sub(1);
+        }
+        self.holds[x].remove(&(v as u32));
+        self.count[x] -= 1;
     }
 }
 
 pub(super) fn place(input: &StrategyInput<'_>) -> Result<Placement, StrategyError> {
     let rf = input.replication_factor;
-    let active = input.active();
-    let mut count: BTreeMap<NodeId, usize> = active.iter().map(|n| (*n, 0)).collect();
-    let mut sets: BTreeMap<VnodeId, BTreeSet<NodeId>> = BTreeMap::new();
+    let active_set = input.active();
+    let p = input.layout.vnode_count() as usize;
 
-    // 1. Keep what may stay.
+    // What may stay, per vnode: frozen voters (capped at RF) and active voters.
+    let mut keep: Vec<BTreeSet<NodeId>> = Vec::with_capacity(p);
     for v in input.layout.vnodes() {
-        let mut keep = input.frozen_kept(v);
+        let mut k = input.frozen_kept(v);
         if let Some(cur) = input.current.get(v) {
-            keep.extend(cur.voters.iter().filter(|n| active.contains(n)).copied());
+            k.extend(cur.voters.iter().filter(|n| active_set.contains(n)).copied());
         }
-        for n in &keep {
-            if let Some(c) = count.get_mut(n) {
-                *c += 1;
-            }
-        }
-        sets.insert(v, keep);
+        keep.push(k);
     }
-    // Too many voters (an unfinished or broken change): drop the most loaded active ones.
-    for set in sets.values_mut() {
-        while set.len() > rf {
-            let Some(drop) = set
+    let ids: Vec<NodeId> = active_set
+        .iter()
+        .copied()
+        .chain(keep.iter().flatten().copied())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let index: BTreeMap<NodeId, usize> = ids.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+    let n = ids.len();
+    let mut w = Work {
+        active: ids.iter().map(|x| active_set.contains(x)).collect(),
+        ids,
+        count: vec![0; n],
+        holds: vec![BTreeSet::new(); n],
+        sets: vec![Vec::new(); p],
+        pairs: vec![0; n * n],
+    };
+
+    // 1. Keep what may stay; too many voters (an unfinished or broken change) drops the
+    //    most loaded active ones.
+    for (v, k) in keep.iter().enumerate() {
+        for x in k {
+            w.add(index[x], v);
+        }
+    }
+    for v in 0..p {
+        while w.sets[v].len() > rf {
+            let Some(drop) = w.sets[v]
                 .iter()
-                .filter(|n| active.contains(n))
-                .max_by_key(|n| (count[*n], **n))
                 .copied()
+                .filter(|x| w.active[*x])
+                .max_by_key(|x| (w.count[*x], *x))
             else {
                 break; // only frozen voters left: frozen_kept already capped them at RF
             };
-            set.remove(&drop);
-            if let Some(c) = count.get_mut(&drop) {
-                *c -= 1;
-            }
-        }
-    }
-
-    let mut pairs = PairCounts::default();
-    for set in sets.values() {
-        let members: Vec<NodeId> = set.iter().copied().collect();
-        for (i, a) in members.iter().enumerate() {
-            for b in &members[i + 1..] {
-                *pairs.0.entry(PairCounts::key(*a, *b)).or_insert(0) += 1;
-            }
+            w.remove(drop, v);
         }
     }
 
     // 2. Fill vnodes short of RF with the least loaded active nodes.
-    for (v, set) in sets.iter_mut() {
-        while set.len() < rf {
-            let pick = active
-                .iter()
-                .filter(|n| !set.contains(n))
-                .min_by_key(|n| (count[*n], pairs.overlap(**n, set, None), **n))
-                .copied();
-            let Some(n) = pick else {
+    for v in 0..p {
+        while w.sets[v].len() < rf {
+            let pick = (0..n)
+                .filter(|x| w.active[*x] && !w.sets[v].contains(x))
+                .min_by_key(|x| (w.count[*x], w.overlap(*x, v, None), *x));
+            let Some(x) = pick else {
                 return Err(StrategyError::NotEnoughNodes {
-                    vnode: *v,
-                    needed: rf - set.len(),
-                    available: active.iter().filter(|n| !set.contains(n)).count(),
+                    vnode: VnodeId(v as u32),
+                    needed: rf - w.sets[v].len(),
+                    available: 0,
                 });
             };
-            pairs.add(n, set);
-            set.insert(n);
-            *count.get_mut(&n).expect("active nodes are counted") += 1;
+            w.add(x, v);
         }
     }
 
-    // 3. Balance: most loaded gives to least loaded until they differ by at most one.
+    // 3. Balance: the most loaded gives to the least loaded until they differ by ≤ 1.
+    let active_ix: Vec<usize> = (0..n).filter(|x| w.active[*x]).collect();
     loop {
-        let Some((&max_n, &max_c)) = count.iter().max_by_key(|(n, c)| (**c, std::cmp::Reverse(**n)))
+        let Some(&max) = active_ix
+            .iter()
+            .max_by_key(|x| (w.count[**x], std::cmp::Reverse(**x)))
         else {
             break;
         };
-        let Some((&min_n, &min_c)) = count.iter().min_by_key(|(n, c)| (**c, **n)) else {
+        let Some(&min) = active_ix.iter().min_by_key(|x| (w.count[**x], **x)) else {
             break;
         };
-        if max_c <= min_c + 1 {
+        if w.count[max] <= w.count[min] + 1 {
             break;
         }
-        // max_c ≥ min_c + 2 vnodes hold max_n, at most min_c of them hold min_n: one exists.
-        let v = sets
+        // count[max] ≥ count[min] + 2 vnodes hold max, at most count[min] of them hold
+        // min: one lacks min.
+        let v = w.holds[max]
             .iter()
-            .filter(|(_, s)| s.contains(&max_n) && !s.contains(&min_n))
-            .min_by_key(|(v, s)| (pairs.overlap(min_n, s, Some(max_n)), **v))
-            .map(|(v, _)| *v)
+            .map(|v| *v as usize)
+            .filter(|v| !w.sets[*v].contains(&min))
+            .min_by_key(|v| (w.overlap(min, *v, Some(max)), *v))
             .expect("a vnode of the most loaded node lacks the least loaded one");
-        let set = sets.get_mut(&v).expect("vnode exists");
-        set.remove(&max_n);
-        pairs.remove(max_n, set);
-        pairs.add(min_n, set);
-        set.insert(min_n);
-        *count.get_mut(&max_n).expect("counted") -= 1;
-        *count.get_mut(&min_n).expect("counted") += 1;
+        w.remove(max, v);
+        w.add(min, v);
     }
 
     let mut target = Placement::new(input.layout);
-    for (v, voters) in sets {
-        let set = ReplicaSet {
-            voters,
-            conf_epoch: input.epoch(v),
+    for (v, set) in w.sets.iter().enumerate() {
+        let vnode = VnodeId(v as u32);
+        let replicas = ReplicaSet {
+            voters: set.iter().map(|x| w.ids[*x]).collect(),
+            conf_epoch: input.epoch(vnode),
             ..ReplicaSet::default()
         };
-        target.insert(v, set)?;
+        target.insert(vnode, replicas)?;
     }
     Ok(target)
 }
