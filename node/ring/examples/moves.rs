@@ -16,7 +16,9 @@ use kvlab_ring::balance::{
     pairs_unavailable_fraction, replica_counts,
 };
 use kvlab_ring::strategy::{Eligibility, StrategyInput};
-use kvlab_ring::{PlacementStrategy, RingLayout, StrategyParams, initial_placement, target_placement};
+use kvlab_ring::{
+    PlacementStrategy, RingLayout, StrategyParams, initial_placement, target_placement,
+};
 use kvlab_types::NodeId;
 
 const RF: usize = 3;
@@ -57,7 +59,10 @@ fn main() {
                 };
                 let optimum = optimum_moved_bytes(event, RF, DATA_BYTES as f64);
                 let ratio = move_ratio(moved_bytes as f64, optimum);
-                let cv = coefficient_of_variation(&replica_counts(&target, &new.iter().copied().collect()));
+                let cv = coefficient_of_variation(&replica_counts(
+                    &target,
+                    &new.iter().copied().collect(),
+                ));
                 println!(
                     "| {before}→{after} | {} | {p} | {moved} | {:.3} | {:.3} | {ratio:.3} | {cv:.3} | {:.3} | {:.3} |",
                     strategy.name(),

@@ -42,7 +42,10 @@ pub fn within_band(values: &[f64], tolerance_ratio: f64) -> bool {
         return true;
     }
     let mean = values.iter().sum::<f64>() / values.len() as f64;
-    let (lo, hi) = (mean * (1.0 - tolerance_ratio), mean * (1.0 + tolerance_ratio));
+    let (lo, hi) = (
+        mean * (1.0 - tolerance_ratio),
+        mean * (1.0 + tolerance_ratio),
+    );
     values.iter().all(|v| *v >= lo && *v <= hi)
 }
 
@@ -86,10 +89,18 @@ pub enum MembershipEvent {
 /// times (wave 2 §2.3, that note's arithmetic): joining nodes must receive their share,
 /// `RF·D·j/(N+j)` — `RF·D/(N+1)` for one node; lost or drained nodes' shares must be
 /// re-created, `RF·D·l/N` — `RF·D/N` for one node. Zero nodes give zero.
-pub fn optimum_moved_bytes(event: MembershipEvent, replication_factor: usize, data_bytes: f64) -> f64 {
+pub fn optimum_moved_bytes(
+    event: MembershipEvent,
+    replication_factor: usize,
+    data_bytes: f64,
+) -> f64 {
     let rf_d = replication_factor as f64 * data_bytes;
     let share = |k: usize, of: usize| {
-        if of == 0 { 0.0 } else { rf_d * k as f64 / of as f64 }
+        if of == 0 {
+            0.0
+        } else {
+            rf_d * k as f64 / of as f64
+        }
     };
     match event {
         MembershipEvent::Join { before, joined } => share(joined, before + joined),
@@ -195,8 +206,14 @@ pub fn thrashing(values: &[f64]) -> Thrashing {
     }
     let (lo, hi) = values
         .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
-    let range = if values.is_empty() || hi == lo { 1.0 } else { hi - lo };
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(*v), hi.max(*v))
+        });
+    let range = if values.is_empty() || hi == lo {
+        1.0
+    } else {
+        hi - lo
+    };
     Thrashing {
         runs,
         up,
@@ -242,7 +259,10 @@ mod tests {
         assert_eq!(optimum_moved_bytes(join(5, 3), 3, d), 3.0 * d * 3.0 / 8.0);
         let loss = MembershipEvent::Loss { before: 6, lost: 1 };
         assert_eq!(optimum_moved_bytes(loss, 3, d), 512.0);
-        let drain = MembershipEvent::Drain { before: 0, drained: 1 };
+        let drain = MembershipEvent::Drain {
+            before: 0,
+            drained: 1,
+        };
         assert_eq!(optimum_moved_bytes(drain, 3, d), 0.0);
         assert_eq!(move_ratio(600.0, 512.0), 600.0 / 512.0);
         assert_eq!(move_ratio(0.0, 0.0), 1.0);
@@ -254,13 +274,16 @@ mod tests {
         let l = RingLayout::new(2).unwrap();
         let mut p = Placement::new(l);
         let n = NodeId;
-        p.insert(VnodeId(0), ReplicaSet::of_voters([n(1), n(2), n(3)])).unwrap();
-        p.insert(VnodeId(1), ReplicaSet::of_voters([n(4), n(5), n(6)])).unwrap();
+        p.insert(VnodeId(0), ReplicaSet::of_voters([n(1), n(2), n(3)]))
+            .unwrap();
+        p.insert(VnodeId(1), ReplicaSet::of_voters([n(4), n(5), n(6)]))
+            .unwrap();
         // 6 of the 15 pairs share a vnode.
         assert!((pairs_unavailable_fraction(&p) - 6.0 / 15.0).abs() < 1e-12);
         // RF = 5: two losses leave 3 of 5, still a majority.
         let mut q = Placement::new(RingLayout::new(1).unwrap());
-        q.insert(VnodeId(0), ReplicaSet::of_voters((1..=5).map(n))).unwrap();
+        q.insert(VnodeId(0), ReplicaSet::of_voters((1..=5).map(n)))
+            .unwrap();
         assert_eq!(pairs_unavailable_fraction(&q), 0.0);
     }
 

@@ -241,7 +241,10 @@ fn positive(field: &'static str, v: u64) -> Result<(), ConfigError> {
 
 fn rate(field: &'static str, v: f64) -> Result<(), ConfigError> {
     if !v.is_finite() || v <= 0.0 || v > 1e6 {
-        return Err(invalid(field, format!("{v} must be a finite rate in (0, 1e6]")));
+        return Err(invalid(
+            field,
+            format!("{v} must be a finite rate in (0, 1e6]"),
+        ));
     }
     Ok(())
 }
@@ -266,7 +269,10 @@ impl RingSpec {
         }
         let m = &self.meta;
         if m.voters.is_empty() || m.voters.len() > MAX_META_VOTERS {
-            return Err(invalid("meta.voters", format!("needs 1..={MAX_META_VOTERS} voters")));
+            return Err(invalid(
+                "meta.voters",
+                format!("needs 1..={MAX_META_VOTERS} voters"),
+            ));
         }
         let mut sorted = m.voters.clone();
         sorted.sort();
@@ -274,7 +280,10 @@ impl RingSpec {
         if sorted.len() != m.voters.len() {
             return Err(invalid("meta.voters", "a voter is listed twice"));
         }
-        positive("meta.store_heartbeat_interval_ms", m.store_heartbeat_interval_ms)?;
+        positive(
+            "meta.store_heartbeat_interval_ms",
+            m.store_heartbeat_interval_ms,
+        )?;
         positive("meta.schedule_interval_ms", m.schedule_interval_ms)?;
         let b = &self.membership;
         positive("membership.suspect_hold_ms", b.suspect_hold_ms)?;
@@ -282,16 +291,28 @@ impl RingSpec {
         positive("membership.peer_down_after_ms", b.peer_down_after_ms)?;
         positive("membership.stale_peer_check_ms", b.stale_peer_check_ms)?;
         let s = &self.scheduler;
-        positive("scheduler.max_inflight_operators", s.max_inflight_operators as u64)?;
+        positive(
+            "scheduler.max_inflight_operators",
+            s.max_inflight_operators as u64,
+        )?;
         rate("scheduler.node_add_replica_per_s", s.node_add_replica_per_s)?;
-        rate("scheduler.node_remove_replica_per_s", s.node_remove_replica_per_s)?;
+        rate(
+            "scheduler.node_remove_replica_per_s",
+            s.node_remove_replica_per_s,
+        )?;
         rate(
             "scheduler.leader_transfer_per_node_per_s",
             s.leader_transfer_per_node_per_s,
         )?;
-        positive("scheduler.node_bucket_burst", u64::from(s.node_bucket_burst))?;
+        positive(
+            "scheduler.node_bucket_burst",
+            u64::from(s.node_bucket_burst),
+        )?;
         if !(0.0..1.0).contains(&s.rebalance_tolerance_ratio) {
-            return Err(invalid("scheduler.rebalance_tolerance_ratio", "must be in [0, 1)"));
+            return Err(invalid(
+                "scheduler.rebalance_tolerance_ratio",
+                "must be in [0, 1)",
+            ));
         }
         positive("scheduler.operator_timeout_ms", s.operator_timeout_ms)?;
         positive("scheduler.balance_stable_ms", s.balance_stable_ms)?;
@@ -302,7 +323,10 @@ impl RingSpec {
                 format!("must be in 1..={MAX_SNAPSHOT_CHUNK_BYTES}"),
             ));
         }
-        positive("snapshot.max_bytes_per_s_per_node", p.max_bytes_per_s_per_node)?;
+        positive(
+            "snapshot.max_bytes_per_s_per_node",
+            p.max_bytes_per_s_per_node,
+        )?;
         positive(
             "snapshot.max_concurrent_send_per_node",
             u64::from(p.max_concurrent_send_per_node),
@@ -316,7 +340,8 @@ impl RingSpec {
 
     /// The ring layout (call after [`RingSpec::validate`]).
     pub fn layout(&self) -> Result<RingLayout, ConfigError> {
-        RingLayout::new(self.ring.vnode_count).map_err(|e| invalid("ring.vnode_count", e.to_string()))
+        RingLayout::new(self.ring.vnode_count)
+            .map_err(|e| invalid("ring.vnode_count", e.to_string()))
     }
 
     /// Strategy parameters.
@@ -392,26 +417,52 @@ mod tests {
         assert_eq!(sched.conf_change, ConfChangeMode::SingleStep);
         assert!(toml::from_str::<MembershipConfig>("replace_down_after = 5").is_err());
         assert!(toml::from_str::<RingConfig>("placement_strategy = \"copyset\"").is_err());
-        let spec: RingSpec =
-            toml::from_str("placement_bug = \"two-voters-without-joint\"\n[meta]\nvoters = [1, 2, 4]")
-                .unwrap();
+        let spec: RingSpec = toml::from_str(
+            "placement_bug = \"two-voters-without-joint\"\n[meta]\nvoters = [1, 2, 4]",
+        )
+        .unwrap();
         assert_eq!(spec.placement_bug, PlacementBug::TwoVotersWithoutJoint);
         assert_eq!(spec.meta.voters, [NodeId(1), NodeId(2), NodeId(4)]);
     }
 
     #[test]
     fn validate_names_the_bad_field() {
-        let cases: Vec<(fn(&mut RingSpec), &str)> = vec![
+        type Breaker = fn(&mut RingSpec);
+        let cases: Vec<(Breaker, &str)> = vec![
             (|s| s.ring.vnode_count = 48, "ring.vnode_count"),
-            (|s| s.ring.ring_tokens_per_node = 0, "ring.ring_tokens_per_node"),
-            (|s| s.meta.voters = vec![NodeId(1), NodeId(1)], "meta.voters"),
-            (|s| s.meta.schedule_interval_ms = 0, "meta.schedule_interval_ms"),
-            (|s| s.membership.replace_down_after_ms = 0, "membership.replace_down_after_ms"),
-            (|s| s.scheduler.node_add_replica_per_s = f64::NAN, "scheduler.node_add_replica_per_s"),
-            (|s| s.scheduler.rebalance_tolerance_ratio = 1.5, "scheduler.rebalance_tolerance_ratio"),
-            (|s| s.scheduler.max_inflight_operators = 0, "scheduler.max_inflight_operators"),
+            (
+                |s| s.ring.ring_tokens_per_node = 0,
+                "ring.ring_tokens_per_node",
+            ),
+            (
+                |s| s.meta.voters = vec![NodeId(1), NodeId(1)],
+                "meta.voters",
+            ),
+            (
+                |s| s.meta.schedule_interval_ms = 0,
+                "meta.schedule_interval_ms",
+            ),
+            (
+                |s| s.membership.replace_down_after_ms = 0,
+                "membership.replace_down_after_ms",
+            ),
+            (
+                |s| s.scheduler.node_add_replica_per_s = f64::NAN,
+                "scheduler.node_add_replica_per_s",
+            ),
+            (
+                |s| s.scheduler.rebalance_tolerance_ratio = 1.5,
+                "scheduler.rebalance_tolerance_ratio",
+            ),
+            (
+                |s| s.scheduler.max_inflight_operators = 0,
+                "scheduler.max_inflight_operators",
+            ),
             (|s| s.snapshot.chunk_bytes = 0, "snapshot.chunk_bytes"),
-            (|s| s.snapshot.max_concurrent_recv_per_node = 0, "snapshot.max_concurrent_recv_per_node"),
+            (
+                |s| s.snapshot.max_concurrent_recv_per_node = 0,
+                "snapshot.max_concurrent_recv_per_node",
+            ),
         ];
         for (break_it, field) in cases {
             let mut s = RingSpec::default();
@@ -423,7 +474,10 @@ mod tests {
         }
         assert!(matches!(
             RingSpec::default().validate(0),
-            Err(ConfigError::Invalid { field: "cluster.replication_factor", .. })
+            Err(ConfigError::Invalid {
+                field: "cluster.replication_factor",
+                ..
+            })
         ));
     }
 }

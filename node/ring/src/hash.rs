@@ -164,7 +164,9 @@ mod tests {
             assert_eq!(RingLayout::new(bad), Err(LayoutError::BadVnodeCount(bad)));
         }
         // Deserializing goes through the same check.
-        assert!(postcard::from_bytes::<RingLayout>(&postcard::to_allocvec(&3u32).unwrap()).is_err());
+        assert!(
+            postcard::from_bytes::<RingLayout>(&postcard::to_allocvec(&3u32).unwrap()).is_err()
+        );
     }
 
     #[test]
@@ -197,7 +199,10 @@ mod tests {
         for i in 0..16_000 {
             counts[l.vnode_of(&format!("key-{i}")).0 as usize] += 1;
         }
-        assert!(counts.iter().all(|&c| (800..1200).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (800..1200).contains(&c)),
+            "{counts:?}"
+        );
     }
 
     #[test]

@@ -58,7 +58,10 @@ impl TokenBucket {
             return;
         }
         let add = u64::try_from(add).unwrap_or(u64::MAX);
-        self.level_micro = self.level_micro.saturating_add(add).min(self.capacity_micro);
+        self.level_micro = self
+            .level_micro
+            .saturating_add(add)
+            .min(self.capacity_micro);
         self.last = now;
     }
 
@@ -104,7 +107,9 @@ impl TokenBucket {
         }
         let missing = u128::from(need - self.level_micro);
         let nanos = missing * NANOS_PER_S / u128::from(self.rate_micro_per_s) + 1;
-        Some(Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX)))
+        Some(Duration::from_nanos(
+            u64::try_from(nanos).unwrap_or(u64::MAX),
+        ))
     }
 
     /// How many times it said no.
@@ -349,11 +354,20 @@ mod tests {
         };
         let mut l = NodeLimits::new(rates);
         let (a, b) = (NodeId(1), NodeId(2));
-        assert!(l.try_take_all(Time::ZERO, &[(a, NodeBucket::AddReplica)]).is_ok());
+        assert!(
+            l.try_take_all(Time::ZERO, &[(a, NodeBucket::AddReplica)])
+                .is_ok()
+        );
         let both = [(b, NodeBucket::RemoveReplica), (a, NodeBucket::AddReplica)];
-        assert_eq!(l.try_take_all(Time::ZERO, &both), Err((a, NodeBucket::AddReplica)));
+        assert_eq!(
+            l.try_take_all(Time::ZERO, &both),
+            Err((a, NodeBucket::AddReplica))
+        );
         // b's token was not taken.
-        assert!(l.bucket(b, NodeBucket::RemoveReplica, Time::ZERO).has(Time::ZERO, 1));
+        assert!(
+            l.bucket(b, NodeBucket::RemoveReplica, Time::ZERO)
+                .has(Time::ZERO, 1)
+        );
         assert_eq!(l.refused()[&NodeBucket::AddReplica], 1);
     }
 

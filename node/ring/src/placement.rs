@@ -371,18 +371,27 @@ mod tests {
     fn check_finds_each_broken_invariant() {
         let l = RingLayout::new(2).unwrap();
         let mut p = Placement::new(l);
-        p.insert(VnodeId(0), ReplicaSet::of_voters([n(1), n(2), n(3)])).unwrap();
+        p.insert(VnodeId(0), ReplicaSet::of_voters([n(1), n(2), n(3)]))
+            .unwrap();
         assert_eq!(p.check(3), Err(PlacementError::MissingVnode(VnodeId(1))));
-        p.insert(VnodeId(1), ReplicaSet::of_voters([n(1), n(2)])).unwrap();
-        assert!(matches!(p.check(3), Err(PlacementError::WrongVoterCount { voters: 2, .. })));
+        p.insert(VnodeId(1), ReplicaSet::of_voters([n(1), n(2)]))
+            .unwrap();
+        assert!(matches!(
+            p.check(3),
+            Err(PlacementError::WrongVoterCount { voters: 2, .. })
+        ));
         let mut dup = ReplicaSet::of_voters([n(1), n(2), n(4)]);
         dup.learners.insert(n(4));
         p.insert(VnodeId(1), dup).unwrap();
         assert_eq!(
             p.check(3),
-            Err(PlacementError::DuplicateNode { vnode: VnodeId(1), node: n(4) })
+            Err(PlacementError::DuplicateNode {
+                vnode: VnodeId(1),
+                node: n(4)
+            })
         );
-        p.insert(VnodeId(1), ReplicaSet::of_voters([n(1), n(2), n(4)])).unwrap();
+        p.insert(VnodeId(1), ReplicaSet::of_voters([n(1), n(2), n(4)]))
+            .unwrap();
         assert_eq!(p.check(3), Ok(()));
         assert!(p.insert(VnodeId(2), ReplicaSet::default()).is_err());
         assert_eq!(p.check(0), Err(PlacementError::BadReplicationFactor(0)));
@@ -392,10 +401,13 @@ mod tests {
     fn counts_and_moves() {
         let l = RingLayout::new(2).unwrap();
         let mut a = Placement::new(l);
-        a.insert(VnodeId(0), ReplicaSet::of_voters([n(1), n(2), n(3)])).unwrap();
-        a.insert(VnodeId(1), ReplicaSet::of_voters([n(1), n(2), n(3)])).unwrap();
+        a.insert(VnodeId(0), ReplicaSet::of_voters([n(1), n(2), n(3)]))
+            .unwrap();
+        a.insert(VnodeId(1), ReplicaSet::of_voters([n(1), n(2), n(3)]))
+            .unwrap();
         let mut b = a.clone();
-        b.insert(VnodeId(1), ReplicaSet::of_voters([n(1), n(2), n(4)])).unwrap();
+        b.insert(VnodeId(1), ReplicaSet::of_voters([n(1), n(2), n(4)]))
+            .unwrap();
         assert_eq!(a.moved_replicas_to(&b), 1);
         assert_eq!(a.moved_bytes_to(&b, |_| 10), 10);
         assert_eq!(b.replicas_per_node()[&n(1)], 2);

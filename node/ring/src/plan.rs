@@ -39,10 +39,14 @@ use crate::limits::{NodeBucket, NodeLimits};
 use crate::meta::NodeState;
 use crate::operator::{Operator, OperatorId, OperatorKind, OperatorState, Step};
 use crate::placement::{Placement, ReplicaSet};
-use crate::strategy::{Eligibility, PlacementStrategy, StrategyInput, StrategyParams, target_placement};
+use crate::strategy::{
+    Eligibility, PlacementStrategy, StrategyInput, StrategyParams, target_placement,
+};
 
 /// How membership changes are made (`scheduler.conf_change`).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize, Default)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum ConfChangeMode {
     /// Joint consensus: `EnterJoint{promote, demote}` then `LeaveJoint`.
@@ -55,7 +59,9 @@ pub enum ConfChangeMode {
 
 /// Deliberately broken placement variants (`faults.bugs.placement`), compiled in and off
 /// unless a spec names one; a run that uses one says so in its metadata.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize, Default)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum PlacementBug {
     /// No bug.
@@ -371,7 +377,16 @@ pub fn plan(input: &PlanInput<'_>, config: &PlanConfig, limits: &mut NodeLimits)
     }
 
     if config.leader_balance {
-        plan_leader_transfers(input, config, limits, &up, &mut planned, &mut inflight, &mut next_id, &mut out);
+        plan_leader_transfers(
+            input,
+            config,
+            limits,
+            &up,
+            &mut planned,
+            &mut inflight,
+            &mut next_id,
+            &mut out,
+        );
     }
     out
 }
@@ -407,7 +422,11 @@ fn new_operator(
 
 /// The voter that takes over leadership when `x` must give it up: the lowest-id Up voter
 /// other than `x`.
-fn transfer_target(cur: &ReplicaSet, x: NodeId, health: &BTreeMap<NodeId, NodeState>) -> Option<NodeId> {
+fn transfer_target(
+    cur: &ReplicaSet,
+    x: NodeId,
+    health: &BTreeMap<NodeId, NodeState>,
+) -> Option<NodeId> {
     cur.voters
         .iter()
         .find(|n| **n != x && state_of(health, **n) == NodeState::Up)
@@ -440,7 +459,10 @@ fn steps_for(
     };
     match (want.add, want.remove) {
         (Some(y), None) => vec![Step::AddLearner(y), Step::AddVoter(y)],
-        (None, Some(x)) => handover(x).into_iter().chain([Step::RemoveNode(x)]).collect(),
+        (None, Some(x)) => handover(x)
+            .into_iter()
+            .chain([Step::RemoveNode(x)])
+            .collect(),
         (Some(y), Some(x)) => {
             let mut s = Vec::new();
             match config.bug {
@@ -481,7 +503,13 @@ fn steps_for(
 }
 
 /// The anti-thrash check: would the next round's target take `y` out of `v` again?
-fn would_thrash(input: &PlanInput<'_>, config: &PlanConfig, v: VnodeId, x: NodeId, y: NodeId) -> bool {
+fn would_thrash(
+    input: &PlanInput<'_>,
+    config: &PlanConfig,
+    v: VnodeId,
+    x: NodeId,
+    y: NodeId,
+) -> bool {
     let mut after = input.current.clone();
     if let Some(set) = after.get_mut(v) {
         set.voters.remove(&x);
@@ -586,8 +614,14 @@ fn plan_leader_transfers(
             continue;
         };
         let steps = vec![Step::TransferLeader(to)];
-        out.operators
-            .push(new_operator(OperatorId(*next_id), &want, steps, cur, input.now, config));
+        out.operators.push(new_operator(
+            OperatorId(*next_id),
+            &want,
+            steps,
+            cur,
+            input.now,
+            config,
+        ));
         *next_id += 1;
         *inflight += 1;
         planned.insert(v);

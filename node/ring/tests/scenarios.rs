@@ -14,10 +14,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use kvlab_ring::balance::{thrashing, within_band};
-use kvlab_ring::meta::{LedGroup, MetaCmd, MetaEntry, MetaState, NodeState, Scheduler, StoreReport, SwimStatus};
+use kvlab_ring::meta::{
+    LedGroup, MetaCmd, MetaEntry, MetaState, NodeState, Scheduler, StoreReport, SwimStatus,
+};
 use kvlab_ring::{
-    ConfChangeMode, Descriptor, OperatorKind, PlacementBug, PlacementStrategy, ReplicaSet, RingSpec,
-    Step, StepCommand, StrategyParams, VnodeId, initial_placement,
+    ConfChangeMode, Descriptor, OperatorKind, PlacementBug, PlacementStrategy, ReplicaSet,
+    RingSpec, Step, StepCommand, StrategyParams, VnodeId, initial_placement,
 };
 use kvlab_types::{NodeId, Time};
 
@@ -139,13 +141,20 @@ impl Sim {
 
     fn elect(&mut self) {
         for g in self.groups.values_mut() {
-            let ok = g.leader.is_some_and(|l| self.running.contains(&l) && g.set.voters.contains(&l));
+            let ok = g
+                .leader
+                .is_some_and(|l| self.running.contains(&l) && g.set.voters.contains(&l));
             if ok {
                 continue;
             }
             g.leader = None;
             if g.set.has_quorum(|n| self.running.contains(&n)) {
-                g.leader = g.set.voters.iter().find(|n| self.running.contains(n)).copied();
+                g.leader = g
+                    .set
+                    .voters
+                    .iter()
+                    .find(|n| self.running.contains(n))
+                    .copied();
                 g.term += 1;
             }
         }
@@ -193,7 +202,9 @@ impl Sim {
 
     /// The group leader carries out one step command, as wave 2 P5 prescribes.
     fn execute(&mut self, c: &StepCommand) {
-        let Some(g) = self.groups.get(&c.vnode) else { return };
+        let Some(g) = self.groups.get(&c.vnode) else {
+            return;
+        };
         let Some(leader) = g.leader else { return };
         if !self.running.contains(&leader) {
             return;
@@ -278,7 +289,9 @@ impl Sim {
             self.sched.observe_swim(self.now, n, status, inc);
         }
         for r in self.reports() {
-            self.sched.observe_report(self.now, r).expect("reports within bounds");
+            self.sched
+                .observe_report(self.now, r)
+                .expect("reports within bounds");
         }
         let cmds = self.sched.tick(self.now, &self.state);
         for c in cmds {
@@ -322,7 +335,10 @@ impl Sim {
     }
 
     fn voters(&self) -> BTreeMap<VnodeId, BTreeSet<NodeId>> {
-        self.groups.iter().map(|(v, g)| (*v, g.set.voters.clone())).collect()
+        self.groups
+            .iter()
+            .map(|(v, g)| (*v, g.set.voters.clone()))
+            .collect()
     }
 
     /// Every group settled: RF voters on running nodes, not joint, no learners; and meta
@@ -330,12 +346,27 @@ impl Sim {
     fn assert_settled(&self) {
         for (v, g) in &self.groups {
             assert_eq!(g.set.voters.len(), self.rf, "{v}: {:?}", g.set);
-            assert!(!g.set.is_joint() && g.set.learners.is_empty(), "{v}: {:?}", g.set);
-            assert!(g.set.voters.iter().all(|n| self.running.contains(n)), "{v}: {:?}", g.set);
+            assert!(
+                !g.set.is_joint() && g.set.learners.is_empty(),
+                "{v}: {:?}",
+                g.set
+            );
+            assert!(
+                g.set.voters.iter().all(|n| self.running.contains(n)),
+                "{v}: {:?}",
+                g.set
+            );
             let rec = self.state.descriptor(*v).expect("recorded");
-            assert_eq!(rec.descriptor.replicas, g.set, "{v}: meta disagrees with the group");
+            assert_eq!(
+                rec.descriptor.replicas, g.set,
+                "{v}: meta disagrees with the group"
+            );
         }
-        assert!(self.state.operators().is_empty(), "{:?}", self.state.operators());
+        assert!(
+            self.state.operators().is_empty(),
+            "{:?}",
+            self.state.operators()
+        );
         eprintln!(
             "settled at {}: snapshots {} counters {:?} sched {:?} refusals {:?}",
             self.now,
@@ -347,8 +378,17 @@ impl Sim {
     }
 
     fn operators_of(&self, kind: OperatorKind) -> usize {
-        self.state.finished_operators().iter().filter(|o| o.kind == kind).count()
-            + self.state.operators().values().filter(|o| o.kind == kind).count()
+        self.state
+            .finished_operators()
+            .iter()
+            .filter(|o| o.kind == kind)
+            .count()
+            + self
+                .state
+                .operators()
+                .values()
+                .filter(|o| o.kind == kind)
+                .count()
     }
 }
 
@@ -364,11 +404,22 @@ fn a_join_fills_the_new_node_without_thrashing_and_settles() {
         sim.run_for(1000);
         sim.start(NodeId(6));
         sim.run_for(120_000);
-        assert_eq!(sim.state.member(NodeId(6)).map(|m| m.state), Some(NodeState::Up));
+        assert_eq!(
+            sim.state.member(NodeId(6)).map(|m| m.state),
+            Some(NodeState::Up)
+        );
         sim.assert_settled();
-        assert!(within_tolerance(&sim, 0.1), "{mode:?}: {:?}", sim.voter_counts());
+        assert!(
+            within_tolerance(&sim, 0.1),
+            "{mode:?}: {:?}",
+            sim.voter_counts()
+        );
         // Optimum 64·3/6 = 32 new replicas; the tolerance band stops earlier.
-        assert!(sim.snapshots >= 26 && sim.snapshots <= 32 + 5, "{mode:?}: {}", sim.snapshots);
+        assert!(
+            sim.snapshots >= 26 && sim.snapshots <= 32 + 5,
+            "{mode:?}: {}",
+            sim.snapshots
+        );
         assert_eq!(sim.min_voters, 3, "{mode:?}: a group went below RF");
         assert_eq!(sim.quorumless_ticks, 0);
         // The newcomer only ever gains: no thrashing.
@@ -424,7 +475,10 @@ fn short_pauses_never_make_a_node_down_or_move_replicas() {
 #[test]
 fn require_raft_evidence_blocks_down_on_a_swim_false_positive() {
     for require in [true, false] {
-        let mut sim = Sim::new(5, spec_with(|s| s.membership.require_raft_evidence = require));
+        let mut sim = Sim::new(
+            5,
+            spec_with(|s| s.membership.require_raft_evidence = require),
+        );
         sim.run_for(1000);
         // SWIM says dead; the process runs and its groups hear it.
         sim.swim_dead.insert(NodeId(4));
@@ -433,7 +487,10 @@ fn require_raft_evidence_blocks_down_on_a_swim_false_positive() {
         if require {
             assert!(!down);
             assert_eq!(sim.snapshots, 0);
-            assert_eq!(sim.state.member(NodeId(4)).unwrap().state, NodeState::Suspect);
+            assert_eq!(
+                sim.state.member(NodeId(4)).unwrap().state,
+                NodeState::Suspect
+            );
         } else {
             assert!(down, "without evidence SWIM alone declares it Down");
             assert!(sim.snapshots > 0);
@@ -450,7 +507,10 @@ fn a_drained_node_ends_removed_and_empty() {
         state: NodeState::Draining,
     });
     sim.run_for(120_000);
-    assert_eq!(sim.state.member(NodeId(5)).unwrap().state, NodeState::Removed);
+    assert_eq!(
+        sim.state.member(NodeId(5)).unwrap().state,
+        NodeState::Removed
+    );
     assert!(!sim.state.holds_replicas(NodeId(5)));
     assert!(sim.operators_of(OperatorKind::DrainNode) > 0);
     // The drained node still runs (a drain is not a kill): settle without it.
@@ -471,8 +531,11 @@ fn a_new_meta_leader_resumes_operators_from_the_replicated_state() {
     let snap = sim.state.encode_snapshot();
     sim.state = MetaState::decode_snapshot(&snap).unwrap();
     sim.sched = Scheduler::new(sim.spec.clone());
-    let epochs_before: BTreeMap<VnodeId, u64> =
-        sim.groups.iter().map(|(v, g)| (*v, g.set.conf_epoch.0)).collect();
+    let epochs_before: BTreeMap<VnodeId, u64> = sim
+        .groups
+        .iter()
+        .map(|(v, g)| (*v, g.set.conf_epoch.0))
+        .collect();
     sim.run_for(120_000);
     sim.assert_settled();
     for (v, e) in epochs_before {
@@ -504,7 +567,10 @@ fn the_scheduler_is_deterministic() {
 /// a window a group loses its quorum (wave 2 §8 item 9 measures that in simulation).
 #[test]
 fn remove_before_add_runs_groups_below_rf() {
-    let mut buggy = Sim::new(5, spec_with(|s| s.placement_bug = PlacementBug::RemoveBeforeAdd));
+    let mut buggy = Sim::new(
+        5,
+        spec_with(|s| s.placement_bug = PlacementBug::RemoveBeforeAdd),
+    );
     buggy.run_for(1000);
     buggy.start(NodeId(6));
     buggy.run_for(60_000);

@@ -140,7 +140,10 @@ fn decode_versioned<T: for<'de> Deserialize<'de>>(
     let (value, rest) =
         postcard::take_from_bytes(body).map_err(|e| MetaCodecError::Decode(e.to_string()))?;
     if !rest.is_empty() {
-        return Err(MetaCodecError::Decode(format!("{} trailing bytes", rest.len())));
+        return Err(MetaCodecError::Decode(format!(
+            "{} trailing bytes",
+            rest.len()
+        )));
     }
     Ok(value)
 }
@@ -406,7 +409,10 @@ impl MetaState {
         incarnation: u64,
         now: Time,
     ) -> MetaOutcome {
-        if address.as_ref().is_some_and(|a| a.len() > MAX_ADDRESS_BYTES) {
+        if address
+            .as_ref()
+            .is_some_and(|a| a.len() > MAX_ADDRESS_BYTES)
+        {
             return MetaOutcome::Rejected(MetaReject::AddressTooLong(node));
         }
         match self.members.get_mut(&node) {
@@ -509,7 +515,11 @@ impl MetaState {
                 conf_epoch: reported,
             };
         }
-        if !old.descriptor.replicas.same_members(&record.descriptor.replicas) {
+        if !old
+            .descriptor
+            .replicas
+            .same_members(&record.descriptor.replicas)
+        {
             self.counters.conflicting_reports += 1;
             return MetaOutcome::Rejected(MetaReject::ConflictingDescriptor {
                 vnode,

@@ -157,7 +157,13 @@ impl Scheduler {
     /// Records what SWIM says about `member`. A change of status or incarnation restarts
     /// the member's "since"; an incarnation lower than the known one is stale and
     /// dropped (counted).
-    pub fn observe_swim(&mut self, now: Time, member: NodeId, status: SwimStatus, incarnation: u64) {
+    pub fn observe_swim(
+        &mut self,
+        now: Time,
+        member: NodeId,
+        status: SwimStatus,
+        incarnation: u64,
+    ) {
         match self.swim.get_mut(&member) {
             Some(o) if incarnation < o.incarnation => self.counters.swim_stale_dropped += 1,
             Some(o) if o.status == status && o.incarnation == incarnation => {}
@@ -188,7 +194,8 @@ impl Scheduler {
             self.counters.reports_dropped += 1;
             return Err(e);
         }
-        self.reports.insert(report.node, ReceivedReport { at: now, report });
+        self.reports
+            .insert(report.node, ReceivedReport { at: now, report });
         Ok(())
     }
 
@@ -292,7 +299,8 @@ impl Scheduler {
         let mut out = Vec::new();
         // Forget proposals old enough to be re-sent, and creates the state has passed.
         let resend = self.schedule_interval() * PROPOSAL_RESEND_INTERVALS as u32;
-        self.proposed.retain(|_, at| now.saturating_since(*at) < resend);
+        self.proposed
+            .retain(|_, at| now.saturating_since(*at) < resend);
         let next_applied = state.next_operator_id();
         self.pending_creates
             .retain(|_, (id, at)| *id >= next_applied && now.saturating_since(*at) < resend);
@@ -329,7 +337,8 @@ impl Scheduler {
 
     fn forward_descriptors(&mut self, now: Time, state: &MetaState, out: &mut Vec<MetaCmd>) {
         // The newest (epoch, term) per vnode among fresh reports.
-        let mut best: BTreeMap<VnodeId, (ConfEpoch, u64, NodeId, crate::Descriptor)> = BTreeMap::new();
+        let mut best: BTreeMap<VnodeId, (ConfEpoch, u64, NodeId, crate::Descriptor)> =
+            BTreeMap::new();
         for r in self.fresh_reports(now) {
             for g in &r.led {
                 let v = g.descriptor.vnode;
@@ -417,7 +426,10 @@ impl Scheduler {
             let Some(step) = op.current() else { continue };
             if now >= op.deadline {
                 let reason = CancelReason::TimedOut;
-                cmds.push((ProposalKey::Cancel(op.id), MetaCmd::CancelOperator { id: op.id, reason }));
+                cmds.push((
+                    ProposalKey::Cancel(op.id),
+                    MetaCmd::CancelOperator { id: op.id, reason },
+                ));
                 continue;
             }
             let Some(rec) = state.descriptor(op.vnode) else {
@@ -447,7 +459,10 @@ impl Scheduler {
                 None
             };
             if let Some(reason) = reason {
-                cmds.push((ProposalKey::Cancel(op.id), MetaCmd::CancelOperator { id: op.id, reason }));
+                cmds.push((
+                    ProposalKey::Cancel(op.id),
+                    MetaCmd::CancelOperator { id: op.id, reason },
+                ));
             }
         }
         for (key, cmd) in cmds {
@@ -508,7 +523,11 @@ impl Scheduler {
         let config = self.spec.plan_config(rf);
         let p = plan(&input, &config, &mut self.limits);
         for h in &p.held {
-            *self.counters.held.entry(hold_reason_name(&h.reason)).or_insert(0) += 1;
+            *self
+                .counters
+                .held
+                .entry(hold_reason_name(&h.reason))
+                .or_insert(0) += 1;
         }
         self.last_held = p.held;
         for op in p.operators {

@@ -49,7 +49,10 @@ impl NodeState {
     /// Whether its voters count towards a group's quorum for planning (Up, Suspect and
     /// Draining nodes are presumed to run).
     pub fn is_alive(self) -> bool {
-        matches!(self, NodeState::Up | NodeState::Suspect | NodeState::Draining)
+        matches!(
+            self,
+            NodeState::Up | NodeState::Suspect | NodeState::Draining
+        )
     }
 
     /// What a strategy may do with the node: Up is active, Suspect frozen, the others
@@ -194,7 +197,11 @@ impl MetaState {
                 (*n, m)
             })
             .collect();
-        if let Some(n) = initial.nodes().into_iter().find(|n| !members.contains_key(n)) {
+        if let Some(n) = initial
+            .nodes()
+            .into_iter()
+            .find(|n| !members.contains_key(n))
+        {
             return Err(MetaInitError::UnknownNode(n));
         }
         let descriptors = initial
@@ -268,8 +275,10 @@ impl MetaState {
 
     /// The current placement, from the newest descriptors (epochs included).
     pub fn current_placement(&self) -> Placement {
-        let (p, _) =
-            Placement::from_descriptors(self.layout, self.descriptors.values().map(|r| &r.descriptor));
+        let (p, _) = Placement::from_descriptors(
+            self.layout,
+            self.descriptors.values().map(|r| &r.descriptor),
+        );
         p
     }
 
@@ -320,7 +329,10 @@ impl MetaState {
     /// The meta leader (re)sends them every schedule interval; re-sending is harmless
     /// (see [`StepCommand`]).
     pub fn step_commands(&self, bug: PlacementBug) -> Vec<StepCommand> {
-        self.operators.values().filter_map(|o| o.command(bug)).collect()
+        self.operators
+            .values()
+            .filter_map(|o| o.command(bug))
+            .collect()
     }
 
     /// Checks a decoded state's invariants (a snapshot from disk or the network).
@@ -328,7 +340,10 @@ impl MetaState {
         check_rf(self.replication_factor()).map_err(|e| e.to_string())?;
         for (v, r) in &self.descriptors {
             if *v != r.descriptor.vnode || !self.layout.contains(*v) {
-                return Err(format!("descriptor under {v} is for {}", r.descriptor.vnode));
+                return Err(format!(
+                    "descriptor under {v} is for {}",
+                    r.descriptor.vnode
+                ));
             }
         }
         let mut busy = BTreeSet::new();

@@ -16,8 +16,10 @@ fn n(i: u32) -> NodeId {
 
 fn state() -> MetaState {
     let ids = nodes(1..=4);
-    let members: Vec<(NodeId, Option<String>)> =
-        ids.iter().map(|x| (*x, Some(format!("10.0.0.{}:7000", x.0)))).collect();
+    let members: Vec<(NodeId, Option<String>)> = ids
+        .iter()
+        .map(|x| (*x, Some(format!("10.0.0.{}:7000", x.0))))
+        .collect();
     MetaState::bootstrap(3, &members, &balanced(8, 3, &ids), Time::ZERO).unwrap()
 }
 
@@ -57,7 +59,10 @@ fn every_command() -> Vec<MetaCmd> {
             Step::RemoveLearner(n(1)),
             Step::AddVoter(n(4)),
             Step::RemoveNode(n(1)),
-            Step::SwapVoters { add: n(4), remove: n(1) },
+            Step::SwapVoters {
+                add: n(4),
+                remove: n(1),
+            },
         ],
         current_step: 0,
         expected_conf_epoch: ConfEpoch(3),
@@ -118,7 +123,10 @@ fn garbage_entries_and_snapshots_are_typed_errors() {
         .collect::<Vec<_>>();
     let mut trailing = good[0].clone();
     trailing.push(0);
-    assert!(matches!(MetaEntry::decode(&trailing), Err(MetaCodecError::Decode(_))));
+    assert!(matches!(
+        MetaEntry::decode(&trailing),
+        Err(MetaCodecError::Decode(_))
+    ));
     // Every truncation and random byte strings: an error or a valid entry, never a panic.
     for g in &good {
         for cut in 0..g.len() {
@@ -137,7 +145,8 @@ fn garbage_entries_and_snapshots_are_typed_errors() {
     }
     // A snapshot that decodes but breaks an invariant is refused.
     let mut s = state();
-    s.descriptors.insert(VnodeId(0), s.descriptors[&VnodeId(1)].clone());
+    s.descriptors
+        .insert(VnodeId(0), s.descriptors[&VnodeId(1)].clone());
     assert!(matches!(
         MetaState::decode_snapshot(&s.encode_snapshot()),
         Err(MetaCodecError::Invalid(_))
@@ -163,8 +172,14 @@ fn stale_descriptor_reports_are_ignored() {
         }
     );
     let out = s.apply(report(desc(2, &[1, 2, 3], &[], 4), 3, 8), Time(2));
-    assert!(matches!(out, MetaOutcome::Ignored(Ignored::StaleDescriptor { .. })), "{out:?}");
-    assert_eq!(s.descriptor(v).unwrap().descriptor.conf_epoch(), ConfEpoch(5));
+    assert!(
+        matches!(out, MetaOutcome::Ignored(Ignored::StaleDescriptor { .. })),
+        "{out:?}"
+    );
+    assert_eq!(
+        s.descriptor(v).unwrap().descriptor.conf_epoch(),
+        ConfEpoch(5)
+    );
     assert_eq!(s.descriptor(v).unwrap().leader, Some(n(1)));
     assert_eq!(s.counters().stale_reports_ignored, 1);
     // Same epoch, newer term: leader hint only.
@@ -181,7 +196,10 @@ fn stale_descriptor_reports_are_ignored() {
     assert_eq!(out, MetaOutcome::Ignored(Ignored::DuplicateDescriptor(v)));
     // Same epoch, other members: two configurations share an epoch.
     let out = s.apply(report(desc(2, &[1, 3, 4], &[], 5), 3, 9), Time(5));
-    assert!(matches!(out, MetaOutcome::Rejected(MetaReject::ConflictingDescriptor { .. })));
+    assert!(matches!(
+        out,
+        MetaOutcome::Rejected(MetaReject::ConflictingDescriptor { .. })
+    ));
     assert_eq!(s.counters().conflicting_reports, 1);
     assert_eq!(s.leaders()[&v], n(2));
     // Malformed reports are refused.
@@ -190,26 +208,51 @@ fn stale_descriptor_reports_are_ignored() {
         desc(2, &[1, 2], &[2], 9),
         desc(99, &[1, 2, 3], &[], 9),
     ] {
-        assert!(matches!(s.apply(report(bad, 1, 1), Time(6)), MetaOutcome::Rejected(_)));
+        assert!(matches!(
+            s.apply(report(bad, 1, 1), Time(6)),
+            MetaOutcome::Rejected(_)
+        ));
     }
 }
 
 #[test]
 fn node_states_follow_the_m1_table() {
     let mut s = state();
-    let set = |s: &mut MetaState, node, to| s.apply(MetaCmd::SetNodeState { node, state: to }, Time(1));
-    assert!(matches!(set(&mut s, n(1), NodeState::Down), MetaOutcome::Rejected(MetaReject::InvalidTransition { .. })));
-    assert!(matches!(set(&mut s, n(1), NodeState::Suspect), MetaOutcome::NodeStateChanged { .. }));
-    assert!(matches!(set(&mut s, n(1), NodeState::Down), MetaOutcome::NodeStateChanged { .. }));
-    assert!(matches!(set(&mut s, n(1), NodeState::Suspect), MetaOutcome::NodeStateChanged { .. }));
-    assert!(matches!(set(&mut s, n(1), NodeState::Suspect), MetaOutcome::Ignored(Ignored::SameState(_))));
-    assert!(matches!(set(&mut s, n(2), NodeState::Draining), MetaOutcome::NodeStateChanged { .. }));
+    let set =
+        |s: &mut MetaState, node, to| s.apply(MetaCmd::SetNodeState { node, state: to }, Time(1));
+    assert!(matches!(
+        set(&mut s, n(1), NodeState::Down),
+        MetaOutcome::Rejected(MetaReject::InvalidTransition { .. })
+    ));
+    assert!(matches!(
+        set(&mut s, n(1), NodeState::Suspect),
+        MetaOutcome::NodeStateChanged { .. }
+    ));
+    assert!(matches!(
+        set(&mut s, n(1), NodeState::Down),
+        MetaOutcome::NodeStateChanged { .. }
+    ));
+    assert!(matches!(
+        set(&mut s, n(1), NodeState::Suspect),
+        MetaOutcome::NodeStateChanged { .. }
+    ));
+    assert!(matches!(
+        set(&mut s, n(1), NodeState::Suspect),
+        MetaOutcome::Ignored(Ignored::SameState(_))
+    ));
+    assert!(matches!(
+        set(&mut s, n(2), NodeState::Draining),
+        MetaOutcome::NodeStateChanged { .. }
+    ));
     // Still holds replicas: cannot be Removed yet.
     assert_eq!(
         set(&mut s, n(2), NodeState::Removed),
         MetaOutcome::Rejected(MetaReject::StillHoldsReplicas(n(2)))
     );
-    assert!(matches!(set(&mut s, n(9), NodeState::Up), MetaOutcome::Rejected(MetaReject::UnknownNode(_))));
+    assert!(matches!(
+        set(&mut s, n(9), NodeState::Up),
+        MetaOutcome::Rejected(MetaReject::UnknownNode(_))
+    ));
     assert_eq!(s.member(n(1)).unwrap().since, Time(1));
     // Registration: new, known (update), too long.
     let reg = |node, address: Option<&str>| MetaCmd::RegisterNode {
@@ -217,17 +260,37 @@ fn node_states_follow_the_m1_table() {
         address: address.map(String::from),
         incarnation: 1,
     };
-    assert_eq!(s.apply(reg(n(5), None), Time(2)), MetaOutcome::NodeRegistered(n(5)));
-    assert_eq!(s.apply(reg(n(5), None), Time(2)), MetaOutcome::Ignored(Ignored::AlreadyRegistered(n(5))));
-    assert_eq!(s.apply(reg(n(5), Some("x:1")), Time(2)), MetaOutcome::NodeUpdated(n(5)));
+    assert_eq!(
+        s.apply(reg(n(5), None), Time(2)),
+        MetaOutcome::NodeRegistered(n(5))
+    );
+    assert_eq!(
+        s.apply(reg(n(5), None), Time(2)),
+        MetaOutcome::Ignored(Ignored::AlreadyRegistered(n(5)))
+    );
+    assert_eq!(
+        s.apply(reg(n(5), Some("x:1")), Time(2)),
+        MetaOutcome::NodeUpdated(n(5))
+    );
     let long = "x".repeat(MAX_ADDRESS_BYTES + 1);
-    assert!(matches!(s.apply(reg(n(6), Some(&long)), Time(2)), MetaOutcome::Rejected(_)));
+    assert!(matches!(
+        s.apply(reg(n(6), Some(&long)), Time(2)),
+        MetaOutcome::Rejected(_)
+    ));
 }
 
 fn move_op(s: &MetaState, id: u64, v: u32) -> Operator {
-    let set = s.descriptor(VnodeId(v)).unwrap().descriptor.replicas.clone();
+    let set = s
+        .descriptor(VnodeId(v))
+        .unwrap()
+        .descriptor
+        .replicas
+        .clone();
     let x = *set.voters.iter().next().unwrap();
-    let y = (1..=4).map(NodeId).find(|k| !set.voters.contains(k)).unwrap();
+    let y = (1..=4)
+        .map(NodeId)
+        .find(|k| !set.voters.contains(k))
+        .unwrap();
     Operator {
         id: OperatorId(id),
         vnode: VnodeId(v),
@@ -285,42 +348,101 @@ fn operators_are_created_once_advanced_by_reports_and_finished() {
         id: OperatorId(1),
         from_step,
     };
-    assert!(matches!(s.apply(adv(0), Time(11)), MetaOutcome::Rejected(MetaReject::StepNotDone { .. })));
-    let mut set = s.descriptor(VnodeId(0)).unwrap().descriptor.replicas.clone();
+    assert!(matches!(
+        s.apply(adv(0), Time(11)),
+        MetaOutcome::Rejected(MetaReject::StepNotDone { .. })
+    ));
+    let mut set = s
+        .descriptor(VnodeId(0))
+        .unwrap()
+        .descriptor
+        .replicas
+        .clone();
     set.learners.insert(y);
     set.conf_epoch = ConfEpoch(1);
-    s.apply(report(Descriptor::new(VnodeId(0), set.clone()), 1, 1), Time(12));
-    assert!(matches!(s.apply(adv(0), Time(12)), MetaOutcome::OperatorAdvanced { step: 1, done: false, .. }));
-    assert_eq!(s.operators()[&OperatorId(1)].expected_conf_epoch, ConfEpoch(1));
-    assert_eq!(s.apply(adv(0), Time(12)), MetaOutcome::Ignored(Ignored::StepAlreadyAdvanced(OperatorId(1))));
+    s.apply(
+        report(Descriptor::new(VnodeId(0), set.clone()), 1, 1),
+        Time(12),
+    );
+    assert!(matches!(
+        s.apply(adv(0), Time(12)),
+        MetaOutcome::OperatorAdvanced {
+            step: 1,
+            done: false,
+            ..
+        }
+    ));
+    assert_eq!(
+        s.operators()[&OperatorId(1)].expected_conf_epoch,
+        ConfEpoch(1)
+    );
+    assert_eq!(
+        s.apply(adv(0), Time(12)),
+        MetaOutcome::Ignored(Ignored::StepAlreadyAdvanced(OperatorId(1)))
+    );
     // The group entered and left the joint config before reporting: two steps at once.
     set.learners.remove(&y);
     set.voters.insert(y);
     set.voters.remove(&x);
     set.learners.insert(x);
     set.conf_epoch = ConfEpoch(3);
-    s.apply(report(Descriptor::new(VnodeId(0), set.clone()), 1, 1), Time(13));
-    assert!(matches!(s.apply(adv(1), Time(13)), MetaOutcome::OperatorAdvanced { step: 3, done: false, .. }));
+    s.apply(
+        report(Descriptor::new(VnodeId(0), set.clone()), 1, 1),
+        Time(13),
+    );
+    assert!(matches!(
+        s.apply(adv(1), Time(13)),
+        MetaOutcome::OperatorAdvanced {
+            step: 3,
+            done: false,
+            ..
+        }
+    ));
     set.learners.remove(&x);
     set.conf_epoch = ConfEpoch(4);
     s.apply(report(Descriptor::new(VnodeId(0), set), 1, 1), Time(14));
-    assert!(matches!(s.apply(adv(3), Time(14)), MetaOutcome::OperatorAdvanced { step: 4, done: true, .. }));
+    assert!(matches!(
+        s.apply(adv(3), Time(14)),
+        MetaOutcome::OperatorAdvanced {
+            step: 4,
+            done: true,
+            ..
+        }
+    ));
     assert!(s.operators().is_empty());
-    assert_eq!(s.finished_operators().back().unwrap().state, OperatorState::Done);
+    assert_eq!(
+        s.finished_operators().back().unwrap().state,
+        OperatorState::Done
+    );
     assert_eq!(s.counters().operators_done, 1);
-    assert_eq!(s.apply(adv(3), Time(15)), MetaOutcome::Ignored(Ignored::OperatorNotRunning(OperatorId(1))));
+    assert_eq!(
+        s.apply(adv(3), Time(15)),
+        MetaOutcome::Ignored(Ignored::OperatorNotRunning(OperatorId(1)))
+    );
     // Cancel.
     let op2 = move_op(&s, 2, 1);
-    assert!(matches!(s.apply(MetaCmd::CreateOperator(op2), Time(16)), MetaOutcome::OperatorCreated { .. }));
+    assert!(matches!(
+        s.apply(MetaCmd::CreateOperator(op2), Time(16)),
+        MetaOutcome::OperatorCreated { .. }
+    ));
     let cancel = MetaCmd::CancelOperator {
         id: OperatorId(2),
         reason: CancelReason::TimedOut,
     };
-    assert!(matches!(s.apply(cancel.clone(), Time(17)), MetaOutcome::OperatorCancelled { .. }));
+    assert!(matches!(
+        s.apply(cancel.clone(), Time(17)),
+        MetaOutcome::OperatorCancelled { .. }
+    ));
     assert!(matches!(s.apply(cancel, Time(17)), MetaOutcome::Ignored(_)));
     assert_eq!(s.counters().operators_timed_out, 1);
     assert!(matches!(
-        s.apply(MetaCmd::CancelOperator { id: OperatorId(99), reason: CancelReason::Admin }, Time(18)),
+        s.apply(
+            MetaCmd::CancelOperator {
+                id: OperatorId(99),
+                reason: CancelReason::Admin
+            },
+            Time(18)
+        ),
         MetaOutcome::Rejected(MetaReject::UnknownOperator(_))
     ));
     // Step commands carry the epoch precondition unless the bug is on.
@@ -329,7 +451,10 @@ fn operators_are_created_once_advanced_by_reports_and_finished() {
     let cmds = s.step_commands(PlacementBug::None);
     assert_eq!(cmds.len(), 1);
     assert_eq!(cmds[0].expected_conf_epoch, Some(ConfEpoch(0)));
-    assert_eq!(s.step_commands(PlacementBug::SkipEpochCheck)[0].expected_conf_epoch, None);
+    assert_eq!(
+        s.step_commands(PlacementBug::SkipEpochCheck)[0].expected_conf_epoch,
+        None
+    );
 }
 
 #[test]
@@ -347,7 +472,10 @@ fn finished_operators_are_bounded() {
         );
     }
     assert_eq!(s.finished_operators().len(), FINISHED_OPERATORS_KEPT);
-    assert_eq!(s.counters().operators_cancelled, FINISHED_OPERATORS_KEPT as u64 + 10);
+    assert_eq!(
+        s.counters().operators_cancelled,
+        FINISHED_OPERATORS_KEPT as u64 + 10
+    );
     assert_eq!(s.check(), Ok(()));
 }
 
@@ -367,7 +495,10 @@ fn apply_is_deterministic() {
 fn bootstrap_refuses_bad_inputs() {
     let p = balanced(8, 3, &nodes(1..=4));
     let three: Vec<(NodeId, Option<String>)> = (1..=3).map(|i| (n(i), None)).collect();
-    assert!(matches!(MetaState::bootstrap(3, &three, &p, Time::ZERO), Err(MetaInitError::UnknownNode(_))));
+    assert!(matches!(
+        MetaState::bootstrap(3, &three, &p, Time::ZERO),
+        Err(MetaInitError::UnknownNode(_))
+    ));
     assert!(MetaState::bootstrap(2, &three, &p, Time::ZERO).is_err());
     assert!(MetaState::bootstrap(0, &three, &p, Time::ZERO).is_err());
 }

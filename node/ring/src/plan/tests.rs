@@ -34,7 +34,11 @@ fn generous() -> NodeLimits {
     })
 }
 
-fn target_for(cfg: &PlanConfig, current: &Placement, health: &BTreeMap<NodeId, NodeState>) -> Placement {
+fn target_for(
+    cfg: &PlanConfig,
+    current: &Placement,
+    health: &BTreeMap<NodeId, NodeState>,
+) -> Placement {
     let members = health
         .iter()
         .filter_map(|(n, s)| s.eligibility().map(|e| (*n, e)))
@@ -70,7 +74,12 @@ fn random_case(seed: u64, rf: usize) -> Case {
     // At most rf/2 nodes leave or doubt, so most groups keep a quorum.
     for _ in 0..=rf / 2 {
         let x = NodeId(1 + rng.below(u64::from(n)) as u32);
-        let s = [NodeState::Down, NodeState::Draining, NodeState::Suspect, NodeState::Up][rng.below(4) as usize];
+        let s = [
+            NodeState::Down,
+            NodeState::Draining,
+            NodeState::Suspect,
+            NodeState::Up,
+        ][rng.below(4) as usize];
         health.insert(x, s);
     }
     for j in 0..rng.below(3) {
@@ -90,7 +99,12 @@ fn random_case(seed: u64, rf: usize) -> Case {
     }
 }
 
-fn run_plan(case: &Case, cfg: &PlanConfig, limits: &mut NodeLimits, inflight: &BTreeSet<VnodeId>) -> Plan {
+fn run_plan(
+    case: &Case,
+    cfg: &PlanConfig,
+    limits: &mut NodeLimits,
+    inflight: &BTreeSet<VnodeId>,
+) -> Plan {
     let target = target_for(cfg, &case.current, &case.health);
     plan(
         &PlanInput {
@@ -136,27 +150,42 @@ fn plan_never_removes_before_adding() {
             let p = run_plan(&case, &cfg, &mut generous(), &busy);
             let mut seen = BTreeSet::new();
             for op in &p.operators {
-                assert!(seen.insert(op.vnode), "seed {seed}: two operators on {}", op.vnode);
-                assert!(!busy.contains(&op.vnode), "seed {seed}: operator on a busy vnode");
+                assert!(
+                    seen.insert(op.vnode),
+                    "seed {seed}: two operators on {}",
+                    op.vnode
+                );
+                assert!(
+                    !busy.contains(&op.vnode),
+                    "seed {seed}: operator on a busy vnode"
+                );
                 assert!(!op.steps.is_empty());
                 assert!(!removes_before_adding(op), "seed {seed} {mode:?}: {op:?}");
                 assert!(
                     !op.steps.iter().any(Step::changes_two_voters_without_joint),
                     "seed {seed} {mode:?}: {op:?}"
                 );
-                assert_eq!(op.expected_conf_epoch, case.current.get(op.vnode).unwrap().conf_epoch);
+                assert_eq!(
+                    op.expected_conf_epoch,
+                    case.current.get(op.vnode).unwrap().conf_epoch
+                );
                 if op.kind == OperatorKind::ReplaceDown && mode == ConfChangeMode::Joint {
                     let dead = op.removed_nodes();
                     let joint = op
                         .steps
                         .iter()
                         .find_map(|s| match s {
-                            Step::EnterJoint { promote, demote } => Some((promote.clone(), demote.clone())),
+                            Step::EnterJoint { promote, demote } => {
+                                Some((promote.clone(), demote.clone()))
+                            }
                             _ => None,
                         })
                         .unwrap_or_else(|| panic!("seed {seed}: {op:?}"));
                     assert_eq!(joint.0.len(), 1, "seed {seed}");
-                    assert_eq!(joint.1, dead, "seed {seed}: dead voter demoted with its replacement");
+                    assert_eq!(
+                        joint.1, dead,
+                        "seed {seed}: dead voter demoted with its replacement"
+                    );
                 }
             }
         }
@@ -187,10 +216,17 @@ fn broken_variants_plan_what_they_say() {
                     PlacementBug::TwoVotersWithoutJoint => {
                         op.steps.iter().any(Step::changes_two_voters_without_joint)
                     }
-                    _ => op.command(bug).is_some_and(|c| c.expected_conf_epoch.is_none()),
+                    _ => op
+                        .command(bug)
+                        .is_some_and(|c| c.expected_conf_epoch.is_none()),
                 };
                 any[i] |= shows;
-                assert!(op.command(PlacementBug::None).unwrap().expected_conf_epoch.is_some());
+                assert!(
+                    op.command(PlacementBug::None)
+                        .unwrap()
+                        .expected_conf_epoch
+                        .is_some()
+                );
             }
         }
     }
@@ -242,7 +278,11 @@ fn token_buckets_and_the_inflight_cap_hold() {
     let mut held_by_limit = 0;
     for round in 0..100u32 {
         let now = Time::from_millis(200 * u64::from(round));
-        let due: Vec<Operator> = running.iter().filter(|(r, _)| r + 2 <= round).map(|(_, o)| o.clone()).collect();
+        let due: Vec<Operator> = running
+            .iter()
+            .filter(|(r, _)| r + 2 <= round)
+            .map(|(_, o)| o.clone())
+            .collect();
         running.retain(|(r, _)| r + 2 > round);
         for op in &due {
             complete(&mut current, op);
@@ -262,7 +302,11 @@ fn token_buckets_and_the_inflight_cap_hold() {
             &cfg,
             &mut limits,
         );
-        held_by_limit += p.held.iter().filter(|h| matches!(h.reason, HoldReason::NodeLimit(..))).count();
+        held_by_limit += p
+            .held
+            .iter()
+            .filter(|h| matches!(h.reason, HoldReason::NodeLimit(..)))
+            .count();
         for op in p.operators {
             assert_eq!(op.id, OperatorId(next));
             next += 1;
@@ -274,19 +318,34 @@ fn token_buckets_and_the_inflight_cap_hold() {
             }
             running.push((round, op));
         }
-        assert!(running.len() <= 3, "round {round}: {} running", running.len());
+        assert!(
+            running.len() <= 3,
+            "round {round}: {} running",
+            running.len()
+        );
         let t = now.as_secs_f64();
         for (n, a) in &adds {
-            assert!(f64::from(*a) <= 2.0 + 0.5 * t + 1e-9, "round {round}: {n} added {a}");
+            assert!(
+                f64::from(*a) <= 2.0 + 0.5 * t + 1e-9,
+                "round {round}: {n} added {a}"
+            );
         }
         for (n, r) in &removes {
-            assert!(f64::from(*r) <= 2.0 + 1.0 * t + 1e-9, "round {round}: {n} removed {r}");
+            assert!(
+                f64::from(*r) <= 2.0 + 1.0 * t + 1e-9,
+                "round {round}: {n} removed {r}"
+            );
         }
     }
-    assert!(held_by_limit > 0, "the add limit must bite in this scenario");
+    assert!(
+        held_by_limit > 0,
+        "the add limit must bite in this scenario"
+    );
     assert!(limits.refused()[&crate::limits::NodeBucket::AddReplica] > 0);
     // 20 s at 0.5/s + burst 2 = at most 12 per new node; 3 nodes want 24 each ~ 72 moves.
-    let new_adds: u32 = (6..=8).map(|i| adds.get(&NodeId(i)).copied().unwrap_or(0)).sum();
+    let new_adds: u32 = (6..=8)
+        .map(|i| adds.get(&NodeId(i)).copied().unwrap_or(0))
+        .sum();
     assert!(new_adds > 0 && new_adds <= 36, "{new_adds}");
 }
 
@@ -311,7 +370,11 @@ fn rebalance_waits_outside_the_tolerance_band_only() {
     let moved = p.operators.len();
     // Band ±50%: the newcomer needs 4 (≥ 8·0.5) and stops; the givers are never above 12.
     assert_eq!(moved, 4, "{:?}", p.operators);
-    assert!(p.held.iter().any(|h| h.reason == HoldReason::WithinTolerance));
+    assert!(
+        p.held
+            .iter()
+            .any(|h| h.reason == HoldReason::WithinTolerance)
+    );
     // With rebalancing off, nothing moves.
     let off = PlanConfig {
         rebalance: false,
@@ -330,10 +393,14 @@ fn anti_thrash_skips_a_move_the_next_round_would_undo() {
     let l = layout(4);
     let mut current = Placement::new(l);
     for (v, n) in [(0, 1), (1, 1), (2, 2), (3, 2)] {
-        current.insert(VnodeId(v), ReplicaSet::of_voters([NodeId(n)])).unwrap();
+        current
+            .insert(VnodeId(v), ReplicaSet::of_voters([NodeId(n)]))
+            .unwrap();
     }
     let mut target = current.clone();
-    target.insert(VnodeId(0), ReplicaSet::of_voters([NodeId(2)])).unwrap();
+    target
+        .insert(VnodeId(0), ReplicaSet::of_voters([NodeId(2)]))
+        .unwrap();
     let health: BTreeMap<NodeId, NodeState> = (1..=3).map(|i| (NodeId(i), NodeState::Up)).collect();
     let p = plan(
         &PlanInput {
@@ -401,11 +468,23 @@ fn a_leader_hands_over_before_it_loses_its_vote_and_deadlines_are_set() {
             ..config(3)
         };
         let p = run_plan(&case, &cfg, &mut generous(), &BTreeSet::new());
-        let op = p.operators.iter().find(|o| o.vnode == VnodeId(0)).expect("drain move");
+        let op = p
+            .operators
+            .iter()
+            .find(|o| o.vnode == VnodeId(0))
+            .expect("drain move");
         assert_eq!(op.kind, OperatorKind::DrainNode);
         assert_eq!(op.deadline, op.created_at + Duration::from_secs(60));
-        let handover = op.steps.iter().position(|s| matches!(s, Step::TransferLeader(_))).unwrap();
-        let demote = op.steps.iter().position(|s| s.voters_removed().contains(&leaving)).unwrap();
+        let handover = op
+            .steps
+            .iter()
+            .position(|s| matches!(s, Step::TransferLeader(_)))
+            .unwrap();
+        let demote = op
+            .steps
+            .iter()
+            .position(|s| s.voters_removed().contains(&leaving))
+            .unwrap();
         assert!(handover < demote, "{mode:?}: {:?}", op.steps);
         assert!(matches!(op.steps[handover], Step::TransferLeader(to) if to != leaving));
     }
@@ -418,7 +497,10 @@ fn tidies_joint_configs_and_orphan_learners() {
     let v0 = current.get_mut(VnodeId(0)).unwrap();
     v0.outgoing = v0.voters.clone();
     let v1 = current.get_mut(VnodeId(1)).unwrap();
-    let outsider = (1..=4).map(NodeId).find(|n| !v1.voters.contains(n)).unwrap();
+    let outsider = (1..=4)
+        .map(NodeId)
+        .find(|n| !v1.voters.contains(n))
+        .unwrap();
     v1.learners.insert(outsider);
     let health: BTreeMap<NodeId, NodeState> = ids.iter().map(|x| (*x, NodeState::Up)).collect();
     // Keep the target equal to the voters, so only tidying is wanted.
@@ -441,13 +523,20 @@ fn tidies_joint_configs_and_orphan_learners() {
         &config(3),
         &mut generous(),
     );
-    let steps: Vec<(VnodeId, OperatorKind, Vec<Step>)> =
-        p.operators.iter().map(|o| (o.vnode, o.kind, o.steps.clone())).collect();
+    let steps: Vec<(VnodeId, OperatorKind, Vec<Step>)> = p
+        .operators
+        .iter()
+        .map(|o| (o.vnode, o.kind, o.steps.clone()))
+        .collect();
     assert_eq!(
         steps,
         [
             (VnodeId(0), OperatorKind::Cleanup, vec![Step::LeaveJoint]),
-            (VnodeId(1), OperatorKind::Cleanup, vec![Step::RemoveLearner(outsider)]),
+            (
+                VnodeId(1),
+                OperatorKind::Cleanup,
+                vec![Step::RemoveLearner(outsider)]
+            ),
         ]
     );
     assert_eq!(p.operators[1].id, OperatorId(8));

@@ -93,7 +93,12 @@ pub(super) fn place(input: &StrategyInput<'_>) -> Result<Placement, StrategyErro
     for v in input.layout.vnodes() {
         let mut k = input.frozen_kept(v);
         if let Some(cur) = input.current.get(v) {
-            k.extend(cur.voters.iter().filter(|n| active_set.contains(n)).copied());
+            k.extend(
+                cur.voters
+                    .iter()
+                    .filter(|n| active_set.contains(n))
+                    .copied(),
+            );
         }
         keep.push(k);
     }
@@ -155,19 +160,18 @@ pub(super) fn place(input: &StrategyInput<'_>) -> Result<Placement, StrategyErro
 
     // 3. Balance: the most loaded gives to the least loaded until they differ by ≤ 1.
     let active_ix: Vec<usize> = (0..n).filter(|x| w.active[*x]).collect();
-    loop {
-        let Some(&max) = active_ix
+    let extremes = |w: &Work| {
+        let max = active_ix
             .iter()
-            .max_by_key(|x| (w.count[**x], std::cmp::Reverse(**x)))
-        else {
-            break;
-        };
-        let Some(&min) = active_ix.iter().min_by_key(|x| (w.count[**x], **x)) else {
-            break;
-        };
-        if w.count[max] <= w.count[min] + 1 {
-            break;
-        }
+            .copied()
+            .max_by_key(|x| (w.count[*x], std::cmp::Reverse(*x)))?;
+        let min = active_ix
+            .iter()
+            .copied()
+            .min_by_key(|x| (w.count[*x], *x))?;
+        (w.count[max] > w.count[min] + 1).then_some((max, min))
+    };
+    while let Some((max, min)) = extremes(&w) {
         // count[max] ≥ count[min] + 2 vnodes hold max, at most count[min] of them hold
         // min: one lacks min.
         let v = w.holds[max]

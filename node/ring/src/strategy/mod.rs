@@ -34,7 +34,9 @@ pub use ring_tokens::node_tokens;
 pub const MAX_RING_TOKENS_PER_NODE: u32 = 4096;
 
 /// Which rule computes the target placement (`ring.placement_strategy`).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize, Default)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum PlacementStrategy {
     /// Greedy, from the current placement: the fewest moves, counts within one of the mean.
@@ -149,7 +151,10 @@ impl StrategyInput<'_> {
     }
 
     fn epoch(&self, v: VnodeId) -> crate::placement::ConfEpoch {
-        self.current.get(v).map(|s| s.conf_epoch).unwrap_or_default()
+        self.current
+            .get(v)
+            .map(|s| s.conf_epoch)
+            .unwrap_or_default()
     }
 }
 

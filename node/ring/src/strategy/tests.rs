@@ -58,7 +58,10 @@ fn every_strategy_keeps_rf_distinct_voters_per_vnode() {
         for extra in 0..rng.below(3) {
             members.insert(NodeId(200 + extra as u32), Eligibility::Active);
         }
-        let active = members.values().filter(|e| **e == Eligibility::Active).count();
+        let active = members
+            .values()
+            .filter(|e| **e == Eligibility::Active)
+            .count();
         for strategy in PlacementStrategy::ALL {
             let res = run(strategy, rf, &members, &current);
             let target = match res {
@@ -70,7 +73,10 @@ fn every_strategy_keeps_rf_distinct_voters_per_vnode() {
             for (v, set) in target.iter() {
                 let cur = current.get(v).expect("complete");
                 for node in &set.voters {
-                    assert!(members.contains_key(node), "seed {seed} {strategy:?}: {node} gone");
+                    assert!(
+                        members.contains_key(node),
+                        "seed {seed} {strategy:?}: {node} gone"
+                    );
                 }
                 let frozen = |s: &BTreeSet<NodeId>| -> BTreeSet<NodeId> {
                     s.iter()
@@ -79,7 +85,11 @@ fn every_strategy_keeps_rf_distinct_voters_per_vnode() {
                         .collect()
                 };
                 let kept: BTreeSet<NodeId> = frozen(&cur.voters).into_iter().take(rf).collect();
-                assert_eq!(frozen(&set.voters), kept, "seed {seed} {strategy:?} {v}: frozen moved");
+                assert_eq!(
+                    frozen(&set.voters),
+                    kept,
+                    "seed {seed} {strategy:?} {v}: frozen moved"
+                );
             }
         }
     }
@@ -95,7 +105,10 @@ fn balanced_counts_are_within_one_of_each_other() {
         let ids = nodes(1..=n as u32);
         let current = balanced(p, rf, &ids);
         let counts = current.replicas_per_node_of(&ids);
-        let (lo, hi) = (counts.values().min().unwrap(), counts.values().max().unwrap());
+        let (lo, hi) = (
+            counts.values().min().unwrap(),
+            counts.values().max().unwrap(),
+        );
         assert!(hi - lo <= 1, "seed {seed}: {counts:?}");
         // After random joins and losses too.
         let mut members = all_active(&ids);
@@ -110,10 +123,17 @@ fn balanced_counts_are_within_one_of_each_other() {
     }
 }
 
-fn join_moves(strategy: PlacementStrategy, p: u32, rf: usize, before: u32, after: u32) -> (usize, f64) {
+fn join_moves(
+    strategy: PlacementStrategy,
+    p: u32,
+    rf: usize,
+    before: u32,
+    after: u32,
+) -> (usize, f64) {
     let old = nodes(1..=before);
     let new = nodes(1..=after);
-    let current = initial_placement(strategy, layout(p), rf, &old, StrategyParams::default()).unwrap();
+    let current =
+        initial_placement(strategy, layout(p), rf, &old, StrategyParams::default()).unwrap();
     let target = run(strategy, rf, &all_active(&new), &current).unwrap();
     let moved = current.moved_replicas_to(&target);
     // The new nodes' share of P·RF replicas.
@@ -137,7 +157,8 @@ fn balanced_join_moves_at_most_optimum_plus_n() {
         {
             {
                 for after in before + 1..=before + 3 {
-                    let (moved, optimum) = join_moves(PlacementStrategy::Balanced, p, rf, before, after);
+                    let (moved, optimum) =
+                        join_moves(PlacementStrategy::Balanced, p, rf, before, after);
                     let bound = optimum.ceil() as usize + before as usize;
                     assert!(
                         moved <= bound,
@@ -165,7 +186,10 @@ fn balanced_join_move_ratio_is_within_ten_percent_at_p_64_and_up() {
             let optimum = optimum_moved_bytes(event, 3, d as f64);
             let ratio = move_ratio(moved_bytes, optimum);
             assert!(ratio <= 1.1, "P={p} 5→{after}: ratio {ratio}");
-            assert!(ratio >= 0.9, "P={p} 5→{after}: ratio {ratio} (too few moves to balance)");
+            assert!(
+                ratio >= 0.9,
+                "P={p} 5→{after}: ratio {ratio} (too few moves to balance)"
+            );
         }
     }
 }
@@ -184,8 +208,11 @@ fn balanced_node_loss_recreates_only_the_lost_replicas() {
             members.remove(&lost);
             let target = run(PlacementStrategy::Balanced, 3, &members, &current).unwrap();
             let moved = current.moved_replicas_to(&target);
-            assert_eq!(moved, lost_count, "P={p} N={n}: moved {moved}, lost {lost_count}");
-            assert!(target.replicas_per_node().get(&lost).is_none());
+            assert_eq!(
+                moved, lost_count,
+                "P={p} N={n}: moved {moved}, lost {lost_count}"
+            );
+            assert!(!target.replicas_per_node().contains_key(&lost));
         }
     }
 }
@@ -233,7 +260,13 @@ fn too_few_nodes_or_tokens_are_typed_errors() {
         Err(StrategyError::BadTokenCount(0))
     );
     assert!(matches!(
-        initial_placement(PlacementStrategy::Balanced, layout(4), 0, &nodes(1..=3), StrategyParams::default()),
+        initial_placement(
+            PlacementStrategy::Balanced,
+            layout(4),
+            0,
+            &nodes(1..=3),
+            StrategyParams::default()
+        ),
         Err(StrategyError::Placement(_))
     ));
 }
