@@ -172,9 +172,9 @@ impl NodeLimits {
             .or_insert_with(|| TokenBucket::new(rate, burst, now))
     }
 
-    /// Takes one token from each `(node, bucket)` if all have one; otherwise takes none,
-    /// counts a refusal on the first empty bucket and returns it.
-    pub fn try_take_all(
+    /// Whether each `(node, bucket)` has a token, taking none; the first empty bucket
+    /// counts a refusal and is returned.
+    pub fn check_all(
         &mut self,
         now: Time,
         needs: &[(NodeId, NodeBucket)],
@@ -185,6 +185,17 @@ impl NodeLimits {
                 return Err((n, b));
             }
         }
+        Ok(())
+    }
+
+    /// Takes one token from each `(node, bucket)` if all have one; otherwise takes none,
+    /// counts a refusal on the first empty bucket and returns it.
+    pub fn try_take_all(
+        &mut self,
+        now: Time,
+        needs: &[(NodeId, NodeBucket)],
+    ) -> Result<(), (NodeId, NodeBucket)> {
+        self.check_all(now, needs)?;
         for &(n, b) in needs {
             let took = self.bucket(n, b, now).try_take(now, 1);
             debug_assert!(took, "checked just above");

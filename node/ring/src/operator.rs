@@ -106,9 +106,12 @@ pub enum Step {
     RemoveLearner(NodeId),
     /// Hand leadership to the node (it must be a voter). Changes no configuration.
     TransferLeader(NodeId),
-    /// Single-step mode: make the node a voter (promote the learner), one voter change.
+    /// Make the node a voter (promote the learner): one voter change, safe without a
+    /// joint configuration. Single-step moves use it, and so do both modes when a group
+    /// short of RF voters gains one (`MakeUpReplica`: nobody leaves).
     AddVoter(NodeId),
-    /// Single-step mode: remove the node (voter or learner), one voter change.
+    /// Remove the node (voter or learner): one voter change. Single-step moves use it,
+    /// and so does `Cleanup` for a voter beyond RF.
     RemoveNode(NodeId),
     /// **Teaching bug only** (`two-voters-without-joint`): add one voter and remove
     /// another in a single non-joint configuration change. With RF = 3, `{a,b,c}` →

@@ -254,6 +254,13 @@ impl Placement {
     /// vnode.
     pub fn check(&self, rf: usize) -> Result<(), PlacementError> {
         check_rf(rf)?;
+        // A decoded placement may carry sets outside its layout.
+        if let Some(v) = self.sets.keys().find(|v| !self.layout.contains(**v)) {
+            return Err(PlacementError::VnodeOutOfRange(
+                *v,
+                self.layout.vnode_count(),
+            ));
+        }
         for v in self.layout.vnodes() {
             let Some(set) = self.sets.get(&v) else {
                 return Err(PlacementError::MissingVnode(v));

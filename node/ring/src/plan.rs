@@ -314,6 +314,16 @@ pub fn plan(input: &PlanInput<'_>, config: &PlanConfig, limits: &mut NodeLimits)
             out.held.push(held(&want, HoldReason::InflightCap));
             continue;
         }
+        let mut needs = Vec::new();
+        if let Some(y) = want.add {
+            needs.push((y, NodeBucket::AddReplica));
+        }
+        if let Some(x) = want.remove {
+            needs.push((x, NodeBucket::RemoveReplica));
+        }
+        if let Some(Tidy::RemoveLearner(l)) = want.tidy {
+            needs.push((l, NodeBucket::RemoveReplica));
+        }
         if want.kind == OperatorKind::Rebalance {
             let (Some(x), Some(y)) = (want.remove, want.add) else {
                 continue;
@@ -331,20 +341,16 @@ pub fn plan(input: &PlanInput<'_>, config: &PlanConfig, limits: &mut NodeLimits)
                 out.held.push(held(&want, HoldReason::WithinTolerance));
                 continue;
             }
+            // Tokens before the anti-thrash check: the check recomputes a whole target,
+            // so it runs only for moves that could start now.
+            if let Err((n, b)) = limits.check_all(input.now, &needs) {
+                out.held.push(held(&want, HoldReason::NodeLimit(n, b)));
+                continue;
+            }
             if would_thrash(input, config, want.vnode, x, y) {
                 out.held.push(held(&want, HoldReason::AntiThrash));
                 continue;
             }
-        }
-        let mut needs = Vec::new();
-        if let Some(y) = want.add {
-            needs.push((y, NodeBucket::AddReplica));
-        }
-        if let Some(x) = want.remove {
-            needs.push((x, NodeBucket::RemoveReplica));
-        }
-        if let Some(Tidy::RemoveLearner(l)) = want.tidy {
-            needs.push((l, NodeBucket::RemoveReplica));
         }
         if let Err((n, b)) = limits.try_take_all(input.now, &needs) {
             out.held.push(held(&want, HoldReason::NodeLimit(n, b)));

@@ -472,6 +472,39 @@ fn short_pauses_never_make_a_node_down_or_move_replicas() {
     assert_eq!(sim.state.member(NodeId(2)).unwrap().state, NodeState::Up);
 }
 
+/// The same with random pause lengths (all shorter than `replace_down_after_ms`), random
+/// gaps and a random node, over seeds.
+#[test]
+fn random_short_pauses_never_move_replicas() {
+    for seed in 0..6u64 {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut next = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let mut sim = Sim::new(5, spec_with(|_| {}));
+        sim.run_for(1000);
+        let before = sim.voters();
+        let node = NodeId(1 + next(5) as u32);
+        for _ in 0..5 {
+            sim.stop(node);
+            sim.run_for(TICK_MS * (1 + next(48))); // up to 9.8 s < 10 s
+            sim.start(node);
+            sim.run_for(TICK_MS * (1 + next(40)));
+        }
+        sim.run_for(10_000);
+        assert!(
+            sim.ever_down.is_empty(),
+            "seed {seed}: {:?} went Down",
+            sim.ever_down
+        );
+        assert_eq!(sim.snapshots, 0, "seed {seed}");
+        assert_eq!(sim.voters(), before, "seed {seed}");
+    }
+}
+
 #[test]
 fn require_raft_evidence_blocks_down_on_a_swim_false_positive() {
     for require in [true, false] {

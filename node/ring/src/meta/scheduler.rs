@@ -78,7 +78,8 @@ pub struct SchedulerCounters {
     pub swim_stale_dropped: u64,
     /// Ticks where no target placement could be computed (too few eligible nodes).
     pub target_errors: u64,
-    /// Operators held back, by reason name ([`hold_reason_name`]).
+    /// Hold decisions by reason name ([`hold_reason_name`]): one per wanted operator per
+    /// tick, so an operator waiting ten ticks for a token counts ten.
     pub held: BTreeMap<&'static str, u64>,
 }
 
@@ -225,8 +226,14 @@ impl Scheduler {
         state.step_commands(self.spec.placement_bug)
     }
 
-    fn schedule_interval(&self) -> Duration {
-        Duration::from_millis(self.spec.meta.schedule_interval_ms)
+    /// How long a proposal is not repeated.
+    fn resend_after(&self) -> Duration {
+        Duration::from_millis(
+            self.spec
+                .meta
+                .schedule_interval_ms
+                .saturating_mul(PROPOSAL_RESEND_INTERVALS),
+        )
     }
 
     fn fresh_reports(&self, now: Time) -> impl Iterator<Item = &StoreReport> {
@@ -280,7 +287,7 @@ impl Scheduler {
     }
 
     fn propose(&mut self, now: Time, key: ProposalKey, cmd: MetaCmd, out: &mut Vec<MetaCmd>) {
-        let resend = self.schedule_interval() * PROPOSAL_RESEND_INTERVALS as u32;
+        let resend = self.resend_after();
         if let Some(at) = self.proposed.get(&key)
             && now.saturating_since(*at) < resend
         {
@@ -298,7 +305,7 @@ impl Scheduler {
         self.counters.ticks += 1;
         let mut out = Vec::new();
         // Forget proposals old enough to be re-sent, and creates the state has passed.
-        let resend = self.schedule_interval() * PROPOSAL_RESEND_INTERVALS as u32;
+        let resend = self.resend_after();
         self.proposed
             .retain(|_, at| now.saturating_since(*at) < resend);
         let next_applied = state.next_operator_id();

@@ -346,8 +346,21 @@ impl MetaState {
                 ));
             }
         }
+        if let Some((n, _)) = self.members.iter().find(|(_, m)| {
+            m.address
+                .as_ref()
+                .is_some_and(|a| a.len() > super::MAX_ADDRESS_BYTES)
+        }) {
+            return Err(format!("address of {n} is too long"));
+        }
         let mut busy = BTreeSet::new();
         for (id, o) in &self.operators {
+            if !self.layout.contains(o.vnode) {
+                return Err(format!(
+                    "operator {id} is for {}, outside the ring",
+                    o.vnode
+                ));
+            }
             if *id != o.id || !o.is_running() || *id >= self.next_operator_id {
                 return Err(format!("operator {id} is inconsistent"));
             }

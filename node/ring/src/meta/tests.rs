@@ -5,6 +5,7 @@ use kvlab_types::{NodeId, Time};
 
 use super::*;
 use crate::hash::VnodeId;
+use crate::meta::{LedGroup, ReportError, Scheduler, StoreReport, SwimStatus, swim_observation};
 use crate::operator::{CancelReason, Operator, OperatorId, OperatorKind, OperatorState, Step};
 use crate::placement::{ConfEpoch, Descriptor, ReplicaSet};
 use crate::plan::PlacementBug;
@@ -501,4 +502,111 @@ fn bootstrap_refuses_bad_inputs() {
     ));
     assert!(MetaState::bootstrap(2, &three, &p, Time::ZERO).is_err());
     assert!(MetaState::bootstrap(0, &three, &p, Time::ZERO).is_err());
+}
+
+#[test]
+fn swim_events_map_to_observations() {
+    use kvlab_types::NodeEvent;
+    let dead = NodeEvent::MemberDead {
+        member: n(3),
+        incarnation: 4,
+        from: n(1),
+    };
+    assert_eq!(swim_observation(&dead), Some((n(3), SwimStatus::Dead, 4)));
+    let alive = NodeEvent::MemberAlive {
+        member: n(3),
+        incarnation: 5,
+    };
+    assert_eq!(swim_observation(&alive), Some((n(3), SwimStatus::Alive, 5)));
+    let other = NodeEvent::RecoveryFailed { reason: "x".into() };
+    assert_eq!(swim_observation(&other), None);
+    // A stale incarnation is dropped and counted; the same status keeps its "since".
+    let mut s = Scheduler::new(crate::RingSpec::default());
+    s.observe_swim(Time(10), n(3), SwimStatus::Dead, 4);
+    s.observe_swim(Time(20), n(3), SwimStatus::Dead, 4);
+    assert_eq!(s.swim(n(3)).unwrap().since, Time(10));
+    s.observe_swim(Time(30), n(3), SwimStatus::Alive, 3);
+    assert_eq!(s.swim(n(3)).unwrap().status, SwimStatus::Dead);
+    assert_eq!(s.counters().swim_stale_dropped, 1);
+}
+
+#[test]
+fn oversized_store_reports_are_dropped_and_counted() {
+    let mut s = Scheduler::new(crate::RingSpec::default());
+    let led = LedGroup {
+        descriptor: desc(0, &[1, 2, 3], &[], 0),
+        term: 1,
+        down_peers: (0..100).map(NodeId).collect(),
+    };
+    let r = StoreReport {
+        node: n(1),
+        address: None,
+        hosted_bytes: Default::default(),
+        led: vec![led],
+    };
+    assert!(matches!(
+        s.observe_report(Time(1), r),
+        Err(ReportError::TooManyDownPeers { .. })
+    ));
+    assert_eq!(s.counters().reports_dropped, 1);
+}
+
+/// One scheduler round whose commands are applied at once.
+fn round(sched: &mut Scheduler, s: &mut MetaState, now: Time) {
+    for c in sched.tick(now, s) {
+        s.apply(c, now);
+    }
+}
+
+#[test]
+fn the_scheduler_cancels_late_and_overtaken_operators() {
+    let mut s = state();
+    let op = move_op(&s, 1, 0);
+    let deadline = op.deadline;
+    s.apply(MetaCmd::CreateOperator(op), Time(10));
+    let mut sched = Scheduler::new(crate::RingSpec::default());
+    let cmds = sched.tick(deadline, &s);
+    assert!(
+        cmds.contains(&MetaCmd::CancelOperator {
+            id: OperatorId(1),
+            reason: CancelReason::TimedOut
+        }),
+        "{cmds:?}"
+    );
+    // Another operator: the group moves to a new epoch that is not its step's result.
+    let op = move_op(&s, 2, 1);
+    s.apply(MetaCmd::CreateOperator(op), Time(10));
+    let mut other = s.descriptor(VnodeId(1)).unwrap().descriptor.clone();
+    other.replicas.conf_epoch = ConfEpoch(7);
+    s.apply(report(other, 1, 2), Time(11));
+    let cmds = sched.tick(Time(12), &s);
+    assert!(
+        cmds.contains(&MetaCmd::CancelOperator {
+            id: OperatorId(2),
+            reason: CancelReason::EpochMoved
+        }),
+        "{cmds:?}"
+    );
+}
+
+#[test]
+fn a_suspect_node_needs_suspect_hold_alive_before_it_is_up_again() {
+    let mut s = state();
+    let mut sched = Scheduler::new(crate::RingSpec::default());
+    let t = Time::from_secs;
+    sched.observe_swim(t(1), n(2), SwimStatus::Suspect, 0);
+    round(&mut sched, &mut s, t(1));
+    assert_eq!(s.member(n(2)).unwrap().state, NodeState::Suspect);
+    sched.observe_swim(t(2), n(2), SwimStatus::Alive, 1);
+    // suspect_hold_ms = 5 s from the later of "alive" and "became Suspect".
+    round(&mut sched, &mut s, t(6));
+    assert_eq!(s.member(n(2)).unwrap().state, NodeState::Suspect);
+    round(&mut sched, &mut s, t(7));
+    assert_eq!(s.member(n(2)).unwrap().state, NodeState::Up);
+    // Dead for replace_down_after_ms, but no leader report (require_raft_evidence): no Down.
+    sched.observe_swim(t(8), n(2), SwimStatus::Dead, 1);
+    for sec in 8..40 {
+        round(&mut sched, &mut s, t(sec));
+    }
+    assert_eq!(s.member(n(2)).unwrap().state, NodeState::Suspect);
 }
