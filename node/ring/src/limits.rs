@@ -285,8 +285,8 @@ pub struct SnapshotRates {
 /// per receiver.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotLimiter {
-    /// Bytes sent; one token per byte, the burst one chunk (or one second of rate if
-    /// smaller than a chunk would make sending impossible).
+    /// Bytes sent: one token per byte, a burst of one chunk (so a chunk can always go
+    /// once the bucket is full, and the long-run rate is the configured one).
     pub bytes: TokenBucket,
     /// Concurrent sends.
     pub send: ConcurrencyLimit,
