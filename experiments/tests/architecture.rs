@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
 /// Crates that must stay sans-IO. Those not (yet) in the workspace are skipped, but at
-/// least kvlab-types and kvlab-node must be found.
+/// least kvlab-types, kvlab-node and kvlab-ring must be found.
 const SANS_IO_CRATES: &[&str] = &[
     "kvlab-types",
     "kvlab-node",
@@ -114,7 +114,12 @@ fn transitive_deps(g: &BTreeMap<String, (String, Vec<String>)>, root: &str) -> B
 fn sans_io_crates_depend_on_no_runtime_network_or_filesystem_crate() {
     let g = graph(&metadata());
     let present: BTreeSet<&str> = g.values().map(|(n, _)| n.as_str()).collect();
-    assert!(present.contains("kvlab-types") && present.contains("kvlab-node"));
+    for required in ["kvlab-types", "kvlab-node", "kvlab-ring"] {
+        assert!(
+            present.contains(required),
+            "{required} is not in the workspace"
+        );
+    }
     for krate in SANS_IO_CRATES.iter().filter(|c| present.contains(*c)) {
         let deps = transitive_deps(&g, krate);
         let bad: Vec<_> = FORBIDDEN.iter().filter(|f| deps.contains(**f)).collect();
@@ -136,6 +141,28 @@ fn protocol_crates_do_not_depend_on_each_other() {
             "{krate} depends on {bad:?}; protocols meet only in kvlab-node"
         );
     }
+}
+
+/// kvlab-ring is pure placement, planning and a state machine: its direct normal
+/// dependencies are exactly kvlab-types, serde, postcard, thiserror and the fixed hash.
+#[test]
+fn ring_depends_only_on_types_serde_postcard_thiserror_and_its_hash() {
+    let g = graph(&metadata());
+    let allowed = [
+        "kvlab-types",
+        "serde",
+        "postcard",
+        "thiserror",
+        "xxhash-rust",
+    ];
+    let direct: BTreeSet<&str> = g
+        .values()
+        .filter(|(name, _)| name == "kvlab-ring")
+        .flat_map(|(_, deps)| deps.iter().map(|d| g[d].0.as_str()))
+        .collect();
+    assert!(!direct.is_empty(), "kvlab-ring not found");
+    let extra: Vec<_> = direct.iter().filter(|d| !allowed.contains(d)).collect();
+    assert!(extra.is_empty(), "kvlab-ring depends on {extra:?}");
 }
 
 /// The simulator may use the simulated disk (kvlab-storage) but never a runtime or

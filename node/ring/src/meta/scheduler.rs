@@ -1,0 +1,555 @@
+//! The [`Scheduler`]: runs on the meta leader every `meta.schedule_interval_ms`, looks at
+//! the replicated [`MetaState`] and its own volatile observations (SWIM's view, store
+//! heartbeats), and proposes [`MetaCmd`]s: node-state transitions (wave 2 §2.2 M1),
+//! newer descriptors, the target placement, and operators to create, advance or cancel
+//! (M2).
+//!
+//! It proposes; it never changes the state. Only applied commands do, on every meta
+//! replica alike. Its own state is volatile on purpose: a new meta leader starts with
+//! empty observations (so it waits a full `replace_down_after_ms` before declaring
+//! anyone Down — conservative), full token buckets (as PD's store limits after a PD
+//! leader change), and finds every operator in the replicated state, re-sending each
+//! current step (harmless thanks to the epoch precondition).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use kvlab_types::{NodeEvent, NodeId, Time};
+use serde::{Deserialize, Serialize};
+
+use super::command::MetaCmd;
+use super::report::{ReportError, StoreReport, SwimStatus};
+use super::state::{MetaState, NodeState};
+use crate::config::RingSpec;
+use crate::hash::VnodeId;
+use crate::limits::{NodeBucket, NodeLimits};
+use crate::operator::{CancelReason, OperatorId, Step, StepCommand};
+use crate::placement::{ConfEpoch, Placement};
+use crate::plan::{Held, HoldReason, PlanInput, plan};
+use crate::strategy::{Eligibility, StrategyInput, target_placement};
+
+/// A store report counts for this many heartbeat intervals after it arrived; older
+/// reports are ignored (their node may be gone).
+pub const REPORT_FRESH_HEARTBEATS: u64 = 3;
+/// A proposal is not repeated for this many schedule intervals (it is probably on its
+/// way through the meta log); after that it is proposed again, in case it was lost.
+pub const PROPOSAL_RESEND_INTERVALS: u64 = 5;
+
+/// What the meta leader's SWIM says about one member, and since when.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct SwimObservation {
+    /// The status.
+    pub status: SwimStatus,
+    /// The incarnation it was reported with.
+    pub incarnation: u64,
+    /// When this (status, incarnation) was first observed.
+    pub since: Time,
+}
+
+/// The SWIM observation a node event carries (`member_joined`, `member_alive`,
+/// `member_address_changed`, `member_refuted` → alive; `member_suspect` → suspect;
+/// `member_dead`, `member_reclaimed` → dead; `member_left` → left); `None` for any other
+/// event. What the node passes to [`Scheduler::observe_swim`].
+pub fn swim_observation(event: &NodeEvent) -> Option<(NodeId, SwimStatus, u64)> {
+    let status = match event {
+        NodeEvent::MemberJoined { .. }
+        | NodeEvent::MemberAlive { .. }
+        | NodeEvent::MemberAddressChanged { .. }
+        | NodeEvent::MemberRefuted { .. } => SwimStatus::Alive,
+        NodeEvent::MemberSuspect { .. } => SwimStatus::Suspect,
+        NodeEvent::MemberDead { .. } | NodeEvent::MemberReclaimed { .. } => SwimStatus::Dead,
+        NodeEvent::MemberLeft { .. } => SwimStatus::Left,
+        _ => return None,
+    };
+    let (member, incarnation) = event.member()?;
+    Some((member, status, incarnation))
+}
+
+/// What the scheduler counted (volatile, per meta leader term).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SchedulerCounters {
+    /// Ticks run.
+    pub ticks: u64,
+    /// Commands proposed.
+    pub commands_proposed: u64,
+    /// Store reports dropped for breaking a bound.
+    pub reports_dropped: u64,
+    /// SWIM observations dropped (an incarnation older than the one known).
+    pub swim_stale_dropped: u64,
+    /// Ticks where no target placement could be computed (too few eligible nodes).
+    pub target_errors: u64,
+    /// Hold decisions by reason name ([`hold_reason_name`]): one per wanted operator per
+    /// tick, so an operator waiting ten ticks for a token counts ten.
+    pub held: BTreeMap<&'static str, u64>,
+}
+
+/// A short name for a hold reason, for counters and reports.
+pub fn hold_reason_name(reason: &HoldReason) -> &'static str {
+    match reason {
+        HoldReason::InflightCap => "inflight_cap",
+        HoldReason::NodeLimit(_, NodeBucket::AddReplica) => "node_add_limit",
+        HoldReason::NodeLimit(_, NodeBucket::RemoveReplica) => "node_remove_limit",
+        HoldReason::NodeLimit(_, NodeBucket::LeaderTransfer) => "leader_transfer_limit",
+        HoldReason::RebalanceOff => "rebalance_off",
+        HoldReason::WithinTolerance => "within_tolerance",
+        HoldReason::AntiThrash => "anti_thrash",
+        HoldReason::NoQuorum => "no_quorum",
+        HoldReason::TargetNotUp(_) => "target_not_up",
+    }
+}
+
+/// A proposal the scheduler made recently (so it does not repeat it every tick).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum ProposalKey {
+    Register(NodeId),
+    SetState(NodeId, NodeState),
+    Report(VnodeId, ConfEpoch, u64),
+    Advance(OperatorId, usize),
+    Cancel(OperatorId),
+    Target,
+}
+
+#[derive(Clone, Debug)]
+struct ReceivedReport {
+    at: Time,
+    report: StoreReport,
+}
+
+/// The meta leader's scheduler. Feed it with [`Scheduler::observe_swim`] and
+/// [`Scheduler::observe_report`]; call [`Scheduler::tick`] every schedule interval and
+/// propose what it returns to the meta group.
+#[derive(Clone, Debug)]
+pub struct Scheduler {
+    spec: RingSpec,
+    swim: BTreeMap<NodeId, SwimObservation>,
+    reports: BTreeMap<NodeId, ReceivedReport>,
+    limits: NodeLimits,
+    proposed: BTreeMap<ProposalKey, Time>,
+    pending_creates: BTreeMap<VnodeId, (OperatorId, Time)>,
+    next_operator_id: OperatorId,
+    counters: SchedulerCounters,
+    last_held: Vec<Held>,
+    last_target: Option<Placement>,
+}
+
+impl Scheduler {
+    /// A scheduler for a (validated) spec, with empty observations.
+    pub fn new(spec: RingSpec) -> Self {
+        let limits = NodeLimits::new(spec.node_rates());
+        Scheduler {
+            spec,
+            swim: BTreeMap::new(),
+            reports: BTreeMap::new(),
+            limits,
+            proposed: BTreeMap::new(),
+            pending_creates: BTreeMap::new(),
+            next_operator_id: OperatorId(0),
+            counters: SchedulerCounters::default(),
+            last_held: Vec::new(),
+            last_target: None,
+        }
+    }
+
+    /// The spec it runs with.
+    pub fn spec(&self) -> &RingSpec {
+        &self.spec
+    }
+
+    /// Records what SWIM says about `member`. A change of status or incarnation restarts
+    /// the member's "since"; an incarnation lower than the known one is stale and
+    /// dropped (counted).
+    pub fn observe_swim(
+        &mut self,
+        now: Time,
+        member: NodeId,
+        status: SwimStatus,
+        incarnation: u64,
+    ) {
+        match self.swim.get_mut(&member) {
+            Some(o) if incarnation < o.incarnation => self.counters.swim_stale_dropped += 1,
+            Some(o) if o.status == status && o.incarnation == incarnation => {}
+            Some(o) => {
+                *o = SwimObservation {
+                    status,
+                    incarnation,
+                    since: now,
+                }
+            }
+            None => {
+                self.swim.insert(
+                    member,
+                    SwimObservation {
+                        status,
+                        incarnation,
+                        since: now,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Records a store heartbeat (the newest per node wins). A report that breaks a bound
+    /// is dropped, counted and returned as an error.
+    pub fn observe_report(&mut self, now: Time, report: StoreReport) -> Result<(), ReportError> {
+        if let Err(e) = report.check() {
+            self.counters.reports_dropped += 1;
+            return Err(e);
+        }
+        self.reports
+            .insert(report.node, ReceivedReport { at: now, report });
+        Ok(())
+    }
+
+    /// The SWIM observation of a member.
+    pub fn swim(&self, member: NodeId) -> Option<&SwimObservation> {
+        self.swim.get(&member)
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> &SchedulerCounters {
+        &self.counters
+    }
+
+    /// What the last tick's planner held back, and why.
+    pub fn last_held(&self) -> &[Held] {
+        &self.last_held
+    }
+
+    /// Token-bucket refusals per bucket kind.
+    pub fn limit_refusals(&self) -> BTreeMap<NodeBucket, u64> {
+        self.limits.refused()
+    }
+
+    /// The step commands to (re)send to group leaders now: every running operator's
+    /// current step, with the epoch precondition unless the `skip-epoch-check` bug is on.
+    pub fn step_commands(&self, state: &MetaState) -> Vec<StepCommand> {
+        state.step_commands(self.spec.placement_bug)
+    }
+
+    /// How long a proposal is not repeated.
+    fn resend_after(&self) -> Duration {
+        Duration::from_millis(
+            self.spec
+                .meta
+                .schedule_interval_ms
+                .saturating_mul(PROPOSAL_RESEND_INTERVALS),
+        )
+    }
+
+    fn fresh_reports(&self, now: Time) -> impl Iterator<Item = &StoreReport> {
+        let window = Duration::from_millis(
+            self.spec
+                .meta
+                .store_heartbeat_interval_ms
+                .saturating_mul(REPORT_FRESH_HEARTBEATS),
+        );
+        self.reports
+            .values()
+            .filter(move |r| now.saturating_since(r.at) <= window)
+            .map(|r| &r.report)
+    }
+
+    /// Whether a fresh report from a group leader lists `n` as a down peer.
+    fn down_reported(&self, n: NodeId, now: Time) -> bool {
+        self.fresh_reports(now)
+            .filter(|r| r.node != n)
+            .any(|r| r.led.iter().any(|g| g.down_peers.contains(&n)))
+    }
+
+    /// Raft evidence that `n` is down: every current leader of a group with a replica on
+    /// `n` (per fresh reports; leaderless groups have no say) lists it as a down peer, and
+    /// at least one does. A node holding no replica needs no evidence.
+    fn raft_evidence(&self, n: NodeId, state: &MetaState, now: Time) -> bool {
+        let vnodes: Vec<VnodeId> = state
+            .descriptors()
+            .iter()
+            .filter(|(_, r)| r.descriptor.replicas.contains(n))
+            .map(|(v, _)| *v)
+            .collect();
+        if vnodes.is_empty() {
+            return true;
+        }
+        let mut leaders_heard = 0;
+        for v in vnodes {
+            let leader = self
+                .fresh_reports(now)
+                .filter(|r| r.node != n)
+                .filter_map(|r| r.led_group(v))
+                .max_by_key(|g| g.term);
+            if let Some(g) = leader {
+                leaders_heard += 1;
+                if !g.down_peers.contains(&n) {
+                    return false;
+                }
+            }
+        }
+        leaders_heard > 0
+    }
+
+    fn propose(&mut self, now: Time, key: ProposalKey, cmd: MetaCmd, out: &mut Vec<MetaCmd>) {
+        let resend = self.resend_after();
+        if let Some(at) = self.proposed.get(&key)
+            && now.saturating_since(*at) < resend
+        {
+            return;
+        }
+        self.proposed.insert(key, now);
+        out.push(cmd);
+    }
+
+    /// One scheduling round: the commands to propose to the meta group, in this order —
+    /// registrations, newer descriptors, node-state transitions, operator advances and
+    /// cancellations, the target, new operators. Deterministic: the same observations,
+    /// state and `now` give the same commands.
+    pub fn tick(&mut self, now: Time, state: &MetaState) -> Vec<MetaCmd> {
+        self.counters.ticks += 1;
+        let mut out = Vec::new();
+        // Forget proposals old enough to be re-sent, and creates the state has passed.
+        let resend = self.resend_after();
+        self.proposed
+            .retain(|_, at| now.saturating_since(*at) < resend);
+        let next_applied = state.next_operator_id();
+        self.pending_creates
+            .retain(|_, (id, at)| *id >= next_applied && now.saturating_since(*at) < resend);
+
+        self.register_nodes(now, state, &mut out);
+        self.forward_descriptors(now, state, &mut out);
+        self.node_transitions(now, state, &mut out);
+        self.follow_operators(now, state, &mut out);
+        self.schedule(now, state, &mut out);
+
+        self.counters.commands_proposed += out.len() as u64;
+        out
+    }
+
+    /// Registers nodes that send store heartbeats but are not members (a node that
+    /// joined SWIM and started its store). A Removed node comes back only by registering
+    /// itself (an explicit `RegisterNode`), not through its heartbeats.
+    fn register_nodes(&mut self, now: Time, state: &MetaState, out: &mut Vec<MetaCmd>) {
+        let unknown: Vec<(NodeId, Option<String>)> = self
+            .fresh_reports(now)
+            .filter(|r| state.member(r.node).is_none())
+            .map(|r| (r.node, r.address.clone()))
+            .collect();
+        for (node, address) in unknown {
+            let incarnation = self.swim.get(&node).map_or(0, |o| o.incarnation);
+            let cmd = MetaCmd::RegisterNode {
+                node,
+                address,
+                incarnation,
+            };
+            self.propose(now, ProposalKey::Register(node), cmd, out);
+        }
+    }
+
+    fn forward_descriptors(&mut self, now: Time, state: &MetaState, out: &mut Vec<MetaCmd>) {
+        // The newest (epoch, term) per vnode among fresh reports.
+        let mut best: BTreeMap<VnodeId, (ConfEpoch, u64, NodeId, crate::Descriptor)> =
+            BTreeMap::new();
+        for r in self.fresh_reports(now) {
+            for g in &r.led {
+                let v = g.descriptor.vnode;
+                if !state.layout().contains(v) {
+                    continue;
+                }
+                let key = (g.descriptor.conf_epoch(), g.term);
+                if best.get(&v).is_none_or(|(e, t, _, _)| key > (*e, *t)) {
+                    best.insert(v, (key.0, key.1, r.node, g.descriptor.clone()));
+                }
+            }
+        }
+        for (v, (epoch, term, leader, descriptor)) in best {
+            let newer = match state.descriptor(v) {
+                None => true,
+                Some(rec) => {
+                    let recorded = rec.descriptor.conf_epoch();
+                    epoch > recorded
+                        || (epoch == recorded
+                            && (term > rec.leader_term || rec.leader.is_none())
+                            && rec.descriptor.replicas.same_members(&descriptor.replicas))
+                        // Same epoch, other members: forward it so meta counts the conflict.
+                        || (epoch == recorded && !rec.descriptor.replicas.same_members(&descriptor.replicas))
+                }
+            };
+            if newer {
+                let cmd = MetaCmd::ReportDescriptor {
+                    descriptor,
+                    leader,
+                    term,
+                };
+                self.propose(now, ProposalKey::Report(v, epoch, term), cmd, out);
+            }
+        }
+    }
+
+    fn node_transitions(&mut self, now: Time, state: &MetaState, out: &mut Vec<MetaCmd>) {
+        let m = &self.spec.membership;
+        let hold = Duration::from_millis(m.suspect_hold_ms);
+        let replace = Duration::from_millis(m.replace_down_after_ms);
+        let require_evidence = m.require_raft_evidence;
+        let mut changes = Vec::new();
+        for (&n, member) in state.members() {
+            let obs = self.swim.get(&n).copied();
+            let swim_alive = obs.is_none_or(|o| o.status == SwimStatus::Alive);
+            let to = match member.state {
+                NodeState::Up => {
+                    (!swim_alive || self.down_reported(n, now)).then_some(NodeState::Suspect)
+                }
+                NodeState::Suspect => {
+                    let dead_long = obs.is_some_and(|o| {
+                        o.status.is_gone() && now.saturating_since(o.since) >= replace
+                    });
+                    let alive_since = obs.map_or(member.since, |o| o.since.max(member.since));
+                    if dead_long && (!require_evidence || self.raft_evidence(n, state, now)) {
+                        Some(NodeState::Down)
+                    } else if swim_alive
+                        && now.saturating_since(alive_since) >= hold
+                        && !self.down_reported(n, now)
+                    {
+                        Some(NodeState::Up)
+                    } else {
+                        None
+                    }
+                }
+                NodeState::Down => obs
+                    .is_some_and(|o| o.status == SwimStatus::Alive)
+                    .then_some(NodeState::Suspect),
+                NodeState::Draining => (!state.holds_replicas(n)).then_some(NodeState::Removed),
+                NodeState::Removed => None,
+            };
+            if let Some(to) = to {
+                changes.push((n, to));
+            }
+        }
+        for (node, to) in changes {
+            let cmd = MetaCmd::SetNodeState { node, state: to };
+            self.propose(now, ProposalKey::SetState(node, to), cmd, out);
+        }
+    }
+
+    fn follow_operators(&mut self, now: Time, state: &MetaState, out: &mut Vec<MetaCmd>) {
+        let mut cmds = Vec::new();
+        for op in state.operators().values() {
+            let Some(step) = op.current() else { continue };
+            if now >= op.deadline {
+                let reason = CancelReason::TimedOut;
+                cmds.push((
+                    ProposalKey::Cancel(op.id),
+                    MetaCmd::CancelOperator { id: op.id, reason },
+                ));
+                continue;
+            }
+            let Some(rec) = state.descriptor(op.vnode) else {
+                continue;
+            };
+            let set = &rec.descriptor.replicas;
+            if step.is_done(set, rec.leader) {
+                let cmd = MetaCmd::AdvanceOperator {
+                    id: op.id,
+                    from_step: op.current_step,
+                };
+                cmds.push((ProposalKey::Advance(op.id, op.current_step), cmd));
+                continue;
+            }
+            let moved = step.changes_conf() && set.conf_epoch > op.expected_conf_epoch;
+            let unfit = needs_node(step).into_iter().any(|y| {
+                matches!(
+                    state.member(y).map(|m| m.state),
+                    None | Some(NodeState::Down | NodeState::Draining | NodeState::Removed)
+                )
+            });
+            let reason = if moved {
+                Some(CancelReason::EpochMoved)
+            } else if unfit {
+                Some(CancelReason::TargetUnfit)
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                cmds.push((
+                    ProposalKey::Cancel(op.id),
+                    MetaCmd::CancelOperator { id: op.id, reason },
+                ));
+            }
+        }
+        for (key, cmd) in cmds {
+            self.propose(now, key, cmd, out);
+        }
+    }
+
+    fn schedule(&mut self, now: Time, state: &MetaState, out: &mut Vec<MetaCmd>) {
+        let rf = state.replication_factor();
+        let current = state.current_placement();
+        let health = state.health();
+        let members: BTreeMap<NodeId, Eligibility> = health
+            .iter()
+            .filter_map(|(n, s)| s.eligibility().map(|e| (*n, e)))
+            .collect();
+        let target = target_placement(
+            self.spec.ring.placement_strategy,
+            &StrategyInput {
+                layout: state.layout(),
+                replication_factor: rf,
+                members: &members,
+                current: &current,
+                params: self.spec.strategy_params(),
+            },
+        );
+        let target = match target {
+            Ok(t) => {
+                if state.target() != Some(&t) && self.last_target.as_ref() != Some(&t) {
+                    self.last_target = Some(t.clone());
+                    self.proposed.remove(&ProposalKey::Target);
+                }
+                if state.target() != Some(&t) {
+                    self.propose(now, ProposalKey::Target, MetaCmd::SetTarget(t.clone()), out);
+                }
+                t
+            }
+            Err(_) => {
+                // Too few eligible nodes: plan only tidying (the current placement is
+                // its own target, so no replica moves).
+                self.counters.target_errors += 1;
+                current.clone()
+            }
+        };
+
+        let mut inflight = state.busy_vnodes();
+        inflight.extend(self.pending_creates.keys().copied());
+        let next = OperatorId(state.next_operator_id().0.max(self.next_operator_id.0));
+        let leaders = state.leaders();
+        let input = PlanInput {
+            current: &current,
+            target: &target,
+            health: &health,
+            leaders: &leaders,
+            inflight: &inflight,
+            next_operator_id: next,
+            now,
+        };
+        let config = self.spec.plan_config(rf);
+        let p = plan(&input, &config, &mut self.limits);
+        for h in &p.held {
+            *self
+                .counters
+                .held
+                .entry(hold_reason_name(&h.reason))
+                .or_insert(0) += 1;
+        }
+        self.last_held = p.held;
+        for op in p.operators {
+            self.next_operator_id = OperatorId(op.id.0 + 1);
+            self.pending_creates.insert(op.vnode, (op.id, now));
+            out.push(MetaCmd::CreateOperator(op));
+        }
+    }
+}
+
+/// The nodes a step needs to be fit (the ones it adds or promotes).
+fn needs_node(step: &Step) -> BTreeSet<NodeId> {
+    match step {
+        Step::AddLearner(n) | Step::AddVoter(n) | Step::SwapVoters { add: n, .. } => [*n].into(),
+        Step::EnterJoint { promote, .. } => promote.clone(),
+        _ => BTreeSet::new(),
+    }
+}
