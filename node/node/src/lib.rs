@@ -25,6 +25,7 @@ pub mod forward;
 pub mod inspect;
 pub mod kv;
 pub mod raft_kv;
+pub mod replica;
 mod system;
 
 pub use system::SystemKind;

@@ -89,9 +89,9 @@ use kvlab_raft::{
     RaftMessage, RecoveredState, Role,
 };
 use kvlab_types::{
-    AdminAction, AdminCommand, ClientError, ClientRequest, ClientResponse, Cx, Effect,
-    InvalidRequest, KvOp, MAX_REQUEST_BYTES, NodeEvent, NodeId, OpOutput, Out, Protocol, Recovery,
-    RequestId, Time, TimerId, TimerSpace,
+    AdminAction, AdminCommand, ClientError, ClientRequest, ClientResponse, Cx, Effect, KvOp,
+    MAX_REQUEST_BYTES, NodeEvent, NodeId, Out, Protocol, Recovery, RequestId, Time, TimerId,
+    TimerSpace,
 };
 use serde::{Deserialize, Serialize};
 
@@ -99,7 +99,6 @@ use crate::fnv1a;
 use crate::forward::{ForwardMsg, Forwarder};
 use crate::kv::KvStore;
 
-mod group;
 pub mod invariants;
 
 #[cfg(test)]
@@ -107,7 +106,11 @@ mod hostile_tests;
 #[cfg(test)]
 mod tests;
 
-use group::{GroupState, WalImage};
+pub use crate::replica::KvCommand;
+use crate::replica::{
+    Origin, Removal, Replica, ReplicaError, ReplicaTuning, decode_wal_image, indeterminate,
+    invalid, read_ok, unavailable,
+};
 
 /// The group of a single-group node (every key's group when [`RaftKvConfig::groups`] is
 /// 1).
@@ -187,6 +190,13 @@ impl Default for RaftKvConfig {
 }
 
 impl RaftKvConfig {
+    fn tuning(&self) -> ReplicaTuning {
+        ReplicaTuning {
+            snapshot_every_entries: self.snapshot_every_entries,
+            skip_vote_persist: self.raft.unsafe_skip_vote_persist,
+        }
+    }
+
     /// Checks the configuration once, naming the offending field.
     pub fn validate(&self) -> Result<(), RaftKvError> {
         self.raft.validate().map_err(RaftKvError::Raft)?;
@@ -251,36 +261,9 @@ pub enum RaftKvError {
         /// Why.
         reason: String,
     },
-    /// A state-machine snapshot (an encoded [`KvStore`]) at `index` cannot be decoded.
-    #[error("cannot decode the state-machine snapshot at index {index}: {reason}")]
-    CorruptStateMachine {
-        /// The snapshot's index.
-        index: u64,
-        /// Why.
-        reason: String,
-    },
-}
-
-/// The command a log entry carries: one client request.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KvCommand {
-    /// The request, for the session table.
-    pub id: RequestId,
-    /// The operation.
-    pub op: KvOp,
-}
-
-impl KvCommand {
-    /// Encodes the command with postcard.
-    pub fn encode(&self) -> Vec<u8> {
-        // Encoding plain owned data into a Vec cannot fail: no I/O, no size limit.
-        postcard::to_allocvec(self).unwrap_or_default()
-    }
-
-    /// Decodes a command written by [`KvCommand::encode`].
-    pub fn decode(bytes: &[u8]) -> Result<KvCommand, postcard::Error> {
-        postcard::from_bytes(bytes)
-    }
+    /// A group's replica cannot go on (a snapshot that does not decode).
+    #[error(transparent)]
+    Replica(ReplicaError),
 }
 
 /// The messages of the `raft` system.
@@ -301,15 +284,6 @@ pub enum RaftKvMsg {
     },
 }
 
-/// Where the answer to a request goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Origin {
-    /// A client of this node.
-    Local,
-    /// A client of another node that forwarded the request.
-    Forwarded(NodeId),
-}
-
 /// A request this node forwarded to its group's leader and is waiting on.
 #[derive(Clone, Debug)]
 struct PendingForward {
@@ -327,7 +301,7 @@ struct PendingForward {
 pub struct RaftKv {
     id: NodeId,
     cfg: RaftKvConfig,
-    groups: BTreeMap<GroupId, GroupState>,
+    groups: BTreeMap<GroupId, Replica<KvStore>>,
     forwarder: Forwarder,
     /// Local requests forwarded to a leader and not answered yet, for re-forwarding
     /// when the leader changes. Bounded by the forwarder's `MAX_PENDING_FORWARDS`.
@@ -407,12 +381,12 @@ impl RaftKv {
 
     /// The state machine of `group`.
     pub fn store_of(&self, group: GroupId) -> Option<&KvStore> {
-        self.groups.get(&group).map(|g| &g.kv)
+        self.groups.get(&group).map(|g| &g.machine)
     }
 
     /// Keys stored over every group.
     pub fn key_count(&self) -> usize {
-        self.groups.values().map(|g| g.kv.len()).sum()
+        self.groups.values().map(|g| g.machine.len()).sum()
     }
 
     /// Why this node refuses to serve, if it does.
@@ -422,10 +396,7 @@ impl RaftKv {
 
     /// Requests waiting on this node for a commit or a read point.
     pub fn pending_requests(&self) -> usize {
-        self.groups
-            .values()
-            .map(|g| g.proposals.len() + g.reads.len())
-            .sum()
+        self.groups.values().map(Replica::pending).sum()
     }
 
     /// Peer messages dropped: refused (see [`RaftKv::refused_messages`]), for a group
@@ -502,12 +473,9 @@ impl RaftKv {
             let durable = recovered.group(group);
             let mut wal: Vec<Vec<u8>> = Vec::new();
             if let Some(bytes) = &durable.snapshot {
-                let image: WalImage =
-                    postcard::from_bytes(bytes).map_err(|e| RaftKvError::CorruptSnapshot {
-                        group,
-                        reason: e.to_string(),
-                    })?;
-                wal.extend(image.records);
+                let records = decode_wal_image(bytes)
+                    .map_err(|reason| RaftKvError::CorruptSnapshot { group, reason })?;
+                wal.extend(records);
             }
             wal.extend(durable.records);
             let state = RecoveredState::from_wal(group, &wal).map_err(RaftKvError::Raft)?;
@@ -520,7 +488,8 @@ impl RaftKv {
                 cx.rng,
             )
             .map_err(RaftKvError::Raft)?;
-            self.groups.insert(group, GroupState::new(raft));
+            self.groups
+                .insert(group, Replica::new(raft, KvStore::default()));
         }
         Ok(())
     }
@@ -529,8 +498,9 @@ impl RaftKv {
         out.event(NodeEvent::RecoveryFailed {
             reason: why.clone(),
         });
-        for g in std::mem::take(&mut self.groups).into_values() {
-            g.abandon(out);
+        for mut g in std::mem::take(&mut self.groups).into_values() {
+            g.abandon("node lost its state");
+            deliver(&mut g, out);
         }
         self.poisoned = Some(why);
     }
@@ -560,7 +530,7 @@ impl RaftKv {
             return;
         };
         if let (true, KvOp::Read { key }) = (self.cfg.unsafe_local_reads, &req.op) {
-            let value = g.kv.get(key);
+            let value = g.machine.get(key);
             respond(origin, read_ok(req.id, value), out);
             return;
         }
@@ -582,11 +552,12 @@ impl RaftKv {
         }
         let deadline = cx.now + self.request_timeout();
         let ctx = self.next_read_ctx;
-        let read_mode = self.cfg.read_mode;
-        if let Some(g) = self.groups.get_mut(&group)
-            && g.start(req, origin, deadline, read_mode, ctx, out)
-        {
-            self.next_read_ctx += 1;
+        let read_index = self.cfg.read_mode == ReadMode::ReadIndex;
+        if let Some(g) = self.groups.get_mut(&group) {
+            if g.start(req, origin, deadline, read_index, ctx) {
+                self.next_read_ctx += 1;
+            }
+            deliver(g, out);
         }
     }
 
@@ -633,8 +604,11 @@ impl RaftKv {
     /// restore, apply, serve reads, and compact when due.
     fn drive(&mut self, out: &mut Out<RaftKvMsg>) {
         let mut poison = None;
+        let tuning = self.cfg.tuning();
         for g in self.groups.values_mut() {
-            if let Err(e) = g.drive(&self.cfg, out) {
+            let driven = g.drive(tuning, out, RaftKvMsg::Raft);
+            deliver(g, out);
+            if let Err(e) = driven {
                 poison = Some(e.to_string());
                 break;
             }
@@ -676,7 +650,8 @@ impl RaftKv {
     fn expire(&mut self, now: Time, out: &mut Out<RaftKvMsg>) {
         self.forwards.retain(|_, f| f.deadline > now);
         for g in self.groups.values_mut() {
-            g.expire(now, out);
+            g.expire(now);
+            deliver(g, out);
         }
     }
 
@@ -783,7 +758,7 @@ impl RaftKv {
                 let at = g
                     .removed_by_conf
                     .map_or(conf_index, |r| r.conf_index.max(conf_index));
-                g.removed_by_conf = Some(group::Removal {
+                g.removed_by_conf = Some(Removal {
                     conf_index: at,
                     term: g.raft.term(),
                 });
@@ -822,59 +797,11 @@ fn respond(origin: Origin, resp: ClientResponse, out: &mut Out<RaftKvMsg>) {
     }
 }
 
-fn read_ok(id: RequestId, value: Option<kvlab_types::Value>) -> ClientResponse {
-    ClientResponse {
-        id,
-        result: Ok(OpOutput::Read(value)),
+/// Delivers the answers `g` queued.
+fn deliver(g: &mut Replica<KvStore>, out: &mut Out<RaftKvMsg>) {
+    for (origin, resp) in g.take_answers() {
+        respond(origin, resp, out);
     }
-}
-
-fn indeterminate(id: RequestId, reason: &str) -> ClientResponse {
-    ClientResponse {
-        id,
-        result: Err(ClientError::Indeterminate {
-            reason: reason.into(),
-        }),
-    }
-}
-
-fn unavailable(id: RequestId, reason: &str, hint: Option<NodeId>) -> ClientResponse {
-    ClientResponse {
-        id,
-        result: Err(ClientError::Unavailable {
-            reason: reason.into(),
-            hint,
-        }),
-    }
-}
-
-fn invalid(id: RequestId, reason: InvalidRequest) -> ClientResponse {
-    ClientResponse {
-        id,
-        result: Err(ClientError::Invalid { reason }),
-    }
-}
-
-/// A request the Raft layer refused before it entered the log: it surely did not take
-/// effect.
-fn refused(id: RequestId, e: &RaftError) -> ClientResponse {
-    if let RaftError::EntryTooLarge {
-        len_bytes,
-        max_bytes,
-    } = *e
-    {
-        let reason = InvalidRequest::CommandTooLarge {
-            len_bytes: len_bytes as u64,
-            max_bytes: max_bytes as u64,
-        };
-        return invalid(id, reason);
-    }
-    let hint = match e {
-        RaftError::NotLeader { leader } => *leader,
-        RaftError::TransferInProgress { to } => Some(*to),
-        _ => None,
-    };
-    unavailable(id, &e.to_string(), hint)
 }
 
 impl Protocol for RaftKv {
