@@ -39,6 +39,12 @@ pub enum SimError {
     /// [`crate::Sim::restart`] was called on a node that is up.
     #[error("node {0} cannot restart: it is up (crash it first)")]
     NodeNotCrashed(NodeId),
+    /// [`crate::Sim::start`] was called on a node that already booted once.
+    #[error("node {0} cannot start: it already booted once (restart it instead)")]
+    AlreadyStarted(NodeId),
+    /// [`crate::Sim::restart`] was called on an absent node that never booted.
+    #[error("node {0} cannot restart: it never started (start it first)")]
+    NeverStarted(NodeId),
     /// [`crate::Sim::run_until`] was asked to run to a time before the current one.
     #[error("deadline {deadline} is before the current virtual time {now}")]
     DeadlineInPast {

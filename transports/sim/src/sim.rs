@@ -166,6 +166,8 @@ struct ArmedTimer {
 struct Slot<P: Protocol> {
     id: NodeId,
     proto: Option<P>,
+    /// Booted at least once (false for an absent node until [`Sim::start`]).
+    started: bool,
     paused: bool,
     /// Bumped at every crash; messages sent to an older incarnation are dropped.
     incarnation: u64,
@@ -271,7 +273,23 @@ impl<P: Protocol> Sim<P> {
         nodes: &[NodeId],
         node_config: P::Config,
     ) -> Result<Self, SimError> {
+        Self::new_with_absent(config, seed, nodes, &[], node_config)
+    }
+
+    /// Like [`Sim::new`], but the nodes in `absent` do not boot: they are machines not
+    /// yet switched on (joiners), down until [`Sim::start`] boots them for the first
+    /// time. Every node, absent or not, is in the peer list each node boots with.
+    pub fn new_with_absent(
+        config: SimConfig,
+        seed: u64,
+        nodes: &[NodeId],
+        absent: &[NodeId],
+        node_config: P::Config,
+    ) -> Result<Self, SimError> {
         config.validate()?;
+        if let Some(&n) = absent.iter().find(|n| !nodes.contains(n)) {
+            return Err(SimError::UnknownNode(n));
+        }
         if nodes.is_empty() {
             return Err(SimError::NoNodes);
         }
@@ -285,6 +303,7 @@ impl<P: Protocol> Sim<P> {
             .map(|&id| Slot {
                 id,
                 proto: None,
+                started: false,
                 paused: false,
                 incarnation: 0,
                 restarts: 0,
@@ -323,10 +342,34 @@ impl<P: Protocol> Sim<P> {
         };
         sim.recompute_rule_summary();
         for idx in 0..sim.slots.len() {
-            sim.boot(idx)?;
+            if !absent.contains(&sim.slots[idx].id) {
+                sim.boot(idx)?;
+                sim.slots[idx].started = true;
+            }
         }
         sim.invalidate_stats();
         Ok(sim)
+    }
+
+    /// Boots a node that never ran (one of [`Sim::new_with_absent`]'s `absent`), on an
+    /// empty disk: a machine switched on for the first time, not a restart.
+    pub fn start(&mut self, node: NodeId) -> Result<(), SimError> {
+        let idx = self.index_of(node).ok_or(SimError::UnknownNode(node))?;
+        if self.slots[idx].started {
+            return Err(SimError::AlreadyStarted(node));
+        }
+        let booted = self.boot(idx);
+        if booted.is_ok() {
+            self.slots[idx].started = true;
+        }
+        self.invalidate_stats();
+        booted
+    }
+
+    /// Whether `node` was ever booted (an absent node that [`Sim::start`] has not booted
+    /// yet is not).
+    pub fn is_started(&self, node: NodeId) -> bool {
+        self.index_of(node).is_some_and(|i| self.slots[i].started)
     }
 
     /// The current global virtual time.
@@ -497,6 +540,9 @@ impl<P: Protocol> Sim<P> {
         let slot = &mut self.slots[idx];
         if slot.proto.is_some() {
             return Err(SimError::NodeNotCrashed(node));
+        }
+        if !slot.started {
+            return Err(SimError::NeverStarted(node));
         }
         let node_seed = derive_seed(self.seed, "node", u64::from(node.0));
         slot.rng = seeded_rng(derive_seed(node_seed, "incarnation", slot.restarts + 1));

@@ -883,3 +883,42 @@ fn admin_commands_reach_the_node_now_wait_while_paused_and_are_lost_when_down() 
         Err(SimError::UnknownNode(NodeId(9)))
     ));
 }
+
+#[test]
+fn an_absent_node_is_down_until_started_once_and_then_restarts_like_any_other() {
+    let mut s = Sim::<Probe>::new_with_absent(
+        exact_config(),
+        7,
+        &ids(3),
+        &[NodeId(3)],
+        ProbeConfig::default(),
+    )
+    .expect("valid sim");
+    assert!(!s.is_up(NodeId(3)) && !s.is_started(NodeId(3)));
+    // A message to it is lost, as to any down node.
+    s.submit(NodeId(1), cmd(1, "send:3", 7));
+    run(&mut s, ms(10.0));
+    assert!(matches!(
+        s.restart(NodeId(3)),
+        Err(SimError::NeverStarted(NodeId(3)))
+    ));
+    s.start(NodeId(3)).expect("first boot");
+    assert!(s.is_up(NodeId(3)) && s.is_started(NodeId(3)));
+    assert!(received(&s, 3).is_empty(), "nothing sent before it booted");
+    assert!(matches!(
+        s.start(NodeId(3)),
+        Err(SimError::AlreadyStarted(NodeId(3)))
+    ));
+    s.crash(NodeId(3));
+    s.restart(NodeId(3)).expect("a started node restarts");
+    assert!(matches!(
+        Sim::<Probe>::new_with_absent(
+            exact_config(),
+            7,
+            &ids(2),
+            &[NodeId(9)],
+            ProbeConfig::default()
+        ),
+        Err(SimError::UnknownNode(NodeId(9)))
+    ));
+}
