@@ -316,6 +316,92 @@ pub enum NodeEvent {
         /// The seeds tried.
         seeds: Vec<NodeId>,
     },
+
+    // ----- the ring (the composed `kvlab` system) ----------------------------------
+    /// This node now hosts a replica of `group`.
+    ReplicaCreated {
+        /// The group (a vnode's, or the metadata group).
+        group: GroupId,
+        /// Why it exists.
+        cause: ReplicaCause,
+    },
+    /// This node destroyed its replica of `group`: the group's configuration at
+    /// `conf_epoch` (recorded by the metadata group) no longer lists this node.
+    ReplicaDestroyed {
+        /// The group.
+        group: GroupId,
+        /// The epoch of the configuration that removed it (kept as a tombstone).
+        conf_epoch: u64,
+    },
+    /// The metadata group applied a new operator (every metadata replica reports it;
+    /// `meta_index` is the log index, the same on each, so observers deduplicate by it).
+    OperatorCreated {
+        /// The metadata log index.
+        meta_index: u64,
+        /// The operator's id.
+        operator: u64,
+        /// The vnode's group.
+        group: GroupId,
+        /// Its kind, for a person (`add-replica`, `rebalance`, …).
+        operator_kind: String,
+        /// Its steps, for a person.
+        steps: Vec<String>,
+    },
+    /// An operator moved past a step (`done` when no step is left).
+    OperatorAdvanced {
+        /// The metadata log index.
+        meta_index: u64,
+        /// The operator.
+        operator: u64,
+        /// The vnode's group.
+        group: GroupId,
+        /// The step now under way (the step count when done).
+        step: u32,
+        /// Whether every step is done.
+        done: bool,
+    },
+    /// An operator was cancelled.
+    OperatorCancelled {
+        /// The metadata log index.
+        meta_index: u64,
+        /// The operator.
+        operator: u64,
+        /// The vnode's group.
+        group: GroupId,
+        /// Why, for a person (`timed-out`, `epoch-moved`, …).
+        reason: String,
+    },
+    /// The metadata group changed a node's state (`up`, `suspect`, `down`, `draining`,
+    /// `removed`).
+    RingNodeState {
+        /// The metadata log index.
+        meta_index: u64,
+        /// The node.
+        node: NodeId,
+        /// Its new state, for a person.
+        state: String,
+    },
+    /// A group leader refused or deferred a step the metadata leader asked for.
+    StepRefused {
+        /// The group.
+        group: GroupId,
+        /// The operator.
+        operator: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Why a node hosts a replica.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReplicaCause {
+    /// The node is in the group's bootstrap configuration (the initial placement).
+    Bootstrap,
+    /// Rebuilt from the node's durable state at boot.
+    Recovered,
+    /// A leader of the group contacted this node (it is being added).
+    Contacted,
 }
 
 impl NodeEvent {
@@ -353,6 +439,13 @@ impl NodeEvent {
             NodeEvent::MemberRefuted { .. } => "member_refuted",
             NodeEvent::IncarnationExhausted { .. } => "member_incarnation_exhausted",
             NodeEvent::SwimJoinFailed { .. } => "swim_join_failed",
+            NodeEvent::ReplicaCreated { .. } => "replica_created",
+            NodeEvent::ReplicaDestroyed { .. } => "replica_destroyed",
+            NodeEvent::OperatorCreated { .. } => "operator_created",
+            NodeEvent::OperatorAdvanced { .. } => "operator_advanced",
+            NodeEvent::OperatorCancelled { .. } => "operator_cancelled",
+            NodeEvent::RingNodeState { .. } => "ring_node_state",
+            NodeEvent::StepRefused { .. } => "step_refused",
         }
     }
 
@@ -371,7 +464,13 @@ impl NodeEvent {
             | NodeEvent::LeaderRemoved { group, .. }
             | NodeEvent::NodeRemoved { group, .. }
             | NodeEvent::BadCommand { group, .. }
-            | NodeEvent::RaftExhausted { group, .. } => Some(*group),
+            | NodeEvent::RaftExhausted { group, .. }
+            | NodeEvent::ReplicaCreated { group, .. }
+            | NodeEvent::ReplicaDestroyed { group, .. }
+            | NodeEvent::OperatorCreated { group, .. }
+            | NodeEvent::OperatorAdvanced { group, .. }
+            | NodeEvent::OperatorCancelled { group, .. }
+            | NodeEvent::StepRefused { group, .. } => Some(*group),
             NodeEvent::AdminProposed { command, .. }
             | NodeEvent::AdminRefused { command, .. }
             | NodeEvent::AdminUnsupported { command } => Some(command.group),
@@ -575,6 +674,44 @@ mod tests {
             NodeEvent::SwimJoinFailed {
                 attempts: 3,
                 seeds: vec![n],
+            },
+            NodeEvent::ReplicaCreated {
+                group: g,
+                cause: ReplicaCause::Contacted,
+            },
+            NodeEvent::ReplicaDestroyed {
+                group: g,
+                conf_epoch: 2,
+            },
+            NodeEvent::OperatorCreated {
+                meta_index: 1,
+                operator: 1,
+                group: g,
+                operator_kind: "rebalance".into(),
+                steps: vec!["add-learner n4".into()],
+            },
+            NodeEvent::OperatorAdvanced {
+                meta_index: 1,
+                operator: 1,
+                group: g,
+                step: 1,
+                done: false,
+            },
+            NodeEvent::OperatorCancelled {
+                meta_index: 1,
+                operator: 1,
+                group: g,
+                reason: "timed-out".into(),
+            },
+            NodeEvent::RingNodeState {
+                meta_index: 1,
+                node: n,
+                state: "down".into(),
+            },
+            NodeEvent::StepRefused {
+                group: g,
+                operator: 1,
+                reason: "x".into(),
             },
         ];
         for e in all {

@@ -51,7 +51,7 @@ pub mod client;
 pub mod event;
 pub mod order;
 pub use client::*;
-pub use event::{MembershipChange, NodeEvent};
+pub use event::{MembershipChange, NodeEvent, ReplicaCause};
 pub use order::{Disposition, StepOrder};
 
 /// The random number generator every protocol draws from. Seeded, portable and stable
@@ -285,6 +285,10 @@ pub enum AdminAction {
     RemoveNode(NodeId),
     /// Hand leadership to the node.
     TransferLeader(NodeId),
+    /// Node-level (the command's group is ignored): move every replica off this node,
+    /// then leave the cluster (the composed `kvlab` system's graceful leave). Systems
+    /// without a ring report it unsupported.
+    Drain,
 }
 
 /// An operator's command to a node, delivered by a driver's admin endpoint
@@ -308,13 +312,15 @@ impl AdminCommand {
         }
     }
 
-    /// The node the command is about.
-    pub fn target(self) -> NodeId {
+    /// The node the command is about (`None` for a node-level action, which concerns
+    /// the node it is sent to).
+    pub fn target(self) -> Option<NodeId> {
         match self.action {
             AdminAction::AddLearner(n)
             | AdminAction::AddVoter(n)
             | AdminAction::RemoveNode(n)
-            | AdminAction::TransferLeader(n) => n,
+            | AdminAction::TransferLeader(n) => Some(n),
+            AdminAction::Drain => None,
         }
     }
 }
@@ -578,7 +584,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let remove = AdminCommand::default_group(AdminAction::RemoveNode(NodeId(3)));
-        assert_eq!(remove.target(), NodeId(3));
+        assert_eq!(remove.target(), Some(NodeId(3)));
     }
 
     #[test]

@@ -900,6 +900,11 @@ impl Protocol for RaftKv {
             refuse(format!("node cannot recover its state: {why}"), None, out);
             return;
         }
+        if cmd.action == AdminAction::Drain {
+            // The raft system has no ring to move replicas over.
+            out.event(NodeEvent::AdminUnsupported { command: cmd });
+            return;
+        }
         let Some(g) = self.groups.get_mut(&cmd.group) else {
             refuse(
                 format!("this node does not run group {}", cmd.group),
@@ -916,6 +921,7 @@ impl Protocol for RaftKv {
                 term: g.raft.term(),
                 index: 0,
             }),
+            AdminAction::Drain => return,
         };
         match result {
             Ok(at) => out.event(NodeEvent::AdminProposed {
