@@ -115,6 +115,11 @@ impl KvStore {
         }
     }
 
+    /// Approximate bytes of the data (keys plus 8 per value), for placement reports.
+    pub fn approx_bytes(&self) -> u64 {
+        self.data.keys().map(|k| k.len() as u64 + 8).sum()
+    }
+
     /// The value of `key`, if present.
     pub fn get(&self, key: &str) -> Option<Value> {
         self.data.get(key).copied()

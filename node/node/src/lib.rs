@@ -21,6 +21,7 @@
 //! ```
 
 pub mod baseline;
+pub mod composed;
 pub mod forward;
 pub mod inspect;
 pub mod kv;

@@ -120,10 +120,32 @@ pub(crate) struct MachineImage {
 }
 
 /// The durable snapshot of one group: encoded [`WalRecord`]s that rebuild the group's
-/// durable state (snapshot, entries after it, hard state) as of the moment it was saved.
+/// durable state (snapshot, entries after it, hard state) as of the moment it was saved,
+/// or, in the composed node, the tombstone of a destroyed replica (no records; the
+/// configuration epoch that removed this node).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct WalImage {
     pub(crate) records: Vec<Vec<u8>>,
+    pub(crate) tombstone: Option<u64>,
+}
+
+impl WalImage {
+    /// The tombstone of a replica removed by configuration epoch `conf_epoch`.
+    pub(crate) fn tombstone(conf_epoch: u64) -> Self {
+        WalImage {
+            records: Vec::new(),
+            tombstone: Some(conf_epoch),
+        }
+    }
+
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        // Encoding plain owned data into a Vec cannot fail.
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        postcard::from_bytes(bytes)
+    }
 }
 
 /// Why a replica cannot go on: its state (or a snapshot it received) does not decode.
@@ -448,10 +470,14 @@ impl<S: StateMachine> Replica<S> {
         if every == 0 || self.applied < base + every || self.applied > self.raft.applied_index() {
             return Ok(());
         }
+        self.compact_now().map_err(ReplicaError::Raft)
+    }
+
+    /// Compacts the log up to the applied index now (its WAL image follows with the
+    /// next `Ready`, as for a periodic compaction).
+    pub(crate) fn compact_now(&mut self) -> Result<(), RaftError> {
         let data = self.machine_image();
-        self.raft
-            .compact(self.applied, data.clone())
-            .map_err(ReplicaError::Raft)?;
+        self.raft.compact(self.applied, data.clone())?;
         self.compaction_image_due = Some(data);
         Ok(())
     }
@@ -477,7 +503,11 @@ impl<S: StateMachine> Replica<S> {
         .into_iter()
         .map(|record| WalRecord { group, record }.encode())
         .collect();
-        postcard::to_allocvec(&WalImage { records }).unwrap_or_default()
+        WalImage {
+            records,
+            tombstone: None,
+        }
+        .encode()
     }
 
     /// Answers every request of this group whose deadline passed.
@@ -523,7 +553,7 @@ impl<S: StateMachine> Replica<S> {
 
 /// Decodes a group's durable snapshot (a [`WalImage`]) into its WAL records.
 pub(crate) fn decode_wal_image(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
-    postcard::from_bytes::<WalImage>(bytes)
+    WalImage::decode(bytes)
         .map(|i| i.records)
         .map_err(|e| e.to_string())
 }

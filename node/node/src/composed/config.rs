@@ -1,0 +1,171 @@
+//! [`KvlabConfig`]: the composed node's configuration, the same on every node.
+
+use kvlab_raft::RaftConfig;
+use kvlab_ring::{ConfigError, PlacementBug, RingLayout, RingSpec};
+use kvlab_swim::SwimConfig;
+use kvlab_types::{MAX_REQUEST_BYTES, NodeId};
+use serde::{Deserialize, Serialize};
+
+use crate::raft_kv::ReadMode;
+
+/// The most attempts a gateway makes to route one request (refusals with hints); past
+/// it the client is told `Unavailable`.
+pub const MAX_ROUTE_ATTEMPTS: u32 = 16;
+
+/// Configuration of the composed `kvlab` system.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KvlabConfig {
+    /// Replicas per vnode (RF).
+    pub replication_factor: u32,
+    /// The nodes that form the cluster at boot (they hold the initial placement and
+    /// seed SWIM); every other node of the run is a joiner. Empty: every node.
+    pub initial_members: Vec<NodeId>,
+    /// The ring, the metadata group, membership, the scheduler, snapshots and the
+    /// placement teaching bug (`[ring]`, `[meta]`, `[membership]`, `[scheduler]`,
+    /// `[snapshot]` of a spec).
+    pub ring: RingSpec,
+    /// Raft tuning of every group (vnodes and metadata).
+    pub raft: RaftConfig,
+    /// SWIM membership and failure detection. `seeds` empty: the three lowest
+    /// initial members.
+    pub swim: SwimConfig,
+    /// Real time between two Raft ticks.
+    pub tick_interval_ms: u64,
+    /// How long a vnode leader waits for a proposal to apply (or a read to be served)
+    /// before answering `Indeterminate` (writes) or `Unavailable` (reads).
+    pub request_timeout_ms: u64,
+    /// How long a gateway waits for the answer to one routed attempt; then a write's
+    /// outcome is unknown (`Indeterminate`) and a read fails.
+    pub route_timeout_ms: u64,
+    /// Attempts per request at most (each after a refusal that names where to go).
+    pub max_route_attempts: u32,
+    /// Pause before retrying after a refusal that names no leader (an election).
+    pub route_backoff_ms: u64,
+    /// How reads are served.
+    pub read_mode: ReadMode,
+    /// Compact a group's log into a snapshot every this many applied entries (0: never).
+    pub snapshot_every_entries: u64,
+}
+
+impl Default for KvlabConfig {
+    fn default() -> Self {
+        KvlabConfig {
+            replication_factor: 3,
+            initial_members: Vec::new(),
+            ring: RingSpec::default(),
+            raft: RaftConfig::default(),
+            swim: SwimConfig::default(),
+            tick_interval_ms: 10,
+            request_timeout_ms: 1_000,
+            route_timeout_ms: 1_500,
+            max_route_attempts: 8,
+            route_backoff_ms: 50,
+            read_mode: ReadMode::ReadIndex,
+            snapshot_every_entries: 1_000,
+        }
+    }
+}
+
+/// A field of [`KvlabConfig`] that does not validate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid kvlab config: field `{field}`: {reason}")]
+pub struct KvlabConfigError {
+    /// The field (dotted path).
+    pub field: String,
+    /// Why.
+    pub reason: String,
+}
+
+fn bad(field: &str, reason: impl Into<String>) -> KvlabConfigError {
+    KvlabConfigError {
+        field: field.to_string(),
+        reason: reason.into(),
+    }
+}
+
+impl KvlabConfig {
+    /// The initial members: [`KvlabConfig::initial_members`], or every peer; sorted.
+    pub fn initial(&self, peers: &[NodeId]) -> Vec<NodeId> {
+        let mut v = if self.initial_members.is_empty() {
+            peers.to_vec()
+        } else {
+            self.initial_members.clone()
+        };
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// The ring layout (P vnodes).
+    pub fn layout(&self) -> Result<RingLayout, KvlabConfigError> {
+        self.ring
+            .layout()
+            .map_err(|e| bad("ring.vnode_count", e.to_string()))
+    }
+
+    /// Checks every field against the cluster's nodes, naming the first bad one.
+    pub fn validate(&self, peers: &[NodeId]) -> Result<(), KvlabConfigError> {
+        let rf = self.replication_factor as usize;
+        self.ring
+            .validate(rf)
+            .map_err(|ConfigError::Invalid { field, reason }| bad(field, reason))?;
+        self.raft
+            .validate()
+            .map_err(|e| bad("raft", e.to_string()))?;
+        if self.raft.max_entry_bytes < MAX_REQUEST_BYTES {
+            return Err(bad(
+                "raft.max_entry_bytes",
+                format!("must hold the largest valid request: at least {MAX_REQUEST_BYTES}"),
+            ));
+        }
+        self.swim
+            .validate()
+            .map_err(|e| bad("swim", e.to_string()))?;
+        for (field, v) in [
+            ("tick_interval_ms", self.tick_interval_ms),
+            ("request_timeout_ms", self.request_timeout_ms),
+            ("route_timeout_ms", self.route_timeout_ms),
+            ("route_backoff_ms", self.route_backoff_ms),
+        ] {
+            if v == 0 {
+                return Err(bad(field, "must be positive"));
+            }
+        }
+        if self.max_route_attempts == 0 || self.max_route_attempts > MAX_ROUTE_ATTEMPTS {
+            return Err(bad(
+                "max_route_attempts",
+                format!("must be in 1..={MAX_ROUTE_ATTEMPTS}"),
+            ));
+        }
+        let initial = self.initial(peers);
+        if let Some(n) = initial.iter().find(|n| !peers.contains(n)) {
+            return Err(bad(
+                "initial_members",
+                format!("{n} is not a node of the cluster {peers:?}"),
+            ));
+        }
+        if initial.len() < rf {
+            return Err(bad(
+                "initial_members",
+                format!(
+                    "{} initial members cannot hold {rf} replicas per vnode",
+                    initial.len()
+                ),
+            ));
+        }
+        if let Some(n) = self.ring.meta.voters.iter().find(|n| !initial.contains(n)) {
+            return Err(bad(
+                "meta.voters",
+                format!("{n} is not an initial member {initial:?}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the `two-voters-without-joint` teaching bug is on: vnode groups then let
+    /// two configuration changes be in flight at once.
+    pub(crate) fn swaps_voters(&self) -> bool {
+        self.ring.placement_bug == PlacementBug::TwoVotersWithoutJoint
+    }
+}

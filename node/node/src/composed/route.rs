@@ -1,0 +1,414 @@
+//! Routing: how a node that receives a client request (the *gateway*) gets it to the
+//! leader of the key's vnode.
+//!
+//! The gateway keeps a route cache — per vnode, the replicas it believes in, their
+//! configuration epoch and the leader hint — seeded with the initial placement and
+//! corrected by every refusal:
+//!
+//! * `NotLeader { leader }`: the replica is not the leader; try the hint.
+//! * `EpochNotMatch { descriptor }`: the replica's configuration is newer than the
+//!   gateway's (the group moved): adopt the descriptor and try its leader.
+//! * `GroupNotHere`: the node hosts no replica of the vnode (it was moved away); try
+//!   another cached replica, and when none is left ask a meta voter for the directory
+//!   (`Lookup`).
+//!
+//! Every refusal is **definite**: the request never entered a log, so retrying it
+//! elsewhere is safe. A refusal that names no leader (an election is under way) is
+//! retried after `route_backoff_ms`. At most `max_route_attempts` attempts; then the
+//! client is told `Unavailable`. An attempt that gets no answer within
+//! `route_timeout_ms` ends the request: a write's outcome is then unknown
+//! (`Indeterminate`), a read fails (it had no effect). Duplicated or late refusals are
+//! matched by attempt number and ignored when stale; a late answer to a finished request
+//! is dropped. Retries reuse the request id, so the vnode's session table applies a
+//! write at most once even if two attempts reached two leaders.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use kvlab_ring::{Placement, VnodeId};
+use kvlab_types::{ClientRequest, ClientResponse, KvOp, NodeId, RequestId, Time};
+use serde::{Deserialize, Serialize};
+
+use crate::replica::{indeterminate, unavailable};
+
+/// The most requests a gateway routes at once; beyond it requests are refused.
+pub const MAX_PENDING_ROUTES: usize = 65_536;
+
+/// What a gateway knows of a vnode's group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteDescriptor {
+    /// Voters.
+    pub voters: Vec<NodeId>,
+    /// The configuration epoch.
+    pub epoch: u64,
+    /// The leader, if known.
+    pub leader: Option<NodeId>,
+}
+
+/// Why a replica did not take a routed request (always before it entered any log).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RouteRefusal {
+    /// Not the leader; the leader it knows of.
+    NotLeader {
+        /// The leader hint.
+        leader: Option<NodeId>,
+    },
+    /// The group's configuration is newer than the one the gateway routed by.
+    EpochNotMatch {
+        /// The replica's view of the group.
+        descriptor: RouteDescriptor,
+    },
+    /// This node hosts no replica of the vnode.
+    GroupNotHere,
+}
+
+/// Routing between a gateway and a replica.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RouteMsg {
+    /// A client request routed to a replica of its vnode.
+    Request {
+        /// The request.
+        req: ClientRequest,
+        /// The gateway's attempt number.
+        attempt: u32,
+        /// The configuration epoch the gateway routed by.
+        epoch: u64,
+    },
+    /// The replica's answer (the request's outcome).
+    Reply {
+        /// The answer.
+        resp: ClientResponse,
+    },
+    /// The replica did not take the request.
+    Refused {
+        /// The request.
+        id: RequestId,
+        /// The attempt refused.
+        attempt: u32,
+        /// Why, with a hint.
+        refusal: RouteRefusal,
+    },
+}
+
+#[derive(Clone, Debug)]
+struct Pending {
+    req: ClientRequest,
+    vnode: VnodeId,
+    attempt: u32,
+    /// The node the current attempt went to (`None` while waiting to retry or for meta).
+    target: Option<NodeId>,
+    /// When the current attempt times out.
+    attempt_deadline: Time,
+    /// When to send the next attempt (after a refusal without a leader).
+    retry_at: Option<Time>,
+    /// Nodes that refused with `GroupNotHere` or without a hint since the last lookup.
+    refused_by: BTreeSet<NodeId>,
+}
+
+/// What the gateway wants done.
+#[derive(Debug, PartialEq)]
+pub enum RouteAction {
+    /// Send attempt `attempt` of `req` to `to` (maybe this node itself).
+    Send {
+        /// The replica.
+        to: NodeId,
+        /// The request.
+        req: ClientRequest,
+        /// Its attempt number.
+        attempt: u32,
+        /// The cached epoch.
+        epoch: u64,
+    },
+    /// Ask meta for `vnode`'s directory.
+    Lookup(VnodeId),
+    /// Answer the client.
+    Answer(ClientResponse),
+}
+
+/// A node's routing state: the cache and the requests under way.
+#[derive(Debug)]
+pub struct Gateway {
+    cache: BTreeMap<VnodeId, RouteDescriptor>,
+    pending: BTreeMap<RequestId, Pending>,
+    max_attempts: u32,
+    attempt_timeout: Duration,
+    backoff: Duration,
+    /// Redirects followed (refusals acted on), for the run's routing metric.
+    pub redirects: u64,
+}
+
+impl Gateway {
+    /// A gateway whose cache starts from the initial placement.
+    pub fn new(
+        bootstrap: &Placement,
+        max_attempts: u32,
+        attempt_timeout: Duration,
+        backoff: Duration,
+    ) -> Self {
+        let cache = bootstrap
+            .iter()
+            .map(|(v, set)| {
+                let d = RouteDescriptor {
+                    voters: set.voters.iter().copied().collect(),
+                    epoch: set.conf_epoch.0,
+                    leader: None,
+                };
+                (v, d)
+            })
+            .collect();
+        Gateway {
+            cache,
+            pending: BTreeMap::new(),
+            max_attempts,
+            attempt_timeout,
+            backoff,
+            redirects: 0,
+        }
+    }
+
+    /// Requests under way.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The cached descriptor of `v`.
+    pub fn cached(&self, v: VnodeId) -> Option<&RouteDescriptor> {
+        self.cache.get(&v)
+    }
+
+    /// Starts routing `req` (of vnode `v`).
+    pub fn start(&mut self, now: Time, req: ClientRequest, v: VnodeId) -> RouteAction {
+        if self.pending.len() >= MAX_PENDING_ROUTES {
+            let reason = format!("too many requests being routed ({MAX_PENDING_ROUTES})");
+            return RouteAction::Answer(unavailable(req.id, &reason, None));
+        }
+        if self.pending.contains_key(&req.id) {
+            // A client re-sent a request still under way: one route is enough.
+            return RouteAction::Answer(unavailable(
+                req.id,
+                "the same request id is already being routed",
+                None,
+            ));
+        }
+        let id = req.id;
+        let p = Pending {
+            req,
+            vnode: v,
+            attempt: 0,
+            target: None,
+            attempt_deadline: now,
+            retry_at: None,
+            refused_by: BTreeSet::new(),
+        };
+        self.pending.insert(id, p);
+        self.dispatch(now, id)
+    }
+
+    /// The next attempt of `id`: to the cached leader, else to a replica that has not
+    /// refused, else a meta lookup.
+    fn dispatch(&mut self, now: Time, id: RequestId) -> RouteAction {
+        let Some(p) = self.pending.get_mut(&id) else {
+            return RouteAction::Answer(unavailable(id, "no longer routed", None));
+        };
+        if p.attempt >= self.max_attempts {
+            let p = self.pending.remove(&id).expect("looked up above");
+            let reason = format!("no leader reached in {} attempts", p.attempt);
+            return RouteAction::Answer(unavailable(id, &reason, None));
+        }
+        p.attempt += 1;
+        p.retry_at = None;
+        p.attempt_deadline = now + self.attempt_timeout;
+        let entry = self.cache.get(&p.vnode);
+        let leader = entry
+            .and_then(|e| e.leader)
+            .filter(|l| !p.refused_by.contains(l));
+        let candidates: Vec<NodeId> = entry
+            .map(|e| {
+                e.voters
+                    .iter()
+                    .copied()
+                    .filter(|n| !p.refused_by.contains(n))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let pick = leader.or_else(|| {
+            (!candidates.is_empty())
+                .then(|| candidates[(p.attempt as usize + id.seq as usize) % candidates.len()])
+        });
+        match pick {
+            Some(to) => {
+                p.target = Some(to);
+                RouteAction::Send {
+                    to,
+                    req: p.req.clone(),
+                    attempt: p.attempt,
+                    epoch: entry.map_or(0, |e| e.epoch),
+                }
+            }
+            None => {
+                p.target = None;
+                p.refused_by.clear();
+                RouteAction::Lookup(p.vnode)
+            }
+        }
+    }
+
+    /// A refusal of attempt `attempt` of `id` by `from`.
+    pub fn on_refused(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        id: RequestId,
+        attempt: u32,
+        refusal: RouteRefusal,
+    ) -> Option<RouteAction> {
+        let p = self.pending.get_mut(&id)?;
+        if p.attempt != attempt || p.target != Some(from) {
+            return None; // a duplicate, or an answer to an attempt already given up
+        }
+        self.redirects += 1;
+        let v = p.vnode;
+        let mut wait = false;
+        match refusal {
+            RouteRefusal::NotLeader { leader } => {
+                let leader = leader.filter(|&l| l != from);
+                if leader.is_none() {
+                    wait = true;
+                }
+                if let Some(e) = self.cache.get_mut(&v) {
+                    e.leader = leader;
+                }
+                p.refused_by.insert(from);
+            }
+            RouteRefusal::EpochNotMatch { descriptor } => {
+                p.refused_by.clear();
+                p.refused_by.insert(from);
+                if descriptor.leader.is_none() {
+                    wait = true;
+                }
+                self.adopt(v, descriptor);
+            }
+            RouteRefusal::GroupNotHere => {
+                p.refused_by.insert(from);
+                if let Some(e) = self.cache.get_mut(&v)
+                    && e.leader == Some(from)
+                {
+                    e.leader = None;
+                }
+            }
+        }
+        if wait {
+            let p = self.pending.get_mut(&id)?;
+            p.target = None;
+            p.retry_at = Some(now + self.backoff);
+            return None;
+        }
+        Some(self.dispatch(now, id))
+    }
+
+    /// A replica's answer: finishes the request, unless it is a definite refusal that
+    /// names a leader (`Unavailable` with a hint) and attempts remain.
+    pub fn on_reply(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        resp: ClientResponse,
+    ) -> Option<RouteAction> {
+        let p = self.pending.get(&resp.id)?;
+        if let Err(kvlab_types::ClientError::Unavailable { hint, .. }) = &resp.result
+            && p.target == Some(from)
+        {
+            let attempt = p.attempt;
+            let refusal = RouteRefusal::NotLeader { leader: *hint };
+            return self.on_refused(now, from, resp.id, attempt, refusal);
+        }
+        self.pending.remove(&resp.id);
+        Some(RouteAction::Answer(resp))
+    }
+
+    /// Meta's directory for `v` (or a replica's newer descriptor): adopt it if it is
+    /// newer, then retry every request of `v` waiting for one.
+    pub fn on_directory(
+        &mut self,
+        now: Time,
+        v: VnodeId,
+        descriptor: Option<RouteDescriptor>,
+    ) -> Vec<RouteAction> {
+        if let Some(d) = descriptor {
+            self.adopt(v, d);
+        }
+        let waiting: Vec<RequestId> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.vnode == v && p.target.is_none() && p.retry_at.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        waiting
+            .into_iter()
+            .map(|id| self.dispatch(now, id))
+            .collect()
+    }
+
+    fn adopt(&mut self, v: VnodeId, d: RouteDescriptor) {
+        match self.cache.get_mut(&v) {
+            Some(e) if e.epoch > d.epoch => {}
+            Some(e) if e.epoch == d.epoch => {
+                if d.leader.is_some() {
+                    e.leader = d.leader;
+                }
+            }
+            _ => {
+                self.cache.insert(v, d);
+            }
+        }
+    }
+
+    /// Stops routing `id`: this node's own replica took it and answers the client.
+    pub fn forget(&mut self, id: RequestId) {
+        self.pending.remove(&id);
+    }
+
+    /// Notes a leader this node learned of first-hand (it hosts a replica).
+    pub fn note_leader(&mut self, v: VnodeId, leader: Option<NodeId>, epoch: u64) {
+        if let Some(e) = self.cache.get_mut(&v)
+            && e.epoch <= epoch
+            && leader.is_some()
+        {
+            e.leader = leader;
+        }
+    }
+
+    /// Timeouts and due retries: answers for attempts that got nothing in time, and the
+    /// next attempts of requests whose backoff ended or whose meta lookup went unanswered.
+    pub fn tick(&mut self, now: Time) -> Vec<RouteAction> {
+        let mut actions = Vec::new();
+        let ids: Vec<RequestId> = self.pending.keys().copied().collect();
+        for id in ids {
+            let Some(p) = self.pending.get(&id) else {
+                continue;
+            };
+            if let Some(at) = p.retry_at {
+                if at <= now {
+                    actions.push(self.dispatch(now, id));
+                }
+                continue;
+            }
+            if p.attempt_deadline > now {
+                continue;
+            }
+            let p = self.pending.remove(&id).expect("looked up above");
+            match (p.target, &p.req.op) {
+                // Waiting for meta, or a read: nothing took effect.
+                (None, _) | (_, KvOp::Read { .. }) => {
+                    let reason = "no answer within the route timeout";
+                    actions.push(RouteAction::Answer(unavailable(id, reason, None)));
+                }
+                (Some(_), _) => {
+                    let reason = "no answer from the vnode's leader within the route timeout";
+                    actions.push(RouteAction::Answer(indeterminate(id, reason)));
+                }
+            }
+        }
+        actions
+    }
+}

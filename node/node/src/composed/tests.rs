@@ -1,0 +1,190 @@
+//! Tests of the composed `kvlab` system in the simulator: routing, joins, drains,
+//! node loss, replica lifecycle, and a randomized search with the linearizability
+//! checker.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kvlab_ring::{ConfChangeMode, VnodeId};
+use kvlab_sim::{Sim, SimConfig, SimOutput};
+use kvlab_types::{ClientRequest, ClientResponse, KvOp, NodeEvent, NodeId, OpOutput, RequestId};
+
+use super::*;
+
+pub(super) fn ids(n: u32) -> Vec<NodeId> {
+    (1..=n).map(NodeId).collect()
+}
+
+/// A small, fast ring: 16 vnodes, RF 3, timers tuned for seconds of simulated time.
+pub(super) fn fast_config(initial: u32) -> KvlabConfig {
+    let mut c = KvlabConfig::default();
+    c.initial_members = ids(initial);
+    c.ring.ring.vnode_count = 16;
+    c.ring.scheduler.conf_change = ConfChangeMode::SingleStep;
+    c.ring.scheduler.node_add_replica_per_s = 20.0;
+    c.ring.scheduler.node_remove_replica_per_s = 20.0;
+    c.ring.scheduler.operator_timeout_ms = 10_000;
+    c.ring.scheduler.balance_stable_ms = 1_000;
+    c.ring.meta.store_heartbeat_interval_ms = 200;
+    c.ring.meta.schedule_interval_ms = 100;
+    c.ring.membership.suspect_hold_ms = 1_000;
+    c.ring.membership.replace_down_after_ms = 3_000;
+    c.ring.membership.peer_down_after_ms = 1_000;
+    c.ring.membership.stale_peer_check_ms = 5_000;
+    c.swim.protocol_period_ms = 200;
+    c.swim.ack_timeout_ms = 80;
+    c.swim.push_pull_interval_ms = 2_000;
+    c.swim.join_retry_ms = 200;
+    c.swim.dead_reclaim_ms = 600_000;
+    c
+}
+
+pub(super) type KvSim = Sim<KvlabNode>;
+
+pub(super) fn sim(seed: u64, nodes: u32, cfg: KvlabConfig) -> KvSim {
+    let initial = cfg.initial(&ids(nodes));
+    let absent: Vec<NodeId> = ids(nodes)
+        .into_iter()
+        .filter(|n| !initial.contains(n))
+        .collect();
+    Sim::new_with_absent(SimConfig::default(), seed, &ids(nodes), &absent, cfg).expect("valid sim")
+}
+
+pub(super) fn run_ms(
+    s: &mut KvSim,
+    ms: u64,
+) -> (BTreeMap<RequestId, ClientResponse>, Vec<NodeEvent>) {
+    let mut out = Vec::new();
+    let until = s.now() + Duration::from_millis(ms);
+    s.run_until(until, &mut out).expect("simulation runs");
+    let mut replies = BTreeMap::new();
+    let mut events = Vec::new();
+    for o in out {
+        match o {
+            SimOutput::Reply { response, .. } => {
+                replies.insert(response.id, response);
+            }
+            SimOutput::Event { event, .. } => events.push(event),
+        }
+    }
+    (replies, events)
+}
+
+pub(super) fn write(client: u64, seq: u64, key: &str, value: i64) -> ClientRequest {
+    ClientRequest {
+        id: RequestId { client, seq },
+        op: KvOp::Write {
+            key: key.into(),
+            value,
+        },
+    }
+}
+
+pub(super) fn read(client: u64, seq: u64, key: &str) -> ClientRequest {
+    ClientRequest {
+        id: RequestId { client, seq },
+        op: KvOp::Read { key: key.into() },
+    }
+}
+
+/// Replicas per node (initialized members of their group's configuration).
+pub(super) fn replicas_per_node(s: &KvSim, nodes: u32) -> BTreeMap<NodeId, usize> {
+    ids(nodes)
+        .into_iter()
+        .filter_map(|n| s.node(n).map(|p| (n, p.hosted().count())))
+        .collect()
+}
+
+#[test]
+fn writes_and_reads_reach_every_vnode_through_any_node() {
+    let mut s = sim(1, 5, fast_config(5));
+    run_ms(&mut s, 2_000);
+    let keys: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
+    for (i, k) in keys.iter().enumerate() {
+        let node = NodeId(1 + (i as u32 % 5));
+        s.submit(node, write(1 + i as u64, 1, k, i as i64));
+    }
+    let (replies, _) = run_ms(&mut s, 3_000);
+    for (i, _) in keys.iter().enumerate() {
+        let id = RequestId {
+            client: 1 + i as u64,
+            seq: 1,
+        };
+        assert_eq!(
+            replies.get(&id).map(|r| &r.result),
+            Some(&Ok(OpOutput::Done)),
+            "write {i}"
+        );
+    }
+    for (i, k) in keys.iter().enumerate() {
+        let node = NodeId(1 + ((i as u32 + 2) % 5));
+        s.submit(node, read(100 + i as u64, 1, k));
+    }
+    let (replies, _) = run_ms(&mut s, 3_000);
+    for i in 0..keys.len() {
+        let id = RequestId {
+            client: 100 + i as u64,
+            seq: 1,
+        };
+        assert_eq!(
+            replies.get(&id).map(|r| &r.result),
+            Some(&Ok(OpOutput::Read(Some(i as i64)))),
+            "read {i}"
+        );
+    }
+    // 16 vnodes × RF 3 over 5 nodes.
+    let total: usize = replicas_per_node(&s, 5).values().sum();
+    assert_eq!(total, 48);
+    let _ = VnodeId(0);
+}
+
+#[test]
+fn a_joining_node_receives_replicas_and_data_stays_readable() {
+    let mut s = sim(2, 6, fast_config(5));
+    run_ms(&mut s, 2_000);
+    for i in 0..32u64 {
+        s.submit(
+            NodeId(1 + (i % 5) as u32),
+            write(1 + i, 1, &format!("k{i}"), i as i64),
+        );
+    }
+    let (replies, _) = run_ms(&mut s, 2_000);
+    for i in 0..32u64 {
+        let id = RequestId {
+            client: 1 + i,
+            seq: 1,
+        };
+        assert_eq!(
+            replies.get(&id).map(|r| &r.result),
+            Some(&Ok(OpOutput::Done)),
+            "write k{i}"
+        );
+    }
+    s.start(NodeId(6)).expect("node 6 joins");
+    let (_, events) = run_ms(&mut s, 15_000);
+    let done = events
+        .iter()
+        .filter(|e| matches!(e, NodeEvent::OperatorAdvanced { done: true, .. }))
+        .count();
+    let per_node = replicas_per_node(&s, 6);
+    assert!(done > 0, "no operator finished; replicas {per_node:?}");
+    assert!(per_node[&NodeId(6)] >= 7, "node 6 holds {per_node:?}");
+    for i in 0..32u64 {
+        s.submit(
+            NodeId(1 + (i % 6) as u32),
+            read(100 + i, 1, &format!("k{i}")),
+        );
+    }
+    let (replies, _) = run_ms(&mut s, 3_000);
+    for i in 0..32u64 {
+        let id = RequestId {
+            client: 100 + i,
+            seq: 1,
+        };
+        assert_eq!(
+            replies.get(&id).map(|r| &r.result),
+            Some(&Ok(OpOutput::Read(Some(i as i64)))),
+            "read k{i}"
+        );
+    }
+}
