@@ -21,12 +21,15 @@ pub enum FaultAction {
     SetClockDrift,
     /// Send it an operator's command.
     Admin,
+    /// Boot it for the first time (a joiner).
+    Start,
 }
 
 impl fmt::Display for FaultAction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             FaultAction::Crash => "crash",
+            FaultAction::Start => "start",
             FaultAction::Restart => "restart",
             FaultAction::Pause => "pause",
             FaultAction::Resume => "resume",

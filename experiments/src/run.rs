@@ -13,9 +13,10 @@ use indicatif::ProgressBar;
 use kvlab_checker::{CheckConfig, CheckOptions, CheckReport, HistoryEvent, ReadOptions, Verdict};
 use kvlab_node::SystemKind;
 use kvlab_node::baseline::{AsyncPrimary, Single};
+use kvlab_node::composed::KvlabNode;
 use kvlab_node::raft_kv::RaftKv;
 use kvlab_swim::SwimNode;
-use kvlab_types::Time;
+use kvlab_types::{NodeId, Time};
 use serde::Serialize;
 
 use crate::cluster::{BackendReport, Cluster, SimCluster};
@@ -213,6 +214,19 @@ pub fn start_cluster(
                     n,
                     spec.raft.clone(),
                 )?),
+                SystemKind::Kvlab => {
+                    let ids: Vec<NodeId> = (1..=n).map(NodeId).collect();
+                    let initial = spec.kvlab.initial(&ids);
+                    let absent: Vec<NodeId> =
+                        ids.into_iter().filter(|i| !initial.contains(i)).collect();
+                    Box::new(SimCluster::<KvlabNode>::new_with_absent(
+                        config,
+                        seed,
+                        n,
+                        &absent,
+                        spec.kvlab.clone(),
+                    )?)
+                }
                 SystemKind::Swim => {
                     // Bytes per member per second is one of the measurements.
                     config.network.measure_bytes = true;
@@ -235,7 +249,8 @@ pub fn start_cluster(
 pub fn observers_for(spec: &Spec, start: Time) -> Vec<Box<dyn Observer>> {
     let safety_end = start + Duration::from_nanos(secs_to_ns(spec.time.duration_s));
     match spec.system {
-        SystemKind::Raft => vec![Box::new(RaftInvariants::new(start))],
+        SystemKind::Raft => vec![Box::new(RaftInvariants::<RaftKv>::new(start))],
+        SystemKind::Kvlab => vec![Box::new(RaftInvariants::<KvlabNode>::new(start))],
         SystemKind::Swim => vec![Box::new(SwimObserver::new(spec, start, safety_end))],
         SystemKind::Single | SystemKind::AsyncPrimary => Vec::new(),
     }

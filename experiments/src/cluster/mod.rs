@@ -24,7 +24,7 @@ use kvlab_types::{AdminCommand, ClientRequest, ClientResponse, NodeEvent, NodeId
 
 pub use sim::SimCluster;
 
-use crate::error::{ExperimentError, FaultError};
+use crate::error::{ExperimentError, FaultAction, FaultError};
 
 /// Something the cluster produced that the runner sees.
 #[derive(Clone, Debug, PartialEq)]
@@ -104,6 +104,19 @@ pub trait FaultControl {
     fn pause(&mut self, node: NodeId) -> Result<(), FaultError>;
     /// Resumes a paused node.
     fn resume(&mut self, node: NodeId) -> Result<(), FaultError>;
+    /// Boots a node that never ran (a joiner). Backends without joiners refuse.
+    fn start(&mut self, node: NodeId) -> Result<(), FaultError> {
+        Err(FaultError::new(
+            FaultAction::Start,
+            node,
+            "this backend has no absent nodes to start".to_string(),
+        ))
+    }
+    /// Whether `node` ever booted (joiners that were never started have not).
+    fn is_started(&self, node: NodeId) -> bool {
+        let _ = node;
+        true
+    }
     /// Makes a node's clock run `ppm` parts per million fast (positive) or slow.
     fn set_clock_drift(&mut self, node: NodeId, ppm: i64) -> Result<(), FaultError>;
     /// Sends an operator's command to `node`; `Ok(false)` if it could not be delivered

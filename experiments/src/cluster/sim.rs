@@ -26,8 +26,20 @@ impl<P: Protocol> SimCluster<P> {
         nodes: u32,
         config: P::Config,
     ) -> Result<Self, ExperimentError> {
+        Self::new_with_absent(sim_config, seed, nodes, &[], config)
+    }
+
+    /// Like [`SimCluster::new`], but the nodes in `absent` (joiners) stay down until a
+    /// `join` fault starts them.
+    pub fn new_with_absent(
+        sim_config: SimConfig,
+        seed: u64,
+        nodes: u32,
+        absent: &[NodeId],
+        config: P::Config,
+    ) -> Result<Self, ExperimentError> {
         let ids: Vec<NodeId> = (1..=nodes).map(NodeId).collect();
-        let sim = Sim::<P>::new(sim_config, seed, &ids, config)?;
+        let sim = Sim::<P>::new_with_absent(sim_config, seed, &ids, absent, config)?;
         Ok(SimCluster {
             sim,
             nodes: ids,
@@ -71,6 +83,14 @@ impl<P: Protocol> FaultControl for SimCluster<P> {
     fn resume(&mut self, node: NodeId) -> Result<(), FaultError> {
         self.sim.resume(node);
         Ok(())
+    }
+    fn start(&mut self, node: NodeId) -> Result<(), FaultError> {
+        self.sim
+            .start(node)
+            .map_err(|e| FaultError::new(FaultAction::Start, node, e.to_string()))
+    }
+    fn is_started(&self, node: NodeId) -> bool {
+        self.sim.is_started(node)
     }
     fn set_clock_drift(&mut self, node: NodeId, ppm: i64) -> Result<(), FaultError> {
         self.sim.set_clock_drift(node, ppm);
@@ -146,7 +166,9 @@ impl<P: Protocol + Inspect + 'static> Cluster for SimCluster<P> {
         let mut warnings = Vec::new();
         self.sim.heal();
         for &n in &self.nodes {
+            // A joiner that never started stays a machine switched off.
             if !self.sim.is_up(n)
+                && self.sim.is_started(n)
                 && let Err(e) = self.sim.restart(n)
             {
                 warnings.push(format!("{n} could not restart: {e}"));

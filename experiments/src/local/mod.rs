@@ -71,6 +71,7 @@ pub(crate) fn system_config(spec: &Spec) -> Result<SystemConfig, ExperimentError
         SystemKind::Raft => SystemConfig::Raft(spec.raft.clone()),
         SystemKind::Single => SystemConfig::Single(spec.single.clone()),
         SystemKind::AsyncPrimary => SystemConfig::AsyncPrimary(spec.async_primary.clone()),
+        SystemKind::Kvlab => SystemConfig::Kvlab(Box::new(spec.kvlab.clone())),
         SystemKind::Swim => {
             return Err(ExperimentError::Backend(
                 "system = \"swim\" has no local backend".into(),

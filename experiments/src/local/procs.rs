@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use kvlab_server::{
     AdminClient, AdminConfig, KvClient, KvClientOptions, NodeConfig, NodeStatus, SystemConfig,
-    SystemKind as ServerSystem, TransportKind,
+    TransportKind,
 };
 use kvlab_transport::FaultRule;
 use kvlab_types::{ClientError, ClientRequest, ClientResponse, NodeId};
@@ -147,11 +147,7 @@ impl ProcessCluster {
                 .map_err(|e| ExperimentError::io(dir.join("data"), e))?;
             let mut config = NodeConfig {
                 id: id.0,
-                system: match system {
-                    SystemConfig::Raft(_) => ServerSystem::Raft,
-                    SystemConfig::Single(_) => ServerSystem::Single,
-                    SystemConfig::AsyncPrimary(_) => ServerSystem::AsyncPrimary,
-                },
+                system: system.kind(),
                 transport,
                 listen: loopback(peer),
                 client: loopback(client),
@@ -171,11 +167,13 @@ impl ProcessCluster {
                 raft: None,
                 single: None,
                 async_primary: None,
+                kvlab: None,
             };
             match &system {
                 SystemConfig::Raft(c) => config.raft = Some(c.clone()),
                 SystemConfig::Single(c) => config.single = Some(c.clone()),
                 SystemConfig::AsyncPrimary(c) => config.async_primary = Some(c.clone()),
+                SystemConfig::Kvlab(c) => config.kvlab = Some((**c).clone()),
             }
             config.validate().map_err(|e| {
                 ExperimentError::Backend(format!("the node config of {id} is invalid: {e}"))

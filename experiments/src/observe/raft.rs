@@ -5,9 +5,8 @@
 
 use std::time::Duration;
 
-use kvlab_node::raft_kv::RaftKv;
 use kvlab_node::raft_kv::invariants::{
-    INVARIANT_CHECK_INTERVAL_MS, InvariantChecker, InvariantViolation,
+    INVARIANT_CHECK_INTERVAL_MS, InvariantChecker, InvariantViolation, RaftNodeView,
 };
 use kvlab_types::{NodeEvent, NodeId, Time};
 
@@ -15,19 +14,22 @@ use super::{Observer, ObserverReport, Violation};
 use crate::cluster::Cluster;
 use crate::events::RunEvent;
 
-/// Checks Raft's invariants. See [the module docs](self).
+/// Checks Raft's invariants in every group of nodes of type `N` (the `raft` system's
+/// `RaftKv`, the composed `KvlabNode`). See [the module docs](self).
 #[derive(Debug)]
-pub struct RaftInvariants {
+pub struct RaftInvariants<N> {
     checker: InvariantChecker,
     next_check: Time,
+    node: std::marker::PhantomData<fn(&N)>,
 }
 
-impl RaftInvariants {
+impl<N> RaftInvariants<N> {
     /// A checker whose first look inside the nodes is one interval after `start`.
     pub fn new(start: Time) -> Self {
         RaftInvariants {
             checker: InvariantChecker::new(),
             next_check: start + Self::interval(),
+            node: std::marker::PhantomData,
         }
     }
 
@@ -44,7 +46,7 @@ fn violation(v: InvariantViolation) -> Violation {
     }
 }
 
-impl Observer for RaftInvariants {
+impl<N: RaftNodeView + 'static> Observer for RaftInvariants<N> {
     fn next_wakeup(&self) -> Option<Time> {
         Some(self.next_check)
     }
@@ -71,10 +73,7 @@ impl Observer for RaftInvariants {
         self.next_check = now + Self::interval();
         let nodes = cluster.nodes().to_vec();
         for id in nodes {
-            let Some(node) = cluster
-                .protocol(id)
-                .and_then(|p| p.downcast_ref::<RaftKv>())
-            else {
+            let Some(node) = cluster.protocol(id).and_then(|p| p.downcast_ref::<N>()) else {
                 continue; // down, or a backend that cannot show its nodes
             };
             self.checker.observe(id, node).map_err(violation)?;

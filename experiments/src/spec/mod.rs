@@ -104,6 +104,11 @@ pub struct Spec {
     /// Configuration of `system = "raft"`.
     #[serde(default)]
     pub raft: kvlab_node::raft_kv::RaftKvConfig,
+    /// Configuration of `system = "kvlab"` (the composed node): `[kvlab]` with its
+    /// `[kvlab.ring]`, `[kvlab.meta]`, `[kvlab.membership]`, `[kvlab.scheduler]`,
+    /// `[kvlab.snapshot]`, `[kvlab.raft]` and `[kvlab.swim]` tables.
+    #[serde(default)]
+    pub kvlab: kvlab_node::composed::KvlabConfig,
     /// Configuration of `system = "swim"`: every member's `kvlab_swim::SwimConfig`.
     #[serde(default)]
     pub swim: kvlab_swim::SwimConfig,

@@ -9,6 +9,7 @@ use kvlab_types::NodeId;
 use serde::{Deserialize, Serialize};
 
 use crate::baseline::{AsyncPrimary, Single};
+use crate::composed::KvlabNode;
 use crate::raft_kv::RaftKv;
 
 /// A learner counts as caught up (and may be promoted) when its match index is at most
@@ -51,6 +52,26 @@ pub struct ProtocolStatus {
     /// The default group's configuration, when this node leads it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub membership: Option<MembershipStatus>,
+    /// The composed system's ring, as this node holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ring: Option<RingStatus>,
+}
+
+/// One node's part of the ring (the composed `kvlab` system).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RingStatus {
+    /// Vnode replicas hosted.
+    pub replicas: usize,
+    /// Vnode groups led.
+    pub led: usize,
+    /// Destroyed replicas remembered as tombstones.
+    pub tombstones: usize,
+    /// Snapshot bytes sent (data moved off this node).
+    pub snapshot_bytes_sent: u64,
+    /// Routing redirects this node's gateway followed.
+    pub redirects: u64,
+    /// On a meta voter: operators running.
+    pub operators_running: Option<usize>,
 }
 
 /// What a driver may ask a protocol about itself. The defaults report nothing, so a new
@@ -93,6 +114,7 @@ impl Inspect for RaftKv {
             keys: Some(self.key_count()),
             poisoned: self.poisoned().map(str::to_string),
             membership: self.membership(),
+            ring: None,
         }
     }
 }
@@ -149,6 +171,51 @@ impl Inspect for AsyncPrimary {
         ProtocolStatus {
             keys: Some(self.store().len()),
             ..ProtocolStatus::default()
+        }
+    }
+}
+
+impl Inspect for KvlabNode {
+    fn role_name(&self, _me: NodeId) -> Option<&'static str> {
+        Some(match self.meta_raft().map(|r| r.role()) {
+            Some(Role::Leader) => "meta-leader",
+            Some(_) => "meta-voter",
+            None => "node",
+        })
+    }
+    fn inspect(&self, me: NodeId) -> ProtocolStatus {
+        let meta = self.meta_raft();
+        ProtocolStatus {
+            role: self.role_name(me).map(str::to_string),
+            // The leader the nemesis aims at is the meta group's (`crash-leader` kills
+            // the placement driver).
+            leader: meta.and_then(|r| r.leader()),
+            term: meta.map(|r| r.term()),
+            commit_index: meta.map(|r| r.commit_index()),
+            applied_index: Some(
+                self.hosted()
+                    .filter_map(|v| self.applied(v))
+                    .map(|a| a.0)
+                    .sum(),
+            ),
+            keys: Some(
+                self.hosted()
+                    .filter_map(|v| self.store(v))
+                    .map(|s| s.len())
+                    .sum(),
+            ),
+            poisoned: self.poisoned().map(str::to_string),
+            membership: None,
+            ring: Some(RingStatus {
+                replicas: self.hosted().count(),
+                led: self.led().count(),
+                tombstones: self.tombstones().count(),
+                snapshot_bytes_sent: self.snapshot_bytes_sent(),
+                redirects: self.redirects(),
+                operators_running: self
+                    .meta_state()
+                    .map(|s| s.operators().values().filter(|o| o.is_running()).count()),
+            }),
         }
     }
 }

@@ -455,6 +455,11 @@ impl<S: StateMachine> Replica<S> {
         }
     }
 
+    /// A digest (FNV-1a) of the machine's image at the applied index.
+    pub(crate) fn store_digest(&self) -> u64 {
+        crate::fnv1a(&self.machine.encode())
+    }
+
     /// The snapshot data of the machine as applied now.
     pub(crate) fn machine_image(&self) -> Vec<u8> {
         let image = MachineImage {
@@ -549,6 +554,17 @@ impl<S: StateMachine> Replica<S> {
             self.answer(r.origin, unavailable(r.id, why, None));
         }
     }
+}
+
+/// A digest of the entry at `index` of `raft`'s log (its term, kind and data), if the
+/// log still holds it; for log-matching checks.
+pub(crate) fn entry_digest(raft: &RaftGroup, index: u64) -> Option<u64> {
+    let e = raft.entry(index)?;
+    let mut bytes = Vec::with_capacity(e.data.len() + 9);
+    bytes.extend_from_slice(&e.term.to_le_bytes());
+    bytes.push(e.kind as u8);
+    bytes.extend_from_slice(&e.data);
+    Some(crate::fnv1a(&bytes))
 }
 
 /// Decodes a group's durable snapshot (a [`WalImage`]) into its WAL records.

@@ -15,11 +15,15 @@ pub enum SystemKind {
     Raft,
     /// `kvlab_swim::SwimNode`: SWIM membership alone, without a KV workload.
     Swim,
+    /// [`crate::composed::KvlabNode`]: the composed node — SWIM, a ring of vnodes, a
+    /// metadata Raft group and one Raft group per vnode; linearizable per key.
+    Kvlab,
 }
 
 impl SystemKind {
     /// Every system, in the order a help text lists them.
-    pub const ALL: [SystemKind; 4] = [
+    pub const ALL: [SystemKind; 5] = [
+        SystemKind::Kvlab,
         SystemKind::Raft,
         SystemKind::Single,
         SystemKind::AsyncPrimary,
@@ -33,6 +37,7 @@ impl SystemKind {
             SystemKind::AsyncPrimary => "async-primary",
             SystemKind::Raft => "raft",
             SystemKind::Swim => "swim",
+            SystemKind::Kvlab => "kvlab",
         }
     }
 

@@ -48,6 +48,7 @@ fn config(id: u32, transport: TransportKind, root: &std::path::Path, n: u32) -> 
         raft: None,
         single: None,
         async_primary: None,
+        kvlab: None,
     }
 }
 

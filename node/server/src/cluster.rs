@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use kvlab_node::baseline::BaselineMsg;
+use kvlab_node::composed::KvlabMsg;
 use kvlab_node::raft_kv::RaftKvMsg;
 use kvlab_storage::StorageOptions;
 use kvlab_transport::{ClusterSecret, FaultRule, FaultRules};
@@ -94,6 +95,7 @@ impl LocalClusterConfig {
 #[derive(Clone, Debug)]
 enum Net {
     Raft(MemNetwork<RaftKvMsg>),
+    Kvlab(MemNetwork<KvlabMsg>),
     Baseline(MemNetwork<BaselineMsg>),
 }
 
@@ -114,6 +116,7 @@ impl MakeTransport for JoinMem<'_> {
         };
         let joined: Box<dyn std::any::Any> = match self.net {
             Net::Raft(n) => Box::new(n.join(self.id, self.rules).map_err(wrap)?),
+            Net::Kvlab(n) => Box::new(n.join(self.id, self.rules).map_err(wrap)?),
             Net::Baseline(n) => Box::new(n.join(self.id, self.rules).map_err(wrap)?),
         };
         match joined.downcast::<kvlab_transport_mem::MemTransport<M>>() {
@@ -192,6 +195,7 @@ impl LocalCluster {
         };
         let net = match config.system {
             SystemConfig::Raft(_) => Net::Raft(MemNetwork::new(config.mem).map_err(wrap)?),
+            SystemConfig::Kvlab(_) => Net::Kvlab(MemNetwork::new(config.mem).map_err(wrap)?),
             SystemConfig::Single(_) | SystemConfig::AsyncPrimary(_) => {
                 Net::Baseline(MemNetwork::new(config.mem).map_err(wrap)?)
             }

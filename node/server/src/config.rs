@@ -44,6 +44,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use kvlab_node::baseline::{AsyncPrimaryConfig, SingleConfig};
+use kvlab_node::composed::KvlabConfig;
 use kvlab_node::raft_kv::RaftKvConfig;
 use kvlab_storage::StorageOptions;
 use kvlab_transport::ClusterSecret;
@@ -122,6 +123,8 @@ pub enum SystemConfig {
     Single(SingleConfig),
     /// `system = "async-primary"` with its `[async_primary]` table.
     AsyncPrimary(AsyncPrimaryConfig),
+    /// `system = "kvlab"` (the composed node) with its `[kvlab]` table.
+    Kvlab(Box<KvlabConfig>),
 }
 
 impl SystemConfig {
@@ -131,6 +134,7 @@ impl SystemConfig {
             SystemConfig::Raft(_) => SystemKind::Raft,
             SystemConfig::Single(_) => SystemKind::Single,
             SystemConfig::AsyncPrimary(_) => SystemKind::AsyncPrimary,
+            SystemConfig::Kvlab(_) => SystemKind::Kvlab,
         }
     }
 
@@ -163,6 +167,9 @@ impl SystemConfig {
                     _ => Ok(()),
                 }
             }
+            SystemConfig::Kvlab(c) => c
+                .validate(members)
+                .map_err(|e| invalid(&format!("kvlab.{}", e.field), e.reason)),
             SystemConfig::AsyncPrimary(c) => {
                 if c.forward_timeout_ms == 0 {
                     return Err(invalid(
@@ -403,6 +410,9 @@ pub struct NodeConfig {
     /// `async-primary` system configuration (only with `system = "async-primary"`).
     #[serde(default)]
     pub async_primary: Option<AsyncPrimaryConfig>,
+    /// `kvlab` (the composed node) configuration (only with `system = "kvlab"`).
+    #[serde(default)]
+    pub kvlab: Option<KvlabConfig>,
 }
 
 fn default_seed() -> u64 {
@@ -463,10 +473,13 @@ impl NodeConfig {
             SystemKind::AsyncPrimary => {
                 SystemConfig::AsyncPrimary(self.async_primary.clone().unwrap_or_default())
             }
+            SystemKind::Kvlab => {
+                SystemConfig::Kvlab(Box::new(self.kvlab.clone().unwrap_or_default()))
+            }
             SystemKind::Swim => {
                 return Err(invalid(
                     "system",
-                    "\"swim\" runs on the simulator only; kvlab node runs raft, single or async-primary",
+                    "\"swim\" runs on the simulator only; kvlab node runs kvlab, raft, single or async-primary",
                 ));
             }
         })
@@ -531,6 +544,7 @@ impl NodeConfig {
                 self.async_primary.is_some(),
                 SystemKind::AsyncPrimary,
             ),
+            ("kvlab", self.kvlab.is_some(), SystemKind::Kvlab),
         ] {
             if given && self.system != wanted {
                 return Err(invalid(

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kvlab_node::baseline::{AsyncPrimary, Single};
+use kvlab_node::composed::KvlabNode;
 use kvlab_node::raft_kv::RaftKv;
 use kvlab_storage::{NodeStorage, RealFs, StorageOptions};
 use kvlab_transport::{
@@ -285,6 +286,7 @@ pub(crate) async fn assemble_system(
         SystemConfig::Raft(c) => assemble::<RaftKv>(c, name, make.make().await?, a),
         SystemConfig::Single(c) => assemble::<Single>(c, name, make.make().await?, a),
         SystemConfig::AsyncPrimary(c) => assemble::<AsyncPrimary>(c, name, make.make().await?, a),
+        SystemConfig::Kvlab(c) => assemble::<KvlabNode>(c, name, make.make().await?, a),
     })
 }
 

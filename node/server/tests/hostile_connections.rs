@@ -113,6 +113,7 @@ impl ChildNode {
             raft: None,
             single: None,
             async_primary: None,
+            kvlab: None,
         };
         let path = dir.join("node.toml");
         config.write_private(&path).unwrap();

@@ -377,7 +377,7 @@ pub enum NodeEvent {
         /// The metadata log index.
         meta_index: u64,
         /// The node.
-        node: NodeId,
+        member: NodeId,
         /// Its new state, for a person.
         state: String,
     },
@@ -705,7 +705,7 @@ mod tests {
             },
             NodeEvent::RingNodeState {
                 meta_index: 1,
-                node: n,
+                member: n,
                 state: "down".into(),
             },
             NodeEvent::StepRefused {

@@ -1,6 +1,9 @@
 //! [`KvlabConfig`]: the composed node's configuration, the same on every node.
 
 use kvlab_raft::RaftConfig;
+use kvlab_ring::config::{
+    MembershipConfig, MetaConfig, RingConfig, SchedulerConfig, SnapshotConfig,
+};
 use kvlab_ring::{ConfigError, PlacementBug, RingLayout, RingSpec};
 use kvlab_swim::SwimConfig;
 use kvlab_types::{MAX_REQUEST_BYTES, NodeId};
@@ -21,10 +24,19 @@ pub struct KvlabConfig {
     /// The nodes that form the cluster at boot (they hold the initial placement and
     /// seed SWIM); every other node of the run is a joiner. Empty: every node.
     pub initial_members: Vec<NodeId>,
-    /// The ring, the metadata group, membership, the scheduler, snapshots and the
-    /// placement teaching bug (`[ring]`, `[meta]`, `[membership]`, `[scheduler]`,
-    /// `[snapshot]` of a spec).
-    pub ring: RingSpec,
+    /// `[ring]`: the number of vnodes, the key hash, the placement strategy.
+    pub ring: RingConfig,
+    /// `[meta]`: the metadata group's voters and intervals.
+    pub meta: MetaConfig,
+    /// `[membership]`: when a node counts as suspect, down, replaced.
+    pub membership: MembershipConfig,
+    /// `[scheduler]`: operator limits, rates, rebalancing, the conf-change mode.
+    pub scheduler: SchedulerConfig,
+    /// `[snapshot]`: data movement limits.
+    pub snapshot: SnapshotConfig,
+    /// The placement teaching bug: `none` | `remove-before-add` |
+    /// `two-voters-without-joint` | `skip-epoch-check`.
+    pub placement_bug: PlacementBug,
     /// Raft tuning of every group (vnodes and metadata).
     pub raft: RaftConfig,
     /// SWIM membership and failure detection. `seeds` empty: the three lowest
@@ -53,7 +65,12 @@ impl Default for KvlabConfig {
         KvlabConfig {
             replication_factor: 3,
             initial_members: Vec::new(),
-            ring: RingSpec::default(),
+            ring: RingConfig::default(),
+            meta: MetaConfig::default(),
+            membership: MembershipConfig::default(),
+            scheduler: SchedulerConfig::default(),
+            snapshot: SnapshotConfig::default(),
+            placement_bug: PlacementBug::None,
             raft: RaftConfig::default(),
             swim: SwimConfig::default(),
             tick_interval_ms: 10,
@@ -97,9 +114,21 @@ impl KvlabConfig {
         v
     }
 
+    /// The ring's sections as kvlab-ring takes them.
+    pub fn ring_spec(&self) -> RingSpec {
+        RingSpec {
+            ring: self.ring.clone(),
+            meta: self.meta.clone(),
+            membership: self.membership.clone(),
+            scheduler: self.scheduler.clone(),
+            snapshot: self.snapshot.clone(),
+            placement_bug: self.placement_bug,
+        }
+    }
+
     /// The ring layout (P vnodes).
     pub fn layout(&self) -> Result<RingLayout, KvlabConfigError> {
-        self.ring
+        self.ring_spec()
             .layout()
             .map_err(|e| bad("ring.vnode_count", e.to_string()))
     }
@@ -107,7 +136,7 @@ impl KvlabConfig {
     /// Checks every field against the cluster's nodes, naming the first bad one.
     pub fn validate(&self, peers: &[NodeId]) -> Result<(), KvlabConfigError> {
         let rf = self.replication_factor as usize;
-        self.ring
+        self.ring_spec()
             .validate(rf)
             .map_err(|ConfigError::Invalid { field, reason }| bad(field, reason))?;
         self.raft
@@ -154,7 +183,7 @@ impl KvlabConfig {
                 ),
             ));
         }
-        if let Some(n) = self.ring.meta.voters.iter().find(|n| !initial.contains(n)) {
+        if let Some(n) = self.meta.voters.iter().find(|n| !initial.contains(n)) {
             return Err(bad(
                 "meta.voters",
                 format!("{n} is not an initial member {initial:?}"),
@@ -166,6 +195,6 @@ impl KvlabConfig {
     /// Whether the `two-voters-without-joint` teaching bug is on: vnode groups then let
     /// two configuration changes be in flight at once.
     pub(crate) fn swaps_voters(&self) -> bool {
-        self.ring.placement_bug == PlacementBug::TwoVotersWithoutJoint
+        self.placement_bug == PlacementBug::TwoVotersWithoutJoint
     }
 }

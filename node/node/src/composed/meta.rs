@@ -108,12 +108,12 @@ fn outcome_event(state: &MetaState, meta_index: u64, outcome: &MetaOutcome) -> O
         },
         MetaOutcome::NodeStateChanged { node, to, .. } => NodeEvent::RingNodeState {
             meta_index,
-            node: *node,
+            member: *node,
             state: to.name().to_string(),
         },
         MetaOutcome::NodeRegistered(node) => NodeEvent::RingNodeState {
             meta_index,
-            node: *node,
+            member: *node,
             state: NodeState::Up.name().to_string(),
         },
         _ => return None,

@@ -285,7 +285,7 @@ impl KvlabNode {
     }
 
     fn is_meta_voter(&self, n: NodeId) -> bool {
-        self.cfg.ring.meta.voters.contains(&n)
+        self.cfg.meta.voters.contains(&n)
     }
 
     fn refuse(&mut self, from: NodeId, reason: String, out: &mut Out<KvlabMsg>) {
@@ -353,7 +353,7 @@ impl KvlabNode {
         let raft = RaftGroup::recover(
             META_GROUP,
             self.id,
-            &self.cfg.ring.meta.voters,
+            &self.cfg.meta.voters,
             self.group_raft.clone(),
             state,
             cx.rng,
@@ -382,7 +382,7 @@ impl KvlabNode {
         };
         Ok(MetaNode::new(
             Replica::new(raft, machine),
-            self.cfg.ring.clone(),
+            self.cfg.ring_spec(),
         ))
     }
 
@@ -496,7 +496,7 @@ impl KvlabNode {
     }
 
     fn send_report(&mut self, cx: &mut Cx<'_>, out: &mut Out<KvlabMsg>) {
-        let down_after = Duration::from_millis(self.cfg.ring.membership.peer_down_after_ms);
+        let down_after = Duration::from_millis(self.cfg.membership.peer_down_after_ms);
         let led = self.vnodes.led_groups(cx.now, down_after);
         let hosted_bytes = self
             .vnodes
@@ -518,7 +518,7 @@ impl KvlabNode {
             led,
         };
         self.counters.reports_sent += 1;
-        for voter in self.cfg.ring.meta.voters.clone() {
+        for voter in self.cfg.meta.voters.clone() {
             if voter == self.id {
                 self.on_report(cx, self.id, report.clone(), &epochs, out);
             } else {
@@ -620,7 +620,7 @@ impl KvlabNode {
                     }),
                 ),
                 RouteAction::Lookup(vnode) => {
-                    let voters = &self.cfg.ring.meta.voters;
+                    let voters = &self.cfg.meta.voters;
                     let to = voters[(self.lookups as usize) % voters.len()];
                     self.lookups += 1;
                     if to == self.id {
@@ -872,7 +872,7 @@ impl KvlabNode {
     }
 
     fn on_steps(&mut self, cx: &mut Cx<'_>, cmds: Vec<StepCommand>, out: &mut Out<KvlabMsg>) {
-        let lag = self.cfg.ring.scheduler.learner_catchup_max_lag_entries;
+        let lag = self.cfg.scheduler.learner_catchup_max_lag_entries;
         let swaps = self.cfg.swaps_voters();
         for cmd in cmds {
             if !self.layout.contains(cmd.vnode) {
@@ -1026,7 +1026,7 @@ impl KvlabNode {
         for a in self.gateway.tick(cx.now) {
             self.perform(cx, a, out);
         }
-        let stale = Duration::from_millis(self.cfg.ring.membership.stale_peer_check_ms);
+        let stale = Duration::from_millis(self.cfg.membership.stale_peer_check_ms);
         for v in self.vnodes.abandoned(cx.now, stale) {
             let epoch = self.vnodes.tombstones.get(&v).copied().unwrap_or(0);
             if let Some(mut r) = self.vnodes.destroy(v, epoch, out) {
@@ -1059,7 +1059,7 @@ impl KvlabNode {
         }
         out.set_timer(
             SCHEDULE_TIMER,
-            Duration::from_millis(self.cfg.ring.meta.schedule_interval_ms),
+            Duration::from_millis(self.cfg.meta.schedule_interval_ms),
         );
     }
 
@@ -1073,8 +1073,49 @@ impl KvlabNode {
         }
         out.set_timer(
             REPORT_TIMER,
-            Duration::from_millis(self.cfg.ring.meta.store_heartbeat_interval_ms),
+            Duration::from_millis(self.cfg.meta.store_heartbeat_interval_ms),
         );
+    }
+}
+
+impl crate::raft_kv::invariants::RaftNodeView for KvlabNode {
+    fn group_ids(&self) -> Vec<GroupId> {
+        let vnodes = self
+            .vnodes
+            .replicas
+            .keys()
+            .map(|v| kvlab_ring::vnode_group(*v));
+        vnodes
+            .chain(self.meta.as_ref().map(|_| META_GROUP))
+            .collect()
+    }
+    fn raft(&self, group: GroupId) -> Option<&RaftGroup> {
+        if group == META_GROUP {
+            return self.meta_raft();
+        }
+        KvlabNode::raft(self, group_vnode(group)?)
+    }
+    fn entry_digest(&self, group: GroupId, index: u64) -> Option<u64> {
+        crate::replica::entry_digest(
+            crate::raft_kv::invariants::RaftNodeView::raft(self, group)?,
+            index,
+        )
+    }
+    fn applied_index_of(&self, group: GroupId) -> u64 {
+        if group == META_GROUP {
+            return self.meta.as_ref().map_or(0, |m| m.replica.applied);
+        }
+        group_vnode(group)
+            .and_then(|v| self.vnodes.replicas.get(&v))
+            .map_or(0, |r| r.r.applied)
+    }
+    fn store_digest(&self, group: GroupId) -> u64 {
+        if group == META_GROUP {
+            return self.meta.as_ref().map_or(0, |m| m.replica.store_digest());
+        }
+        group_vnode(group)
+            .and_then(|v| self.vnodes.replicas.get(&v))
+            .map_or(0, |r| r.r.store_digest())
     }
 }
 
@@ -1101,8 +1142,8 @@ impl Protocol for KvlabNode {
             .and_then(|()| {
                 let layout = config.layout().map_err(|e| e.to_string())?;
                 let rf = config.replication_factor as usize;
-                let strategy = config.ring.ring.placement_strategy;
-                let params = config.ring.strategy_params();
+                let strategy = config.ring.placement_strategy;
+                let params = config.ring_spec().strategy_params();
                 let bootstrap = initial_placement(strategy, layout, rf, &initial, params)
                     .map_err(|e| format!("initial placement: {e}"))?;
                 Ok((layout, bootstrap))
@@ -1115,7 +1156,7 @@ impl Protocol for KvlabNode {
             }
         };
         let mut group_raft = config.raft.clone();
-        group_raft.snapshot_chunk_bytes = usize::try_from(config.ring.snapshot.chunk_bytes)
+        group_raft.snapshot_chunk_bytes = usize::try_from(config.snapshot.chunk_bytes)
             .unwrap_or(usize::MAX)
             .min(group_raft.snapshot_chunk_bytes.max(1));
         group_raft.unsafe_allow_concurrent_conf_changes |= config.swaps_voters();
@@ -1135,7 +1176,7 @@ impl Protocol for KvlabNode {
             vnodes: Vnodes::default(),
             meta: None,
             gateway,
-            pacer: Pacer::new(config.ring.snapshot_rates(), cx.now),
+            pacer: Pacer::new(config.ring_spec().snapshot_rates(), cx.now),
             poisoned,
             draining: false,
             dirty: BTreeSet::new(),
@@ -1167,12 +1208,12 @@ impl Protocol for KvlabNode {
         out.set_timer(TICK_TIMER, Duration::from_millis(config.tick_interval_ms));
         out.set_timer(
             REPORT_TIMER,
-            Duration::from_millis(config.ring.meta.store_heartbeat_interval_ms),
+            Duration::from_millis(config.meta.store_heartbeat_interval_ms),
         );
         if node.meta.is_some() {
             out.set_timer(
                 SCHEDULE_TIMER,
-                Duration::from_millis(config.ring.meta.schedule_interval_ms),
+                Duration::from_millis(config.meta.schedule_interval_ms),
             );
         }
         node
@@ -1258,7 +1299,7 @@ impl Protocol for KvlabNode {
             index: 0,
             term: 0,
         });
-        for voter in self.cfg.ring.meta.voters.clone() {
+        for voter in self.cfg.meta.voters.clone() {
             if voter == self.id {
                 self.propose_drain(cx.now, self.id);
             } else {

@@ -23,11 +23,44 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use kvlab_raft::Role;
+use kvlab_raft::{RaftGroup, Role};
 use kvlab_types::{GroupId, NodeEvent, NodeId};
 use serde::Serialize;
 
 use super::RaftKv;
+
+/// What the checker reads inside a node that runs Raft groups: the `raft` system's
+/// [`RaftKv`] and the composed system's `KvlabNode` both show their groups this way.
+pub trait RaftNodeView {
+    /// The groups the node runs a replica of.
+    fn group_ids(&self) -> Vec<GroupId>;
+    /// The Raft member of `group`.
+    fn raft(&self, group: GroupId) -> Option<&RaftGroup>;
+    /// A digest of the entry at `index` of `group`'s log (term, kind, data).
+    fn entry_digest(&self, group: GroupId, index: u64) -> Option<u64>;
+    /// The last index applied to `group`'s state machine.
+    fn applied_index_of(&self, group: GroupId) -> u64;
+    /// A digest of `group`'s state machine at its applied index.
+    fn store_digest(&self, group: GroupId) -> u64;
+}
+
+impl RaftNodeView for RaftKv {
+    fn group_ids(&self) -> Vec<GroupId> {
+        RaftKv::group_ids(self).collect()
+    }
+    fn raft(&self, group: GroupId) -> Option<&RaftGroup> {
+        RaftKv::raft(self, group)
+    }
+    fn entry_digest(&self, group: GroupId, index: u64) -> Option<u64> {
+        RaftKv::entry_digest(self, group, index)
+    }
+    fn applied_index_of(&self, group: GroupId) -> u64 {
+        RaftKv::applied_index_of(self, group)
+    }
+    fn store_digest(&self, group: GroupId) -> u64 {
+        RaftKv::store_digest(self, group)
+    }
+}
 
 /// How often a simulation runner should call [`InvariantChecker::observe`] on every up
 /// node, in simulated milliseconds.
@@ -156,7 +189,11 @@ impl InvariantChecker {
     }
 
     /// Looks at every group of one up node and compares it with everything seen so far.
-    pub fn observe(&mut self, id: NodeId, node: &RaftKv) -> Result<(), InvariantViolation> {
+    pub fn observe(
+        &mut self,
+        id: NodeId,
+        node: &impl RaftNodeView,
+    ) -> Result<(), InvariantViolation> {
         self.observations += 1;
         // A node that failed to recover runs no group and serves nothing.
         for group in node.group_ids() {
@@ -168,7 +205,7 @@ impl InvariantChecker {
     fn observe_group(
         &mut self,
         id: NodeId,
-        node: &RaftKv,
+        node: &impl RaftNodeView,
         group: GroupId,
     ) -> Result<(), InvariantViolation> {
         let Some(g) = node.raft(group) else {

@@ -447,12 +447,7 @@ impl RaftKv {
     /// A digest of the entry at `index` of `group`'s log (its term, kind and data), if
     /// the log still holds it; for log-matching checks.
     pub fn entry_digest(&self, group: GroupId, index: u64) -> Option<u64> {
-        let e = self.raft(group)?.entry(index)?;
-        let mut bytes = Vec::with_capacity(e.data.len() + 9);
-        bytes.extend_from_slice(&e.term.to_le_bytes());
-        bytes.push(e.kind as u8);
-        bytes.extend_from_slice(&e.data);
-        Some(fnv1a(&bytes))
+        crate::replica::entry_digest(self.raft(group)?, index)
     }
 
     fn request_timeout(&self) -> Duration {

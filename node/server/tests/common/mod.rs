@@ -112,6 +112,7 @@ pub fn node_config(
         raft: None,
         single: None,
         async_primary: None,
+        kvlab: None,
     }
 }
 
