@@ -154,8 +154,8 @@ pub use progress::{PeerProgress, ProgressState};
 pub use raft::{EntryId, RaftGroup, RaftStats, Role};
 pub use ready::{RaftEvent, ReadState, Ready};
 pub use storage::{
-    ConfChange, ConfState, ENTRY_OVERHEAD_BYTES, Entry, EntryKind, HardState, MAX_MEMBERS,
-    MemberSet, RaftRecord, RecoveredState, Snapshot, SnapshotMeta, WalRecord,
+    ConfChange, ConfState, ENTRY_OVERHEAD_BYTES, Entry, EntryKind, HardState, JointChange,
+    MAX_MEMBERS, MemberSet, RaftRecord, RecoveredState, Snapshot, SnapshotMeta, WalRecord,
 };
 
 /// Identifies a Raft group (one per partition, plus a metadata group); defined in

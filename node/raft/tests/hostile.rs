@@ -521,12 +521,20 @@ fn the_largest_messages_encode_within_max_message_bytes() {
         .map(|i| NodeId(u32::MAX - i))
         .collect();
     let learners: Vec<NodeId> = (0..MAX_MEMBERS as u32 / 2).map(NodeId).collect();
+    let longest: Vec<NodeId> = (0..MAX_MEMBERS as u32)
+        .map(|i| NodeId(u32::MAX - i))
+        .collect();
     let meta = SnapshotMeta {
         index: u64::MAX,
         term: u64::MAX,
+        // Encoded sizes only: every slot of all four sets at its longest varint (a
+        // joint configuration's sets never all fill up at once, but the bound holds).
         conf: ConfState {
             voters: MemberSet::from_slice(&full).unwrap(),
             learners: MemberSet::from_slice(&learners).unwrap(),
+            voters_outgoing: MemberSet::from_slice(&longest).unwrap(),
+            learners_next: MemberSet::from_slice(&longest).unwrap(),
+            auto_leave: true,
         },
     };
     let per_entry = cfg.max_entry_bytes;
