@@ -286,8 +286,60 @@ fn every_defect_is_refused_before_it_reaches_the_state() {
     let mut bad_conf = meta(5, 3);
     bad_conf.conf.voters = MemberSet::from_slice(&[n(1), n(2)]).unwrap();
     bad_conf.conf.learners = MemberSet::from_slice(&[n(2)]).unwrap();
+    // A joint configuration whose demoted voter is not an outgoing voter.
+    let mut bad_joint = meta(5, 3);
+    bad_joint.conf.voters = MemberSet::from_slice(&[n(1), n(2)]).unwrap();
+    bad_joint.conf.voters_outgoing = MemberSet::from_slice(&[n(1), n(2), n(3)]).unwrap();
+    bad_joint.conf.learners_next = MemberSet::from_slice(&[n(4)]).unwrap();
+    // Joint fields outside a joint configuration.
+    let mut stray_auto_leave = meta(5, 3);
+    stray_auto_leave.conf.voters = MemberSet::from_slice(&[n(1), n(2)]).unwrap();
+    stray_auto_leave.conf.auto_leave = true;
+    let conf_entry = |data: Vec<u8>| Entry {
+        term: 3,
+        index: 4,
+        kind: EntryKind::ConfChange,
+        data,
+    };
+    let named_twice = ConfChange::EnterJoint(JointChange {
+        add_voters: MemberSet::from_slice(&[n(4)]).unwrap(),
+        remove: MemberSet::from_slice(&[n(4)]).unwrap(),
+        ..JointChange::default()
+    });
     let cases: Vec<(&str, RaftMessage)> = vec![
         ("term above MAX_TERM", heartbeat(MAX_TERM + 1, 0)),
+        (
+            "configuration entry that does not decode",
+            append(3, 3, vec![conf_entry(vec![0xff, 0xff, 0xff])], 0),
+        ),
+        (
+            "joint change naming a node twice",
+            append(3, 3, vec![conf_entry(named_twice.encode())], 0),
+        ),
+        (
+            "joint change naming nobody",
+            append(
+                3,
+                3,
+                vec![conf_entry(
+                    ConfChange::EnterJoint(JointChange::default()).encode(),
+                )],
+                0,
+            ),
+        ),
+        (
+            "joint change with an unsorted list",
+            // EnterJoint, add_voters [4, 2], then three empty lists and auto_leave.
+            append(3, 3, vec![conf_entry(vec![3, 2, 4, 2, 0, 0, 0, 0])], 0),
+        ),
+        (
+            "snapshot with a demoted voter that is not outgoing",
+            snapshot(bad_joint, 0, Vec::new()),
+        ),
+        (
+            "snapshot with auto-leave outside a joint configuration",
+            snapshot(stray_auto_leave, 0, Vec::new()),
+        ),
         (
             "vote request with a last log term from the future",
             msg(
