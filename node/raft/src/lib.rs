@@ -387,8 +387,9 @@ pub enum RaftError {
     /// A membership change that does not apply to the current configuration.
     #[error("invalid configuration change {change:?}: {reason}")]
     InvalidConfChange {
-        /// The change.
-        change: ConfChange,
+        /// The change (boxed: a joint change is a few hundred bytes, and every
+        /// `Result` of this crate would carry them).
+        change: Box<ConfChange>,
         /// Why it does not apply.
         reason: String,
     },

@@ -301,8 +301,10 @@ pub enum MessageBody {
     },
     /// One chunk of a snapshot (Raft §7, Figure 13), at most `snapshot_chunk_bytes`.
     InstallSnapshot {
-        /// Which snapshot.
-        snapshot: SnapshotMeta,
+        /// Which snapshot (boxed: a joint configuration makes the meta a few hundred
+        /// bytes, which every message would otherwise carry in memory; the encoding is
+        /// the same).
+        snapshot: Box<SnapshotMeta>,
         /// Byte offset of `data` in the snapshot.
         offset: u64,
         /// The chunk.
@@ -312,8 +314,8 @@ pub enum MessageBody {
     },
     /// Acknowledges snapshot chunks received so far (the next offset wanted).
     InstallSnapshotResponse {
-        /// Which snapshot.
-        snapshot: SnapshotMeta,
+        /// Which snapshot (boxed, as in `InstallSnapshot`).
+        snapshot: Box<SnapshotMeta>,
         /// The next byte offset the follower wants.
         next_offset: u64,
     },

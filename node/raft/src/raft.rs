@@ -529,8 +529,14 @@ impl RaftGroup {
         for set in self.deciding_sets() {
             let s = set.as_slice();
             let majority = s.len() / 2 + 1;
-            let granted = s.iter().filter(|n| self.votes.get(n) == Some(&true)).count();
-            let refused = s.iter().filter(|n| self.votes.get(n) == Some(&false)).count();
+            let granted = s
+                .iter()
+                .filter(|n| self.votes.get(n) == Some(&true))
+                .count();
+            let refused = s
+                .iter()
+                .filter(|n| self.votes.get(n) == Some(&false))
+                .count();
             if refused >= majority {
                 return VoteOutcome::Lost;
             }
@@ -636,7 +642,10 @@ impl RaftGroup {
                     .entry(n)
                     .or_insert_with(|| Progress::new(next));
             }
-            if self.transferee.is_some_and(|t| !self.conf.voters.contains(t)) {
+            if self
+                .transferee
+                .is_some_and(|t| !self.conf.voters.contains(t))
+            {
                 self.transferee = None;
             }
         }
@@ -1133,7 +1142,10 @@ impl RaftGroup {
         }
         self.conf
             .apply(change)
-            .map_err(|reason| RaftError::InvalidConfChange { change, reason })?;
+            .map_err(|reason| RaftError::InvalidConfChange {
+                change: Box::new(change),
+                reason,
+            })?;
         let data = change.encode();
         if data.len() > self.cfg.max_entry_bytes {
             self.stats.proposals_too_large += 1;
@@ -1288,7 +1300,7 @@ impl RaftGroup {
             MessageBody::InstallSnapshotResponse {
                 snapshot,
                 next_offset,
-            } if leading && *snapshot == self.log.snapshot.meta => {
+            } if leading && **snapshot == self.log.snapshot.meta => {
                 let len_bytes = self.log.snapshot.data.len() as u64;
                 if *next_offset > len_bytes {
                     return Err(MessageDefect::SnapshotOffsetBeyondData {
@@ -1407,7 +1419,7 @@ impl RaftGroup {
                 done,
             } => {
                 self.follow(m.from, rng);
-                self.handle_install_snapshot(m.from, snapshot, offset, data, done);
+                self.handle_install_snapshot(m.from, *snapshot, offset, data, done);
                 Ok(())
             }
             MessageBody::TimeoutNow => {
@@ -1436,7 +1448,7 @@ impl RaftGroup {
                 next_offset,
             } => {
                 if self.role == Role::Leader {
-                    self.handle_snapshot_response(m.from, snapshot, next_offset);
+                    self.handle_snapshot_response(m.from, *snapshot, next_offset);
                 }
                 Ok(())
             }
@@ -1611,7 +1623,7 @@ impl RaftGroup {
                 leader,
                 term,
                 MessageBody::InstallSnapshotResponse {
-                    snapshot: meta,
+                    snapshot: Box::new(meta),
                     next_offset: 0,
                 },
             );
@@ -1623,7 +1635,7 @@ impl RaftGroup {
                 leader,
                 term,
                 MessageBody::InstallSnapshotResponse {
-                    snapshot: meta,
+                    snapshot: Box::new(meta),
                     next_offset,
                 },
             );
@@ -1637,7 +1649,7 @@ impl RaftGroup {
                 leader,
                 term,
                 MessageBody::InstallSnapshotResponse {
-                    snapshot: meta,
+                    snapshot: Box::new(meta),
                     next_offset,
                 },
             );
@@ -1802,7 +1814,7 @@ impl RaftGroup {
             to,
             term,
             MessageBody::InstallSnapshot {
-                snapshot: meta,
+                snapshot: Box::new(meta),
                 offset: start as u64,
                 data,
                 done,

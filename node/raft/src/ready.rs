@@ -21,6 +21,10 @@ pub struct ReadState {
 /// Something worth recording in a run's `events.jsonl` (as a [`NodeEvent`] of the
 /// group, see [`RaftEvent::into_node_event`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "ConfigChanged carries a Copy ConfChange; events are rare"
+)]
 pub enum RaftEvent {
     /// Started a (pre-)election for `term`.
     ElectionStarted {

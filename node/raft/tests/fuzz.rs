@@ -198,7 +198,9 @@ impl Cluster {
                 let change = if m.raft.is_joint() {
                     ConfChange::LeaveJoint
                 } else if let Some(&l) = m.raft.learners().first() {
-                    ConfChange::EnterJoint(JointChange::replace_voter(l, other).with_auto_leave(auto_leave))
+                    ConfChange::EnterJoint(
+                        JointChange::replace_voter(l, other).with_auto_leave(auto_leave),
+                    )
                 } else {
                     ConfChange::EnterJoint(JointChange {
                         demote_voters: MemberSet::from_slice(&[other]).unwrap(),
@@ -469,14 +471,14 @@ fn random_body(rng: &mut Rng, hints: &[u64]) -> MessageBody {
         6 => {
             let len = rng.random_range(0..40);
             MessageBody::InstallSnapshot {
-                snapshot: random_meta(rng, hints),
+                snapshot: Box::new(random_meta(rng, hints)),
                 offset: pick(rng, hints),
                 data: vec![rng.random(); len],
                 done: rng.random(),
             }
         }
         7 => MessageBody::InstallSnapshotResponse {
-            snapshot: random_meta(rng, hints),
+            snapshot: Box::new(random_meta(rng, hints)),
             next_offset: pick(rng, hints),
         },
         _ => MessageBody::TimeoutNow,

@@ -271,7 +271,7 @@ fn every_defect_is_refused_before_it_reaches_the_state() {
             2,
             3,
             MessageBody::InstallSnapshot {
-                snapshot: meta,
+                snapshot: Box::new(meta),
                 offset,
                 data,
                 done: false,
@@ -607,13 +607,13 @@ fn the_largest_messages_encode_within_max_message_bytes() {
             leader_commit: u64::MAX,
         },
         MessageBody::InstallSnapshot {
-            snapshot: meta,
+            snapshot: Box::new(meta),
             offset: u64::MAX,
             data: vec![0xff; cfg.snapshot_chunk_bytes],
             done: true,
         },
         MessageBody::InstallSnapshotResponse {
-            snapshot: meta,
+            snapshot: Box::new(meta),
             next_offset: u64::MAX,
         },
         MessageBody::AppendEntriesResponse {

@@ -184,7 +184,9 @@ fn elected(net: &mut Net, id: u32) {
     net.elect(n(id)).unwrap();
     assert_eq!(net.raft(n(id)).role(), Role::Leader);
     let noop = net.raft(n(id)).last_index();
-    run_until(net, "no-op commit", |net| committed_on(net, &[1, 2, 3], noop));
+    run_until(net, "no-op commit", |net| {
+        committed_on(net, &[1, 2, 3], noop)
+    });
 }
 
 /// Adds learner `l` on `leader` and waits until it holds the leader's whole log.
@@ -193,8 +195,7 @@ fn add_caught_up_learner(net: &mut Net, leader: u32, l: u32) {
     run_until(net, "learner caught up", |net| {
         let r = net.raft(n(leader));
         r.commit_index() >= at.index
-            && r
-                .progress(n(l))
+            && r.progress(n(l))
                 .is_some_and(|p| p.match_index == r.last_index())
     });
 }
@@ -454,7 +455,11 @@ fn leave_joint_completes_the_transition() {
     for i in 1..=4 {
         let r = net.raft(n(i));
         assert_eq!(r.voters(), nodes(&[1, 2, 4]).as_slice(), "node {i}");
-        assert_eq!(r.voters_outgoing(), nodes(&[1, 2, 3]).as_slice(), "node {i}");
+        assert_eq!(
+            r.voters_outgoing(),
+            nodes(&[1, 2, 3]).as_slice(),
+            "node {i}"
+        );
         assert_eq!(r.learners_next(), &[n(3)], "node {i}");
         assert!(r.learners().is_empty(), "node {i}");
     }
@@ -525,7 +530,11 @@ fn a_new_leader_finishes_an_automatic_leave() {
     let mut rng = seeded_rng(1);
     let term = g.term();
     g.step(vote(2, term, true), &mut rng).unwrap();
-    assert_eq!(g.role(), Role::Leader, "2 is a majority of {{1,2,3}} and {{1,2,4}}");
+    assert_eq!(
+        g.role(),
+        Role::Leader,
+        "2 is a majority of {{1,2,3}} and {{1,2,4}}"
+    );
     assert!(g.is_joint(), "no leave before an entry of its term commits");
     g.step(accept(2, term, 3), &mut rng).unwrap();
     assert_eq!(g.commit_index(), 3);
@@ -558,7 +567,11 @@ fn leader_demoted_by_the_joint_change_steps_down_after_leave_joint_commits() {
         net.tick_all().unwrap();
         net.deliver_all().unwrap();
     }
-    assert_eq!(net.leader(), Some(n(1)), "leads through the joint configuration");
+    assert_eq!(
+        net.leader(),
+        Some(n(1)),
+        "leads through the joint configuration"
+    );
     write(&mut net, 1, &[1, 2, 3, 4], b"joint");
     let leave = change(&mut net, 1, ConfChange::LeaveJoint).unwrap();
     run_until(&mut net, "the demoted leader steps down", |net| {
@@ -574,7 +587,11 @@ fn leader_demoted_by_the_joint_change_steps_down_after_leave_joint_commits() {
     for _ in 0..200 {
         net.tick(n(1)).unwrap();
     }
-    assert_eq!(net.raft(n(1)).role(), Role::Follower, "a learner never campaigns");
+    assert_eq!(
+        net.raft(n(1)).role(),
+        Role::Follower,
+        "a learner never campaigns"
+    );
     net.check_logs().unwrap();
 }
 
@@ -698,7 +715,7 @@ fn joint_changes_that_do_not_apply_are_refused_with_the_reason() {
     let refused = |g: &mut RaftGroup, c: ConfChange| {
         matches!(
             g.propose_conf_change(c),
-            Err(RaftError::InvalidConfChange { change, .. }) if change == c
+            Err(RaftError::InvalidConfChange { change, .. }) if *change == c
         )
     };
     for c in [
@@ -810,7 +827,11 @@ fn assert_joint(net: &Net, i: u32) {
     let r = net.raft(n(i));
     assert!(r.is_joint(), "node {i}");
     assert_eq!(r.voters(), nodes(&[1, 2, 4]).as_slice(), "node {i}");
-    assert_eq!(r.voters_outgoing(), nodes(&[1, 2, 3]).as_slice(), "node {i}");
+    assert_eq!(
+        r.voters_outgoing(),
+        nodes(&[1, 2, 3]).as_slice(),
+        "node {i}"
+    );
     assert_eq!(r.learners_next(), &[n(3)], "node {i}");
 }
 

@@ -371,7 +371,7 @@ fn changes_that_do_not_apply_are_refused_with_the_reason() {
         ConfChange::RemoveNode(n(9)),
     ] {
         assert!(
-            matches!(change(&mut net, 1, c), Err(RaftError::InvalidConfChange { change, .. }) if change == c),
+            matches!(change(&mut net, 1, c), Err(RaftError::InvalidConfChange { change, .. }) if *change == c),
             "{c:?}"
         );
     }
@@ -622,7 +622,7 @@ fn snapshot_with_a_malformed_configuration_is_a_typed_error() {
         to: n(2),
         term: 1,
         body: MessageBody::InstallSnapshot {
-            snapshot: meta,
+            snapshot: Box::new(meta),
             offset: 0,
             data: Vec::new(),
             done: true,

@@ -327,9 +327,16 @@ fn simulation_catches_joint_decisions_by_the_incoming_majority_alone() {
     };
     let mut totals = Totals::default();
     let found = (0..BUG_HUNT_SEEDS).find_map(|seed| {
-        run_pool_seed(seed, 3, 5, &cfg, &Faults::splits_at_reconfiguration(), &mut totals)
-            .err()
-            .map(|e| (seed, e))
+        run_pool_seed(
+            seed,
+            3,
+            5,
+            &cfg,
+            &Faults::splits_at_reconfiguration(),
+            &mut totals,
+        )
+        .err()
+        .map(|e| (seed, e))
     });
     let (seed, err) = found.expect("the broken variant survived every seed");
     println!("joint single majority caught at seed {seed}: {err}");

@@ -821,8 +821,12 @@ impl Net {
                         let voters = r.voters().to_vec();
                         let learners: Vec<NodeId> =
                             r.learners().iter().copied().filter(caught_up).collect();
-                        let outsiders: Vec<NodeId> =
-                            self.ids.iter().copied().filter(|&n| !r.is_member(n)).collect();
+                        let outsiders: Vec<NodeId> = self
+                            .ids
+                            .iter()
+                            .copied()
+                            .filter(|&n| !r.is_member(n))
+                            .collect();
                         let change = if r.is_joint() {
                             Some(ConfChange::LeaveJoint)
                         } else if learners.is_empty() {
@@ -874,8 +878,7 @@ impl Net {
                                     self.stats.joint_changes_proposed += 1;
                                 }
                                 // A partition in the middle of a reconfiguration.
-                                if rng.random_range(0..1000) < faults.split_after_joint_per_mille
-                                {
+                                if rng.random_range(0..1000) < faults.split_after_joint_per_mille {
                                     self.heal();
                                     self.stats.partitions += 1;
                                     self.split_randomly(rng);
