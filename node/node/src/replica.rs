@@ -323,8 +323,9 @@ impl<S: StateMachine> Replica<S> {
     }
 
     pub(crate) fn is_member(&self, me: NodeId) -> bool {
-        let listed = self.raft.voters().contains(&me) || self.raft.learners().contains(&me);
-        listed && !self.told_removed()
+        // While joint, an outgoing voter (demoted or removed by the joint change) is
+        // still a member: it votes, and may even lead, until the group leaves.
+        self.raft.is_member(me) && !self.told_removed()
     }
 
     /// Whether a leader told this node it was removed by an entry not yet in its log,

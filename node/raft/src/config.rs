@@ -83,6 +83,12 @@ pub struct RaftConfig {
     /// a node that crashes after voting can vote again in the same term (Raft §5.2,
     /// Figure 2: `votedFor` is persistent state). The randomized simulation must catch it.
     pub unsafe_skip_vote_persist: bool,
+    /// **Deliberately broken, tests only.** While joint (thesis §4.3), commits entries
+    /// and wins elections with a majority of the *incoming* voters alone, ignoring the
+    /// outgoing majority — so the old configuration can elect a leader, or commit,
+    /// without overlapping a decision of the new one. The joint-consensus simulation
+    /// must catch it.
+    pub unsafe_joint_single_majority: bool,
 }
 
 impl Default for RaftConfig {
@@ -105,6 +111,7 @@ impl Default for RaftConfig {
             unsafe_commit_previous_term_by_count: false,
             unsafe_allow_concurrent_conf_changes: false,
             unsafe_skip_vote_persist: false,
+            unsafe_joint_single_majority: false,
         }
     }
 }
@@ -177,7 +184,7 @@ impl RaftConfig {
     /// configuration sends: the larger of `max_bytes_per_msg` (an AppendEntries'
     /// entries) and `snapshot_chunk_bytes` (an InstallSnapshot's data), plus
     /// [`crate::MESSAGE_OVERHEAD_BYTES`]. A driver's transport must carry frames of this
-    /// size plus its own envelope; the defaults give 512 KiB + 256 bytes.
+    /// size plus its own envelope; the defaults give 512 KiB + 512 bytes.
     pub fn max_message_bytes(&self) -> usize {
         self.max_message_bytes_checked().unwrap_or(usize::MAX)
     }

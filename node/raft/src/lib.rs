@@ -52,9 +52,9 @@
 //! replication with probe/replicate/snapshot flow control, bounded in-flight messages and
 //! batch sizes, fast backtracking with conflict hints; commitment of current-term entries
 //! only (§5.4.2); ReadIndex and optional lease reads; leader transfer; log compaction and
-//! chunked InstallSnapshot; crash recovery; membership changes with learners. Three
-//! deliberately broken switches in [`RaftConfig`] exist for showing that the simulation
-//! catches bugs.
+//! chunked InstallSnapshot; crash recovery; membership changes with learners, one server
+//! at a time or several at once through joint consensus. Four deliberately broken
+//! switches in [`RaftConfig`] exist for showing that the simulation catches bugs.
 //!
 //! ## Hostile input and limits
 //!
@@ -80,11 +80,12 @@
 //! WAL record limit by them. A snapshot record carries the whole state machine image
 //! and is bounded only by `max_snapshot_bytes`.
 //!
-//! ## Membership changes (thesis §4: single-server changes, not joint consensus)
+//! ## Membership changes (thesis §4.1–4.2: single-server changes)
 //!
 //! [`RaftGroup::propose_conf_change`] appends one [`ConfChange`] — `AddLearner`,
 //! `AddVoter` (promotes a learner, or adds a newcomer directly) or `RemoveNode` — as an
-//! [`EntryKind::ConfChange`] entry. Rules:
+//! [`EntryKind::ConfChange`] entry (the joint steps `EnterJoint` and `LeaveJoint` are
+//! described in the next section). Rules:
 //!
 //! * **Takes effect on append**, on every node, committed or not (thesis §4.1); a
 //!   truncated configuration entry rolls the configuration back. The leader therefore
@@ -113,6 +114,104 @@
 //!   the configuration in effect as [`RaftEvent::ConfigChanged`] (`config_changed`).
 //! * Senders are not checked against the configuration; messages from non-members are
 //!   processed (a joining node must accept its leader) and their votes are not counted.
+//!
+//! ## Joint consensus (thesis §4.3; etcd raft's `ConfChangeV2`)
+//!
+//! To change several voters in one step — the wave-2 operator replaces voter X by Y with
+//! `AddLearner(Y)`, catch-up, `EnterJoint{promote Y, demote X}`, `LeaveJoint`, then
+//! `RemoveNode(X)` — propose [`ConfChange::EnterJoint`] with a [`JointChange`]
+//! (`add_voters`, `demote_voters`, `add_learners`, `remove`, `auto_leave`; for the
+//! replacement, [`JointChange::replace_voter`]), then [`ConfChange::LeaveJoint`].
+//!
+//! * **The joint configuration** `C_old,new` ([`ConfState`]): `voters` are the incoming
+//!   voters, `voters_outgoing` the voters before the change, `learners_next` the voters
+//!   it demoted — they still vote in the outgoing set and become learners on the leave
+//!   (etcd's `LearnersNext`). A removed voter is an outgoing voter until the leave.
+//!   [`RaftGroup::voters`] are the incoming voters; see also
+//!   [`RaftGroup::voters_outgoing`], [`RaftGroup::learners_next`],
+//!   [`RaftGroup::is_joint`] and [`RaftGroup::is_member`].
+//! * **The quorum rule**: while joint, every decision needs a majority of the incoming
+//!   voters **and** a majority of the outgoing voters — commitment (the commit index is
+//!   the smaller of the two sets' majority match indexes), elections (a candidate asks
+//!   both sets; it wins when both majorities granted and loses when a majority of
+//!   either refused), CheckQuorum, ReadIndex and the lease. This is etcd raft's
+//!   `quorum/joint.go` (`JointConfig.CommittedIndex`, `JointConfig.VoteResult`). So no
+//!   decision of `C_old,new` avoids a majority of `C_old` (what nodes that have not
+//!   appended the joint entry still decide with) or of `C_new` (what nodes that appended
+//!   `LeaveJoint` decide with).
+//! * **The rules of single-server changes hold too**: a change takes effect on append (a
+//!   truncated joint entry rolls the configuration back), one change is in flight at a
+//!   time (`LeaveJoint` waits for the joint entry to commit), and a leader changes
+//!   nothing before it committed in its term. While joint only `LeaveJoint` applies;
+//!   `EnterJoint` only outside a joint configuration; the incoming voters may not be
+//!   empty; and [`MAX_MEMBERS`] bounds the members of both sets together.
+//! * **Auto-leave**: with `auto_leave` the leader proposes `LeaveJoint` itself as soon as
+//!   the joint entry is committed (etcd's `autoLeave`); a new leader does so once it has
+//!   committed in its term.
+//! * **A leader outside the incoming voters** (demoted or removed by the joint change)
+//!   keeps leading — it is an outgoing voter and counts for the outgoing majority, not
+//!   for the incoming one — until `LeaveJoint` commits, then steps down
+//!   ([`RaftEvent::SteppedDownRemoved`], thesis §4.2.2). To spare the group that
+//!   election, the caller transfers leadership to an incoming voter first (as the wave-2
+//!   operator does); while joint, [`RaftGroup::transfer_leader`] refuses an outgoing-only
+//!   target. Learners never vote; a demoted voter is a learner of `C_new`.
+//! * **Durability**: the joint state is rebuilt from the configuration entries of the
+//!   WAL and from [`SnapshotMeta::conf`], which carries the whole [`ConfState`]. Snapshot
+//!   records are written in WAL format 2 (see [`RaftRecord`]); the format-1 records of
+//!   older builds still replay, and single-server entries keep their encoding. Messages
+//!   carry the larger [`SnapshotMeta`] (hence [`MESSAGE_OVERHEAD_BYTES`] of 512), so the
+//!   members of a group must all run a build with joint consensus.
+//! * **Events**: [`RaftEvent::ConfigChanged`] carries `voters_outgoing`, and the change
+//!   maps to kvlab-types' `MembershipChange::EnterJoint` / `LeaveJoint`.
+//! * **Mapping to etcd**: `EnterJoint` is a `ConfChangeV2` with transition
+//!   `ConfChangeTransitionJointExplicit` (`JointImplicit` with `auto_leave`) whose changes
+//!   are `ConfChangeAddNode` (`add_voters`), `ConfChangeAddLearnerNode` (`add_learners`,
+//!   and `demote_voters` for voters) and `ConfChangeRemoveNode` (`remove`); `LeaveJoint`
+//!   is the empty `ConfChangeV2`. etcd's `ConfChangeTransitionAuto` (a simple change when
+//!   one suffices) is the caller's choice of a single-server change here.
+//!
+//! ```
+//! use kvlab_raft::*;
+//! use kvlab_types::{seeded_rng, NodeId};
+//!
+//! // Voters {1, 2, 3}, learner 4: replace voter 3 by 4, leaving automatically.
+//! let conf = ConfState {
+//!     voters: MemberSet::from_slice(&[NodeId(1), NodeId(2), NodeId(3)]).unwrap(),
+//!     learners: MemberSet::from_slice(&[NodeId(4)]).unwrap(),
+//!     ..ConfState::default()
+//! };
+//! let enter = ConfChange::EnterJoint(
+//!     JointChange::replace_voter(NodeId(4), NodeId(3)).with_auto_leave(true),
+//! );
+//! let joint = conf.apply(enter).unwrap();
+//! assert!(joint.is_joint());
+//! assert_eq!(joint.voters.as_slice(), &[NodeId(1), NodeId(2), NodeId(4)]); // C_new
+//! assert_eq!(joint.voters_outgoing.as_slice(), &[NodeId(1), NodeId(2), NodeId(3)]); // C_old
+//! assert_eq!(joint.learners_next.as_slice(), &[NodeId(3)]); // votes in C_old until the leave
+//! let after = joint.apply(ConfChange::LeaveJoint).unwrap();
+//! assert!(!after.is_joint());
+//! assert_eq!(after.learners.as_slice(), &[NodeId(3)]);
+//!
+//! // On a group the change is a proposal, in effect on append. Here the incoming voters
+//! // {1, 2} need node 2 as well, so the joint entry waits for it; once it commits, the
+//! // leader appends the LeaveJoint by itself (auto_leave).
+//! let mut rng = seeded_rng(1);
+//! let mut g = RaftGroup::new(GroupId(7), NodeId(1), &[NodeId(1)], RaftConfig::default(), &mut rng)?;
+//! while g.role() != Role::Leader {
+//!     g.tick(&mut rng);
+//! }
+//! g.propose_conf_change(ConfChange::AddLearner(NodeId(2)))?;
+//! let promote = JointChange {
+//!     add_voters: MemberSet::from_slice(&[NodeId(2)]).unwrap(),
+//!     auto_leave: true,
+//!     ..JointChange::default()
+//! };
+//! let at = g.propose_conf_change(ConfChange::EnterJoint(promote))?;
+//! assert!(g.is_joint(), "1 alone is no majority of the incoming voters {{1, 2}}");
+//! assert_eq!(g.voters_outgoing(), &[NodeId(1)]);
+//! assert!(g.commit_index() < at.index);
+//! # Ok::<(), RaftError>(())
+//! ```
 //!
 //! ## Lease reads (off by default; need bounded clock drift)
 //!
@@ -154,8 +253,8 @@ pub use progress::{PeerProgress, ProgressState};
 pub use raft::{EntryId, RaftGroup, RaftStats, Role};
 pub use ready::{RaftEvent, ReadState, Ready};
 pub use storage::{
-    ConfChange, ConfState, ENTRY_OVERHEAD_BYTES, Entry, EntryKind, HardState, MAX_MEMBERS,
-    MemberSet, RaftRecord, RecoveredState, Snapshot, SnapshotMeta, WalRecord,
+    ConfChange, ConfState, ENTRY_OVERHEAD_BYTES, Entry, EntryKind, HardState, JointChange,
+    MAX_MEMBERS, MemberSet, RaftRecord, RecoveredState, Snapshot, SnapshotMeta, WalRecord,
 };
 
 /// Identifies a Raft group (one per partition, plus a metadata group); defined in
@@ -288,8 +387,9 @@ pub enum RaftError {
     /// A membership change that does not apply to the current configuration.
     #[error("invalid configuration change {change:?}: {reason}")]
     InvalidConfChange {
-        /// The change.
-        change: ConfChange,
+        /// The change (boxed: a joint change is a few hundred bytes, and every
+        /// `Result` of this crate would carry them).
+        change: Box<ConfChange>,
         /// Why it does not apply.
         reason: String,
     },

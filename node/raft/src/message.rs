@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::GroupId;
 use crate::config::RaftConfig;
-use crate::storage::{Entry, MAX_MEMBERS, SnapshotMeta};
+use crate::storage::{Entry, EntryKind, SnapshotMeta};
 use kvlab_types::NodeId;
 
 /// The highest term a node adopts from a message or campaigns into. A message with a
@@ -55,9 +55,10 @@ pub const MAX_INDEX: u64 = u64::MAX / 2;
 /// An upper bound on the postcard-encoded size of a [`RaftMessage`] beyond its entries'
 /// [`Entry::size_bytes`] (AppendEntries) or its chunk's data (InstallSnapshot): the
 /// group, sender, receiver, term, body tag, the fixed fields and the snapshot metadata
-/// with two full member sets, every integer at its longest varint. See
+/// with four full member sets (a joint configuration: voters, learners, outgoing voters,
+/// demoted voters), every integer at its longest varint. See
 /// [`RaftConfig::max_message_bytes`].
-pub const MESSAGE_OVERHEAD_BYTES: usize = 256;
+pub const MESSAGE_OVERHEAD_BYTES: usize = 512;
 
 /// Why a message was refused before it reached the protocol state. Each variant names
 /// the offending value, so a counted refusal can be explained.
@@ -144,11 +145,20 @@ pub enum MessageDefect {
         /// The rejected `prev_log_index`.
         prev_log_index: u64,
     },
-    /// A snapshot's configuration is not a well-formed member set (unsorted, duplicate,
-    /// overfull, a voter that is also a learner).
+    /// A snapshot's configuration is not well formed ([`crate::ConfState::is_well_formed`]:
+    /// an unsorted, duplicate or overfull set, a voter that is also a learner, joint
+    /// fields outside a joint configuration, a demoted voter that is not outgoing).
     #[error("snapshot {index}: malformed configuration")]
     MalformedConfiguration {
         /// The snapshot's index.
+        index: u64,
+    },
+    /// A configuration entry's data is not a well-formed [`crate::ConfChange`] (it does
+    /// not decode, or a joint change names nobody or one node twice): no leader
+    /// proposes one.
+    #[error("entry {index}: malformed configuration change")]
+    MalformedConfChange {
+        /// The entry's index.
         index: u64,
     },
     /// A snapshot chunk ends beyond `max_snapshot_bytes`.
@@ -291,8 +301,10 @@ pub enum MessageBody {
     },
     /// One chunk of a snapshot (Raft §7, Figure 13), at most `snapshot_chunk_bytes`.
     InstallSnapshot {
-        /// Which snapshot.
-        snapshot: SnapshotMeta,
+        /// Which snapshot (boxed: a joint configuration makes the meta a few hundred
+        /// bytes, which every message would otherwise carry in memory; the encoding is
+        /// the same).
+        snapshot: Box<SnapshotMeta>,
         /// Byte offset of `data` in the snapshot.
         offset: u64,
         /// The chunk.
@@ -302,8 +314,8 @@ pub enum MessageBody {
     },
     /// Acknowledges snapshot chunks received so far (the next offset wanted).
     InstallSnapshotResponse {
-        /// Which snapshot.
-        snapshot: SnapshotMeta,
+        /// Which snapshot (boxed, as in `InstallSnapshot`).
+        snapshot: Box<SnapshotMeta>,
         /// The next byte offset the follower wants.
         next_offset: u64,
     },
@@ -394,6 +406,11 @@ impl RaftMessage {
                             max_bytes: cfg.max_entry_bytes,
                         });
                     }
+                    if e.kind == EntryKind::ConfChange
+                        && !e.conf_change().is_some_and(|c| c.is_well_formed())
+                    {
+                        return Err(MessageDefect::MalformedConfChange { index: e.index });
+                    }
                 }
             }
             MessageBody::AppendEntriesResponse { result } => match *result {
@@ -466,8 +483,7 @@ fn validate_snapshot_meta(meta: &SnapshotMeta, term: u64) -> Result<(), MessageD
             index: meta.index,
         });
     }
-    let members = meta.conf.voters.len() + meta.conf.learners.len();
-    if !meta.conf.is_well_formed() || members > MAX_MEMBERS {
+    if !meta.conf.is_well_formed() {
         return Err(MessageDefect::MalformedConfiguration { index: meta.index });
     }
     Ok(())

@@ -61,6 +61,17 @@ pub struct RaftStats {
     pub proposals_too_large: u64,
 }
 
+/// Where an election stands (etcd `quorum.VoteResult`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum VoteOutcome {
+    /// Not decided yet.
+    Pending,
+    /// A majority of every deciding voter set granted.
+    Won,
+    /// A majority of some deciding voter set refused.
+    Lost,
+}
+
 #[derive(Clone, Debug)]
 struct PendingRead {
     ctx: u64,
@@ -88,12 +99,12 @@ pub struct RaftGroup {
     bootstrap: ConfState,
     /// The configuration in effect: the latest configuration entry in the log (applied
     /// on append, thesis §4.1), else the snapshot's, else `bootstrap`.
-    voters: Vec<NodeId>,
-    learners: Vec<NodeId>,
+    conf: ConfState,
     /// Index and term of the configuration entry in effect (0: none in the log).
     conf_index: u64,
     conf_term: u64,
-    /// Whether this node was a voter in the configuration before the one in effect.
+    /// Whether this node was a voter (incoming or outgoing) in the configuration before
+    /// the one in effect.
     voter_before_latest_conf: bool,
     cfg: RaftConfig,
 
@@ -183,7 +194,7 @@ impl RaftGroup {
         }
         let bootstrap = ConfState {
             voters: bootstrap_voters,
-            learners: MemberSet::default(),
+            ..ConfState::default()
         };
         let snapshot = state.snapshot.unwrap_or_default();
         let base = snapshot.meta.index;
@@ -231,8 +242,7 @@ impl RaftGroup {
             group,
             id,
             bootstrap,
-            voters: Vec::new(),
-            learners: Vec::new(),
+            conf: bootstrap,
             conf_index: 0,
             conf_term: 0,
             voter_before_latest_conf: false,
@@ -268,11 +278,10 @@ impl RaftGroup {
             vote_guard_ticks,
         };
         let (conf, prev, conf_index, conf_term) = g.conf_upto(u64::MAX);
-        g.voters = conf.voters.as_slice().to_vec();
-        g.learners = conf.learners.as_slice().to_vec();
+        g.conf = conf;
         g.conf_index = conf_index;
         g.conf_term = conf_term;
-        g.voter_before_latest_conf = prev.voters.contains(id);
+        g.voter_before_latest_conf = prev.is_voter(id);
         g.reset_timers(rng);
         Ok(g)
     }
@@ -303,22 +312,40 @@ impl RaftGroup {
     pub fn leader(&self) -> Option<NodeId> {
         self.leader
     }
-    /// The voters of the configuration in effect here, sorted.
+    /// The voters of the configuration in effect here, sorted (while joint: the
+    /// incoming voters, see [`RaftGroup::voters_outgoing`]).
     pub fn voters(&self) -> &[NodeId] {
-        &self.voters
+        self.conf.voters.as_slice()
+    }
+    /// The outgoing voters of a joint configuration (thesis §4.3), sorted; empty when
+    /// the configuration in effect is not joint.
+    pub fn voters_outgoing(&self) -> &[NodeId] {
+        self.conf.voters_outgoing.as_slice()
     }
     /// The learners (non-voting members that receive the log) of the configuration in
-    /// effect here, sorted.
+    /// effect here, sorted. Voters demoted by a joint change are not among them until
+    /// the joint configuration is left: see [`RaftGroup::learners_next`].
     pub fn learners(&self) -> &[NodeId] {
-        &self.learners
+        self.conf.learners.as_slice()
+    }
+    /// The outgoing voters a joint change demoted: they vote in the outgoing
+    /// configuration and become learners when it is left (etcd's `LearnersNext`).
+    pub fn learners_next(&self) -> &[NodeId] {
+        self.conf.learners_next.as_slice()
+    }
+    /// Whether the configuration in effect here is joint (thesis §4.3).
+    pub fn is_joint(&self) -> bool {
+        self.conf.is_joint()
+    }
+    /// Whether `n` is a member of the configuration in effect here: a voter (incoming
+    /// or outgoing) or a learner.
+    pub fn is_member(&self, n: NodeId) -> bool {
+        self.conf.is_member(n)
     }
     /// The configuration in effect here (it takes effect when its entry is appended,
     /// not when it commits: thesis §4.1).
     pub fn conf_state(&self) -> ConfState {
-        ConfState {
-            voters: MemberSet::from_slice(&self.voters).unwrap_or_default(),
-            learners: MemberSet::from_slice(&self.learners).unwrap_or_default(),
-        }
+        self.conf
     }
     /// The index of the configuration entry in effect (0 when the configuration comes
     /// from the snapshot or the bootstrap voters). A change is pending while it is above
@@ -327,9 +354,9 @@ impl RaftGroup {
         self.conf_index
     }
     /// Whether this leader may serve reads from its lease now ([`RaftConfig::lease_reads`]):
-    /// a quorum of voters acknowledged a heartbeat sent less than `lease_ticks` ago (by
-    /// this node's clock), no leader transfer happened this term, and an entry of this
-    /// term is committed.
+    /// a quorum of voters (while joint, of each voter set) acknowledged a heartbeat sent
+    /// less than `lease_ticks` ago (by this node's clock), no leader transfer happened
+    /// this term, and an entry of this term is committed.
     pub fn has_lease(&self) -> bool {
         if !self.cfg.lease_reads
             || self.role != Role::Leader
@@ -339,8 +366,21 @@ impl RaftGroup {
             return false;
         }
         let now = self.leader_ticks;
-        let mut sent: Vec<u64> = self
-            .voters
+        // The lease dates from the oldest heartbeat a majority needs, in each set.
+        let start = [self.conf.voters, self.conf.voters_outgoing]
+            .iter()
+            .filter(|set| !set.is_empty())
+            .map(|set| self.lease_start(set.as_slice(), now))
+            .min()
+            .flatten();
+        start.is_some_and(|start| now < start + u64::from(self.cfg.lease_ticks))
+    }
+
+    /// When (in `leader_ticks`) the heartbeat was sent whose acknowledgements give `set`
+    /// a majority: the majority-th latest send any voter of `set` acknowledged (the
+    /// leader counts as acknowledging now). `None` without such a majority.
+    fn lease_start(&self, set: &[NodeId], now: u64) -> Option<u64> {
+        let mut sent: Vec<u64> = set
             .iter()
             .filter_map(|&v| {
                 if v == self.id {
@@ -354,12 +394,12 @@ impl RaftGroup {
                 Some(self.lease_rounds[k].1)
             })
             .collect();
-        if sent.len() < self.quorum() {
-            return false;
+        let majority = set.len() / 2 + 1;
+        if sent.len() < majority {
+            return None;
         }
         sent.sort_unstable_by(|a, b| b.cmp(a));
-        let start = sent[self.quorum() - 1];
-        now < start + u64::from(self.cfg.lease_ticks)
+        Some(sent[majority - 1])
     }
     /// The highest committed index known here.
     pub fn commit_index(&self) -> u64 {
@@ -423,38 +463,108 @@ impl RaftGroup {
         &self.cfg
     }
 
-    fn quorum(&self) -> usize {
-        self.voters.len() / 2 + 1
-    }
-
+    /// Whether `n` votes in the configuration in effect (incoming or outgoing voter).
     fn is_voter(&self, n: NodeId) -> bool {
-        self.voters.binary_search(&n).is_ok()
+        self.conf.is_voter(n)
     }
 
-    fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
-        let me = self.id;
-        self.voters.iter().copied().filter(move |&n| n != me)
-    }
-
-    /// Everyone the leader replicates to: voters and learners but itself, sorted.
-    fn replicas(&self) -> Vec<NodeId> {
+    /// Every voter but this node (incoming and outgoing), sorted: whom to ask for votes.
+    fn peers(&self) -> Vec<NodeId> {
         let mut v: Vec<NodeId> = self
+            .conf
             .voters
+            .as_slice()
             .iter()
-            .chain(self.learners.iter())
+            .chain(self.conf.voters_outgoing.as_slice())
             .copied()
             .filter(|&n| n != self.id)
             .collect();
         v.sort();
+        v.dedup();
         v
     }
 
-    /// How many voters satisfy `acked` (the leader counts itself if it is a voter).
-    fn voters_acking(&self, acked: impl Fn(&Progress) -> bool) -> usize {
-        self.voters
+    /// Everyone the leader replicates to: every member but itself, sorted.
+    fn replicas(&self) -> Vec<NodeId> {
+        let mut v = self.conf.members();
+        v.retain(|&n| n != self.id);
+        v
+    }
+
+    /// **The quorum rule** (thesis §4.3; etcd raft `quorum/joint.go`): whether `yes`
+    /// holds for a majority of the voters and, while joint, *also* for a majority of
+    /// the outgoing voters. CheckQuorum and ReadIndex decide with it, the lease with the
+    /// same rule in [`RaftGroup::has_lease`], elections with [`RaftGroup::joint_vote`]
+    /// and commitment with [`RaftGroup::joint_committed_index`].
+    fn joint_majority(&self, yes: impl Fn(NodeId) -> bool) -> bool {
+        let majority = |set: &MemberSet| {
+            let s = set.as_slice();
+            s.is_empty() || s.iter().filter(|&&n| yes(n)).count() > s.len() / 2
+        };
+        majority(&self.conf.voters) && majority(&self.conf.voters_outgoing)
+    }
+
+    /// Whether `acked` holds, by the leader's view of its followers, for a majority of
+    /// each voter set (the leader counts itself wherever it is a voter).
+    fn quorum_acked(&self, acked: impl Fn(&Progress) -> bool) -> bool {
+        self.joint_majority(|n| n == self.id || self.progress.get(&n).is_some_and(&acked))
+    }
+
+    /// The voter sets whose majorities decide commitment and elections: the incoming
+    /// voters and, while joint, the outgoing ones — or, with the deliberately broken
+    /// [`RaftConfig::unsafe_joint_single_majority`], the incoming voters only.
+    fn deciding_sets(&self) -> Vec<MemberSet> {
+        if self.conf.is_joint() && !self.cfg.unsafe_joint_single_majority {
+            vec![self.conf.voters, self.conf.voters_outgoing]
+        } else {
+            vec![self.conf.voters]
+        }
+    }
+
+    /// The outcome of the votes collected so far: won once a majority of every
+    /// deciding set granted, lost once a majority of some set refused (etcd
+    /// `JointConfig.VoteResult`). Only votes of voters count.
+    fn joint_vote(&self) -> VoteOutcome {
+        let mut outcome = VoteOutcome::Won;
+        for set in self.deciding_sets() {
+            let s = set.as_slice();
+            let majority = s.len() / 2 + 1;
+            let granted = s
+                .iter()
+                .filter(|n| self.votes.get(n) == Some(&true))
+                .count();
+            let refused = s
+                .iter()
+                .filter(|n| self.votes.get(n) == Some(&false))
+                .count();
+            if refused >= majority {
+                return VoteOutcome::Lost;
+            }
+            if granted < majority {
+                outcome = VoteOutcome::Pending;
+            }
+        }
+        outcome
+    }
+
+    /// The highest index a majority of every deciding set holds: the minimum over the
+    /// sets of each one's majority match index (etcd `JointConfig.CommittedIndex`).
+    fn joint_committed_index(&self) -> u64 {
+        self.deciding_sets()
             .iter()
-            .filter(|&&n| n == self.id || self.progress.get(&n).is_some_and(&acked))
-            .count()
+            .map(|set| {
+                let mut matched: Vec<u64> = set
+                    .as_slice()
+                    .iter()
+                    .map(|n| self.progress.get(n).map_or(0, |p| p.match_index))
+                    .collect();
+                matched.sort_unstable_by(|a, b| b.cmp(a));
+                // A set is never empty here: the incoming voters never are, the
+                // outgoing set is used only while joint.
+                matched.get(matched.len() / 2).copied().unwrap_or(0)
+            })
+            .min()
+            .unwrap_or(0)
     }
 
     // ----- membership --------------------------------------------------------------------
@@ -486,7 +596,8 @@ impl RaftGroup {
     }
 
     /// Whether this node may start an election: it is a voter of the configuration in
-    /// effect, or that configuration removed it but is not committed here yet. The
+    /// effect (incoming or, while joint, outgoing), or that configuration removed it
+    /// but is not committed here yet. The
     /// latter matters: a leader that removed itself and lost leadership before the
     /// removal committed may hold the only up-to-date log among the remaining voters;
     /// it must be able to win again (counting only the new configuration's votes), commit
@@ -501,7 +612,7 @@ impl RaftGroup {
     /// compaction), and adjusts the leader's progress map.
     fn recompute_config(&mut self) {
         let (conf, prev, at, at_term) = self.conf_upto(u64::MAX);
-        self.voter_before_latest_conf = prev.voters.contains(self.id);
+        self.voter_before_latest_conf = prev.is_voter(self.id);
         let change = if at != 0 && (at, at_term) != (self.conf_index, self.conf_term) {
             self.log.entry(at).and_then(Entry::conf_change)
         } else {
@@ -509,18 +620,16 @@ impl RaftGroup {
         };
         self.conf_index = at;
         self.conf_term = at_term;
-        let voters = conf.voters.as_slice().to_vec();
-        let learners = conf.learners.as_slice().to_vec();
-        if voters == self.voters && learners == self.learners {
+        if conf == self.conf {
             return;
         }
-        self.voters = voters;
-        self.learners = learners;
+        self.conf = conf;
         self.events.push(RaftEvent::ConfigChanged {
             index: at,
             change,
-            voters: self.voters.clone(),
-            learners: self.learners.clone(),
+            voters: self.voters().to_vec(),
+            voters_outgoing: self.voters_outgoing().to_vec(),
+            learners: self.learners().to_vec(),
         });
         if self.role == Role::Leader {
             let next = self.log.last_index() + 1;
@@ -533,17 +642,23 @@ impl RaftGroup {
                     .entry(n)
                     .or_insert_with(|| Progress::new(next));
             }
-            if self.transferee.is_some_and(|t| !self.is_voter(t)) {
+            if self
+                .transferee
+                .is_some_and(|t| !self.conf.voters.contains(t))
+            {
                 self.transferee = None;
             }
         }
     }
 
-    /// Thesis §4.2.2: a leader that is not part of the configuration steps down once
-    /// that configuration is committed.
+    /// Thesis §4.2.2: a leader that is not a voter of the configuration steps down
+    /// once that configuration is committed. A leader that a joint change demotes or
+    /// removes is an outgoing voter while joint, so it keeps leading through the joint
+    /// configuration and steps down when `LeaveJoint` commits.
     fn maybe_step_down_removed(&mut self, rng: &mut Rng) {
         if self.role == Role::Leader
-            && !self.is_voter(self.id)
+            && !self.conf.is_joint()
+            && !self.conf.voters.contains(self.id)
             && self.conf_index <= self.log.committed
         {
             self.events
@@ -727,9 +842,9 @@ impl RaftGroup {
             term: vote_term,
             pre_vote,
         });
-        // Counted only if this node is a voter of its configuration (votes_granted).
+        // Counted only where this node is a voter (joint_vote).
         self.votes.insert(self.id, true);
-        if self.votes_granted() >= self.quorum() {
+        if self.joint_vote() == VoteOutcome::Won {
             // A single-voter group wins at once.
             if pre_vote {
                 self.campaign(false, leader_transfer, rng);
@@ -739,8 +854,7 @@ impl RaftGroup {
             return;
         }
         let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
-        let peers: Vec<NodeId> = self.peers().collect();
-        for to in peers {
+        for to in self.peers() {
             self.send(
                 to,
                 vote_term,
@@ -752,20 +866,6 @@ impl RaftGroup {
                 },
             );
         }
-    }
-
-    fn votes_granted(&self) -> usize {
-        self.votes
-            .iter()
-            .filter(|&(n, &g)| g && self.is_voter(*n))
-            .count()
-    }
-
-    fn votes_rejected(&self) -> usize {
-        self.votes
-            .iter()
-            .filter(|&(n, &g)| !g && self.is_voter(*n))
-            .count()
     }
 
     fn become_leader(&mut self) {
@@ -836,8 +936,7 @@ impl RaftGroup {
             if self.election_elapsed >= self.cfg.election_ticks {
                 self.election_elapsed = 0;
                 if self.cfg.check_quorum {
-                    let active = self.voters_acking(|p| p.recent_active);
-                    if active < self.quorum() {
+                    if !self.quorum_acked(|p| p.recent_active) {
                         self.events
                             .push(RaftEvent::SteppedDownNoQuorum { term: self.term });
                         let term = self.term;
@@ -852,6 +951,8 @@ impl RaftGroup {
                 // A transfer that did not finish within an election timeout is abandoned.
                 self.transferee = None;
             }
+            // An automatic leave refused earlier (e.g. during a transfer) is retried.
+            self.maybe_auto_leave();
             if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks {
                 self.heartbeat_elapsed = 0;
                 if self.cfg.lease_reads {
@@ -926,7 +1027,7 @@ impl RaftGroup {
     }
 
     fn start_read(&mut self, ctx: u64) {
-        if self.has_lease() || self.voters == [self.id] {
+        if self.has_lease() || self.joint_majority(|n| n == self.id) {
             self.read_states.push(ReadState {
                 ctx,
                 index: self.log.committed,
@@ -945,8 +1046,7 @@ impl RaftGroup {
     fn release_reads(&mut self) {
         while let Some(front) = self.pending_reads.front() {
             let round = front.round;
-            let acks = self.voters_acking(|p| p.read_round_acked >= round);
-            if acks < self.quorum() {
+            if !self.quorum_acked(|p| p.read_round_acked >= round) {
                 break;
             }
             let r = self.pending_reads.pop_front().expect("front exists");
@@ -966,7 +1066,8 @@ impl RaftGroup {
                 leader: self.leader,
             });
         }
-        if to == self.id || !self.is_voter(to) {
+        // Only an incoming voter: an outgoing one would step down after LeaveJoint.
+        if to == self.id || !self.conf.voters.contains(to) {
             return Err(RaftError::InvalidTransferTarget { to });
         }
         self.transferee = Some(to);
@@ -997,13 +1098,21 @@ impl RaftGroup {
         Ok(())
     }
 
-    /// Proposes a single-server membership change (thesis §4.1). It takes effect on the
-    /// leader at once (the entry is appended) and on each follower when it appends the
-    /// entry; the caller sees the entry in [`Ready::committed_entries`] with
-    /// [`EntryKind::ConfChange`] once it commits. Refused while another change is
-    /// uncommitted, before the leader committed an entry of its term, during a leader
-    /// transfer, or if the change does not apply (adding a member twice, removing a
-    /// non-member or the last voter, more than [`crate::MAX_MEMBERS`] members).
+    /// Proposes a membership change: a single-server change (thesis §4.1) or a step of
+    /// joint consensus (thesis §4.3: [`ConfChange::EnterJoint`], then
+    /// [`ConfChange::LeaveJoint`] — or let the leader leave by itself with
+    /// [`crate::JointChange::auto_leave`]). It takes effect on the leader at once (the
+    /// entry is appended) and on each follower when it appends the entry; the caller
+    /// sees the entry in [`Ready::committed_entries`] with [`EntryKind::ConfChange`]
+    /// once it commits. Refused while another change is uncommitted (so `LeaveJoint`
+    /// waits for the joint entry to commit), before the leader committed an entry of its
+    /// term, during a leader transfer, or if the change does not apply to the
+    /// configuration in effect ([`ConfState::apply`]: adding a member twice, removing a
+    /// non-member or the last voter, a single-server change or `EnterJoint` while joint,
+    /// `LeaveJoint` while not joint, a joint change leaving no incoming voter, more than
+    /// [`crate::MAX_MEMBERS`] members). A change whose encoding exceeds
+    /// [`RaftConfig::max_entry_bytes`] is refused like any proposal
+    /// ([`RaftError::EntryTooLarge`]).
     pub fn propose_conf_change(&mut self, change: ConfChange) -> Result<EntryId, RaftError> {
         if self.role != Role::Leader {
             return Err(RaftError::NotLeader {
@@ -1031,10 +1140,21 @@ impl RaftGroup {
                 limit: self.cfg.max_uncommitted_entries,
             });
         }
-        self.conf_state()
+        self.conf
             .apply(change)
-            .map_err(|reason| RaftError::InvalidConfChange { change, reason })?;
-        let id = self.append_entry(EntryKind::ConfChange, change.encode());
+            .map_err(|reason| RaftError::InvalidConfChange {
+                change: Box::new(change),
+                reason,
+            })?;
+        let data = change.encode();
+        if data.len() > self.cfg.max_entry_bytes {
+            self.stats.proposals_too_large += 1;
+            return Err(RaftError::EntryTooLarge {
+                len_bytes: data.len(),
+                max_bytes: self.cfg.max_entry_bytes,
+            });
+        }
+        let id = self.append_entry(EntryKind::ConfChange, data);
         self.broadcast_pending = true;
         Ok(id)
     }
@@ -1180,7 +1300,7 @@ impl RaftGroup {
             MessageBody::InstallSnapshotResponse {
                 snapshot,
                 next_offset,
-            } if leading && *snapshot == self.log.snapshot.meta => {
+            } if leading && **snapshot == self.log.snapshot.meta => {
                 let len_bytes = self.log.snapshot.data.len() as u64;
                 if *next_offset > len_bytes {
                     return Err(MessageDefect::SnapshotOffsetBeyondData {
@@ -1299,7 +1419,7 @@ impl RaftGroup {
                 done,
             } => {
                 self.follow(m.from, rng);
-                self.handle_install_snapshot(m.from, snapshot, offset, data, done);
+                self.handle_install_snapshot(m.from, *snapshot, offset, data, done);
                 Ok(())
             }
             MessageBody::TimeoutNow => {
@@ -1328,7 +1448,7 @@ impl RaftGroup {
                 next_offset,
             } => {
                 if self.role == Role::Leader {
-                    self.handle_snapshot_response(m.from, snapshot, next_offset);
+                    self.handle_snapshot_response(m.from, *snapshot, next_offset);
                 }
                 Ok(())
             }
@@ -1398,15 +1518,14 @@ impl RaftGroup {
             return;
         }
         self.votes.entry(from).or_insert(granted);
-        if self.votes_granted() >= self.quorum() {
-            if pre_vote {
-                self.campaign(false, false, rng);
-            } else {
-                self.become_leader();
+        match self.joint_vote() {
+            VoteOutcome::Won if pre_vote => self.campaign(false, false, rng),
+            VoteOutcome::Won => self.become_leader(),
+            VoteOutcome::Lost => {
+                let term = self.term;
+                self.become_follower(term, None, rng);
             }
-        } else if self.votes_rejected() >= self.quorum() {
-            let term = self.term;
-            self.become_follower(term, None, rng);
+            VoteOutcome::Pending => {}
         }
     }
 
@@ -1504,7 +1623,7 @@ impl RaftGroup {
                 leader,
                 term,
                 MessageBody::InstallSnapshotResponse {
-                    snapshot: meta,
+                    snapshot: Box::new(meta),
                     next_offset: 0,
                 },
             );
@@ -1516,7 +1635,7 @@ impl RaftGroup {
                 leader,
                 term,
                 MessageBody::InstallSnapshotResponse {
-                    snapshot: meta,
+                    snapshot: Box::new(meta),
                     next_offset,
                 },
             );
@@ -1530,7 +1649,7 @@ impl RaftGroup {
                 leader,
                 term,
                 MessageBody::InstallSnapshotResponse {
-                    snapshot: meta,
+                    snapshot: Box::new(meta),
                     next_offset,
                 },
             );
@@ -1695,7 +1814,7 @@ impl RaftGroup {
             to,
             term,
             MessageBody::InstallSnapshot {
-                snapshot: meta,
+                snapshot: Box::new(meta),
                 offset: start as u64,
                 data,
                 done,
@@ -1811,14 +1930,12 @@ impl RaftGroup {
     /// Advances the commit index to the highest index a quorum holds, but only if that
     /// entry is from the current term (Raft §5.4.2: never commit an earlier term's entry
     /// by counting replicas). Returns whether it advanced.
+    ///
+    /// While joint the candidate is the highest index held by a majority of the
+    /// incoming voters *and* a majority of the outgoing ones (thesis §4.3): the smaller
+    /// of the two sets' majority indexes.
     fn maybe_commit(&mut self) -> bool {
-        let mut matched: Vec<u64> = self
-            .voters
-            .iter()
-            .map(|n| self.progress.get(n).map_or(0, |p| p.match_index))
-            .collect();
-        matched.sort_unstable_by(|a, b| b.cmp(a));
-        let candidate = matched[self.quorum() - 1];
+        let candidate = self.joint_committed_index();
         if candidate <= self.log.committed {
             return false;
         }
@@ -1833,6 +1950,25 @@ impl RaftGroup {
                 self.start_read(ctx);
             }
         }
+        self.maybe_auto_leave();
         true
+    }
+
+    /// etcd's `autoLeave`: a leader in a joint configuration entered with
+    /// [`crate::JointChange::auto_leave`] proposes [`ConfChange::LeaveJoint`] as soon as
+    /// the joint entry is committed (and it committed an entry of its term, like any
+    /// change). Called whenever the commit index advances and on every leader tick, so
+    /// that a leave refused for a moment (a transfer, the uncommitted limit) is retried
+    /// and a new leader finishes what its predecessor entered.
+    fn maybe_auto_leave(&mut self) {
+        if self.role != Role::Leader
+            || !self.conf.is_joint()
+            || !self.conf.auto_leave
+            || self.conf_index > self.log.committed
+        {
+            return;
+        }
+        // Refused only for a moment (see above); the next tick or commit retries.
+        let _ = self.propose_conf_change(ConfChange::LeaveJoint);
     }
 }

@@ -21,6 +21,10 @@ pub struct ReadState {
 /// Something worth recording in a run's `events.jsonl` (as a [`NodeEvent`] of the
 /// group, see [`RaftEvent::into_node_event`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "ConfigChanged carries a Copy ConfChange; events are rare"
+)]
 pub enum RaftEvent {
     /// Started a (pre-)election for `term`.
     ElectionStarted {
@@ -67,19 +71,24 @@ pub enum RaftEvent {
     },
     /// The configuration in effect here changed: a configuration entry was appended, a
     /// conflicting one was truncated away, or a snapshot brought a new one. Query
-    /// [`crate::RaftGroup::voters`] and [`crate::RaftGroup::learners`] for the sets.
+    /// [`crate::RaftGroup::conf_state`] for every set.
     ConfigChanged {
         /// The index of the configuration entry now in effect (0: snapshot/bootstrap).
         index: u64,
         /// The change that entry carries, when the new configuration came from one.
         change: Option<ConfChange>,
-        /// The voters of the new configuration.
+        /// The voters of the new configuration (the incoming voters while joint).
         voters: Vec<NodeId>,
+        /// The outgoing voters while the new configuration is joint (thesis §4.3),
+        /// else empty. A voter the joint change demoted is here (it still votes) and
+        /// joins `learners` when the joint configuration is left.
+        voters_outgoing: Vec<NodeId>,
         /// The learners of the new configuration.
         learners: Vec<NodeId>,
     },
-    /// A leader removed from the configuration stepped down once its removal committed
-    /// (thesis §4.2.2).
+    /// A leader removed from the voters (removed, or demoted to learner by a joint
+    /// change) stepped down once the configuration without it committed (thesis
+    /// §4.2.2; after a joint change, when `LeaveJoint` committed).
     SteppedDownRemoved {
         /// The term it led.
         term: u64,
@@ -121,12 +130,14 @@ impl RaftEvent {
                 index,
                 change,
                 voters,
+                voters_outgoing,
                 learners,
             } => NodeEvent::ConfigChanged {
                 group,
                 index,
                 change: change.map(MembershipChange::from),
                 voters,
+                voters_outgoing,
                 learners,
             },
             RaftEvent::SteppedDownRemoved { term } => NodeEvent::LeaderRemoved { group, term },
@@ -145,6 +156,14 @@ impl From<ConfChange> for MembershipChange {
             ConfChange::AddLearner(n) => MembershipChange::AddLearner(n),
             ConfChange::AddVoter(n) => MembershipChange::AddVoter(n),
             ConfChange::RemoveNode(n) => MembershipChange::RemoveNode(n),
+            ConfChange::EnterJoint(j) => MembershipChange::EnterJoint {
+                add_voters: j.add_voters.as_slice().to_vec(),
+                demote_voters: j.demote_voters.as_slice().to_vec(),
+                add_learners: j.add_learners.as_slice().to_vec(),
+                remove: j.remove.as_slice().to_vec(),
+                auto_leave: j.auto_leave,
+            },
+            ConfChange::LeaveJoint => MembershipChange::LeaveJoint,
         }
     }
 }

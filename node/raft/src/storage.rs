@@ -35,10 +35,19 @@ pub enum EntryKind {
     ConfChange,
 }
 
-/// One single-server membership change (Ongaro's thesis §4.1, §4.2.1). Changes are
-/// applied one at a time: a leader refuses a second change while one is uncommitted, so
-/// every majority of the old configuration overlaps every majority of the new one.
+/// One membership change: a single-server change (Ongaro's thesis §4.1, §4.2.1) or one
+/// of the two steps of joint consensus (thesis §4.3). Changes are applied one at a time:
+/// a leader refuses a new change while the previous one is uncommitted, so every
+/// majority of a configuration overlaps every majority of the next one — for a joint
+/// configuration, because it needs a majority of the old voters *and* one of the new.
+///
+/// Encoding: postcard, variants in this order. New variants are only ever appended, so
+/// an entry written by an older build still decodes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a plain Copy value like the MemberSets it holds; changes are rare"
+)]
 pub enum ConfChange {
     /// Adds a non-voting member that receives the log (to catch up before it votes,
     /// thesis §4.2.1). It never campaigns and never counts for commitment or elections.
@@ -50,25 +59,182 @@ pub enum ConfChange {
     /// Removes a voter or learner. A leader that removes itself keeps leading until the
     /// removal commits, then steps down (thesis §4.2.2).
     RemoveNode(NodeId),
+    /// Enters the joint configuration `C_old,new` (thesis §4.3): the voters in effect
+    /// become the *outgoing* voters, the voters after `JointChange` the *incoming* ones,
+    /// and until [`ConfChange::LeaveJoint`] every decision needs a majority of each.
+    /// etcd raft: a `ConfChangeV2` with several changes and transition
+    /// `JointExplicit` (or `JointImplicit` with [`JointChange::auto_leave`]).
+    EnterJoint(JointChange),
+    /// Leaves the joint configuration for `C_new`, the incoming voters alone; voters
+    /// the joint change demoted become learners (etcd: an empty `ConfChangeV2`).
+    LeaveJoint,
 }
 
 impl ConfChange {
-    /// The node the change is about.
-    pub fn node(&self) -> NodeId {
+    /// The node a single-server change is about (`None` for the joint steps).
+    pub fn node(&self) -> Option<NodeId> {
         match *self {
-            ConfChange::AddLearner(n) | ConfChange::AddVoter(n) | ConfChange::RemoveNode(n) => n,
+            ConfChange::AddLearner(n) | ConfChange::AddVoter(n) | ConfChange::RemoveNode(n) => {
+                Some(n)
+            }
+            ConfChange::EnterJoint(_) | ConfChange::LeaveJoint => None,
+        }
+    }
+
+    /// Whether the change could have been proposed by some leader: a joint change must
+    /// name somebody and nobody twice (see [`JointChange::is_well_formed`]). Whether it
+    /// applies depends on the configuration ([`ConfState::apply`]).
+    pub fn is_well_formed(&self) -> bool {
+        match self {
+            ConfChange::EnterJoint(j) => j.is_well_formed(),
+            _ => true,
         }
     }
 
     /// Encodes the change as the data of an [`EntryKind::ConfChange`] entry.
     pub fn encode(&self) -> Vec<u8> {
-        // Encoding a small plain enum into a Vec cannot fail.
+        // Encoding a small plain value into a Vec cannot fail.
         postcard::to_allocvec(self).unwrap_or_default()
     }
 }
 
-/// Most members (voters plus learners) a group may have. A fixed bound keeps
-/// [`MemberSet`] — and with it [`SnapshotMeta`] — a `Copy` value type.
+/// The changes that one [`ConfChange::EnterJoint`] makes, from the configuration in
+/// effect (which must not be joint) to the incoming one. A node appears in at most one
+/// set, and at least one set is non-empty.
+///
+/// Mapping to etcd raft's `ConfChangeV2.Changes`: `add_voters` are `ConfChangeAddNode`,
+/// `add_learners` are `ConfChangeAddLearnerNode` of non-members, `demote_voters` are
+/// `ConfChangeAddLearnerNode` of voters (etcd's `LearnersNext`), `remove` are
+/// `ConfChangeRemoveNode`; `auto_leave` chooses `ConfChangeTransitionJointImplicit`
+/// over `JointExplicit`. (etcd's `ConfChangeTransitionAuto`, which picks a simple change
+/// when one suffices, is the caller's choice here: propose a single-server change.)
+///
+/// Sets are encoded as plain sorted lists; a list that is unsorted, has duplicates or
+/// more than [`MAX_MEMBERS`] entries does not decode.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct JointChange {
+    /// Nodes that become voters of the incoming configuration: learners promoted (the
+    /// normal path, after they caught up) or newcomers.
+    #[serde(with = "member_list")]
+    pub add_voters: MemberSet,
+    /// Voters that leave the incoming voters and become learners when the joint
+    /// configuration is left. While joint they are outgoing voters (they still count
+    /// for the outgoing majority) listed in [`ConfState::learners_next`].
+    #[serde(with = "member_list")]
+    pub demote_voters: MemberSet,
+    /// Non-members added as learners.
+    #[serde(with = "member_list")]
+    pub add_learners: MemberSet,
+    /// Members removed: a learner at once, a voter from the incoming voters (it stays
+    /// an outgoing voter until the joint configuration is left).
+    #[serde(with = "member_list")]
+    pub remove: MemberSet,
+    /// Whether the leader proposes [`ConfChange::LeaveJoint`] by itself as soon as this
+    /// entry is committed (etcd's `AutoLeave`).
+    pub auto_leave: bool,
+}
+
+impl JointChange {
+    /// Replaces voter `demote` by `promote` (normally a caught-up learner): `promote`
+    /// becomes a voter, `demote` a learner once the joint configuration is left (the
+    /// wave-2 operator step `EnterJoint{promote Y, demote X}`; remove X afterwards with
+    /// [`ConfChange::RemoveNode`]). `auto_leave` is off.
+    pub fn replace_voter(promote: NodeId, demote: NodeId) -> JointChange {
+        JointChange {
+            add_voters: MemberSet::from_slice(&[promote]).unwrap_or_default(),
+            demote_voters: MemberSet::from_slice(&[demote]).unwrap_or_default(),
+            ..JointChange::default()
+        }
+    }
+
+    /// The same change with [`JointChange::auto_leave`] set to `auto_leave`.
+    pub fn with_auto_leave(self, auto_leave: bool) -> JointChange {
+        JointChange { auto_leave, ..self }
+    }
+
+    /// Whether the change names nobody.
+    pub fn is_empty(&self) -> bool {
+        self.add_voters.is_empty()
+            && self.demote_voters.is_empty()
+            && self.add_learners.is_empty()
+            && self.remove.is_empty()
+    }
+
+    /// Why the change is malformed whatever the configuration: a set not in canonical
+    /// shape, no node named, or a node named in two sets.
+    pub fn defect(&self) -> Option<String> {
+        let sets = [
+            self.add_voters,
+            self.demote_voters,
+            self.add_learners,
+            self.remove,
+        ];
+        if !sets.iter().all(MemberSet::is_well_formed) {
+            return Some("a set of the joint change is malformed".into());
+        }
+        if self.is_empty() {
+            return Some("the joint change changes nothing".into());
+        }
+        for (k, a) in sets.iter().enumerate() {
+            for b in &sets[k + 1..] {
+                if let Some(n) = a.as_slice().iter().find(|&&n| b.contains(n)) {
+                    return Some(format!("{n} is named twice in the joint change"));
+                }
+            }
+        }
+        None
+    }
+
+    /// Whether [`JointChange::defect`] finds nothing.
+    pub fn is_well_formed(&self) -> bool {
+        self.defect().is_none()
+    }
+}
+
+/// Serde for a [`MemberSet`] as a plain sorted list (compact for small sets, and a
+/// decoded list is in the canonical shape or refused).
+mod member_list {
+    use super::{MAX_MEMBERS, MemberSet};
+    use kvlab_types::NodeId;
+    use serde::de::{Error, SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(set: &MemberSet, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(set.as_slice())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<MemberSet, D::Error> {
+        struct List;
+        impl<'de> Visitor<'de> for List {
+            type Value = MemberSet;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(
+                    f,
+                    "a sorted list of at most {MAX_MEMBERS} distinct node ids"
+                )
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<MemberSet, A::Error> {
+                let mut ids: Vec<NodeId> = Vec::new();
+                while let Some(id) = seq.next_element::<NodeId>()? {
+                    if ids.len() == MAX_MEMBERS {
+                        return Err(A::Error::custom(format!("more than {MAX_MEMBERS} members")));
+                    }
+                    if ids.last().is_some_and(|&last| last >= id) {
+                        return Err(A::Error::custom("members not sorted or duplicated"));
+                    }
+                    ids.push(id);
+                }
+                MemberSet::from_slice(&ids).ok_or_else(|| A::Error::custom("too many members"))
+            }
+        }
+        d.deserialize_seq(List)
+    }
+}
+
+/// Most members (voters, outgoing voters and learners together) a group may have. A
+/// fixed bound keeps [`MemberSet`] — and with it [`SnapshotMeta`] — a `Copy` value type.
 pub const MAX_MEMBERS: usize = 16;
 
 /// A sorted, duplicate-free set of at most [`MAX_MEMBERS`] nodes, stored inline so that
@@ -129,70 +295,207 @@ impl MemberSet {
             && self.ids[..len].windows(2).all(|w| w[0] < w[1])
             && self.ids[len..].iter().all(|&n| n == NodeId::default())
     }
+
+    /// Whether no node is in both sets.
+    pub fn is_disjoint(&self, other: &MemberSet) -> bool {
+        !self.as_slice().iter().any(|&n| other.contains(n))
+    }
+
+    /// Whether every member is also in `other`.
+    pub fn is_subset(&self, other: &MemberSet) -> bool {
+        self.as_slice().iter().all(|&n| other.contains(n))
+    }
 }
 
 /// A group's membership: who votes and who only receives the log. Carried in every
 /// [`SnapshotMeta`] so that a node restored from a snapshot knows its configuration.
+///
+/// Outside joint consensus `voters_outgoing` and `learners_next` are empty and the
+/// configuration is simply `voters` plus `learners`. In a joint configuration
+/// (thesis §4.3, between [`ConfChange::EnterJoint`] and [`ConfChange::LeaveJoint`]),
+/// `voters` are the incoming voters `C_new`, `voters_outgoing` the outgoing ones
+/// `C_old`, and every decision — commitment, elections, CheckQuorum, ReadIndex, lease —
+/// needs a majority of each (etcd raft's `quorum.JointConfig`). The invariants, as in
+/// etcd's `confchange` package: `learners` share no node with either voter set;
+/// `learners_next` (voters demoted by the joint change) are outgoing voters that are not
+/// incoming voters; the union of all sets has at most [`MAX_MEMBERS`] nodes.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
 pub struct ConfState {
-    /// The voters.
+    /// The voters (the incoming voters while joint).
     pub voters: MemberSet,
-    /// The learners (never also voters).
+    /// The learners (never also voters, incoming or outgoing).
     pub learners: MemberSet,
+    /// The outgoing voters while joint (the voters before [`ConfChange::EnterJoint`]);
+    /// empty when not joint.
+    pub voters_outgoing: MemberSet,
+    /// Outgoing voters that become learners when the joint configuration is left (the
+    /// voters a [`JointChange`] demoted; etcd's `LearnersNext`). Empty when not joint.
+    pub learners_next: MemberSet,
+    /// Whether the leader leaves the joint configuration by itself once the joint entry
+    /// is committed (etcd's `AutoLeave`). False when not joint.
+    pub auto_leave: bool,
 }
 
 impl ConfState {
-    /// Whether both sets are well formed and disjoint (no node both votes and learns).
+    /// Whether this is a joint configuration (there are outgoing voters).
+    pub fn is_joint(&self) -> bool {
+        !self.voters_outgoing.is_empty()
+    }
+
+    /// Whether `n` votes: an incoming or (while joint) an outgoing voter.
+    pub fn is_voter(&self, n: NodeId) -> bool {
+        self.voters.contains(n) || self.voters_outgoing.contains(n)
+    }
+
+    /// Whether `n` is a member: a voter (incoming or outgoing) or a learner.
+    pub fn is_member(&self, n: NodeId) -> bool {
+        self.is_voter(n) || self.learners.contains(n)
+    }
+
+    /// Every member (voters, outgoing voters and learners), sorted, without duplicates.
+    pub fn members(&self) -> Vec<NodeId> {
+        let mut v: Vec<NodeId> = self
+            .voters
+            .as_slice()
+            .iter()
+            .chain(self.voters_outgoing.as_slice())
+            .chain(self.learners.as_slice())
+            .copied()
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Whether the sets are well formed and satisfy the invariants above (no node both
+    /// votes and learns, demoted voters among the outgoing voters only, nothing joint
+    /// outside a joint configuration, at most [`MAX_MEMBERS`] members). A configuration
+    /// decoded from the network may be anything; lookups assume this shape.
     pub fn is_well_formed(&self) -> bool {
-        self.voters.is_well_formed()
-            && self.learners.is_well_formed()
-            && !self
-                .learners
-                .as_slice()
-                .iter()
-                .any(|&l| self.voters.contains(l))
+        let sets = [
+            self.voters,
+            self.learners,
+            self.voters_outgoing,
+            self.learners_next,
+        ];
+        sets.iter().all(MemberSet::is_well_formed)
+            && self.learners.is_disjoint(&self.voters)
+            && self.learners.is_disjoint(&self.voters_outgoing)
+            && self.learners_next.is_subset(&self.voters_outgoing)
+            && self.learners_next.is_disjoint(&self.voters)
+            && (self.is_joint() || !self.auto_leave)
+            && (!self.voters.is_empty() || *self == ConfState::default())
+            && self.members().len() <= MAX_MEMBERS
     }
 
     /// The configuration after `change`, or why the change does not apply to this one.
+    /// Single-server changes and [`ConfChange::EnterJoint`] apply only outside a joint
+    /// configuration, [`ConfChange::LeaveJoint`] only inside one (as in etcd).
     pub fn apply(&self, change: ConfChange) -> Result<ConfState, String> {
-        let n = change.node();
-        let (is_voter, is_learner) = (self.voters.contains(n), self.learners.contains(n));
         let mut voters = self.voters.as_slice().to_vec();
         let mut learners = self.learners.as_slice().to_vec();
+        let mut voters_outgoing = self.voters_outgoing.as_slice().to_vec();
+        let mut learners_next = self.learners_next.as_slice().to_vec();
+        let mut auto_leave = self.auto_leave;
+        let joint_first = "the configuration is joint: leave it first";
         match change {
-            ConfChange::AddLearner(_) => {
-                if is_voter || is_learner {
+            ConfChange::AddLearner(n) => {
+                if self.is_joint() {
+                    return Err(joint_first.into());
+                }
+                if self.is_member(n) {
                     return Err(format!("{n} is already a member"));
                 }
                 learners.push(n);
             }
-            ConfChange::AddVoter(_) => {
-                if is_voter {
+            ConfChange::AddVoter(n) => {
+                if self.is_joint() {
+                    return Err(joint_first.into());
+                }
+                if self.voters.contains(n) {
                     return Err(format!("{n} is already a voter"));
                 }
                 learners.retain(|&l| l != n);
                 voters.push(n);
             }
-            ConfChange::RemoveNode(_) => {
-                if !is_voter && !is_learner {
+            ConfChange::RemoveNode(n) => {
+                if self.is_joint() {
+                    return Err(joint_first.into());
+                }
+                if !self.is_member(n) {
                     return Err(format!("{n} is not a member"));
                 }
-                if is_voter && voters.len() == 1 {
+                if self.voters.contains(n) && voters.len() == 1 {
                     return Err(format!("{n} is the last voter"));
                 }
                 voters.retain(|&v| v != n);
                 learners.retain(|&l| l != n);
             }
+            ConfChange::EnterJoint(j) => {
+                if self.is_joint() {
+                    return Err("already joint: leave the joint configuration first".into());
+                }
+                if let Some(defect) = j.defect() {
+                    return Err(defect);
+                }
+                voters_outgoing = voters.clone();
+                for &n in j.add_voters.as_slice() {
+                    if self.voters.contains(n) {
+                        return Err(format!("{n} is already a voter"));
+                    }
+                    learners.retain(|&l| l != n);
+                    voters.push(n);
+                }
+                for &n in j.demote_voters.as_slice() {
+                    if !self.voters.contains(n) {
+                        return Err(format!("{n} is not a voter, so it cannot be demoted"));
+                    }
+                    voters.retain(|&v| v != n);
+                    learners_next.push(n);
+                }
+                for &n in j.add_learners.as_slice() {
+                    if self.is_member(n) {
+                        return Err(format!("{n} is already a member"));
+                    }
+                    learners.push(n);
+                }
+                for &n in j.remove.as_slice() {
+                    if !self.is_member(n) {
+                        return Err(format!("{n} is not a member"));
+                    }
+                    voters.retain(|&v| v != n);
+                    learners.retain(|&l| l != n);
+                }
+                if voters.is_empty() {
+                    return Err("the incoming configuration would have no voter".into());
+                }
+                auto_leave = j.auto_leave;
+            }
+            ConfChange::LeaveJoint => {
+                if !self.is_joint() {
+                    return Err("not in a joint configuration".into());
+                }
+                learners.append(&mut learners_next);
+                voters_outgoing.clear();
+                auto_leave = false;
+            }
         }
-        if voters.len() + learners.len() > MAX_MEMBERS {
-            return Err(format!("more than {MAX_MEMBERS} members"));
+        let set = |ids: &[NodeId]| MemberSet::from_slice(ids).ok_or(());
+        let next = (|| {
+            Ok::<_, ()>(ConfState {
+                voters: set(&voters)?,
+                learners: set(&learners)?,
+                voters_outgoing: set(&voters_outgoing)?,
+                learners_next: set(&learners_next)?,
+                auto_leave,
+            })
+        })();
+        match next {
+            Ok(c) if c.members().len() <= MAX_MEMBERS => Ok(c),
+            _ => Err(format!("more than {MAX_MEMBERS} members")),
         }
-        Ok(ConfState {
-            voters: MemberSet::from_slice(&voters).unwrap_or_default(),
-            learners: MemberSet::from_slice(&learners).unwrap_or_default(),
-        })
     }
 }
 
@@ -256,7 +559,18 @@ pub struct Snapshot {
 
 /// One record of a group's write-ahead log. Replaying records in order rebuilds the
 /// group's durable state; see [`RecoveredState::from_records`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// **Encoding** (postcard, the WAL format): variant 0 `HardState`, 1 `Entries`, 2 a
+/// snapshot of format 1 (before joint consensus: a [`ConfState`] of voters and learners
+/// only), 3 a snapshot of format 2 (the full [`ConfState`], joint fields included).
+/// This build writes format 2 and reads both, so a WAL written before joint consensus
+/// still replays (its snapshots come back with empty joint fields); an older build
+/// cannot read a format-2 snapshot record. Variants are only ever appended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "the snapshot's meta holds four inline member sets; records are few per Ready"
+)]
 pub enum RaftRecord {
     /// Replaces the hard state.
     HardState(HardState),
@@ -266,6 +580,80 @@ pub enum RaftRecord {
     /// Installs a snapshot: entries it covers are discarded; later entries are kept only
     /// if the log agrees with the snapshot at its index (Raft §7).
     Snapshot(Snapshot),
+}
+
+/// The wire form [`RaftRecord`] is written in (borrowed, so that encoding a large
+/// snapshot does not copy it). The variant order is the WAL format.
+#[derive(Serialize)]
+enum RaftRecordOut<'a> {
+    HardState(&'a HardState),
+    Entries(&'a [Entry]),
+    /// Format-1 snapshots are read, never written.
+    #[allow(dead_code)]
+    SnapshotV1(()),
+    Snapshot(&'a Snapshot),
+}
+
+/// The wire form [`RaftRecord`] is read from: every format ever written.
+#[derive(Deserialize)]
+enum RaftRecordIn {
+    HardState(HardState),
+    Entries(Vec<Entry>),
+    SnapshotV1(SnapshotV1),
+    Snapshot(Snapshot),
+}
+
+/// A snapshot record as written before joint consensus.
+#[derive(Deserialize)]
+struct SnapshotV1 {
+    meta: SnapshotMetaV1,
+    data: Vec<u8>,
+}
+
+#[derive(Deserialize)]
+struct SnapshotMetaV1 {
+    index: u64,
+    term: u64,
+    conf: ConfStateV1,
+}
+
+#[derive(Deserialize)]
+struct ConfStateV1 {
+    voters: MemberSet,
+    learners: MemberSet,
+}
+
+impl Serialize for RaftRecord {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            RaftRecord::HardState(hs) => RaftRecordOut::HardState(hs),
+            RaftRecord::Entries(ents) => RaftRecordOut::Entries(ents),
+            RaftRecord::Snapshot(snap) => RaftRecordOut::Snapshot(snap),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for RaftRecord {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match RaftRecordIn::deserialize(d)? {
+            RaftRecordIn::HardState(hs) => RaftRecord::HardState(hs),
+            RaftRecordIn::Entries(ents) => RaftRecord::Entries(ents),
+            RaftRecordIn::Snapshot(snap) => RaftRecord::Snapshot(snap),
+            RaftRecordIn::SnapshotV1(v1) => RaftRecord::Snapshot(Snapshot {
+                meta: SnapshotMeta {
+                    index: v1.meta.index,
+                    term: v1.meta.term,
+                    conf: ConfState {
+                        voters: v1.meta.conf.voters,
+                        learners: v1.meta.conf.learners,
+                        ..ConfState::default()
+                    },
+                },
+                data: v1.data,
+            }),
+        })
+    }
 }
 
 /// A [`RaftRecord`] tagged with its group, so that many groups can share one WAL.

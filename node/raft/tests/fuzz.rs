@@ -185,9 +185,30 @@ impl Cluster {
                 let _ = m.raft.propose(vec![7; len]);
                 self.drain(id);
             }
-            88..93 => {
+            88..92 => {
                 let ctx = self.rng.random::<u64>();
                 let _ = self.member(id).raft.read_index(ctx);
+                self.drain(id);
+            }
+            92..93 => {
+                // Joint consensus among the three: demote one voter and back.
+                let other = n(self.rng.random_range(1..=NODES));
+                let auto_leave = self.rng.random();
+                let m = self.member(id);
+                let change = if m.raft.is_joint() {
+                    ConfChange::LeaveJoint
+                } else if let Some(&l) = m.raft.learners().first() {
+                    ConfChange::EnterJoint(
+                        JointChange::replace_voter(l, other).with_auto_leave(auto_leave),
+                    )
+                } else {
+                    ConfChange::EnterJoint(JointChange {
+                        demote_voters: MemberSet::from_slice(&[other]).unwrap(),
+                        auto_leave,
+                        ..JointChange::default()
+                    })
+                };
+                let _ = m.raft.propose_conf_change(change);
                 self.drain(id);
             }
             93..98 => {
@@ -326,10 +347,27 @@ fn random_entries(rng: &mut Rng, hints: &[u64], prev: u64) -> Vec<Entry> {
             };
             let data = if kind == EntryKind::ConfChange && rng.random_range(0..2) == 0 {
                 let node = n(rng.random_range(0..6));
-                let change = match rng.random_range(0..3) {
+                let change = match rng.random_range(0..5) {
                     0 => ConfChange::AddLearner(node),
                     1 => ConfChange::AddVoter(node),
-                    _ => ConfChange::RemoveNode(node),
+                    2 => ConfChange::RemoveNode(node),
+                    3 => ConfChange::LeaveJoint,
+                    _ => {
+                        // Often ill-formed (empty, a node named twice), sometimes fine.
+                        let mut set = || {
+                            let ids: Vec<NodeId> = (0..rng.random_range(0..3))
+                                .map(|_| n(rng.random_range(0..6)))
+                                .collect();
+                            MemberSet::from_slice(&ids).unwrap_or_default()
+                        };
+                        ConfChange::EnterJoint(JointChange {
+                            add_voters: set(),
+                            demote_voters: set(),
+                            add_learners: set(),
+                            remove: set(),
+                            auto_leave: rng.random(),
+                        })
+                    }
                 };
                 change.encode()
             } else {
@@ -358,9 +396,22 @@ fn random_conf(rng: &mut Rng) -> ConfState {
             MemberSet::from_slice(&ids).unwrap_or_default()
         }
     };
+    let (voters, learners) = (set(), set());
+    let (voters_outgoing, learners_next) = (set(), set());
+    if rng.random_range(0..2) == 0 {
+        return ConfState {
+            voters,
+            learners,
+            ..ConfState::default()
+        };
+    }
+    // A joint configuration, well formed or not.
     ConfState {
-        voters: set(),
-        learners: set(),
+        voters,
+        learners,
+        voters_outgoing,
+        learners_next,
+        auto_leave: rng.random(),
     }
 }
 
@@ -420,14 +471,14 @@ fn random_body(rng: &mut Rng, hints: &[u64]) -> MessageBody {
         6 => {
             let len = rng.random_range(0..40);
             MessageBody::InstallSnapshot {
-                snapshot: random_meta(rng, hints),
+                snapshot: Box::new(random_meta(rng, hints)),
                 offset: pick(rng, hints),
                 data: vec![rng.random(); len],
                 done: rng.random(),
             }
         }
         7 => MessageBody::InstallSnapshotResponse {
-            snapshot: random_meta(rng, hints),
+            snapshot: Box::new(random_meta(rng, hints)),
             next_offset: pick(rng, hints),
         },
         _ => MessageBody::TimeoutNow,

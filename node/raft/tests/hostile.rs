@@ -271,7 +271,7 @@ fn every_defect_is_refused_before_it_reaches_the_state() {
             2,
             3,
             MessageBody::InstallSnapshot {
-                snapshot: meta,
+                snapshot: Box::new(meta),
                 offset,
                 data,
                 done: false,
@@ -286,8 +286,60 @@ fn every_defect_is_refused_before_it_reaches_the_state() {
     let mut bad_conf = meta(5, 3);
     bad_conf.conf.voters = MemberSet::from_slice(&[n(1), n(2)]).unwrap();
     bad_conf.conf.learners = MemberSet::from_slice(&[n(2)]).unwrap();
+    // A joint configuration whose demoted voter is not an outgoing voter.
+    let mut bad_joint = meta(5, 3);
+    bad_joint.conf.voters = MemberSet::from_slice(&[n(1), n(2)]).unwrap();
+    bad_joint.conf.voters_outgoing = MemberSet::from_slice(&[n(1), n(2), n(3)]).unwrap();
+    bad_joint.conf.learners_next = MemberSet::from_slice(&[n(4)]).unwrap();
+    // Joint fields outside a joint configuration.
+    let mut stray_auto_leave = meta(5, 3);
+    stray_auto_leave.conf.voters = MemberSet::from_slice(&[n(1), n(2)]).unwrap();
+    stray_auto_leave.conf.auto_leave = true;
+    let conf_entry = |data: Vec<u8>| Entry {
+        term: 3,
+        index: 4,
+        kind: EntryKind::ConfChange,
+        data,
+    };
+    let named_twice = ConfChange::EnterJoint(JointChange {
+        add_voters: MemberSet::from_slice(&[n(4)]).unwrap(),
+        remove: MemberSet::from_slice(&[n(4)]).unwrap(),
+        ..JointChange::default()
+    });
     let cases: Vec<(&str, RaftMessage)> = vec![
         ("term above MAX_TERM", heartbeat(MAX_TERM + 1, 0)),
+        (
+            "configuration entry that does not decode",
+            append(3, 3, vec![conf_entry(vec![0xff, 0xff, 0xff])], 0),
+        ),
+        (
+            "joint change naming a node twice",
+            append(3, 3, vec![conf_entry(named_twice.encode())], 0),
+        ),
+        (
+            "joint change naming nobody",
+            append(
+                3,
+                3,
+                vec![conf_entry(
+                    ConfChange::EnterJoint(JointChange::default()).encode(),
+                )],
+                0,
+            ),
+        ),
+        (
+            "joint change with an unsorted list",
+            // EnterJoint, add_voters [4, 2], then three empty lists and auto_leave.
+            append(3, 3, vec![conf_entry(vec![3, 2, 4, 2, 0, 0, 0, 0])], 0),
+        ),
+        (
+            "snapshot with a demoted voter that is not outgoing",
+            snapshot(bad_joint, 0, Vec::new()),
+        ),
+        (
+            "snapshot with auto-leave outside a joint configuration",
+            snapshot(stray_auto_leave, 0, Vec::new()),
+        ),
         (
             "vote request with a last log term from the future",
             msg(
@@ -521,12 +573,20 @@ fn the_largest_messages_encode_within_max_message_bytes() {
         .map(|i| NodeId(u32::MAX - i))
         .collect();
     let learners: Vec<NodeId> = (0..MAX_MEMBERS as u32 / 2).map(NodeId).collect();
+    let longest: Vec<NodeId> = (0..MAX_MEMBERS as u32)
+        .map(|i| NodeId(u32::MAX - i))
+        .collect();
     let meta = SnapshotMeta {
         index: u64::MAX,
         term: u64::MAX,
+        // Encoded sizes only: every slot of all four sets at its longest varint (a
+        // joint configuration's sets never all fill up at once, but the bound holds).
         conf: ConfState {
             voters: MemberSet::from_slice(&full).unwrap(),
             learners: MemberSet::from_slice(&learners).unwrap(),
+            voters_outgoing: MemberSet::from_slice(&longest).unwrap(),
+            learners_next: MemberSet::from_slice(&longest).unwrap(),
+            auto_leave: true,
         },
     };
     let per_entry = cfg.max_entry_bytes;
@@ -547,13 +607,13 @@ fn the_largest_messages_encode_within_max_message_bytes() {
             leader_commit: u64::MAX,
         },
         MessageBody::InstallSnapshot {
-            snapshot: meta,
+            snapshot: Box::new(meta),
             offset: u64::MAX,
             data: vec![0xff; cfg.snapshot_chunk_bytes],
             done: true,
         },
         MessageBody::InstallSnapshotResponse {
-            snapshot: meta,
+            snapshot: Box::new(meta),
             next_offset: u64::MAX,
         },
         MessageBody::AppendEntriesResponse {

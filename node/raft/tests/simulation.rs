@@ -7,7 +7,12 @@
 //!
 //! The membership variants run a pool of nodes of which only some are bootstrap voters,
 //! and leaders propose random single-server changes (add learner, promote, remove — the
-//! leader included) throughout the faults, under the same invariants.
+//! leader included) throughout the faults, under the same invariants. The joint
+//! variants add joint consensus (thesis §4.3): a learner replaces a random voter (the
+//! leader included) through `EnterJoint` — the voter demoted to a learner or removed,
+//! with or without automatic leave — and `LeaveJoint`; the deliberately broken
+//! `unsafe_joint_single_majority` (decide with the incoming majority alone) must be
+//! caught.
 //!
 //! The read variants ask every self-styled leader for read points and check each one
 //! granted against the highest index known committed when the read was requested
@@ -197,31 +202,49 @@ fn run_membership_seeds_with(
     let mut totals = Totals::default();
     let full_run = seeds.end - seeds.start > 1;
     let faults = Faults::with_membership();
+    run_pool_seeds(seeds, voters, pool, cfg, &faults, &mut totals);
+    println!("membership {voters}/{pool}: {totals:?}");
+    if full_run {
+        assert_membership_churn(&totals);
+    }
+}
+
+/// Runs `seeds` on a pool; panics with the failing seed and how to reproduce it.
+fn run_pool_seeds(
+    seeds: std::ops::Range<u64>,
+    voters: u32,
+    pool: u32,
+    cfg: &RaftConfig,
+    faults: &Faults,
+    totals: &mut Totals,
+) {
     for seed in seeds {
-        if let Err(e) = run_pool_seed(seed, voters, pool, cfg, &faults, &mut totals) {
+        if let Err(e) = run_pool_seed(seed, voters, pool, cfg, faults, totals) {
             panic!(
                 "membership simulation ({voters} voters, pool {pool}) failed at seed {seed}: \
                  {e}\nreproduce: KVLAB_RAFT_SEED={seed} cargo test -p kvlab-raft --test simulation"
             );
         }
     }
-    println!("membership {voters}/{pool}: {totals:?}");
-    if full_run {
-        let f = &totals.faults;
-        assert!(f.crashes > 0 && f.partitions > 0, "{totals:?}");
-        assert!(
-            f.conf_changes_proposed > 2 * totals.seeds,
-            "few membership changes: {totals:?}"
-        );
-        assert!(
-            f.conf_changes_applied > 2 * totals.seeds,
-            "membership changes did not commit: {totals:?}"
-        );
-        assert!(
-            totals.entries_committed > 10 * totals.seeds,
-            "little progress: {totals:?}"
-        );
-    }
+}
+
+/// The faults bit, membership changes were proposed and committed, and the group made
+/// progress.
+fn assert_membership_churn(totals: &Totals) {
+    let f = &totals.faults;
+    assert!(f.crashes > 0 && f.partitions > 0, "{totals:?}");
+    assert!(
+        f.conf_changes_proposed > 2 * totals.seeds,
+        "few membership changes: {totals:?}"
+    );
+    assert!(
+        f.conf_changes_applied > 2 * totals.seeds,
+        "membership changes did not commit: {totals:?}"
+    );
+    assert!(
+        totals.entries_committed > 10 * totals.seeds,
+        "little progress: {totals:?}"
+    );
 }
 
 #[test]
@@ -248,6 +271,75 @@ fn simulation_catches_concurrent_membership_changes() {
     });
     let (seed, err) = found.expect("the broken variant survived every seed");
     println!("concurrent membership changes caught at seed {seed}: {err}");
+}
+
+/// Joint-consensus churn on a pool: faults, single-server changes and joint changes.
+fn run_joint_seeds(seeds: std::ops::Range<u64>, voters: u32, pool: u32) {
+    let mut totals = Totals::default();
+    let full_run = seeds.end - seeds.start > 1;
+    let faults = Faults::with_joint();
+    run_pool_seeds(seeds, voters, pool, &test_cfg(), &faults, &mut totals);
+    println!("joint {voters}/{pool}: {totals:?}");
+    if full_run {
+        assert_membership_churn(&totals);
+        let f = &totals.faults;
+        assert!(
+            f.joint_changes_proposed > totals.seeds / 2,
+            "few joint changes: {totals:?}"
+        );
+        assert!(
+            f.joint_entries_applied > totals.seeds && f.leave_joint_entries_applied > totals.seeds,
+            "joint configurations were not entered and left: {totals:?}"
+        );
+    }
+}
+
+#[test]
+fn joint_changes_in_a_pool_of_five_stay_safe_under_all_faults() {
+    run_joint_seeds(seeds(12000..12200), 3, 5);
+}
+
+#[test]
+fn joint_changes_in_a_pool_of_seven_stay_safe_under_all_faults() {
+    run_joint_seeds(seeds(13000..13150), 5, 7);
+}
+
+#[test]
+fn joint_changes_stay_safe_when_partitions_start_at_reconfiguration() {
+    let mut totals = Totals::default();
+    let faults = Faults::splits_at_reconfiguration();
+    run_pool_seeds(seeds(14000..14200), 3, 5, &test_cfg(), &faults, &mut totals);
+    println!("joint, splits at reconfiguration: {totals:?}");
+    assert!(
+        totals.faults.joint_entries_applied > totals.seeds,
+        "few joint configurations: {totals:?}"
+    );
+}
+
+#[test]
+fn simulation_catches_joint_decisions_by_the_incoming_majority_alone() {
+    // Thesis §4.3: while joint, agreement needs separate majorities of C_old and C_new.
+    // Deciding with C_new's alone lets C_old elect a leader that lacks an entry C_new
+    // committed, or two leaders in one term.
+    let cfg = RaftConfig {
+        unsafe_joint_single_majority: true,
+        ..test_cfg()
+    };
+    let mut totals = Totals::default();
+    let found = (0..BUG_HUNT_SEEDS).find_map(|seed| {
+        run_pool_seed(
+            seed,
+            3,
+            5,
+            &cfg,
+            &Faults::splits_at_reconfiguration(),
+            &mut totals,
+        )
+        .err()
+        .map(|e| (seed, e))
+    });
+    let (seed, err) = found.expect("the broken variant survived every seed");
+    println!("joint single majority caught at seed {seed}: {err}");
 }
 
 /// Read checks on top of membership changes and all faults, with node clock rates

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{AdminCommand, GroupId, NodeId};
 
-/// A change of a replication group's membership, as events and admin commands name it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// A change of a replication group's membership, as events name it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MembershipChange {
     /// The node joined as a learner (receives the log, does not vote).
@@ -22,6 +22,24 @@ pub enum MembershipChange {
     AddVoter(NodeId),
     /// The node left the group.
     RemoveNode(NodeId),
+    /// The group entered a joint configuration (Raft thesis §4.3): the voters before
+    /// it became the outgoing voters, and until [`MembershipChange::LeaveJoint`] every
+    /// decision needs a majority of the outgoing and of the incoming voters.
+    EnterJoint {
+        /// Nodes that became incoming voters.
+        add_voters: Vec<NodeId>,
+        /// Voters demoted: outgoing voters now, learners after the leave.
+        demote_voters: Vec<NodeId>,
+        /// Nodes that joined as learners.
+        add_learners: Vec<NodeId>,
+        /// Nodes removed (a removed voter stays an outgoing voter until the leave).
+        remove: Vec<NodeId>,
+        /// Whether the leader leaves the joint configuration by itself once the entry
+        /// is committed.
+        auto_leave: bool,
+    },
+    /// The group left its joint configuration: only the incoming voters vote now.
+    LeaveJoint,
 }
 
 /// Something a node reports about itself. It changes nothing in the run.
@@ -101,8 +119,12 @@ pub enum NodeEvent {
         index: u64,
         /// The change that entry carries, when it came from one.
         change: Option<MembershipChange>,
-        /// The voters now.
+        /// The voters now (the incoming voters while joint).
         voters: Vec<NodeId>,
+        /// The outgoing voters while the configuration is joint, else empty (absent in
+        /// events written before joint consensus).
+        #[serde(default)]
+        voters_outgoing: Vec<NodeId>,
         /// The learners now.
         learners: Vec<NodeId>,
     },
@@ -575,6 +597,7 @@ mod tests {
                 index: 1,
                 change: Some(MembershipChange::AddVoter(n)),
                 voters: vec![n],
+                voters_outgoing: vec![],
                 learners: vec![],
             },
             NodeEvent::ConfigCommitted {

@@ -289,6 +289,21 @@ pub enum AdminAction {
     /// then leave the cluster (the composed `kvlab` system's graceful leave). Systems
     /// without a ring report it unsupported.
     Drain,
+    /// Enter a joint configuration (Raft thesis §4.3) that makes `promote` (normally a
+    /// caught-up learner) a voter and demotes voter `demote` to a learner — the wave-2
+    /// operator step `EnterJoint{promote Y, demote X}`. Until the group leaves the joint
+    /// configuration, decisions need a majority of the old and of the new voters.
+    EnterJoint {
+        /// The node that becomes a voter.
+        promote: NodeId,
+        /// The voter that becomes a learner once the joint configuration is left.
+        demote: NodeId,
+        /// Whether the leader leaves the joint configuration by itself once it is
+        /// committed (otherwise send [`AdminAction::LeaveJoint`]).
+        auto_leave: bool,
+    },
+    /// Leave the joint configuration: only the new voters vote from then on.
+    LeaveJoint,
 }
 
 /// An operator's command to a node, delivered by a driver's admin endpoint
@@ -312,15 +327,15 @@ impl AdminCommand {
         }
     }
 
-    /// The node the command is about (`None` for a node-level action, which concerns
-    /// the node it is sent to).
+    /// The node a single-node command is about (`None` for the joint-consensus
+    /// commands, which name two nodes or none, and for the node-level `Drain`).
     pub fn target(self) -> Option<NodeId> {
         match self.action {
             AdminAction::AddLearner(n)
             | AdminAction::AddVoter(n)
             | AdminAction::RemoveNode(n)
             | AdminAction::TransferLeader(n) => Some(n),
-            AdminAction::Drain => None,
+            AdminAction::Drain | AdminAction::EnterJoint { .. } | AdminAction::LeaveJoint => None,
         }
     }
 }
@@ -585,6 +600,10 @@ mod tests {
         }
         let remove = AdminCommand::default_group(AdminAction::RemoveNode(NodeId(3)));
         assert_eq!(remove.target(), Some(NodeId(3)));
+        assert_eq!(
+            AdminCommand::default_group(AdminAction::LeaveJoint).target(),
+            None
+        );
     }
 
     #[test]

@@ -60,7 +60,10 @@
 //!
 //! [`Protocol::on_admin`] takes [`AdminCommand`]s for a group: on its leader, `AddLearner`,
 //! `AddVoter` and `RemoveNode` become single-server configuration changes
-//! ([`RaftGroup::propose_conf_change`]) and `TransferLeader` a leader transfer. Any other
+//! ([`RaftGroup::propose_conf_change`]), `EnterJoint { promote, demote, auto_leave }` and
+//! `LeaveJoint` the two steps of joint consensus (`ConfChange::EnterJoint` with
+//! `JointChange::replace_voter`, `ConfChange::LeaveJoint`) and `TransferLeader` a leader
+//! transfer. Any other
 //! node **refuses** a command (event `admin_refused`, with the leader it knows as
 //! `leader=`): the operator retries at the leader, so a command is never applied twice
 //! through forwarding. Results are events: `admin_proposed` (entry index and term),
@@ -85,8 +88,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use kvlab_raft::{
-    ConfChange, EntryId, GroupId, MAX_INDEX, MessageBody, RaftConfig, RaftError, RaftGroup,
-    RaftMessage, RecoveredState, Role,
+    ConfChange, EntryId, GroupId, JointChange, MAX_INDEX, MessageBody, RaftConfig, RaftError,
+    RaftGroup, RaftMessage, RecoveredState, Role,
 };
 use kvlab_types::{
     AdminAction, AdminCommand, ClientError, ClientRequest, ClientResponse, Cx, Effect, KvOp,
@@ -680,11 +683,7 @@ impl RaftKv {
                 let Some(g) = self.groups.get_mut(&group) else {
                     return;
                 };
-                if asks_votes
-                    && g.raft.role() == Role::Leader
-                    && !g.raft.voters().contains(&from)
-                    && !g.raft.learners().contains(&from)
-                {
+                if asks_votes && g.raft.role() == Role::Leader && !g.raft.is_member(from) {
                     // A removed node campaigns because it never saw its removal.
                     let conf_index = g.raft.conf_index();
                     out.send(from, RaftKvMsg::NotMember { group, conf_index });
@@ -912,6 +911,14 @@ impl Protocol for RaftKv {
             AdminAction::AddLearner(n) => g.raft.propose_conf_change(ConfChange::AddLearner(n)),
             AdminAction::AddVoter(n) => g.raft.propose_conf_change(ConfChange::AddVoter(n)),
             AdminAction::RemoveNode(n) => g.raft.propose_conf_change(ConfChange::RemoveNode(n)),
+            AdminAction::EnterJoint {
+                promote,
+                demote,
+                auto_leave,
+            } => g.raft.propose_conf_change(ConfChange::EnterJoint(
+                JointChange::replace_voter(promote, demote).with_auto_leave(auto_leave),
+            )),
+            AdminAction::LeaveJoint => g.raft.propose_conf_change(ConfChange::LeaveJoint),
             AdminAction::TransferLeader(n) => g.raft.transfer_leader(n).map(|()| EntryId {
                 term: g.raft.term(),
                 index: 0,

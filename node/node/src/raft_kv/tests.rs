@@ -928,6 +928,59 @@ fn initial_voters_start_a_smaller_group_and_admin_grows_it_learner_then_voter() 
 }
 
 #[test]
+fn admin_replaces_a_voter_through_a_joint_configuration() {
+    // The wave-2 operator: AddLearner(Y), EnterJoint{promote Y, demote X}, LeaveJoint.
+    let cfg = RaftKvConfig {
+        initial_voters: 3,
+        ..RaftKvConfig::default()
+    };
+    let mut s = Sim::<RaftKv>::new(SimConfig::default(), 12, &FIVE, cfg).expect("valid");
+    let l = five_node_leader(&mut s);
+    let x = FIVE[..3]
+        .iter()
+        .copied()
+        .find(|&n| n != l)
+        .expect("a follower");
+    let y = NodeId(5);
+    s.admin(l, AdminCommand::default_group(AdminAction::AddLearner(y)))
+        .expect("known node");
+    run_ms(&mut s, 500);
+    let enter = AdminAction::EnterJoint {
+        promote: y,
+        demote: x,
+        auto_leave: false,
+    };
+    s.admin(l, AdminCommand::default_group(enter))
+        .expect("known node");
+    let ev = run_events(&mut s, 500);
+    assert!(
+        ev.iter().any(|(n, k, _)| *n == l && *k == "admin_proposed"),
+        "{ev:?}"
+    );
+    let g = s.node(l).and_then(RaftKv::group).expect("leader is up");
+    assert!(g.is_joint());
+    assert!(g.voters().contains(&y) && !g.voters().contains(&x));
+    assert!(g.voters_outgoing().contains(&x));
+    assert!(
+        s.node(x).is_some_and(|p| p.is_member_of(DEFAULT_GROUP)),
+        "an outgoing voter is still a member"
+    );
+    s.admin(l, AdminCommand::default_group(AdminAction::LeaveJoint))
+        .expect("known node");
+    run_ms(&mut s, 500);
+    let mut voters: Vec<NodeId> = FIVE[..3].iter().copied().filter(|&n| n != x).collect();
+    voters.push(y);
+    assert_eq!(members(&s, l), (voters, vec![x]));
+    // The new voter holds the data.
+    s.submit(y, write(50, 1, "k", 3));
+    let replies = run_ms(&mut s, 500);
+    assert_eq!(
+        replies.values().next().map(|r| r.result.clone()),
+        Some(Ok(OpOutput::Done))
+    );
+}
+
+#[test]
 fn admin_on_a_follower_is_refused_naming_the_leader() {
     let mut s =
         Sim::<RaftKv>::new(SimConfig::default(), 3, &FIVE, RaftKvConfig::default()).expect("valid");

@@ -77,6 +77,13 @@ pub struct Stats {
     pub conf_changes_proposed: u64,
     /// Membership-change entries applied (summed over nodes).
     pub conf_changes_applied: u64,
+    /// Joint changes (`EnterJoint`, and `LeaveJoint` proposed by the harness) a leader
+    /// accepted.
+    pub joint_changes_proposed: u64,
+    /// `EnterJoint` entries applied (summed over nodes).
+    pub joint_entries_applied: u64,
+    /// `LeaveJoint` entries applied (summed over nodes), automatic leaves included.
+    pub leave_joint_entries_applied: u64,
     /// Reads granted (lease or ReadIndex) and checked against earlier commits.
     pub reads_granted: u64,
 }
@@ -93,6 +100,9 @@ impl Stats {
         self.proposals_accepted += o.proposals_accepted;
         self.conf_changes_proposed += o.conf_changes_proposed;
         self.conf_changes_applied += o.conf_changes_applied;
+        self.joint_changes_proposed += o.joint_changes_proposed;
+        self.joint_entries_applied += o.joint_entries_applied;
+        self.leave_joint_entries_applied += o.leave_joint_entries_applied;
         self.reads_granted += o.reads_granted;
     }
 }
@@ -276,6 +286,11 @@ impl Net {
             node.applied_index = e.index;
             if e.kind == EntryKind::ConfChange {
                 self.stats.conf_changes_applied += 1;
+                match e.conf_change() {
+                    Some(ConfChange::EnterJoint(_)) => self.stats.joint_entries_applied += 1,
+                    Some(ConfChange::LeaveJoint) => self.stats.leave_joint_entries_applied += 1,
+                    _ => {}
+                }
             }
             node.applied.push((e.index, e.term, e.data.clone()));
         }
@@ -409,7 +424,7 @@ impl Net {
         for (id, n) in &self.nodes {
             if let Some(r) = &n.raft {
                 out += &format!(
-                    "\n  {id:?}: {:?} term {} leader {:?} last {} commit {} conf@{} voters {:?} learners {:?}",
+                    "\n  {id:?}: {:?} term {} leader {:?} last {} commit {} conf@{} voters {:?} outgoing {:?} learners {:?} next {:?}",
                     r.role(),
                     r.term(),
                     r.leader(),
@@ -417,7 +432,9 @@ impl Net {
                     r.commit_index(),
                     r.conf_index(),
                     r.voters(),
-                    r.learners()
+                    r.voters_outgoing(),
+                    r.learners(),
+                    r.learners_next()
                 );
             }
         }
@@ -593,8 +610,7 @@ impl Net {
             if let Some((l, at)) = proposed {
                 // Every member of the leader's configuration (removed nodes get nothing).
                 let members: Vec<NodeId> = if self.is_up(l) {
-                    let r = self.raft(l);
-                    r.voters().iter().chain(r.learners()).copied().collect()
+                    self.raft(l).conf_state().members()
                 } else {
                     self.ids.clone()
                 };
@@ -621,6 +637,23 @@ impl Net {
             self.leaders(),
             self.describe()
         ))
+    }
+
+    /// Splits the network into a random side and the rest (adding to what is blocked).
+    fn split_randomly(&mut self, rng: &mut Rng) {
+        let mut side = BTreeSet::new();
+        for &id in &self.ids {
+            if rng.random_range(0..2) == 0 {
+                side.insert(id);
+            }
+        }
+        for &a in &self.ids {
+            for &b in &self.ids {
+                if side.contains(&a) != side.contains(&b) {
+                    self.blocked.insert((a, b));
+                }
+            }
+        }
     }
 
     /// Randomized fault injection for `steps` events, drawn from `rng`.
@@ -665,6 +698,15 @@ impl Net {
                     + faults.reads_per_10k
             {
                 930
+            } else if fault_roll
+                < faults.crash_per_10k
+                    + faults.restart_per_10k
+                    + faults.partition_per_10k
+                    + faults.membership_per_10k
+                    + faults.reads_per_10k
+                    + faults.joint_per_10k
+            {
+                940
             } else {
                 rng.random_range(0..900)
             };
@@ -732,22 +774,7 @@ impl Net {
                     self.stats.partitions += 1;
                     match rng.random_range(0..4) {
                         0 => self.isolate(pick),
-                        1 => {
-                            // Split into a random minority and the rest.
-                            let mut side = BTreeSet::new();
-                            for &id in &self.ids {
-                                if rng.random_range(0..2) == 0 {
-                                    side.insert(id);
-                                }
-                            }
-                            for &a in &self.ids {
-                                for &b in &self.ids {
-                                    if side.contains(&a) != side.contains(&b) {
-                                        self.blocked.insert((a, b));
-                                    }
-                                }
-                            }
-                        }
+                        1 => self.split_randomly(rng),
                         2 => {
                             let other = self.ids[rng.random_range(0..n)];
                             if other != pick {
@@ -773,6 +800,90 @@ impl Net {
                         self.process(l)?;
                         if res.is_ok() {
                             self.stats.conf_changes_proposed += 1;
+                        }
+                    }
+                }
+                940 => {
+                    // The wave-2 replace operator, one step at a time: a joint leader
+                    // leaves; otherwise a learner replaces a random voter (the leader
+                    // included), demoted to a learner or removed, with or without
+                    // automatic leave; without a learner, an outsider is added as one.
+                    if let Some(l) = self.leader() {
+                        let r = self.raft(l);
+                        // As the wave-2 operator does, promote only learners that have
+                        // caught up (within a few entries of the commit index).
+                        const CATCH_UP_LAG_ENTRIES: u64 = 16;
+                        let caught_up = |n: &NodeId| {
+                            r.progress(*n).is_some_and(|p| {
+                                p.match_index + CATCH_UP_LAG_ENTRIES >= r.commit_index()
+                            })
+                        };
+                        let voters = r.voters().to_vec();
+                        let learners: Vec<NodeId> =
+                            r.learners().iter().copied().filter(caught_up).collect();
+                        let outsiders: Vec<NodeId> = self
+                            .ids
+                            .iter()
+                            .copied()
+                            .filter(|&n| !r.is_member(n))
+                            .collect();
+                        let change = if r.is_joint() {
+                            Some(ConfChange::LeaveJoint)
+                        } else if learners.is_empty() {
+                            // Nobody to promote yet: add an outsider as a learner.
+                            let k = rng.random_range(0..outsiders.len().max(1));
+                            outsiders.get(k).map(|&n| ConfChange::AddLearner(n))
+                        } else {
+                            // Usually one voter, sometimes two at once when two
+                            // learners are there (a change single-server steps
+                            // cannot make in one go).
+                            let mut learners = learners;
+                            let mut voters = voters;
+                            let count = if learners.len() >= 2 && voters.len() >= 3 {
+                                rng.random_range(1..=2)
+                            } else {
+                                1
+                            };
+                            let mut add = Vec::new();
+                            let mut out = Vec::new();
+                            for _ in 0..count {
+                                add.push(learners.swap_remove(rng.random_range(0..learners.len())));
+                                out.push(voters.swap_remove(rng.random_range(0..voters.len())));
+                            }
+                            let add = MemberSet::from_slice(&add).expect("few");
+                            let out = MemberSet::from_slice(&out).expect("few");
+                            let j = if rng.random_range(0..2) == 0 {
+                                JointChange {
+                                    add_voters: add,
+                                    demote_voters: out,
+                                    ..JointChange::default()
+                                }
+                            } else {
+                                JointChange {
+                                    add_voters: add,
+                                    remove: out,
+                                    ..JointChange::default()
+                                }
+                            };
+                            Some(ConfChange::EnterJoint(
+                                j.with_auto_leave(rng.random_range(0..2) == 0),
+                            ))
+                        };
+                        if let Some(change) = change {
+                            let res = self.raft_mut(l).propose_conf_change(change);
+                            self.process(l)?;
+                            if res.is_ok() {
+                                self.stats.conf_changes_proposed += 1;
+                                if !matches!(change, ConfChange::AddLearner(_)) {
+                                    self.stats.joint_changes_proposed += 1;
+                                }
+                                // A partition in the middle of a reconfiguration.
+                                if rng.random_range(0..1000) < faults.split_after_joint_per_mille {
+                                    self.heal();
+                                    self.stats.partitions += 1;
+                                    self.split_randomly(rng);
+                                }
+                            }
                         }
                     }
                 }
@@ -812,6 +923,12 @@ pub struct Faults {
     pub membership_per_10k: u32,
     /// Chance per step (in 1/10,000) of asking every self-styled leader for a read.
     pub reads_per_10k: u32,
+    /// Chance per step (in 1/10,000) of a joint-consensus step: entering a joint
+    /// configuration that replaces a voter by a learner, or leaving one.
+    pub joint_per_10k: u32,
+    /// Chance (in 1/1,000) that an accepted joint step is followed at once by a random
+    /// split of the network: a partition in the middle of a reconfiguration.
+    pub split_after_joint_per_mille: u32,
     /// Above 1: each node's clock gets a rate in `1..=drift_max_rate` (redrawn every few
     /// hundred steps), and a tick step picks a node with probability proportional to its
     /// rate (sustained clock drift, as the simulator's per-node tick rates model it).
@@ -835,6 +952,8 @@ impl Faults {
             partition_per_10k: 30,
             membership_per_10k: 0,
             reads_per_10k: 0,
+            joint_per_10k: 0,
+            split_after_joint_per_mille: 0,
             drift_max_rate: 0,
             drift_min_rate: 0,
         }
@@ -844,6 +963,33 @@ impl Faults {
     pub fn with_membership() -> Faults {
         Faults {
             membership_per_10k: 60,
+            ..Faults::all()
+        }
+    }
+
+    /// [`Faults::with_membership`] plus joint-consensus steps (replace a voter by a
+    /// learner through a joint configuration, leave it).
+    pub fn with_joint() -> Faults {
+        Faults {
+            joint_per_10k: 200,
+            split_after_joint_per_mille: 100,
+            ..Faults::with_membership()
+        }
+    }
+
+    /// Reconfiguration under partitions: joint operator steps only (no single-server
+    /// changes), each followed by a random split of the network that lasts until the
+    /// next step; loss, duplication and reordering, no crashes and no other
+    /// partitions. A joint decision taken by the wrong majority shows when the split
+    /// separates the nodes that already switched to the joint configuration from an
+    /// old majority that did not.
+    pub fn splits_at_reconfiguration() -> Faults {
+        Faults {
+            crash_per_10k: 0,
+            partition_per_10k: 0,
+            membership_per_10k: 0,
+            joint_per_10k: 400,
+            split_after_joint_per_mille: 1000,
             ..Faults::all()
         }
     }
