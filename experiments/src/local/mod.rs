@@ -26,6 +26,7 @@
 //! **Must never depend on:** the simulator's internals (it shares only the spec types of
 //! its fault rules with the nemesis).
 
+pub mod docker;
 pub mod events;
 pub mod mem;
 pub mod procs;
@@ -49,7 +50,7 @@ pub use rules::transport_rules;
 
 use crate::cluster::{BackendReport, Cluster, ClusterOutput, ClusterView, FaultControl};
 use crate::error::{ExperimentError, FaultAction, FaultError};
-use crate::spec::{Spec, SystemKind, TransportChoice};
+use crate::spec::{BackendKind, Spec, SystemKind, TransportChoice};
 
 /// Bound on one admin status call while the run goes on (a paused process never
 /// answers).
@@ -94,6 +95,8 @@ pub(crate) enum LiveCluster {
     Procs(procs::ProcessCluster),
     /// Every node a task of this process (boxed: it is much larger than the others).
     Mem(Box<mem::MemCluster>),
+    /// One container per node (`backend = "docker"`).
+    Docker(docker::DockerCluster),
 }
 
 impl LiveCluster {
@@ -107,6 +110,7 @@ impl LiveCluster {
         match self {
             LiveCluster::Procs(c) => c.submit(rt, node, req, tx),
             LiveCluster::Mem(c) => c.submit(rt, node, req, tx),
+            LiveCluster::Docker(c) => c.submit(rt, node, req, tx),
         }
     }
 
@@ -114,6 +118,7 @@ impl LiveCluster {
         match self {
             LiveCluster::Procs(c) => c.crash(node),
             LiveCluster::Mem(c) => c.crash(rt, node),
+            LiveCluster::Docker(c) => c.crash(node),
         }
     }
 
@@ -121,6 +126,7 @@ impl LiveCluster {
         match self {
             LiveCluster::Procs(c) => c.restart(rt, node),
             LiveCluster::Mem(c) => c.restart(rt, node),
+            LiveCluster::Docker(c) => c.restart(rt, node),
         }
     }
 
@@ -128,6 +134,7 @@ impl LiveCluster {
         match self {
             LiveCluster::Procs(c) => c.signal(node, nix::sys::signal::Signal::SIGSTOP),
             LiveCluster::Mem(c) => c.pause(rt, node),
+            LiveCluster::Docker(c) => c.pause(node),
         }
     }
 
@@ -135,6 +142,7 @@ impl LiveCluster {
         match self {
             LiveCluster::Procs(c) => c.signal(node, nix::sys::signal::Signal::SIGCONT),
             LiveCluster::Mem(c) => c.resume(rt, node),
+            LiveCluster::Docker(c) => c.resume(node),
         }
     }
 
@@ -147,6 +155,7 @@ impl LiveCluster {
         match self {
             LiveCluster::Procs(c) => c.set_rules(rt, node, rules),
             LiveCluster::Mem(c) => c.set_rules(node, rules),
+            LiveCluster::Docker(c) => c.set_rules(rt, node, rules),
         }
     }
 
@@ -159,6 +168,7 @@ impl LiveCluster {
         match self {
             LiveCluster::Procs(c) => c.status(rt, node, timeout),
             LiveCluster::Mem(c) => c.status(rt, node, timeout),
+            LiveCluster::Docker(c) => c.status(rt, node, timeout),
         }
     }
 
@@ -166,6 +176,7 @@ impl LiveCluster {
         match self {
             LiveCluster::Procs(c) => c.events_file(node),
             LiveCluster::Mem(c) => c.events_file(node),
+            LiveCluster::Docker(c) => c.events_file(node),
         }
     }
 
@@ -173,6 +184,7 @@ impl LiveCluster {
         match self {
             LiveCluster::Procs(c) => c.shutdown(),
             LiveCluster::Mem(c) => c.shutdown(rt),
+            LiveCluster::Docker(c) => c.shutdown(),
         }
     }
 }
@@ -183,6 +195,7 @@ impl LiveCluster {
 /// collected and reported as warnings ([`ClusterOutput::Warning`]) on the next advance.
 #[derive(Debug)]
 pub struct LocalCluster {
+    backend: BackendKind,
     rt: tokio::runtime::Runtime,
     cluster: Option<LiveCluster>,
     clock: RunClock,
@@ -225,6 +238,9 @@ impl LocalCluster {
         std::fs::create_dir_all(&nodes_dir).map_err(|e| ExperimentError::io(&nodes_dir, e))?;
         let clock = RunClock::start();
         let cluster = match spec.transport {
+            t if spec.backend == BackendKind::Docker => LiveCluster::Docker(
+                docker::DockerCluster::start(rt.handle(), spec, seed, t, &nodes_dir)?,
+            ),
             TransportChoice::Mem => LiveCluster::Mem(Box::new(mem::MemCluster::start(
                 rt.handle(),
                 spec,
@@ -242,6 +258,7 @@ impl LocalCluster {
         let capacity = (spec.workload.clients as usize).saturating_mul(2).max(1024);
         let (replies_tx, replies_rx) = mpsc::channel(capacity);
         let mut c = LocalCluster {
+            backend: spec.backend,
             rt,
             cluster: Some(cluster),
             clock,
@@ -346,11 +363,24 @@ impl LocalCluster {
         };
         let pids = match &cluster {
             LiveCluster::Procs(c) => Some(c.pids()),
-            LiveCluster::Mem(_) => None,
+            LiveCluster::Mem(_) | LiveCluster::Docker(_) => None,
+        };
+        let docker = match &cluster {
+            LiveCluster::Docker(c) => Some(c.describe()),
+            LiveCluster::Procs(_) | LiveCluster::Mem(_) => None,
         };
         let warnings = cluster.shutdown(self.rt.handle());
         let malformed = self.tails.values().map(|t| t.malformed).sum();
-        write_nodes_json(&self.dir, &finals, pids.as_deref(), &warnings, malformed)?;
+        write_nodes_json(
+            &self.dir,
+            &finals,
+            NodesExtra {
+                pids: pids.as_deref(),
+                docker,
+            },
+            &warnings,
+            malformed,
+        )?;
         Ok(warnings)
     }
 }
@@ -427,7 +457,7 @@ impl FaultControl for LocalCluster {
 
 impl Cluster for LocalCluster {
     fn backend_name(&self) -> &'static str {
-        "local"
+        self.backend.name()
     }
 
     fn nodes(&self) -> &[NodeId] {
@@ -568,12 +598,20 @@ fn final_statuses(control: &LocalCluster) -> FinalStatuses {
     }
 }
 
-/// `nodes.json`: final statuses, every process id started, and what went wrong
-/// stopping them.
+/// What `nodes.json` records of how the nodes ran, by backend.
+struct NodesExtra<'a> {
+    /// Every process id started (node processes).
+    pids: Option<&'a [u32]>,
+    /// The docker run: id, network, containers, link cuts.
+    docker: Option<serde_json::Value>,
+}
+
+/// `nodes.json`: final statuses, every process id started (or the docker run), and what
+/// went wrong stopping them.
 fn write_nodes_json(
     dir: &Path,
     finals: &FinalStatuses,
-    pids: Option<&[u32]>,
+    extra: NodesExtra<'_>,
     stop_warnings: &[String],
     malformed_event_lines: u64,
 ) -> Result<(), ExperimentError> {
@@ -583,6 +621,8 @@ fn write_nodes_json(
         nodes: &'a BTreeMap<String, Option<NodeStatus>>,
         #[serde(skip_serializing_if = "Option::is_none")]
         pids: Option<&'a [u32]>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        docker: Option<serde_json::Value>,
         stop_warnings: &'a [String],
         malformed_event_lines: u64,
     }
@@ -590,7 +630,8 @@ fn write_nodes_json(
     let v = NodesJson {
         converged: finals.converged,
         nodes: &finals.nodes,
-        pids,
+        pids: extra.pids,
+        docker: extra.docker,
         stop_warnings,
         malformed_event_lines,
     };
@@ -605,8 +646,7 @@ fn write_nodes_json(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::BackendKind;
-
+    
     #[test]
     fn local_backend_refuses_what_real_processes_cannot_do() {
         let base = "name = \"t\"\nsystem = \"raft\"\nnodes = 3\nbackend = \"local\"\n";
@@ -645,7 +685,12 @@ mod tests {
 
     #[test]
     fn backend_and_transport_names_round_trip() {
-        for b in [BackendKind::Sim, BackendKind::Local] {
+        for b in [
+            BackendKind::Sim,
+            BackendKind::Local,
+            BackendKind::Docker,
+            BackendKind::Kind,
+        ] {
             assert_eq!(BackendKind::parse(b.name()), Ok(b));
         }
         for t in [
@@ -655,7 +700,7 @@ mod tests {
         ] {
             assert_eq!(TransportChoice::parse(t.name()), Ok(t));
         }
-        assert!(BackendKind::parse("kind").is_err());
+        assert!(BackendKind::parse("k8s").is_err());
         assert!(TransportChoice::parse("quic").is_err());
     }
 }
