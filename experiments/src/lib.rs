@@ -39,6 +39,7 @@ pub mod check_cmd;
 pub mod cluster;
 pub mod driver;
 pub mod error;
+pub mod kind;
 pub mod local;
 pub mod nemesis;
 pub mod observe;

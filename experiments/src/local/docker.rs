@@ -53,11 +53,11 @@ use kvlab_types::{ClientRequest, ClientResponse, NodeId};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use super::TransportChoice;
 use super::procs::{
     NodeSetup, READY_POLL_MS, client_options, node_config, pick_ports, probe_ready, run_token,
     set_rules_via, status_via, submit_to,
 };
-use super::TransportChoice;
 use crate::error::ExperimentError;
 use crate::spec::Spec;
 
@@ -141,8 +141,18 @@ fn run_capture(
             buf
         })
     };
-    let out = reader(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let err = reader(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let out = reader(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = reader(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
     if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
         let _ = pipe.write_all(bytes);
     }
@@ -357,7 +367,14 @@ pub fn clean_orphans(all: bool, timeout: Duration) -> CleanReport {
             if kind == "container" { "Names" } else { "Name" }
         );
         let args: Vec<&str> = match kind {
-            "container" => vec!["ps", "-a", "--filter", "label=org.kvlab.run", "--format", &format],
+            "container" => vec![
+                "ps",
+                "-a",
+                "--filter",
+                "label=org.kvlab.run",
+                "--format",
+                &format,
+            ],
             "network" => vec![
                 "network",
                 "ls",
@@ -721,16 +738,20 @@ impl DockerCluster {
         let volume = self.run.name(&name);
         let mut args: Vec<String> = vec!["volume".into(), "create".into()];
         args.extend(self.run.labels());
-        args.extend(["--label".into(), format!("{LABEL_NODE}={name}"), volume.clone()]);
+        args.extend([
+            "--label".into(),
+            format!("{LABEL_NODE}={name}"),
+            volume.clone(),
+        ]);
         let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
-        docker(&args_ref, t).map_err(|e| backend(format!("cannot create the volume of {id}: {e}")))?;
+        docker(&args_ref, t)
+            .map_err(|e| backend(format!("cannot create the volume of {id}: {e}")))?;
         let mountpoint = docker(
             &["volume", "inspect", "--format", "{{.Mountpoint}}", &volume],
             t,
         )
         .map_err(|e| backend(format!("cannot find the volume of {id}: {e}")))?;
-        let events_path =
-            PathBuf::from(mountpoint.trim()).join(kvlab_server::EVENTS_FILE_NAME);
+        let events_path = PathBuf::from(mountpoint.trim()).join(kvlab_server::EVENTS_FILE_NAME);
         let container = self.run.name(&name);
         let mut args: Vec<String> = vec![
             "run".into(),
@@ -775,7 +796,8 @@ impl DockerCluster {
             CONFIG_IN_CONTAINER.into(),
         ]);
         let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
-        docker(&args_ref, t).map_err(|e| backend(format!("cannot start the container of {id}: {e}")))?;
+        docker(&args_ref, t)
+            .map_err(|e| backend(format!("cannot start the container of {id}: {e}")))?;
         self.starts += 1;
         self.nodes.insert(
             id,
@@ -826,7 +848,10 @@ impl DockerCluster {
         let Ok(n) = self.node(id) else {
             return String::new();
         };
-        match run_bounded_both(&["logs", "--tail", "30", &n.container], self.command_timeout) {
+        match run_bounded_both(
+            &["logs", "--tail", "30", &n.container],
+            self.command_timeout,
+        ) {
             Ok(s) => s,
             Err(e) => format!("(no log: {e})"),
         }
@@ -955,7 +980,9 @@ impl DockerCluster {
         cuts.iter()
             .map(|r| match r {
                 FaultRule::DropTo { peer } => Ok(format!("-A OUTPUT -d {}/32 -j DROP", ip(*peer)?)),
-                FaultRule::DropFrom { peer } => Ok(format!("-A INPUT -s {}/32 -j DROP", ip(*peer)?)),
+                FaultRule::DropFrom { peer } => {
+                    Ok(format!("-A INPUT -s {}/32 -j DROP", ip(*peer)?))
+                }
                 other => Err(format!("{other} is not a link cut")),
             })
             .collect()
@@ -969,14 +996,17 @@ impl DockerCluster {
             None => {
                 let (status, pid) = self.state(id)?;
                 if status != "running" || pid == 0 {
-                    return Err(format!("the container of {id} is {status}: no network namespace"));
+                    return Err(format!(
+                        "the container of {id} is {status}: no network namespace"
+                    ));
                 }
                 pid
             }
         };
         let rules = self.iptables_rules(cuts)?;
-        let mut script =
-            String::from("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n");
+        let mut script = String::from(
+            "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n",
+        );
         for r in &rules {
             script.push_str(r);
             script.push('\n');
@@ -1064,7 +1094,10 @@ impl DockerCluster {
         }
         let mut states = BTreeMap::new();
         for (&id, n) in &self.nodes {
-            if let Ok(s) = docker(&["inspect", "--format", "{{.State.Status}}", &n.container], t) {
+            if let Ok(s) = docker(
+                &["inspect", "--format", "{{.State.Status}}", &n.container],
+                t,
+            ) {
                 states.insert(id, s.trim().to_string());
             }
         }
@@ -1082,10 +1115,14 @@ impl DockerCluster {
             warnings.push(e);
         }
         for (&id, n) in &self.nodes {
-            let was_running = states.get(&id).is_some_and(|s| s == "running" || s == "paused");
+            let was_running = states
+                .get(&id)
+                .is_some_and(|s| s == "running" || s == "paused");
             if was_running
-                && let Ok(code) =
-                    docker(&["inspect", "--format", "{{.State.ExitCode}}", &n.container], t)
+                && let Ok(code) = docker(
+                    &["inspect", "--format", "{{.State.ExitCode}}", &n.container],
+                    t,
+                )
                 && code.trim() != "0"
             {
                 warnings.push(format!(
@@ -1155,8 +1192,13 @@ mod tests {
         assert!(t0.elapsed() < Duration::from_secs(2));
         let out = run_bounded("cat", &[], Some(b"hello"), Duration::from_secs(5)).unwrap();
         assert_eq!(out, "hello");
-        let e = run_bounded("sh", &["-c", "echo oops >&2; exit 3"], None, Duration::from_secs(5))
-            .unwrap_err();
+        let e = run_bounded(
+            "sh",
+            &["-c", "echo oops >&2; exit 3"],
+            None,
+            Duration::from_secs(5),
+        )
+        .unwrap_err();
         assert!(e.contains("oops"), "{e}");
     }
 }

@@ -646,7 +646,7 @@ fn write_nodes_json(
 #[cfg(test)]
 mod tests {
     use super::*;
-    
+
     #[test]
     fn local_backend_refuses_what_real_processes_cannot_do() {
         let base = "name = \"t\"\nsystem = \"raft\"\nnodes = 3\nbackend = \"local\"\n";

@@ -60,7 +60,10 @@ pub struct ProcessCluster {
 
 /// Free loopback ports, all held until every one is picked (so one run never gets the
 /// same port twice), then released for the nodes to bind.
-pub(crate) fn pick_ports(count: usize, udp_peers: bool) -> Result<Vec<(u16, u16, u16)>, ExperimentError> {
+pub(crate) fn pick_ports(
+    count: usize,
+    udp_peers: bool,
+) -> Result<Vec<(u16, u16, u16)>, ExperimentError> {
     let err = |e: std::io::Error| ExperimentError::Backend(format!("cannot pick a free port: {e}"));
     let mut tcp = Vec::new();
     let mut udp = Vec::new();

@@ -250,7 +250,10 @@ impl DockerSpec {
         if !valid_image_name(&self.image) {
             return Err(invalid(
                 "docker.image",
-                format!("must be an image name such as kvlab-node:latest, got {:?}", self.image),
+                format!(
+                    "must be an image name such as kvlab-node:latest, got {:?}",
+                    self.image
+                ),
             ));
         }
         let t = self.command_timeout_s;
@@ -279,13 +282,18 @@ impl KindSpec {
         if !valid_image_name(&self.image) {
             return Err(invalid(
                 "kind.image",
-                format!("must be an image name such as kvlab-node:latest, got {:?}", self.image),
+                format!(
+                    "must be an image name such as kvlab-node:latest, got {:?}",
+                    self.image
+                ),
             ));
         }
         let ns = &self.namespace;
         let dns_label = !ns.is_empty()
             && ns.len() <= 63
-            && ns.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && ns
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
             && !ns.starts_with('-')
             && !ns.ends_with('-');
         if !dns_label {
