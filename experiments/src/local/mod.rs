@@ -9,6 +9,9 @@
 //! - `transport = "mem"`: every node a task of this process over the in-process network
 //!   ([`kvlab_server::LocalCluster`], [`mem`]); crashes abort the task, pauses stop its
 //!   driver, network faults are the same fault rules.
+//! - `backend = "docker"`: one container per node on a private bridge network
+//!   ([`docker`]); crashes `docker kill`, pauses `docker pause`, partitions iptables
+//!   rules inside the containers' network namespaces, loss and delay the fault rules.
 //!
 //! The phase driver, workload, nemesis and observers are the very ones the simulator
 //! runs: this module replaces the simulator's clock by the wall clock (nanoseconds since
