@@ -78,8 +78,9 @@ pub fn render(
             ));
         }
     };
+    // Pods need what containers need (real transports, supported faults, node count).
     let mut k8s_spec = spec.clone();
-    k8s_spec.backend = crate::spec::BackendKind::Kind;
+    k8s_spec.backend = crate::spec::BackendKind::Docker;
     k8s_spec
         .validate()
         .map_err(|e| invalid(&e.field, &e.reason))?;

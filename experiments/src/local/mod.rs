@@ -677,6 +677,19 @@ mod tests {
                 other => panic!("{extra}: {other:?}"),
             }
         }
+        for (backend, extra, field) in [
+            ("docker", "transport = \"mem\"\n", "transport"),
+            ("kind", "", "backend"),
+        ] {
+            let text = format!(
+                "{}{extra}",
+                base.replace("\"local\"", &format!("\"{backend}\""))
+            );
+            match Spec::from_toml_str(&text, Path::new("t.toml")) {
+                Err(ExperimentError::SpecInvalid { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{backend}: {other:?}"),
+            }
+        }
         let swim = Spec::from_toml_str(
             "name = \"t\"\nsystem = \"swim\"\nnodes = 3\nbackend = \"local\"\n",
             Path::new("t.toml"),

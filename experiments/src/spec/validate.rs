@@ -168,6 +168,12 @@ impl Spec {
             return Ok(());
         }
         let backend = self.backend.name();
+        if self.backend == BackendKind::Kind {
+            return Err(invalid(
+                "backend",
+                "running an experiment on kind is not built yet: `kvlab kind render SPEC` writes its manifests (kind-cluster/README.md), and backend = \"docker\" runs the same image here",
+            ));
+        }
         if self.system == SystemKind::Swim {
             return Err(invalid(
                 "backend",
