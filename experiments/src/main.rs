@@ -419,7 +419,7 @@ fn run_variant_sweep(a: &RunArgs, spec: &Spec, variants: &[Variant]) -> anyhow::
 /// verdict says its checks `passed` — there is no history to call valid.
 fn print_variant_table(rows: &[kvlab_experiments::sweep::VariantRow]) {
     say!(
-        "{:<28} {:<11} {:>5} {:>7} {:>7} {:>10} {:>9} {:>9}  verdict",
+        "{:<28} {:<13} {:>5} {:>7} {:>7} {:>10} {:>9} {:>9}  verdict",
         "variant",
         "backend",
         "seed",
@@ -445,7 +445,7 @@ fn print_variant_table(rows: &[kvlab_experiments::sweep::VariantRow]) {
             v => v,
         };
         say!(
-            "{:<28} {:<11} {:>5} {:>7} {kv_columns}  {verdict}",
+            "{:<28} {:<13} {:>5} {:>7} {kv_columns}  {verdict}",
             r.label,
             format!("{}/{}", r.backend, r.transport),
             r.seed,

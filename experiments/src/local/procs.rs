@@ -520,6 +520,9 @@ pub(crate) fn node_config(spec: &Spec, setup: NodeSetup) -> Result<NodeConfig, E
     Ok(config)
 }
 
+/// A ready node's admin connection and client.
+pub(crate) type Connections = (Arc<AdminClient>, Arc<KvClient>);
+
 /// One readiness probe: connects to the admin endpoint and asks for the status
 /// (bounded); once it answers, returns the admin connection and a client of the node
 /// (`client` if the node had one: it reconnects by itself after a restart). `Ok(None)`:
@@ -531,7 +534,7 @@ pub(crate) fn probe_ready(
     token: &str,
     options: KvClientOptions,
     client: Option<Arc<KvClient>>,
-) -> Result<Option<(Arc<AdminClient>, Arc<KvClient>)>, String> {
+) -> Result<Option<Connections>, String> {
     let probe = rt.block_on(async {
         let admin = AdminClient::connect(
             admin_addr,
