@@ -495,9 +495,10 @@ mod tests {
     }
 
     #[test]
-    fn yaml_output_reads_back_as_the_same_documents() {
-        // Round trip through a YAML reader is done offline in CI (kubernetes-validate);
-        // here the emitter's quoting rules are pinned.
+    fn yaml_quotes_what_a_reader_would_take_for_a_bool_or_a_number() {
+        // Reading the output back is done offline in CI (kubernetes-validate parses
+        // every rendered file); here the emitter's quoting rules are pinned: YAML 1.1
+        // reads `yes`, `on`, `y` as booleans and `0440` as an octal number.
         let mut out = String::new();
         write_yaml(
             &mut out,
@@ -506,7 +507,7 @@ mod tests {
         );
         assert_eq!(
             out,
-            "a: \"yes\"\nb: \"0440\"\nc: plain-text\nd: |\n  two\n  lines\ne:\n  - x: 1\n    y: \"on\"\nf: {}\n"
+            "a: \"yes\"\nb: \"0440\"\nc: plain-text\nd: |\n  two\n  lines\ne:\n  - x: 1\n    \"y\": \"on\"\nf: {}\n"
         );
     }
 
