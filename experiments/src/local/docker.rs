@@ -281,10 +281,12 @@ fn install_signal_handler() {
                     }
                 });
                 let runs: Vec<String> = live_runs().iter().cloned().collect();
-                eprintln!(
-                    "\ninterrupted: removing the containers, networks and volumes of {} docker run(s)",
-                    runs.len()
-                );
+                if !runs.is_empty() {
+                    eprintln!(
+                        "\ninterrupted: removing the containers, network and volumes of docker run {}",
+                        runs.join(", ")
+                    );
+                }
                 for id in runs {
                     for w in remove_run_objects(&id, Duration::from_secs(30)) {
                         eprintln!("warning: {w}");
