@@ -12,8 +12,9 @@
 //! detection the way the SWIM and Lifeguard papers do ([`observe::swim`]).
 //!
 //! The `local` backend ([`local`]) runs the same spec against real nodes on this machine
-//! (`kvlab node` processes over udp or tarpc, or in-process tasks over mem); tokio is used
-//! there and only there. `kvlab node` and `kvlab client` are kvlab-node-cli's, the same
+//! (`kvlab node` processes over udp or tarpc, in-process tasks over mem, or Docker
+//! containers with `backend = "docker"`); tokio is used there and only there.
+//! `kvlab kind render` writes a spec's Kubernetes manifests ([`kind`]). `kvlab node` and `kvlab client` are kvlab-node-cli's, the same
 //! code as the small `kvlab-node` binary.
 //!
 //! **Must never depend on:** tokio or any async runtime in the simulated path, the wall
@@ -39,6 +40,7 @@ pub mod check_cmd;
 pub mod cluster;
 pub mod driver;
 pub mod error;
+pub mod kind;
 pub mod local;
 pub mod nemesis;
 pub mod observe;

@@ -67,6 +67,49 @@ enum Command {
     /// `node` and `client`: kvlab-node-cli's, the same code as the `kvlab-node` binary.
     #[command(flatten)]
     Node(kvlab_node_cli::Command),
+    /// The docker backend's objects: `kvlab docker clean` removes what runs killed hard
+    /// left behind.
+    #[command(subcommand)]
+    Docker(DockerCommand),
+    /// Kubernetes (kind): `kvlab kind render SPEC` writes the manifests of a spec.
+    #[command(subcommand)]
+    Kind(KindCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum DockerCommand {
+    /// Remove the containers, networks and volumes (labelled org.kvlab.run) of docker
+    /// runs whose kvlab process is gone; runs still going are left alone unless --all.
+    Clean {
+        /// Remove every kvlab object on the daemon, those of runs still going too.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KindCommand {
+    /// Write the Kubernetes manifests of a spec: a StatefulSet with a headless Service,
+    /// a Service per node, the node configs (a Secret: they hold the cluster secret and
+    /// the admin token), the spec (a ConfigMap), a PodDisruptionBudget.
+    Render(KindRenderArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct KindRenderArgs {
+    /// The experiment spec (TOML).
+    spec: PathBuf,
+    /// The directory the manifests go to (created if missing).
+    #[arg(long, value_name = "DIR", default_value = "kind-cluster/rendered")]
+    out: PathBuf,
+    /// The transport of the nodes (overrides the spec's): udp | tarpc.
+    #[arg(long, value_parser = TransportChoice::parse)]
+    transport: Option<TransportChoice>,
+    /// Write a fixed, public cluster secret and admin token instead of fresh random
+    /// ones (for manifests committed as examples; never for a cluster anyone else
+    /// reaches).
+    #[arg(long)]
+    demo_secrets: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -87,11 +130,12 @@ struct RunArgs {
     /// For a spec with `[[variant]]`s: run only the variant with this label.
     #[arg(long, value_name = "LABEL")]
     variant: Option<String>,
-    /// Where the nodes run (overrides the spec's `backend`): sim | local.
+    /// Where the nodes run (overrides the spec's `backend`): sim | local | docker
+    /// (kind: see `kvlab kind render`).
     #[arg(long, value_parser = BackendKind::parse)]
     backend: Option<BackendKind>,
-    /// The transport of the local backend (overrides the spec's `transport`):
-    /// mem | udp | tarpc.
+    /// The transport of real nodes (overrides the spec's `transport`): mem | udp |
+    /// tarpc (docker: udp | tarpc).
     #[arg(long, value_parser = TransportChoice::parse)]
     transport: Option<TransportChoice>,
 }
@@ -180,6 +224,8 @@ fn main() -> ExitCode {
         Command::Check(a) => cmd_check(a),
         Command::Plot(a) => cmd_plot(a),
         Command::Node(c) => kvlab_node_cli::run(c).map_err(Into::into),
+        Command::Docker(DockerCommand::Clean { all }) => cmd_docker_clean(all),
+        Command::Kind(KindCommand::Render(a)) => cmd_kind_render(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -373,7 +419,7 @@ fn run_variant_sweep(a: &RunArgs, spec: &Spec, variants: &[Variant]) -> anyhow::
 /// verdict says its checks `passed` — there is no history to call valid.
 fn print_variant_table(rows: &[kvlab_experiments::sweep::VariantRow]) {
     say!(
-        "{:<28} {:<11} {:>5} {:>7} {:>7} {:>10} {:>9} {:>9}  verdict",
+        "{:<28} {:<13} {:>5} {:>7} {:>7} {:>10} {:>9} {:>9}  verdict",
         "variant",
         "backend",
         "seed",
@@ -399,7 +445,7 @@ fn print_variant_table(rows: &[kvlab_experiments::sweep::VariantRow]) {
             v => v,
         };
         say!(
-            "{:<28} {:<11} {:>5} {:>7} {kv_columns}  {verdict}",
+            "{:<28} {:<13} {:>5} {:>7} {kv_columns}  {verdict}",
             r.label,
             format!("{}/{}", r.backend, r.transport),
             r.seed,
@@ -620,6 +666,41 @@ fn cmd_plot(a: PlotArgs) -> anyhow::Result<u8> {
     if a.run_dirs.len() > 1 {
         let html = kvlab_experiments::run::render_comparison(&a.run_dirs, &a.out)?;
         say!("comparison: {}", html.display());
+    }
+    Ok(0)
+}
+
+fn cmd_docker_clean(all: bool) -> anyhow::Result<u8> {
+    use kvlab_experiments::local::docker;
+    let timeout = Duration::from_secs(60);
+    docker::daemon_version(timeout)
+        .map_err(|e| ExperimentError::Backend(format!("no Docker daemon: {e}")))?;
+    let report = docker::clean_orphans(all, timeout);
+    for r in &report.removed {
+        say!("removed {r}");
+    }
+    for k in &report.kept_live {
+        say!("kept {k}: its run is still going (--all removes it too)");
+    }
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    say!(
+        "{} removed, {} kept",
+        report.removed.len(),
+        report.kept_live.len()
+    );
+    Ok(if report.warnings.is_empty() { 0 } else { 1 })
+}
+
+fn cmd_kind_render(a: KindRenderArgs) -> anyhow::Result<u8> {
+    let mut spec = Spec::load(&a.spec)?;
+    if let Some(t) = a.transport {
+        spec.transport = t;
+    }
+    let files = kvlab_experiments::kind::render_to_dir(&spec, &a.out, a.demo_secrets)?;
+    for f in &files {
+        say!("{}", f.display());
     }
     Ok(0)
 }

@@ -6,9 +6,8 @@
 //!
 //! - [`SimCluster`] — the deterministic simulator (`backend = "sim"`), virtual time;
 //! - [`crate::local::LocalCluster`] — real nodes on this machine (`backend = "local"`):
-//!   `kvlab node` processes over udp or tarpc, or tasks over the in-process network.
-//!
-//! A container backend is one more implementation, nothing else.
+//!   `kvlab node` processes over udp or tarpc, or tasks over the in-process network; and
+//!   (`backend = "docker"`) one container per node ([`crate::local::docker`]).
 //!
 //! All times are on the cluster's own clock ([`Cluster::now`]), the clock of the history
 //! and of `events.jsonl`: virtual nanoseconds in simulation, nanoseconds of wall time since

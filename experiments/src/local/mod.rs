@@ -9,6 +9,9 @@
 //! - `transport = "mem"`: every node a task of this process over the in-process network
 //!   ([`kvlab_server::LocalCluster`], [`mem`]); crashes abort the task, pauses stop its
 //!   driver, network faults are the same fault rules.
+//! - `backend = "docker"`: one container per node on a private bridge network
+//!   ([`docker`]); crashes `docker kill`, pauses `docker pause`, partitions iptables
+//!   rules inside the containers' network namespaces, loss and delay the fault rules.
 //!
 //! The phase driver, workload, nemesis and observers are the very ones the simulator
 //! runs: this module replaces the simulator's clock by the wall clock (nanoseconds since
@@ -26,6 +29,7 @@
 //! **Must never depend on:** the simulator's internals (it shares only the spec types of
 //! its fault rules with the nemesis).
 
+pub mod docker;
 pub mod events;
 pub mod mem;
 pub mod procs;
@@ -49,7 +53,7 @@ pub use rules::transport_rules;
 
 use crate::cluster::{BackendReport, Cluster, ClusterOutput, ClusterView, FaultControl};
 use crate::error::{ExperimentError, FaultAction, FaultError};
-use crate::spec::{Spec, SystemKind, TransportChoice};
+use crate::spec::{BackendKind, Spec, SystemKind, TransportChoice};
 
 /// Bound on one admin status call while the run goes on (a paused process never
 /// answers).
@@ -95,6 +99,8 @@ pub(crate) enum LiveCluster {
     Procs(procs::ProcessCluster),
     /// Every node a task of this process (boxed: it is much larger than the others).
     Mem(Box<mem::MemCluster>),
+    /// One container per node (`backend = "docker"`).
+    Docker(docker::DockerCluster),
 }
 
 impl LiveCluster {
@@ -108,6 +114,7 @@ impl LiveCluster {
         match self {
             LiveCluster::Procs(c) => c.submit(rt, node, req, tx),
             LiveCluster::Mem(c) => c.submit(rt, node, req, tx),
+            LiveCluster::Docker(c) => c.submit(rt, node, req, tx),
         }
     }
 
@@ -115,6 +122,7 @@ impl LiveCluster {
         match self {
             LiveCluster::Procs(c) => c.crash(node),
             LiveCluster::Mem(c) => c.crash(rt, node),
+            LiveCluster::Docker(c) => c.crash(node),
         }
     }
 
@@ -122,6 +130,7 @@ impl LiveCluster {
         match self {
             LiveCluster::Procs(c) => c.restart(rt, node),
             LiveCluster::Mem(c) => c.restart(rt, node),
+            LiveCluster::Docker(c) => c.restart(rt, node),
         }
     }
 
@@ -129,6 +138,7 @@ impl LiveCluster {
         match self {
             LiveCluster::Procs(c) => c.signal(node, nix::sys::signal::Signal::SIGSTOP),
             LiveCluster::Mem(c) => c.pause(rt, node),
+            LiveCluster::Docker(c) => c.pause(node),
         }
     }
 
@@ -136,6 +146,7 @@ impl LiveCluster {
         match self {
             LiveCluster::Procs(c) => c.signal(node, nix::sys::signal::Signal::SIGCONT),
             LiveCluster::Mem(c) => c.resume(rt, node),
+            LiveCluster::Docker(c) => c.resume(node),
         }
     }
 
@@ -148,6 +159,7 @@ impl LiveCluster {
         match self {
             LiveCluster::Procs(c) => c.set_rules(rt, node, rules),
             LiveCluster::Mem(c) => c.set_rules(node, rules),
+            LiveCluster::Docker(c) => c.set_rules(rt, node, rules),
         }
     }
 
@@ -160,6 +172,7 @@ impl LiveCluster {
         match self {
             LiveCluster::Procs(c) => c.status(rt, node, timeout),
             LiveCluster::Mem(c) => c.status(rt, node, timeout),
+            LiveCluster::Docker(c) => c.status(rt, node, timeout),
         }
     }
 
@@ -167,6 +180,7 @@ impl LiveCluster {
         match self {
             LiveCluster::Procs(c) => c.events_file(node),
             LiveCluster::Mem(c) => c.events_file(node),
+            LiveCluster::Docker(c) => c.events_file(node),
         }
     }
 
@@ -174,6 +188,7 @@ impl LiveCluster {
         match self {
             LiveCluster::Procs(c) => c.shutdown(),
             LiveCluster::Mem(c) => c.shutdown(rt),
+            LiveCluster::Docker(c) => c.shutdown(),
         }
     }
 }
@@ -184,6 +199,7 @@ impl LiveCluster {
 /// collected and reported as warnings ([`ClusterOutput::Warning`]) on the next advance.
 #[derive(Debug)]
 pub struct LocalCluster {
+    backend: BackendKind,
     rt: tokio::runtime::Runtime,
     cluster: Option<LiveCluster>,
     clock: RunClock,
@@ -226,6 +242,9 @@ impl LocalCluster {
         std::fs::create_dir_all(&nodes_dir).map_err(|e| ExperimentError::io(&nodes_dir, e))?;
         let clock = RunClock::start();
         let cluster = match spec.transport {
+            t if spec.backend == BackendKind::Docker => LiveCluster::Docker(
+                docker::DockerCluster::start(rt.handle(), spec, seed, t, &nodes_dir)?,
+            ),
             TransportChoice::Mem => LiveCluster::Mem(Box::new(mem::MemCluster::start(
                 rt.handle(),
                 spec,
@@ -243,6 +262,7 @@ impl LocalCluster {
         let capacity = (spec.workload.clients as usize).saturating_mul(2).max(1024);
         let (replies_tx, replies_rx) = mpsc::channel(capacity);
         let mut c = LocalCluster {
+            backend: spec.backend,
             rt,
             cluster: Some(cluster),
             clock,
@@ -347,11 +367,24 @@ impl LocalCluster {
         };
         let pids = match &cluster {
             LiveCluster::Procs(c) => Some(c.pids()),
-            LiveCluster::Mem(_) => None,
+            LiveCluster::Mem(_) | LiveCluster::Docker(_) => None,
+        };
+        let docker = match &cluster {
+            LiveCluster::Docker(c) => Some(c.describe()),
+            LiveCluster::Procs(_) | LiveCluster::Mem(_) => None,
         };
         let warnings = cluster.shutdown(self.rt.handle());
         let malformed = self.tails.values().map(|t| t.malformed).sum();
-        write_nodes_json(&self.dir, &finals, pids.as_deref(), &warnings, malformed)?;
+        write_nodes_json(
+            &self.dir,
+            &finals,
+            NodesExtra {
+                pids: pids.as_deref(),
+                docker,
+            },
+            &warnings,
+            malformed,
+        )?;
         Ok(warnings)
     }
 }
@@ -428,7 +461,7 @@ impl FaultControl for LocalCluster {
 
 impl Cluster for LocalCluster {
     fn backend_name(&self) -> &'static str {
-        "local"
+        self.backend.name()
     }
 
     fn nodes(&self) -> &[NodeId] {
@@ -569,12 +602,20 @@ fn final_statuses(control: &LocalCluster) -> FinalStatuses {
     }
 }
 
-/// `nodes.json`: final statuses, every process id started, and what went wrong
-/// stopping them.
+/// What `nodes.json` records of how the nodes ran, by backend.
+struct NodesExtra<'a> {
+    /// Every process id started (node processes).
+    pids: Option<&'a [u32]>,
+    /// The docker run: id, network, containers, link cuts.
+    docker: Option<serde_json::Value>,
+}
+
+/// `nodes.json`: final statuses, every process id started (or the docker run), and what
+/// went wrong stopping them.
 fn write_nodes_json(
     dir: &Path,
     finals: &FinalStatuses,
-    pids: Option<&[u32]>,
+    extra: NodesExtra<'_>,
     stop_warnings: &[String],
     malformed_event_lines: u64,
 ) -> Result<(), ExperimentError> {
@@ -584,6 +625,8 @@ fn write_nodes_json(
         nodes: &'a BTreeMap<String, Option<NodeStatus>>,
         #[serde(skip_serializing_if = "Option::is_none")]
         pids: Option<&'a [u32]>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        docker: Option<serde_json::Value>,
         stop_warnings: &'a [String],
         malformed_event_lines: u64,
     }
@@ -591,7 +634,8 @@ fn write_nodes_json(
     let v = NodesJson {
         converged: finals.converged,
         nodes: &finals.nodes,
-        pids,
+        pids: extra.pids,
+        docker: extra.docker,
         stop_warnings,
         malformed_event_lines,
     };
@@ -606,7 +650,6 @@ fn write_nodes_json(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::BackendKind;
 
     #[test]
     fn local_backend_refuses_what_real_processes_cannot_do() {
@@ -635,6 +678,19 @@ mod tests {
                 other => panic!("{extra}: {other:?}"),
             }
         }
+        for (backend, extra, field) in [
+            ("docker", "transport = \"mem\"\n", "transport"),
+            ("kind", "", "backend"),
+        ] {
+            let text = format!(
+                "{}{extra}",
+                base.replace("\"local\"", &format!("\"{backend}\""))
+            );
+            match Spec::from_toml_str(&text, Path::new("t.toml")) {
+                Err(ExperimentError::SpecInvalid { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{backend}: {other:?}"),
+            }
+        }
         let swim = Spec::from_toml_str(
             "name = \"t\"\nsystem = \"swim\"\nnodes = 3\nbackend = \"local\"\n",
             Path::new("t.toml"),
@@ -646,7 +702,12 @@ mod tests {
 
     #[test]
     fn backend_and_transport_names_round_trip() {
-        for b in [BackendKind::Sim, BackendKind::Local] {
+        for b in [
+            BackendKind::Sim,
+            BackendKind::Local,
+            BackendKind::Docker,
+            BackendKind::Kind,
+        ] {
             assert_eq!(BackendKind::parse(b.name()), Ok(b));
         }
         for t in [
@@ -656,7 +717,7 @@ mod tests {
         ] {
             assert_eq!(TransportChoice::parse(t.name()), Ok(t));
         }
-        assert!(BackendKind::parse("kind").is_err());
+        assert!(BackendKind::parse("k8s").is_err());
         assert!(TransportChoice::parse("quic").is_err());
     }
 }

@@ -60,7 +60,10 @@ pub struct ProcessCluster {
 
 /// Free loopback ports, all held until every one is picked (so one run never gets the
 /// same port twice), then released for the nodes to bind.
-fn pick_ports(count: usize, udp_peers: bool) -> Result<Vec<(u16, u16, u16)>, ExperimentError> {
+pub(crate) fn pick_ports(
+    count: usize,
+    udp_peers: bool,
+) -> Result<Vec<(u16, u16, u16)>, ExperimentError> {
     let err = |e: std::io::Error| ExperimentError::Backend(format!("cannot pick a free port: {e}"));
     let mut tcp = Vec::new();
     let mut udp = Vec::new();
@@ -117,7 +120,6 @@ impl ProcessCluster {
                 ));
             }
         };
-        let system = system_config(spec)?;
         let ports = pick_ports(spec.nodes as usize, transport == TransportKind::Udp)?;
         let peers: BTreeMap<String, SocketAddr> = ports
             .iter()
@@ -125,16 +127,7 @@ impl ProcessCluster {
             .map(|(i, p)| ((i + 1).to_string(), loopback(p.0)))
             .collect();
         // A token per run: nothing else on the machine can drive these nodes.
-        let token = format!(
-            "kvlab-{:016x}",
-            kvlab_types::derive_seed(
-                seed ^ u64::from(std::process::id()),
-                "admin-token",
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos() as u64)
-            )
-        );
+        let token = run_token(seed);
         // A cluster secret per run keys every peer frame; like the token, it is written
         // only into the node configs, which are private (mode 0600).
         let cluster_secret = kvlab_server::generate_cluster_secret(seed);
@@ -145,39 +138,22 @@ impl ProcessCluster {
             std::fs::create_dir_all(&dir).map_err(|e| ExperimentError::io(&dir, e))?;
             let data_dir = std::path::absolute(dir.join("data"))
                 .map_err(|e| ExperimentError::io(dir.join("data"), e))?;
-            let mut config = NodeConfig {
-                id: id.0,
-                system: system.kind(),
-                transport,
-                listen: loopback(peer),
-                client: loopback(client),
-                admin: AdminConfig {
-                    addr: loopback(admin),
+            let config = node_config(
+                spec,
+                NodeSetup {
+                    id,
+                    transport,
+                    listen: loopback(peer),
+                    client: loopback(client),
+                    admin: loopback(admin),
+                    admin_beyond_loopback: false,
                     token: token.clone(),
-                    allow_non_loopback: false,
+                    cluster_secret: cluster_secret.clone(),
+                    peers: peers.clone(),
+                    data_dir,
+                    seed,
                 },
-                cluster_secret: cluster_secret.clone(),
-                peers: peers.clone(),
-                data_dir,
-                seed,
-                storage: spec.local.storage.clone(),
-                server: server_options(spec),
-                udp: None,
-                tarpc: None,
-                raft: None,
-                single: None,
-                async_primary: None,
-                kvlab: None,
-            };
-            match &system {
-                SystemConfig::Raft(c) => config.raft = Some(c.clone()),
-                SystemConfig::Single(c) => config.single = Some(c.clone()),
-                SystemConfig::AsyncPrimary(c) => config.async_primary = Some(c.clone()),
-                SystemConfig::Kvlab(c) => config.kvlab = Some((**c).clone()),
-            }
-            config.validate().map_err(|e| {
-                ExperimentError::Backend(format!("the node config of {id} is invalid: {e}"))
-            })?;
+            )?;
             let config_path = dir.join("node.toml");
             config
                 .write_private(&config_path)
@@ -201,12 +177,7 @@ impl ProcessCluster {
             token,
             startup_timeout: Duration::from_secs_f64(spec.local.startup_timeout_s),
             stop_timeout: Duration::from_secs_f64(spec.local.stop_timeout_s),
-            client_options: KvClientOptions {
-                connect_timeout_ms: timeout_ms.clamp(1, 1_000),
-                request_timeout_ms: timeout_ms.saturating_add(1_000),
-                max_attempts: 1,
-                retry_backoff_ms: 0,
-            },
+            client_options: client_options(timeout_ms),
             pids: Vec::new(),
         };
         let ids: Vec<NodeId> = cluster.nodes.keys().copied().collect();
@@ -290,30 +261,16 @@ impl ProcessCluster {
             }
             let admin_addr = n.config.admin.addr;
             let client_addr = n.config.client;
-            let probe = rt.block_on(async {
-                let admin = AdminClient::connect(
-                    admin_addr,
-                    token.clone(),
-                    Duration::from_millis(READY_PROBE_MS),
-                )
-                .await
-                .ok()?;
-                tokio::time::timeout(Duration::from_millis(READY_PROBE_MS * 5), admin.status())
-                    .await
-                    .ok()?
-                    .ok()?;
-                Some(admin)
-            });
-            if let Some(admin) = probe {
-                n.admin = Some(Arc::new(admin));
-                if n.client.is_none() {
-                    // One client per node for the whole run; it reconnects by itself
-                    // after the node restarts.
-                    let client = rt
-                        .block_on(KvClient::connect(client_addr, options))
-                        .map_err(|e| format!("node {id}: {e}"))?;
-                    n.client = Some(Arc::new(client));
-                }
+            if let Some((admin, client)) = probe_ready(
+                rt,
+                admin_addr,
+                client_addr,
+                &token,
+                options,
+                n.client.clone(),
+            )? {
+                n.admin = Some(admin);
+                n.client = Some(client);
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -337,35 +294,7 @@ impl ProcessCluster {
         tx: mpsc::Sender<ClientResponse>,
     ) {
         let client = self.nodes.get(&id).and_then(|n| n.client.clone());
-        rt.spawn(async move {
-            let rid = req.id;
-            let resp = match client {
-                None => ClientResponse {
-                    id: rid,
-                    result: Err(ClientError::Unavailable {
-                        reason: format!("no client of {id}"),
-                        hint: None,
-                    }),
-                },
-                Some(c) => match c.execute(req).await {
-                    Ok(r) => r,
-                    Err(e) if e.surely_not_sent() => ClientResponse {
-                        id: rid,
-                        result: Err(ClientError::Unavailable {
-                            reason: e.to_string(),
-                            hint: None,
-                        }),
-                    },
-                    Err(e) => ClientResponse {
-                        id: rid,
-                        result: Err(ClientError::Indeterminate {
-                            reason: e.to_string(),
-                        }),
-                    },
-                },
-            };
-            let _ = tx.send(resp).await;
-        });
+        submit_to(rt, client, id, req, tx);
     }
 
     /// `kill -9` and reap: nothing is synced, the node's sockets close.
@@ -411,20 +340,7 @@ impl ProcessCluster {
         id: NodeId,
         rules: Vec<FaultRule>,
     ) -> Result<(), String> {
-        let admin = self
-            .node(id)?
-            .admin
-            .clone()
-            .ok_or_else(|| format!("no admin connection to {id}"))?;
-        rt.block_on(async {
-            tokio::time::timeout(
-                Duration::from_millis(SET_RULES_TIMEOUT_MS),
-                admin.set_fault_rules(rules),
-            )
-            .await
-        })
-        .map_err(|_| format!("{id} did not take its fault rules within {SET_RULES_TIMEOUT_MS} ms"))?
-        .map_err(|e| e.to_string())
+        set_rules_via(rt, self.node(id)?.admin.clone(), id, rules)
     }
 
     /// The status of `id`, if it answers within `timeout`.
@@ -434,10 +350,7 @@ impl ProcessCluster {
         id: NodeId,
         timeout: Duration,
     ) -> Option<NodeStatus> {
-        let admin = self.nodes.get(&id)?.admin.clone()?;
-        rt.block_on(async { tokio::time::timeout(timeout, admin.status()).await })
-            .ok()?
-            .ok()
+        status_via(rt, self.nodes.get(&id)?.admin.clone()?, timeout)
     }
 
     /// The file the node of `id` logs its protocol events to.
@@ -511,10 +424,210 @@ impl Drop for ProcessCluster {
 }
 
 /// The end of a node's log, for errors.
-fn log_tail(path: &Path) -> String {
+pub(crate) fn log_tail(path: &Path) -> String {
     let Ok(bytes) = std::fs::read(path) else {
         return format!("({} unreadable)", path.display());
     };
     let start = bytes.len().saturating_sub(LOG_TAIL_BYTES as usize);
     String::from_utf8_lossy(&bytes[start..]).into_owned()
+}
+
+/// A token per run for the nodes' admin endpoints: nothing else on the machine can
+/// drive them.
+pub(crate) fn run_token(seed: u64) -> String {
+    format!(
+        "kvlab-{:016x}",
+        kvlab_types::derive_seed(
+            seed ^ u64::from(std::process::id()),
+            "admin-token",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        )
+    )
+}
+
+/// The client options of the runner's connections to real nodes, from the workload's
+/// timeout: one attempt, so every recorded completion is this attempt's.
+pub(crate) fn client_options(timeout_ms: u64) -> KvClientOptions {
+    KvClientOptions {
+        connect_timeout_ms: timeout_ms.clamp(1, 1_000),
+        request_timeout_ms: timeout_ms.saturating_add(1_000),
+        max_attempts: 1,
+        retry_backoff_ms: 0,
+    }
+}
+
+/// Where one node listens and what it shares with the others: the input of
+/// [`node_config`].
+#[derive(Clone, Debug)]
+pub(crate) struct NodeSetup {
+    pub(crate) id: NodeId,
+    pub(crate) transport: TransportKind,
+    pub(crate) listen: SocketAddr,
+    pub(crate) client: SocketAddr,
+    pub(crate) admin: SocketAddr,
+    /// The admin endpoint listens beyond loopback (in a container, for the host).
+    pub(crate) admin_beyond_loopback: bool,
+    pub(crate) token: String,
+    pub(crate) cluster_secret: kvlab_transport::ClusterSecret,
+    pub(crate) peers: BTreeMap<String, SocketAddr>,
+    pub(crate) data_dir: PathBuf,
+    /// The run seed.
+    pub(crate) seed: u64,
+}
+
+/// The node config of one node of a real run of `spec`, validated: the system and its
+/// table, storage and server options from the spec, addresses from `setup`.
+pub(crate) fn node_config(spec: &Spec, setup: NodeSetup) -> Result<NodeConfig, ExperimentError> {
+    let system = system_config(spec)?;
+    let id = setup.id;
+    let mut config = NodeConfig {
+        id: id.0,
+        system: system.kind(),
+        transport: setup.transport,
+        listen: setup.listen,
+        client: setup.client,
+        admin: AdminConfig {
+            addr: setup.admin,
+            token: setup.token,
+            allow_non_loopback: setup.admin_beyond_loopback,
+        },
+        cluster_secret: setup.cluster_secret,
+        peers: setup.peers,
+        data_dir: setup.data_dir,
+        seed: setup.seed,
+        storage: spec.local.storage.clone(),
+        server: server_options(spec),
+        udp: None,
+        tarpc: None,
+        raft: None,
+        single: None,
+        async_primary: None,
+        kvlab: None,
+    };
+    match system {
+        SystemConfig::Raft(c) => config.raft = Some(c),
+        SystemConfig::Single(c) => config.single = Some(c),
+        SystemConfig::AsyncPrimary(c) => config.async_primary = Some(c),
+        SystemConfig::Kvlab(c) => config.kvlab = Some(*c),
+    }
+    config.validate().map_err(|e| {
+        ExperimentError::Backend(format!("the node config of {id} is invalid: {e}"))
+    })?;
+    Ok(config)
+}
+
+/// A ready node's admin connection and client.
+pub(crate) type Connections = (Arc<AdminClient>, Arc<KvClient>);
+
+/// One readiness probe: connects to the admin endpoint and asks for the status
+/// (bounded); once it answers, returns the admin connection and a client of the node
+/// (`client` if the node had one: it reconnects by itself after a restart). `Ok(None)`:
+/// not ready yet.
+pub(crate) fn probe_ready(
+    rt: &tokio::runtime::Handle,
+    admin_addr: SocketAddr,
+    client_addr: SocketAddr,
+    token: &str,
+    options: KvClientOptions,
+    client: Option<Arc<KvClient>>,
+) -> Result<Option<Connections>, String> {
+    let probe = rt.block_on(async {
+        let admin = AdminClient::connect(
+            admin_addr,
+            token.to_string(),
+            Duration::from_millis(READY_PROBE_MS),
+        )
+        .await
+        .ok()?;
+        tokio::time::timeout(Duration::from_millis(READY_PROBE_MS * 5), admin.status())
+            .await
+            .ok()?
+            .ok()?;
+        Some(admin)
+    });
+    let Some(admin) = probe else {
+        return Ok(None);
+    };
+    let client = match client {
+        Some(c) => c,
+        // One client per node for the whole run.
+        None => Arc::new(
+            rt.block_on(KvClient::connect(client_addr, options))
+                .map_err(|e| format!("client of {client_addr}: {e}"))?,
+        ),
+    };
+    Ok(Some((Arc::new(admin), client)))
+}
+
+/// Sends `req` through `client` from a task; the answer goes to `tx`. A node never
+/// reached is `Unavailable` (surely not applied); a request lost on the way is
+/// `Indeterminate`.
+pub(crate) fn submit_to(
+    rt: &tokio::runtime::Handle,
+    client: Option<Arc<KvClient>>,
+    id: NodeId,
+    req: ClientRequest,
+    tx: mpsc::Sender<ClientResponse>,
+) {
+    rt.spawn(async move {
+        let rid = req.id;
+        let resp = match client {
+            None => ClientResponse {
+                id: rid,
+                result: Err(ClientError::Unavailable {
+                    reason: format!("no client of {id}"),
+                    hint: None,
+                }),
+            },
+            Some(c) => match c.execute(req).await {
+                Ok(r) => r,
+                Err(e) if e.surely_not_sent() => ClientResponse {
+                    id: rid,
+                    result: Err(ClientError::Unavailable {
+                        reason: e.to_string(),
+                        hint: None,
+                    }),
+                },
+                Err(e) => ClientResponse {
+                    id: rid,
+                    result: Err(ClientError::Indeterminate {
+                        reason: e.to_string(),
+                    }),
+                },
+            },
+        };
+        let _ = tx.send(resp).await;
+    });
+}
+
+/// Replaces the fault rules of `id` through its admin connection (bounded).
+pub(crate) fn set_rules_via(
+    rt: &tokio::runtime::Handle,
+    admin: Option<Arc<AdminClient>>,
+    id: NodeId,
+    rules: Vec<FaultRule>,
+) -> Result<(), String> {
+    let admin = admin.ok_or_else(|| format!("no admin connection to {id}"))?;
+    rt.block_on(async {
+        tokio::time::timeout(
+            Duration::from_millis(SET_RULES_TIMEOUT_MS),
+            admin.set_fault_rules(rules),
+        )
+        .await
+    })
+    .map_err(|_| format!("{id} did not take its fault rules within {SET_RULES_TIMEOUT_MS} ms"))?
+    .map_err(|e| e.to_string())
+}
+
+/// The status through `admin`, if it answers within `timeout`.
+pub(crate) fn status_via(
+    rt: &tokio::runtime::Handle,
+    admin: Arc<AdminClient>,
+    timeout: Duration,
+) -> Option<NodeStatus> {
+    rt.block_on(async { tokio::time::timeout(timeout, admin.status()).await })
+        .ok()?
+        .ok()
 }

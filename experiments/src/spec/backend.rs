@@ -1,6 +1,6 @@
-//! Where an experiment's nodes run: `backend` (`sim`, `local`), the peer `transport` of
-//! real nodes, and the `[local]` table. Plain data; the backends themselves live in
-//! [`crate::cluster`] and [`crate::local`].
+//! Where an experiment's nodes run: `backend` (`sim`, `local`, `docker`, `kind`), the
+//! peer `transport` of real nodes, and the `[local]`, `[docker]` and `[kind]` tables.
+//! Plain data; the backends themselves live in [`crate::cluster`] and [`crate::local`].
 
 use serde::{Deserialize, Serialize};
 
@@ -13,6 +13,12 @@ pub enum BackendKind {
     Sim,
     /// Real nodes on this machine, real time (see [`crate::local`]).
     Local,
+    /// One container per node on a private Docker bridge network, real time (see
+    /// [`crate::local::docker`]).
+    Docker,
+    /// Pods of a StatefulSet in a kind cluster, through `kubectl`. Manifests are
+    /// rendered by `kvlab kind render`; running an experiment on it is not built yet.
+    Kind,
 }
 
 impl BackendKind {
@@ -21,7 +27,14 @@ impl BackendKind {
         match self {
             BackendKind::Sim => "sim",
             BackendKind::Local => "local",
+            BackendKind::Docker => "docker",
+            BackendKind::Kind => "kind",
         }
+    }
+
+    /// Whether the nodes are real processes (with real transports, real time).
+    pub fn is_real(self) -> bool {
+        self != BackendKind::Sim
     }
 
     /// The transport's name in summaries and `meta.json` for nodes that talk over
@@ -29,7 +42,7 @@ impl BackendKind {
     pub fn transport_name(self, transport: TransportChoice) -> &'static str {
         match self {
             BackendKind::Sim => "sim",
-            BackendKind::Local => transport.name(),
+            BackendKind::Local | BackendKind::Docker | BackendKind::Kind => transport.name(),
         }
     }
 
@@ -37,7 +50,7 @@ impl BackendKind {
     pub fn clock_unit(self) -> &'static str {
         match self {
             BackendKind::Sim => "simulated ms",
-            BackendKind::Local => "ms",
+            BackendKind::Local | BackendKind::Docker | BackendKind::Kind => "ms",
         }
     }
 
@@ -47,13 +60,16 @@ impl BackendKind {
         self == BackendKind::Sim
     }
 
-    /// Parses `sim` or `local` (the `--backend` flag); `kind` is not available here.
+    /// Parses `sim`, `local`, `docker` or `kind` (the `--backend` flag).
     pub fn parse(s: &str) -> Result<Self, String> {
         match s {
             "sim" => Ok(BackendKind::Sim),
             "local" => Ok(BackendKind::Local),
-            "kind" => Err("the kind backend is not built yet: use sim or local".into()),
-            other => Err(format!("unknown backend `{other}`: use sim or local")),
+            "docker" => Ok(BackendKind::Docker),
+            "kind" => Ok(BackendKind::Kind),
+            other => Err(format!(
+                "unknown backend `{other}`: use sim, local, docker or kind"
+            )),
         }
     }
 }
@@ -113,6 +129,69 @@ impl Default for LocalSpec {
             startup_timeout_s: 20.0,
             stop_timeout_s: 5.0,
             storage: kvlab_storage::StorageOptions::default(),
+        }
+    }
+}
+
+/// The image every container of a `docker` run (and every pod of a `kind` deployment)
+/// runs unless the spec or `KVLAB_DOCKER_IMAGE` names another: built by
+/// `kind-cluster/build-image.sh`.
+pub const DEFAULT_NODE_IMAGE: &str = "kvlab-node:latest";
+
+/// Options of `backend = "docker"` (the `[docker]` table of a spec). Startup and stop
+/// bounds and storage come from `[local]`, as for node processes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DockerSpec {
+    /// The node image (`KVLAB_DOCKER_IMAGE` overrides it).
+    pub image: String,
+    /// Bound on one `docker` command (create, kill, start, inspect, …) in seconds; a
+    /// command that takes longer is killed and reported.
+    pub command_timeout_s: f64,
+    /// Memory limit of each container in MiB (0: none).
+    pub memory_mb: u64,
+}
+
+impl Default for DockerSpec {
+    fn default() -> Self {
+        DockerSpec {
+            image: DEFAULT_NODE_IMAGE.into(),
+            command_timeout_s: 30.0,
+            memory_mb: 512,
+        }
+    }
+}
+
+/// Options of the kind deployment (the `[kind]` table): what `kvlab kind render` writes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KindSpec {
+    /// The namespace the objects go to.
+    pub namespace: String,
+    /// The node image, loaded into kind with `kind load docker-image`.
+    pub image: String,
+    /// The first three octets of the fixed ClusterIPs of the per-node Services, inside
+    /// the cluster's service CIDR (kind's default is 10.96.0.0/16): node `i` gets
+    /// `<prefix>.<10 + i>`. Peers are addressed by these stable IPs because a node config
+    /// names its peers by address.
+    pub service_ip_prefix: String,
+    /// CPU limit of each pod, in millicores.
+    pub cpu_millis: u32,
+    /// Memory limit of each pod, in MiB.
+    pub memory_mb: u32,
+    /// Size of each pod's data volume, in MiB.
+    pub storage_mb: u32,
+}
+
+impl Default for KindSpec {
+    fn default() -> Self {
+        KindSpec {
+            namespace: "kvlab".into(),
+            image: DEFAULT_NODE_IMAGE.into(),
+            service_ip_prefix: "10.96.77".into(),
+            cpu_millis: 500,
+            memory_mb: 256,
+            storage_mb: 1024,
         }
     }
 }

@@ -30,7 +30,9 @@ pub mod backend;
 pub mod swim;
 mod validate;
 
-pub use backend::{BackendKind, LocalSpec, TransportChoice};
+pub use backend::{
+    BackendKind, DEFAULT_NODE_IMAGE, DockerSpec, KindSpec, LocalSpec, TransportChoice,
+};
 pub use swim::SwimExperimentSpec;
 pub use validate::{MAX_LOCAL_NODES, MAX_LOCAL_TIMEOUT_S};
 
@@ -126,6 +128,12 @@ pub struct Spec {
     /// Options of `backend = "local"` (startup and stop bounds, storage).
     #[serde(default)]
     pub local: LocalSpec,
+    /// Options of `backend = "docker"` (image, bound on each docker command).
+    #[serde(default)]
+    pub docker: DockerSpec,
+    /// Options of the kind deployment (`kvlab kind render`: namespace, image, limits).
+    #[serde(default)]
+    pub kind: KindSpec,
     /// A short name for this run in comparison tables and plots. `[[variant]]` sets it
     /// to the variant's `label`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -3,7 +3,7 @@
 
 use kvlab_node::SystemKind;
 
-use super::backend::{BackendKind, LocalSpec};
+use super::backend::{BackendKind, DockerSpec, KindSpec, LocalSpec, TransportChoice};
 use super::{
     FieldError, KeyDistribution, LoadMode, MAX_CLIENTS, MAX_CLOCK_DRIFT_PPM, MAX_KEYS, MAX_NODES,
     MAX_PHASE_S, MAX_RATE_PER_S, MAX_SEED, MAX_SWIM_NODES, NemesisSpec, Spec, WorkloadSpec,
@@ -158,12 +158,21 @@ impl Spec {
         Ok(())
     }
 
-    /// What `backend = "local"` needs of a spec (the `[local]` table is checked for
-    /// every backend).
+    /// What the real backends (`local`, `docker`, `kind`) need of a spec (the
+    /// `[local]`, `[docker]` and `[kind]` tables are checked for every backend).
     fn validate_backend(&self) -> Result<(), FieldError> {
         self.local.validate()?;
-        if self.backend != BackendKind::Local {
+        self.docker.validate()?;
+        self.kind.validate()?;
+        if !self.backend.is_real() {
             return Ok(());
+        }
+        let backend = self.backend.name();
+        if self.backend == BackendKind::Kind {
+            return Err(invalid(
+                "backend",
+                "running an experiment on kind is not built yet: `kvlab kind render SPEC` writes its manifests (kind-cluster/README.md), and backend = \"docker\" runs the same image here",
+            ));
         }
         if self.system == SystemKind::Swim {
             return Err(invalid(
@@ -175,8 +184,16 @@ impl Spec {
             return Err(invalid(
                 "nodes",
                 format!(
-                    "backend = \"local\" starts at most {MAX_LOCAL_NODES} nodes (MAX_LOCAL_NODES), got {}",
+                    "backend = \"{backend}\" starts at most {MAX_LOCAL_NODES} nodes (MAX_LOCAL_NODES), got {}",
                     self.nodes
+                ),
+            ));
+        }
+        if self.backend != BackendKind::Local && self.transport == TransportChoice::Mem {
+            return Err(invalid(
+                "transport",
+                format!(
+                    "backend = \"{backend}\" runs one node per container: use udp or tarpc (mem exists only inside one process)"
                 ),
             ));
         }
@@ -185,7 +202,7 @@ impl Spec {
                 return Err(invalid(
                     "nemesis.faults",
                     format!(
-                        "`{}` is not supported with backend = \"local\": {why}",
+                        "`{}` is not supported with backend = \"{backend}\": {why}",
                         f.spec_name()
                     ),
                 ));
@@ -231,6 +248,100 @@ impl LocalSpec {
         }
         Ok(())
     }
+}
+
+impl DockerSpec {
+    /// Checks the `[docker]` table.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if !valid_image_name(&self.image) {
+            return Err(invalid(
+                "docker.image",
+                format!(
+                    "must be an image name such as kvlab-node:latest, got {:?}",
+                    self.image
+                ),
+            ));
+        }
+        let t = self.command_timeout_s;
+        if !t.is_finite() || t <= 0.0 || t > MAX_LOCAL_TIMEOUT_S {
+            return Err(invalid(
+                "docker.command_timeout_s",
+                format!("must be in (0, {MAX_LOCAL_TIMEOUT_S}] s (MAX_LOCAL_TIMEOUT_S), got {t}"),
+            ));
+        }
+        if self.memory_mb != 0 && self.memory_mb < MIN_CONTAINER_MEMORY_MB {
+            return Err(invalid(
+                "docker.memory_mb",
+                format!(
+                    "must be 0 (no limit) or at least {MIN_CONTAINER_MEMORY_MB} MiB (MIN_CONTAINER_MEMORY_MB), got {}",
+                    self.memory_mb
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl KindSpec {
+    /// Checks the `[kind]` table.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if !valid_image_name(&self.image) {
+            return Err(invalid(
+                "kind.image",
+                format!(
+                    "must be an image name such as kvlab-node:latest, got {:?}",
+                    self.image
+                ),
+            ));
+        }
+        let ns = &self.namespace;
+        let dns_label = !ns.is_empty()
+            && ns.len() <= 63
+            && ns
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !ns.starts_with('-')
+            && !ns.ends_with('-');
+        if !dns_label {
+            return Err(invalid(
+                "kind.namespace",
+                format!("must be a DNS label (a-z, 0-9, '-', at most 63), got {ns:?}"),
+            ));
+        }
+        let octets: Vec<&str> = self.service_ip_prefix.split('.').collect();
+        if octets.len() != 3 || octets.iter().any(|o| o.parse::<u8>().is_err()) {
+            return Err(invalid(
+                "kind.service_ip_prefix",
+                format!(
+                    "must be three octets such as \"10.96.77\", got {:?}",
+                    self.service_ip_prefix
+                ),
+            ));
+        }
+        for (field, v) in [
+            ("kind.cpu_millis", self.cpu_millis),
+            ("kind.memory_mb", self.memory_mb),
+            ("kind.storage_mb", self.storage_mb),
+        ] {
+            if v == 0 {
+                return Err(invalid(field, "must be > 0"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The smallest memory limit a node container may have.
+pub const MIN_CONTAINER_MEMORY_MB: u64 = 32;
+
+/// A Docker image reference: `name[:tag]` of lower-case letters, digits and `._-/:`
+/// (no spaces, no option-like leading `-`).
+fn valid_image_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 255
+        && !s.starts_with('-')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-/:@".contains(c))
 }
 
 impl FaultKind {
