@@ -20,7 +20,7 @@ pub(super) fn fast_config(initial: u32) -> KvlabConfig {
     let mut c = KvlabConfig::default();
     c.initial_members = ids(initial);
     c.ring.vnode_count = 16;
-    c.scheduler.conf_change = ConfChangeMode::SingleStep;
+    c.scheduler.conf_change = ConfChangeMode::Joint;
     c.scheduler.node_add_replica_per_s = 20.0;
     c.scheduler.node_remove_replica_per_s = 20.0;
     c.scheduler.operator_timeout_ms = 10_000;
