@@ -403,6 +403,18 @@ pub enum NodeEvent {
         /// Its new state, for a person.
         state: String,
     },
+    /// This node finished sending a snapshot of `group` to `to` (a replica being
+    /// created or caught up): data moved over the network.
+    SnapshotSent {
+        /// The group.
+        group: GroupId,
+        /// The receiver.
+        to: NodeId,
+        /// The snapshot's index.
+        index: u64,
+        /// Its size in bytes.
+        bytes: u64,
+    },
     /// A group leader refused or deferred a step the metadata leader asked for.
     StepRefused {
         /// The group.
@@ -468,6 +480,7 @@ impl NodeEvent {
             NodeEvent::OperatorCancelled { .. } => "operator_cancelled",
             NodeEvent::RingNodeState { .. } => "ring_node_state",
             NodeEvent::StepRefused { .. } => "step_refused",
+            NodeEvent::SnapshotSent { .. } => "snapshot_sent",
         }
     }
 
@@ -492,7 +505,8 @@ impl NodeEvent {
             | NodeEvent::OperatorCreated { group, .. }
             | NodeEvent::OperatorAdvanced { group, .. }
             | NodeEvent::OperatorCancelled { group, .. }
-            | NodeEvent::StepRefused { group, .. } => Some(*group),
+            | NodeEvent::StepRefused { group, .. }
+            | NodeEvent::SnapshotSent { group, .. } => Some(*group),
             NodeEvent::AdminProposed { command, .. }
             | NodeEvent::AdminRefused { command, .. }
             | NodeEvent::AdminUnsupported { command } => Some(command.group),
@@ -735,6 +749,12 @@ mod tests {
                 group: g,
                 operator: 1,
                 reason: "x".into(),
+            },
+            NodeEvent::SnapshotSent {
+                group: g,
+                to: n,
+                index: 3,
+                bytes: 100,
             },
         ];
         for e in all {

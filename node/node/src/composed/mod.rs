@@ -487,7 +487,7 @@ impl KvlabNode {
             match e {
                 Effect::Send { to, msg } => {
                     if let Some(o) = self.pacer.offer(now, epoch, msg) {
-                        send_raft(to, o, out);
+                        send_raft(&mut self.pacer, to, o, out);
                     }
                 }
                 other => out.push(other.map_msg(|msg| KvlabMsg::Raft { epoch, msg })),
@@ -1119,8 +1119,16 @@ impl crate::raft_kv::invariants::RaftNodeView for KvlabNode {
     }
 }
 
-/// Wraps a Raft message for the wire.
-fn send_raft(to: NodeId, (epoch, msg): Outgoing, out: &mut Out<KvlabMsg>) {
+/// Wraps a Raft message for the wire, reporting a completed snapshot transfer.
+fn send_raft(pacer: &mut Pacer, to: NodeId, (epoch, msg): Outgoing, out: &mut Out<KvlabMsg>) {
+    if let Some((group, to, index, bytes)) = pacer.completes(&msg) {
+        out.event(NodeEvent::SnapshotSent {
+            group,
+            to,
+            index,
+            bytes,
+        });
+    }
     out.send(to, KvlabMsg::Raft { epoch, msg });
 }
 
@@ -1264,7 +1272,7 @@ impl Protocol for KvlabNode {
         } else if timer == PACE_TIMER {
             for o in self.pacer.release(cx.now) {
                 let to = o.1.to;
-                send_raft(to, o, out);
+                send_raft(&mut self.pacer, to, o, out);
             }
         }
         self.settle(cx, out);

@@ -35,7 +35,13 @@ pub(crate) struct Pacer {
     pub(crate) bytes_sent: u64,
     /// Chunks held back at least once.
     pub(crate) chunks_held: u64,
+    /// The snapshot index last reported complete per (group, receiver): the last chunk
+    /// is re-sent on heartbeats, and a transfer is reported once.
+    completed: BTreeMap<(GroupId, NodeId), u64>,
 }
+
+/// A snapshot transfer that just completed: (group, receiver, index, bytes).
+pub(crate) type Completed = (GroupId, NodeId, u64, u64);
 
 impl Pacer {
     pub(crate) fn new(rates: SnapshotRates, now: Time) -> Self {
@@ -46,7 +52,29 @@ impl Pacer {
             streams: BTreeMap::new(),
             bytes_sent: 0,
             chunks_held: 0,
+            completed: BTreeMap::new(),
         }
+    }
+
+    /// The transfer `m` completes, if it is the last chunk of a snapshot not reported
+    /// yet.
+    pub(crate) fn completes(&mut self, m: &RaftMessage) -> Option<Completed> {
+        let MessageBody::InstallSnapshot {
+            snapshot,
+            offset,
+            data,
+            done: true,
+        } = &m.body
+        else {
+            return None;
+        };
+        let key = (m.group, m.to);
+        if self.completed.get(&key) == Some(&snapshot.index) {
+            return None;
+        }
+        self.completed.insert(key, snapshot.index);
+        let bytes = offset.saturating_add(data.len() as u64);
+        Some((m.group, m.to, snapshot.index, bytes))
     }
 
     /// Whether chunks are waiting.
