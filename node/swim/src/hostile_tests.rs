@@ -301,8 +301,28 @@ fn random_update(rng: &mut Rng, near: u64) -> Update {
     }
 }
 
+fn random_snapshot(rng: &mut Rng, near: u64) -> MemberSnapshot {
+    MemberSnapshot {
+        member: any_member(rng),
+        address: address(rng),
+        incarnation: pick(rng, near),
+        state: [
+            MemberState::Alive,
+            MemberState::Suspect,
+            MemberState::Dead,
+            MemberState::Left,
+        ][rng.random_range(0..4)],
+    }
+}
+
+/// A bucket count: valid ones, and the ones a receiver must refuse.
+fn bucket_count(rng: &mut Rng) -> u32 {
+    const COUNTS: [u32; 9] = [0, 1, 2, 3, 4, 255, 256, 512, u32::MAX];
+    COUNTS[rng.random_range(0..COUNTS.len())]
+}
+
 fn random_msg(rng: &mut Rng, near: u64) -> SwimMsg {
-    let body = match rng.random_range(0..6) {
+    let body = match rng.random_range(0..9) {
         0 => SwimBody::Ping {
             seq: pick(rng, 1),
             target: any_member(rng),
@@ -317,17 +337,31 @@ fn random_msg(rng: &mut Rng, near: u64) -> SwimMsg {
             join: rng.random(),
             reply: rng.random(),
             members: (0..rng.random_range(0..6))
-                .map(|_| MemberSnapshot {
-                    member: any_member(rng),
-                    address: address(rng),
-                    incarnation: pick(rng, near),
-                    state: [
-                        MemberState::Alive,
-                        MemberState::Suspect,
-                        MemberState::Dead,
-                        MemberState::Left,
-                    ][rng.random_range(0..4)],
+                .map(|_| random_snapshot(rng, near))
+                .collect(),
+        },
+        6 => SwimBody::SyncDigest {
+            seq: pick(rng, 1),
+            root: rng.random(),
+        },
+        7 => SwimBody::SyncBuckets {
+            seq: pick(rng, 1),
+            hashes: (0..bucket_count(rng).min(600))
+                .map(|_| rng.random())
+                .collect(),
+        },
+        8 => SwimBody::SyncEntries {
+            seq: pick(rng, 1),
+            bucket_count: bucket_count(rng),
+            buckets: (0..rng.random_range(0..5))
+                .map(|_| match rng.random_range(0..3) {
+                    0 => rng.random(),
+                    _ => rng.random_range(0..8),
                 })
+                .collect(),
+            reply: rng.random(),
+            members: (0..rng.random_range(0..6))
+                .map(|_| random_snapshot(rng, near))
                 .collect(),
         },
         _ => SwimBody::Gossip,
@@ -357,6 +391,30 @@ fn mutate(rng: &mut Rng, mut m: SwimMsg, near: u64) -> SwimMsg {
         | SwimBody::PingReq { seq, .. }
         | SwimBody::Nack { seq } => *seq = pick(rng, *seq),
         SwimBody::PushPull { members, .. } => {
+            if let Some(e) = members.first_mut() {
+                e.incarnation = pick(rng, near);
+            }
+        }
+        SwimBody::SyncDigest { seq, root } => {
+            *seq = pick(rng, *seq);
+            *root ^= 1 << rng.random_range(0..64);
+        }
+        SwimBody::SyncBuckets { seq, hashes } => {
+            *seq = pick(rng, *seq);
+            if rng.random() {
+                hashes.pop();
+            }
+        }
+        SwimBody::SyncEntries {
+            seq,
+            bucket_count: count,
+            members,
+            reply,
+            ..
+        } => {
+            *seq = pick(rng, *seq);
+            *count = bucket_count(rng);
+            *reply = rng.random();
             if let Some(e) = members.first_mut() {
                 e.incarnation = pick(rng, near);
             }

@@ -77,6 +77,7 @@
 
 mod broadcast;
 mod config;
+mod digest;
 mod error;
 mod member;
 mod msg;
@@ -88,6 +89,7 @@ pub use config::{
     MAX_INCOMING_UPDATES, MAX_INDIRECT_PROBES, MAX_LOCAL_HEALTH, MAX_MEMBERS, MAX_PENDING_EVENTS,
     MIN_PIGGYBACK_BYTES, NACK_TIMEOUT_PERCENT, SwimConfig, dynamic_suspicion_timeout,
 };
+pub use digest::{MAX_DIGEST_BUCKETS, digest_bucket_count};
 pub use error::SwimError;
 pub use member::{Member, MembershipEvent, SwimCounters};
 pub use msg::{MemberSnapshot, MemberState, SwimBody, SwimMsg, Update};
