@@ -10,13 +10,11 @@ use rand::RngExt;
 use rand::seq::SliceRandom;
 
 use crate::broadcast::BroadcastQueue;
-use crate::digest::{
-    bucket_hashes, bucket_of, digest_bucket_count, root_hash, valid_bucket_count,
-};
 use crate::config::{
     MAX_ADDRESS_BYTES, MAX_INCARNATION, MAX_INCARNATION_JUMP, MAX_INCOMING_UPDATES, MAX_MEMBERS,
     MAX_PENDING_EVENTS, NACK_TIMEOUT_PERCENT, dynamic_suspicion_timeout,
 };
+use crate::digest::{bucket_hashes, bucket_of, digest_bucket_count, root_hash, valid_bucket_count};
 use crate::{
     Member, MemberSnapshot, MemberState, MembershipEvent, SwimBody, SwimConfig, SwimCounters,
     SwimError, SwimMsg, Update,
@@ -1399,6 +1397,17 @@ impl Swim {
         } else {
             self.send_push_pull(cx, out, to, false, false);
         }
+    }
+
+    /// Opens one anti-entropy exchange with `to` now, as a push-pull tick would.
+    #[cfg(test)]
+    pub(crate) fn anti_entropy_with(
+        &mut self,
+        to: NodeId,
+        cx: &mut Cx<'_>,
+        out: &mut Out<SwimMsg>,
+    ) {
+        self.anti_entropy(cx, out, to);
     }
 
     /// Step 1: the hash of this member's table.
