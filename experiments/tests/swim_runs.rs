@@ -82,7 +82,13 @@ fn swim_run_writes_summary_events_plots_and_a_not_applicable_checker_verdict() {
     }
     assert!((sw["expected_first_detection_s"].as_f64().unwrap() - 1.582).abs() < 1e-3);
     assert!(sw["load"]["messages_per_member_per_s"].as_f64().unwrap() > 0.5);
-    assert!(sw["load"]["bytes_per_member_per_s"].as_f64().unwrap() > 10.0);
+    let bytes = sw["load"]["bytes_per_member_per_s"].as_f64().unwrap();
+    assert!(bytes > 10.0);
+    // Push-pull by digest: a small share of the bytes, but some (digests go out).
+    let push_pull = sw["load"]["push_pull_bytes_per_member_per_s"]
+        .as_f64()
+        .unwrap();
+    assert!(push_pull > 0.0 && push_pull < bytes / 4.0, "{}", sw["load"]);
     assert_eq!(sw["false_positives"], 0);
     // No KV workload: an empty history; membership changes are in events.jsonl.
     assert_eq!(

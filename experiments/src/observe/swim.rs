@@ -135,6 +135,12 @@ pub struct SwimLoad {
     pub messages_per_member_per_s: f64,
     /// Encoded bytes sent per member per second.
     pub bytes_per_member_per_s: f64,
+    /// Of those, push-pull's (anti-entropy messages without their piggybacked updates;
+    /// kvlab-swim's `push_pull_bytes_sent`), where the backend shows the members
+    /// (`null` otherwise). A member that restarted in the window counts from its
+    /// restart only, so this slightly undercounts under crashes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_pull_bytes_per_member_per_s: Option<f64>,
     /// The busiest member's messages per second.
     pub max_messages_per_member_per_s: f64,
     /// Messages sent over the whole run, per member per second.
@@ -597,6 +603,19 @@ pub struct SwimObserver {
     joins_not_logged: u64,
     load_start: Option<(Time, SimStats)>,
     load_end: Option<(Time, SimStats)>,
+    /// Each running member's push-pull bytes at the window's start and end.
+    push_pull_start: Option<BTreeMap<NodeId, u64>>,
+    push_pull_end: Option<BTreeMap<NodeId, u64>>,
+}
+
+/// Each running member's push-pull bytes sent so far, when the backend shows members.
+fn push_pull_bytes(cluster: &dyn Cluster) -> Option<BTreeMap<NodeId, u64>> {
+    let bytes: BTreeMap<NodeId, u64> = cluster
+        .nodes()
+        .iter()
+        .filter_map(|&id| Some((id, swim_of(cluster, id)?.counters().push_pull_bytes_sent)))
+        .collect();
+    (!bytes.is_empty()).then_some(bytes)
 }
 
 impl SwimObserver {
@@ -628,6 +647,8 @@ impl SwimObserver {
             joins_not_logged: 0,
             load_start: None,
             load_end: None,
+            push_pull_start: None,
+            push_pull_end: None,
         }
     }
 
@@ -671,6 +692,7 @@ impl SwimObserver {
 
     fn open_load_window(&mut self, cluster: &dyn Cluster, now: Time, events: &mut Vec<RunEvent>) {
         self.load_start = cluster.sim_stats().map(|s| (now, s));
+        self.push_pull_start = push_pull_bytes(cluster);
         if self.initial_converged.is_none() {
             events.push(RunEvent::runner(
                 now,
@@ -706,6 +728,7 @@ impl SwimObserver {
                         / n
                         / secs,
                     bytes_per_member_per_s: (s1.bytes_sent - s0.bytes_sent) as f64 / n / secs,
+                    push_pull_bytes_per_member_per_s: self.push_pull_load(n, secs),
                     max_messages_per_member_per_s: busiest as f64 / secs,
                     messages_per_member_per_s_whole_run: 0.0,
                 }
@@ -718,6 +741,21 @@ impl SwimObserver {
             messages_per_member_per_s_whole_run: whole as f64 / n / run_s,
             ..load
         }
+    }
+
+    /// Push-pull bytes per member per second over the load window: each member's
+    /// counter at the end less the one at the start (all of it if the member restarted
+    /// since, its counters starting again from zero).
+    fn push_pull_load(&self, n: f64, secs: f64) -> Option<f64> {
+        let (start, end) = (self.push_pull_start.as_ref()?, self.push_pull_end.as_ref()?);
+        let total: u64 = end
+            .iter()
+            .map(|(id, &b1)| {
+                let b0 = start.get(id).copied().unwrap_or(0);
+                if b1 >= b0 { b1 - b0 } else { b1 }
+            })
+            .sum();
+        Some(total as f64 / n / secs)
     }
 
     fn summary(&self, cluster: &dyn Cluster, end: Time) -> SwimSummary {
@@ -865,6 +903,7 @@ impl Observer for SwimObserver {
         }
         self.in_safety = false;
         self.load_end = cluster.sim_stats().map(|s| (at, s));
+        self.push_pull_end = push_pull_bytes(cluster);
         self.slow.stop(cluster, &mut self.tracker);
         // Members the heal restarted (not the nemesis) came back too.
         let down: Vec<NodeId> = self.tracker.down.keys().copied().collect();
@@ -939,8 +978,13 @@ pub fn property_checks(x: &SwimExperimentSpec, s: &SwimSummary) -> Vec<PropertyC
 
 /// Writes `summary.json`-ready numbers of a SWIM run for a person: one line.
 pub fn one_line(s: &SwimSummary) -> String {
+    let push_pull = s
+        .load
+        .push_pull_bytes_per_member_per_s
+        .map(|b| format!(" ({b:.0} of them push-pull)"))
+        .unwrap_or_default();
     format!(
-        "{} crashes: first suspicion mean {:.2} s (paper T·e/(e−1) = {:.2} s) p99 {:.2} s; dead everywhere p50 {:.2} s p99 {:.2} s max {:.2} s; {} false positives; {:.2} msgs/member/s, {:.0} B/member/s",
+        "{} crashes: first suspicion mean {:.2} s (paper T·e/(e−1) = {:.2} s) p99 {:.2} s; dead everywhere p50 {:.2} s p99 {:.2} s max {:.2} s; {} false positives; {:.2} msgs/member/s, {:.0} B/member/s{push_pull}",
         s.crashes,
         s.measured_first_detection_mean_s,
         s.expected_first_detection_s,

@@ -108,14 +108,22 @@ pub struct SwimConfig {
     pub gossip_interval_ms: u64,
     /// How many members one gossip round sends to (memberlist's `GossipNodes`).
     pub gossip_fanout: u32,
-    /// Interval of push-pull anti-entropy: a full state exchange with one random member.
-    /// `0` disables it (for comparisons; joins still use push-pull).
+    /// Interval of push-pull anti-entropy: a state exchange with one random live member
+    /// (and one dead member, and a forgotten seed; see the crate docs). `0` disables it
+    /// (for comparisons; joins still use push-pull).
     pub push_pull_interval_ms: u64,
     /// Above this many live members, the push-pull interval grows with the cluster:
-    /// `interval · (⌈log2 n − log2 threshold⌉ + 1)` (memberlist's `pushPullScale`), so
-    /// the cost of full state exchanges, `O(n)` each, stays near constant per member.
-    /// `0` turns scaling off.
+    /// `interval · (⌈log2 n − log2 threshold⌉ + 1)` (memberlist's `pushPullScale`).
+    /// Full state exchanges cost `O(n)` bytes each, so without digests this keeps their
+    /// cost per member near constant; with digests it only spaces out repairs (and the
+    /// `O(√n)` bytes of an exchange between tables that differ). `0` turns scaling off.
     pub push_pull_scale_threshold: usize,
+    /// Push-pull by digest (the crate docs): an exchange starts with the hash of the
+    /// table and moves only the rows of buckets whose hashes differ, so two members
+    /// that agree exchange one small message whatever `n`. Off: every exchange sends
+    /// the whole table both ways, `O(n)` bytes (memberlist's push-pull), kept for
+    /// comparison. Joins send the whole table either way.
+    pub push_pull_digest: bool,
     /// How long a dead or left member stays in the table (and is gossiped about and
     /// reconnected to) before it is forgotten.
     pub dead_reclaim_ms: u64,
@@ -134,8 +142,9 @@ pub struct SwimConfig {
     /// The most updates waiting to be disseminated; beyond it the most-sent ones are
     /// dropped (counted in `broadcasts_dropped`).
     pub max_broadcast_queue: usize,
-    /// The most member entries in one push-pull message (own entry first, the rest
-    /// sampled); more are cut and counted in `push_pull_truncated`.
+    /// The most member entries in one push-pull message, or in one step of push-pull by
+    /// digest (own entry first, the rest sampled); more are cut and counted in
+    /// `push_pull_truncated`.
     pub max_push_pull_entries: usize,
     /// The most ping-req relays this node runs for others at once; more are refused and
     /// counted in `relays_refused`.
@@ -163,6 +172,7 @@ impl Default for SwimConfig {
             gossip_fanout: 3,
             push_pull_interval_ms: 30_000,
             push_pull_scale_threshold: 32,
+            push_pull_digest: true,
             dead_reclaim_ms: 60_000,
             join_retry_ms: 2_000,
             join_attempts_max: 30,

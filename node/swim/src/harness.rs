@@ -69,6 +69,9 @@ pub(crate) struct Cluster {
     /// One-way latency range, milliseconds.
     pub(crate) latency_ms: (u64, u64),
     cut: BTreeSet<(NodeId, NodeId)>,
+    /// Members whose incoming messages lose their piggybacked updates: they miss all
+    /// gossip while probes, acks and push-pull still reach them.
+    deaf_to_gossip: BTreeSet<NodeId>,
     inbound_delay: BTreeMap<NodeId, Duration>,
     pub(crate) log: Vec<Logged>,
     pub(crate) messages_delivered: u64,
@@ -103,6 +106,7 @@ impl Cluster {
             loss: 0.0,
             latency_ms: (1, 5),
             cut: BTreeSet::new(),
+            deaf_to_gossip: BTreeSet::new(),
             inbound_delay: BTreeMap::new(),
             log: Vec::new(),
             messages_delivered: 0,
@@ -217,6 +221,17 @@ impl Cluster {
         self.cut.clear();
     }
 
+    /// From now on (or no longer, `deaf = false`) every message to `id` arrives without
+    /// its piggybacked updates: `id` misses all gossip, and only push-pull (or its own
+    /// probing) can tell it what changed.
+    pub(crate) fn set_deaf_to_gossip(&mut self, id: NodeId, deaf: bool) {
+        if deaf {
+            self.deaf_to_gossip.insert(id);
+        } else {
+            self.deaf_to_gossip.remove(&id);
+        }
+    }
+
     /// Runs a leave on a node.
     pub(crate) fn leave(&mut self, id: NodeId) {
         let i = id.0 as usize;
@@ -267,6 +282,14 @@ impl Cluster {
                         self.sent_to_unknown += 1;
                         continue;
                     }
+                    let msg = if self.deaf_to_gossip.contains(&to) {
+                        SwimMsg {
+                            updates: Vec::new(),
+                            ..msg
+                        }
+                    } else {
+                        msg
+                    };
                     let bytes = postcard::to_allocvec(&msg).expect("encode");
                     if self.cut.contains(&(id, to)) || self.net.random_bool(self.loss) {
                         continue;

@@ -227,6 +227,165 @@ fn a_restart_from_an_incarnation_at_the_ceiling_stays_at_it() {
     );
 }
 
+// ----- push-pull by digest ------------------------------------------------------------
+
+fn sent(effects: &[Effect<SwimMsg>]) -> Vec<(NodeId, SwimMsg)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Send { to, msg } => Some((*to, msg.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Opens an exchange by digest with member 1; returns its seq.
+fn open_sync(s: &mut Swim, rng: &mut Rng) -> u64 {
+    let mut out = Out::new();
+    s.anti_entropy_with(n(1), &mut Cx::new(n(0), Time::from_secs(1), rng), &mut out);
+    let (to, msg) = sent(out.effects()).remove(0);
+    assert_eq!(to, n(1));
+    let SwimBody::SyncDigest { seq, .. } = msg.body else {
+        panic!("{msg:?}")
+    };
+    seq
+}
+
+fn entries(seq: u64, bucket_count: u32, buckets: Vec<u32>, reply: bool) -> SwimBody {
+    SwimBody::SyncEntries {
+        seq,
+        bucket_count,
+        buckets,
+        reply,
+        members: vec![MemberSnapshot {
+            member: n(77),
+            address: "n77/a".into(),
+            incarnation: 0,
+            state: MemberState::Alive,
+        }],
+    }
+}
+
+#[test]
+fn digest_steps_nobody_asked_for_are_refused() {
+    let (mut s, mut rng) = member(0, 3);
+    // Bucket hashes and rows with no exchange open: an amplification attempt (rows for
+    // a few bytes) and a forged table.
+    let body = SwimBody::SyncBuckets {
+        seq: 5,
+        hashes: vec![0; 4],
+    };
+    assert!(sent(&deliver(&mut s, &mut rng, 1, body, Vec::new())).is_empty());
+    assert!(
+        sent(&deliver(
+            &mut s,
+            &mut rng,
+            1,
+            entries(5, 4, vec![], true),
+            Vec::new()
+        ))
+        .is_empty()
+    );
+    assert!(s.member(n(77)).is_none());
+    assert_eq!(s.counters().syncs_refused, 2);
+
+    // An exchange open with member 1: not from member 2, not with another seq, not a
+    // bucket count that is not a power of two or above the bound; once, from 1.
+    let seq = open_sync(&mut s, &mut rng);
+    let buckets = |seq, len| SwimBody::SyncBuckets {
+        seq,
+        hashes: vec![7; len],
+    };
+    for (from, body) in [
+        (2, buckets(seq, 4)),
+        (1, buckets(seq + 1, 4)),
+        (1, buckets(seq, 0)),
+        (1, buckets(seq, 3)),
+        (1, buckets(seq, MAX_DIGEST_BUCKETS * 2)),
+    ] {
+        assert!(
+            sent(&deliver(&mut s, &mut rng, from, body.clone(), Vec::new())).is_empty(),
+            "{from}: {body:?}"
+        );
+    }
+    assert_eq!(s.counters().syncs_refused, 7);
+    let effects = deliver(&mut s, &mut rng, 1, buckets(seq, 4), Vec::new());
+    assert!(matches!(
+        sent(&effects)[..],
+        [(to, SwimMsg { body: SwimBody::SyncEntries { reply: false, .. }, .. })] if to == n(1)
+    ));
+    assert!(sent(&deliver(&mut s, &mut rng, 1, buckets(seq, 4), Vec::new())).is_empty());
+    assert_eq!(s.counters().syncs_refused, 8);
+    // The reply: from 2 refused; from 1 merged, once.
+    deliver(
+        &mut s,
+        &mut rng,
+        2,
+        entries(seq, 4, vec![], true),
+        Vec::new(),
+    );
+    assert!(s.member(n(77)).is_none());
+    deliver(
+        &mut s,
+        &mut rng,
+        1,
+        entries(seq, 4, vec![], true),
+        Vec::new(),
+    );
+    assert!(s.member(n(77)).is_some());
+    deliver(
+        &mut s,
+        &mut rng,
+        1,
+        entries(seq, 4, vec![], true),
+        Vec::new(),
+    );
+    assert_eq!(s.counters().syncs_refused, 10);
+}
+
+#[test]
+fn malformed_bucket_requests_are_refused_and_valid_ones_bounded() {
+    let (mut s, mut rng) = member(0, 40);
+    for (count, buckets) in [
+        (0, vec![]),
+        (3, vec![0]),
+        (512, vec![0]),
+        (u32::MAX, vec![0]),
+        (4, vec![2, 1]),
+        (4, vec![1, 1]),
+        (4, vec![0, 4]),
+        (4, vec![u32::MAX]),
+    ] {
+        let body = entries(1, count, buckets.clone(), false);
+        let effects = deliver(&mut s, &mut rng, 1, body, Vec::new());
+        assert!(sent(&effects).is_empty(), "{count} {buckets:?}");
+    }
+    assert_eq!(s.counters().syncs_refused, 8);
+    assert!(s.member(n(77)).is_none(), "a refused request is not merged");
+    // A valid request is answered with the rows of the buckets named, no more than
+    // `max_push_pull_entries`.
+    let effects = deliver(
+        &mut s,
+        &mut rng,
+        1,
+        entries(1, 1, vec![0], false),
+        Vec::new(),
+    );
+    let [(_, reply)] = &sent(&effects)[..] else {
+        panic!("{effects:?}")
+    };
+    let SwimBody::SyncEntries {
+        reply: true,
+        members,
+        ..
+    } = &reply.body
+    else {
+        panic!("{reply:?}")
+    };
+    assert_eq!(members.len(), 41, "one bucket: the whole table");
+    assert!(s.member(n(77)).is_some());
+}
+
 // ----- fuzzing ------------------------------------------------------------------------
 
 /// Members of the fuzzed cluster.
@@ -301,8 +460,28 @@ fn random_update(rng: &mut Rng, near: u64) -> Update {
     }
 }
 
+fn random_snapshot(rng: &mut Rng, near: u64) -> MemberSnapshot {
+    MemberSnapshot {
+        member: any_member(rng),
+        address: address(rng),
+        incarnation: pick(rng, near),
+        state: [
+            MemberState::Alive,
+            MemberState::Suspect,
+            MemberState::Dead,
+            MemberState::Left,
+        ][rng.random_range(0..4)],
+    }
+}
+
+/// A bucket count: valid ones, and the ones a receiver must refuse.
+fn bucket_count(rng: &mut Rng) -> u32 {
+    const COUNTS: [u32; 9] = [0, 1, 2, 3, 4, 255, 256, 512, u32::MAX];
+    COUNTS[rng.random_range(0..COUNTS.len())]
+}
+
 fn random_msg(rng: &mut Rng, near: u64) -> SwimMsg {
-    let body = match rng.random_range(0..6) {
+    let body = match rng.random_range(0..9) {
         0 => SwimBody::Ping {
             seq: pick(rng, 1),
             target: any_member(rng),
@@ -317,17 +496,31 @@ fn random_msg(rng: &mut Rng, near: u64) -> SwimMsg {
             join: rng.random(),
             reply: rng.random(),
             members: (0..rng.random_range(0..6))
-                .map(|_| MemberSnapshot {
-                    member: any_member(rng),
-                    address: address(rng),
-                    incarnation: pick(rng, near),
-                    state: [
-                        MemberState::Alive,
-                        MemberState::Suspect,
-                        MemberState::Dead,
-                        MemberState::Left,
-                    ][rng.random_range(0..4)],
+                .map(|_| random_snapshot(rng, near))
+                .collect(),
+        },
+        6 => SwimBody::SyncDigest {
+            seq: pick(rng, 1),
+            root: rng.random(),
+        },
+        7 => SwimBody::SyncBuckets {
+            seq: pick(rng, 1),
+            hashes: (0..bucket_count(rng).min(600))
+                .map(|_| rng.random())
+                .collect(),
+        },
+        8 => SwimBody::SyncEntries {
+            seq: pick(rng, 1),
+            bucket_count: bucket_count(rng),
+            buckets: (0..rng.random_range(0..5))
+                .map(|_| match rng.random_range(0..3) {
+                    0 => rng.random(),
+                    _ => rng.random_range(0..8),
                 })
+                .collect(),
+            reply: rng.random(),
+            members: (0..rng.random_range(0..6))
+                .map(|_| random_snapshot(rng, near))
                 .collect(),
         },
         _ => SwimBody::Gossip,
@@ -357,6 +550,30 @@ fn mutate(rng: &mut Rng, mut m: SwimMsg, near: u64) -> SwimMsg {
         | SwimBody::PingReq { seq, .. }
         | SwimBody::Nack { seq } => *seq = pick(rng, *seq),
         SwimBody::PushPull { members, .. } => {
+            if let Some(e) = members.first_mut() {
+                e.incarnation = pick(rng, near);
+            }
+        }
+        SwimBody::SyncDigest { seq, root } => {
+            *seq = pick(rng, *seq);
+            *root ^= 1 << rng.random_range(0..64);
+        }
+        SwimBody::SyncBuckets { seq, hashes } => {
+            *seq = pick(rng, *seq);
+            if rng.random() {
+                hashes.pop();
+            }
+        }
+        SwimBody::SyncEntries {
+            seq,
+            bucket_count: count,
+            members,
+            reply,
+            ..
+        } => {
+            *seq = pick(rng, *seq);
+            *count = bucket_count(rng);
+            *reply = rng.random();
             if let Some(e) = members.first_mut() {
                 e.incarnation = pick(rng, near);
             }
@@ -436,6 +653,8 @@ fn run_case(seed: u64, inputs: u64, t: &mut Totals) {
     let config = SwimConfig {
         push_pull_interval_ms: 5_000,
         dead_reclaim_ms: 20_000,
+        // One case in four exchanges whole tables (forged digest steps still arrive).
+        push_pull_digest: seed % 4 != 0,
         ..SwimConfig::default()
     };
     let mut c = Cluster::new(MEMBERS, seed, config);

@@ -189,8 +189,18 @@ pub struct SwimCounters {
     pub ping_reqs_sent: u64,
     /// Nacks sent as a ping-req relay.
     pub nacks_sent: u64,
-    /// Push-pull messages sent (requests and replies, joins included).
+    /// Anti-entropy messages sent: push-pulls (requests and replies, joins included)
+    /// and every step of push-pull by digest.
     pub push_pulls_sent: u64,
+    /// Encoded bytes of the anti-entropy messages sent, without the updates
+    /// piggybacked on them (gossip's cost, bounded per message): what push-pull itself
+    /// costs.
+    pub push_pull_bytes_sent: u64,
+    /// Push-pull exchanges this member started with a digest.
+    pub digests_sent: u64,
+    /// Digests received that matched this member's table: the whole exchange was that
+    /// one message.
+    pub digests_matched: u64,
     /// Bare gossip messages sent (leave announcements).
     pub gossips_sent: u64,
     /// All messages sent.
@@ -224,6 +234,11 @@ pub struct SwimCounters {
     pub broadcasts_dropped: u64,
     /// Push-pull messages cut to `max_push_pull_entries`.
     pub push_pull_truncated: u64,
+    /// Steps of push-pull by digest refused: bucket hashes or rows from a member no
+    /// open exchange asked (a wrong `seq`, a wrong sender, a step repeated), a bucket
+    /// count that is not a power of two at most `MAX_DIGEST_BUCKETS`, bucket indices
+    /// out of range or not ascending. Zero without forged or corrupted messages.
+    pub syncs_refused: u64,
     /// Ping-reqs refused because `max_pending_relays` relays were running.
     pub relays_refused: u64,
     /// Incoming updates ignored (address too long, beyond `MAX_INCOMING_UPDATES`).

@@ -144,7 +144,8 @@ pub enum SwimBody {
         /// The origin's sequence number.
         seq: u64,
     },
-    /// Full state exchange (anti-entropy, and the join handshake).
+    /// Full state exchange: the join handshake, anti-entropy with a member that knows
+    /// no live member, and all anti-entropy when `push_pull_digest` is off.
     PushPull {
         /// The sender is joining through the receiver.
         join: bool,
@@ -155,6 +156,39 @@ pub enum SwimBody {
     },
     /// Nothing but the piggybacked updates (used to announce a leave at once).
     Gossip,
+    /// Push-pull by digest, step 1 (the crate docs, "Push-pull by digest"): the hash of
+    /// the sender's whole table. A receiver whose table hashes the same has nothing to
+    /// exchange and does not answer; otherwise it answers [`SwimBody::SyncBuckets`].
+    SyncDigest {
+        /// Names the exchange; the later steps echo it.
+        seq: u64,
+        /// The hash of the sender's table.
+        root: u64,
+    },
+    /// Step 2: the tables differ; the sender's table hashed per bucket. Accepted only
+    /// from the member a [`SwimBody::SyncDigest`] with this `seq` was sent to, once.
+    SyncBuckets {
+        /// The digest's `seq`.
+        seq: u64,
+        /// One hash per bucket; the length (a power of two, at most
+        /// [`crate::MAX_DIGEST_BUCKETS`]) is the bucket count.
+        hashes: Vec<u64>,
+    },
+    /// Step 3 (`reply: false`): the sender's rows of the buckets whose hashes differ,
+    /// asking for the receiver's rows of the same buckets; step 4 (`reply: true`): those
+    /// rows, accepted only from the member step 3 went to.
+    SyncEntries {
+        /// The digest's `seq`.
+        seq: u64,
+        /// The bucket count the bucket indices refer to.
+        bucket_count: u32,
+        /// The buckets that differ, ascending (empty in a reply).
+        buckets: Vec<u32>,
+        /// This is step 4 (do not answer it).
+        reply: bool,
+        /// The sender's rows of those buckets (bounded by `max_push_pull_entries`).
+        members: Vec<MemberSnapshot>,
+    },
 }
 
 /// A SWIM message: a body and piggybacked updates (SWIM §4.1).
@@ -176,6 +210,20 @@ impl SwimMsg {
             SwimBody::Nack { .. } => "nack",
             SwimBody::PushPull { .. } => "push_pull",
             SwimBody::Gossip => "gossip",
+            SwimBody::SyncDigest { .. } => "sync_digest",
+            SwimBody::SyncBuckets { .. } => "sync_buckets",
+            SwimBody::SyncEntries { .. } => "sync_entries",
         }
+    }
+
+    /// Whether this is anti-entropy (a push-pull, or a step of push-pull by digest).
+    pub fn is_anti_entropy(&self) -> bool {
+        matches!(
+            self.body,
+            SwimBody::PushPull { .. }
+                | SwimBody::SyncDigest { .. }
+                | SwimBody::SyncBuckets { .. }
+                | SwimBody::SyncEntries { .. }
+        )
     }
 }

@@ -14,10 +14,16 @@ use crate::config::{
     MAX_ADDRESS_BYTES, MAX_INCARNATION, MAX_INCARNATION_JUMP, MAX_INCOMING_UPDATES, MAX_MEMBERS,
     MAX_PENDING_EVENTS, NACK_TIMEOUT_PERCENT, dynamic_suspicion_timeout,
 };
+use crate::digest::{bucket_hashes, bucket_of, digest_bucket_count, root_hash, valid_bucket_count};
 use crate::{
     Member, MemberSnapshot, MemberState, MembershipEvent, SwimBody, SwimConfig, SwimCounters,
     SwimError, SwimMsg, Update,
 };
+
+/// The most push-pull exchanges by digest a member has open at once (it opens at most
+/// three per push-pull interval: a live member, a dead one, a forgotten seed); every
+/// interval closes the ones still open.
+const MAX_OPEN_SYNCS: usize = 8;
 
 /// How many live members a leaving node tells at once (with a bare gossip message),
 /// besides piggybacking the leave on its acks.
@@ -133,6 +139,16 @@ struct Probe {
     relays: Vec<NodeId>,
 }
 
+/// Where an exchange this member opened with a digest stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SyncStage {
+    /// The digest went out; waiting for the peer's bucket hashes (or for nothing, if the
+    /// tables match).
+    AwaitBuckets,
+    /// This member's rows of the differing buckets went out; waiting for the peer's.
+    AwaitEntries,
+}
+
 #[derive(Debug, Clone)]
 struct Relay {
     origin: NodeId,
@@ -140,6 +156,15 @@ struct Relay {
     /// The member pinged on the origin's behalf: only its ack is forwarded.
     target: NodeId,
     nacked: bool,
+}
+
+/// The header of a [`SwimBody::SyncEntries`].
+#[derive(Debug)]
+struct SyncRequest {
+    seq: u64,
+    bucket_count: u32,
+    buckets: Vec<u32>,
+    reply: bool,
 }
 
 /// A SWIM + Lifeguard member: the membership table and the failure detector of one node.
@@ -161,6 +186,8 @@ pub struct Swim {
     probe_index: usize,
     probe: Option<Probe>,
     relays: BTreeMap<u64, Relay>,
+    /// Push-pull exchanges by digest this member opened: seq → (peer, stage).
+    syncs: BTreeMap<u64, (NodeId, SyncStage)>,
     next_seq: u64,
     broadcasts: BroadcastQueue,
     local_health: u32,
@@ -216,6 +243,7 @@ impl Swim {
             probe_index: 0,
             probe: None,
             relays: BTreeMap::new(),
+            syncs: BTreeMap::new(),
             next_seq: 1,
             broadcasts: BroadcastQueue::default(),
             local_health: 0,
@@ -293,6 +321,12 @@ impl Swim {
     /// Independent confirmations recorded for a suspected member (Lifeguard §IV-B).
     pub fn suspicion_confirmations(&self, member: NodeId) -> Option<usize> {
         self.suspicions.get(&member).map(|s| s.confirmers.len())
+    }
+    /// The hash of the membership table (every row's member, incarnation, state and
+    /// address): two members whose digests are equal hold the same table, and a
+    /// push-pull between them exchanges one small message (see the crate docs).
+    pub fn digest(&self) -> u64 {
+        root_hash(self.members.values())
     }
     /// Takes the membership events recorded since the last call, oldest first.
     pub fn drain_events(&mut self) -> std::collections::vec_deque::Drain<'_, MembershipEvent> {
@@ -433,6 +467,25 @@ impl Swim {
                 }
             }
             SwimBody::Gossip => {}
+            SwimBody::SyncDigest { seq, root } => self.on_sync_digest(out, from, seq, root),
+            SwimBody::SyncBuckets { seq, hashes } => {
+                self.on_sync_buckets(cx, out, from, seq, hashes);
+            }
+            SwimBody::SyncEntries {
+                seq,
+                bucket_count,
+                buckets,
+                reply,
+                members,
+            } => {
+                let request = SyncRequest {
+                    seq,
+                    bucket_count,
+                    buckets,
+                    reply,
+                };
+                self.on_sync_entries(cx, out, from, request, members);
+            }
         }
     }
 
@@ -1230,10 +1283,15 @@ impl Swim {
     /// forgot each other — a partition longer than the reclaim time, or deaths a forger
     /// made them believe while made-up members kept them from feeling alone — meet again
     /// through the seeds.
+    ///
+    /// With `push_pull_digest` (the default) each exchange but the one with a seed by a
+    /// member that knows no live member starts with a digest (see the crate docs);
+    /// exchanges of the previous interval still open are abandoned.
     fn on_push_pull_tick(&mut self, cx: &mut Cx<'_>, out: &mut Out<SwimMsg>) {
         if self.left || self.config.push_pull_interval_ms == 0 {
             return;
         }
+        self.syncs.clear();
         let live = self.others_in(MemberState::is_live);
         if live.is_empty() {
             if !self.seeds.is_empty() {
@@ -1243,12 +1301,12 @@ impl Swim {
             }
         } else {
             let i = cx.rng.random_range(0..live.len());
-            self.send_push_pull(cx, out, live[i], false, false);
+            self.anti_entropy(cx, out, live[i]);
         }
         let dead = self.others_in(|s| s == MemberState::Dead);
         if !dead.is_empty() {
             let i = cx.rng.random_range(0..dead.len());
-            self.send_push_pull(cx, out, dead[i], false, false);
+            self.anti_entropy(cx, out, dead[i]);
         }
         if !live.is_empty() {
             let forgotten: Vec<NodeId> = self
@@ -1259,7 +1317,7 @@ impl Swim {
                 .collect();
             if !forgotten.is_empty() {
                 let i = cx.rng.random_range(0..forgotten.len());
-                self.send_push_pull(cx, out, forgotten[i], false, false);
+                self.anti_entropy(cx, out, forgotten[i]);
             }
         }
         out.set_timer(
@@ -1293,6 +1351,13 @@ impl Swim {
     /// This member's table for a push-pull: its own entry first, then the others (a
     /// random sample when there are more than `max_push_pull_entries`).
     fn snapshot(&mut self, cx: &mut Cx<'_>) -> Vec<MemberSnapshot> {
+        self.rows(cx, |_| true)
+    }
+
+    /// The rows of members that pass `keep`: this member's own first (if it passes),
+    /// then the others by id (a random sample when there are more than
+    /// `max_push_pull_entries` in all).
+    fn rows(&mut self, cx: &mut Cx<'_>, keep: impl Fn(NodeId) -> bool) -> Vec<MemberSnapshot> {
         let cap = self.config.max_push_pull_entries;
         let to_snap = |m: &Member| MemberSnapshot {
             member: m.id,
@@ -1300,19 +1365,178 @@ impl Swim {
             incarnation: m.incarnation,
             state: m.state,
         };
-        let mut v = Vec::with_capacity(self.members.len().min(cap));
-        if let Some(me) = self.members.get(&self.id) {
+        let mut v = Vec::new();
+        if keep(self.id)
+            && let Some(me) = self.members.get(&self.id)
+        {
             v.push(to_snap(me));
         }
-        let mut others: Vec<&Member> = self.members.values().filter(|m| m.id != self.id).collect();
-        if others.len() + 1 > cap {
+        let mut others: Vec<&Member> = self
+            .members
+            .values()
+            .filter(|m| m.id != self.id && keep(m.id))
+            .collect();
+        if v.len() + others.len() > cap {
             self.counters.push_pull_truncated += 1;
             others.shuffle(cx.rng);
-            others.truncate(cap.saturating_sub(1));
+            others.truncate(cap.saturating_sub(v.len()));
             others.sort_by_key(|m| m.id);
         }
+        v.reserve(others.len());
         v.extend(others.into_iter().map(to_snap));
         v
+    }
+
+    // ----- push-pull by digest (the crate docs) ------------------------------------
+
+    /// One anti-entropy exchange with `to`: by digest, or a full push-pull when
+    /// `push_pull_digest` is off.
+    fn anti_entropy(&mut self, cx: &mut Cx<'_>, out: &mut Out<SwimMsg>, to: NodeId) {
+        if self.config.push_pull_digest {
+            self.send_digest(out, to);
+        } else {
+            self.send_push_pull(cx, out, to, false, false);
+        }
+    }
+
+    /// Opens one anti-entropy exchange with `to` now, as a push-pull tick would.
+    #[cfg(test)]
+    pub(crate) fn anti_entropy_with(
+        &mut self,
+        to: NodeId,
+        cx: &mut Cx<'_>,
+        out: &mut Out<SwimMsg>,
+    ) {
+        self.anti_entropy(cx, out, to);
+    }
+
+    /// Step 1: the hash of this member's table.
+    fn send_digest(&mut self, out: &mut Out<SwimMsg>, to: NodeId) {
+        if self.syncs.len() >= MAX_OPEN_SYNCS {
+            return;
+        }
+        let seq = self.next_seq();
+        self.syncs.insert(seq, (to, SyncStage::AwaitBuckets));
+        let root = self.digest();
+        self.counters.digests_sent += 1;
+        self.counters.push_pulls_sent += 1;
+        self.send(out, to, SwimBody::SyncDigest { seq, root }, Vec::new());
+    }
+
+    /// Step 2: equal tables end the exchange; otherwise answer with this table hashed
+    /// per bucket (about `√n` buckets of about `√n` rows).
+    fn on_sync_digest(&mut self, out: &mut Out<SwimMsg>, from: NodeId, seq: u64, root: u64) {
+        if root == self.digest() {
+            self.counters.digests_matched += 1;
+            return;
+        }
+        let count = digest_bucket_count(self.members.len());
+        let hashes = bucket_hashes(self.members.values(), count);
+        self.counters.push_pulls_sent += 1;
+        self.send(out, from, SwimBody::SyncBuckets { seq, hashes }, Vec::new());
+    }
+
+    /// Step 3, at the member that sent the digest: send its rows of the buckets whose
+    /// hashes differ and ask for the peer's. Only from the member the digest went to,
+    /// once.
+    fn on_sync_buckets(
+        &mut self,
+        cx: &mut Cx<'_>,
+        out: &mut Out<SwimMsg>,
+        from: NodeId,
+        seq: u64,
+        hashes: Vec<u64>,
+    ) {
+        let count = hashes.len();
+        if self.syncs.get(&seq) != Some(&(from, SyncStage::AwaitBuckets))
+            || !valid_bucket_count(count)
+        {
+            self.counters.syncs_refused += 1;
+            return;
+        }
+        let mine = bucket_hashes(self.members.values(), count);
+        let differ: Vec<u32> = (0..count)
+            .filter(|&b| mine[b] != hashes[b])
+            .map(|b| b as u32)
+            .collect();
+        if differ.is_empty() {
+            // The tables changed since the digest and match now.
+            self.syncs.remove(&seq);
+            return;
+        }
+        self.syncs.insert(seq, (from, SyncStage::AwaitEntries));
+        let mut wanted = vec![false; count];
+        for &b in &differ {
+            wanted[b as usize] = true;
+        }
+        let members = self.rows(cx, |id| wanted[bucket_of(id, count)]);
+        self.counters.push_pulls_sent += 1;
+        self.send(
+            out,
+            from,
+            SwimBody::SyncEntries {
+                seq,
+                bucket_count: count as u32,
+                buckets: differ,
+                reply: false,
+                members,
+            },
+            Vec::new(),
+        );
+    }
+
+    /// Step 4: a request gets this member's rows of the buckets named (as they were
+    /// before merging the request's rows, which the requester has) and is merged like
+    /// a push-pull; a reply is merged if this member asked that peer for it.
+    fn on_sync_entries(
+        &mut self,
+        cx: &mut Cx<'_>,
+        out: &mut Out<SwimMsg>,
+        from: NodeId,
+        request: SyncRequest,
+        members: Vec<MemberSnapshot>,
+    ) {
+        let SyncRequest {
+            seq,
+            bucket_count,
+            buckets,
+            reply,
+        } = request;
+        if reply {
+            if self.syncs.get(&seq) != Some(&(from, SyncStage::AwaitEntries)) {
+                self.counters.syncs_refused += 1;
+                return;
+            }
+            self.syncs.remove(&seq);
+            self.merge_state(cx, out, from, members);
+            return;
+        }
+        let count = usize::try_from(bucket_count).unwrap_or(usize::MAX);
+        let ascending = buckets.windows(2).all(|w| w[0] < w[1]);
+        let in_range = buckets.last().is_none_or(|&b| (b as usize) < count);
+        if !valid_bucket_count(count) || !ascending || !in_range {
+            self.counters.syncs_refused += 1;
+            return;
+        }
+        let mut wanted = vec![false; count];
+        for &b in &buckets {
+            wanted[b as usize] = true;
+        }
+        let rows = self.rows(cx, |id| wanted[bucket_of(id, count)]);
+        self.merge_state(cx, out, from, members);
+        self.counters.push_pulls_sent += 1;
+        self.send(
+            out,
+            from,
+            SwimBody::SyncEntries {
+                seq,
+                bucket_count,
+                buckets: Vec::new(),
+                reply: true,
+                members: rows,
+            },
+            Vec::new(),
+        );
     }
 
     /// Merges a remote table. A remote "dead" becomes a local suspicion (memberlist's
@@ -1446,6 +1670,9 @@ impl Swim {
             self.counters.piggyback_full += 1;
         }
         let msg = SwimMsg { body, updates };
+        if msg.is_anti_entropy() {
+            self.counters.push_pull_bytes_sent += msg.body.wire_size() as u64;
+        }
         self.counters.messages_sent += 1;
         self.counters.bytes_sent += msg.wire_size() as u64;
         out.send(to, msg);

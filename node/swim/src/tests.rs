@@ -999,7 +999,7 @@ fn push_pull_tick_also_contacts_a_dead_member() {
     let effects = one.fire(timer(T_PUSH_PULL, 0));
     let targets: Vec<NodeId> = sends(&effects)
         .into_iter()
-        .filter(|(_, m)| matches!(m.body, SwimBody::PushPull { .. }))
+        .filter(|(_, m)| m.is_anti_entropy())
         .map(|(t, _)| t)
         .collect();
     assert_eq!(targets.len(), 2);
