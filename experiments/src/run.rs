@@ -24,6 +24,7 @@ use crate::driver::{Driven, Progress, ProgressLine, drive};
 use crate::error::ExperimentError;
 use crate::events::RunEvent;
 use crate::observe::raft::RaftInvariants;
+use crate::observe::ring::RingObserver;
 use crate::observe::swim::SwimObserver;
 use crate::observe::{Observer, ObserverReport};
 use crate::reproduce::Reproduce;
@@ -255,7 +256,10 @@ pub fn observers_for(spec: &Spec, start: Time) -> Vec<Box<dyn Observer>> {
     let safety_end = start + Duration::from_nanos(secs_to_ns(spec.time.duration_s));
     match spec.system {
         SystemKind::Raft => vec![Box::new(RaftInvariants::<RaftKv>::new(start))],
-        SystemKind::Kvlab => vec![Box::new(RaftInvariants::<KvlabNode>::new(start))],
+        SystemKind::Kvlab => vec![
+            Box::new(RaftInvariants::<KvlabNode>::new(start)),
+            Box::new(RingObserver::new(&spec.kvlab, spec.nodes, start)),
+        ],
         SystemKind::Swim => vec![Box::new(SwimObserver::new(spec, start, safety_end))],
         SystemKind::Single | SystemKind::AsyncPrimary => Vec::new(),
     }
@@ -383,6 +387,7 @@ fn build_summary(
         *node_events.entry(e.kind().to_string()).or_insert(0u64) += 1;
     }
     let swim = driven.reports.iter().find_map(|r| r.swim.clone());
+    let ring = driven.reports.iter().find_map(|r| r.ring.clone());
     let mut measured: Vec<String> = Vec::new();
     if spec.system.serves_keys() {
         measured.push("kv".into());
@@ -444,6 +449,7 @@ fn build_summary(
             .and_then(|s| serde_json::to_value(s).ok())
             .unwrap_or(serde_json::Value::Null),
         swim,
+        ring,
         invariant_violation: driven.violation.as_ref().map(|v| v.detail.clone()),
         wall_time_s: 0.0,
     }

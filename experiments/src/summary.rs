@@ -95,6 +95,10 @@ pub struct Summary {
     /// [`crate::observe::swim`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub swim: Option<crate::observe::swim::SwimSummary>,
+    /// `system = "kvlab"`: operators, data moved, replicas per node, leaderless time,
+    /// under-replication (see [`crate::observe::ring`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ring: Option<crate::observe::ring::RingSummary>,
     /// The safety invariant that broke during the simulation (verdict
     /// `invariant_violated`): which, at which node, term and index.
     #[serde(skip_serializing_if = "Option::is_none")]

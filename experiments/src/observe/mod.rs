@@ -6,12 +6,15 @@
 //!   [`kvlab_types::NodeEvent::LeaderElected`] on every backend; log matching, committed
 //!   entries and state machines from inside the nodes where the backend lets it look
 //!   (the simulator);
+//! - [`ring::RingObserver`] — the composed system's ring: operators, data moved, replicas
+//!   per node, leaderless groups, under-replication, and meta's directory invariant;
 //! - [`swim::SwimObserver`] — SWIM's detection latency, false positives and load, and
 //!   the slow members of Lifeguard experiments.
 //!
 //! An observer matches events by type, never by their text.
 
 pub mod raft;
+pub mod ring;
 pub mod swim;
 
 use kvlab_types::{NodeEvent, NodeId, Time};
@@ -39,6 +42,8 @@ pub struct ObserverReport {
     pub measured: &'static str,
     /// The SWIM measurements.
     pub swim: Option<crate::observe::swim::SwimSummary>,
+    /// The ring's measurements (`system = "kvlab"`).
+    pub ring: Option<crate::observe::ring::RingSummary>,
     /// The liveness verdict, for runs without a client workload (the workload's own
     /// otherwise).
     pub liveness: Option<LivenessReport>,

@@ -228,6 +228,26 @@ impl KvlabNode {
             .map(|r| (r.r.applied, r.r.conf_epoch))
     }
 
+    /// The applied configuration of `v`'s replica here, as the ring names it (`None`
+    /// while a configuration change is in flight, or if not hosted).
+    pub fn replica_set(&self, v: VnodeId) -> Option<kvlab_ring::ReplicaSet> {
+        self.vnodes.replicas.get(&v)?.replica_set()
+    }
+
+    /// Whether this node is a member of `v`'s group as its replica here sees it.
+    pub fn is_member_of(&self, v: VnodeId) -> bool {
+        self.vnodes
+            .replicas
+            .get(&v)
+            .is_some_and(|r| r.r.is_member(self.id))
+    }
+
+    /// Bytes of `v`'s state machine image here (what a snapshot of it carries).
+    pub fn image_bytes(&self, v: VnodeId) -> Option<u64> {
+        let r = self.vnodes.replicas.get(&v)?;
+        Some(r.r.machine_image().len() as u64)
+    }
+
     /// The vnodes whose replica here was destroyed, with the tombstone epoch.
     pub fn tombstones(&self) -> impl Iterator<Item = (VnodeId, u64)> + '_ {
         self.vnodes.tombstones.iter().map(|(v, e)| (*v, *e))

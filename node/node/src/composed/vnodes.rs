@@ -36,8 +36,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use kvlab_raft::{
-    ConfChange, EntryKind, JointChange, MemberSet, MessageBody, RaftConfig, RaftError, RaftGroup, RaftMessage,
-    RecoveredState, Role,
+    ConfChange, EntryKind, JointChange, MemberSet, MessageBody, RaftConfig, RaftError, RaftGroup,
+    RaftMessage, RecoveredState, Role,
 };
 use kvlab_ring::{
     ConfEpoch, Descriptor, Placement, ReplicaSet, Step, StepCommand, VnodeId, meta::LedGroup,

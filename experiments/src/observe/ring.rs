@@ -1,0 +1,426 @@
+//! [`RingObserver`] for `system = "kvlab"`: what the ring did during a run.
+//!
+//! From the nodes' typed events, on every backend:
+//! * replicas per node over time (`replica_created` / `replica_destroyed`, kept as a set
+//!   of `(node, group)`, so a restart that re-reports its replicas counts once);
+//! * operators created, done, cancelled and in flight (`operator_*` events, which every
+//!   meta replica reports: deduplicated by operator id);
+//! * data moved (`snapshot_sent`: bytes of completed snapshot transfers).
+//!
+//! From inside the nodes, where the backend can show them (the simulator), sampled every
+//! [`SAMPLE_INTERVAL_MS`]:
+//! * per-group leaderless episodes (no up node leads the group), their p50/p99/max;
+//! * under-replicated groups (fewer voters on up nodes than RF) over time, and when they
+//!   last fell to zero;
+//! * the directory invariant: the meta leader never records a configuration a group has
+//!   not applied — a recorded epoch above every replica's applied epoch, or the same epoch
+//!   with other members, is a violation (`meta_directory`); and at quiescence (no
+//!   operator running, every group led with no change in flight, reports fresh) meta's
+//!   descriptors equal every group's applied configuration. The quiescent comparisons
+//!   made are counted (`directory_checks`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use kvlab_node::composed::{KvlabConfig, KvlabNode};
+use kvlab_raft::Role;
+use kvlab_ring::{VnodeId, group_vnode};
+use kvlab_types::{GroupId, NodeEvent, NodeId, Time};
+use serde::{Deserialize, Serialize};
+
+use super::swim::SecondsStats;
+use super::{Observer, ObserverReport, Violation};
+use crate::cluster::Cluster;
+use crate::events::{Phase, RunEvent};
+
+/// How often the observer samples the nodes (simulated milliseconds).
+pub const SAMPLE_INTERVAL_MS: u64 = 100;
+/// Timeline points kept at most (a long run is thinned to this many).
+pub const MAX_TIMELINE_POINTS: usize = 2_000;
+
+/// The ring's timelines, for plots.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RingTimeline {
+    /// Sample times, simulated seconds.
+    pub t_s: Vec<f64>,
+    /// Replicas per node at each sample (node name → counts).
+    pub replicas: BTreeMap<String, Vec<u32>>,
+    /// Operators in flight at each sample.
+    pub operators_inflight: Vec<u32>,
+    /// Under-replicated groups at each sample (simulator only; empty otherwise).
+    pub under_replicated: Vec<u32>,
+}
+
+/// What `summary.json` says about the ring.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RingSummary {
+    /// P.
+    pub vnodes: u32,
+    /// RF.
+    pub replication_factor: u32,
+    /// Operators created (distinct ids).
+    pub operators_created: u64,
+    /// Operators that finished every step.
+    pub operators_done: u64,
+    /// Operators cancelled.
+    pub operators_cancelled: u64,
+    /// Operators done, by kind (`add-replica`, `replace-down`, `drain-node`,
+    /// `rebalance`, `transfer-leader`, `cleanup`).
+    pub operators_done_by_kind: BTreeMap<String, u64>,
+    /// The most operators in flight at once.
+    pub operators_inflight_max: u64,
+    /// When the last operator finished (simulated seconds), if any did.
+    pub last_operator_done_s: Option<f64>,
+    /// Completed snapshot transfers.
+    pub snapshots_sent: u64,
+    /// Their bytes: data moved between nodes.
+    pub moved_bytes: u64,
+    /// Bytes of all vnodes' state machines at the end (one replica each): `D`.
+    pub data_bytes: Option<u64>,
+    /// Replicas per node at the end.
+    pub replicas_final: BTreeMap<String, u32>,
+    /// Leaderless episodes of a group, in seconds (simulator only).
+    pub leaderless_s: Option<SecondsStats>,
+    /// The most groups under-replicated at once (simulator only).
+    pub under_replicated_max: Option<u32>,
+    /// Under-replicated groups at the end (simulator only).
+    pub under_replicated_final: Option<u32>,
+    /// When under-replication last fell to zero (simulated seconds), if it ever rose.
+    pub under_replicated_cleared_s: Option<f64>,
+    /// Routing redirects the gateways followed (simulator only).
+    pub redirects: Option<u64>,
+    /// Quiescent moments at which meta's directory was compared with every group.
+    pub directory_checks: u64,
+    /// Timelines.
+    pub timeline: RingTimeline,
+}
+
+/// Watches the ring. See [the module docs](self).
+#[derive(Debug)]
+pub struct RingObserver {
+    rf: u32,
+    vnodes: u32,
+    next_sample: Time,
+    hosted: BTreeSet<(NodeId, GroupId)>,
+    created: BTreeSet<u64>,
+    kinds: BTreeMap<u64, String>,
+    done: BTreeSet<u64>,
+    cancelled: BTreeSet<u64>,
+    inflight_max: u64,
+    last_done: Option<Time>,
+    snapshots: u64,
+    moved_bytes: u64,
+    /// Per group: when its current leaderless episode began.
+    leaderless_since: BTreeMap<VnodeId, Time>,
+    leaderless_episodes: Vec<f64>,
+    under_max: u32,
+    under_last: u32,
+    under_cleared: Option<Time>,
+    sampled_inside: bool,
+    directory_checks: u64,
+    timeline: RingTimeline,
+    nodes: Vec<NodeId>,
+}
+
+impl RingObserver {
+    /// An observer of a run of `config` over `nodes` nodes, sampling from `start`.
+    pub fn new(config: &KvlabConfig, nodes: u32, start: Time) -> Self {
+        RingObserver {
+            rf: config.replication_factor,
+            vnodes: config.ring.vnode_count,
+            next_sample: start,
+            hosted: BTreeSet::new(),
+            created: BTreeSet::new(),
+            kinds: BTreeMap::new(),
+            done: BTreeSet::new(),
+            cancelled: BTreeSet::new(),
+            inflight_max: 0,
+            last_done: None,
+            snapshots: 0,
+            moved_bytes: 0,
+            leaderless_since: BTreeMap::new(),
+            leaderless_episodes: Vec::new(),
+            under_max: 0,
+            under_last: 0,
+            under_cleared: None,
+            sampled_inside: false,
+            directory_checks: 0,
+            timeline: RingTimeline::default(),
+            nodes: (1..=nodes).map(NodeId).collect(),
+        }
+    }
+
+    fn inflight(&self) -> u64 {
+        self.created.len() as u64 - (self.done.len() + self.cancelled.len()) as u64
+    }
+
+    fn replicas_of(&self, n: NodeId) -> u32 {
+        self.hosted.iter().filter(|(m, _)| *m == n).count() as u32
+    }
+
+    /// Samples the nodes' insides: leaders, under-replication, the directory invariant.
+    fn sample_inside(
+        &mut self,
+        cluster: &dyn Cluster,
+        now: Time,
+    ) -> Result<Option<u32>, Violation> {
+        let nodes: Vec<(NodeId, &KvlabNode)> = self
+            .nodes
+            .iter()
+            .filter(|&&n| cluster.is_up(n))
+            .filter_map(|&n| Some((n, cluster.protocol(n)?.downcast_ref::<KvlabNode>()?)))
+            .collect();
+        let Some(layout) = nodes.first().map(|(_, p)| p.layout()) else {
+            return Ok(None);
+        };
+        self.sampled_inside = true;
+        let mut under = 0u32;
+        let mut quiescent = true;
+        for v in layout.vnodes() {
+            let leads = nodes.iter().any(|(n, p)| {
+                p.raft(v).is_some_and(|r| r.role() == Role::Leader)
+                    && p.is_member_of(v)
+                    && cluster.is_up(*n)
+            });
+            match (leads, self.leaderless_since.get(&v).copied()) {
+                (false, None) => {
+                    self.leaderless_since.insert(v, now);
+                }
+                (true, Some(since)) => {
+                    self.leaderless_since.remove(&v);
+                    self.leaderless_episodes
+                        .push(now.saturating_since(since).as_secs_f64());
+                }
+                _ => {}
+            }
+            // The newest applied configuration any replica holds.
+            let newest = nodes
+                .iter()
+                .filter_map(|(_, p)| p.replica_set(v))
+                .max_by_key(|s| s.conf_epoch);
+            let live_voters = newest.as_ref().map_or(0, |s| {
+                s.voters.iter().filter(|n| cluster.is_up(**n)).count()
+            });
+            if live_voters < self.rf as usize {
+                under += 1;
+            }
+            quiescent &= leads;
+        }
+        self.check_directory(&nodes, quiescent)?;
+        Ok(Some(under))
+    }
+
+    /// The directory invariant (see the module docs).
+    fn check_directory(
+        &mut self,
+        nodes: &[(NodeId, &KvlabNode)],
+        quiescent: bool,
+    ) -> Result<(), Violation> {
+        let Some((meta_node, state)) = nodes.iter().find_map(|(n, p)| {
+            let leads = p.meta_raft().is_some_and(|r| r.role() == Role::Leader);
+            leads.then(|| p.meta_state().map(|s| (*n, s))).flatten()
+        }) else {
+            return Ok(());
+        };
+        let running = state.operators().values().any(|o| o.is_running());
+        let mut all_equal = true;
+        for (v, rec) in state.descriptors() {
+            let recorded = &rec.descriptor.replicas;
+            let applied: Vec<kvlab_ring::ReplicaSet> = nodes
+                .iter()
+                .filter_map(|(_, p)| p.replica_set(*v))
+                .collect();
+            let newest = applied.iter().map(|s| s.conf_epoch).max();
+            let Some(newest) = newest else {
+                all_equal = false;
+                continue;
+            };
+            // Groups may have moved on since their last report; meta may never be ahead.
+            if recorded.conf_epoch > newest {
+                return Err(Violation {
+                    node: meta_node,
+                    invariant: "meta_directory".into(),
+                    detail: format!(
+                        "meta records {v} at epoch {} but no replica applied beyond {}",
+                        recorded.conf_epoch.0, newest.0
+                    ),
+                });
+            }
+            if let Some(s) = applied.iter().find(|s| s.conf_epoch == recorded.conf_epoch)
+                && !s.same_members(recorded)
+            {
+                return Err(Violation {
+                    node: meta_node,
+                    invariant: "meta_directory".into(),
+                    detail: format!(
+                        "meta records {v} at epoch {} as {recorded:?}, the group applied {s:?}",
+                        recorded.conf_epoch.0
+                    ),
+                });
+            }
+            all_equal &= recorded.conf_epoch == newest;
+        }
+        if quiescent && !running && all_equal {
+            self.directory_checks += 1;
+        }
+        Ok(())
+    }
+
+    fn record_point(&mut self, now: Time, under: Option<u32>) {
+        if self.timeline.t_s.len() >= MAX_TIMELINE_POINTS {
+            return;
+        }
+        self.timeline.t_s.push(now.as_secs_f64());
+        for n in self.nodes.clone() {
+            let c = self.replicas_of(n);
+            self.timeline
+                .replicas
+                .entry(n.to_string())
+                .or_default()
+                .push(c);
+        }
+        self.timeline
+            .operators_inflight
+            .push(self.inflight() as u32);
+        if let Some(u) = under {
+            self.timeline.under_replicated.push(u);
+        }
+    }
+}
+
+impl Observer for RingObserver {
+    fn next_wakeup(&self) -> Option<Time> {
+        Some(self.next_sample)
+    }
+
+    fn on_node_event(
+        &mut self,
+        _cluster: &dyn Cluster,
+        at: Time,
+        node: NodeId,
+        event: &NodeEvent,
+    ) -> Result<(), Violation> {
+        match event {
+            NodeEvent::ReplicaCreated { group, .. } if group_vnode(*group).is_some() => {
+                self.hosted.insert((node, *group));
+            }
+            NodeEvent::ReplicaDestroyed { group, .. } => {
+                self.hosted.remove(&(node, *group));
+            }
+            NodeEvent::OperatorCreated {
+                operator,
+                operator_kind,
+                ..
+            } => {
+                self.created.insert(*operator);
+                self.kinds.insert(*operator, operator_kind.clone());
+                self.inflight_max = self.inflight_max.max(self.inflight());
+            }
+            NodeEvent::OperatorAdvanced {
+                operator,
+                done: true,
+                ..
+            } => {
+                if self.done.insert(*operator) {
+                    self.last_done = Some(at);
+                }
+            }
+            NodeEvent::OperatorCancelled { operator, .. } => {
+                self.cancelled.insert(*operator);
+            }
+            NodeEvent::SnapshotSent { bytes, .. } => {
+                self.snapshots += 1;
+                self.moved_bytes += bytes;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn on_wakeup(
+        &mut self,
+        cluster: &mut dyn Cluster,
+        now: Time,
+        _events: &mut Vec<RunEvent>,
+    ) -> Result<(), Violation> {
+        if now < self.next_sample {
+            return Ok(());
+        }
+        self.next_sample = now + Duration::from_millis(SAMPLE_INTERVAL_MS);
+        let under = self.sample_inside(&*cluster, now)?;
+        if let Some(u) = under {
+            self.under_max = self.under_max.max(u);
+            if u == 0 && self.under_last > 0 {
+                self.under_cleared = Some(now);
+            }
+            self.under_last = u;
+        }
+        self.record_point(now, under);
+        Ok(())
+    }
+
+    fn on_phase(
+        &mut self,
+        _cluster: &mut dyn Cluster,
+        _at: Time,
+        _phase: Phase,
+        _events: &mut Vec<RunEvent>,
+    ) {
+    }
+
+    fn finish(&mut self, cluster: &dyn Cluster, end: Time) -> ObserverReport {
+        let nodes: Vec<&KvlabNode> = self
+            .nodes
+            .iter()
+            .filter_map(|&n| cluster.protocol(n)?.downcast_ref::<KvlabNode>())
+            .collect();
+        let data_bytes = nodes.first().map(|p| {
+            p.layout()
+                .vnodes()
+                .filter_map(|v| nodes.iter().find_map(|q| q.image_bytes(v)))
+                .sum()
+        });
+        let redirects = (!nodes.is_empty()).then(|| nodes.iter().map(|p| p.redirects()).sum());
+        let mut episodes = self.leaderless_episodes.clone();
+        episodes.extend(
+            self.leaderless_since
+                .values()
+                .map(|since| end.saturating_since(*since).as_secs_f64()),
+        );
+        let inside = self.sampled_inside;
+        let summary = RingSummary {
+            vnodes: self.vnodes,
+            replication_factor: self.rf,
+            operators_created: self.created.len() as u64,
+            operators_done: self.done.len() as u64,
+            operators_cancelled: self.cancelled.len() as u64,
+            operators_done_by_kind: self.done.iter().fold(BTreeMap::new(), |mut m, id| {
+                let kind = self.kinds.get(id).cloned().unwrap_or_default();
+                *m.entry(kind).or_insert(0) += 1;
+                m
+            }),
+            operators_inflight_max: self.inflight_max,
+            last_operator_done_s: self.last_done.map(Time::as_secs_f64),
+            snapshots_sent: self.snapshots,
+            moved_bytes: self.moved_bytes,
+            data_bytes,
+            replicas_final: self
+                .nodes
+                .iter()
+                .map(|&n| (n.to_string(), self.replicas_of(n)))
+                .collect(),
+            leaderless_s: inside.then(|| SecondsStats::of(&episodes)),
+            under_replicated_max: inside.then_some(self.under_max),
+            under_replicated_final: inside.then_some(self.under_last),
+            under_replicated_cleared_s: self.under_cleared.map(Time::as_secs_f64),
+            redirects,
+            directory_checks: self.directory_checks,
+            timeline: std::mem::take(&mut self.timeline),
+        };
+        ObserverReport {
+            measured: "ring",
+            ring: Some(summary),
+            ..ObserverReport::default()
+        }
+    }
+}
