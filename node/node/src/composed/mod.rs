@@ -1023,6 +1023,14 @@ impl KvlabNode {
             })
             .collect();
         scratch.drain_into(out, KvlabMsg::Swim);
+        if !observations.is_empty() {
+            let down = swim
+                .members()
+                .filter(|m| !m.state.is_live())
+                .map(|m| m.id)
+                .collect();
+            self.gateway.set_down(down);
+        }
         if let Some(s) = self.meta.as_mut().and_then(MetaNode::running_scheduler) {
             for (member, status, incarnation) in observations {
                 s.observe_swim(cx.now, member, status, incarnation);

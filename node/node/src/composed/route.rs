@@ -31,6 +31,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::replica::{indeterminate, unavailable};
 
+/// A meta lookup not answered within this many backoffs is asked again.
+pub const LOOKUP_RETRY_BACKOFFS: u32 = 4;
+
 /// The most requests a gateway routes at once; beyond it requests are refused.
 pub const MAX_PENDING_ROUTES: usize = 65_536;
 
@@ -135,6 +138,8 @@ pub struct Gateway {
     backoff: Duration,
     /// Redirects followed (refusals acted on), for the run's routing metric.
     pub redirects: u64,
+    /// Nodes SWIM holds dead or gone: never routed to while another choice exists.
+    down: BTreeSet<NodeId>,
 }
 
 impl Gateway {
@@ -163,7 +168,13 @@ impl Gateway {
             attempt_timeout,
             backoff,
             redirects: 0,
+            down: BTreeSet::new(),
         }
+    }
+
+    /// The nodes SWIM holds dead or gone (they are tried only when nothing else is left).
+    pub fn set_down(&mut self, down: BTreeSet<NodeId>) {
+        self.down = down;
     }
 
     /// Requests under way.
@@ -219,17 +230,10 @@ impl Gateway {
         p.retry_at = None;
         p.attempt_deadline = now + self.attempt_timeout;
         let entry = self.cache.get(&p.vnode);
-        let leader = entry
-            .and_then(|e| e.leader)
-            .filter(|l| !p.refused_by.contains(l));
+        let usable = |n: &NodeId| !p.refused_by.contains(n) && !self.down.contains(n);
+        let leader = entry.and_then(|e| e.leader).filter(usable);
         let candidates: Vec<NodeId> = entry
-            .map(|e| {
-                e.voters
-                    .iter()
-                    .copied()
-                    .filter(|n| !p.refused_by.contains(n))
-                    .collect()
-            })
+            .map(|e| e.voters.iter().copied().filter(usable).collect())
             .unwrap_or_default();
         let pick = leader.or_else(|| {
             (!candidates.is_empty())
@@ -246,8 +250,10 @@ impl Gateway {
                 }
             }
             None => {
+                // Ask meta; if its answer is lost, ask again (maybe another voter).
                 p.target = None;
                 p.refused_by.clear();
+                p.retry_at = Some(now + self.backoff * LOOKUP_RETRY_BACKOFFS);
                 RouteAction::Lookup(p.vnode)
             }
         }
@@ -340,7 +346,7 @@ impl Gateway {
         let waiting: Vec<RequestId> = self
             .pending
             .iter()
-            .filter(|(_, p)| p.vnode == v && p.target.is_none() && p.retry_at.is_none())
+            .filter(|(_, p)| p.vnode == v && p.target.is_none())
             .map(|(id, _)| *id)
             .collect();
         waiting

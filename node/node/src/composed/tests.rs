@@ -188,3 +188,133 @@ fn a_joining_node_receives_replicas_and_data_stays_readable() {
         );
     }
 }
+
+fn sum_replicas(s: &KvSim, nodes: u32) -> usize {
+    replicas_per_node(s, nodes).values().sum()
+}
+
+#[test]
+fn a_drained_node_gives_away_every_replica_then_leaves_swim() {
+    let mut s = sim(3, 6, fast_config(6));
+    run_ms(&mut s, 3_000);
+    for i in 0..24u64 {
+        s.submit(
+            NodeId(1 + (i % 6) as u32),
+            write(1 + i, 1, &format!("k{i}"), i as i64),
+        );
+    }
+    run_ms(&mut s, 2_000);
+    let drain = kvlab_types::AdminCommand::default_group(kvlab_types::AdminAction::Drain);
+    assert!(s.admin(NodeId(6), drain).expect("node 6 is known"));
+    let (_, events) = run_ms(&mut s, 20_000);
+    let per_node = replicas_per_node(&s, 6);
+    assert_eq!(per_node[&NodeId(6)], 0, "node 6 still hosts {per_node:?}");
+    assert_eq!(sum_replicas(&s, 6), 48, "{per_node:?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, NodeEvent::RingNodeState { member, state, .. } if *member == NodeId(6) && state == "draining")),
+        "meta never marked node 6 draining"
+    );
+    assert!(
+        s.node(NodeId(6))
+            .expect("up")
+            .swim()
+            .is_some_and(Swim::has_left)
+    );
+    for i in 0..24u64 {
+        s.submit(
+            NodeId(1 + (i % 5) as u32),
+            read(100 + i, 1, &format!("k{i}")),
+        );
+    }
+    let (replies, _) = run_ms(&mut s, 3_000);
+    for i in 0..24u64 {
+        let id = RequestId {
+            client: 100 + i,
+            seq: 1,
+        };
+        assert_eq!(
+            replies.get(&id).map(|r| &r.result),
+            Some(&Ok(OpOutput::Read(Some(i as i64)))),
+            "k{i}"
+        );
+    }
+}
+
+#[test]
+fn replicas_of_a_node_lost_for_good_are_replaced_and_no_acknowledged_write_is_lost() {
+    let mut s = sim(4, 6, fast_config(6));
+    run_ms(&mut s, 3_000);
+    let mut acked = Vec::new();
+    for i in 0..24u64 {
+        s.submit(
+            NodeId(1 + (i % 5) as u32),
+            write(1 + i, 1, &format!("k{i}"), i as i64),
+        );
+    }
+    let (replies, _) = run_ms(&mut s, 2_000);
+    for i in 0..24u64 {
+        if replies
+            .get(&RequestId {
+                client: 1 + i,
+                seq: 1,
+            })
+            .is_some_and(|r| r.result.is_ok())
+        {
+            acked.push(i);
+        }
+    }
+    assert!(
+        acked.len() >= 20,
+        "only {} writes acknowledged",
+        acked.len()
+    );
+    s.crash(NodeId(6));
+    // SWIM declares it dead within seconds; replace_down_after_ms is 3 s; then moves.
+    run_ms(&mut s, 25_000);
+    let live: BTreeMap<NodeId, usize> = replicas_per_node(&s, 5);
+    assert_eq!(
+        live.values().sum::<usize>(),
+        48,
+        "replicas on live nodes {live:?}"
+    );
+    for &i in &acked {
+        s.submit(
+            NodeId(1 + (i % 5) as u32),
+            read(100 + i, 1, &format!("k{i}")),
+        );
+    }
+    let (replies, _) = run_ms(&mut s, 3_000);
+    for &i in &acked {
+        let id = RequestId {
+            client: 100 + i,
+            seq: 1,
+        };
+        assert_eq!(
+            replies.get(&id).map(|r| &r.result),
+            Some(&Ok(OpOutput::Read(Some(i as i64)))),
+            "k{i}"
+        );
+    }
+}
+
+#[test]
+fn the_same_seed_gives_the_same_events() {
+    let trace = |seed| {
+        let mut s = sim(seed, 6, fast_config(5));
+        run_ms(&mut s, 1_000);
+        for i in 0..10u64 {
+            s.submit(
+                NodeId(1 + (i % 5) as u32),
+                write(1 + i, 1, &format!("k{i}"), i as i64),
+            );
+        }
+        run_ms(&mut s, 1_000);
+        s.start(NodeId(6)).expect("joins");
+        let (replies, events) = run_ms(&mut s, 5_000);
+        format!("{replies:?}{events:?}")
+    };
+    assert_eq!(trace(11), trace(11));
+    assert_ne!(trace(11), trace(12));
+}
