@@ -16,7 +16,7 @@ use kvlab_node::baseline::{AsyncPrimary, Single};
 use kvlab_node::composed::KvlabNode;
 use kvlab_node::raft_kv::RaftKv;
 use kvlab_swim::SwimNode;
-use kvlab_types::{NodeId, Time};
+use kvlab_types::Time;
 use serde::Serialize;
 
 use crate::cluster::{BackendReport, Cluster, SimCluster};
@@ -215,19 +215,13 @@ pub fn start_cluster(
                     n,
                     spec.raft.clone(),
                 )?),
-                SystemKind::Kvlab => {
-                    let ids: Vec<NodeId> = (1..=n).map(NodeId).collect();
-                    let initial = spec.kvlab.initial(&ids);
-                    let absent: Vec<NodeId> =
-                        ids.into_iter().filter(|i| !initial.contains(i)).collect();
-                    Box::new(SimCluster::<KvlabNode>::new_with_absent(
-                        config,
-                        seed,
-                        n,
-                        &absent,
-                        spec.kvlab.clone(),
-                    )?)
-                }
+                SystemKind::Kvlab => Box::new(SimCluster::<KvlabNode>::new_with_absent(
+                    config,
+                    seed,
+                    n,
+                    &spec.absent_nodes(),
+                    spec.kvlab.clone(),
+                )?),
                 SystemKind::Swim => {
                     // Bytes per member per second is one of the measurements.
                     config.network.measure_bytes = true;

@@ -211,6 +211,8 @@ pub struct LocalCluster {
     /// The rules each node holds now, as last set (absent: unknown, set again).
     pushed: BTreeMap<NodeId, Vec<FaultRule>>,
     down: BTreeSet<NodeId>,
+    /// Joiners not started yet (down, but not restarted by a heal).
+    never_started: BTreeSet<NodeId>,
     paused: BTreeSet<NodeId>,
     errors: Vec<String>,
     replies_tx: mpsc::Sender<ClientResponse>,
@@ -240,6 +242,16 @@ impl LocalCluster {
             std::fs::remove_dir_all(&nodes_dir).map_err(|e| ExperimentError::io(&nodes_dir, e))?;
         }
         std::fs::create_dir_all(&nodes_dir).map_err(|e| ExperimentError::io(&nodes_dir, e))?;
+        let absent: BTreeSet<NodeId> = spec.absent_nodes().into_iter().collect();
+        let processes = matches!(
+            spec.transport,
+            TransportChoice::Udp | TransportChoice::Tarpc
+        ) && spec.backend != BackendKind::Docker;
+        if !absent.is_empty() && !processes {
+            return Err(ExperimentError::Backend(format!(
+                "nodes {absent:?} join later (they are not kvlab.initial_members): joins need node processes, --backend local with --transport udp or tarpc"
+            )));
+        }
         let clock = RunClock::start();
         let cluster = match spec.transport {
             t if spec.backend == BackendKind::Docker => LiveCluster::Docker(
@@ -272,7 +284,8 @@ impl LocalCluster {
             rules: BTreeMap::new(),
             next_rule: 0,
             pushed: BTreeMap::new(),
-            down: BTreeSet::new(),
+            down: absent.clone(),
+            never_started: absent,
             paused: BTreeSet::new(),
             errors: Vec::new(),
             replies_tx,
@@ -428,6 +441,23 @@ impl FaultControl for LocalCluster {
         Ok(())
     }
 
+    fn start(&mut self, node: NodeId) -> Result<(), FaultError> {
+        if !self.never_started.contains(&node) {
+            return Err(FaultError::new(
+                FaultAction::Start,
+                node,
+                "it already started once",
+            ));
+        }
+        self.restart(node)?;
+        self.never_started.remove(&node);
+        Ok(())
+    }
+
+    fn is_started(&self, node: NodeId) -> bool {
+        !self.never_started.contains(&node)
+    }
+
     fn pause(&mut self, node: NodeId) -> Result<(), FaultError> {
         let handle = self.rt.handle().clone();
         self.live_mut()
@@ -536,6 +566,9 @@ impl Cluster for LocalCluster {
             }
         }
         for n in self.down.clone() {
+            if self.never_started.contains(&n) {
+                continue; // a joiner the run never switched on
+            }
             if let Err(e) = self.restart(n) {
                 self.errors.push(e.to_string());
             }

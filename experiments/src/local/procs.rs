@@ -180,7 +180,14 @@ impl ProcessCluster {
             client_options: client_options(timeout_ms),
             pids: Vec::new(),
         };
-        let ids: Vec<NodeId> = cluster.nodes.keys().copied().collect();
+        // Joiners (`kvlab` nodes outside the initial members) are started by `join`.
+        let absent = spec.absent_nodes();
+        let ids: Vec<NodeId> = cluster
+            .nodes
+            .keys()
+            .copied()
+            .filter(|n| !absent.contains(n))
+            .collect();
         for &id in &ids {
             cluster.spawn(id).map_err(ExperimentError::Backend)?;
         }

@@ -475,6 +475,18 @@ pub fn secs_to_ns(s: f64) -> u64 {
 }
 
 impl Spec {
+    /// The nodes that do not boot with the cluster (`system = "kvlab"` joiners: every
+    /// node outside `kvlab.initial_members`); they stay down until a `join` fault
+    /// starts them.
+    pub fn absent_nodes(&self) -> Vec<kvlab_types::NodeId> {
+        if self.system != SystemKind::Kvlab {
+            return Vec::new();
+        }
+        let all: Vec<kvlab_types::NodeId> = (1..=self.nodes).map(kvlab_types::NodeId).collect();
+        let initial = self.kvlab.initial(&all);
+        all.into_iter().filter(|n| !initial.contains(n)).collect()
+    }
+
     /// Reads, parses and validates a spec file.
     pub fn load(path: &Path) -> Result<Spec, ExperimentError> {
         let text = std::fs::read_to_string(path).map_err(|source| ExperimentError::SpecRead {
