@@ -81,7 +81,7 @@ pub(crate) struct EngineResult {
 /// FxHash: the fast multiplicative hasher of rustc; keys here are already random (Zobrist
 /// hashes) or small states, so a cryptographic hasher only costs time.
 #[derive(Default, Clone, Copy)]
-struct FxHasher(u64);
+pub(crate) struct FxHasher(u64);
 
 impl Hasher for FxHasher {
     fn finish(&self) -> u64 {

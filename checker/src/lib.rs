@@ -53,6 +53,8 @@ pub mod history;
 pub mod input;
 pub mod model;
 pub mod progress;
+pub mod reads_from;
+pub mod reduce;
 
 pub use check::{
     CheckConfig, CheckError, CheckOptions, CheckReport, DEFAULT_MEMORY_LIMIT_BYTES, Engine,

@@ -160,17 +160,25 @@ pub(crate) struct OpOrigin {
     pub uncertain: bool,
     /// The node the client talked to.
     pub node: Option<u32>,
+    /// For an info operation that had to take effect (see [`crate::reduce`]): the index of
+    /// the completion of its first `ok` observer, before which it took effect.
+    pub bounded_by: Option<u64>,
 }
 
 fn describe_origin(origin: Option<&OpOrigin>) -> String {
     let Some(o) = origin else {
         return String::new();
     };
-    let completion = match (o.complete_index, o.uncertain) {
+    let mut completion = match (o.complete_index, o.uncertain) {
         (Some(i), false) => format!("completed at index {i}"),
         (Some(i), true) => format!("info at index {i}"),
         (None, _) => "never completed".to_owned(),
     };
+    if let Some(i) = o.bounded_by {
+        completion.push_str(&format!(
+            ", took effect before index {i} (an ok operation observed its value)"
+        ));
+    }
     let node = o.node.map(|n| format!(", node {n}")).unwrap_or_default();
     format!(
         "process {}, invoked at index {}, {completion}{node}",
