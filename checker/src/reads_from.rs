@@ -1365,4 +1365,248 @@ mod tests {
             Some(ViolationKind::NeverWritten)
         );
     }
+
+    /// SplitMix64, for reproducible random histories.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// A random history as the reader sees it: `n` operations with distinct event
+    /// positions (each invoke and completion its own), by `clients` clients, on a register
+    /// that applies each operation when it is invoked; values unique (`values == 0`) or
+    /// from a few; one read in eight returns some other recent value (so some histories
+    /// are not linearizable); a share of writes and cas end in info (applied or not), a
+    /// cas that does not match fails (and is left out, as the lowering drops it).
+    fn random_history(
+        rng: &mut Rng,
+        n: usize,
+        clients: usize,
+        values: u64,
+    ) -> Vec<(Operation<KeyModel>, i64)> {
+        let mut out: Vec<(Operation<KeyModel>, i64)> = Vec::new();
+        // Per client: (invoke time, op, info, keep).
+        let mut open: Vec<Option<(i64, KeyOp, bool, bool)>> = vec![None; clients];
+        let mut state: Option<i64> = None;
+        let mut written: Vec<i64> = vec![1];
+        let mut next = 1;
+        let (mut t, mut started) = (0i64, 0);
+        while started < n || open.iter().any(Option::is_some) {
+            let c = rng.below(clients as u64) as usize;
+            match open[c].take() {
+                None if started < n => {
+                    started += 1;
+                    let value = if values == 0 {
+                        next += 1;
+                        next
+                    } else {
+                        rng.below(values) as i64
+                    };
+                    let other = |rng: &mut Rng, written: &[i64]| -> Option<i64> {
+                        (rng.below(5) > 0).then(|| {
+                            written[written.len()
+                                - 1
+                                - rng.below(written.len().min(4) as u64) as usize]
+                        })
+                    };
+                    let info = rng.below(6) == 0;
+                    let applies = !info || rng.below(2) == 0;
+                    let (op, keep) = match rng.below(10) {
+                        0..=4 => {
+                            let seen = if rng.below(8) == 0 {
+                                other(rng, &written)
+                            } else {
+                                state
+                            };
+                            (KeyOp::Read(seen.map(Val::Int)), !info)
+                        }
+                        5..=7 => {
+                            written.push(value);
+                            if applies {
+                                state = Some(value);
+                            }
+                            (KeyOp::Write(Val::Int(value)), true)
+                        }
+                        8 => {
+                            written.push(value);
+                            let expected = if rng.below(3) > 0 {
+                                state
+                            } else {
+                                other(rng, &written)
+                            };
+                            let matches = expected == state;
+                            if matches && applies {
+                                state = Some(value);
+                            }
+                            let op = KeyOp::Cas {
+                                expected: expected.map(Val::Int),
+                                new: Val::Int(value),
+                                uncertain: info,
+                            };
+                            (op, info || matches)
+                        }
+                        _ => {
+                            if applies {
+                                state = None;
+                            }
+                            (KeyOp::Delete, true)
+                        }
+                    };
+                    open[c] = Some((t, op, info, keep));
+                    t += 1;
+                }
+                None => {}
+                Some((call, op, info, keep)) => {
+                    if keep {
+                        let metadata = Some(OpOrigin {
+                            process: c as u64,
+                            invoke_index: call as u64,
+                            complete_index: Some(t as u64),
+                            uncertain: info,
+                            node: None,
+                            bounded_by: None,
+                        });
+                        let return_time = if info { i64::MAX } else { t };
+                        out.push((
+                            Operation {
+                                client_id: Some(c as u32),
+                                call_time: call,
+                                return_time,
+                                op,
+                                metadata,
+                            },
+                            t,
+                        ));
+                    }
+                    t += 1;
+                }
+            }
+        }
+        out
+    }
+
+    fn exact(ops: &[Operation<KeyModel>]) -> bool {
+        let limits = crate::budget::Limits {
+            deadline: None,
+            memory_limit_bytes: None,
+            cancel: None,
+            abort: None,
+        };
+        matches!(
+            crate::engine::search(ops, &limits, u64::MAX).verdict,
+            crate::engine::EngineVerdict::Linearizable
+        )
+    }
+
+    /// Feeds a history to `retire` completion by completion, as the reader does, then
+    /// decides the rest; `None`: unsure.
+    fn streamed(history: &[(Operation<KeyModel>, i64)], end: i64) -> (Option<bool>, usize) {
+        let mut carry = Carry::default();
+        let mut buffer: Vec<Operation<KeyModel>> = Vec::new();
+        for (k, (op, completed_at)) in history.iter().enumerate() {
+            buffer.push(op.clone());
+            let now = completed_at + 1;
+            // Operations invoked before now and completing later are open.
+            let later = &history[k + 1..];
+            let open: Vec<&Operation<KeyModel>> = later
+                .iter()
+                .map(|(o, _)| o)
+                .filter(|o| o.call_time < now)
+                .collect();
+            let safe = open.iter().map(|o| o.call_time).fold(now, i64::min);
+            let open_writes: Vec<Option<Val>> = open
+                .iter()
+                .filter_map(|o| match &o.op {
+                    KeyOp::Write(v) | KeyOp::Cas { new: v, .. } => Some(Some(v.clone())),
+                    KeyOp::Delete => Some(None),
+                    _ => None,
+                })
+                .collect();
+            let horizon = Horizon {
+                safe,
+                open_writes: &open_writes,
+            };
+            match retire(&buffer, &mut carry, &horizon) {
+                Retired::Nothing => {}
+                Retired::Ops { positions, .. } => {
+                    let mut i = 0;
+                    buffer.retain(|_| {
+                        let keep = !positions.contains(&i);
+                        i += 1;
+                        keep
+                    });
+                }
+                Retired::Violated(_) => return (Some(false), carry.retired_ops),
+            }
+        }
+        for op in &mut buffer {
+            if op.return_time == i64::MAX {
+                op.return_time = end;
+            }
+        }
+        let verdict = match decide(&buffer, &carry) {
+            Decision::Linearizable(_) => Some(true),
+            Decision::Violated(_) => Some(false),
+            Decision::Unsure(_) => None,
+        };
+        (verdict, carry.retired_ops)
+    }
+
+    #[test]
+    fn deciding_while_reading_agrees_with_the_search_on_random_histories() {
+        let mut rng = Rng(2024);
+        let (mut retired_cases, mut decided, mut invalid) = (0, 0, 0);
+        for case in 0..4000 {
+            let values = [0, 0, 3, 8][case % 4];
+            let clients = 1 + case % 4;
+            let history = random_history(&mut rng, 4 + case % 9, clients, values);
+            let end = history.iter().map(|(_, t)| *t).max().unwrap_or(0) + 1;
+            let all: Vec<Operation<KeyModel>> = history
+                .iter()
+                .map(|(o, _)| {
+                    let mut o = o.clone();
+                    if o.return_time == i64::MAX {
+                        o.return_time = end;
+                    }
+                    o
+                })
+                .collect();
+            let expected = exact(&all);
+            // Offline: never wrong, decided whenever observed values have one writer.
+            match decide(&all, &Carry::default()) {
+                Decision::Linearizable(_) => assert!(expected, "case {case}: {all:#?}"),
+                Decision::Violated(v) => assert!(!expected, "case {case}: {v:?}\n{all:#?}"),
+                Decision::Unsure(_) => assert!(
+                    values != 0 || all.iter().any(|o| matches!(o.op, KeyOp::Delete)),
+                    "case {case}: unsure on unique values\n{all:#?}"
+                ),
+            }
+            // While reading: the same, whatever was retired on the way.
+            let (verdict, retired) = streamed(&history, end);
+            if let Some(v) = verdict {
+                decided += 1;
+                invalid += usize::from(!v);
+                assert_eq!(v, expected, "case {case} (retired {retired}): {all:#?}");
+            }
+            retired_cases += usize::from(retired > 0);
+        }
+        eprintln!("retired in {retired_cases} cases, decided {decided} ({invalid} invalid)");
+        assert!(
+            retired_cases > 1500,
+            "retirement must happen often: {retired_cases}"
+        );
+        assert!(
+            decided > 2500 && invalid > 500 && decided - invalid > 500,
+            "decided {decided}, invalid {invalid}"
+        );
+    }
 }
