@@ -12,6 +12,10 @@
 //! * `engines`: the issue's 20k/20-client history given to kvlab's search and to
 //!   porcupine-rs alone, 10 s each (they answer unknown);
 //! * `memory`: each case also read without deciding while reading (the whole key held);
+//! * `10m`: 10,000,000 operations on 1,000 keys, 50 clients, 1% info, in this class
+//!   (about 2 GB of JSONL in a temporary file); `10m-kv`: the same size from the older
+//!   generator of `tests/common` (cas on old values, deletes: absent repeats), 0.1% info;
+//!   each read streamed, deciding while reading, and without (`memory`);
 //! * with `target/release/kvlab` built, `kvlab check FILE` on each file, timed with its
 //!   peak RSS by `/usr/bin/time`.
 
@@ -24,7 +28,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::register::{RegisterSpec, generate_register_each};
-use kvlab_checker::{CheckConfig, Engine, EventType, ModelKind, PreparedHistory, ReadOptions};
+use common::{GenSpec, generate_each};
+use kvlab_checker::{
+    CheckConfig, Engine, EventType, HistoryEvent, ModelKind, PreparedHistory, ReadOptions,
+};
 
 fn filters() -> Vec<String> {
     std::env::args()
@@ -41,9 +48,14 @@ fn selected(name: &str) -> bool {
 /// Writes the history of `spec` to `path` in constant memory; returns its operations and
 /// the most operations open at once (info operations open to the end).
 fn write_history(path: &Path, spec: RegisterSpec) -> (u64, usize) {
+    write_with(path, &mut |emit| generate_register_each(spec, emit))
+}
+
+/// Writes what `generate` emits to `path`; see [`write_history`].
+fn write_with(path: &Path, generate: &mut dyn FnMut(&mut dyn FnMut(HistoryEvent))) -> (u64, usize) {
     let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(path).expect("creates"));
     let (mut ops, mut open, mut most) = (0u64, 0usize, 0usize);
-    generate_register_each(spec, &mut |e| {
+    generate(&mut |e| {
         match e.kind {
             EventType::Invoke => {
                 ops += 1;
@@ -61,16 +73,15 @@ fn write_history(path: &Path, spec: RegisterSpec) -> (u64, usize) {
 }
 
 /// The child: check one file, print one line.
-fn child(file: &str, engine: Engine, decide_while_reading: bool) {
+fn child(file: &str, engine: Engine, decide_while_reading: bool, model: ModelKind) {
     let t = Instant::now();
     let options = ReadOptions {
         decide_while_reading,
         ..ReadOptions::default()
     };
-    let history = PreparedHistory::read_file(Path::new(file), ModelKind::CasRegister, &options)
-        .expect("reads");
+    let history = PreparedHistory::read_file(Path::new(file), model, &options).expect("reads");
     let config = CheckConfig {
-        model: ModelKind::CasRegister,
+        model,
         timeout: Some(Duration::from_secs(if engine == Engine::Race {
             60
         } else {
@@ -104,10 +115,15 @@ fn child(file: &str, engine: Engine, decide_while_reading: bool) {
 }
 
 fn run_child(file: &Path, engine: Engine, decide: bool) -> String {
+    run_child_model(file, engine, decide, ModelKind::CasRegister)
+}
+
+fn run_child_model(file: &Path, engine: Engine, decide: bool, model: ModelKind) -> String {
     let exe = std::env::current_exe().expect("knows itself");
     let out = Command::new(exe)
         .args(["--child", &file.to_string_lossy(), engine.name()])
         .arg(if decide { "decide" } else { "hold" })
+        .arg(model.name())
         .output()
         .expect("runs the child");
     let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
@@ -150,7 +166,8 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--child") {
         let engine = Engine::from_name(&args[i + 2]).expect("an engine");
-        child(&args[i + 1], engine, args[i + 3] == "decide");
+        let model = ModelKind::from_name(&args[i + 4]).expect("a model");
+        child(&args[i + 1], engine, args[i + 3] == "decide", model);
         return;
     }
     let dir = std::env::temp_dir().join(format!("kvlab-register-{}", std::process::id()));
@@ -167,7 +184,7 @@ fn main() {
                         info_rate * 100.0,
                         if stale { "stale read" } else { "valid" }
                     );
-                    if !selected(&name) && !memory {
+                    if !selected(&name) {
                         continue;
                     }
                     let spec = RegisterSpec {
@@ -200,6 +217,58 @@ fn main() {
                 }
             }
         }
+    }
+    for (name, kv) in [("10m", false), ("10m-kv", true)] {
+        if !filters().iter().any(|f| f == name) {
+            continue;
+        }
+        let file = dir.join(format!("{name}.jsonl"));
+        let t = Instant::now();
+        let (ops, most) = if kv {
+            let spec = GenSpec {
+                seed: 16,
+                operations: 10_000_000,
+                keys: 1_000,
+                clients: 50,
+                info_rate: 0.001,
+                kv_ops: true,
+            };
+            write_with(&file, &mut |emit| generate_each(spec, emit))
+        } else {
+            write_history(
+                &file,
+                RegisterSpec {
+                    seed: 16,
+                    operations: 10_000_000,
+                    keys: 1_000,
+                    clients: 50,
+                    info_rate: 0.01,
+                    stale_read_at: None,
+                },
+            )
+        };
+        let bytes = std::fs::metadata(&file).map_or(0, |m| m.len());
+        println!(
+            "{name}: {ops} operations on 1,000 keys, up to {most} open at once, {:.2} GB of JSONL (written in {:.0} s)",
+            bytes as f64 / 1e9,
+            t.elapsed().as_secs_f64()
+        );
+        let model = if kv {
+            ModelKind::Kv
+        } else {
+            ModelKind::CasRegister
+        };
+        println!(
+            "  read streamed, deciding while reading: {}",
+            run_child_model(&file, Engine::Race, true, model)
+        );
+        if memory {
+            println!(
+                "  read streamed, whole keys held: {}",
+                run_child_model(&file, Engine::Race, false, model)
+            );
+        }
+        let _ = std::fs::remove_file(&file);
     }
     if filters().iter().any(|f| f == "engines") {
         let file = dir.join("issue.jsonl");

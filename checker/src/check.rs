@@ -1,8 +1,24 @@
-//! The linearizability check: split a history by key, search each key with porcupine-rs
-//! on a bounded pool of threads within a time budget, and report per key.
+//! The linearizability check: split a history by key, reduce each key's operations
+//! ([`crate::reduce`]), decide each key on a bounded pool of threads within a time budget,
+//! and report per key.
 //!
 //! Every key is an independent porcupine partition (see [`crate::model`]), for all three
 //! models: a `register` history over many keys is many registers, checked one by one.
+//!
+//! Engines ([`Engine`]): the default race gives each key first to the reads-from engine
+//! ([`crate::reads_from`]), which decides a register whose written values are unique in
+//! `O(n log n)` whatever its concurrency and length, and many keys whose values repeat;
+//! a key it leaves undecided goes to kvlab's search ([`crate::engine`]) and porcupine-rs.
+//! The limits below are the search engines'.
+//!
+//! Memory: [`PreparedHistory::read`] holds, per key, the operations its engines need.
+//! With [`ReadOptions::decide_while_reading`](crate::ReadOptions) (what `kvlab check`
+//! does with the race), the reads-from engine decides each key's oldest operations while
+//! the history is read and they are forgotten, so memory is bounded by the operations of a
+//! key still open or recent (about twice the undecided ones, at least [`RETIRE_MIN_OPS`]
+//! per key), the `info` writes nothing has read yet, and a few words per key — not by the
+//! history's length. Keys whose observed values repeat (deletes and reads of absent,
+//! Jepsen's small random values) keep every operation, as the search engines need them.
 //!
 //! Threads: porcupine-rs starts one OS thread per partition whenever it has more than one
 //! partition or a timeout. So the checker never hands it more than one partition: a pool
@@ -17,7 +33,9 @@
 //! whatever budget remains. A key still unfinished at the deadline is *unknown*, never
 //! valid, and the report says the budget ran out. Keys with more than
 //! [`MAX_OPS_PER_KEY`] operations are not searched at all (porcupine's memo table costs
-//! about `n²/8` bytes for `n` operations) and are unknown too.
+//! about `n²/8` bytes for `n` operations) and are unknown too, unless the reads-from
+//! engine decides them (it has no such limit, and is not interrupted by the budget: its
+//! work is `O(n log n)`).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -53,9 +71,10 @@ pub const MAX_CHECK_THREADS: usize = 8;
 /// over so few operations is bounded and tiny, and needs no extra thread.
 pub const UNTIMED_KEY_MAX_OPS: usize = 10;
 
-/// Keys with more operations than this are not searched and count as unknown:
-/// porcupine's memo table stores a bitset of all operations per visited state, about
-/// `n²/8` bytes for `n` operations even on a sequential history.
+/// Keys with more operations than this are not searched and count as unknown (unless the
+/// reads-from engine decides them): porcupine's memo table stores a bitset of all
+/// operations per visited state, about `n²/8` bytes for `n` operations even on a
+/// sequential history.
 pub const MAX_OPS_PER_KEY: usize = 30_000;
 
 /// A key with more operations than this is not drawn by [`write_visualization`].
@@ -363,8 +382,9 @@ impl Engine {
         }
     }
 
-    /// Whether this choice runs the reads-from engine.
-    fn uses_reads_from(self) -> bool {
+    /// Whether this choice runs the reads-from engine (so reading may decide keys as it
+    /// goes: [`ReadOptions::decide_while_reading`](crate::ReadOptions)).
+    pub fn uses_reads_from(self) -> bool {
         matches!(self, Engine::Race | Engine::ReadsFrom)
     }
 
@@ -777,7 +797,9 @@ fn drawable_run(ops: &[Operation<KeyModel>], order: &[usize], index_of: &[usize]
 /// A history read and lowered for one model: what the search needs of it — per key (or
 /// key group) the operations to linearize — and the counts the report gives, but not its
 /// events. Reading streams the input (see [`crate::input`]), so memory holds the open
-/// operations and these per-key operations, never the file or its events.
+/// operations and these per-key operations, never the file or its events; deciding while
+/// reading ([`ReadOptions::decide_while_reading`](crate::ReadOptions)) keeps only the
+/// operations of each key not yet decided (see the module docs).
 ///
 /// ```
 /// use kvlab_checker::{CheckConfig, CheckOptions, ModelKind, PreparedHistory, ReadOptions, Verdict};
@@ -2057,9 +2079,24 @@ fn partition_report(job: &KeyJob, result: &KeyResult, verdict: Verdict) -> Parti
         KeyVerdict::Valid | KeyVerdict::Invalid => None,
     };
     if let Some(v) = &result.violation {
-        let from = v.partial.len().saturating_sub(MAX_EXPLAINED_OPS);
         let mut first = op_refs(job, &v.ops);
         first.extend(v.retired.iter().cloned());
+        // The engine's partial linearization; for a small key without one, the longest
+        // one kvlab's search finds quickly.
+        let searched = match (&job.ops, job.retired.is_some()) {
+            (JobOps::Key(ops), false) if v.partial.is_empty() && ops.len() <= MAX_OPS_PER_KEY => {
+                let limits = Limits {
+                    deadline: Instant::now().checked_add(EXPLANATION_BUDGET),
+                    memory_limit_bytes: None,
+                    cancel: None,
+                    abort: None,
+                };
+                Some(engine::search(ops, &limits, EXPLANATION_MEMO_BYTES).longest)
+            }
+            _ => None,
+        };
+        let partial = searched.as_deref().unwrap_or(&v.partial);
+        let from = partial.len().saturating_sub(MAX_EXPLAINED_OPS);
         return PartitionReport {
             key: job.name.clone(),
             verdict,
@@ -2068,8 +2105,8 @@ fn partition_report(job: &KeyJob, result: &KeyResult, verdict: Verdict) -> Parti
             unknown_reason,
             explanation: Some(v.sentence.clone()),
             first_unlinearizable: first,
-            longest_partial_len: v.partial.len(),
-            longest_partial_tail: op_refs(job, &v.partial[from..]),
+            longest_partial_len: partial.len(),
+            longest_partial_tail: op_refs(job, &partial[from..]),
             steps_explored: 0,
             configurations_remembered: 0,
         };

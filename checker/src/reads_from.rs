@@ -18,21 +18,28 @@
 //! virtual write `init` precedes everything. An operation *observes* a value (an `ok` read
 //! returns it, a cas expects it) and *writes* one (write, cas, delete: absent).
 //!
-//! 1. **Sources.** If the value an operation observes has exactly one writer, that writer
-//!    is the last write before the observer in every linearization: its *source*.
+//! 1. **Sources.** The last write before an observer `o` writes the value `o` observes,
+//!    and it is not a write `w` that some write surely happening overwrote before `o`
+//!    began (an `ok` write invoked after `w` completed and completed before `o` was
+//!    invoked comes between `w` and `o` in every linearization). If exactly one writer of
+//!    the value is left, it is `o`'s *source* in every linearization; if none, `o` is
+//!    impossible. This holds whatever values repeat, so the argument below needs only that
+//!    every observer has one possible source — true when written values are unique, and
+//!    often when they are not (reads of absent after deletes, …).
 //! 2. **What must happen.** An `ok` operation happens; the source of an operation that
 //!    happens happens (an `info` write read by an `ok` read took effect). The other `info`
 //!    operations can be left out: nothing that happens reads from them, so removing them
 //!    from a linearization leaves every remaining read its source, and they can always be
 //!    put back at the end, where an `info` operation is always accepted.
-//! 3. **Blocks.** In a linearization of the operations that happen, a write, the reads of
-//!    its value and the cas that expects its value form one contiguous run: no other write
-//!    fits between the write and a read of its value (only it writes that value), the cas
-//!    comes after every such read (after the cas the value is gone for good), and at most
-//!    one cas can expect the value (a second one would see the first one's value). So a
-//!    plain write (or `init`), the cas that replaced its value, the cas that replaced that
-//!    one, … and all their reads form a *block*: a contiguous run in a fixed order. A cas
-//!    whose chain never reaches a plain write (a cycle of cas) cannot happen.
+//! 3. **Blocks.** In a linearization of the operations that happen, a write and the
+//!    operations whose source it is (reads, and at most one cas) form one contiguous run:
+//!    no write fits between a write and an operation it is the source of (the source is
+//!    the last write before it), so the cas comes after every such read (a read after it
+//!    would have the cas as its last write), and a second cas with the same source would
+//!    have the first as its last write. So a plain write (or `init`), the cas whose source
+//!    it is, the cas whose source that one is, … and all their reads form a *block*: a
+//!    contiguous run in a fixed order. A cas whose chain never reaches a plain write (a
+//!    cycle of cas) cannot happen.
 //! 4. **Order of blocks.** For a block `B` let `f(B)` be the earliest completion and `s(B)`
 //!    the latest invoke among its operations. `B` must precede `C` when `f(B) < s(C)` (one
 //!    of `B`'s operations completed before one of `C`'s began): `B → C`. A linearization
@@ -65,12 +72,13 @@
 //!
 //! ## Repeated values
 //!
-//! When an observed value has several writers the problem is NP-complete again. The engine
-//! then picks, for each observer, the writer invoked last before the observer completed,
+//! When an observer still has several possible sources the problem is NP-complete again.
+//! The engine then picks, for each such observer, the writer invoked last before the
+//! observer completed,
 //! builds the same linearization and answers valid if it replays; otherwise it is unsure
-//! and the search engines decide. Two findings stay certain whatever the values: an `ok`
+//! and the search engines decide. Findings that stay certain whatever the values: an `ok`
 //! operation observing a value no operation writes, or completing before every writer of
-//! its value was invoked.
+//! its value was invoked, or after every one of them was overwritten (step 1).
 //!
 //! ## Deciding while reading
 //!
@@ -310,6 +318,9 @@ struct Analysis<'a> {
     included: Vec<bool>,
     /// Observed values with several possible writers.
     ambiguous: usize,
+    /// Observers that had a writer of their value overwritten for sure before they began:
+    /// the latest such writer, and a write that overwrote it.
+    overwritten: FxMap<u32, (u32, u32)>,
     /// Observers whose source is still open, and everything hanging from them.
     pending: Vec<u32>,
     succ: Vec<u32>,
@@ -324,6 +335,43 @@ struct Analysis<'a> {
 /// Decides `ops` (every remaining operation of one key, the history read to its end),
 /// after a retired prefix described by `carry`.
 pub(crate) fn decide(ops: &[Operation<KeyModel>], carry: &Carry) -> Decision {
+    let mut decision = decide_once(ops, carry);
+    // An operation that can read nothing: show how everything else linearizes.
+    if let Decision::Violated(v) = &mut decision
+        && v.partial.is_empty()
+        && matches!(
+            v.kind,
+            ViolationKind::NeverWritten
+                | ViolationKind::ObservedBeforeWritten
+                | ViolationKind::Overwritten
+        )
+        && let Some(&culprit) = v.ops.first()
+    {
+        // Without it, an info operation bounded by its first observer may lose the
+        // reason for its bound: it is open to the end again.
+        let rest: Vec<Operation<KeyModel>> = ops
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != culprit)
+            .map(|(_, o)| {
+                let mut o = o.clone();
+                if o.metadata.as_ref().is_some_and(|m| m.bounded_by.is_some()) {
+                    o.return_time = i64::MAX;
+                }
+                o
+            })
+            .collect();
+        if let Decision::Linearizable(order) = decide_once(&rest, carry) {
+            v.partial = order
+                .into_iter()
+                .map(|i| if i >= culprit { i + 1 } else { i })
+                .collect();
+        }
+    }
+    decision
+}
+
+fn decide_once(ops: &[Operation<KeyModel>], carry: &Carry) -> Decision {
     let a = match Analysis::new(ops, carry, None) {
         Ok(a) => a,
         Err(Stop::Unsure(why)) => return Decision::Unsure(why),
@@ -349,7 +397,10 @@ pub(crate) fn decide(ops: &[Operation<KeyModel>], carry: &Carry) -> Decision {
     match replay(ops, &linearization, carry.max_inv) {
         Ok(_) => Decision::Linearizable(linearization),
         Err(at) => {
-            debug_assert!(a.ambiguous > 0, "a proved linearization failed at {at}");
+            debug_assert!(
+                a.ambiguous > 0,
+                "a proved linearization failed at {at}: {linearization:?} of {ops:?}"
+            );
             Decision::Unsure(if a.ambiguous > 0 {
                 format!(
                     "{} observed values have several writers, and the linearization built from the latest writer of each did not replay",
@@ -541,6 +592,48 @@ fn node_of(op: &Operation<KeyModel>) -> Node<'_> {
     }
 }
 
+/// Writes that surely happened, by completion: which writes a later operation can no
+/// longer read. A writer `w` cannot be the source of an operation `o` if some write `x`
+/// that surely happened began after `w` completed and completed before `o` began: `x`
+/// comes between them in every linearization, whatever values repeat.
+struct Overwriters {
+    /// Completion times, ascending.
+    ret: Vec<i64>,
+    /// For each prefix, the latest invoke among its writes, and that write.
+    latest: Vec<(i64, u32)>,
+}
+
+impl Overwriters {
+    fn new(nodes: &[Node<'_>]) -> Self {
+        let mut writes: Vec<(i64, i64, u32)> = nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.certain && n.writes.is_some())
+            .map(|(i, n)| (n.ret, n.inv, i as u32))
+            .collect();
+        writes.sort_unstable();
+        let mut latest = Vec::with_capacity(writes.len());
+        let mut best = (i64::MIN, NONE);
+        for &(_, inv, i) in &writes {
+            if inv > best.0 {
+                best = (inv, i);
+            }
+            latest.push(best);
+        }
+        Overwriters {
+            ret: writes.iter().map(|w| w.0).collect(),
+            latest,
+        }
+    }
+
+    /// The latest invoke among writes completed before `t`, and that write: every writer
+    /// completed before it is overwritten for an operation invoked at `t`.
+    fn before(&self, t: i64) -> Option<(i64, u32)> {
+        let k = self.ret.partition_point(|&r| r < t);
+        (k > 0).then(|| self.latest[k - 1])
+    }
+}
+
 /// The writers of one value.
 enum Writers {
     One(u32),
@@ -576,6 +669,7 @@ impl<'a> Analysis<'a> {
             impossible: vec![false; n + 1],
             included: vec![false; n + 1],
             ambiguous: 0,
+            overwritten: FxMap::default(),
             pending: Vec::new(),
             succ: vec![NONE; n + 1],
             readers: Vec::new(),
@@ -626,12 +720,14 @@ impl<'a> Analysis<'a> {
                     .or_insert(Writers::One(i as u32));
             }
         }
+        let overwritten = Overwriters::new(&self.nodes[..n]);
         let mut many: Vec<u32> = Vec::new();
         for i in 0..n {
             let Some(v) = self.nodes[i].observes else {
                 continue;
             };
-            // The possible sources: writers of `v` but `i`, `init` for absent, open writers.
+            // The possible sources: writers of `v` but `i`, `init` for absent, open writers;
+            // less those overwritten for sure before `i` began.
             many.clear();
             match writers.get(&v) {
                 None => {}
@@ -641,6 +737,17 @@ impl<'a> Analysis<'a> {
             many.retain(|&w| w as usize != i);
             if v.is_none() && self.init_live {
                 many.push(n as u32);
+            }
+            if let Some((latest, x)) = overwritten.before(self.nodes[i].inv) {
+                let last_dead = many
+                    .iter()
+                    .copied()
+                    .filter(|&w| self.nodes[w as usize].ret < latest)
+                    .max_by_key(|&w| self.nodes[w as usize].inv);
+                many.retain(|&w| self.nodes[w as usize].ret >= latest);
+                if let Some(w) = last_dead {
+                    self.overwritten.insert(i as u32, (w, x));
+                }
             }
             let open = open_writes.iter().filter(|w| w.as_ref() == v).count();
             let ret = self.nodes[i].ret;
@@ -732,6 +839,19 @@ impl<'a> Analysis<'a> {
         let value = describe_value(node.observes.flatten());
         let who = self.named(o);
         let s = self.src[o as usize];
+        if s == NO_SOURCE
+            && let Some(&(w, x)) = self.overwritten.get(&o)
+        {
+            return Violation::new(
+                ViolationKind::Overwritten,
+                vec![o as usize, w as usize, x as usize],
+                format!(
+                    "{who} observes {value}, but {} (the last write of it that {who} could see) was overwritten by {}, which began after it completed and completed before {who} began",
+                    self.named(w),
+                    self.named(x)
+                ),
+            );
+        }
         if s == NO_SOURCE {
             let gone = if !self.init_live && node.observes == Some(None) {
                 " (the initial value was overwritten before it began)"
@@ -746,11 +866,23 @@ impl<'a> Analysis<'a> {
                 ),
             )
         } else {
+            let mut ops = vec![o as usize, s as usize];
+            let earlier = match self.overwritten.get(&o) {
+                Some(&(w, x)) => {
+                    ops.extend([w as usize, x as usize]);
+                    format!(
+                        " (and the writes of it before, the last {}, were overwritten before it began, by {})",
+                        self.named(w),
+                        self.named(x)
+                    )
+                }
+                None => String::new(),
+            };
             Violation::new(
                 ViolationKind::ObservedBeforeWritten,
-                vec![o as usize, s as usize],
+                ops,
                 format!(
-                    "{who} observes {value}, but it completed before {} (which writes {value}) began",
+                    "{who} observes {value}, but it completed before {} (which writes {value}) began{earlier}",
                     self.named(s)
                 ),
             )
@@ -1268,11 +1400,12 @@ mod tests {
             kind(&decide(&cycle, &Carry::default())),
             Some(ViolationKind::CasCycle)
         );
-        // cas(1→2) completes, then a read of 1 begins: the read must precede the cas.
+        // cas(1→2) completes, then a read of 1 begins: the read must precede the cas (the
+        // cas overlaps the write, so no completed write overwrote 1 before the read).
         let chain = ops(&[
-            (0, 1, w(1), false),
-            (2, 3, cas(Some(1), 2), false),
-            (4, 5, r(Some(1)), false),
+            (0, 3, w(1), false),
+            (1, 4, cas(Some(1), 2), false),
+            (5, 6, r(Some(1)), false),
         ]);
         let d = decide(&chain, &Carry::default());
         assert_eq!(kind(&d), Some(ViolationKind::ChainOrder), "{d:?}");
@@ -1296,6 +1429,32 @@ mod tests {
     }
 
     #[test]
+    fn a_writer_overwritten_before_an_observer_began_is_not_its_source() {
+        // Two writes of 1; the first is overwritten by write 2 before the read begins, so
+        // the read's source is the second, whatever values repeat.
+        let h = ops(&[
+            (0, 1, w(1), false),
+            (2, 3, w(2), false),
+            (4, 20, w(1), false),
+            (5, 6, r(Some(1)), false),
+            (7, 8, r(Some(2)), false),
+        ]);
+        let d = decide(&h, &Carry::default());
+        assert_eq!(kind(&d), Some(ViolationKind::Overwritten), "{d:?}");
+        // The same without the second write of 1: the read names the write that
+        // overwrote its value.
+        let h = ops(&[
+            (0, 1, w(1), false),
+            (2, 3, w(2), false),
+            (5, 6, r(Some(1)), false),
+        ]);
+        match decide(&h, &Carry::default()) {
+            Decision::Violated(v) => assert_eq!(v.ops, vec![2, 0, 1]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn repeated_values_are_decided_when_the_latest_writer_works_and_unsure_otherwise() {
         let fine = ops(&[
             (0, 1, w(1), false),
@@ -1307,14 +1466,14 @@ mod tests {
             Decision::Linearizable(_)
         ));
         // The latest writer of 1 before the read of 1 (the long write) conflicts with
-        // write 2: the engine does not know whether another choice works, so it is unsure
-        // (never invalid on a guess).
+        // write 2, and the other one overlaps write 2: the engine does not know whether
+        // another choice works, so it is unsure (never invalid on a guess).
         let hard = ops(&[
-            (0, 1, w(1), false),
-            (2, 3, w(2), false),
-            (4, 20, w(1), false),
-            (5, 6, r(Some(1)), false),
-            (7, 8, r(Some(2)), false),
+            (0, 3, w(1), false),
+            (1, 4, w(2), false),
+            (5, 20, w(1), false),
+            (6, 7, r(Some(1)), false),
+            (8, 9, r(Some(2)), false),
         ]);
         assert!(
             matches!(decide(&hard, &Carry::default()), Decision::Unsure(_)),
