@@ -1282,6 +1282,10 @@ impl KeyBuffer {
         };
         match reads_from::retire(&self.ops, &mut retirement.carry, &horizon) {
             reads_from::Retired::Nothing => {}
+            reads_from::Retired::Ambiguous => {
+                self.next_attempt = usize::MAX;
+                return;
+            }
             reads_from::Retired::Ops {
                 positions,
                 dropped_info,

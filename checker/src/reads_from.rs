@@ -96,7 +96,8 @@
 //!   source. The dead blocks with `k < E` are therefore the first blocks of the `k`-order
 //!   for good: they are walked (internal order, `M`), replayed, and forgotten; `M` and the
 //!   two operations that set it are carried.
-//! * A key whose observed values repeat retires nothing until they stop repeating, and a
+//! * A key with an observer that has several possible sources retires nothing more (its
+//!   operations from then on are kept, for the search engines if it comes to that), and a
 //!   key that retired blocks is decided by this engine alone (the search engines would need
 //!   the forgotten operations): valid, invalid, or unknown.
 
@@ -230,6 +231,10 @@ pub(crate) enum Decision {
 pub(crate) enum Retired {
     /// Nothing could be retired yet.
     Nothing,
+    /// An observer has several possible sources: better not to retire anything of the key
+    /// again (if its values keep repeating, the reads-from engine may be unsure at the end,
+    /// and only the whole key could go to the search engines).
+    Ambiguous,
     /// These operations (positions) are decided and may be forgotten; `dropped_info` of
     /// them are `info` operations that can no longer take effect visibly.
     Ops {
@@ -316,6 +321,8 @@ struct Analysis<'a> {
     /// An observer whose every possible source began after it ended, or that has none.
     impossible: Vec<bool>,
     included: Vec<bool>,
+    /// The history is read to its end (not [`retire`]).
+    complete: bool,
     /// Observed values with several possible writers.
     ambiguous: usize,
     /// Observers that had a writer of their value overwritten for sure before they began:
@@ -425,8 +432,10 @@ pub(crate) fn retire(
         Err(Stop::Violated(v)) => return Retired::Violated(v),
         Err(Stop::Unsure(_)) => return Retired::Nothing,
     };
+    // An observer with several possible sources: the key's values repeat where it matters;
+    // it is left whole to the search engines.
     if a.ambiguous > 0 {
-        return Retired::Nothing;
+        return Retired::Ambiguous;
     }
     // E: no live block and no block to come has a smaller k.
     let dead = a.dead_blocks(horizon.safe);
@@ -665,6 +674,7 @@ impl<'a> Analysis<'a> {
             nodes,
             n,
             init_live: !carry.init_retired,
+            complete: horizon.is_none(),
             src: vec![NOT_OBSERVER; n + 1],
             impossible: vec![false; n + 1],
             included: vec![false; n + 1],
@@ -686,6 +696,13 @@ impl<'a> Analysis<'a> {
         a.link()?;
         a.build_blocks()?;
         Ok(a)
+    }
+
+    /// Whether some observer's source was chosen rather than known (deciding a whole key
+    /// whose observed values repeat): a violation may then be the choice's fault. While
+    /// reading, such observers wait instead, so every finding is certain.
+    fn guessing(&self) -> bool {
+        self.complete && self.ambiguous > 0
     }
 
     fn op_ref(&self, i: u32) -> OpRef {
@@ -809,7 +826,7 @@ impl<'a> Analysis<'a> {
             let o_us = o as usize;
             if self.impossible[o_us] {
                 let v = self.never_or_before(o);
-                return Err(if self.ambiguous == 0 || self.nodes[o_us].certain {
+                return Err(if !self.guessing() || self.nodes[o_us].certain {
                     Stop::Violated(v)
                 } else {
                     Stop::Unsure(format!(
@@ -912,7 +929,7 @@ impl<'a> Analysis<'a> {
                 pairs.push((s, self.nodes[o].inv, o as u32));
             } else if self.succ[s as usize] != NONE {
                 let first = self.succ[s as usize];
-                if self.ambiguous > 0 {
+                if self.guessing() {
                     return Err(Stop::Unsure(format!(
                         "{} observed values have several writers, and two cas operations were given the same one",
                         self.ambiguous
@@ -1071,7 +1088,7 @@ impl<'a> Analysis<'a> {
     }
 
     fn cycle(&self, members: &[u32]) -> Stop {
-        if self.ambiguous > 0 {
+        if self.guessing() {
             return Stop::Unsure(format!(
                 "{} observed values have several writers, and the writers chosen form a cycle of cas",
                 self.ambiguous
@@ -1238,7 +1255,7 @@ impl<'a> Analysis<'a> {
         before: &[u32],
         max_inv: i64,
     ) -> Decision {
-        if self.ambiguous > 0 {
+        if self.guessing() {
             return Decision::Unsure(format!(
                 "{} observed values have several writers, and the linearization built from the latest writer of each fails: {}",
                 self.ambiguous, v.sentence
@@ -1671,8 +1688,12 @@ mod tests {
     fn streamed(history: &[(Operation<KeyModel>, i64)], end: i64) -> (Option<bool>, usize) {
         let mut carry = Carry::default();
         let mut buffer: Vec<Operation<KeyModel>> = Vec::new();
+        let mut stopped = false;
         for (k, (op, completed_at)) in history.iter().enumerate() {
             buffer.push(op.clone());
+            if stopped {
+                continue;
+            }
             let now = completed_at + 1;
             // Operations invoked before now and completing later are open.
             let later = &history[k + 1..];
@@ -1696,6 +1717,7 @@ mod tests {
             };
             match retire(&buffer, &mut carry, &horizon) {
                 Retired::Nothing => {}
+                Retired::Ambiguous => stopped = true,
                 Retired::Ops { positions, .. } => {
                     let mut i = 0;
                     buffer.retain(|_| {
