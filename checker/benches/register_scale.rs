@@ -51,8 +51,11 @@ fn write_history(path: &Path, spec: RegisterSpec) -> (u64, usize) {
     write_with(path, &mut |emit| generate_register_each(spec, emit))
 }
 
+/// A generator: hands each event of a history to the closure it is given.
+type Generate<'a> = dyn FnMut(&mut dyn FnMut(HistoryEvent)) + 'a;
+
 /// Writes what `generate` emits to `path`; see [`write_history`].
-fn write_with(path: &Path, generate: &mut dyn FnMut(&mut dyn FnMut(HistoryEvent))) -> (u64, usize) {
+fn write_with(path: &Path, generate: &mut Generate<'_>) -> (u64, usize) {
     let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(path).expect("creates"));
     let (mut ops, mut open, mut most) = (0u64, 0usize, 0usize);
     generate(&mut |e| {

@@ -2168,6 +2168,101 @@ const EXPLANATION_BUDGET: Duration = Duration::from_secs(2);
 /// The memo kvlab's engine gets to explain a key porcupine-rs found invalid.
 const EXPLANATION_MEMO_BYTES: u64 = 64 << 20;
 
+/// What [`build_report`] counted of the keys, for its notes.
+struct Tally {
+    timed_out: usize,
+    not_reached: usize,
+    out_of_memory: usize,
+    memo_full_keys: usize,
+    skipped: usize,
+    undecided: usize,
+    oversized: usize,
+}
+
+/// The report's sentences for a person: limits hit, budget spent, reductions made.
+fn report_notes(
+    prepared: &Prepared,
+    config: &CheckConfig,
+    tally: &Tally,
+    busiest: Option<&KeyJob>,
+    verdict: Verdict,
+) -> Vec<String> {
+    let mut notes = Vec::new();
+    if prepared.operations == 0 {
+        notes.push(
+            "the history holds no operations: it is valid only because there is nothing to check"
+                .to_owned(),
+        );
+    }
+    if tally.timed_out + tally.not_reached > 0 {
+        notes.push(format!(
+            "the time budget of {} ms ran out: {} keys timed out and {} were not reached; their verdict is unknown",
+            config.timeout.map_or(0, |t| t.as_millis()),
+            tally.timed_out,
+            tally.not_reached
+        ));
+    }
+    if tally.skipped > 0 {
+        notes.push(format!(
+            "{} keys were left undecided because another key was found invalid first",
+            tally.skipped
+        ));
+    }
+    if tally.out_of_memory > 0 {
+        notes.push(format!(
+            "the memory budget of {} MiB ran out on {} keys; their verdict is unknown",
+            config.memory_limit_bytes.unwrap_or(0) >> 20,
+            tally.out_of_memory
+        ));
+    }
+    if tally.memo_full_keys > 0 {
+        notes.push(format!(
+            "kvlab's engine filled its memo (a quarter of the memory budget) on {} keys and searched on without remembering more",
+            tally.memo_full_keys
+        ));
+    }
+    if tally.oversized > 0 {
+        notes.push(format!(
+            "{} keys have more than {MAX_OPS_PER_KEY} operations and were not searched",
+            tally.oversized
+        ));
+    }
+    if tally.undecided > 0 {
+        notes.push(format!(
+            "{} keys were left to the reads-from engine alone, which could not decide them",
+            tally.undecided
+        ));
+    }
+    if prepared.unobserved_info_dropped > 0 {
+        notes.push(format!(
+            "{} info operations were dropped because no operation that surely happened can observe their effect",
+            prepared.unobserved_info_dropped
+        ));
+    }
+    if prepared.info_bounded > 0 {
+        notes.push(format!(
+            "{} info operations had to take effect (an ok operation observes the value only they write), so they stay open only until their first observer completed",
+            prepared.info_bounded
+        ));
+    }
+    if prepared.decided_while_reading > 0 {
+        notes.push(format!(
+            "{} operations were decided by the reads-from engine while the history was read, and forgotten",
+            prepared.decided_while_reading
+        ));
+    }
+    if let Some(j) = busiest
+        && verdict == Verdict::Unknown
+    {
+        notes.push(format!(
+            "key {:?} has up to {} operations open at once; concurrency per key is what makes the search slow",
+            j.name, j.max_concurrency
+        ));
+    }
+
+    notes
+}
+
 fn build_report(
     prepared: &Prepared,
     results: &[KeyResult],
@@ -2249,72 +2344,16 @@ fn build_report(
     let operations_checked =
         prepared.jobs.iter().map(KeyJob::len).sum::<usize>() + prepared.decided_while_reading;
 
-    let mut notes = Vec::new();
-    if prepared.operations == 0 {
-        notes.push(
-            "the history holds no operations: it is valid only because there is nothing to check"
-                .to_owned(),
-        );
-    }
-    if timed_out + not_reached > 0 {
-        notes.push(format!(
-            "the time budget of {} ms ran out: {timed_out} keys timed out and {not_reached} were not reached; their verdict is unknown",
-            config.timeout.map_or(0, |t| t.as_millis())
-        ));
-    }
-    if skipped > 0 {
-        notes.push(format!(
-            "{skipped} keys were left undecided because another key was found invalid first"
-        ));
-    }
-    if out_of_memory > 0 {
-        notes.push(format!(
-            "the memory budget of {} MiB ran out on {out_of_memory} keys; their verdict is unknown",
-            config.memory_limit_bytes.unwrap_or(0) >> 20
-        ));
-    }
-    if memo_full_keys > 0 {
-        notes.push(format!(
-            "kvlab's engine filled its memo (a quarter of the memory budget) on {memo_full_keys} keys and searched on without remembering more"
-        ));
-    }
-    if !oversized_keys.is_empty() {
-        notes.push(format!(
-            "{} keys have more than {MAX_OPS_PER_KEY} operations and were not searched",
-            oversized_keys.len()
-        ));
-    }
-    if undecided > 0 {
-        notes.push(format!(
-            "{undecided} keys were left to the reads-from engine alone, which could not decide them"
-        ));
-    }
-    if prepared.unobserved_info_dropped > 0 {
-        notes.push(format!(
-            "{} info operations were dropped because no operation that surely happened can observe their effect",
-            prepared.unobserved_info_dropped
-        ));
-    }
-    if prepared.info_bounded > 0 {
-        notes.push(format!(
-            "{} info operations had to take effect (an ok operation observes the value only they write), so they stay open only until their first observer completed",
-            prepared.info_bounded
-        ));
-    }
-    if prepared.decided_while_reading > 0 {
-        notes.push(format!(
-            "{} operations were decided by the reads-from engine while the history was read, and forgotten",
-            prepared.decided_while_reading
-        ));
-    }
-    if let Some(j) = busiest
-        && verdict == Verdict::Unknown
-    {
-        notes.push(format!(
-            "key {:?} has up to {} operations open at once; concurrency per key is what makes the search slow",
-            j.name, j.max_concurrency
-        ));
-    }
+    let tally = Tally {
+        timed_out,
+        not_reached,
+        out_of_memory,
+        memo_full_keys,
+        skipped,
+        undecided,
+        oversized: oversized_keys.len(),
+    };
+    let notes = report_notes(prepared, config, &tally, busiest, verdict);
 
     CheckReport {
         verdict,

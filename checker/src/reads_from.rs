@@ -306,7 +306,7 @@ impl Block {
 
 /// Why an analysis stopped.
 enum Stop {
-    Violated(Violation),
+    Violated(Box<Violation>),
     Unsure(String),
 }
 
@@ -382,7 +382,7 @@ fn decide_once(ops: &[Operation<KeyModel>], carry: &Carry) -> Decision {
     let a = match Analysis::new(ops, carry, None) {
         Ok(a) => a,
         Err(Stop::Unsure(why)) => return Decision::Unsure(why),
-        Err(Stop::Violated(v)) => return Decision::Violated(v),
+        Err(Stop::Violated(v)) => return Decision::Violated(*v),
     };
     let order: Vec<u32> = sorted_blocks(&a.blocks);
     let mut mark = Mark::from_carry(carry);
@@ -429,7 +429,7 @@ pub(crate) fn retire(
 ) -> Retired {
     let a = match Analysis::new(ops, carry, Some(horizon)) {
         Ok(a) => a,
-        Err(Stop::Violated(v)) => return Retired::Violated(v),
+        Err(Stop::Violated(v)) => return Retired::Violated(*v),
         Err(Stop::Unsure(_)) => return Retired::Nothing,
     };
     // An observer with several possible sources: the key's values repeat where it matters;
@@ -827,7 +827,7 @@ impl<'a> Analysis<'a> {
             if self.impossible[o_us] {
                 let v = self.never_or_before(o);
                 return Err(if !self.guessing() || self.nodes[o_us].certain {
-                    Stop::Violated(v)
+                    Stop::Violated(Box::new(v))
                 } else {
                     Stop::Unsure(format!(
                         "{} observed values have several writers, and a writer chosen for one of them cannot have taken effect",
@@ -936,7 +936,7 @@ impl<'a> Analysis<'a> {
                     )));
                 }
                 let value = describe_value(self.nodes[s as usize].writes.flatten());
-                return Err(Stop::Violated(Violation::new(
+                return Err(Stop::Violated(Box::new(Violation::new(
                     ViolationKind::CasConflict,
                     vec![first as usize, o, s as usize],
                     format!(
@@ -945,7 +945,7 @@ impl<'a> Analysis<'a> {
                         self.named(o as u32),
                         self.named(s)
                     ),
-                )));
+                ))));
             } else {
                 self.succ[s as usize] = o as u32;
             }
@@ -1105,7 +1105,7 @@ impl<'a> Analysis<'a> {
         } else {
             String::new()
         };
-        Stop::Violated(Violation::new(
+        Stop::Violated(Box::new(Violation::new(
             ViolationKind::CasCycle,
             members
                 .iter()
@@ -1116,7 +1116,7 @@ impl<'a> Analysis<'a> {
                 "{}{more} each expect the value another of them wrote, and no plain write starts the chain: none of them can go first",
                 named.join(", ")
             ),
-        ))
+        )))
     }
 
     /// The blocks that are dead at `safe` (see "Deciding while reading").
@@ -1146,7 +1146,7 @@ impl<'a> Analysis<'a> {
 
     /// Step 4 and 5 for one block: its chain in real time, then `M`. A violation comes
     /// with the block that set `M`, when that is the other block at fault.
-    fn walk_block(&self, b: u32, mark: &mut Mark) -> Result<(), (Violation, Option<u32>)> {
+    fn walk_block(&self, b: u32, mark: &mut Mark) -> Result<(), (Box<Violation>, Option<u32>)> {
         let block = &self.blocks[b as usize];
         let clusters = &self.clusters[block.first as usize..(block.first + block.len) as usize];
         let mut latest: Option<(i64, u32, usize)> = None;
@@ -1169,7 +1169,7 @@ impl<'a> Analysis<'a> {
                         self.named(s_op)
                     ),
                 );
-                return Err((v, None));
+                return Err((Box::new(v), None));
             }
             if latest.is_none_or(|(s, ..)| c.s > s) {
                 latest = Some((c.s, c.s_op, j));
@@ -1180,7 +1180,7 @@ impl<'a> Analysis<'a> {
                 MarkRefs::Block(x) => Some(x),
                 _ => None,
             };
-            return Err((self.overwritten(b, mark), x));
+            return Err((Box::new(self.overwritten(b, mark)), x));
         }
         if block.s > mark.value {
             *mark = Mark {
@@ -1250,7 +1250,7 @@ impl<'a> Analysis<'a> {
     /// rules out; unsure when values repeat (the choice of writers may be to blame).
     fn certain_or_unsure(
         &self,
-        (mut v, x): (Violation, Option<u32>),
+        (v, x): (Box<Violation>, Option<u32>),
         y: u32,
         before: &[u32],
         max_inv: i64,
@@ -1261,6 +1261,7 @@ impl<'a> Analysis<'a> {
                 self.ambiguous, v.sentence
             ));
         }
+        let mut v = *v;
         for &b in before {
             self.push_block(b, &mut v.partial);
         }
