@@ -2169,6 +2169,7 @@ const EXPLANATION_BUDGET: Duration = Duration::from_secs(2);
 const EXPLANATION_MEMO_BYTES: u64 = 64 << 20;
 
 /// What [`build_report`] counted of the keys, for its notes.
+#[derive(Default)]
 struct Tally {
     timed_out: usize,
     not_reached: usize,
@@ -2275,11 +2276,8 @@ fn build_report(
     let mut oversized_keys = Vec::new();
     let mut partitions = Vec::new();
     let mut budget_exhausted = false;
-    let (mut timed_out, mut not_reached, mut out_of_memory) = (0, 0, 0);
+    let mut tally = Tally::default();
     let mut decided_by = EngineWins::default();
-    let mut memo_full_keys = 0;
-    let mut skipped = 0;
-    let mut undecided = 0;
     let mut slowest: Option<(&str, Duration)> = None;
     for (job, result) in prepared.jobs.iter().zip(results) {
         match result.decided_by {
@@ -2289,7 +2287,7 @@ fn build_report(
             None => {}
         }
         if result.kvlab.as_ref().is_some_and(|r| r.memo_full) {
-            memo_full_keys += 1;
+            tally.memo_full_keys += 1;
         }
         let verdict = match result.verdict {
             KeyVerdict::Valid => Verdict::Valid,
@@ -2300,9 +2298,9 @@ fn build_report(
             KeyVerdict::TimedOut | KeyVerdict::NotReached | KeyVerdict::OutOfMemory => {
                 budget_exhausted = true;
                 match result.verdict {
-                    KeyVerdict::TimedOut => timed_out += 1,
-                    KeyVerdict::NotReached => not_reached += 1,
-                    _ => out_of_memory += 1,
+                    KeyVerdict::TimedOut => tally.timed_out += 1,
+                    KeyVerdict::NotReached => tally.not_reached += 1,
+                    _ => tally.out_of_memory += 1,
                 }
                 unknown_keys.push(job.name.clone());
                 Verdict::Unknown
@@ -2313,12 +2311,12 @@ fn build_report(
                 Verdict::Unknown
             }
             KeyVerdict::Skipped => {
-                skipped += 1;
+                tally.skipped += 1;
                 unknown_keys.push(job.name.clone());
                 Verdict::Unknown
             }
             KeyVerdict::Undecided => {
-                undecided += 1;
+                tally.undecided += 1;
                 unknown_keys.push(job.name.clone());
                 Verdict::Unknown
             }
@@ -2344,15 +2342,7 @@ fn build_report(
     let operations_checked =
         prepared.jobs.iter().map(KeyJob::len).sum::<usize>() + prepared.decided_while_reading;
 
-    let tally = Tally {
-        timed_out,
-        not_reached,
-        out_of_memory,
-        memo_full_keys,
-        skipped,
-        undecided,
-        oversized: oversized_keys.len(),
-    };
+    tally.oversized = oversized_keys.len();
     let notes = report_notes(prepared, config, &tally, busiest, verdict);
 
     CheckReport {
