@@ -197,11 +197,11 @@ pub struct CheckReport {
     /// decided while reading).
     pub operations_checked: usize,
     /// Info writes, cas and deletes dropped because no operation that surely happened
-    /// can observe their effect (see [`crate::model`]).
+    /// can observe their effect (see [`crate::reduce`]).
     pub unobserved_info_dropped: usize,
     /// Info operations whose value only they write and that an `ok` operation observes:
     /// they took effect before that observer completed, so they no longer stay open to
-    /// the end of the history (see [`crate::model`]).
+    /// the end of the history (see [`crate::reduce`]).
     #[serde(default)]
     pub info_bounded: usize,
     /// Operations decided while the history was read and then forgotten (see
