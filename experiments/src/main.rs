@@ -160,10 +160,9 @@ struct CheckArgs {
 }
 
 fn parse_engine(name: &str) -> Result<kvlab_checker::Engine, String> {
-    kvlab_checker::Engine::from_name(name)
-        .ok_or_else(|| {
-            format!("unknown engine {name:?}; expected one of: race, kvlab, porcupine, reads-from")
-        })
+    kvlab_checker::Engine::from_name(name).ok_or_else(|| {
+        format!("unknown engine {name:?}; expected one of: race, kvlab, porcupine, reads-from")
+    })
 }
 
 #[derive(Debug, clap::Args)]

@@ -335,8 +335,8 @@ fn check_history(
         decide_while_reading: true,
         ..ReadOptions::default()
     };
-    let prepared = kvlab_checker::PreparedHistory::read_file(&path, model, &options)
-        .map_err(|e| {
+    let prepared =
+        kvlab_checker::PreparedHistory::read_file(&path, model, &options).map_err(|e| {
             ExperimentError::Checker(format!("the runner wrote a malformed history: {e}"))
         })?;
     let config = CheckConfig::from(CheckOptions { model, timeout });
