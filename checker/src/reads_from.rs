@@ -12,8 +12,8 @@
 //!
 //! ## The argument
 //!
-//! The operations of one key, after the reductions of [`crate::check`] (fails and info
-//! reads dropped): an `ok` operation happened between its invoke and its completion; an
+//! The operations of one key, fails and info reads dropped (and reduced: see
+//! [`crate::reduce`]): an `ok` operation happened between its invoke and its completion; an
 //! `info` one may have happened at any time after its invoke. The key starts absent: a
 //! virtual write `init` precedes everything. An operation *observes* a value (an `ok` read
 //! returns it, a cas expects it) and *writes* one (write, cas, delete: absent).
@@ -82,10 +82,10 @@
 //!
 //! ## Deciding while reading
 //!
-//! [`retire`] decides the oldest blocks of a key while the history is still being read,
+//! `retire` decides the oldest blocks of a key while the history is still being read,
 //! so that memory holds the recent operations of a key rather than all of them (see
-//! [`crate::check`]). At a moment when every operation of the key not yet read, or still
-//! open, was invoked at or after `safe`:
+//! [`crate::check`](mod@crate::check)). At a moment when every operation of the key not
+//! yet read, or still open, was invoked at or after `safe`:
 //!
 //! * A block `X` is *dead* when some other block `Z` has `f(X) < s(Z)` and `f(Z) < safe`:
 //!   any later operation joining `X` (reading one of its values) would give `X ↔ Z`, so it
