@@ -148,7 +148,7 @@ fn run_kvlab_binary(file: &Path) -> Option<String> {
         .arg(&bin)
         .arg("check")
         .arg(file)
-        .args(["--model", "cas-register", "--progress", "never"])
+        .args(["--model", "kv", "--progress", "never"])
         .output()
         .ok()?;
     let ms = t.elapsed().as_secs_f64() * 1e3;
