@@ -25,7 +25,11 @@ fn main() {
         .and_then(|t| t.parse::<f64>().ok())
         .map(Duration::from_secs_f64);
     let t = Instant::now();
-    let history = match PreparedHistory::read_file(path.as_ref(), model, &ReadOptions::default()) {
+    let options = ReadOptions {
+        decide_while_reading: engine.uses_reads_from(),
+        ..ReadOptions::default()
+    };
+    let history = match PreparedHistory::read_file(path.as_ref(), model, &options) {
         Ok(h) => h,
         Err(e) => {
             eprintln!("{e}");

@@ -1,8 +1,24 @@
-//! The linearizability check: split a history by key, search each key with porcupine-rs
-//! on a bounded pool of threads within a time budget, and report per key.
+//! The linearizability check: split a history by key, reduce each key's operations
+//! ([`crate::reduce`]), decide each key on a bounded pool of threads within a time budget,
+//! and report per key.
 //!
 //! Every key is an independent porcupine partition (see [`crate::model`]), for all three
 //! models: a `register` history over many keys is many registers, checked one by one.
+//!
+//! Engines ([`Engine`]): the default race gives each key first to the reads-from engine
+//! ([`crate::reads_from`]), which decides a register whose written values are unique in
+//! `O(n log n)` whatever its concurrency and length, and many keys whose values repeat;
+//! a key it leaves undecided goes to kvlab's search ([`crate::engine`]) and porcupine-rs.
+//! The limits below are the search engines'.
+//!
+//! Memory: [`PreparedHistory::read`] holds, per key, the operations its engines need.
+//! With [`ReadOptions::decide_while_reading`](crate::ReadOptions) (what `kvlab check`
+//! does with the race), the reads-from engine decides each key's oldest operations while
+//! the history is read and they are forgotten, so memory is bounded by the operations of a
+//! key still open or recent (about twice the undecided ones, at least [`RETIRE_MIN_OPS`]
+//! per key), the `info` writes nothing has read yet, and a few words per key — not by the
+//! history's length. Keys whose observed values repeat (deletes and reads of absent,
+//! Jepsen's small random values) keep every operation, as the search engines need them.
 //!
 //! Threads: porcupine-rs starts one OS thread per partition whenever it has more than one
 //! partition or a timeout. So the checker never hands it more than one partition: a pool
@@ -17,10 +33,12 @@
 //! whatever budget remains. A key still unfinished at the deadline is *unknown*, never
 //! valid, and the report says the budget ran out. Keys with more than
 //! [`MAX_OPS_PER_KEY`] operations are not searched at all (porcupine's memo table costs
-//! about `n²/8` bytes for `n` operations) and are unknown too.
+//! about `n²/8` bytes for `n` operations) and are unknown too, unless the reads-from
+//! engine decides them (it has no such limit, and is not interrupted by the budget: its
+//! work is `O(n log n)`).
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -38,11 +56,13 @@ use crate::budget::{self, Limits, StopReason};
 use crate::engine::{self, EngineResult, EngineVerdict};
 use crate::formats::{open_history, read_into};
 use crate::history::{
-    HistoryError, HistoryEvent, Location, MicroFn, OpArgs, OpFn, Outcome, PairedOp, pair_operations,
+    EventType, HistoryError, HistoryEvent, Location, MicroFn, OpArgs, OpFn, Outcome, PairedOp,
+    pair_operations,
 };
 use crate::input::{EventSink, ReadOptions};
 use crate::model::{KeyModel, KeyOp, MultiMicro, MultiModel, MultiOp, OpOrigin, SearchModel, Val};
 use crate::progress::Progress;
+use crate::{reads_from, reduce};
 
 /// The most worker threads one check uses (each may add one porcupine thread).
 pub const MAX_CHECK_THREADS: usize = 8;
@@ -51,9 +71,10 @@ pub const MAX_CHECK_THREADS: usize = 8;
 /// over so few operations is bounded and tiny, and needs no extra thread.
 pub const UNTIMED_KEY_MAX_OPS: usize = 10;
 
-/// Keys with more operations than this are not searched and count as unknown:
-/// porcupine's memo table stores a bitset of all operations per visited state, about
-/// `n²/8` bytes for `n` operations even on a sequential history.
+/// Keys with more operations than this are not searched and count as unknown (unless the
+/// reads-from engine decides them): porcupine's memo table stores a bitset of all
+/// operations per visited state, about `n²/8` bytes for `n` operations even on a
+/// sequential history.
 pub const MAX_OPS_PER_KEY: usize = 30_000;
 
 /// A key with more operations than this is not drawn by [`write_visualization`].
@@ -171,11 +192,23 @@ pub struct CheckReport {
     pub operations_fail: usize,
     /// Operations that ended `info` or never completed (may have happened).
     pub operations_info: usize,
-    /// Operations handed to the search, after dropping fails, info reads and info
-    /// writes whose effect nothing observes.
+    /// Operations handed to the engines, after dropping fails, info reads and info
+    /// writes whose effect nothing that surely happened observes (including those
+    /// decided while reading).
     pub operations_checked: usize,
-    /// Info writes, cas and deletes dropped because no operation observes their effect.
+    /// Info writes, cas and deletes dropped because no operation that surely happened
+    /// can observe their effect (see [`crate::reduce`]).
     pub unobserved_info_dropped: usize,
+    /// Info operations whose value only they write and that an `ok` operation observes:
+    /// they took effect before that observer completed, so they no longer stay open to
+    /// the end of the history (see [`crate::reduce`]).
+    #[serde(default)]
+    pub info_bounded: usize,
+    /// Operations decided while the history was read and then forgotten (see
+    /// [`ReadOptions::decide_while_reading`](crate::ReadOptions)); they count in
+    /// `operations_checked` too.
+    #[serde(default)]
+    pub decided_while_reading: usize,
     /// Keys in the history; each is checked on its own.
     pub keys_checked: usize,
     /// Keys that are not linearizable, in key order.
@@ -308,24 +341,36 @@ pub enum CheckError {
     },
 }
 
-/// Which search engine decides (see the crate docs and [`crate::engine`]).
+/// Which engine decides (see the crate docs, [`crate::engine`] and
+/// [`crate::reads_from`]).
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum Engine {
-    /// kvlab's engine gets a head start of [`RACE_HEAD_START`] (it decides most keys in
-    /// microseconds); a key it has not decided by then is raced between both engines on
-    /// two threads, and the first definite answer wins — Knossos's "competition".
+    /// The reads-from engine first (registers: it decides a key whose written values are
+    /// unique in `O(n log n)`, and many others); a key it cannot decide goes to kvlab's
+    /// search engine, with a head start of [`RACE_HEAD_START`] (it decides most keys in
+    /// microseconds); a key that has not decided by then is raced between kvlab's engine
+    /// and porcupine-rs on two threads, and the first definite answer wins — Knossos's
+    /// "competition".
     #[default]
     Race,
     /// porcupine-rs alone.
     Porcupine,
-    /// kvlab's engine alone.
+    /// kvlab's search engine alone.
     Kvlab,
+    /// The reads-from engine alone: a key it cannot decide (values repeat and its
+    /// canonical choice fails, appends, `multi-register`) is unknown.
+    ReadsFrom,
 }
 
 impl Engine {
     /// Every engine, for command-line help.
-    pub const ALL: [Engine; 3] = [Engine::Race, Engine::Porcupine, Engine::Kvlab];
+    pub const ALL: [Engine; 4] = [
+        Engine::Race,
+        Engine::Porcupine,
+        Engine::Kvlab,
+        Engine::ReadsFrom,
+    ];
 
     /// The name used on the command line and in reports.
     pub fn name(self) -> &'static str {
@@ -333,7 +378,14 @@ impl Engine {
             Engine::Race => "race",
             Engine::Porcupine => "porcupine",
             Engine::Kvlab => "kvlab",
+            Engine::ReadsFrom => "reads-from",
         }
+    }
+
+    /// Whether this choice runs the reads-from engine (so reading may decide keys as it
+    /// goes: [`ReadOptions::decide_while_reading`](crate::ReadOptions)).
+    pub fn uses_reads_from(self) -> bool {
+        matches!(self, Engine::Race | Engine::ReadsFrom)
     }
 
     /// The engine with this [`name`](Self::name), if any.
@@ -396,10 +448,13 @@ impl From<CheckOptions> for CheckConfig {
 /// How many keys each engine decided.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
 pub struct EngineWins {
-    /// Keys decided by kvlab's engine.
+    /// Keys decided by kvlab's search engine.
     pub kvlab: usize,
     /// Keys decided by porcupine-rs.
     pub porcupine: usize,
+    /// Keys decided by the reads-from engine.
+    #[serde(default)]
+    pub reads_from: usize,
 }
 
 /// One operation, as a person finds it in the history.
@@ -441,8 +496,12 @@ pub struct PartitionReport {
     /// The engine that decided it, if one did.
     pub decided_by: Option<Engine>,
     /// Why it is unknown: `"time budget"`, `"memory budget"`, `"too many operations"`,
-    /// `"not reached"`.
+    /// `"not reached"`, or why the reads-from engine could not decide it.
     pub unknown_reason: Option<String>,
+    /// For a key the reads-from engine found invalid: the rule broken, in a sentence
+    /// naming the operations involved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<String>,
     /// For an invalid key: at the deepest dead end, the operations that could have gone
     /// next but that no state allowed, earliest return first.
     pub first_unlinearizable: Vec<OpRef>,
@@ -469,11 +528,18 @@ impl fmt::Display for PartitionReport {
         if let Some(r) = &self.unknown_reason {
             write!(f, ", stopped by the {r}")?;
         }
-        write!(
-            f,
-            "; explored {} steps, {} configurations)",
-            self.steps_explored, self.configurations_remembered
-        )?;
+        if self.decided_by == Some(Engine::ReadsFrom) {
+            write!(f, ")")?;
+        } else {
+            write!(
+                f,
+                "; explored {} steps, {} configurations)",
+                self.steps_explored, self.configurations_remembered
+            )?;
+        }
+        if let Some(why) = &self.explanation {
+            write!(f, "\n  why: {why}")?;
+        }
         if !self.first_unlinearizable.is_empty() {
             write!(f, "\n  cannot be linearized next:")?;
             for op in &self.first_unlinearizable {
@@ -576,6 +642,40 @@ fn visualize_job(
             key: name.to_owned(),
         });
     };
+    let write_error = |source| CheckError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    // A key the reads-from engine decides is drawn from its answer (a window of it, when
+    // the key is large); the others by porcupine-rs's search.
+    if let JobOps::Key(ops) = &job.ops {
+        let decision = match job.retired.as_ref() {
+            Some(r) if r.violation.is_some() => reads_from::Decision::Violated(
+                r.violation.clone().unwrap_or_else(|| unreachable!()),
+            ),
+            Some(r) => reads_from::decide(ops, &r.carry),
+            None => reads_from::decide(ops, &reads_from::Carry::default()),
+        };
+        let drawn =
+            match decision {
+                reads_from::Decision::Linearizable(order) => {
+                    Some(draw_reads_from(ops, &[order], &[], None, path))
+                }
+                reads_from::Decision::Violated(v) => {
+                    let mut orders = v.attempts.clone();
+                    orders.push(v.partial.clone());
+                    let note = (v.kind.name(), v.sentence.as_str());
+                    Some(draw_reads_from(ops, &orders, &v.ops, Some(note), path))
+                }
+                reads_from::Decision::Unsure(why) if job.retired.is_some() => Some(
+                    draw_reads_from(ops, &[], &[], Some(("undecided", &why)), path),
+                ),
+                reads_from::Decision::Unsure(_) => None,
+            };
+        if let Some(drawn) = drawn {
+            return drawn.map_err(write_error);
+        }
+    }
     if job.len() > MAX_VISUALIZED_OPS {
         return Err(CheckError::TooLargeToVisualize {
             key: name.to_owned(),
@@ -587,16 +687,119 @@ fn visualize_job(
         JobOps::Key(ops) => visualize(ops, timeout, path),
         JobOps::Multi(ops) => visualize(ops, timeout, path),
     };
-    written.map_err(|source| CheckError::Write {
-        path: path.to_path_buf(),
-        source,
-    })
+    written.map_err(write_error)
+}
+
+/// Draws `ops` (a key's operations in invoke order) with porcupine's HTML view, showing
+/// `orders` (partial linearizations, positions) and marking the operations of `focus`
+/// with `note`. A key with more than [`MAX_VISUALIZED_OPS`] operations is drawn as a
+/// window around `focus` (its start, without focus), each order as its longest stretch
+/// that lies in the window and replays on its own.
+fn draw_reads_from(
+    ops: &[Operation<KeyModel>],
+    orders: &[Vec<usize>],
+    focus: &[usize],
+    note: Option<(&str, &str)>,
+    path: &Path,
+) -> std::io::Result<()> {
+    let shown = visual_window(ops.len(), focus);
+    let mut index_of = vec![usize::MAX; ops.len()];
+    for (j, &i) in shown.iter().enumerate() {
+        index_of[i] = j;
+    }
+    let partial: Vec<Vec<usize>> = orders
+        .iter()
+        .map(|order| drawable_run(ops, order, &index_of))
+        .filter(|run| !run.is_empty())
+        .map(|run| run.iter().map(|&i| index_of[i]).collect())
+        .collect();
+    let mut info = porcupine_rs::LinearizationInfo::<KeyModel> {
+        partial_linearizations: vec![partial],
+        partition_ops: vec![shown.iter().map(|&i| ops[i].clone()).collect()],
+        annotations: Vec::new(),
+    };
+    if let Some((what, why)) = note {
+        info.add_annotations(vec![porcupine_rs::Annotation {
+            tag: Some("reads-from".to_owned()),
+            start: focus.iter().map(|&i| ops[i].call_time).min().unwrap_or(0),
+            end: focus.iter().map(|&i| ops[i].return_time).max(),
+            description: what.to_owned(),
+            details: why.to_owned(),
+            ..porcupine_rs::Annotation::default()
+        }]);
+    }
+    porcupine_rs::visualize_path::<KeyModel>(&info, path)
+}
+
+/// The positions drawn of a key with `n` operations: all, or a window of at most
+/// [`MAX_VISUALIZED_OPS`] around `focus` (most of it before: what led there).
+fn visual_window(n: usize, focus: &[usize]) -> Vec<usize> {
+    if n <= MAX_VISUALIZED_OPS {
+        return (0..n).collect();
+    }
+    let lo = focus.iter().copied().min().unwrap_or(0);
+    let hi = focus.iter().copied().max().unwrap_or(0);
+    let mut shown: Vec<usize> = if hi - lo < MAX_VISUALIZED_OPS / 2 {
+        let spare = MAX_VISUALIZED_OPS - (hi - lo + 1);
+        let from = lo.saturating_sub(spare * 3 / 4);
+        let to = (from + MAX_VISUALIZED_OPS).min(n);
+        (to.saturating_sub(MAX_VISUALIZED_OPS)..to).collect()
+    } else {
+        // Far apart: a window around each.
+        let around = MAX_VISUALIZED_OPS / (2 * focus.len().max(1));
+        focus
+            .iter()
+            .flat_map(|&f| f.saturating_sub(around)..(f + around).min(n))
+            .collect()
+    };
+    shown.extend_from_slice(focus);
+    shown.sort_unstable();
+    shown.dedup();
+    shown
+}
+
+/// The longest stretch of `order` whose operations are all drawn (`index_of` is not
+/// `usize::MAX`) and that replays from the absent state: starting at the order's start or
+/// at a write, cut where the model refuses.
+fn drawable_run(ops: &[Operation<KeyModel>], order: &[usize], index_of: &[usize]) -> Vec<usize> {
+    let mut best: &[usize] = &[];
+    let mut start = Some(0);
+    for (j, &i) in order.iter().enumerate() {
+        if index_of[i] == usize::MAX {
+            if let Some(s) = start.take()
+                && j - s > best.len()
+            {
+                best = &order[s..j];
+            }
+            continue;
+        }
+        if start.is_none() && matches!(ops[i].op, KeyOp::Write(_) | KeyOp::Delete) {
+            start = Some(j);
+        }
+    }
+    if let Some(s) = start
+        && order.len() - s > best.len()
+    {
+        best = &order[s..];
+    }
+    let mut state = None;
+    let legal = best
+        .iter()
+        .take_while(|&&i| {
+            let (ok, next) = crate::model::key_step(&state, &ops[i].op);
+            state = next;
+            ok
+        })
+        .count();
+    best[..legal].to_vec()
 }
 
 /// A history read and lowered for one model: what the search needs of it — per key (or
 /// key group) the operations to linearize — and the counts the report gives, but not its
 /// events. Reading streams the input (see [`crate::input`]), so memory holds the open
-/// operations and these per-key operations, never the file or its events.
+/// operations and these per-key operations, never the file or its events; deciding while
+/// reading ([`ReadOptions::decide_while_reading`](crate::ReadOptions)) keeps only the
+/// operations of each key not yet decided (see the module docs).
 ///
 /// ```
 /// use kvlab_checker::{CheckConfig, CheckOptions, ModelKind, PreparedHistory, ReadOptions, Verdict};
@@ -637,6 +840,7 @@ struct LoweringSink<'v, 'f> {
 
 impl EventSink for LoweringSink<'_, '_> {
     fn event(&mut self, event: HistoryEvent, _line: usize) -> Result<(), HistoryError> {
+        self.lowering.note_event(&event);
         match &mut self.visit {
             Some(visit) => visit(&event),
             None => Ok(()),
@@ -686,7 +890,7 @@ impl PreparedHistory {
         visit: Option<&mut EventVisitor<'_>>,
     ) -> Result<Self, HistoryError> {
         let mut sink = LoweringSink {
-            lowering: Lowering::new(model),
+            lowering: Lowering::new(model, options.decide_while_reading),
             visit,
         };
         let counts = read_into(reader, options, &mut sink)?;
@@ -770,6 +974,9 @@ struct KeyJob {
     name: String,
     ops: JobOps,
     max_concurrency: usize,
+    /// What was decided of the key while reading: only the reads-from engine may check
+    /// the rest (the search engines would need the forgotten operations).
+    retired: Option<Box<KeyRetirement>>,
 }
 
 impl KeyJob {
@@ -791,6 +998,8 @@ struct Prepared {
     operations_fail: usize,
     operations_info: usize,
     unobserved_info_dropped: usize,
+    info_bounded: usize,
+    decided_while_reading: usize,
 }
 
 /// The single-key operation a one-micro-op `txn` stands for under `kv`.
@@ -838,6 +1047,7 @@ fn porcupine_op<M: porcupine_rs::Model<Metadata = OpOrigin>>(
             complete_index: op.complete_index,
             uncertain,
             node: op.node,
+            bounded_by: None,
         }),
     }
 }
@@ -845,14 +1055,24 @@ fn porcupine_op<M: porcupine_rs::Model<Metadata = OpOrigin>>(
 /// The return time given to uncertain operations until the history's end is known.
 const END_NOT_YET_KNOWN: i64 = i64::MAX;
 
+/// A key is first handed to the reads-from engine while the history is read (see
+/// [`ReadOptions::decide_while_reading`](crate::ReadOptions)) once it holds this many
+/// operations, and again each time what it holds has doubled since.
+pub const RETIRE_MIN_OPS: usize = 256;
+
 /// Lowers operations, as the reader completes them, into per-key porcupine operations
 /// (see [`crate::model`] for the rules), keeping the counts the report needs. Errors
 /// (an operation the model cannot take) come out in the order a whole-history pass
 /// finds them: the first unsupported operation in invoke order, else the first
 /// operation that cannot be lowered.
+///
+/// With `retire`, a key's operations go to the reads-from engine whenever they reach
+/// [`RETIRE_MIN_OPS`] or have doubled since it last looked, and what it decides for good
+/// is forgotten ([`crate::reads_from::retire`]); so memory holds, per key, the recent
+/// operations, the open ones and the `info` writes nothing has read yet.
 struct Lowering {
     model: ModelKind,
-    per_key: BTreeMap<String, Vec<Operation<KeyModel>>>,
+    per_key: BTreeMap<String, KeyBuffer>,
     /// Under `multi-register`: the operations, grouped at the end.
     multi: Vec<PairedOp>,
     operations: usize,
@@ -861,10 +1081,44 @@ struct Lowering {
     info: usize,
     /// The first refusal: (0 unsupported / 1 not lowerable, invoke position, error).
     refused: Option<(u8, usize, HistoryError)>,
+    /// Decide while reading.
+    retire: bool,
+    /// Events seen so far: the position of the next one.
+    events_seen: usize,
+}
+
+/// One key's operations while the history is read.
+#[derive(Default)]
+struct KeyBuffer {
+    /// Lowered operations not retired, in completion order (sorted at the end).
+    ops: Vec<Operation<KeyModel>>,
+    /// While deciding while reading: the key's operations invoked and not complete, with
+    /// their invoke position and the value they write (`Some(None)`: a delete).
+    open: Vec<(usize, Option<Option<Val>>)>,
+    /// What was decided while reading, once anything was.
+    retired: Option<Box<KeyRetirement>>,
+    /// `ops.len()` at which the reads-from engine looks again.
+    next_attempt: usize,
+    /// The most operations open at once among those already retired.
+    max_concurrency: usize,
+}
+
+/// What was decided of a key while its history was read.
+#[derive(Clone, Debug, Default)]
+struct KeyRetirement {
+    /// What the retired operations leave for the rest.
+    carry: reads_from::Carry,
+    /// Info operations dropped while retiring.
+    dropped_info: usize,
+    /// Found invalid while reading: the key's operations at that point are kept (the
+    /// violation's positions refer to them, in invoke order) and later ones ignored.
+    violation: Option<reads_from::Violation>,
+    /// Operations read after the violation and ignored.
+    ignored: usize,
 }
 
 impl Lowering {
-    fn new(model: ModelKind) -> Self {
+    fn new(model: ModelKind, retire: bool) -> Self {
         Lowering {
             model,
             per_key: BTreeMap::new(),
@@ -874,6 +1128,8 @@ impl Lowering {
             fail: 0,
             info: 0,
             refused: None,
+            retire: retire && model != ModelKind::MultiRegister,
+            events_seen: 0,
         }
     }
 
@@ -887,6 +1143,31 @@ impl Lowering {
             // The check will not run: what was kept is of no use.
             self.per_key = BTreeMap::new();
             self.multi = Vec::new();
+            self.retire = false;
+        }
+    }
+
+    fn buffer(&mut self, key: Cow<'_, str>) -> &mut KeyBuffer {
+        // Most keys are there already: look up without allocating a key.
+        if !self.per_key.contains_key(key.as_ref()) {
+            self.per_key
+                .insert(key.clone().into_owned(), KeyBuffer::default());
+        }
+        self.per_key
+            .get_mut(key.as_ref())
+            .unwrap_or_else(|| unreachable!("inserted above"))
+    }
+
+    /// Sees every event in history order (the open operations of each key matter while
+    /// deciding while reading).
+    fn note_event(&mut self, event: &HistoryEvent) {
+        let position = self.events_seen;
+        self.events_seen += 1;
+        if !self.retire || event.kind != EventType::Invoke {
+            return;
+        }
+        if let Some((key, writes)) = invoke_target(event, self.model) {
+            self.buffer(key).open.push((position, writes));
         }
     }
 
@@ -912,16 +1193,27 @@ impl Lowering {
             }
             return;
         }
+        if self.retire
+            && let Some(key) = op_key(&op, model)
+            && let Some(buffer) = self.per_key.get_mut(key.as_ref())
+        {
+            buffer.open.retain(|&(p, _)| p != op.invoke_position);
+        }
         match lower_key_op(&op, model) {
             Ok(None) => {}
             Ok(Some((key, key_op))) => {
                 if self.refused.is_none() {
                     let lowered = porcupine_op(&op, key_op, END_NOT_YET_KNOWN);
-                    // Most keys are there already: look up without allocating a key.
-                    match self.per_key.get_mut(key.as_ref()) {
-                        Some(ops) => ops.push(lowered),
-                        None => {
-                            self.per_key.insert(key.into_owned(), vec![lowered]);
+                    let (retire, now) = (self.retire, self.events_seen);
+                    let buffer = self.buffer(key);
+                    if buffer.frozen() {
+                        if let Some(r) = buffer.retired.as_mut() {
+                            r.ignored += 1;
+                        }
+                    } else {
+                        buffer.ops.push(lowered);
+                        if retire && buffer.ops.len() >= buffer.next_attempt.max(RETIRE_MIN_OPS) {
+                            buffer.retire(now);
                         }
                     }
                 }
@@ -937,47 +1229,196 @@ impl Lowering {
         }
         // Info operations return "at infinity": after every event of the history.
         let end_time = i64::try_from(events).unwrap_or(i64::MAX);
-        let (jobs, dropped) = if self.model == ModelKind::MultiRegister {
-            let mut ops = self.multi;
-            ops.sort_by_key(|op| op.invoke_position);
-            (prepare_multi(&ops, end_time)?, 0)
-        } else {
-            let mut dropped = 0;
-            let jobs = self
-                .per_key
-                .into_iter()
-                .map(|(name, mut ops)| {
-                    for op in &mut ops {
-                        if op.return_time == END_NOT_YET_KNOWN && is_uncertain(op) {
-                            op.return_time = end_time;
-                        }
-                    }
-                    // Invoke order, as the history has them (they arrive as they complete).
-                    ops.sort_by_key(|op| op.call_time);
-                    let before = ops.len();
-                    let ops = drop_unobserved_info(ops);
-                    dropped += before - ops.len();
-                    let max_concurrency =
-                        max_concurrency(ops.iter().map(|o| (o.call_time, o.return_time)));
-                    KeyJob {
-                        name,
-                        ops: JobOps::Key(ops),
-                        max_concurrency,
-                    }
-                })
-                .collect();
-            (jobs, dropped)
-        };
-        Ok(Prepared {
-            jobs,
+        let mut prepared = Prepared {
+            jobs: Vec::new(),
             events,
             operations: self.operations,
             operations_ok: self.ok,
             operations_fail: self.fail,
             operations_info: self.info,
-            unobserved_info_dropped: dropped,
+            unobserved_info_dropped: 0,
+            info_bounded: 0,
+            decided_while_reading: 0,
+        };
+        if self.model == ModelKind::MultiRegister {
+            let mut ops = self.multi;
+            ops.sort_by_key(|op| op.invoke_position);
+            prepared.jobs = prepare_multi(&ops, end_time)?;
+            return Ok(prepared);
+        }
+        for (name, buffer) in self.per_key {
+            if let Some(job) = buffer.into_job(name, end_time, &mut prepared) {
+                prepared.jobs.push(job);
+            }
+        }
+        Ok(prepared)
+    }
+}
+
+impl KeyBuffer {
+    /// Found invalid while reading.
+    fn frozen(&self) -> bool {
+        self.retired.as_ref().is_some_and(|r| r.violation.is_some())
+    }
+
+    /// Hands the key's operations to the reads-from engine and forgets what it decided;
+    /// `now` is the position of the next event.
+    fn retire(&mut self, now: usize) {
+        let now = i64::try_from(now).unwrap_or(i64::MAX);
+        let safe = self
+            .open
+            .iter()
+            .map(|&(p, _)| i64::try_from(p).unwrap_or(i64::MAX))
+            .fold(now, i64::min);
+        let open_writes: Vec<Option<Val>> =
+            self.open.iter().filter_map(|(_, w)| w.clone()).collect();
+        let horizon = reads_from::Horizon {
+            safe,
+            open_writes: &open_writes,
+        };
+        let mut retirement = self.retired.as_deref().cloned().unwrap_or_default();
+        let times = |ops: &[Operation<KeyModel>]| {
+            max_concurrency(ops.iter().map(|o| (o.call_time, o.return_time)))
+        };
+        match reads_from::retire(&self.ops, &mut retirement.carry, &horizon) {
+            reads_from::Retired::Nothing => {}
+            reads_from::Retired::Ambiguous => {
+                self.next_attempt = usize::MAX;
+                return;
+            }
+            reads_from::Retired::Ops {
+                positions,
+                dropped_info,
+            } => {
+                self.max_concurrency = self.max_concurrency.max(times(&self.ops));
+                retirement.dropped_info += dropped_info;
+                let mut gone = positions.into_iter().peekable();
+                let mut i = 0;
+                self.ops.retain(|_| {
+                    let drop = gone.next_if_eq(&i).is_some();
+                    i += 1;
+                    !drop
+                });
+                self.retired = Some(Box::new(retirement));
+            }
+            reads_from::Retired::Violated(mut v) => {
+                self.max_concurrency = self.max_concurrency.max(times(&self.ops));
+                // Invoke order, as every job has its operations; the violation follows.
+                let mut order: Vec<usize> = (0..self.ops.len()).collect();
+                order.sort_by_key(|&i| self.ops[i].call_time);
+                let mut rank = vec![0; order.len()];
+                for (r, &i) in order.iter().enumerate() {
+                    rank[i] = r;
+                }
+                for p in v.ops.iter_mut().chain(v.partial.iter_mut()) {
+                    *p = rank[*p];
+                }
+                let mut slots: Vec<Option<Operation<KeyModel>>> = std::mem::take(&mut self.ops)
+                    .into_iter()
+                    .map(Some)
+                    .collect();
+                self.ops = order.iter().filter_map(|&i| slots[i].take()).collect();
+                retirement.violation = Some(v);
+                self.retired = Some(Box::new(retirement));
+                self.open = Vec::new();
+            }
+        }
+        self.next_attempt = 2 * self.ops.len();
+    }
+
+    /// The key's job at the end of the history (`None`: nothing of it is checked).
+    fn into_job(self, name: String, end_time: i64, prepared: &mut Prepared) -> Option<KeyJob> {
+        let KeyBuffer {
+            mut ops,
+            retired,
+            max_concurrency: retired_concurrency,
+            ..
+        } = self;
+        if ops.is_empty() && retired.is_none() {
+            return None;
+        }
+        for op in &mut ops {
+            if op.return_time == END_NOT_YET_KNOWN {
+                op.return_time = end_time;
+            }
+        }
+        if let Some(r) = &retired {
+            prepared.unobserved_info_dropped += r.dropped_info;
+            prepared.decided_while_reading += r.carry.retired_ops;
+        }
+        let ops = if retired.as_ref().is_some_and(|r| r.violation.is_some()) {
+            ops
+        } else {
+            // Invoke order, as the history has them (they arrive as they complete).
+            ops.sort_by_key(|op| op.call_time);
+            let reduced = reduce::reduce(ops);
+            prepared.unobserved_info_dropped += reduced.dropped;
+            prepared.info_bounded += reduced.bounded;
+            reduced.ops
+        };
+        let max_concurrency = retired_concurrency.max(max_concurrency(
+            ops.iter().map(|o| (o.call_time, o.return_time)),
+        ));
+        Some(KeyJob {
+            name,
+            ops: JobOps::Key(ops),
+            max_concurrency,
+            retired,
         })
     }
+}
+
+/// The key an operation acts on under a per-key model (`None`: it names none, or is a
+/// transaction of several micro-ops).
+fn op_key(op: &PairedOp, model: ModelKind) -> Option<Cow<'_, str>> {
+    match (&op.args, &op.key, model) {
+        (OpArgs::Txn(micro), _, _) => match micro.as_slice() {
+            [m] => Some(Cow::Borrowed(m.key.as_str())),
+            _ => None,
+        },
+        (_, Some(k), _) => Some(Cow::Borrowed(k.as_str())),
+        (_, None, ModelKind::Kv) => None,
+        (_, None, _) => Some(Cow::Borrowed(UNKEYED)),
+    }
+}
+
+/// The key an invoke acts on and the value it writes (`Some(None)`: a delete; `None`: it
+/// writes nothing the reads-from engine tracks), under a per-key model.
+fn invoke_target(
+    event: &HistoryEvent,
+    model: ModelKind,
+) -> Option<(Cow<'_, str>, Option<Option<Val>>)> {
+    use serde_json::Value;
+    if event.f == OpFn::Txn {
+        let Value::Array(micro) = &event.value else {
+            return None;
+        };
+        let [Value::Array(parts)] = micro.as_slice() else {
+            return None;
+        };
+        let [f, key, value] = parts.as_slice() else {
+            return None;
+        };
+        let key = match key {
+            Value::String(k) => Cow::Borrowed(k.as_str()),
+            Value::Number(n) => Cow::Owned(n.to_string()),
+            _ => return None,
+        };
+        let writes = matches!(f.as_str(), Some("w" | "write")).then(|| Val::from_json(value));
+        return Some((key, writes));
+    }
+    let key = match (&event.key, model) {
+        (Some(k), _) => Cow::Borrowed(k.as_str()),
+        (None, ModelKind::Kv) => return None,
+        (None, _) => Cow::Borrowed(UNKEYED),
+    };
+    let writes = match event.f {
+        OpFn::Write => Some(Val::from_json(&event.value)),
+        OpFn::Cas => Some(event.value.get(1).and_then(Val::from_json)),
+        OpFn::Delete => Some(None),
+        OpFn::Read | OpFn::Txn => None,
+    };
+    Some((key, writes))
 }
 
 /// The key and single-key operation `op` is under a per-key model; `None` when the
@@ -1030,7 +1471,7 @@ fn prepare(events: &[HistoryEvent], model: ModelKind) -> Result<Prepared, Histor
         position,
         index: events[position].index,
     };
-    let mut lowering = Lowering::new(model);
+    let mut lowering = Lowering::new(model, false);
     for op in pair_operations(events, &locate)? {
         lowering.add(op);
     }
@@ -1183,44 +1624,10 @@ fn prepare_multi(ops: &[PairedOp], end_time: i64) -> Result<Vec<KeyJob>, History
                 name,
                 ops: JobOps::Multi(ops),
                 max_concurrency,
+                retired: None,
             }
         })
         .collect())
-}
-
-fn is_uncertain(op: &Operation<KeyModel>) -> bool {
-    op.metadata.as_ref().is_some_and(|m| m.uncertain)
-}
-
-/// Drops info writes, cas and deletes whose resulting value no kept operation can
-/// observe (the sound reduction proved in [`crate::model`]); not on keys with appends.
-fn drop_unobserved_info(ops: Vec<Operation<KeyModel>>) -> Vec<Operation<KeyModel>> {
-    if ops.iter().any(|o| matches!(o.op, KeyOp::Append(_))) {
-        return ops;
-    }
-    let mut observed: BTreeSet<Option<Val>> = BTreeSet::new();
-    for op in &ops {
-        match &op.op {
-            KeyOp::Read(v) => {
-                observed.insert(v.clone());
-            }
-            KeyOp::Cas { expected, .. } => {
-                observed.insert(expected.clone());
-            }
-            KeyOp::Write(_) | KeyOp::Delete | KeyOp::Append(_) => {}
-        }
-    }
-    ops.into_iter()
-        .filter(|op| {
-            !is_uncertain(op)
-                || match &op.op {
-                    KeyOp::Read(_) | KeyOp::Append(_) => true,
-                    KeyOp::Write(v) => observed.contains(&Some(v.clone())),
-                    KeyOp::Cas { new, .. } => observed.contains(&Some(new.clone())),
-                    KeyOp::Delete => observed.contains(&None),
-                }
-        })
-        .collect()
 }
 
 /// The most operations open at one instant, from (call, return) times.
@@ -1259,6 +1666,8 @@ enum KeyVerdict {
     Oversized,
     /// Not decided because another key was found invalid first.
     Skipped,
+    /// The reads-from engine, the only one allowed, could not decide it.
+    Undecided,
 }
 
 /// What one key's search found.
@@ -1269,6 +1678,10 @@ struct KeyResult {
     decided_by: Option<Engine>,
     /// kvlab's engine's account, when it ran.
     kvlab: Option<EngineResult>,
+    /// The reads-from engine's proof, when it found the key invalid.
+    violation: Option<Box<reads_from::Violation>>,
+    /// Why the reads-from engine could not decide, when that matters.
+    reason: Option<String>,
 }
 
 impl KeyResult {
@@ -1278,6 +1691,33 @@ impl KeyResult {
             elapsed: Duration::ZERO,
             decided_by: None,
             kvlab: None,
+            violation: None,
+            reason: None,
+        }
+    }
+
+    fn with_verdict(verdict: KeyVerdict) -> Self {
+        KeyResult {
+            verdict,
+            ..KeyResult::not_reached()
+        }
+    }
+
+    fn from_reads_from(decision: reads_from::Decision) -> Self {
+        match decision {
+            reads_from::Decision::Linearizable(_) => KeyResult {
+                decided_by: Some(Engine::ReadsFrom),
+                ..KeyResult::with_verdict(KeyVerdict::Valid)
+            },
+            reads_from::Decision::Violated(v) => KeyResult {
+                decided_by: Some(Engine::ReadsFrom),
+                violation: Some(Box::new(v)),
+                ..KeyResult::with_verdict(KeyVerdict::Invalid)
+            },
+            reads_from::Decision::Unsure(why) => KeyResult {
+                reason: Some(why),
+                ..KeyResult::with_verdict(KeyVerdict::Undecided)
+            },
         }
     }
 }
@@ -1336,7 +1776,8 @@ fn search_ops<M: SearchModel<Metadata = OpOrigin>>(
     };
     let decided = |v: KeyVerdict| matches!(v, KeyVerdict::Valid | KeyVerdict::Invalid);
     let (verdict, decided_by, kvlab_result) = match config.engine {
-        Engine::Kvlab => {
+        // `ReadsFrom` never gets here: `search_job` answers for it.
+        Engine::Kvlab | Engine::ReadsFrom => {
             let r = kvlab(deadline, None);
             let v = from_engine(&r);
             (v, decided(v).then_some(Engine::Kvlab), Some(r))
@@ -1401,6 +1842,8 @@ fn search_ops<M: SearchModel<Metadata = OpOrigin>>(
         elapsed: began.elapsed(),
         decided_by,
         kvlab: kvlab_result,
+        violation: None,
+        reason: None,
     }
 }
 
@@ -1411,19 +1854,65 @@ fn search_job(
     abort: &Arc<AtomicBool>,
 ) -> KeyResult {
     if abort.load(Ordering::Relaxed) {
-        return KeyResult {
-            verdict: KeyVerdict::Skipped,
-            ..KeyResult::not_reached()
-        };
+        return KeyResult::with_verdict(KeyVerdict::Skipped);
     }
     let result = match &job.ops {
-        JobOps::Key(ops) => search_ops(ops, config, deadline, abort),
+        JobOps::Key(ops) => search_key(job, ops, config, deadline, abort),
+        JobOps::Multi(_) if config.engine == Engine::ReadsFrom => KeyResult {
+            reason: Some(
+                "multi-register transactions are not single-register operations".to_owned(),
+            ),
+            ..KeyResult::with_verdict(KeyVerdict::Undecided)
+        },
+        JobOps::Multi(ops) if ops.len() > MAX_OPS_PER_KEY => {
+            KeyResult::with_verdict(KeyVerdict::Oversized)
+        }
         JobOps::Multi(ops) => search_ops(ops, config, deadline, abort),
     };
     if result.verdict == KeyVerdict::Invalid && config.stop_at_first_invalid {
         abort.store(true, Ordering::Relaxed);
     }
     result
+}
+
+/// One key: the reads-from engine first when the engine choice includes it (and alone
+/// when part of the key was decided while reading), then the search engines.
+fn search_key(
+    job: &KeyJob,
+    ops: &[Operation<KeyModel>],
+    config: &CheckConfig,
+    deadline: Option<Instant>,
+    abort: &Arc<AtomicBool>,
+) -> KeyResult {
+    if let Some(v) = job.retired.as_ref().and_then(|r| r.violation.clone()) {
+        return KeyResult::from_reads_from(reads_from::Decision::Violated(v));
+    }
+    if config.engine.uses_reads_from() || job.retired.is_some() {
+        let carry = job
+            .retired
+            .as_ref()
+            .map_or_else(reads_from::Carry::default, |r| r.carry.clone());
+        let mut result = KeyResult::from_reads_from(reads_from::decide(ops, &carry));
+        if result.verdict != KeyVerdict::Undecided {
+            return result;
+        }
+        if let Some(r) = &job.retired {
+            result.reason = result.reason.map(|why| {
+                format!(
+                    "{why}; {} of its operations were decided while reading and forgotten, so the search engines cannot take it",
+                    r.carry.retired_ops
+                )
+            });
+            return result;
+        }
+        if config.engine == Engine::ReadsFrom {
+            return result;
+        }
+    }
+    if ops.len() > MAX_OPS_PER_KEY {
+        return KeyResult::with_verdict(KeyVerdict::Oversized);
+    }
+    search_ops(ops, config, deadline, abort)
 }
 
 /// Runs the two passes described in the module docs; returns one result per job.
@@ -1440,7 +1929,7 @@ fn run_jobs(
     let remaining = || deadline.map(|d| d.saturating_duration_since(Instant::now()));
     let timed_jobs = jobs
         .iter()
-        .filter(|j| j.len() > UNTIMED_KEY_MAX_OPS && j.len() <= MAX_OPS_PER_KEY)
+        .filter(|j| j.len() > UNTIMED_KEY_MAX_OPS)
         .count()
         .max(1);
     let first_slice = timeout.map(|t| {
@@ -1466,12 +1955,7 @@ fn run_jobs(
     let all: Vec<usize> = (0..jobs.len()).collect();
     let mut results = parallel_map(&all, threads, |i| {
         let job = &jobs[i];
-        let result = if job.len() > MAX_OPS_PER_KEY {
-            KeyResult {
-                verdict: KeyVerdict::Oversized,
-                ..KeyResult::not_reached()
-            }
-        } else if job.len() <= UNTIMED_KEY_MAX_OPS {
+        let result = if job.len() <= UNTIMED_KEY_MAX_OPS {
             search_job(job, config, None, abort)
         } else {
             match (first_slice, remaining()) {
@@ -1495,10 +1979,7 @@ fn run_jobs(
         let second = parallel_map(&retry, threads, |i| {
             let result = match remaining() {
                 Some(left) if !left.is_zero() => search_job(&jobs[i], config, deadline, abort),
-                _ => KeyResult {
-                    verdict: KeyVerdict::TimedOut,
-                    ..KeyResult::not_reached()
-                },
+                _ => KeyResult::with_verdict(KeyVerdict::TimedOut),
             };
             counted(result, true)
         });
@@ -1548,6 +2029,25 @@ where
     results.into_inner().unwrap_or_else(|e| e.into_inner())
 }
 
+/// How a person finds `o` in the history.
+pub(crate) fn op_ref<M: porcupine_rs::Model<Metadata = OpOrigin>>(o: &Operation<M>) -> OpRef {
+    let m = o.metadata.as_ref();
+    OpRef {
+        process: m.map_or(0, |m| m.process),
+        invoke_index: m.map_or(0, |m| m.invoke_index),
+        complete_index: m.and_then(|m| m.complete_index),
+        description: format!(
+            "{}{}",
+            M::describe_operation(&o.op),
+            if m.is_some_and(|m| m.uncertain) {
+                " (info)"
+            } else {
+                ""
+            }
+        ),
+    }
+}
+
 /// Turns input positions of a job's operations into [`OpRef`]s.
 fn op_refs(job: &KeyJob, positions: &[usize]) -> Vec<OpRef> {
     fn refs<M: porcupine_rs::Model<Metadata = OpOrigin>>(
@@ -1557,23 +2057,7 @@ fn op_refs(job: &KeyJob, positions: &[usize]) -> Vec<OpRef> {
         positions
             .iter()
             .filter_map(|&p| ops.get(p))
-            .map(|o| {
-                let m = o.metadata.as_ref();
-                OpRef {
-                    process: m.map_or(0, |m| m.process),
-                    invoke_index: m.map_or(0, |m| m.invoke_index),
-                    complete_index: m.and_then(|m| m.complete_index),
-                    description: format!(
-                        "{}{}",
-                        M::describe_operation(&o.op),
-                        if m.is_some_and(|m| m.uncertain) {
-                            " (info)"
-                        } else {
-                            ""
-                        }
-                    ),
-                }
-            })
+            .map(op_ref)
             .collect()
     }
     match &job.ops {
@@ -1585,13 +2069,52 @@ fn op_refs(job: &KeyJob, positions: &[usize]) -> Vec<OpRef> {
 fn partition_report(job: &KeyJob, result: &KeyResult, verdict: Verdict) -> PartitionReport {
     let explored = result.kvlab.as_ref();
     let unknown_reason = match result.verdict {
-        KeyVerdict::TimedOut => Some("time budget"),
-        KeyVerdict::OutOfMemory => Some("memory budget"),
-        KeyVerdict::NotReached => Some("time budget (not reached)"),
-        KeyVerdict::Oversized => Some("limit on operations per key"),
-        KeyVerdict::Skipped => Some("stop at the first invalid key (another key is invalid)"),
+        KeyVerdict::TimedOut => Some("time budget".to_owned()),
+        KeyVerdict::OutOfMemory => Some("memory budget".to_owned()),
+        KeyVerdict::NotReached => Some("time budget (not reached)".to_owned()),
+        KeyVerdict::Oversized => Some("limit on operations per key".to_owned()),
+        KeyVerdict::Skipped => {
+            Some("stop at the first invalid key (another key is invalid)".to_owned())
+        }
+        KeyVerdict::Undecided => Some(format!(
+            "reads-from engine, which could not decide it: {}",
+            result.reason.as_deref().unwrap_or("no reason given")
+        )),
         KeyVerdict::Valid | KeyVerdict::Invalid => None,
     };
+    if let Some(v) = &result.violation {
+        let mut first = op_refs(job, &v.ops);
+        first.extend(v.retired.iter().cloned());
+        // The engine's partial linearization; for a small key without one, the longest
+        // one kvlab's search finds quickly.
+        let searched = match (&job.ops, job.retired.is_some()) {
+            (JobOps::Key(ops), false) if v.partial.is_empty() && ops.len() <= MAX_OPS_PER_KEY => {
+                let limits = Limits {
+                    deadline: Instant::now().checked_add(EXPLANATION_BUDGET),
+                    memory_limit_bytes: None,
+                    cancel: None,
+                    abort: None,
+                };
+                Some(engine::search(ops, &limits, EXPLANATION_MEMO_BYTES).longest)
+            }
+            _ => None,
+        };
+        let partial = searched.as_deref().unwrap_or(&v.partial);
+        let from = partial.len().saturating_sub(MAX_EXPLAINED_OPS);
+        return PartitionReport {
+            key: job.name.clone(),
+            verdict,
+            operations: job.len() + job.retired.as_ref().map_or(0, |r| r.carry.retired_ops),
+            decided_by: result.decided_by,
+            unknown_reason,
+            explanation: Some(v.sentence.clone()),
+            first_unlinearizable: first,
+            longest_partial_len: partial.len(),
+            longest_partial_tail: op_refs(job, &partial[from..]),
+            steps_explored: 0,
+            configurations_remembered: 0,
+        };
+    }
     // The explanation comes from kvlab's engine; when porcupine-rs decided first, run
     // kvlab's engine briefly to get one.
     let explanation = match (verdict, explored) {
@@ -1629,7 +2152,8 @@ fn partition_report(job: &KeyJob, result: &KeyResult, verdict: Verdict) -> Parti
         verdict,
         operations: job.len(),
         decided_by: result.decided_by,
-        unknown_reason: unknown_reason.map(str::to_owned),
+        unknown_reason,
+        explanation: None,
         first_unlinearizable: first,
         longest_partial_len: longest_len,
         longest_partial_tail: tail,
@@ -1644,6 +2168,102 @@ const EXPLANATION_BUDGET: Duration = Duration::from_secs(2);
 /// The memo kvlab's engine gets to explain a key porcupine-rs found invalid.
 const EXPLANATION_MEMO_BYTES: u64 = 64 << 20;
 
+/// What [`build_report`] counted of the keys, for its notes.
+#[derive(Default)]
+struct Tally {
+    timed_out: usize,
+    not_reached: usize,
+    out_of_memory: usize,
+    memo_full_keys: usize,
+    skipped: usize,
+    undecided: usize,
+    oversized: usize,
+}
+
+/// The report's sentences for a person: limits hit, budget spent, reductions made.
+fn report_notes(
+    prepared: &Prepared,
+    config: &CheckConfig,
+    tally: &Tally,
+    busiest: Option<&KeyJob>,
+    verdict: Verdict,
+) -> Vec<String> {
+    let mut notes = Vec::new();
+    if prepared.operations == 0 {
+        notes.push(
+            "the history holds no operations: it is valid only because there is nothing to check"
+                .to_owned(),
+        );
+    }
+    if tally.timed_out + tally.not_reached > 0 {
+        notes.push(format!(
+            "the time budget of {} ms ran out: {} keys timed out and {} were not reached; their verdict is unknown",
+            config.timeout.map_or(0, |t| t.as_millis()),
+            tally.timed_out,
+            tally.not_reached
+        ));
+    }
+    if tally.skipped > 0 {
+        notes.push(format!(
+            "{} keys were left undecided because another key was found invalid first",
+            tally.skipped
+        ));
+    }
+    if tally.out_of_memory > 0 {
+        notes.push(format!(
+            "the memory budget of {} MiB ran out on {} keys; their verdict is unknown",
+            config.memory_limit_bytes.unwrap_or(0) >> 20,
+            tally.out_of_memory
+        ));
+    }
+    if tally.memo_full_keys > 0 {
+        notes.push(format!(
+            "kvlab's engine filled its memo (a quarter of the memory budget) on {} keys and searched on without remembering more",
+            tally.memo_full_keys
+        ));
+    }
+    if tally.oversized > 0 {
+        notes.push(format!(
+            "{} keys have more than {MAX_OPS_PER_KEY} operations and were not searched",
+            tally.oversized
+        ));
+    }
+    if tally.undecided > 0 {
+        notes.push(format!(
+            "{} keys were left to the reads-from engine alone, which could not decide them",
+            tally.undecided
+        ));
+    }
+    if prepared.unobserved_info_dropped > 0 {
+        notes.push(format!(
+            "{} info operations were dropped because no operation that surely happened can observe their effect",
+            prepared.unobserved_info_dropped
+        ));
+    }
+    if prepared.info_bounded > 0 {
+        notes.push(format!(
+            "{} info operations had to take effect (an ok operation observes the value only they write), so they stay open only until their first observer completed",
+            prepared.info_bounded
+        ));
+    }
+    if prepared.decided_while_reading > 0 {
+        notes.push(format!(
+            "{} operations were decided by the reads-from engine while the history was read, and forgotten",
+            prepared.decided_while_reading
+        ));
+    }
+    if let Some(j) = busiest
+        && verdict == Verdict::Unknown
+    {
+        notes.push(format!(
+            "key {:?} has up to {} operations open at once; concurrency per key is what makes the search slow",
+            j.name, j.max_concurrency
+        ));
+    }
+
+    notes
+}
+
 fn build_report(
     prepared: &Prepared,
     results: &[KeyResult],
@@ -1656,19 +2276,18 @@ fn build_report(
     let mut oversized_keys = Vec::new();
     let mut partitions = Vec::new();
     let mut budget_exhausted = false;
-    let (mut timed_out, mut not_reached, mut out_of_memory) = (0, 0, 0);
+    let mut tally = Tally::default();
     let mut decided_by = EngineWins::default();
-    let mut memo_full_keys = 0;
-    let mut skipped = 0;
     let mut slowest: Option<(&str, Duration)> = None;
     for (job, result) in prepared.jobs.iter().zip(results) {
         match result.decided_by {
             Some(Engine::Porcupine) => decided_by.porcupine += 1,
+            Some(Engine::ReadsFrom) => decided_by.reads_from += 1,
             Some(_) => decided_by.kvlab += 1,
             None => {}
         }
         if result.kvlab.as_ref().is_some_and(|r| r.memo_full) {
-            memo_full_keys += 1;
+            tally.memo_full_keys += 1;
         }
         let verdict = match result.verdict {
             KeyVerdict::Valid => Verdict::Valid,
@@ -1679,9 +2298,9 @@ fn build_report(
             KeyVerdict::TimedOut | KeyVerdict::NotReached | KeyVerdict::OutOfMemory => {
                 budget_exhausted = true;
                 match result.verdict {
-                    KeyVerdict::TimedOut => timed_out += 1,
-                    KeyVerdict::NotReached => not_reached += 1,
-                    _ => out_of_memory += 1,
+                    KeyVerdict::TimedOut => tally.timed_out += 1,
+                    KeyVerdict::NotReached => tally.not_reached += 1,
+                    _ => tally.out_of_memory += 1,
                 }
                 unknown_keys.push(job.name.clone());
                 Verdict::Unknown
@@ -1692,7 +2311,12 @@ fn build_report(
                 Verdict::Unknown
             }
             KeyVerdict::Skipped => {
-                skipped += 1;
+                tally.skipped += 1;
+                unknown_keys.push(job.name.clone());
+                Verdict::Unknown
+            }
+            KeyVerdict::Undecided => {
+                tally.undecided += 1;
                 unknown_keys.push(job.name.clone());
                 Verdict::Unknown
             }
@@ -1715,57 +2339,11 @@ fn build_report(
     } else {
         Verdict::Valid
     };
-    let operations_checked = prepared.jobs.iter().map(KeyJob::len).sum();
+    let operations_checked =
+        prepared.jobs.iter().map(KeyJob::len).sum::<usize>() + prepared.decided_while_reading;
 
-    let mut notes = Vec::new();
-    if prepared.operations == 0 {
-        notes.push(
-            "the history holds no operations: it is valid only because there is nothing to check"
-                .to_owned(),
-        );
-    }
-    if timed_out + not_reached > 0 {
-        notes.push(format!(
-            "the time budget of {} ms ran out: {timed_out} keys timed out and {not_reached} were not reached; their verdict is unknown",
-            config.timeout.map_or(0, |t| t.as_millis())
-        ));
-    }
-    if skipped > 0 {
-        notes.push(format!(
-            "{skipped} keys were left undecided because another key was found invalid first"
-        ));
-    }
-    if out_of_memory > 0 {
-        notes.push(format!(
-            "the memory budget of {} MiB ran out on {out_of_memory} keys; their verdict is unknown",
-            config.memory_limit_bytes.unwrap_or(0) >> 20
-        ));
-    }
-    if memo_full_keys > 0 {
-        notes.push(format!(
-            "kvlab's engine filled its memo (a quarter of the memory budget) on {memo_full_keys} keys and searched on without remembering more"
-        ));
-    }
-    if !oversized_keys.is_empty() {
-        notes.push(format!(
-            "{} keys have more than {MAX_OPS_PER_KEY} operations and were not searched",
-            oversized_keys.len()
-        ));
-    }
-    if prepared.unobserved_info_dropped > 0 {
-        notes.push(format!(
-            "{} info operations were dropped because no operation observes their effect",
-            prepared.unobserved_info_dropped
-        ));
-    }
-    if let Some(j) = busiest
-        && verdict == Verdict::Unknown
-    {
-        notes.push(format!(
-            "key {:?} has up to {} operations open at once; concurrency per key is what makes the search slow",
-            j.name, j.max_concurrency
-        ));
-    }
+    tally.oversized = oversized_keys.len();
+    let notes = report_notes(prepared, config, &tally, busiest, verdict);
 
     CheckReport {
         verdict,
@@ -1776,6 +2354,8 @@ fn build_report(
         operations_info: prepared.operations_info,
         operations_checked,
         unobserved_info_dropped: prepared.unobserved_info_dropped,
+        info_bounded: prepared.info_bounded,
+        decided_while_reading: prepared.decided_while_reading,
         keys_checked: prepared.jobs.len(),
         invalid_keys,
         unknown_keys,

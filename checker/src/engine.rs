@@ -24,8 +24,9 @@
 //!   order, and a min-tree of their return times gives the earliest pending return, so a
 //!   step costs the size of the concurrency window, not of the history.
 //!
-//! The info-operation reductions (info reads dropped, info writes nobody observes
-//! dropped) run before either engine, in [`crate::check`](mod@crate::check).
+//! The info-operation reductions (info reads dropped, info writes nothing certain observes
+//! dropped, info writes that must have happened bounded by their first observer) run
+//! before every engine: see [`crate::reduce`].
 
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -81,7 +82,7 @@ pub(crate) struct EngineResult {
 /// FxHash: the fast multiplicative hasher of rustc; keys here are already random (Zobrist
 /// hashes) or small states, so a cryptographic hasher only costs time.
 #[derive(Default, Clone, Copy)]
-struct FxHasher(u64);
+pub(crate) struct FxHasher(u64);
 
 impl Hasher for FxHasher {
     fn finish(&self) -> u64 {

@@ -52,6 +52,14 @@ pub struct ReadOptions<'a> {
     pub max_line_bytes: usize,
     /// Counters to update while reading, for a progress line.
     pub progress: Option<&'a Progress>,
+    /// Decide keys while reading and forget what is decided, so that memory holds the
+    /// recent and open operations of each key rather than all of them
+    /// ([`PreparedHistory::read`](crate::PreparedHistory::read) only; see
+    /// [`crate::reads_from`], "Deciding while reading"). A key of which anything was
+    /// decided this way is then checked by the reads-from engine alone, whatever engine
+    /// the check names (the others would need the forgotten operations). Keys whose
+    /// observed values repeat keep every operation.
+    pub decide_while_reading: bool,
 }
 
 impl Default for ReadOptions<'_> {
@@ -60,6 +68,7 @@ impl Default for ReadOptions<'_> {
             format: HistoryFormat::Auto,
             max_line_bytes: MAX_HISTORY_LINE_BYTES,
             progress: None,
+            decide_while_reading: false,
         }
     }
 }

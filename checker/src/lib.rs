@@ -16,11 +16,15 @@
 //!   straight into what the search needs per key, keeping neither the file nor its events;
 //!   [`progress`] counts operations read and keys decided for a progress line.
 //! * [`model`]: the sequential specifications (`register`, `cas-register`, `kv`,
-//!   `multi-register`) as porcupine-rs models, and how `ok`/`fail`/`info` enter them.
-//! * [`check()`] / [`check_with`]: splits a history by key (or key group), searches each on
-//!   a bounded pool of threads within time and memory budgets, racing two engines —
-//!   porcupine-rs and kvlab's own ([`engine`]) — and reports per key with an explanation;
-//!   [`write_visualization`] draws one key with porcupine's HTML visualization.
+//!   `multi-register`) as porcupine-rs models, and how `ok`/`fail`/`info` enter them;
+//!   [`reduce`]: the exact reductions every key goes through before any engine runs.
+//! * [`check()`] / [`check_with`]: splits a history by key (or key group) and decides each
+//!   on a bounded pool of threads within time and memory budgets with three engines: the
+//!   reads-from engine ([`reads_from`]), which decides a register whose written values are
+//!   unique in `O(n log n)` (Gibbons & Korach), first; then a race of two searches —
+//!   porcupine-rs and kvlab's own ([`engine`]) — for the keys it leaves; it reports per key
+//!   with an explanation; [`write_visualization`] draws one key with porcupine's HTML
+//!   visualization.
 //!
 //! A malformed history is an error ([`HistoryError`]); a well-formed history that is not
 //! linearizable is an [`Verdict::Invalid`] report; a budget that runs out is
@@ -53,6 +57,8 @@ pub mod history;
 pub mod input;
 pub mod model;
 pub mod progress;
+pub mod reads_from;
+pub mod reduce;
 
 pub use check::{
     CheckConfig, CheckError, CheckOptions, CheckReport, DEFAULT_MEMORY_LIMIT_BYTES, Engine,

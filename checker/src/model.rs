@@ -45,16 +45,12 @@
 //!   otherwise it is a no-op (it failed or never ran). Placing an info operation last in
 //!   a linearization covers "it never happened", so the models need no second branch.
 //!
-//! One sound reduction runs before the search, because histories with many timeouts are
-//! what make the search blow up: an `info` write, `info` cas or `info` delete whose
-//! resulting value (`v`, `new`, absent) no kept operation can observe — no `ok` read
-//! returned it and no `ok`/`info` cas expects it — is dropped. Proof sketch: given a
-//! linearization with the operation, remove it; until the next write or delete nothing in
-//! between could have observed its value (no read returns it, no successful cas expects
-//! it), and the info cas operations in that stretch were no-ops, so move them to the end,
-//! where an info operation is always accepted. Conversely, the dropped operation can
-//! always be placed last. The report counts the dropped operations. The reduction is not
-//! applied to a key with appends (an append after the dropped write would expose it).
+//! Exact reductions run before every engine, because histories with many timeouts are
+//! what make the searches blow up: `info` writes, cas and deletes that nothing certain
+//! observes are dropped, and an `info` operation that must have taken effect (an `ok`
+//! operation observes the value only it writes) is bounded by its first observer instead
+//! of staying open to the end. [`crate::reduce`] states and proves them; the report counts
+//! both.
 
 use std::fmt;
 use std::sync::Arc;
@@ -160,17 +156,25 @@ pub(crate) struct OpOrigin {
     pub uncertain: bool,
     /// The node the client talked to.
     pub node: Option<u32>,
+    /// For an info operation that had to take effect (see [`crate::reduce`]): the index of
+    /// the completion of its first `ok` observer, before which it took effect.
+    pub bounded_by: Option<u64>,
 }
 
 fn describe_origin(origin: Option<&OpOrigin>) -> String {
     let Some(o) = origin else {
         return String::new();
     };
-    let completion = match (o.complete_index, o.uncertain) {
+    let mut completion = match (o.complete_index, o.uncertain) {
         (Some(i), false) => format!("completed at index {i}"),
         (Some(i), true) => format!("info at index {i}"),
         (None, _) => "never completed".to_owned(),
     };
+    if let Some(i) = o.bounded_by {
+        completion.push_str(&format!(
+            ", took effect before index {i} (an ok operation observed its value)"
+        ));
+    }
     let node = o.node.map(|n| format!(", node {n}")).unwrap_or_default();
     format!(
         "process {}, invoked at index {}, {completion}{node}",

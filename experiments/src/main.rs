@@ -176,8 +176,9 @@ struct CheckArgs {
     /// Print the full report as JSON.
     #[arg(long)]
     json: bool,
-    /// The search engine: `race` (kvlab's and porcupine-rs's in a race; the first
-    /// definite answer wins), `kvlab` or `porcupine`.
+    /// The engine: `race` (the reads-from engine first — it decides registers whose
+    /// written values are unique in O(n log n) —, then kvlab's search and porcupine-rs in a
+    /// race; the first definite answer wins), `kvlab`, `porcupine` or `reads-from`.
     #[arg(long, value_parser = parse_engine, default_value = "race")]
     engine: kvlab_checker::Engine,
     /// Memory budget of the search in MiB; when it runs out the answer is "unknown".
@@ -203,8 +204,9 @@ struct CheckArgs {
 }
 
 fn parse_engine(name: &str) -> Result<kvlab_checker::Engine, String> {
-    kvlab_checker::Engine::from_name(name)
-        .ok_or_else(|| format!("unknown engine {name:?}; expected one of: race, kvlab, porcupine"))
+    kvlab_checker::Engine::from_name(name).ok_or_else(|| {
+        format!("unknown engine {name:?}; expected one of: race, kvlab, porcupine, reads-from")
+    })
 }
 
 #[derive(Debug, clap::Args)]
@@ -614,6 +616,8 @@ fn cmd_check(a: CheckArgs) -> anyhow::Result<u8> {
         format: a.format,
         max_line_bytes: a.max_line_bytes,
         progress: Some(&progress),
+        // Keys the reads-from engine decides are forgotten as they are read.
+        decide_while_reading: a.engine.uses_reads_from(),
     };
     let history = read_for_check(&a.history, model, &options, a.export_edn.as_deref())?;
     if let Some(path) = &a.export_edn {

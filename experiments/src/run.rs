@@ -348,8 +348,13 @@ fn check_history(
     let path = dir.join("history.jsonl");
     let model = spec.check.model.to_checker();
     let timeout = Some(Duration::from_secs_f64(spec.check.timeout_s));
-    let prepared = kvlab_checker::PreparedHistory::read_file(&path, model, &ReadOptions::default())
-        .map_err(|e| {
+    // The race decides every key the reads-from engine can while the history is read.
+    let options = ReadOptions {
+        decide_while_reading: true,
+        ..ReadOptions::default()
+    };
+    let prepared =
+        kvlab_checker::PreparedHistory::read_file(&path, model, &options).map_err(|e| {
             ExperimentError::Checker(format!("the runner wrote a malformed history: {e}"))
         })?;
     let config = CheckConfig::from(CheckOptions { model, timeout });

@@ -2,6 +2,8 @@
 //! generator, a history builder, and a generator of linearizable histories.
 #![allow(dead_code)]
 
+pub mod register;
+
 use std::collections::BTreeMap;
 
 use kvlab_checker::{EventType, HistoryEvent, OpFn};
