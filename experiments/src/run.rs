@@ -252,7 +252,12 @@ pub fn observers_for(spec: &Spec, start: Time) -> Vec<Box<dyn Observer>> {
         SystemKind::Raft => vec![Box::new(RaftInvariants::<RaftKv>::new(start))],
         SystemKind::Kvlab => vec![
             Box::new(RaftInvariants::<KvlabNode>::new(start)),
-            Box::new(RingObserver::new(&spec.kvlab, spec.nodes, start)),
+            Box::new(RingObserver::new(
+                &spec.kvlab,
+                &spec.ring_experiment,
+                spec.nodes,
+                start,
+            )),
         ],
         SystemKind::Swim => vec![Box::new(SwimObserver::new(spec, start, safety_end))],
         SystemKind::Single | SystemKind::AsyncPrimary => Vec::new(),

@@ -25,13 +25,14 @@ use std::time::Duration;
 use kvlab_node::composed::{KvlabConfig, KvlabNode};
 use kvlab_raft::Role;
 use kvlab_ring::{VnodeId, group_vnode};
-use kvlab_types::{GroupId, NodeEvent, NodeId, Time};
+use kvlab_types::{GroupId, NodeEvent, NodeId, ReplicaCause, Time};
 use serde::{Deserialize, Serialize};
 
-use super::swim::SecondsStats;
+use super::swim::{PropertyCheck, SecondsStats};
 use super::{Observer, ObserverReport, Violation};
 use crate::cluster::Cluster;
 use crate::events::{Phase, RunEvent};
+use crate::spec::ring::RingExperimentSpec;
 
 /// How often the observer samples the nodes (simulated milliseconds).
 pub const SAMPLE_INTERVAL_MS: u64 = 100;
@@ -91,6 +92,10 @@ pub struct RingSummary {
     pub redirects: Option<u64>,
     /// Quiescent moments at which meta's directory was compared with every group.
     pub directory_checks: u64,
+    /// Replicas created by moves (on a node that did not hold the vnode before).
+    pub replicas_moved: u64,
+    /// The `[ring_experiment]` bounds and whether the run met them.
+    pub checks: Vec<PropertyCheck>,
     /// Timelines.
     pub timeline: RingTimeline,
 }
@@ -98,6 +103,8 @@ pub struct RingSummary {
 /// Watches the ring. See [the module docs](self).
 #[derive(Debug)]
 pub struct RingObserver {
+    expect: RingExperimentSpec,
+    replicas_moved: u64,
     rf: u32,
     vnodes: u32,
     next_sample: Time,
@@ -124,8 +131,10 @@ pub struct RingObserver {
 
 impl RingObserver {
     /// An observer of a run of `config` over `nodes` nodes, sampling from `start`.
-    pub fn new(config: &KvlabConfig, nodes: u32, start: Time) -> Self {
+    pub fn new(config: &KvlabConfig, expect: &RingExperimentSpec, nodes: u32, start: Time) -> Self {
         RingObserver {
+            expect: expect.clone(),
+            replicas_moved: 0,
             rf: config.replication_factor,
             vnodes: config.ring.vnode_count,
             next_sample: start,
@@ -301,8 +310,11 @@ impl Observer for RingObserver {
         event: &NodeEvent,
     ) -> Result<(), Violation> {
         match event {
-            NodeEvent::ReplicaCreated { group, .. } if group_vnode(*group).is_some() => {
+            NodeEvent::ReplicaCreated { group, cause } if group_vnode(*group).is_some() => {
                 self.hosted.insert((node, *group));
+                if *cause == ReplicaCause::Contacted {
+                    self.replicas_moved += 1;
+                }
             }
             NodeEvent::ReplicaDestroyed { group, .. } => {
                 self.hosted.remove(&(node, *group));
@@ -388,7 +400,7 @@ impl Observer for RingObserver {
                 .map(|since| end.saturating_since(*since).as_secs_f64()),
         );
         let inside = self.sampled_inside;
-        let summary = RingSummary {
+        let mut summary = RingSummary {
             vnodes: self.vnodes,
             replication_factor: self.rf,
             operators_created: self.created.len() as u64,
@@ -415,12 +427,74 @@ impl Observer for RingObserver {
             under_replicated_cleared_s: self.under_cleared.map(Time::as_secs_f64),
             redirects,
             directory_checks: self.directory_checks,
+            replicas_moved: self.replicas_moved,
+            checks: Vec::new(),
             timeline: std::mem::take(&mut self.timeline),
         };
+        summary.checks = property_checks(&self.expect, &summary);
         ObserverReport {
             measured: "ring",
+            property_failed: !summary.checks.iter().all(|c| c.ok),
             ring: Some(summary),
             ..ObserverReport::default()
         }
     }
+}
+
+/// The operator kinds that move replicas (every kind but `transfer-leader`).
+fn moves_replicas(kind: &str) -> bool {
+    kind != "transfer-leader"
+}
+
+/// Checks the `[ring_experiment]` bounds against a run's ring measurements.
+pub fn property_checks(x: &RingExperimentSpec, s: &RingSummary) -> Vec<PropertyCheck> {
+    let mut checks = Vec::new();
+    let mut at_most = |name: &str, bound: Option<u64>, value: Option<u64>| {
+        if let Some(b) = bound {
+            checks.push(PropertyCheck {
+                name: name.into(),
+                bound: b as f64,
+                ok: value.is_some_and(|v| v <= b),
+                value: value.map(|v| v as f64),
+            });
+        }
+    };
+    at_most(
+        "max_replicas_moved",
+        x.max_replicas_moved,
+        Some(s.replicas_moved),
+    );
+    at_most(
+        "max_under_replicated_final",
+        x.max_under_replicated_final,
+        s.under_replicated_final.map(u64::from),
+    );
+    let moving: u64 = s
+        .operators_done_by_kind
+        .iter()
+        .filter(|(k, _)| moves_replicas(k))
+        .map(|(_, n)| n)
+        .sum();
+    for (name, bound, value) in [
+        (
+            "min_replica_operators_done",
+            x.min_replica_operators_done,
+            moving,
+        ),
+        (
+            "min_directory_checks",
+            x.min_directory_checks,
+            s.directory_checks,
+        ),
+    ] {
+        if let Some(b) = bound {
+            checks.push(PropertyCheck {
+                name: name.into(),
+                bound: b as f64,
+                ok: value >= b,
+                value: Some(value as f64),
+            });
+        }
+    }
+    checks
 }

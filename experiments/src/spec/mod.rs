@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ExperimentError;
 
 pub mod backend;
+pub mod ring;
 pub mod swim;
 mod validate;
 
@@ -111,6 +112,10 @@ pub struct Spec {
     /// `[kvlab.snapshot]`, `[kvlab.raft]` and `[kvlab.swim]` tables.
     #[serde(default)]
     pub kvlab: kvlab_node::composed::KvlabConfig,
+    /// What a `system = "kvlab"` run's ring must show (bounds on moves, operators,
+    /// under-replication).
+    #[serde(default)]
+    pub ring_experiment: ring::RingExperimentSpec,
     /// Configuration of `system = "swim"`: every member's `kvlab_swim::SwimConfig`.
     #[serde(default)]
     pub swim: kvlab_swim::SwimConfig,
