@@ -332,10 +332,8 @@ impl Observer for RingObserver {
                 operator,
                 done: true,
                 ..
-            } => {
-                if self.done.insert(*operator) {
-                    self.last_done = Some(at);
-                }
+            } if self.done.insert(*operator) => {
+                self.last_done = Some(at);
             }
             NodeEvent::OperatorCancelled { operator, .. } => {
                 self.cancelled.insert(*operator);

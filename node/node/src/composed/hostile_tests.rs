@@ -68,26 +68,26 @@ fn impossible_wire_values_are_refused_and_counted() {
         // The sender field disagrees with the transport.
         (
             NodeId(2),
-            KvlabMsg::Raft {
+            KvlabMsg::Raft(vec![RaftEnvelope {
                 epoch: 0,
                 msg: hb(vnode_group(VnodeId(0)), NodeId(3)),
-            },
+            }]),
         ),
         // An epoch beyond any log.
         (
             NodeId(2),
-            KvlabMsg::Raft {
+            KvlabMsg::Raft(vec![RaftEnvelope {
                 epoch: u64::MAX,
                 msg: hb(vnode_group(VnodeId(0)), NodeId(2)),
-            },
+            }]),
         ),
         // A group outside the ring of 16 vnodes.
         (
             NodeId(2),
-            KvlabMsg::Raft {
+            KvlabMsg::Raft(vec![RaftEnvelope {
                 epoch: 0,
                 msg: hb(vnode_group(VnodeId(999)), NodeId(2)),
-            },
+            }]),
         ),
         // A store report about another node.
         (
@@ -147,7 +147,7 @@ fn forge(rng: &mut kvlab_types::Rng, to: NodeId) -> (NodeId, KvlabMsg) {
         seq: rng.random_range(1..4),
     };
     let msg = match rng.random_range(0..10u32) {
-        0..3 => KvlabMsg::Raft {
+        0..3 => KvlabMsg::Raft(vec![RaftEnvelope {
             epoch: pick(rng),
             msg: RaftMessage {
                 group: vnode_group(v),
@@ -159,7 +159,7 @@ fn forge(rng: &mut kvlab_types::Rng, to: NodeId) -> (NodeId, KvlabMsg) {
                     read_round: pick(rng),
                 },
             },
-        },
+        }]),
         3 => KvlabMsg::Route(RouteMsg::Request {
             req: kvlab_types::ClientRequest {
                 id,

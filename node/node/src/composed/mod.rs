@@ -102,14 +102,11 @@ pub const MAX_PENDING_REQUESTS: usize = 65_536;
 pub enum KvlabMsg {
     /// SWIM.
     Swim(SwimMsg),
-    /// A Raft message of a vnode group or of the meta group, with the sender's log
-    /// configuration epoch (see [`vnodes`]).
-    Raft {
-        /// The sender replica's log epoch.
-        epoch: u64,
-        /// The message.
-        msg: RaftMessage,
-    },
+    /// Raft messages of vnode groups and of the meta group, each with its sender
+    /// replica's log configuration epoch (see [`vnodes`]): everything one step sends to
+    /// one node, batched (CockroachDB coalesces heartbeats the same way), at most
+    /// [`MAX_RAFT_BATCH`] messages.
+    Raft(Vec<RaftEnvelope>),
     /// A leader tells a campaigning node it is not a member of its configuration.
     NotMember {
         /// The group.
@@ -122,6 +119,20 @@ pub enum KvlabMsg {
     /// Between nodes and the meta group.
     Meta(MetaMsg),
 }
+
+/// One Raft message and its sender replica's log epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftEnvelope {
+    /// The sender replica's log epoch.
+    pub epoch: u64,
+    /// The message.
+    pub msg: RaftMessage,
+}
+
+/// The most Raft messages in one batch; a longer one is refused.
+pub const MAX_RAFT_BATCH: usize = 4096;
+/// A batch is closed once its messages' encoded size passes this many bytes.
+const RAFT_BATCH_BYTES: usize = 1 << 20;
 
 /// Messages to and from the meta group's voters.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,6 +209,8 @@ pub struct KvlabNode {
     report_due: bool,
     /// Rotates lookups over the meta voters.
     lookups: u64,
+    /// Raft messages of this step, batched per destination (sent at its end).
+    outbox: std::collections::BTreeMap<NodeId, Vec<(Vec<RaftEnvelope>, usize)>>,
     counters: KvlabCounters,
 }
 
@@ -494,6 +507,7 @@ impl KvlabNode {
         if self.pacer.has_held() {
             out.set_timer(PACE_TIMER, PACE_INTERVAL);
         }
+        self.send_batches(out);
     }
 
     /// Moves a replica's effects to `out`, wrapping its messages and pacing snapshot
@@ -509,10 +523,44 @@ impl KvlabNode {
             match e {
                 Effect::Send { to, msg } => {
                     if let Some(o) = self.pacer.offer(now, epoch, msg) {
-                        send_raft(&mut self.pacer, to, o, out);
+                        self.send_raft(to, o, out);
                     }
                 }
-                other => out.push(other.map_msg(|msg| KvlabMsg::Raft { epoch, msg })),
+                other => {
+                    out.push(other.map_msg(|msg| KvlabMsg::Raft(vec![RaftEnvelope { epoch, msg }])))
+                }
+            }
+        }
+    }
+
+    /// Queues a Raft message for this step's batch to `to`, reporting a completed
+    /// snapshot transfer.
+    fn send_raft(&mut self, to: NodeId, (epoch, msg): Outgoing, out: &mut Out<KvlabMsg>) {
+        if let Some((group, to, index, bytes)) = self.pacer.completes(&msg) {
+            out.event(NodeEvent::SnapshotSent {
+                group,
+                to,
+                index,
+                bytes,
+            });
+        }
+        let size = kvlab_types::Message::wire_size(&msg);
+        let batches = self.outbox.entry(to).or_default();
+        match batches.last_mut() {
+            Some((b, bytes)) if b.len() < MAX_RAFT_BATCH && *bytes < RAFT_BATCH_BYTES => {
+                b.push(RaftEnvelope { epoch, msg });
+                *bytes += size;
+            }
+            _ => batches.push((vec![RaftEnvelope { epoch, msg }], size)),
+        }
+    }
+
+    /// Sends this step's Raft batches (after every effect of the step, so after any
+    /// sync the step issued).
+    fn send_batches(&mut self, out: &mut Out<KvlabMsg>) {
+        for (to, batches) in std::mem::take(&mut self.outbox) {
+            for (b, _) in batches {
+                out.send(to, KvlabMsg::Raft(b));
             }
         }
     }
@@ -1149,19 +1197,6 @@ impl crate::raft_kv::invariants::RaftNodeView for KvlabNode {
     }
 }
 
-/// Wraps a Raft message for the wire, reporting a completed snapshot transfer.
-fn send_raft(pacer: &mut Pacer, to: NodeId, (epoch, msg): Outgoing, out: &mut Out<KvlabMsg>) {
-    if let Some((group, to, index, bytes)) = pacer.completes(&msg) {
-        out.event(NodeEvent::SnapshotSent {
-            group,
-            to,
-            index,
-            bytes,
-        });
-    }
-    out.send(to, KvlabMsg::Raft { epoch, msg });
-}
-
 impl Protocol for KvlabNode {
     type Msg = KvlabMsg;
     type Config = KvlabConfig;
@@ -1221,6 +1256,7 @@ impl Protocol for KvlabNode {
             meta_dirty: false,
             report_due: false,
             lookups: 0,
+            outbox: Default::default(),
             counters: KvlabCounters::default(),
         };
         if node.poisoned.is_none()
@@ -1275,7 +1311,16 @@ impl Protocol for KvlabNode {
         }
         match msg {
             KvlabMsg::Swim(m) => self.with_swim(cx, out, |s, cx, o| s.handle_msg(cx, from, m, o)),
-            KvlabMsg::Raft { epoch, msg } => self.on_raft(cx, from, epoch, msg, out),
+            KvlabMsg::Raft(batch) => {
+                if batch.len() > MAX_RAFT_BATCH {
+                    let reason = format!("a batch of {} raft messages", batch.len());
+                    self.refuse(from, reason, out);
+                } else {
+                    for RaftEnvelope { epoch, msg } in batch {
+                        self.on_raft(cx, from, epoch, msg, out);
+                    }
+                }
+            }
             KvlabMsg::NotMember { group, conf_index } => {
                 self.on_not_member(from, group, conf_index, out)
             }
@@ -1302,7 +1347,7 @@ impl Protocol for KvlabNode {
         } else if timer == PACE_TIMER {
             for o in self.pacer.release(cx.now) {
                 let to = o.1.to;
-                send_raft(&mut self.pacer, to, o, out);
+                self.send_raft(to, o, out);
             }
         }
         self.settle(cx, out);

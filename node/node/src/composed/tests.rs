@@ -17,8 +17,10 @@ pub(super) fn ids(n: u32) -> Vec<NodeId> {
 
 /// A small, fast ring: 16 vnodes, RF 3, timers tuned for seconds of simulated time.
 pub(super) fn fast_config(initial: u32) -> KvlabConfig {
-    let mut c = KvlabConfig::default();
-    c.initial_members = ids(initial);
+    let mut c = KvlabConfig {
+        initial_members: ids(initial),
+        ..KvlabConfig::default()
+    };
     c.ring.vnode_count = 16;
     c.scheduler.conf_change = ConfChangeMode::Joint;
     c.scheduler.node_add_replica_per_s = 20.0;
