@@ -213,6 +213,10 @@ pub fn drive(
         schedule.safety_end,
         derive_seed(seed, "nemesis", 0),
     );
+    nemesis.set_absent(&spec.absent_nodes());
+    if let Some(w) = &mut workload {
+        w.set_gateways(&nemesis.gateways());
+    }
     if spec.system == SystemKind::Raft && cluster.takes_admin_commands() {
         nemesis.manage_membership(schedule.start);
     }
@@ -369,6 +373,9 @@ impl Driver<'_> {
                 .maintain(now, &mut *self.cluster, &view, &mut self.events)?;
         }
         self.tell_observers_of_faults(before);
+        if let Some(w) = &mut self.workload {
+            w.set_gateways(&self.nemesis.gateways());
+        }
         Ok(())
     }
 
@@ -405,7 +412,7 @@ impl Driver<'_> {
         self.nemesis
             .heal_all(now, &mut *self.cluster, &mut self.events)?;
         self.tell_observers_of_faults(before);
-        for detail in self.cluster.heal_all() {
+        for detail in self.cluster.heal_all(self.nemesis.retired()) {
             self.events
                 .push(RunEvent::runner(now, RunnerEvent::Warning { detail }));
         }

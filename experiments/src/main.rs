@@ -300,11 +300,15 @@ fn print_outcome(prefix: &str, o: &RunOutcome) {
             o.reproduce
         ),
         RunVerdict::PropertyFailed => {
-            let failed: Vec<String> = s
-                .swim
-                .iter()
-                .flat_map(|sw| sw.checks.iter().filter(|c| !c.ok))
+            let swim = s.swim.iter().flat_map(|sw| sw.checks.iter());
+            let ring = s.ring.iter().flat_map(|r| r.checks.iter());
+            let failed: Vec<String> = swim
+                .chain(ring)
+                .filter(|c| !c.ok)
                 .map(|c| match c.value {
+                    Some(v) if c.name.starts_with("min_") => {
+                        format!("{} = {v:.3} < {}", c.name, c.bound)
+                    }
                     Some(v) => format!("{} = {v:.3} > {}", c.name, c.bound),
                     None => format!("{}: never reached (bound {})", c.name, c.bound),
                 })

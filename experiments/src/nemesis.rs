@@ -24,6 +24,8 @@ use kvlab_types::{AdminAction, AdminCommand, NodeId, Rng, Time};
 use crate::cluster::{ClusterView, FaultControl};
 use crate::error::FaultError;
 use crate::events::{NemesisEvent, NemesisKind, RunEvent};
+#[cfg(test)]
+use crate::spec::ScheduledFault;
 use crate::spec::{FaultKind, NemesisSpec, secs_to_ns};
 use crate::workload::below;
 
@@ -103,6 +105,8 @@ struct PlannedFault {
     kind: FaultKind,
     start: Time,
     end: Time,
+    /// Chosen nodes (`[[nemesis.schedule]]`); empty: drawn when the fault starts.
+    targets: Vec<NodeId>,
 }
 
 /// The fault injector of one run.
@@ -128,6 +132,11 @@ pub struct Nemesis {
     /// The last command sent and when, so that it is not repeated too soon.
     last_command: Option<(AdminCommand, Time)>,
     admin_commands: u64,
+    /// Nodes that have not booted yet (joiners before their `join`).
+    absent: BTreeSet<NodeId>,
+    /// Nodes gone for good (`kill-permanently`, `drain`): never restarted, never aimed
+    /// at again, no longer a client's gateway.
+    retired: BTreeSet<NodeId>,
 }
 
 const NO_ELIGIBLE_NODE: &str = "no eligible node (all crashed or paused by overlapping faults)";
@@ -153,27 +162,46 @@ impl Nemesis {
         seed: u64,
     ) -> Self {
         let mut rng = kvlab_types::seeded_rng(seed);
-        let mut plan = std::collections::VecDeque::new();
+        let mut plan = Vec::new();
         if !spec.faults.is_empty() {
             let first = start
                 .as_nanos()
                 .saturating_add(secs_to_ns(spec.start_after_s));
             let interval = secs_to_ns(spec.interval_s).max(1);
             let duration = secs_to_ns(spec.fault_duration_s);
-            let mut id = 1;
-            let mut start = first;
-            while start < safety_end.as_nanos() {
+            let mut at = first;
+            while at < safety_end.as_nanos() {
                 let kind = spec.faults[below(&mut rng, spec.faults.len() as u64) as usize];
-                plan.push_back(PlannedFault {
-                    id,
+                plan.push(PlannedFault {
+                    id: 0,
                     kind,
-                    start: Time(start),
-                    end: Time(start.saturating_add(duration)),
+                    start: Time(at),
+                    end: Time(at.saturating_add(duration)),
+                    targets: Vec::new(),
                 });
-                id += 1;
-                start = start.saturating_add(interval);
+                at = at.saturating_add(interval);
             }
         }
+        for f in &spec.schedule {
+            let at = start.as_nanos().saturating_add(secs_to_ns(f.at_s));
+            let duration = match f.kind.is_permanent() {
+                true => 0,
+                false => secs_to_ns(f.duration_s.unwrap_or(spec.fault_duration_s)),
+            };
+            plan.push(PlannedFault {
+                id: 0,
+                kind: f.kind,
+                start: Time(at),
+                end: Time(at.saturating_add(duration)),
+                targets: f.targets.iter().map(|&t| NodeId(t)).collect(),
+            });
+        }
+        // Stable: random faults first among those starting at the same instant.
+        plan.sort_by_key(|p| p.start);
+        for (i, p) in plan.iter_mut().enumerate() {
+            p.id = i as u64 + 1;
+        }
+        let plan = plan.into();
         Nemesis {
             spec: spec.clone(),
             nodes: nodes.to_vec(),
@@ -190,7 +218,35 @@ impl Nemesis {
             next_maintenance: None,
             last_command: None,
             admin_commands: 0,
+            absent: BTreeSet::new(),
+            retired: BTreeSet::new(),
         }
+    }
+
+    /// Declares the nodes that do not boot with the cluster (joiners): random faults
+    /// leave them alone until a `join` fault starts them.
+    pub fn set_absent(&mut self, absent: &[NodeId]) {
+        self.absent = absent.iter().copied().collect();
+    }
+
+    /// The nodes clients may use: booted and not gone for good (crashed or paused
+    /// nodes stay gateways; their clients see timeouts, as with a real crash).
+    pub fn gateways(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .copied()
+            .filter(|n| self.in_cluster(n))
+            .collect()
+    }
+
+    /// Nodes gone for good: the cluster must not restart them when it heals.
+    pub fn retired(&self) -> &BTreeSet<NodeId> {
+        &self.retired
+    }
+
+    /// Booted and not gone for good.
+    fn in_cluster(&self, n: &NodeId) -> bool {
+        !self.absent.contains(n) && !self.retired.contains(n)
     }
 
     /// Turns the membership reconciler on (for systems that take admin commands): from
@@ -357,7 +413,7 @@ impl Nemesis {
     }
 
     fn shuffled_nodes(&mut self) -> Vec<NodeId> {
-        let mut v = self.nodes.clone();
+        let mut v = self.gateways();
         for i in (1..v.len()).rev() {
             let j = below(&mut self.rng, i as u64 + 1) as usize;
             v.swap(i, j);
@@ -367,16 +423,34 @@ impl Nemesis {
 
     /// A random node among those `eligible` accepts, if any.
     fn pick(&mut self, eligible: impl Fn(&NodeId) -> bool) -> Option<NodeId> {
-        let candidates: Vec<NodeId> = self.nodes.iter().copied().filter(|n| eligible(n)).collect();
+        let candidates: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .copied()
+            .filter(|n| self.in_cluster(n) && eligible(n))
+            .collect();
         if candidates.is_empty() {
             return None;
         }
         Some(candidates[below(&mut self.rng, candidates.len() as u64) as usize])
     }
 
-    /// One node drawn uniformly from all of them.
+    /// One node drawn uniformly from those in the cluster (all of them when none is).
     fn any_node(&mut self) -> NodeId {
-        self.nodes[below(&mut self.rng, self.nodes.len() as u64) as usize]
+        let v = match self.gateways() {
+            v if v.is_empty() => self.nodes.clone(),
+            v => v,
+        };
+        v[below(&mut self.rng, v.len() as u64) as usize]
+    }
+
+    /// The scheduled target if there is one and `eligible` accepts it (`None` skips
+    /// the fault), else a random eligible node.
+    fn choose(&mut self, targets: &[NodeId], eligible: impl Fn(&NodeId) -> bool) -> Option<NodeId> {
+        match targets.first() {
+            Some(t) => (self.in_cluster(t) && eligible(t)).then_some(*t),
+            None => self.pick(eligible),
+        }
     }
 
     fn start_fault(
@@ -393,9 +467,9 @@ impl Nemesis {
             | FaultKind::OneWay
             | FaultKind::Isolate
             | FaultKind::Bridge
-            | FaultKind::Ring => self.start_partition(p.kind, cluster),
-            FaultKind::Crash | FaultKind::Pause => self.start_stop(p.kind, cluster)?,
-            FaultKind::ClockDrift => self.start_clock_drift(cluster)?,
+            | FaultKind::Ring => self.start_partition(p.kind, &p.targets, cluster),
+            FaultKind::Crash | FaultKind::Pause => self.start_stop(p.kind, &p.targets, cluster)?,
+            FaultKind::ClockDrift => self.start_clock_drift(&p.targets, cluster)?,
             FaultKind::Loss | FaultKind::Duplicate | FaultKind::Reorder => {
                 self.start_network_rule(p.kind, cluster)
             }
@@ -403,6 +477,9 @@ impl Nemesis {
                 self.start_leader_fault(p.kind, cluster, view)?
             }
             FaultKind::Membership => self.start_membership(now, view),
+            FaultKind::Join | FaultKind::Drain | FaultKind::KillPermanently => {
+                self.start_permanent(p.kind, &p.targets, cluster)?
+            }
         };
         let (undo, detail, node) = match started {
             Started::Done { undo, detail, node } => (undo, detail, node),
@@ -420,6 +497,9 @@ impl Nemesis {
                 detail,
             },
         ));
+        if p.kind.is_permanent() {
+            return Ok(()); // nothing to undo
+        }
         self.active.push(ActiveFault {
             id: p.id,
             kind: p.kind,
@@ -430,8 +510,22 @@ impl Nemesis {
     }
 
     /// A partition of some shape: always possible, cuts links with rules.
-    fn start_partition(&mut self, kind: FaultKind, cluster: &mut dyn FaultControl) -> Started {
+    fn start_partition(
+        &mut self,
+        kind: FaultKind,
+        targets: &[NodeId],
+        cluster: &mut dyn FaultControl,
+    ) -> Started {
         let (undo, detail, node) = match kind {
+            FaultKind::PartitionHalves | FaultKind::PartitionRandom if !targets.is_empty() => {
+                let rest: Vec<NodeId> = self
+                    .gateways()
+                    .into_iter()
+                    .filter(|n| !targets.contains(n))
+                    .collect();
+                let detail = format!("{} | {}", node_list(targets), node_list(&rest));
+                (partition(cluster, targets, &rest), detail, None)
+            }
             FaultKind::PartitionHalves => {
                 let v = self.shuffled_nodes();
                 let (minority, majority) = v.split_at(v.len() / 2);
@@ -446,7 +540,7 @@ impl Nemesis {
                 (partition(cluster, a, b), detail, None)
             }
             FaultKind::OneWay => {
-                let x = self.any_node();
+                let x = targets.first().copied().unwrap_or_else(|| self.any_node());
                 let others: Vec<NodeId> = self.nodes.iter().copied().filter(|&n| n != x).collect();
                 let (rule, detail) = if below(&mut self.rng, 2) == 0 {
                     let detail = format!("{x} hears no one: {} -/-> {x}", node_list(&others));
@@ -466,7 +560,7 @@ impl Nemesis {
                 (one_rule(cluster, rule), detail, Some(x))
             }
             FaultKind::Isolate => {
-                let x = self.any_node();
+                let x = targets.first().copied().unwrap_or_else(|| self.any_node());
                 let rule = FaultRule::Isolate { node: x };
                 (one_rule(cluster, rule), format!("{x} isolated"), Some(x))
             }
@@ -490,10 +584,11 @@ impl Nemesis {
     fn start_stop(
         &mut self,
         kind: FaultKind,
+        targets: &[NodeId],
         cluster: &mut dyn FaultControl,
     ) -> Result<Started, FaultError> {
         let (crashed, paused) = (self.crashed.clone(), self.paused.clone());
-        let Some(x) = self.pick(|n| !crashed.contains(n) && !paused.contains(n)) else {
+        let Some(x) = self.choose(targets, |n| !crashed.contains(n) && !paused.contains(n)) else {
             return Ok(Started::Skip(NO_ELIGIBLE_NODE));
         };
         let (undo, detail) = if kind == FaultKind::Crash {
@@ -513,9 +608,13 @@ impl Nemesis {
     }
 
     /// Skew one node's clock by a random amount up to `clock_drift_ppm_max`.
-    fn start_clock_drift(&mut self, cluster: &mut dyn FaultControl) -> Result<Started, FaultError> {
+    fn start_clock_drift(
+        &mut self,
+        targets: &[NodeId],
+        cluster: &mut dyn FaultControl,
+    ) -> Result<Started, FaultError> {
         let drifted = self.drifted.clone();
-        let Some(x) = self.pick(|n| !drifted.contains(n)) else {
+        let Some(x) = self.choose(targets, |n| !drifted.contains(n)) else {
             return Ok(Started::Skip(NO_ELIGIBLE_NODE));
         };
         let max = self.spec.clock_drift_ppm_max.max(1) as u64;
@@ -608,6 +707,55 @@ impl Nemesis {
         };
         Ok(Started::Done {
             undo,
+            detail,
+            node: Some(x),
+        })
+    }
+
+    /// A join, a drain or a node lost for good: never undone.
+    fn start_permanent(
+        &mut self,
+        kind: FaultKind,
+        targets: &[NodeId],
+        cluster: &mut dyn FaultControl,
+    ) -> Result<Started, FaultError> {
+        if kind == FaultKind::Join {
+            let Some(x) = targets
+                .first()
+                .or_else(|| self.absent.first())
+                .copied()
+                .filter(|n| self.absent.contains(n))
+            else {
+                return Ok(Started::Skip("no node left to join"));
+            };
+            cluster.start(x)?;
+            self.absent.remove(&x);
+            return Ok(Started::Done {
+                undo: Undo::Rules(Vec::new()),
+                detail: format!("{x} boots and joins"),
+                node: Some(x),
+            });
+        }
+        if self.gateways().len() <= 1 {
+            return Ok(Started::Skip("it would leave no node in the cluster"));
+        }
+        let (crashed, paused) = (self.crashed.clone(), self.paused.clone());
+        let Some(x) = self.choose(targets, |n| !crashed.contains(n) && !paused.contains(n)) else {
+            return Ok(Started::Skip(NO_ELIGIBLE_NODE));
+        };
+        let detail = if kind == FaultKind::Drain {
+            let delivered = cluster.admin(x, AdminCommand::default_group(AdminAction::Drain))?;
+            if !delivered {
+                return Ok(Started::Skip("the drain command was not delivered"));
+            }
+            format!("{x} drains: hands its replicas away, then leaves")
+        } else {
+            cluster.crash(x)?;
+            format!("{x} killed for good (never restarted)")
+        };
+        self.retired.insert(x);
+        Ok(Started::Done {
+            undo: Undo::Rules(Vec::new()),
             detail,
             node: Some(x),
         })
@@ -775,6 +923,14 @@ mod tests {
         fn set_clock_drift(&mut self, node: NodeId, ppm: i64) -> Result<(), FaultError> {
             self.log.push(format!("drift {node} {ppm}"));
             Ok(())
+        }
+        fn start(&mut self, node: NodeId) -> Result<(), FaultError> {
+            self.log.push(format!("start {node}"));
+            Ok(())
+        }
+        fn admin(&mut self, node: NodeId, cmd: AdminCommand) -> Result<bool, FaultError> {
+            self.log.push(format!("admin {node} {:?}", cmd.action));
+            Ok(true)
         }
     }
 
@@ -1133,5 +1289,104 @@ mod tests {
         let (c, _, _) = drive(&spec(all), 5, 30, 43);
         assert_eq!(a, b);
         assert_ne!(a, c);
+    }
+
+    fn at(at_s: f64, kind: FaultKind, targets: &[u32], duration_s: Option<f64>) -> ScheduledFault {
+        ScheduledFault {
+            at_s,
+            kind,
+            targets: targets.to_vec(),
+            duration_s,
+        }
+    }
+
+    #[test]
+    fn scheduled_faults_hit_their_targets_at_their_times() {
+        let spec = NemesisSpec {
+            schedule: vec![
+                at(4.0, FaultKind::Pause, &[3], None),
+                at(1.0, FaultKind::Crash, &[2], Some(2.5)),
+                at(5.0, FaultKind::PartitionHalves, &[1, 4], Some(1.0)),
+            ],
+            ..spec(Vec::new())
+        };
+        let (events, rec, nem) = drive(&spec, 5, 10, 1);
+        let at_ms = |kind: &str| -> Vec<(u64, String)> {
+            events
+                .iter()
+                .filter(|e| e.kind() == kind)
+                .filter_map(|e| Some((e.time_ns / 1_000_000, e.nemesis_event()?.detail.clone())))
+                .collect()
+        };
+        assert_eq!(
+            at_ms("fault_start"),
+            vec![
+                (1000, "n2 crashed".to_string()),
+                (4000, "n3 paused".to_string()),
+                (5000, "[n1 n4] | [n2 n3 n5]".to_string()),
+            ]
+        );
+        let ends: Vec<u64> = at_ms("fault_end").iter().map(|(t, _)| *t).collect();
+        assert_eq!(ends, vec![3500, 5000, 6000]);
+        assert_eq!(
+            rec.log[..2],
+            ["crash n2".to_string(), "restart n2".to_string()]
+        );
+        assert_eq!(nem.injected(), 3);
+        assert!(rec.rules.is_empty());
+    }
+
+    #[test]
+    fn a_scheduled_fault_on_a_busy_target_is_skipped() {
+        let spec = NemesisSpec {
+            schedule: vec![
+                at(1.0, FaultKind::Crash, &[2], Some(3.0)),
+                at(2.0, FaultKind::Pause, &[2], None),
+            ],
+            ..spec(Vec::new())
+        };
+        let (_, _, nem) = drive(&spec, 3, 10, 1);
+        assert_eq!((nem.injected(), nem.skipped()), (1, 1));
+    }
+
+    #[test]
+    fn joins_drains_and_permanent_kills_change_the_gateways_for_good() {
+        let spec = NemesisSpec {
+            faults: vec![FaultKind::Crash],
+            schedule: vec![
+                at(1.5, FaultKind::Join, &[], None),
+                at(2.5, FaultKind::KillPermanently, &[2], None),
+                at(4.5, FaultKind::Drain, &[3], None),
+            ],
+            ..spec(Vec::new())
+        };
+        let mut nem = Nemesis::new(&spec, &nodes(5), Time::ZERO, Time::from_secs(30), 9);
+        nem.set_absent(&[NodeId(4), NodeId(5)]);
+        assert_eq!(nem.gateways(), nodes(3));
+        let mut rec = Recorder::default();
+        let mut events = Vec::new();
+        while let Some(t) = nem.next_wakeup().filter(|t| *t < Time::from_secs(30)) {
+            let before = nem.gateways();
+            let from = events.len();
+            nem.step(t, &mut rec, &mut events).unwrap();
+            // Random crashes aim only at nodes in the cluster (joined, not gone).
+            for e in events[from..].iter().filter_map(|e| e.nemesis_event()) {
+                if e.fault.as_deref() == Some("crash") && e.kind == NemesisKind::FaultStart {
+                    assert!(before.contains(&e.node.unwrap()), "{e:?} not in {before:?}");
+                }
+            }
+        }
+        assert!(rec.log.contains(&"start n4".to_string()), "{:?}", rec.log);
+        assert!(rec.log.contains(&"crash n2".to_string()));
+        assert!(rec.log.contains(&"admin n3 Drain".to_string()));
+        assert_eq!(nem.gateways(), vec![NodeId(1), NodeId(4)]);
+        assert_eq!(nem.retired(), &[NodeId(2), NodeId(3)].into());
+        nem.heal_all(Time::from_secs(30), &mut rec, &mut events)
+            .unwrap();
+        assert!(
+            !rec.log.contains(&"restart n2".to_string()),
+            "{:?}",
+            rec.log
+        );
     }
 }

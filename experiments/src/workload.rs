@@ -161,7 +161,9 @@ pub struct LivenessReport {
 #[derive(Debug)]
 pub struct Workload {
     spec: WorkloadSpec,
-    nodes: Vec<NodeId>,
+    /// The nodes clients send to (process `p` uses `gateways[p % len]`): every node,
+    /// less joiners not booted yet and nodes gone for good.
+    gateways: Vec<NodeId>,
     rng: Rng,
     keys: KeySampler,
     slots: Vec<Slot>,
@@ -267,7 +269,7 @@ impl Workload {
         Workload {
             keys: KeySampler::new(spec.keys, spec.key_distribution, spec.zipf_exponent),
             spec: spec.clone(),
-            nodes: nodes.to_vec(),
+            gateways: nodes.to_vec(),
             rng,
             slots,
             in_flight: BTreeMap::new(),
@@ -444,6 +446,14 @@ impl Workload {
         }
     }
 
+    /// Sets the nodes clients send to from now on (ignored when empty). A client whose
+    /// node left moves to another, as a real client reconnects.
+    pub fn set_gateways(&mut self, gateways: &[NodeId]) {
+        if !gateways.is_empty() {
+            self.gateways = gateways.to_vec();
+        }
+    }
+
     /// Number of operations in flight.
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
@@ -517,7 +527,7 @@ impl Workload {
         };
         s.next_seq += 1;
         s.state = SlotState::Busy;
-        let node = self.nodes[(process % self.nodes.len() as u64) as usize];
+        let node = self.gateways[(process % self.gateways.len() as u64) as usize];
         let (f, key, value) = history_fields(&op);
         self.push_event(HistoryEvent {
             index: 0,

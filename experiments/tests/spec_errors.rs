@@ -232,3 +232,122 @@ fn system_tables_are_checked_against_the_cluster() {
     let err = parse(&format!("{GOOD}[async_primary]\nprimry = 1\n")).unwrap_err();
     assert!(err.to_string().contains("primry"), "{err}");
 }
+
+/// A `[[nemesis.schedule]]` entry appended to `GOOD` (3 nodes, 2 s safety phase).
+fn scheduled(entry: &str) -> String {
+    format!("{GOOD}[[nemesis.schedule]]\n{entry}\n")
+}
+
+#[test]
+fn scheduled_faults_parse_with_targets_and_durations() {
+    let spec = parse(&scheduled(
+        "at_s = 0.5\nkind = \"crash\"\ntargets = [2]\nduration_s = 1.0",
+    ))
+    .unwrap();
+    let f = &spec.nemesis.schedule[0];
+    assert_eq!(
+        (f.kind, f.targets.clone(), f.duration_s),
+        (FaultKind::Crash, vec![2], Some(1.0))
+    );
+    // The resolved spec keeps the entry.
+    let again = parse(&spec.to_toml_string().unwrap()).unwrap();
+    assert_eq!(again.nemesis.schedule, spec.nemesis.schedule);
+}
+
+#[test]
+fn bad_scheduled_faults_name_the_entry_and_field() {
+    let cases = [
+        (
+            "at_s = 5\nkind = \"crash\"",
+            "nemesis.schedule[0].at_s",
+            "before the end",
+        ),
+        (
+            "at_s = -1\nkind = \"crash\"",
+            "nemesis.schedule[0].at_s",
+            ">= 0",
+        ),
+        (
+            "at_s = 1\nkind = \"crash\"\ntargets = [4]",
+            "nemesis.schedule[0].targets",
+            "1..=3",
+        ),
+        (
+            "at_s = 1\nkind = \"crash\"\ntargets = [1, 2]",
+            "nemesis.schedule[0].targets",
+            "1..=1",
+        ),
+        (
+            "at_s = 1\nkind = \"partition-halves\"\ntargets = [1, 1]",
+            "nemesis.schedule[0].targets",
+            "twice",
+        ),
+        (
+            "at_s = 1\nkind = \"loss\"\ntargets = [1]",
+            "nemesis.schedule[0].targets",
+            "leave targets out",
+        ),
+        (
+            "at_s = 1\nkind = \"kill-permanently\"\nduration_s = 1",
+            "nemesis.schedule[0].duration_s",
+            "permanent",
+        ),
+        (
+            "at_s = 1\nkind = \"crash\"\nduration_s = 0",
+            "nemesis.schedule[0].duration_s",
+            "> 0",
+        ),
+        (
+            "at_s = 1\nkind = \"join\"",
+            "nemesis.schedule[0].kind",
+            "system = \"kvlab\"",
+        ),
+        (
+            "at_s = 1\nkind = \"drain\"\ntargets = [1]",
+            "nemesis.schedule[0].kind",
+            "system = \"kvlab\"",
+        ),
+    ];
+    for (entry, want_field, want_reason) in cases {
+        let (field, reason) = invalid_field(&scheduled(entry));
+        assert_eq!(field, want_field, "{entry}: {reason}");
+        assert!(reason.contains(want_reason), "{entry}: {reason}");
+    }
+}
+
+#[test]
+fn permanent_faults_are_refused_in_the_random_mix() {
+    let text = format!("{GOOD}[nemesis]\nfaults = [\"kill-permanently\"]\n");
+    let (field, reason) = invalid_field(&text);
+    assert_eq!(field, "nemesis.faults");
+    assert!(reason.contains("[[nemesis.schedule]]"), "{reason}");
+}
+
+#[test]
+fn joins_must_name_nodes_outside_the_initial_members() {
+    let ring = r#"
+name = "t"
+system = "kvlab"
+nodes = 4
+[time]
+duration_s = 10
+liveness_s = 5
+[kvlab]
+initial_members = [1, 2, 3]
+"#;
+    let join = |targets: &str| {
+        format!("{ring}[[nemesis.schedule]]\nat_s = 1\nkind = \"join\"\n{targets}\n")
+    };
+    parse(&join("targets = [4]")).unwrap();
+    parse(&join("")).unwrap();
+    let (field, reason) = invalid_field(&join("targets = [2]"));
+    assert_eq!(field, "nemesis.schedule[0].targets");
+    assert!(reason.contains("boots with the cluster"), "{reason}");
+    let twice = format!(
+        "{}[[nemesis.schedule]]\nat_s = 2\nkind = \"join\"\n",
+        join("")
+    );
+    let (field, reason) = invalid_field(&twice);
+    assert_eq!(field, "nemesis.schedule");
+    assert!(reason.contains("only 1 node"), "{reason}");
+}

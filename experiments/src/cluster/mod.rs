@@ -16,6 +16,7 @@
 mod sim;
 
 use std::any::Any;
+use std::collections::BTreeSet;
 
 use kvlab_node::inspect::{MembershipStatus, ProtocolStatus};
 use kvlab_sim::{FaultRule, RuleId};
@@ -164,9 +165,10 @@ pub trait Cluster: FaultControl {
     /// The leader and membership, from the nodes' own statuses.
     fn view(&mut self) -> ClusterView;
     /// Undoes every fault, whatever caused it: no rules, every node up, running, and on
-    /// the true clock. Problems are returned as warnings (the liveness phase will show
-    /// whether the cluster recovered).
-    fn heal_all(&mut self) -> Vec<String>;
+    /// the true clock — except joiners never started and the `retired` nodes (gone for
+    /// good), which stay down. Problems are returned as warnings (the liveness phase will
+    /// show whether the cluster recovered).
+    fn heal_all(&mut self, retired: &BTreeSet<NodeId>) -> Vec<String>;
     /// The protocol value of `node`, for observers that look inside nodes (only the
     /// simulator can offer it; real nodes return `None`).
     fn protocol(&self, node: NodeId) -> Option<&dyn Any> {

@@ -1,6 +1,7 @@
 //! [`SimCluster`]: the deterministic simulator behind the [`Cluster`] trait.
 
 use std::any::Any;
+use std::collections::BTreeSet;
 
 use kvlab_node::inspect::Inspect;
 use kvlab_sim::{FaultRule, RuleId, Sim, SimConfig, SimOutput};
@@ -162,13 +163,14 @@ impl<P: Protocol + Inspect + 'static> Cluster for SimCluster<P> {
         ClusterView::from_statuses(statuses)
     }
 
-    fn heal_all(&mut self) -> Vec<String> {
+    fn heal_all(&mut self, retired: &BTreeSet<NodeId>) -> Vec<String> {
         let mut warnings = Vec::new();
         self.sim.heal();
         for &n in &self.nodes {
             // A joiner that never started stays a machine switched off.
             if !self.sim.is_up(n)
                 && self.sim.is_started(n)
+                && !retired.contains(&n)
                 && let Err(e) = self.sim.restart(n)
             {
                 warnings.push(format!("{n} could not restart: {e}"));

@@ -558,7 +558,7 @@ impl Cluster for LocalCluster {
     }
 
     /// Undoes everything, whatever the nemesis did: no rules, every node up and running.
-    fn heal_all(&mut self) -> Vec<String> {
+    fn heal_all(&mut self, retired: &BTreeSet<NodeId>) -> Vec<String> {
         self.rules.clear();
         for n in self.paused.clone() {
             if let Err(e) = self.resume(n) {
@@ -566,8 +566,8 @@ impl Cluster for LocalCluster {
             }
         }
         for n in self.down.clone() {
-            if self.never_started.contains(&n) {
-                continue; // a joiner the run never switched on
+            if self.never_started.contains(&n) || retired.contains(&n) {
+                continue; // a joiner the run never switched on, or a node gone for good
             }
             if let Err(e) = self.restart(n) {
                 self.errors.push(e.to_string());

@@ -13,8 +13,9 @@
 //! * under-replicated groups (fewer voters on up nodes than RF) over time, and when they
 //!   last fell to zero;
 //! * the directory invariant: the meta leader never records a configuration a group has
-//!   not applied — a recorded epoch above every replica's applied epoch, or the same epoch
-//!   with other members, is a violation (`meta_directory`); and at quiescence (no
+//!   not applied — a recorded epoch that stays above every up replica's applied epoch for
+//!   longer than [`META_AHEAD_GRACE`], or the same epoch with other members, is a
+//!   violation (`meta_directory`); and at quiescence (no
 //!   operator running, every group led with no change in flight, reports fresh) meta's
 //!   descriptors equal every group's applied configuration. The quiescent comparisons
 //!   made are counted (`directory_checks`).
@@ -78,7 +79,8 @@ pub struct RingSummary {
     pub moved_bytes: u64,
     /// Bytes of all vnodes' state machines at the end (one replica each): `D`.
     pub data_bytes: Option<u64>,
-    /// Replicas per node at the end.
+    /// Replicas per node at the end, for the nodes up at the end (a node lost for good
+    /// or never joined is left out).
     pub replicas_final: BTreeMap<String, u32>,
     /// Leaderless episodes of a group, in seconds (simulator only).
     pub leaderless_s: Option<SecondsStats>,
@@ -100,6 +102,13 @@ pub struct RingSummary {
     pub timeline: RingTimeline,
 }
 
+/// How long meta's directory may show a vnode at an epoch no up replica has applied.
+/// It happens legitimately: a leader that removes itself applies the change, reports it
+/// to meta and is then destroyed, while a partition keeps the remaining replicas from
+/// learning that the entry committed. Once the partition heals (faults here last
+/// seconds) they apply it. A directory that invents a configuration stays ahead for good.
+pub const META_AHEAD_GRACE: Duration = Duration::from_secs(10);
+
 /// Watches the ring. See [the module docs](self).
 #[derive(Debug)]
 pub struct RingObserver {
@@ -120,6 +129,8 @@ pub struct RingObserver {
     /// Per group: when its current leaderless episode began.
     leaderless_since: BTreeMap<VnodeId, Time>,
     leaderless_episodes: Vec<f64>,
+    /// Per vnode: since when meta's directory is ahead of every up replica.
+    meta_ahead_since: BTreeMap<VnodeId, Time>,
     under_max: u32,
     under_last: u32,
     under_cleared: Option<Time>,
@@ -149,6 +160,7 @@ impl RingObserver {
             moved_bytes: 0,
             leaderless_since: BTreeMap::new(),
             leaderless_episodes: Vec::new(),
+            meta_ahead_since: BTreeMap::new(),
             under_max: 0,
             under_last: 0,
             under_cleared: None,
@@ -215,13 +227,14 @@ impl RingObserver {
             }
             quiescent &= leads;
         }
-        self.check_directory(&nodes, quiescent)?;
+        self.check_directory(now, &nodes, quiescent)?;
         Ok(Some(under))
     }
 
     /// The directory invariant (see the module docs).
     fn check_directory(
         &mut self,
+        now: Time,
         nodes: &[(NodeId, &KvlabNode)],
         quiescent: bool,
     ) -> Result<(), Violation> {
@@ -244,16 +257,24 @@ impl RingObserver {
                 all_equal = false;
                 continue;
             };
-            // Groups may have moved on since their last report; meta may never be ahead.
+            // Groups may have moved on since their last report; meta may be ahead only
+            // briefly (see META_AHEAD_GRACE).
             if recorded.conf_epoch > newest {
-                return Err(Violation {
-                    node: meta_node,
-                    invariant: "meta_directory".into(),
-                    detail: format!(
-                        "meta records {v} at epoch {} but no replica applied beyond {}",
-                        recorded.conf_epoch.0, newest.0
-                    ),
-                });
+                let since = *self.meta_ahead_since.entry(*v).or_insert(now);
+                if now.saturating_since(since) > META_AHEAD_GRACE {
+                    return Err(Violation {
+                        node: meta_node,
+                        invariant: "meta_directory".into(),
+                        detail: format!(
+                            "meta records {v} at epoch {} but no up replica applied beyond {} for {} ms",
+                            recorded.conf_epoch.0,
+                            newest.0,
+                            now.saturating_since(since).as_millis()
+                        ),
+                    });
+                }
+            } else {
+                self.meta_ahead_since.remove(v);
             }
             if let Some(s) = applied.iter().find(|s| s.conf_epoch == recorded.conf_epoch)
                 && !s.same_members(recorded)
@@ -417,6 +438,7 @@ impl Observer for RingObserver {
             replicas_final: self
                 .nodes
                 .iter()
+                .filter(|&&n| cluster.is_up(n))
                 .map(|&n| (n.to_string(), self.replicas_of(n)))
                 .collect(),
             leaderless_s: inside.then(|| SecondsStats::of(&episodes)),

@@ -309,6 +309,18 @@ pub enum FaultKind {
     /// to voter once it caught up. Needs a system with membership (`raft`) and at least
     /// 3 voters; skipped otherwise.
     Membership,
+    /// Boot a node that has not run yet (a `system = "kvlab"` node outside
+    /// `kvlab.initial_members`): it joins through SWIM and the ring rebalances onto it.
+    /// Permanent; only in `[[nemesis.schedule]]`.
+    Join,
+    /// Ask one node to leave for good: it hands every replica away, then leaves SWIM
+    /// (`system = "kvlab"`). Clients stop using it. Permanent; only in
+    /// `[[nemesis.schedule]]`.
+    Drain,
+    /// Crash one node and never restart it (a machine lost for good, its disk with it):
+    /// the ring must replace its replicas. Clients stop using it. Permanent; only in
+    /// `[[nemesis.schedule]]`.
+    KillPermanently,
 }
 
 impl FaultKind {
@@ -331,6 +343,38 @@ impl FaultKind {
             FaultKind::IsolateLeader => "isolate-leader",
             FaultKind::IsolateSlowLeader => "isolate-slow-leader",
             FaultKind::Membership => "membership",
+            FaultKind::Join => "join",
+            FaultKind::Drain => "drain",
+            FaultKind::KillPermanently => "kill-permanently",
+        }
+    }
+
+    /// Whether the fault is never undone (a join, a drain, a node lost for good); such
+    /// faults exist only in explicit schedules.
+    pub fn is_permanent(self) -> bool {
+        matches!(
+            self,
+            FaultKind::Join | FaultKind::Drain | FaultKind::KillPermanently
+        )
+    }
+
+    /// How many nodes a scheduled fault of this kind may name in `targets` (an empty
+    /// list always means "drawn at random"); `None`: the kind picks its own nodes.
+    pub fn target_counts(self, nodes: u32) -> Option<std::ops::RangeInclusive<u32>> {
+        match self {
+            FaultKind::Crash
+            | FaultKind::Pause
+            | FaultKind::ClockDrift
+            | FaultKind::Isolate
+            | FaultKind::OneWay
+            | FaultKind::Join
+            | FaultKind::Drain
+            | FaultKind::KillPermanently => Some(1..=1),
+            // The side cut off from the rest.
+            FaultKind::PartitionHalves | FaultKind::PartitionRandom => {
+                Some(1..=nodes.saturating_sub(1))
+            }
+            _ => None,
         }
     }
 
@@ -346,6 +390,7 @@ impl FaultKind {
             | FaultKind::CrashLeader => 1,
             FaultKind::IsolateLeader | FaultKind::IsolateSlowLeader => 2,
             FaultKind::Membership => 3,
+            FaultKind::Join | FaultKind::Drain | FaultKind::KillPermanently => 2,
             FaultKind::PartitionHalves
             | FaultKind::PartitionRandom
             | FaultKind::OneWay
@@ -365,6 +410,10 @@ impl FaultKind {
 /// with `overlap = true` faults may overlap, each undoing only its own rules (a node is
 /// never crashed or paused twice at once). Every fault still active when the safety phase
 /// ends is undone at the start of the liveness phase.
+///
+/// `[[nemesis.schedule]]` entries add faults at fixed times on chosen nodes (see
+/// [`ScheduledFault`]); they run alongside the random ones, and the permanent kinds
+/// (`join`, `drain`, `kill-permanently`) exist only there.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct NemesisSpec {
@@ -388,6 +437,35 @@ pub struct NemesisSpec {
     /// `reorder` faults delay each message by an extra amount uniform in
     /// `[0, reorder_window_ms]`.
     pub reorder_window_ms: f64,
+    /// Faults at fixed times, on chosen nodes.
+    pub schedule: Vec<ScheduledFault>,
+}
+
+/// One fault at a fixed time (`[[nemesis.schedule]]`):
+///
+/// ```toml
+/// [[nemesis.schedule]]
+/// at_s = 10.0          # seconds after the safety phase starts
+/// kind = "crash"
+/// targets = [2]        # optional: drawn at random when empty
+/// duration_s = 4.0     # optional: nemesis.fault_duration_s; not for permanent kinds
+/// ```
+///
+/// `targets` names the node of one-node faults, or the side cut off by
+/// `partition-halves` / `partition-random`; other kinds take no targets.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduledFault {
+    /// When it starts, in seconds after the safety phase starts.
+    pub at_s: f64,
+    /// What it does.
+    pub kind: FaultKind,
+    /// The nodes it aims at, by number; empty: drawn at random.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<u32>,
+    /// How long it lasts (default `nemesis.fault_duration_s`); permanent kinds take none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_s: Option<f64>,
 }
 
 impl Default for NemesisSpec {
@@ -402,6 +480,7 @@ impl Default for NemesisSpec {
             clock_drift_ppm_max: 100_000,
             duplicate_probability: 0.2,
             reorder_window_ms: 20.0,
+            schedule: Vec::new(),
         }
     }
 }

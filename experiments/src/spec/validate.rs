@@ -6,7 +6,8 @@ use kvlab_node::SystemKind;
 use super::backend::{BackendKind, DockerSpec, KindSpec, LocalSpec, TransportChoice};
 use super::{
     FieldError, KeyDistribution, LoadMode, MAX_CLIENTS, MAX_CLOCK_DRIFT_PPM, MAX_KEYS, MAX_NODES,
-    MAX_PHASE_S, MAX_RATE_PER_S, MAX_SEED, MAX_SWIM_NODES, NemesisSpec, Spec, WorkloadSpec,
+    MAX_PHASE_S, MAX_RATE_PER_S, MAX_SEED, MAX_SWIM_NODES, NemesisSpec, ScheduledFault, Spec,
+    WorkloadSpec,
 };
 use crate::spec::FaultKind;
 
@@ -59,6 +60,7 @@ impl Spec {
         check_seconds("time.liveness_s", self.time.liveness_s, false)?;
         self.workload.validate()?;
         self.nemesis.validate(self.nodes)?;
+        self.validate_schedule()?;
         if !self.check.timeout_s.is_finite() || self.check.timeout_s <= 0.0 {
             return Err(invalid(
                 "check.timeout_s",
@@ -118,6 +120,63 @@ impl Spec {
 
     /// The tables of the systems (each checked, whichever system runs: a typo in an
     /// unused table is still a typo).
+    /// What `[[nemesis.schedule]]` entries need from the rest of the spec: a time inside
+    /// the safety phase, and joins and drains only on a ring whose joiners exist.
+    fn validate_schedule(&self) -> Result<(), FieldError> {
+        let absent = self.absent_nodes();
+        let mut joins = 0;
+        for (i, f) in self.nemesis.schedule.iter().enumerate() {
+            let field = |name: &str| format!("nemesis.schedule[{i}].{name}");
+            if f.at_s >= self.time.duration_s {
+                return Err(invalid(
+                    &field("at_s"),
+                    format!(
+                        "must be before the end of the safety phase (time.duration_s = {}), got {}",
+                        self.time.duration_s, f.at_s
+                    ),
+                ));
+            }
+            if matches!(f.kind, FaultKind::Join | FaultKind::Drain)
+                && self.system != SystemKind::Kvlab
+            {
+                return Err(invalid(
+                    &field("kind"),
+                    format!(
+                        "`{}` needs system = \"kvlab\" (a ring that moves replicas), the spec has \"{}\"",
+                        f.kind.spec_name(),
+                        self.system.name()
+                    ),
+                ));
+            }
+            if f.kind != FaultKind::Join {
+                continue;
+            }
+            joins += 1;
+            if let Some(&t) = f
+                .targets
+                .iter()
+                .find(|&&t| !absent.contains(&kvlab_types::NodeId(t)))
+            {
+                return Err(invalid(
+                    &field("targets"),
+                    format!(
+                        "node {t} boots with the cluster, so it cannot join; joiners are the nodes outside kvlab.initial_members: {absent:?}"
+                    ),
+                ));
+            }
+        }
+        if joins > absent.len() {
+            return Err(invalid(
+                "nemesis.schedule",
+                format!(
+                    "{joins} `join` faults but only {} node(s) outside kvlab.initial_members",
+                    absent.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_systems(&self) -> Result<(), FieldError> {
         for (field, node) in [
             ("single.holder", self.single.holder),
@@ -197,7 +256,8 @@ impl Spec {
                 ),
             ));
         }
-        for f in &self.nemesis.faults {
+        let scheduled = self.nemesis.schedule.iter().map(|s| &s.kind);
+        for f in self.nemesis.faults.iter().chain(scheduled) {
             if let Some(why) = f.unsupported_on_real_nodes() {
                 return Err(invalid(
                     "nemesis.faults",
@@ -422,6 +482,63 @@ impl WorkloadSpec {
     }
 }
 
+impl ScheduledFault {
+    /// Checks one `[[nemesis.schedule]]` entry (`at` names it) in a cluster of `nodes`.
+    pub fn validate(&self, at: &str, nodes: u32) -> Result<(), FieldError> {
+        check_seconds(&format!("{at}.at_s"), self.at_s, true)?;
+        if let Some(d) = self.duration_s {
+            if self.kind.is_permanent() {
+                return Err(invalid(
+                    &format!("{at}.duration_s"),
+                    format!(
+                        "`{}` is permanent: it takes no duration",
+                        self.kind.spec_name()
+                    ),
+                ));
+            }
+            check_seconds(&format!("{at}.duration_s"), d, false)?;
+        }
+        if self.targets.is_empty() {
+            return Ok(());
+        }
+        let field = format!("{at}.targets");
+        let n = self.targets.len() as u32;
+        let Some(counts) = self.kind.target_counts(nodes) else {
+            return Err(invalid(
+                &field,
+                format!(
+                    "`{}` picks its own nodes: leave targets out",
+                    self.kind.spec_name()
+                ),
+            ));
+        };
+        if !counts.contains(&n) {
+            return Err(invalid(
+                &field,
+                format!(
+                    "`{}` takes {}..={} target(s), got {n}",
+                    self.kind.spec_name(),
+                    counts.start(),
+                    counts.end()
+                ),
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for &t in &self.targets {
+            if t == 0 || t > nodes {
+                return Err(invalid(
+                    &field,
+                    format!("must name nodes in 1..={nodes}, got {t}"),
+                ));
+            }
+            if !seen.insert(t) {
+                return Err(invalid(&field, format!("names node {t} twice")));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl NemesisSpec {
     /// Checks the `[nemesis]` table for a cluster of `nodes`.
     pub fn validate(&self, nodes: u32) -> Result<(), FieldError> {
@@ -439,7 +556,23 @@ impl NemesisSpec {
                 ));
             }
         }
-        if let Some(f) = self.faults.iter().find(|f| nodes < f.min_nodes()) {
+        if let Some(f) = self.faults.iter().find(|f| f.is_permanent()) {
+            return Err(invalid(
+                "nemesis.faults",
+                format!(
+                    "`{}` is permanent: put it at a chosen time in a [[nemesis.schedule]] entry",
+                    f.spec_name()
+                ),
+            ));
+        }
+        for (i, f) in self.schedule.iter().enumerate() {
+            f.validate(&format!("nemesis.schedule[{i}]"), nodes)?;
+        }
+        let kinds = self
+            .faults
+            .iter()
+            .chain(self.schedule.iter().map(|f| &f.kind));
+        if let Some(f) = kinds.into_iter().find(|f| nodes < f.min_nodes()) {
             return Err(invalid(
                 "nemesis.faults",
                 format!(

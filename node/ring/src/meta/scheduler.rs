@@ -548,7 +548,10 @@ impl Scheduler {
 /// The nodes a step needs to be fit (the ones it adds or promotes).
 fn needs_node(step: &Step) -> BTreeSet<NodeId> {
     match step {
-        Step::AddLearner(n) | Step::AddVoter(n) | Step::SwapVoters { add: n, .. } => [*n].into(),
+        Step::AddLearner(n)
+        | Step::AddVoter(n)
+        | Step::SwapVoters { add: n, .. }
+        | Step::TransferLeader(n) => [*n].into(),
         Step::EnterJoint { promote, .. } => promote.clone(),
         _ => BTreeSet::new(),
     }

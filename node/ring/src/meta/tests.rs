@@ -589,6 +589,46 @@ fn the_scheduler_cancels_late_and_overtaken_operators() {
     );
 }
 
+/// Seen in `ring-node-loss` seed 1: a transfer to a node that died just before meta
+/// noticed stayed in flight until its 60 s deadline and held the vnode, so its replica
+/// on the dead node was never replaced.
+#[test]
+fn a_leader_transfer_to_a_node_gone_down_is_cancelled() {
+    let mut s = state();
+    let set = s
+        .descriptor(VnodeId(0))
+        .unwrap()
+        .descriptor
+        .replicas
+        .clone();
+    let to = *set.voters.iter().last().unwrap();
+    let op = Operator {
+        id: OperatorId(1),
+        vnode: VnodeId(0),
+        kind: OperatorKind::TransferLeader,
+        steps: vec![Step::TransferLeader(to)],
+        current_step: 0,
+        expected_conf_epoch: set.conf_epoch,
+        created_at: Time(10),
+        deadline: Time(10) + Duration::from_secs(60),
+        state: OperatorState::Running,
+    };
+    s.apply(MetaCmd::CreateOperator(op), Time(10));
+    for state in [NodeState::Suspect, NodeState::Down] {
+        s.apply(MetaCmd::SetNodeState { node: to, state }, Time(11));
+    }
+    assert_eq!(s.member(to).map(|m| m.state), Some(NodeState::Down));
+    let mut sched = Scheduler::new(crate::RingSpec::default());
+    let cmds = sched.tick(Time(12), &s);
+    assert!(
+        cmds.contains(&MetaCmd::CancelOperator {
+            id: OperatorId(1),
+            reason: CancelReason::TargetUnfit
+        }),
+        "{cmds:?}"
+    );
+}
+
 #[test]
 fn a_suspect_node_needs_suspect_hold_alive_before_it_is_up_again() {
     let mut s = state();
