@@ -485,6 +485,11 @@ pub fn property_checks(x: &RingExperimentSpec, s: &RingSummary) -> Vec<PropertyC
         Some(s.replicas_moved),
     );
     at_most(
+        "max_operators_unfinished",
+        x.max_operators_unfinished,
+        Some(s.operators_created - s.operators_done - s.operators_cancelled),
+    );
+    at_most(
         "max_under_replicated_final",
         x.max_under_replicated_final,
         s.under_replicated_final.map(u64::from),

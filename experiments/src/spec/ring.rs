@@ -15,6 +15,11 @@ pub struct RingExperimentSpec {
     /// drains and replacements must get done).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub min_replica_operators_done: Option<u64>,
+    /// Fail the run if more operators than this are neither done nor cancelled at the
+    /// end (`0`: every operator, even one whose meta leader died mid-way, completed or
+    /// was cancelled).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_operators_unfinished: Option<u64>,
     /// Fail the run if groups are still under-replicated at the end (simulator only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_under_replicated_final: Option<u64>,
