@@ -104,7 +104,12 @@ fn a_join_and_a_node_lost_for_good_move_replicas_and_stay_linearizable() {
     let spec = Spec::from_toml_str(RING, Path::new("ring-short.toml")).unwrap();
     for seed in 1..=2 {
         let o = run(&spec, seed, &tmp.path().join(format!("seed-{seed}")));
-        assert_eq!(o.verdict, RunVerdict::Valid, "seed {seed}: {:?}", o.summary.ring);
+        assert_eq!(
+            o.verdict,
+            RunVerdict::Valid,
+            "seed {seed}: {:?}",
+            o.summary.ring
+        );
         let ring = o.summary.ring.as_ref().expect("ring summary");
         assert!(ring.replicas_moved > 0, "seed {seed}: nothing moved");
         assert!(

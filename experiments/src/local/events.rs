@@ -73,8 +73,24 @@ pub(crate) struct EventTail {
 
 impl EventTail {
     /// A tail of `node`'s `path`, whose first incarnation starts now.
+    #[cfg(test)]
     pub(crate) fn new(node: NodeId, path: PathBuf, clock: &RunClock) -> Self {
         let first = EventSegment::begin(&path, clock);
+        Self::from_segment(node, path, first)
+    }
+
+    /// A tail of a file the cluster's first incarnation started writing at
+    /// `started_ns` on the run's clock, read from its first byte: the events a node
+    /// writes while it boots, before the runner gets to look, are kept.
+    pub(crate) fn from_boot(node: NodeId, path: PathBuf, started_ns: u64) -> Self {
+        let first = EventSegment {
+            offset_bytes: 0,
+            started_ns,
+        };
+        Self::from_segment(node, path, first)
+    }
+
+    fn from_segment(node: NodeId, path: PathBuf, first: EventSegment) -> Self {
         EventTail {
             node,
             path,

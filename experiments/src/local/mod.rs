@@ -253,6 +253,7 @@ impl LocalCluster {
             )));
         }
         let clock = RunClock::start();
+        let booted_ns = clock.now().as_nanos();
         let cluster = match spec.transport {
             t if spec.backend == BackendKind::Docker => LiveCluster::Docker(
                 docker::DockerCluster::start(rt.handle(), spec, seed, t, &nodes_dir)?,
@@ -269,7 +270,12 @@ impl LocalCluster {
         };
         let tails = nodes
             .iter()
-            .map(|&n| (n, EventTail::new(n, cluster.events_file(n), &clock)))
+            .map(|&n| {
+                (
+                    n,
+                    EventTail::from_boot(n, cluster.events_file(n), booted_ns),
+                )
+            })
             .collect();
         let capacity = (spec.workload.clients as usize).saturating_mul(2).max(1024);
         let (replies_tx, replies_rx) = mpsc::channel(capacity);
