@@ -766,14 +766,8 @@ impl<'a> Analysis<'a> {
                     self.overwritten.insert(i as u32, (w, x));
                 }
             }
-            // Real time: a write invoked after the observer completed cannot be its
-            // source. (Without this, every later delete was a candidate source of every
-            // earlier read of "absent", and such keys were never decided while reading.)
-            let ret = self.nodes[i].ret;
-            if many.iter().any(|&w| self.nodes[w as usize].inv < ret) {
-                many.retain(|&w| self.nodes[w as usize].inv < ret);
-            }
             let open = open_writes.iter().filter(|w| w.as_ref() == v).count();
+            let ret = self.nodes[i].ret;
             match (many.len() + open, open) {
                 (0, _) => {
                     self.src[i] = NO_SOURCE;
