@@ -102,6 +102,7 @@ fn same_seed_replays_history_and_operator_log_byte_for_byte() {
 fn a_join_and_a_node_lost_for_good_move_replicas_and_stay_linearizable() {
     let tmp = tempfile::tempdir().unwrap();
     let spec = Spec::from_toml_str(RING, Path::new("ring-short.toml")).unwrap();
+    let mut crashed_meta_leaders = 0;
     for seed in 1..=2 {
         let o = run(&spec, seed, &tmp.path().join(format!("seed-{seed}")));
         assert_eq!(
@@ -118,5 +119,14 @@ fn a_join_and_a_node_lost_for_good_move_replicas_and_stay_linearizable() {
             ring.operators_done_by_kind
         );
         assert!(!ring.replicas_final.contains_key("n2"), "seed {seed}");
+        crashed_meta_leaders += o
+            .summary
+            .faults
+            .by_kind
+            .get("crash_leader")
+            .copied()
+            .unwrap_or(0);
     }
+    // `crash-leader` aims at the meta group's leader (the placement driver).
+    assert!(crashed_meta_leaders > 0, "no meta leader was ever crashed");
 }

@@ -71,7 +71,9 @@ impl ClusterView {
     pub fn from_statuses(statuses: impl IntoIterator<Item = (NodeId, ProtocolStatus)>) -> Self {
         let mut best: Option<(u64, NodeId, ProtocolStatus)> = None;
         for (node, status) in statuses {
-            if status.role.as_deref() != Some("leader") {
+            // `meta-leader`: the composed node's placement driver, which leader faults
+            // aim at.
+            if !matches!(status.role.as_deref(), Some("leader" | "meta-leader")) {
                 continue;
             }
             let term = status.term.unwrap_or(0);
