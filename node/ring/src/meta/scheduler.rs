@@ -130,6 +130,9 @@ pub struct Scheduler {
     counters: SchedulerCounters,
     last_held: Vec<Held>,
     last_target: Option<Placement>,
+    /// Per Suspect node: since when every reporting leader of its groups has listed it
+    /// as a down peer without a break (see [`Scheduler::raft_evidence`]).
+    evidence_since: BTreeMap<NodeId, Time>,
 }
 
 impl Scheduler {
@@ -147,6 +150,7 @@ impl Scheduler {
             counters: SchedulerCounters::default(),
             last_held: Vec::new(),
             last_target: None,
+            evidence_since: BTreeMap::new(),
         }
     }
 
@@ -286,6 +290,28 @@ impl Scheduler {
         leaders_heard > 0
     }
 
+    /// Whether the groups' leaders have heard nothing from `n` for the whole of
+    /// `replace_down_after_ms`: Raft evidence without a break for that long, less the
+    /// `peer_down_after_ms` a leader waits before it lists a silent peer. SWIM's "dead"
+    /// outlives a short recovery (the node must learn it was declared dead and refute),
+    /// so two short failures with a gap between them could otherwise add up to a
+    /// replacement: seen in `ring-flap` seed 49 (a partition, 2 s of health in which
+    /// the leaders heard from the node, then an isolation, each 2 s).
+    fn silent_long(&self, n: NodeId, state: &MetaState, now: Time) -> bool {
+        let m = &self.spec.membership;
+        let need =
+            Duration::from_millis(m.replace_down_after_ms.saturating_sub(m.peer_down_after_ms));
+        let no_groups = !state
+            .descriptors()
+            .iter()
+            .any(|(_, r)| r.descriptor.replicas.contains(n));
+        no_groups
+            || self
+                .evidence_since
+                .get(&n)
+                .is_some_and(|t| now.saturating_since(*t) >= need)
+    }
+
     fn propose(&mut self, now: Time, key: ProposalKey, cmd: MetaCmd, out: &mut Vec<MetaCmd>) {
         let resend = self.resend_after();
         if let Some(at) = self.proposed.get(&key)
@@ -383,6 +409,20 @@ impl Scheduler {
     }
 
     fn node_transitions(&mut self, now: Time, state: &MetaState, out: &mut Vec<MetaCmd>) {
+        let suspects: Vec<NodeId> = state
+            .members()
+            .iter()
+            .filter(|(_, m)| m.state == NodeState::Suspect)
+            .map(|(n, _)| *n)
+            .collect();
+        self.evidence_since.retain(|n, _| suspects.contains(n));
+        for n in suspects {
+            if self.raft_evidence(n, state, now) {
+                self.evidence_since.entry(n).or_insert(now);
+            } else {
+                self.evidence_since.remove(&n);
+            }
+        }
         let m = &self.spec.membership;
         let hold = Duration::from_millis(m.suspect_hold_ms);
         let replace = Duration::from_millis(m.replace_down_after_ms);
@@ -400,7 +440,7 @@ impl Scheduler {
                         o.status.is_gone() && now.saturating_since(o.since) >= replace
                     });
                     let alive_since = obs.map_or(member.since, |o| o.since.max(member.since));
-                    if dead_long && (!require_evidence || self.raft_evidence(n, state, now)) {
+                    if dead_long && (!require_evidence || self.silent_long(n, state, now)) {
                         Some(NodeState::Down)
                     } else if swim_alive
                         && now.saturating_since(alive_since) >= hold

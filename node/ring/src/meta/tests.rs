@@ -1,4 +1,4 @@
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use kvlab_types::{NodeId, Time};
@@ -649,4 +649,65 @@ fn a_suspect_node_needs_suspect_hold_alive_before_it_is_up_again() {
         round(&mut sched, &mut s, t(sec));
     }
     assert_eq!(s.member(n(2)).unwrap().state, NodeState::Suspect);
+}
+
+/// Store reports in which, for every group with a replica on `x`, its lowest other voter
+/// leads and lists `x` as a down peer (or, with `down = false`, has heard from it).
+fn leader_reports(s: &MetaState, x: NodeId, down: bool) -> Vec<StoreReport> {
+    let mut by_leader: BTreeMap<NodeId, Vec<LedGroup>> = BTreeMap::new();
+    for (_, rec) in s.descriptors() {
+        let set = &rec.descriptor.replicas;
+        if !set.contains(x) {
+            continue;
+        }
+        let leader = *set.voters.iter().find(|v| **v != x).unwrap();
+        by_leader.entry(leader).or_default().push(LedGroup {
+            descriptor: rec.descriptor.clone(),
+            term: 1,
+            down_peers: if down { vec![x] } else { Vec::new() },
+        });
+    }
+    by_leader
+        .into_iter()
+        .map(|(node, led)| StoreReport {
+            node,
+            address: None,
+            hosted_bytes: Default::default(),
+            led,
+        })
+        .collect()
+}
+
+/// `ring-flap` seed 49: a node unreachable twice for 2 s with 2 s of health between
+/// stayed SWIM-dead throughout and was replaced. Down needs the leaders' silence without
+/// a break for `replace_down_after_ms` (less `peer_down_after_ms`).
+#[test]
+fn raft_evidence_must_hold_without_a_break() {
+    let mut s = state();
+    let mut sched = Scheduler::new(crate::RingSpec::default());
+    let t = Time::from_secs;
+    let x = n(2);
+    sched.observe_swim(t(1), x, SwimStatus::Dead, 1);
+    let mut at = |sched: &mut Scheduler, s: &mut MetaState, sec: u64, down: bool| {
+        for r in leader_reports(s, x, down) {
+            sched.observe_report(t(sec), r).unwrap();
+        }
+        round(sched, s, t(sec));
+        s.member(x).unwrap().state
+    };
+    for sec in 1..=5 {
+        assert_eq!(at(&mut sched, &mut s, sec, true), NodeState::Suspect);
+    }
+    // A leader heard from it at 6 s: the silence starts again at 7 s.
+    assert_eq!(at(&mut sched, &mut s, 6, false), NodeState::Suspect);
+    for sec in 7..=13 {
+        // SWIM has held it dead for replace_down_after_ms (10 s) since 11 s, but the
+        // silence is only 7 s old at 14 s.
+        assert_eq!(
+            at(&mut sched, &mut s, sec, true),
+            NodeState::Suspect,
+            "at {sec} s"
+        );
+    }
+    assert_eq!(at(&mut sched, &mut s, 14, true), NodeState::Down);
 }
