@@ -168,126 +168,8 @@ pub fn render(
         kvlab_server::TransportKind::Udp => "UDP",
         kvlab_server::TransportKind::Tarpc => "TCP",
     };
-    let ports = json!([
-        { "name": "peer", "port": PEER_PORT, "targetPort": PEER_PORT, "protocol": peer_protocol },
-        { "name": "client", "port": CLIENT_PORT, "targetPort": CLIENT_PORT, "protocol": "TCP" },
-        { "name": "admin", "port": ADMIN_PORT, "targetPort": ADMIN_PORT, "protocol": "TCP" },
-    ]);
-    let mut services = vec![json!({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": meta(&app),
-        "spec": {
-            "clusterIP": "None",
-            // Peers and operators find a pod by name before it is ready (a Raft node
-            // is ready only once it can reach the others).
-            "publishNotReadyAddresses": true,
-            "selector": labels,
-            "ports": ports,
-        },
-    })];
-    for &id in &ids {
-        let pod = format!("{app}-{}", id - 1);
-        let mut selector = labels.clone();
-        selector["statefulset.kubernetes.io/pod-name"] = Value::String(pod.clone());
-        services.push(json!({
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": meta(&format!("{app}-n{id}")),
-            "spec": {
-                "type": "ClusterIP",
-                "clusterIP": service_ip(id),
-                "publishNotReadyAddresses": true,
-                "selector": selector,
-                "ports": ports,
-            },
-        }));
-    }
-    let probe = |initial_s: u32, period_s: u32| {
-        json!({
-            "tcpSocket": { "port": "admin" },
-            "initialDelaySeconds": initial_s,
-            "periodSeconds": period_s,
-            "timeoutSeconds": 1,
-            "failureThreshold": 3,
-        })
-    };
-    let stop_s = spec.local.stop_timeout_s.ceil() as u64 + 5;
-    let statefulset = json!({
-        "apiVersion": "apps/v1",
-        "kind": "StatefulSet",
-        "metadata": meta(&app),
-        "spec": {
-            "serviceName": app,
-            "replicas": spec.nodes,
-            // Every node starts at once: a Raft node waits for the others, not the
-            // other way round.
-            "podManagementPolicy": "Parallel",
-            "selector": { "matchLabels": labels },
-            "template": {
-                "metadata": { "labels": labels },
-                "spec": {
-                    "terminationGracePeriodSeconds": stop_s,
-                    "automountServiceAccountToken": false,
-                    "securityContext": {
-                        "runAsNonRoot": true,
-                        "runAsUser": NODE_UID,
-                        "runAsGroup": NODE_UID,
-                        "fsGroup": NODE_UID,
-                        "seccompProfile": { "type": "RuntimeDefault" },
-                    },
-                    "containers": [{
-                        "name": "node",
-                        "image": kind.image,
-                        "imagePullPolicy": "IfNotPresent",
-                        "args": ["--config", format!("{CONFIG_DIR_IN_POD}/$(POD_NAME).toml")],
-                        "env": [
-                            { "name": "POD_NAME", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } },
-                            { "name": "RUST_LOG", "value": "info" },
-                        ],
-                        "ports": [
-                            { "name": "peer", "containerPort": PEER_PORT, "protocol": peer_protocol },
-                            { "name": "client", "containerPort": CLIENT_PORT, "protocol": "TCP" },
-                            { "name": "admin", "containerPort": ADMIN_PORT, "protocol": "TCP" },
-                        ],
-                        "readinessProbe": probe(1, 2),
-                        "livenessProbe": probe(10, 10),
-                        "resources": {
-                            "requests": { "cpu": "100m", "memory": "64Mi" },
-                            "limits": {
-                                "cpu": format!("{}m", kind.cpu_millis),
-                                "memory": format!("{}Mi", kind.memory_mb),
-                            },
-                        },
-                        "securityContext": {
-                            "allowPrivilegeEscalation": false,
-                            "readOnlyRootFilesystem": true,
-                            "capabilities": { "drop": ["ALL"] },
-                        },
-                        "volumeMounts": [
-                            { "name": "data", "mountPath": "/data" },
-                            { "name": "config", "mountPath": CONFIG_DIR_IN_POD, "readOnly": true },
-                        ],
-                    }],
-                    "volumes": [{
-                        "name": "config",
-                        "secret": {
-                            "secretName": format!("{app}-node-configs"),
-                            // 0440: readable by the fsGroup the node runs in, by no one else.
-                            "defaultMode": 0o440,
-                        },
-                    }],
-                },
-            },
-            "volumeClaimTemplates": [{
-                "metadata": { "name": "data", "labels": labels },
-                "spec": {
-                    "accessModes": ["ReadWriteOnce"],
-                    "resources": { "requests": { "storage": format!("{}Mi", kind.storage_mb) } },
-                },
-            }],
-        },
-    });
+    let services = services(&ids, &app, &labels, &meta, peer_protocol, service_ip);
+    let statefulset = statefulset(spec, &app, &labels, meta(&app), peer_protocol);
     let majority = spec.nodes / 2 + 1;
     let pdb = json!({
         "apiVersion": "policy/v1",
@@ -523,4 +405,149 @@ mod tests {
             matches!(bad, Err(ExperimentError::SpecInvalid { field, .. }) if field == "kind.service_ip_prefix")
         );
     }
+}
+
+/// The headless service of the StatefulSet, and one ClusterIP service per node at a
+/// fixed address (the peers' addresses in the node configs).
+fn services(
+    ids: &[u32],
+    app: &str,
+    labels: &Value,
+    meta: &dyn Fn(&str) -> Value,
+    peer_protocol: &str,
+    service_ip: impl Fn(u32) -> String,
+) -> Vec<Value> {
+    let ports = json!([
+        { "name": "peer", "port": PEER_PORT, "targetPort": PEER_PORT, "protocol": peer_protocol },
+        { "name": "client", "port": CLIENT_PORT, "targetPort": CLIENT_PORT, "protocol": "TCP" },
+        { "name": "admin", "port": ADMIN_PORT, "targetPort": ADMIN_PORT, "protocol": "TCP" },
+    ]);
+    let mut services = vec![json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta(app),
+        "spec": {
+            "clusterIP": "None",
+            // Peers and operators find a pod by name before it is ready (a Raft node
+            // is ready only once it can reach the others).
+            "publishNotReadyAddresses": true,
+            "selector": labels,
+            "ports": ports,
+        },
+    })];
+    for &id in ids {
+        let pod = format!("{app}-{}", id - 1);
+        let mut selector = labels.clone();
+        selector["statefulset.kubernetes.io/pod-name"] = Value::String(pod.clone());
+        services.push(json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": meta(&format!("{app}-n{id}")),
+            "spec": {
+                "type": "ClusterIP",
+                "clusterIP": service_ip(id),
+                "publishNotReadyAddresses": true,
+                "selector": selector,
+                "ports": ports,
+            },
+        }));
+    }
+    services
+}
+
+/// The StatefulSet: one pod per node, each reading `<pod>.toml` from the configs secret
+/// and keeping its data on its own claim.
+fn statefulset(
+    spec: &Spec,
+    app: &str,
+    labels: &Value,
+    metadata: Value,
+    peer_protocol: &str,
+) -> Value {
+    let probe = |initial_s: u32, period_s: u32| {
+        json!({
+            "tcpSocket": { "port": "admin" },
+            "initialDelaySeconds": initial_s,
+            "periodSeconds": period_s,
+            "timeoutSeconds": 1,
+            "failureThreshold": 3,
+        })
+    };
+    let kind = &spec.kind;
+    let stop_s = spec.local.stop_timeout_s.ceil() as u64 + 5;
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": metadata,
+        "spec": {
+            "serviceName": app,
+            "replicas": spec.nodes,
+            // Every node starts at once: a Raft node waits for the others, not the
+            // other way round.
+            "podManagementPolicy": "Parallel",
+            "selector": { "matchLabels": labels },
+            "template": {
+                "metadata": { "labels": labels },
+                "spec": {
+                    "terminationGracePeriodSeconds": stop_s,
+                    "automountServiceAccountToken": false,
+                    "securityContext": {
+                        "runAsNonRoot": true,
+                        "runAsUser": NODE_UID,
+                        "runAsGroup": NODE_UID,
+                        "fsGroup": NODE_UID,
+                        "seccompProfile": { "type": "RuntimeDefault" },
+                    },
+                    "containers": [{
+                        "name": "node",
+                        "image": kind.image,
+                        "imagePullPolicy": "IfNotPresent",
+                        "args": ["--config", format!("{CONFIG_DIR_IN_POD}/$(POD_NAME).toml")],
+                        "env": [
+                            { "name": "POD_NAME", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } },
+                            { "name": "RUST_LOG", "value": "info" },
+                        ],
+                        "ports": [
+                            { "name": "peer", "containerPort": PEER_PORT, "protocol": peer_protocol },
+                            { "name": "client", "containerPort": CLIENT_PORT, "protocol": "TCP" },
+                            { "name": "admin", "containerPort": ADMIN_PORT, "protocol": "TCP" },
+                        ],
+                        "readinessProbe": probe(1, 2),
+                        "livenessProbe": probe(10, 10),
+                        "resources": {
+                            "requests": { "cpu": "100m", "memory": "64Mi" },
+                            "limits": {
+                                "cpu": format!("{}m", kind.cpu_millis),
+                                "memory": format!("{}Mi", kind.memory_mb),
+                            },
+                        },
+                        "securityContext": {
+                            "allowPrivilegeEscalation": false,
+                            "readOnlyRootFilesystem": true,
+                            "capabilities": { "drop": ["ALL"] },
+                        },
+                        "volumeMounts": [
+                            { "name": "data", "mountPath": "/data" },
+                            { "name": "config", "mountPath": CONFIG_DIR_IN_POD, "readOnly": true },
+                        ],
+                    }],
+                    "volumes": [{
+                        "name": "config",
+                        "secret": {
+                            "secretName": format!("{app}-node-configs"),
+                            // 0440: readable by the fsGroup the node runs in, by no one else.
+                            "defaultMode": 0o440,
+                        },
+                    }],
+                },
+            },
+            "volumeClaimTemplates": [{
+                "metadata": { "name": "data", "labels": labels },
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "resources": { "requests": { "storage": format!("{}Mi", kind.storage_mb) } },
+                },
+            }],
+        },
+    })
 }

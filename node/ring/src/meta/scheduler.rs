@@ -133,6 +133,9 @@ pub struct Scheduler {
     /// Per Suspect node: since when every reporting leader of its groups has listed it
     /// as a down peer without a break (see [`Scheduler::raft_evidence`]).
     evidence_since: BTreeMap<NodeId, Time>,
+    /// Per group: the newest leader term reported and when it was first seen. A leader
+    /// younger than `peer_down_after_ms` cannot know which peers are silent yet.
+    leader_terms: BTreeMap<VnodeId, (u64, Time)>,
 }
 
 impl Scheduler {
@@ -151,6 +154,7 @@ impl Scheduler {
             last_held: Vec::new(),
             last_target: None,
             evidence_since: BTreeMap::new(),
+            leader_terms: BTreeMap::new(),
         }
     }
 
@@ -273,6 +277,7 @@ impl Scheduler {
         if vnodes.is_empty() {
             return true;
         }
+        let settle = Duration::from_millis(self.spec.membership.peer_down_after_ms);
         let mut leaders_heard = 0;
         for v in vnodes {
             let leader = self
@@ -280,7 +285,13 @@ impl Scheduler {
                 .filter(|r| r.node != n)
                 .filter_map(|r| r.led_group(v))
                 .max_by_key(|g| g.term);
-            if let Some(g) = leader {
+            let settled = |g: &&crate::meta::LedGroup| {
+                self.leader_terms.get(&v).is_some_and(|(term, since)| {
+                    g.term == *term && now.saturating_since(*since) >= settle
+                })
+            };
+            // A leader elected less than `peer_down_after_ms` ago has no say yet.
+            if let Some(g) = leader.filter(settled) {
                 leaders_heard += 1;
                 if !g.down_peers.contains(&n) {
                     return false;
@@ -416,6 +427,16 @@ impl Scheduler {
             .map(|(n, _)| *n)
             .collect();
         self.evidence_since.retain(|n, _| suspects.contains(n));
+        let seen: Vec<(VnodeId, u64)> = self
+            .fresh_reports(now)
+            .flat_map(|r| r.led.iter().map(|g| (g.descriptor.vnode, g.term)))
+            .collect();
+        for (v, term) in seen {
+            let e = self.leader_terms.entry(v).or_insert((term, now));
+            if term > e.0 {
+                *e = (term, now);
+            }
+        }
         for n in suspects {
             if self.raft_evidence(n, state, now) {
                 self.evidence_since.entry(n).or_insert(now);
