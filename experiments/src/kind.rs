@@ -330,83 +330,6 @@ fn scalar(v: &Value, _indent: usize) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn spec(extra: &str) -> Spec {
-        Spec::from_toml_str(
-            &format!("name = \"kind_test\"\nsystem = \"raft\"\nnodes = 3\n{extra}"),
-            Path::new("t.toml"),
-        )
-        .unwrap()
-    }
-
-    #[test]
-    fn a_three_node_spec_renders_every_object_with_fixed_service_addresses() {
-        let files = render(&spec(""), true).unwrap();
-        let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "namespace.yaml",
-                "secret-node-configs.yaml",
-                "configmap-spec.yaml",
-                "services.yaml",
-                "statefulset.yaml",
-                "pdb.yaml"
-            ]
-        );
-        let services = &files[3].1;
-        assert_eq!(services.len(), 4, "headless + one per node");
-        assert_eq!(services[0]["spec"]["clusterIP"], "None");
-        assert_eq!(services[2]["spec"]["clusterIP"], "10.96.77.12");
-        let configs = files[1].1[0]["stringData"].as_object().unwrap();
-        assert_eq!(configs.len(), 3);
-        let n2 = configs["kvlab-kind-test-1.toml"].as_str().unwrap();
-        let parsed = kvlab_server::NodeConfig::from_toml_str(n2, Path::new("n2.toml")).unwrap();
-        assert_eq!(parsed.id, 2);
-        assert_eq!(parsed.peer_table().unwrap().len(), 3);
-        assert_eq!(files[5].1[0]["spec"]["minAvailable"], 2);
-        let sts = &files[4].1[0];
-        assert_eq!(sts["spec"]["replicas"], 3);
-        assert_eq!(
-            sts["spec"]["template"]["spec"]["containers"][0]["args"][1],
-            "/etc/kvlab/$(POD_NAME).toml"
-        );
-    }
-
-    #[test]
-    fn yaml_quotes_what_a_reader_would_take_for_a_bool_or_a_number() {
-        // Reading the output back is done offline in CI (kubernetes-validate parses
-        // every rendered file); here the emitter's quoting rules are pinned: YAML 1.1
-        // reads `yes`, `on`, `y` as booleans and `0440` as an octal number.
-        let mut out = String::new();
-        write_yaml(
-            &mut out,
-            &json!({"a": "yes", "b": "0440", "c": "plain-text", "d": "two\nlines\n", "e": [ {"x": 1, "y": "on"} ], "f": {}}),
-            0,
-        );
-        assert_eq!(
-            out,
-            "a: \"yes\"\nb: \"0440\"\nc: plain-text\nd: |\n  two\n  lines\ne:\n  - x: 1\n    \"y\": \"on\"\nf: {}\n"
-        );
-    }
-
-    #[test]
-    fn mem_transport_and_bad_kind_tables_are_refused() {
-        let s = spec("transport = \"mem\"\n");
-        assert!(render(&s, true).is_err());
-        let bad = Spec::from_toml_str(
-            "name = \"t\"\nsystem = \"raft\"\nnodes = 3\n[kind]\nservice_ip_prefix = \"10.96\"\n",
-            Path::new("t.toml"),
-        );
-        assert!(
-            matches!(bad, Err(ExperimentError::SpecInvalid { field, .. }) if field == "kind.service_ip_prefix")
-        );
-    }
-}
-
 /// The headless service of the StatefulSet, and one ClusterIP service per node at a
 /// fixed address (the peers' addresses in the node configs).
 fn services(
@@ -550,4 +473,81 @@ fn statefulset(
             }],
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(extra: &str) -> Spec {
+        Spec::from_toml_str(
+            &format!("name = \"kind_test\"\nsystem = \"raft\"\nnodes = 3\n{extra}"),
+            Path::new("t.toml"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_three_node_spec_renders_every_object_with_fixed_service_addresses() {
+        let files = render(&spec(""), true).unwrap();
+        let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "namespace.yaml",
+                "secret-node-configs.yaml",
+                "configmap-spec.yaml",
+                "services.yaml",
+                "statefulset.yaml",
+                "pdb.yaml"
+            ]
+        );
+        let services = &files[3].1;
+        assert_eq!(services.len(), 4, "headless + one per node");
+        assert_eq!(services[0]["spec"]["clusterIP"], "None");
+        assert_eq!(services[2]["spec"]["clusterIP"], "10.96.77.12");
+        let configs = files[1].1[0]["stringData"].as_object().unwrap();
+        assert_eq!(configs.len(), 3);
+        let n2 = configs["kvlab-kind-test-1.toml"].as_str().unwrap();
+        let parsed = kvlab_server::NodeConfig::from_toml_str(n2, Path::new("n2.toml")).unwrap();
+        assert_eq!(parsed.id, 2);
+        assert_eq!(parsed.peer_table().unwrap().len(), 3);
+        assert_eq!(files[5].1[0]["spec"]["minAvailable"], 2);
+        let sts = &files[4].1[0];
+        assert_eq!(sts["spec"]["replicas"], 3);
+        assert_eq!(
+            sts["spec"]["template"]["spec"]["containers"][0]["args"][1],
+            "/etc/kvlab/$(POD_NAME).toml"
+        );
+    }
+
+    #[test]
+    fn yaml_quotes_what_a_reader_would_take_for_a_bool_or_a_number() {
+        // Reading the output back is done offline in CI (kubernetes-validate parses
+        // every rendered file); here the emitter's quoting rules are pinned: YAML 1.1
+        // reads `yes`, `on`, `y` as booleans and `0440` as an octal number.
+        let mut out = String::new();
+        write_yaml(
+            &mut out,
+            &json!({"a": "yes", "b": "0440", "c": "plain-text", "d": "two\nlines\n", "e": [ {"x": 1, "y": "on"} ], "f": {}}),
+            0,
+        );
+        assert_eq!(
+            out,
+            "a: \"yes\"\nb: \"0440\"\nc: plain-text\nd: |\n  two\n  lines\ne:\n  - x: 1\n    \"y\": \"on\"\nf: {}\n"
+        );
+    }
+
+    #[test]
+    fn mem_transport_and_bad_kind_tables_are_refused() {
+        let s = spec("transport = \"mem\"\n");
+        assert!(render(&s, true).is_err());
+        let bad = Spec::from_toml_str(
+            "name = \"t\"\nsystem = \"raft\"\nnodes = 3\n[kind]\nservice_ip_prefix = \"10.96\"\n",
+            Path::new("t.toml"),
+        );
+        assert!(
+            matches!(bad, Err(ExperimentError::SpecInvalid { field, .. }) if field == "kind.service_ip_prefix")
+        );
+    }
 }

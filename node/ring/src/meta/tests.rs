@@ -655,7 +655,7 @@ fn a_suspect_node_needs_suspect_hold_alive_before_it_is_up_again() {
 /// leads and lists `x` as a down peer (or, with `down = false`, has heard from it).
 fn leader_reports(s: &MetaState, x: NodeId, down: bool) -> Vec<StoreReport> {
     let mut by_leader: BTreeMap<NodeId, Vec<LedGroup>> = BTreeMap::new();
-    for (_, rec) in s.descriptors() {
+    for rec in s.descriptors().values() {
         let set = &rec.descriptor.replicas;
         if !set.contains(x) {
             continue;
@@ -688,7 +688,7 @@ fn raft_evidence_must_hold_without_a_break() {
     let t = Time::from_secs;
     let x = n(2);
     sched.observe_swim(t(1), x, SwimStatus::Dead, 1);
-    let mut at = |sched: &mut Scheduler, s: &mut MetaState, sec: u64, down: bool| {
+    let at = |sched: &mut Scheduler, s: &mut MetaState, sec: u64, down: bool| {
         for r in leader_reports(s, x, down) {
             sched.observe_report(t(sec), r).unwrap();
         }
