@@ -243,13 +243,14 @@ impl LocalCluster {
         }
         std::fs::create_dir_all(&nodes_dir).map_err(|e| ExperimentError::io(&nodes_dir, e))?;
         let absent: BTreeSet<NodeId> = spec.absent_nodes().into_iter().collect();
-        let processes = matches!(
+        // Node processes and containers can start a node later; mem tasks cannot.
+        let startable_later = matches!(
             spec.transport,
             TransportChoice::Udp | TransportChoice::Tarpc
-        ) && spec.backend != BackendKind::Docker;
-        if !absent.is_empty() && !processes {
+        );
+        if !absent.is_empty() && !startable_later {
             return Err(ExperimentError::Backend(format!(
-                "nodes {absent:?} join later (they are not kvlab.initial_members): joins need node processes, --backend local with --transport udp or tarpc"
+                "nodes {absent:?} join later (they are not kvlab.initial_members): joins need node processes or containers, --transport udp or tarpc"
             )));
         }
         let clock = RunClock::start();
