@@ -59,11 +59,11 @@ use kvlab_types::{ClientRequest, ClientResponse, NodeId};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::TransportChoice;
 use super::procs::{
     NodeSetup, READY_POLL_MS, client_options, node_config, pick_ports, probe_ready, run_token,
     set_rules_via, status_via, submit_to,
 };
+use super::{RunClock, TransportChoice};
 use crate::error::ExperimentError;
 use crate::spec::Spec;
 
@@ -525,6 +525,9 @@ struct DockerNode {
     /// Whether the container was ever started (a joiner's is only created until it
     /// joins).
     ever_started: bool,
+    /// The run's clock when the container was first started (`docker run`), if it was
+    /// started with the cluster: the node's own event times count from about then.
+    booted_ns: Option<u64>,
     client: Option<Arc<KvClient>>,
     admin: Option<Arc<AdminClient>>,
 }
@@ -581,6 +584,7 @@ impl DockerCluster {
         seed: u64,
         transport: TransportChoice,
         nodes_dir: &Path,
+        clock: &RunClock,
     ) -> Result<DockerCluster, ExperimentError> {
         let backend = |m: String| ExperimentError::Backend(m);
         let command_timeout = Duration::from_secs_f64(spec.docker.command_timeout_s);
@@ -715,7 +719,7 @@ impl DockerCluster {
                 config,
                 (host_client, host_admin),
                 nodes_dir,
-                start_now,
+                start_now.then_some(clock),
             )?;
         }
         for &id in ids.iter().filter(|id| !absent.contains(id)) {
@@ -730,9 +734,9 @@ impl DockerCluster {
     }
 
     /// Writes the node's config (0600, owned by the node's uid), creates its volume and
-    /// its container, and starts the container if `start_now` (a joiner's waits for
-    /// [`DockerCluster::restart`]). `host` is the node's (client, admin) endpoint as
-    /// published on 127.0.0.1.
+    /// its container, and starts the container if `start_now` holds the run's clock (a
+    /// joiner's waits for [`DockerCluster::restart`]). `host` is the node's (client,
+    /// admin) endpoint as published on 127.0.0.1.
     #[allow(clippy::too_many_arguments)]
     fn create_node(
         &mut self,
@@ -742,7 +746,7 @@ impl DockerCluster {
         config: NodeConfig,
         host: (SocketAddr, SocketAddr),
         nodes_dir: &Path,
-        start_now: bool,
+        start_now: Option<&RunClock>,
     ) -> Result<(), ExperimentError> {
         let (host_client, host_admin) = host;
         let backend = |m: String| ExperimentError::Backend(m);
@@ -780,7 +784,7 @@ impl DockerCluster {
         let events_path = PathBuf::from(mountpoint.trim()).join(kvlab_server::EVENTS_FILE_NAME);
         let container = self.run.name(&name);
         // `docker run --detach` creates and starts; `docker create` only creates.
-        let mut args: Vec<String> = if start_now {
+        let mut args: Vec<String> = if start_now.is_some() {
             vec!["run".into(), "--detach".into()]
         } else {
             vec!["create".into()]
@@ -826,11 +830,18 @@ impl DockerCluster {
             CONFIG_IN_CONTAINER.into(),
         ]);
         let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
+        // Containers start one after the other, each taking a good part of a second:
+        // each node's events are timed from its own start, not the cluster's.
+        let booted_ns = start_now.map(|clock| clock.now().as_nanos());
         docker(&args_ref, t).map_err(|e| {
-            let what = if start_now { "start" } else { "create" };
+            let what = if start_now.is_some() {
+                "start"
+            } else {
+                "create"
+            };
             backend(format!("cannot {what} the container of {id}: {e}"))
         })?;
-        if start_now {
+        if start_now.is_some() {
             self.starts += 1;
         }
         self.nodes.insert(
@@ -845,7 +856,8 @@ impl DockerCluster {
                 events_path,
                 pid: None,
                 cuts: Vec::new(),
-                ever_started: start_now,
+                ever_started: start_now.is_some(),
+                booted_ns,
                 client: None,
                 admin: None,
             },
@@ -1081,6 +1093,12 @@ impl DockerCluster {
         timeout: Duration,
     ) -> Option<NodeStatus> {
         status_via(rt, self.nodes.get(&id)?.admin.clone()?, timeout)
+    }
+
+    /// The run's clock when the container of `id` was started with the cluster (its
+    /// first `docker run`), if it was.
+    pub(crate) fn booted_ns(&self, id: NodeId) -> Option<u64> {
+        self.nodes.get(&id).and_then(|n| n.booted_ns)
     }
 
     /// The node's `events.jsonl`, in its volume as the host sees it.
