@@ -1,6 +1,7 @@
 //! The docker backend end to end through the `kvlab` binary: a short Raft run in
 //! containers with a partition (iptables in the containers' network namespaces), a
-//! `docker kill` of the leader and a `docker pause`; a run killed with SIGKILL whose
+//! `docker kill` of the leader and a `docker pause`; a fourth container of the composed
+//! node that joins the ring later, replicas moved onto it; a run killed with SIGKILL whose
 //! leftovers `kvlab docker clean` removes; a run interrupted with ctrl-c that cleans up
 //! after itself.
 //!
@@ -65,8 +66,10 @@ fn docker_available(test: &str) -> bool {
     }
 }
 
-/// A short quickstart on 3 nodes with `faults`: seed 2 draws a partition (at 1 s), a
-/// kill of the leader (2.5 s) and a pause (4 s), each lasting 1 s.
+/// A short quickstart on 3 nodes with `faults`, as one Raft group over all nodes (system
+/// = "raft", as in `configs/docker-faults.toml`: its leader is the one `crash-leader`
+/// kills): seed 2 draws a partition (at 1 s), a kill of the leader (2.5 s) and a pause
+/// (4 s), each lasting 1 s.
 fn short_spec(dir: &Path, duration_s: f64, faults: &str) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let text = std::fs::read_to_string(root.join("configs/quickstart.toml")).unwrap();
@@ -74,6 +77,7 @@ fn short_spec(dir: &Path, duration_s: f64, faults: &str) -> PathBuf {
     for line in text.lines() {
         let key = line.split('=').next().unwrap_or("").trim();
         let line = match key {
+            "system" => "system = \"raft\"".to_string(),
             "nodes" => "nodes = 3".to_string(),
             "seed" => "seed = 2".to_string(),
             "duration_s" => format!("duration_s = {duration_s}"),
@@ -338,4 +342,85 @@ fn ctrl_c_stops_a_docker_run_and_removes_everything_it_created() {
     assert_eq!(status.code(), Some(130));
     let left = docker_objects(&format!("org.kvlab.run={run_id}"));
     assert!(left.is_empty(), "ctrl-c left {left:?}");
+}
+
+/// `configs/docker-ring-join.toml` (the composed `kvlab` node, n1..n3 booted, n4 a
+/// joiner), shortened for the test suite: the join at 3 s, 12 s of workload, 6 s of
+/// liveness.
+fn ring_join_spec(dir: &Path) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let text = std::fs::read_to_string(root.join("configs/docker-ring-join.toml")).unwrap();
+    let mut out = String::new();
+    for line in text.lines() {
+        let key = line.split('=').next().unwrap_or("").trim();
+        let line = match key {
+            "duration_s" => "duration_s = 12".to_string(),
+            "liveness_s" => "liveness_s = 6".to_string(),
+            "at_s" => "at_s = 3".to_string(),
+            _ => line.to_string(),
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    let path = dir.join("docker-ring-join-short.toml");
+    std::fs::write(&path, out).unwrap();
+    path
+}
+
+#[test]
+fn a_fourth_container_joins_the_ring_later_and_replicas_move_onto_it() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    if !docker_available("a_fourth_container_joins_the_ring_later") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let spec = ring_join_spec(dir.path());
+    let out = dir.path().join("run");
+    let o = kvlab()
+        .arg("run")
+        .arg(&spec)
+        .args(["--backend", "docker", "--transport", "tarpc", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    assert!(text.contains("VALID"), "{text}");
+    let summary = json(&out.join("summary.json"));
+    assert_eq!(summary["backend"], "docker");
+    assert_eq!(summary["checker"]["verdict"], "valid", "{summary}");
+
+    // n4's container existed from the start but ran only from the join on: 3 started
+    // at boot, n4 once at the join.
+    let events = lines(&out.join("events.jsonl"));
+    let join = events
+        .iter()
+        .find(|e| e["kind"] == "fault_start" && e["fault"] == "join")
+        .unwrap_or_else(|| panic!("no join in events.jsonl"));
+    assert_eq!(join["node"], 4, "{join}");
+    let nodes = json(&out.join("nodes.json"));
+    assert_eq!(nodes["docker"]["container_starts"], 4, "{nodes}");
+    assert_eq!(
+        nodes["docker"]["containers"]["n4"]["started"], true,
+        "{nodes}"
+    );
+
+    // Data moved onto it: replicas created by moves, snapshot bytes sent, and n4 holds
+    // replicas at the end.
+    let ring = &summary["ring"];
+    assert!(ring["replicas_moved"].as_u64().unwrap() > 0, "{ring}");
+    assert!(ring["moved_bytes"].as_u64().unwrap() > 0, "{ring}");
+    assert!(
+        ring["replicas_final"]["n4"].as_u64().unwrap_or(0) > 0,
+        "{ring}"
+    );
+
+    let run_id = nodes["docker"]["run_id"].as_str().unwrap();
+    let left = docker_objects(&format!("org.kvlab.run={run_id}"));
+    assert!(left.is_empty(), "left behind: {left:?}");
+    assert!(out.join("nodes/n4/node.log").is_file());
 }

@@ -12,7 +12,13 @@
 //!   snapshots and `events.jsonl`) and a container `kvlab-<id>-n<i>` of the node image
 //!   (`FROM scratch`, the static `kvlab-node`, running as uid 65532, no capabilities) at a
 //!   fixed address of the subnet, its node config mounted read-only from the run
-//!   directory (mode 0600, owned by the node's uid).
+//!   directory (mode 0600, owned by the node's uid). Every node's config names every
+//!   node's address, joiners' included.
+//!
+//! A joiner (`system = "kvlab"`, a node outside `kvlab.initial_members`,
+//! [`Spec::absent_nodes`]) gets its volume and its container at start, created but not
+//! started (`docker create`); the `join` fault starts it (`docker start`, as a restart),
+//! at its own address, which its peers' configs already name.
 //!
 //! The runner reaches a node only through ports published on 127.0.0.1 (client and
 //! admin), so this machine sends traffic to nothing but loopback and the containers it
@@ -53,11 +59,11 @@ use kvlab_types::{ClientRequest, ClientResponse, NodeId};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::TransportChoice;
 use super::procs::{
     NodeSetup, READY_POLL_MS, client_options, node_config, pick_ports, probe_ready, run_token,
     set_rules_via, status_via, submit_to,
 };
+use super::{RunClock, TransportChoice};
 use crate::error::ExperimentError;
 use crate::spec::Spec;
 
@@ -516,6 +522,12 @@ struct DockerNode {
     pid: Option<u32>,
     /// The link cuts set in the current network namespace.
     cuts: Vec<FaultRule>,
+    /// Whether the container was ever started (a joiner's is only created until it
+    /// joins).
+    ever_started: bool,
+    /// The run's clock when the container was first started (`docker run`), if it was
+    /// started with the cluster: the node's own event times count from about then.
+    booted_ns: Option<u64>,
     client: Option<Arc<KvClient>>,
     admin: Option<Arc<AdminClient>>,
 }
@@ -563,14 +575,16 @@ fn subnet_for(id: &str, attempt: u32) -> (String, [u8; 3]) {
 impl DockerCluster {
     /// Checks that the daemon, the image and (when the nemesis cuts links) `nsenter` and
     /// `iptables-restore` are there; removes what runs killed hard left behind; creates
-    /// the network, one volume and one container per node; waits (bounded by
-    /// `local.startup_timeout_s`) until each answers its admin endpoint.
+    /// the network, one volume and one container per node (a joiner's created, not
+    /// started); waits (bounded by `local.startup_timeout_s`) until each started one
+    /// answers its admin endpoint.
     pub fn start(
         rt: &tokio::runtime::Handle,
         spec: &Spec,
         seed: u64,
         transport: TransportChoice,
         nodes_dir: &Path,
+        clock: &RunClock,
     ) -> Result<DockerCluster, ExperimentError> {
         let backend = |m: String| ExperimentError::Backend(m);
         let command_timeout = Duration::from_secs_f64(spec.docker.command_timeout_s);
@@ -657,6 +671,8 @@ impl DockerCluster {
             .iter()
             .map(|&id| (id.0.to_string(), at(ip_of(id), PEER_PORT)))
             .collect();
+        // Joiners (`kvlab` nodes outside the initial members) are started by `join`.
+        let absent: BTreeSet<NodeId> = spec.absent_nodes().into_iter().collect();
         let host_ports = pick_ports(ids.len(), false)?;
         let token = run_token(seed);
         let cluster_secret = kvlab_server::generate_cluster_secret(seed);
@@ -695,9 +711,18 @@ impl DockerCluster {
             )?;
             let host_client = SocketAddr::from(([127, 0, 0, 1], client_port));
             let host_admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
-            cluster.create_node(spec, id, ip, config, host_client, host_admin, nodes_dir)?;
+            let start_now = !absent.contains(&id);
+            cluster.create_node(
+                spec,
+                id,
+                ip,
+                config,
+                (host_client, host_admin),
+                nodes_dir,
+                start_now.then_some(clock),
+            )?;
         }
-        for &id in &ids {
+        for &id in ids.iter().filter(|id| !absent.contains(id)) {
             cluster.wait_ready(rt, id).map_err(backend)?;
         }
         Ok(cluster)
@@ -709,7 +734,9 @@ impl DockerCluster {
     }
 
     /// Writes the node's config (0600, owned by the node's uid), creates its volume and
-    /// starts its container.
+    /// its container, and starts the container if `start_now` holds the run's clock (a
+    /// joiner's waits for [`DockerCluster::restart`]). `host` is the node's (client,
+    /// admin) endpoint as published on 127.0.0.1.
     #[allow(clippy::too_many_arguments)]
     fn create_node(
         &mut self,
@@ -717,10 +744,11 @@ impl DockerCluster {
         id: NodeId,
         ip: Ipv4Addr,
         config: NodeConfig,
-        host_client: SocketAddr,
-        host_admin: SocketAddr,
+        host: (SocketAddr, SocketAddr),
         nodes_dir: &Path,
+        start_now: Option<&RunClock>,
     ) -> Result<(), ExperimentError> {
+        let (host_client, host_admin) = host;
         let backend = |m: String| ExperimentError::Backend(m);
         let t = self.command_timeout;
         let name = format!("n{}", id.0);
@@ -755,9 +783,13 @@ impl DockerCluster {
         .map_err(|e| backend(format!("cannot find the volume of {id}: {e}")))?;
         let events_path = PathBuf::from(mountpoint.trim()).join(kvlab_server::EVENTS_FILE_NAME);
         let container = self.run.name(&name);
-        let mut args: Vec<String> = vec![
-            "run".into(),
-            "--detach".into(),
+        // `docker run --detach` creates and starts; `docker create` only creates.
+        let mut args: Vec<String> = if start_now.is_some() {
+            vec!["run".into(), "--detach".into()]
+        } else {
+            vec!["create".into()]
+        };
+        args.extend([
             "--name".into(),
             container.clone(),
             "--hostname".into(),
@@ -785,7 +817,7 @@ impl DockerCluster {
                 "RUST_LOG={}",
                 std::env::var("KVLAB_NODE_LOG").unwrap_or_else(|_| "info".into())
             ),
-        ];
+        ]);
         if spec.docker.memory_mb > 0 {
             args.extend(["--memory".into(), format!("{}m", spec.docker.memory_mb)]);
         }
@@ -798,9 +830,20 @@ impl DockerCluster {
             CONFIG_IN_CONTAINER.into(),
         ]);
         let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
-        docker(&args_ref, t)
-            .map_err(|e| backend(format!("cannot start the container of {id}: {e}")))?;
-        self.starts += 1;
+        // Containers start one after the other, each taking a good part of a second:
+        // each node's events are timed from its own start, not the cluster's.
+        let booted_ns = start_now.map(|clock| clock.now().as_nanos());
+        docker(&args_ref, t).map_err(|e| {
+            let what = if start_now.is_some() {
+                "start"
+            } else {
+                "create"
+            };
+            backend(format!("cannot {what} the container of {id}: {e}"))
+        })?;
+        if start_now.is_some() {
+            self.starts += 1;
+        }
         self.nodes.insert(
             id,
             DockerNode {
@@ -813,6 +856,8 @@ impl DockerCluster {
                 events_path,
                 pid: None,
                 cuts: Vec::new(),
+                ever_started: start_now.is_some(),
+                booted_ns,
                 client: None,
                 admin: None,
             },
@@ -914,7 +959,8 @@ impl DockerCluster {
         submit_to(rt, client, id, req, tx);
     }
 
-    /// `docker kill -s KILL`, then waits (bounded) until the container has stopped.
+    /// `docker kill -s KILL`, then waits (bounded) until the container has stopped. A
+    /// joiner's container never started has nothing to kill.
     pub(crate) fn crash(&mut self, id: NodeId) -> Result<(), String> {
         let t = self.command_timeout;
         let n = self.node_mut(id)?;
@@ -922,6 +968,9 @@ impl DockerCluster {
         n.pid = None;
         // The network namespace dies with the container: so do its link cuts.
         n.cuts.clear();
+        if !n.ever_started {
+            return Ok(());
+        }
         let c = n.container.clone();
         if let Err(e) = docker(&["kill", "--signal", "KILL", &c], t)
             && !e.contains("is not running")
@@ -932,7 +981,8 @@ impl DockerCluster {
     }
 
     /// Starts the container of `id` again (killing it first if it runs), on the same
-    /// volume and address, and waits until it answers.
+    /// volume and address, and waits until it answers. A joiner's container starts here
+    /// for the first time.
     pub(crate) fn restart(
         &mut self,
         rt: &tokio::runtime::Handle,
@@ -941,6 +991,7 @@ impl DockerCluster {
         self.crash(id)?;
         let c = self.node(id)?.container.clone();
         docker(&["start", &c], self.command_timeout)?;
+        self.node_mut(id)?.ever_started = true;
         self.starts += 1;
         self.wait_ready(rt, id)
     }
@@ -1044,6 +1095,12 @@ impl DockerCluster {
         status_via(rt, self.nodes.get(&id)?.admin.clone()?, timeout)
     }
 
+    /// The run's clock when the container of `id` was started with the cluster (its
+    /// first `docker run`), if it was.
+    pub(crate) fn booted_ns(&self, id: NodeId) -> Option<u64> {
+        self.nodes.get(&id).and_then(|n| n.booted_ns)
+    }
+
     /// The node's `events.jsonl`, in its volume as the host sees it.
     pub(crate) fn events_file(&self, id: NodeId) -> PathBuf {
         self.nodes
@@ -1067,6 +1124,7 @@ impl DockerCluster {
                         "client": n.host_client.to_string(),
                         "admin": n.host_admin.to_string(),
                         "peer": n.config.listen.to_string(),
+                        "started": n.ever_started,
                     }),
                 )
             })

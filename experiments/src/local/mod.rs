@@ -176,6 +176,15 @@ impl LiveCluster {
         }
     }
 
+    /// When `node` started on the run's clock, where it differs from when the cluster
+    /// started (containers start one after the other, each in a good part of a second).
+    fn booted_ns(&self, node: NodeId) -> Option<u64> {
+        match self {
+            LiveCluster::Procs(_) | LiveCluster::Mem(_) => None,
+            LiveCluster::Docker(c) => c.booted_ns(node),
+        }
+    }
+
     fn events_file(&self, node: NodeId) -> std::path::PathBuf {
         match self {
             LiveCluster::Procs(c) => c.events_file(node),
@@ -243,20 +252,21 @@ impl LocalCluster {
         }
         std::fs::create_dir_all(&nodes_dir).map_err(|e| ExperimentError::io(&nodes_dir, e))?;
         let absent: BTreeSet<NodeId> = spec.absent_nodes().into_iter().collect();
-        let processes = matches!(
+        // Node processes and containers can start a node later; mem tasks cannot.
+        let startable_later = matches!(
             spec.transport,
             TransportChoice::Udp | TransportChoice::Tarpc
-        ) && spec.backend != BackendKind::Docker;
-        if !absent.is_empty() && !processes {
+        );
+        if !absent.is_empty() && !startable_later {
             return Err(ExperimentError::Backend(format!(
-                "nodes {absent:?} join later (they are not kvlab.initial_members): joins need node processes, --backend local with --transport udp or tarpc"
+                "nodes {absent:?} join later (they are not kvlab.initial_members): joins need node processes or containers, --transport udp or tarpc"
             )));
         }
         let clock = RunClock::start();
         let booted_ns = clock.now().as_nanos();
         let cluster = match spec.transport {
             t if spec.backend == BackendKind::Docker => LiveCluster::Docker(
-                docker::DockerCluster::start(rt.handle(), spec, seed, t, &nodes_dir)?,
+                docker::DockerCluster::start(rt.handle(), spec, seed, t, &nodes_dir, &clock)?,
             ),
             TransportChoice::Mem => LiveCluster::Mem(Box::new(mem::MemCluster::start(
                 rt.handle(),
@@ -271,9 +281,10 @@ impl LocalCluster {
         let tails = nodes
             .iter()
             .map(|&n| {
+                let started_ns = cluster.booted_ns(n).unwrap_or(booted_ns);
                 (
                     n,
-                    EventTail::from_boot(n, cluster.events_file(n), booted_ns),
+                    EventTail::from_boot(n, cluster.events_file(n), started_ns),
                 )
             })
             .collect();
