@@ -73,6 +73,8 @@ pub mod route;
 pub mod vnodes;
 
 #[cfg(test)]
+mod broken_tests;
+#[cfg(test)]
 mod hostile_tests;
 #[cfg(test)]
 mod tests;
