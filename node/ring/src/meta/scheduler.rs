@@ -23,7 +23,7 @@ use super::state::{MetaState, NodeState};
 use crate::config::RingSpec;
 use crate::hash::VnodeId;
 use crate::limits::{NodeBucket, NodeLimits};
-use crate::operator::{CancelReason, OperatorId, Step, StepCommand};
+use crate::operator::{CancelReason, OperatorId, OperatorKind, Step, StepCommand};
 use crate::placement::{ConfEpoch, Placement};
 use crate::plan::{Held, HoldReason, PlanInput, plan};
 use crate::strategy::{Eligibility, StrategyInput, target_placement};
@@ -125,7 +125,9 @@ pub struct Scheduler {
     reports: BTreeMap<NodeId, ReceivedReport>,
     limits: NodeLimits,
     proposed: BTreeMap<ProposalKey, Time>,
-    pending_creates: BTreeMap<VnodeId, (OperatorId, Time)>,
+    /// Operators proposed but not yet in the state: id, when, and the node a leader
+    /// transfer hands the vnode to (if it is one).
+    pending_creates: BTreeMap<VnodeId, (OperatorId, Time, Option<NodeId>)>,
     next_operator_id: OperatorId,
     counters: SchedulerCounters,
     last_held: Vec<Held>,
@@ -136,6 +138,8 @@ pub struct Scheduler {
     /// Per group: the newest leader term reported and when it was first seen. A leader
     /// younger than `peer_down_after_ms` cannot know which peers are silent yet.
     leader_terms: BTreeMap<VnodeId, (u64, Time)>,
+    /// The first tick: a member this node's SWIM has never seen counts as gone since then.
+    started: Option<Time>,
 }
 
 impl Scheduler {
@@ -155,6 +159,7 @@ impl Scheduler {
             last_target: None,
             evidence_since: BTreeMap::new(),
             leader_terms: BTreeMap::new(),
+            started: None,
         }
     }
 
@@ -245,6 +250,11 @@ impl Scheduler {
     }
 
     fn fresh_reports(&self, now: Time) -> impl Iterator<Item = &StoreReport> {
+        self.fresh_received(now).map(|r| &r.report)
+    }
+
+    /// The fresh reports with their arrival times.
+    fn fresh_received(&self, now: Time) -> impl Iterator<Item = &ReceivedReport> {
         let window = Duration::from_millis(
             self.spec
                 .meta
@@ -254,7 +264,6 @@ impl Scheduler {
         self.reports
             .values()
             .filter(move |r| now.saturating_since(r.at) <= window)
-            .map(|r| &r.report)
     }
 
     /// Whether a fresh report from a group leader lists `n` as a down peer.
@@ -264,10 +273,13 @@ impl Scheduler {
             .any(|r| r.led.iter().any(|g| g.down_peers.contains(&n)))
     }
 
-    /// Raft evidence that `n` is down: every current leader of a group with a replica on
-    /// `n` (per fresh reports; leaderless groups have no say) lists it as a down peer, and
-    /// at least one does. A node holding no replica needs no evidence.
-    fn raft_evidence(&self, n: NodeId, state: &MetaState, now: Time) -> bool {
+    /// Raft evidence that `n` is down: `Some(true)` when every settled current leader of
+    /// a group with a replica on `n` (per fresh reports) lists it as a down peer and at
+    /// least one such leader exists; `Some(false)` when one of them heard from `n`;
+    /// `None` when no group has a settled leader (leaderless groups and leaders elected
+    /// less than `peer_down_after_ms` ago have no say), which neither starts nor breaks
+    /// a streak. A node holding no replica needs no evidence.
+    fn raft_evidence(&self, n: NodeId, state: &MetaState, now: Time) -> Option<bool> {
         let vnodes: Vec<VnodeId> = state
             .descriptors()
             .iter()
@@ -275,30 +287,48 @@ impl Scheduler {
             .map(|(v, _)| *v)
             .collect();
         if vnodes.is_empty() {
-            return true;
+            return Some(true);
         }
         let settle = Duration::from_millis(self.spec.membership.peer_down_after_ms);
         let mut leaders_heard = 0;
         for v in vnodes {
             let leader = self
-                .fresh_reports(now)
-                .filter(|r| r.node != n)
-                .filter_map(|r| r.led_group(v))
-                .max_by_key(|g| g.term);
-            let settled = |g: &&crate::meta::LedGroup| {
+                .fresh_received(now)
+                .filter(|r| r.report.node != n)
+                .filter_map(|r| Some((r.at, r.report.led_group(v)?)))
+                .max_by_key(|(_, g)| g.term);
+            // A leader elected less than `peer_down_after_ms` before it wrote the report
+            // has no say yet: it cannot have timed out a silent peer. Judged at the
+            // report's arrival, not now — a fresh report may be a few heartbeats old.
+            let settled = |(at, g): &(Time, &crate::meta::LedGroup)| {
                 self.leader_terms.get(&v).is_some_and(|(term, since)| {
-                    g.term == *term && now.saturating_since(*since) >= settle
+                    g.term == *term && at.saturating_since(*since) >= settle
                 })
             };
-            // A leader elected less than `peer_down_after_ms` ago has no say yet.
-            if let Some(g) = leader.filter(settled) {
+            if let Some((_, g)) = leader.filter(settled) {
                 leaders_heard += 1;
                 if !g.down_peers.contains(&n) {
-                    return false;
+                    return Some(false);
                 }
             }
         }
-        leaders_heard > 0
+        (leaders_heard > 0).then_some(true)
+    }
+
+    /// Positive evidence that `n` is alive, which a Suspect needs before it is Up again:
+    /// it holds no replica, or it sent a fresh store report itself, or a settled leader
+    /// of one of its groups heard from it. A new meta leader starts with no reports, and
+    /// its own SWIM view may be young (a restarted node's SWIM takes every member for
+    /// alive until it probes it): without this it marked a node killed for good Up at
+    /// once, restarting the clock of its replacement (`ring-node-loss` seed 34).
+    fn alive_evidence(&self, n: NodeId, state: &MetaState, now: Time) -> bool {
+        let holds = state
+            .descriptors()
+            .values()
+            .any(|r| r.descriptor.replicas.contains(n));
+        !holds
+            || self.fresh_reports(now).any(|r| r.node == n)
+            || self.raft_evidence(n, state, now) == Some(false)
     }
 
     /// Whether the groups' leaders have heard nothing from `n` for the whole of
@@ -323,6 +353,27 @@ impl Scheduler {
                 .is_some_and(|t| now.saturating_since(*t) >= need)
     }
 
+    /// Who leads each vnode once the leader transfers under way (running, or proposed
+    /// and not yet applied) are done. Leader balance must plan from this, not from who
+    /// leads now: counting a leadership on its way at its source made two rounds each
+    /// move one more leadership off the same node, and the next rounds move them back
+    /// (seen in `ring-node-loss`: group 0 handed n2 → n1 → n2 … every 0.5 s, ~100
+    /// transfers a run, and the leader churn broke the Raft evidence a down node needs).
+    fn leaders_after_transfers(&self, state: &MetaState) -> BTreeMap<VnodeId, NodeId> {
+        let mut leaders = state.leaders();
+        for op in state.operators().values() {
+            if let Some(Step::TransferLeader(to)) = op.current() {
+                leaders.insert(op.vnode, *to);
+            }
+        }
+        for (v, (_, _, to)) in &self.pending_creates {
+            if let Some(to) = to {
+                leaders.insert(*v, *to);
+            }
+        }
+        leaders
+    }
+
     fn propose(&mut self, now: Time, key: ProposalKey, cmd: MetaCmd, out: &mut Vec<MetaCmd>) {
         let resend = self.resend_after();
         if let Some(at) = self.proposed.get(&key)
@@ -340,6 +391,7 @@ impl Scheduler {
     /// state and `now` give the same commands.
     pub fn tick(&mut self, now: Time, state: &MetaState) -> Vec<MetaCmd> {
         self.counters.ticks += 1;
+        self.started.get_or_insert(now);
         let mut out = Vec::new();
         // Forget proposals old enough to be re-sent, and creates the state has passed.
         let resend = self.resend_after();
@@ -347,7 +399,7 @@ impl Scheduler {
             .retain(|_, at| now.saturating_since(*at) < resend);
         let next_applied = state.next_operator_id();
         self.pending_creates
-            .retain(|_, (id, at)| *id >= next_applied && now.saturating_since(*at) < resend);
+            .retain(|_, (id, at, _)| *id >= next_applied && now.saturating_since(*at) < resend);
 
         self.register_nodes(now, state, &mut out);
         self.forward_descriptors(now, state, &mut out);
@@ -438,10 +490,14 @@ impl Scheduler {
             }
         }
         for n in suspects {
-            if self.raft_evidence(n, state, now) {
-                self.evidence_since.entry(n).or_insert(now);
-            } else {
-                self.evidence_since.remove(&n);
+            match self.raft_evidence(n, state, now) {
+                Some(true) => {
+                    self.evidence_since.entry(n).or_insert(now);
+                }
+                Some(false) => {
+                    self.evidence_since.remove(&n);
+                }
+                None => {}
             }
         }
         let m = &self.spec.membership;
@@ -457,15 +513,24 @@ impl Scheduler {
                     (!swim_alive || self.down_reported(n, now)).then_some(NodeState::Suspect)
                 }
                 NodeState::Suspect => {
-                    let dead_long = obs.is_some_and(|o| {
-                        o.status.is_gone() && now.saturating_since(o.since) >= replace
-                    });
+                    // A member this node's SWIM never saw (a meta leader that restarted
+                    // after the member died learns of no dead member from its peers)
+                    // counts as gone since this scheduler started, not as alive: else a
+                    // node killed for good is never replaced (`ring-node-loss` seed 34).
+                    let gone_since = match obs {
+                        Some(o) if o.status.is_gone() => Some(o.since),
+                        Some(_) => None,
+                        None => self.started,
+                    };
+                    let dead_long = gone_since.is_some_and(|t| now.saturating_since(t) >= replace);
+                    let swim_alive = obs.is_some_and(|o| o.status == SwimStatus::Alive);
                     let alive_since = obs.map_or(member.since, |o| o.since.max(member.since));
                     if dead_long && (!require_evidence || self.silent_long(n, state, now)) {
                         Some(NodeState::Down)
                     } else if swim_alive
                         && now.saturating_since(alive_since) >= hold
                         && !self.down_reported(n, now)
+                        && (!require_evidence || self.alive_evidence(n, state, now))
                     {
                         Some(NodeState::Up)
                     } else {
@@ -578,7 +643,7 @@ impl Scheduler {
         let mut inflight = state.busy_vnodes();
         inflight.extend(self.pending_creates.keys().copied());
         let next = OperatorId(state.next_operator_id().0.max(self.next_operator_id.0));
-        let leaders = state.leaders();
+        let leaders = self.leaders_after_transfers(state);
         let input = PlanInput {
             current: &current,
             target: &target,
@@ -600,7 +665,14 @@ impl Scheduler {
         self.last_held = p.held;
         for op in p.operators {
             self.next_operator_id = OperatorId(op.id.0 + 1);
-            self.pending_creates.insert(op.vnode, (op.id, now));
+            let transfer_to = match op.steps.first() {
+                Some(Step::TransferLeader(to)) if op.kind == OperatorKind::TransferLeader => {
+                    Some(*to)
+                }
+                _ => None,
+            };
+            self.pending_creates
+                .insert(op.vnode, (op.id, now, transfer_to));
             out.push(MetaCmd::CreateOperator(op));
         }
     }

@@ -629,16 +629,31 @@ fn a_leader_transfer_to_a_node_gone_down_is_cancelled() {
     );
 }
 
+/// A store report from `node` itself, leading nothing.
+fn self_report(node: NodeId) -> StoreReport {
+    StoreReport {
+        node,
+        address: None,
+        hosted_bytes: Default::default(),
+        led: Vec::new(),
+    }
+}
+
 #[test]
 fn a_suspect_node_needs_suspect_hold_alive_before_it_is_up_again() {
-    let mut s = state();
-    let mut sched = Scheduler::new(crate::RingSpec::default());
     let t = Time::from_secs;
-    sched.observe_swim(t(1), n(2), SwimStatus::Suspect, 0);
-    round(&mut sched, &mut s, t(1));
-    assert_eq!(s.member(n(2)).unwrap().state, NodeState::Suspect);
-    sched.observe_swim(t(2), n(2), SwimStatus::Alive, 1);
+    let suspect_then_alive = || {
+        let mut s = state();
+        let mut sched = Scheduler::new(crate::RingSpec::default());
+        sched.observe_swim(t(1), n(2), SwimStatus::Suspect, 0);
+        round(&mut sched, &mut s, t(1));
+        assert_eq!(s.member(n(2)).unwrap().state, NodeState::Suspect);
+        sched.observe_swim(t(2), n(2), SwimStatus::Alive, 1);
+        (s, sched)
+    };
     // suspect_hold_ms = 5 s from the later of "alive" and "became Suspect".
+    let (mut s, mut sched) = suspect_then_alive();
+    sched.observe_report(t(6), self_report(n(2))).unwrap();
     round(&mut sched, &mut s, t(6));
     assert_eq!(s.member(n(2)).unwrap().state, NodeState::Suspect);
     round(&mut sched, &mut s, t(7));
@@ -649,6 +664,41 @@ fn a_suspect_node_needs_suspect_hold_alive_before_it_is_up_again() {
         round(&mut sched, &mut s, t(sec));
     }
     assert_eq!(s.member(n(2)).unwrap().state, NodeState::Suspect);
+
+    // SWIM alive for the hold is not enough while nothing else says the node lives (no
+    // report of its own, no leader that heard from it): a new meta leader's SWIM may be
+    // younger than the node's death (`ring-node-loss` seed 34).
+    let (mut s, mut sched) = suspect_then_alive();
+    for sec in 7..20 {
+        round(&mut sched, &mut s, t(sec));
+    }
+    assert_eq!(s.member(n(2)).unwrap().state, NodeState::Suspect);
+}
+
+/// A member the meta leader's SWIM has never seen (it restarted after the member died,
+/// and its peers gossip no dead members) is gone since the scheduler started, not alive:
+/// with the leaders' silence it goes Down (`ring-node-loss` seed 34, where it stayed
+/// Suspect for good and its replicas were never replaced).
+#[test]
+fn a_suspect_unknown_to_swim_goes_down_on_raft_evidence() {
+    let mut s = state();
+    let mut sched = Scheduler::new(crate::RingSpec::default());
+    let t = Time::from_secs;
+    let x = n(2);
+    s.apply(
+        MetaCmd::SetNodeState {
+            node: x,
+            state: NodeState::Suspect,
+        },
+        t(1),
+    );
+    for sec in 1..=30 {
+        for r in leader_reports(&s, x, true) {
+            sched.observe_report(t(sec), r).unwrap();
+        }
+        round(&mut sched, &mut s, t(sec));
+    }
+    assert_eq!(s.member(x).unwrap().state, NodeState::Down);
 }
 
 /// Store reports in which, for every group with a replica on `x`, its lowest other voter
