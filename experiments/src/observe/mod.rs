@@ -15,6 +15,7 @@
 
 pub mod raft;
 pub mod ring;
+pub mod ring_balance;
 pub mod swim;
 
 use kvlab_types::{NodeEvent, NodeId, Time};

@@ -29,10 +29,11 @@ use kvlab_ring::{VnodeId, group_vnode};
 use kvlab_types::{GroupId, NodeEvent, NodeId, ReplicaCause, Time};
 use serde::{Deserialize, Serialize};
 
+use super::ring_balance::{self, BalanceEpisode, OperatorSteps, RateLimits, ReplicaChange};
 use super::swim::{PropertyCheck, SecondsStats};
 use super::{Observer, ObserverReport, Violation};
 use crate::cluster::Cluster;
-use crate::events::{Phase, RunEvent};
+use crate::events::{NemesisEvent, NemesisKind, Phase, RunEvent};
 use crate::spec::ring::RingExperimentSpec;
 
 /// How often the observer samples the nodes (simulated milliseconds).
@@ -77,6 +78,11 @@ pub struct RingSummary {
     pub snapshots_sent: u64,
     /// Their bytes: data moved between nodes.
     pub moved_bytes: u64,
+    /// The part of `moved_bytes` that filled new replicas (the first snapshot a replica
+    /// created by a move received): what a placement change costs. The rest caught up
+    /// followers that fell behind a leader's log compaction.
+    #[serde(default)]
+    pub moved_bytes_new_replicas: u64,
     /// Bytes of all vnodes' state machines at the end (one replica each): `D`.
     pub data_bytes: Option<u64>,
     /// Replicas per node at the end, for the nodes up at the end (a node lost for good
@@ -96,6 +102,16 @@ pub struct RingSummary {
     pub directory_checks: u64,
     /// Replicas created by moves (on a node that did not hold the vnode before).
     pub replicas_moved: u64,
+    /// Why wanted operators waited, by reason (`node_add_limit`, `inflight_cap`,
+    /// `anti_thrash`, …): one count per wanted operator per scheduling round, from the
+    /// meta leader's scheduler at the end (its term only).
+    #[serde(default)]
+    pub held: BTreeMap<String, u64>,
+    /// Per membership change (join, drain, node killed for good): how long until the
+    /// replicas stopped moving, against the rate limits' prediction
+    /// ([`super::ring_balance`]).
+    #[serde(default)]
+    pub balance: Vec<BalanceEpisode>,
     /// The `[ring_experiment]` bounds and whether the run met them.
     pub checks: Vec<PropertyCheck>,
     /// Timelines.
@@ -126,6 +142,9 @@ pub struct RingObserver {
     last_done: Option<Time>,
     snapshots: u64,
     moved_bytes: u64,
+    moved_bytes_new: u64,
+    /// Replicas created by a move that have not received their first snapshot yet.
+    awaiting_snapshot: BTreeSet<(NodeId, GroupId)>,
     /// Per group: when its current leaderless episode began.
     leaderless_since: BTreeMap<VnodeId, Time>,
     leaderless_episodes: Vec<f64>,
@@ -138,6 +157,13 @@ pub struct RingObserver {
     directory_checks: u64,
     timeline: RingTimeline,
     nodes: Vec<NodeId>,
+    limits: RateLimits,
+    /// Membership changes the nemesis made (join, drain, kill for good), in order.
+    membership_changes: Vec<(Time, String)>,
+    /// Every replica created or removed, once each.
+    replica_changes: Vec<ReplicaChange>,
+    /// Replica-moving operators created, with their step counts.
+    operator_steps: Vec<OperatorSteps>,
 }
 
 impl RingObserver {
@@ -158,6 +184,8 @@ impl RingObserver {
             last_done: None,
             snapshots: 0,
             moved_bytes: 0,
+            moved_bytes_new: 0,
+            awaiting_snapshot: BTreeSet::new(),
             leaderless_since: BTreeMap::new(),
             leaderless_episodes: Vec::new(),
             meta_ahead_since: BTreeMap::new(),
@@ -168,6 +196,10 @@ impl RingObserver {
             directory_checks: 0,
             timeline: RingTimeline::default(),
             nodes: (1..=nodes).map(NodeId).collect(),
+            limits: RateLimits::of(config),
+            membership_changes: Vec::new(),
+            replica_changes: Vec::new(),
+            operator_steps: Vec::new(),
         }
     }
 
@@ -332,19 +364,28 @@ impl Observer for RingObserver {
     ) -> Result<(), Violation> {
         match event {
             NodeEvent::ReplicaCreated { group, cause } if group_vnode(*group).is_some() => {
-                self.hosted.insert((node, *group));
+                if self.hosted.insert((node, *group)) {
+                    self.replica_changes.push((at, node, 1));
+                }
                 if *cause == ReplicaCause::Contacted {
                     self.replicas_moved += 1;
+                    self.awaiting_snapshot.insert((node, *group));
                 }
             }
             NodeEvent::ReplicaDestroyed { group, .. } => {
-                self.hosted.remove(&(node, *group));
+                if self.hosted.remove(&(node, *group)) {
+                    self.replica_changes.push((at, node, -1));
+                }
             }
             NodeEvent::OperatorCreated {
                 operator,
                 operator_kind,
+                steps,
                 ..
             } => {
+                if !self.created.contains(operator) && moves_replicas(operator_kind) {
+                    self.operator_steps.push((at, steps.len()));
+                }
                 self.created.insert(*operator);
                 self.kinds.insert(*operator, operator_kind.clone());
                 self.inflight_max = self.inflight_max.max(self.inflight());
@@ -359,9 +400,14 @@ impl Observer for RingObserver {
             NodeEvent::OperatorCancelled { operator, .. } => {
                 self.cancelled.insert(*operator);
             }
-            NodeEvent::SnapshotSent { bytes, .. } => {
+            NodeEvent::SnapshotSent {
+                bytes, group, to, ..
+            } => {
                 self.snapshots += 1;
                 self.moved_bytes += bytes;
+                if self.awaiting_snapshot.remove(&(*to, *group)) {
+                    self.moved_bytes_new += bytes;
+                }
             }
             _ => {}
         }
@@ -390,6 +436,24 @@ impl Observer for RingObserver {
         Ok(())
     }
 
+    fn on_nemesis_event(&mut self, _cluster: &dyn Cluster, at: Time, event: &NemesisEvent) {
+        let membership = matches!(
+            event.fault.as_deref(),
+            Some("join" | "drain" | "kill_permanently")
+        );
+        if event.kind == NemesisKind::FaultStart
+            && membership
+            && let (Some(fault), Some(node)) = (&event.fault, event.node)
+        {
+            let name = fault.replace('_', "-");
+            // Changes made at one instant (three joins at once) are one episode.
+            match self.membership_changes.last_mut() {
+                Some((t, what)) if *t == at => what.push_str(&format!(", {name} {node}")),
+                _ => self.membership_changes.push((at, format!("{name} {node}"))),
+            }
+        }
+    }
+
     fn on_phase(
         &mut self,
         _cluster: &mut dyn Cluster,
@@ -412,6 +476,11 @@ impl Observer for RingObserver {
                 .sum()
         });
         let redirects = (!nodes.is_empty()).then(|| nodes.iter().map(|p| p.redirects()).sum());
+        let held = nodes
+            .iter()
+            .find_map(|p| p.scheduler_counters())
+            .map(|c| c.held.iter().map(|(k, v)| (k.to_string(), *v)).collect())
+            .unwrap_or_default();
         let mut episodes = self.leaderless_episodes.clone();
         episodes.extend(
             self.leaderless_since
@@ -434,6 +503,7 @@ impl Observer for RingObserver {
             last_operator_done_s: self.last_done.map(Time::as_secs_f64),
             snapshots_sent: self.snapshots,
             moved_bytes: self.moved_bytes,
+            moved_bytes_new_replicas: self.moved_bytes_new,
             data_bytes,
             replicas_final: self
                 .nodes
@@ -448,6 +518,14 @@ impl Observer for RingObserver {
             redirects,
             directory_checks: self.directory_checks,
             replicas_moved: self.replicas_moved,
+            held,
+            balance: ring_balance::episodes(
+                &self.membership_changes,
+                &self.replica_changes,
+                &self.operator_steps,
+                self.limits,
+                end,
+            ),
             checks: Vec::new(),
             timeline: std::mem::take(&mut self.timeline),
         };

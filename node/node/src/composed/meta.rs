@@ -135,7 +135,7 @@ pub(crate) fn swim_status(state: MemberState) -> SwimStatus {
 pub(crate) struct MetaNode {
     pub(crate) replica: Replica<MetaMachine>,
     /// The scheduler, while this node leads the meta group (with the term it leads).
-    scheduler: Option<(u64, Scheduler)>,
+    pub(crate) scheduler: Option<(u64, Scheduler)>,
     spec: RingSpec,
 }
 

@@ -275,6 +275,16 @@ impl KvlabNode {
         self.meta.as_ref().map(MetaNode::state)
     }
 
+    /// The placement scheduler's counters, on the meta leader (its current term only:
+    /// a new leader starts a new scheduler).
+    pub fn scheduler_counters(&self) -> Option<&kvlab_ring::meta::SchedulerCounters> {
+        self.meta
+            .as_ref()?
+            .scheduler
+            .as_ref()
+            .map(|(_, s)| s.counters())
+    }
+
     /// The meta group's Raft member, on a meta voter.
     pub fn meta_raft(&self) -> Option<&RaftGroup> {
         self.meta.as_ref().map(|m| &m.replica.raft)

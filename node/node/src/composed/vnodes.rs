@@ -376,12 +376,16 @@ impl Vnodes {
             };
             let since = rep.led_since.unwrap_or(now);
             let me = rep.r.raft.id();
+            // A peer never heard from is timed from when this leader first saw it in the
+            // configuration, not from when it began to lead: a learner just added (a
+            // join) was reported down at once, meta marked the joiner Suspect, and
+            // every join stalled for `suspect_hold_ms` after its first moves.
             let down_peers: Vec<NodeId> = set
                 .nodes()
                 .into_iter()
                 .filter(|&n| n != me)
                 .filter(|n| {
-                    let heard = rep.last_heard.get(n).copied().unwrap_or(since).max(since);
+                    let heard = (*rep.last_heard.entry(*n).or_insert(now)).max(since);
                     now.saturating_since(heard) >= peer_down_after
                 })
                 .collect();
