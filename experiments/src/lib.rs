@@ -47,6 +47,7 @@ pub mod observe;
 pub mod op_stats;
 pub mod pool;
 pub mod reproduce;
+pub mod ring_cmd;
 pub mod run;
 pub mod spec;
 pub mod summary;

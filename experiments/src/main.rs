@@ -74,6 +74,37 @@ enum Command {
     /// Kubernetes (kind): `kvlab kind render SPEC` writes the manifests of a spec.
     #[command(subcommand)]
     Kind(KindCommand),
+    /// The placement ring: `kvlab ring moves` prints what each strategy's plan moves on
+    /// a join, against the optimum.
+    #[command(subcommand)]
+    Ring(RingCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum RingCommand {
+    /// What each placement strategy moves when nodes join, per vnode count, against the
+    /// optimum RF·D·j/(N+j) (the planner's numbers, data spread evenly; measured runs of
+    /// the same grid: configs/ring-moves.toml).
+    Moves(RingMovesArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RingMovesArgs {
+    /// Vnode counts P (powers of two), comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [16, 64, 256])]
+    vnodes: Vec<u32>,
+    /// Nodes before the join.
+    #[arg(long, default_value_t = 5)]
+    before: u32,
+    /// Node counts after the join, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [6, 8])]
+    after: Vec<u32>,
+    /// Replication factor.
+    #[arg(long, default_value_t = 3)]
+    rf: usize,
+    /// Also write moves.json and the plot moves.{png,svg} here.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -228,6 +259,7 @@ fn main() -> ExitCode {
         Command::Node(c) => kvlab_node_cli::run(c).map_err(Into::into),
         Command::Docker(DockerCommand::Clean { all }) => cmd_docker_clean(all),
         Command::Kind(KindCommand::Render(a)) => cmd_kind_render(a),
+        Command::Ring(RingCommand::Moves(a)) => cmd_ring_moves(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -699,6 +731,23 @@ fn cmd_docker_clean(all: bool) -> anyhow::Result<u8> {
         report.kept_live.len()
     );
     Ok(if report.warnings.is_empty() { 0 } else { 1 })
+}
+
+fn cmd_ring_moves(a: RingMovesArgs) -> anyhow::Result<u8> {
+    use kvlab_experiments::ring_cmd::{MovesGrid, format_table, moves_table, write_outputs};
+    let rows = moves_table(&MovesGrid {
+        vnodes: a.vnodes,
+        before: a.before,
+        after: a.after,
+        replication_factor: a.rf,
+    })?;
+    say!("{}", format_table(&rows).trim_end());
+    if let Some(dir) = a.out {
+        for f in write_outputs(&rows, &dir)? {
+            say!("{}", f.display());
+        }
+    }
+    Ok(0)
 }
 
 fn cmd_kind_render(a: KindRenderArgs) -> anyhow::Result<u8> {

@@ -25,6 +25,8 @@
 //! * with `swim`: `plots/swim-detection-cdf.{png,svg}` and `plots/swim-timeline.{png,svg}`
 //!   and the SWIM failure-detection section;
 //! * with `raft-invariants`: whether the Raft safety invariants held;
+//! * with a `ring` section (the composed node): `plots/ring-replicas.{png,svg}` and the
+//!   ring section (operators, data moved, time to balance per membership change);
 //! * always `report.html` — one self-contained page: verdict banner, facts, the
 //!   reproduce command, the sections above, the fault timeline, node events.
 //!
@@ -67,7 +69,10 @@ mod data;
 pub mod events;
 mod html;
 mod plots;
+mod ring;
 mod stats;
+
+pub use ring::{MovesRow, render_moves_plot};
 mod swim;
 
 use std::path::{Component, Path, PathBuf};
@@ -173,6 +178,7 @@ pub fn render_run(run_dir: &Path) -> Result<RenderedRun, ReportError> {
     if run.measured.swim {
         files.extend(swim::render_swim_plots(&run, &plots_dir)?);
     }
+    files.extend(ring::render_ring_plots(&run, &plots_dir)?);
     let report_html = run_dir.join("report.html");
     write_file(&report_html, &html::run_report(&run, kv_plots.as_ref()))?;
     Ok(RenderedRun {

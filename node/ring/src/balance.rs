@@ -2,11 +2,16 @@
 //! much data a membership event moved against the optimum, how exposed a placement is
 //! to two simultaneous failures, and how much a per-node series thrashed.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use kvlab_types::NodeId;
 
+use crate::hash::{LayoutError, RingLayout};
 use crate::placement::Placement;
+use crate::strategy::{
+    Eligibility, PlacementStrategy, StrategyError, StrategyInput, StrategyParams,
+    initial_placement, target_placement,
+};
 
 /// Coefficient of variation (population standard deviation / mean); 0 for an empty
 /// series or a zero mean.
@@ -235,10 +240,87 @@ pub fn tdtv(up: f64, down: f64) -> f64 {
     alpha * (up + down) + (1.0 - alpha) * lo
 }
 
+/// What a strategy's plan moves when nodes join: `before` nodes (ids 1..=before) hold a
+/// placement the strategy made, and nodes up to id `after` join at once.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct JoinMoves {
+    /// Replicas placed on a node that did not hold them.
+    pub moved_replicas: usize,
+    /// The least that must move: the joiners' share of P·RF, `P·RF·j/(N+j)`.
+    pub optimum_replicas: f64,
+    /// Most replicas on a node over the mean, after the join.
+    pub max_over_mean: f64,
+}
+
+impl JoinMoves {
+    /// `moved / optimum`: with data spread evenly over vnodes, the moved bytes' ratio to
+    /// the optimum RF·D·j/(N+j) too.
+    pub fn ratio(&self) -> f64 {
+        move_ratio(self.moved_replicas as f64, self.optimum_replicas)
+    }
+}
+
+/// Why [`join_moves`] could not plan.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinMovesError {
+    /// P is no power of two (or out of range).
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    /// Too few nodes for RF, or the strategy refused.
+    #[error(transparent)]
+    Strategy(#[from] StrategyError),
+    /// `after` is not above `before`.
+    #[error("a join needs more nodes after ({after}) than before ({before})")]
+    NoJoin {
+        /// Nodes before.
+        before: u32,
+        /// Nodes after.
+        after: u32,
+    },
+}
+
+/// The planner's moves for `before → after` nodes with `strategy` over `vnodes` vnodes
+/// (wave 2 §2.3): what `kvlab ring moves` prints and the strategy tests bound.
+pub fn join_moves(
+    strategy: PlacementStrategy,
+    vnodes: u32,
+    replication_factor: usize,
+    before: u32,
+    after: u32,
+    params: StrategyParams,
+) -> Result<JoinMoves, JoinMovesError> {
+    if after <= before {
+        return Err(JoinMovesError::NoJoin { before, after });
+    }
+    let layout = RingLayout::new(vnodes)?;
+    let old: Vec<NodeId> = (1..=before).map(NodeId).collect();
+    let current = initial_placement(strategy, layout, replication_factor, &old, params)?;
+    let members: BTreeMap<NodeId, Eligibility> = (1..=after)
+        .map(|n| (NodeId(n), Eligibility::Active))
+        .collect();
+    let target = target_placement(
+        strategy,
+        &StrategyInput {
+            layout,
+            replication_factor,
+            members: &members,
+            current: &current,
+            params,
+        },
+    )?;
+    let all: BTreeSet<NodeId> = members.keys().copied().collect();
+    Ok(JoinMoves {
+        moved_replicas: current.moved_replicas_to(&target),
+        optimum_replicas: (vnodes as usize * replication_factor) as f64 * f64::from(after - before)
+            / f64::from(after),
+        max_over_mean: max_over_mean(&replica_counts(&target, &all)),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hash::{RingLayout, VnodeId};
+    use crate::hash::VnodeId;
     use crate::placement::ReplicaSet;
 
     #[test]

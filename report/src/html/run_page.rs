@@ -49,6 +49,7 @@ pub(crate) fn run_report(run: &RunData, kv_plots: Option<&RunPlots>) -> String {
     if let Some(plots) = kv_plots.filter(|_| measured.kv) {
         b.push_str(&plots_section(plots));
     }
+    b.push_str(&crate::ring::ring_section(run));
     b.push_str(&faults_section(run));
     b.push_str(&node_events_section(run));
     b.push_str(&runner_notes_section(run));

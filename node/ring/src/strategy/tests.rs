@@ -130,15 +130,9 @@ fn join_moves(
     before: u32,
     after: u32,
 ) -> (usize, f64) {
-    let old = nodes(1..=before);
-    let new = nodes(1..=after);
-    let current =
-        initial_placement(strategy, layout(p), rf, &old, StrategyParams::default()).unwrap();
-    let target = run(strategy, rf, &all_active(&new), &current).unwrap();
-    let moved = current.moved_replicas_to(&target);
-    // The new nodes' share of P·RF replicas.
-    let optimum = (p as usize * rf) as f64 * f64::from(after - before) / f64::from(after);
-    (moved, optimum)
+    let m = crate::balance::join_moves(strategy, p, rf, before, after, StrategyParams::default())
+        .unwrap();
+    (m.moved_replicas, m.optimum_replicas)
 }
 
 /// Wave 2 §6: `balanced` never moves more than ⌈optimum⌉ + N replicas on a join.
