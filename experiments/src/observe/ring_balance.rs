@@ -179,7 +179,7 @@ mod tests {
 
     #[test]
     fn each_change_opens_an_episode_that_the_next_one_closes() {
-        let t = |ms| Time(ms * 1_000_000);
+        let t = |ms: u64| Time(ms * 1_000_000);
         let changes = vec![(t(1_000), "join n6".into()), (t(5_000), "join n7".into())];
         let replica_changes = vec![
             (t(500), NodeId(1), 1),
