@@ -26,7 +26,7 @@ use crate::limits::{NodeBucket, NodeLimits};
 use crate::operator::{CancelReason, OperatorId, OperatorKind, Step, StepCommand};
 use crate::placement::{ConfEpoch, Placement};
 use crate::plan::{Held, HoldReason, PlanInput, plan};
-use crate::strategy::{Eligibility, StrategyInput, target_placement};
+use crate::strategy::{Eligibility, StrategyError, StrategyInput, target_placement};
 
 /// A store report counts for this many heartbeat intervals after it arrived; older
 /// reports are ignored (their node may be gone).
@@ -132,6 +132,12 @@ pub struct Scheduler {
     counters: SchedulerCounters,
     last_held: Vec<Held>,
     last_target: Option<Placement>,
+    /// The target placement and the members it was computed for. It is kept while the
+    /// members and their eligibility stay the same, not recomputed from the current
+    /// placement each round: recomputing from a placement that is half-way there
+    /// chose other vnodes to move, and three nodes joining 5 nodes over 64 vnodes
+    /// moved 99 replicas where 72 suffice (`configs/ring-moves.toml`).
+    target_for: Option<(BTreeMap<NodeId, Eligibility>, Placement)>,
     /// Per Suspect node: since when every reporting leader of its groups has listed it
     /// as a down peer without a break (see [`Scheduler::raft_evidence`]).
     evidence_since: BTreeMap<NodeId, Time>,
@@ -157,6 +163,7 @@ impl Scheduler {
             counters: SchedulerCounters::default(),
             last_held: Vec::new(),
             last_target: None,
+            target_for: None,
             evidence_since: BTreeMap::new(),
             leader_terms: BTreeMap::new(),
             started: None,
@@ -603,6 +610,47 @@ impl Scheduler {
         }
     }
 
+    /// The target for these members: the one already computed for the same members (or,
+    /// on a new meta leader, the recorded target when it places replicas on exactly the
+    /// active members), else a new one from the current placement.
+    fn target_for_members(
+        &mut self,
+        state: &MetaState,
+        members: &BTreeMap<NodeId, Eligibility>,
+        current: &Placement,
+    ) -> Result<Placement, StrategyError> {
+        let rf = state.replication_factor();
+        if self.target_for.is_none()
+            && let Some(t) = state.target()
+        {
+            let active: BTreeSet<NodeId> = members
+                .iter()
+                .filter(|(_, e)| **e == Eligibility::Active)
+                .map(|(n, _)| *n)
+                .collect();
+            if t.check(rf).is_ok() && t.nodes() == active {
+                self.target_for = Some((members.clone(), t.clone()));
+            }
+        }
+        if let Some((m, t)) = &self.target_for
+            && m == members
+        {
+            return Ok(t.clone());
+        }
+        let t = target_placement(
+            self.spec.ring.placement_strategy,
+            &StrategyInput {
+                layout: state.layout(),
+                replication_factor: rf,
+                members,
+                current,
+                params: self.spec.strategy_params(),
+            },
+        )?;
+        self.target_for = Some((members.clone(), t.clone()));
+        Ok(t)
+    }
+
     fn schedule(&mut self, now: Time, state: &MetaState, out: &mut Vec<MetaCmd>) {
         let rf = state.replication_factor();
         let current = state.current_placement();
@@ -611,16 +659,7 @@ impl Scheduler {
             .iter()
             .filter_map(|(n, s)| s.eligibility().map(|e| (*n, e)))
             .collect();
-        let target = target_placement(
-            self.spec.ring.placement_strategy,
-            &StrategyInput {
-                layout: state.layout(),
-                replication_factor: rf,
-                members: &members,
-                current: &current,
-                params: self.spec.strategy_params(),
-            },
-        );
+        let target = self.target_for_members(state, &members, &current);
         let target = match target {
             Ok(t) => {
                 if state.target() != Some(&t) && self.last_target.as_ref() != Some(&t) {
