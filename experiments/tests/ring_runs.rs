@@ -50,7 +50,6 @@ peer_down_after_ms = 500
 [kvlab.scheduler]
 node_add_replica_per_s = 20.0
 node_remove_replica_per_s = 20.0
-balance_stable_ms = 500
 [kvlab.swim]
 protocol_period_ms = 100
 ack_timeout_ms = 40

@@ -163,9 +163,6 @@ pub struct SchedulerConfig {
     /// A promoted learner must be within this many entries of the commit index
     /// (enforced by the group leader before `EnterJoint`/`AddVoter`).
     pub learner_catchup_max_lag_entries: u64,
-    /// A balance metric must stay in its band this long to count as balanced (CRDB
-    /// roachtest `stableDuration`: 1 min).
-    pub balance_stable_ms: u64,
 }
 
 impl Default for SchedulerConfig {
@@ -182,7 +179,6 @@ impl Default for SchedulerConfig {
             operator_timeout_ms: 60_000,
             conf_change: ConfChangeMode::Joint,
             learner_catchup_max_lag_entries: 64,
-            balance_stable_ms: 10_000,
         }
     }
 }
@@ -315,7 +311,6 @@ impl RingSpec {
             ));
         }
         positive("scheduler.operator_timeout_ms", s.operator_timeout_ms)?;
-        positive("scheduler.balance_stable_ms", s.balance_stable_ms)?;
         let p = &self.snapshot;
         if p.chunk_bytes == 0 || p.chunk_bytes > MAX_SNAPSHOT_CHUNK_BYTES {
             return Err(invalid(

@@ -26,7 +26,6 @@ pub(super) fn fast_config(initial: u32) -> KvlabConfig {
     c.scheduler.node_add_replica_per_s = 20.0;
     c.scheduler.node_remove_replica_per_s = 20.0;
     c.scheduler.operator_timeout_ms = 10_000;
-    c.scheduler.balance_stable_ms = 1_000;
     c.meta.store_heartbeat_interval_ms = 200;
     c.meta.schedule_interval_ms = 100;
     c.membership.suspect_hold_ms = 1_000;
