@@ -170,6 +170,12 @@ fn a_joining_node_receives_replicas_and_data_stays_readable() {
     let per_node = replicas_per_node(&s, 6);
     assert!(done > 0, "no operator finished; replicas {per_node:?}");
     assert!(per_node[&NodeId(6)] >= 7, "node 6 holds {per_node:?}");
+    // A learner just added is not a silent peer: group leaders once reported it down at
+    // once, meta marked the joiner Suspect and the join stalled for suspect_hold_ms.
+    let suspected = events.iter().any(|e| {
+        matches!(e, NodeEvent::RingNodeState { member, state, .. } if *member == NodeId(6) && state == "suspect")
+    });
+    assert!(!suspected, "the joiner was marked suspect");
     for i in 0..32u64 {
         s.submit(
             NodeId(1 + (i % 6) as u32),

@@ -761,3 +761,42 @@ fn raft_evidence_must_hold_without_a_break() {
     }
     assert_eq!(at(&mut sched, &mut s, 14, true), NodeState::Down);
 }
+
+/// Leader balance counts a leadership already on its way at its destination. Planning
+/// from who leads now made each round move one more leadership off the same node, then
+/// back (`ring-node-loss`: group 0 handed n2 → n1 → n2 … every 0.5 s).
+#[test]
+fn leader_balance_plans_from_the_transfers_under_way() {
+    let mut s = state();
+    // n1 leads every group it is a voter of; n2 leads the others.
+    let records: Vec<Descriptor> = s
+        .descriptors()
+        .values()
+        .map(|r| r.descriptor.clone())
+        .collect();
+    let mut n1_leads = 0;
+    for d in records {
+        let leader = if d.replicas.voters.contains(&n(1)) {
+            n1_leads += 1;
+            1
+        } else {
+            d.replicas.voters.iter().find(|v| **v != n(1)).unwrap().0
+        };
+        s.apply(report(d, leader, 2), Time(1));
+    }
+    assert_eq!(n1_leads, 6);
+    let mut sched = Scheduler::new(crate::RingSpec::default());
+    // The transfers never finish (no new leader is reported): twenty rounds over 20 s,
+    // tokens enough for every one of them.
+    for sec in 1..=20 {
+        round(&mut sched, &mut s, Time::from_secs(sec));
+    }
+    let away_from_n1 = s
+        .operators()
+        .values()
+        .filter(|o| o.kind == OperatorKind::TransferLeader)
+        .filter(|o| s.descriptor(o.vnode).and_then(|r| r.leader) == Some(n(1)))
+        .count();
+    // Eight leaderships over four nodes: n1 keeps two and gives four away, not six.
+    assert_eq!(away_from_n1, 4, "{:?}", s.operators());
+}
