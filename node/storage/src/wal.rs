@@ -944,6 +944,263 @@ struct LogScan {
 
 /// Reads every segment in order and finds where the readable log ends and the first
 /// damage a crash cannot explain (apart from a damaged tail, which needs the bound).
+/// Cuts the log where damage begins (`RecoveryMode::TruncateDamaged`): the segments
+/// after it are renamed aside (kept for a person to look at), the records past the cut
+/// dropped, and the cut reported in `out.damage_truncated`. Whether the directory changed.
+fn cut_damage<V: Vfs>(
+    vfs: &V,
+    damage: Damage,
+    scan: &mut LogScan,
+    segments: &mut Vec<Segment>,
+    clean_end: Option<CleanEnd>,
+    out: &mut WalRecovery,
+) -> Result<bool, WalError> {
+    let mut set_aside = Vec::new();
+    let mut dir_changed = false;
+    let (kept, cut_at, next_lsn) = match &scan.end {
+        LogEnd::At {
+            seg,
+            offset,
+            next_lsn,
+            ..
+        } => (seg + 1, Some((*seg, *offset)), *next_lsn),
+        LogEnd::Fresh { first_lsn } => (0, None, *first_lsn),
+    };
+    let mut bytes_dropped = 0;
+    if let Some((seg, offset)) = cut_at {
+        // What the cut removes now, or, if a clean close recorded this segment's
+        // length, everything it held past the cut (part may be missing already).
+        let recorded = clean_end
+            .filter(|e| e.segment_first_lsn == segments[seg].first_lsn)
+            .map_or(0, |e| e.len_bytes);
+        bytes_dropped += scan.lens[seg].max(recorded).saturating_sub(offset);
+    }
+    for seg in &segments[kept..] {
+        let bytes = vfs
+            .read(&seg.path)
+            .map_err(io_err(&seg.path, "read segment"))?;
+        bytes_dropped += bytes.len() as u64;
+        let mut aside = seg.path.clone().into_os_string();
+        aside.push(DAMAGED_SEGMENT_SUFFIX);
+        let aside = PathBuf::from(aside);
+        vfs.rename(&seg.path, &aside)
+            .map_err(io_err(&seg.path, "set damaged segment aside"))?;
+        set_aside.push(aside);
+        dir_changed = true;
+    }
+    segments.truncate(kept);
+    out.damage_truncated.push(DamageTruncated {
+        damage,
+        bytes_dropped,
+        records_dropped: clean_end.map(|e| e.next_lsn.0.saturating_sub(next_lsn.0)),
+        segments_set_aside: set_aside,
+    });
+    let keep_below = next_lsn;
+    out.records.clear();
+    out.records.extend(
+        std::mem::take(&mut scan.records)
+            .into_iter()
+            .filter(|(lsn, _)| *lsn < keep_below),
+    );
+    Ok(dir_changed)
+}
+
+/// Gives every segment but the last its trailer (a crash while rolling left some
+/// without one), so that the loss of its successor stays detectable. Returns how many.
+fn repair_trailers<V: Vfs>(
+    vfs: &V,
+    scan: &LogScan,
+    segments: &[Segment],
+    stats: &mut WalStats,
+) -> Result<usize, WalError> {
+    let mut repaired = 0;
+    for &(i, records_end) in &scan.missing_trailers {
+        if i + 1 >= segments.len() {
+            continue;
+        }
+        let path = &segments[i].path;
+        let mut f = vfs
+            .open_append(path)
+            .map_err(io_err(path, "open segment"))?;
+        f.truncate(records_end)
+            .map_err(io_err(path, "cut torn trailer"))?;
+        f.write_all(&encode_trailer(segments[i + 1].first_lsn))
+            .map_err(io_err(path, "write segment trailer"))?;
+        f.sync_all()
+            .map_err(io_err(path, "fsync segment trailer"))?;
+        stats.file_syncs += 1;
+        repaired += 1;
+    }
+    Ok(repaired)
+}
+
+/// Opens the segment appends go to: a new first segment for a fresh log, else the last
+/// one, cut where the log ends (the cut synced) and its header rewritten if recovery
+/// asks. Returns the file, its length and the next LSN.
+fn open_active<V: Vfs>(
+    vfs: &V,
+    dir: &Path,
+    scan: &LogScan,
+    segments: &mut Vec<Segment>,
+    stats: &mut WalStats,
+    dir_changed: &mut bool,
+) -> Result<(V::File, u64, Lsn), WalError> {
+    Ok(match scan.end {
+        LogEnd::Fresh { first_lsn } => {
+            let path = dir.join(segment_file_name(first_lsn));
+            let mut file = vfs.create(&path).map_err(io_err(&path, "create segment"))?;
+            file.write_all(&encode_segment_header(SegmentHeader {
+                first_lsn,
+                prev_end_lsn: first_lsn,
+            }))
+            .map_err(io_err(&path, "write segment header"))?;
+            file.sync_data().map_err(io_err(&path, "fsync segment"))?;
+            stats.file_syncs += 1;
+            stats.segments_created += 1;
+            *dir_changed = true;
+            *segments = vec![Segment { first_lsn, path }];
+            (file, SEGMENT_HEADER_BYTES as u64, first_lsn)
+        }
+        LogEnd::At {
+            seg,
+            offset,
+            next_lsn,
+            rewrite_header,
+        } => {
+            segments.truncate(seg + 1);
+            let path = &segments[seg].path;
+            let mut file = vfs
+                .open_append(path)
+                .map_err(io_err(path, "open segment"))?;
+            let mut len = scan.lens[seg];
+            if offset < len {
+                file.truncate(offset)
+                    .map_err(io_err(path, "cut damaged tail"))?;
+                len = offset;
+            }
+            if let Some(h) = rewrite_header {
+                file.write_all(&encode_segment_header(h))
+                    .map_err(io_err(path, "rewrite segment header"))?;
+                len = SEGMENT_HEADER_BYTES as u64;
+            }
+            if len != scan.lens[seg] || rewrite_header.is_some() {
+                file.sync_all().map_err(io_err(path, "fsync cut segment"))?;
+                stats.file_syncs += 1;
+            }
+            (file, len, next_lsn)
+        }
+    })
+}
+
+/// A tail of the last segment that does not read: torn by a crash (at most
+/// `tail_bound` unsynced bytes, or one oversized record), or damage beyond what a crash
+/// explains, recorded in `scan.damage`. The torn tail to cut, if any.
+fn judge_tail<V: Vfs>(
+    vfs: &V,
+    scan: &mut LogScan,
+    segments: &[Segment],
+    tail_bound: u64,
+) -> Result<Option<TornTail>, WalError> {
+    let mut torn_tail = scan.torn_creation.take();
+    if scan.damage.is_none()
+        && let Some(tail) = &mut scan.tail
+        && let LogEnd::At { seg, next_lsn, .. } = scan.end
+    {
+        let path = &segments[seg].path;
+        if tail.dropped_bytes > tail_bound {
+            let bytes = vfs.read(path).map_err(io_err(path, "read segment"))?;
+            tail.one_oversized_record =
+                is_one_oversized_record(&bytes, tail.offset, next_lsn, tail_bound);
+        }
+        if tail.dropped_bytes <= tail_bound || tail.one_oversized_record {
+            torn_tail = Some(TornTail {
+                file: path.clone(),
+                offset: tail.offset as u64,
+                dropped_bytes: tail.dropped_bytes,
+                reason: tail.reason.clone(),
+            });
+        } else {
+            scan.damage = Some(Damage {
+                file: path.clone(),
+                offset: tail.offset as u64,
+                kind: DamageKind::TailBeyondUnsyncedBound {
+                    dropped_bytes: tail.dropped_bytes,
+                    max_unsynced_bytes: tail_bound,
+                    reason: tail.reason.clone(),
+                },
+            });
+        }
+    }
+    Ok(torn_tail)
+}
+
+/// After a clean [`Wal::close`] recorded where the log ends, anything else is loss, to the
+/// byte: records it in `scan.damage`. Whether the log ends exactly as recorded.
+fn compare_clean_end(
+    scan: &mut LogScan,
+    segments: &[Segment],
+    dir: &Path,
+    clean_end: Option<CleanEnd>,
+) -> bool {
+    if scan.damage.is_none()
+        && let LogEnd::At { seg, next_lsn, .. } = scan.end
+        && let Some(end) = clean_end
+    {
+        // A clean close recorded the end: anything else is loss, to the byte.
+        let last = &segments[seg];
+        let len = scan.lens[seg];
+        let offset = scan.tail.as_ref().map_or(len, |t| t.offset as u64);
+        if last.first_lsn < end.segment_first_lsn {
+            scan.damage = Some(Damage {
+                file: dir.join(segment_file_name(end.segment_first_lsn)),
+                offset: 0,
+                kind: DamageKind::MissingSegment {
+                    reason: format!(
+                        "the log was closed cleanly ending in it ({} bytes, before lsn {}), \
+                         but the last segment present is {}",
+                        end.len_bytes,
+                        end.next_lsn,
+                        last.path.display()
+                    ),
+                },
+            });
+        } else if last.first_lsn != end.segment_first_lsn
+            || scan.tail.is_some()
+            || len != end.len_bytes
+            || next_lsn != end.next_lsn
+        {
+            let reason = if last.first_lsn != end.segment_first_lsn {
+                format!(
+                    "it was closed ending in {}, but the last segment is {}",
+                    segment_file_name(end.segment_first_lsn),
+                    last.path.display()
+                )
+            } else {
+                let mut r = format!(
+                    "the segment was closed at {} bytes and is {len} bytes now",
+                    end.len_bytes
+                );
+                if let Some(t) = &scan.tail {
+                    r += &format!(", unreadable from byte {} ({})", t.offset, t.reason);
+                }
+                r
+            };
+            scan.damage = Some(Damage {
+                file: last.path.clone(),
+                offset,
+                kind: DamageKind::CleanShutdownMismatch {
+                    expected_next_lsn: end.next_lsn,
+                    found_next_lsn: next_lsn,
+                    reason,
+                },
+            });
+        } else {
+            return true;
+        }
+    }
+    false
+}
+
 fn read_log<V: Vfs>(
     vfs: &V,
     dir: &Path,
@@ -1266,149 +1523,21 @@ impl<V: Vfs> Wal<V> {
             refuse_or_note(&mut out, damage)?;
         }
         let clean_end = state.and_then(|s| s.clean_end);
-        if scan.damage.is_none()
-            && let LogEnd::At { seg, next_lsn, .. } = scan.end
-            && let Some(end) = clean_end
-        {
-            // A clean close recorded the end: anything else is loss, to the byte.
-            let last = &segments[seg];
-            let len = scan.lens[seg];
-            let offset = scan.tail.as_ref().map_or(len, |t| t.offset as u64);
-            if last.first_lsn < end.segment_first_lsn {
-                scan.damage = Some(Damage {
-                    file: dir.join(segment_file_name(end.segment_first_lsn)),
-                    offset: 0,
-                    kind: DamageKind::MissingSegment {
-                        reason: format!(
-                            "the log was closed cleanly ending in it ({} bytes, before lsn {}), \
-                             but the last segment present is {}",
-                            end.len_bytes,
-                            end.next_lsn,
-                            last.path.display()
-                        ),
-                    },
-                });
-            } else if last.first_lsn != end.segment_first_lsn
-                || scan.tail.is_some()
-                || len != end.len_bytes
-                || next_lsn != end.next_lsn
-            {
-                let reason = if last.first_lsn != end.segment_first_lsn {
-                    format!(
-                        "it was closed ending in {}, but the last segment is {}",
-                        segment_file_name(end.segment_first_lsn),
-                        last.path.display()
-                    )
-                } else {
-                    let mut r = format!(
-                        "the segment was closed at {} bytes and is {len} bytes now",
-                        end.len_bytes
-                    );
-                    if let Some(t) = &scan.tail {
-                        r += &format!(", unreadable from byte {} ({})", t.offset, t.reason);
-                    }
-                    r
-                };
-                scan.damage = Some(Damage {
-                    file: last.path.clone(),
-                    offset,
-                    kind: DamageKind::CleanShutdownMismatch {
-                        expected_next_lsn: end.next_lsn,
-                        found_next_lsn: next_lsn,
-                        reason,
-                    },
-                });
-            } else {
-                out.clean_shutdown = true;
-            }
-        }
+        out.clean_shutdown = compare_clean_end(&mut scan, &segments, dir, clean_end);
         let tail_bound = state.map_or(UNBOUNDED, |s| s.max_unsynced_bytes);
-        let mut torn_tail = scan.torn_creation.take();
-        if scan.damage.is_none()
-            && let Some(tail) = &mut scan.tail
-            && let LogEnd::At { seg, next_lsn, .. } = scan.end
-        {
-            let path = &segments[seg].path;
-            if tail.dropped_bytes > tail_bound {
-                let bytes = vfs.read(path).map_err(io_err(path, "read segment"))?;
-                tail.one_oversized_record =
-                    is_one_oversized_record(&bytes, tail.offset, next_lsn, tail_bound);
-            }
-            if tail.dropped_bytes <= tail_bound || tail.one_oversized_record {
-                torn_tail = Some(TornTail {
-                    file: path.clone(),
-                    offset: tail.offset as u64,
-                    dropped_bytes: tail.dropped_bytes,
-                    reason: tail.reason.clone(),
-                });
-            } else {
-                scan.damage = Some(Damage {
-                    file: path.clone(),
-                    offset: tail.offset as u64,
-                    kind: DamageKind::TailBeyondUnsyncedBound {
-                        dropped_bytes: tail.dropped_bytes,
-                        max_unsynced_bytes: tail_bound,
-                        reason: tail.reason.clone(),
-                    },
-                });
-            }
-        }
+        let torn_tail = judge_tail(&vfs, &mut scan, &segments, tail_bound)?;
 
         // Decided. From here on, files change.
-        let mut set_aside = Vec::new();
-        let mut dir_changed = false;
-        if let Some(damage) = scan.damage.take() {
-            if strict {
-                return Err(WalError::Damaged(damage));
+        let mut dir_changed = match scan.damage.take() {
+            Some(damage) if strict => return Err(WalError::Damaged(damage)),
+            Some(damage) => {
+                cut_damage(&vfs, damage, &mut scan, &mut segments, clean_end, &mut out)?
             }
-            let (kept, cut_at, next_lsn) = match &scan.end {
-                LogEnd::At {
-                    seg,
-                    offset,
-                    next_lsn,
-                    ..
-                } => (seg + 1, Some((*seg, *offset)), *next_lsn),
-                LogEnd::Fresh { first_lsn } => (0, None, *first_lsn),
-            };
-            let mut bytes_dropped = 0;
-            if let Some((seg, offset)) = cut_at {
-                // What the cut removes now, or, if a clean close recorded this segment's
-                // length, everything it held past the cut (part may be missing already).
-                let recorded = clean_end
-                    .filter(|e| e.segment_first_lsn == segments[seg].first_lsn)
-                    .map_or(0, |e| e.len_bytes);
-                bytes_dropped += scan.lens[seg].max(recorded).saturating_sub(offset);
+            None => {
+                out.records = std::mem::take(&mut scan.records);
+                false
             }
-            for seg in &segments[kept..] {
-                let bytes = vfs
-                    .read(&seg.path)
-                    .map_err(io_err(&seg.path, "read segment"))?;
-                bytes_dropped += bytes.len() as u64;
-                let mut aside = seg.path.clone().into_os_string();
-                aside.push(DAMAGED_SEGMENT_SUFFIX);
-                let aside = PathBuf::from(aside);
-                vfs.rename(&seg.path, &aside)
-                    .map_err(io_err(&seg.path, "set damaged segment aside"))?;
-                set_aside.push(aside);
-                dir_changed = true;
-            }
-            segments.truncate(kept);
-            out.damage_truncated.push(DamageTruncated {
-                damage,
-                bytes_dropped,
-                records_dropped: clean_end.map(|e| e.next_lsn.0.saturating_sub(next_lsn.0)),
-                segments_set_aside: set_aside.clone(),
-            });
-            let keep_below = next_lsn;
-            out.records.clear();
-            out.records.extend(
-                std::mem::take(&mut scan.records)
-                    .into_iter()
-                    .filter(|(lsn, _)| *lsn < keep_below),
-            );
-        } else {
-            out.records = std::mem::take(&mut scan.records);
-        }
+        };
         out.torn_tail = torn_tail;
         for seg in &leftovers {
             match vfs.remove_file(&seg.path) {
@@ -1427,71 +1556,16 @@ impl<V: Vfs> Wal<V> {
             options.max_unsynced_bytes
         };
         let mut stats = WalStats::default();
-        let (file, active_len_bytes, next_lsn) = match scan.end {
-            LogEnd::Fresh { first_lsn } => {
-                let path = dir.join(segment_file_name(first_lsn));
-                let mut file = vfs.create(&path).map_err(io_err(&path, "create segment"))?;
-                file.write_all(&encode_segment_header(SegmentHeader {
-                    first_lsn,
-                    prev_end_lsn: first_lsn,
-                }))
-                .map_err(io_err(&path, "write segment header"))?;
-                file.sync_data().map_err(io_err(&path, "fsync segment"))?;
-                stats.file_syncs += 1;
-                stats.segments_created += 1;
-                dir_changed = true;
-                segments = vec![Segment { first_lsn, path }];
-                (file, SEGMENT_HEADER_BYTES as u64, first_lsn)
-            }
-            LogEnd::At {
-                seg,
-                offset,
-                next_lsn,
-                rewrite_header,
-            } => {
-                segments.truncate(seg + 1);
-                let path = &segments[seg].path;
-                let mut file = vfs
-                    .open_append(path)
-                    .map_err(io_err(path, "open segment"))?;
-                let mut len = scan.lens[seg];
-                if offset < len {
-                    file.truncate(offset)
-                        .map_err(io_err(path, "cut damaged tail"))?;
-                    len = offset;
-                }
-                if let Some(h) = rewrite_header {
-                    file.write_all(&encode_segment_header(h))
-                        .map_err(io_err(path, "rewrite segment header"))?;
-                    len = SEGMENT_HEADER_BYTES as u64;
-                }
-                if len != scan.lens[seg] || rewrite_header.is_some() {
-                    file.sync_all().map_err(io_err(path, "fsync cut segment"))?;
-                    stats.file_syncs += 1;
-                }
-                (file, len, next_lsn)
-            }
-        };
-        // Give every segment but the last its trailer (a crash while rolling left some
-        // without one), so that the loss of its successor stays detectable.
+        let (file, active_len_bytes, next_lsn) = open_active(
+            &vfs,
+            dir,
+            &scan,
+            &mut segments,
+            &mut stats,
+            &mut dir_changed,
+        )?;
         if options.fsync != FsyncPolicy::Never {
-            for &(i, records_end) in &scan.missing_trailers {
-                if i + 1 >= segments.len() {
-                    continue;
-                }
-                let path = &segments[i].path;
-                let mut f = vfs
-                    .open_append(path)
-                    .map_err(io_err(path, "open segment"))?;
-                f.truncate(records_end)
-                    .map_err(io_err(path, "cut torn trailer"))?;
-                f.write_all(&encode_trailer(segments[i + 1].first_lsn))
-                    .map_err(io_err(path, "write segment trailer"))?;
-                f.sync_all()
-                    .map_err(io_err(path, "fsync segment trailer"))?;
-                stats.file_syncs += 1;
-                out.trailers_repaired += 1;
-            }
+            out.trailers_repaired += repair_trailers(&vfs, &scan, &segments, &mut stats)?;
         }
         if dir_changed {
             vfs.sync_dir(dir).map_err(io_err(dir, "fsync directory"))?;
