@@ -214,6 +214,9 @@ pub fn drive(
         derive_seed(seed, "nemesis", 0),
     );
     nemesis.set_absent(&spec.absent_nodes());
+    if spec.system == SystemKind::Kvlab {
+        nemesis.set_vnode_groups(spec.kvlab.ring.vnode_count);
+    }
     if let Some(w) = &mut workload {
         w.set_gateways(&nemesis.gateways());
     }

@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use kvlab_sim::{FaultRule, LatencyDist, RuleId};
-use kvlab_types::{AdminAction, AdminCommand, NodeId, Rng, Time};
+use kvlab_types::{AdminAction, AdminCommand, GroupId, Layer, NodeId, Rng, Time};
 
 use crate::cluster::{ClusterView, FaultControl};
 use crate::error::FaultError;
@@ -137,7 +137,17 @@ pub struct Nemesis {
     /// Nodes gone for good (`kill-permanently`, `drain`): never restarted, never aimed
     /// at again, no longer a client's gateway.
     retired: BTreeSet<NodeId>,
+    /// The composed node's vnode count (group ids `0..vnode_groups`); 0 for other
+    /// systems, where `group-partition` is skipped.
+    vnode_groups: u32,
 }
+
+/// The extra delay of `swim-delay`: beyond SWIM's probe timeouts, short of a Raft
+/// election timeout's worth of trouble for anything else (nothing else is delayed).
+const SWIM_DELAY_EXTRA: LatencyDist = LatencyDist::Uniform {
+    min_ms: 200.0,
+    max_ms: 800.0,
+};
 
 const NO_ELIGIBLE_NODE: &str = "no eligible node (all crashed or paused by overlapping faults)";
 
@@ -220,7 +230,13 @@ impl Nemesis {
             admin_commands: 0,
             absent: BTreeSet::new(),
             retired: BTreeSet::new(),
+            vnode_groups: 0,
         }
+    }
+
+    /// Declares the composed node's vnode groups (`group-partition` aims at one).
+    pub fn set_vnode_groups(&mut self, vnodes: u32) {
+        self.vnode_groups = vnodes;
     }
 
     /// Declares the nodes that do not boot with the cluster (joiners): random faults
@@ -480,6 +496,9 @@ impl Nemesis {
             FaultKind::Join | FaultKind::Drain | FaultKind::KillPermanently => {
                 self.start_permanent(p.kind, &p.targets, cluster)?
             }
+            FaultKind::SwimPartition | FaultKind::SwimDelay | FaultKind::GroupPartition => {
+                self.start_layer_fault(p.kind, cluster)
+            }
         };
         let (undo, detail, node) = match started {
             Started::Done { undo, detail, node } => (undo, detail, node),
@@ -660,6 +679,45 @@ impl Nemesis {
                     self.spec.reorder_window_ms
                 ),
             ),
+        };
+        Started::Done {
+            undo: one_rule(cluster, rule),
+            detail,
+            node: None,
+        }
+    }
+
+    /// A fault aimed at one layer of the composed node's traffic (SWIM, or one vnode
+    /// group's Raft messages); skipped where there are no vnode groups to aim at.
+    fn start_layer_fault(&mut self, kind: FaultKind, cluster: &mut dyn FaultControl) -> Started {
+        let v = self.shuffled_nodes();
+        let (minority, majority) = v.split_at(v.len() / 2);
+        let halves = FaultRule::Partition {
+            a: minority.to_vec(),
+            b: majority.to_vec(),
+        };
+        let sides = format!("{} | {}", node_list(minority), node_list(majority));
+        let (layer, apply, detail) = match kind {
+            FaultKind::SwimPartition => (Layer::Swim, halves, format!("SWIM only: {sides}")),
+            FaultKind::SwimDelay => (
+                Layer::Swim,
+                FaultRule::Delay {
+                    extra: SWIM_DELAY_EXTRA,
+                },
+                "SWIM messages delayed by 200–800 ms more".into(),
+            ),
+            _ => {
+                if self.vnode_groups == 0 {
+                    return Started::Skip("no vnode groups (group-partition needs system = kvlab)");
+                }
+                let v = below(&mut self.rng, u64::from(self.vnode_groups));
+                let detail = format!("vnode {v}'s group only: {sides}");
+                (Layer::Group(GroupId(v)), halves, detail)
+            }
+        };
+        let rule = FaultRule::Layered {
+            layer,
+            apply: Box::new(apply),
         };
         Started::Done {
             undo: one_rule(cluster, rule),

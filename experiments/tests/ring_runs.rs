@@ -129,3 +129,47 @@ fn a_join_and_a_node_lost_for_good_move_replicas_and_stay_linearizable() {
     // `crash-leader` aims at the meta group's leader (the placement driver).
     assert!(crashed_meta_leaders > 0, "no meta leader was ever crashed");
 }
+
+/// Faults aimed at one layer, each longer than `replace_down_after_ms`: SWIM traffic
+/// alone cut or delayed, one vnode group's Raft traffic cut. SWIM declares live nodes
+/// dead, a group elects on its majority side, and still no replica moves (the Raft
+/// evidence a replacement needs never comes) and the history stays linearizable.
+#[test]
+fn faults_aimed_at_one_layer_move_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = RING
+        .replace(
+            "faults = [\"partition-halves\", \"crash-leader\", \"pause\"]\nstart_after_s = 1\ninterval_s = 2\nfault_duration_s = 1",
+            "faults = [\"swim-partition\", \"swim-delay\", \"group-partition\"]\nstart_after_s = 1\ninterval_s = 4\nfault_duration_s = 3.5",
+        )
+        .replace(
+            "[[nemesis.schedule]]\nat_s = 2\nkind = \"join\"\ntargets = [5]\n[[nemesis.schedule]]\nat_s = 5\nkind = \"kill-permanently\"\ntargets = [2]\n",
+            "",
+        )
+        .replace("initial_members = [1, 2, 3, 4]", "initial_members = [1, 2, 3, 4, 5]")
+        .replace("duration_s = 10", "duration_s = 14")
+        .replace(
+            "[ring_experiment]",
+            "[ring_experiment]\nmax_replicas_moved = 0",
+        );
+    let spec = Spec::from_toml_str(&text, Path::new("ring-layers.toml")).unwrap();
+    let mut kinds = std::collections::BTreeSet::new();
+    for seed in 1..=3 {
+        let o = run(&spec, seed, &tmp.path().join(format!("seed-{seed}")));
+        assert_eq!(
+            o.verdict,
+            RunVerdict::Valid,
+            "seed {seed}: {:?}",
+            o.summary.ring
+        );
+        assert_eq!(
+            o.summary.ring.as_ref().unwrap().replicas_moved,
+            0,
+            "seed {seed}"
+        );
+        kinds.extend(o.summary.faults.by_kind.keys().cloned());
+    }
+    for k in ["swim_partition", "swim_delay", "group_partition"] {
+        assert!(kinds.contains(k), "{k} never ran: {kinds:?}");
+    }
+}

@@ -321,6 +321,16 @@ pub enum FaultKind {
     /// the ring must replace its replicas. Clients stop using it. Permanent; only in
     /// `[[nemesis.schedule]]`.
     KillPermanently,
+    /// Cut only SWIM traffic between a random majority and minority (`system = "kvlab"`;
+    /// Raft, routing and meta traffic still flow): SWIM declares the far side dead, and
+    /// the ring must not replace a replica on SWIM's word alone. Simulator only.
+    SwimPartition,
+    /// Delay only SWIM traffic by an extra 200–800 ms (`system = "kvlab"`): probes time
+    /// out, SWIM suspects live nodes. Simulator only.
+    SwimDelay,
+    /// Cut one random vnode group's Raft traffic between a random majority and minority,
+    /// leaving every other group alone (`system = "kvlab"`). Simulator only.
+    GroupPartition,
 }
 
 impl FaultKind {
@@ -346,6 +356,9 @@ impl FaultKind {
             FaultKind::Join => "join",
             FaultKind::Drain => "drain",
             FaultKind::KillPermanently => "kill-permanently",
+            FaultKind::SwimPartition => "swim-partition",
+            FaultKind::SwimDelay => "swim-delay",
+            FaultKind::GroupPartition => "group-partition",
         }
     }
 
@@ -394,7 +407,10 @@ impl FaultKind {
             FaultKind::PartitionHalves
             | FaultKind::PartitionRandom
             | FaultKind::OneWay
-            | FaultKind::Isolate => 2,
+            | FaultKind::Isolate
+            | FaultKind::SwimPartition
+            | FaultKind::SwimDelay
+            | FaultKind::GroupPartition => 2,
             FaultKind::Bridge => 3,
             FaultKind::Ring => 4,
         }

@@ -2,7 +2,7 @@
 //! it without the rest of the stack (`system = "swim"`).
 
 use kvlab_types::{
-    ClientError, ClientRequest, Cx, NodeEvent, NodeId, Out, Protocol, Recovery, TimerId,
+    ClientError, ClientRequest, Cx, Layer, NodeEvent, NodeId, Out, Protocol, Recovery, TimerId,
 };
 
 use crate::{MAX_INCARNATION, Swim, SwimConfig, SwimMsg, recover_incarnation};
@@ -51,6 +51,14 @@ impl SwimNode {
 impl Protocol for SwimNode {
     type Msg = SwimMsg;
     type Config = SwimConfig;
+
+    /// Every message of a SWIM-only node is SWIM's.
+    fn split_layer(msg: SwimMsg, layer: Layer) -> (Option<SwimMsg>, Option<SwimMsg>) {
+        match layer {
+            Layer::Swim => (Some(msg), None),
+            Layer::Group(_) => (None, Some(msg)),
+        }
+    }
 
     fn boot(
         cx: &mut Cx<'_>,

@@ -553,6 +553,35 @@ pub trait Protocol: Sized + fmt::Debug {
         let _ = cx;
         out.event(NodeEvent::AdminUnsupported { command: cmd });
     }
+
+    /// Splits `msg` into the part that belongs to `layer` and the rest (either may be
+    /// absent), so that a fault can aim at one layer of a node's traffic (kvlab-sim's
+    /// layered rules: "drop only SWIM between these halves", "partition only group 7").
+    /// A protocol without layers keeps every message whole, in no layer (this default):
+    /// a layered fault never touches its traffic.
+    fn split_layer(msg: Self::Msg, layer: Layer) -> (Option<Self::Msg>, Option<Self::Msg>) {
+        let _ = layer;
+        (None, Some(msg))
+    }
+}
+
+/// A layer of a node's traffic that a fault can aim at alone ([`Protocol::split_layer`]).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layer {
+    /// Membership and failure detection (SWIM).
+    Swim,
+    /// One replication group's Raft traffic.
+    Group(GroupId),
+}
+
+impl fmt::Display for Layer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Layer::Swim => write!(f, "swim"),
+            Layer::Group(g) => write!(f, "group {}", g.0),
+        }
+    }
 }
 
 #[cfg(test)]

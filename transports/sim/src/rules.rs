@@ -2,7 +2,7 @@
 //! name ("partition a from b", "hold what n1 sends to n2"). All active rules apply to
 //! every node-to-node message at the moment it is sent.
 
-use kvlab_types::NodeId;
+use kvlab_types::{Layer, NodeId};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{LatencyDist, validate_probability};
@@ -69,6 +69,17 @@ pub enum FaultRule {
         /// Receivers whose messages are held.
         to: Vec<NodeId>,
     },
+    /// Applies `rule` (a partition, one-way cut, isolation, loss or delay) only to the
+    /// part of each message that belongs to `layer` — a composed node's SWIM traffic,
+    /// or one Raft group's — and leaves the rest of the message alone. The protocol says
+    /// which part is which (`Protocol::split_layer`); traffic of a protocol without
+    /// layers is never touched.
+    Layered {
+        /// The layer aimed at.
+        layer: Layer,
+        /// What happens to that layer's traffic.
+        apply: Box<FaultRule>,
+    },
 }
 
 impl FaultRule {
@@ -82,6 +93,7 @@ impl FaultRule {
             FaultRule::Delay { .. } => "delay",
             FaultRule::Duplicate { .. } => "duplicate",
             FaultRule::Hold { .. } => "hold",
+            FaultRule::Layered { .. } => "layered",
         }
     }
 
@@ -94,6 +106,20 @@ impl FaultRule {
                 validate_probability(&format!("{field}.probability"), *probability)
             }
             FaultRule::Delay { extra } => extra.validate(&format!("{field}.extra")),
+            FaultRule::Layered { apply: rule, .. } => match **rule {
+                FaultRule::Partition { .. }
+                | FaultRule::OneWay { .. }
+                | FaultRule::Isolate { .. }
+                | FaultRule::Loss { .. }
+                | FaultRule::Delay { .. } => rule.validate(&format!("{field}.apply")),
+                _ => Err(SimError::InvalidConfig {
+                    field: format!("{field}.apply"),
+                    reason: format!(
+                        "a layered rule takes a partition, one_way, isolate, loss or delay, not {}",
+                        rule.name()
+                    ),
+                }),
+            },
             FaultRule::Partition { .. }
             | FaultRule::OneWay { .. }
             | FaultRule::Isolate { .. }
@@ -134,4 +160,33 @@ pub(crate) struct Verdict {
 /// Clamps a probability from a rule into `[0, 1]` (not-a-number counts as zero).
 pub(crate) fn clamp_probability(p: f64) -> f64 {
     if p.is_nan() { 0.0 } else { p.clamp(0.0, 1.0) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_layered_rule_takes_only_rules_that_act_on_one_message() {
+        let layered = |apply| FaultRule::Layered {
+            layer: Layer::Swim,
+            apply: Box::new(apply),
+        };
+        assert!(
+            layered(FaultRule::Isolate { node: NodeId(1) })
+                .validate("r")
+                .is_ok()
+        );
+        let held = layered(FaultRule::Hold {
+            from: vec![NodeId(1)],
+            to: vec![NodeId(2)],
+        });
+        let e = held.validate("rules[0]").unwrap_err().to_string();
+        assert!(e.contains("rules[0].apply") && e.contains("hold"), "{e}");
+        let bad_loss = layered(FaultRule::Loss { probability: 2.0 });
+        assert!(bad_loss.validate("r").is_err());
+        // A layered rule cuts nothing by itself: the simulator applies it to the
+        // layer's part of each message only.
+        assert!(!layered(FaultRule::Isolate { node: NodeId(1) }).cuts(NodeId(1), NodeId(2)));
+    }
 }

@@ -195,6 +195,8 @@ struct RuleSummary {
     link_rules: bool,
     /// A delay rule is active.
     delay_rules: bool,
+    /// A layered rule is active.
+    layer_rules: bool,
     /// Combined loss probability (configuration and loss rules).
     loss_p: f64,
     /// Combined duplication probability (configuration and duplicate rules).
@@ -690,6 +692,7 @@ impl<P: Protocol> Sim<P> {
                     no_dup *= 1.0 - clamp_probability(*probability)
                 }
                 FaultRule::Delay { .. } => s.delay_rules = true,
+                FaultRule::Layered { .. } => s.layer_rules = true,
             }
         }
         s.loss_p = 1.0 - keep;
@@ -1031,8 +1034,75 @@ impl<P: Protocol> Sim<P> {
         self.transmit(from, to_idx, incarnation, msg);
     }
 
-    /// Puts a message on the wire through the active rules and the network model.
+    /// Puts a message on the wire through the active rules and the network model:
+    /// first the layered rules, each on its layer's part of the message, then the
+    /// others on what is left.
     fn transmit(&mut self, from: NodeId, to: usize, incarnation: u64, msg: P::Msg) {
+        let to_id = self.slots[to].id;
+        if self.summary.layer_rules && from != to_id {
+            let Some(rest) = self.apply_layer_rules(from, to, incarnation, msg) else {
+                return;
+            };
+            return self.transmit_whole(from, to, incarnation, rest, 0);
+        }
+        self.transmit_whole(from, to, incarnation, msg, 0);
+    }
+
+    /// Splits off each layered rule's part of `msg`: dropped if the rule cuts the link
+    /// or loses it, sent on its own (later, for a delay) otherwise. Returns what no
+    /// layered rule claimed.
+    fn apply_layer_rules(
+        &mut self,
+        from: NodeId,
+        to: usize,
+        incarnation: u64,
+        msg: P::Msg,
+    ) -> Option<P::Msg> {
+        let to_id = self.slots[to].id;
+        let layered: Vec<(kvlab_types::Layer, FaultRule)> = self
+            .rules
+            .values()
+            .filter_map(|r| match r {
+                FaultRule::Layered { layer, apply } => Some((*layer, (**apply).clone())),
+                _ => None,
+            })
+            .collect();
+        let mut rest = Some(msg);
+        for (layer, rule) in layered {
+            let Some(m) = rest.take() else { break };
+            let (inside, outside) = P::split_layer(m, layer);
+            rest = outside;
+            let Some(part) = inside else { continue };
+            let extra = match &rule {
+                FaultRule::Loss { probability } => {
+                    if chance(&mut self.net_rng, clamp_probability(*probability)) {
+                        self.stats.messages_dropped_by_rule += 1;
+                        continue;
+                    }
+                    0
+                }
+                FaultRule::Delay { extra } => extra.sample_ns(&mut self.net_rng),
+                r if r.cuts(from, to_id) => {
+                    self.stats.messages_dropped_by_rule += 1;
+                    continue;
+                }
+                _ => 0,
+            };
+            self.transmit_whole(from, to, incarnation, part, extra);
+        }
+        rest
+    }
+
+    /// Puts a whole message through the link rules and the network model, `extra_ns`
+    /// later than the network alone would.
+    fn transmit_whole(
+        &mut self,
+        from: NodeId,
+        to: usize,
+        incarnation: u64,
+        msg: P::Msg,
+        extra_ns: u64,
+    ) {
         let to_id = self.slots[to].id;
         if self.summary.link_rules && from != to_id {
             let verdict = self.link_verdict(from, to_id);
@@ -1069,9 +1139,9 @@ impl<P: Protocol> Sim<P> {
         }
         if chance(&mut self.net_rng, self.summary.duplicate_p) {
             self.stats.messages_duplicated += 1;
-            self.schedule_delivery(from, to, incarnation, msg.clone());
+            self.schedule_delivery(from, to, incarnation, msg.clone(), extra_ns);
         }
-        self.schedule_delivery(from, to, incarnation, msg);
+        self.schedule_delivery(from, to, incarnation, msg, extra_ns);
     }
 
     /// Encodes `msg` as the real peer frame, flips one random bit, and decodes it as the
@@ -1138,13 +1208,23 @@ impl<P: Protocol> Sim<P> {
         v
     }
 
-    fn schedule_delivery(&mut self, from: NodeId, to: usize, incarnation: u64, msg: P::Msg) {
+    fn schedule_delivery(
+        &mut self,
+        from: NodeId,
+        to: usize,
+        incarnation: u64,
+        msg: P::Msg,
+        extra_ns: u64,
+    ) {
         if self.in_flight_full() {
             self.stats.messages_dropped_by_bound += 1;
             return;
         }
         let net = &self.config.network;
-        let mut delay = net.latency.sample_ns(&mut self.net_rng);
+        let mut delay = net
+            .latency
+            .sample_ns(&mut self.net_rng)
+            .saturating_add(extra_ns);
         if chance(&mut self.net_rng, net.reorder_probability) {
             let window = LatencyDist::Uniform {
                 min_ms: 0.0,

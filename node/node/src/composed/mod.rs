@@ -55,8 +55,8 @@ use kvlab_ring::{
 };
 use kvlab_swim::{SWIM_STATE, Swim, SwimMsg, recover_incarnation};
 use kvlab_types::{
-    AdminAction, AdminCommand, ClientRequest, ClientResponse, Cx, Effect, NodeEvent, NodeId, Out,
-    Protocol, Recovery, ReplicaCause, Time, TimerId, TimerSpace,
+    AdminAction, AdminCommand, ClientRequest, ClientResponse, Cx, Effect, Layer, NodeEvent, NodeId,
+    Out, Protocol, Recovery, ReplicaCause, Time, TimerId, TimerSpace,
 };
 use serde::{Deserialize, Serialize};
 
@@ -1212,6 +1212,26 @@ impl crate::raft_kv::invariants::RaftNodeView for KvlabNode {
 impl Protocol for KvlabNode {
     type Msg = KvlabMsg;
     type Config = KvlabConfig;
+
+    /// SWIM messages are the SWIM layer; a group's layer is its Raft messages (taken out
+    /// of a batch, the rest of the batch goes on) and its `NotMember` answers. Routing
+    /// and meta traffic belong to no layer (the meta group's Raft messages are group
+    /// [`META_GROUP`]'s).
+    fn split_layer(msg: KvlabMsg, layer: Layer) -> (Option<KvlabMsg>, Option<KvlabMsg>) {
+        match (layer, msg) {
+            (Layer::Swim, m @ KvlabMsg::Swim(_)) => (Some(m), None),
+            (Layer::Group(g), KvlabMsg::Raft(batch)) => {
+                let (inside, rest): (Vec<_>, Vec<_>) =
+                    batch.into_iter().partition(|e| e.msg.group == g);
+                let some = |v: Vec<RaftEnvelope>| (!v.is_empty()).then_some(KvlabMsg::Raft(v));
+                (some(inside), some(rest))
+            }
+            (Layer::Group(g), m @ KvlabMsg::NotMember { group, .. }) if group == g => {
+                (Some(m), None)
+            }
+            (_, m) => (None, Some(m)),
+        }
+    }
 
     fn boot(
         cx: &mut Cx<'_>,

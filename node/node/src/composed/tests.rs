@@ -325,3 +325,85 @@ fn the_same_seed_gives_the_same_events() {
     assert_eq!(trace(11), trace(11));
     assert_ne!(trace(11), trace(12));
 }
+
+/// A fault aimed at SWIM alone: SWIM traffic cut between two halves for longer than
+/// `replace_down_after_ms`. SWIM on each side declares the other side dead, but every
+/// group's leader keeps hearing from its followers, so meta replaces nothing (the Raft
+/// evidence a Down needs never comes) and clients keep being served.
+#[test]
+fn swim_cut_alone_moves_no_replica() {
+    let mut s = sim(31, 5, fast_config(5));
+    run_ms(&mut s, 3_000);
+    let before = replicas_per_node(&s, 5);
+    let rule = s.add_rule(kvlab_sim::FaultRule::Layered {
+        layer: kvlab_types::Layer::Swim,
+        apply: Box::new(kvlab_sim::FaultRule::Partition {
+            a: ids(2),
+            b: vec![NodeId(3), NodeId(4), NodeId(5)],
+        }),
+    });
+    for i in 0..20u64 {
+        s.submit(
+            NodeId(1 + (i % 5) as u32),
+            write(1 + i, 1, &format!("k{i}"), 1),
+        );
+    }
+    let (replies, events) = run_ms(&mut s, 8_000);
+    s.remove_rule(rule);
+    let acked = replies.values().filter(|r| r.result.is_ok()).count();
+    assert_eq!(acked, 20, "{replies:?}");
+    let dead_in_swim = s
+        .node(NodeId(1))
+        .and_then(KvlabNode::swim)
+        .is_some_and(|w| {
+            w.members()
+                .any(|m| m.id == NodeId(4) && m.state != kvlab_swim::MemberState::Alive)
+        });
+    assert!(dead_in_swim, "the SWIM cut did not show in n1's SWIM table");
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, NodeEvent::RingNodeState { state, .. } if state == "down")),
+        "meta marked a node down on SWIM alone"
+    );
+    assert_eq!(replicas_per_node(&s, 5), before);
+}
+
+/// A fault aimed at one Raft group: its leader is cut off from its followers for that
+/// group only. The group elects a new leader; every other group keeps its leader.
+#[test]
+fn a_cut_of_one_group_elects_in_that_group_only() {
+    let mut s = sim(32, 5, fast_config(5));
+    run_ms(&mut s, 3_000);
+    let v = VnodeId(3);
+    let group = kvlab_ring::vnode_group(v);
+    let leader = ids(5)
+        .into_iter()
+        .find(|&n| {
+            s.node(n)
+                .and_then(|p| p.raft(v))
+                .is_some_and(|r| r.role() == kvlab_raft::Role::Leader)
+        })
+        .expect("vnode 3 has a leader");
+    s.add_rule(kvlab_sim::FaultRule::Layered {
+        layer: kvlab_types::Layer::Group(group),
+        apply: Box::new(kvlab_sim::FaultRule::Isolate { node: leader }),
+    });
+    let (_, events) = run_ms(&mut s, 3_000);
+    let elected: std::collections::BTreeSet<kvlab_types::GroupId> = events
+        .iter()
+        .filter_map(|e| match e {
+            NodeEvent::LeaderElected { group, .. } => Some(*group),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        elected.contains(&group),
+        "group {group:?} elected no new leader"
+    );
+    let others: Vec<_> = elected
+        .iter()
+        .filter(|g| **g != group && kvlab_ring::group_vnode(**g).is_some())
+        .collect();
+    assert!(others.is_empty(), "other groups elected too: {others:?}");
+}
