@@ -372,10 +372,8 @@ impl Observer for RingObserver {
                     self.awaiting_snapshot.insert((node, *group));
                 }
             }
-            NodeEvent::ReplicaDestroyed { group, .. } => {
-                if self.hosted.remove(&(node, *group)) {
-                    self.replica_changes.push((at, node, -1));
-                }
+            NodeEvent::ReplicaDestroyed { group, .. } if self.hosted.remove(&(node, *group)) => {
+                self.replica_changes.push((at, node, -1));
             }
             NodeEvent::OperatorCreated {
                 operator,
