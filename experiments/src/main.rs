@@ -105,6 +105,10 @@ struct RingMovesArgs {
     /// Also write moves.json and the plot moves.{png,svg} here.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// Run directories of `kvlab run configs/ring-moves.toml` (searched below DIR): their
+    /// measured ratios go next to the planner's, in the table and the plot.
+    #[arg(long, value_name = "DIR")]
+    measured: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -734,13 +738,18 @@ fn cmd_docker_clean(all: bool) -> anyhow::Result<u8> {
 }
 
 fn cmd_ring_moves(a: RingMovesArgs) -> anyhow::Result<u8> {
-    use kvlab_experiments::ring_cmd::{MovesGrid, format_table, moves_table, write_outputs};
-    let rows = moves_table(&MovesGrid {
+    use kvlab_experiments::ring_cmd::{
+        MovesGrid, attach_measured, format_table, moves_table, read_measured, write_outputs,
+    };
+    let mut rows = moves_table(&MovesGrid {
         vnodes: a.vnodes,
         before: a.before,
         after: a.after,
         replication_factor: a.rf,
     })?;
+    if let Some(dir) = &a.measured {
+        attach_measured(&mut rows, &read_measured(dir)?);
+    }
     say!("{}", format_table(&rows).trim_end());
     if let Some(dir) = a.out {
         for f in write_outputs(&rows, &dir)? {

@@ -274,9 +274,14 @@ pub struct MovesRow {
     pub ratio: f64,
     /// Most replicas on a node over the mean, after the join.
     pub max_over_mean: f64,
+    /// The same join measured in a simulated run, if one was given: bytes moved into new
+    /// replicas over RF·D·j/(N+j).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_ratio: Option<f64>,
 }
 
-/// Grouped bars of `moved / optimum` per strategy and P, one panel per join size.
+/// Grouped bars of `moved / optimum` per strategy and P, one panel per join size; a
+/// cross marks the measured ratio where a run was given.
 struct MovesFigure<'a> {
     rows: &'a [MovesRow],
 }
@@ -302,7 +307,16 @@ impl MovesFigure<'_> {
             .fold(1.2, f64::max)
             * 1.1;
         let mut chart = ChartBuilder::on(area)
-            .caption(format!("join {before} → {after} nodes"), (FONT, 18))
+            .caption(
+                if rows.iter().any(|r| r.measured_ratio.is_some()) {
+                    format!(
+                        "join {before} → {after} nodes (bars: the planner; ×: measured in a run)"
+                    )
+                } else {
+                    format!("join {before} → {after} nodes (the planner)")
+                },
+                (FONT, 18),
+            )
             .margin(12)
             .x_label_area_size(60)
             .y_label_area_size(60)
@@ -337,6 +351,13 @@ impl MovesFigure<'_> {
                 (x + 0.2, r.ratio.min(y_max) + y_max * 0.01),
                 (FONT, 12).into_font().color(&INK),
             )))?;
+            if let Some(m) = r.measured_ratio.filter(|m| m.is_finite()) {
+                chart.draw_series(std::iter::once(Cross::new(
+                    (x + 0.5, m.min(y_max)),
+                    7,
+                    INK.stroke_width(3),
+                )))?;
+            }
             chart.draw_series(std::iter::once(Text::new(
                 format!("{} P={}", r.strategy, r.vnodes),
                 (x + 0.1, -y_max * 0.05),

@@ -163,6 +163,10 @@ pub struct SchedulerConfig {
     /// A promoted learner must be within this many entries of the commit index
     /// (enforced by the group leader before `EnterJoint`/`AddVoter`).
     pub learner_catchup_max_lag_entries: u64,
+    /// Ignored: an old setting that nothing ever read. Still accepted so that specs and
+    /// run directories written before it was removed load; never written out.
+    #[serde(skip_serializing)]
+    pub balance_stable_ms: Option<u64>,
 }
 
 impl Default for SchedulerConfig {
@@ -179,6 +183,7 @@ impl Default for SchedulerConfig {
             operator_timeout_ms: 60_000,
             conf_change: ConfChangeMode::Joint,
             learner_catchup_max_lag_entries: 64,
+            balance_stable_ms: None,
         }
     }
 }
@@ -412,6 +417,9 @@ mod tests {
         assert_eq!(sched.conf_change, ConfChangeMode::SingleStep);
         assert!(toml::from_str::<MembershipConfig>("replace_down_after = 5").is_err());
         assert!(toml::from_str::<RingConfig>("placement_strategy = \"copyset\"").is_err());
+        // A setting nothing read, removed: old files still load, and it is not written.
+        let old: SchedulerConfig = toml::from_str("balance_stable_ms = 1000").unwrap();
+        assert!(!toml::to_string(&old).unwrap().contains("balance_stable"));
         let spec: RingSpec = toml::from_str(
             "placement_bug = \"two-voters-without-joint\"\n[meta]\nvoters = [1, 2, 4]",
         )
