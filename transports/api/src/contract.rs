@@ -85,6 +85,14 @@ pub trait Harness: Send + Sync + 'static {
     /// Panics unless the resources of `shut_down` (ports, the node id's slot) can be
     /// taken again.
     fn assert_released(&self, shut_down: &Self::T) -> impl Future<Output = ()> + Send;
+
+    /// Messages to `t` that the operating system dropped before the transport could read
+    /// them (a datagram socket's full receive buffer on a loaded host). Transports that
+    /// cannot lose a message keep the default, 0.
+    fn os_drops(&self, t: &Self::T) -> u64 {
+        let _ = t;
+        0
+    }
 }
 
 /// Runs one case under [`CASE_TIMEOUT`], panicking with the case's name if it overruns.
@@ -645,7 +653,8 @@ pub async fn concurrent_senders_all_deliver<H: Harness>(h: &H) {
     let total = 2 * TASKS as u64 * PER_TASK;
     let mut next: std::collections::BTreeMap<(NodeId, u32), u64> = Default::default();
     let mut seen = BTreeSet::new();
-    for _ in 0..total {
+    // Everything arrives, except what the operating system provably dropped.
+    while (seen.len() as u64) + h.os_drops(&ts[0]) < total {
         let env = must_recv(&*ts[0], "a concurrent message").await;
         assert!(
             seen.insert((env.from, env.msg.task, env.msg.seq)),
@@ -661,7 +670,9 @@ pub async fn concurrent_senders_all_deliver<H: Harness>(h: &H) {
         }
         *expected += 1;
     }
-    assert!(next.values().all(|n| *n == PER_TASK), "{next:?}");
+    if h.os_drops(&ts[0]) == 0 {
+        assert!(next.values().all(|n| *n == PER_TASK), "{next:?}");
+    }
     must_be_quiet(&*ts[0], "all concurrent messages were received").await;
 }
 

@@ -72,6 +72,21 @@ use tokio::time::Instant;
 
 pub mod reassembly;
 
+/// Datagrams the kernel dropped at the UDP socket bound to `127.0.0.1:port` because its
+/// receive buffer was full (the `drops` column of Linux's /proc/net/udp); 0 where that
+/// table is missing or has no such socket. For tests and diagnostics: a flood on a
+/// loaded host loses datagrams before any transport code sees them.
+pub fn loopback_socket_drops(port: u16) -> u64 {
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+    let local = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .find(|l| l.split_whitespace().nth(1) == Some(local.as_str()))
+        .and_then(|l| l.split_whitespace().last()?.parse().ok())
+        .unwrap_or(0)
+}
+
 use reassembly::{
     CHUNK_HEADER_BYTES, ChunkHeader, Reassembly, TAG_CHUNK, TAG_WHOLE, WHOLE_HEADER_BYTES,
     parse_chunk, write_chunk_header,

@@ -44,6 +44,10 @@ impl Harness for UdpHarness {
             .await
             .expect("the port of a shut-down transport can be bound again");
     }
+
+    fn os_drops(&self, t: &Self::T) -> u64 {
+        crate::loopback_socket_drops(t.local_addr().port())
+    }
 }
 
 kvlab_transport::contract_tests!(UdpHarness::default());
@@ -277,4 +281,21 @@ async fn binding_a_taken_port_is_a_bind_error_naming_the_address() {
         UdpConfig::default(),
     )
     .await;
+}
+
+/// The kernel's drop counter is read for the right socket: a socket nobody reads
+/// overflows its buffer, and the drops show (Linux; elsewhere the table is missing and
+/// nothing is claimed).
+#[test]
+fn kernel_drops_of_an_unread_socket_are_read_from_proc() {
+    let sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = sink.local_addr().unwrap().port();
+    assert_eq!(crate::loopback_socket_drops(port), 0);
+    let src = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..20_000 {
+        let _ = src.send_to(&[7u8; 1_000], ("127.0.0.1", port));
+    }
+    if std::path::Path::new("/proc/net/udp").exists() {
+        assert!(crate::loopback_socket_drops(port) > 0);
+    }
 }

@@ -12,19 +12,6 @@ use kvlab_transport_udp::{UdpConfig, UdpTransport};
 use kvlab_types::NodeId;
 use tokio::net::UdpSocket;
 
-/// Datagrams the kernel dropped at the UDP socket bound to `port` on 127.0.0.1 because
-/// its receive buffer was full (the `drops` column of /proc/net/udp; 0 if not found).
-fn kernel_drops(port: u16) -> u64 {
-    let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
-    let local = format!("0100007F:{port:04X}");
-    table
-        .lines()
-        .skip(1)
-        .find(|l| l.split_whitespace().nth(1) == Some(local.as_str()))
-        .and_then(|l| l.split_whitespace().last()?.parse().ok())
-        .unwrap_or(0)
-}
-
 /// This process's resident set size in bytes (`VmRSS` of /proc/self/status).
 fn rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
@@ -108,7 +95,7 @@ async fn chunk_headers_claiming_65535_chunks_do_not_inflate_memory() {
         // Every one of the 512 that arrived is refused. On a loaded machine the kernel may
         // drop some of the flood at n1's full socket buffer before n1 reads them (seen in
         // CI: 505 of 512); those cannot be refused and are counted by the kernel.
-        let lost = kernel_drops(n1.local_addr().port());
+        let lost = kvlab_transport_udp::loopback_socket_drops(n1.local_addr().port());
         assert!(
             s.dropped.decode_error <= 2 * 4 * 64
                 && s.dropped.decode_error + lost >= 2 * 4 * 64
