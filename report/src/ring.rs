@@ -14,8 +14,9 @@ use plotters::prelude::*;
 use serde_json::Value;
 
 use crate::ReportError;
-use crate::data::{RunData, json_at};
+use crate::data::{RunData, json_at, json_f64 as num};
 use crate::plots::{DrawResult, FONT, Figure, INK, save_figure, styled_mesh};
+use crate::swim::{draw_series_labels, line_legend};
 
 /// The figure's size.
 const FIGURE_SIZE_PX: (u32, u32) = (1200, 640);
@@ -31,10 +32,6 @@ const NODE_COLORS: [RGBColor; 8] = [
     RGBColor(227, 119, 194),
     RGBColor(127, 127, 127),
 ];
-
-fn num(v: &Value, path: &[&str]) -> Option<f64> {
-    json_at(v, path).and_then(Value::as_f64)
-}
 
 /// Replicas per node and operators in flight over time, membership changes marked.
 struct ReplicasFigure {
@@ -123,18 +120,9 @@ impl ReplicasFigure {
             chart
                 .draw_series(LineSeries::new(pts, c.stroke_width(2)))?
                 .label(node.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
-                });
+                .legend(line_legend(c));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(INK.mix(0.3))
-            .label_font((FONT, 14))
-            .draw()?;
-        Ok(())
+        draw_series_labels(&mut chart, SeriesLabelPosition::LowerRight, 14)
     }
 
     fn draw_inflight<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> DrawResult

@@ -65,8 +65,8 @@ type Series = (String, RGBColor, Vec<(f64, f64)>);
 /// One panel of the scale figure: area, title, y axis, metrics.
 type Panel<'a, DB> = (&'a DrawingArea<DB, Shift>, &'a str, &'a str, Vec<Metric>);
 
-/// Draws the series labels at `position` in the box every SWIM figure shares.
-fn draw_series_labels<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+/// Draws the series labels at `position` in the box every SWIM (and ring) figure shares.
+pub(crate) fn draw_series_labels<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
     chart: &mut ChartContext<'a, DB, CT>,
     position: SeriesLabelPosition,
     font_px: i32,
@@ -85,7 +85,7 @@ where
 }
 
 /// The legend mark of a line series drawn in `c`.
-fn line_legend(c: RGBColor) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
+pub(crate) fn line_legend(c: RGBColor) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
     move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(3))
 }
 

@@ -34,6 +34,8 @@ use super::swim::{PropertyCheck, SecondsStats};
 use super::{Observer, ObserverReport, Violation};
 use crate::cluster::Cluster;
 use crate::events::{NemesisEvent, NemesisKind, Phase, RunEvent};
+use crate::nemesis::fault_name;
+use crate::spec::FaultKind;
 use crate::spec::ring::RingExperimentSpec;
 
 /// How often the observer samples the nodes (simulated milliseconds).
@@ -435,15 +437,18 @@ impl Observer for RingObserver {
     }
 
     fn on_nemesis_event(&mut self, _cluster: &dyn Cluster, at: Time, event: &NemesisEvent) {
-        let membership = matches!(
-            event.fault.as_deref(),
-            Some("join" | "drain" | "kill_permanently")
-        );
+        // The permanent kinds are the membership changes (join, drain, kill for good).
+        let membership = [
+            FaultKind::Join,
+            FaultKind::Drain,
+            FaultKind::KillPermanently,
+        ]
+        .into_iter()
+        .find(|k| event.fault.as_deref() == Some(fault_name(*k).as_str()));
         if event.kind == NemesisKind::FaultStart
-            && membership
-            && let (Some(fault), Some(node)) = (&event.fault, event.node)
+            && let (Some(kind), Some(node)) = (membership, event.node)
         {
-            let name = fault.replace('_', "-");
+            let name = kind.spec_name();
             // Changes made at one instant (three joins at once) are one episode.
             match self.membership_changes.last_mut() {
                 Some((t, what)) if *t == at => what.push_str(&format!(", {name} {node}")),

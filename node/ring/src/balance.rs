@@ -311,8 +311,15 @@ pub fn join_moves(
     let all: BTreeSet<NodeId> = members.keys().copied().collect();
     Ok(JoinMoves {
         moved_replicas: current.moved_replicas_to(&target),
-        optimum_replicas: (vnodes as usize * replication_factor) as f64 * f64::from(after - before)
-            / f64::from(after),
+        // The optimum in replicas: every vnode one unit of data.
+        optimum_replicas: optimum_moved_bytes(
+            MembershipEvent::Join {
+                before: before as usize,
+                joined: (after - before) as usize,
+            },
+            replication_factor,
+            f64::from(vnodes),
+        ),
         max_over_mean: max_over_mean(&replica_counts(&target, &all)),
     })
 }

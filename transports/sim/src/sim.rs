@@ -1039,12 +1039,14 @@ impl<P: Protocol> Sim<P> {
     /// others on what is left.
     fn transmit(&mut self, from: NodeId, to: usize, incarnation: u64, msg: P::Msg) {
         let to_id = self.slots[to].id;
-        if self.summary.layer_rules && from != to_id {
-            let Some(rest) = self.apply_layer_rules(from, to, incarnation, msg) else {
-                return;
-            };
-            return self.transmit_whole(from, to, incarnation, rest, 0);
-        }
+        let msg = if self.summary.layer_rules && from != to_id {
+            match self.apply_layer_rules(from, to, incarnation, msg) {
+                Some(rest) => rest,
+                None => return,
+            }
+        } else {
+            msg
+        };
         self.transmit_whole(from, to, incarnation, msg, 0);
     }
 
