@@ -923,6 +923,13 @@ impl PreparedHistory {
         self.prepared.operations
     }
 
+    /// The most operations held at once, over all keys, while the history was read
+    /// (with [`ReadOptions::decide_while_reading`](crate::ReadOptions): the open ones and
+    /// those not decided yet; without: every operation that constrains anything).
+    pub fn peak_held_operations(&self) -> usize {
+        self.prepared.peak_held
+    }
+
     /// Keys (or key groups under `multi-register`) the search will take one by one.
     pub fn keys(&self) -> usize {
         self.prepared.jobs.len()
@@ -1000,6 +1007,8 @@ struct Prepared {
     unobserved_info_dropped: usize,
     info_bounded: usize,
     decided_while_reading: usize,
+    /// The most operations the keys' buffers held at once while the history was read.
+    peak_held: usize,
 }
 
 /// The single-key operation a one-micro-op `txn` stands for under `kv`.
@@ -1085,6 +1094,9 @@ struct Lowering {
     retire: bool,
     /// Events seen so far: the position of the next one.
     events_seen: usize,
+    /// Operations held in the keys' buffers now, and at most.
+    held: usize,
+    peak_held: usize,
 }
 
 /// One key's operations while the history is read.
@@ -1108,8 +1120,6 @@ struct KeyBuffer {
 struct KeyRetirement {
     /// What the retired operations leave for the rest.
     carry: reads_from::Carry,
-    /// Info operations dropped while retiring.
-    dropped_info: usize,
     /// Found invalid while reading: the key's operations at that point are kept (the
     /// violation's positions refer to them, in invoke order) and later ones ignored.
     violation: Option<reads_from::Violation>,
@@ -1130,6 +1140,8 @@ impl Lowering {
             refused: None,
             retire: retire && model != ModelKind::MultiRegister,
             events_seen: 0,
+            held: 0,
+            peak_held: 0,
         }
     }
 
@@ -1210,12 +1222,17 @@ impl Lowering {
                         if let Some(r) = buffer.retired.as_mut() {
                             r.ignored += 1;
                         }
-                    } else {
-                        buffer.ops.push(lowered);
-                        if retire && buffer.ops.len() >= buffer.next_attempt.max(RETIRE_MIN_OPS) {
-                            buffer.retire(now);
-                        }
+                        return;
                     }
+                    buffer.ops.push(lowered);
+                    let held = buffer.ops.len();
+                    if retire && held >= buffer.next_attempt.max(RETIRE_MIN_OPS) {
+                        buffer.retire(now);
+                    }
+                    let forgotten = held - buffer.ops.len();
+                    self.held += 1;
+                    self.peak_held = self.peak_held.max(self.held);
+                    self.held -= forgotten;
                 }
             }
             Err(e) => self.refuse(1, position, e),
@@ -1239,6 +1256,7 @@ impl Lowering {
             unobserved_info_dropped: 0,
             info_bounded: 0,
             decided_while_reading: 0,
+            peak_held: self.peak_held,
         };
         if self.model == ModelKind::MultiRegister {
             let mut ops = self.multi;
@@ -1282,16 +1300,8 @@ impl KeyBuffer {
         };
         match reads_from::retire(&self.ops, &mut retirement.carry, &horizon) {
             reads_from::Retired::Nothing => {}
-            reads_from::Retired::Ambiguous => {
-                self.next_attempt = usize::MAX;
-                return;
-            }
-            reads_from::Retired::Ops {
-                positions,
-                dropped_info,
-            } => {
+            reads_from::Retired::Ops { positions } => {
                 self.max_concurrency = self.max_concurrency.max(times(&self.ops));
-                retirement.dropped_info += dropped_info;
                 let mut gone = positions.into_iter().peekable();
                 let mut i = 0;
                 self.ops.retain(|_| {
@@ -1343,7 +1353,6 @@ impl KeyBuffer {
             }
         }
         if let Some(r) = &retired {
-            prepared.unobserved_info_dropped += r.dropped_info;
             prepared.decided_while_reading += r.carry.retired_ops;
         }
         let ops = if retired.as_ref().is_some_and(|r| r.violation.is_some()) {
@@ -1351,7 +1360,7 @@ impl KeyBuffer {
         } else {
             // Invoke order, as the history has them (they arrive as they complete).
             ops.sort_by_key(|op| op.call_time);
-            let reduced = reduce::reduce(ops);
+            let reduced = reduce_after(ops, retired.as_deref());
             prepared.unobserved_info_dropped += reduced.dropped;
             prepared.info_bounded += reduced.bounded;
             reduced.ops
@@ -1366,6 +1375,18 @@ impl KeyBuffer {
             retired,
         })
     }
+}
+
+/// The reductions on what is left of a key (in invoke order) after what was decided
+/// while reading: when a cut left a value, after an operation writing it (so that no
+/// `info` write of the same value counts as its only writer), taken out again.
+fn reduce_after(ops: Vec<Operation<KeyModel>>, retired: Option<&KeyRetirement>) -> reduce::Reduced {
+    let Some(carry) = retired.map(|r| &r.carry).filter(|c| c.state.is_some()) else {
+        return reduce::reduce(ops);
+    };
+    let mut reduced = reduce::reduce(reads_from::with_start(&ops, carry));
+    reduced.ops.remove(0);
+    reduced
 }
 
 /// The key an operation acts on under a per-key model (`None`: it names none, or is a
@@ -1892,27 +1913,51 @@ fn search_key(
             .retired
             .as_ref()
             .map_or_else(reads_from::Carry::default, |r| r.carry.clone());
-        let mut result = KeyResult::from_reads_from(reads_from::decide(ops, &carry));
+        let result = KeyResult::from_reads_from(reads_from::decide(ops, &carry));
         if result.verdict != KeyVerdict::Undecided {
-            return result;
-        }
-        if let Some(r) = &job.retired {
-            result.reason = result.reason.map(|why| {
-                format!(
-                    "{why}; {} of its operations were decided while reading and forgotten, so the search engines cannot take it",
-                    r.carry.retired_ops
-                )
-            });
             return result;
         }
         if config.engine == Engine::ReadsFrom {
             return result;
+        }
+        if let Some(r) = &job.retired {
+            return search_rest(ops, &r.carry, config, deadline, abort);
         }
     }
     if ops.len() > MAX_OPS_PER_KEY {
         return KeyResult::with_verdict(KeyVerdict::Oversized);
     }
     search_ops(ops, config, deadline, abort)
+}
+
+/// The search engines on what is left of a key after what was decided while reading
+/// (`ops`, which the reads-from engine could not decide): the retired operations come
+/// first in a linearization if there is one (see [`reads_from`], "Deciding while
+/// reading" and "Cutting"), so the key is linearizable iff no operation left completed
+/// before a retired one began and `ops` linearize from the state the retired ones left.
+fn search_rest(
+    ops: &[Operation<KeyModel>],
+    carry: &reads_from::Carry,
+    config: &CheckConfig,
+    deadline: Option<Instant>,
+    abort: &Arc<AtomicBool>,
+) -> KeyResult {
+    if let Some(v) = reads_from::completed_before_retired(ops, carry) {
+        return KeyResult::from_reads_from(reads_from::Decision::Violated(v));
+    }
+    if ops.len() >= MAX_OPS_PER_KEY {
+        return KeyResult::with_verdict(KeyVerdict::Oversized);
+    }
+    let mut result = search_ops(&reads_from::with_start(ops, carry), config, deadline, abort);
+    // Positions in `ops` again (the first operation stands for the retired ones).
+    if let Some(r) = result.kvlab.as_mut() {
+        for list in [&mut r.longest, &mut r.stuck] {
+            list.retain(|&p| p > 0);
+            list.iter_mut().for_each(|p| *p -= 1);
+        }
+        r.max_depth = r.max_depth.saturating_sub(1);
+    }
+    result
 }
 
 /// Runs the two passes described in the module docs; returns one result per job.
@@ -2121,7 +2166,9 @@ fn partition_report(job: &KeyJob, result: &KeyResult, verdict: Verdict) -> Parti
         (Verdict::Invalid, Some(r)) if r.verdict == EngineVerdict::NotLinearizable => {
             Some(r.clone())
         }
-        (Verdict::Invalid, _) => {
+        // Without the operations decided while reading, the search would explain
+        // another history.
+        (Verdict::Invalid, _) if job.retired.is_none() => {
             let limits = Limits {
                 deadline: Instant::now().checked_add(EXPLANATION_BUDGET),
                 memory_limit_bytes: None,
@@ -2150,7 +2197,7 @@ fn partition_report(job: &KeyJob, result: &KeyResult, verdict: Verdict) -> Parti
     PartitionReport {
         key: job.name.clone(),
         verdict,
-        operations: job.len(),
+        operations: job.len() + job.retired.as_ref().map_or(0, |r| r.carry.retired_ops),
         decided_by: result.decided_by,
         unknown_reason,
         explanation: None,
