@@ -88,6 +88,7 @@ pub(crate) fn system_config(spec: &Spec) -> Result<SystemConfig, ExperimentError
 pub(crate) fn server_options(spec: &Spec) -> kvlab_server::ServerOptions {
     kvlab_server::ServerOptions {
         client_request_timeout_ms: spec.server_request_timeout_ms(),
+        workers: spec.local.workers,
         ..kvlab_server::ServerOptions::default()
     }
 }
@@ -720,6 +721,8 @@ mod tests {
                 "[local]\nstorage = { segment_size_bytes = 1 }\n",
                 "local.storage.segment_size_bytes",
             ),
+            ("[local]\nworkers = 0\n", "local.workers"),
+            ("[local]\nworkers = 17\n", "local.workers"),
         ] {
             match parse(extra) {
                 Err(ExperimentError::SpecInvalid { field: f, .. }) => {

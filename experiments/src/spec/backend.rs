@@ -121,6 +121,10 @@ pub struct LocalSpec {
     pub stop_timeout_s: f64,
     /// Every node's storage (fsync policy: `batch` = group commit, fsync on).
     pub storage: kvlab_storage::StorageOptions,
+    /// Every node's WAL shards (`server.workers`): group `g` is logged in shard
+    /// `g % workers`, each shard with its own writer, so up to `workers` fsyncs run at
+    /// once. See `kvlab_server::commit`.
+    pub workers: usize,
 }
 
 impl Default for LocalSpec {
@@ -129,6 +133,7 @@ impl Default for LocalSpec {
             startup_timeout_s: 20.0,
             stop_timeout_s: 5.0,
             storage: kvlab_storage::StorageOptions::default(),
+            workers: 1,
         }
     }
 }

@@ -306,6 +306,16 @@ impl LocalSpec {
         if let Err(e) = self.storage.validate() {
             return Err(invalid(&format!("local.storage.{}", e.field), e.reason));
         }
+        if !(1..=kvlab_server::MAX_WORKERS).contains(&self.workers) {
+            return Err(invalid(
+                "local.workers",
+                format!(
+                    "must be in [1, {}] (MAX_WORKERS), got {}",
+                    kvlab_server::MAX_WORKERS,
+                    self.workers
+                ),
+            ));
+        }
         Ok(())
     }
 }

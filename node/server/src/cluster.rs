@@ -310,7 +310,8 @@ impl LocalCluster {
     pub async fn restart(&mut self, id: NodeId) -> Result<(), ServerError> {
         self.crash(id).await?;
         let dir = self.data_dir(id);
-        let (store, recovery) = open_storage(id, &dir, &self.config.storage)?;
+        let (stores, recovery) =
+            open_storage(id, &dir, &self.config.storage, self.config.server.workers)?;
         let server = assemble_system(
             &self.config.system,
             JoinMem {
@@ -323,7 +324,7 @@ impl LocalCluster {
                 members: self.config.members(),
                 seed: self.config.seed,
                 options: self.config.server,
-                store,
+                stores,
                 recovery,
                 data_dir: dir,
             },

@@ -219,9 +219,15 @@ pub struct ServerOptions {
     /// Client requests queued for the driver at most; beyond it a request is refused
     /// with `Unavailable` (it surely did not take effect).
     pub client_queue_len: usize,
-    /// Group commit: the driver handles at most this many ready inputs before it issues
-    /// one fsync for all of them (1 = one fsync per step that asked for one).
+    /// Group commit: the driver handles at most this many ready inputs before it starts
+    /// the WAL writers on what they persisted (1 = a writer after every step).
     pub max_steps_per_sync: usize,
+    /// WAL shards: group `g`'s records go to log `g % workers`, each log with its own
+    /// writer (append + fsync on a blocking thread), so up to `workers` fsyncs run at once.
+    /// 1 keeps the log in the data directory itself; more put shard `i` in
+    /// `shard-<i>/`. A data directory written with one value refuses to open with
+    /// another. See [`crate::commit`].
+    pub workers: usize,
     /// Recent protocol events kept in memory for `status()`.
     pub event_log_len: usize,
     /// Client connections served at once; at the cap the one idle longest is closed
@@ -255,6 +261,7 @@ impl Default for ServerOptions {
             client_request_timeout_ms: 2_000,
             client_queue_len: 4_096,
             max_steps_per_sync: 256,
+            workers: 1,
             event_log_len: 256,
             client_max_connections: DEFAULT_CLIENT_MAX_CONNECTIONS,
             client_idle_timeout_ms: DEFAULT_CLIENT_IDLE_TIMEOUT_MS,
@@ -317,6 +324,11 @@ impl ServerOptions {
             "max_steps_per_sync",
             self.max_steps_per_sync as u64,
             MAX_STEPS_PER_SYNC_LIMIT as u64,
+        )?;
+        check(
+            "workers",
+            self.workers as u64,
+            crate::commit::MAX_WORKERS as u64,
         )?;
         check(
             "event_log_len",
@@ -832,6 +844,16 @@ tick_interval_ms = 20
                 "data_dir = \"data/n1\"",
                 "data_dir = \"data/n1\"\n[server]\nclient_max_buffered_bytes = 10",
                 "server.client_max_buffered_bytes",
+            ),
+            (
+                "data_dir = \"data/n1\"",
+                "data_dir = \"data/n1\"\n[server]\nworkers = 0",
+                "server.workers",
+            ),
+            (
+                "data_dir = \"data/n1\"",
+                "data_dir = \"data/n1\"\n[server]\nworkers = 17",
+                "server.workers",
             ),
         ];
         for (from, to, field) in cases {

@@ -50,6 +50,7 @@
 pub mod admin;
 pub mod client;
 pub mod cluster;
+pub mod commit;
 pub mod config;
 pub mod driver;
 pub mod error;
@@ -65,6 +66,7 @@ pub use client::{
     KvServiceClient, MAX_CLIENT_ATTEMPTS, serve_client_endpoint,
 };
 pub use cluster::{LocalClient, LocalCluster, LocalClusterConfig};
+pub use commit::{MAX_QUEUED_IO_BYTES, MAX_WORKERS, shard_of};
 pub use config::{
     AdminConfig, MAX_ADMIN_TOKEN_BYTES, MAX_CLIENT_QUEUE_LEN, MAX_CLIENT_REQUEST_TIMEOUT_MS,
     MAX_CLUSTER_NODES, MAX_EVENT_LOG_LEN, MAX_STEPS_PER_SYNC_LIMIT, NodeConfig, ServerOptions,

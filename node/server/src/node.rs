@@ -164,22 +164,109 @@ pub(crate) struct Assembly {
     pub(crate) members: Vec<NodeId>,
     pub(crate) seed: u64,
     pub(crate) options: ServerOptions,
-    pub(crate) store: NodeStorage<RealFs>,
+    /// One store per WAL shard, in shard order.
+    pub(crate) stores: Vec<NodeStorage<RealFs>>,
     pub(crate) recovery: Recovery,
     pub(crate) data_dir: std::path::PathBuf,
 }
 
-/// Opens (or creates) a node's data directory and storage.
+/// The name of WAL shard `i`'s directory inside a data directory (`workers` > 1).
+pub const SHARD_DIR_PREFIX: &str = "shard-";
+
+/// The directory of each WAL shard of a node whose data directory is `dir`: `dir` itself
+/// for one shard, `dir/shard-<i>` for more.
+pub fn shard_dirs(dir: &Path, workers: usize) -> Vec<std::path::PathBuf> {
+    if workers <= 1 {
+        return vec![dir.to_path_buf()];
+    }
+    (0..workers)
+        .map(|i| dir.join(format!("{SHARD_DIR_PREFIX}{i}")))
+        .collect()
+}
+
+/// Refuses a data directory written with another `server.workers`: its groups' records
+/// would be looked for in the wrong logs, and a log nobody opens is acknowledged data
+/// lost.
+fn check_shard_layout(id: NodeId, dir: &Path, workers: usize) -> Result<(), ServerError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| ServerError::DataDir {
+        node: id,
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let shard = name
+            .strip_prefix(SHARD_DIR_PREFIX)
+            .and_then(|n| n.parse::<usize>().ok());
+        let refusal = match shard {
+            Some(_) if workers == 1 => Some(format!(
+                "it holds WAL shard directory {name}, written with server.workers > 1"
+            )),
+            Some(i) if i >= workers => Some(format!(
+                "it holds WAL shard directory {name}, written with server.workers > {i}"
+            )),
+            None if workers > 1 && (name.starts_with("wal-") || name.starts_with("snapshot")) => {
+                Some(format!("it holds {name}, written with server.workers = 1"))
+            }
+            _ => None,
+        };
+        if let Some(why) = refusal {
+            return Err(ServerError::InvalidConfig {
+                field: "server.workers".into(),
+                reason: format!(
+                    "{workers} does not match data directory {}: {why}; start the node with \
+                     the workers it was written with",
+                    dir.display()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Opens (or creates) a node's data directory and its `workers` WAL shards, and merges
+/// what they recovered. Refuses a directory written with another shard count, and a
+/// shard holding a group that belongs to another.
 pub(crate) fn open_storage(
     id: NodeId,
     dir: &Path,
     options: &StorageOptions,
-) -> Result<(NodeStorage<RealFs>, Recovery), ServerError> {
+    workers: usize,
+) -> Result<(Vec<NodeStorage<RealFs>>, Recovery), ServerError> {
     std::fs::create_dir_all(dir).map_err(|source| ServerError::DataDir {
         node: id,
         path: dir.to_path_buf(),
         source,
     })?;
+    check_shard_layout(id, dir, workers)?;
+    let mut stores = Vec::with_capacity(workers);
+    let mut recovery = Recovery::default();
+    for (i, shard_dir) in shard_dirs(dir, workers).iter().enumerate() {
+        let (store, shard) = open_shard(id, shard_dir, options)?;
+        for (group, state) in shard.groups {
+            if crate::commit::shard_of(group, workers) != i {
+                return Err(ServerError::InvalidConfig {
+                    field: "server.workers".into(),
+                    reason: format!(
+                        "{workers} puts group {group} in shard {}, but its records are in {}",
+                        crate::commit::shard_of(group, workers),
+                        shard_dir.display()
+                    ),
+                });
+            }
+            recovery.groups.insert(group, state);
+        }
+        stores.push(store);
+    }
+    Ok((stores, recovery))
+}
+
+/// Opens one WAL shard's storage and logs what its recovery found.
+fn open_shard(
+    id: NodeId,
+    dir: &Path,
+    options: &StorageOptions,
+) -> Result<(NodeStorage<RealFs>, Recovery), ServerError> {
     let (store, recovery) =
         NodeStorage::open(RealFs, dir, options).map_err(|source| ServerError::Storage {
             node: id,
@@ -251,7 +338,7 @@ where
             system: system_name.to_string(),
             seed: a.seed,
             transport: transport.clone(),
-            store: a.store,
+            stores: a.stores,
             recovery: a.recovery,
             options: a.options,
             events_file: Some(a.data_dir.join(EVENTS_FILE_NAME)),
@@ -375,7 +462,8 @@ impl BoundNode {
         let id = config.node_id();
         let peers = config.peer_table()?;
         let members: Vec<NodeId> = peers.keys().copied().collect();
-        let (store, recovery) = open_storage(id, &config.data_dir, &config.storage)?;
+        let (stores, recovery) =
+            open_storage(id, &config.data_dir, &config.storage, config.server.workers)?;
         let client = bind_endpoint(id, "client", config.client).await?;
         let admin = bind_endpoint(id, "admin", config.admin.addr).await?;
         let local = |l: &TcpListener, endpoint, addr| {
@@ -399,7 +487,7 @@ impl BoundNode {
                 members,
                 seed: config.seed,
                 options: config.server,
-                store,
+                stores,
                 recovery,
                 data_dir: config.data_dir.clone(),
             },
@@ -649,6 +737,58 @@ mod tests {
         }
     }
 
+    fn write_groups(dir: &Path, workers: usize, groups: &[u64]) {
+        let options = StorageOptions::default();
+        let (mut stores, _) = open_storage(NodeId(1), dir, &options, workers).unwrap();
+        for &g in groups {
+            let shard = crate::commit::shard_of(GroupId(g), workers);
+            stores[shard].persist(GroupId(g), &g.to_le_bytes()).unwrap();
+        }
+        for s in &mut stores {
+            s.close().unwrap();
+        }
+    }
+
+    #[test]
+    fn wal_shards_reopen_with_every_group_and_refuse_another_worker_count() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let options = StorageOptions::default();
+        write_groups(dir, 2, &[0, 1, 2, 3]);
+        assert!(dir.join("shard-0").is_dir() && dir.join("shard-1").is_dir());
+        let (stores, recovery) = open_storage(NodeId(1), dir, &options, 2).unwrap();
+        assert_eq!(stores.len(), 2);
+        let groups: Vec<u64> = recovery.groups.keys().map(|g| g.0).collect();
+        assert_eq!(groups, [0, 1, 2, 3]);
+        drop(stores);
+        for (workers, says) in [(1, "WAL shard directory shard-"), (4, "group g2")] {
+            match open_storage(NodeId(1), dir, &options, workers) {
+                Err(ServerError::InvalidConfig { field, reason }) => {
+                    assert_eq!(field, "server.workers");
+                    assert!(reason.contains(says), "{workers}: {reason}");
+                }
+                other => panic!("workers = {workers}: {other:?}"),
+            }
+        }
+        let one = tmp.path().join("one");
+        write_groups(&one, 1, &[0, 1]);
+        match open_storage(NodeId(1), &one, &options, 2) {
+            Err(ServerError::InvalidConfig { field, reason }) => {
+                assert_eq!(field, "server.workers");
+                assert!(reason.contains("server.workers = 1"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let three = tmp.path().join("three");
+        write_groups(&three, 3, &[5]);
+        match open_storage(NodeId(1), &three, &options, 2) {
+            Err(ServerError::InvalidConfig { reason, .. }) => {
+                assert!(reason.contains("shard-2"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn opening_storage_with_truncate_damaged_logs_the_loss_at_warn() {
         let tmp = tempfile::tempdir().unwrap();
@@ -671,7 +811,7 @@ mod tests {
         f.sync_all().unwrap();
         drop(f);
 
-        let refused = open_storage(NodeId(1), &dir, &strict);
+        let refused = open_storage(NodeId(1), &dir, &strict, 1);
         assert!(
             matches!(refused, Err(ServerError::Storage { .. })),
             "strict recovery refuses"
@@ -688,10 +828,11 @@ mod tests {
             })
             .with_ansi(false)
             .finish();
-        let (store, recovery) = tracing::subscriber::with_default(subscriber, || {
-            open_storage(NodeId(1), &dir, &truncating)
+        let (stores, recovery) = tracing::subscriber::with_default(subscriber, || {
+            open_storage(NodeId(1), &dir, &truncating, 1)
         })
         .unwrap();
+        let store = &stores[0];
         assert_eq!(recovery.group(GroupId::DEFAULT).records.len(), 15);
         assert_eq!(
             store.recovery_report().damage_truncated[0].records_dropped,

@@ -23,20 +23,33 @@ fn note(log: &Log, what: impl Into<String>) {
 }
 
 /// Writes: `Send(pre)`, `Persist`, `Sync`, `Send(post)`, `Reply`. Reads: `Reply` at once.
-/// Deletes: never answered.
+/// Deletes: never answered. Cas: persists to groups 0 and 1, `Sync`, `Reply`. Every
+/// client step notes `step <seq>` in the log first.
 #[derive(Debug)]
-struct Scripted;
+struct Scripted {
+    log: Option<Log>,
+}
 
 impl Protocol for Scripted {
     type Msg = u8;
-    type Config = ();
-    fn boot(_: &mut Cx<'_>, _: &(), _: &[NodeId], _: Recovery, _: &mut Out<u8>) -> Self {
-        Scripted
+    /// Where client steps are noted (`None`: nowhere).
+    type Config = Option<Log>;
+    fn boot(_: &mut Cx<'_>, log: &Option<Log>, _: &[NodeId], _: Recovery, _: &mut Out<u8>) -> Self {
+        Scripted { log: log.clone() }
     }
     fn on_msg(&mut self, _: &mut Cx<'_>, _: NodeId, _: u8, _: &mut Out<u8>) {}
     fn on_timer(&mut self, _: &mut Cx<'_>, _: TimerId, _: &mut Out<u8>) {}
     fn on_client(&mut self, _: &mut Cx<'_>, req: ClientRequest, out: &mut Out<u8>) {
+        if let Some(log) = &self.log {
+            note(log, format!("step {}", req.id.seq));
+        }
         match req.op {
+            KvOp::Cas { .. } => {
+                out.persist(kvlab_types::GroupId(0), b"a".to_vec());
+                out.persist(kvlab_types::GroupId(1), b"b".to_vec());
+                out.sync();
+                out.reply(req.id, Ok(OpOutput::Done));
+            }
             KvOp::Write { .. } => {
                 out.send(NodeId(2), 1);
                 out.persist(kvlab_types::GroupId::DEFAULT, b"record".to_vec());
@@ -55,26 +68,32 @@ impl kvlab_server::Inspect for Scripted {}
 struct LoggingStore {
     log: Log,
     fail_sync: bool,
+    /// Noted after each entry (`""` for a single store).
+    name: &'static str,
 }
 
 impl DurableStore for LoggingStore {
-    fn persist(&mut self, _: kvlab_types::GroupId, _: &[u8]) -> Result<(), StorageError> {
-        note(&self.log, "persist");
+    fn persist(&mut self, group: kvlab_types::GroupId, _: &[u8]) -> Result<(), StorageError> {
+        if self.name.is_empty() {
+            note(&self.log, "persist");
+        } else {
+            note(&self.log, format!("persist g{}{}", group.0, self.name));
+        }
         Ok(())
     }
     fn sync(&mut self) -> Result<(), StorageError> {
-        note(&self.log, "sync begins");
+        note(&self.log, format!("sync begins{}", self.name));
         // A slow disk: anything that does not wait for the sync would overtake it here.
         std::thread::sleep(Duration::from_millis(50));
         if self.fail_sync {
-            note(&self.log, "sync fails");
+            note(&self.log, format!("sync fails{}", self.name));
             return Err(StorageError::Io {
                 path: "/fake/wal".into(),
                 op: "fdatasync",
                 source: std::io::Error::other("injected EIO"),
             });
         }
-        note(&self.log, "sync returns");
+        note(&self.log, format!("sync returns{}", self.name));
         Ok(())
     }
     fn save_snapshot(&mut self, _: kvlab_types::GroupId, _: &[u8]) -> Result<(), StorageError> {
@@ -125,8 +144,25 @@ fn server(
     NodeServer<Scripted, LoggingTransport, LoggingStore>,
     kvlab_server::NodeHandle,
 ) {
+    let store = LoggingStore {
+        log: log.clone(),
+        fail_sync,
+        name: "",
+    };
+    server_with(log, vec![store], timeout_ms, false)
+}
+
+fn server_with(
+    log: &Log,
+    stores: Vec<LoggingStore>,
+    timeout_ms: u64,
+    note_steps: bool,
+) -> (
+    NodeServer<Scripted, LoggingTransport, LoggingStore>,
+    kvlab_server::NodeHandle,
+) {
     NodeServer::new(
-        &(),
+        &note_steps.then(|| log.clone()),
         NodeParts {
             id: NodeId(1),
             members: vec![NodeId(1), NodeId(2)],
@@ -136,10 +172,7 @@ fn server(
                 log: log.clone(),
                 faults: FaultRules::new(1),
             }),
-            store: LoggingStore {
-                log: log.clone(),
-                fail_sync,
-            },
+            stores,
             recovery: Recovery::default(),
             options: ServerOptions {
                 client_request_timeout_ms: timeout_ms,
@@ -263,4 +296,141 @@ async fn a_request_the_protocol_never_answers_is_indeterminate_after_the_timeout
         .unwrap()
         .unwrap()
         .unwrap();
+}
+
+fn store(log: &Log, name: &'static str, fail_sync: bool) -> LoggingStore {
+    LoggingStore {
+        log: log.clone(),
+        fail_sync,
+        name,
+    }
+}
+
+fn req(seq: u64, op: KvOp) -> ClientRequest {
+    ClientRequest {
+        id: RequestId { client: 9, seq },
+        op,
+    }
+}
+
+fn position(log: &[String], line: &str) -> usize {
+    log.iter()
+        .position(|l| l == line)
+        .unwrap_or_else(|| panic!("no {line:?} in {log:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_driver_steps_the_next_request_while_a_sync_runs_and_holds_its_reply() {
+    let log: Log = Arc::default();
+    let (server, handle) = server_with(&log, vec![store(&log, "", false)], 5_000, true);
+    let task = tokio::spawn(server.run(std::future::pending()));
+    let first = tokio::spawn({
+        let handle = handle.clone();
+        async move { handle.execute(write_req(1)).await }
+    });
+    // Wait until the first write's sync is on the disk, then send a second write.
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !log.lock().unwrap().iter().any(|l| l == "sync begins") {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .unwrap();
+    let second = handle.execute(write_req(2)).await;
+    note(&log, "reply 2 received");
+    assert_eq!(first.await.unwrap().result, Ok(OpOutput::Done));
+    assert_eq!(second.result, Ok(OpOutput::Done));
+    handle.shutdown();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let log = log.lock().unwrap().clone();
+    let first_sync_returns = position(&log, "sync returns");
+    // Pipelining: the second request was stepped while the first sync ran ...
+    assert!(position(&log, "step 2") < first_sync_returns, "{log:?}");
+    // ... and its record went into the next batch, whose sync its reply waited for.
+    let second_sync = first_sync_returns
+        + 1
+        + log[first_sync_returns + 1..]
+            .iter()
+            .position(|l| l == "sync returns")
+            .unwrap_or_else(|| panic!("one sync per batch: {log:?}"));
+    assert!(second_sync < position(&log, "reply 2 received"), "{log:?}");
+    assert_eq!(
+        log.iter().filter(|l| *l == "send 2 to n2").count(),
+        2,
+        "{log:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_wal_shards_each_group_goes_to_its_shard_and_a_reply_waits_for_both() {
+    let log: Log = Arc::default();
+    let stores = vec![store(&log, " [0]", false), store(&log, " [1]", false)];
+    let (server, handle) = server_with(&log, stores, 5_000, false);
+    let task = tokio::spawn(server.run(std::future::pending()));
+    let cas = req(
+        1,
+        KvOp::Cas {
+            key: "k".into(),
+            expected: None,
+            new: 1,
+        },
+    );
+    let resp = tokio::time::timeout(Duration::from_secs(5), handle.execute(cas))
+        .await
+        .unwrap();
+    note(&log, "reply received");
+    assert_eq!(resp.result, Ok(OpOutput::Done));
+    let status = handle.status().await.unwrap();
+    assert_eq!(status.storage.wal_shards, 2);
+    handle.shutdown();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let log = log.lock().unwrap().clone();
+    let reply = position(&log, "reply received");
+    assert!(position(&log, "persist g0 [0]") < position(&log, "sync begins [0]"));
+    assert!(position(&log, "persist g1 [1]") < position(&log, "sync begins [1]"));
+    assert!(position(&log, "sync returns [0]") < reply, "{log:?}");
+    assert!(position(&log, "sync returns [1]") < reply, "{log:?}");
+    assert!(
+        !log.iter()
+            .any(|l| l == "persist g1 [0]" || l == "persist g0 [1]")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fsync_on_one_shard_stops_the_node_before_the_reply() {
+    let log: Log = Arc::default();
+    let stores = vec![store(&log, " [0]", false), store(&log, " [1]", true)];
+    let (server, handle) = server_with(&log, stores, 5_000, false);
+    let task = tokio::spawn(server.run(std::future::pending()));
+    let cas = req(
+        1,
+        KvOp::Cas {
+            key: "k".into(),
+            expected: None,
+            new: 1,
+        },
+    );
+    let resp = tokio::time::timeout(Duration::from_secs(5), handle.execute(cas))
+        .await
+        .unwrap();
+    assert!(
+        matches!(resp.result, Err(ClientError::Indeterminate { .. })),
+        "{resp:?}"
+    );
+    let ended = tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(ended, Err(ServerError::Storage { op: "sync", .. })),
+        "{ended:?}"
+    );
 }

@@ -477,6 +477,20 @@ pub struct WalStats {
     pub state_writes: u64,
 }
 
+impl std::ops::AddAssign<&WalStats> for WalStats {
+    /// Adds another log's counters (a node with several WAL shards reports their sum).
+    fn add_assign(&mut self, o: &WalStats) {
+        self.appends += o.appends;
+        self.bytes_appended += o.bytes_appended;
+        self.file_syncs += o.file_syncs;
+        self.dir_syncs += o.dir_syncs;
+        self.bound_syncs += o.bound_syncs;
+        self.segments_created += o.segments_created;
+        self.segments_removed += o.segments_removed;
+        self.state_writes += o.state_writes;
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Segment {
     first_lsn: Lsn,
