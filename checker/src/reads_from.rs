@@ -210,6 +210,15 @@ pub(crate) struct Violation {
 }
 
 impl Violation {
+    /// Leaves out `init` (position `n`, not an operation of the key) where it is named.
+    fn keep_positions_below(&mut self, n: usize) {
+        self.ops.retain(|&i| i < n);
+        self.partial.retain(|&i| i < n);
+        for a in &mut self.attempts {
+            a.retain(|&i| i < n);
+        }
+    }
+
     fn new(kind: ViolationKind, ops: Vec<usize>, sentence: String) -> Self {
         Violation {
             kind,
@@ -376,6 +385,9 @@ pub(crate) fn decide(ops: &[Operation<KeyModel>], carry: &Carry) -> Decision {
                 .collect();
         }
     }
+    if let Decision::Violated(v) = &mut decision {
+        v.keep_positions_below(ops.len());
+    }
     decision
 }
 
@@ -429,6 +441,16 @@ pub(crate) fn retire(
     carry: &mut Carry,
     horizon: &Horizon<'_>,
 ) -> Retired {
+    match retire_once(ops, carry, horizon) {
+        Retired::Violated(mut v) => {
+            v.keep_positions_below(ops.len());
+            Retired::Violated(v)
+        }
+        other => other,
+    }
+}
+
+fn retire_once(ops: &[Operation<KeyModel>], carry: &mut Carry, horizon: &Horizon<'_>) -> Retired {
     let before = carry.clone();
     let a = match Analysis::new(ops, &before, Some(horizon)) {
         Ok(a) => a,
@@ -517,9 +539,10 @@ fn latest_cut(ops: &[Operation<KeyModel>], safe: i64) -> Option<usize> {
 }
 
 /// What a cut at `w` retires besides `w` (positions), if the part before it is known to
-/// linearize: the certain operations completed before `w` began, and the `info`
-/// operations invoked before `w` completed that are the only possible source of one of
-/// them (or of such an `info` operation). `None`: not known.
+/// linearize (see "Cutting"): the certain operations completed before `w` began, the
+/// `info` operations invoked before `w` completed that are the only possible source of
+/// one of them (or of such an `info` operation), and the fewest `info` deletes, earliest
+/// invoked first, that it needs besides. `None`: not known.
 fn before_cut(ops: &[Operation<KeyModel>], carry: &Carry, w: usize) -> Option<Vec<usize>> {
     let (w_inv, w_ret) = (ops[w].call_time, ops[w].return_time);
     let window: Vec<usize> = (0..ops.len())
@@ -543,9 +566,24 @@ fn before_cut(ops: &[Operation<KeyModel>], carry: &Carry, w: usize) -> Option<Ve
         .ok()?
         .included;
     let part: Vec<usize> = (0..window.len()).filter(|&j| included[j]).collect();
-    let part_ops: Vec<Operation<KeyModel>> = part.iter().map(|&j| window_ops[j].clone()).collect();
-    linearizes_after(&part_ops, carry).then(|| part.iter().map(|&j| window[j]).collect())
+    let mut spare: Vec<usize> = (0..window.len())
+        .filter(|&j| !included[j] && matches!(window_ops[j].op, KeyOp::Delete))
+        .collect();
+    spare.sort_by_key(|&j| window_ops[j].call_time);
+    for k in 0..=spare.len().min(MAX_SPARE_DELETES) {
+        let mut chosen: Vec<usize> = part.iter().chain(&spare[..k]).copied().collect();
+        chosen.sort_unstable();
+        let chosen_ops: Vec<Operation<KeyModel>> =
+            chosen.iter().map(|&j| window_ops[j].clone()).collect();
+        if linearizes_after(&chosen_ops, carry)? {
+            return Some(chosen.iter().map(|&j| window[j]).collect());
+        }
+    }
+    None
 }
+
+/// The most `info` deletes a cut gives the part before it (see "Cutting").
+const MAX_SPARE_DELETES: usize = 4;
 
 /// The most time the search gets to decide the part before a cut that the reads-from
 /// engine was unsure of (the cut waits for the next attempt when it runs out).
@@ -554,15 +592,16 @@ const CUT_SEARCH_BUDGET: std::time::Duration = std::time::Duration::from_millis(
 /// The memo the search gets there.
 const CUT_SEARCH_MEMO_BYTES: u64 = 16 << 20;
 
-/// Whether `ops` (the part of a key before a cut) linearize after the carry, for sure:
-/// by the reads-from engine, else by kvlab's search from the carry's state.
-fn linearizes_after(ops: &[Operation<KeyModel>], carry: &Carry) -> bool {
+/// Whether `ops` (the part of a key before a cut) linearize after the carry, by the
+/// reads-from engine, else by kvlab's search from the carry's state; `None`: not known
+/// (the search ran out of budget).
+fn linearizes_after(ops: &[Operation<KeyModel>], carry: &Carry) -> Option<bool> {
     match decide(ops, carry) {
-        Decision::Linearizable(_) => true,
-        Decision::Violated(_) => false,
+        Decision::Linearizable(_) => Some(true),
+        Decision::Violated(_) => Some(false),
         Decision::Unsure(_) => {
             if completed_before_retired(ops, carry).is_some() {
-                return false;
+                return Some(false);
             }
             // Info operations return after everything else.
             let end = ops
@@ -581,8 +620,11 @@ fn linearizes_after(ops: &[Operation<KeyModel>], carry: &Carry) -> bool {
                 cancel: None,
                 abort: None,
             };
-            let r = crate::engine::search(&ext, &limits, CUT_SEARCH_MEMO_BYTES);
-            matches!(r.verdict, crate::engine::EngineVerdict::Linearizable)
+            match crate::engine::search(&ext, &limits, CUT_SEARCH_MEMO_BYTES).verdict {
+                crate::engine::EngineVerdict::Linearizable => Some(true),
+                crate::engine::EngineVerdict::NotLinearizable => Some(false),
+                crate::engine::EngineVerdict::Stopped(_) => None,
+            }
         }
     }
 }

@@ -267,3 +267,108 @@ fn a_large_key_is_drawn_as_a_window_around_the_stale_read() {
         html.len()
     );
 }
+
+/// Keys with deletes: absent is written again and again, so a read of absent may have
+/// several possible sources (an `info` delete stays a possible source to the end), and
+/// the key is decided while reading at cuts. Random histories of many seeds, some made
+/// invalid, streamed while deciding, answer what the whole-history check answers.
+#[test]
+fn deciding_while_reading_with_deletes_answers_what_the_whole_history_answers() {
+    let (mut cut_somewhere, mut invalid) = (0, 0);
+    for seed in 0..60 {
+        let spec = GenSpec {
+            seed,
+            operations: 1_000 + 100 * (seed as usize % 10),
+            keys: 1 + seed as usize % 3,
+            clients: 2 + seed as usize % 7,
+            info_rate: [0.01, 0.05, 0.15][seed as usize % 3],
+            kv_ops: true,
+        };
+        let mut events = generate(spec);
+        corrupt_one_read(&mut events, seed);
+        let race = CheckConfig {
+            model: ModelKind::Kv,
+            ..config(Engine::Race, None)
+        };
+        let whole = check_with(&events, &race).expect("well formed");
+        let streamed = read_deciding(&jsonl(&events), ModelKind::Kv).check(&race, None);
+        assert_eq!(
+            streamed.verdict, whole.verdict,
+            "seed {seed}: {spec:?}\n{streamed}\n{whole}"
+        );
+        assert_ne!(whole.verdict, Verdict::Unknown, "seed {seed}");
+        assert_eq!(streamed.invalid_keys, whole.invalid_keys, "seed {seed}");
+        cut_somewhere += usize::from(streamed.decided_while_reading > 0);
+        invalid += usize::from(whole.verdict == Verdict::Invalid);
+    }
+    assert!(
+        cut_somewhere > 40,
+        "decided while reading in {cut_somewhere} of 60"
+    );
+    assert!((10..50).contains(&invalid), "{invalid} of 60 invalid");
+}
+
+/// Seeds 1, 2 mod 4 get one `ok` read changed: to absent, or to a value an earlier write
+/// wrote (invalid when it was overwritten for sure, often not otherwise).
+fn corrupt_one_read(events: &mut [HistoryEvent], seed: u64) {
+    let reads: Vec<usize> = (0..events.len())
+        .filter(|&i| {
+            events[i].f == kvlab_checker::OpFn::Read
+                && events[i].kind == kvlab_checker::EventType::Ok
+        })
+        .collect();
+    let Some(&at) = reads.get(reads.len() * (1 + seed as usize % 3) / 4) else {
+        return;
+    };
+    match seed % 4 {
+        1 => events[at].value = serde_json::Value::Null,
+        2 => {
+            let earlier = events[..at].iter().rev().filter(|e| {
+                e.f == kvlab_checker::OpFn::Write
+                    && e.kind == kvlab_checker::EventType::Ok
+                    && e.key == events[at].key
+            });
+            if let Some(w) = earlier.clone().nth(2) {
+                events[at].value = w.value.clone();
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A long history with deletes on a few keys (absent repeats on every key), read while
+/// deciding: the keys' buffers hold a few hundred operations at a time, not the history.
+#[test]
+fn a_long_history_with_deletes_holds_few_operations_while_read() {
+    let spec = GenSpec {
+        seed: 16,
+        operations: 200_000,
+        keys: 10,
+        clients: 20,
+        info_rate: 0.002,
+        kv_ops: true,
+    };
+    let text = jsonl(&generate(spec));
+    let deciding = read_deciding(&text, ModelKind::Kv);
+    let held = deciding.peak_held_operations();
+    let race = CheckConfig {
+        model: ModelKind::Kv,
+        ..config(Engine::Race, None)
+    };
+    let r = deciding.check(&race, None);
+    assert_eq!(r.verdict, Verdict::Valid, "{r}");
+    let whole = PreparedHistory::read(text.as_slice(), ModelKind::Kv, &ReadOptions::default())
+        .expect("reads");
+    eprintln!(
+        "held at most {held} operations deciding while reading, {} without; decided while reading {} of {}",
+        whole.peak_held_operations(),
+        r.decided_while_reading,
+        r.operations_checked
+    );
+    assert!(whole.peak_held_operations() > 150_000);
+    assert!(held < 10_000, "held at most {held} operations");
+    assert!(
+        r.decided_while_reading * 10 > r.operations_checked * 9,
+        "{r}"
+    );
+}
