@@ -550,12 +550,17 @@ pub struct SimLimits {
     /// Most events the simulator may process in one run before it gives up (a runaway
     /// protocol must not hang the run).
     pub max_events: u64,
+    /// What each node's protocol sees as its number of log shards (as a server with
+    /// `[local] workers` = this many): the composed node then scopes each vnode's
+    /// effects and splits its Raft batches per shard. The simulator keeps one log.
+    pub log_shards: usize,
 }
 
 impl Default for SimLimits {
     fn default() -> Self {
         SimLimits {
             max_events: kvlab_sim::SimConfig::default().max_events,
+            log_shards: 1,
         }
     }
 }
@@ -624,6 +629,7 @@ impl Spec {
             network: self.network.clone(),
             disk: self.disk.clone(),
             max_events: self.sim.max_events,
+            log_shards: self.sim.log_shards,
         }
     }
 }

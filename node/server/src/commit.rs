@@ -8,10 +8,12 @@
 //! - `Effect::Persist` queues the record on its group's shard ([`Commit::persist`]);
 //! - `Effect::Sync` sets a **barrier**: every record queued so far, on every shard, must
 //!   be durable before anything the step sends or replies after it
-//!   ([`Commit::barrier`]);
-//! - while a barrier is pending, every `Send` and `Reply` is held, in order
-//!   ([`Commit::send_or_hold`]); later steps' sends are held too, so none overtakes an
-//!   earlier held one;
+//!   ([`Commit::barrier`]); in a shard's scope ([`Effect::Scope`]) only that shard's
+//!   records;
+//! - a `Send` or `Reply` waits for every barrier set before it, or in a shard's scope for
+//!   that shard's part of them ([`Commit::send_or_hold`]); held items form one FIFO lane
+//!   per shard scope and one for the node scope, so none overtakes an earlier held one of
+//!   its lane, and a shard's items do not wait for another shard's disk;
 //! - after each batch of steps the driver starts a writer on every idle shard with
 //!   queued records ([`Commit::pump`]); records queued while a writer runs go into that
 //!   shard's next batch: the disk's latency sets the batch size, not a timer;
@@ -20,10 +22,13 @@
 //!
 //! Per group, records reach the disk in the order they were persisted (one shard, one
 //! writer at a time, FIFO queue), so recovery sees a prefix of each group's records.
-//! Barriers are node-wide: a barrier waits for every shard, because one step's effects
-//! and one outgoing batch mix groups. Sharding therefore buys parallel fsyncs on
-//! separate files, not independent commit points; [`crate::driver`] documents how this
-//! differs from the design note's per-shard worker threads.
+//! Without scopes every barrier is node-wide and W > 1 only buys parallel fsyncs, each
+//! barrier waiting for the slowest; with them (the composed node scopes each vnode's
+//! effects and batches its messages per shard) each shard commits on its own. A persist
+//! of another shard's group inside a shard's scope turns the rest of that scope into the
+//! node scope: a protocol's mistake costs waiting, never durability.
+//!
+//! [`Effect::Scope`]: kvlab_types::Effect::Scope
 //!
 //! The simulator does not use this module: it applies effects in order at simulated
 //! times (`kvlab-sim`), with one log per node.
@@ -33,7 +38,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use kvlab_storage::{StorageError, WalStats};
-use kvlab_types::{ClientResponse, GroupId, NodeId};
+use kvlab_types::{ClientResponse, GroupId, NodeId, Scope};
 use tokio::sync::mpsc;
 
 use crate::driver::{DriverStats, DurableStore};
@@ -45,9 +50,18 @@ pub const MAX_WORKERS: usize = 16;
 /// new input until a writer returns: the disk's backpressure on the protocol.
 pub const MAX_QUEUED_IO_BYTES: usize = 64 << 20;
 
-/// The shard of `group` among `workers` WAL shards.
+/// The shard of `group` among `workers` WAL shards ([`kvlab_types::log_shard`]).
 pub fn shard_of(group: GroupId, workers: usize) -> usize {
-    (group.0 % workers.max(1) as u64) as usize
+    kvlab_types::log_shard(group, workers)
+}
+
+/// What a held item waits for.
+#[derive(Debug)]
+enum Need {
+    /// Records of one shard durable up to a count.
+    Shard(usize, u64),
+    /// Every shard's records durable up to its count.
+    Node(Vec<u64>),
 }
 
 /// A send or reply held back until its barrier is durable.
@@ -89,15 +103,12 @@ struct Shard<S> {
 #[derive(Debug)]
 pub(crate) struct Commit<S, M> {
     shards: Vec<Shard<S>>,
-    /// Barriers not yet durable, oldest first: `(sequence, queued count per shard)`.
-    /// Each is at least the one before it on every shard.
-    pending: VecDeque<(u64, Vec<u64>)>,
-    /// The sequence number the next barrier gets.
-    next_barrier: u64,
-    /// Sequence of the newest durable barrier.
-    durable_barrier: u64,
-    /// Held items with the barrier they wait for, in effect order.
-    held: VecDeque<(u64, Held<M>)>,
+    /// Per shard, the queued count the newest barrier on it requires.
+    frontier: Vec<u64>,
+    /// The current step's scope: a shard, or `None` for the node.
+    scope: Option<usize>,
+    /// Held items with what they wait for: one FIFO lane per shard, then the node's.
+    lanes: Vec<VecDeque<(Need, Held<M>)>>,
     done_tx: mpsc::UnboundedSender<IoDone>,
     done_rx: mpsc::UnboundedReceiver<IoDone>,
 }
@@ -106,6 +117,7 @@ impl<S: DurableStore, M> Commit<S, M> {
     /// One shard per store, in shard order.
     pub(crate) fn new(stores: Vec<S>) -> Self {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let workers = stores.len();
         Commit {
             shards: stores
                 .into_iter()
@@ -118,10 +130,9 @@ impl<S: DurableStore, M> Commit<S, M> {
                     in_flight: false,
                 })
                 .collect(),
-            pending: VecDeque::new(),
-            next_barrier: 1,
-            durable_barrier: 0,
-            held: VecDeque::new(),
+            frontier: vec![0; workers],
+            scope: None,
+            lanes: (0..=workers).map(|_| VecDeque::new()).collect(),
             done_tx,
             done_rx,
         }
@@ -132,45 +143,79 @@ impl<S: DurableStore, M> Commit<S, M> {
         self.shards.len()
     }
 
+    /// A new step begins, in the node's scope.
+    pub(crate) fn begin_step(&mut self) {
+        self.scope = None;
+    }
+
+    /// `Effect::Scope`: a shard number beyond the shards is taken as the node's scope.
+    pub(crate) fn set_scope(&mut self, scope: Scope) {
+        self.scope = match scope {
+            Scope::Shard(i) if (i as usize) < self.shards.len() => Some(i as usize),
+            _ => None,
+        };
+    }
+
     /// Queues a record of `group` on its shard (`Effect::Persist`).
     pub(crate) fn persist(&mut self, group: GroupId, record: Vec<u8>) {
         let i = shard_of(group, self.shards.len());
+        if self.scope.is_some_and(|s| s != i) {
+            // Not this scope's group: what follows may depend on it.
+            self.scope = None;
+        }
         let shard = &mut self.shards[i];
         shard.queue_bytes += record.len();
         shard.queue.push((group, record));
         shard.queued += 1;
     }
 
-    /// Sets a barrier at everything queued so far (`Effect::Sync`).
+    /// Sets a barrier at everything queued so far, on the scope's shard or on every shard
+    /// (`Effect::Sync`).
     pub(crate) fn barrier(&mut self) {
-        let seq = self.next_barrier;
-        self.next_barrier += 1;
-        let need: Vec<u64> = self.shards.iter().map(|s| s.queued).collect();
-        if self.is_durable(&need) {
-            // Barriers only grow, so every earlier one is durable too.
-            self.pending.clear();
-            self.durable_barrier = seq;
-        } else {
-            self.pending.push_back((seq, need));
+        match self.scope {
+            Some(i) => self.frontier[i] = self.shards[i].queued,
+            None => {
+                for (f, s) in self.frontier.iter_mut().zip(&self.shards) {
+                    *f = s.queued;
+                }
+            }
         }
     }
 
-    /// Whether a barrier is waiting for a writer.
+    /// Whether anything is held.
     #[cfg(test)]
-    pub(crate) fn barrier_pending(&self) -> bool {
-        !self.pending.is_empty()
+    pub(crate) fn holding(&self) -> bool {
+        self.lanes.iter().any(|l| !l.is_empty())
     }
 
-    fn is_durable(&self, need: &[u64]) -> bool {
-        self.shards.iter().zip(need).all(|(s, &n)| s.durable >= n)
+    fn satisfied(&self, need: &Need) -> bool {
+        match need {
+            Need::Shard(i, n) => self.shards[*i].durable >= *n,
+            Need::Node(v) => self.shards.iter().zip(v).all(|(s, &n)| s.durable >= n),
+        }
     }
 
-    /// `item` if it may leave now, or `None` after holding it behind the newest barrier.
+    /// `item` if it may leave now, or `None` after holding it behind the barriers it
+    /// needs (its scope's part of every barrier set so far).
     pub(crate) fn send_or_hold(&mut self, item: Held<M>) -> Option<Held<M>> {
-        if self.pending.is_empty() {
+        let (lane, need) = match self.scope {
+            Some(i) => (i, Need::Shard(i, self.frontier[i])),
+            None => {
+                let durable = self
+                    .shards
+                    .iter()
+                    .zip(&self.frontier)
+                    .all(|(s, &f)| s.durable >= f);
+                if durable && self.lanes[self.shards.len()].is_empty() {
+                    return Some(item);
+                }
+                (self.shards.len(), Need::Node(self.frontier.clone()))
+            }
+        };
+        if self.lanes[lane].is_empty() && self.satisfied(&need) {
             return Some(item);
         }
-        self.held.push_back((self.next_barrier - 1, item));
+        self.lanes[lane].push_back((need, item));
         None
     }
 
@@ -240,21 +285,15 @@ impl<S: DurableStore, M> Commit<S, M> {
         stats.syncs_done += 1;
         stats.sync_us_total = stats.sync_us_total.saturating_add(done.took_us);
         stats.sync_us_max = stats.sync_us_max.max(done.took_us);
-        while let Some((seq, need)) = self.pending.front() {
-            if !self.is_durable(need) {
-                break;
-            }
-            self.durable_barrier = *seq;
-            self.pending.pop_front();
-        }
         let mut released = Vec::new();
-        while self
-            .held
-            .front()
-            .is_some_and(|(seq, _)| *seq <= self.durable_barrier)
-        {
-            if let Some((_, item)) = self.held.pop_front() {
-                released.push(item);
+        for lane in 0..self.lanes.len() {
+            while self.lanes[lane]
+                .front()
+                .is_some_and(|(need, _)| self.satisfied(need))
+            {
+                if let Some((_, item)) = self.lanes[lane].pop_front() {
+                    released.push(item);
+                }
             }
         }
         Ok(released)
@@ -398,7 +437,7 @@ mod tests {
             .map(seq_of)
             .collect();
         assert_eq!(got, [1, 2]);
-        assert!(!c.barrier_pending());
+        assert!(!c.holding());
         assert!(!c.busy());
         let per_shard: Vec<u64> = c.stores().map(|s| lock(&s).wal_stats().appends).collect();
         assert_eq!(
@@ -407,6 +446,58 @@ mod tests {
             "group 0 on shard 0; groups 1 and 3 on shard 1"
         );
         assert_eq!(c.wal_stats().appends, 3);
+    }
+
+    #[tokio::test]
+    async fn a_shard_scoped_reply_waits_for_its_shard_alone_and_a_stray_persist_widens_the_scope() {
+        let mut stats = DriverStats::default();
+        let mut c: Commit<Mem, u8> = Commit::new(vec![Mem::default(), Mem::default()]);
+        c.begin_step();
+        c.set_scope(Scope::Shard(1));
+        c.persist(GroupId(1), vec![1]);
+        c.barrier();
+        assert!(c.send_or_hold(reply(1)).is_none());
+        c.set_scope(Scope::Shard(0));
+        c.persist(GroupId(0), vec![2]);
+        c.barrier();
+        assert!(c.send_or_hold(reply(2)).is_none());
+        // Shard 0 alone: a persist of shard 1's group makes the rest of the scope the
+        // node's, so this reply waits for both shards.
+        c.set_scope(Scope::Shard(0));
+        c.persist(GroupId(3), vec![3]);
+        c.barrier();
+        assert!(c.send_or_hold(reply(3)).is_none());
+        c.pump(&mut stats);
+        let mut order = Vec::new();
+        while c.busy() {
+            let done = c.next_done().await;
+            let shard = done.shard;
+            let got: Vec<u64> = c
+                .on_done(done, &mut stats)
+                .unwrap()
+                .iter()
+                .map(seq_of)
+                .collect();
+            order.push((shard, got));
+            c.pump(&mut stats);
+        }
+        // Whichever shard returns first releases its own reply; reply 3 needs both.
+        let released: Vec<u64> = order.iter().flat_map(|(_, g)| g.clone()).collect();
+        assert_eq!(released.len(), 3, "{order:?}");
+        assert_eq!(*released.last().unwrap(), 3, "{order:?}");
+        let (first_shard, first) = &order[0];
+        assert_eq!(
+            first,
+            &vec![if *first_shard == 0 { 2 } else { 1 }],
+            "{order:?}"
+        );
+        // A scope beyond the shards is the node's.
+        c.begin_step();
+        c.set_scope(Scope::Shard(9));
+        c.persist(GroupId(0), vec![4]);
+        c.barrier();
+        assert!(c.send_or_hold(reply(4)).is_none());
+        assert!(c.holding());
     }
 
     #[tokio::test]

@@ -536,7 +536,7 @@ where
         let started = Instant::now();
         let mut out = Out::new();
         let protocol = {
-            let mut cx = Cx::new(id, Time::ZERO, &mut rng);
+            let mut cx = Cx::new(id, Time::ZERO, &mut rng).with_log_shards(stores.len());
             P::boot(&mut cx, config, &members, recovery, &mut out)
         };
         let file = events_file.and_then(|path| open_events_file(&path));
@@ -715,7 +715,8 @@ where
                 while let Some(timer) = self.timers.pop_due(now) {
                     self.stats.timers_fired += 1;
                     let t = self.now();
-                    let mut cx = Cx::new(self.id, t, &mut self.rng);
+                    let mut cx =
+                        Cx::new(self.id, t, &mut self.rng).with_log_shards(self.commit.workers());
                     self.protocol.on_timer(&mut cx, timer, &mut self.out);
                     self.after_step().await?;
                 }
@@ -723,7 +724,8 @@ where
             Wake::Msg(Ok(env)) => {
                 self.stats.messages_in += 1;
                 let t = self.now();
-                let mut cx = Cx::new(self.id, t, &mut self.rng);
+                let mut cx =
+                    Cx::new(self.id, t, &mut self.rng).with_log_shards(self.commit.workers());
                 self.protocol
                     .on_msg(&mut cx, env.from, env.msg, &mut self.out);
                 self.after_step().await?;
@@ -778,7 +780,7 @@ where
             .push_back(call.reply);
         self.waiting += 1;
         let t = self.now();
-        let mut cx = Cx::new(self.id, t, &mut self.rng);
+        let mut cx = Cx::new(self.id, t, &mut self.rng).with_log_shards(self.commit.workers());
         self.protocol.on_client(&mut cx, call.req, &mut self.out);
         self.after_step().await
     }
@@ -812,6 +814,7 @@ where
         let mut result = Ok(());
         let mut order = StepOrder::new(self.id, P::SENDS_UNSYNCED_STATE);
         let mut effects = out.drain();
+        self.commit.begin_step();
         for effect in effects.by_ref() {
             // The shared step order asserts the durability contract here (a send after an
             // unsynced persist of the same step). Holding is the commit's: a send the step
@@ -871,6 +874,7 @@ where
                 self.timers.set(timer, Instant::now() + after);
             }
             Effect::CancelTimer { timer } => self.timers.cancel(timer),
+            Effect::Scope(scope) => self.commit.set_scope(scope),
             Effect::Event(event) => {
                 tracing::info!(role = self.role.unwrap_or("-"), kind = event.kind(), %event, "protocol event");
                 let time_ns = self.now().as_nanos();

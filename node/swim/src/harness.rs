@@ -335,7 +335,7 @@ impl Cluster {
                     g.snapshot = Some(data);
                     g.records.clear();
                 }
-                Effect::Reply(_) => {}
+                Effect::Reply(_) | Effect::Scope(_) => {}
                 Effect::Event(event) => self.log.push(Logged {
                     at: self.now,
                     node: id,

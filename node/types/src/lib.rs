@@ -221,13 +221,44 @@ pub struct Cx<'a> {
     pub now: Time,
     /// The node's seeded RNG. A protocol must draw randomness from nothing else.
     pub rng: &'a mut Rng,
+    /// How many logs the driver spreads this node's groups over (`server.workers`;
+    /// group `g` goes to log [`log_shard`]`(g, log_shards)`). 1 in simulation. A protocol
+    /// may use it to scope its effects ([`Effect::Scope`]).
+    pub log_shards: usize,
 }
 
 impl<'a> Cx<'a> {
-    /// A context for one step.
+    /// A context for one step, with one log.
     pub fn new(id: NodeId, now: Time, rng: &'a mut Rng) -> Self {
-        Cx { id, now, rng }
+        Cx {
+            id,
+            now,
+            rng,
+            log_shards: 1,
+        }
     }
+
+    /// The same context for a driver with `shards` logs (at least 1).
+    pub fn with_log_shards(mut self, shards: usize) -> Self {
+        self.log_shards = shards.max(1);
+        self
+    }
+}
+
+/// The log shard of `group` among `shards` logs: `group % shards` (CockroachDB's static
+/// modulo). Drivers write a group's records to this log; protocols name it in
+/// [`Scope::Shard`].
+pub fn log_shard(group: GroupId, shards: usize) -> usize {
+    (group.0 % shards.max(1) as u64) as usize
+}
+
+/// What the effects after an [`Effect::Scope`] concern.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Scope {
+    /// The whole node: the default at the start of every step.
+    Node,
+    /// Only the groups of one log shard ([`log_shard`]).
+    Shard(u32),
 }
 
 /// What survived of one group's durable state.
@@ -397,6 +428,16 @@ pub enum Effect<M> {
     Reply(ClientResponse),
     /// Report an event for `events.jsonl`.
     Event(NodeEvent),
+    /// The effects that follow, up to the next `Scope` or the end of the step, concern
+    /// only the groups of one log shard (`Scope::Shard(i)`), or the whole node
+    /// (`Scope::Node`, the default). In a shard's scope a protocol persists only that
+    /// shard's groups, and sends and replies only what depends on no other group's
+    /// durable state. A driver with several logs then makes a `Sync` in the scope a
+    /// barrier for that shard's log alone, and lets a `Send` or `Reply` in it wait for
+    /// that shard's barriers alone: it may leave before held effects of other scopes
+    /// (effects of one scope keep their order). A driver with one log, and the
+    /// simulator, treat it as a no-op. Emitted only when [`Cx::log_shards`] > 1.
+    Scope(Scope),
 }
 
 impl<M> Effect<M> {
@@ -412,6 +453,7 @@ impl<M> Effect<M> {
             Effect::SaveSnapshot { group, data } => Effect::SaveSnapshot { group, data },
             Effect::Reply(r) => Effect::Reply(r),
             Effect::Event(e) => Effect::Event(e),
+            Effect::Scope(s) => Effect::Scope(s),
         }
     }
 }

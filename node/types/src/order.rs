@@ -81,7 +81,8 @@ impl StepOrder {
             Effect::SaveSnapshot { .. }
             | Effect::SetTimer { .. }
             | Effect::CancelTimer { .. }
-            | Effect::Event(_) => Disposition::Run,
+            | Effect::Event(_)
+            | Effect::Scope(_) => Disposition::Run,
         }
     }
 }

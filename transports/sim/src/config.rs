@@ -326,7 +326,16 @@ pub struct SimConfig {
     /// [`crate::Sim::run_until`] with [`SimError::EventBudgetExhausted`], so a livelocked
     /// protocol cannot spin forever.
     pub max_events: u64,
+    /// What every node's protocol sees as [`kvlab_types::Cx::log_shards`]: the logs a
+    /// server with `server.workers` = this many would spread its groups over. The
+    /// simulator keeps one log per node and applies effects in order, so only the
+    /// protocol's own scoping and batching change; runs stay deterministic. 1 to
+    /// [`MAX_LOG_SHARDS`].
+    pub log_shards: usize,
 }
+
+/// The most log shards [`SimConfig::log_shards`] may name (as `server.workers`).
+pub const MAX_LOG_SHARDS: usize = 16;
 
 impl Default for SimConfig {
     fn default() -> Self {
@@ -334,6 +343,7 @@ impl Default for SimConfig {
             network: NetworkConfig::default(),
             disk: DiskConfig::default(),
             max_events: 100_000_000,
+            log_shards: 1,
         }
     }
 }
@@ -345,6 +355,12 @@ impl SimConfig {
         self.disk.validate()?;
         if self.max_events == 0 {
             return Err(SimError::invalid("max_events", "must be at least 1"));
+        }
+        if !(1..=MAX_LOG_SHARDS).contains(&self.log_shards) {
+            return Err(SimError::invalid(
+                "log_shards",
+                format!("must be in [1, {MAX_LOG_SHARDS}], got {}", self.log_shards),
+            ));
         }
         Ok(())
     }

@@ -61,7 +61,9 @@ mod rules;
 mod sim;
 mod stats;
 
-pub use config::{DiskConfig, LatencyDist, MAX_LATENCY_MS, NetworkConfig, SimConfig};
+pub use config::{
+    DiskConfig, LatencyDist, MAX_LATENCY_MS, MAX_LOG_SHARDS, NetworkConfig, SimConfig,
+};
 pub use error::SimError;
 pub use rules::{FaultRule, RuleId};
 pub use sim::{MAX_CLOCK_DRIFT_PPM, Sim, SimOutput};

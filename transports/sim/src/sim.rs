@@ -862,7 +862,7 @@ impl<P: Protocol> Sim<P> {
         let now = self.now.0;
         let slot = &mut self.slots[idx];
         let local = Time(slot.clock.local_at(now));
-        let mut cx = Cx::new(slot.id, local, &mut slot.rng);
+        let mut cx = Cx::new(slot.id, local, &mut slot.rng).with_log_shards(self.config.log_shards);
         slot.proto = Some(P::boot(
             &mut cx,
             &self.node_config,
@@ -886,7 +886,7 @@ impl<P: Protocol> Sim<P> {
             self.out = out;
             return;
         };
-        let mut cx = Cx::new(*id, local, rng);
+        let mut cx = Cx::new(*id, local, rng).with_log_shards(self.config.log_shards);
         match input {
             Input::Msg(from, msg) => p.on_msg(&mut cx, from, msg, &mut out),
             Input::Timer(t) => p.on_timer(&mut cx, t, &mut out),
@@ -943,6 +943,8 @@ impl<P: Protocol> Sim<P> {
                         break;
                     }
                 }
+                // One log per simulated node: scopes change nothing here.
+                Effect::Scope(_) => {}
                 Effect::Event(event) => {
                     let slot = &mut self.slots[idx];
                     slot.stats.events_reported += 1;

@@ -149,6 +149,7 @@ mod tests {
                 Effect::SaveSnapshot { .. } => "snapshot",
                 Effect::Reply(_) => "reply",
                 Effect::Event(_) => "event",
+                Effect::Scope(_) => "scope",
             })
             .collect()
     }

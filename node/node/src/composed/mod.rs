@@ -56,7 +56,7 @@ use kvlab_ring::{
 use kvlab_swim::{SWIM_STATE, Swim, SwimMsg, recover_incarnation};
 use kvlab_types::{
     AdminAction, AdminCommand, ClientRequest, ClientResponse, Cx, Effect, Layer, NodeEvent, NodeId,
-    Out, Protocol, Recovery, ReplicaCause, Time, TimerId, TimerSpace,
+    Out, Protocol, Recovery, ReplicaCause, Scope, Time, TimerId, TimerSpace, log_shard,
 };
 use serde::{Deserialize, Serialize};
 
@@ -76,6 +76,8 @@ pub mod vnodes;
 mod broken_tests;
 #[cfg(test)]
 mod hostile_tests;
+#[cfg(test)]
+mod scope_tests;
 #[cfg(test)]
 mod tests;
 
@@ -479,10 +481,16 @@ impl KvlabNode {
         let tuning = self.tuning();
         let dirty = std::mem::take(&mut self.dirty);
         let mut scratch: Out<RaftMessage> = Out::new();
+        let shards = cx.log_shards;
         for v in dirty {
             let Some(rep) = self.vnodes.replicas.get_mut(&v) else {
                 continue;
             };
+            if shards > 1 {
+                // A vnode's records, syncs and answers concern its own log alone.
+                let shard = log_shard(kvlab_ring::vnode_group(v), shards) as u32;
+                out.push(Effect::Scope(Scope::Shard(shard)));
+            }
             if let Err(e) = Vnodes::drive_one(rep, tuning, &mut scratch) {
                 // A snapshot that does not decode: this replica cannot go on. It is
                 // dropped (not the node): the group's leader re-sends a snapshot.
@@ -499,6 +507,9 @@ impl KvlabNode {
                 self.deliver(cx, origin, resp, out);
             }
             self.gateway.note_leader(v, leader, conf_epoch);
+        }
+        if shards > 1 {
+            out.push(Effect::Scope(Scope::Node));
         }
         if std::mem::take(&mut self.meta_dirty)
             && let Some(m) = self.meta.as_mut()
@@ -519,7 +530,7 @@ impl KvlabNode {
         if self.pacer.has_held() {
             out.set_timer(PACE_TIMER, PACE_INTERVAL);
         }
-        self.send_batches(out);
+        self.send_batches(shards, out);
     }
 
     /// Moves a replica's effects to `out`, wrapping its messages and pacing snapshot
@@ -568,13 +579,43 @@ impl KvlabNode {
     }
 
     /// Sends this step's Raft batches (after every effect of the step, so after any
-    /// sync the step issued).
-    fn send_batches(&mut self, out: &mut Out<KvlabMsg>) {
-        for (to, batches) in std::mem::take(&mut self.outbox) {
+    /// sync the step issued). With several logs, each batch is split by log shard and
+    /// sent in that shard's scope: a group's message depends on its own log alone, so
+    /// it need not wait for another shard's disk.
+    fn send_batches(&mut self, shards: usize, out: &mut Out<KvlabMsg>) {
+        let outbox = std::mem::take(&mut self.outbox);
+        if shards <= 1 {
+            for (to, batches) in outbox {
+                for (b, _) in batches {
+                    out.send(to, KvlabMsg::Raft(b));
+                }
+            }
+            return;
+        }
+        let mut by_shard: std::collections::BTreeMap<usize, Vec<(NodeId, Vec<RaftEnvelope>)>> =
+            Default::default();
+        for (to, batches) in outbox {
             for (b, _) in batches {
+                let mut parts: std::collections::BTreeMap<usize, Vec<RaftEnvelope>> =
+                    Default::default();
+                for e in b {
+                    parts
+                        .entry(log_shard(e.msg.group, shards))
+                        .or_default()
+                        .push(e);
+                }
+                for (shard, part) in parts {
+                    by_shard.entry(shard).or_default().push((to, part));
+                }
+            }
+        }
+        for (shard, sends) in by_shard {
+            out.push(Effect::Scope(Scope::Shard(shard as u32)));
+            for (to, b) in sends {
                 out.send(to, KvlabMsg::Raft(b));
             }
         }
+        out.push(Effect::Scope(Scope::Node));
     }
 
     fn send_report(&mut self, cx: &mut Cx<'_>, out: &mut Out<KvlabMsg>) {
