@@ -16,8 +16,11 @@
 //!   (about 2 GB of JSONL in a temporary file); `10m-kv`: the same size from the older
 //!   generator of `tests/common` (cas on old values, deletes: absent repeats), 0.1% info;
 //!   each read streamed, deciding while reading, and without (`memory`);
-//! * with `target/release/kvlab` built, `kvlab check FILE` on each file, timed with its
-//!   peak RSS by `/usr/bin/time`.
+//! * with `target/release/kvlab` built (or the binary `KVLAB_BIN` names), `kvlab check
+//!   FILE` on each file, timed with its peak RSS by `/usr/bin/time`.
+//!
+//! The files go to a temporary directory, removed at the end; with `KVLAB_BENCH_DIR` set
+//! they are written there and kept.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -83,6 +86,7 @@ fn child(file: &str, engine: Engine, decide_while_reading: bool, model: ModelKin
         ..ReadOptions::default()
     };
     let history = PreparedHistory::read_file(Path::new(file), model, &options).expect("reads");
+    let held = history.peak_held_operations();
     let config = CheckConfig {
         model,
         timeout: Some(Duration::from_secs(if engine == Engine::Race {
@@ -103,7 +107,7 @@ fn child(file: &str, engine: Engine, decide_while_reading: bool, model: ModelKin
         .and_then(|p| p.explanation.clone().or(p.unknown_reason.clone()))
         .unwrap_or_default();
     println!(
-        "{} | {ms:.0} ms | peak RSS {peak:.0} MiB | checked {} (decided while reading {}), info {} (bounded {}, dropped {}), decided by reads-from {} kvlab {} porcupine {} | {}",
+        "{} | {ms:.0} ms | peak RSS {peak:.0} MiB | held at most {held} operations | checked {} (decided while reading {}), info {} (bounded {}, dropped {}), decided by reads-from {} kvlab {} porcupine {} | {}",
         r.verdict,
         r.operations_checked,
         r.decided_while_reading,
@@ -138,7 +142,10 @@ fn run_child_model(file: &Path, engine: Engine, decide: bool, model: ModelKind) 
 }
 
 fn run_kvlab_binary(file: &Path) -> Option<String> {
-    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/kvlab");
+    let bin = std::env::var_os("KVLAB_BIN").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/kvlab"),
+        PathBuf::from,
+    );
     if !bin.exists() {
         return None;
     }
@@ -173,7 +180,10 @@ fn main() {
         child(&args[i + 1], engine, args[i + 3] == "decide", model);
         return;
     }
-    let dir = std::env::temp_dir().join(format!("kvlab-register-{}", std::process::id()));
+    let keep = std::env::var_os("KVLAB_BENCH_DIR").map(PathBuf::from);
+    let dir = keep.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("kvlab-register-{}", std::process::id()))
+    });
     std::fs::create_dir_all(&dir).expect("creates the directory");
     let memory = filters().iter().any(|f| f == "memory");
     let mut files: Vec<(String, PathBuf)> = Vec::new();
@@ -271,7 +281,12 @@ fn main() {
                 run_child_model(&file, Engine::Race, false, model)
             );
         }
-        let _ = std::fs::remove_file(&file);
+        if let Some(line) = run_kvlab_binary(&file) {
+            println!("  kvlab check: {line}");
+        }
+        if keep.is_none() {
+            let _ = std::fs::remove_file(&file);
+        }
     }
     if filters().iter().any(|f| f == "engines") {
         let file = dir.join("issue.jsonl");
@@ -282,5 +297,7 @@ fn main() {
         }
         println!("  race: {}", run_child(&file, Engine::Race, false));
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    if keep.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

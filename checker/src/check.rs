@@ -16,9 +16,13 @@
 //! does with the race), the reads-from engine decides each key's oldest operations while
 //! the history is read and they are forgotten, so memory is bounded by the operations of a
 //! key still open or recent (about twice the undecided ones, at least [`RETIRE_MIN_OPS`]
-//! per key), the `info` writes nothing has read yet, and a few words per key — not by the
-//! history's length. Keys whose observed values repeat (deletes and reads of absent,
-//! Jepsen's small random values) keep every operation, as the search engines need them.
+//! per key), the `info` operations nothing has read yet, and a few words per key — not by
+//! the history's length. Keys where a read has several possible sources (deletes and reads
+//! of absent, Jepsen's small random values) are cut instead (see [`crate::reads_from`],
+//! "Cutting"): at a write every other operation precedes or follows, the part before it
+//! is decided exactly and forgotten; a key with no such cut keeps its operations. What is
+//! left of a key after retiring goes to the search engines from the value the retired
+//! part left, when the reads-from engine cannot decide it.
 //!
 //! Threads: porcupine-rs starts one OS thread per partition whenever it has more than one
 //! partition or a timeout. So the checker never hands it more than one partition: a pool
@@ -981,8 +985,8 @@ struct KeyJob {
     name: String,
     ops: JobOps,
     max_concurrency: usize,
-    /// What was decided of the key while reading: only the reads-from engine may check
-    /// the rest (the search engines would need the forgotten operations).
+    /// What was decided of the key while reading: the rest is checked after it (by the
+    /// search engines from the value it left, see [`search_rest`]).
     retired: Option<Box<KeyRetirement>>,
 }
 
@@ -1078,7 +1082,7 @@ pub const RETIRE_MIN_OPS: usize = 256;
 /// With `retire`, a key's operations go to the reads-from engine whenever they reach
 /// [`RETIRE_MIN_OPS`] or have doubled since it last looked, and what it decides for good
 /// is forgotten ([`crate::reads_from::retire`]); so memory holds, per key, the recent
-/// operations, the open ones and the `info` writes nothing has read yet.
+/// operations, the open ones and the `info` operations nothing has read yet.
 struct Lowering {
     model: ModelKind,
     per_key: BTreeMap<String, KeyBuffer>,

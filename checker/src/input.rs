@@ -55,10 +55,11 @@ pub struct ReadOptions<'a> {
     /// Decide keys while reading and forget what is decided, so that memory holds the
     /// recent and open operations of each key rather than all of them
     /// ([`PreparedHistory::read`](crate::PreparedHistory::read) only; see
-    /// [`crate::reads_from`], "Deciding while reading"). A key of which anything was
-    /// decided this way is then checked by the reads-from engine alone, whatever engine
-    /// the check names (the others would need the forgotten operations). Keys whose
-    /// observed values repeat keep every operation.
+    /// [`crate::reads_from`], "Deciding while reading" and "Cutting"). The rest of a key
+    /// of which anything was decided this way goes first to the reads-from engine,
+    /// whatever engine the check names, and to the named search engines from the value
+    /// the forgotten operations left when it cannot decide it. A key where a read has
+    /// several possible sources and no cut is found keeps its operations.
     pub decide_while_reading: bool,
 }
 

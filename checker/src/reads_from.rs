@@ -15,13 +15,15 @@
 //! The operations of one key, fails and info reads dropped (and reduced: see
 //! [`crate::reduce`]): an `ok` operation happened between its invoke and its completion; an
 //! `info` one may have happened at any time after its invoke. The key starts absent: a
-//! virtual write `init` precedes everything. An operation *observes* a value (an `ok` read
-//! returns it, a cas expects it) and *writes* one (write, cas, delete: absent).
+//! virtual write `init` precedes everything (after a cut it writes the cut's value: see
+//! "Cutting"). An operation *observes* a value (an `ok` read returns it, a cas expects
+//! it) and *writes* one (write, cas, delete: absent).
 //!
 //! 1. **Sources.** The last write before an observer `o` writes the value `o` observes,
-//!    and it is not a write `w` that some write surely happening overwrote before `o`
-//!    began (an `ok` write invoked after `w` completed and completed before `o` was
-//!    invoked comes between `w` and `o` in every linearization). If exactly one writer of
+//!    so it began before `o` completed, and it is not a write `w` that some write surely
+//!    happening overwrote before `o` began (an `ok` write invoked after `w` completed and
+//!    completed before `o` was invoked comes between `w` and `o` in every
+//!    linearization). If exactly one writer of
 //!    the value is left, it is `o`'s *source* in every linearization; if none, `o` is
 //!    impossible. This holds whatever values repeat, so the argument below needs only that
 //!    every observer has one possible source — true when written values are unique, and
@@ -96,10 +98,46 @@
 //!   source. The dead blocks with `k < E` are therefore the first blocks of the `k`-order
 //!   for good: they are walked (internal order, `M`), replayed, and forgotten; `M` and the
 //!   two operations that set it are carried.
-//! * A key with an observer that has several possible sources retires nothing more (its
-//!   operations from then on are kept, for the search engines if it comes to that), and a
-//!   key that retired blocks is decided by this engine alone (the search engines would need
-//!   the forgotten operations): valid, invalid, or unknown.
+//! * While an observer has several possible sources, which one it reads from can change
+//!   the blocks and their order, so no block is retired: the key is cut instead (below).
+//! * What is left is decided at the end after the carry: `M` (nothing left may complete
+//!   before it), whether `init` was retired, and the value the retired part leaves. If
+//!   this engine is unsure of it, the search engines take it from that value: the retired
+//!   operations come first in some linearization if there is any, so the key is
+//!   linearizable iff no certain operation left completed before `M` and what is left
+//!   linearizes from that value. A verdict never depends on what was retired.
+//!
+//! ## Cutting
+//!
+//! Reads of absent, when deletes repeat it (and an `info` delete stays a possible
+//! source to the end of the history), are the common case of several possible sources.
+//! A *cut* is a certain write or delete `w`, completed before `safe`, such that every
+//! other certain operation read so far completed before `w` began or began after it
+//! completed; every operation still open or not yet read began after it completed. Let
+//! `P` be the certain operations before `w`, `I` the `info` operations invoked before `w`
+//! completed, `S` the rest. In every linearization `P` comes before `w` and `S` after it.
+//!
+//! * `F ⊆ I`: the `info` operations that are the only possible source of an operation of
+//!   `P` (or of one in `F`); in every linearization they come before `w`.
+//! * `D ⊆ I \ F`: the `info` deletes. An `info` operation constrains only its invoke, so
+//!   of two `info` deletes the earlier invoked can stand in for the other anywhere; and
+//!   after `w` (which completes after every one of them began) they are all alike.
+//! * `k`: the least number such that `P ∪ F` with the `k` earliest of `D` (each optional)
+//!   linearizes after the carry — known for sure, by this engine or by a bounded search
+//!   from the carry's value; if some smaller `k` is not known to fail, there is no cut.
+//!
+//! The cut retires `w`, `P`, `F` and those `k` deletes, and the carry becomes: the key's
+//! value is `w`'s (the new `init`, live), `M` none. Exact: if the key is linearizable, a
+//! linearization puts `w` after `P`, `F` and some `j ≥ k` of the `info` deletes
+//! (replacing them with the `j` earliest still linearizes the part before `w`, and `k`
+//! is least), so its part after `w` is a linearization of what is left from `w`'s
+//! value, using at most `|D| - k` deletes of `D`, which are all alike there. Conversely a
+//! linearization of the part before `w`, then `w`, then one of what is left from `w`'s
+//! value is one of the key: each `info` operation is used once, and real time holds
+//! (what is left began after `w` completed, or is `info`; `w` completed after `M`, which
+//! the cut requires). Otherwise the key keeps its operations until the next attempt
+//! (needing more than [`MAX_SPARE_DELETES`], a search out of budget, or values that
+//! repeat elsewhere: a certain violation is found at the end).
 
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
