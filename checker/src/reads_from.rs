@@ -2142,6 +2142,33 @@ mod tests {
         assert!(tally.invalid > 400 && tally.valid > 400, "{tally:?}");
     }
 
+    /// Two `info` deletes never complete; three reads of absent, each after a write that
+    /// completed before it began, need three deletes: invalid. The first cut must give
+    /// the part before it one of the two (either would do) and leave only the other.
+    #[test]
+    fn a_cut_takes_the_info_deletes_the_part_before_it_needs() {
+        let op = |call: i64, ret: i64, op: KeyOp, info: bool| {
+            let mut o = ops(&[(call, ret, op, info)]).remove(0);
+            o.client_id = Some(u32::from(info) + call as u32 % 2);
+            if info {
+                o.return_time = i64::MAX;
+            }
+            (o, ret)
+        };
+        let mut history = vec![op(0, 1, KeyOp::Delete, true), op(2, 3, KeyOp::Delete, true)];
+        for (t, v) in [(4, 1), (8, 2), (12, 3)] {
+            history.push(op(t, t + 1, w(v), false));
+            history.push(op(t + 2, t + 3, r(None), false));
+        }
+        history.push(op(16, 17, w(4), false));
+        let s = streamed(&history, 18);
+        assert!(!s.valid && s.cuts > 0, "{s:?}");
+        // Without the last read of absent, two deletes are enough.
+        history.remove(history.len() - 2);
+        let s = streamed(&history, 18);
+        assert!(s.valid && s.cuts > 0, "{s:?}");
+    }
+
     /// One client writes, reads, deletes and reads absent for ever, after an `info`
     /// delete that never completes: every later read of absent could read from it, and
     /// yet the key holds a few operations at a time, not the history.
