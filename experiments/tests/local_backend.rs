@@ -155,6 +155,63 @@ fn sigkill_of_the_leader_loses_no_acknowledged_write_and_it_rejoins() {
     assert_no_node_survives(&out);
 }
 
+/// The composed node as processes with two WAL shards each, under `kill -9` crashes:
+/// every node recovers from its two logs (groups split by `g % 2`), the checker finds no
+/// acknowledged write lost, and the status reports the shards.
+#[test]
+fn two_wal_shards_per_node_survive_sigkill_with_no_acknowledged_write_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("ring-workers-crash.toml");
+    std::fs::write(
+        &spec,
+        r#"
+name = "ring-workers-crash"
+system = "kvlab"
+nodes = 3
+[time]
+duration_s = 5
+liveness_s = 2
+[workload]
+clients = 6
+keys = 32
+timeout_ms = 1000
+think_time_ms = 5
+[nemesis]
+faults = ["crash"]
+start_after_s = 1
+interval_s = 1.5
+fault_duration_s = 0.8
+[local]
+storage = { fsync = "batch" }
+workers = 2
+[kvlab]
+replication_factor = 3
+[kvlab.ring]
+vnode_count = 8
+[kvlab.meta]
+voters = [1, 2, 3]
+[check]
+model = "kv"
+"#,
+    )
+    .unwrap();
+    let out = dir.path().join("run");
+    let (code, text) = run_local(&spec, "tarpc", &out);
+    assert_eq!(code, 0, "{text}");
+    let summary = json(&out.join("summary.json"));
+    assert_eq!(summary["checker"]["verdict"], "valid", "{summary}");
+    assert!(summary["ops_by_f"]["write"]["ok"].as_u64().unwrap() > 10);
+    assert!(summary["faults"]["injected"].as_u64().unwrap() >= 1, "{summary}");
+    let nodes = json(&out.join("nodes.json"));
+    for i in 1..=3 {
+        let status = &nodes["nodes"][format!("n{i}")];
+        assert_eq!(status["storage"]["wal_shards"], 2, "{status}");
+        let data = out.join(format!("nodes/n{i}/data"));
+        assert!(data.join("shard-0").is_dir() && data.join("shard-1").is_dir());
+    }
+    assert_no_node_survives(&out);
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
