@@ -201,7 +201,10 @@ model = "kv"
     let summary = json(&out.join("summary.json"));
     assert_eq!(summary["checker"]["verdict"], "valid", "{summary}");
     assert!(summary["ops_by_f"]["write"]["ok"].as_u64().unwrap() > 10);
-    assert!(summary["faults"]["injected"].as_u64().unwrap() >= 1, "{summary}");
+    assert!(
+        summary["faults"]["injected"].as_u64().unwrap() >= 1,
+        "{summary}"
+    );
     let nodes = json(&out.join("nodes.json"));
     for i in 1..=3 {
         let status = &nodes["nodes"][format!("n{i}")];
