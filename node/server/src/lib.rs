@@ -7,8 +7,9 @@
 //!
 //! - [`NodeServer`] — the driver: one task, a `biased` select over shutdown, admin
 //!   commands, timers, peer messages and client requests; effects executed in order with
-//!   group commit (every send and reply after a `Sync` waits for the fsync); a failed
-//!   fsync stops the node. See [`driver`] for the contract.
+//!   a pipelined group commit over `server.workers` WAL shards ([`commit`]: every send
+//!   and reply after a `Sync` waits for the fsync, the driver does not); a failed fsync
+//!   stops the node. See [`driver`] for the contract.
 //! - The **client endpoint** ([`KvService`] over tarpc/TCP, postcard frames) and
 //!   [`KvClient`], which workloads and `kvlab client` use.
 //! - The **admin endpoint** ([`AdminService`] over tarpc/TCP, JSON, loopback by default,
