@@ -5,19 +5,19 @@
 //! at most one blocking task at a time appends that shard's queued records and fsyncs
 //! them (TiKV's store-io writer). The driver never waits for a disk:
 //!
-//! - `Effect::Persist` queues the record on its group's shard ([`Commit::persist`]);
+//! - `Effect::Persist` queues the record on its group's shard (`Commit::persist`);
 //! - `Effect::Sync` sets a **barrier**: every record queued so far, on every shard, must
 //!   be durable before anything the step sends or replies after it
-//!   ([`Commit::barrier`]); in a shard's scope ([`Effect::Scope`]) only that shard's
+//!   (`Commit::barrier`); in a shard's scope ([`Effect::Scope`]) only that shard's
 //!   records;
 //! - a `Send` or `Reply` waits for every barrier set before it, or in a shard's scope for
-//!   that shard's part of them ([`Commit::send_or_hold`]); held items form one FIFO lane
+//!   that shard's part of them (`Commit::send_or_hold`); held items form one FIFO lane
 //!   per shard scope and one for the node scope, so none overtakes an earlier held one of
 //!   its lane, and a shard's items do not wait for another shard's disk;
 //! - after each batch of steps the driver starts a writer on every idle shard with
-//!   queued records ([`Commit::pump`]); records queued while a writer runs go into that
+//!   queued records (`Commit::pump`); records queued while a writer runs go into that
 //!   shard's next batch: the disk's latency sets the batch size, not a timer;
-//! - when a writer returns ([`Commit::on_done`]), the barriers it satisfies release
+//! - when a writer returns (`Commit::on_done`), the barriers it satisfies release
 //!   their held items, oldest first.
 //!
 //! Per group, records reach the disk in the order they were persisted (one shard, one
