@@ -113,6 +113,7 @@ fn two_log_shards_replay_byte_for_byte_and_stay_linearizable() {
         let y = std::fs::read(tmp.path().join("b").join(f)).unwrap();
         assert!(x == y, "{f} differs between two runs of seed 4");
     }
+    assert_eq!(a.summary.ops, b.summary.ops);
     assert_eq!(a.verdict, RunVerdict::Valid, "{:?}", a.summary.ring);
     let ring = a.summary.ring.as_ref().expect("ring summary");
     assert!(ring.replicas_moved > 0, "nothing moved");
