@@ -46,6 +46,19 @@ impl Outcome {
 pub(crate) struct Op {
     /// The function performed.
     pub(crate) f: OpFn,
+    /// The process (client) that performed it.
+    pub(crate) process: u64,
+    /// The history `index` of its invoke line.
+    pub(crate) index: u64,
+    /// The key, for single-key operations.
+    pub(crate) key: Option<String>,
+    /// The node the client talked to, when the history says.
+    pub(crate) node: Option<u32>,
+    /// What a person wants to see of its value: the completion's value when it has one
+    /// (a read's result), else the invoke's (a write's argument).
+    pub(crate) value: serde_json::Value,
+    /// Why it failed or is uncertain, when the completion says.
+    pub(crate) error: Option<String>,
     /// When the client invoked it, ns since the start of the run.
     pub(crate) invoke_ns: u64,
     /// When the completion arrived; `None` when the history ends before it completed.
@@ -281,6 +294,12 @@ fn operations_of(events: &[HistoryEvent]) -> Vec<Op> {
                 open.insert(event.process, ops.len());
                 ops.push(Op {
                     f: event.f,
+                    process: event.process,
+                    index: event.index,
+                    key: event.key.clone(),
+                    node: event.node,
+                    value: event.value.clone(),
+                    error: None,
                     invoke_ns: event.time_ns,
                     complete_ns: None,
                     outcome: Outcome::Info,
@@ -291,6 +310,10 @@ fn operations_of(events: &[HistoryEvent]) -> Vec<Op> {
                     continue;
                 };
                 op.complete_ns = Some(event.time_ns.max(op.invoke_ns));
+                if !event.value.is_null() {
+                    op.value = event.value.clone();
+                }
+                op.error = event.error.clone();
                 op.outcome = match event.kind {
                     EventType::Ok => Outcome::Ok,
                     EventType::Fail => Outcome::Fail,

@@ -28,7 +28,14 @@
 //! * with a `ring` section (the composed node): `plots/ring-replicas.{png,svg}` and the
 //!   ring section (operators, data moved, time to balance per membership change);
 //! * always `report.html` — one self-contained page: verdict banner, facts, the
-//!   reproduce command, the sections above, the fault timeline, node events.
+//!   reproduce command, the sections above, the fault timeline, node events;
+//! * always `timeline.html`, linked from the report — Jepsen's timeline: one lane per
+//!   client process, each operation a bar from invoke to completion coloured by outcome,
+//!   fault periods and node events (leaders, node starts, membership, replicas) on the
+//!   same zoomable time axis, the failing key's operations highlighted when the history
+//!   is not linearizable. It draws on a canvas only the visible window, so a
+//!   30,000-operation history stays usable; its data is embedded as JSON (the layout is
+//!   described in the `timeline` module's source).
 //!
 //! A run directory without a `measured` list (written before it existed) counts as a
 //! SWIM run when its summary has a `swim` section, and as a KV run otherwise.
@@ -74,6 +81,7 @@ mod stats;
 
 pub use ring::{MovesRow, render_moves_plot};
 mod swim;
+mod timeline;
 
 use std::path::{Component, Path, PathBuf};
 
@@ -144,6 +152,8 @@ pub enum ReportError {
 pub struct RenderedRun {
     /// `<run_dir>/report.html`.
     pub report_html: PathBuf,
+    /// `<run_dir>/timeline.html`.
+    pub timeline_html: PathBuf,
     /// Every figure file written under `<run_dir>/plots/` (PNG and SVG of each figure).
     pub plots: Vec<PathBuf>,
     /// Operations in the history (an invoke with or without completion counts once).
@@ -181,8 +191,11 @@ pub fn render_run(run_dir: &Path) -> Result<RenderedRun, ReportError> {
     files.extend(ring::render_ring_plots(&run, &plots_dir)?);
     let report_html = run_dir.join("report.html");
     write_file(&report_html, &html::run_report(&run, kv_plots.as_ref()))?;
+    let timeline_html = run_dir.join("timeline.html");
+    write_file(&timeline_html, &timeline::timeline_page(&run))?;
     Ok(RenderedRun {
         report_html,
+        timeline_html,
         ops_total: run.ops.len(),
         latency_points_drawn: kv_plots.as_ref().map_or(0, |p| p.latency_points_drawn),
         downsampled: kv_plots.as_ref().is_some_and(|p| p.downsampled),

@@ -242,6 +242,12 @@ mod tests {
     fn op(invoke_ms: u64, latency_ms: u64, outcome: Outcome) -> Op {
         Op {
             f: OpFn::Read,
+            process: 0,
+            index: 0,
+            key: None,
+            node: None,
+            value: serde_json::Value::Null,
+            error: None,
             invoke_ns: invoke_ms * 1_000_000,
             complete_ns: Some((invoke_ms + latency_ms) * 1_000_000),
             outcome,

@@ -35,6 +35,10 @@ pub(crate) fn run_report(run: &RunData, kv_plots: Option<&RunPlots>) -> String {
         escape(&run_id),
         escape(&run.dir.display().to_string())
     );
+    b.push_str(
+        "<p><a href=\"timeline.html\">Open the timeline</a> — every operation, fault and node \
+         event of the run on one zoomable time axis.</p>",
+    );
     b.push_str(&facts_table(run));
     b.push_str(&reproduce_section(run, &experiment));
     if measured.kv || measured.raft_invariants {
