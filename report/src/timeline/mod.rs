@@ -403,7 +403,12 @@ fn events_json(run: &RunData) -> String {
     let categories: Vec<&str> = event_kinds
         .names
         .iter()
-        .map(|k| NODE_EVENT_CATEGORIES.iter().find(|(n, _)| n == k).map_or("", |c| c.1))
+        .map(|k| {
+            NODE_EVENT_CATEGORIES
+                .iter()
+                .find(|(n, _)| n == k)
+                .map_or("", |c| c.1)
+        })
         .collect();
     format!(
         ",\"faults\":{},\"fault_kinds\":{},\"nodes\":{},\"node_events\":{},\"event_kinds\":{},\"event_categories\":{}",
