@@ -51,6 +51,7 @@ pub mod ring_cmd;
 pub mod run;
 pub mod spec;
 pub mod summary;
+pub mod swarm;
 pub mod sweep;
 pub mod workload;
 

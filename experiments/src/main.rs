@@ -60,6 +60,9 @@ enum Command {
     /// Run an experiment (on the simulator, or on real nodes with --backend local) and
     /// check it.
     Run(RunArgs),
+    /// Swarm testing: every seed draws its own configuration from a swarm file's
+    /// `[swarm]` ranges and runs it on the simulator; failing runs are kept.
+    Swarm(SwarmArgs),
     /// Check one history for linearizability.
     Check(CheckArgs),
     /// (Re)draw the plots and report of run directories; several give a comparison.
@@ -78,6 +81,30 @@ enum Command {
     /// a join, against the optimum.
     #[command(subcommand)]
     Ring(RingCommand),
+}
+
+#[derive(Debug, clap::Args)]
+struct SwarmArgs {
+    /// The swarm file: a spec with a `[swarm]` table of ranges (configs/swarm.toml).
+    swarm: PathBuf,
+    /// Runs at most (seeds first-seed, first-seed + 1, …).
+    #[arg(long, default_value_t = 100)]
+    runs: u64,
+    /// Start no run after this many seconds.
+    #[arg(long, value_name = "S")]
+    time: Option<f64>,
+    /// The first seed.
+    #[arg(long, default_value_t = 1)]
+    first_seed: u64,
+    /// Stop at the first failing run.
+    #[arg(long)]
+    stop_at_first_failure: bool,
+    /// Where failing runs and swarm.json go (default results/<name>-swarm).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Worker threads (default: every core).
+    #[arg(long)]
+    jobs: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -258,6 +285,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(a) => cmd_run(a),
+        Command::Swarm(a) => cmd_swarm(a),
         Command::Check(a) => cmd_check(a),
         Command::Plot(a) => cmd_plot(a),
         Command::Node(c) => kvlab_node_cli::run(c).map_err(Into::into),
@@ -402,6 +430,64 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<u8> {
         Some(range) => run_seed_sweep(&a, &spec, variant, range),
         None => run_one(&a, &spec, variant),
     }
+}
+
+/// `kvlab swarm`: draws and runs seeds until the run or time budget is spent, with a
+/// progress line; prints each failure with the command that replays it, then the
+/// distribution of what was drawn. Exit 1 if any run failed.
+fn cmd_swarm(a: SwarmArgs) -> anyhow::Result<u8> {
+    use kvlab_experiments::swarm::{Swarm, SwarmOptions, run_swarm, summary_table};
+    let swarm = Swarm::load(&a.swarm)?;
+    let name = swarm.draw(a.first_seed)?.spec.name;
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("results").join(format!("{name}-swarm")));
+    let time_budget = match a.time {
+        Some(t) if !(t.is_finite() && t > 0.0) => {
+            return Err(ExperimentError::BadArgument {
+                arg: format!("--time {t}"),
+                reason: "must be a number of seconds > 0".into(),
+            }
+            .into());
+        }
+        t => t.map(std::time::Duration::from_secs_f64),
+    };
+    let opts = SwarmOptions {
+        first_seed: a.first_seed,
+        runs: a.runs,
+        time_budget,
+        threads: a.jobs.unwrap_or_else(cores).max(1),
+        out: out.clone(),
+        stop_at_first_failure: a.stop_at_first_failure,
+    };
+    let pb = indicatif::ProgressBar::new(a.runs);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(
+            "swarm [{bar:30}] {pos}/{len} {per_sec} ({elapsed}, eta {eta}) {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let mut failures = 0u64;
+    let report = run_swarm(&swarm, &opts, |row| {
+        pb.inc(1);
+        if row.failed() {
+            failures += 1;
+            pb.set_message(format!("{failures} failed"));
+            pb.suspend(|| {
+                let why = row.error.as_deref().unwrap_or(&row.verdict);
+                say!("seed {}: {why}", row.seed);
+                if let Some(cmd) = row.replay() {
+                    say!("  replay: {cmd}");
+                }
+            });
+        }
+    })?;
+    pb.finish_and_clear();
+    say_raw!("{}", summary_table(&report));
+    say!("swarm.json and failing runs: {}", out.display());
+    Ok(u8::from(report.failures > 0))
 }
 
 /// The spec's `[[variant]]`s, each with `--backend`/`--transport` laid over.

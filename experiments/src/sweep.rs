@@ -137,7 +137,7 @@ fn invalid(file: &Path, field: &str, reason: impl Into<String>) -> ExperimentErr
 }
 
 /// Tables merge key by key; any other value of `over` replaces the base's.
-fn merge(base: &mut toml::Table, over: toml::Table) {
+pub(crate) fn merge(base: &mut toml::Table, over: toml::Table) {
     for (k, v) in over {
         match (base.get_mut(&k), v) {
             (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),

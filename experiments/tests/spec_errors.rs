@@ -201,6 +201,19 @@ fn every_shipped_spec_and_node_config_loads() {
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            if text.lines().any(|l| l.trim() == "[swarm]") {
+                // A swarm file: its ranges and the draws of 50 seeds must be valid.
+                let swarm = kvlab_experiments::swarm::Swarm::load(&path)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                for seed in 1..=50 {
+                    swarm
+                        .draw(seed)
+                        .unwrap_or_else(|e| panic!("{} seed {seed}: {e}", path.display()));
+                }
+                specs += 1;
+                continue;
+            }
             let spec = Spec::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             if !spec.variant.is_empty() {
                 let text = std::fs::read_to_string(&path).unwrap();

@@ -1,0 +1,636 @@
+//! Swarm testing (`kvlab swarm`), as TigerBeetle's VOPR and FoundationDB's simulation do
+//! it: every seed draws its own configuration — system, node count, fault kinds and their
+//! timing, network latency and loss, fsync latency, workload, clock drift — from ranges
+//! the swarm file gives, and runs it on the simulator.
+//!
+//! A swarm file is a spec (the base every draw is laid over, as a `[[variant]]` is) with a
+//! `[swarm]` table of ranges ([`SwarmSpec`]):
+//!
+//! ```toml
+//! name = "swarm"
+//! system = "raft"
+//! [swarm]
+//! systems = ["raft", "single", "kvlab"]
+//! nodes = [3, 7]
+//! faults = ["partition-halves", "crash", "pause", "loss"]
+//! duration_s = [3.0, 8.0]
+//! ```
+//!
+//! Seed `s` draws with its own stream (`derive_seed(s, "swarm", 0)`), so the draw and
+//! the run are both a function of the seed: a failure replays from the spec the run
+//! directory keeps (`kvlab run DIR/spec.toml --seed s`). Runs go in parallel on every
+//! core; only failing run directories are kept, with `swarm.json` (every run: seed, what
+//! it drew, verdict, wall time) and the distribution of the drawn parameters.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use kvlab_types::{derive_seed, seeded_rng};
+use rand::RngExt;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ExperimentError;
+use crate::reproduce::Reproduce;
+use crate::run::{ReportPolicy, RunOptions, RunVerdict, run_experiment};
+use crate::spec::{FaultKind, Spec, SystemKind};
+
+/// The most runs one `kvlab swarm` may be asked for.
+pub const MAX_SWARM_RUNS: u64 = 10_000_000;
+
+/// The ranges every seed of a swarm draws from (`[swarm]`). A range `[lo, hi]` is drawn
+/// uniformly, both ends included.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SwarmSpec {
+    /// Systems, one drawn per run.
+    pub systems: Vec<SystemKind>,
+    /// Cluster size.
+    pub nodes: [u32; 2],
+    /// Fault kinds: each run takes each with probability 1/2 (at least one, unless the
+    /// list is empty).
+    pub faults: Vec<FaultKind>,
+    /// Time between fault starts (s).
+    pub interval_s: [f64; 2],
+    /// How long a fault lasts (s).
+    pub fault_duration_s: [f64; 2],
+    /// Network latency: uniform in `[latency_min_ms, drawn]`, the upper end drawn here.
+    pub latency_max_ms: [f64; 2],
+    /// Network latency floor (ms).
+    pub latency_min_ms: f64,
+    /// Background message loss.
+    pub loss: [f64; 2],
+    /// Constant fsync latency (ms).
+    pub fsync_ms: [f64; 2],
+    /// Closed-loop clients.
+    pub clients: [u32; 2],
+    /// Keys.
+    pub keys: [u32; 2],
+    /// Weight of reads, writes and cas, each drawn in `[0, 1]` (at least one positive).
+    pub mix: bool,
+    /// `clock-drift` faults' bound (ppm).
+    pub clock_drift_ppm_max: [i64; 2],
+    /// The safety phase (simulated s).
+    pub duration_s: [f64; 2],
+}
+
+impl Default for SwarmSpec {
+    fn default() -> Self {
+        SwarmSpec {
+            systems: vec![SystemKind::Raft],
+            nodes: [3, 5],
+            faults: Vec::new(),
+            interval_s: [1.0, 3.0],
+            fault_duration_s: [0.5, 2.0],
+            latency_max_ms: [1.0, 10.0],
+            latency_min_ms: 0.5,
+            loss: [0.0, 0.0],
+            fsync_ms: [1.0, 1.0],
+            clients: [4, 8],
+            keys: [4, 16],
+            mix: true,
+            clock_drift_ppm_max: [0, 0],
+            duration_s: [5.0, 5.0],
+        }
+    }
+}
+
+/// One drawn parameter, for the distribution table.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum Drawn {
+    /// A number.
+    Num(f64),
+    /// A name (system) or a list of names (fault kinds).
+    Names(Vec<String>),
+}
+
+/// A drawn run: its spec and what was drawn.
+#[derive(Clone, Debug)]
+pub struct Draw {
+    /// The whole spec, validated.
+    pub spec: Spec,
+    /// Parameter → value, in a fixed order.
+    pub params: BTreeMap<String, Drawn>,
+}
+
+fn invalid(file: &Path, field: &str, reason: impl Into<String>) -> ExperimentError {
+    ExperimentError::SpecInvalid {
+        file: file.to_path_buf(),
+        field: field.to_string(),
+        reason: reason.into(),
+    }
+}
+
+impl SwarmSpec {
+    /// Checks that every range is ordered and sensible; errors name `swarm.<field>`.
+    pub fn validate(&self, file: &Path) -> Result<(), ExperimentError> {
+        let f = |name: &str, r: [f64; 2], lo: f64| {
+            if !(r[0].is_finite() && r[1].is_finite() && lo <= r[0] && r[0] <= r[1]) {
+                return Err(invalid(
+                    file,
+                    &format!("swarm.{name}"),
+                    format!("must be [lo, hi] with {lo} <= lo <= hi, got {r:?}"),
+                ));
+            }
+            Ok(())
+        };
+        let u = |name: &str, r: [u32; 2], lo: u32| f(name, [r[0] as f64, r[1] as f64], lo as f64);
+        if self.systems.is_empty() {
+            return Err(invalid(
+                file,
+                "swarm.systems",
+                "must name at least one system",
+            ));
+        }
+        u("nodes", self.nodes, 1)?;
+        u("clients", self.clients, 1)?;
+        u("keys", self.keys, 1)?;
+        f("interval_s", self.interval_s, 0.01)?;
+        f("fault_duration_s", self.fault_duration_s, 0.01)?;
+        f("latency_max_ms", self.latency_max_ms, self.latency_min_ms)?;
+        f("loss", self.loss, 0.0)?;
+        if self.loss[1] >= 1.0 {
+            return Err(invalid(file, "swarm.loss", "must stay below 1"));
+        }
+        f("fsync_ms", self.fsync_ms, 0.0)?;
+        f("duration_s", self.duration_s, 0.1)?;
+        let drift = [
+            self.clock_drift_ppm_max[0] as f64,
+            self.clock_drift_ppm_max[1] as f64,
+        ];
+        f("clock_drift_ppm_max", drift, 0.0)
+    }
+}
+
+/// A swarm file: the base spec (as a table) and its ranges.
+#[derive(Clone, Debug)]
+pub struct Swarm {
+    /// The file it came from.
+    pub file: PathBuf,
+    base: toml::Table,
+    /// The ranges.
+    pub ranges: SwarmSpec,
+}
+
+impl Swarm {
+    /// Reads and checks a swarm file: its `[swarm]` ranges, and that the base with the
+    /// ranges' lower ends is a valid spec.
+    pub fn load(file: &Path) -> Result<Swarm, ExperimentError> {
+        let text = std::fs::read_to_string(file).map_err(|source| ExperimentError::SpecRead {
+            file: file.to_path_buf(),
+            source,
+        })?;
+        Swarm::from_toml_str(&text, file)
+    }
+
+    /// [`Swarm::load`] from text.
+    pub fn from_toml_str(text: &str, file: &Path) -> Result<Swarm, ExperimentError> {
+        let mut base: toml::Table =
+            toml::from_str(text).map_err(|e| invalid(file, "(whole)", e.to_string()))?;
+        let ranges = match base.remove("swarm") {
+            Some(toml::Value::Table(t)) => SwarmSpec::deserialize(toml::Value::Table(t))
+                .map_err(|e| invalid(file, "swarm", e.to_string()))?,
+            Some(_) => return Err(invalid(file, "swarm", "must be a table ([swarm])")),
+            None => return Err(invalid(file, "swarm", "a swarm file needs a [swarm] table")),
+        };
+        if base.contains_key("variant") {
+            return Err(invalid(file, "variant", "a swarm file has no [[variant]]s"));
+        }
+        ranges.validate(file)?;
+        let swarm = Swarm {
+            file: file.to_path_buf(),
+            base,
+            ranges,
+        };
+        swarm.draw(0)?;
+        Ok(swarm)
+    }
+
+    /// The configuration of seed `seed`.
+    pub fn draw(&self, seed: u64) -> Result<Draw, ExperimentError> {
+        let (over, params) = self.ranges.overlay(seed);
+        let mut merged = self.base.clone();
+        crate::sweep::merge(&mut merged, over);
+        let text =
+            toml::to_string(&merged).map_err(|e| invalid(&self.file, "(whole)", e.to_string()))?;
+        let spec = Spec::from_toml_str(&text, &self.file).map_err(|e| {
+            invalid(
+                &self.file,
+                "swarm",
+                format!("seed {seed} drew an invalid spec: {e}"),
+            )
+        })?;
+        Ok(Draw { spec, params })
+    }
+}
+
+fn num(v: f64) -> toml::Value {
+    toml::Value::Float(v)
+}
+
+fn int(v: i64) -> toml::Value {
+    toml::Value::Integer(v)
+}
+
+fn table(entries: Vec<(&str, toml::Value)>) -> toml::Value {
+    toml::Value::Table(
+        entries
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    )
+}
+
+impl SwarmSpec {
+    /// The overlay seed `seed` draws, and the drawn parameters.
+    fn overlay(&self, seed: u64) -> (toml::Table, BTreeMap<String, Drawn>) {
+        let mut rng = seeded_rng(derive_seed(seed, "swarm", 0));
+        let mut p: BTreeMap<String, Drawn> = BTreeMap::new();
+        let mut fr = |name: &str, r: [f64; 2], p: &mut BTreeMap<String, Drawn>| {
+            let v = if r[0] < r[1] {
+                rng.random_range(r[0]..=r[1])
+            } else {
+                r[0]
+            };
+            let v = (v * 1000.0).round() / 1000.0;
+            p.insert(name.into(), Drawn::Num(v));
+            v
+        };
+        let duration = fr("duration_s", self.duration_s, &mut p);
+        let interval = fr("interval_s", self.interval_s, &mut p);
+        let fault_len = fr("fault_duration_s", self.fault_duration_s, &mut p);
+        let lat = fr("latency_max_ms", self.latency_max_ms, &mut p);
+        let loss = fr("loss", self.loss, &mut p);
+        let fsync = fr("fsync_ms", self.fsync_ms, &mut p);
+        let drift = fr(
+            "clock_drift_ppm_max",
+            [
+                self.clock_drift_ppm_max[0] as f64,
+                self.clock_drift_ppm_max[1] as f64,
+            ],
+            &mut p,
+        );
+        let mix: Vec<f64> = ["read", "write", "cas"]
+            .iter()
+            .map(|k| {
+                if self.mix {
+                    fr(&format!("mix_{k}"), [0.0, 1.0], &mut p)
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let mut rng = seeded_rng(derive_seed(seed, "swarm", 1));
+        let mut ur = |name: &str, r: [u32; 2], p: &mut BTreeMap<String, Drawn>| {
+            let v = rng.random_range(r[0]..=r[1]);
+            p.insert(name.into(), Drawn::Num(f64::from(v)));
+            v
+        };
+        let nodes = ur("nodes", self.nodes, &mut p);
+        let clients = ur("clients", self.clients, &mut p);
+        let keys = ur("keys", self.keys, &mut p);
+        let system = self.systems[rng.random_range(0..self.systems.len())];
+        p.insert("system".into(), Drawn::Names(vec![system.name().into()]));
+        // Only kinds the drawn cluster can take (`ring` needs 4 nodes, …).
+        let eligible: Vec<FaultKind> = self
+            .faults
+            .iter()
+            .copied()
+            .filter(|f| f.min_nodes() <= nodes)
+            .collect();
+        let mut faults: Vec<FaultKind> = eligible
+            .iter()
+            .copied()
+            .filter(|_| rng.random_bool(0.5))
+            .collect();
+        if faults.is_empty() && !eligible.is_empty() {
+            faults.push(eligible[rng.random_range(0..eligible.len())]);
+        }
+        let names: Vec<String> = faults.iter().map(|f| fault_name(*f)).collect();
+        p.insert("faults".into(), Drawn::Names(names.clone()));
+        let mut over = toml::Table::new();
+        over.insert("system".into(), toml::Value::String(system.name().into()));
+        over.insert("nodes".into(), int(i64::from(nodes)));
+        over.insert("time".into(), table(vec![("duration_s", num(duration))]));
+        let mut workload = vec![
+            ("clients", int(i64::from(clients))),
+            ("keys", int(i64::from(keys))),
+        ];
+        if self.mix {
+            let m = if mix.iter().all(|w| *w <= 0.0) {
+                vec![1.0, 0.0, 0.0]
+            } else {
+                mix
+            };
+            workload.push((
+                "mix",
+                table(vec![
+                    ("read", num(m[0])),
+                    ("write", num(m[1])),
+                    ("cas", num(m[2])),
+                ]),
+            ));
+        }
+        over.insert("workload".into(), table(workload));
+        let faults = names.into_iter().map(toml::Value::String).collect();
+        over.insert(
+            "nemesis".into(),
+            table(vec![
+                ("faults", toml::Value::Array(faults)),
+                ("interval_s", num(interval)),
+                ("fault_duration_s", num(fault_len.min(interval * 0.9))),
+                ("clock_drift_ppm_max", int(drift as i64)),
+            ]),
+        );
+        let latency = table(vec![
+            ("kind", toml::Value::String("uniform".into())),
+            ("min_ms", num(self.latency_min_ms.min(lat))),
+            ("max_ms", num(lat)),
+        ]);
+        over.insert(
+            "network".into(),
+            table(vec![("latency", latency), ("loss_probability", num(loss))]),
+        );
+        let fsync = table(vec![
+            ("kind", toml::Value::String("constant".into())),
+            ("ms", num(fsync)),
+        ]);
+        over.insert("disk".into(), table(vec![("fsync_latency", fsync)]));
+        (over, p)
+    }
+}
+
+fn fault_name(f: FaultKind) -> String {
+    serde_json::to_value(f)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("{f:?}"))
+}
+
+/// One run of a swarm, as `swarm.json` lists it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SwarmRow {
+    /// The seed (it decides the draw and the run).
+    pub seed: u64,
+    /// `valid`, another verdict, or `error` (the run could not be carried out).
+    pub verdict: String,
+    /// Wall time of the run (s).
+    pub wall_s: f64,
+    /// What the seed drew.
+    pub params: BTreeMap<String, Drawn>,
+    /// The kept run directory (failures only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_dir: Option<PathBuf>,
+    /// The first key found not linearizable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failing_key: Option<String>,
+    /// Why the run could not be carried out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl SwarmRow {
+    /// Whether this run failed (any verdict but `valid` and `unknown`, or an error).
+    pub fn failed(&self) -> bool {
+        self.verdict != RunVerdict::Valid.name() && self.verdict != RunVerdict::Unknown.name()
+    }
+
+    /// The command that replays this run from its kept directory.
+    pub fn replay(&self) -> Option<String> {
+        let dir = self.run_dir.as_ref()?;
+        Some(format!(
+            "kvlab run {} --seed {}",
+            dir.join("spec.toml").display(),
+            self.seed
+        ))
+    }
+}
+
+/// How a swarm runs.
+#[derive(Clone, Debug)]
+pub struct SwarmOptions {
+    /// The first seed; runs use `first_seed, first_seed + 1, …`.
+    pub first_seed: u64,
+    /// At most this many runs.
+    pub runs: u64,
+    /// Stop starting runs after this long.
+    pub time_budget: Option<Duration>,
+    /// Worker threads.
+    pub threads: usize,
+    /// Where failing runs and `swarm.json` go.
+    pub out: PathBuf,
+    /// Stop at the first failure (runs already started finish).
+    pub stop_at_first_failure: bool,
+}
+
+/// What a swarm did.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SwarmReport {
+    /// The swarm file.
+    pub file: PathBuf,
+    /// Runs done, by seed.
+    pub rows: Vec<SwarmRow>,
+    /// Failures among them.
+    pub failures: u64,
+    /// Wall time (s).
+    pub wall_s: f64,
+    /// Runs per wall second.
+    pub runs_per_s: f64,
+    /// Per drawn parameter: min / p50 / max / mean of numbers, or counts of names.
+    pub distribution: BTreeMap<String, Distribution>,
+}
+
+/// The distribution of one drawn parameter over the runs.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum Distribution {
+    /// A number: `[min, p50, max, mean]`.
+    Num {
+        /// Smallest.
+        min: f64,
+        /// Median.
+        p50: f64,
+        /// Largest.
+        max: f64,
+        /// Mean.
+        mean: f64,
+    },
+    /// Names: how many runs drew each.
+    Counts(BTreeMap<String, u64>),
+}
+
+/// The distribution of every drawn parameter over `rows`.
+pub fn distribution(rows: &[SwarmRow]) -> BTreeMap<String, Distribution> {
+    let mut nums: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut names: BTreeMap<&str, BTreeMap<String, u64>> = BTreeMap::new();
+    for r in rows {
+        for (k, v) in &r.params {
+            match v {
+                Drawn::Num(x) => nums.entry(k).or_default().push(*x),
+                Drawn::Names(ns) => {
+                    let c = names.entry(k).or_default();
+                    for n in ns {
+                        *c.entry(n.clone()).or_default() += 1;
+                    }
+                }
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (k, mut xs) in nums {
+        xs.sort_by(f64::total_cmp);
+        let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+        let d = Distribution::Num {
+            min: xs[0],
+            p50: xs[xs.len() / 2],
+            max: xs[xs.len() - 1],
+            mean: (mean * 1000.0).round() / 1000.0,
+        };
+        out.insert(k.to_string(), d);
+    }
+    for (k, c) in names {
+        out.insert(k.to_string(), Distribution::Counts(c));
+    }
+    out
+}
+
+/// Carries out one seed: draws, runs, keeps the directory only if the run failed.
+fn one_run(swarm: &Swarm, seed: u64, out: &Path) -> SwarmRow {
+    let begun = Instant::now();
+    let run_dir = out.join("runs").join(format!("seed-{seed}"));
+    let mut row = SwarmRow {
+        seed,
+        verdict: "error".into(),
+        wall_s: 0.0,
+        params: BTreeMap::new(),
+        run_dir: Some(run_dir.clone()),
+        failing_key: None,
+        error: None,
+    };
+    let result = swarm.draw(seed).and_then(|draw| {
+        row.params = draw.params;
+        let opts = RunOptions {
+            seed,
+            run_dir: run_dir.clone(),
+            reproduce: Reproduce::new(&run_dir.join("spec.toml"), &draw.spec, seed, None),
+            report: ReportPolicy::OnFailure,
+            progress: false,
+        };
+        run_experiment(&draw.spec, &opts)
+    });
+    match result {
+        Ok(o) => {
+            row.verdict = o.verdict.name().into();
+            row.failing_key = o.failing_key;
+        }
+        Err(e) => row.error = Some(e.to_string()),
+    }
+    row.wall_s = begun.elapsed().as_secs_f64();
+    if !row.failed() {
+        let _ = std::fs::remove_dir_all(&run_dir);
+        row.run_dir = None;
+    }
+    row
+}
+
+/// Runs the swarm on `opts.threads` threads; calls `on_done` for every run as it ends
+/// (in completion order); returns the report (rows by seed) after writing
+/// `<out>/swarm.json`.
+pub fn run_swarm(
+    swarm: &Swarm,
+    opts: &SwarmOptions,
+    mut on_done: impl FnMut(&SwarmRow),
+) -> Result<SwarmReport, ExperimentError> {
+    if opts.runs == 0 || opts.runs > MAX_SWARM_RUNS {
+        return Err(ExperimentError::BadArgument {
+            arg: format!("--runs {}", opts.runs),
+            reason: format!("must be in [1, {MAX_SWARM_RUNS}] (MAX_SWARM_RUNS)"),
+        });
+    }
+    std::fs::create_dir_all(&opts.out).map_err(|source| ExperimentError::Io {
+        path: opts.out.clone(),
+        source,
+    })?;
+    let begun = Instant::now();
+    let next = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    let (tx, rx) = mpsc::channel();
+    let mut rows = Vec::new();
+    std::thread::scope(|scope| {
+        for _ in 0..opts.threads.max(1) {
+            let (tx, next, stop) = (tx.clone(), &next, &stop);
+            scope.spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let out_of_time = opts.time_budget.is_some_and(|t| begun.elapsed() >= t);
+                    if i >= opts.runs || out_of_time || stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let row = one_run(swarm, opts.first_seed + i, &opts.out);
+                    if tx.send(row).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        for row in rx {
+            if row.failed() && opts.stop_at_first_failure {
+                stop.store(true, Ordering::Relaxed);
+            }
+            on_done(&row);
+            rows.push(row);
+        }
+    });
+    rows.sort_by_key(|r| r.seed);
+    let wall_s = begun.elapsed().as_secs_f64();
+    let report = SwarmReport {
+        file: swarm.file.clone(),
+        failures: rows.iter().filter(|r| r.failed()).count() as u64,
+        runs_per_s: rows.len() as f64 / wall_s.max(1e-9),
+        wall_s,
+        distribution: distribution(&rows),
+        rows,
+    };
+    let path = opts.out.join("swarm.json");
+    let json = serde_json::to_string_pretty(&report).map_err(|e| ExperimentError::Encode {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    std::fs::write(&path, json + "\n").map_err(|source| ExperimentError::Io { path, source })?;
+    Ok(report)
+}
+
+/// The report as a person reads it: runs, failures, speed, and one line per drawn
+/// parameter.
+pub fn summary_table(r: &SwarmReport) -> String {
+    let mut t = format!(
+        "{} runs, {} failed, {:.1} s wall, {:.2} runs/s\n{:<22} {}\n",
+        r.rows.len(),
+        r.failures,
+        r.wall_s,
+        r.runs_per_s,
+        "parameter",
+        "drawn (min / p50 / max, mean; or runs per value)"
+    );
+    for (k, d) in &r.distribution {
+        let v = match d {
+            Distribution::Num {
+                min,
+                p50,
+                max,
+                mean,
+            } => format!("{min} / {p50} / {max}, mean {mean}"),
+            Distribution::Counts(c) => c
+                .iter()
+                .map(|(n, x)| format!("{n} {x}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        t.push_str(&format!("{k:<22} {v}\n"));
+    }
+    t
+}

@@ -1,0 +1,171 @@
+//! `kvlab swarm` end to end on the simulator: bad ranges are refused naming the field, a
+//! seed's draw is a function of the seed and stays within the ranges, passing runs leave
+//! nothing behind, and a failing run is kept with a spec that replays it byte for byte.
+
+use std::path::Path;
+
+use kvlab_experiments::run::{ReportPolicy, RunOptions, RunVerdict, run_experiment};
+use kvlab_experiments::spec::Spec;
+use kvlab_experiments::swarm::{Distribution, Drawn, Swarm, SwarmOptions, run_swarm};
+
+const BASE: &str = r#"
+name = "swarm-test"
+system = "raft"
+[time]
+liveness_s = 2
+[workload]
+timeout_ms = 300
+think_time_ms = 5
+[nemesis]
+start_after_s = 0.3
+[swarm]
+systems = ["raft", "single", "kvlab"]
+nodes = [3, 5]
+faults = ["partition-halves", "crash", "pause", "loss", "crash-leader"]
+interval_s = [0.5, 1.5]
+fault_duration_s = [0.2, 1.0]
+latency_max_ms = [1.0, 8.0]
+loss = [0.0, 0.02]
+fsync_ms = [0.1, 2.0]
+clients = [2, 6]
+keys = [1, 8]
+clock_drift_ppm_max = [0, 1000]
+duration_s = [1.0, 2.0]
+"#;
+
+fn swarm(text: &str) -> Swarm {
+    Swarm::from_toml_str(text, Path::new("swarm-test.toml")).unwrap()
+}
+
+fn field_of(text: &str) -> String {
+    match Swarm::from_toml_str(text, Path::new("s.toml")) {
+        Err(kvlab_experiments::error::ExperimentError::SpecInvalid { field, .. }) => field,
+        other => panic!("expected an invalid swarm, got {other:?}"),
+    }
+}
+
+#[test]
+fn bad_ranges_and_a_missing_table_name_their_field() {
+    assert_eq!(
+        field_of(&BASE.replace("nodes = [3, 5]", "nodes = [5, 3]")),
+        "swarm.nodes"
+    );
+    assert_eq!(
+        field_of(&BASE.replace("loss = [0.0, 0.02]", "loss = [0.0, 1.0]")),
+        "swarm.loss"
+    );
+    assert_eq!(
+        field_of(&BASE.replace("systems = [", "sytems = [")),
+        "swarm"
+    );
+    assert_eq!(field_of(&BASE.replace("[swarm]", "[swam]")), "swarm");
+    let no_table = BASE.split("[swarm]").next().unwrap();
+    assert_eq!(field_of(no_table), "swarm");
+}
+
+#[test]
+fn a_draw_is_a_function_of_the_seed_and_stays_in_its_ranges() {
+    let s = swarm(BASE);
+    let mut systems = std::collections::BTreeSet::new();
+    for seed in 1..=200 {
+        let a = s.draw(seed).unwrap();
+        let b = s.draw(seed).unwrap();
+        assert_eq!(a.params, b.params, "seed {seed}");
+        assert_eq!(
+            a.spec.to_toml_string().unwrap(),
+            b.spec.to_toml_string().unwrap()
+        );
+        assert!((3..=5).contains(&a.spec.nodes), "seed {seed}");
+        assert!((2..=6).contains(&a.spec.workload.clients), "seed {seed}");
+        assert!((1..=8).contains(&a.spec.workload.keys), "seed {seed}");
+        assert!((1.0..=2.0).contains(&a.spec.time.duration_s), "seed {seed}");
+        assert!(!a.spec.nemesis.faults.is_empty(), "seed {seed}");
+        assert!(a.spec.network.loss_probability <= 0.02);
+        systems.insert(a.spec.system);
+    }
+    assert_eq!(systems.len(), 3, "every system drawn in 200 seeds");
+    assert_ne!(s.draw(1).unwrap().params, s.draw(2).unwrap().params);
+}
+
+#[test]
+fn passing_runs_leave_nothing_and_swarm_json_lists_every_draw() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("swarm");
+    let opts = SwarmOptions {
+        first_seed: 1,
+        runs: 6,
+        time_budget: None,
+        threads: 2,
+        out: out.clone(),
+        stop_at_first_failure: false,
+    };
+    let mut seen = 0;
+    let report = run_swarm(&swarm(BASE), &opts, |_| seen += 1).unwrap();
+    assert_eq!(seen, 6);
+    let seeds: Vec<u64> = report.rows.iter().map(|r| r.seed).collect();
+    assert_eq!(seeds, [1, 2, 3, 4, 5, 6]);
+    for r in &report.rows {
+        assert_eq!(r.verdict, RunVerdict::Valid.name(), "{r:?}");
+        assert!(r.run_dir.is_none());
+        assert!(matches!(r.params.get("system"), Some(Drawn::Names(n)) if n.len() == 1));
+    }
+    assert_eq!(report.failures, 0);
+    let kept = std::fs::read_dir(out.join("runs")).map_or(0, |d| d.count());
+    assert_eq!(kept, 0, "passing runs were kept");
+    let Some(Distribution::Counts(systems)) = report.distribution.get("system") else {
+        panic!("{:?}", report.distribution);
+    };
+    assert_eq!(systems.values().sum::<u64>(), 6);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("swarm.json")).unwrap()).unwrap();
+    assert_eq!(json["rows"].as_array().unwrap().len(), 6);
+}
+
+#[test]
+fn a_failing_run_is_kept_and_its_spec_replays_it_byte_for_byte() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("swarm");
+    // The async-primary baseline acknowledges writes it may lose: it must fail.
+    let text = BASE.replace(
+        r#"systems = ["raft", "single", "kvlab"]"#,
+        r#"systems = ["async-primary"]"#,
+    );
+    let opts = SwarmOptions {
+        first_seed: 1,
+        runs: 8,
+        time_budget: None,
+        threads: 2,
+        out: out.clone(),
+        stop_at_first_failure: true,
+    };
+    let report = run_swarm(&swarm(&text), &opts, |_| {}).unwrap();
+    let failed = report
+        .rows
+        .iter()
+        .find(|r| r.failed())
+        .unwrap_or_else(|| panic!("async-primary never failed: {:?}", report.rows));
+    let dir = failed.run_dir.clone().expect("kept");
+    assert!(failed.replay().unwrap().contains("spec.toml --seed"));
+    let spec = Spec::load(&dir.join("spec.toml")).unwrap();
+    let again = tmp.path().join("again");
+    let o = run_experiment(
+        &spec,
+        &RunOptions {
+            seed: failed.seed,
+            run_dir: again.clone(),
+            reproduce: kvlab_experiments::reproduce::Reproduce::new(
+                &dir.join("spec.toml"),
+                &spec,
+                failed.seed,
+                None,
+            ),
+            report: ReportPolicy::Never,
+            progress: false,
+        },
+    )
+    .unwrap();
+    assert_eq!(o.verdict.name(), failed.verdict);
+    let x = std::fs::read(dir.join("history.jsonl")).unwrap();
+    let y = std::fs::read(again.join("history.jsonl")).unwrap();
+    assert!(x == y, "the replay's history differs from the kept run's");
+}
