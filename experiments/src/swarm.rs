@@ -379,6 +379,10 @@ pub struct SwarmRow {
     pub verdict: String,
     /// Wall time of the run (s).
     pub wall_s: f64,
+    /// Operations invoked, and of them `ok`.
+    pub ops: [u64; 2],
+    /// Faults injected.
+    pub faults_injected: u64,
     /// What the seed drew.
     pub params: BTreeMap<String, Drawn>,
     /// The kept run directory (failures only).
@@ -505,6 +509,8 @@ fn one_run(swarm: &Swarm, seed: u64, out: &Path) -> SwarmRow {
         seed,
         verdict: "error".into(),
         wall_s: 0.0,
+        ops: [0, 0],
+        faults_injected: 0,
         params: BTreeMap::new(),
         run_dir: Some(run_dir.clone()),
         failing_key: None,
@@ -525,6 +531,8 @@ fn one_run(swarm: &Swarm, seed: u64, out: &Path) -> SwarmRow {
         Ok(o) => {
             row.verdict = o.verdict.name().into();
             row.failing_key = o.failing_key;
+            row.ops = [o.summary.ops.total, o.summary.ops.ok];
+            row.faults_injected = o.summary.faults.injected;
         }
         Err(e) => row.error = Some(e.to_string()),
     }
@@ -607,8 +615,10 @@ pub fn run_swarm(
 /// The report as a person reads it: runs, failures, speed, and one line per drawn
 /// parameter.
 pub fn summary_table(r: &SwarmReport) -> String {
+    let ops: u64 = r.rows.iter().map(|x| x.ops[0]).sum();
+    let faults: u64 = r.rows.iter().map(|x| x.faults_injected).sum();
     let mut t = format!(
-        "{} runs, {} failed, {:.1} s wall, {:.2} runs/s\n{:<22} {}\n",
+        "{} runs, {} failed, {:.1} s wall, {:.2} runs/s; {ops} operations, {faults} faults injected\n{:<22} {}\n",
         r.rows.len(),
         r.failures,
         r.wall_s,
