@@ -36,13 +36,13 @@
   function fmtT(us) { return (us / 1e6).toFixed(6) + " s"; }
 
   function layout() {
-    W = Math.max(400, document.getElementById("wrap").clientWidth - 2);
+    W = Math.max(400, document.getElementById("wrap").clientWidth - 18);
     faultTop = AXIS_H;
     nodeTop = faultTop + D.fault_kinds.length * EV_H + GAP;
     opsTop = nodeTop + D.nodes.length * EV_H + GAP;
     const header = document.querySelector("header").offsetHeight;
     const room = window.innerHeight - header - opsTop - 30;
-    laneH = Math.max(2, Math.min(16, Math.floor(room / Math.max(nRows, 1))));
+    laneH = Math.max(2, Math.min(24, Math.floor(room / Math.max(nRows, 1))));
     H = opsTop + nRows * laneH + 4;
     const dpr = window.devicePixelRatio || 1;
     cv.width = Math.round(W * dpr); cv.height = Math.round(H * dpr);
@@ -63,6 +63,7 @@
     for (let t = Math.ceil(v0 / step) * step; t <= v1; t += step) {
       const x = X(t);
       ctx.fillStyle = "#eef0f3"; ctx.fillRect(x, AXIS_H, 1, H - AXIS_H);
+      ctx.textAlign = x < LABEL_W + 24 ? "left" : "center";
       ctx.fillStyle = "#3c4450"; ctx.fillText((t / 1e6).toFixed(Math.min(digits, 6)) + " s", x, AXIS_H / 2);
     }
   }
@@ -100,21 +101,25 @@
     }
   }
 
-  // Two passes: the dimmed operations, then the highlighted ones on top.
+  // Two passes: the dimmed operations, then the highlighted ones on top. Neighbouring
+  // bars of one colour that touch on screen are filled as one rectangle.
   function drawOps() {
     const pad = laneH > 4 ? 1 : 0;
-    for (const bright of [false, true]) {
+    for (const bright of hl < 0 ? [true] : [false, true]) {
       ctx.globalAlpha = bright ? 1 : 0.15;
       D.ops.forEach((a, l) => {
         const y = opsTop + D.rows[l] * laneH + pad, h = laneH - 2 * pad;
+        let run = null; // [x0, x1, colour] not filled yet
         for (let i = firstEnding(a, v0), o = i * S; o < a.length && a[o] <= v1; o += S) {
           if ((hl < 0 || a[o + 4] === hl) !== bright) continue;
-          const x0 = X(a[o]);
-          ctx.fillStyle = a[o + 1] < 0 ? OPEN : COLOR[a[o + 2]];
-          ctx.fillRect(x0, y, Math.max(1, X(opEnd(a, o)) - x0), h);
+          const x0 = X(a[o]), x1 = Math.max(x0 + 1, X(opEnd(a, o)));
+          const c = a[o + 1] < 0 ? OPEN : COLOR[a[o + 2]];
+          if (run && run[2] === c && x0 <= run[1] + 0.5) { run[1] = Math.max(run[1], x1); continue; }
+          if (run) { ctx.fillStyle = run[2]; ctx.fillRect(run[0], y, run[1] - run[0], h); }
+          run = [x0, x1, c];
         }
+        if (run) { ctx.fillStyle = run[2]; ctx.fillRect(run[0], y, run[1] - run[0], h); }
       });
-      if (hl < 0) break;
     }
     ctx.globalAlpha = 1;
     drawEvidence();
@@ -279,6 +284,13 @@
     w1s: () => windowOf(1e6), w100ms: () => windowOf(1e5), w10ms: () => windowOf(1e4), evidence: evidenceView,
   };
   for (const id in buttons) document.getElementById(id).addEventListener("click", buttons[id]);
+  // A link may open a window and a key: timeline.html#from=12.5&to=13&key=k3 (seconds).
+  function fromHash() {
+    const h = new URLSearchParams(location.hash.slice(1)), k = h.get("key");
+    if (k !== null) hl = D.keys.indexOf(k);
+    if (h.has("from") || h.has("to")) setView(Number(h.get("from") || 0) * 1e6, Number(h.get("to") || END / 1e6) * 1e6);
+  }
   window.addEventListener("resize", () => { layout(); redraw(); });
-  layout(); setKey(hl); draw();
+  window.addEventListener("hashchange", () => { fromHash(); setKey(hl); });
+  layout(); fromHash(); setKey(hl); draw();
 })();

@@ -17,6 +17,7 @@
 //! * `rows[i]` is the row lane `i` is drawn in: a client whose operation ended `info`
 //!   continues as a new process, and processes whose lifetimes do not overlap share a row;
 //! * `faults`: `[start, end or -1 (never healed), fault_kinds index, node or -1, detail]`;
+//! * `nodes`: every node a fault, a node event or an operation names, one lane each;
 //! * `node_events`: `[time, nodes index, event_kinds index, detail]` for the events in
 //!   [`NODE_EVENT_CATEGORIES`] (leaders, node life, membership, replicas); crashes and
 //!   pauses aimed at a node also shade that node's lane;
@@ -379,6 +380,7 @@ fn events_json(run: &RunData) -> String {
         })
         .collect();
     let mut nodes: Vec<u32> = run.faults.iter().filter_map(|f| f.node).collect();
+    nodes.extend(run.ops.iter().filter_map(|op| op.node));
     let drawn: Vec<(u64, u32, &str, String)> = run
         .events
         .iter()
