@@ -19,8 +19,8 @@
 //! * `faults`: `[start, end or -1 (never healed), fault_kinds index, node or -1, detail]`;
 //! * `nodes`: every node a fault, a node event or an operation names, one lane each;
 //! * `node_events`: `[time, nodes index, event_kinds index, detail]` for the events in
-//!   [`NODE_EVENT_CATEGORIES`] (leaders, node life, membership, replicas); crashes and
-//!   pauses aimed at a node also shade that node's lane;
+//!   [`NODE_EVENT_CATEGORIES`] (leaders, node life, membership, replicas); a fault aimed at
+//!   one node (a crash, a pause, an isolation) also shades that node's lane;
 //! * `phases`: `[start, name]` of the runner's phases;
 //! * `verdict`, `invalid_keys`, `highlight_key` (the key drawn highlighted: the one the
 //!   checker visualised, else the first invalid key; `null` when the history is valid),
