@@ -106,6 +106,34 @@ struct Pending {
     retry_at: Option<Time>,
     /// Nodes that refused with `GroupNotHere` or without a hint since the last lookup.
     refused_by: BTreeSet<NodeId>,
+    /// Whether an attempt was sent to a replica. A refusal answers one copy of one
+    /// attempt: the network may have duplicated the request, and a copy the refusing
+    /// leader (or an earlier one) proposed may still commit. So once a write was sent,
+    /// no failure of the route is definite ([`Pending::final_failure`]).
+    sent: bool,
+}
+
+impl Pending {
+    /// The answer when the route gives up, or a replica refuses for good: `Unavailable`
+    /// (surely not done) for reads and for writes never sent, `Indeterminate` for a write
+    /// that was sent (it may have taken effect).
+    fn final_failure(&self, failure: ClientResponse) -> ClientResponse {
+        let definite = matches!(
+            failure.result,
+            Err(kvlab_types::ClientError::Unavailable { .. })
+        );
+        if !definite || !self.sent || matches!(self.req.op, KvOp::Read { .. }) {
+            return failure;
+        }
+        let why = match &failure.result {
+            Err(e) => e.to_string(),
+            Ok(_) => String::new(),
+        };
+        indeterminate(
+            failure.id,
+            &format!("{why}; an earlier copy of the request may have taken effect"),
+        )
+    }
 }
 
 /// What the gateway wants done.
@@ -210,6 +238,7 @@ impl Gateway {
             attempt_deadline: now,
             retry_at: None,
             refused_by: BTreeSet::new(),
+            sent: false,
         };
         self.pending.insert(id, p);
         self.dispatch(now, id)
@@ -224,7 +253,7 @@ impl Gateway {
         if p.attempt >= self.max_attempts {
             let p = self.pending.remove(&id).expect("looked up above");
             let reason = format!("no leader reached in {} attempts", p.attempt);
-            return RouteAction::Answer(unavailable(id, &reason, None));
+            return RouteAction::Answer(p.final_failure(unavailable(id, &reason, None)));
         }
         p.attempt += 1;
         p.retry_at = None;
@@ -242,6 +271,7 @@ impl Gateway {
         match pick {
             Some(to) => {
                 p.target = Some(to);
+                p.sent = true;
                 RouteAction::Send {
                     to,
                     req: p.req.clone(),
@@ -328,8 +358,8 @@ impl Gateway {
             let refusal = RouteRefusal::NotLeader { leader: *hint };
             return self.on_refused(now, from, resp.id, attempt, refusal);
         }
-        self.pending.remove(&resp.id);
-        Some(RouteAction::Answer(resp))
+        let p = self.pending.remove(&resp.id)?;
+        Some(RouteAction::Answer(p.final_failure(resp)))
     }
 
     /// Meta's directory for `v` (or a replica's newer descriptor): adopt it if it is
@@ -416,5 +446,89 @@ impl Gateway {
             }
         }
         actions
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvlab_ring::RingLayout;
+    use kvlab_types::ClientError;
+
+    fn routed(op: KvOp) -> (Gateway, RouteAction) {
+        let layout = RingLayout::new(1).expect("one vnode");
+        let mut g = Gateway::new(
+            &Placement::new(layout),
+            3, // the meta lookup is the first attempt
+            Duration::from_millis(100),
+            Duration::from_millis(10),
+        );
+        let req = ClientRequest {
+            id: RequestId { client: 1, seq: 1 },
+            op,
+        };
+        let v = layout.vnode_of(req.op.key());
+        assert!(matches!(
+            g.start(Time::ZERO, req, v),
+            RouteAction::Lookup(_)
+        ));
+        let d = RouteDescriptor {
+            voters: vec![NodeId(1), NodeId(2)],
+            epoch: 1,
+            leader: Some(NodeId(1)),
+        };
+        let sent = g.on_directory(Time::ZERO, v, Some(d));
+        assert!(matches!(
+            sent[..],
+            [RouteAction::Send { to: NodeId(1), .. }]
+        ));
+        // n1 refuses for good, naming n2; n2 refuses, naming n1: the attempts run out.
+        let refuse = |id, hint| ClientResponse {
+            id,
+            result: Err(ClientError::Unavailable {
+                reason: "leader transfer in progress".into(),
+                hint: Some(hint),
+            }),
+        };
+        let id = RequestId { client: 1, seq: 1 };
+        let next = g.on_reply(Time::ZERO, NodeId(1), refuse(id, NodeId(2)));
+        assert!(
+            matches!(next, Some(RouteAction::Send { to: NodeId(2), .. })),
+            "{next:?}"
+        );
+        let last = g.on_reply(Time::ZERO, NodeId(2), refuse(id, NodeId(1)));
+        (g, last.expect("an answer"))
+    }
+
+    /// A refusal answers one copy of one attempt; a duplicated copy of a write may have
+    /// been proposed and may commit, so the route's failure is not definite (swarm seed
+    /// 2606 of configs/swarm.toml: a `duplicate` fault made a refused write's other copy
+    /// commit, and the client was told `fail`).
+    #[test]
+    fn a_sent_write_whose_route_fails_is_indeterminate_and_a_read_is_unavailable() {
+        let write = KvOp::Write {
+            key: "k".into(),
+            value: 1,
+        };
+        let (g, answer) = routed(write);
+        assert_eq!(g.pending(), 0);
+        match answer {
+            RouteAction::Answer(ClientResponse {
+                result: Err(ClientError::Indeterminate { reason }),
+                ..
+            }) => assert!(reason.contains("may have taken effect"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        let (_, answer) = routed(KvOp::Read { key: "k".into() });
+        assert!(
+            matches!(
+                answer,
+                RouteAction::Answer(ClientResponse {
+                    result: Err(ClientError::Unavailable { .. }),
+                    ..
+                })
+            ),
+            "{answer:?}"
+        );
     }
 }
