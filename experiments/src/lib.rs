@@ -49,6 +49,7 @@ pub mod pool;
 pub mod reproduce;
 pub mod ring_cmd;
 pub mod run;
+pub mod shrink;
 pub mod spec;
 pub mod summary;
 pub mod swarm;

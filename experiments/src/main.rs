@@ -63,6 +63,9 @@ enum Command {
     /// Swarm testing: every seed draws its own configuration from a swarm file's
     /// `[swarm]` ranges and runs it on the simulator; failing runs are kept.
     Swarm(SwarmArgs),
+    /// Shrink a failing simulated run: its faults as an explicit schedule, reduced by
+    /// delta debugging while the run still fails the same way; writes the smallest spec.
+    Shrink(ShrinkArgs),
     /// Check one history for linearizability.
     Check(CheckArgs),
     /// (Re)draw the plots and report of run directories; several give a comparison.
@@ -105,6 +108,16 @@ struct SwarmArgs {
     /// Worker threads (default: every core).
     #[arg(long)]
     jobs: Option<usize>,
+}
+
+#[derive(Debug, clap::Args)]
+struct ShrinkArgs {
+    /// The failing run's directory (it has spec.toml, meta.json, summary.json and
+    /// events.jsonl).
+    run_dir: PathBuf,
+    /// Where to write the shrunk spec (default RUN_DIR/shrunk.toml).
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -286,6 +299,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(a) => cmd_run(a),
         Command::Swarm(a) => cmd_swarm(a),
+        Command::Shrink(a) => cmd_shrink(a),
         Command::Check(a) => cmd_check(a),
         Command::Plot(a) => cmd_plot(a),
         Command::Node(c) => kvlab_node_cli::run(c).map_err(Into::into),
@@ -488,6 +502,39 @@ fn cmd_swarm(a: SwarmArgs) -> anyhow::Result<u8> {
     say_raw!("{}", summary_table(&report));
     say!("swarm.json and failing runs: {}", out.display());
     Ok(u8::from(report.failures > 0))
+}
+
+/// `kvlab shrink`: prints before → after and the command that replays the shrunk spec.
+fn cmd_shrink(a: ShrinkArgs) -> anyhow::Result<u8> {
+    let s = kvlab_experiments::shrink::shrink(&a.run_dir, a.out.as_deref())?;
+    say!(
+        "seed {} ({}): faults {} -> {}, safety phase {} s -> {} s, clients {} -> {}, keys {} -> {} ({} runs)",
+        s.seed,
+        s.verdict,
+        s.faults.0,
+        s.faults.1,
+        s.duration_s.0,
+        s.duration_s.1,
+        s.clients.0,
+        s.clients.1,
+        s.keys.0,
+        s.keys.1,
+        s.runs
+    );
+    for f in &s.spec.nemesis.schedule {
+        let d = f
+            .duration_s
+            .map_or_else(|| "-".into(), |d| format!("{d} s"));
+        say!(
+            "  at {} s: {} {:?} for {d}",
+            f.at_s,
+            f.kind.spec_name(),
+            f.targets
+        );
+    }
+    say!("wrote {}", s.path.display());
+    say!("replay: kvlab run {} --seed {}", s.path.display(), s.seed);
+    Ok(0)
 }
 
 /// The spec's `[[variant]]`s, each with `--backend`/`--transport` laid over.

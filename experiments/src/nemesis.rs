@@ -140,6 +140,8 @@ pub struct Nemesis {
     /// The composed node's vnode count (group ids `0..vnode_groups`); 0 for other
     /// systems, where `group-partition` is skipped.
     vnode_groups: u32,
+    /// The side the partition being started cut off, for its `fault_start` event.
+    last_side: Vec<NodeId>,
 }
 
 /// The extra delay of `swim-delay`: beyond SWIM's probe timeouts, short of a Raft
@@ -231,6 +233,7 @@ impl Nemesis {
             absent: BTreeSet::new(),
             retired: BTreeSet::new(),
             vnode_groups: 0,
+            last_side: Vec::new(),
         }
     }
 
@@ -341,6 +344,7 @@ impl Nemesis {
                     "{cmd:?} sent to {leader}{}",
                     if delivered { "" } else { " (not delivered)" }
                 ),
+                side: Vec::new(),
             },
         ));
         Ok(())
@@ -477,6 +481,7 @@ impl Nemesis {
         view: &ClusterView,
         events: &mut Vec<RunEvent>,
     ) -> Result<(), FaultError> {
+        self.last_side.clear();
         let started = match p.kind {
             FaultKind::PartitionHalves
             | FaultKind::PartitionRandom
@@ -514,6 +519,7 @@ impl Nemesis {
                 fault_id: Some(p.id),
                 fault: Some(name),
                 detail,
+                side: std::mem::take(&mut self.last_side),
             },
         ));
         if p.kind.is_permanent() {
@@ -543,12 +549,14 @@ impl Nemesis {
                     .filter(|n| !targets.contains(n))
                     .collect();
                 let detail = format!("{} | {}", node_list(targets), node_list(&rest));
+                self.last_side = targets.to_vec();
                 (partition(cluster, targets, &rest), detail, None)
             }
             FaultKind::PartitionHalves => {
                 let v = self.shuffled_nodes();
                 let (minority, majority) = v.split_at(v.len() / 2);
                 let detail = format!("{} | {}", node_list(minority), node_list(majority));
+                self.last_side = minority.to_vec();
                 (partition(cluster, minority, majority), detail, None)
             }
             FaultKind::PartitionRandom => {
@@ -556,6 +564,7 @@ impl Nemesis {
                 let cut = 1 + below(&mut self.rng, v.len() as u64 - 1) as usize;
                 let (a, b) = v.split_at(cut);
                 let detail = format!("{} | {}", node_list(a), node_list(b));
+                self.last_side = a.to_vec();
                 (partition(cluster, a, b), detail, None)
             }
             FaultKind::OneWay => {
@@ -868,6 +877,7 @@ impl Nemesis {
                 fault_id: Some(p.id),
                 fault: Some(fault_name(p.kind)),
                 detail: why.into(),
+                side: Vec::new(),
             },
         ));
         Ok(())
@@ -931,6 +941,7 @@ impl Nemesis {
                 fault_id: Some(a.id),
                 fault: Some(fault_name(a.kind)),
                 detail: why.into(),
+                side: Vec::new(),
             },
         ));
         Ok(())

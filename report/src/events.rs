@@ -69,6 +69,11 @@ pub struct NemesisEvent {
     /// What exactly was done, for a person.
     #[serde(default)]
     pub detail: String,
+    /// The side a `partition_halves` or `partition_random` cut off from the rest (a
+    /// scheduled fault's `targets` that would cut the same), so that a shrunk schedule
+    /// can replay it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub side: Vec<NodeId>,
 }
 
 /// A line from a node.
@@ -298,6 +303,7 @@ mod tests {
                     fault_id: Some(1),
                     fault: Some("crash".into()),
                     detail: "n2 crashed".into(),
+                    side: Vec::new(),
                 },
             ),
         ];
