@@ -169,3 +169,78 @@ fn a_failing_run_is_kept_and_its_spec_replays_it_byte_for_byte() {
     let y = std::fs::read(again.join("history.jsonl")).unwrap();
     assert!(x == y, "the replay's history differs from the kept run's");
 }
+
+/// `kvlab shrink` on the async-primary baseline: its failure needs no fault at all
+/// (backups serve reads they have not caught up on), so the schedule shrinks to at most
+/// two faults, the run to a few clients, keys and seconds, and the shrunk spec still
+/// fails the same way. A valid run is refused.
+#[test]
+fn shrink_reduces_a_failing_run_to_a_small_schedule_that_still_fails() {
+    use kvlab_experiments::shrink::shrink;
+    let tmp = tempfile::tempdir().unwrap();
+    let text = r#"
+name = "shrink-test"
+system = "async-primary"
+nodes = 3
+[time]
+duration_s = 6
+liveness_s = 2
+[workload]
+clients = 6
+keys = 4
+timeout_ms = 300
+think_time_ms = 2
+[nemesis]
+faults = ["partition-halves", "crash", "pause"]
+start_after_s = 0.5
+interval_s = 1
+fault_duration_s = 0.5
+"#;
+    let spec = Spec::from_toml_str(text, Path::new("shrink-test.toml")).unwrap();
+    let dir = tmp.path().join("failing");
+    let run = |spec: &Spec, dir: &Path| {
+        run_experiment(
+            spec,
+            &RunOptions {
+                seed: 3,
+                run_dir: dir.to_path_buf(),
+                reproduce: kvlab_experiments::reproduce::Reproduce::new(
+                    Path::new("shrink-test.toml"),
+                    spec,
+                    3,
+                    None,
+                ),
+                report: ReportPolicy::Never,
+                progress: false,
+            },
+        )
+        .unwrap()
+    };
+    let o = run(&spec, &dir);
+    assert_eq!(o.verdict, RunVerdict::Invalid);
+    let s = shrink(&dir, None).unwrap();
+    assert_eq!(s.verdict, "invalid");
+    assert!(s.faults.0 >= 3, "{:?}", s.faults);
+    assert!(s.faults.1 <= 2, "{:?}", s.faults);
+    assert!(s.duration_s.1 < s.duration_s.0, "{:?}", s.duration_s);
+    assert!(s.runs > 1);
+    let shrunk = Spec::load(&dir.join("shrunk.toml")).unwrap();
+    assert!(shrunk.nemesis.faults.is_empty(), "random faults are off");
+    assert_eq!(shrunk.nemesis.schedule.len(), s.faults.1);
+    let again = run(&shrunk, &tmp.path().join("again"));
+    assert_eq!(
+        again.verdict,
+        RunVerdict::Invalid,
+        "the shrunk spec no longer fails"
+    );
+    // A valid run has nothing to shrink.
+    let valid = Spec::from_toml_str(
+        &text.replace("async-primary", "single"),
+        Path::new("shrink-test.toml"),
+    )
+    .unwrap();
+    let vdir = tmp.path().join("valid");
+    assert_eq!(run(&valid, &vdir).verdict, RunVerdict::Valid);
+    let err = shrink(&vdir, None).unwrap_err().to_string();
+    assert!(err.contains("did not fail"), "{err}");
+}
