@@ -259,15 +259,20 @@ impl Gateway {
         p.retry_at = None;
         p.attempt_deadline = now + self.attempt_timeout;
         let entry = self.cache.get(&p.vnode);
-        let usable = |n: &NodeId| !p.refused_by.contains(n) && !self.down.contains(n);
-        let leader = entry.and_then(|e| e.leader).filter(usable);
-        let candidates: Vec<NodeId> = entry
-            .map(|e| e.voters.iter().copied().filter(usable).collect())
-            .unwrap_or_default();
-        let pick = leader.or_else(|| {
-            (!candidates.is_empty())
-                .then(|| candidates[(p.attempt as usize + id.seq as usize) % candidates.len()])
-        });
+        // Nodes SWIM holds down are tried only when nothing else is left: this node's
+        // own view may be the stale one (it heard no one for a while), and skipping them
+        // for good would leave it unable to route at all.
+        let not_refused = |n: &NodeId| !p.refused_by.contains(n);
+        let up = |n: &NodeId| not_refused(n) && !self.down.contains(n);
+        let leader = entry.and_then(|e| e.leader);
+        let voters: &[NodeId] = entry.map_or(&[], |e| &e.voters);
+        let turn = p.attempt as usize + id.seq as usize;
+        let pick_from = |c: Vec<NodeId>| (!c.is_empty()).then(|| c[turn % c.len()]);
+        let pick = leader
+            .filter(up)
+            .or_else(|| pick_from(voters.iter().copied().filter(up).collect()))
+            .or_else(|| leader.filter(not_refused))
+            .or_else(|| pick_from(voters.iter().copied().filter(not_refused).collect()));
         match pick {
             Some(to) => {
                 p.target = Some(to);
@@ -498,6 +503,48 @@ mod tests {
         );
         let last = g.on_reply(Time::ZERO, NodeId(2), refuse(id, NodeId(1)));
         (g, last.expect("an answer"))
+    }
+
+    /// A gateway whose SWIM holds every other voter down still tries them, after the
+    /// ones it believes up (swarm seed 2545 of configs/swarm.toml: after `n2 hears no
+    /// one`, n2 held n1 and n3 dead past the heal and answered every request "no leader
+    /// reached" until the run ended).
+    #[test]
+    fn voters_swim_holds_down_are_tried_when_nothing_else_is_left() {
+        let layout = RingLayout::new(1).expect("one vnode");
+        let mut g = Gateway::new(
+            &Placement::new(layout),
+            8,
+            Duration::from_millis(100),
+            Duration::from_millis(10),
+        );
+        g.set_down([NodeId(1), NodeId(3)].into_iter().collect());
+        let req = ClientRequest {
+            id: RequestId { client: 1, seq: 1 },
+            op: KvOp::Read { key: "k".into() },
+        };
+        let v = layout.vnode_of(req.op.key());
+        g.start(Time::ZERO, req, v);
+        let d = RouteDescriptor {
+            voters: vec![NodeId(1), NodeId(2), NodeId(3)],
+            epoch: 1,
+            leader: Some(NodeId(1)),
+        };
+        let sent = g.on_directory(Time::ZERO, v, Some(d));
+        assert!(
+            matches!(sent[..], [RouteAction::Send { to: NodeId(2), .. }]),
+            "{sent:?}"
+        );
+        // n2 refuses naming n1, whom SWIM holds down: n1 is tried all the same.
+        let id = RequestId { client: 1, seq: 1 };
+        let refusal = RouteRefusal::NotLeader {
+            leader: Some(NodeId(1)),
+        };
+        let next = g.on_refused(Time::ZERO, NodeId(2), id, 2, refusal);
+        assert!(
+            matches!(next, Some(RouteAction::Send { to: NodeId(1), .. })),
+            "{next:?}"
+        );
     }
 
     /// A refusal answers one copy of one attempt; a duplicated copy of a write may have
