@@ -230,7 +230,9 @@ pub enum DriverCommand {
     /// Stop stepping until [`DriverCommand::Resume`]: the in-process stand-in for
     /// `SIGSTOP`. Peer messages and client requests queue (or are dropped where their
     /// queues are full), timers come due but fire only on resume, status is not answered.
-    Pause,
+    /// The sender, if any, is answered once the node has stopped stepping: anything sent
+    /// to the node after that waits for the resume, as with a stopped process.
+    Pause(Option<oneshot::Sender<()>>),
     /// Resume a paused node (`SIGCONT`); overdue timers fire at once. Ignored when the
     /// node is not paused.
     Resume,
@@ -326,10 +328,22 @@ impl NodeHandle {
         rx.await.map_err(|_| stopped())
     }
 
-    /// Pauses the node like `SIGSTOP` would (see [`DriverCommand::Pause`]). A node that is
-    /// not running is left alone.
+    /// Pauses the node like `SIGSTOP` would (see [`DriverCommand::Pause`]) and returns once
+    /// it has stopped stepping, so that a request sent afterwards waits for the resume
+    /// (the driver polls its inputs one after another, so a pause merely queued could
+    /// still lose the race to a request sent after it). A node that is not running is
+    /// left alone.
     pub async fn pause(&self) {
-        let _ = self.admin_tx.send(DriverCommand::Pause).await;
+        let (tx, rx) = oneshot::channel();
+        if self
+            .admin_tx
+            .send(DriverCommand::Pause(Some(tx)))
+            .await
+            .is_ok()
+        {
+            // An error: the node stopped instead, which answers nothing either.
+            let _ = rx.await;
+        }
     }
 
     /// Resumes a paused node like `SIGCONT` would.
@@ -429,11 +443,19 @@ enum Wake<M> {
 }
 
 /// Whether the loop goes on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 enum Flow {
     Continue,
     Stop,
-    Pause,
+    /// With whom to acknowledge the pause once nothing is stepped any more.
+    Pause(Option<oneshot::Sender<()>>),
+}
+
+/// Tells a pauser that the node has stopped stepping.
+fn acknowledge(ack: Option<oneshot::Sender<()>>) {
+    if let Some(tx) = ack {
+        let _ = tx.send(());
+    }
 }
 
 /// Everything a [`NodeServer`] needs besides the protocol's own configuration.
@@ -634,7 +656,7 @@ where
             let mut flow = self.handle(wake).await?;
             // Group commit: the inputs already ready join this batch.
             let mut steps = 1;
-            while flow == Flow::Continue && steps < self.options.max_steps_per_sync {
+            while matches!(flow, Flow::Continue) && steps < self.options.max_steps_per_sync {
                 let wake = self.next_wake(shutdown.as_mut(), false).await;
                 if matches!(wake, Wake::Idle) {
                     break;
@@ -642,14 +664,16 @@ where
                 flow = self.handle(wake).await?;
                 steps += 1;
             }
-            if flow == Flow::Stop {
-                return Ok(());
-            }
-            if flow == Flow::Pause {
-                self.flush().await?;
-                if self.wait_resumed(shutdown.as_mut()).await == Flow::Stop {
-                    return Ok(());
+            match flow {
+                Flow::Stop => return Ok(()),
+                Flow::Pause(ack) => {
+                    self.flush().await?;
+                    acknowledge(ack);
+                    if matches!(self.wait_resumed(shutdown.as_mut()).await, Flow::Stop) {
+                        return Ok(());
+                    }
                 }
+                Flow::Continue => {}
             }
             self.commit.pump(&mut self.stats);
         }
@@ -672,7 +696,8 @@ where
                         tracing::info!("node resumed");
                         return Flow::Continue;
                     }
-                    Some(DriverCommand::Pause | DriverCommand::Status(_)) => {}
+                    Some(DriverCommand::Pause(ack)) => acknowledge(ack),
+                    Some(DriverCommand::Status(_)) => {}
                 },
             }
         }
@@ -706,7 +731,7 @@ where
     async fn handle(&mut self, wake: Wake<P::Msg>) -> Result<Flow, ServerError> {
         match wake {
             Wake::Shutdown | Wake::Admin(DriverCommand::Shutdown) => return Ok(Flow::Stop),
-            Wake::Admin(DriverCommand::Pause) => return Ok(Flow::Pause),
+            Wake::Admin(DriverCommand::Pause(ack)) => return Ok(Flow::Pause(ack)),
             Wake::Admin(DriverCommand::Resume) | Wake::Idle => {}
             Wake::Admin(DriverCommand::Status(tx)) => {
                 let _ = tx.send(self.status());
