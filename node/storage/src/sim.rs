@@ -91,6 +91,9 @@ pub struct SimFsStats {
     pub namespace_ops_lost: u64,
     /// Writes torn by crashes.
     pub torn_writes: u64,
+    /// File and directory syncs that failed because [`SimFs::set_failing_syncs`] was on.
+    #[serde(default)]
+    pub syncs_failed: u64,
 }
 
 /// An in-memory file system that can lose unsynced data in a simulated power failure.
@@ -262,6 +265,8 @@ struct SimState {
     dirs: BTreeSet<PathBuf>,
     /// Bumped by every crash; handles from an older epoch are dead.
     epoch: u64,
+    /// While set, every file and directory sync fails (an injected `EIO`).
+    failing_syncs: bool,
     stats: SimFsStats,
 }
 
@@ -382,6 +387,33 @@ impl SimFs {
         Ok(())
     }
 
+    /// While `on`, every file and directory sync fails with an I/O error and makes
+    /// nothing durable: a disk returning `EIO`, for the simulator's `disk-fsync-error`
+    /// fault. What a failed sync leaves in the page cache is unknown (Linux may drop the
+    /// dirty pages and report success on the next try: "fsyncgate"), so a caller must
+    /// treat the error as fatal, as every kvlab driver does.
+    pub fn set_failing_syncs(&self, on: bool) {
+        self.lock().failing_syncs = on;
+    }
+
+    fn sync_failed(&self, path: &Path) -> io::Error {
+        self.lock().stats.syncs_failed += 1;
+        io::Error::other(format!(
+            "simfs: injected fsync failure (EIO) on {}",
+            path.display()
+        ))
+    }
+
+    /// How many bytes of the file at `path` are durable (survive any crash).
+    pub fn synced_len(&self, path: &Path) -> io::Result<u64> {
+        let st = self.lock();
+        let ino = st.lookup(path)?;
+        st.inodes
+            .get(&ino)
+            .map(|i| i.synced_len as u64)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "simfs: dangling inode"))
+    }
+
     /// Total bytes held by files that still have a name, for memory accounting.
     pub fn used_bytes(&self) -> u64 {
         let st = self.lock();
@@ -449,6 +481,9 @@ impl VfsFile for SimFile {
     }
 
     fn sync_data(&mut self) -> io::Result<()> {
+        if self.fs.lock().failing_syncs {
+            return Err(self.fs.sync_failed(&self.path));
+        }
         self.with_inode(|inode, stats| {
             stats.file_syncs += 1;
             inode.sync();
@@ -581,6 +616,9 @@ impl Vfs for SimFs {
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        if self.lock().failing_syncs {
+            return Err(self.sync_failed(dir));
+        }
         let mut guard = self.lock();
         let st = &mut *guard;
         if !st.dirs.contains(dir) {

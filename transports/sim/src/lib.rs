@@ -64,6 +64,7 @@ mod stats;
 pub use config::{
     DiskConfig, LatencyDist, MAX_LATENCY_MS, MAX_LOG_SHARDS, NetworkConfig, SimConfig,
 };
+pub use disk::LogCorruption;
 pub use error::SimError;
 pub use rules::{FaultRule, RuleId};
 pub use sim::{MAX_CLOCK_DRIFT_PPM, Sim, SimOutput};

@@ -12,7 +12,7 @@ use kvlab_types::{
 use serde::{Deserialize, Serialize};
 
 use crate::config::{LatencyDist, SimConfig, chance};
-use crate::disk::NodeDisk;
+use crate::disk::{LogCorruption, NodeDisk};
 use crate::error::SimError;
 use crate::queue::EventQueue;
 use crate::rules::{FaultRule, RuleId, Verdict, clamp_probability};
@@ -109,7 +109,7 @@ struct HeldMessage<M> {
 
 /// A node's local clock: `local = anchor_local + (global - anchor_global) * rate`, with
 /// `rate = 1 + drift_ppm / 1e6`. Re-anchored whenever the drift changes, so it is
-/// continuous and never goes backwards.
+/// continuous, except for forward steps ([`Sim::jump_clock`]); it never goes backwards.
 #[derive(Clone, Copy, Debug, Default)]
 struct LocalClock {
     anchor_global_ns: u64,
@@ -150,6 +150,12 @@ impl LocalClock {
         self.anchor_local_ns = self.local_at(global_ns);
         self.anchor_global_ns = global_ns;
         self.drift_ppm = drift_ppm;
+    }
+
+    /// Steps the clock forward by `by_ns` at `global_ns`; the rate is unchanged.
+    fn jump(&mut self, global_ns: u64, by_ns: u64) {
+        self.anchor_local_ns = self.local_at(global_ns).saturating_add(by_ns);
+        self.anchor_global_ns = global_ns;
     }
 }
 
@@ -602,11 +608,35 @@ impl<P: Protocol> Sim<P> {
             return;
         };
         let now = self.now.0;
-        let slot = &mut self.slots[idx];
-        slot.clock.set_drift(
+        self.slots[idx].clock.set_drift(
             now,
             drift_ppm.clamp(-MAX_CLOCK_DRIFT_PPM, MAX_CLOCK_DRIFT_PPM),
         );
+        self.reschedule_timers(idx);
+    }
+
+    /// Steps `node`'s clock forward by `by` at once: a VM resumed after a pause or a live
+    /// migration, whose monotonic clock catches up in one step. Armed timers keep their
+    /// local deadlines, so every timer due within `by` fires now, and deadlines a
+    /// protocol computes from its clock (SWIM's suspicion timeouts) expire early. A
+    /// clock never steps back: the time a node reads is monotonic (`Instant` in the
+    /// server), so a backward step is not something a kvlab node can observe.
+    pub fn jump_clock(&mut self, node: NodeId, by: Duration) {
+        self.invalidate_stats();
+        let Some(idx) = self.index_of(node) else {
+            return;
+        };
+        let now = self.now.0;
+        let by_ns = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
+        self.slots[idx].clock.jump(now, by_ns);
+        self.reschedule_timers(idx);
+    }
+
+    /// Re-queues every armed timer of the node at `idx` at the global instant its local
+    /// deadline now falls on (after its clock changed); older queue entries go stale.
+    fn reschedule_timers(&mut self, idx: usize) {
+        let now = self.now.0;
+        let slot = &mut self.slots[idx];
         for (&timer, armed) in slot.timers.iter_mut() {
             slot.next_timer_generation += 1;
             armed.generation = slot.next_timer_generation;
@@ -620,6 +650,31 @@ impl<P: Protocol> Sim<P> {
                 },
             );
         }
+    }
+
+    /// Makes every fsync of `node`'s disk fail (`on`) or succeed again (a disk returning
+    /// `EIO`). The node stops at its next sync, as a server does (see `fail_stop`): what
+    /// it had not synced is lost, what it held behind the sync is never sent. The disk
+    /// keeps failing across restarts until switched off.
+    pub fn set_failing_syncs(&mut self, node: NodeId, on: bool) {
+        if let Some(idx) = self.index_of(node) {
+            self.slots[idx].disk.set_failing_syncs(on);
+        }
+    }
+
+    /// Flips a bit of a synced write-ahead-log byte of the crashed `node` where recovery
+    /// must notice it (see [`NodeDisk::corrupt_synced_log`]); the next
+    /// [`Sim::restart`] then fails with the damage named, unless the spec's recovery
+    /// mode is `truncate-damaged`. `Ok(None)` when the log holds no such byte yet.
+    pub fn corrupt_synced_log(&mut self, node: NodeId) -> Result<Option<LogCorruption>, SimError> {
+        let idx = self.index_of(node).ok_or(SimError::UnknownNode(node))?;
+        let slot = &mut self.slots[idx];
+        if slot.proto.is_some() {
+            return Err(SimError::NodeNotCrashed(node));
+        }
+        Ok(slot
+            .disk
+            .corrupt_synced_log(&mut slot.disk_rng, &self.config.disk.storage))
     }
 
     /// The local clock of `node` now (its drifted view), if the node exists.
@@ -671,6 +726,7 @@ impl<P: Protocol> Sim<P> {
             node.disk_file_syncs = fs.file_syncs;
             node.disk_unsynced_bytes_lost = fs.unsynced_bytes_lost;
             node.disk_torn_writes = fs.torn_writes;
+            node.disk_syncs_failed = fs.syncs_failed;
             view.per_node.insert(slot.id, node);
         }
         view

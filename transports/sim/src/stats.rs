@@ -116,4 +116,7 @@ pub struct NodeStats {
     pub disk_unsynced_bytes_lost: u64,
     /// Writes its disk tore in crashes.
     pub disk_torn_writes: u64,
+    /// Fsyncs its disk failed (the `disk-fsync-error` fault).
+    #[serde(default)]
+    pub disk_syncs_failed: u64,
 }

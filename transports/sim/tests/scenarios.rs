@@ -922,3 +922,112 @@ fn an_absent_node_is_down_until_started_once_and_then_restarts_like_any_other() 
         Err(SimError::UnknownNode(NodeId(9)))
     ));
 }
+
+#[test]
+fn a_failing_fsync_stops_the_node_before_anything_held_behind_it_and_a_restart_recovers() {
+    let mut s = sim(exact_config(), 2);
+    s.submit(NodeId(1), cmd(1, "incr", 0));
+    run(&mut s, ms(10.0));
+    s.set_failing_syncs(NodeId(1), true);
+    s.submit(NodeId(1), cmd(2, "incr_send:2", 0));
+    let out = run(&mut s, ms(20.0));
+    assert!(!s.is_up(NodeId(1)), "the node stops at the failed fsync");
+    assert!(
+        replies(&out).is_empty(),
+        "the reply held behind it is never sent"
+    );
+    assert!(received(&s, 2).is_empty(), "nor the message");
+    assert!(out.iter().any(|o| matches!(
+        o,
+        SimOutput::Event { node: NodeId(1), event: NodeEvent::StorageError { reason }, .. }
+            if reason.contains("injected fsync failure")
+    )));
+    assert_eq!(s.stats().per_node[&NodeId(1)].disk_syncs_failed, 1);
+    // Restarted while the disk still fails, it stops again at its first fsync (or
+    // cannot open its log at all, if recovery had a torn tail to cut).
+    if s.restart(NodeId(1)).is_ok() {
+        s.submit(NodeId(1), cmd(3, "incr", 0));
+        let out = run(&mut s, ms(30.0));
+        assert!(!s.is_up(NodeId(1)));
+        assert!(replies(&out).is_empty());
+    }
+    s.set_failing_syncs(NodeId(1), false);
+    s.restart(NodeId(1)).expect("restart once the disk works");
+    let p = s.node(NodeId(1)).expect("up");
+    let records = &p.recovered.group(GroupId::DEFAULT).records;
+    assert_eq!(records[0], 1i64.to_le_bytes(), "the synced record survived");
+    assert!(records.len() <= 2, "{records:?}");
+}
+
+#[test]
+fn a_corrupted_synced_record_makes_the_restart_refuse_naming_the_file() {
+    for seed in 0..20 {
+        let mut config = exact_config();
+        // Small log bounds so that a few records put synced bytes beyond the bound.
+        config.disk.storage.max_unsynced_bytes = kvlab_storage::MIN_UNSYNCED_BYTES;
+        config.disk.storage.segment_size_bytes = kvlab_storage::MIN_SEGMENT_BYTES;
+        let mut s =
+            Sim::<Probe>::new(config, seed, &ids(1), ProbeConfig::default()).expect("valid sim");
+        assert!(
+            matches!(
+                s.corrupt_synced_log(NodeId(1)),
+                Err(SimError::NodeNotCrashed(_))
+            ),
+            "a running node's disk is left alone"
+        );
+        for seq in 1..=700 {
+            s.submit(NodeId(1), cmd(seq, "incr", 0));
+        }
+        run(&mut s, ms(2_000.0));
+        s.crash(NodeId(1));
+        let damage = s
+            .corrupt_synced_log(NodeId(1))
+            .expect("crashed")
+            .expect("700 synced records leave room for detectable damage");
+        let err = s.restart(NodeId(1)).expect_err("a damaged log is refused");
+        let name = damage
+            .path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        assert!(err.to_string().contains(&name), "seed {seed}: {err}");
+        assert!(!s.is_up(NodeId(1)), "seed {seed}: never serves from it");
+    }
+}
+
+#[test]
+fn a_short_log_has_no_byte_that_a_crash_could_not_have_damaged() {
+    let mut s = sim(exact_config(), 1);
+    s.submit(NodeId(1), cmd(1, "incr", 0));
+    run(&mut s, ms(10.0));
+    s.crash(NodeId(1));
+    assert_eq!(s.corrupt_synced_log(NodeId(1)).expect("crashed"), None);
+    s.restart(NodeId(1)).expect("the log is untouched");
+}
+
+#[test]
+fn a_clock_jump_fires_every_timer_due_within_it_at_once_and_shifts_the_rest() {
+    let mut s = sim(exact_config(), 1);
+    s.submit(NodeId(1), cmd(1, "timer:1", 100));
+    s.submit(NodeId(1), cmd(2, "timer:2", 400));
+    run(&mut s, ms(10.0));
+    let before = s.local_time(NodeId(1)).expect("node");
+    s.jump_clock(NodeId(1), std::time::Duration::from_millis(200));
+    assert_eq!(
+        s.local_time(NodeId(1)).expect("node"),
+        before + std::time::Duration::from_millis(200)
+    );
+    run(&mut s, ms(10.0 + 1e-3));
+    let fired = &s.node(NodeId(1)).expect("up").fired;
+    assert_eq!(
+        fired.len(),
+        1,
+        "the 100 ms timer fires at the jump: {fired:?}"
+    );
+    run(&mut s, ms(1_000.0));
+    let fired = &s.node(NodeId(1)).expect("up").fired;
+    assert_eq!(fired.len(), 2);
+    // Timer 2 was due at local 400.5; after the jump that is global 200.5.
+    assert_eq!(fired[1].1, ms(400.5));
+}
