@@ -25,6 +25,9 @@
 //!   porcupine-rs and kvlab's own ([`engine`]) — for the keys it leaves; it reports per key
 //!   with an explanation; [`write_visualization`] draws one key with porcupine's HTML
 //!   visualization.
+//! * [`txn`]: the transaction-isolation checker (Elle-style, list-append and
+//!   rw-register): dependency graphs, cycles and anomaly classes under
+//!   `strict-serializable`, `serializable`, `snapshot-isolation` and `read-committed`.
 //!
 //! A malformed history is an error ([`HistoryError`]); a well-formed history that is not
 //! linearizable is an [`Verdict::Invalid`] report; a budget that runs out is
@@ -59,6 +62,7 @@ pub mod model;
 pub mod progress;
 pub mod reads_from;
 pub mod reduce;
+pub mod txn;
 
 pub use check::{
     CheckConfig, CheckError, CheckOptions, CheckReport, DEFAULT_MEMORY_LIMIT_BYTES, Engine,

@@ -1,0 +1,372 @@
+//! Cycle search inside each strongly connected component: for each anomaly class, the
+//! shortest cycle of its shape, found breadth-first over (transaction, automaton state)
+//! from each edge of the kind that anchors the class (an rw edge for G-single,
+//! G-nonadjacent and G2-item; a wr edge for G1c; a ww edge for G0). Each edge may carry
+//! several kinds; the search tries each allowed one.
+//!
+//! A class is searched from every anchor edge of the component until one cycle is found
+//! (so a class that is there is never missed), then from at most
+//! [`MAX_ANCHORS_AFTER_FOUND`] more anchors for a shorter one. The budget bounds it all.
+
+use std::collections::VecDeque;
+
+use super::budget::{Budget, Stop};
+use super::graph::{Graph, PROCESS, REALTIME, RW, WR, WW};
+use super::history::TxnId;
+use super::list_append::FxMap;
+use super::model::AnomalyKind;
+
+/// Anchors tried for a shorter cycle after the first cycle of a class is found.
+pub const MAX_ANCHORS_AFTER_FOUND: usize = 32;
+
+/// A cycle: edge `i` goes from `nodes[i]` to `nodes[(i + 1) % len]` as `kinds[i]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Cycle {
+    pub nodes: Vec<TxnId>,
+    pub kinds: Vec<u8>,
+}
+
+/// The data-edge rule of a class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Rule {
+    /// ww only.
+    G0,
+    /// ww and wr, at least one wr.
+    G1c,
+    /// exactly one rw.
+    Single,
+    /// at least two rw, no two adjacent.
+    Nonadjacent,
+    /// at least one rw.
+    G2,
+}
+
+/// A class to search for: its rule, and which order edges it may (and must) use.
+#[derive(Clone, Copy, Debug)]
+struct Shape {
+    rule: Rule,
+    /// `0` (data only), `PROCESS`, or `REALTIME` (which allows process edges too).
+    extra: u8,
+}
+
+impl Shape {
+    fn anchor(self) -> u8 {
+        match self.rule {
+            Rule::G0 => WW,
+            Rule::G1c => WR,
+            _ => RW,
+        }
+    }
+
+    fn allowed(self) -> u8 {
+        let data = match self.rule {
+            Rule::G0 => WW,
+            Rule::G1c => WW | WR,
+            _ => WW | WR | RW,
+        };
+        match self.extra {
+            PROCESS => data | PROCESS,
+            REALTIME => data | PROCESS | REALTIME,
+            _ => data,
+        }
+    }
+
+    fn kind(self) -> AnomalyKind {
+        use AnomalyKind as A;
+        match (self.rule, self.extra) {
+            (Rule::G0, 0) => A::G0,
+            (Rule::G1c, 0) => A::G1c,
+            (Rule::Single, 0) => A::GSingle,
+            (Rule::Nonadjacent, 0) => A::GNonadjacent,
+            (Rule::G2, 0) => A::G2Item,
+            (Rule::G0, PROCESS) => A::G0Process,
+            (Rule::G1c, PROCESS) => A::G1cProcess,
+            (Rule::Single, PROCESS) => A::GSingleProcess,
+            (Rule::Nonadjacent, PROCESS) => A::GNonadjacentProcess,
+            (Rule::G2, PROCESS) => A::G2ItemProcess,
+            (Rule::G0, _) => A::G0Realtime,
+            (Rule::G1c, _) => A::G1cRealtime,
+            (Rule::Single, _) => A::GSingleRealtime,
+            (Rule::Nonadjacent, _) => A::GNonadjacentRealtime,
+            (Rule::G2, _) => A::G2ItemRealtime,
+        }
+    }
+
+    /// The state after taking an edge of `kind` in `state`, if the class allows it.
+    /// State bits: 0-1 rw count (capped at 2), 2 the last edge was rw, 3 a wr was
+    /// seen, 4 an edge of the `extra` kind was seen.
+    fn step(self, state: u8, kind: u8) -> Option<u8> {
+        if kind & self.allowed() == 0 {
+            return None;
+        }
+        let mut rw = state & 3;
+        let last_rw = state & 4 != 0;
+        let mut s = state & !4;
+        if kind == RW {
+            match self.rule {
+                Rule::Single if rw >= 1 => return None,
+                Rule::Nonadjacent if last_rw => return None,
+                _ => {}
+            }
+            rw = (rw + 1).min(2);
+            s = (s & !3) | rw | 4;
+        }
+        if kind == WR {
+            s |= 8;
+        }
+        if self.extra != 0 && kind == self.extra {
+            s |= 16;
+        }
+        Some(s)
+    }
+
+    /// Whether a cycle that ends in `state` (its first edge the anchor) is of the class.
+    fn accepts(self, state: u8) -> bool {
+        let (rw, last_rw, wr, extra) = (state & 3, state & 4 != 0, state & 8 != 0, state & 16 != 0);
+        let data = match self.rule {
+            Rule::G0 => true,
+            Rule::G1c => wr,
+            Rule::Single => rw == 1,
+            Rule::Nonadjacent => rw >= 2 && !last_rw,
+            Rule::G2 => rw >= 1,
+        };
+        data && (self.extra == 0 || extra)
+    }
+}
+
+/// Searches one component (its nodes marked `member[v] == comp`) for the classes the
+/// model needs, most specific first; returns each class found with its cycle.
+pub(crate) fn search_component(
+    graph: &Graph,
+    nodes: &[TxnId],
+    member: &[u32],
+    comp: u32,
+    mask: u8,
+    budget: &mut Budget,
+) -> Result<Vec<(AnomalyKind, Cycle)>, Stop> {
+    let mut found = Vec::new();
+    let levels: &[u8] = if mask & (PROCESS | REALTIME) != 0 {
+        &[0, PROCESS, REALTIME]
+    } else {
+        &[0]
+    };
+    for &extra in levels {
+        let rules: &[Rule] = if mask & RW != 0 {
+            &[
+                Rule::G0,
+                Rule::G1c,
+                Rule::Single,
+                Rule::Nonadjacent,
+                Rule::G2,
+            ]
+        } else {
+            &[Rule::G0, Rule::G1c]
+        };
+        let mut rw_found = false;
+        for &rule in rules {
+            if rw_found && matches!(rule, Rule::Nonadjacent | Rule::G2) {
+                continue;
+            }
+            let shape = Shape { rule, extra };
+            let search = Search {
+                graph,
+                member,
+                comp,
+            };
+            if let Some(cycle) = search.shortest(shape, nodes, budget)? {
+                rw_found |= matches!(rule, Rule::Single | Rule::Nonadjacent);
+                found.push((shape.kind(), cycle));
+            }
+        }
+        // A variant is searched only where no simpler cycle explains the component.
+        if !found.is_empty() {
+            break;
+        }
+    }
+    Ok(found)
+}
+
+struct Search<'a> {
+    graph: &'a Graph,
+    member: &'a [u32],
+    comp: u32,
+}
+
+impl Search<'_> {
+    /// The shortest cycle of `shape` through the anchors tried (see the module docs).
+    fn shortest(
+        &self,
+        shape: Shape,
+        nodes: &[TxnId],
+        budget: &mut Budget,
+    ) -> Result<Option<Cycle>, Stop> {
+        let mut best: Option<Cycle> = None;
+        let mut tried_after = 0usize;
+        for &a in nodes {
+            for (b, kinds) in self.graph.out(a) {
+                if kinds & shape.anchor() == 0 || self.member[b as usize] != self.comp {
+                    continue;
+                }
+                budget.tick()?;
+                let Some(s0) = shape.step(0, shape.anchor()) else {
+                    continue;
+                };
+                let limit = best.as_ref().map_or(usize::MAX, |c| c.nodes.len() - 1);
+                if let Some(c) = self.bfs(shape, a, b, s0, limit, budget)? {
+                    best = Some(c);
+                }
+                if let Some(c) = &best {
+                    tried_after += 1;
+                    if c.nodes.len() == 2 || tried_after > MAX_ANCHORS_AFTER_FOUND {
+                        return Ok(best);
+                    }
+                }
+            }
+        }
+        Ok(best)
+    }
+
+    /// Breadth-first from `b` (entered from `a` by the anchor edge, in state `s0`) back
+    /// to `a` in an accepting state, with fewer than `limit` edges after the anchor.
+    fn bfs(
+        &self,
+        shape: Shape,
+        a: TxnId,
+        b: TxnId,
+        s0: u8,
+        limit: usize,
+        budget: &mut Budget,
+    ) -> Result<Option<Cycle>, Stop> {
+        // (node, state) → (previous node, previous state, kind of the edge taken).
+        let mut parent: FxMap<(TxnId, u8), (TxnId, u8, u8)> = FxMap::default();
+        let mut queue: VecDeque<(TxnId, u8, usize)> = VecDeque::new();
+        parent.insert((b, s0), (a, 0, shape.anchor()));
+        queue.push_back((b, s0, 0));
+        while let Some((v, s, depth)) = queue.pop_front() {
+            if depth + 1 >= limit {
+                break;
+            }
+            for (w, kinds) in self.graph.out(v) {
+                budget.tick()?;
+                if self.member[w as usize] != self.comp {
+                    continue;
+                }
+                for bit in [WW, WR, RW, PROCESS, REALTIME] {
+                    if kinds & bit == 0 {
+                        continue;
+                    }
+                    let Some(t) = shape.step(s, bit) else {
+                        continue;
+                    };
+                    if w == a {
+                        if shape.accepts(t) {
+                            return Ok(Some(self.unwind(&parent, (b, s0), v, s, bit)));
+                        }
+                        continue;
+                    }
+                    if let std::collections::hash_map::Entry::Vacant(e) = parent.entry((w, t)) {
+                        e.insert((v, s, bit));
+                        queue.push_back((w, t, depth + 1));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The cycle a → b → … → v → a, from the parent links (the anchor edge a → b
+    /// entered `b` in state `s0`).
+    fn unwind(
+        &self,
+        parent: &FxMap<(TxnId, u8), (TxnId, u8, u8)>,
+        (b, s0): (TxnId, u8),
+        v: TxnId,
+        s: u8,
+        closing: u8,
+    ) -> Cycle {
+        let mut nodes = vec![v];
+        let mut kinds = vec![closing];
+        let (mut at, mut state) = (v, s);
+        while let Some(&(p, ps, kind)) = parent.get(&(at, state)) {
+            nodes.push(p);
+            kinds.push(kind);
+            if (at, state) == (b, s0) {
+                break;
+            }
+            at = p;
+            state = ps;
+        }
+        // Collected backwards: v, …, b, a and the closing edge first.
+        nodes.reverse();
+        kinds.reverse();
+        Cycle { nodes, kinds }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::graph::{EdgeList, strongly_connected};
+    use super::*;
+
+    fn classes(edges: &[(u32, u32, u8)], n: usize, mask: u8) -> Vec<(AnomalyKind, usize)> {
+        let mut list = EdgeList::default();
+        for &(a, b, k) in edges {
+            list.add(a, b, k);
+        }
+        let g = Graph::build(n, list);
+        let mut budget = Budget::unlimited();
+        let mut out = Vec::new();
+        let mut member = vec![u32::MAX; n];
+        for (i, c) in strongly_connected(&g, mask, &mut budget)
+            .expect("no budget")
+            .iter()
+            .enumerate()
+        {
+            for &v in c {
+                member[v as usize] = i as u32;
+            }
+            for (k, cycle) in
+                search_component(&g, c, &member, i as u32, mask, &mut budget).expect("no budget")
+            {
+                assert_eq!(cycle.nodes.len(), cycle.kinds.len());
+                out.push((k, cycle.nodes.len()));
+            }
+        }
+        out
+    }
+
+    const DATA: u8 = WW | WR | RW;
+    const ALL: u8 = DATA | PROCESS | REALTIME;
+
+    #[test]
+    fn each_shape_is_classified() {
+        use AnomalyKind as A;
+        assert_eq!(
+            classes(&[(0, 1, WW), (1, 0, WW)], 2, DATA),
+            vec![(A::G0, 2)]
+        );
+        assert_eq!(
+            classes(&[(0, 1, WW), (1, 0, WR)], 2, DATA),
+            vec![(A::G1c, 2)]
+        );
+        assert_eq!(
+            classes(&[(0, 1, RW), (1, 0, WR)], 2, DATA),
+            vec![(A::GSingle, 2)]
+        );
+        assert_eq!(
+            classes(&[(0, 1, RW), (1, 0, RW)], 2, DATA),
+            vec![(A::G2Item, 2)]
+        );
+        let nonadjacent = [(0, 1, RW), (1, 2, WR), (2, 3, RW), (3, 0, WW)];
+        assert_eq!(classes(&nonadjacent, 4, DATA), vec![(A::GNonadjacent, 4)]);
+        assert_eq!(
+            classes(&[(0, 1, RW), (1, 0, REALTIME)], 2, ALL),
+            vec![(A::GSingleRealtime, 2)]
+        );
+        assert_eq!(
+            classes(&[(0, 1, WW), (1, 0, PROCESS)], 2, ALL),
+            vec![(A::G0Process, 2)]
+        );
+        assert_eq!(classes(&[(0, 1, RW), (1, 0, RW)], 2, WW | WR), vec![]);
+    }
+}
