@@ -244,6 +244,9 @@ struct RawEvent {
     /// `None`: the completion carries no micro-ops (a keyword, `nil`).
     mops: Option<Vec<RawMop>>,
     line: usize,
+    /// A completion without `:process` (as in Elle's README): a transaction of its own,
+    /// invoked just before it completes.
+    bare: bool,
 }
 
 /// Reads a transaction history in `format` (`Auto`: detected from the first bytes; JSONL
@@ -353,6 +356,11 @@ struct JsonEvent {
     f: String,
     #[serde(default)]
     value: Value,
+    /// Single-key operations carry one; a txn has none (read so that a register
+    /// history is named as such rather than as an unknown field).
+    #[serde(default)]
+    #[allow(dead_code)]
+    key: Option<Value>,
     #[serde(default)]
     #[allow(dead_code)]
     node: Option<u32>,
@@ -388,6 +396,7 @@ impl<R: BufRead> JsonlTxnSource<R> {
                 kind: event.kind,
                 mops,
                 line,
+                bare: false,
             }));
         }
         Ok(None)
@@ -515,13 +524,14 @@ fn edn_event(op: &Edn, line: usize) -> Result<Option<RawEvent>, TxnError> {
     if !matches!(op, Edn::Map(_)) {
         return Err(bad(format!("expected an op map, found {}", op.kind())));
     }
-    let process = match op.get("process") {
-        Some(Edn::Int(p)) => {
-            u64::try_from(*p).map_err(|_| bad(format!(":process {p} is negative")))?
-        }
+    let (process, bare) = match op.get("process") {
+        Some(Edn::Int(p)) => (
+            u64::try_from(*p).map_err(|_| bad(format!(":process {p} is negative")))?,
+            false,
+        ),
         Some(Edn::Keyword(_)) => return Ok(None),
         Some(other) => return Err(bad(format!(":process must be an integer, found {other}"))),
-        None => return Err(bad("missing :process".into())),
+        None => (0, true),
     };
     let kind = match op.get("type") {
         Some(Edn::Keyword(t)) => match t.as_str() {
@@ -533,8 +543,12 @@ fn edn_event(op: &Edn, line: usize) -> Result<Option<RawEvent>, TxnError> {
         },
         other => return Err(bad(format!(":type must be a keyword, found {other:?}"))),
     };
+    if bare && kind == EventType::Invoke {
+        return Err(bad("missing :process".into()));
+    }
     match op.get("f") {
         Some(Edn::Keyword(f)) if f == "txn" => {}
+        None if bare => {}
         Some(f) => {
             return Err(TxnError::NotTxn {
                 line,
@@ -568,6 +582,7 @@ fn edn_event(op: &Edn, line: usize) -> Result<Option<RawEvent>, TxnError> {
         kind,
         mops,
         line,
+        bare,
     }))
 }
 
@@ -624,6 +639,8 @@ struct Builder {
     next_index: u64,
     previous_index: Option<u64>,
     events: usize,
+    /// Processes given to bare completions, counting down from `u64::MAX`.
+    bare_processes: u64,
 }
 
 impl fmt::Debug for Builder {
@@ -635,7 +652,24 @@ impl fmt::Debug for Builder {
 }
 
 impl Builder {
-    fn push(&mut self, event: RawEvent) -> Result<(), TxnError> {
+    fn push(&mut self, mut event: RawEvent) -> Result<(), TxnError> {
+        if event.bare {
+            // A process of its own, invoked just before (no index of its own).
+            self.bare_processes += 1;
+            event.process = u64::MAX - self.bare_processes;
+            event.bare = false;
+            let invoke = RawEvent {
+                index: None,
+                process: event.process,
+                kind: EventType::Invoke,
+                mops: event.mops.clone(),
+                line: event.line,
+                bare: false,
+            };
+            self.push(invoke)?;
+            // Numbered after its invoke; an `:index` of its own is ignored.
+            event.index = None;
+        }
         let line = event.line;
         let structure = |message: String| TxnError::Structure { line, message };
         self.events += 1;

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod register;
+pub mod txn;
 
 use std::collections::BTreeMap;
 
