@@ -214,6 +214,7 @@ pub fn drive(
         derive_seed(seed, "nemesis", 0),
     );
     nemesis.set_absent(&spec.absent_nodes());
+    nemesis.set_replicated(matches!(spec.system, SystemKind::Raft | SystemKind::Kvlab));
     if spec.system == SystemKind::Kvlab {
         nemesis.set_vnode_groups(spec.kvlab.ring.vnode_count);
     }

@@ -23,6 +23,10 @@ pub enum FaultAction {
     Admin,
     /// Boot it for the first time (a joiner).
     Start,
+    /// Step its clock.
+    JumpClock,
+    /// Damage or fail its disk.
+    DiskFault,
 }
 
 impl fmt::Display for FaultAction {
@@ -35,6 +39,8 @@ impl fmt::Display for FaultAction {
             FaultAction::Resume => "resume",
             FaultAction::SetClockDrift => "skew the clock of",
             FaultAction::Admin => "send an admin command to",
+            FaultAction::JumpClock => "step the clock of",
+            FaultAction::DiskFault => "inject a disk fault into",
         })
     }
 }

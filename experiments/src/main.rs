@@ -108,6 +108,11 @@ struct SwarmArgs {
     /// Worker threads (default: every core).
     #[arg(long)]
     jobs: Option<usize>,
+    /// Override a field of the swarm file, KEY=VALUE with a dotted KEY and a TOML
+    /// VALUE; repeatable. E.g. `--set raft.raft.unsafe_skip_vote_persist=true
+    /// --set 'swarm.systems=["raft"]'` runs the swarm with a Raft bug switched on.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -451,7 +456,7 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<u8> {
 /// distribution of what was drawn. Exit 1 if any run failed.
 fn cmd_swarm(a: SwarmArgs) -> anyhow::Result<u8> {
     use kvlab_experiments::swarm::{Swarm, SwarmOptions, run_swarm, summary_table};
-    let swarm = Swarm::load(&a.swarm)?;
+    let swarm = Swarm::load_with(&a.swarm, &a.sets)?;
     let name = swarm.draw(a.first_seed)?.spec.name;
     let out = a
         .out

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use kvlab_sim::{FaultRule, LatencyDist, RuleId};
 use kvlab_types::{AdminAction, AdminCommand, GroupId, Layer, NodeId, Rng, Time};
 
-use crate::cluster::{ClusterView, FaultControl};
+use crate::cluster::{ClusterView, FaultControl, Restart};
 use crate::error::FaultError;
 use crate::events::{NemesisEvent, NemesisKind, RunEvent};
 #[cfg(test)]
@@ -44,6 +44,12 @@ enum Undo {
     RulesAndDrift(Vec<RuleId>, NodeId),
     /// A `membership` fault removed this node; at the end it may rejoin.
     Rejoin(NodeId),
+    /// A `disk-fsync-error` fault: the disk works again, and the node restarts if the
+    /// failure stopped it.
+    DiskWorks(NodeId),
+    /// A `disk-corrupt` fault damaged this crashed node's log: try to restart it; if its
+    /// recovery refuses, it stays down for good.
+    RestartDamaged(NodeId),
 }
 
 /// Installs `rule`; undoing the fault removes it.
@@ -142,6 +148,12 @@ pub struct Nemesis {
     vnode_groups: u32,
     /// The side the partition being started cut off, for its `fault_start` event.
     last_side: Vec<NodeId>,
+    /// Whether the system keeps more than one copy of the data (`raft`, `kvlab`): only
+    /// then may `disk-corrupt` take a node down for good.
+    replicated: bool,
+    /// Nodes whose logs an active `disk-corrupt` fault damaged (retired at its end if
+    /// their recovery refuses).
+    damaged: BTreeSet<NodeId>,
 }
 
 /// The extra delay of `swim-delay`: beyond SWIM's probe timeouts, short of a Raft
@@ -234,12 +246,20 @@ impl Nemesis {
             retired: BTreeSet::new(),
             vnode_groups: 0,
             last_side: Vec::new(),
+            replicated: false,
+            damaged: BTreeSet::new(),
         }
     }
 
     /// Declares the composed node's vnode groups (`group-partition` aims at one).
     pub fn set_vnode_groups(&mut self, vnodes: u32) {
         self.vnode_groups = vnodes;
+    }
+
+    /// Declares whether the system keeps more than one copy of the data (`disk-corrupt`
+    /// is skipped otherwise: losing the only copy's disk loses data by design).
+    pub fn set_replicated(&mut self, replicated: bool) {
+        self.replicated = replicated;
     }
 
     /// Declares the nodes that do not boot with the cluster (joiners): random faults
@@ -504,6 +524,9 @@ impl Nemesis {
             FaultKind::SwimPartition | FaultKind::SwimDelay | FaultKind::GroupPartition => {
                 self.start_layer_fault(p.kind, cluster)
             }
+            FaultKind::DiskFsyncError => self.start_fsync_error(&p.targets, cluster)?,
+            FaultKind::DiskCorrupt => self.start_disk_corrupt(&p.targets, cluster)?,
+            FaultKind::ClockJump => self.start_clock_jump(&p.targets, cluster)?,
         };
         let (undo, detail, node) = match started {
             Started::Done { undo, detail, node } => (undo, detail, node),
@@ -657,6 +680,91 @@ impl Nemesis {
         Ok(Started::Done {
             undo: Undo::ResetDrift(x),
             detail: format!("{x} clock drift {ppm:+} ppm"),
+            node: Some(x),
+        })
+    }
+
+    /// Step one running node's clock forward by up to `clock_jump_ms_max`.
+    fn start_clock_jump(
+        &mut self,
+        targets: &[NodeId],
+        cluster: &mut dyn FaultControl,
+    ) -> Result<Started, FaultError> {
+        let crashed = self.crashed.clone();
+        let Some(x) = self.choose(targets, |n| !crashed.contains(n)) else {
+            return Ok(Started::Skip(NO_ELIGIBLE_NODE));
+        };
+        let max_us = (self.spec.clock_jump_ms_max * 1e3).max(1.0) as u64;
+        let by = std::time::Duration::from_micros(1_000 + below(&mut self.rng, max_us));
+        cluster.jump_clock(x, by)?;
+        Ok(Started::Done {
+            undo: Undo::Rules(Vec::new()),
+            detail: format!("{x} clock steps forward {:.1} ms", by.as_secs_f64() * 1e3),
+            node: Some(x),
+        })
+    }
+
+    /// Make one running node's fsyncs fail until the fault ends. The node counts as
+    /// crashed meanwhile (it stops at its next fsync), so that no other fault restarts
+    /// it behind this one's back.
+    fn start_fsync_error(
+        &mut self,
+        targets: &[NodeId],
+        cluster: &mut dyn FaultControl,
+    ) -> Result<Started, FaultError> {
+        let (crashed, paused) = (self.crashed.clone(), self.paused.clone());
+        let Some(x) = self.choose(targets, |n| !crashed.contains(n) && !paused.contains(n)) else {
+            return Ok(Started::Skip(NO_ELIGIBLE_NODE));
+        };
+        cluster.fail_fsyncs(x, true)?;
+        self.crashed.insert(x);
+        Ok(Started::Done {
+            undo: Undo::DiskWorks(x),
+            detail: format!("{x} disk fails every fsync (EIO): the node stops at its next one"),
+            node: Some(x),
+        })
+    }
+
+    /// Crash one node and damage a synced byte of its log; at the end it restarts or,
+    /// when its recovery refuses, stays down for good. Skipped where that could leave
+    /// a majority down or the data without a copy.
+    fn start_disk_corrupt(
+        &mut self,
+        targets: &[NodeId],
+        cluster: &mut dyn FaultControl,
+    ) -> Result<Started, FaultError> {
+        if !self.replicated {
+            return Ok(Started::Skip(
+                "the system keeps one copy of the data: a damaged disk loses it by design",
+            ));
+        }
+        let booted = self.nodes.len() - self.absent.len();
+        if self.retired.len() + self.damaged.len() + 1 > booted.saturating_sub(1) / 2 {
+            return Ok(Started::Skip(
+                "another node down for good could leave no majority",
+            ));
+        }
+        let (crashed, paused) = (self.crashed.clone(), self.paused.clone());
+        let Some(x) = self.choose(targets, |n| !crashed.contains(n) && !paused.contains(n)) else {
+            return Ok(Started::Skip(NO_ELIGIBLE_NODE));
+        };
+        cluster.crash(x)?;
+        self.crashed.insert(x);
+        let (undo, detail) = match cluster.corrupt_log(x)? {
+            Some(what) => {
+                self.damaged.insert(x);
+                (Undo::RestartDamaged(x), format!("{x} crashed; {what}"))
+            }
+            None => (
+                Undo::Restart(x),
+                format!(
+                    "{x} crashed; its log holds no synced byte beyond a crash's reach yet, so it restarts undamaged"
+                ),
+            ),
+        };
+        Ok(Started::Done {
+            undo,
+            detail,
             node: Some(x),
         })
     }
@@ -883,6 +991,25 @@ impl Nemesis {
         Ok(())
     }
 
+    /// Restarts `n` after a disk fault if it is down; a node whose storage refuses to
+    /// recover is retired (never restarted, no longer a gateway). Returns the
+    /// `fault_end` detail.
+    fn restart_after_disk_fault(
+        &mut self,
+        n: NodeId,
+        why: &str,
+        cluster: &mut dyn FaultControl,
+    ) -> Result<String, FaultError> {
+        Ok(match cluster.restart_if_down(n)? {
+            Restart::Restarted => format!("{why}; {n} restarted"),
+            Restart::WasUp => format!("{why}; {n} had not stopped"),
+            Restart::Refused(reason) => {
+                self.retired.insert(n);
+                format!("{why}; {n} refused to start and stays down: {reason}")
+            }
+        })
+    }
+
     fn end_fault(
         &mut self,
         id: u64,
@@ -895,6 +1022,7 @@ impl Nemesis {
             return Ok(());
         };
         let a = self.active.remove(pos);
+        let mut detail = why.to_string();
         let node = match &a.undo {
             Undo::Rules(rules) => {
                 for r in rules {
@@ -932,6 +1060,18 @@ impl Nemesis {
                 }
                 Some(*n)
             }
+            Undo::DiskWorks(n) => {
+                cluster.fail_fsyncs(*n, false)?;
+                self.crashed.remove(n);
+                detail = self.restart_after_disk_fault(*n, why, cluster)?;
+                Some(*n)
+            }
+            Undo::RestartDamaged(n) => {
+                self.crashed.remove(n);
+                self.damaged.remove(n);
+                detail = self.restart_after_disk_fault(*n, why, cluster)?;
+                Some(*n)
+            }
         };
         events.push(RunEvent::nemesis(
             now,
@@ -940,7 +1080,7 @@ impl Nemesis {
                 node,
                 fault_id: Some(a.id),
                 fault: Some(fault_name(a.kind)),
-                detail: why.into(),
+                detail,
                 side: Vec::new(),
             },
         ));

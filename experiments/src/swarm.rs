@@ -64,6 +64,9 @@ pub struct SwarmSpec {
     pub loss: [f64; 2],
     /// Constant fsync latency (ms).
     pub fsync_ms: [f64; 2],
+    /// Probability that a crash tears the last unsynced write a file kept
+    /// (`disk.tear_probability`).
+    pub tear_probability: [f64; 2],
     /// Closed-loop clients.
     pub clients: [u32; 2],
     /// Keys.
@@ -88,6 +91,7 @@ impl Default for SwarmSpec {
             latency_min_ms: 0.5,
             loss: [0.0, 0.0],
             fsync_ms: [1.0, 1.0],
+            tear_probability: [0.1, 0.1],
             clients: [4, 8],
             keys: [4, 16],
             mix: true,
@@ -156,6 +160,14 @@ impl SwarmSpec {
             return Err(invalid(file, "swarm.loss", "must stay below 1"));
         }
         f("fsync_ms", self.fsync_ms, 0.0)?;
+        f("tear_probability", self.tear_probability, 0.0)?;
+        if self.tear_probability[1] > 1.0 {
+            return Err(invalid(
+                file,
+                "swarm.tear_probability",
+                "is a probability: at most 1",
+            ));
+        }
         f("duration_s", self.duration_s, 0.1)?;
         let drift = [
             self.clock_drift_ppm_max[0] as f64,
@@ -179,17 +191,38 @@ impl Swarm {
     /// Reads and checks a swarm file: its `[swarm]` ranges, and that the base with the
     /// ranges' lower ends is a valid spec.
     pub fn load(file: &Path) -> Result<Swarm, ExperimentError> {
-        let text = std::fs::read_to_string(file).map_err(|source| ExperimentError::SpecRead {
-            file: file.to_path_buf(),
-            source,
-        })?;
-        Swarm::from_toml_str(&text, file)
+        Swarm::load_with(file, &[])
     }
 
     /// [`Swarm::load`] from text.
     pub fn from_toml_str(text: &str, file: &Path) -> Result<Swarm, ExperimentError> {
+        Swarm::from_toml_str_with(text, file, &[])
+    }
+
+    /// [`Swarm::load`] with `KEY=VALUE` overrides applied to the file first (`kvlab
+    /// swarm --set`): `KEY` is a dotted path into the file (`raft.raft.pre_vote`,
+    /// `swarm.systems`), `VALUE` a TOML value (`true`, `3`, `0.5`, `"text"`,
+    /// `["raft", "kvlab"]`). The same swarm with one Raft bug switched on is
+    /// `--set raft.raft.unsafe_skip_vote_persist=true`.
+    pub fn load_with(file: &Path, sets: &[String]) -> Result<Swarm, ExperimentError> {
+        let text = std::fs::read_to_string(file).map_err(|source| ExperimentError::SpecRead {
+            file: file.to_path_buf(),
+            source,
+        })?;
+        Swarm::from_toml_str_with(&text, file, sets)
+    }
+
+    /// [`Swarm::load_with`] from text.
+    pub fn from_toml_str_with(
+        text: &str,
+        file: &Path,
+        sets: &[String],
+    ) -> Result<Swarm, ExperimentError> {
         let mut base: toml::Table =
             toml::from_str(text).map_err(|e| invalid(file, "(whole)", e.to_string()))?;
+        for set in sets {
+            apply_set(&mut base, set)?;
+        }
         let ranges = match base.remove("swarm") {
             Some(toml::Value::Table(t)) => SwarmSpec::deserialize(toml::Value::Table(t))
                 .map_err(|e| invalid(file, "swarm", e.to_string()))?,
@@ -225,6 +258,36 @@ impl Swarm {
         })?;
         Ok(Draw { spec, params })
     }
+}
+
+/// Applies one `--set KEY=VALUE` to `table`, creating the tables on the way.
+fn apply_set(table: &mut toml::Table, set: &str) -> Result<(), ExperimentError> {
+    let bad = |reason: &str| ExperimentError::BadArgument {
+        arg: format!("--set {set}"),
+        reason: reason.into(),
+    };
+    let (key, value) = set
+        .split_once('=')
+        .ok_or_else(|| bad("expected KEY=VALUE, e.g. raft.raft.pre_vote=false"))?;
+    let parsed: toml::Table = toml::from_str(&format!("v = {}", value.trim()))
+        .map_err(|_| bad("VALUE must be a TOML value: true, 3, 0.5, \"text\", [\"a\", \"b\"]"))?;
+    let value = parsed.get("v").cloned().ok_or_else(|| bad("no value"))?;
+    let path: Vec<&str> = key.trim().split('.').collect();
+    if path.iter().any(|p| p.is_empty()) {
+        return Err(bad("KEY must be a dotted path like raft.raft.pre_vote"));
+    }
+    let (last, parents) = path.split_last().ok_or_else(|| bad("empty KEY"))?;
+    let mut at = table;
+    for p in parents {
+        let next = at
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        at = next
+            .as_table_mut()
+            .ok_or_else(|| bad(&format!("`{p}` is not a table")))?;
+    }
+    at.insert(last.to_string(), value);
+    Ok(())
 }
 
 fn num(v: f64) -> toml::Value {
@@ -265,6 +328,7 @@ impl SwarmSpec {
         let lat = fr("latency_max_ms", self.latency_max_ms, &mut p);
         let loss = fr("loss", self.loss, &mut p);
         let fsync = fr("fsync_ms", self.fsync_ms, &mut p);
+        let tear = fr("tear_probability", self.tear_probability, &mut p);
         let drift = fr(
             "clock_drift_ppm_max",
             [
@@ -358,7 +422,13 @@ impl SwarmSpec {
             ("kind", toml::Value::String("constant".into())),
             ("ms", num(fsync)),
         ]);
-        over.insert("disk".into(), table(vec![("fsync_latency", fsync)]));
+        over.insert(
+            "disk".into(),
+            table(vec![
+                ("fsync_latency", fsync),
+                ("tear_probability", num(tear)),
+            ]),
+        );
         (over, p)
     }
 }

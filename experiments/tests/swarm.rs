@@ -244,3 +244,39 @@ fault_duration_s = 0.5
     let err = shrink(&vdir, None).unwrap_err().to_string();
     assert!(err.contains("did not fail"), "{err}");
 }
+
+#[test]
+fn set_overrides_reach_every_drawn_spec_and_bad_ones_name_the_argument() {
+    let sets = vec![
+        "raft.raft.unsafe_skip_vote_persist=true".to_string(),
+        "swarm.systems=[\"raft\"]".to_string(),
+        "swarm.tear_probability = [0.5, 0.5]".to_string(),
+    ];
+    let s = Swarm::from_toml_str_with(BASE, Path::new("swarm-test.toml"), &sets).unwrap();
+    for seed in 1..=20 {
+        let d = s.draw(seed).unwrap();
+        assert!(d.spec.raft.raft.unsafe_skip_vote_persist, "seed {seed}");
+        assert_eq!(d.spec.system.name(), "raft", "seed {seed}");
+        assert_eq!(d.spec.disk.tear_probability, 0.5, "seed {seed}");
+    }
+    for (bad, why) in [
+        ("raft.raft.pre_vote", "KEY=VALUE"),
+        ("raft.raft.pre_vote=yes please", "TOML value"),
+        ("raft..pre_vote=true", "dotted path"),
+        ("name.x=1", "not a table"),
+    ] {
+        let err = Swarm::from_toml_str_with(BASE, Path::new("s.toml"), &[bad.to_string()])
+            .expect_err(bad)
+            .to_string();
+        assert!(err.contains("--set") && err.contains(why), "{bad}: {err}");
+    }
+    // A set that makes the spec invalid is refused like the file itself would be.
+    let err = Swarm::from_toml_str_with(
+        BASE,
+        Path::new("s.toml"),
+        &["raft.raft.no_such_switch=true".to_string()],
+    )
+    .expect_err("unknown field")
+    .to_string();
+    assert!(err.contains("no_such_switch"), "{err}");
+}

@@ -121,12 +121,49 @@ pub trait FaultControl {
     }
     /// Makes a node's clock run `ppm` parts per million fast (positive) or slow.
     fn set_clock_drift(&mut self, node: NodeId, ppm: i64) -> Result<(), FaultError>;
+    /// Steps a node's clock forward by `by`. Only the simulator can.
+    fn jump_clock(&mut self, node: NodeId, by: std::time::Duration) -> Result<(), FaultError> {
+        let _ = by;
+        Err(sim_only(FaultAction::JumpClock, node))
+    }
+    /// Makes every fsync of a node's disk fail (`on`) or work again. Only the simulator
+    /// can.
+    fn fail_fsyncs(&mut self, node: NodeId, on: bool) -> Result<(), FaultError> {
+        let _ = on;
+        Err(sim_only(FaultAction::DiskFault, node))
+    }
+    /// Flips a bit of a synced log byte of the crashed `node` that its recovery must
+    /// refuse; `Ok(None)` if its log holds no such byte yet, `Ok(Some(what))` says which.
+    /// Only the simulator can.
+    fn corrupt_log(&mut self, node: NodeId) -> Result<Option<String>, FaultError> {
+        Err(sim_only(FaultAction::DiskFault, node))
+    }
+    /// Restarts `node` if it is down: [`Restart::WasUp`] if it was running, and
+    /// [`Restart::Refused`] if its storage refused to recover (the node stays down).
+    fn restart_if_down(&mut self, node: NodeId) -> Result<Restart, FaultError> {
+        self.restart(node).map(|()| Restart::Restarted)
+    }
     /// Sends an operator's command to `node`; `Ok(false)` if it could not be delivered
     /// (the node is down, or the cluster takes no commands, the default).
     fn admin(&mut self, node: NodeId, cmd: AdminCommand) -> Result<bool, FaultError> {
         let _ = (node, cmd);
         Ok(false)
     }
+}
+
+/// What [`FaultControl::restart_if_down`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Restart {
+    /// The node was down and runs again.
+    Restarted,
+    /// The node was running; nothing was done.
+    WasUp,
+    /// Its storage refused to recover (the reason names the damage); it stays down.
+    Refused(String),
+}
+
+fn sim_only(action: FaultAction, node: NodeId) -> FaultError {
+    FaultError::new(action, node, "only the simulator can do this")
 }
 
 /// What the backend reports when the run is over.

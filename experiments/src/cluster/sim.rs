@@ -4,10 +4,10 @@ use std::any::Any;
 use std::collections::BTreeSet;
 
 use kvlab_node::inspect::Inspect;
-use kvlab_sim::{FaultRule, RuleId, Sim, SimConfig, SimOutput};
+use kvlab_sim::{FaultRule, RuleId, Sim, SimConfig, SimError, SimOutput};
 use kvlab_types::{AdminCommand, ClientRequest, NodeId, Protocol, Time};
 
-use super::{BackendReport, Cluster, ClusterOutput, ClusterView, FaultControl};
+use super::{BackendReport, Cluster, ClusterOutput, ClusterView, FaultControl, Restart};
 use crate::error::{ExperimentError, FaultAction, FaultError};
 
 /// A simulated cluster of protocol `P`.
@@ -97,6 +97,36 @@ impl<P: Protocol> FaultControl for SimCluster<P> {
         self.sim.set_clock_drift(node, ppm);
         Ok(())
     }
+    fn jump_clock(&mut self, node: NodeId, by: std::time::Duration) -> Result<(), FaultError> {
+        self.sim.jump_clock(node, by);
+        Ok(())
+    }
+    fn fail_fsyncs(&mut self, node: NodeId, on: bool) -> Result<(), FaultError> {
+        self.sim.set_failing_syncs(node, on);
+        Ok(())
+    }
+    fn corrupt_log(&mut self, node: NodeId) -> Result<Option<String>, FaultError> {
+        let damage = self
+            .sim
+            .corrupt_synced_log(node)
+            .map_err(|e| FaultError::new(FaultAction::DiskFault, node, e.to_string()))?;
+        Ok(damage.map(|d| {
+            format!(
+                "bit {:#04x} of byte {} of {} flipped",
+                d.mask,
+                d.offset,
+                d.path.display()
+            )
+        }))
+    }
+    fn restart_if_down(&mut self, node: NodeId) -> Result<Restart, FaultError> {
+        match self.sim.restart(node) {
+            Ok(()) => Ok(Restart::Restarted),
+            Err(SimError::NodeNotCrashed(_)) => Ok(Restart::WasUp),
+            Err(e @ SimError::Storage { .. }) => Ok(Restart::Refused(e.to_string())),
+            Err(e) => Err(FaultError::new(FaultAction::Restart, node, e.to_string())),
+        }
+    }
     fn admin(&mut self, node: NodeId, cmd: AdminCommand) -> Result<bool, FaultError> {
         self.sim
             .admin(node, cmd)
@@ -175,6 +205,7 @@ impl<P: Protocol + Inspect + 'static> Cluster for SimCluster<P> {
             {
                 warnings.push(format!("{n} could not restart: {e}"));
             }
+            self.sim.set_failing_syncs(n, false);
             self.sim.resume(n);
             self.sim.set_clock_drift(n, 0);
         }

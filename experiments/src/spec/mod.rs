@@ -57,6 +57,9 @@ pub const MAX_SEED: u64 = i64::MAX as u64;
 /// Largest clock drift the nemesis may inject, in parts per million (±50%).
 pub const MAX_CLOCK_DRIFT_PPM: i64 = 500_000;
 
+/// The largest `nemesis.clock_jump_ms_max`: one minute.
+pub const MAX_CLOCK_JUMP_MS: f64 = 60_000.0;
+
 /// Which system the nodes run (defined in kvlab-node, which knows every system).
 pub use kvlab_node::SystemKind;
 
@@ -331,6 +334,25 @@ pub enum FaultKind {
     /// Cut one random vnode group's Raft traffic between a random majority and minority,
     /// leaving every other group alone (`system = "kvlab"`). Simulator only.
     GroupPartition,
+    /// One node's disk fails every fsync (`EIO`) for the fault's duration: the node stops
+    /// at its next fsync, as a server must (after a failed fsync the page cache's state
+    /// is unknown: "fsyncgate"), losing what it had not synced and never sending what
+    /// waited for that fsync; it restarts when the fault ends. Simulator only.
+    DiskFsyncError,
+    /// Crash one node and flip a bit of a synced write-ahead-log byte that no crash could
+    /// have damaged (bit rot); when the fault ends the node restarts, its log's recovery
+    /// refuses the damage (`[disk.storage] recovery = "strict"`, the default) and the node
+    /// stays down for the rest of the run, as a real one would until an operator
+    /// replaces its disk; clients stop using it. Only on replicated systems (`raft`,
+    /// `kvlab`), and only while at most a minority, `(nodes - 1) / 2`, would be left
+    /// down this way. With `recovery = "truncate-damaged"` the node restarts from its
+    /// log cut at the damage instead, which can lose acknowledged data. Simulator only.
+    DiskCorrupt,
+    /// Step one node's clock forward by a random amount up to `clock_jump_ms_max` (a
+    /// VM resumed after a pause or a migration): every timer due in between fires at
+    /// once, and deadlines counted in the node's clock (SWIM's suspicion timeouts) expire
+    /// early. Instantaneous: nothing to undo. Simulator only.
+    ClockJump,
 }
 
 impl FaultKind {
@@ -359,6 +381,9 @@ impl FaultKind {
             FaultKind::SwimPartition => "swim-partition",
             FaultKind::SwimDelay => "swim-delay",
             FaultKind::GroupPartition => "group-partition",
+            FaultKind::DiskFsyncError => "disk-fsync-error",
+            FaultKind::DiskCorrupt => "disk-corrupt",
+            FaultKind::ClockJump => "clock-jump",
         }
     }
 
@@ -382,7 +407,10 @@ impl FaultKind {
             | FaultKind::OneWay
             | FaultKind::Join
             | FaultKind::Drain
-            | FaultKind::KillPermanently => Some(1..=1),
+            | FaultKind::KillPermanently
+            | FaultKind::DiskFsyncError
+            | FaultKind::DiskCorrupt
+            | FaultKind::ClockJump => Some(1..=1),
             // The side cut off from the rest.
             FaultKind::PartitionHalves | FaultKind::PartitionRandom => {
                 Some(1..=nodes.saturating_sub(1))
@@ -400,7 +428,11 @@ impl FaultKind {
             | FaultKind::Loss
             | FaultKind::Duplicate
             | FaultKind::Reorder
-            | FaultKind::CrashLeader => 1,
+            | FaultKind::CrashLeader
+            | FaultKind::DiskFsyncError
+            | FaultKind::ClockJump => 1,
+            // One node down for good must leave a majority.
+            FaultKind::DiskCorrupt => 3,
             FaultKind::IsolateLeader | FaultKind::IsolateSlowLeader => 2,
             FaultKind::Membership => 3,
             FaultKind::Join | FaultKind::Drain | FaultKind::KillPermanently => 2,
@@ -453,6 +485,9 @@ pub struct NemesisSpec {
     /// `reorder` faults delay each message by an extra amount uniform in
     /// `[0, reorder_window_ms]`.
     pub reorder_window_ms: f64,
+    /// `clock-jump` faults step a clock forward by an amount uniform in
+    /// `[1, clock_jump_ms_max]` ms.
+    pub clock_jump_ms_max: f64,
     /// Faults at fixed times, on chosen nodes.
     pub schedule: Vec<ScheduledFault>,
 }
@@ -496,6 +531,7 @@ impl Default for NemesisSpec {
             clock_drift_ppm_max: 100_000,
             duplicate_probability: 0.2,
             reorder_window_ms: 20.0,
+            clock_jump_ms_max: 2_000.0,
             schedule: Vec::new(),
         }
     }

@@ -5,9 +5,9 @@ use kvlab_node::SystemKind;
 
 use super::backend::{BackendKind, DockerSpec, KindSpec, LocalSpec, TransportChoice};
 use super::{
-    FieldError, KeyDistribution, LoadMode, MAX_CLIENTS, MAX_CLOCK_DRIFT_PPM, MAX_KEYS, MAX_NODES,
-    MAX_PHASE_S, MAX_RATE_PER_S, MAX_SEED, MAX_SWIM_NODES, NemesisSpec, ScheduledFault, Spec,
-    WorkloadSpec,
+    FieldError, KeyDistribution, LoadMode, MAX_CLIENTS, MAX_CLOCK_DRIFT_PPM, MAX_CLOCK_JUMP_MS,
+    MAX_KEYS, MAX_NODES, MAX_PHASE_S, MAX_RATE_PER_S, MAX_SEED, MAX_SWIM_NODES, NemesisSpec,
+    ScheduledFault, Spec, WorkloadSpec,
 };
 use crate::spec::FaultKind;
 
@@ -423,6 +423,10 @@ impl FaultKind {
             }
             FaultKind::Duplicate => Some("the transports' fault rules cannot duplicate messages"),
             FaultKind::Membership => Some("the admin endpoint takes no membership commands yet"),
+            FaultKind::DiskFsyncError | FaultKind::DiskCorrupt => {
+                Some("a real node's disk is real: disk faults exist only in the simulator")
+            }
+            FaultKind::ClockJump => Some("a real process's clock cannot be stepped from outside"),
             _ => None,
         }
     }
@@ -613,6 +617,15 @@ impl NemesisSpec {
                 format!(
                     "must be in 0..={MAX_CLOCK_DRIFT_PPM} (MAX_CLOCK_DRIFT_PPM), got {}",
                     self.clock_drift_ppm_max
+                ),
+            ));
+        }
+        if !(1.0..=MAX_CLOCK_JUMP_MS).contains(&self.clock_jump_ms_max) {
+            return Err(invalid(
+                "nemesis.clock_jump_ms_max",
+                format!(
+                    "must be in [1, {MAX_CLOCK_JUMP_MS}] (MAX_CLOCK_JUMP_MS), got {}",
+                    self.clock_jump_ms_max
                 ),
             ));
         }
