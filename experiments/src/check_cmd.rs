@@ -102,6 +102,66 @@ pub fn parse_model(name: &str) -> Result<ModelKind, String> {
     })
 }
 
+/// What `kvlab check --model` names: a linearizability model of single keys, or a
+/// transaction isolation model (the Elle-style checker, [`kvlab_checker::txn`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckModel {
+    /// `register`, `cas-register`, `kv`, `multi-register`.
+    Linear(ModelKind),
+    /// `strict-serializable`, `serializable`, `snapshot-isolation`, `read-committed`
+    /// (`txn` is `strict-serializable`).
+    Txn(kvlab_checker::txn::TxnModel),
+}
+
+/// Parses a model name for `kvlab check --model`.
+pub fn parse_check_model(name: &str) -> Result<CheckModel, String> {
+    use kvlab_checker::txn::TxnModel;
+    if name == "txn" {
+        return Ok(CheckModel::Txn(TxnModel::StrictSerializable));
+    }
+    if let Some(m) = TxnModel::from_name(name) {
+        return Ok(CheckModel::Txn(m));
+    }
+    parse_model(name).map(CheckModel::Linear).map_err(|_| {
+        let linear = ModelKind::ALL.iter().map(|m| m.name());
+        let txn = TxnModel::ALL.iter().map(|m| m.name());
+        let names: Vec<&str> = linear.chain(txn).collect();
+        format!(
+            "unknown model {name:?}; expected one of: {}",
+            names.join(", ")
+        )
+    })
+}
+
+/// Checks the transaction history at `path` (format `auto`: JSONL or EDN, detected).
+/// A malformed history, or one of single-key operations, is an error naming the line.
+pub fn check_txn_file(
+    path: &Path,
+    format: HistoryFormat,
+    options: &kvlab_checker::txn::TxnCheckOptions,
+) -> Result<kvlab_checker::txn::TxnReport, ExperimentError> {
+    let history = kvlab_checker::txn::read_txn_history_file(path, format).map_err(|e| {
+        ExperimentError::History {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }
+    })?;
+    Ok(kvlab_checker::txn::check_txn(&history, options))
+}
+
+/// The error of a single-key model given a list-append transaction history, or `e`.
+pub fn hint_txn_history(path: &Path, model: ModelKind, e: ExperimentError) -> ExperimentError {
+    if kvlab_checker::txn::looks_like_list_append(path) {
+        return ExperimentError::History {
+            path: path.to_path_buf(),
+            message: format!(
+                "a list-append transaction history cannot be checked under `{model}`; use --model strict-serializable, serializable, snapshot-isolation or read-committed ({e})"
+            ),
+        };
+    }
+    e
+}
+
 /// Parses a history format name (`auto`, `jsonl`, `edn`, …) for the command line.
 pub fn parse_format(name: &str) -> Result<HistoryFormat, String> {
     HistoryFormat::from_name(name).ok_or_else(|| {

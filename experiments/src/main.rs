@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use kvlab_checker::{HistoryFormat, ModelKind, Verdict};
+use kvlab_checker::{HistoryFormat, Verdict};
 use kvlab_experiments::ExperimentError;
 use kvlab_experiments::check_cmd::{
-    PROGRESS_DELAY, ProgressDisplay, ProgressMode, parse_format, parse_model, parse_progress,
-    read_for_check,
+    CheckModel, PROGRESS_DELAY, ProgressDisplay, ProgressMode, check_txn_file, hint_txn_history,
+    parse_check_model, parse_format, parse_progress, read_for_check,
 };
 use kvlab_experiments::pool::{Job, run_jobs, threads_for};
 use kvlab_experiments::reproduce::Reproduce;
@@ -66,7 +66,7 @@ enum Command {
     /// Shrink a failing simulated run: its faults as an explicit schedule, reduced by
     /// delta debugging while the run still fails the same way; writes the smallest spec.
     Shrink(ShrinkArgs),
-    /// Check one history for linearizability.
+    /// Check one history: linearizability per key, or transaction isolation.
     Check(CheckArgs),
     /// (Re)draw the plots and report of run directories; several give a comparison.
     Plot(PlotArgs),
@@ -241,9 +241,11 @@ fn apply_overrides(spec: &mut Spec, a: &RunArgs) -> Result<(), ExperimentError> 
 struct CheckArgs {
     /// The history file.
     history: PathBuf,
-    /// The consistency model: register, cas-register, kv, ….
-    #[arg(long, value_parser = parse_model, default_value = "kv")]
-    model: ModelKind,
+    /// The consistency model: register, cas-register, kv, multi-register (linearizability
+    /// per key); or strict-serializable, serializable, snapshot-isolation, read-committed
+    /// (transaction isolation, Elle-style; `txn` = strict-serializable).
+    #[arg(long, value_parser = parse_check_model, default_value = "kv")]
+    model: CheckModel,
     /// The history's format: auto, jsonl, edn, jepsen-log, porcupine-kv.
     #[arg(long, value_parser = parse_format, default_value = "auto")]
     format: HistoryFormat,
@@ -766,7 +768,10 @@ fn worst_code(a: u8, b: u8) -> u8 {
 }
 
 fn cmd_check(a: CheckArgs) -> anyhow::Result<u8> {
-    let model = a.model;
+    let model = match a.model {
+        CheckModel::Linear(m) => m,
+        CheckModel::Txn(m) => return cmd_check_txn(&a, m),
+    };
     let timeout = match a.timeout_s {
         s if s.is_finite() && s > 0.0 && s < 1e9 => Some(Duration::from_secs_f64(s)),
         s => {
@@ -797,7 +802,8 @@ fn cmd_check(a: CheckArgs) -> anyhow::Result<u8> {
         // Keys the reads-from engine decides are forgotten as they are read.
         decide_while_reading: a.engine.uses_reads_from(),
     };
-    let history = read_for_check(&a.history, model, &options, a.export_edn.as_deref())?;
+    let history = read_for_check(&a.history, model, &options, a.export_edn.as_deref())
+        .map_err(|e| hint_txn_history(&a.history, model, e))?;
     if let Some(path) = &a.export_edn {
         eprintln!("history as Jepsen EDN: {}", path.display());
     }
@@ -823,6 +829,37 @@ fn cmd_check(a: CheckArgs) -> anyhow::Result<u8> {
         } else {
             eprintln!("no invalid key: {} not written", html.display());
         }
+    }
+    Ok(match report.verdict {
+        Verdict::Valid => 0,
+        Verdict::Invalid => 1,
+        Verdict::Unknown => 3,
+    })
+}
+
+/// `kvlab check --model strict-serializable|serializable|snapshot-isolation|read-committed`:
+/// the transaction-isolation checker, under the same budgets and exit codes.
+fn cmd_check_txn(a: &CheckArgs, model: kvlab_checker::txn::TxnModel) -> anyhow::Result<u8> {
+    let timeout = match a.timeout_s {
+        s if s.is_finite() && s > 0.0 && s < 1e9 => Duration::from_secs_f64(s),
+        s => {
+            return Err(ExperimentError::BadArgument {
+                arg: format!("--timeout-s {s}"),
+                reason: "must be a number of seconds > 0".into(),
+            }
+            .into());
+        }
+    };
+    let options = kvlab_checker::txn::TxnCheckOptions {
+        model,
+        timeout: Some(timeout),
+        memory_limit_bytes: Some(a.memory_limit_mb.saturating_mul(1 << 20)),
+    };
+    let report = check_txn_file(&a.history, a.format, &options)?;
+    if a.json {
+        say!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        say_raw!("{report}");
     }
     Ok(match report.verdict {
         Verdict::Valid => 0,

@@ -204,12 +204,17 @@ pub(crate) fn txn_refs(history: &TxnHistory, txns: &[TxnId]) -> Vec<TxnRef> {
 pub(crate) fn let_block(refs: &[TxnRef]) -> String {
     let mut s = String::from("Let:\n");
     for r in refs {
+        // Ops without a process (Elle's README) got one from the top of the range.
+        let process = if r.process > u64::MAX / 2 {
+            String::new()
+        } else {
+            format!(", :process {}", r.process)
+        };
         let _ = writeln!(
             s,
-            "  {} = {{:index {}, :process {}, :type :{}, :value {}}} (line {})",
+            "  {} = {{:index {}{process}, :type :{}, :value {}}} (line {})",
             r.name,
             r.index,
-            r.process,
             status_name(r.status),
             r.ops,
             r.line
