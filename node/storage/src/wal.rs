@@ -1215,6 +1215,31 @@ fn compare_clean_end(
     false
 }
 
+/// What recovery knows of the segment before the current one.
+struct PrevSegment<'a> {
+    path: &'a Path,
+    records_end: u64,
+    trailer: Option<(usize, Lsn)>,
+    end_lsn: Lsn,
+}
+
+/// Whether [`read_log`] goes on to the next segment.
+enum Next<'a> {
+    /// Read on; this segment was fine up to its end.
+    Segment(PrevSegment<'a>),
+    /// Stop: `scan` says where the log ends and why.
+    Stop,
+}
+
+/// One segment being judged by [`read_log`]: its index, whether it is the last, and
+/// where the log ends if it is refused as a whole (after the previous segment).
+struct Current<'a> {
+    i: usize,
+    seg: &'a Segment,
+    is_last: bool,
+    end_before: Option<LogEnd>,
+}
+
 fn read_log<V: Vfs>(
     vfs: &V,
     dir: &Path,
@@ -1233,37 +1258,13 @@ fn read_log<V: Vfs>(
         missing_trailers: Vec::new(),
     };
     if let Some(st) = state {
-        let oldest = segments.first().map(|s| s.first_lsn);
-        if oldest.is_none_or(|f| f > st.start_lsn) {
-            let found = match oldest {
-                None => "it has no segment at all".to_owned(),
-                Some(f) => format!("its oldest segment starts at lsn {f}"),
-            };
-            scan.damage = Some(Damage {
-                file: dir.join(segment_file_name(st.start_lsn)),
-                offset: 0,
-                kind: DamageKind::MissingSegment {
-                    reason: format!(
-                        "the log's state file says the log holds every record from lsn {} on, \
-                         but {found}",
-                        st.start_lsn
-                    ),
-                },
-            });
+        scan.damage = missing_start(dir, segments, st);
+        if scan.damage.is_some() {
             return Ok(scan);
         }
     }
-    /// What recovery knows of the segment before the current one.
-    struct Prev<'a> {
-        path: &'a Path,
-        records_end: u64,
-        trailer: Option<(usize, Lsn)>,
-        end_lsn: Lsn,
-    }
-    let mut prev: Option<Prev<'_>> = None;
-    let n = segments.len();
+    let mut prev: Option<PrevSegment<'_>> = None;
     for (i, seg) in segments.iter().enumerate() {
-        let is_last = i + 1 == n;
         // The log is readable up to the end of the previous segment's records.
         let end_before = prev.as_ref().map(|p| LogEnd::At {
             seg: i - 1,
@@ -1271,177 +1272,332 @@ fn read_log<V: Vfs>(
             next_lsn: p.end_lsn,
             rewrite_header: None,
         });
-        if let Some(p) = &prev
-            && let Some((t_off, next)) = p.trailer
-            && seg.first_lsn != next
-        {
+        let cur = Current {
+            i,
+            seg,
+            is_last: i + 1 == segments.len(),
+            end_before,
+        };
+        match read_segment(vfs, dir, &mut scan, cur, prev.as_ref())? {
+            Next::Segment(p) => prev = Some(p),
+            Next::Stop => return Ok(scan),
+        }
+    }
+    Ok(scan)
+}
+
+/// The state file says the log starts at `start_lsn`, but no segment starts there.
+fn missing_start(dir: &Path, segments: &[Segment], st: &WalState) -> Option<Damage> {
+    let oldest = segments.first().map(|s| s.first_lsn);
+    if oldest.is_some_and(|f| f <= st.start_lsn) {
+        return None;
+    }
+    let found = match oldest {
+        None => "it has no segment at all".to_owned(),
+        Some(f) => format!("its oldest segment starts at lsn {f}"),
+    };
+    Some(Damage {
+        file: dir.join(segment_file_name(st.start_lsn)),
+        offset: 0,
+        kind: DamageKind::MissingSegment {
+            reason: format!(
+                "the log's state file says the log holds every record from lsn {} on, but {found}",
+                st.start_lsn
+            ),
+        },
+    })
+}
+
+/// Reads and judges one segment: its link to the previous one, its header, its records
+/// and what ends them.
+fn read_segment<'a, V: Vfs>(
+    vfs: &V,
+    dir: &Path,
+    scan: &mut LogScan,
+    cur: Current<'a>,
+    prev: Option<&PrevSegment<'_>>,
+) -> Result<Next<'a>, WalError> {
+    let seg = cur.seg;
+    if let Some(damage) = prev.and_then(|p| trailer_names_another(dir, p, seg)) {
+        return Ok(stop_at(scan, damage, cur.end_before));
+    }
+    let bytes = vfs
+        .read(&seg.path)
+        .map_err(io_err(&seg.path, "read segment"))?;
+    scan.lens.push(bytes.len() as u64);
+    let s = scan_segment(&bytes, seg.first_lsn);
+    let header = match s.header {
+        Ok(h) => h,
+        Err(reason) => {
+            unreadable_header(scan, &cur, bytes.len(), prev, reason);
+            return Ok(Next::Stop);
+        }
+    };
+    if let Some(p) = prev
+        && header.prev_end_lsn != p.end_lsn
+    {
+        let damage = Damage {
+            file: dir.join(segment_file_name(p.end_lsn)),
+            offset: 0,
+            kind: DamageKind::MissingSegment {
+                reason: format!(
+                    "{} ends before lsn {}, but the next segment present, {}, says the log \
+                     before it ends before lsn {}",
+                    p.path.display(),
+                    p.end_lsn,
+                    seg.path.display(),
+                    header.prev_end_lsn
+                ),
+            },
+        };
+        return Ok(stop_at(scan, damage, cur.end_before));
+    }
+    for (lsn, range) in &s.records {
+        scan.records.push((*lsn, bytes[range.clone()].to_vec()));
+    }
+    let end_lsn = Lsn(header.first_lsn.0 + s.records.len() as u64);
+    let records_end = s.records_end as u64;
+    let end_here = LogEnd::At {
+        seg: cur.i,
+        offset: records_end,
+        next_lsn: end_lsn,
+        rewrite_header: None,
+    };
+    if let Some((o, reason)) = s.failure {
+        if cur.is_last || s.trailer.is_some() || bytes.len() - o > TRAILER_BYTES {
+            judge_failure(scan, &cur, &bytes, (o, reason), end_lsn);
+            scan.end = end_here;
+            return Ok(Next::Stop);
+        }
+        // A trailer a crash cut short while rolling; the next segment must carry on
+        // where this one's records end (checked next).
+        scan.missing_trailers.push((cur.i, records_end));
+    } else if let Some((t_off, next)) = s.trailer {
+        if cur.is_last {
             scan.damage = Some(Damage {
                 file: dir.join(segment_file_name(next)),
                 offset: 0,
                 kind: DamageKind::MissingSegment {
                     reason: format!(
-                        "the trailer at byte {t_off} of {} names it as the next segment, but the \
-                         next one present is {}",
-                        p.path.display(),
+                        "the last segment present, {}, ends with a trailer at byte {t_off} \
+                         naming it as the next segment",
                         seg.path.display()
                     ),
                 },
             });
-            scan.end = end_before.unwrap_or(scan.end);
-            return Ok(scan);
+            scan.end = end_here;
+            return Ok(Next::Stop);
         }
-        let bytes = vfs
-            .read(&seg.path)
-            .map_err(io_err(&seg.path, "read segment"))?;
-        scan.lens.push(bytes.len() as u64);
-        let s = scan_segment(&bytes, seg.first_lsn);
-        let header = match s.header {
-            Ok(h) => h,
-            Err(reason) => {
-                let expected = prev.as_ref().map_or(seg.first_lsn, |p| p.end_lsn);
-                let being_created = is_last
-                    && bytes.len() <= SEGMENT_HEADER_BYTES
-                    && prev.as_ref().is_none_or(|p| p.trailer.is_none())
-                    && seg.first_lsn >= expected;
-                if being_created {
-                    scan.torn_creation = Some(TornTail {
-                        file: seg.path.clone(),
-                        offset: 0,
-                        dropped_bytes: bytes.len() as u64,
-                        reason,
-                    });
-                    scan.end = LogEnd::At {
-                        seg: i,
-                        offset: 0,
-                        next_lsn: seg.first_lsn,
-                        rewrite_header: Some(SegmentHeader {
-                            first_lsn: seg.first_lsn,
-                            prev_end_lsn: expected,
-                        }),
-                    };
-                    return Ok(scan);
-                }
-                scan.damage = Some(Damage {
-                    file: seg.path.clone(),
-                    offset: 0,
-                    kind: DamageKind::SegmentHeader {
-                        file_len_bytes: bytes.len() as u64,
-                        reason,
-                    },
-                });
-                scan.end = end_before.unwrap_or(LogEnd::At {
-                    seg: 0,
-                    offset: 0,
-                    next_lsn: seg.first_lsn,
-                    rewrite_header: Some(SegmentHeader {
-                        first_lsn: seg.first_lsn,
-                        prev_end_lsn: seg.first_lsn,
-                    }),
-                });
-                return Ok(scan);
-            }
-        };
-        if let Some(p) = &prev
-            && header.prev_end_lsn != p.end_lsn
-        {
-            scan.damage = Some(Damage {
-                file: dir.join(segment_file_name(p.end_lsn)),
-                offset: 0,
-                kind: DamageKind::MissingSegment {
-                    reason: format!(
-                        "{} ends before lsn {}, but the next segment present, {}, says the log \
-                         before it ends before lsn {}",
-                        p.path.display(),
-                        p.end_lsn,
-                        seg.path.display(),
-                        header.prev_end_lsn
-                    ),
-                },
-            });
-            scan.end = end_before.unwrap_or(scan.end);
-            return Ok(scan);
-        }
-        for (lsn, range) in &s.records {
-            scan.records.push((*lsn, bytes[range.clone()].to_vec()));
-        }
-        let end_lsn = Lsn(header.first_lsn.0 + s.records.len() as u64);
-        let records_end = s.records_end as u64;
-        let end_here = LogEnd::At {
-            seg: i,
-            offset: records_end,
+    } else if !cur.is_last {
+        scan.missing_trailers.push((cur.i, records_end));
+    }
+    if cur.is_last {
+        scan.end = LogEnd::At {
+            seg: cur.i,
+            offset: bytes.len() as u64,
             next_lsn: end_lsn,
             rewrite_header: None,
         };
-        if let Some((o, reason)) = s.failure {
-            let corrupt = |reason: String| Damage {
-                file: seg.path.clone(),
-                offset: o as u64,
-                kind: DamageKind::Corrupt { reason },
-            };
-            if !is_last {
-                if s.trailer.is_none() && bytes.len() - o <= TRAILER_BYTES {
-                    // A trailer a crash cut short while rolling; the next segment must
-                    // carry on where this one's records end (checked next).
-                    scan.missing_trailers.push((i, records_end));
-                } else {
-                    scan.damage = Some(corrupt(format!(
-                        "{reason} (in a segment that is not the last one)"
-                    )));
-                    scan.end = end_here;
-                    return Ok(scan);
-                }
-            } else {
-                if let Some((p, lsn)) = find_valid_record_after(&bytes, o + 1, end_lsn) {
-                    scan.damage = Some(corrupt(format!(
-                        "{reason}; a valid record (lsn {lsn}) follows at byte {p}, so this is not a torn tail"
-                    )));
-                    scan.end = end_here;
-                    return Ok(scan);
-                }
-                scan.tail = Some(Tail {
-                    offset: o,
-                    dropped_bytes: (bytes.len() - o) as u64,
-                    reason,
-                    one_oversized_record: false,
-                });
-                scan.end = end_here;
-                return Ok(scan);
-            }
-        } else if let Some((t_off, next)) = s.trailer {
-            if is_last {
-                scan.damage = Some(Damage {
-                    file: dir.join(segment_file_name(next)),
-                    offset: 0,
-                    kind: DamageKind::MissingSegment {
-                        reason: format!(
-                            "the last segment present, {}, ends with a trailer at byte {t_off} \
-                             naming it as the next segment",
-                            seg.path.display()
-                        ),
-                    },
-                });
-                scan.end = end_here;
-                return Ok(scan);
-            }
-        } else if !is_last {
-            scan.missing_trailers.push((i, records_end));
-        }
-        if is_last {
-            scan.end = LogEnd::At {
-                seg: i,
-                offset: bytes.len() as u64,
-                next_lsn: end_lsn,
-                rewrite_header: None,
-            };
-        }
-        prev = Some(Prev {
-            path: &seg.path,
-            records_end,
-            trailer: s.trailer,
-            end_lsn,
+    }
+    Ok(Next::Segment(PrevSegment {
+        path: &seg.path,
+        records_end,
+        trailer: s.trailer,
+        end_lsn,
+    }))
+}
+
+/// Records `damage` and ends the log before the segment it was found at.
+fn stop_at<'a>(scan: &mut LogScan, damage: Damage, end_before: Option<LogEnd>) -> Next<'a> {
+    scan.damage = Some(damage);
+    if let Some(end) = end_before {
+        scan.end = end;
+    }
+    Next::Stop
+}
+
+/// The previous segment's trailer names a successor other than `seg`: that one is gone.
+fn trailer_names_another(dir: &Path, p: &PrevSegment<'_>, seg: &Segment) -> Option<Damage> {
+    let (t_off, next) = p.trailer?;
+    (seg.first_lsn != next).then(|| Damage {
+        file: dir.join(segment_file_name(next)),
+        offset: 0,
+        kind: DamageKind::MissingSegment {
+            reason: format!(
+                "the trailer at byte {t_off} of {} names it as the next segment, but the next \
+                 one present is {}",
+                p.path.display(),
+                seg.path.display()
+            ),
+        },
+    })
+}
+
+/// A segment whose header cannot be read: a last segment no longer than a header that
+/// no trailer names was being created (its header is rewritten); anything else is
+/// damage.
+fn unreadable_header(
+    scan: &mut LogScan,
+    cur: &Current<'_>,
+    len: usize,
+    prev: Option<&PrevSegment<'_>>,
+    reason: String,
+) {
+    let seg = cur.seg;
+    let expected = prev.map_or(seg.first_lsn, |p| p.end_lsn);
+    let being_created = cur.is_last
+        && len <= SEGMENT_HEADER_BYTES
+        && prev.is_none_or(|p| p.trailer.is_none())
+        && seg.first_lsn >= expected;
+    if being_created {
+        scan.torn_creation = Some(TornTail {
+            file: seg.path.clone(),
+            offset: 0,
+            dropped_bytes: len as u64,
+            reason,
+        });
+        scan.end = LogEnd::At {
+            seg: cur.i,
+            offset: 0,
+            next_lsn: seg.first_lsn,
+            rewrite_header: Some(SegmentHeader {
+                first_lsn: seg.first_lsn,
+                prev_end_lsn: expected,
+            }),
+        };
+        return;
+    }
+    scan.damage = Some(Damage {
+        file: seg.path.clone(),
+        offset: 0,
+        kind: DamageKind::SegmentHeader {
+            file_len_bytes: len as u64,
+            reason,
+        },
+    });
+    scan.end = cur.end_before.clone().unwrap_or(LogEnd::At {
+        seg: 0,
+        offset: 0,
+        next_lsn: seg.first_lsn,
+        rewrite_header: Some(SegmentHeader {
+            first_lsn: seg.first_lsn,
+            prev_end_lsn: seg.first_lsn,
+        }),
+    });
+}
+
+/// The first unreadable frame at byte `o` of a segment: damage in a segment that is not
+/// the last, or with a valid record after it; otherwise a tail the caller judges
+/// against the unsynced bound.
+fn judge_failure(
+    scan: &mut LogScan,
+    cur: &Current<'_>,
+    bytes: &[u8],
+    (o, reason): (usize, String),
+    end_lsn: Lsn,
+) {
+    let corrupt = |reason: String| Damage {
+        file: cur.seg.path.clone(),
+        offset: o as u64,
+        kind: DamageKind::Corrupt { reason },
+    };
+    if !cur.is_last {
+        scan.damage = Some(corrupt(format!(
+            "{reason} (in a segment that is not the last one)"
+        )));
+    } else if let Some((p, lsn)) = find_valid_record_after(bytes, o + 1, end_lsn) {
+        scan.damage = Some(corrupt(format!(
+            "{reason}; a valid record (lsn {lsn}) follows at byte {p}, so this is not a torn tail"
+        )));
+    } else {
+        scan.tail = Some(Tail {
+            offset: o,
+            dropped_bytes: (bytes.len() - o) as u64,
+            reason,
+            one_oversized_record: false,
         });
     }
-    Ok(scan)
+}
+
+/// Under strict recovery, `damage` refuses the log; otherwise it is noted as cut.
+fn refuse_or_note(strict: bool, out: &mut WalRecovery, damage: Damage) -> Result<(), WalError> {
+    if strict {
+        return Err(WalError::Damaged(damage));
+    }
+    out.damage_truncated.push(DamageTruncated {
+        damage,
+        bytes_dropped: 0,
+        records_dropped: None,
+        segments_set_aside: Vec::new(),
+    });
+    Ok(())
+}
+
+/// The segment files in `dir` in LSN order, and apart from them the segments a crash in
+/// the middle of `truncate_prefix` left behind (every record in them is below the
+/// recorded start; removed once recovery proceeds).
+fn list_segments<V: Vfs>(
+    vfs: &V,
+    dir: &Path,
+    state: Option<&WalState>,
+) -> Result<(Vec<Segment>, Vec<Segment>), WalError> {
+    let names = vfs.list_dir(dir).map_err(io_err(dir, "list directory"))?;
+    let mut segments: Vec<Segment> = names
+        .iter()
+        .filter_map(|n| {
+            parse_segment_name(n).map(|first_lsn| Segment {
+                first_lsn,
+                path: dir.join(n),
+            })
+        })
+        .collect();
+    segments.sort_by_key(|s| s.first_lsn);
+    let mut leftovers = Vec::new();
+    if let Some(st) = state {
+        while segments.len() > 1 && segments[1].first_lsn <= st.start_lsn {
+            leftovers.push(segments.remove(0));
+        }
+    }
+    Ok((segments, leftovers))
+}
+
+/// A log without a state file: nothing but a crash at the very creation of the log
+/// leaves segments without one, and then the only segment holds at most a header.
+fn state_file_missing(state_path: &Path, segments: &[Segment], scan: &LogScan) -> Option<Damage> {
+    let first_len = scan.lens.first().copied().unwrap_or(0);
+    if segments.len() <= 1 && first_len <= SEGMENT_HEADER_BYTES as u64 {
+        return None;
+    }
+    Some(Damage {
+        file: state_path.to_path_buf(),
+        offset: 0,
+        kind: DamageKind::State {
+            reason: format!(
+                "missing, but the log holds {} segment(s) ({first_len} bytes in the first)",
+                segments.len(),
+            ),
+        },
+    })
+}
+
+/// Removes the segments [`list_segments`] set apart; whether the directory changed.
+fn remove_leftovers<V: Vfs>(
+    vfs: &V,
+    leftovers: &[Segment],
+    out: &mut WalRecovery,
+) -> Result<bool, WalError> {
+    let mut changed = false;
+    for seg in leftovers {
+        match vfs.remove_file(&seg.path) {
+            Ok(()) => {
+                out.leftover_segments_removed += 1;
+                changed = true;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&seg.path, "remove leftover segment")(e)),
+        }
+    }
+    Ok(changed)
 }
 
 impl<V: Vfs> Wal<V> {
@@ -1465,19 +1621,6 @@ impl<V: Vfs> Wal<V> {
             .map_err(io_err(dir, "create directory"))?;
         let strict = options.recovery == RecoveryMode::Strict;
         let mut out = WalRecovery::default();
-        let refuse_or_note = |out: &mut WalRecovery, damage: Damage| {
-            if strict {
-                return Err(WalError::Damaged(damage));
-            }
-            out.damage_truncated.push(DamageTruncated {
-                damage,
-                bytes_dropped: 0,
-                records_dropped: None,
-                segments_set_aside: Vec::new(),
-            });
-            Ok(())
-        };
-
         let state_path = dir.join(WAL_STATE_FILE_NAME);
         let state = match read_state(&vfs, &state_path)? {
             None => None,
@@ -1488,53 +1631,17 @@ impl<V: Vfs> Wal<V> {
                     offset: 0,
                     kind: DamageKind::State { reason },
                 };
-                refuse_or_note(&mut out, damage)?;
+                refuse_or_note(strict, &mut out, damage)?;
                 None
             }
         };
-        let names = vfs.list_dir(dir).map_err(io_err(dir, "list directory"))?;
-        let mut segments: Vec<Segment> = names
-            .iter()
-            .filter_map(|n| {
-                parse_segment_name(n).map(|first_lsn| Segment {
-                    first_lsn,
-                    path: dir.join(n),
-                })
-            })
-            .collect();
-        segments.sort_by_key(|s| s.first_lsn);
-        // Segments a crash in the middle of `truncate_prefix` left behind: every record
-        // in them is below the recorded start. Removed below, once recovery proceeds.
-        let mut leftovers = Vec::new();
-        if let Some(st) = &state {
-            while segments.len() > 1 && segments[1].first_lsn <= st.start_lsn {
-                leftovers.push(segments.remove(0));
-            }
-        }
-
+        let (mut segments, leftovers) = list_segments(&vfs, dir, state.as_ref())?;
         let mut scan = read_log(&vfs, dir, &segments, state.as_ref())?;
-        // Nothing but a crash at the very creation of the log leaves segments without a
-        // state file, and then the only segment holds at most a header.
         if state.is_none()
             && out.damage_truncated.is_empty()
-            && (segments.len() > 1
-                || scan
-                    .lens
-                    .first()
-                    .is_some_and(|&l| l > SEGMENT_HEADER_BYTES as u64))
+            && let Some(damage) = state_file_missing(&state_path, &segments, &scan)
         {
-            let damage = Damage {
-                file: state_path.clone(),
-                offset: 0,
-                kind: DamageKind::State {
-                    reason: format!(
-                        "missing, but the log holds {} segment(s) ({} bytes in the first)",
-                        segments.len(),
-                        scan.lens.first().copied().unwrap_or(0)
-                    ),
-                },
-            };
-            refuse_or_note(&mut out, damage)?;
+            refuse_or_note(strict, &mut out, damage)?;
         }
         let clean_end = state.and_then(|s| s.clean_end);
         out.clean_shutdown = compare_clean_end(&mut scan, &segments, dir, clean_end);
@@ -1553,16 +1660,7 @@ impl<V: Vfs> Wal<V> {
             }
         };
         out.torn_tail = torn_tail;
-        for seg in &leftovers {
-            match vfs.remove_file(&seg.path) {
-                Ok(()) => {
-                    out.leftover_segments_removed += 1;
-                    dir_changed = true;
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_err(&seg.path, "remove leftover segment")(e)),
-            }
-        }
+        dir_changed |= remove_leftovers(&vfs, &leftovers, &mut out)?;
 
         let bound = if options.fsync == FsyncPolicy::Never {
             UNBOUNDED
