@@ -638,6 +638,13 @@ fn history_fields(op: &KvOp) -> (OpFn, String, serde_json::Value) {
         KvOp::Write { key, value } => (OpFn::Write, key.clone(), json!(value)),
         KvOp::Cas { key, expected, new } => (OpFn::Cas, key.clone(), json!([expected, new])),
         KvOp::Delete { key } => (OpFn::Delete, key.clone(), serde_json::Value::Null),
+        // Workloads never issue etcd requests (etcd clients record their own histories);
+        // recorded as a txn whose value names the request kind, which no model accepts.
+        KvOp::Etcd(op) => (
+            OpFn::Txn,
+            String::new(),
+            json!({ "etcd": format!("{:?}", op.kind) }),
+        ),
     }
 }
 

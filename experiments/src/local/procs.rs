@@ -512,6 +512,7 @@ pub(crate) fn node_config(spec: &Spec, setup: NodeSetup) -> Result<NodeConfig, E
         single: None,
         async_primary: None,
         kvlab: None,
+        etcd_api: None,
     };
     match system {
         SystemConfig::Raft(c) => config.raft = Some(c),

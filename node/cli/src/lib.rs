@@ -317,6 +317,14 @@ pub fn run_client_command(cmd: &ClientCommand) -> Result<u8, NodeCliError> {
             println!("ok");
             0
         }
+        // The CLI never sends an etcd request; use etcdctl against `[etcd_api]`.
+        Ok(OpOutput::Etcd(bytes)) => {
+            println!(
+                "fail: an etcd answer ({} bytes) to a kvlab request",
+                bytes.len()
+            );
+            1
+        }
         Err(e @ ClientError::Indeterminate { .. }) => {
             println!("info: {e}");
             3

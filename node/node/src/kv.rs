@@ -19,6 +19,8 @@ use std::collections::BTreeMap;
 use kvlab_types::{ClientError, InvalidRequest, Key, KvOp, OpOutput, RequestId, Value};
 use serde::{Deserialize, Serialize};
 
+use crate::etcd::EtcdStore;
+
 /// The result of applying one operation.
 pub type ApplyResult = Result<OpOutput, ClientError>;
 
@@ -41,11 +43,21 @@ pub fn op_digest(op: &KvOp) -> u64 {
     crate::fnv1a(&postcard::to_allocvec(op).unwrap_or_default())
 }
 
-/// An in-memory key-value map plus client sessions. Deterministic: ordered maps only.
+/// An in-memory key-value map plus client sessions, and the etcd keyspace
+/// ([`KvOp::Etcd`], see [`crate::etcd`]). Deterministic: ordered maps only.
+///
+/// Its snapshot image ([`KvStore::encode_image`]) is the serde (postcard) encoding of the
+/// map and the sessions, followed by the etcd keyspace only if that was ever used: a
+/// store that never served etcd encodes byte for byte as before the etcd keyspace
+/// existed, and an image written before it decodes (with an empty etcd keyspace).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvStore {
     data: BTreeMap<Key, Value>,
     sessions: BTreeMap<u64, Session>,
+    /// The etcd keyspace; `None` until the first etcd request. Not in the serde
+    /// encoding: [`KvStore::encode_image`] appends it.
+    #[serde(skip)]
+    etcd: Option<Box<EtcdStore>>,
 }
 
 impl KvStore {
@@ -56,6 +68,11 @@ impl KvStore {
     /// that reuses the id of the applied one with a different operation is refused
     /// ([`InvalidRequest::RequestIdReused`]) and changes nothing.
     pub fn apply(&mut self, id: RequestId, op: &KvOp) -> ApplyResult {
+        self.apply_in_term(id, op, 0)
+    }
+
+    /// [`KvStore::apply`] for an entry of Raft term `term` (etcd responses report it).
+    pub fn apply_in_term(&mut self, id: RequestId, op: &KvOp, term: u64) -> ApplyResult {
         if let Some(s) = self.sessions.get(&id.client) {
             if s.seq == id.seq {
                 if s.op_digest != op_digest(op) {
@@ -77,7 +94,7 @@ impl KvStore {
                 });
             }
         }
-        let result = self.apply_op(op);
+        let result = self.apply_op_in_term(op, term);
         if !op.is_read_only() {
             self.sessions.insert(
                 id.client,
@@ -93,7 +110,14 @@ impl KvStore {
 
     /// Applies `op` without session bookkeeping.
     pub fn apply_op(&mut self, op: &KvOp) -> ApplyResult {
+        self.apply_op_in_term(op, 0)
+    }
+
+    fn apply_op_in_term(&mut self, op: &KvOp, term: u64) -> ApplyResult {
         match op {
+            KvOp::Etcd(op) => Ok(OpOutput::Etcd(
+                self.etcd.get_or_insert_default().apply(op, term),
+            )),
             KvOp::Read { key } => Ok(OpOutput::Read(self.data.get(key).copied())),
             KvOp::Write { key, value } => {
                 self.data.insert(key.clone(), *value);
@@ -113,6 +137,49 @@ impl KvStore {
                 Ok(OpOutput::Done)
             }
         }
+    }
+
+    /// Serves a read-only operation without changing anything: a read, or an etcd
+    /// range. Anything else is refused (`Unavailable`: it did not take effect).
+    pub fn query(&self, op: &KvOp) -> ApplyResult {
+        match op {
+            KvOp::Read { key } => Ok(OpOutput::Read(self.get(key))),
+            KvOp::Etcd(op) => Ok(OpOutput::Etcd(match &self.etcd {
+                Some(e) => e.query(op),
+                None => EtcdStore::default().query(op),
+            })),
+            KvOp::Write { .. } | KvOp::Cas { .. } | KvOp::Delete { .. } => {
+                Err(ClientError::Unavailable {
+                    reason: format!("a {} is not served as a read", op.name()),
+                    hint: None,
+                })
+            }
+        }
+    }
+
+    /// The etcd keyspace, if it was ever used.
+    pub fn etcd(&self) -> Option<&EtcdStore> {
+        self.etcd.as_deref()
+    }
+
+    /// The snapshot image: see [`KvStore`].
+    pub fn encode_image(&self) -> Vec<u8> {
+        // Encoding plain owned data into a Vec cannot fail.
+        let mut bytes = postcard::to_allocvec(self).unwrap_or_default();
+        if let Some(etcd) = self.etcd.as_deref().filter(|e| !e.is_pristine()) {
+            bytes.extend(postcard::to_allocvec(etcd).unwrap_or_default());
+        }
+        bytes
+    }
+
+    /// Rebuilds a store from [`KvStore::encode_image`]'s bytes (or from an image written
+    /// before the etcd keyspace existed).
+    pub fn decode_image(bytes: &[u8]) -> Result<KvStore, postcard::Error> {
+        let (mut kv, rest): (KvStore, &[u8]) = postcard::take_from_bytes(bytes)?;
+        if !rest.is_empty() {
+            kv.etcd = Some(Box::new(postcard::from_bytes(rest)?));
+        }
+        Ok(kv)
     }
 
     /// Approximate bytes of the data (keys plus 8 per value), for placement reports.

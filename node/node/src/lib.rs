@@ -22,6 +22,7 @@
 
 pub mod baseline;
 pub mod composed;
+pub mod etcd;
 pub mod forward;
 pub mod inspect;
 pub mod kv;
@@ -30,6 +31,18 @@ pub mod replica;
 mod system;
 
 pub use system::SystemKind;
+
+/// [`kvlab_types::ClientRequest::validate`], and a refusal of etcd requests: the systems
+/// other than `raft` do not serve the etcd keyspace.
+pub(crate) fn validate_kv_only(
+    req: &kvlab_types::ClientRequest,
+) -> Result<(), kvlab_types::InvalidRequest> {
+    req.validate()?;
+    match req.op {
+        kvlab_types::KvOp::Etcd(_) => Err(kvlab_types::InvalidRequest::EtcdNotServed),
+        _ => Ok(()),
+    }
+}
 
 /// FNV-1a, 64 bits: a fixed, portable hash for digests that must agree across replicas,
 /// runs and restarts (never a randomly seeded hasher).

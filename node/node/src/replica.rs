@@ -41,11 +41,22 @@ pub(crate) trait StateMachine: Sized + Debug {
         &mut self,
         group: GroupId,
         index: u64,
+        term: u64,
         data: &[u8],
         out: &mut Out<M>,
     ) -> Option<ApplyResult>;
     /// The value of `key`, for a linearizable read served at the applied index.
     fn read(&self, key: &str) -> Option<Value>;
+    /// Serves a read-only operation ([`KvOp::is_read_only`]) at the applied index, for
+    /// a ReadIndex read.
+    fn query(&self, op: &KvOp) -> ApplyResult {
+        match op {
+            KvOp::Read { key } => Ok(OpOutput::Read(self.read(key))),
+            _ => Err(ClientError::Invalid {
+                reason: InvalidRequest::EtcdNotServed,
+            }),
+        }
+    }
     /// The machine's image, for snapshots.
     fn encode(&self) -> Vec<u8>;
     /// Rebuilds a machine from [`StateMachine::encode`]'s bytes.
@@ -57,11 +68,12 @@ impl StateMachine for KvStore {
         &mut self,
         group: GroupId,
         index: u64,
+        term: u64,
         data: &[u8],
         out: &mut Out<M>,
     ) -> Option<ApplyResult> {
         match KvCommand::decode(data) {
-            Ok(cmd) => Some(self.apply(cmd.id, &cmd.op)),
+            Ok(cmd) => Some(self.apply_in_term(cmd.id, &cmd.op, term)),
             Err(e) => {
                 // Every replica has the same committed entry, so every replica skips
                 // it the same way and the stores stay identical.
@@ -79,13 +91,16 @@ impl StateMachine for KvStore {
         self.get(key)
     }
 
+    fn query(&self, op: &KvOp) -> ApplyResult {
+        KvStore::query(self, op)
+    }
+
     fn encode(&self) -> Vec<u8> {
-        // Encoding plain owned data into a Vec cannot fail.
-        postcard::to_allocvec(self).unwrap_or_default()
+        self.encode_image()
     }
 
     fn decode(bytes: &[u8]) -> Result<Self, String> {
-        postcard::from_bytes(bytes).map_err(|e| e.to_string())
+        KvStore::decode_image(bytes).map_err(|e| e.to_string())
     }
 }
 
@@ -189,7 +204,8 @@ pub(crate) struct PendingProposal {
 #[derive(Clone, Debug)]
 pub(crate) struct PendingRead {
     pub(crate) id: RequestId,
-    pub(crate) key: String,
+    /// The read-only operation ([`KvOp::is_read_only`]).
+    pub(crate) op: KvOp,
     pub(crate) origin: Origin,
     pub(crate) deadline: Time,
     /// The read point, once leadership was confirmed.
@@ -278,12 +294,12 @@ impl<S: StateMachine> Replica<S> {
         read_index: bool,
         ctx: u64,
     ) -> bool {
-        if let (KvOp::Read { key }, true) = (&req.op, read_index) {
+        if read_index && req.op.is_read_only() {
             match self.raft.read_index(ctx) {
                 Ok(()) => {
                     let read = PendingRead {
                         id: req.id,
-                        key: key.clone(),
+                        op: req.op,
                         origin,
                         deadline,
                         index: None,
@@ -428,7 +444,7 @@ impl<S: StateMachine> Replica<S> {
                 });
                 None
             }
-            EntryKind::Normal => self.machine.apply_entry(group, index, data, out),
+            EntryKind::Normal => self.machine.apply_entry(group, index, term, data, out),
         };
         if let Some(p) = self.proposals.remove(&index) {
             let resp = match (p.term == term, result) {
@@ -450,8 +466,8 @@ impl<S: StateMachine> Replica<S> {
             .collect();
         for c in ready {
             if let Some(r) = self.reads.remove(&c) {
-                let value = self.machine.read(&r.key);
-                self.answer(r.origin, read_ok(r.id, value));
+                let result = self.machine.query(&r.op);
+                self.answer(r.origin, ClientResponse { id: r.id, result });
             }
         }
     }

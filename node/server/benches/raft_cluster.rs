@@ -49,6 +49,7 @@ fn config(id: u32, transport: TransportKind, root: &std::path::Path, n: u32) -> 
         single: None,
         async_primary: None,
         kvlab: None,
+        etcd_api: None,
     }
 }
 

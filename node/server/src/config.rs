@@ -37,6 +37,11 @@
 //!
 //! [raft]                       # kvlab_node::raft_kv::RaftKvConfig (only with system = "raft")
 //! tick_interval_ms = 10
+//!
+//! [etcd_api]                   # etcd's v3 gRPC API (kvlab-etcd); system = "raft", one group
+//! listen = "127.0.0.1:2379"    # loopback unless allow_non_loopback = true (no auth)
+//! [etcd_api.members]           # other members' etcd endpoints, for `member list`
+//! 2 = "127.0.0.1:2479"
 //! ```
 
 use std::collections::BTreeMap;
@@ -368,6 +373,22 @@ impl ServerOptions {
     }
 }
 
+/// The etcd v3 API of a node (`[etcd_api]`): served on its own port by kvlab-etcd, on the
+/// single-group `raft` system only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdApiConfig {
+    /// Where the API listens (gRPC over plain HTTP/2; port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// Allow a `listen` address other than loopback: the API has no authentication.
+    #[serde(default)]
+    pub allow_non_loopback: bool,
+    /// Other members' etcd API addresses by node id (`2 = "127.0.0.1:2479"`), listed by
+    /// `Cluster.MemberList` as their client URLs.
+    #[serde(default)]
+    pub members: BTreeMap<String, SocketAddr>,
+}
+
 /// One node process: who it is, what it runs, where it listens, where its peers and its
 /// data are. See the [module docs](self) for an example file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -425,6 +446,9 @@ pub struct NodeConfig {
     /// `kvlab` (the composed node) configuration (only with `system = "kvlab"`).
     #[serde(default)]
     pub kvlab: Option<KvlabConfig>,
+    /// etcd's v3 API on its own port (only with `system = "raft"` and one group).
+    #[serde(default)]
+    pub etcd_api: Option<EtcdApiConfig>,
 }
 
 fn default_seed() -> u64 {
@@ -511,6 +535,74 @@ impl NodeConfig {
         c
     }
 
+    /// The etcd API's client addresses of other members, by node id.
+    pub fn etcd_members(&self) -> Result<BTreeMap<NodeId, SocketAddr>, ServerError> {
+        let mut table = BTreeMap::new();
+        if let Some(e) = &self.etcd_api {
+            for (key, addr) in &e.members {
+                let id = parse_peer_key(key).ok_or_else(|| {
+                    invalid(
+                        format!("etcd_api.members.{key}"),
+                        "keys must be positive node ids (`3` or `n3`)",
+                    )
+                })?;
+                table.insert(id, *addr);
+            }
+            table.insert(self.node_id(), e.listen);
+        }
+        Ok(table)
+    }
+
+    fn validate_etcd_api(&self) -> Result<(), ServerError> {
+        let Some(e) = &self.etcd_api else {
+            return Ok(());
+        };
+        if self.system != SystemKind::Raft {
+            return Err(invalid(
+                "etcd_api",
+                format!(
+                    "served on system = \"raft\" only (etcd's revisions are global; the composed system would need per-group revisions), not \"{}\"",
+                    self.system.name()
+                ),
+            ));
+        }
+        let groups = self.raft.as_ref().map_or(1, |r| r.groups);
+        if groups != 1 {
+            return Err(invalid(
+                "etcd_api",
+                format!("needs raft.groups = 1 (one global revision), got {groups}"),
+            ));
+        }
+        if !e.listen.ip().is_loopback() && !e.allow_non_loopback {
+            return Err(invalid(
+                "etcd_api.listen",
+                format!(
+                    "{} is not a loopback address; set etcd_api.allow_non_loopback = true to expose the etcd API (it has no authentication)",
+                    e.listen
+                ),
+            ));
+        }
+        if e.listen.port() != 0 {
+            for (field, addr) in [
+                ("listen", self.listen),
+                ("client", self.client),
+                ("admin.addr", self.admin.addr),
+            ] {
+                if addr.port() == e.listen.port() && addr.ip() == e.listen.ip() {
+                    return Err(invalid(
+                        "etcd_api.listen",
+                        format!(
+                            "{} is also `{field}`: the etcd API needs its own port",
+                            e.listen
+                        ),
+                    ));
+                }
+            }
+        }
+        self.etcd_members()?;
+        Ok(())
+    }
+
     /// Checks the whole configuration once; the error names the first bad field.
     pub fn validate(&self) -> Result<(), ServerError> {
         if self.id == 0 {
@@ -535,6 +627,7 @@ impl NodeConfig {
             ));
         }
         self.system_config()?;
+        self.validate_etcd_api()?;
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty"));
         }

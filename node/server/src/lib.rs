@@ -55,6 +55,7 @@ pub mod commit;
 pub mod config;
 pub mod driver;
 pub mod error;
+pub mod etcd;
 pub mod node;
 pub mod rpc;
 
@@ -69,10 +70,10 @@ pub use client::{
 pub use cluster::{LocalClient, LocalCluster, LocalClusterConfig};
 pub use commit::{MAX_QUEUED_IO_BYTES, MAX_WORKERS, shard_of};
 pub use config::{
-    AdminConfig, MAX_ADMIN_TOKEN_BYTES, MAX_CLIENT_QUEUE_LEN, MAX_CLIENT_REQUEST_TIMEOUT_MS,
-    MAX_CLUSTER_NODES, MAX_EVENT_LOG_LEN, MAX_STEPS_PER_SYNC_LIMIT, NodeConfig, ServerOptions,
-    SystemConfig, SystemKind, TransportKind, generate_cluster_secret, load_node_config,
-    write_private_file,
+    AdminConfig, EtcdApiConfig, MAX_ADMIN_TOKEN_BYTES, MAX_CLIENT_QUEUE_LEN,
+    MAX_CLIENT_REQUEST_TIMEOUT_MS, MAX_CLUSTER_NODES, MAX_EVENT_LOG_LEN, MAX_STEPS_PER_SYNC_LIMIT,
+    NodeConfig, ServerOptions, SystemConfig, SystemKind, TransportKind, generate_cluster_secret,
+    load_node_config, write_private_file,
 };
 pub use driver::{
     ADMIN_QUEUE_LEN, ClientCall, ConnectionsStatus, DriverCommand, DriverStats, DurableStore,

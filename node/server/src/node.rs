@@ -434,6 +434,7 @@ async fn bind_endpoint(
 pub struct BoundNode {
     id: NodeId,
     server: ErasedServer,
+    etcd: Option<crate::etcd::BoundEtcdApi>,
     client: TcpListener,
     client_addr: SocketAddr,
     admin: TcpListener,
@@ -476,6 +477,16 @@ impl BoundNode {
         };
         let client_addr = local(&client, "client", config.client)?;
         let admin_addr = local(&admin, "admin", config.admin.addr)?;
+        let etcd = match &config.etcd_api {
+            Some(e) => {
+                let listener = bind_endpoint(id, "etcd", e.listen).await?;
+                let addr = local(&listener, "etcd", e.listen)?;
+                Some(crate::etcd::BoundEtcdApi::new(
+                    config, &peers, listener, addr,
+                )?)
+            }
+            None => None,
+        };
         let server = assemble_system(
             &config.system_config()?,
             WireTransport {
@@ -517,6 +528,7 @@ impl BoundNode {
         Ok(BoundNode {
             id,
             server,
+            etcd,
             client,
             client_addr,
             admin,
@@ -549,7 +561,23 @@ impl BoundNode {
     /// Replaces the peer table (for nodes bound on port 0 that learn each other's
     /// addresses afterwards).
     pub fn set_peers(&self, peers: BTreeMap<NodeId, SocketAddr>) {
+        if let Some(e) = &self.etcd {
+            e.set_peer_addrs(&peers);
+        }
         (self.server.set_peers)(peers);
+    }
+
+    /// Where the etcd API listens, if configured (`[etcd_api]`).
+    pub fn etcd_addr(&self) -> Option<SocketAddr> {
+        self.etcd.as_ref().map(crate::etcd::BoundEtcdApi::addr)
+    }
+
+    /// Replaces the other members' etcd API addresses that `Cluster.MemberList` lists
+    /// (for nodes bound on port 0).
+    pub fn set_etcd_members(&self, members: &BTreeMap<NodeId, SocketAddr>) {
+        if let Some(e) = &self.etcd {
+            e.set_client_addrs(members);
+        }
     }
 
     /// A handle on the node (valid once it runs).
@@ -564,6 +592,7 @@ impl BoundNode {
         let BoundNode {
             id,
             server,
+            etcd,
             client,
             client_addr,
             admin,
@@ -582,14 +611,26 @@ impl BoundNode {
                 .expect("BoundNode::bind makes the client endpoint");
             let client_ep =
                 serve_client_endpoint(client, endpoints_handle.clone(), client_endpoint);
+            let etcd_handle = endpoints_handle.clone();
             let admin_ep = serve_admin_endpoint(admin, endpoints_handle, admin_token, endpoints);
+            let etcd_ep = async move {
+                match etcd {
+                    Some(e) => e.serve(etcd_handle).await,
+                    None => std::future::pending().await,
+                }
+            };
             let mut client_ep = std::pin::pin!(client_ep);
             let mut admin_ep = std::pin::pin!(admin_ep);
+            let mut etcd_ep = std::pin::pin!(etcd_ep);
             let driver = run(Box::pin(shutdown));
             let result = tokio::select! {
                 r = driver => r,
                 _ = &mut client_ep => unreachable_endpoint(id),
                 _ = &mut admin_ep => unreachable_endpoint(id),
+                r = &mut etcd_ep => Err(ServerError::Driver {
+                    node: id,
+                    reason: format!("the etcd API stopped: {}", r.err().map_or_else(|| "its accept loop ended".to_string(), |e| e.to_string())),
+                }),
             };
             if result.is_ok() {
                 // Let answers already decided reach their callers, then close the sockets.

@@ -114,6 +114,7 @@ impl ChildNode {
             single: None,
             async_primary: None,
             kvlab: None,
+            etcd_api: None,
         };
         let path = dir.join("node.toml");
         config.write_private(&path).unwrap();

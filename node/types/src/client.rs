@@ -80,7 +80,46 @@ pub enum KvOp {
         /// The key.
         key: Key,
     },
+    /// One request of etcd's v3 KV API (kvlab-etcd), applied to the store's etcd keyspace
+    /// (a separate MVCC map with its own revisions; see kvlab-node's `etcd` module). Only
+    /// the `raft` system with one group serves it; every other system refuses it with
+    /// [`InvalidRequest::EtcdNotServed`].
+    Etcd(EtcdOp),
 }
+
+/// The kind of an etcd v3 KV request.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum EtcdOpKind {
+    /// `KV.Range`: read-only.
+    Range,
+    /// `KV.Put`.
+    Put,
+    /// `KV.DeleteRange`.
+    DeleteRange,
+    /// `KV.Txn`.
+    Txn,
+    /// `KV.Compact`.
+    Compact,
+}
+
+/// An etcd v3 KV request: its kind and its protobuf encoding (etcd's `RangeRequest`,
+/// `PutRequest`, … as the kind says). This crate does not decode it; the state machine
+/// does, and answers a request that does not decode with an etcd error.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct EtcdOp {
+    /// Which request `request` encodes.
+    pub kind: EtcdOpKind,
+    /// The protobuf-encoded request.
+    pub request: Vec<u8>,
+}
+
+/// The largest etcd request accepted, in bytes: etcd's default `--max-request-bytes`
+/// (1.5 MiB). The Raft entry limit (`max_entry_bytes`, 64 KiB by default) usually binds
+/// first; both are answered as etcd answers an oversized request.
+pub const MAX_ETCD_REQUEST_BYTES: usize = 3 << 19;
+
+/// The key an [`KvOp::Etcd`] request routes by: every etcd request goes to one group.
+static ETCD_ROUTING_KEY: Key = Key::new();
 
 impl KvOp {
     /// The key this operation touches.
@@ -90,10 +129,20 @@ impl KvOp {
             | KvOp::Write { key, .. }
             | KvOp::Cas { key, .. }
             | KvOp::Delete { key } => key,
+            KvOp::Etcd(_) => &ETCD_ROUTING_KEY,
         }
     }
     /// Checks the operation's sizes against the [limits](self#limits).
     pub fn validate(&self) -> Result<(), InvalidRequest> {
+        if let KvOp::Etcd(op) = self {
+            if op.request.len() > MAX_ETCD_REQUEST_BYTES {
+                return Err(InvalidRequest::CommandTooLarge {
+                    len_bytes: op.request.len() as u64,
+                    max_bytes: MAX_ETCD_REQUEST_BYTES as u64,
+                });
+            }
+            return Ok(());
+        }
         let len = self.key().len();
         if len > MAX_KEY_BYTES {
             return Err(InvalidRequest::KeyTooLong {
@@ -105,15 +154,20 @@ impl KvOp {
     }
     /// Whether the operation never changes the store.
     pub fn is_read_only(&self) -> bool {
-        matches!(self, KvOp::Read { .. })
+        match self {
+            KvOp::Read { .. } => true,
+            KvOp::Etcd(op) => op.kind == EtcdOpKind::Range,
+            KvOp::Write { .. } | KvOp::Cas { .. } | KvOp::Delete { .. } => false,
+        }
     }
-    /// The history name of the operation (`read`, `write`, `cas`, `delete`).
+    /// The history name of the operation (`read`, `write`, `cas`, `delete`, `etcd`).
     pub fn name(&self) -> &'static str {
         match self {
             KvOp::Read { .. } => "read",
             KvOp::Write { .. } => "write",
             KvOp::Cas { .. } => "cas",
             KvOp::Delete { .. } => "delete",
+            KvOp::Etcd(_) => "etcd",
         }
     }
 }
@@ -162,6 +216,9 @@ pub enum InvalidRequest {
         /// The reused sequence number.
         seq: u64,
     },
+    /// An etcd request ([`KvOp::Etcd`]) sent to a system that does not serve the etcd
+    /// API (only the `raft` system with one group does).
+    EtcdNotServed,
 }
 
 impl std::fmt::Display for InvalidRequest {
@@ -185,6 +242,10 @@ impl std::fmt::Display for InvalidRequest {
                 f,
                 "request {seq} of client {client} was already used for another operation"
             ),
+            InvalidRequest::EtcdNotServed => write!(
+                f,
+                "this system does not serve the etcd API (only `raft` with one group does)"
+            ),
         }
     }
 }
@@ -196,6 +257,9 @@ pub enum OpOutput {
     Read(Option<Value>),
     /// A write, successful cas or delete took effect.
     Done,
+    /// The answer to a [`KvOp::Etcd`] request, encoded by kvlab-node's `etcd` module (a
+    /// response or an etcd error, both definite).
+    Etcd(Vec<u8>),
 }
 
 /// Why an operation did not succeed, and whether it surely did not take effect.

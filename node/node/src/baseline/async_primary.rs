@@ -65,7 +65,7 @@ impl AsyncPrimary {
         reply_to: Option<NodeId>,
         out: &mut Out<BaselineMsg>,
     ) {
-        if let Err(reason) = req.validate() {
+        if let Err(reason) = crate::validate_kv_only(&req) {
             // Refused before it reaches the log or the backups.
             answer(req.id, Err(ClientError::Invalid { reason }), reply_to, out);
             return;
@@ -165,7 +165,7 @@ impl Protocol for AsyncPrimary {
     }
 
     fn on_client(&mut self, cx: &mut Cx<'_>, req: ClientRequest, out: &mut Out<BaselineMsg>) {
-        if let Err(reason) = req.validate() {
+        if let Err(reason) = crate::validate_kv_only(&req) {
             out.reply(req.id, Err(ClientError::Invalid { reason }));
         } else if req.op.is_read_only() {
             // Any node answers reads from its own, possibly stale, copy.

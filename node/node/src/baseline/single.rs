@@ -59,7 +59,7 @@ impl Single {
     }
 
     fn serve(&mut self, req: ClientRequest, reply_to: Option<NodeId>, out: &mut Out<BaselineMsg>) {
-        if let Err(reason) = req.validate() {
+        if let Err(reason) = crate::validate_kv_only(&req) {
             // Refused before it can reach the log.
             answer(req.id, Err(ClientError::Invalid { reason }), reply_to, out);
             return;
@@ -155,7 +155,7 @@ impl Protocol for Single {
     }
 
     fn on_client(&mut self, cx: &mut Cx<'_>, req: ClientRequest, out: &mut Out<BaselineMsg>) {
-        if let Err(reason) = req.validate() {
+        if let Err(reason) = crate::validate_kv_only(&req) {
             out.reply(req.id, Err(ClientError::Invalid { reason }));
         } else if cx.id == self.holder {
             self.serve(req, None, out);

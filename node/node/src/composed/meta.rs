@@ -33,6 +33,7 @@ impl StateMachine for MetaMachine {
         &mut self,
         group: GroupId,
         index: u64,
+        _term: u64,
         data: &[u8],
         out: &mut Out<M>,
     ) -> Option<ApplyResult> {

@@ -794,7 +794,7 @@ impl KvlabNode {
                 epoch,
             } => {
                 let id = req.id;
-                if let Err(reason) = req.validate() {
+                if let Err(reason) = crate::validate_kv_only(&req) {
                     let resp = invalid(id, reason);
                     out.send(from, KvlabMsg::Route(RouteMsg::Reply { resp }));
                     return;
@@ -1427,7 +1427,7 @@ impl Protocol for KvlabNode {
     }
 
     fn on_client(&mut self, cx: &mut Cx<'_>, req: ClientRequest, out: &mut Out<KvlabMsg>) {
-        if let Err(reason) = req.validate() {
+        if let Err(reason) = crate::validate_kv_only(&req) {
             out.push(Effect::Reply(invalid(req.id, reason)));
             return;
         }

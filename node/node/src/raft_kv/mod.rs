@@ -92,12 +92,13 @@ use kvlab_raft::{
     RaftGroup, RaftMessage, RecoveredState, Role,
 };
 use kvlab_types::{
-    AdminAction, AdminCommand, ClientError, ClientRequest, ClientResponse, Cx, Effect, KvOp,
-    MAX_REQUEST_BYTES, NodeEvent, NodeId, Out, Protocol, Recovery, RequestId, Time, TimerId,
-    TimerSpace,
+    AdminAction, AdminCommand, ClientError, ClientRequest, ClientResponse, Cx, Effect,
+    InvalidRequest, KvOp, MAX_REQUEST_BYTES, NodeEvent, NodeId, Out, Protocol, Recovery, RequestId,
+    Time, TimerId, TimerSpace,
 };
 use serde::{Deserialize, Serialize};
 
+use crate::etcd::EtcdRequest;
 use crate::fnv1a;
 use crate::forward::{ForwardMsg, Forwarder};
 use crate::kv::KvStore;
@@ -442,9 +443,8 @@ impl RaftKv {
     /// index. Two replicas that applied the same sequence of entries have the same
     /// digest; invariant checkers compare them by applied index.
     pub fn store_digest(&self, group: GroupId) -> u64 {
-        self.store_of(group).map_or(0, |kv| {
-            fnv1a(&postcard::to_allocvec(kv).unwrap_or_default())
-        })
+        self.store_of(group)
+            .map_or(0, |kv| fnv1a(&kv.encode_image()))
     }
 
     /// A digest of the entry at `index` of `group`'s log (its term, kind and data), if
@@ -521,6 +521,13 @@ impl RaftKv {
             respond(origin, unavailable(req.id, &reason, None), out);
             return;
         }
+        if let KvOp::Etcd(_) = &req.op
+            && self.cfg.groups != 1
+        {
+            // etcd's revisions are global: one group holds the whole etcd keyspace.
+            respond(origin, invalid(req.id, InvalidRequest::EtcdNotServed), out);
+            return;
+        }
         let group = self.group_of(req.op.key());
         let me = self.id;
         let Some(g) = self.groups.get_mut(&group) else {
@@ -536,6 +543,14 @@ impl RaftKv {
             let hint = g.raft.leader().filter(|&l| l != me);
             let resp = unavailable(req.id, "this node is not a member of its group", hint);
             respond(origin, resp, out);
+            return;
+        }
+        if let KvOp::Etcd(op) = &req.op
+            && EtcdRequest::from_op(op).is_ok_and(|r| r.is_serializable_read())
+        {
+            // etcd's `serializable` range: this replica's state, no read point.
+            let result = g.machine.query(&req.op);
+            respond(origin, ClientResponse { id: req.id, result }, out);
             return;
         }
         if g.raft.role() != Role::Leader {

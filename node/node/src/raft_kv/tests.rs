@@ -461,6 +461,7 @@ fn history_event(
         KvOp::Write { value, .. } => (OpFn::Write, json!(value)),
         KvOp::Cas { expected, new, .. } => (OpFn::Cas, json!([expected, new])),
         KvOp::Delete { .. } => (OpFn::Delete, J::Null),
+        KvOp::Etcd(_) => unreachable!("these workloads issue no etcd requests"),
     };
     let value = match result {
         Some(Ok(OpOutput::Read(v))) => json!(v),

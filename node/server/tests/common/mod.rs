@@ -113,6 +113,7 @@ pub fn node_config(
         single: None,
         async_primary: None,
         kvlab: None,
+        etcd_api: None,
     }
 }
 
