@@ -360,7 +360,7 @@ fn internal(history: &TxnHistory, id: TxnId, findings: &mut Findings) {
 }
 
 /// The final read of each key: the latest read by an `ok` transaction invoked after
-/// every `ok` or `fail` transaction appending to the key had completed. `lost-append`:
+/// every transaction appending to the key had completed (`ok`, `fail` or `info`). `lost-append`:
 /// an `ok` append missing from it; `partial-txn`: a transaction some but not all of
 /// whose appends (to keys with a final read) are in them.
 fn final_reads(
@@ -378,9 +378,11 @@ fn final_reads(
             completed[(e / 2) as usize] = pos;
         }
     }
+    // A transaction still open at the end has no completion to wait for; it may take
+    // effect later, and is read as it stands.
     let mut last_append = vec![0usize; history.keys.len()];
     for (id, txn) in history.txns.iter().enumerate() {
-        if txn.status != TxnStatus::Info {
+        if completed[id] != usize::MAX {
             for m in &txn.mops {
                 if let Mop::Append { key, .. } = m {
                     let slot = &mut last_append[*key as usize];

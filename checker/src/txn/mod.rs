@@ -62,11 +62,12 @@
 //! with the transaction's own earlier reads and writes), **duplicate-elements** (an
 //! element twice in a read), **garbage-read** (a value nobody wrote),
 //! **incompatible-order**, and the final-read checks for list-append: the final read of
-//! a key is the latest read by an `ok` transaction invoked after every `ok` or `fail`
-//! transaction appending to the key completed; **lost-append** is an `ok` append missing
-//! from it, **partial-txn** a transaction some but not all of whose appends (to keys
-//! with a final read) are in them. An `info` transaction still in flight at a final read
-//! could be misread as partial; kvlab's workloads read last, after healing.
+//! a key is the latest read by an `ok` transaction invoked after every transaction
+//! appending to the key completed (`ok`, `fail` or `info`); **lost-append** is an `ok`
+//! append missing from it, **partial-txn** a transaction some but not all of whose
+//! appends (to keys with a final read) are in them. An `info` transaction that takes
+//! effect after its `info` completion and after a final read, or one still open at the
+//! end, could be misread as partial; kvlab's workloads read last, after healing.
 //!
 //! # Models
 //!
