@@ -159,6 +159,40 @@ struct Frame<S> {
     greedy: bool,
 }
 
+type Memo<S> = HashSet<(u64, u64, S), BuildHasherDefault<FxHasher>>;
+
+/// The search over one partition: the operations sorted by call time (`order[i]` is the
+/// input position of the i-th), the ones not linearized yet as dancing links over
+/// `0..n` with the head at `n`, a min-tree of their return times, and the stack of
+/// choices made.
+struct Search<'a, M: SearchModel> {
+    ops: &'a [Operation<M>],
+    order: Vec<usize>,
+    call: Vec<i64>,
+    ret: Vec<i64>,
+    read_only: Vec<bool>,
+    zobrist: Vec<(u64, u64)>,
+    next: Vec<usize>,
+    prev: Vec<usize>,
+    head: usize,
+    tree: MinTree,
+    entry_bytes: u64,
+    memo_limit_bytes: u64,
+    memo_bytes: u64,
+    memo: Memo<M::State>,
+    memo_full: bool,
+    state: M::State,
+    /// Zobrist hash of the set linearized so far.
+    hash: (u64, u64),
+    frames: Vec<Frame<M::State>>,
+    remaining: usize,
+    steps: u64,
+    longest: Vec<usize>,
+    max_depth: usize,
+    stuck: Vec<usize>,
+    stuck_depth: usize,
+}
+
 /// Decides whether `ops` (one partition) is linearizable under `M`, within `limits`;
 /// the memo takes at most `memo_limit_bytes`.
 pub(crate) fn search<M: SearchModel>(
@@ -166,217 +200,259 @@ pub(crate) fn search<M: SearchModel>(
     limits: &Limits<'_>,
     memo_limit_bytes: u64,
 ) -> EngineResult {
-    let n = ops.len();
-    // Positions sorted by call time; `order[i]` is the input position of the i-th.
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by_key(|&i| (ops[i].call_time, ops[i].return_time));
-    let call: Vec<i64> = order.iter().map(|&i| ops[i].call_time).collect();
-    let ret: Vec<i64> = order.iter().map(|&i| ops[i].return_time).collect();
-    let read_only: Vec<bool> = order.iter().map(|&i| M::read_only(&ops[i].op)).collect();
-    let mut seed = 0x6b76_6c61_625f_7a6f_u64;
-    let zobrist: Vec<(u64, u64)> = (0..n)
-        .map(|_| (splitmix(&mut seed), splitmix(&mut seed)))
-        .collect();
-    // Dancing links over 0..n with the head at `n`.
-    let head = n;
-    let mut next: Vec<usize> = (1..=n).chain(std::iter::once(0)).collect();
-    let mut prev: Vec<usize> = std::iter::once(n).chain(0..n).collect();
-    next[head] = if n == 0 { head } else { 0 };
-    prev[head] = if n == 0 { head } else { n - 1 };
-    if n > 0 {
-        next[n - 1] = head;
-    }
-    let mut tree = MinTree::new(&ret);
-
-    let entry_bytes = (MEMO_ENTRY_OVERHEAD_BYTES + std::mem::size_of::<M::State>()) as u64;
-    let mut memo_bytes: u64 = 0;
-    let mut memo: HashSet<(u64, u64, M::State), BuildHasherDefault<FxHasher>> = HashSet::default();
-    let mut memo_full = false;
-
-    let mut state = M::init();
-    let mut hash = (0u64, 0u64);
-    let mut frames: Vec<Frame<M::State>> = Vec::new();
-    let mut remaining = n;
-    let mut cursor = next[head];
+    let mut s = Search::new(ops, memo_limit_bytes);
+    let mut cursor = s.next[s.head];
     let mut fresh = true;
-    let mut steps: u64 = 0;
     let mut polls: u32 = 0;
-    let mut longest: Vec<usize> = Vec::new();
-    let mut max_depth = 0usize;
-    let mut stuck: Vec<usize> = Vec::new();
-    let mut stuck_depth = 0usize;
-
-    macro_rules! lift {
-        ($j:expr) => {{
-            let j = $j;
-            next[prev[j]] = next[j];
-            prev[next[j]] = prev[j];
-            tree.set(j, i64::MAX);
-            hash = (hash.0 ^ zobrist[j].0, hash.1 ^ zobrist[j].1);
-            remaining -= 1;
-        }};
-    }
-
-    let finish = |verdict,
-                  steps,
-                  memo: &HashSet<_, _>,
-                  memo_full,
-                  max_depth,
-                  longest: Vec<usize>,
-                  stuck: Vec<usize>| {
-        EngineResult {
-            verdict,
-            steps,
-            memo_entries: memo.len(),
-            memo_full,
-            max_depth,
-            longest: longest.into_iter().map(|i: usize| order[i]).collect(),
-            stuck: stuck.into_iter().map(|i: usize| order[i]).collect(),
-        }
-    };
-
-    'outer: loop {
+    loop {
         polls += 1;
-        if polls % POLL_EVERY_STEPS == 0 {
-            let stop = limits.poll_fast().or_else(|| {
-                if polls % (POLL_EVERY_STEPS * 64) == 0 {
-                    limits.poll_memory()
-                } else {
-                    None
-                }
-            });
-            if let Some(reason) = stop {
-                return finish(
-                    EngineVerdict::Stopped(reason),
-                    steps,
-                    &memo,
-                    memo_full,
-                    max_depth,
-                    longest,
-                    stuck,
-                );
-            }
-        }
-        if remaining == 0 {
-            let all: Vec<usize> = frames.iter().map(|f| f.op).collect();
-            return finish(
-                EngineVerdict::Linearizable,
-                steps,
-                &memo,
-                memo_full,
-                n,
-                all,
-                Vec::new(),
-            );
+        if polls % POLL_EVERY_STEPS == 0
+            && let Some(reason) = poll(limits, polls)
+        {
+            return s.finish(EngineVerdict::Stopped(reason));
         }
         if fresh {
-            // Linearize every read the state accepts, among those that may go now.
-            'greedy: loop {
-                let min_ret = tree.min();
-                let mut j = next[head];
-                while j != head && call[j] < min_ret {
-                    if read_only[j] {
-                        steps += 1;
-                        let (ok, _) = M::step(&state, &ops[order[j]].op);
-                        if ok {
-                            lift!(j);
-                            frames.push(Frame {
-                                op: j,
-                                prev: state.clone(),
-                                greedy: true,
-                            });
-                            if remaining == 0 {
-                                continue 'outer;
-                            }
-                            continue 'greedy;
-                        }
-                    }
-                    j = next[j];
-                }
-                break;
-            }
-            if frames.len() > max_depth {
-                max_depth = frames.len();
-                if max_depth >= longest.len() + 1 + longest.len() / SNAPSHOT_GROWTH_DIVISOR {
-                    longest = frames.iter().map(|f| f.op).collect();
-                }
-            }
-            cursor = next[head];
+            s.greedy_reads();
+            s.note_depth();
+            cursor = s.next[s.head];
         }
-        let min_ret = tree.min();
-        let mut j = cursor;
-        while j != head && call[j] < min_ret {
-            // A read the state accepted was linearized above; others cannot go now.
-            if !read_only[j] {
-                steps += 1;
-                let (ok, new_state) = M::step(&state, &ops[order[j]].op);
-                if ok {
-                    let h = (hash.0 ^ zobrist[j].0, hash.1 ^ zobrist[j].1);
-                    let key = (h.0, h.1, new_state);
-                    let cost = entry_bytes + M::state_heap_bytes(&key.2) as u64;
-                    let new = if memo_full || memo_bytes + cost > memo_limit_bytes {
-                        memo_full = true;
-                        !memo.contains(&key)
-                    } else {
-                        let inserted = memo.insert(key.clone());
-                        if inserted {
-                            memo_bytes += cost;
-                        }
-                        inserted
-                    };
-                    if new {
-                        lift!(j);
-                        let prev_state = std::mem::replace(&mut state, key.2);
-                        frames.push(Frame {
-                            op: j,
-                            prev: prev_state,
-                            greedy: false,
-                        });
-                        fresh = true;
-                        continue 'outer;
-                    }
-                }
-            }
-            j = next[j];
+        if s.remaining == 0 {
+            s.max_depth = ops.len();
+            s.longest = s.frames.iter().map(|f| f.op).collect();
+            s.stuck.clear();
+            return s.finish(EngineVerdict::Linearizable);
         }
-        // A dead end: remember the deepest one for the explanation.
-        if frames.len() >= stuck_depth {
-            stuck_depth = frames.len();
-            stuck.clear();
-            let mut candidates: Vec<usize> = Vec::new();
-            let mut k = next[head];
-            while k != head && call[k] < min_ret {
-                candidates.push(k);
-                k = next[k];
-            }
-            candidates.sort_by_key(|&k| ret[k]);
-            stuck.extend(candidates.into_iter().take(MAX_STUCK_OPS_REPORTED));
+        if s.try_from(cursor) {
+            fresh = true;
+            continue;
         }
-        // Backtrack: undo greedy reads, then the last choice, and try its successors.
-        loop {
-            let Some(frame) = frames.pop() else {
-                return finish(
-                    EngineVerdict::NotLinearizable,
-                    steps,
-                    &memo,
-                    memo_full,
-                    max_depth,
-                    longest,
-                    stuck,
-                );
-            };
-            let j = frame.op;
-            next[prev[j]] = j;
-            prev[next[j]] = j;
-            tree.set(j, ret[j]);
-            hash = (hash.0 ^ zobrist[j].0, hash.1 ^ zobrist[j].1);
-            remaining += 1;
-            state = frame.prev;
-            if !frame.greedy {
-                cursor = next[j];
+        s.note_dead_end();
+        match s.backtrack() {
+            Some(c) => {
+                cursor = c;
                 fresh = false;
-                continue 'outer;
             }
+            None => return s.finish(EngineVerdict::NotLinearizable),
+        }
+    }
+}
+
+/// The budget's verdict at poll number `polls` (memory is looked at less often).
+fn poll(limits: &Limits<'_>, polls: u32) -> Option<StopReason> {
+    limits.poll_fast().or_else(|| {
+        if polls % (POLL_EVERY_STEPS * 64) == 0 {
+            limits.poll_memory()
+        } else {
+            None
+        }
+    })
+}
+
+impl<'a, M: SearchModel> Search<'a, M> {
+    fn new(ops: &'a [Operation<M>], memo_limit_bytes: u64) -> Self {
+        let n = ops.len();
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by_key(|&i| (ops[i].call_time, ops[i].return_time));
+        let call: Vec<i64> = order.iter().map(|&i| ops[i].call_time).collect();
+        let ret: Vec<i64> = order.iter().map(|&i| ops[i].return_time).collect();
+        let read_only: Vec<bool> = order.iter().map(|&i| M::read_only(&ops[i].op)).collect();
+        let mut seed = 0x6b76_6c61_625f_7a6f_u64;
+        let zobrist: Vec<(u64, u64)> = (0..n)
+            .map(|_| (splitmix(&mut seed), splitmix(&mut seed)))
+            .collect();
+        let head = n;
+        let mut next: Vec<usize> = (1..=n).chain(std::iter::once(0)).collect();
+        let mut prev: Vec<usize> = std::iter::once(n).chain(0..n).collect();
+        next[head] = if n == 0 { head } else { 0 };
+        prev[head] = if n == 0 { head } else { n - 1 };
+        if n > 0 {
+            next[n - 1] = head;
+        }
+        let tree = MinTree::new(&ret);
+        Search {
+            ops,
+            order,
+            call,
+            ret,
+            read_only,
+            zobrist,
+            next,
+            prev,
+            head,
+            tree,
+            entry_bytes: (MEMO_ENTRY_OVERHEAD_BYTES + std::mem::size_of::<M::State>()) as u64,
+            memo_limit_bytes,
+            memo_bytes: 0,
+            memo: Memo::default(),
+            memo_full: false,
+            state: M::init(),
+            hash: (0, 0),
+            frames: Vec::new(),
+            remaining: n,
+            steps: 0,
+            longest: Vec::new(),
+            max_depth: 0,
+            stuck: Vec::new(),
+            stuck_depth: 0,
+        }
+    }
+
+    /// Takes operation `j` out of the candidates (it is linearized next).
+    fn lift(&mut self, j: usize) {
+        let (next, prev) = (self.next[j], self.prev[j]);
+        self.next[prev] = next;
+        self.prev[next] = prev;
+        self.tree.set(j, i64::MAX);
+        self.hash = (
+            self.hash.0 ^ self.zobrist[j].0,
+            self.hash.1 ^ self.zobrist[j].1,
+        );
+        self.remaining -= 1;
+    }
+
+    /// Puts operation `j` back among the candidates.
+    fn unlift(&mut self, j: usize) {
+        let (next, prev) = (self.next[j], self.prev[j]);
+        self.next[prev] = j;
+        self.prev[next] = j;
+        self.tree.set(j, self.ret[j]);
+        self.hash = (
+            self.hash.0 ^ self.zobrist[j].0,
+            self.hash.1 ^ self.zobrist[j].1,
+        );
+        self.remaining += 1;
+    }
+
+    /// Linearizes every read the state accepts, among those that may go now.
+    fn greedy_reads(&mut self) {
+        'greedy: loop {
+            let min_ret = self.tree.min();
+            let mut j = self.next[self.head];
+            while j != self.head && self.call[j] < min_ret {
+                if self.read_only[j] {
+                    self.steps += 1;
+                    let (ok, _) = M::step(&self.state, &self.ops[self.order[j]].op);
+                    if ok {
+                        self.lift(j);
+                        self.frames.push(Frame {
+                            op: j,
+                            prev: self.state.clone(),
+                            greedy: true,
+                        });
+                        if self.remaining == 0 {
+                            return;
+                        }
+                        continue 'greedy;
+                    }
+                }
+                j = self.next[j];
+            }
+            return;
+        }
+    }
+
+    /// Remembers the deepest linearization reached, for the explanation.
+    fn note_depth(&mut self) {
+        if self.frames.len() > self.max_depth {
+            self.max_depth = self.frames.len();
+            let longest = self.longest.len();
+            if self.max_depth >= longest + 1 + longest / SNAPSHOT_GROWTH_DIVISOR {
+                self.longest = self.frames.iter().map(|f| f.op).collect();
+            }
+        }
+    }
+
+    /// Tries the writes that may go now, from `cursor` on (reads the state accepted went
+    /// greedily; others cannot go now); linearizes the first one that leads somewhere
+    /// new and says whether there was one.
+    fn try_from(&mut self, cursor: usize) -> bool {
+        let min_ret = self.tree.min();
+        let mut j = cursor;
+        while j != self.head && self.call[j] < min_ret {
+            if !self.read_only[j] {
+                self.steps += 1;
+                let (ok, new_state) = M::step(&self.state, &self.ops[self.order[j]].op);
+                if ok && let Some(new_state) = self.admit(j, new_state) {
+                    self.lift(j);
+                    let prev = std::mem::replace(&mut self.state, new_state);
+                    self.frames.push(Frame {
+                        op: j,
+                        prev,
+                        greedy: false,
+                    });
+                    return true;
+                }
+            }
+            j = self.next[j];
+        }
+        false
+    }
+
+    /// Whether linearizing `j` next, reaching `new_state`, is a configuration not seen
+    /// before (memoized while the memo has room; once full, only looked up).
+    fn admit(&mut self, j: usize, new_state: M::State) -> Option<M::State> {
+        let h = (
+            self.hash.0 ^ self.zobrist[j].0,
+            self.hash.1 ^ self.zobrist[j].1,
+        );
+        let key = (h.0, h.1, new_state);
+        let cost = self.entry_bytes + M::state_heap_bytes(&key.2) as u64;
+        let new = if self.memo_full || self.memo_bytes + cost > self.memo_limit_bytes {
+            self.memo_full = true;
+            !self.memo.contains(&key)
+        } else {
+            let inserted = self.memo.insert(key.clone());
+            if inserted {
+                self.memo_bytes += cost;
+            }
+            inserted
+        };
+        new.then_some(key.2)
+    }
+
+    /// A dead end: remembers the deepest one's candidates for the explanation.
+    fn note_dead_end(&mut self) {
+        if self.frames.len() < self.stuck_depth {
+            return;
+        }
+        self.stuck_depth = self.frames.len();
+        let min_ret = self.tree.min();
+        let mut candidates: Vec<usize> = Vec::new();
+        let mut k = self.next[self.head];
+        while k != self.head && self.call[k] < min_ret {
+            candidates.push(k);
+            k = self.next[k];
+        }
+        candidates.sort_by_key(|&k| self.ret[k]);
+        self.stuck.clear();
+        self.stuck
+            .extend(candidates.into_iter().take(MAX_STUCK_OPS_REPORTED));
+    }
+
+    /// Undoes greedy reads, then the last choice; returns where to try its successors,
+    /// or `None` when no choice is left.
+    fn backtrack(&mut self) -> Option<usize> {
+        loop {
+            let frame = self.frames.pop()?;
+            let j = frame.op;
+            self.unlift(j);
+            self.state = frame.prev;
+            if !frame.greedy {
+                return Some(self.next[j]);
+            }
+        }
+    }
+
+    fn finish(self, verdict: EngineVerdict) -> EngineResult {
+        let order = &self.order;
+        EngineResult {
+            verdict,
+            steps: self.steps,
+            memo_entries: self.memo.len(),
+            memo_full: self.memo_full,
+            max_depth: self.max_depth,
+            longest: self.longest.iter().map(|&i| order[i]).collect(),
+            stuck: self.stuck.iter().map(|&i| order[i]).collect(),
         }
     }
 }
