@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 
 use super::budget::{Budget, Stop};
-use super::graph::{Graph, PROCESS, REALTIME, RW, WR, WW};
+use super::graph::{Graph, PROCESS, REALTIME, RW, WR, WW, strongly_connected};
 use super::history::TxnId;
 use super::list_append::FxMap;
 use super::model::AnomalyKind;
@@ -134,77 +134,149 @@ impl Shape {
     }
 }
 
-/// Searches one component (its nodes marked `member[v] == comp`) for the classes the
-/// model needs, most specific first; returns each class found with its cycle.
+/// The strongly connected components of the graph under each edge mask a class
+/// allows, computed once per mask when first needed: a cycle of a class lies within one
+/// component of its allowed edges, so its anchors and its search stay there.
+#[derive(Debug)]
+pub(crate) struct Memberships<'g> {
+    graph: &'g Graph,
+    by_mask: Vec<(u8, Vec<u32>)>,
+}
+
+impl<'g> Memberships<'g> {
+    pub(crate) fn new(graph: &'g Graph) -> Self {
+        Memberships {
+            graph,
+            by_mask: Vec::new(),
+        }
+    }
+
+    /// Per node, its component under `mask` (`u32::MAX`: none, or one of one node).
+    fn get(&mut self, mask: u8, budget: &mut Budget) -> Result<&[u32], Stop> {
+        let i = match self.by_mask.iter().position(|(m, _)| *m == mask) {
+            Some(i) => i,
+            None => {
+                let mut member = vec![u32::MAX; self.graph.nodes()];
+                for (c, nodes) in strongly_connected(self.graph, mask, budget)?
+                    .iter()
+                    .enumerate()
+                {
+                    for &v in nodes {
+                        member[v as usize] = c as u32;
+                    }
+                }
+                self.by_mask.push((mask, member));
+                self.by_mask.len() - 1
+            }
+        };
+        Ok(&self.by_mask[i].1)
+    }
+}
+
+/// What the search of one component found.
+#[derive(Debug, Default)]
+pub(crate) struct ComponentFindings {
+    /// Each class found, with its shortest cycle found.
+    pub found: Vec<(AnomalyKind, Cycle)>,
+    /// Classes whose search was cut at its work limit before finding one.
+    pub cut: Vec<AnomalyKind>,
+}
+
+/// Searches one component (`nodes`, under the model's edge `mask`) for the classes the
+/// model needs, most specific first.
 pub(crate) fn search_component(
     graph: &Graph,
     nodes: &[TxnId],
-    member: &[u32],
-    comp: u32,
+    memberships: &mut Memberships<'_>,
     mask: u8,
     budget: &mut Budget,
-) -> Result<Vec<(AnomalyKind, Cycle)>, Stop> {
-    let mut found = Vec::new();
+) -> Result<ComponentFindings, Stop> {
+    let mut out = ComponentFindings::default();
+    let edges: usize = nodes.iter().map(|&v| graph.out(v).count()).sum();
+    let work_limit = MIN_CYCLE_WORK.max(CYCLE_WORK_PER_EDGE.saturating_mul(edges));
     let levels: &[u8] = if mask & (PROCESS | REALTIME) != 0 {
         &[0, PROCESS, REALTIME]
     } else {
         &[0]
     };
+    let rules: &[Rule] = if mask & RW != 0 {
+        &[
+            Rule::G0,
+            Rule::G1c,
+            Rule::Single,
+            Rule::Nonadjacent,
+            Rule::G2,
+        ]
+    } else {
+        &[Rule::G0, Rule::G1c]
+    };
     for &extra in levels {
-        let rules: &[Rule] = if mask & RW != 0 {
-            &[
-                Rule::G0,
-                Rule::G1c,
-                Rule::Single,
-                Rule::Nonadjacent,
-                Rule::G2,
-            ]
-        } else {
-            &[Rule::G0, Rule::G1c]
-        };
         let mut rw_found = false;
         for &rule in rules {
             if rw_found && matches!(rule, Rule::Nonadjacent | Rule::G2) {
                 continue;
             }
             let shape = Shape { rule, extra };
+            let member = memberships.get(shape.allowed(), budget)?;
             let search = Search {
                 graph,
                 member,
-                comp,
+                work_left: work_limit,
             };
-            if let Some(cycle) = search.shortest(shape, nodes, budget)? {
-                rw_found |= matches!(rule, Rule::Single | Rule::Nonadjacent);
-                found.push((shape.kind(), cycle));
+            match search.shortest(shape, nodes, budget)? {
+                Outcome::Found(cycle) => {
+                    rw_found |= matches!(rule, Rule::Single | Rule::Nonadjacent);
+                    out.found.push((shape.kind(), cycle));
+                }
+                Outcome::Cut => out.cut.push(shape.kind()),
+                Outcome::None => {}
             }
         }
         // A variant is searched only where no simpler cycle explains the component.
-        if !found.is_empty() {
+        if !out.found.is_empty() {
             break;
         }
     }
-    Ok(found)
+    Ok(out)
+}
+
+/// Edge visits one class's search may spend in a component, at least.
+pub const MIN_CYCLE_WORK: usize = 1 << 22;
+
+/// Edge visits one class's search may spend per edge of the component, beyond
+/// [`MIN_CYCLE_WORK`]; a search cut there makes a forbidden class's absence unknown.
+pub const CYCLE_WORK_PER_EDGE: usize = 16;
+
+enum Outcome {
+    Found(Cycle),
+    Cut,
+    None,
 }
 
 struct Search<'a> {
     graph: &'a Graph,
+    /// Components under the class's allowed edges.
     member: &'a [u32],
-    comp: u32,
+    work_left: usize,
 }
 
 impl Search<'_> {
     /// The shortest cycle of `shape` through the anchors tried (see the module docs).
     fn shortest(
-        &self,
+        mut self,
         shape: Shape,
         nodes: &[TxnId],
         budget: &mut Budget,
-    ) -> Result<Option<Cycle>, Stop> {
+    ) -> Result<Outcome, Stop> {
         let mut best: Option<Cycle> = None;
         let mut tried_after = 0usize;
         for &a in nodes {
+            let comp = self.member[a as usize];
+            if comp == u32::MAX {
+                continue;
+            }
             for (b, kinds) in self.graph.out(a) {
-                if kinds & shape.anchor() == 0 || self.member[b as usize] != self.comp {
+                if kinds & shape.anchor() == 0 || self.member[b as usize] != comp {
                     continue;
                 }
                 budget.tick()?;
@@ -212,31 +284,34 @@ impl Search<'_> {
                     continue;
                 };
                 let limit = best.as_ref().map_or(usize::MAX, |c| c.nodes.len() - 1);
-                if let Some(c) = self.bfs(shape, a, b, s0, limit, budget)? {
-                    best = Some(c);
+                match self.bfs(shape, (a, b, comp), s0, limit, budget)? {
+                    Some(Some(c)) => best = Some(c),
+                    Some(None) => {}
+                    None => return Ok(best.map_or(Outcome::Cut, Outcome::Found)),
                 }
-                if let Some(c) = &best {
+                if let Some(c) = best.take() {
                     tried_after += 1;
                     if c.nodes.len() == 2 || tried_after > MAX_ANCHORS_AFTER_FOUND {
-                        return Ok(best);
+                        return Ok(Outcome::Found(c));
                     }
+                    best = Some(c);
                 }
             }
         }
-        Ok(best)
+        Ok(best.map_or(Outcome::None, Outcome::Found))
     }
 
     /// Breadth-first from `b` (entered from `a` by the anchor edge, in state `s0`) back
-    /// to `a` in an accepting state, with fewer than `limit` edges after the anchor.
+    /// to `a` in an accepting state, with fewer than `limit` edges after the anchor,
+    /// within component `comp`; `None` when the work limit ran out.
     fn bfs(
-        &self,
+        &mut self,
         shape: Shape,
-        a: TxnId,
-        b: TxnId,
+        (a, b, comp): (TxnId, TxnId, u32),
         s0: u8,
         limit: usize,
         budget: &mut Budget,
-    ) -> Result<Option<Cycle>, Stop> {
+    ) -> Result<Option<Option<Cycle>>, Stop> {
         // (node, state) → (previous node, previous state, kind of the edge taken).
         let mut parent: FxMap<(TxnId, u8), (TxnId, u8, u8)> = FxMap::default();
         let mut queue: VecDeque<(TxnId, u8, usize)> = VecDeque::new();
@@ -248,7 +323,11 @@ impl Search<'_> {
             }
             for (w, kinds) in self.graph.out(v) {
                 budget.tick()?;
-                if self.member[w as usize] != self.comp {
+                if self.work_left == 0 {
+                    return Ok(None);
+                }
+                self.work_left -= 1;
+                if self.member[w as usize] != comp {
                     continue;
                 }
                 for bit in [WW, WR, RW, PROCESS, REALTIME] {
@@ -260,7 +339,7 @@ impl Search<'_> {
                     };
                     if w == a {
                         if shape.accepts(t) {
-                            return Ok(Some(self.unwind(&parent, (b, s0), v, s, bit)));
+                            return Ok(Some(Some(Self::unwind(&parent, (b, s0), v, s, bit))));
                         }
                         continue;
                     }
@@ -271,13 +350,12 @@ impl Search<'_> {
                 }
             }
         }
-        Ok(None)
+        Ok(Some(None))
     }
 
     /// The cycle a → b → … → v → a, from the parent links (the anchor edge a → b
     /// entered `b` in state `s0`).
     fn unwind(
-        &self,
         parent: &FxMap<(TxnId, u8), (TxnId, u8, u8)>,
         (b, s0): (TxnId, u8),
         v: TxnId,
@@ -305,7 +383,7 @@ impl Search<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::graph::{EdgeList, strongly_connected};
+    use super::super::graph::EdgeList;
     use super::*;
 
     fn classes(edges: &[(u32, u32, u8)], n: usize, mask: u8) -> Vec<(AnomalyKind, usize)> {
@@ -315,19 +393,13 @@ mod tests {
         }
         let g = Graph::build(n, list);
         let mut budget = Budget::unlimited();
+        let mut memberships = Memberships::new(&g);
         let mut out = Vec::new();
-        let mut member = vec![u32::MAX; n];
-        for (i, c) in strongly_connected(&g, mask, &mut budget)
-            .expect("no budget")
-            .iter()
-            .enumerate()
-        {
-            for &v in c {
-                member[v as usize] = i as u32;
-            }
-            for (k, cycle) in
-                search_component(&g, c, &member, i as u32, mask, &mut budget).expect("no budget")
-            {
+        for c in strongly_connected(&g, mask, &mut budget).expect("no budget") {
+            let found =
+                search_component(&g, &c, &mut memberships, mask, &mut budget).expect("no budget");
+            assert!(found.cut.is_empty());
+            for (k, cycle) in found.found {
                 assert_eq!(cycle.nodes.len(), cycle.kinds.len());
                 out.push((k, cycle.nodes.len()));
             }

@@ -186,9 +186,15 @@ pub fn check_txn(history: &TxnHistory, options: &TxnCheckOptions) -> TxnReport {
     )
     .err();
     let count = |s: TxnStatus| history.txns.iter().filter(|t| t.status == s).count();
+    // A forbidden class whose search was cut leaves its absence unknown.
+    let cut = findings.cut.first().map(|(kind, txns)| {
+        format!(
+            "the search for {kind} in a component of {txns} transactions reached its work limit"
+        )
+    });
     let verdict = if findings.any_forbidden() {
         Verdict::Invalid
-    } else if stopped.is_some() {
+    } else if stopped.is_some() || cut.is_some() {
         Verdict::Unknown
     } else {
         Verdict::Valid
@@ -215,9 +221,10 @@ pub fn check_txn(history: &TxnHistory, options: &TxnCheckOptions) -> TxnReport {
         forbidden,
         not,
         anomalies: findings.anomalies,
-        unknown_reason: stopped
-            .filter(|_| verdict == Verdict::Unknown)
-            .map(|s| s.reason().to_owned()),
+        unknown_reason: match verdict {
+            Verdict::Unknown => stopped.map(|s| s.reason().to_owned()).or(cut),
+            _ => None,
+        },
         elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
     }
 }
@@ -256,20 +263,19 @@ fn analyse(
         realtime,
     };
     let components = graph::strongly_connected(&graph, mask, budget)?;
-    let mut member = vec![u32::MAX; graph.nodes()];
-    for (i, c) in components.iter().enumerate() {
-        for &v in c {
-            member[v as usize] = i as u32;
-        }
-    }
-    for (i, c) in components.iter().enumerate() {
-        for (kind, cycle) in cycles::search_component(&graph, c, &member, i as u32, mask, budget)? {
+    let mut memberships = cycles::Memberships::new(&graph);
+    for c in &components {
+        let result = cycles::search_component(&graph, c, &mut memberships, mask, budget)?;
+        for (kind, cycle) in result.found {
             let count = findings.counts.entry(kind).or_insert(0);
             *count += 1;
             if *count <= MAX_EXPLAINED_PER_KIND {
                 let anomaly = cycle_anomaly(history, &inferred, kind, model.forbids(kind), &cycle);
                 findings.anomalies.push(anomaly);
             }
+        }
+        for kind in result.cut.into_iter().filter(|k| model.forbids(*k)) {
+            findings.cut.push((kind, c.len()));
         }
     }
     Ok(())

@@ -129,6 +129,9 @@ pub(crate) struct Findings {
     pub model: TxnModel,
     pub counts: BTreeMap<AnomalyKind, usize>,
     pub anomalies: Vec<Anomaly>,
+    /// Forbidden classes whose cycle search was cut at its work limit, with the size of
+    /// the component.
+    pub cut: Vec<(AnomalyKind, usize)>,
 }
 
 impl Findings {
@@ -137,6 +140,7 @@ impl Findings {
             model,
             counts: BTreeMap::new(),
             anomalies: Vec::new(),
+            cut: Vec::new(),
         }
     }
 
