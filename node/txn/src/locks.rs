@@ -277,6 +277,49 @@ impl LeaderPrecheck {
         None
     }
 
+    /// The leader's whole job on an entry a coordinator sent: for a PREPARE or a 1PC,
+    /// pre-check its locks under `cfg.conflict` and, on a conflict the policy refuses,
+    /// return the NO to answer at once **without proposing**. Otherwise record it as
+    /// proposed, stamp it with the leader's clock `now`, and return `Ok`: the caller
+    /// proposes `entry` and calls [`LeaderPrecheck::note_applied`] when it applies.
+    pub fn admit(
+        &mut self,
+        state: &crate::ParticipantState,
+        cfg: &crate::TxnConfig,
+        entry: &mut crate::TxnEntry,
+        now: kvlab_types::Time,
+    ) -> Result<(), crate::EntryAnswer> {
+        use crate::{EntryAnswer, Refusal, TxnBug, TxnEntry, Vote};
+        let txn = entry.txn();
+        let ops = match &*entry {
+            TxnEntry::Prepare(p) => Some(&p.ops),
+            TxnEntry::Execute1Pc { ops, .. } => Some(ops),
+            TxnEntry::Commit { .. } | TxnEntry::Abort { .. } => None,
+        };
+        if let Some(ops) = ops {
+            let requests = lock_requests(&crate::key_modes(ops), cfg.bug != TxnBug::NoReadLocks);
+            let conflict = self.check(state.locks(), txn, &requests);
+            // A 1PC never waits.
+            let policy = match &*entry {
+                TxnEntry::Execute1Pc { .. } => ConflictPolicy::NoWait,
+                _ => cfg.conflict,
+            };
+            if let PolicyVerdict::Die(c) = judge(policy, txn, conflict) {
+                return Err(EntryAnswer::Vote(Vote::No(Refusal::Conflict(c))));
+            }
+            self.note_proposed(txn, requests);
+        }
+        entry.stamp(now);
+        Ok(())
+    }
+
+    /// The entry applied (or was lost with a leader change): stop counting its locks.
+    pub fn on_applied(&mut self, entry: &crate::TxnEntry) {
+        if let crate::TxnEntry::Prepare(_) | crate::TxnEntry::Execute1Pc { .. } = entry {
+            self.note_applied(entry.txn());
+        }
+    }
+
     /// Whether `txn` has a proposal in flight here.
     pub fn is_proposed(&self, txn: TxnId) -> bool {
         self.proposed.contains_key(&txn)
