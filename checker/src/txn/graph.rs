@@ -327,6 +327,94 @@ mod tests {
         assert_eq!(scc(n as usize, &edges, WW)[0].len(), n as usize);
     }
 
+    /// A random history of `n` transactions over `procs` processes: each step invokes
+    /// or completes (ok, sometimes fail or info) one process's transaction.
+    fn random_history(seed: u64, n: usize, procs: u64) -> TxnHistory {
+        use super::super::history::{Txn, Workload};
+        let mut x = seed | 1;
+        let mut rand = move |m: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % m
+        };
+        let (mut txns, mut order) = (Vec::<Txn>::new(), Vec::new());
+        let mut open: Vec<Option<u32>> = vec![None; procs as usize];
+        let mut next_process = procs;
+        let mut pids: Vec<u64> = (0..procs).collect();
+        while txns.len() < n || open.iter().any(Option::is_some) {
+            let p = rand(procs) as usize;
+            match open[p].take() {
+                None if txns.len() < n => {
+                    order.push(txns.len() as u32 * 2);
+                    open[p] = Some(txns.len() as u32);
+                    txns.push(Txn {
+                        process: pids[p],
+                        status: TxnStatus::Info,
+                        invoke_index: order.len() as u64,
+                        complete_index: None,
+                        line: 0,
+                        mops: Vec::new(),
+                    });
+                }
+                None => {}
+                Some(id) => {
+                    let t = &mut txns[id as usize];
+                    t.status = match rand(10) {
+                        0 => TxnStatus::Fail,
+                        1 => TxnStatus::Info,
+                        _ => TxnStatus::Ok,
+                    };
+                    if t.status == TxnStatus::Info {
+                        pids[p] = next_process;
+                        next_process += 1;
+                    }
+                    order.push(id * 2 + 1);
+                }
+            }
+        }
+        TxnHistory {
+            txns,
+            keys: Vec::new(),
+            workload: Workload::ListAppend,
+            order,
+        }
+    }
+
+    #[test]
+    fn realtime_edges_reach_exactly_the_real_time_order() {
+        for seed in 0..200u64 {
+            let h = random_history(seed * 7919 + 1, 40, 1 + seed % 6);
+            let mut list = EdgeList::default();
+            add_realtime_edges(&h, &mut list, &mut Budget::unlimited()).expect("no budget");
+            let edges = list.len();
+            let g = Graph::build(h.txns.len(), list);
+            let pos = |e: u32| h.order.iter().position(|&x| x == e).expect("in order");
+            let n = h.txns.len() as u32;
+            for i in 0..n {
+                // Reachable from i over real-time edges.
+                let mut seen = vec![false; n as usize];
+                let mut stack = vec![i];
+                while let Some(v) = stack.pop() {
+                    for (w, _) in g.out(v) {
+                        if !seen[w as usize] {
+                            seen[w as usize] = true;
+                            stack.push(w);
+                        }
+                    }
+                }
+                for j in 0..n {
+                    let (a, b) = (&h.txns[i as usize], &h.txns[j as usize]);
+                    let before = a.status == TxnStatus::Ok
+                        && b.status != TxnStatus::Fail
+                        && pos(i * 2 + 1) < pos(j * 2);
+                    assert_eq!(seen[j as usize], before, "seed {seed}: {i} → {j}");
+                }
+            }
+            assert!(edges <= h.txns.len() * 8, "seed {seed}: {edges} edges");
+        }
+    }
+
     #[test]
     fn parallel_edges_merge_their_kinds() {
         let mut list = EdgeList::default();
