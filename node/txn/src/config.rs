@@ -48,7 +48,9 @@ pub struct TxnConfig {
     /// The most transactions one group remembers (records, finished markers, prepared
     /// and waiting ones); no GC in wave 2, reaching it is a typed refusal.
     pub records_max: usize,
-    /// The broken variant switched on, if any.
+    /// The broken variant switched on, if any. Not a `[txn]` field: the node copies it
+    /// from `faults.bugs.txn`.
+    #[serde(skip)]
     pub bug: TxnBug,
 }
 

@@ -83,6 +83,12 @@ pub enum TxnError {
     /// No micro-operations.
     #[error("a transaction needs at least one micro-op")]
     Empty,
+    /// More micro-operations than [`crate::MAX_MICRO_OPS`].
+    #[error("{ops} micro-ops, more than {max}", max = crate::MAX_MICRO_OPS)]
+    TooManyOps {
+        /// How many.
+        ops: usize,
+    },
     /// More distinct keys than `txn.max_keys_per_txn`.
     #[error("{keys} keys, more than txn.max_keys_per_txn = {max}")]
     TooManyKeys {
@@ -159,6 +165,9 @@ impl Coordinator {
         group_of: impl Fn(&Key) -> GroupId,
     ) -> Result<(Coordinator, CoordStep), TxnError> {
         let first = ops.first().ok_or(TxnError::Empty)?;
+        if ops.len() > crate::MAX_MICRO_OPS {
+            return Err(TxnError::TooManyOps { ops: ops.len() });
+        }
         let keys = key_modes(&ops).len();
         if keys > cfg.max_keys_per_txn {
             return Err(TxnError::TooManyKeys {

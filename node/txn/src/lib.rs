@@ -175,6 +175,7 @@ pub mod bugs;
 pub mod config;
 pub mod coordinator;
 pub mod locks;
+pub mod msg;
 pub mod ops;
 pub mod participant;
 pub mod record;
@@ -187,6 +188,7 @@ pub use kvlab_types::{GroupId, Time};
 pub use locks::{
     Conflict, ConflictPolicy, LeaderPrecheck, Lock, LockMode, LockTable, lock_requests,
 };
+pub use msg::{MAX_MICRO_OPS, TxnMsg, TxnMsgError};
 pub use ops::{
     BufferedWrite, EvalError, MicroOp, OpResult, TxnId, TxnStore, TxnValue, evaluate, key_modes,
 };

@@ -549,6 +549,11 @@ impl ParticipantState {
             self.locks.dequeue(txn);
         } else if let Some(f) = self.finished.get(&txn) {
             return Applied::just(EntryAnswer::Decided(f.decision));
+        } else if self.occupancy() >= cfg.records_max {
+            // Unknown here and no room for its marker. Safe without one: a PREPARE of it
+            // can never be admitted while the group is full, and nothing is collected.
+            self.stats.records_full += 1;
+            return Applied::just(EntryAnswer::Decided(decision));
         }
         match decision {
             Decision::Commit => self.stats.committed += 1,
