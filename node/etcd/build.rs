@@ -1,6 +1,6 @@
-//! Generates the gRPC services (`KV`, `Cluster`, `Maintenance`) of etcd's `rpc.proto`,
-//! vendored in `proto/`, with tonic and protox (pure Rust: no `protoc` needed). The
-//! messages are kvlab-node's (`kvlab_node::etcd::pb`): the replicated state machine
+//! Generates the gRPC services (`KV`, `Cluster`, `Maintenance`; servers, and clients for
+//! tests and tools) of etcd's `rpc.proto`, vendored in `proto/`, with tonic and protox
+//! (pure Rust: no `protoc` needed). The messages are kvlab-node's (`kvlab_node::etcd::pb`): the replicated state machine
 //! applies the very types the services carry.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -9,7 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let fds = protox::compile(["rpc.proto"], ["proto"])?;
     tonic_prost_build::configure()
-        .build_client(false)
+        .build_client(true)
         .build_server(true)
         .generate_default_stubs(true)
         .disable_comments(["."])

@@ -373,6 +373,9 @@ fn check_txn(t: &rpc::TxnRequest, max_ops: i64) -> Result<(), EtcdError> {
     if opc > max_ops {
         return Err(EtcdError::too_many_ops());
     }
+    if t.compare.iter().any(|c| c.key.is_empty()) {
+        return Err(EtcdError::empty_key());
+    }
     for op in t.success.iter().chain(&t.failure) {
         check_request_op(op, max_ops - opc)?;
     }

@@ -576,6 +576,43 @@ fn txn_refuses_duplicate_keys_too_many_ops_and_empty_ops() {
     assert_eq!(txn(&mut s, empty), Err(EtcdError::key_not_found()));
     let empty_key = dup(vec![op_get("")]);
     assert_eq!(txn(&mut s, empty_key), Err(EtcdError::empty_key()));
+    // A compare on no key, even in a nested txn, is refused before the duplicate check.
+    let no_key = rpc::TxnRequest {
+        compare: vec![cmp("", CompareResult::Equal, TargetUnion::Version(0))],
+        ..Default::default()
+    };
+    assert_eq!(txn(&mut s, no_key.clone()), Err(EtcdError::empty_key()));
+    let nested_no_key = dup(vec![
+        op_put("a", "1"),
+        op_put("a", "2"),
+        rpc::RequestOp {
+            request: Some(Request::RequestTxn(no_key)),
+        },
+    ]);
+    assert_eq!(txn(&mut s, nested_no_key), Err(EtcdError::empty_key()));
+}
+
+#[test]
+fn a_txn_that_deletes_then_puts_with_ignore_value_is_refused_whole() {
+    // etcd 3.4's duplicate check misses a delete to "\0"; etcd then panics applying the
+    // put ("unexpected error during txn"). kvlab answers "key not found" and undoes the
+    // txn's earlier writes.
+    let mut s = EtcdStore::default();
+    s.apply_request(&put("e", "1")).unwrap();
+    let ignore = rpc::RequestOp {
+        request: Some(Request::RequestPut(rpc::PutRequest {
+            ignore_value: true,
+            ..put_req("e", "")
+        })),
+    };
+    let t = rpc::TxnRequest {
+        success: vec![op_put("a", "x"), op_del("c", "\0"), ignore],
+        ..Default::default()
+    };
+    assert_eq!(txn(&mut s, t), Err(EtcdError::key_not_found()));
+    assert_eq!(s.revision(), 2);
+    assert_eq!(range(&mut s, get("e")).unwrap().kvs[0].value, k("1"));
+    assert_eq!(range(&mut s, get("a")).unwrap().count, 0);
 }
 
 #[test]
