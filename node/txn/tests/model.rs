@@ -126,6 +126,9 @@ struct World {
     event: u64,
     /// `(invoke, commit point, answer)` event numbers per transaction.
     times: BTreeMap<TxnId, [Option<u64>; 3]>,
+    /// The results each group computed for a transaction when it voted YES (or ran its
+    /// 1PC): the reads of committed transactions whose client never heard back.
+    votes: BTreeMap<(TxnId, GroupId), Vec<OpResult>>,
 }
 
 impl World {
@@ -159,6 +162,7 @@ impl World {
             next_seq: 1,
             event: 0,
             times: BTreeMap::new(),
+            votes: BTreeMap::new(),
         }
     }
 
@@ -254,6 +258,17 @@ impl World {
         if now_committed && !was_finished && self.committed.insert(txn) {
             self.commit_order.push(txn);
             self.mark(txn, 1);
+        }
+        match &applied.answer {
+            EntryAnswer::Vote(Vote::Yes { results }) | EntryAnswer::OnePc(Ok(results)) => {
+                self.votes.insert((txn, gid), results.clone());
+            }
+            _ => {}
+        }
+        for (t, vote) in &applied.woken {
+            if let Vote::Yes { results } = vote {
+                self.votes.insert((*t, gid), results.clone());
+            }
         }
         for (t, vote) in applied.woken {
             self.net.push(Msg::ToCoord {
@@ -485,25 +500,31 @@ impl World {
                 }
             }
         }
+        self.check_serial()
+    }
+
+    /// Replays the committed transactions one at a time in commit order, with the
+    /// harness's own reference executor (not the crate's evaluation).
+    fn check_serial(&self) -> Result<(), String> {
         let mut reference = Store::new();
         for t in &self.commit_order {
             let ops = &self.ops[t];
-            let (results, writes) = evaluate(&reference, ops).map_err(|e| format!("{t:?}: {e}"))?;
-            for w in &writes {
-                let (key, v) = match w {
-                    BufferedWrite::Append { key, value } | BufferedWrite::Set { key, value } => {
-                        (key, *value)
-                    }
+            let results = serial_apply(&mut reference, ops);
+            for g in 0..GROUPS {
+                let Some(voted) = self.votes.get(&(*t, GroupId(g))) else {
+                    continue;
                 };
-                let next = match (w, reference.remove(key)) {
-                    (BufferedWrite::Set { .. }, _) => TxnValue::Register(v),
-                    (_, Some(TxnValue::List(mut l))) => {
-                        l.push(v);
-                        TxnValue::List(l)
-                    }
-                    (_, _) => TxnValue::List(vec![v]),
-                };
-                reference.insert(key.clone(), next);
+                let expected: Vec<OpResult> = ops
+                    .iter()
+                    .zip(&results)
+                    .filter(|(op, _)| group_of(op.key()) == GroupId(g))
+                    .map(|(_, r)| r.clone())
+                    .collect();
+                if *voted != expected {
+                    return Err(format!(
+                        "{t:?} computed {voted:?} at g{g}, serial order gives {expected:?}"
+                    ));
+                }
             }
             if let Some(TxnOutcome::Committed { results: seen }) = self.outcomes.get(t) {
                 if *seen != results {
@@ -524,6 +545,40 @@ impl World {
         }
         Ok(())
     }
+}
+
+/// The reference semantics: run `ops` in order against `store`, right away.
+fn serial_apply(store: &mut Store, ops: &[MicroOp]) -> Vec<OpResult> {
+    ops.iter()
+        .map(|op| match op {
+            MicroOp::Read { key } => OpResult::Read {
+                key: key.clone(),
+                value: store.get(key).cloned(),
+            },
+            MicroOp::Write { key, value } => {
+                store.insert(key.clone(), TxnValue::Register(*value));
+                OpResult::Written {
+                    key: key.clone(),
+                    value: *value,
+                }
+            }
+            MicroOp::Append { key, value } => {
+                match store
+                    .entry(key.clone())
+                    .or_insert(TxnValue::List(Vec::new()))
+                {
+                    TxnValue::List(l) => l.push(*value),
+                    TxnValue::Register(_) => {
+                        unreachable!("the model never appends to a register key")
+                    }
+                }
+                OpResult::Appended {
+                    key: key.clone(),
+                    value: *value,
+                }
+            }
+        })
+        .collect()
 }
 
 /// Timeouts short against the harness's message delays (a few ms per hop, duplicates up
