@@ -359,10 +359,11 @@ fn internal(history: &TxnHistory, id: TxnId, findings: &mut Findings) {
     }
 }
 
-/// The final read of each key: the latest read by an `ok` transaction invoked after
-/// every transaction appending to the key had completed (`ok`, `fail` or `info`). `lost-append`:
-/// an `ok` append missing from it; `partial-txn`: a transaction some but not all of
-/// whose appends (to keys with a final read) are in them.
+/// The final read of each key: the latest read of it by an `ok` transaction invoked
+/// after every transaction that appends (to any key) had completed (`ok`, `fail` or
+/// `info`) — the final phase of a workload, with no writer left. `lost-append`: an `ok`
+/// append missing from it; `partial-txn`: a transaction some but not all of whose
+/// appends (to keys with a final read) are in them.
 fn final_reads(
     history: &TxnHistory,
     la: &ListAppend,
@@ -378,25 +379,25 @@ fn final_reads(
             completed[(e / 2) as usize] = pos;
         }
     }
-    // A transaction still open at the end has no completion to wait for; it may take
+    // The final phase starts when the last transaction that appends anything has
+    // completed. One still open at the end has no completion to wait for; it may take
     // effect later, and is read as it stands.
-    let mut last_append = vec![0usize; history.keys.len()];
-    for (id, txn) in history.txns.iter().enumerate() {
-        if completed[id] != usize::MAX {
-            for m in &txn.mops {
-                if let Mop::Append { key, .. } = m {
-                    let slot = &mut last_append[*key as usize];
-                    *slot = (*slot).max(completed[id]);
-                }
-            }
-        }
-    }
+    let quiescent = history
+        .txns
+        .iter()
+        .enumerate()
+        .filter(|(id, t)| {
+            completed[*id] != usize::MAX && t.mops.iter().any(|m| matches!(m, Mop::Append { .. }))
+        })
+        .map(|(id, _)| completed[id])
+        .max()
+        .unwrap_or(0);
     // Per key: the final read's length (a prefix of the version order), or None.
     let mut final_len: Vec<Option<(usize, usize)>> = vec![None; history.keys.len()];
     for_each_read(history, budget, |id, _, key, l| {
         let at = invoked[id as usize];
         let slot = &mut final_len[key as usize];
-        if at > last_append[key as usize]
+        if at > quiescent
             && slot.is_none_or(|(best, _)| at >= best)
             && la.orders[key as usize].starts_with(l)
         {

@@ -61,13 +61,16 @@
 //! transaction's non-final append or write to the key), **internal** (a read disagrees
 //! with the transaction's own earlier reads and writes), **duplicate-elements** (an
 //! element twice in a read), **garbage-read** (a value nobody wrote),
-//! **incompatible-order**, and the final-read checks for list-append: the final read of
-//! a key is the latest read by an `ok` transaction invoked after every transaction
-//! appending to the key completed (`ok`, `fail` or `info`); **lost-append** is an `ok`
-//! append missing from it, **partial-txn** a transaction some but not all of whose
-//! appends (to keys with a final read) are in them. An `info` transaction that takes
-//! effect after its `info` completion and after a final read, or one still open at the
-//! end, could be misread as partial; kvlab's workloads read last, after healing.
+//! **incompatible-order**, and the final-read checks for list-append. The final read of
+//! a key is the latest read of it by an `ok` transaction invoked after every transaction
+//! that appends (to any key) completed (`ok`, `fail` or `info`): a final phase with no
+//! writer left, as kvlab's workloads end after healing. **lost-append** is an `ok` append
+//! missing from it, **partial-txn** a transaction some but not all of whose appends (to
+//! keys with a final read) are in them. These lean on real time: a history from a store
+//! that promises only serializability may legally serve a stale read there, and an
+//! `info` transaction that takes effect after its `info` completion, or one still open
+//! at the end, may look partial. kvlab counts both against every model (wave 2 §3.4,
+//! "durability"), which is stricter than Elle for such histories.
 //!
 //! # Models
 //!
