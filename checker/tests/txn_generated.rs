@@ -15,6 +15,13 @@
 //!   under every model (lost-append) exactly when one was dropped.
 //!
 //! Every history ends with a read of every key invoked after all else completed.
+//!
+//! The same histories are also checked as rw-register histories (an append becomes a
+//! write of the same unique value, a read returns the list's last element): a register's
+//! value is exactly the last element appended, so the stores keep their levels, and the
+//! weaker register inference must still pass the first three and find write skew in
+//! snapshot isolation (rarely: most writes are blind, and blind writes get no ww or rw
+//! edge from registers).
 
 mod common;
 
@@ -335,6 +342,58 @@ fn check_one(store: Store, seed: u64, tally: &mut Tally) {
         }
     }
     tally.lost += usize::from(dropped > 0);
+}
+
+/// The history as rw-register: appends become writes, list reads their last element.
+fn as_register(hist: &TxnHist) -> TxnHist {
+    let mut out = hist.clone();
+    for e in &mut out.events {
+        e.mops = e
+            .mops
+            .iter()
+            .map(|m| match m {
+                M::A(k, v) => M::W(k.clone(), *v),
+                M::R(k, l) => M::Rr(k.clone(), l.as_ref().and_then(|l| l.last().copied())),
+                other => other.clone(),
+            })
+            .collect();
+    }
+    out
+}
+
+#[test]
+fn reference_stores_as_rw_registers_keep_their_levels() {
+    let mut g2 = 0;
+    for store in [Store::Serial, Store::Snapshot, Store::ReadCommitted] {
+        for seed in 0..SEEDS {
+            let hist = as_register(&generate(store, seed).0);
+            for model in TxnModel::ALL {
+                let r = hist.check(model);
+                let expect_valid = match store {
+                    Store::Serial => true,
+                    Store::Snapshot => model <= TxnModel::SnapshotIsolation,
+                    _ => model == TxnModel::ReadCommitted,
+                };
+                assert!(
+                    !expect_valid || r.verdict == Verdict::Valid,
+                    "seed {seed} store {store:?} as rw-register under {model}: expected valid\n{r}\nhistory:\n{}",
+                    hist.edn()
+                );
+                if store == Store::Snapshot && model == TxnModel::Serializable {
+                    assert!(
+                        r.forbidden.iter().all(|k| *k == AnomalyKind::G2Item),
+                        "seed {seed}: {r}"
+                    );
+                    g2 += usize::from(r.forbidden.contains(&AnomalyKind::G2Item));
+                }
+            }
+        }
+    }
+    eprintln!("snapshot isolation as rw-register: G2-item under serializable in {g2} of {SEEDS}");
+    // Most writes here are blind (no read of the key first), so registers give few ww and
+    // rw edges: the weaker inference sees write skew far less often than list-append
+    // (76 of 300), but it must see it.
+    assert!(g2 >= 1, "{g2}");
 }
 
 #[test]
