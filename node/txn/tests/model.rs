@@ -11,8 +11,9 @@
 //!   Commit apply (the home's: after the lock point, before any release), gives the same
 //!   reads as every `ok` transaction saw and the same final state as the groups hold.
 //!
-//! A failure names the seed: `TXN_MODEL_SEED=<seed> cargo test -p kvlab-txn --test model
-//! one_seed -- --nocapture` replays it.
+//! A failure names the seed and the command that replays it
+//! (`TXN_MODEL_SEED=<seed> TXN_MODEL_PROFILE=<profile> cargo test -p kvlab-txn --test
+//! model one_seed -- --ignored --nocapture`).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
@@ -622,16 +623,33 @@ fn first_failure(seeds: std::ops::Range<u64>, k: &Knobs) -> Option<(u64, String)
         .find_map(|s| run_seed(s, k).err().map(|e| (s, e)))
 }
 
-fn assert_all_pass(k: &Knobs, seeds: std::ops::Range<u64>) {
+/// The configurations the model runs: `default` (NO_WAIT), `wait-die`, `two-pc` (no
+/// 1PC fast path).
+fn profile(name: &str) -> TxnConfig {
+    let d = TxnConfig::default();
+    match name {
+        "wait-die" => TxnConfig {
+            conflict: ConflictPolicy::WaitDie,
+            lock_wait_queue_max: 2,
+            ..d
+        },
+        "two-pc" => TxnConfig { one_pc: false, ..d },
+        _ => d,
+    }
+}
+
+fn assert_all_pass(name: &str, seeds: std::ops::Range<u64>) {
+    let k = Knobs::new(profile(name));
     let (mut oks, mut fails) = (0, 0);
     for seed in seeds {
-        match run_seed(seed, k) {
+        match run_seed(seed, &k) {
             Ok((o, f)) => {
                 oks += o;
                 fails += f;
             }
             Err(e) => panic!(
-                "seed {seed} failed: {e}\nreplay: TXN_MODEL_SEED={seed} cargo test -p kvlab-txn --test model one_seed -- --nocapture"
+                "seed {seed} failed: {e}\nreplay: TXN_MODEL_SEED={seed} TXN_MODEL_PROFILE={name} \
+                 cargo test -p kvlab-txn --test model one_seed -- --ignored --nocapture"
             ),
         }
     }
@@ -644,46 +662,38 @@ fn assert_all_pass(k: &Knobs, seeds: std::ops::Range<u64>) {
 
 #[test]
 fn no_wait_is_strictly_serializable_under_loss_duplication_reordering_and_crashes() {
-    assert_all_pass(&Knobs::new(TxnConfig::default()), 0..300);
+    assert_all_pass("default", 0..300);
 }
 
 #[test]
 fn wait_die_is_strictly_serializable_under_the_same_faults() {
-    let cfg = TxnConfig {
-        conflict: ConflictPolicy::WaitDie,
-        lock_wait_queue_max: 2,
-        ..TxnConfig::default()
-    };
-    assert_all_pass(&Knobs::new(cfg), 0..200);
+    assert_all_pass("wait-die", 0..200);
 }
 
 #[test]
 fn two_pc_only_without_the_one_pc_fast_path() {
-    assert_all_pass(
-        &Knobs::new(TxnConfig {
-            one_pc: false,
-            ..TxnConfig::default()
-        }),
-        0..100,
-    );
+    assert_all_pass("two-pc", 0..100);
 }
 
-/// Replays one seed: `TXN_MODEL_SEED=17 cargo test -p kvlab-txn --test model one_seed`.
+/// Replays one seed and fails as that seed fails: `TXN_MODEL_SEED=17` (required),
+/// `TXN_MODEL_PROFILE=default|wait-die|two-pc`, `TXN_MODEL_BUG=<variant name>`.
 #[test]
+#[ignore = "replays TXN_MODEL_SEED; run with --ignored"]
 fn one_seed() {
-    if let Some(seed) = std::env::var("TXN_MODEL_SEED")
-        .ok()
+    let env = |k: &str| std::env::var(k).ok();
+    let seed: u64 = env("TXN_MODEL_SEED")
         .and_then(|s| s.parse().ok())
-    {
-        let bug = std::env::var("TXN_MODEL_BUG")
-            .ok()
-            .and_then(|b| TxnBug::from_name(&b))
-            .unwrap_or_default();
-        let k = Knobs::new(TxnConfig {
-            bug,
-            ..TxnConfig::default()
-        });
-        println!("seed {seed} bug {}: {:?}", bug.name(), run_seed(seed, &k));
+        .expect("TXN_MODEL_SEED=<u64>");
+    let bug = env("TXN_MODEL_BUG")
+        .and_then(|b| TxnBug::from_name(&b))
+        .unwrap_or_default();
+    let profile_name = env("TXN_MODEL_PROFILE").unwrap_or_else(|| "default".into());
+    let k = Knobs::new(TxnConfig {
+        bug,
+        ..profile(&profile_name)
+    });
+    if let Err(e) = run_seed(seed, &k) {
+        panic!("seed {seed} profile {profile_name} bug {}: {e}", bug.name());
     }
 }
 
