@@ -154,3 +154,41 @@ mod tests {
         assert_eq!(cfg.validate().unwrap_err().field, "protocol");
     }
 }
+
+#[cfg(test)]
+mod toml_tests {
+    use super::*;
+
+    /// The `[txn]` block of design note wave2 §7, verbatim.
+    const DESIGN_TXN: &str = r#"
+protocol = "2pl-2pc"                # later: percolator-si | parallel-commit
+conflict = "no-wait"                # no-wait | wait-die
+lock_wait_queue_max = 8             # wait-die only
+one_pc = true
+read_only = "locking"               # locking | validate-release (later)
+txn_ttl_ms = 3000                   # Pending record expiry (CRDB design doc: txn heartbeat 5 s)
+resolve_after_ms = 1000
+prepare_timeout_ms = 1000
+decision_retry_ms = 200
+max_keys_per_txn = 16
+max_inflight_per_gateway = 256
+records_max = 1_000_000             # no GC in wave 2; reaching it is a reported error
+"#;
+
+    #[test]
+    fn the_design_notes_txn_block_parses_to_the_defaults() {
+        let cfg: TxnConfig = toml::from_str(DESIGN_TXN).unwrap();
+        assert_eq!(cfg, TxnConfig::default());
+        assert_eq!(cfg.validate(), Ok(()));
+        let wd: TxnConfig = toml::from_str("conflict = \"wait-die\"").unwrap();
+        assert_eq!(wd.conflict, ConflictPolicy::WaitDie);
+    }
+
+    #[test]
+    fn unknown_fields_and_the_bug_switch_are_refused_in_txn() {
+        let e = toml::from_str::<TxnConfig>("txn_ttl = 5").unwrap_err();
+        assert!(e.to_string().contains("txn_ttl"), "{e}");
+        assert!(toml::from_str::<TxnConfig>("bug = \"no-read-locks\"").is_err());
+        assert!(toml::from_str::<TxnConfig>("read_only = \"validate-release\"").is_err());
+    }
+}
