@@ -626,3 +626,59 @@ fn participant_state_survives_a_snapshot_with_a_prepared_txn() {
     assert_eq!(cl.value("z"), Some(&TxnValue::List(vec![1])));
     assert!(c.is_done());
 }
+
+#[test]
+fn a_resolver_abort_that_wins_the_cas_makes_the_late_commit_fail() {
+    let mut cl = Cluster::new(TxnConfig::default());
+    let (mut c, step) = two_group_txn(&mut cl, 1);
+    let step = cl.deliver(&mut c, step, ms(0));
+    // The coordinator is slow: G2's resolver gets the home to abort the expired record.
+    let mut r2 = Resolver::default();
+    assert_eq!(cl.resolve(G2, &mut r2, ms(3000)), 1);
+    // Now the coordinator's Commit reaches the home: the CAS refuses it.
+    let out = cl.deliver(&mut c, step, ms(3001));
+    match out.outcome {
+        Some(TxnOutcome::Aborted {
+            reason: AbortReason::AbortedByResolver,
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(cl.state(G1).record(t(1)), Some(&TxnRecord::Aborted));
+    assert_eq!(cl.value("a"), None);
+    assert_eq!(cl.value("z"), None);
+}
+
+#[test]
+fn an_unreachable_home_makes_the_outcome_info_after_the_retry_bound() {
+    let cfg = TxnConfig {
+        decision_retries_max: 3,
+        ..TxnConfig::default()
+    };
+    let mut cl = Cluster::new(cfg);
+    let (mut c, step) = two_group_txn(&mut cl, 1);
+    let step = cl.deliver(&mut c, step, ms(0));
+    assert_eq!(
+        step.send[0].entry,
+        TxnEntry::Commit {
+            txn: t(1),
+            home: G1
+        }
+    );
+    // The Commit and every resend are lost.
+    let mut now = 0;
+    let outcome = loop {
+        now += 200;
+        let s = c.on_tick(ms(now));
+        if let Some(o) = s.outcome {
+            break o;
+        }
+        assert_eq!(s.send.len(), 1, "a resend at {now} ms");
+    };
+    assert_eq!(outcome.history_type(), "info");
+    assert_eq!(now, 800, "three resends, then give up");
+    assert!(c.is_done());
+    // A coordinator abandoned by its node answers info too, once.
+    let (mut c2, _) = two_group_txn(&mut cl, 2);
+    assert_eq!(c2.abandon(ms(1)).map(|o| o.history_type()), Some("info"));
+    assert_eq!(c2.abandon(ms(2)), None);
+}
