@@ -682,3 +682,24 @@ fn an_unreachable_home_makes_the_outcome_info_after_the_retry_bound() {
     assert_eq!(c2.abandon(ms(1)).map(|o| o.history_type()), Some("info"));
     assert_eq!(c2.abandon(ms(2)), None);
 }
+
+#[test]
+fn plain_operations_conflict_with_the_locks_of_prepared_transactions() {
+    let mut cl = Cluster::new(TxnConfig::default());
+    // T1 writes z and only reads y (both in G2), home G1.
+    let ops = vec![append("a", 1), append("z", 1), read("y")];
+    let (mut c, step) = Coordinator::start(t(1), ops, &cl.cfg, ms(0), group_of).unwrap();
+    cl.deliver(&mut c, step, ms(0));
+    let g2 = cl.state(G2);
+    assert!(
+        g2.plain_conflict("z", false).is_some(),
+        "a plain read of a key about to change"
+    );
+    assert!(g2.plain_conflict("z", true).is_some());
+    assert!(g2.plain_conflict("y", false).is_none(), "readers share");
+    assert!(
+        g2.plain_conflict("y", true).is_some(),
+        "a plain write of a key read under lock"
+    );
+    assert!(g2.plain_conflict("x", true).is_none());
+}
