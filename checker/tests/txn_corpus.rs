@@ -40,7 +40,14 @@ fn assert_found(h: &TxnHist, kind: AnomalyKind, phrases: &[&str]) -> TxnReport {
                 );
             }
             assert!(found[0].forbidden);
-            assert!(report.not.contains(&model));
+            assert!(
+                report
+                    .not
+                    .iter()
+                    .chain(&report.also_not)
+                    .any(|m| *m == model)
+            );
+            assert_eq!(report.not.len(), 1);
         } else {
             assert!(
                 !report.forbidden.contains(&kind),

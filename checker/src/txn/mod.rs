@@ -208,10 +208,17 @@ pub fn check_txn(history: &TxnHistory, options: &TxnCheckOptions) -> TxnReport {
         .copied()
         .filter(|k| options.model.forbids(*k))
         .collect();
-    let not = TxnModel::ALL
+    // The models form a chain, so the weakest one ruled out implies the rest (Elle's
+    // `:not` and `:also-not`).
+    let mut also_not: Vec<TxnModel> = TxnModel::ALL
         .into_iter()
         .filter(|m| findings.counts.keys().any(|k| m.forbids(*k)))
         .collect();
+    let not = if also_not.is_empty() {
+        Vec::new()
+    } else {
+        vec![also_not.remove(0)]
+    };
     TxnReport {
         verdict,
         model: options.model,
@@ -223,6 +230,7 @@ pub fn check_txn(history: &TxnHistory, options: &TxnCheckOptions) -> TxnReport {
         anomaly_counts: findings.counts,
         forbidden,
         not,
+        also_not,
         anomalies: findings.anomalies,
         unknown_reason: match verdict {
             Verdict::Unknown => stopped.map(|s| s.reason().to_owned()).or(cut),

@@ -105,8 +105,11 @@ pub struct TxnReport {
     pub anomaly_counts: BTreeMap<AnomalyKind, usize>,
     /// The classes found that the model forbids.
     pub forbidden: Vec<AnomalyKind>,
-    /// Every model of [`TxnModel::ALL`] the anomalies found rule out.
+    /// The weakest model of [`TxnModel::ALL`] the anomalies found rule out (Elle's
+    /// `:not`; empty when none is).
     pub not: Vec<TxnModel>,
+    /// The stronger models that rules out too (Elle's `:also-not`).
+    pub also_not: Vec<TxnModel>,
     /// The anomalies, at most [`MAX_EXPLAINED_PER_KIND`] of each class.
     pub anomalies: Vec<Anomaly>,
     /// Why the check could not decide, when the verdict is unknown.
@@ -312,8 +315,12 @@ impl fmt::Display for TxnReport {
             writeln!(f, "anomalies: {}", counts.join(", "))?;
         }
         if !self.not.is_empty() {
-            let not: Vec<&str> = self.not.iter().map(|m| m.name()).collect();
-            writeln!(f, "not: {}", not.join(", "))?;
+            let names = |v: &[TxnModel]| v.iter().map(|m| m.name()).collect::<Vec<_>>().join(", ");
+            write!(f, "not: {}", names(&self.not))?;
+            if !self.also_not.is_empty() {
+                write!(f, "; also not: {}", names(&self.also_not))?;
+            }
+            writeln!(f)?;
         }
         for a in &self.anomalies {
             let mark = if a.forbidden {
