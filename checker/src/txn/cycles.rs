@@ -189,11 +189,12 @@ pub(crate) fn search_component(
     nodes: &[TxnId],
     memberships: &mut Memberships<'_>,
     mask: u8,
+    work: WorkLimit,
     budget: &mut Budget,
 ) -> Result<ComponentFindings, Stop> {
     let mut out = ComponentFindings::default();
     let edges: usize = nodes.iter().map(|&v| graph.out(v).count()).sum();
-    let work_limit = MIN_CYCLE_WORK.max(CYCLE_WORK_PER_EDGE.saturating_mul(edges));
+    let work_limit = work.min.max(work.per_edge.saturating_mul(edges));
     let levels: &[u8] = if mask & (PROCESS | REALTIME) != 0 {
         &[0, PROCESS, REALTIME]
     } else {
@@ -238,6 +239,23 @@ pub(crate) fn search_component(
         }
     }
     Ok(out)
+}
+
+/// How many edge visits one class's search may spend in a component: `per_edge` times
+/// its edges, at least `min`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WorkLimit {
+    pub min: usize,
+    pub per_edge: usize,
+}
+
+impl Default for WorkLimit {
+    fn default() -> Self {
+        WorkLimit {
+            min: MIN_CYCLE_WORK,
+            per_edge: CYCLE_WORK_PER_EDGE,
+        }
+    }
 }
 
 /// Edge visits one class's search may spend in a component, at least.
@@ -396,8 +414,15 @@ mod tests {
         let mut memberships = Memberships::new(&g);
         let mut out = Vec::new();
         for c in strongly_connected(&g, mask, &mut budget).expect("no budget") {
-            let found =
-                search_component(&g, &c, &mut memberships, mask, &mut budget).expect("no budget");
+            let found = search_component(
+                &g,
+                &c,
+                &mut memberships,
+                mask,
+                WorkLimit::default(),
+                &mut budget,
+            )
+            .expect("no budget");
             assert!(found.cut.is_empty());
             for (k, cycle) in found.found {
                 assert_eq!(cycle.nodes.len(), cycle.kinds.len());
@@ -409,6 +434,30 @@ mod tests {
 
     const DATA: u8 = WW | WR | RW;
     const ALL: u8 = DATA | PROCESS | REALTIME;
+
+    #[test]
+    fn a_search_cut_at_its_work_limit_says_so() {
+        // Write skew: a G2-item but no G-single, which a search must rule out by work.
+        let mut list = EdgeList::default();
+        for (a, b, k) in [(0, 1, RW), (1, 0, RW)] {
+            list.add(a, b, k);
+        }
+        let g = Graph::build(2, list);
+        let mut budget = Budget::unlimited();
+        let mut memberships = Memberships::new(&g);
+        let tight = WorkLimit {
+            min: 1,
+            per_edge: 0,
+        };
+        let found = search_component(&g, &[0, 1], &mut memberships, DATA, tight, &mut budget)
+            .expect("no budget");
+        assert!(found.cut.contains(&AnomalyKind::GSingle), "{found:?}");
+        let roomy = WorkLimit::default();
+        let found = search_component(&g, &[0, 1], &mut memberships, DATA, roomy, &mut budget)
+            .expect("no budget");
+        assert!(found.cut.is_empty(), "{found:?}");
+        assert_eq!(found.found[0].0, AnomalyKind::G2Item);
+    }
 
     #[test]
     fn each_shape_is_classified() {

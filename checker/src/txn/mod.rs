@@ -276,7 +276,8 @@ fn analyse(
     let components = graph::strongly_connected(&graph, mask, budget)?;
     let mut memberships = cycles::Memberships::new(&graph);
     for c in &components {
-        let result = cycles::search_component(&graph, c, &mut memberships, mask, budget)?;
+        let work = cycles::WorkLimit::default();
+        let result = cycles::search_component(&graph, c, &mut memberships, mask, work, budget)?;
         for (kind, cycle) in result.found {
             let count = findings.counts.entry(kind).or_insert(0);
             *count += 1;
