@@ -421,6 +421,8 @@ impl Driver<'_> {
                 .push(RunEvent::runner(now, RunnerEvent::Warning { detail }));
         }
         if let Some(w) = &mut self.workload {
+            // Healing may retire nodes (a damaged disk refused at its restart).
+            w.set_gateways(&self.nemesis.gateways());
             w.mark_heal(now);
         }
         self.enter_phase(now, Phase::Liveness);

@@ -200,3 +200,29 @@ fn disk_faults_are_refused_off_the_simulator_and_skipped_where_they_would_lose_d
         1
     );
 }
+
+/// A `disk-corrupt` fault still running when the safety phase ends is healed with the
+/// rest: its node refuses to start then, and the clients that used it move to the nodes
+/// left, so every client makes progress in the liveness phase.
+#[test]
+fn a_node_refused_at_the_heal_is_no_longer_a_gateway_in_the_liveness_phase() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = spec(
+        "[[nemesis.schedule]]\nat_s = 4.0\nkind = \"disk-corrupt\"\ntargets = [3]\nduration_s = 5.0",
+    );
+    for seed in 1..=2 {
+        let dir = tmp.path().join(format!("seed-{seed}"));
+        let o = run(&spec, seed, &dir);
+        let refused = events_with(&dir, "refused to start and stays down");
+        assert_eq!(refused.len(), 1, "seed {seed}: {refused:?}");
+        assert!(
+            refused[0].contains("healed for the liveness phase"),
+            "seed {seed}"
+        );
+        assert_eq!(
+            o.verdict,
+            RunVerdict::Valid,
+            "seed {seed}: liveness or safety failed"
+        );
+    }
+}
