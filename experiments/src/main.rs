@@ -850,6 +850,13 @@ fn cmd_check_txn(a: &CheckArgs, model: kvlab_checker::txn::TxnModel) -> anyhow::
             .into());
         }
     };
+    if a.html.is_some() || a.export_edn.is_some() {
+        return Err(ExperimentError::BadArgument {
+            arg: "--html / --export-edn".into(),
+            reason: format!("they apply to the single-key models, not to `{model}`"),
+        }
+        .into());
+    }
     let options = kvlab_checker::txn::TxnCheckOptions {
         model,
         timeout: Some(timeout),

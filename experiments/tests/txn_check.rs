@@ -110,6 +110,20 @@ fn models_and_histories_that_do_not_match_are_clear_errors() {
         "{}",
         text(&out.stderr)
     );
+    let out = kvlab(&[
+        "check",
+        txn.to_str().expect("utf-8"),
+        "--model",
+        "serializable",
+        "--html",
+        "x.html",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("single-key models"),
+        "{}",
+        text(&out.stderr)
+    );
     let dir = tempfile::tempdir().expect("temp dir");
     let register = dir.path().join("register.jsonl");
     std::fs::write(

@@ -15,7 +15,9 @@
 //! * **Jepsen/Elle EDN**: op maps, optionally in one vector,
 //!   `{:type :ok, :f :txn, :value [[:append 3 1] [:r 4 [1 2]]], :process 0, :index 5, :time 123}`;
 //!   `[:r k nil]` on invoke. `:index` is optional (ops are numbered in order), other
-//!   keys are ignored, ops whose `:process` is a keyword (`:nemesis`) are skipped.
+//!   keys are ignored, ops whose `:process` is a keyword (`:nemesis`) are skipped, and a
+//!   completion with no `:process` at all (as in Elle's README) is a transaction of its
+//!   own, invoked just before it completes.
 //! * **kvlab JSONL**: one event a line,
 //!   `{"index":5,"time_ns":123,"process":0,"type":"ok","f":"txn","value":[["append","k",1],["r","k",[1,2]]]}`;
 //!   `type` is `invoke`, `ok`, `fail` or `info`; `f` is `txn`; a micro-op is `[f, key,
