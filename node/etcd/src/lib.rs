@@ -79,8 +79,12 @@ pub const ID_SLOTS: u32 = 256;
 /// gRPC itself (`ResourceExhausted`).
 pub const MAX_GRPC_MESSAGE_BYTES: usize = MAX_ETCD_REQUEST_BYTES + (512 << 10);
 
-/// The most concurrent requests on one connection.
+/// The most concurrent requests (HTTP/2 streams) on one connection.
 pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
+
+/// The most requests one connection has in service at once (more wait in the
+/// connection's queue, bounded by `MAX_CONCURRENT_STREAMS`).
+pub const MAX_IN_SERVICE_PER_CONNECTION: usize = 256;
 
 /// What the node behind the API can do: run a request, report its state.
 pub trait Backend: Clone + Send + Sync + 'static {
@@ -485,6 +489,7 @@ pub async fn serve<B: Backend>(
     tonic::transport::Server::builder()
         .timeout(timeout * 2)
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .concurrency_limit_per_connection(MAX_IN_SERVICE_PER_CONNECTION)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(KvServer::new(svc.clone()).max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES))
         .add_service(

@@ -11,6 +11,32 @@ use etcd_client::{Client, Compare, CompareOp, DeleteOptions, GetOptions, PutOpti
 
 const LIMIT: Duration = Duration::from_secs(60);
 
+/// Not a RangeRequest: field 1 as a varint, where RangeRequest's `key` is bytes.
+#[derive(Clone, PartialEq, prost::Message)]
+struct NotARange {
+    #[prost(uint64, tag = "1")]
+    key: u64,
+}
+
+/// Sends `KV.Range` a body that does not decode; returns the error status.
+async fn malformed_range(endpoint: &str) -> tonic::Status {
+    let channel = tonic::transport::Channel::from_shared(endpoint.to_string())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let codec = tonic_prost::ProstCodec::<
+        NotARange,
+        kvlab_node::etcd::pb::etcdserverpb::RangeResponse,
+    >::default();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/etcdserverpb.KV/Range");
+    grpc.unary(tonic::Request::new(NotARange { key: 7 }), path, codec)
+        .await
+        .expect_err("a body that does not decode must be refused")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_client_drives_a_three_node_cluster() {
     let dir = tempfile::tempdir().unwrap();
@@ -137,6 +163,13 @@ async fn etcd_client_drives_a_three_node_cluster() {
             .unwrap_err()
             .to_string();
         assert!(err.contains("etcdserver: request is too large"), "{err}");
+
+        // A malformed request (a varint where RangeRequest has bytes) is an error, and
+        // the endpoint goes on serving.
+        let status = malformed_range(&cluster.endpoints[0]).await;
+        assert_ne!(status.code(), tonic::Code::Ok);
+        assert!(status.message().contains("decode"), "{status:?}");
+        clients[0].get("k1", None).await.unwrap();
 
         // Status and member list.
         let mut leaders = Vec::new();

@@ -863,6 +863,35 @@ tick_interval_ms = 20
     }
 
     #[test]
+    fn etcd_api_is_validated_and_its_errors_name_the_field() {
+        let on = format!(
+            "{GOOD}\n[etcd_api]\nlisten = \"127.0.0.1:2379\"\n[etcd_api.members]\n2 = \"127.0.0.1:2479\"\n"
+        );
+        let check = |text: &str| parse(text).and_then(|c| c.validate());
+        check(&on).unwrap();
+        let c = parse(&on).unwrap();
+        let members = c.etcd_members().unwrap();
+        assert_eq!(members[&NodeId(2)], "127.0.0.1:2479".parse().unwrap());
+        assert_eq!(members[&NodeId(1)], "127.0.0.1:2379".parse().unwrap());
+        let two_groups = on.replace("tick_interval_ms = 20", "tick_interval_ms = 20\ngroups = 2");
+        assert_eq!(field_of(check(&two_groups).unwrap_err()), "etcd_api");
+        let single = on
+            .replace("system = \"raft\"", "system = \"single\"")
+            .replace("[raft]\ntick_interval_ms = 20", "");
+        assert_eq!(field_of(check(&single).unwrap_err()), "etcd_api");
+        let exposed = on.replace("listen = \"127.0.0.1:2379\"", "listen = \"0.0.0.0:2379\"");
+        assert_eq!(field_of(check(&exposed).unwrap_err()), "etcd_api.listen");
+        let clash = on.replace("listen = \"127.0.0.1:2379\"", "listen = \"127.0.0.1:7101\"");
+        let err = check(&clash).unwrap_err();
+        assert!(err.to_string().contains("`client`"), "{err}");
+        assert_eq!(field_of(err), "etcd_api.listen");
+        let bad_key = on.replace("2 = \"127.0.0.1:2479\"", "x = \"127.0.0.1:2479\"");
+        assert_eq!(field_of(check(&bad_key).unwrap_err()), "etcd_api.members.x");
+        let typo = on.replace("[etcd_api]\n", "[etcd_api]\nlistne = \"127.0.0.1:1\"\n");
+        assert!(parse(&typo).unwrap_err().to_string().contains("listne"));
+    }
+
+    #[test]
     fn unknown_field_is_refused_with_file_line_and_name() {
         let text = GOOD.replace(
             "data_dir = \"data/n1\"",
