@@ -547,15 +547,15 @@ fn edn_event(op: &Edn, line: usize) -> Result<Option<RawEvent>, TxnError> {
         return Err(bad("missing :process".into()));
     }
     match op.get("f") {
+        // Elle's own test histories leave `:f` out.
         Some(Edn::Keyword(f)) if f == "txn" => {}
-        None if bare => {}
+        None => {}
         Some(f) => {
             return Err(TxnError::NotTxn {
                 line,
                 f: f.to_string(),
             });
         }
-        None => return Err(bad("missing :f".into())),
     }
     let index = match op.get("index") {
         Some(Edn::Int(i)) => Some(u64::try_from(*i).map_err(|_| bad(format!(":index {i}")))?),

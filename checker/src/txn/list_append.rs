@@ -59,6 +59,10 @@ pub(crate) struct ListAppend {
     pub orders: Vec<Box<[i64]>>,
     /// Every appended element.
     pub elems: FxMap<(KeyId, i64), ElemInfo>,
+    /// Per key, the `ok` transactions that appended to it an element no read shows
+    /// (sorted, without repeats): such an element follows every element read, so they
+    /// follow every read of the key and the last observed writer.
+    pub unobserved: Vec<Vec<TxnId>>,
 }
 
 impl ListAppend {
@@ -88,8 +92,10 @@ pub(crate) fn infer(
     let mut la = ListAppend {
         orders: vec![Box::default(); history.keys.len()],
         elems: index_appends(history, budget)?,
+        unobserved: Vec::new(),
     };
     version_orders(history, &mut la, findings, budget)?;
+    la.unobserved = unobserved_appends(history, &la, budget)?;
     for key in 0..history.keys.len() as KeyId {
         budget.tick()?;
         ww_edges(history, &la, key, edges);
@@ -248,7 +254,35 @@ fn check_elements(
     }
 }
 
-/// ww edges: the writers of consecutive elements of a key's version order.
+/// Per key, the `ok` writers of elements no read shows.
+fn unobserved_appends(
+    history: &TxnHistory,
+    la: &ListAppend,
+    budget: &mut Budget,
+) -> Result<Vec<Vec<TxnId>>, Stop> {
+    let mut out: Vec<Vec<TxnId>> = vec![Vec::new(); history.keys.len()];
+    for (id, txn) in history.txns.iter().enumerate() {
+        budget.tick()?;
+        if txn.status != TxnStatus::Ok {
+            continue;
+        }
+        for m in &txn.mops {
+            if let Mop::Append { key, elem } = *m
+                && la
+                    .elems
+                    .get(&(key, elem))
+                    .is_some_and(|i| i.pos == u32::MAX)
+                && out[key as usize].last() != Some(&(id as TxnId))
+            {
+                out[key as usize].push(id as TxnId);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// ww edges: the writers of consecutive elements of a key's version order, and the
+/// last observed writer to each `ok` writer of an element no read shows.
 fn ww_edges(history: &TxnHistory, la: &ListAppend, key: KeyId, edges: &mut EdgeList) {
     let order = &la.orders[key as usize];
     let mut prev: Option<TxnId> = None;
@@ -258,6 +292,11 @@ fn ww_edges(history: &TxnHistory, la: &ListAppend, key: KeyId, edges: &mut EdgeL
             edges.add(a, b, WW);
         }
         prev = w;
+    }
+    if let Some(last) = prev {
+        for &w in &la.unobserved[key as usize] {
+            edges.add(last, w, WW);
+        }
     }
 }
 
@@ -306,6 +345,9 @@ fn read_edges(
         if let Some(&next) = order.get(l.len())
             && let Some(w) = la.live_writer(history, key, next)
         {
+            edges.add(id, w, RW);
+        }
+        for &w in &la.unobserved[key as usize] {
             edges.add(id, w, RW);
         }
     }
