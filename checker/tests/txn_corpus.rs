@@ -332,6 +332,13 @@ fn rw_register_cycles() {
     h.complete(0, "ok", &[rr("x", None), w("x", 1)]);
     h.complete(1, "ok", &[rr("x", None), w("x", 2)]);
     assert_found(&h, A::G2Item, &["overwrote x", "(rw)"]);
+    // Write skew over registers with blind writes, seen through the initial state.
+    let mut h = TxnHist::default();
+    h.invoke(0, &[rr("y", None), w("x", 1)]);
+    h.invoke(1, &[rr("x", None), w("y", 1)]);
+    h.complete(0, "ok", &[rr("y", None), w("x", 1)]);
+    h.complete(1, "ok", &[rr("x", None), w("y", 1)]);
+    assert_found(&h, A::G2Item, &["its initial state", "a later version"]);
     let mut h = TxnHist::default();
     h.invoke(0, &[w("x", 1), rr("y", None)]);
     h.invoke(1, &[w("y", 2), rr("x", None)]);

@@ -20,8 +20,8 @@
 //! write of the same unique value, a read returns the list's last element): a register's
 //! value is exactly the last element appended, so the stores keep their levels, and the
 //! weaker register inference must still pass the first three and find write skew in
-//! snapshot isolation (rarely: most writes are blind, and blind writes get no ww or rw
-//! edge from registers).
+//! snapshot isolation (less often: most writes are blind, and a blind write gets only
+//! the initial-state rw edges from registers).
 
 mod common;
 
@@ -391,9 +391,9 @@ fn reference_stores_as_rw_registers_keep_their_levels() {
     }
     eprintln!("snapshot isolation as rw-register: G2-item under serializable in {g2} of {SEEDS}");
     // Most writes here are blind (no read of the key first), so registers give few ww and
-    // rw edges: the weaker inference sees write skew far less often than list-append
-    // (76 of 300), but it must see it.
-    assert!(g2 >= 1, "{g2}");
+    // rw edges: the weaker inference sees write skew less often than list-append (13
+    // against 76 of 300), but it must see it.
+    assert!(g2 >= 5, "{g2}");
 }
 
 #[test]

@@ -199,9 +199,17 @@ fn register_why(
         }),
         RW => {
             let (from_reads, _) = external_reads(history, from);
-            from_reads.iter().find_map(|&(key, v)| {
+            let k = |key: u32| history.key_name(key);
+            let after_same = from_reads.iter().find_map(|&(key, v)| {
                 (to_writes.contains(&key) && to_reads.contains(&(key, v))).then(|| {
-                    format!("{fa} read key {k} = {}, and {fb} read that version too and then overwrote {k}", show(v), k = history.key_name(key))
+                    format!("{fa} read key {} = {}, and {fb} read that version too and then overwrote {}", k(key), show(v), k(key))
+                })
+            });
+            after_same.or_else(|| {
+                from_reads.iter().find_map(|&(key, v)| {
+                    (v.is_none() && to_writes.contains(&key)).then(|| {
+                        format!("{fa} read key {} = nil, its initial state, and {fb} wrote {}, a later version", k(key), k(key))
+                    })
                 })
             })
         }

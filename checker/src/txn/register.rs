@@ -8,10 +8,12 @@
 //! * **rw**: every external reader of `k = v` → every transaction that read `v` and then
 //!   wrote `k` (a version after `v`, so after what the reader saw; when that version is
 //!   not the very next one the edge is implied by a ww chain, and a cycle through it may
-//!   be named with one class where a chain would give the same rw count).
+//!   be named with one class where a chain would give the same rw count); and every
+//!   reader of `nil` (the initial version) → every `ok` writer of `k` (initial state).
 //!
-//! Blind writes (a write of a key the transaction did not read first) get no ww or rw
-//! edge: their place in the version order is not observable here. Garbage reads, G1a
+//! Blind writes (a write of a key the transaction did not read first) get no ww edge and
+//! only the initial-state rw edges: their place in the version order is not observable
+//! here. Garbage reads, G1a
 //! (a value written by a failed transaction), G1b (a value its writer overwrote in the
 //! same transaction) and `internal` are found as for list-append. The final-read checks
 //! are not inferable from registers and are not run.
@@ -133,7 +135,43 @@ pub(crate) fn infer(
             }
         }
     }
+    initial_state_edges(history, &readers, edges, budget)?;
     Ok(reg)
+}
+
+/// Every version of a key follows its initial (absent) one, so a transaction that read
+/// `nil` anti-depends on every `ok` transaction that wrote the key (Elle's initial-state
+/// inference).
+fn initial_state_edges(
+    history: &TxnHistory,
+    readers: &FxMap<(KeyId, Version), Vec<TxnId>>,
+    edges: &mut EdgeList,
+    budget: &mut Budget,
+) -> Result<(), Stop> {
+    let mut writers: Vec<Vec<TxnId>> = vec![Vec::new(); history.keys.len()];
+    for (id, txn) in history.txns.iter().enumerate() {
+        if txn.status == TxnStatus::Ok {
+            for m in &txn.mops {
+                if let Mop::Write { key, .. } = *m
+                    && writers[key as usize].last() != Some(&(id as TxnId))
+                {
+                    writers[key as usize].push(id as TxnId);
+                }
+            }
+        }
+    }
+    for (key, ws) in writers.iter().enumerate() {
+        for &r in readers
+            .get(&(key as KeyId, None))
+            .map_or(&[][..], Vec::as_slice)
+        {
+            for &w in ws {
+                budget.tick()?;
+                edges.add(r, w, RW);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The wr edge of an external read of `key = v` by `id`, or the anomaly it shows.
