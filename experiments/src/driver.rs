@@ -497,6 +497,7 @@ impl Driver<'_> {
             injected: self.nemesis.injected(),
             by_kind: self.nemesis.injected_by_kind().clone(),
             skipped: self.nemesis.skipped(),
+            refused_to_start: self.nemesis.refused_to_start(),
         };
         let mut events = self.events;
         events.sort_by_key(|e| e.time_ns);

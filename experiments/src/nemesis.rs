@@ -151,6 +151,8 @@ pub struct Nemesis {
     /// Whether the system keeps more than one copy of the data (`raft`, `kvlab`): only
     /// then may `disk-corrupt` take a node down for good.
     replicated: bool,
+    /// Restarts refused by a node's storage.
+    refused_to_start: u64,
     /// Nodes whose logs an active `disk-corrupt` fault damaged (retired at its end if
     /// their recovery refuses).
     damaged: BTreeSet<NodeId>,
@@ -247,6 +249,7 @@ impl Nemesis {
             vnode_groups: 0,
             last_side: Vec::new(),
             replicated: false,
+            refused_to_start: 0,
             damaged: BTreeSet::new(),
         }
     }
@@ -450,6 +453,11 @@ impl Nemesis {
     /// crashed or paused by overlapping faults).
     pub fn skipped(&self) -> u64 {
         self.skipped
+    }
+
+    /// Nodes whose storage refused to recover at a restart (`disk-corrupt`), retired.
+    pub fn refused_to_start(&self) -> u64 {
+        self.refused_to_start
     }
 
     fn shuffled_nodes(&mut self) -> Vec<NodeId> {
@@ -1005,6 +1013,7 @@ impl Nemesis {
             Restart::WasUp => format!("{why}; {n} had not stopped"),
             Restart::Refused(reason) => {
                 self.retired.insert(n);
+                self.refused_to_start += 1;
                 format!("{why}; {n} refused to start and stays down: {reason}")
             }
         })

@@ -38,6 +38,9 @@ pub struct FaultCounts {
     pub by_kind: BTreeMap<String, u64>,
     /// Planned faults skipped because no node was eligible.
     pub skipped: u64,
+    /// Nodes whose storage refused to recover at a restart (a `disk-corrupt` fault's
+    /// damage found), retired for the rest of the run.
+    pub refused_to_start: u64,
 }
 
 /// The whole of `summary.json`.

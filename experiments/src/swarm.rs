@@ -453,6 +453,12 @@ pub struct SwarmRow {
     pub ops: [u64; 2],
     /// Faults injected.
     pub faults_injected: u64,
+    /// Faults injected, by kind.
+    #[serde(default)]
+    pub faults_by_kind: BTreeMap<String, u64>,
+    /// Nodes whose storage refused to recover (a `disk-corrupt` fault's damage found).
+    #[serde(default)]
+    pub refused_to_start: u64,
     /// What the seed drew.
     pub params: BTreeMap<String, Drawn>,
     /// The kept run directory (failures only).
@@ -581,6 +587,8 @@ fn one_run(swarm: &Swarm, seed: u64, out: &Path) -> SwarmRow {
         wall_s: 0.0,
         ops: [0, 0],
         faults_injected: 0,
+        faults_by_kind: BTreeMap::new(),
+        refused_to_start: 0,
         params: BTreeMap::new(),
         run_dir: Some(run_dir.clone()),
         failing_key: None,
@@ -603,6 +611,8 @@ fn one_run(swarm: &Swarm, seed: u64, out: &Path) -> SwarmRow {
             row.failing_key = o.failing_key;
             row.ops = [o.summary.ops.total, o.summary.ops.ok];
             row.faults_injected = o.summary.faults.injected;
+            row.faults_by_kind = o.summary.faults.by_kind.clone();
+            row.refused_to_start = o.summary.faults.refused_to_start;
         }
         Err(e) => row.error = Some(e.to_string()),
     }
@@ -696,6 +706,19 @@ pub fn summary_table(r: &SwarmReport) -> String {
         "parameter",
         "drawn (min / p50 / max, mean; or runs per value)"
     );
+    let mut by_kind: BTreeMap<&str, u64> = BTreeMap::new();
+    for row in &r.rows {
+        for (k, n) in &row.faults_by_kind {
+            *by_kind.entry(k.as_str()).or_insert(0) += n;
+        }
+    }
+    let refused: u64 = r.rows.iter().map(|x| x.refused_to_start).sum();
+    let injected: Vec<String> = by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    t.push_str(&format!(
+        "{:<22} {}; nodes refused to start (damaged log): {refused}\n",
+        "faults injected",
+        injected.join(", ")
+    ));
     for (k, d) in &r.distribution {
         let v = match d {
             Distribution::Num {
