@@ -36,6 +36,23 @@
 //! several groups would have no single revision, so it would need per-group revisions in
 //! the header (or a hybrid clock): not built.
 //!
+//! ## Differences from etcd 3.4, and what is not built
+//!
+//! * No leases, watches, auth, TLS, `MemberAdd/Remove/Update/Promote`, `Defragment`,
+//!   `Hash`, `Snapshot`, `MoveLeader` or alarms (`Unimplemented`).
+//! * Requests are refused above 1.5 MiB as etcd does, but kvlab's Raft entry limit
+//!   (`raft.max_entry_bytes`, 64 KiB by default) usually binds first: a larger put gets
+//!   the same "request is too large" where etcd would accept it.
+//! * `Maintenance.Status`: `version` is [`VERSION`], `dbSize` the bytes of the live keys
+//!   and values of the contacted replica (there is no bolt file), member ids are node ids
+//!   and the cluster id a hash of them.
+//! * A txn that deletes a key and then puts it with `ignore_value` (possible because
+//!   etcd's duplicate check misses deletes to `"\0"`) is refused with "key not found";
+//!   etcd 3.4 panics on it.
+//! * The number of connections is not capped (requests are: [`ID_SLOTS`] per node,
+//!   [`MAX_IN_SERVICE_PER_CONNECTION`] per connection).
+//! * The composed `kvlab` system does not serve the API (see above).
+//!
 //! ```
 //! use kvlab_etcd::IdPool;
 //! let pool = IdPool::new(3, 1_000);

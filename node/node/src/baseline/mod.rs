@@ -155,6 +155,32 @@ mod tests {
     }
 
     #[test]
+    fn baselines_refuse_etcd_requests() {
+        let etcd = || {
+            let op = kvlab_types::EtcdOp {
+                kind: kvlab_types::EtcdOpKind::Put,
+                request: Vec::new(),
+            };
+            req(1, KvOp::Etcd(op))
+        };
+        let refused = |out: &Out<BaselineMsg>| {
+            out.effects().iter().any(|e| {
+                matches!(
+                    e,
+                    Effect::Reply(r) if r.result == Err(ClientError::Invalid {
+                        reason: kvlab_types::InvalidRequest::EtcdNotServed
+                    })
+                )
+            })
+        };
+        let (mut single, _) = boot::<Single>(1, &SingleConfig::default(), Recovery::default());
+        assert!(refused(&client(&mut single, 1, etcd())));
+        let (mut primary, _) =
+            boot::<AsyncPrimary>(2, &AsyncPrimaryConfig::default(), Recovery::default());
+        assert!(refused(&client(&mut primary, 2, etcd())));
+    }
+
+    #[test]
     fn single_holder_persists_and_syncs_before_answering_a_write() {
         let (mut n, _) = boot::<Single>(1, &SingleConfig::default(), Recovery::default());
         let out = client(

@@ -1266,3 +1266,99 @@ fn a_snapshot_of_group_1_leaves_group_2s_log_intact_across_a_restart() {
         );
     }
 }
+
+/// An etcd request as the etcd endpoint submits it.
+fn etcd(client: u64, seq: u64, req: crate::etcd::EtcdRequest) -> ClientRequest {
+    ClientRequest {
+        id: RequestId { client, seq },
+        op: KvOp::Etcd(req.to_op()),
+    }
+}
+
+fn etcd_outcome(r: &ClientResponse) -> crate::etcd::Outcome {
+    match &r.result {
+        Ok(OpOutput::Etcd(bytes)) => crate::etcd::Outcome::decode(bytes).expect("decodes"),
+        other => panic!("not an etcd answer: {other:?}"),
+    }
+}
+
+#[test]
+fn etcd_requests_replicate_read_by_read_index_and_survive_snapshots_and_restarts() {
+    use crate::etcd::pb::etcdserverpb as rpc;
+    use crate::etcd::{EtcdRequest, EtcdResponse};
+    let cfg = RaftKvConfig {
+        snapshot_every_entries: 4,
+        ..RaftKvConfig::default()
+    };
+    let mut s = sim(11, cfg);
+    let l = wait_for_leader(&mut s);
+    let follower = NODES.into_iter().find(|&n| n != l).unwrap();
+    for i in 1..=10u64 {
+        let put = EtcdRequest::Put(rpc::PutRequest {
+            key: format!("k{i:02}").into_bytes(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        });
+        // Through a follower: forwarded to the leader, applied by every replica.
+        s.submit(follower, etcd(9, i, put));
+        let r = run_ms(&mut s, 100);
+        let o = etcd_outcome(&r[&RequestId { client: 9, seq: i }]);
+        let Ok(EtcdResponse::Put(p)) = o.result else {
+            panic!("{o:?}")
+        };
+        assert_eq!(p.header.unwrap().revision, 1 + i as i64);
+        assert!(o.raft_term >= 1);
+    }
+    // A linearizable range on a follower (ReadIndex at the leader) and a serializable
+    // one answered by the follower itself.
+    let all = |serializable| {
+        EtcdRequest::Range(rpc::RangeRequest {
+            key: vec![0],
+            range_end: vec![0],
+            serializable,
+            ..Default::default()
+        })
+    };
+    s.submit(follower, etcd(9, 11, all(false)));
+    s.submit(follower, etcd(9, 12, all(true)));
+    let r = run_ms(&mut s, 100);
+    for seq in [11, 12] {
+        let o = etcd_outcome(&r[&RequestId { client: 9, seq }]);
+        let Ok(EtcdResponse::Range(rr)) = o.result else {
+            panic!("{o:?}")
+        };
+        assert_eq!((rr.count, rr.header.unwrap().revision), (10, 11));
+    }
+    // Every replica holds the same etcd keyspace, though each compacted its log into
+    // snapshots along the way; a restarted follower recovers it from its own disk.
+    let digest = |s: &Sim<RaftKv>, n| s.node(n).unwrap().store_digest(DEFAULT_GROUP);
+    assert!(NODES.iter().all(|&n| digest(&s, n) == digest(&s, l)));
+    s.crash(follower);
+    run_ms(&mut s, 50);
+    s.restart(follower).unwrap();
+    run_ms(&mut s, 1_000);
+    let back = s.node(follower).unwrap();
+    assert_eq!(back.poisoned(), None);
+    let store = back.store_of(DEFAULT_GROUP).unwrap();
+    assert_eq!(store.etcd().unwrap().revision(), 11);
+    assert_eq!(digest(&s, follower), digest(&s, l));
+}
+
+#[test]
+fn etcd_requests_are_refused_on_more_than_one_group() {
+    let cfg = RaftKvConfig {
+        groups: 2,
+        ..RaftKvConfig::default()
+    };
+    let mut s = sim(3, cfg);
+    let l = wait_for_leader(&mut s);
+    let put = crate::etcd::EtcdRequest::Put(Default::default());
+    s.submit(l, etcd(4, 1, put));
+    let r = run_ms(&mut s, 50);
+    assert_eq!(
+        r[&RequestId { client: 4, seq: 1 }].result,
+        Err(ClientError::Invalid {
+            reason: InvalidRequest::EtcdNotServed
+        })
+    );
+}
