@@ -122,8 +122,10 @@
 //! ```
 //!
 //! Not done: the final-read checks for rw-register (not inferable from registers);
-//! Elle's dirty-update, lost-update and predicate classes; a cross-check against the
-//! `adya` crate.
+//! Elle's future-read, dirty-update, lost-update and predicate classes; rw-register
+//! version orders from process and real-time order; a cross-check against the `adya`
+//! crate; showing the report in `report.html` and running it from `kvlab run` (the
+//! report is `Serialize` for that).
 
 pub mod budget;
 pub mod cycles;
