@@ -266,6 +266,13 @@ fn internal_inconsistency() {
 }
 
 #[test]
+fn future_read() {
+    let mut h = TxnHist::default();
+    h.ok(0, &[r("x", &[1]), a("x", 1)]);
+    assert_found(&h, A::FutureRead, &["appends only later"]);
+}
+
+#[test]
 fn incompatible_order() {
     let mut h = TxnHist::default();
     h.ok(0, &[a("x", 1)]);

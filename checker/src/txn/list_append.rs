@@ -365,7 +365,13 @@ enum Known {
 /// since (or end with its appends, when it has not read the key before).
 fn internal(history: &TxnHistory, id: TxnId, findings: &mut Findings) {
     let mut known: Vec<(KeyId, Known)> = Vec::new();
-    for m in &history.txns[id as usize].mops {
+    let mops = &history.txns[id as usize].mops;
+    for (i, m) in mops.iter().enumerate() {
+        if let Mop::Read { key, value } = m
+            && let Some(l) = read_list(value)
+        {
+            future_read(history, id, i, *key, l, findings);
+        }
         let key = m.key();
         let slot = known.iter().position(|(k, _)| *k == key);
         match m {
@@ -398,6 +404,32 @@ fn internal(history: &TxnHistory, id: TxnId, findings: &mut Findings) {
             }
             Mop::Write { .. } => {}
         }
+    }
+}
+
+/// `future-read`: the read at mop `i` shows an element the transaction appends later.
+fn future_read(
+    history: &TxnHistory,
+    id: TxnId,
+    i: usize,
+    key: KeyId,
+    l: &[i64],
+    findings: &mut Findings,
+) {
+    let later = history.txns[id as usize].mops[i + 1..]
+        .iter()
+        .find_map(|m| match *m {
+            Mop::Append { key: k, elem } if k == key && l.contains(&elem) => Some(elem),
+            _ => None,
+        });
+    if let Some(e) = later {
+        let k = history.key_name(key);
+        findings.add(history, AnomalyKind::FutureRead, Some(key), &[id], |_| {
+            format!(
+                "Then: T1 read key {k} as {}, which holds {e}, an element T1 appends only later.\n",
+                list(l)
+            )
+        });
     }
 }
 

@@ -61,7 +61,8 @@
 //!
 //! **G1a** (a read shows a `fail` transaction's write), **G1b** (a read ends in a
 //! transaction's non-final append or write to the key), **internal** (a read disagrees
-//! with the transaction's own earlier reads and writes), **duplicate-elements** (an
+//! with the transaction's own earlier reads and writes), **future-read** (a read shows
+//! an element the transaction appends only later; Elle: implies G1c), **duplicate-elements** (an
 //! element twice in a read), **garbage-read** (a value nobody wrote),
 //! **incompatible-order**, and the final-read checks for list-append. The final read of
 //! a key is the latest read of it by an `ok` transaction invoked after every transaction
@@ -84,7 +85,7 @@
 //!
 //! | anomaly | read-committed | snapshot-isolation | serializable | strict-serializable |
 //! |---|---|---|---|---|
-//! | G0, G1a, G1b, G1c, duplicate-elements, incompatible-order, garbage-read, lost-append, partial-txn | ✗ | ✗ | ✗ | ✗ |
+//! | G0, G1a, G1b, G1c, future-read, duplicate-elements, incompatible-order, garbage-read, lost-append, partial-txn | ✗ | ✗ | ✗ | ✗ |
 //! | internal | | ✗ | ✗ | ✗ |
 //! | G-single, G-nonadjacent | | ✗ | ✗ | ✗ |
 //! | G2-item | | | ✗ | ✗ |
@@ -122,7 +123,7 @@
 //! ```
 //!
 //! Not done: the final-read checks for rw-register (not inferable from registers);
-//! Elle's future-read, dirty-update, lost-update and predicate classes; rw-register
+//! Elle's dirty-update, lost-update and predicate classes; rw-register
 //! version orders from process and real-time order; a cross-check against the `adya`
 //! crate; showing the report in `report.html` and running it from `kvlab run` (the
 //! report is `Serialize` for that).

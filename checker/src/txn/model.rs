@@ -61,7 +61,8 @@ impl TxnModel {
             | A::IncompatibleOrder
             | A::GarbageRead
             | A::LostAppend
-            | A::PartialTxn => TxnModel::ReadCommitted,
+            | A::PartialTxn
+            | A::FutureRead => TxnModel::ReadCommitted,
             A::Internal | A::GSingle | A::GNonadjacent => TxnModel::SnapshotIsolation,
             A::G2Item => TxnModel::Serializable,
             A::G0Process
@@ -164,6 +165,9 @@ pub enum AnomalyKind {
     /// A read returned a value no transaction wrote.
     #[serde(rename = "garbage-read")]
     GarbageRead,
+    /// A transaction read an element it appends only later (Elle: implies G1c).
+    #[serde(rename = "future-read")]
+    FutureRead,
     /// An element appended by an `ok` transaction is missing from the final read of its
     /// key.
     #[serde(rename = "lost-append")]
@@ -199,6 +203,7 @@ impl AnomalyKind {
             A::IncompatibleOrder => "incompatible-order",
             A::DuplicateElements => "duplicate-elements",
             A::GarbageRead => "garbage-read",
+            A::FutureRead => "future-read",
             A::LostAppend => "lost-append",
             A::PartialTxn => "partial-txn",
         }
