@@ -205,101 +205,23 @@ fn state_of(health: &BTreeMap<NodeId, NodeState>, n: NodeId) -> NodeState {
 /// Plans operators from `input.current` towards `input.target`, taking tokens from
 /// `limits` for the operators it returns.
 pub fn plan(input: &PlanInput<'_>, config: &PlanConfig, limits: &mut NodeLimits) -> Plan {
-    let rf = config.replication_factor;
-    let health = input.health;
-    let alive = |n: NodeId| state_of(health, n).is_alive();
     let mut out = Plan::default();
     let mut wants: Vec<Want> = Vec::new();
-
     for (v, cur) in input.current.iter() {
         if input.inflight.contains(&v) {
             continue;
         }
-        let blank = Want {
-            kind: OperatorKind::Cleanup,
-            vnode: v,
-            add: None,
-            remove: None,
-            tidy: None,
-            transfer_to: None,
-        };
-        if !cur.has_quorum(alive) {
-            out.held.push(Held {
-                vnode: v,
-                kind: OperatorKind::ReplaceDown,
-                reason: HoldReason::NoQuorum,
-            });
-            continue;
+        match want_for(v, cur, input, config) {
+            Ok(Some(w)) => wants.push(w),
+            Ok(None) => {}
+            Err(h) => out.held.push(h),
         }
-        if cur.is_joint() {
-            wants.push(Want {
-                tidy: Some(Tidy::LeaveJoint),
-                ..blank
-            });
-            continue;
-        }
-        let Some(tgt) = input.target.get(v) else {
-            continue;
-        };
-        let adds: Vec<NodeId> = tgt.voters.difference(&cur.voters).copied().collect();
-        let mut removes: Vec<NodeId> = cur.voters.difference(&tgt.voters).copied().collect();
-        // Dead first, then draining, then by id; never a Suspect node's replica.
-        removes.retain(|n| state_of(health, *n) != NodeState::Suspect);
-        removes.sort_by_key(|n| (state_of(health, *n).removal_rank(), *n));
-        let orphan = cur
-            .learners
-            .iter()
-            .find(|l| !adds.contains(l) && state_of(health, **l) != NodeState::Suspect)
-            .copied();
-
-        let want = if cur.voters.len() < rf && !adds.is_empty() {
-            Want {
-                kind: OperatorKind::MakeUpReplica,
-                add: Some(adds[0]),
-                ..blank
-            }
-        } else if cur.voters.len() > rf && !removes.is_empty() {
-            Want {
-                kind: OperatorKind::Cleanup,
-                remove: Some(removes[0]),
-                ..blank
-            }
-        } else if let Some(l) = orphan {
-            Want {
-                tidy: Some(Tidy::RemoveLearner(l)),
-                ..blank
-            }
-        } else if let (Some(&add), Some(&remove)) = (adds.first(), removes.first()) {
-            let kind = match state_of(health, remove) {
-                NodeState::Down | NodeState::Removed => OperatorKind::ReplaceDown,
-                NodeState::Draining => OperatorKind::DrainNode,
-                NodeState::Up | NodeState::Suspect => OperatorKind::Rebalance,
-            };
-            Want {
-                kind,
-                add: Some(add),
-                remove: Some(remove),
-                ..blank
-            }
-        } else {
-            continue;
-        };
-        if let Some(y) = want.add
-            && state_of(health, y) != NodeState::Up
-        {
-            out.held.push(Held {
-                vnode: v,
-                kind: want.kind,
-                reason: HoldReason::TargetNotUp(y),
-            });
-            continue;
-        }
-        wants.push(want);
     }
     wants.sort();
 
     // Replica counts over Up nodes, updated as moves are admitted (for the band).
-    let up: BTreeSet<NodeId> = health
+    let up: BTreeSet<NodeId> = input
+        .health
         .iter()
         .filter(|(_, s)| **s == NodeState::Up)
         .map(|(n, _)| *n)
@@ -308,78 +230,34 @@ pub fn plan(input: &PlanInput<'_>, config: &PlanConfig, limits: &mut NodeLimits)
     let mut inflight = input.inflight.len();
     let mut next_id = input.next_operator_id.0;
     let mut planned: BTreeSet<VnodeId> = BTreeSet::new();
-
     for want in wants {
         if inflight >= config.max_inflight_operators {
             out.held.push(held(&want, HoldReason::InflightCap));
             continue;
         }
-        let mut needs = Vec::new();
-        if let Some(y) = want.add {
-            needs.push((y, NodeBucket::AddReplica));
-        }
-        if let Some(x) = want.remove {
-            needs.push((x, NodeBucket::RemoveReplica));
-        }
-        if let Some(Tidy::RemoveLearner(l)) = want.tidy {
-            needs.push((l, NodeBucket::RemoveReplica));
-        }
-        if want.kind == OperatorKind::Rebalance {
-            let (Some(x), Some(y)) = (want.remove, want.add) else {
-                continue;
-            };
-            if !config.rebalance {
-                out.held.push(held(&want, HoldReason::RebalanceOff));
-                continue;
-            }
-            let total: usize = up.iter().map(|n| counts.get(n).copied().unwrap_or(0)).sum();
-            let mean = total as f64 / up.len().max(1) as f64;
-            let tol = config.rebalance_tolerance_ratio;
-            let cx = counts.get(&x).copied().unwrap_or(0) as f64;
-            let cy = counts.get(&y).copied().unwrap_or(0) as f64;
-            if cx <= mean * (1.0 + tol) && cy >= mean * (1.0 - tol) {
-                out.held.push(held(&want, HoldReason::WithinTolerance));
-                continue;
-            }
-            // Tokens before the anti-thrash check: the check recomputes a whole target,
-            // so it runs only for moves that could start now.
-            if let Err((n, b)) = limits.check_all(input.now, &needs) {
-                out.held.push(held(&want, HoldReason::NodeLimit(n, b)));
-                continue;
-            }
-            if would_thrash(input, config, want.vnode, x, y) {
-                out.held.push(held(&want, HoldReason::AntiThrash));
-                continue;
+        match admit(&want, input, config, limits, &up, &counts) {
+            Err(reason) => out.held.push(held(&want, reason)),
+            Ok(None) => {}
+            Ok(Some(steps)) => {
+                let Some(cur) = input.current.get(want.vnode) else {
+                    continue;
+                };
+                if let Some(x) = want.remove
+                    && let Some(c) = counts.get_mut(&x)
+                {
+                    *c = c.saturating_sub(1);
+                }
+                if let Some(y) = want.add {
+                    *counts.entry(y).or_insert(0) += 1;
+                }
+                let id = OperatorId(next_id);
+                out.operators
+                    .push(new_operator(id, &want, steps, cur, input.now, config));
+                next_id += 1;
+                inflight += 1;
+                planned.insert(want.vnode);
             }
         }
-        if let Err((n, b)) = limits.try_take_all(input.now, &needs) {
-            out.held.push(held(&want, HoldReason::NodeLimit(n, b)));
-            continue;
-        }
-        let Some(cur) = input.current.get(want.vnode) else {
-            continue;
-        };
-        let leader = input.leaders.get(&want.vnode).copied();
-        let steps = steps_for(&want, cur, leader, health, config);
-        if let Some(x) = want.remove
-            && let Some(c) = counts.get_mut(&x)
-        {
-            *c = c.saturating_sub(1);
-        }
-        if let Some(y) = want.add {
-            *counts.entry(y).or_insert(0) += 1;
-        }
-        out.operators.push(new_operator(
-            OperatorId(next_id),
-            &want,
-            steps,
-            cur,
-            input.now,
-            config,
-        ));
-        next_id += 1;
-        inflight += 1;
-        planned.insert(want.vnode);
     }
 
     if config.leader_balance {
@@ -395,6 +273,152 @@ pub fn plan(input: &PlanInput<'_>, config: &PlanConfig, limits: &mut NodeLimits)
         );
     }
     out
+}
+
+/// What vnode `v`, replicated as `cur`, needs next on its way to its target: one make-up,
+/// cleanup, tidy or move; `Ok(None)` if nothing; `Err` if something is needed but must
+/// wait (no quorum alive, or the node to add is not up).
+fn want_for(
+    v: VnodeId,
+    cur: &ReplicaSet,
+    input: &PlanInput<'_>,
+    config: &PlanConfig,
+) -> Result<Option<Want>, Held> {
+    let health = input.health;
+    let blank = Want {
+        kind: OperatorKind::Cleanup,
+        vnode: v,
+        add: None,
+        remove: None,
+        tidy: None,
+        transfer_to: None,
+    };
+    if !cur.has_quorum(|n| state_of(health, n).is_alive()) {
+        return Err(Held {
+            vnode: v,
+            kind: OperatorKind::ReplaceDown,
+            reason: HoldReason::NoQuorum,
+        });
+    }
+    if cur.is_joint() {
+        return Ok(Some(Want {
+            tidy: Some(Tidy::LeaveJoint),
+            ..blank
+        }));
+    }
+    let Some(tgt) = input.target.get(v) else {
+        return Ok(None);
+    };
+    let rf = config.replication_factor;
+    let adds: Vec<NodeId> = tgt.voters.difference(&cur.voters).copied().collect();
+    let mut removes: Vec<NodeId> = cur.voters.difference(&tgt.voters).copied().collect();
+    // Dead first, then draining, then by id; never a Suspect node's replica.
+    removes.retain(|n| state_of(health, *n) != NodeState::Suspect);
+    removes.sort_by_key(|n| (state_of(health, *n).removal_rank(), *n));
+    let orphan = cur
+        .learners
+        .iter()
+        .find(|l| !adds.contains(l) && state_of(health, **l) != NodeState::Suspect)
+        .copied();
+
+    let want = if cur.voters.len() < rf && !adds.is_empty() {
+        Want {
+            kind: OperatorKind::MakeUpReplica,
+            add: Some(adds[0]),
+            ..blank
+        }
+    } else if cur.voters.len() > rf && !removes.is_empty() {
+        Want {
+            kind: OperatorKind::Cleanup,
+            remove: Some(removes[0]),
+            ..blank
+        }
+    } else if let Some(l) = orphan {
+        Want {
+            tidy: Some(Tidy::RemoveLearner(l)),
+            ..blank
+        }
+    } else if let (Some(&add), Some(&remove)) = (adds.first(), removes.first()) {
+        let kind = match state_of(health, remove) {
+            NodeState::Down | NodeState::Removed => OperatorKind::ReplaceDown,
+            NodeState::Draining => OperatorKind::DrainNode,
+            NodeState::Up | NodeState::Suspect => OperatorKind::Rebalance,
+        };
+        Want {
+            kind,
+            add: Some(add),
+            remove: Some(remove),
+            ..blank
+        }
+    } else {
+        return Ok(None);
+    };
+    if let Some(y) = want.add
+        && state_of(health, y) != NodeState::Up
+    {
+        return Err(Held {
+            vnode: v,
+            kind: want.kind,
+            reason: HoldReason::TargetNotUp(y),
+        });
+    }
+    Ok(Some(want))
+}
+
+/// Whether `want` may start now: a rebalancing move only outside the tolerance band
+/// and when it would not thrash; every move only with its nodes' tokens (taken here).
+/// The steps of the operator to create, `Ok(None)` if there is none to create, or why
+/// it waits.
+fn admit(
+    want: &Want,
+    input: &PlanInput<'_>,
+    config: &PlanConfig,
+    limits: &mut NodeLimits,
+    up: &BTreeSet<NodeId>,
+    counts: &BTreeMap<NodeId, usize>,
+) -> Result<Option<Vec<Step>>, HoldReason> {
+    let mut needs = Vec::new();
+    if let Some(y) = want.add {
+        needs.push((y, NodeBucket::AddReplica));
+    }
+    if let Some(x) = want.remove {
+        needs.push((x, NodeBucket::RemoveReplica));
+    }
+    if let Some(Tidy::RemoveLearner(l)) = want.tidy {
+        needs.push((l, NodeBucket::RemoveReplica));
+    }
+    if want.kind == OperatorKind::Rebalance {
+        let (Some(x), Some(y)) = (want.remove, want.add) else {
+            return Ok(None);
+        };
+        if !config.rebalance {
+            return Err(HoldReason::RebalanceOff);
+        }
+        let total: usize = up.iter().map(|n| counts.get(n).copied().unwrap_or(0)).sum();
+        let mean = total as f64 / up.len().max(1) as f64;
+        let tol = config.rebalance_tolerance_ratio;
+        let cx = counts.get(&x).copied().unwrap_or(0) as f64;
+        let cy = counts.get(&y).copied().unwrap_or(0) as f64;
+        if cx <= mean * (1.0 + tol) && cy >= mean * (1.0 - tol) {
+            return Err(HoldReason::WithinTolerance);
+        }
+        // Tokens before the anti-thrash check: the check recomputes a whole target, so
+        // it runs only for moves that could start now.
+        limits
+            .check_all(input.now, &needs)
+            .map_err(|(n, b)| HoldReason::NodeLimit(n, b))?;
+        if would_thrash(input, config, want.vnode, x, y) {
+            return Err(HoldReason::AntiThrash);
+        }
+    }
+    limits
+        .try_take_all(input.now, &needs)
+        .map_err(|(n, b)| HoldReason::NodeLimit(n, b))?;
+    let Some(cur) = input.current.get(want.vnode) else {
+        return Ok(None);
+    };
+    let leader = input.leaders.get(&want.vnode).copied();
+    Ok(Some(steps_for(want, cur, leader, input.health, config)))
 }
 
 fn held(want: &Want, reason: HoldReason) -> Held {
