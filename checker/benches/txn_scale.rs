@@ -29,6 +29,9 @@ const APPENDS_PER_KEY: u32 = 32;
 /// One micro-op: (append?, key, element).
 type Mop = (bool, u64, i64);
 
+/// A transaction in flight: its micro-ops, and each key's length at its invoke.
+type Open = (Vec<Mop>, Vec<(u64, usize)>);
+
 /// Streams a history of `txns` transactions to `out`.
 fn generate(txns: usize, seed: u64, si: bool, out: &mut impl Write) -> std::io::Result<()> {
     let mut rng = SplitMix::new(seed);
@@ -36,8 +39,7 @@ fn generate(txns: usize, seed: u64, si: bool, out: &mut impl Write) -> std::io::
     let mut live: Vec<(u64, u32)> = (0..LIVE_KEYS as u64).map(|k| (k, 0)).collect();
     let mut next_key = LIVE_KEYS as u64;
     let mut next_elem = 0i64;
-    let mut procs: Vec<(u64, Option<(Vec<Mop>, Vec<(u64, usize)>)>)> =
-        (0..CLIENTS).map(|p| (p, None)).collect();
+    let mut procs: Vec<(u64, Option<Open>)> = (0..CLIENTS).map(|p| (p, None)).collect();
     let mut next_process = CLIENTS;
     let (mut index, mut started) = (0u64, 0usize);
     while started < txns || procs.iter().any(|(_, o)| o.is_some()) {
