@@ -360,8 +360,10 @@ impl<B: Backend> EtcdApi<B> {
     }
 }
 
-/// Maps kvlab's refusals to what etcd answers in the same situation.
+/// Maps kvlab's refusals to what etcd answers in the same situation, with etcd's exact
+/// messages where etcd has one (clients match on them); kvlab's reason goes to the log.
 pub fn status_of_client_error(e: &ClientError) -> Status {
+    tracing::debug!(error = %e, "etcd request refused by the node");
     match e {
         ClientError::Invalid {
             reason: InvalidRequest::CommandTooLarge { .. },
@@ -370,13 +372,14 @@ pub fn status_of_client_error(e: &ClientError) -> Status {
         ClientError::Unavailable { reason, .. } if reason.contains("no leader") => {
             Status::unavailable("etcdserver: no leader")
         }
+        ClientError::Unavailable { reason, .. } if reason.contains("too many") => {
+            Status::resource_exhausted("etcdserver: too many requests")
+        }
         ClientError::Unavailable { reason, .. } => {
             Status::unavailable(format!("etcdserver: unavailable ({reason})"))
         }
         // etcd's ErrTimeout: the request may or may not have taken effect.
-        ClientError::Indeterminate { reason } => {
-            Status::unavailable(format!("etcdserver: request timed out ({reason})"))
-        }
+        ClientError::Indeterminate { .. } => Status::unavailable("etcdserver: request timed out"),
         ClientError::CasMismatch { .. } => {
             Status::internal("kvlab: cas mismatch on an etcd request")
         }
@@ -516,4 +519,82 @@ pub async fn serve<B: Backend>(
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|source| EtcdApiError::Serve { node, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slot_given_back_is_reused_with_the_next_sequence_number() {
+        let pool = IdPool::new(2, 100);
+        let first = pool.try_take().unwrap().id();
+        let again = pool.try_take().unwrap().id();
+        assert_eq!(again.client, first.client);
+        assert_eq!(again.seq, first.seq + 1);
+        assert_eq!(first.client >> 48, 0xE7CD);
+        assert_eq!((first.client >> 16) & 0xFFFF_FFFF, 2);
+    }
+
+    #[tokio::test]
+    async fn every_slot_taken_means_waiting_then_none() {
+        let pool = IdPool::new(1, 1);
+        let held: Vec<_> = (0..ID_SLOTS).map(|_| pool.try_take().unwrap()).collect();
+        let clients: std::collections::BTreeSet<u64> = held.iter().map(|s| s.id().client).collect();
+        assert_eq!(clients.len(), ID_SLOTS as usize);
+        assert!(pool.try_take().is_none());
+        assert!(pool.take(Duration::from_millis(20)).await.is_none());
+        drop(held);
+        assert!(pool.take(Duration::from_millis(20)).await.is_some());
+    }
+
+    #[test]
+    fn refusals_map_to_etcds_codes_and_messages() {
+        let too_large = ClientError::Invalid {
+            reason: InvalidRequest::CommandTooLarge {
+                len_bytes: 70_000,
+                max_bytes: 65_536,
+            },
+        };
+        let cases = [
+            (
+                too_large,
+                tonic::Code::InvalidArgument,
+                "etcdserver: request is too large",
+            ),
+            (
+                ClientError::Unavailable {
+                    reason: "no leader known".into(),
+                    hint: None,
+                },
+                tonic::Code::Unavailable,
+                "etcdserver: no leader",
+            ),
+            (
+                ClientError::Indeterminate {
+                    reason: "node 1 did not answer within 2000 ms".into(),
+                },
+                tonic::Code::Unavailable,
+                "etcdserver: request timed out",
+            ),
+            (
+                ClientError::Unavailable {
+                    reason: "too many requests pending (65536)".into(),
+                    hint: None,
+                },
+                tonic::Code::ResourceExhausted,
+                "etcdserver: too many requests",
+            ),
+        ];
+        for (e, code, message) in cases {
+            let st = status_of_client_error(&e);
+            assert_eq!((st.code(), st.message()), (code, message), "{e}");
+        }
+        let st = status_of(&EtcdError::compacted());
+        assert_eq!(st.code(), tonic::Code::OutOfRange);
+        assert_eq!(
+            status_of(&EtcdError::lease_not_found()).code(),
+            tonic::Code::NotFound
+        );
+    }
 }
