@@ -51,8 +51,9 @@ pub struct KvlabConfig {
     /// How long a vnode leader waits for a proposal to apply (or a read to be served)
     /// before answering `Indeterminate` (writes) or `Unavailable` (reads).
     pub request_timeout_ms: u64,
-    /// How long a gateway waits for the answer to one routed attempt; then a write's
-    /// outcome is unknown (`Indeterminate`) and a read fails.
+    /// How long a gateway routes one request; then a write's outcome is unknown
+    /// (`Indeterminate`) and a read fails. An attempt silent for a quarter of it
+    /// (`route::ATTEMPTS_PER_ROUTE_TIMEOUT`) is tried again at another replica.
     pub route_timeout_ms: u64,
     /// Attempts per request at most (each after a refusal that names where to go).
     pub max_route_attempts: u32,

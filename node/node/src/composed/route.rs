@@ -15,9 +15,12 @@
 //! Every refusal is **definite**: the request never entered a log, so retrying it
 //! elsewhere is safe. A refusal that names no leader (an election is under way) is
 //! retried after `route_backoff_ms`. At most `max_route_attempts` attempts; then the
-//! client is told `Unavailable`. An attempt that gets no answer within
-//! `route_timeout_ms` ends the request: a write's outcome is then unknown
-//! (`Indeterminate`), a read fails (it had no effect). Duplicated or late refusals are
+//! client is told `Unavailable`. An attempt that gets no answer within a
+//! [`ATTEMPTS_PER_ROUTE_TIMEOUT`]th of `route_timeout_ms` is tried again at another
+//! replica (the silent node may be dead while SWIM still only suspects it; the cache
+//! forgets it as the leader); when `route_timeout_ms` has passed since the request
+//! arrived the request ends: a write's outcome is then unknown (`Indeterminate`), a read
+//! fails (it had no effect). Duplicated or late refusals are
 //! matched by attempt number and ignored when stale; a late answer to a finished request
 //! is dropped. Retries reuse the request id, so the vnode's session table applies a
 //! write at most once even if two attempts reached two leaders.
@@ -33,6 +36,10 @@ use crate::replica::{indeterminate, unavailable};
 
 /// A meta lookup not answered within this many backoffs is asked again.
 pub const LOOKUP_RETRY_BACKOFFS: u32 = 4;
+
+/// An attempt that gets no answer within `route_timeout_ms / ATTEMPTS_PER_ROUTE_TIMEOUT`
+/// is tried again elsewhere, within the request's `route_timeout_ms` in all.
+pub const ATTEMPTS_PER_ROUTE_TIMEOUT: u32 = 4;
 
 /// The most requests a gateway routes at once; beyond it requests are refused.
 pub const MAX_PENDING_ROUTES: usize = 65_536;
@@ -102,6 +109,8 @@ struct Pending {
     target: Option<NodeId>,
     /// When the current attempt times out.
     attempt_deadline: Time,
+    /// When the request ends unless answered (`route_timeout_ms` after it arrived).
+    deadline: Time,
     /// When to send the next attempt (after a refusal without a leader).
     retry_at: Option<Time>,
     /// Nodes that refused with `GroupNotHere` or without a hint since the last lookup.
@@ -162,6 +171,7 @@ pub struct Gateway {
     cache: BTreeMap<VnodeId, RouteDescriptor>,
     pending: BTreeMap<RequestId, Pending>,
     max_attempts: u32,
+    route_timeout: Duration,
     attempt_timeout: Duration,
     backoff: Duration,
     /// Redirects followed (refusals acted on), for the run's routing metric.
@@ -171,11 +181,12 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// A gateway whose cache starts from the initial placement.
+    /// A gateway whose cache starts from the initial placement; a request ends
+    /// `route_timeout` after it arrived.
     pub fn new(
         bootstrap: &Placement,
         max_attempts: u32,
-        attempt_timeout: Duration,
+        route_timeout: Duration,
         backoff: Duration,
     ) -> Self {
         let cache = bootstrap
@@ -193,7 +204,8 @@ impl Gateway {
             cache,
             pending: BTreeMap::new(),
             max_attempts,
-            attempt_timeout,
+            route_timeout,
+            attempt_timeout: route_timeout / ATTEMPTS_PER_ROUTE_TIMEOUT,
             backoff,
             redirects: 0,
             down: BTreeSet::new(),
@@ -236,6 +248,7 @@ impl Gateway {
             attempt: 0,
             target: None,
             attempt_deadline: now,
+            deadline: now + self.route_timeout,
             retry_at: None,
             refused_by: BTreeSet::new(),
             sent: false,
@@ -257,7 +270,7 @@ impl Gateway {
         }
         p.attempt += 1;
         p.retry_at = None;
-        p.attempt_deadline = now + self.attempt_timeout;
+        p.attempt_deadline = (now + self.attempt_timeout).min(p.deadline);
         let entry = self.cache.get(&p.vnode);
         // Nodes SWIM holds down are tried only when nothing else is left: this node's
         // own view may be the stale one (it heard no one for a while), and skipping them
@@ -437,6 +450,22 @@ impl Gateway {
             if p.attempt_deadline > now {
                 continue;
             }
+            if p.deadline > now {
+                if let Some(silent) = p.target {
+                    // Silent, maybe dead: try elsewhere, and stop believing it leads.
+                    let v = p.vnode;
+                    if let Some(p) = self.pending.get_mut(&id) {
+                        p.refused_by.insert(silent);
+                    }
+                    if let Some(e) = self.cache.get_mut(&v)
+                        && e.leader == Some(silent)
+                    {
+                        e.leader = None;
+                    }
+                    actions.push(self.dispatch(now, id));
+                }
+                continue;
+            }
             let p = self.pending.remove(&id).expect("looked up above");
             match (p.target, &p.req.op) {
                 // Waiting for meta, or a read: nothing took effect.
@@ -503,6 +532,84 @@ mod tests {
         );
         let last = g.on_reply(Time::ZERO, NodeId(2), refuse(id, NodeId(1)));
         (g, last.expect("an answer"))
+    }
+
+    /// A leader that went silent (dead, while SWIM only suspects it) costs one attempt's
+    /// timeout, not the request: the next attempt goes to another voter within the route
+    /// timeout, the cache stops naming the silent node, and a write whose retry succeeds
+    /// is `ok` (the session table applies it once). Swarm seed 1575 of
+    /// configs/swarm.toml: after a node was lost for good, every request whose cache
+    /// named it timed out until SWIM declared it dead, seconds later.
+    #[test]
+    fn an_attempt_to_a_silent_leader_is_retried_at_another_voter_before_the_route_timeout() {
+        let layout = RingLayout::new(1).expect("one vnode");
+        let mut g = Gateway::new(
+            &Placement::new(layout),
+            8,
+            Duration::from_millis(400),
+            Duration::from_millis(10),
+        );
+        let id = RequestId { client: 1, seq: 1 };
+        let req = ClientRequest {
+            id,
+            op: KvOp::Write {
+                key: "k".into(),
+                value: 1,
+            },
+        };
+        let v = layout.vnode_of(req.op.key());
+        g.start(Time::ZERO, req, v);
+        let d = RouteDescriptor {
+            voters: vec![NodeId(1), NodeId(2), NodeId(3)],
+            epoch: 1,
+            leader: Some(NodeId(2)),
+        };
+        let sent = g.on_directory(Time::ZERO, v, Some(d));
+        assert!(matches!(
+            sent[..],
+            [RouteAction::Send { to: NodeId(2), .. }]
+        ));
+        let ms = |m: u64| Time::ZERO + Duration::from_millis(m);
+        assert!(g.tick(ms(99)).is_empty(), "the attempt has 100 ms");
+        let retried = g.tick(ms(100));
+        let to = match &retried[..] {
+            [RouteAction::Send { to, attempt: 3, .. }] => *to,
+            other => panic!("expected a second attempt, got {other:?}"),
+        };
+        assert_ne!(to, NodeId(2), "the silent node is not tried again");
+        assert_eq!(g.cached(v).and_then(|d| d.leader), None);
+        let ok = ClientResponse {
+            id,
+            result: Ok(kvlab_types::OpOutput::Done),
+        };
+        assert_eq!(
+            g.on_reply(ms(150), to, ok.clone()),
+            Some(RouteAction::Answer(ok))
+        );
+        // Silent everywhere: the request ends at the route timeout, Indeterminate.
+        let id2 = RequestId { client: 1, seq: 2 };
+        let req2 = ClientRequest {
+            id: id2,
+            op: KvOp::Write {
+                key: "k".into(),
+                value: 2,
+            },
+        };
+        g.start(ms(1000), req2, v);
+        let mut answer = None;
+        for t in (1000..=1400).step_by(10) {
+            for a in g.tick(ms(t)) {
+                if let RouteAction::Answer(r) = a {
+                    answer = Some((t, r));
+                }
+            }
+        }
+        let (t, r) = answer.expect("answered by the route timeout");
+        assert_eq!(t, 1400);
+        assert!(
+            matches!(r.result, Err(ClientError::Indeterminate { .. })),
+            "{r:?}"
+        );
     }
 
     /// A gateway whose SWIM holds every other voter down still tries them, after the
