@@ -147,6 +147,20 @@ pub struct EtcdApiInfo {
     pub members: Vec<MemberInfo>,
     /// How long a request may wait for a free request id.
     pub request_timeout: Duration,
+    /// The largest encoded request the node can replicate: [`MAX_ETCD_REQUEST_BYTES`], or
+    /// less where the Raft entry limit binds first (see [`max_request_bytes`]). A larger
+    /// one is refused here, as etcd refuses an oversized one, before it is forwarded.
+    pub max_request_bytes: usize,
+}
+
+/// Bytes a log entry spends on an etcd request besides the encoded request itself, at
+/// most: the request id (two varints), the operation and kind tags, the length.
+pub const ENTRY_OVERHEAD_BYTES: usize = 32;
+
+/// The largest encoded etcd request a node whose Raft entries hold at most
+/// `max_entry_bytes` can replicate.
+pub fn max_request_bytes(max_entry_bytes: usize) -> usize {
+    MAX_ETCD_REQUEST_BYTES.min(max_entry_bytes.saturating_sub(ENTRY_OVERHEAD_BYTES))
 }
 
 /// The cluster id every member reports: FNV-1a over the sorted member ids.
@@ -300,7 +314,7 @@ impl<B: Backend> EtcdApi<B> {
     pub async fn run(&self, req: EtcdRequest) -> Result<EtcdResponse, Status> {
         mvcc::check_request(&req).map_err(|e| status_of(&e))?;
         let op = req.to_op();
-        if op.request.len() > MAX_ETCD_REQUEST_BYTES {
+        if op.request.len() > self.info.max_request_bytes.min(MAX_ETCD_REQUEST_BYTES) {
             return Err(status_of(&EtcdError::request_too_large()));
         }
         let Some(slot) = self.ids.take(self.info.request_timeout).await else {
@@ -546,6 +560,29 @@ mod tests {
         assert!(pool.take(Duration::from_millis(20)).await.is_none());
         drop(held);
         assert!(pool.take(Duration::from_millis(20)).await.is_some());
+    }
+
+    #[test]
+    fn the_request_limit_is_etcds_or_the_raft_entry_limit_whichever_is_smaller() {
+        assert_eq!(
+            max_request_bytes(64 << 10),
+            (64 << 10) - ENTRY_OVERHEAD_BYTES
+        );
+        assert_eq!(max_request_bytes(4 << 20), MAX_ETCD_REQUEST_BYTES);
+        assert_eq!(max_request_bytes(8), 0);
+        // The overhead bound holds for the largest ids and a request at etcd's limit.
+        let op = kvlab_types::EtcdOp {
+            kind: kvlab_types::EtcdOpKind::Txn,
+            request: vec![0; MAX_ETCD_REQUEST_BYTES],
+        };
+        let cmd = kvlab_node::raft_kv::KvCommand {
+            id: RequestId {
+                client: u64::MAX,
+                seq: u64::MAX,
+            },
+            op: KvOp::Etcd(op),
+        };
+        assert!(cmd.encode().len() <= MAX_ETCD_REQUEST_BYTES + ENTRY_OVERHEAD_BYTES);
     }
 
     #[test]

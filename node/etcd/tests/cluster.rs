@@ -163,6 +163,18 @@ async fn etcd_client_drives_a_three_node_cluster() {
             .unwrap_err()
             .to_string();
         assert!(err.contains("etcdserver: request is too large"), "{err}");
+        // Above the Raft entry limit (64 KiB by default), through a follower too: refused
+        // at the endpoint, never forwarded.
+        let over_entry = vec![b'x'; 70 << 10];
+        let err = clients[2]
+            .put("big", over_entry, None)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("etcdserver: request is too large"), "{err}");
+        let fits = vec![b'x'; 60 << 10];
+        clients[2].put("fits", fits, None).await.unwrap();
+        clients[2].delete("fits", None).await.unwrap();
 
         // A malformed request (a varint where RangeRequest has bytes) is an error, and
         // the endpoint goes on serving.

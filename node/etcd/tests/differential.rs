@@ -331,12 +331,14 @@ impl Gen {
         }
     }
     fn compare(&mut self, rev: i64) -> rpc::Compare {
-        let target = self.pick(4) as i32; // version, create, mod, value (no leases)
+        // Version, create, mod, value, lease (every lease is 0 on both sides).
+        let target = self.pick(5) as i32;
         let union = match target {
             0 => TargetUnion::Version(self.pick(4) as i64),
             1 => TargetUnion::CreateRevision(self.rng.random_range(0..=rev + 1)),
             2 => TargetUnion::ModRevision(self.rng.random_range(0..=rev + 1)),
-            _ => TargetUnion::Value(self.value()),
+            3 => TargetUnion::Value(self.value()),
+            _ => TargetUnion::Lease(self.pick(2) as i64),
         };
         let (key, range_end) = if self.chance(15) {
             self.span()

@@ -61,6 +61,14 @@ impl BoundEtcdApi {
             request_timeout: std::time::Duration::from_millis(
                 config.server.client_request_timeout_ms,
             ),
+            max_request_bytes: kvlab_etcd::max_request_bytes(
+                config
+                    .raft
+                    .as_ref()
+                    .map_or(kvlab_raft::RaftConfig::default().max_entry_bytes, |r| {
+                        r.raft.max_entry_bytes
+                    }),
+            ),
         };
         Ok(BoundEtcdApi {
             listener,
