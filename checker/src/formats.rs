@@ -471,18 +471,7 @@ fn event_from_parts(
     line: usize,
     kv: bool,
 ) -> Result<HistoryEvent, HistoryError> {
-    let kind = match kind {
-        "invoke" => EventType::Invoke,
-        "ok" => EventType::Ok,
-        "fail" => EventType::Fail,
-        "info" => EventType::Info,
-        other => {
-            return Err(bad(
-                line,
-                format!("unknown :type :{other}; expected :invoke, :ok, :fail or :info"),
-            ));
-        }
-    };
+    let kind = event_type(kind, line)?;
     let mut error = None;
     // `:timed-out` and other keywords on an uncertain or failed completion: no value.
     let mut value = match value {
@@ -493,19 +482,7 @@ fn event_from_parts(
         v => v,
     };
     let mut key = key;
-    let op_fn = match f {
-        "read" | "r" | "get" => OpFn::Read,
-        "write" | "w" | "put" => OpFn::Write,
-        "cas" | "compare-and-set" => OpFn::Cas,
-        "delete" | "del" => OpFn::Delete,
-        "append" | "txn" => OpFn::Txn,
-        other => {
-            return Err(bad(
-                line,
-                format!("unknown :f :{other}; expected one of {KNOWN_FS}"),
-            ));
-        }
-    };
+    let op_fn = op_fn_of(f, line)?;
     // Jepsen's independent tuples: [k v] (read, write), [k [old new]] (cas).
     if key.is_none()
         && let Edn::Vector(pair) = value
@@ -531,62 +508,7 @@ fn event_from_parts(
             key = None;
             micro
         }
-        (OpFn::Txn, _) => match value {
-            Edn::Nil => Value::Null,
-            Edn::Vector(ops) | Edn::List(ops) => {
-                let mut out = Vec::with_capacity(ops.len());
-                for m in ops {
-                    let (Edn::Vector(parts) | Edn::List(parts)) = m else {
-                        return Err(bad(
-                            line,
-                            format!(
-                                "a :txn micro-op must be a vector [f k v], found {}",
-                                m.kind()
-                            ),
-                        ));
-                    };
-                    let [mf, mk, mv] = parts.as_slice() else {
-                        return Err(bad(
-                            line,
-                            format!("a :txn micro-op must be [f k v], found {m}"),
-                        ));
-                    };
-                    let mf = match mf {
-                        Edn::Keyword(k) | Edn::Symbol(k) => match k.as_str() {
-                            "r" | "read" => "r",
-                            "w" | "write" => "w",
-                            "append" => "append",
-                            other => {
-                                return Err(bad(
-                                    line,
-                                    format!(
-                                        "unknown micro-op :{other}; expected :r, :w or :append"
-                                    ),
-                                ));
-                            }
-                        },
-                        other => {
-                            return Err(bad(
-                                line,
-                                format!("a micro-op's f must be a keyword, found {other}"),
-                            ));
-                        }
-                    };
-                    out.push(json!([
-                        mf,
-                        edn_key(mk, line)?,
-                        edn_to_json(mv, line, "micro-op value")?
-                    ]));
-                }
-                Value::Array(out)
-            }
-            other => {
-                return Err(bad(
-                    line,
-                    format!(":txn needs a vector of micro-ops, found {}", other.kind()),
-                ));
-            }
-        },
+        (OpFn::Txn, _) => txn_micro_ops(value, line)?,
         _ => edn_to_json(value, line, ":value")?,
     };
     let mut op_fn = op_fn;
@@ -620,6 +542,98 @@ fn event_from_parts(
         node: None,
         error,
     })
+}
+
+/// An EDN `:type`.
+fn event_type(kind: &str, line: usize) -> Result<EventType, HistoryError> {
+    Ok(match kind {
+        "invoke" => EventType::Invoke,
+        "ok" => EventType::Ok,
+        "fail" => EventType::Fail,
+        "info" => EventType::Info,
+        other => {
+            return Err(bad(
+                line,
+                format!("unknown :type :{other}; expected :invoke, :ok, :fail or :info"),
+            ));
+        }
+    })
+}
+
+/// An EDN `:f`, with the names Jepsen's and porcupine's workloads use.
+fn op_fn_of(f: &str, line: usize) -> Result<OpFn, HistoryError> {
+    Ok(match f {
+        "read" | "r" | "get" => OpFn::Read,
+        "write" | "w" | "put" => OpFn::Write,
+        "cas" | "compare-and-set" => OpFn::Cas,
+        "delete" | "del" => OpFn::Delete,
+        "append" | "txn" => OpFn::Txn,
+        other => {
+            return Err(bad(
+                line,
+                format!("unknown :f :{other}; expected one of {KNOWN_FS}"),
+            ));
+        }
+    })
+}
+
+/// A `:txn` value: a vector of `[f k v]` micro-ops, as JSON `[["r", k, v], …]`.
+fn txn_micro_ops(value: &Edn, line: usize) -> Result<Value, HistoryError> {
+    match value {
+        Edn::Nil => Ok(Value::Null),
+        Edn::Vector(ops) | Edn::List(ops) => ops
+            .iter()
+            .map(|m| micro_op(m, line))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::Array),
+        other => Err(bad(
+            line,
+            format!(":txn needs a vector of micro-ops, found {}", other.kind()),
+        )),
+    }
+}
+
+/// One micro-op `[f k v]` of a `:txn`.
+fn micro_op(m: &Edn, line: usize) -> Result<Value, HistoryError> {
+    let (Edn::Vector(parts) | Edn::List(parts)) = m else {
+        return Err(bad(
+            line,
+            format!(
+                "a :txn micro-op must be a vector [f k v], found {}",
+                m.kind()
+            ),
+        ));
+    };
+    let [mf, mk, mv] = parts.as_slice() else {
+        return Err(bad(
+            line,
+            format!("a :txn micro-op must be [f k v], found {m}"),
+        ));
+    };
+    let mf = match mf {
+        Edn::Keyword(k) | Edn::Symbol(k) => match k.as_str() {
+            "r" | "read" => "r",
+            "w" | "write" => "w",
+            "append" => "append",
+            other => {
+                return Err(bad(
+                    line,
+                    format!("unknown micro-op :{other}; expected :r, :w or :append"),
+                ));
+            }
+        },
+        other => {
+            return Err(bad(
+                line,
+                format!("a micro-op's f must be a keyword, found {other}"),
+            ));
+        }
+    };
+    Ok(json!([
+        mf,
+        edn_key(mk, line)?,
+        edn_to_json(mv, line, "micro-op value")?
+    ]))
 }
 
 /// The marker of an operation line in a Jepsen log.
