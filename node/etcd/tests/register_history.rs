@@ -4,8 +4,11 @@
 //! node; the history, in kvlab's JSONL format, must be linearizable under the
 //! `cas-register` model (kvlab-checker, the code behind `kvlab check`).
 //!
-//! `KVLAB_ETCD_HISTORY_OUT=FILE` keeps the history, e.g. for
-//! `kvlab check FILE --model cas-register`.
+//! The second test crashes the leader's process (like `kill -9`) while the clients run:
+//! its clients' writes end `info`, the others go on once a new leader is elected.
+//!
+//! `KVLAB_ETCD_HISTORY_OUT=FILE` (`KVLAB_ETCD_CRASH_HISTORY_OUT=FILE` for the second)
+//! keeps the history, e.g. for `kvlab check FILE --model cas-register`.
 
 mod common;
 
@@ -158,10 +161,11 @@ async fn client_loop(c: u64, mut client: Client, node: u32, rec: Recorder) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_register_history_through_the_etcd_api_is_linearizable() {
+/// Runs the workload (crashing the leader's process a moment after it starts, when
+/// `crash_leader`), checks the history and returns the verdict line.
+async fn run_and_check(crash_leader: bool, out_env: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let cluster = EtcdCluster::start(3, dir.path()).await;
+    let mut cluster = EtcdCluster::start(3, dir.path()).await;
     let rec = Recorder::default();
     bounded(LIMIT, "register workload", async {
         // Wait for a leader before the clock starts.
@@ -174,12 +178,23 @@ async fn a_register_history_through_the_etcd_api_is_linearizable() {
         })
         .await;
         first.put("warmup", "1", None).await.unwrap();
+        let leader = first.status().await.unwrap().leader();
         let mut tasks = Vec::new();
         for c in 0..CLIENTS {
             let node = (c % 3) as u32;
             let ep = cluster.endpoints[node as usize].clone();
             let client = Client::connect([ep.as_str()], None).await.unwrap();
             tasks.push(tokio::spawn(client_loop(c, client, node + 1, rec.clone())));
+        }
+        if crash_leader {
+            // Member ids are node ids, and the cluster's nodes are in id order.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let at = cluster
+                .nodes
+                .iter()
+                .position(|n| u64::from(n.id().0) == leader)
+                .expect("the leader is a member");
+            cluster.nodes.remove(at).crash().await;
         }
         for t in tasks {
             t.await.unwrap();
@@ -188,13 +203,13 @@ async fn a_register_history_through_the_etcd_api_is_linearizable() {
     .await;
     cluster.shutdown().await;
     let events = rec.events.lock().unwrap().clone();
-    if let Some(path) = std::env::var_os("KVLAB_ETCD_HISTORY_OUT") {
+    if let Some(path) = std::env::var_os(out_env) {
         let mut out = std::fs::File::create(&path).unwrap();
         kvlab_checker::write_jsonl(&mut out, &events).unwrap();
     }
     let oks = events.iter().filter(|e| e.kind == EventType::Ok).count();
     assert!(
-        oks as u64 > CLIENTS * OPS_PER_CLIENT / 2,
+        oks as u64 > CLIENTS * OPS_PER_CLIENT / 3,
         "only {oks} operations succeeded"
     );
     let opts = CheckOptions {
@@ -203,7 +218,12 @@ async fn a_register_history_through_the_etcd_api_is_linearizable() {
     };
     let report = kvlab_checker::check(&events, &opts).expect("a well-formed history");
     println!(
-        "register history: {} operations ({} ok, {} fail, {} info): {}",
+        "register history{}: {} operations ({} ok, {} fail, {} info): {}",
+        if crash_leader {
+            " with a leader crash"
+        } else {
+            ""
+        },
         report.operations,
         report.operations_ok,
         report.operations_fail,
@@ -211,4 +231,14 @@ async fn a_register_history_through_the_etcd_api_is_linearizable() {
         report.verdict
     );
     assert_eq!(report.verdict, Verdict::Valid, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_register_history_through_the_etcd_api_is_linearizable() {
+    run_and_check(false, "KVLAB_ETCD_HISTORY_OUT").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_register_history_across_a_leader_crash_is_linearizable() {
+    run_and_check(true, "KVLAB_ETCD_CRASH_HISTORY_OUT").await;
 }
