@@ -69,7 +69,12 @@ fn config(id: u32, root: &Path, n: u32) -> NodeConfig {
         server: ServerOptions::default(),
         udp: None,
         tarpc: None,
-        raft: None,
+        // Elections take 250–500 ms: a loaded test machine should not depose a leader
+        // mid-run (the differential test compares every answer).
+        raft: Some(kvlab_node::raft_kv::RaftKvConfig {
+            tick_interval_ms: 25,
+            ..Default::default()
+        }),
         single: None,
         async_primary: None,
         kvlab: None,
