@@ -665,83 +665,20 @@ impl Net {
         // fast clock may find itself the slow one.
         const DRIFT_PERIOD_STEPS: usize = 300;
         let mut rates: Vec<u32> = vec![1; n];
-        let mut total_rate = n as u32;
         for step in 0..steps {
             if faults.drift_max_rate > 1 && step % DRIFT_PERIOD_STEPS == 0 {
                 for r in rates.iter_mut() {
                     *r = rng.random_range(faults.drift_min_rate.max(1)..=faults.drift_max_rate);
                 }
-                total_rate = rates.iter().sum();
             }
             let pick = self.ids[rng.random_range(0..n)];
-            let fault_roll: u32 = rng.random_range(0..10_000);
-            let roll: u32 = if fault_roll < faults.crash_per_10k {
-                900
-            } else if fault_roll < faults.crash_per_10k + faults.restart_per_10k {
-                902
-            } else if fault_roll
-                < faults.crash_per_10k + faults.restart_per_10k + faults.partition_per_10k
-            {
-                910
-            } else if fault_roll
-                < faults.crash_per_10k
-                    + faults.restart_per_10k
-                    + faults.partition_per_10k
-                    + faults.membership_per_10k
-            {
-                920
-            } else if fault_roll
-                < faults.crash_per_10k
-                    + faults.restart_per_10k
-                    + faults.partition_per_10k
-                    + faults.membership_per_10k
-                    + faults.reads_per_10k
-            {
-                930
-            } else if fault_roll
-                < faults.crash_per_10k
-                    + faults.restart_per_10k
-                    + faults.partition_per_10k
-                    + faults.membership_per_10k
-                    + faults.reads_per_10k
-                    + faults.joint_per_10k
-            {
-                940
-            } else {
-                rng.random_range(0..900)
-            };
-            match roll {
-                0..450 if !self.queue.is_empty() => {
-                    let i = if faults.reorder {
-                        rng.random_range(0..self.queue.len())
-                    } else {
-                        0
-                    };
-                    if rng.random_range(0..1000) < faults.drop_per_mille {
-                        self.queue.remove(i);
-                        self.stats.dropped += 1;
-                    } else {
-                        if rng.random_range(0..1000) < faults.duplicate_per_mille {
-                            self.stats.duplicated += 1;
-                            let copy = self.queue[i].clone();
-                            self.queue.push(copy);
-                        }
-                        self.deliver_at(i)?;
-                    }
-                }
+            match chaos_roll(rng, faults) {
+                0..450 if !self.queue.is_empty() => self.chaos_deliver(rng, faults)?,
                 450..600 => {
                     // One fsync makes everything written so far durable (group commit).
                     while self.complete_sync(pick)? {}
                 }
-                600..850 if faults.drift_max_rate > 1 => {
-                    let mut k = rng.random_range(0..total_rate);
-                    let mut i = 0;
-                    while k >= rates[i] {
-                        k -= rates[i];
-                        i += 1;
-                    }
-                    self.tick(self.ids[i])?;
-                }
+                600..850 if faults.drift_max_rate > 1 => self.chaos_tick_drifted(rng, &rates)?,
                 600..850 => self.tick(pick)?,
                 930 => {
                     // Ask whoever believes it leads (the stale ones included).
@@ -757,136 +694,14 @@ impl Net {
                         }
                     }
                 }
-                900 if faults.crash && self.is_up(pick) => {
-                    let keep = rng.random_range(0..3);
-                    let node = &self.nodes[&pick];
-                    let unsynced = (node.wal.len() - node.durable_len) as u64;
-                    self.stats.lost_unsynced_records += unsynced.saturating_sub(keep as u64);
-                    self.stats.crashes += 1;
-                    self.crash(pick, keep);
-                }
+                900 if faults.crash && self.is_up(pick) => self.chaos_crash(rng, pick),
                 902 if faults.crash && !self.is_up(pick) => {
                     self.stats.restarts += 1;
                     self.restart(pick)?;
                 }
-                910 if faults.partition => {
-                    self.heal();
-                    self.stats.partitions += 1;
-                    match rng.random_range(0..4) {
-                        0 => self.isolate(pick),
-                        1 => self.split_randomly(rng),
-                        2 => {
-                            let other = self.ids[rng.random_range(0..n)];
-                            if other != pick {
-                                self.blocked.insert((pick, other));
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                920 => {
-                    // Random single-server change among the pool: a voter is removed, a
-                    // learner promoted, an outsider added as a learner.
-                    if let Some(l) = self.leader() {
-                        let r = self.raft(l);
-                        let change = if r.voters().contains(&pick) {
-                            ConfChange::RemoveNode(pick)
-                        } else if r.learners().contains(&pick) {
-                            ConfChange::AddVoter(pick)
-                        } else {
-                            ConfChange::AddLearner(pick)
-                        };
-                        let res = self.raft_mut(l).propose_conf_change(change);
-                        self.process(l)?;
-                        if res.is_ok() {
-                            self.stats.conf_changes_proposed += 1;
-                        }
-                    }
-                }
-                940 => {
-                    // The wave-2 replace operator, one step at a time: a joint leader
-                    // leaves; otherwise a learner replaces a random voter (the leader
-                    // included), demoted to a learner or removed, with or without
-                    // automatic leave; without a learner, an outsider is added as one.
-                    if let Some(l) = self.leader() {
-                        let r = self.raft(l);
-                        // As the wave-2 operator does, promote only learners that have
-                        // caught up (within a few entries of the commit index).
-                        const CATCH_UP_LAG_ENTRIES: u64 = 16;
-                        let caught_up = |n: &NodeId| {
-                            r.progress(*n).is_some_and(|p| {
-                                p.match_index + CATCH_UP_LAG_ENTRIES >= r.commit_index()
-                            })
-                        };
-                        let voters = r.voters().to_vec();
-                        let learners: Vec<NodeId> =
-                            r.learners().iter().copied().filter(caught_up).collect();
-                        let outsiders: Vec<NodeId> = self
-                            .ids
-                            .iter()
-                            .copied()
-                            .filter(|&n| !r.is_member(n))
-                            .collect();
-                        let change = if r.is_joint() {
-                            Some(ConfChange::LeaveJoint)
-                        } else if learners.is_empty() {
-                            // Nobody to promote yet: add an outsider as a learner.
-                            let k = rng.random_range(0..outsiders.len().max(1));
-                            outsiders.get(k).map(|&n| ConfChange::AddLearner(n))
-                        } else {
-                            // Usually one voter, sometimes two at once when two
-                            // learners are there (a change single-server steps
-                            // cannot make in one go).
-                            let mut learners = learners;
-                            let mut voters = voters;
-                            let count = if learners.len() >= 2 && voters.len() >= 3 {
-                                rng.random_range(1..=2)
-                            } else {
-                                1
-                            };
-                            let mut add = Vec::new();
-                            let mut out = Vec::new();
-                            for _ in 0..count {
-                                add.push(learners.swap_remove(rng.random_range(0..learners.len())));
-                                out.push(voters.swap_remove(rng.random_range(0..voters.len())));
-                            }
-                            let add = MemberSet::from_slice(&add).expect("few");
-                            let out = MemberSet::from_slice(&out).expect("few");
-                            let j = if rng.random_range(0..2) == 0 {
-                                JointChange {
-                                    add_voters: add,
-                                    demote_voters: out,
-                                    ..JointChange::default()
-                                }
-                            } else {
-                                JointChange {
-                                    add_voters: add,
-                                    remove: out,
-                                    ..JointChange::default()
-                                }
-                            };
-                            Some(ConfChange::EnterJoint(
-                                j.with_auto_leave(rng.random_range(0..2) == 0),
-                            ))
-                        };
-                        if let Some(change) = change {
-                            let res = self.raft_mut(l).propose_conf_change(change);
-                            self.process(l)?;
-                            if res.is_ok() {
-                                self.stats.conf_changes_proposed += 1;
-                                if !matches!(change, ConfChange::AddLearner(_)) {
-                                    self.stats.joint_changes_proposed += 1;
-                                }
-                                // A partition in the middle of a reconfiguration.
-                                if rng.random_range(0..1000) < faults.split_after_joint_per_mille {
-                                    self.heal();
-                                    self.stats.partitions += 1;
-                                    self.split_randomly(rng);
-                                }
-                            }
-                        }
-                    }
-                }
+                910 if faults.partition => self.chaos_partition(rng, pick),
+                920 => self.chaos_single_server_change(pick)?,
+                940 => self.chaos_joint_step(rng, faults)?,
                 890..900 if faults.compact => {
                     let before = self.is_up(pick).then(|| self.raft(pick).snapshot_meta());
                     self.compact(pick)?;
@@ -902,6 +717,198 @@ impl Net {
         }
         self.check_logs()
     }
+
+    /// Delivers (or drops, or duplicates and delivers) a queued message: the first one,
+    /// or a random one when reordering.
+    fn chaos_deliver(&mut self, rng: &mut Rng, faults: &Faults) -> Result<(), String> {
+        let i = if faults.reorder {
+            rng.random_range(0..self.queue.len())
+        } else {
+            0
+        };
+        if rng.random_range(0..1000) < faults.drop_per_mille {
+            self.queue.remove(i);
+            self.stats.dropped += 1;
+            return Ok(());
+        }
+        if rng.random_range(0..1000) < faults.duplicate_per_mille {
+            self.stats.duplicated += 1;
+            let copy = self.queue[i].clone();
+            self.queue.push(copy);
+        }
+        self.deliver_at(i)
+    }
+
+    /// One tick of a node drawn in proportion to its clock rate.
+    fn chaos_tick_drifted(&mut self, rng: &mut Rng, rates: &[u32]) -> Result<(), String> {
+        let mut k = rng.random_range(0..rates.iter().sum::<u32>());
+        let mut i = 0;
+        while k >= rates[i] {
+            k -= rates[i];
+            i += 1;
+        }
+        self.tick(self.ids[i])
+    }
+
+    /// Crashes `pick`, keeping 0–2 of its unsynced records.
+    fn chaos_crash(&mut self, rng: &mut Rng, pick: NodeId) {
+        let keep = rng.random_range(0..3);
+        let node = &self.nodes[&pick];
+        let unsynced = (node.wal.len() - node.durable_len) as u64;
+        self.stats.lost_unsynced_records += unsynced.saturating_sub(keep as u64);
+        self.stats.crashes += 1;
+        self.crash(pick, keep);
+    }
+
+    /// Heals, then isolates `pick`, splits the network at random, cuts one link, or
+    /// leaves it whole.
+    fn chaos_partition(&mut self, rng: &mut Rng, pick: NodeId) {
+        self.heal();
+        self.stats.partitions += 1;
+        match rng.random_range(0..4) {
+            0 => self.isolate(pick),
+            1 => self.split_randomly(rng),
+            2 => {
+                let other = self.ids[rng.random_range(0..self.ids.len())];
+                if other != pick {
+                    self.blocked.insert((pick, other));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Random single-server change among the pool: a voter is removed, a learner
+    /// promoted, an outsider added as a learner.
+    fn chaos_single_server_change(&mut self, pick: NodeId) -> Result<(), String> {
+        let Some(l) = self.leader() else {
+            return Ok(());
+        };
+        let r = self.raft(l);
+        let change = if r.voters().contains(&pick) {
+            ConfChange::RemoveNode(pick)
+        } else if r.learners().contains(&pick) {
+            ConfChange::AddVoter(pick)
+        } else {
+            ConfChange::AddLearner(pick)
+        };
+        let res = self.raft_mut(l).propose_conf_change(change);
+        self.process(l)?;
+        if res.is_ok() {
+            self.stats.conf_changes_proposed += 1;
+        }
+        Ok(())
+    }
+
+    /// The wave-2 replace operator, one step at a time: a joint leader leaves; otherwise
+    /// a learner replaces a random voter (the leader included), demoted to a learner or
+    /// removed, with or without automatic leave; without a learner, an outsider is added
+    /// as one.
+    fn chaos_joint_step(&mut self, rng: &mut Rng, faults: &Faults) -> Result<(), String> {
+        let Some(l) = self.leader() else {
+            return Ok(());
+        };
+        let Some(change) = self.next_joint_change(rng, l) else {
+            return Ok(());
+        };
+        let res = self.raft_mut(l).propose_conf_change(change);
+        self.process(l)?;
+        if res.is_ok() {
+            self.stats.conf_changes_proposed += 1;
+            if !matches!(change, ConfChange::AddLearner(_)) {
+                self.stats.joint_changes_proposed += 1;
+            }
+            // A partition in the middle of a reconfiguration.
+            if rng.random_range(0..1000) < faults.split_after_joint_per_mille {
+                self.heal();
+                self.stats.partitions += 1;
+                self.split_randomly(rng);
+            }
+        }
+        Ok(())
+    }
+
+    /// The next step of the replace operator on leader `l`'s configuration.
+    fn next_joint_change(&self, rng: &mut Rng, l: NodeId) -> Option<ConfChange> {
+        let r = self.raft(l);
+        // As the wave-2 operator does, promote only learners that have caught up
+        // (within a few entries of the commit index).
+        const CATCH_UP_LAG_ENTRIES: u64 = 16;
+        let caught_up = |n: &NodeId| {
+            r.progress(*n)
+                .is_some_and(|p| p.match_index + CATCH_UP_LAG_ENTRIES >= r.commit_index())
+        };
+        let mut voters = r.voters().to_vec();
+        let mut learners: Vec<NodeId> = r.learners().iter().copied().filter(caught_up).collect();
+        if r.is_joint() {
+            return Some(ConfChange::LeaveJoint);
+        }
+        if learners.is_empty() {
+            // Nobody to promote yet: add an outsider as a learner.
+            let outsiders: Vec<NodeId> = self
+                .ids
+                .iter()
+                .copied()
+                .filter(|&n| !r.is_member(n))
+                .collect();
+            let k = rng.random_range(0..outsiders.len().max(1));
+            return outsiders.get(k).map(|&n| ConfChange::AddLearner(n));
+        }
+        // Usually one voter, sometimes two at once when two learners are there (a change
+        // single-server steps cannot make in one go).
+        let count = if learners.len() >= 2 && voters.len() >= 3 {
+            rng.random_range(1..=2)
+        } else {
+            1
+        };
+        let mut add = Vec::new();
+        let mut out = Vec::new();
+        for _ in 0..count {
+            add.push(learners.swap_remove(rng.random_range(0..learners.len())));
+            out.push(voters.swap_remove(rng.random_range(0..voters.len())));
+        }
+        let add = MemberSet::from_slice(&add).expect("few");
+        let out = MemberSet::from_slice(&out).expect("few");
+        let j = if rng.random_range(0..2) == 0 {
+            JointChange {
+                add_voters: add,
+                demote_voters: out,
+                ..JointChange::default()
+            }
+        } else {
+            JointChange {
+                add_voters: add,
+                remove: out,
+                ..JointChange::default()
+            }
+        };
+        Some(ConfChange::EnterJoint(
+            j.with_auto_leave(rng.random_range(0..2) == 0),
+        ))
+    }
+}
+
+/// The kind of the next chaos event: a fault by its per-10k rate (900 crash, 902
+/// restart, 910 partition, 920 single-server change, 930 reads, 940 joint step), else a
+/// normal event in `0..900`.
+fn chaos_roll(rng: &mut Rng, faults: &Faults) -> u32 {
+    let fault_roll: u32 = rng.random_range(0..10_000);
+    let rates = [
+        (faults.crash_per_10k, 900),
+        (faults.restart_per_10k, 902),
+        (faults.partition_per_10k, 910),
+        (faults.membership_per_10k, 920),
+        (faults.reads_per_10k, 930),
+        (faults.joint_per_10k, 940),
+    ];
+    let mut bound = 0;
+    for (rate, kind) in rates {
+        bound += rate;
+        if fault_roll < bound {
+            return kind;
+        }
+    }
+    rng.random_range(0..900)
 }
 
 /// Which faults [`Net::chaos`] injects.
