@@ -542,6 +542,27 @@ fn assert_converged(s: &Sim<RaftKv>, seed: u64) {
     }
 }
 
+const RANDOM_CLIENTS: u64 = 4;
+const RANDOM_KEYS: u64 = 3;
+const RANDOM_STEP_MS: u64 = 5;
+const RANDOM_FAULT_MS: u64 = 4_000;
+const RANDOM_HEALED_MS: u64 = 3_000;
+const RANDOM_CLIENT_TIMEOUT_MS: u64 = 1_500;
+
+/// The state of one [`run_random`] seed.
+struct RandomRun {
+    s: Sim<RaftKv>,
+    rng: kvlab_types::Rng,
+    clients: Vec<TestClient>,
+    next_process: u64,
+    next_value: i64,
+    last_written: BTreeMap<String, i64>,
+    timed: Vec<Timed>,
+    next_fault: Time,
+    healed: bool,
+    ok_after_heal: usize,
+}
+
 /// Runs one seed: clients at every node, random partitions, crashes and restarts for
 /// `fault_ms`, then a healed phase; returns the history and how many operations
 /// succeeded after healing.
@@ -550,12 +571,6 @@ fn run_random(
     read_mode: ReadMode,
     unsafe_local_reads: bool,
 ) -> (Vec<HistoryEvent>, usize) {
-    const CLIENTS: u64 = 4;
-    const KEYS: u64 = 3;
-    const STEP_MS: u64 = 5;
-    const FAULT_MS: u64 = 4_000;
-    const HEALED_MS: u64 = 3_000;
-    const CLIENT_TIMEOUT_MS: u64 = 1_500;
     let cfg = RaftKvConfig {
         read_mode,
         unsafe_local_reads,
@@ -568,183 +583,51 @@ fn run_random(
     sim_cfg.network.loss_probability = 0.02;
     sim_cfg.network.duplicate_probability = 0.02;
     sim_cfg.network.reorder_probability = 0.05;
-    let mut s = Sim::<RaftKv>::new(sim_cfg, seed, &NODES, cfg).expect("valid sim config");
-    let mut rng = seeded_rng(derive_seed(seed, "raft_kv_test", 0));
-    let mut clients: Vec<TestClient> = (0..CLIENTS)
-        .map(|c| TestClient {
-            client: c + 1,
-            process: c,
-            seq: 0,
-            next_at: Time::ZERO,
-            outstanding: None,
-        })
-        .collect();
-    let mut next_process = CLIENTS;
-    let mut next_value = 1i64;
-    let mut last_written: BTreeMap<String, i64> = BTreeMap::new();
-    let mut timed: Vec<Timed> = Vec::new();
-    let mut next_fault = Time::from_millis(500);
-    let healed_at = Time::from_millis(FAULT_MS);
-    let end = Time::from_millis(FAULT_MS + HEALED_MS);
-    let mut healed = false;
-    let mut ok_after_heal = 0usize;
+    let mut r = RandomRun {
+        s: Sim::<RaftKv>::new(sim_cfg, seed, &NODES, cfg).expect("valid sim config"),
+        rng: seeded_rng(derive_seed(seed, "raft_kv_test", 0)),
+        clients: (0..RANDOM_CLIENTS)
+            .map(|c| TestClient {
+                client: c + 1,
+                process: c,
+                seq: 0,
+                next_at: Time::ZERO,
+                outstanding: None,
+            })
+            .collect(),
+        next_process: RANDOM_CLIENTS,
+        next_value: 1,
+        last_written: BTreeMap::new(),
+        timed: Vec::new(),
+        next_fault: Time::from_millis(500),
+        healed: false,
+        ok_after_heal: 0,
+    };
+    let end = Time::from_millis(RANDOM_FAULT_MS + RANDOM_HEALED_MS);
     let mut outs = Vec::new();
     let mut leaders = LeaderPerTerm::default();
-    while s.now() < end {
-        leaders.observe(&s, seed);
-        // Nemesis.
-        let now = s.now();
-        if !healed && now >= healed_at {
-            s.heal();
-            for n in NODES {
-                if !s.is_up(n) {
-                    s.restart(n).expect("restart");
-                }
-            }
-            healed = true;
-        } else if !healed && now >= next_fault {
-            next_fault = now + Duration::from_millis(rng.random_range(100..400));
-            // Half of the faults hit the leader, where the interesting bugs hide.
-            let victim = match leader(&s) {
-                Some(l) if rng.random_bool(0.5) => l,
-                _ => NODES[rng.random_range(0..NODES.len())],
-            };
-            match rng.random_range(0..6u32) {
-                0 => {
-                    let rest: Vec<NodeId> =
-                        NODES.iter().copied().filter(|&n| n != victim).collect();
-                    s.add_rule(FaultRule::Partition {
-                        a: vec![victim],
-                        b: rest,
-                    });
-                }
-                1 => s.heal(),
-                5 => {
-                    let to: Vec<NodeId> = NODES.iter().copied().filter(|&n| n != victim).collect();
-                    s.add_rule(FaultRule::OneWay {
-                        from: vec![victim],
-                        to,
-                    });
-                }
-                2 if NODES.iter().all(|&n| s.is_up(n)) => s.crash(victim),
-                3 => {
-                    for n in NODES {
-                        if !s.is_up(n) {
-                            s.restart(n).expect("restart");
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        // Clients.
-        let now = s.now();
-        for c in clients.iter_mut() {
-            if let Some((req, node, invoked)) = &c.outstanding {
-                if now.saturating_since(*invoked) >= Duration::from_millis(CLIENT_TIMEOUT_MS) {
-                    let ev = history_event(c.process, EventType::Info, &req.op, *node, None);
-                    timed.push((now, 0, ev));
-                    c.outstanding = None;
-                    c.process = next_process;
-                    next_process += 1;
-                    c.next_at = now;
-                }
-            }
-            if c.outstanding.is_none() && now >= c.next_at {
-                c.seq += 1;
-                let key = format!("k{}", rng.random_range(0..KEYS));
-                let op = match rng.random_range(0..10u32) {
-                    0..=3 => KvOp::Read { key },
-                    4..=7 => {
-                        next_value += 1;
-                        KvOp::Write {
-                            key,
-                            value: next_value,
-                        }
-                    }
-                    8 => {
-                        next_value += 1;
-                        let expected = last_written.get(&key).copied();
-                        KvOp::Cas {
-                            key,
-                            expected,
-                            new: next_value,
-                        }
-                    }
-                    _ => KvOp::Delete { key },
-                };
-                if let KvOp::Write { key, value }
-                | KvOp::Cas {
-                    key, new: value, ..
-                } = &op
-                {
-                    last_written.insert(key.clone(), *value);
-                }
-                let node = NODES[rng.random_range(0..NODES.len())];
-                let req = ClientRequest {
-                    id: RequestId {
-                        client: c.client,
-                        seq: c.seq,
-                    },
-                    op,
-                };
-                timed.push((
-                    now,
-                    1,
-                    history_event(c.process, EventType::Invoke, &req.op, node, None),
-                ));
-                s.submit(node, req.clone());
-                c.outstanding = Some((req, node, now));
-            }
-        }
+    while r.s.now() < end {
+        leaders.observe(&r.s, seed);
+        r.nemesis();
+        r.clients_act();
         outs.clear();
-        let until = s.now() + Duration::from_millis(STEP_MS);
-        if let Err(e) = s.run_until(until, &mut outs) {
+        let until = r.s.now() + Duration::from_millis(RANDOM_STEP_MS);
+        if let Err(e) = r.s.run_until(until, &mut outs) {
             panic!("seed {seed}: simulation failed: {e}");
         }
         for o in outs.drain(..) {
-            let SimOutput::Reply { at, response, .. } = o else {
-                continue;
-            };
-            let Some(c) = clients.iter_mut().find(|c| c.client == response.id.client) else {
-                continue;
-            };
-            let matches = c
-                .outstanding
-                .as_ref()
-                .is_some_and(|(req, _, _)| req.id == response.id);
-            if !matches {
-                continue; // A late answer to a request the client gave up on.
+            if let SimOutput::Reply { at, response, .. } = o {
+                r.on_reply(at, response);
             }
-            let Some((req, node, _)) = c.outstanding.take() else {
-                continue;
-            };
-            let kind = match &response.result {
-                Ok(_) => EventType::Ok,
-                Err(e) if e.is_definite() => EventType::Fail,
-                Err(_) => EventType::Info,
-            };
-            if kind == EventType::Ok && healed {
-                ok_after_heal += 1;
-            }
-            timed.push((
-                at,
-                0,
-                history_event(c.process, kind, &req.op, node, Some(&response.result)),
-            ));
-            if kind == EventType::Info {
-                c.process = next_process;
-                next_process += 1;
-            }
-            c.next_at = at + Duration::from_millis(rng.random_range(5..30));
         }
     }
     // Liveness: once healed, every replica converges to the same state.
-    run_ms(&mut s, 1_000);
-    assert_converged(&s, seed);
+    run_ms(&mut r.s, 1_000);
+    assert_converged(&r.s, seed);
     // Stable sort: completions before invokes at the same instant, else emission order.
-    timed.sort_by_key(|(t, o, _)| (*t, *o));
-    let events = timed
+    r.timed.sort_by_key(|(t, o, _)| (*t, *o));
+    let events = r
+        .timed
         .into_iter()
         .enumerate()
         .map(|(i, (t, _, mut ev))| {
@@ -753,7 +636,169 @@ fn run_random(
             ev
         })
         .collect();
-    (events, ok_after_heal)
+    (events, r.ok_after_heal)
+}
+
+impl RandomRun {
+    /// The heal at `RANDOM_FAULT_MS`, or the next random fault when one is due.
+    fn nemesis(&mut self) {
+        let now = self.s.now();
+        if self.healed {
+            return;
+        }
+        if now >= Time::from_millis(RANDOM_FAULT_MS) {
+            self.s.heal();
+            self.restart_all();
+            self.healed = true;
+            return;
+        }
+        if now < self.next_fault {
+            return;
+        }
+        self.next_fault = now + Duration::from_millis(self.rng.random_range(100..400));
+        // Half of the faults hit the leader, where the interesting bugs hide.
+        let victim = match leader(&self.s) {
+            Some(l) if self.rng.random_bool(0.5) => l,
+            _ => NODES[self.rng.random_range(0..NODES.len())],
+        };
+        let rest: Vec<NodeId> = NODES.iter().copied().filter(|&n| n != victim).collect();
+        match self.rng.random_range(0..6u32) {
+            0 => {
+                self.s.add_rule(FaultRule::Partition {
+                    a: vec![victim],
+                    b: rest,
+                });
+            }
+            1 => self.s.heal(),
+            5 => {
+                self.s.add_rule(FaultRule::OneWay {
+                    from: vec![victim],
+                    to: rest,
+                });
+            }
+            2 if NODES.iter().all(|&n| self.s.is_up(n)) => self.s.crash(victim),
+            3 => self.restart_all(),
+            _ => {}
+        }
+    }
+
+    fn restart_all(&mut self) {
+        for n in NODES {
+            if !self.s.is_up(n) {
+                self.s.restart(n).expect("restart");
+            }
+        }
+    }
+
+    /// Every client gives up a request past its timeout, and sends a new one when due.
+    fn clients_act(&mut self) {
+        let now = self.s.now();
+        for i in 0..self.clients.len() {
+            let c = &mut self.clients[i];
+            if let Some((req, node, invoked)) = &c.outstanding
+                && now.saturating_since(*invoked) >= Duration::from_millis(RANDOM_CLIENT_TIMEOUT_MS)
+            {
+                let ev = history_event(c.process, EventType::Info, &req.op, *node, None);
+                self.timed.push((now, 0, ev));
+                c.outstanding = None;
+                c.process = self.next_process;
+                self.next_process += 1;
+                c.next_at = now;
+            }
+            let c = &self.clients[i];
+            if c.outstanding.is_none() && now >= c.next_at {
+                self.send(i, now);
+            }
+        }
+    }
+
+    /// Client `i` sends a random operation on a random key to a random node.
+    fn send(&mut self, i: usize, now: Time) {
+        self.clients[i].seq += 1;
+        let key = format!("k{}", self.rng.random_range(0..RANDOM_KEYS));
+        let op = match self.rng.random_range(0..10u32) {
+            0..=3 => KvOp::Read { key },
+            4..=7 => {
+                self.next_value += 1;
+                KvOp::Write {
+                    key,
+                    value: self.next_value,
+                }
+            }
+            8 => {
+                self.next_value += 1;
+                let expected = self.last_written.get(&key).copied();
+                KvOp::Cas {
+                    key,
+                    expected,
+                    new: self.next_value,
+                }
+            }
+            _ => KvOp::Delete { key },
+        };
+        if let KvOp::Write { key, value }
+        | KvOp::Cas {
+            key, new: value, ..
+        } = &op
+        {
+            self.last_written.insert(key.clone(), *value);
+        }
+        let node = NODES[self.rng.random_range(0..NODES.len())];
+        let c = &mut self.clients[i];
+        let req = ClientRequest {
+            id: RequestId {
+                client: c.client,
+                seq: c.seq,
+            },
+            op,
+        };
+        self.timed.push((
+            now,
+            1,
+            history_event(c.process, EventType::Invoke, &req.op, node, None),
+        ));
+        self.s.submit(node, req.clone());
+        c.outstanding = Some((req, node, now));
+    }
+
+    /// A reply reached its client at `at` (a late answer to a request the client gave
+    /// up on is dropped).
+    fn on_reply(&mut self, at: Time, response: ClientResponse) {
+        let Some(c) = self
+            .clients
+            .iter_mut()
+            .find(|c| c.client == response.id.client)
+        else {
+            return;
+        };
+        if c.outstanding
+            .as_ref()
+            .is_none_or(|(req, _, _)| req.id != response.id)
+        {
+            return;
+        }
+        let Some((req, node, _)) = c.outstanding.take() else {
+            return;
+        };
+        let kind = match &response.result {
+            Ok(_) => EventType::Ok,
+            Err(e) if e.is_definite() => EventType::Fail,
+            Err(_) => EventType::Info,
+        };
+        if kind == EventType::Ok && self.healed {
+            self.ok_after_heal += 1;
+        }
+        self.timed.push((
+            at,
+            0,
+            history_event(c.process, kind, &req.op, node, Some(&response.result)),
+        ));
+        if kind == EventType::Info {
+            c.process = self.next_process;
+            self.next_process += 1;
+        }
+        c.next_at = at + Duration::from_millis(self.rng.random_range(5..30));
+    }
 }
 
 fn check_seeds(seeds: std::ops::Range<u64>, read_mode: ReadMode) {
