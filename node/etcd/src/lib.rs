@@ -22,9 +22,9 @@
 //! * a write (put, delete, txn, compact) is proposed to the group's Raft log like any
 //!   write (a follower forwards it to the leader); every replica applies it to its etcd
 //!   keyspace and the proposer answers with the encoded response;
-//! * a linearizable range is a **ReadIndex** read (thesis §6.4) on the leader, served
-//!   once the leader applied up to the read point (or through the log when the node's
-//!   `read_mode = "log"`);
+//! * a linearizable range, or a txn of ranges only (etcd's read-only txn), is a
+//!   **ReadIndex** read (thesis §6.4) on the leader, served once the leader applied up
+//!   to the read point (or through the log when the node's `read_mode = "log"`);
 //! * a `serializable` range is served at once from the contacted node's own replica.
 //!
 //! The response header's `revision` comes from the state machine; `raft_term` is the

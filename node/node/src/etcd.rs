@@ -203,6 +203,7 @@ impl EtcdRequest {
             EtcdRequest::Range(r) => (EtcdOpKind::Range, r.encode_to_vec()),
             EtcdRequest::Put(r) => (EtcdOpKind::Put, r.encode_to_vec()),
             EtcdRequest::DeleteRange(r) => (EtcdOpKind::DeleteRange, r.encode_to_vec()),
+            EtcdRequest::Txn(r) if txn_is_read_only(r) => (EtcdOpKind::ReadTxn, r.encode_to_vec()),
             EtcdRequest::Txn(r) => (EtcdOpKind::Txn, r.encode_to_vec()),
             EtcdRequest::Compact(r) => (EtcdOpKind::Compact, r.encode_to_vec()),
         };
@@ -223,7 +224,7 @@ impl EtcdRequest {
             EtcdOpKind::DeleteRange => EtcdRequest::DeleteRange(
                 Message::decode(bytes).map_err(|e| bad("DeleteRangeRequest", e))?,
             ),
-            EtcdOpKind::Txn => {
+            EtcdOpKind::Txn | EtcdOpKind::ReadTxn => {
                 EtcdRequest::Txn(Message::decode(bytes).map_err(|e| bad("TxnRequest", e))?)
             }
             EtcdOpKind::Compact => EtcdRequest::Compact(
@@ -595,9 +596,13 @@ impl EtcdStore {
                 check_range(&r)?;
                 self.range(&r, self.revision()).map(EtcdResponse::Range)
             }
+            EtcdRequest::Txn(t) if txn_is_read_only(&t) => {
+                check_request(&EtcdRequest::Txn(t.clone()))?;
+                self.read_txn(&t).map(EtcdResponse::Txn)
+            }
             _ => Err(EtcdError::malformed(
                 "read",
-                "only a range is served as a read",
+                "only a range or a txn of ranges is served as a read",
             )),
         });
         Outcome {
@@ -918,6 +923,55 @@ impl EtcdStore {
         Ok(txns)
     }
 
+    /// A txn of ranges only, served without changing anything: the same path, checks
+    /// and responses as [`EtcdStore::txn`] gives it (every range reads the current
+    /// revision, as nothing in the txn writes).
+    fn read_txn(&self, t: &rpc::TxnRequest) -> Result<rpc::TxnResponse, EtcdError> {
+        let mut path = Vec::new();
+        let rev = self.revision();
+        self.compare_path(t, rev, &mut path);
+        self.check_taken(t, &path, false)?;
+        let (mut resp, _) = self.read_branch(t, &path, rev)?;
+        resp.header = header(rev);
+        Ok(resp)
+    }
+
+    fn read_branch(
+        &self,
+        t: &rpc::TxnRequest,
+        path: &[bool],
+        rev: i64,
+    ) -> Result<(rpc::TxnResponse, usize), EtcdError> {
+        let Some(&taken) = path.first() else {
+            return Err(EtcdError::malformed("txn", "compare path ended early"));
+        };
+        let ops = if taken { &t.success } else { &t.failure };
+        let mut rest = &path[1..];
+        let mut txns = 0;
+        let mut responses = Vec::with_capacity(ops.len());
+        for op in ops {
+            let response = match &op.request {
+                Some(Request::RequestRange(r)) => Response::ResponseRange(self.range(r, rev)?),
+                Some(Request::RequestTxn(n)) => {
+                    let (resp, inner) = self.read_branch(n, rest, rev)?;
+                    txns += inner + 1;
+                    rest = rest.get(inner + 1..).unwrap_or(&[]);
+                    Response::ResponseTxn(resp)
+                }
+                _ => return Err(EtcdError::malformed("read", "a write in a read-only txn")),
+            };
+            responses.push(rpc::ResponseOp {
+                response: Some(response),
+            });
+        }
+        let resp = rpc::TxnResponse {
+            header: Some(rpc::ResponseHeader::default()),
+            succeeded: taken,
+            responses,
+        };
+        Ok((resp, txns))
+    }
+
     /// etcd's `applierV3backend.Txn`.
     fn txn(&mut self, t: &rpc::TxnRequest) -> Result<rpc::TxnResponse, EtcdError> {
         let mut path = Vec::new();
@@ -1006,6 +1060,18 @@ impl EtcdStore {
             header: header(self.revision()),
         })
     }
+}
+
+/// etcd's `isTxnReadonly`: no put, delete or writing nested txn in either branch.
+pub fn txn_is_read_only(t: &rpc::TxnRequest) -> bool {
+    t.success
+        .iter()
+        .chain(&t.failure)
+        .all(|op| match &op.request {
+            Some(Request::RequestRange(_)) => true,
+            Some(Request::RequestTxn(n)) => txn_is_read_only(n),
+            Some(Request::RequestPut(_) | Request::RequestDeleteRange(_)) | None => false,
+        })
 }
 
 /// etcd's `compareKV`.

@@ -100,6 +100,9 @@ pub enum EtcdOpKind {
     Txn,
     /// `KV.Compact`.
     Compact,
+    /// `KV.Txn` whose branches hold ranges only (at any depth): read-only, so served
+    /// like a range (ReadIndex), as etcd serves such a txn.
+    ReadTxn,
 }
 
 /// An etcd v3 KV request: its kind and its protobuf encoding (etcd's `RangeRequest`,
@@ -156,7 +159,7 @@ impl KvOp {
     pub fn is_read_only(&self) -> bool {
         match self {
             KvOp::Read { .. } => true,
-            KvOp::Etcd(op) => op.kind == EtcdOpKind::Range,
+            KvOp::Etcd(op) => matches!(op.kind, EtcdOpKind::Range | EtcdOpKind::ReadTxn),
             KvOp::Write { .. } | KvOp::Cas { .. } | KvOp::Delete { .. } => false,
         }
     }

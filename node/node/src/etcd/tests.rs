@@ -715,3 +715,43 @@ fn the_store_survives_a_snapshot_and_an_unused_one_encodes_as_before() {
         .unwrap();
     assert_eq!(again.etcd().unwrap().revision(), 2);
 }
+
+#[test]
+fn a_txn_of_ranges_is_served_as_a_read_exactly_as_it_would_be_applied() {
+    let mut s = EtcdStore::default();
+    s.apply_request(&put("a", "1")).unwrap();
+    s.apply_request(&put("b", "2")).unwrap();
+    let nested = rpc::RequestOp {
+        request: Some(Request::RequestTxn(rpc::TxnRequest {
+            compare: vec![cmp("b", CompareResult::Equal, TargetUnion::Value(k("2")))],
+            success: vec![op_get("b")],
+            failure: vec![op_get("a")],
+        })),
+    };
+    let t = rpc::TxnRequest {
+        compare: vec![cmp("a", CompareResult::Greater, TargetUnion::Version(0))],
+        success: vec![op_get("a"), nested],
+        failure: vec![],
+    };
+    assert!(txn_is_read_only(&t));
+    let req = EtcdRequest::Txn(t.clone());
+    let op = req.to_op();
+    assert_eq!(op.kind, EtcdOpKind::ReadTxn);
+    let served = Outcome::decode(&s.query(&op)).unwrap().result;
+    let applied = s.clone().apply_request(&req);
+    assert_eq!(served, applied);
+    assert!(
+        matches!(served, Ok(EtcdResponse::Txn(ref r)) if r.succeeded && r.responses.len() == 2)
+    );
+    // A txn with a write anywhere is not read-only, and is never served as a read.
+    let mut w = t;
+    w.failure.push(op_put("c", "3"));
+    assert!(!txn_is_read_only(&w));
+    assert_eq!(EtcdRequest::Txn(w.clone()).to_op().kind, EtcdOpKind::Txn);
+    let forged = EtcdOp {
+        kind: EtcdOpKind::ReadTxn,
+        request: w.encode_to_vec(),
+    };
+    assert!(Outcome::decode(&s.query(&forged)).unwrap().result.is_err());
+    assert_eq!(s.revision(), 3);
+}
