@@ -10,9 +10,19 @@ node_exe=$(realpath "${KVLAB_NODE_EXE:-target/debug/kvlab-node}")
 work=$(mktemp -d)
 pids=()
 cleanup() {
+    # SIGTERM to each `timeout`, which passes it on to its server; then up to 10 s for
+    # them to exit, then SIGKILL to the servers themselves (children of the timeouts).
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    sleep 1
-    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+    for _ in $(seq 1 20); do
+        alive=0
+        for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+        [ "$alive" = 0 ] && break
+        sleep 0.5
+    done
+    for p in "${pids[@]}"; do
+        pkill -9 -P "$p" 2>/dev/null || true
+        kill -9 "$p" 2>/dev/null || true
+    done
     [ -n "${KEEP_WORK:-}" ] && echo "kept $work" || rm -rf "$work"
 }
 trap cleanup EXIT
