@@ -77,6 +77,14 @@ pub struct SwarmSpec {
     pub clock_drift_ppm_max: [i64; 2],
     /// The safety phase (simulated s).
     pub duration_s: [f64; 2],
+    /// Draw `interval_s` and `fault_duration_s` log-uniformly, so that a range like
+    /// `[0.01, 3]` gives bursts of faults 10 ms apart as often as faults seconds apart.
+    pub log_timing: bool,
+    /// Also draw Raft's own parameters, for `raft` and the composed node's groups alike:
+    /// `election_ticks` in `[3, 10]`, `pre_vote` and `check_quorum` each on or off, and
+    /// `max_entries_per_msg` 1 or 256 (one entry per AppendEntries is the Figure 8
+    /// setting). Bugs hide in settings a fixed configuration never visits.
+    pub raft_params: bool,
 }
 
 impl Default for SwarmSpec {
@@ -97,6 +105,8 @@ impl Default for SwarmSpec {
             mix: true,
             clock_drift_ppm_max: [0, 0],
             duration_s: [5.0, 5.0],
+            log_timing: false,
+            raft_params: false,
         }
     }
 }
@@ -153,7 +163,7 @@ impl SwarmSpec {
         u("clients", self.clients, 1)?;
         u("keys", self.keys, 1)?;
         f("interval_s", self.interval_s, 0.01)?;
-        f("fault_duration_s", self.fault_duration_s, 0.01)?;
+        f("fault_duration_s", self.fault_duration_s, 0.001)?;
         f("latency_max_ms", self.latency_max_ms, self.latency_min_ms)?;
         f("loss", self.loss, 0.0)?;
         if self.loss[1] >= 1.0 {
@@ -323,8 +333,19 @@ impl SwarmSpec {
             v
         };
         let duration = fr("duration_s", self.duration_s, &mut p);
-        let interval = fr("interval_s", self.interval_s, &mut p);
-        let fault_len = fr("fault_duration_s", self.fault_duration_s, &mut p);
+        let (interval_r, fault_len_r) = if self.log_timing {
+            (ln(self.interval_s), ln(self.fault_duration_s))
+        } else {
+            (self.interval_s, self.fault_duration_s)
+        };
+        let mut interval = fr("interval_s", interval_r, &mut p);
+        let mut fault_len = fr("fault_duration_s", fault_len_r, &mut p);
+        if self.log_timing {
+            interval = round3(interval.exp());
+            fault_len = round3(fault_len.exp());
+            p.insert("interval_s".into(), Drawn::Num(interval));
+            p.insert("fault_duration_s".into(), Drawn::Num(fault_len));
+        }
         let lat = fr("latency_max_ms", self.latency_max_ms, &mut p);
         let loss = fr("loss", self.loss, &mut p);
         let fsync = fr("fsync_ms", self.fsync_ms, &mut p);
@@ -418,6 +439,9 @@ impl SwarmSpec {
             "network".into(),
             table(vec![("latency", latency), ("loss_probability", num(loss))]),
         );
+        if self.raft_params {
+            self.draw_raft_params(seed, &mut over, &mut p);
+        }
         let fsync = table(vec![
             ("kind", toml::Value::String("constant".into())),
             ("ms", num(fsync)),
@@ -431,6 +455,48 @@ impl SwarmSpec {
         );
         (over, p)
     }
+}
+
+impl SwarmSpec {
+    /// Raft's parameters for `[raft.raft]` and `[kvlab.raft]` (see
+    /// [`SwarmSpec::raft_params`]), from their own RNG stream so that the other draws
+    /// stay as they were.
+    fn draw_raft_params(&self, seed: u64, over: &mut toml::Table, p: &mut BTreeMap<String, Drawn>) {
+        let mut rng = seeded_rng(derive_seed(seed, "swarm", 2));
+        let election_ticks = rng.random_range(3..=10u32);
+        let pre_vote = rng.random_bool(0.5);
+        let check_quorum = rng.random_bool(0.5);
+        let max_entries: i64 = if rng.random_bool(0.5) { 1 } else { 256 };
+        p.insert(
+            "raft_election_ticks".into(),
+            Drawn::Num(f64::from(election_ticks)),
+        );
+        let on_off = |b: bool| Drawn::Names(vec![if b { "on" } else { "off" }.into()]);
+        p.insert("raft_pre_vote".into(), on_off(pre_vote));
+        p.insert("raft_check_quorum".into(), on_off(check_quorum));
+        p.insert(
+            "raft_max_entries_per_msg".into(),
+            Drawn::Num(max_entries as f64),
+        );
+        let raft = || {
+            table(vec![
+                ("election_ticks", int(i64::from(election_ticks))),
+                ("pre_vote", toml::Value::Boolean(pre_vote)),
+                ("check_quorum", toml::Value::Boolean(check_quorum)),
+                ("max_entries_per_msg", int(max_entries)),
+            ])
+        };
+        over.insert("raft".into(), table(vec![("raft", raft())]));
+        over.insert("kvlab".into(), table(vec![("raft", raft())]));
+    }
+}
+
+fn ln(r: [f64; 2]) -> [f64; 2] {
+    [r[0].ln(), r[1].ln()]
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
 }
 
 fn fault_name(f: FaultKind) -> String {

@@ -280,3 +280,40 @@ fn set_overrides_reach_every_drawn_spec_and_bad_ones_name_the_argument() {
     .to_string();
     assert!(err.contains("no_such_switch"), "{err}");
 }
+
+#[test]
+fn log_timing_and_raft_params_are_drawn_into_both_raft_sections() {
+    let text = BASE
+        .replace(
+            "interval_s = [0.5, 1.5]",
+            "interval_s = [0.01, 3.0]\nlog_timing = true\nraft_params = true",
+        )
+        .replace(
+            "fault_duration_s = [0.2, 1.0]",
+            "fault_duration_s = [0.004, 2.0]",
+        );
+    let s = swarm(&text);
+    let (mut short, mut long, mut pre_vote_off, mut one_entry) = (0, 0, 0, 0);
+    for seed in 1..=200 {
+        let d = s.draw(seed).unwrap();
+        let i = d.spec.nemesis.interval_s;
+        assert!((0.01..=3.0).contains(&i), "seed {seed}: {i}");
+        short += usize::from(i < 0.1);
+        long += usize::from(i > 1.0);
+        let (r, k) = (&d.spec.raft.raft, &d.spec.kvlab.raft);
+        assert!((3..=10).contains(&r.election_ticks), "seed {seed}");
+        assert_eq!(r.election_ticks, k.election_ticks, "seed {seed}");
+        assert_eq!(r.pre_vote, k.pre_vote);
+        assert_eq!(r.check_quorum, k.check_quorum);
+        assert_eq!(r.max_entries_per_msg, k.max_entries_per_msg);
+        pre_vote_off += usize::from(!r.pre_vote);
+        one_entry += usize::from(r.max_entries_per_msg == 1);
+    }
+    // Log-uniform over [0.01, 3]: about 40 % below 0.1 s, about 19 % above 1 s.
+    assert!(short > 50 && long > 20, "short {short}, long {long}");
+    assert!((60..=140).contains(&pre_vote_off), "{pre_vote_off}");
+    assert!((60..=140).contains(&one_entry), "{one_entry}");
+    // Without the switches, the base's Raft settings stay as they were.
+    let plain = swarm(BASE).draw(1).unwrap();
+    assert_eq!(plain.spec.raft.raft.election_ticks, 10);
+}
