@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use kvlab_types::{
-    ClientError, ClientRequest, ClientResponse, Effect, NodeId, Out, RequestId, TimerId, TimerSpace,
+    ClientError, ClientRequest, ClientResponse, Effect, KvOp, NodeId, Out, RequestId, TimerId,
+    TimerSpace,
 };
 use serde::{Deserialize, Serialize};
 
@@ -37,7 +38,8 @@ pub enum ForwardMsg {
 #[derive(Clone, Debug)]
 pub struct Forwarder {
     timeout: Duration,
-    pending: BTreeMap<RequestId, TimerId>,
+    /// Each request waiting for an answer: its timer, and whether it is a read.
+    pending: BTreeMap<RequestId, (TimerId, bool)>,
     timers: BTreeMap<TimerId, RequestId>,
     next_timer: u64,
 }
@@ -62,7 +64,7 @@ impl Forwarder {
         out: &mut Out<M>,
         wrap: impl FnOnce(ForwardMsg) -> M,
     ) {
-        if let Some(old) = self.pending.remove(&req.id) {
+        if let Some((old, _)) = self.pending.remove(&req.id) {
             // A retry of a request still in flight: keep one timer for it.
             self.timers.remove(&old);
             out.cancel_timer(old);
@@ -81,17 +83,35 @@ impl Forwarder {
         }
         let timer = TimerId::new(TimerSpace::Forward, self.next_timer);
         self.next_timer = self.next_timer.wrapping_add(1);
-        self.pending.insert(req.id, timer);
+        let read = matches!(req.op, KvOp::Read { .. });
+        self.pending.insert(req.id, (timer, read));
         self.timers.insert(timer, req.id);
         out.set_timer(timer, self.timeout);
         out.send(to, wrap(ForwardMsg::Forward { req }));
     }
 
     /// Delivers an answer to a forwarded request; a late or unknown one is ignored.
-    pub fn on_reply<M>(&mut self, resp: ClientResponse, out: &mut Out<M>) {
-        if let Some(timer) = self.pending.remove(&resp.id) {
+    ///
+    /// A refusal (`Unavailable`: the owner did not take *this copy*) of a write is
+    /// answered `Indeterminate`: the network may have duplicated the forward, and a copy
+    /// the owner took before it refused this one (it was the leader then, or still a
+    /// member) may commit. "Surely did not happen" would be a lie. Raft swarm seed 1558
+    /// of configs/swarm.toml: a write refused with "this node is not a member of its
+    /// group" had taken effect through its duplicate.
+    pub fn on_reply<M>(&mut self, mut resp: ClientResponse, out: &mut Out<M>) {
+        if let Some((timer, read)) = self.pending.remove(&resp.id) {
             self.timers.remove(&timer);
             out.cancel_timer(timer);
+            if let Err(ClientError::Unavailable { reason, .. }) = &resp.result
+                && !read
+            {
+                resp.result = Err(ClientError::Indeterminate {
+                    reason: format!(
+                        "{reason} (refused by the owner; another copy of the forwarded \
+                         request may still take effect)"
+                    ),
+                });
+            }
             out.push(Effect::Reply(resp));
         }
     }
@@ -116,5 +136,80 @@ impl Forwarder {
     /// Requests waiting for an answer.
     pub fn pending(&self) -> usize {
         self.pending.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(seq: u64, op: KvOp) -> ClientRequest {
+        ClientRequest {
+            id: RequestId { client: 1, seq },
+            op,
+        }
+    }
+
+    fn refused(id: RequestId) -> ClientResponse {
+        ClientResponse {
+            id,
+            result: Err(ClientError::Unavailable {
+                reason: "this node is not a member of its group".into(),
+                hint: None,
+            }),
+        }
+    }
+
+    fn replies(out: &mut Out<ForwardMsg>) -> Vec<ClientResponse> {
+        out.drain()
+            .filter_map(|e| match e {
+                Effect::Reply(r) => Some(r),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The owner's refusal covers one copy of a forwarded request; a duplicate it took
+    /// earlier may commit. So a refused write is `Indeterminate`; a refused read (no
+    /// effect either way) and every other answer pass unchanged.
+    #[test]
+    fn a_refused_forwarded_write_is_indeterminate_and_a_refused_read_stays_definite() {
+        let mut f = Forwarder::new(Duration::from_millis(100));
+        let mut out = Out::new();
+        let write = req(
+            1,
+            KvOp::Write {
+                key: "k".into(),
+                value: 1,
+            },
+        );
+        let read = req(2, KvOp::Read { key: "k".into() });
+        let ok_write = req(
+            3,
+            KvOp::Write {
+                key: "k".into(),
+                value: 2,
+            },
+        );
+        for r in [&write, &read, &ok_write] {
+            f.forward(NodeId(2), r.clone(), &mut out, |m| m);
+        }
+        out.drain().for_each(drop);
+        f.on_reply(refused(write.id), &mut out);
+        f.on_reply(refused(read.id), &mut out);
+        let done = ClientResponse {
+            id: ok_write.id,
+            result: Ok(kvlab_types::OpOutput::Done),
+        };
+        f.on_reply(done.clone(), &mut out);
+        let r = replies(&mut out);
+        assert!(
+            matches!(&r[0].result, Err(ClientError::Indeterminate { reason }) if reason.contains("not a member")),
+            "{:?}",
+            r[0]
+        );
+        assert_eq!(r[1], refused(read.id));
+        assert_eq!(r[2], done);
+        assert_eq!(f.pending(), 0);
     }
 }
