@@ -214,7 +214,14 @@ pub fn drive(
         derive_seed(seed, "nemesis", 0),
     );
     nemesis.set_absent(&spec.absent_nodes());
-    nemesis.set_replicated(matches!(spec.system, SystemKind::Raft | SystemKind::Kvlab));
+    nemesis.set_max_lost_for_good(match spec.system {
+        SystemKind::Raft => (spec.nodes as usize).saturating_sub(1) / 2,
+        SystemKind::Kvlab => {
+            let rf = spec.kvlab.replication_factor as usize;
+            rf.min(spec.kvlab.meta.voters.len()).saturating_sub(1) / 2
+        }
+        _ => 0,
+    });
     if spec.system == SystemKind::Kvlab {
         nemesis.set_vnode_groups(spec.kvlab.ring.vnode_count);
     }

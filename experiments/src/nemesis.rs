@@ -148,9 +148,9 @@ pub struct Nemesis {
     vnode_groups: u32,
     /// The side the partition being started cut off, for its `fault_start` event.
     last_side: Vec<NodeId>,
-    /// Whether the system keeps more than one copy of the data (`raft`, `kvlab`): only
-    /// then may `disk-corrupt` take a node down for good.
-    replicated: bool,
+    /// How many nodes may be down for good at once and leave every replication group a
+    /// quorum (0: the system keeps one copy; `disk-corrupt` is then skipped).
+    max_lost_for_good: usize,
     /// Restarts refused by a node's storage.
     refused_to_start: u64,
     /// Nodes whose logs an active `disk-corrupt` fault damaged (retired at its end if
@@ -248,7 +248,7 @@ impl Nemesis {
             retired: BTreeSet::new(),
             vnode_groups: 0,
             last_side: Vec::new(),
-            replicated: false,
+            max_lost_for_good: 0,
             refused_to_start: 0,
             damaged: BTreeSet::new(),
         }
@@ -259,10 +259,13 @@ impl Nemesis {
         self.vnode_groups = vnodes;
     }
 
-    /// Declares whether the system keeps more than one copy of the data (`disk-corrupt`
-    /// is skipped otherwise: losing the only copy's disk loses data by design).
-    pub fn set_replicated(&mut self, replicated: bool) {
-        self.replicated = replicated;
+    /// Declares how many nodes may be lost for good at once while every replication
+    /// group keeps a quorum: `(nodes - 1) / 2` for one group over all nodes, `(rf - 1) / 2`
+    /// for groups of `rf` replicas placed anywhere (the ring may not have replaced the
+    /// first loss's replicas before the second), 0 for a system that keeps one copy
+    /// (losing its disk loses data by design). `disk-corrupt` never exceeds it.
+    pub fn set_max_lost_for_good(&mut self, n: usize) {
+        self.max_lost_for_good = n;
     }
 
     /// Declares the nodes that do not boot with the cluster (joiners): random faults
@@ -734,22 +737,21 @@ impl Nemesis {
     }
 
     /// Crash one node and damage a synced byte of its log; at the end it restarts or,
-    /// when its recovery refuses, stays down for good. Skipped where that could leave
-    /// a majority down or the data without a copy.
+    /// when its recovery refuses, stays down for good. Skipped where that could leave a
+    /// group without a quorum or the data without a copy.
     fn start_disk_corrupt(
         &mut self,
         targets: &[NodeId],
         cluster: &mut dyn FaultControl,
     ) -> Result<Started, FaultError> {
-        if !self.replicated {
+        if self.max_lost_for_good == 0 {
             return Ok(Started::Skip(
                 "the system keeps one copy of the data: a damaged disk loses it by design",
             ));
         }
-        let booted = self.nodes.len() - self.absent.len();
-        if self.retired.len() + self.damaged.len() + 1 > booted.saturating_sub(1) / 2 {
+        if self.retired.len() + self.damaged.len() + 1 > self.max_lost_for_good {
             return Ok(Started::Skip(
-                "another node down for good could leave no majority",
+                "another node down for good could leave a group without a quorum",
             ));
         }
         let (crashed, paused) = (self.crashed.clone(), self.paused.clone());

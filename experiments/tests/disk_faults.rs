@@ -107,7 +107,7 @@ fn a_node_with_a_damaged_synced_record_refuses_to_start_and_the_rest_stay_linear
         assert!(o.summary.ops.ok > 0);
         // A second node down for good would leave 1 of 3: that fault is skipped.
         assert_eq!(
-            events_with(&dir, "could leave no majority").len(),
+            events_with(&dir, "could leave a group without a quorum").len(),
             1,
             "seed {seed}"
         );

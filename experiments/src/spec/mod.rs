@@ -343,9 +343,10 @@ pub enum FaultKind {
     /// have damaged (bit rot); when the fault ends the node restarts, its log's recovery
     /// refuses the damage (`[disk.storage] recovery = "strict"`, the default) and the node
     /// stays down for the rest of the run, as a real one would until an operator
-    /// replaces its disk; clients stop using it. Only on replicated systems (`raft`,
-    /// `kvlab`), and only while at most a minority, `(nodes - 1) / 2`, would be left
-    /// down this way. With `recovery = "truncate-damaged"` the node restarts from its
+    /// replaces its disk; clients stop using it. Only on replicated systems, and only
+    /// while every group keeps a quorum: at most `(nodes - 1) / 2` nodes down for good
+    /// on `raft`, `(min(replication_factor, meta voters) - 1) / 2` on `kvlab` (the ring
+    /// may not have replaced the first loss's replicas before a second). With `recovery = "truncate-damaged"` the node restarts from its
     /// log cut at the damage instead, which can lose acknowledged data. Simulator only.
     DiskCorrupt,
     /// Step one node's clock forward by a random amount up to `clock_jump_ms_max` (a
