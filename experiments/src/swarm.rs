@@ -81,7 +81,8 @@ pub struct SwarmSpec {
     /// `[0.01, 3]` gives bursts of faults 10 ms apart as often as faults seconds apart.
     pub log_timing: bool,
     /// Also draw Raft's own parameters, for `raft` and the composed node's groups alike:
-    /// `election_ticks` in `[3, 10]`, `pre_vote` and `check_quorum` each on or off, and
+    /// `election_ticks` in `[3, 10]` (shifted up so that the election timeout stays at
+    /// least 3 round trips plus an fsync of the drawn network and disk), `pre_vote` and `check_quorum` each on or off, and
     /// `max_entries_per_msg` 1 or 256 (one entry per AppendEntries is the Figure 8
     /// setting). Bugs hide in settings a fixed configuration never visits.
     pub raft_params: bool,
@@ -440,7 +441,16 @@ impl SwarmSpec {
             table(vec![("latency", latency), ("loss_probability", num(loss))]),
         );
         if self.raft_params {
-            self.draw_raft_params(seed, &mut over, &mut p);
+            // Raft's timing requirement (§5.6): broadcast time ≪ election timeout. The
+            // drawn timeout stays at least 3 round trips plus an fsync, so that no draw
+            // livelocks elections by itself (swarm seed 3223: 30 ms timeouts over 40 ms
+            // round trips elected no leader for 4 s).
+            let tick_ms = kvlab_node::raft_kv::RaftKvConfig::default()
+                .tick_interval_ms
+                .min(kvlab_node::composed::KvlabConfig::default().tick_interval_ms)
+                .max(1) as f64;
+            let min_ticks = (3.0 * (2.0 * lat + fsync) / tick_ms).ceil() as u32;
+            self.draw_raft_params(seed, min_ticks, &mut over, &mut p);
         }
         let fsync = table(vec![
             ("kind", toml::Value::String("constant".into())),
@@ -461,9 +471,15 @@ impl SwarmSpec {
     /// Raft's parameters for `[raft.raft]` and `[kvlab.raft]` (see
     /// [`SwarmSpec::raft_params`]), from their own RNG stream so that the other draws
     /// stay as they were.
-    fn draw_raft_params(&self, seed: u64, over: &mut toml::Table, p: &mut BTreeMap<String, Drawn>) {
+    fn draw_raft_params(
+        &self,
+        seed: u64,
+        min_ticks: u32,
+        over: &mut toml::Table,
+        p: &mut BTreeMap<String, Drawn>,
+    ) {
         let mut rng = seeded_rng(derive_seed(seed, "swarm", 2));
-        let election_ticks = rng.random_range(3..=10u32);
+        let election_ticks = rng.random_range(3..=10u32) + min_ticks.saturating_sub(3);
         let pre_vote = rng.random_bool(0.5);
         let check_quorum = rng.random_bool(0.5);
         let max_entries: i64 = if rng.random_bool(0.5) { 1 } else { 256 };

@@ -301,7 +301,21 @@ fn log_timing_and_raft_params_are_drawn_into_both_raft_sections() {
         short += usize::from(i < 0.1);
         long += usize::from(i > 1.0);
         let (r, k) = (&d.spec.raft.raft, &d.spec.kvlab.raft);
-        assert!((3..=10).contains(&r.election_ticks), "seed {seed}");
+        // [3, 10], shifted up to 3 round trips plus an fsync of the drawn network.
+        let kvlab_sim::LatencyDist::Uniform { max_ms: lat, .. } = d.spec.network.latency else {
+            unreachable!("the swarm draws a uniform latency")
+        };
+        let fsync = match d.spec.disk.fsync_latency {
+            kvlab_sim::LatencyDist::Constant { ms } => ms,
+            _ => unreachable!("the swarm draws a constant fsync latency"),
+        };
+        let lo = ((3.0 * (2.0 * lat + fsync) / 10.0).ceil() as u32).max(3);
+        assert!(
+            (lo..=lo + 7).contains(&r.election_ticks),
+            "seed {seed}: {} not in [{lo}, {}]",
+            r.election_ticks,
+            lo + 7
+        );
         assert_eq!(r.election_ticks, k.election_ticks, "seed {seed}");
         assert_eq!(r.pre_vote, k.pre_vote);
         assert_eq!(r.check_quorum, k.check_quorum);
