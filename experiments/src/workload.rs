@@ -145,7 +145,9 @@ pub struct WorkloadCounters {
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct LivenessReport {
     /// Whether the liveness requirement held: in closed mode every client completed an
-    /// `ok` operation after the heal; in open mode at least one did.
+    /// `ok` operation after the heal (or got the state machine's own answer: a cas that
+    /// found another value, which under contention may be all a client ever gets); in
+    /// open mode at least one did.
     pub ok: bool,
     /// Milliseconds from the heal to the first `ok` completion, if any.
     pub first_ok_after_heal_ms: Option<f64>,
@@ -394,7 +396,24 @@ impl Workload {
             (Err(e @ ClientError::Indeterminate { .. }), _) => {
                 self.complete(f, id, at, EventType::Info, None, Some(e.to_string()))
             }
-            (Err(e), _) => self.complete(f, id, at, EventType::Fail, None, Some(e.to_string())),
+            (Err(e), _) => {
+                // A cas that found another value is the state machine's answer: the
+                // system works, the client lost a race. Progress, though not `ok`.
+                let answered = matches!(e, ClientError::CasMismatch { .. });
+                let slot = f.slot;
+                self.complete(f, id, at, EventType::Fail, None, Some(e.to_string()));
+                if answered {
+                    self.note_progress(slot, at);
+                }
+            }
+        }
+    }
+
+    /// Client `slot` got an answer from the state machine at `at`.
+    fn note_progress(&mut self, slot: usize, at: Time) {
+        let s = &mut self.slots[slot];
+        if self.heal_at.is_some_and(|h| at >= h) && s.first_ok_after_heal.is_none() {
+            s.first_ok_after_heal = Some(at);
         }
     }
 
@@ -598,15 +617,12 @@ impl Workload {
             s.process += clients;
             s.next_seq = 1;
         }
-        if kind == EventType::Ok
-            && self.heal_at.is_some_and(|h| at >= h)
-            && s.first_ok_after_heal.is_none()
-        {
-            s.first_ok_after_heal = Some(at);
-        }
         s.state = SlotState::Idle {
             ready_at: at.saturating_add(think),
         };
+        if kind == EventType::Ok {
+            self.note_progress(f.slot, at);
+        }
     }
 
     fn push_event(&mut self, e: HistoryEvent) {
@@ -904,6 +920,37 @@ mod tests {
         assert!(l.ok);
         assert_eq!(l.first_ok_after_heal_ms, Some(2.0));
         assert_eq!(l.all_clients_ok_after_heal_ms, Some(4.0));
+    }
+
+    /// Under contention a client may get nothing but lost cas races after the heal:
+    /// that is the state machine answering, which counts as progress; a refusal
+    /// (`Unavailable`) does not.
+    #[test]
+    fn a_lost_cas_race_is_progress_and_a_refusal_is_not() {
+        let mut w = Workload::new(&spec(2), &nodes(), Time::ZERO, 1);
+        let mut out = Vec::new();
+        w.step(Time::ZERO, &mut out);
+        w.mark_heal(Time::from_millis(1));
+        let ids: Vec<RequestId> = out.iter().map(|(_, r)| r.id).collect();
+        let fail = |id, e| ClientResponse { id, result: Err(e) };
+        w.on_reply(
+            Time::from_millis(3),
+            fail(ids[0], ClientError::CasMismatch { current: Some(7) }),
+        );
+        w.on_reply(
+            Time::from_millis(4),
+            fail(
+                ids[1],
+                ClientError::Unavailable {
+                    reason: "no leader".into(),
+                    hint: None,
+                },
+            ),
+        );
+        let l = w.liveness();
+        assert!(!l.ok);
+        assert_eq!(l.clients_with_progress, 1);
+        assert_eq!(l.first_ok_after_heal_ms, Some(2.0));
     }
 
     #[test]
