@@ -528,6 +528,12 @@ fn cmd_shrink(a: ShrinkArgs) -> anyhow::Result<u8> {
         s.keys.1,
         s.runs
     );
+    if !s.explicit {
+        say!(
+            "  its faults as an explicit schedule do not fail it again (they need the random \
+             nemesis's exact shapes): the shrunk spec keeps the random faults, on a shorter run"
+        );
+    }
     for f in &s.spec.nemesis.schedule {
         let d = f
             .duration_s

@@ -14,8 +14,16 @@
 //! Every candidate is a whole simulated run of the same seed, so the result is a spec
 //! that fails by construction: `kvlab run RUN_DIR/shrunk.toml --seed S` replays it. A
 //! fault whose exact shape a schedule cannot name (which side a `bridge` or a `ring`
-//! cut, the direction of a `one-way`) is re-drawn by the nemesis; if the explicit
-//! schedule does not fail at all, the shrinker says so and stops.
+//! cut, the direction of a `one-way`, how far a clock jumped, which byte a disk fault
+//! flipped) is re-drawn by the nemesis.
+//!
+//! When the explicit schedule does not fail (the failure needs those exact shapes or
+//! timings), the shrinker keeps the random nemesis and trims the run instead: the
+//! nemesis plans its faults from the seed up front, so a shorter safety phase keeps a
+//! prefix of the same plan; fewer clients and keys change only the workload. Once the
+//! run is short, its faults are tried as an explicit schedule again (they are fewer
+//! now), and shrunk as above if that fails. The result is written either way and says
+//! which it is.
 
 use std::path::{Path, PathBuf};
 
@@ -36,8 +44,11 @@ pub struct Shrunk {
     pub seed: u64,
     /// The verdict that had to stay.
     pub verdict: String,
-    /// Faults injected by the failing run, and in the shrunk schedule.
+    /// Faults injected by the failing run, and by the shrunk one.
     pub faults: (usize, usize),
+    /// Whether the shrunk spec names its faults (an explicit schedule) rather than
+    /// keeping the random nemesis, trimmed.
+    pub explicit: bool,
     /// Safety phase (simulated s) before and after.
     pub duration_s: (f64, f64),
     /// Clients before and after.
@@ -60,6 +71,16 @@ struct Meta {
 #[derive(Deserialize)]
 struct Verdict {
     verdict: String,
+}
+
+#[derive(Deserialize)]
+struct InjectedSummary {
+    faults: InjectedCount,
+}
+
+#[derive(Deserialize)]
+struct InjectedCount {
+    injected: u64,
 }
 
 #[derive(Deserialize)]
@@ -245,11 +266,15 @@ impl Shrinker {
     /// Halves clients, keys and the safety phase (never before the last fault's end)
     /// while the run still fails; returns the smallest failing spec.
     fn trim(&mut self, faults: &[ScheduledFault]) -> Result<Spec, ExperimentError> {
-        let mut best = self.with(faults);
         let last_end = faults
             .iter()
             .map(|f| f.at_s + f.duration_s.unwrap_or(0.0))
             .fold(0.0, f64::max);
+        self.trim_spec(self.with(faults), last_end + 0.5)
+    }
+
+    /// [`Shrinker::trim`] from `best`, the safety phase never below `floor_s`.
+    fn trim_spec(&mut self, mut best: Spec, floor_s: f64) -> Result<Spec, ExperimentError> {
         type Step = fn(&mut Spec, f64) -> bool;
         let steps: [Step; 3] = [
             |s, _| halve_u32(&mut s.workload.clients),
@@ -264,7 +289,7 @@ impl Shrinker {
         for step in steps {
             loop {
                 let mut t = best.clone();
-                if !step(&mut t, last_end + 0.5) || !self.fails(&t)? {
+                if !step(&mut t, floor_s) || !self.fails(&t)? {
                     break;
                 }
                 best = t;
@@ -298,6 +323,9 @@ pub fn shrink(run_dir: &Path, out: Option<&Path>) -> Result<Shrunk, ExperimentEr
         ));
     }
     let injected = injected_schedule(&run_dir.join("events.jsonl"))?;
+    let injected_count = read_json::<InjectedSummary>(&run_dir.join("summary.json"))?
+        .faults
+        .injected;
     let mut s = Shrinker {
         base: base.clone(),
         seed,
@@ -307,11 +335,12 @@ pub fn shrink(run_dir: &Path, out: Option<&Path>) -> Result<Shrunk, ExperimentEr
     };
     let result = shrink_with(&mut s, &injected, run_dir, out);
     let _ = std::fs::remove_dir_all(&s.scratch);
-    let (spec, path) = result?;
+    let (spec, path, faults_after) = result?;
     Ok(Shrunk {
         seed,
         verdict,
-        faults: (injected.len(), spec.nemesis.schedule.len()),
+        faults: (injected_count as usize, faults_after),
+        explicit: spec.nemesis.faults.is_empty(),
         duration_s: (base.time.duration_s, spec.time.duration_s),
         clients: (base.workload.clients, spec.workload.clients),
         keys: (base.workload.keys, spec.workload.keys),
@@ -322,32 +351,81 @@ pub fn shrink(run_dir: &Path, out: Option<&Path>) -> Result<Shrunk, ExperimentEr
 }
 
 /// The shrink proper: the explicit schedule first, then faults, their lengths, the
-/// workload and the run; writes the result.
+/// workload and the run; when the explicit schedule does not fail, the random run
+/// trimmed (and its fewer faults tried as a schedule again). Writes the result; returns
+/// it, where, and how many faults it injects.
 fn shrink_with(
     s: &mut Shrinker,
     injected: &[ScheduledFault],
     run_dir: &Path,
     out: Option<&Path>,
-) -> Result<(Spec, PathBuf), ExperimentError> {
+) -> Result<(Spec, PathBuf, usize), ExperimentError> {
     let explicit = s.with(injected);
-    if !s.fails(&explicit)? {
-        return Err(bad(
-            run_dir,
-            format!(
-                "its {} injected faults as an explicit schedule do not fail it again (the failure \
-                 depends on the random faults' exact shape or timing); nothing to shrink",
-                injected.len()
-            ),
-        ));
-    }
-    let faults = s.ddmin(injected.to_vec())?;
-    let faults = s.shorten(faults)?;
-    let spec = s.trim(&faults)?;
+    let (spec, faults) = if s.fails(&explicit)? {
+        let spec = shrink_schedule(s, injected.to_vec())?;
+        let n = spec.nemesis.schedule.len();
+        (spec, n)
+    } else {
+        let floor = s.base.nemesis.start_after_s + 0.1;
+        let trimmed = s.trim_spec(s.base.clone(), floor)?;
+        let (verdict_ok, faults) = s.replay_schedule(&trimmed)?;
+        match faults {
+            Some(schedule) if verdict_ok => {
+                let spec = shrink_schedule(s, schedule)?;
+                let n = spec.nemesis.schedule.len();
+                (spec, n)
+            }
+            Some(schedule) => (trimmed, schedule.len()),
+            None => {
+                return Err(bad(
+                    run_dir,
+                    "the trimmed run no longer injects faults the shrinker can read",
+                ));
+            }
+        }
+    };
     let path = out.map_or_else(|| run_dir.join("shrunk.toml"), Path::to_path_buf);
     let text = spec.to_toml_string()?;
     std::fs::write(&path, text).map_err(|source| ExperimentError::Io {
         path: path.clone(),
         source,
     })?;
-    Ok((spec, path))
+    Ok((spec, path, faults))
+}
+
+/// ddmin over `faults`, then shorter faults, then the workload and the run.
+fn shrink_schedule(s: &mut Shrinker, faults: Vec<ScheduledFault>) -> Result<Spec, ExperimentError> {
+    let faults = s.ddmin(faults)?;
+    let faults = s.shorten(faults)?;
+    s.trim(&faults)
+}
+
+impl Shrinker {
+    /// Runs `spec` once (it fails: it was kept because it did) and returns whether its
+    /// injected faults, as an explicit schedule, fail the same way too, with that
+    /// schedule (`None` if the run could not be read back).
+    fn replay_schedule(
+        &mut self,
+        spec: &Spec,
+    ) -> Result<(bool, Option<Vec<ScheduledFault>>), ExperimentError> {
+        let dir = self.scratch.join("trimmed");
+        let opts = RunOptions {
+            seed: self.seed,
+            run_dir: dir.clone(),
+            reproduce: Reproduce::new(Path::new("shrunk.toml"), spec, self.seed, None),
+            report: ReportPolicy::Never,
+            progress: false,
+        };
+        self.runs += 1;
+        if run_experiment(spec, &opts).is_err() {
+            return Ok((false, None));
+        }
+        let schedule = injected_schedule(&dir.join("events.jsonl")).ok();
+        let _ = std::fs::remove_dir_all(&dir);
+        let Some(schedule) = schedule else {
+            return Ok((false, None));
+        };
+        let fails = self.fails(&self.with(&schedule))?;
+        Ok((fails, Some(schedule)))
+    }
 }

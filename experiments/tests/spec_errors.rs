@@ -224,13 +224,30 @@ fn every_shipped_spec_and_node_config_loads() {
         }
     }
     assert!(specs >= 10, "only {specs} specs found in {}", dir.display());
+    // configs/nodes/*.toml and one level of subdirectories (configs/nodes/etcd/).
     let mut nodes = 0;
+    let mut paths: Vec<std::path::PathBuf> = Vec::new();
     for entry in std::fs::read_dir(dir.join("nodes")).unwrap() {
         let path = entry.unwrap().path();
-        kvlab_server::load_node_config(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        if path.is_dir() {
+            for inner in std::fs::read_dir(&path).unwrap() {
+                paths.push(inner.unwrap().path());
+            }
+        } else {
+            paths.push(path);
+        }
+    }
+    for path in paths
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+    {
+        kvlab_server::load_node_config(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         nodes += 1;
     }
-    assert_eq!(nodes, 3);
+    assert_eq!(
+        nodes, 6,
+        "configs/nodes: 3 plain nodes and 3 with the etcd API"
+    );
 }
 
 #[test]
