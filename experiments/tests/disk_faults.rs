@@ -4,9 +4,11 @@
 //! clock stepped forward only hastens timers. The history stays linearizable in each,
 //! and a run with every one of them replays byte for byte.
 
+mod common;
+
 use std::path::Path;
 
-use kvlab_experiments::run::{ReportPolicy, RunOptions, RunOutcome, RunVerdict, run_experiment};
+use kvlab_experiments::run::{RunOutcome, RunVerdict};
 use kvlab_experiments::spec::Spec;
 
 /// Three Raft nodes with small log bounds, so that a second of writes leaves synced
@@ -39,22 +41,7 @@ fn spec(schedule: &str) -> Spec {
 }
 
 fn run(spec: &Spec, seed: u64, dir: &Path) -> RunOutcome {
-    run_experiment(
-        spec,
-        &RunOptions {
-            seed,
-            run_dir: dir.to_path_buf(),
-            reproduce: kvlab_experiments::reproduce::Reproduce::new(
-                Path::new("disk-faults.toml"),
-                spec,
-                seed,
-                None,
-            ),
-            report: ReportPolicy::Never,
-            progress: false,
-        },
-    )
-    .expect("the run completes")
+    common::run_quiet(spec, "disk-faults.toml", seed, dir)
 }
 
 /// The `events.jsonl` lines of the run that mention `needle`.

@@ -13,9 +13,11 @@
 //! One entry per AppendEntries lets a follower acknowledge an old term's entry before
 //! the new leader's no-op (the Figure 8 setting).
 
+mod common;
+
 use std::path::Path;
 
-use kvlab_experiments::run::{ReportPolicy, RunOptions, RunOutcome, RunVerdict, run_experiment};
+use kvlab_experiments::run::{RunOutcome, RunVerdict};
 use kvlab_experiments::spec::Spec;
 
 /// How many seeds a broken variant gets to be caught in.
@@ -69,22 +71,7 @@ timeout_s = 10
 }
 
 fn run(spec: &Spec, seed: u64, dir: &Path) -> RunOutcome {
-    run_experiment(
-        spec,
-        &RunOptions {
-            seed,
-            run_dir: dir.to_path_buf(),
-            reproduce: kvlab_experiments::reproduce::Reproduce::new(
-                Path::new("raft-bug-hunt.toml"),
-                spec,
-                seed,
-                None,
-            ),
-            report: ReportPolicy::Never,
-            progress: false,
-        },
-    )
-    .expect("the run completes")
+    common::run_quiet(spec, "raft-bug-hunt.toml", seed, dir)
 }
 
 /// Why a run failed (the checker or an invariant), or `None` if it passed.

@@ -9,9 +9,11 @@
 //! history the checker rejects; with `lease_reads = false` (ReadIndex) the same spec
 //! must be valid on the same seeds, with the faults injected and leaders changing.
 
+mod common;
+
 use std::path::Path;
 
-use kvlab_experiments::run::{ReportPolicy, RunOptions, RunOutcome, RunVerdict, run_experiment};
+use kvlab_experiments::run::{RunOutcome, RunVerdict};
 use kvlab_experiments::spec::Spec;
 
 /// How many seeds lease reads get to be caught in.
@@ -35,22 +37,7 @@ fn spec(on: bool) -> Spec {
 }
 
 fn run(spec: &Spec, seed: u64, dir: &Path) -> RunOutcome {
-    run_experiment(
-        spec,
-        &RunOptions {
-            seed,
-            run_dir: dir.to_path_buf(),
-            reproduce: kvlab_experiments::reproduce::Reproduce::new(
-                Path::new("configs/raft-lease-drift.toml"),
-                spec,
-                seed,
-                None,
-            ),
-            report: ReportPolicy::Never,
-            progress: false,
-        },
-    )
-    .expect("the run completes")
+    common::run_quiet(spec, "configs/raft-lease-drift.toml", seed, dir)
 }
 
 #[test]

@@ -2,9 +2,11 @@
 //! changes bite (the summary shows them), the run stays linearizable with its invariants
 //! checked, and a seed replays byte for byte.
 
+mod common;
+
 use std::path::Path;
 
-use kvlab_experiments::run::{ReportPolicy, RunOptions, RunOutcome, RunVerdict, run_experiment};
+use kvlab_experiments::run::{RunOutcome, RunVerdict};
 use kvlab_experiments::spec::Spec;
 
 /// Five nodes, three bootstrap voters, membership and leader faults for 6 s.
@@ -34,22 +36,7 @@ fault_duration_s = 0.5
 }
 
 fn run(spec: &Spec, seed: u64, dir: &Path) -> RunOutcome {
-    run_experiment(
-        spec,
-        &RunOptions {
-            seed,
-            run_dir: dir.to_path_buf(),
-            reproduce: kvlab_experiments::reproduce::Reproduce::new(
-                Path::new("raft-short.toml"),
-                spec,
-                seed,
-                None,
-            ),
-            report: ReportPolicy::Never,
-            progress: false,
-        },
-    )
-    .expect("the run completes")
+    common::run_quiet(spec, "raft-short.toml", seed, dir)
 }
 
 #[test]

@@ -2,9 +2,11 @@
 //! seed replays byte for byte (history and the operator log in the events), and a join
 //! plus a node lost for good move replicas while the history stays linearizable.
 
+mod common;
+
 use std::path::Path;
 
-use kvlab_experiments::run::{ReportPolicy, RunOptions, RunOutcome, RunVerdict, run_experiment};
+use kvlab_experiments::run::{RunOutcome, RunVerdict};
 use kvlab_experiments::spec::Spec;
 
 /// Five nodes, four boot; n5 joins at 2 s and n2 is lost for good at 5 s, while the
@@ -63,22 +65,7 @@ model = "kv"
 "#;
 
 fn run(spec: &Spec, seed: u64, dir: &Path) -> RunOutcome {
-    run_experiment(
-        spec,
-        &RunOptions {
-            seed,
-            run_dir: dir.to_path_buf(),
-            reproduce: kvlab_experiments::reproduce::Reproduce::new(
-                Path::new("ring-short.toml"),
-                spec,
-                seed,
-                None,
-            ),
-            report: ReportPolicy::Never,
-            progress: false,
-        },
-    )
-    .unwrap()
+    common::run_quiet(spec, "ring-short.toml", seed, dir)
 }
 
 #[test]
