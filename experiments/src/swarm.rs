@@ -380,22 +380,7 @@ impl SwarmSpec {
         let keys = ur("keys", self.keys, &mut p);
         let system = self.systems[rng.random_range(0..self.systems.len())];
         p.insert("system".into(), Drawn::Names(vec![system.name().into()]));
-        // Only kinds the drawn cluster can take (`ring` needs 4 nodes, …).
-        let eligible: Vec<FaultKind> = self
-            .faults
-            .iter()
-            .copied()
-            .filter(|f| f.min_nodes() <= nodes)
-            .collect();
-        let mut faults: Vec<FaultKind> = eligible
-            .iter()
-            .copied()
-            .filter(|_| rng.random_bool(0.5))
-            .collect();
-        if faults.is_empty() && !eligible.is_empty() {
-            faults.push(eligible[rng.random_range(0..eligible.len())]);
-        }
-        let names: Vec<String> = faults.iter().map(|f| fault_name(*f)).collect();
+        let names = self.draw_faults(&mut rng, nodes);
         p.insert("faults".into(), Drawn::Names(names.clone()));
         let mut over = toml::Table::new();
         over.insert("system".into(), toml::Value::String(system.name().into()));
@@ -468,6 +453,26 @@ impl SwarmSpec {
 }
 
 impl SwarmSpec {
+    /// Each fault kind the drawn cluster can take (`ring` needs 4 nodes, …) with
+    /// probability 1/2, at least one; their names.
+    fn draw_faults(&self, rng: &mut kvlab_types::Rng, nodes: u32) -> Vec<String> {
+        let eligible: Vec<FaultKind> = self
+            .faults
+            .iter()
+            .copied()
+            .filter(|f| f.min_nodes() <= nodes)
+            .collect();
+        let mut faults: Vec<FaultKind> = eligible
+            .iter()
+            .copied()
+            .filter(|_| rng.random_bool(0.5))
+            .collect();
+        if faults.is_empty() && !eligible.is_empty() {
+            faults.push(eligible[rng.random_range(0..eligible.len())]);
+        }
+        faults.iter().map(|f| fault_name(*f)).collect()
+    }
+
     /// Raft's parameters for `[raft.raft]` and `[kvlab.raft]` (see
     /// [`SwarmSpec::raft_params`]), from their own RNG stream so that the other draws
     /// stay as they were.
