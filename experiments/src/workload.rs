@@ -661,7 +661,35 @@ fn history_fields(op: &KvOp) -> (OpFn, String, serde_json::Value) {
             String::new(),
             json!({ "etcd": format!("{:?}", op.kind) }),
         ),
+        KvOp::Txn { ops } => (OpFn::Txn, String::new(), txn_value(ops, None)),
     }
+}
+
+/// A transaction's micro-ops in the txn checker's JSONL shape (`[f, key, value]`, `f`
+/// `"r"`, `"append"` or `"w"`): reads `null` on invoke, or what they read (`results`,
+/// a committed transaction's, one per micro-op).
+pub fn txn_value(
+    ops: &[kvlab_types::TxnMicroOp],
+    results: Option<&[kvlab_types::TxnMicroResult]>,
+) -> serde_json::Value {
+    use kvlab_types::{TxnMicroOp, TxnMicroResult, TxnReadValue};
+    let mops: Vec<serde_json::Value> = ops
+        .iter()
+        .enumerate()
+        .map(|(i, op)| match op {
+            TxnMicroOp::Read { key } => {
+                let read = match results.and_then(|r| r.get(i)) {
+                    Some(TxnMicroResult::Read(Some(TxnReadValue::List(l)))) => json!(l),
+                    Some(TxnMicroResult::Read(Some(TxnReadValue::Register(v)))) => json!(v),
+                    _ => serde_json::Value::Null,
+                };
+                json!(["r", key, read])
+            }
+            TxnMicroOp::Append { key, value } => json!(["append", key, value]),
+            TxnMicroOp::Write { key, value } => json!(["w", key, value]),
+        })
+        .collect();
+    serde_json::Value::Array(mops)
 }
 
 /// An exponential gap with mean `1 / rate_per_s` seconds.

@@ -325,6 +325,10 @@ pub fn run_client_command(cmd: &ClientCommand) -> Result<u8, NodeCliError> {
             );
             1
         }
+        Ok(OpOutput::Txn(results)) => {
+            println!("{results:?}");
+            0
+        }
         Err(e @ ClientError::Indeterminate { .. }) => {
             println!("info: {e}");
             3

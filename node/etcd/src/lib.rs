@@ -397,6 +397,9 @@ pub fn status_of_client_error(e: &ClientError) -> Status {
         ClientError::CasMismatch { .. } => {
             Status::internal("kvlab: cas mismatch on an etcd request")
         }
+        ClientError::TxnAborted { .. } => {
+            Status::internal("kvlab: a kvlab transaction answer to an etcd request")
+        }
     }
 }
 

@@ -136,6 +136,11 @@ impl KvStore {
                 self.data.remove(key);
                 Ok(OpOutput::Done)
             }
+            // A transaction is never one store operation: the composed node runs it
+            // through kvlab-txn, and every system refuses it before it reaches a log.
+            KvOp::Txn { .. } => Err(ClientError::Invalid {
+                reason: InvalidRequest::TxnNotServed,
+            }),
         }
     }
 
@@ -148,7 +153,7 @@ impl KvStore {
                 Some(e) => e.query(op),
                 None => EtcdStore::default().query(op),
             })),
-            KvOp::Write { .. } | KvOp::Cas { .. } | KvOp::Delete { .. } => {
+            KvOp::Write { .. } | KvOp::Cas { .. } | KvOp::Delete { .. } | KvOp::Txn { .. } => {
                 Err(ClientError::Unavailable {
                     reason: format!("a {} is not served as a read", op.name()),
                     hint: None,

@@ -40,6 +40,7 @@ pub(crate) fn validate_kv_only(
     req.validate()?;
     match req.op {
         kvlab_types::KvOp::Etcd(_) => Err(kvlab_types::InvalidRequest::EtcdNotServed),
+        kvlab_types::KvOp::Txn { .. } => Err(kvlab_types::InvalidRequest::TxnNotServed),
         _ => Ok(()),
     }
 }

@@ -28,8 +28,9 @@ pub type Key = String;
 /// The longest key any system accepts, in bytes (of its UTF-8 encoding).
 pub const MAX_KEY_BYTES: usize = 4 << 10;
 
-/// An upper bound on the postcard-encoded size of a request that passes
-/// [`ClientRequest::validate`]: the key plus every other field at its longest varint
+/// An upper bound on the postcard-encoded size of a single-key request that passes
+/// [`ClientRequest::validate`] (a [`KvOp::Txn`] carries up to [`MAX_TXN_MICRO_OPS`] keys
+/// and values, and only the `kvlab` system, which splits it by group, takes one): the key plus every other field at its longest varint
 /// (the request id, the operation tag, the key's length, a cas's two values).
 pub const MAX_REQUEST_BYTES: usize = MAX_KEY_BYTES + REQUEST_OVERHEAD_BYTES;
 
@@ -85,6 +86,71 @@ pub enum KvOp {
     /// the `raft` system with one group serves it; every other system refuses it with
     /// [`InvalidRequest::EtcdNotServed`].
     Etcd(EtcdOp),
+    /// A one-shot transaction: its micro-operations, run atomically and in order (only
+    /// the composed `kvlab` system serves it; every other system refuses it with
+    /// [`InvalidRequest::TxnNotServed`]). At most [`MAX_TXN_MICRO_OPS`] of them, at least
+    /// one.
+    Txn {
+        /// The micro-operations, in order.
+        ops: Vec<TxnMicroOp>,
+    },
+}
+
+/// The most micro-operations one [`KvOp::Txn`] may carry.
+pub const MAX_TXN_MICRO_OPS: usize = 256;
+
+/// One micro-operation of a [`KvOp::Txn`] (Jepsen/Elle's `[:r k v]`, `[:append k v]`,
+/// `[:w k v]`).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum TxnMicroOp {
+    /// Read `key`.
+    Read {
+        /// The key.
+        key: Key,
+    },
+    /// Append `value` to the list at `key` (absent: the empty list).
+    Append {
+        /// The key.
+        key: Key,
+        /// The element.
+        value: Value,
+    },
+    /// Set the register at `key` to `value`.
+    Write {
+        /// The key.
+        key: Key,
+        /// The value.
+        value: Value,
+    },
+}
+
+impl TxnMicroOp {
+    /// The key it touches.
+    pub fn key(&self) -> &Key {
+        match self {
+            TxnMicroOp::Read { key }
+            | TxnMicroOp::Append { key, .. }
+            | TxnMicroOp::Write { key, .. } => key,
+        }
+    }
+}
+
+/// A value a transaction read: a register or a list.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum TxnReadValue {
+    /// A register.
+    Register(Value),
+    /// A list, oldest element first.
+    List(Vec<Value>),
+}
+
+/// The result of one micro-operation of a committed transaction.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum TxnMicroResult {
+    /// What a read saw (`None`: absent).
+    Read(Option<TxnReadValue>),
+    /// An append or write took place.
+    Done,
 }
 
 /// The kind of an etcd v3 KV request.
@@ -133,6 +199,9 @@ impl KvOp {
             | KvOp::Cas { key, .. }
             | KvOp::Delete { key } => key,
             KvOp::Etcd(_) => &ETCD_ROUTING_KEY,
+            // The home: the first key's group (an empty transaction routes nowhere
+            // and is refused by the system).
+            KvOp::Txn { ops } => ops.first().map_or(&ETCD_ROUTING_KEY, TxnMicroOp::key),
         }
     }
     /// Checks the operation's sizes against the [limits](self#limits).
@@ -146,24 +215,28 @@ impl KvOp {
             }
             return Ok(());
         }
-        let len = self.key().len();
-        if len > MAX_KEY_BYTES {
-            return Err(InvalidRequest::KeyTooLong {
-                len_bytes: len as u64,
-                max_bytes: MAX_KEY_BYTES as u64,
-            });
+        if let KvOp::Txn { ops } = self {
+            if ops.is_empty() || ops.len() > MAX_TXN_MICRO_OPS {
+                return Err(InvalidRequest::TxnShape {
+                    ops: ops.len() as u64,
+                    max_ops: MAX_TXN_MICRO_OPS as u64,
+                });
+            }
+            return ops.iter().try_for_each(|op| key_fits(op.key()));
         }
-        Ok(())
+        key_fits(self.key())
     }
     /// Whether the operation never changes the store.
     pub fn is_read_only(&self) -> bool {
         match self {
             KvOp::Read { .. } => true,
             KvOp::Etcd(op) => matches!(op.kind, EtcdOpKind::Range | EtcdOpKind::ReadTxn),
-            KvOp::Write { .. } | KvOp::Cas { .. } | KvOp::Delete { .. } => false,
+            // Served through the transaction layer, never as a plain read.
+            KvOp::Write { .. } | KvOp::Cas { .. } | KvOp::Delete { .. } | KvOp::Txn { .. } => false,
         }
     }
-    /// The history name of the operation (`read`, `write`, `cas`, `delete`, `etcd`).
+    /// The history name of the operation (`read`, `write`, `cas`, `delete`, `etcd`,
+    /// `txn`).
     pub fn name(&self) -> &'static str {
         match self {
             KvOp::Read { .. } => "read",
@@ -171,8 +244,19 @@ impl KvOp {
             KvOp::Cas { .. } => "cas",
             KvOp::Delete { .. } => "delete",
             KvOp::Etcd(_) => "etcd",
+            KvOp::Txn { .. } => "txn",
         }
     }
+}
+
+fn key_fits(key: &Key) -> Result<(), InvalidRequest> {
+    if key.len() > MAX_KEY_BYTES {
+        return Err(InvalidRequest::KeyTooLong {
+            len_bytes: key.len() as u64,
+            max_bytes: MAX_KEY_BYTES as u64,
+        });
+    }
+    Ok(())
 }
 
 /// A client request as a node receives it.
@@ -222,6 +306,17 @@ pub enum InvalidRequest {
     /// An etcd request ([`KvOp::Etcd`]) sent to a system that does not serve the etcd
     /// API (only the `raft` system with one group does).
     EtcdNotServed,
+    /// A transaction ([`KvOp::Txn`]) sent to a system that does not serve transactions
+    /// (only `kvlab` does).
+    TxnNotServed,
+    /// A transaction with no micro-operation, or more than the system takes (micro-ops,
+    /// or distinct keys: `txn.max_keys_per_txn`).
+    TxnShape {
+        /// Its micro-operations (or distinct keys).
+        ops: u64,
+        /// The bound.
+        max_ops: u64,
+    },
 }
 
 impl std::fmt::Display for InvalidRequest {
@@ -249,6 +344,14 @@ impl std::fmt::Display for InvalidRequest {
                 f,
                 "this system does not serve the etcd API (only `raft` with one group does)"
             ),
+            InvalidRequest::TxnNotServed => write!(
+                f,
+                "this system does not serve transactions (only `kvlab` does)"
+            ),
+            InvalidRequest::TxnShape { ops, max_ops } => write!(
+                f,
+                "a transaction needs 1 to {max_ops} micro-ops (and keys), this one has {ops}"
+            ),
         }
     }
 }
@@ -263,6 +366,8 @@ pub enum OpOutput {
     /// The answer to a [`KvOp::Etcd`] request, encoded by kvlab-node's `etcd` module (a
     /// response or an etcd error, both definite).
     Etcd(Vec<u8>),
+    /// A committed transaction's results, one per micro-operation in order.
+    Txn(Vec<TxnMicroResult>),
 }
 
 /// Why an operation did not succeed, and whether it surely did not take effect.
@@ -284,6 +389,12 @@ pub enum ClientError {
     /// The request may or may not have taken effect (a forwarded request was lost, a
     /// leader stepped down after proposing it).
     Indeterminate {
+        /// Why, for a person.
+        reason: String,
+    },
+    /// A transaction surely did not commit: the abort is decided (its home group's record
+    /// says `Aborted`, or its one group refused it).
+    TxnAborted {
         /// Why, for a person.
         reason: String,
     },
@@ -322,6 +433,7 @@ impl std::fmt::Display for ClientError {
             },
             ClientError::Indeterminate { reason } => write!(f, "indeterminate: {reason}"),
             ClientError::Invalid { reason } => write!(f, "invalid request: {reason}"),
+            ClientError::TxnAborted { reason } => write!(f, "transaction aborted: {reason}"),
         }
     }
 }

@@ -528,6 +528,10 @@ impl RaftKv {
             respond(origin, invalid(req.id, InvalidRequest::EtcdNotServed), out);
             return;
         }
+        if let KvOp::Txn { .. } = &req.op {
+            respond(origin, invalid(req.id, InvalidRequest::TxnNotServed), out);
+            return;
+        }
         let group = self.group_of(req.op.key());
         let me = self.id;
         let Some(g) = self.groups.get_mut(&group) else {
