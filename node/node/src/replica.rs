@@ -61,6 +61,11 @@ pub(crate) trait StateMachine: Sized + Debug {
     fn encode(&self) -> Vec<u8>;
     /// Rebuilds a machine from [`StateMachine::encode`]'s bytes.
     fn decode(bytes: &[u8]) -> Result<Self, String>;
+    /// Replaces this machine by one rebuilt from a snapshot image, keeping what is not
+    /// replicated (its configuration). By default, [`StateMachine::decode`].
+    fn restore_from(&self, bytes: &[u8]) -> Result<Self, String> {
+        Self::decode(bytes)
+    }
 }
 
 impl StateMachine for KvStore {
@@ -400,7 +405,7 @@ impl<S: StateMachine> Replica<S> {
         };
         let image: MachineImage =
             postcard::from_bytes(&snap.data).map_err(|e| corrupt(e.to_string()))?;
-        self.machine = S::decode(&image.machine).map_err(corrupt)?;
+        self.machine = self.machine.restore_from(&image.machine).map_err(corrupt)?;
         self.conf_epoch = image.conf_epoch;
         self.applied = snap.meta.index;
         // Proposals the snapshot covers: whether they made it in is unknown here.

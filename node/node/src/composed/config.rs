@@ -63,6 +63,13 @@ pub struct KvlabConfig {
     pub read_mode: ReadMode,
     /// Compact a group's log into a snapshot every this many applied entries (0: never).
     pub snapshot_every_entries: u64,
+    /// `[txn]`: the transaction layer (kvlab-txn's knobs, design note wave 2 §7).
+    pub txn: kvlab_txn::TxnConfig,
+    /// The transaction teaching bug (`faults.bugs.txn` of the design note): `none` |
+    /// `no-read-locks` | `release-before-decision` | `writes-at-prepare` |
+    /// `commit-on-partial-votes` | `no-decision-record` | `resolver-commits-pending` |
+    /// `no-finished-marker`.
+    pub txn_bug: kvlab_txn::TxnBug,
 }
 
 impl Default for KvlabConfig {
@@ -89,6 +96,8 @@ impl Default for KvlabConfig {
             route_backoff_ms: 50,
             read_mode: ReadMode::ReadIndex,
             snapshot_every_entries: 1_000,
+            txn: kvlab_txn::TxnConfig::default(),
+            txn_bug: kvlab_txn::TxnBug::None,
         }
     }
 }
@@ -160,6 +169,9 @@ impl KvlabConfig {
         self.swim
             .validate()
             .map_err(|e| bad("swim", e.to_string()))?;
+        self.txn
+            .validate()
+            .map_err(|e| bad(&format!("txn.{}", e.field), e.reason))?;
         for (field, v) in [
             ("tick_interval_ms", self.tick_interval_ms),
             ("request_timeout_ms", self.request_timeout_ms),
@@ -199,6 +211,14 @@ impl KvlabConfig {
             ));
         }
         Ok(())
+    }
+
+    /// `[txn]` with the teaching bug copied in, as kvlab-txn takes it.
+    pub fn txn_config(&self) -> kvlab_txn::TxnConfig {
+        kvlab_txn::TxnConfig {
+            bug: self.txn_bug,
+            ..self.txn.clone()
+        }
     }
 
     /// Whether the `two-voters-without-joint` teaching bug is on: vnode groups then let

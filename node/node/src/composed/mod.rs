@@ -55,8 +55,8 @@ use kvlab_ring::{
 };
 use kvlab_swim::{SWIM_STATE, Swim, SwimMsg, recover_incarnation};
 use kvlab_types::{
-    AdminAction, AdminCommand, ClientRequest, ClientResponse, Cx, Effect, Layer, NodeEvent, NodeId,
-    Out, Protocol, Recovery, ReplicaCause, Scope, Time, TimerId, TimerSpace, log_shard,
+    AdminAction, AdminCommand, ClientRequest, ClientResponse, Cx, Effect, KvOp, Layer, NodeEvent,
+    NodeId, Out, Protocol, Recovery, ReplicaCause, Scope, Time, TimerId, TimerSpace, log_shard,
 };
 use serde::{Deserialize, Serialize};
 
@@ -70,6 +70,8 @@ mod config;
 pub mod meta;
 pub mod pace;
 pub mod route;
+pub mod txn;
+pub mod txn_store;
 pub mod vnodes;
 
 #[cfg(test)]
@@ -80,6 +82,8 @@ mod hostile_tests;
 mod scope_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod txn_tests;
 
 pub use config::{KvlabConfig, KvlabConfigError, MAX_ROUTE_ATTEMPTS};
 use meta::{MetaMachine, MetaNode};
@@ -122,6 +126,15 @@ pub enum KvlabMsg {
     Route(RouteMsg),
     /// Between nodes and the meta group.
     Meta(MetaMsg),
+    /// Transactions (see [`txn`]).
+    Txn(kvlab_txn::TxnMsg),
+    /// A node that does not lead `group` got a transaction message for its leader.
+    TxnNotLeader {
+        /// The group.
+        group: GroupId,
+        /// The leader the node knows of.
+        leader: Option<NodeId>,
+    },
 }
 
 /// One Raft message and its sender replica's log epoch.
@@ -216,6 +229,10 @@ pub struct KvlabNode {
     /// Raft messages of this step, batched per destination (sent at its end).
     outbox: std::collections::BTreeMap<NodeId, Vec<(Vec<RaftEnvelope>, usize)>>,
     counters: KvlabCounters,
+    /// The transaction gateway (coordinators) and local transaction messages.
+    txn: txn::TxnGateway,
+    /// The transaction state of the vnodes this node leads.
+    txn_leaders: std::collections::BTreeMap<VnodeId, txn::LeaderTxn>,
 }
 
 impl KvlabNode {
@@ -236,6 +253,11 @@ impl KvlabNode {
 
     /// The store of `v`'s replica here.
     pub fn store(&self, v: VnodeId) -> Option<&KvStore> {
+        self.vnodes.replicas.get(&v).map(|r| &r.r.machine.kv)
+    }
+
+    /// The state machine (store and transaction state) of `v`'s replica here.
+    pub fn vnode_store(&self, v: VnodeId) -> Option<&txn_store::VnodeStore> {
         self.vnodes.replicas.get(&v).map(|r| &r.r.machine)
     }
 
@@ -479,37 +501,13 @@ impl KvlabNode {
             return;
         }
         let tuning = self.tuning();
-        let dirty = std::mem::take(&mut self.dirty);
-        let mut scratch: Out<RaftMessage> = Out::new();
         let shards = cx.log_shards;
-        for v in dirty {
-            let Some(rep) = self.vnodes.replicas.get_mut(&v) else {
-                continue;
-            };
-            if shards > 1 {
-                // A vnode's records, syncs and answers concern its own log alone.
-                let shard = log_shard(kvlab_ring::vnode_group(v), shards) as u32;
-                out.push(Effect::Scope(Scope::Shard(shard)));
-            }
-            if let Err(e) = Vnodes::drive_one(rep, tuning, &mut scratch) {
-                // A snapshot that does not decode: this replica cannot go on. It is
-                // dropped (not the node): the group's leader re-sends a snapshot.
-                out.event(NodeEvent::RecoveryFailed {
-                    reason: format!("vnode {v}: {e}"),
-                });
-            }
-            let epoch = rep.log_epoch();
-            let answers: Vec<_> = rep.r.take_answers().collect();
-            let leader = rep.r.raft.leader();
-            let conf_epoch = rep.r.conf_epoch;
-            self.flush(cx.now, epoch, &mut scratch, out);
-            for (origin, resp) in answers {
-                self.deliver(cx, origin, resp, out);
-            }
-            self.gateway.note_leader(v, leader, conf_epoch);
-        }
-        if shards > 1 {
-            out.push(Effect::Scope(Scope::Node));
+        let mut scratch: Out<RaftMessage> = Out::new();
+        // Transaction messages to this node itself can propose entries, and entries
+        // applied can answer this node's coordinators: two rounds, the rest next step.
+        for _ in 0..2 {
+            self.run_local_txn(cx, out);
+            self.drive_dirty(cx, out);
         }
         if std::mem::take(&mut self.meta_dirty)
             && let Some(m) = self.meta.as_mut()
@@ -531,6 +529,45 @@ impl KvlabNode {
             out.set_timer(PACE_TIMER, PACE_INTERVAL);
         }
         self.send_batches(shards, out);
+    }
+
+    /// Drives the touched vnode replicas and delivers their answers.
+    fn drive_dirty(&mut self, cx: &mut Cx<'_>, out: &mut Out<KvlabMsg>) {
+        let tuning = self.tuning();
+        let dirty = std::mem::take(&mut self.dirty);
+        let mut scratch: Out<RaftMessage> = Out::new();
+        let shards = cx.log_shards;
+        for v in dirty {
+            let Some(rep) = self.vnodes.replicas.get_mut(&v) else {
+                continue;
+            };
+            if shards > 1 {
+                // A vnode's records, syncs and answers concern its own log alone.
+                let shard = log_shard(kvlab_ring::vnode_group(v), shards) as u32;
+                out.push(Effect::Scope(Scope::Shard(shard)));
+            }
+            if let Err(e) = Vnodes::drive_one(rep, tuning, &mut scratch) {
+                // A snapshot that does not decode: this replica cannot go on. It is
+                // dropped (not the node): the group's leader re-sends a snapshot.
+                out.event(NodeEvent::RecoveryFailed {
+                    reason: format!("vnode {v}: {e}"),
+                });
+            }
+            let epoch = rep.log_epoch();
+            let answers: Vec<_> = rep.r.take_answers().collect();
+            let applied_txn = std::mem::take(&mut rep.r.machine.applied_txn);
+            let leader = rep.r.raft.leader();
+            let conf_epoch = rep.r.conf_epoch;
+            self.flush(cx.now, epoch, &mut scratch, out);
+            for (origin, resp) in answers {
+                self.deliver(cx, origin, resp, out);
+            }
+            self.on_txn_applied(v, applied_txn, out);
+            self.gateway.note_leader(v, leader, conf_epoch);
+        }
+        if shards > 1 {
+            out.push(Effect::Scope(Scope::Node));
+        }
     }
 
     /// Moves a replica's effects to `out`, wrapping its messages and pacing snapshot
@@ -1157,6 +1194,7 @@ impl KvlabNode {
         for a in self.gateway.tick(cx.now) {
             self.perform(cx, a, out);
         }
+        self.txn_tick(cx, out);
         let stale = Duration::from_millis(self.cfg.membership.stale_peer_check_ms);
         for v in self.vnodes.abandoned(cx.now, stale) {
             let epoch = self.vnodes.tombstones.get(&v).copied().unwrap_or(0);
@@ -1331,7 +1369,10 @@ impl Protocol for KvlabNode {
             lookups: 0,
             outbox: Default::default(),
             counters: KvlabCounters::default(),
+            txn: txn::TxnGateway::default(),
+            txn_leaders: Default::default(),
         };
+        node.vnodes.txn_cfg = std::sync::Arc::new(config.txn_config());
         if node.poisoned.is_none()
             && let Err(e) = node.recover(cx, &recovered, out)
         {
@@ -1399,6 +1440,8 @@ impl Protocol for KvlabNode {
             }
             KvlabMsg::Route(m) => self.on_route(cx, from, m, out),
             KvlabMsg::Meta(m) => self.on_meta(cx, from, m, out),
+            KvlabMsg::Txn(m) => self.on_txn(cx, from, m, out),
+            KvlabMsg::TxnNotLeader { group, leader } => self.on_txn_not_leader(group, leader),
         }
         self.settle(cx, out);
     }
@@ -1427,6 +1470,14 @@ impl Protocol for KvlabNode {
     }
 
     fn on_client(&mut self, cx: &mut Cx<'_>, req: ClientRequest, out: &mut Out<KvlabMsg>) {
+        if let (KvOp::Txn { .. }, None) = (&req.op, &self.poisoned) {
+            match req.validate() {
+                Ok(()) => self.start_txn(cx, req, out),
+                Err(reason) => out.push(Effect::Reply(invalid(req.id, reason))),
+            }
+            self.settle(cx, out);
+            return;
+        }
         if let Err(reason) = crate::validate_kv_only(&req) {
             out.push(Effect::Reply(invalid(req.id, reason)));
             return;

@@ -432,6 +432,14 @@ impl Gateway {
         }
     }
 
+    /// A leader hint from a node that does not lead `v` (`None`: it knows of none, so
+    /// the cached leader is forgotten and the voters are tried in turn).
+    pub fn hint_leader(&mut self, v: VnodeId, leader: Option<NodeId>) {
+        if let Some(e) = self.cache.get_mut(&v) {
+            e.leader = leader;
+        }
+    }
+
     /// Timeouts and due retries: answers for attempts that got nothing in time, and the
     /// next attempts of requests whose backoff ended or whose meta lookup went unanswered.
     pub fn tick(&mut self, now: Time) -> Vec<RouteAction> {

@@ -45,13 +45,13 @@ use kvlab_ring::{
 };
 use kvlab_types::{Cx, GroupRecovery, NodeEvent, NodeId, Out, ReplicaCause, Rng, Time};
 
-use crate::kv::KvStore;
+use super::txn_store::VnodeStore;
 use crate::replica::{Replica, ReplicaError, ReplicaTuning, WalImage};
 
 /// One hosted vnode replica.
 #[derive(Debug)]
 pub(crate) struct VnodeReplica {
-    pub(crate) r: Replica<KvStore>,
+    pub(crate) r: Replica<VnodeStore>,
     /// Created at boot as a member of the initial placement (it may campaign at once).
     pub(crate) bootstrapped: bool,
     /// When a message of this group last came from each peer (leaders' down peers).
@@ -134,6 +134,8 @@ pub(crate) struct Vnodes {
     pub(crate) replicas: BTreeMap<VnodeId, VnodeReplica>,
     pub(crate) tombstones: BTreeMap<VnodeId, u64>,
     pub(crate) next_read_ctx: u64,
+    /// `[txn]`, shared by every replica's state machine.
+    pub(crate) txn_cfg: std::sync::Arc<kvlab_txn::TxnConfig>,
 }
 
 /// What creating or running replicas needs from the node.
@@ -234,7 +236,7 @@ impl Vnodes {
     ) {
         let group = raft.group();
         let rep = VnodeReplica {
-            r: Replica::new(raft, KvStore::default()),
+            r: Replica::new(raft, VnodeStore::new(std::sync::Arc::clone(&self.txn_cfg))),
             bootstrapped,
             last_heard: BTreeMap::new(),
             led_since: None,
@@ -315,7 +317,7 @@ impl Vnodes {
         v: VnodeId,
         conf_epoch: u64,
         out: &mut Out<impl Sized>,
-    ) -> Option<Replica<KvStore>> {
+    ) -> Option<Replica<VnodeStore>> {
         let rep = self.replicas.get(&v)?;
         if rep.log_epoch() >= conf_epoch {
             return None;
@@ -330,7 +332,7 @@ impl Vnodes {
         v: VnodeId,
         conf_epoch: u64,
         out: &mut Out<impl Sized>,
-    ) -> Option<Replica<KvStore>> {
+    ) -> Option<Replica<VnodeStore>> {
         let rep = self.replicas.remove(&v)?;
         let conf_epoch = conf_epoch.max(self.tombstones.get(&v).copied().unwrap_or(0));
         self.tombstones.insert(v, conf_epoch);

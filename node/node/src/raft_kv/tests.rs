@@ -461,7 +461,9 @@ fn history_event(
         KvOp::Write { value, .. } => (OpFn::Write, json!(value)),
         KvOp::Cas { expected, new, .. } => (OpFn::Cas, json!([expected, new])),
         KvOp::Delete { .. } => (OpFn::Delete, J::Null),
-        KvOp::Etcd(_) => unreachable!("these workloads issue no etcd requests"),
+        KvOp::Etcd(_) | KvOp::Txn { .. } => {
+            unreachable!("these workloads issue no etcd requests and no transactions")
+        }
     };
     let value = match result {
         Some(Ok(OpOutput::Read(v))) => json!(v),
