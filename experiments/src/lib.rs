@@ -40,6 +40,7 @@ pub mod check_cmd;
 pub mod cluster;
 pub mod driver;
 pub mod error;
+pub mod isolation;
 pub mod kind;
 pub mod local;
 pub mod nemesis;

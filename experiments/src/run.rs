@@ -23,6 +23,7 @@ use crate::cluster::{BackendReport, Cluster, SimCluster};
 use crate::driver::{Driven, Progress, ProgressLine, drive};
 use crate::error::ExperimentError;
 use crate::events::RunEvent;
+use crate::isolation::{IsolationSummary, check_isolation};
 use crate::observe::raft::RaftInvariants;
 use crate::observe::ring::RingObserver;
 use crate::observe::swim::SwimObserver;
@@ -329,10 +330,20 @@ fn execute(spec: &Spec, opts: &RunOptions) -> Result<(Driven, BackendReport), Ex
 }
 
 /// The run's verdict from the checker, the invariants, liveness and the observers.
-fn verdict_of(check: &CheckReport, driven: &Driven) -> RunVerdict {
+fn verdict_of(
+    check: &CheckReport,
+    isolation: Option<&IsolationSummary>,
+    driven: &Driven,
+) -> RunVerdict {
     let property_failed = driven.reports.iter().any(|r| r.property_failed);
     let has_clients = driven.history_events > 0 || driven.liveness.clients > 0;
-    match check.verdict {
+    // The worse of the two checkers' verdicts.
+    let verdict = match (check.verdict, isolation.map(|i| i.verdict)) {
+        (Verdict::Invalid, _) | (_, Some(Verdict::Invalid)) => Verdict::Invalid,
+        (Verdict::Unknown, _) | (_, Some(Verdict::Unknown)) => Verdict::Unknown,
+        _ => Verdict::Valid,
+    };
+    match verdict {
         _ if driven.violation.is_some() => RunVerdict::InvariantViolated,
         Verdict::Invalid if has_clients => RunVerdict::Invalid,
         _ if !driven.liveness.ok => RunVerdict::LivenessFailed,
@@ -342,17 +353,39 @@ fn verdict_of(check: &CheckReport, driven: &Driven) -> RunVerdict {
     }
 }
 
+/// What the checkers said about a run's history.
+struct Checked {
+    /// Per-key linearizability.
+    check: CheckReport,
+    /// The first key that is not linearizable.
+    failing_key: Option<String>,
+    /// Why porcupine's drawing failed, if it did.
+    viz_error: Option<String>,
+    /// Transaction isolation, for a transactional workload.
+    isolation: Option<IsolationSummary>,
+}
+
 /// Checks the history the run streamed to `dir/history.jsonl` (read back streamed:
 /// memory holds the per-key search input, not the events) and, if a key is not
-/// linearizable, draws porcupine's visualization of it. Returns the report, the failing
-/// key and a drawing error.
-fn check_history(
-    spec: &Spec,
-    dir: &Path,
-) -> Result<(CheckReport, Option<String>, Option<String>), ExperimentError> {
+/// linearizable, draws porcupine's visualization of it. A transactional workload's
+/// history holds transactions only: the transaction checker judges it, and the
+/// linearizability report is that of no single-key operation.
+fn check_history(spec: &Spec, dir: &Path) -> Result<Checked, ExperimentError> {
     let path = dir.join("history.jsonl");
     let model = spec.check.model.to_checker();
     let timeout = Some(Duration::from_secs_f64(spec.check.timeout_s));
+    if !spec.workload.kind.is_kv() {
+        let none = kvlab_checker::PreparedHistory::from_events(&[], model)
+            .map_err(|e| ExperimentError::Checker(e.to_string()))?;
+        let config = CheckConfig::from(CheckOptions { model, timeout });
+        let has_txns = std::fs::metadata(&path).is_ok_and(|m| m.len() > 0);
+        return Ok(Checked {
+            check: none.check(&config, None),
+            failing_key: None,
+            viz_error: None,
+            isolation: has_txns.then(|| check_isolation(spec, &path)).transpose()?,
+        });
+    }
     // The race decides every key the reads-from engine can while the history is read.
     let options = ReadOptions {
         decide_while_reading: true,
@@ -372,7 +405,12 @@ fn check_history(
     {
         viz_error = Some(format!("linearizability.html: {e}"));
     }
-    Ok((check, failing_key, viz_error))
+    Ok(Checked {
+        check,
+        failing_key,
+        viz_error,
+        isolation: None,
+    })
 }
 
 /// `summary.json`'s content.
@@ -455,6 +493,7 @@ fn build_summary(
         swim,
         ring,
         invariant_violation: driven.violation.as_ref().map(|v| v.detail.clone()),
+        isolation: None,
         wall_time_s: 0.0,
     }
 }
@@ -479,9 +518,15 @@ pub fn run_experiment(spec: &Spec, opts: &RunOptions) -> Result<RunOutcome, Expe
         resolved.to_toml_string()?.as_bytes(),
     )?;
     write_events_jsonl(&dir.join("events.jsonl"), &driven.events)?;
-    let (check, failing_key, viz_error) = check_history(spec, dir)?;
-    let verdict = verdict_of(&check, &driven);
+    let Checked {
+        check,
+        failing_key,
+        viz_error,
+        isolation,
+    } = check_history(spec, dir)?;
+    let verdict = verdict_of(&check, isolation.as_ref(), &driven);
     let mut summary = build_summary(spec, opts, &driven, &backend, &check, verdict);
+    summary.isolation = isolation;
     summary.wall_time_s = wall_start.elapsed().as_secs_f64();
     let summary_path = dir.join("summary.json");
     write_file(&summary_path, &to_json_pretty(&summary_path, &summary)?)?;

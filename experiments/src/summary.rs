@@ -92,6 +92,11 @@ pub struct Summary {
     pub workload: crate::workload::WorkloadCounters,
     /// The checker's report.
     pub checker: serde_json::Value,
+    /// The transaction checker's verdict and the run's transactions, for a
+    /// transactional workload (next to `checker`, which then has no single-key
+    /// operations to check).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<crate::isolation::IsolationSummary>,
     /// The simulator's counters.
     pub sim: serde_json::Value,
     /// `system = "swim"`: failure-detection latencies, false positives, load (see

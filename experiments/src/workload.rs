@@ -20,12 +20,13 @@ use std::collections::{BTreeMap, VecDeque};
 
 use kvlab_checker::history::{EventType, HistoryEvent, OpFn};
 use kvlab_types::{
-    ClientError, ClientRequest, ClientResponse, KvOp, NodeId, OpOutput, RequestId, Rng, Time, Value,
+    ClientError, ClientRequest, ClientResponse, KvOp, NodeId, OpOutput, RequestId, Rng, Time,
+    TxnMicroOp, Value,
 };
 use rand::Rng as _;
 use serde_json::json;
 
-use crate::spec::{KeyDistribution, LoadMode, WorkloadSpec};
+use crate::spec::{KeyDistribution, LoadMode, WorkloadKind, WorkloadSpec};
 
 /// How many recently written or read values per key a cas may pick its expected value
 /// from. Small, so that a fair share of cas operations succeed.
@@ -388,6 +389,10 @@ impl Workload {
             (Ok(OpOutput::Done), KvOp::Write { .. } | KvOp::Cas { .. } | KvOp::Delete { .. }) => {
                 self.complete(f, id, at, EventType::Ok, None, None)
             }
+            (Ok(OpOutput::Txn(results)), KvOp::Txn { ops }) if results.len() == ops.len() => {
+                let value = txn_value(ops, Some(&results));
+                self.complete(f, id, at, EventType::Ok, Some(value), None)
+            }
             (Ok(out), _) => {
                 self.counters.malformed_replies += 1;
                 let error = format!("reply {out:?} does not fit the operation");
@@ -399,7 +404,11 @@ impl Workload {
             (Err(e), _) => {
                 // A cas that found another value is the state machine's answer: the
                 // system works, the client lost a race. Progress, though not `ok`.
-                let answered = matches!(e, ClientError::CasMismatch { .. });
+                // So is a transaction aborted by a conflict (NO_WAIT under contention).
+                let answered = matches!(
+                    e,
+                    ClientError::CasMismatch { .. } | ClientError::TxnAborted { .. }
+                );
                 let slot = f.slot;
                 self.complete(f, id, at, EventType::Fail, None, Some(e.to_string()));
                 if answered {
@@ -517,6 +526,35 @@ impl Workload {
     /// Draws the next operation for `slot`, records its invocation and returns the
     /// request to submit.
     fn invoke(&mut self, slot: usize, now: Time) -> (NodeId, ClientRequest) {
+        let (key_index, op) = match self.spec.kind {
+            WorkloadKind::Kv => self.draw_kv_op(),
+            WorkloadKind::TxnListAppend => (0, self.draw_txn()),
+        };
+        self.record_invoke(slot, now, key_index, op)
+    }
+
+    /// A list-append transaction: `txn_ops_min..=txn_ops_max` micro-ops, each on a key
+    /// drawn from the key distribution, a read with probability `txn_read_fraction`,
+    /// else an append of a fresh (so unique) element.
+    fn draw_txn(&mut self) -> KvOp {
+        let (lo, hi) = (self.spec.txn_ops_min, self.spec.txn_ops_max);
+        let n = lo + below(&mut self.rng, u64::from(hi - lo + 1)) as u32;
+        let ops = (0..n)
+            .map(|_| {
+                let key = key_name(self.keys.sample(&mut self.rng));
+                if unit_f64(&mut self.rng) < self.spec.txn_read_fraction {
+                    TxnMicroOp::Read { key }
+                } else {
+                    let value = self.fresh_value();
+                    TxnMicroOp::Append { key, value }
+                }
+            })
+            .collect();
+        KvOp::Txn { ops }
+    }
+
+    /// A single-key operation from `[workload.mix]`, with its key index.
+    fn draw_kv_op(&mut self) -> (u32, KvOp) {
         let key_index = self.keys.sample(&mut self.rng);
         let key = key_name(key_index);
         let mix = &self.spec.mix;
@@ -538,6 +576,17 @@ impl Workload {
             let new = self.fresh_value();
             KvOp::Cas { key, expected, new }
         };
+        (key_index, op)
+    }
+
+    /// Records the invocation of `op` by `slot` and returns the request to submit.
+    fn record_invoke(
+        &mut self,
+        slot: usize,
+        now: Time,
+        key_index: u32,
+        op: KvOp,
+    ) -> (NodeId, ClientRequest) {
         let s = &mut self.slots[slot];
         let process = s.process;
         let id = RequestId {
@@ -554,7 +603,7 @@ impl Workload {
             process,
             kind: EventType::Invoke,
             f,
-            key: Some(key),
+            key: (f != OpFn::Txn).then_some(key),
             value,
             node: Some(node.0),
             error: None,
@@ -605,7 +654,7 @@ impl Workload {
             process: id.client,
             kind,
             f: fname,
-            key: Some(key),
+            key: (fname != OpFn::Txn).then_some(key),
             value,
             node: Some(f.node.0),
             error,

@@ -247,6 +247,58 @@ pub struct WorkloadSpec {
     pub timeout_ms: u64,
     /// Closed loop only: pause between a completion and the next invocation.
     pub think_time_ms: u64,
+    /// What the clients issue: single-key operations (`kv`, the default) or one-shot
+    /// list-append transactions (`txn-list-append`; only `system = "kvlab"` serves
+    /// them; the run is checked by the transaction checker).
+    #[serde(skip_serializing_if = "WorkloadKind::is_kv")]
+    pub kind: WorkloadKind,
+    /// Transactions: the fewest micro-ops in one.
+    #[serde(skip_serializing_if = "is_default_txn_ops_min")]
+    pub txn_ops_min: u32,
+    /// Transactions: the most micro-ops in one (at most `MAX_TXN_OPS`; keys are drawn
+    /// per micro-op, so a transaction touches at most this many keys).
+    #[serde(skip_serializing_if = "is_default_txn_ops_max")]
+    pub txn_ops_max: u32,
+    /// Transactions: the share of micro-ops that are reads (the rest append).
+    #[serde(skip_serializing_if = "is_default_txn_read_fraction")]
+    pub txn_read_fraction: f64,
+}
+
+/// The most micro-ops a generated transaction may have (the composed node's default
+/// `txn.max_keys_per_txn`).
+pub const MAX_TXN_OPS: u32 = 16;
+const DEFAULT_TXN_OPS_MIN: u32 = 1;
+const DEFAULT_TXN_OPS_MAX: u32 = 4;
+const DEFAULT_TXN_READ_FRACTION: f64 = 0.5;
+
+fn is_default_txn_ops_min(v: &u32) -> bool {
+    *v == DEFAULT_TXN_OPS_MIN
+}
+fn is_default_txn_ops_max(v: &u32) -> bool {
+    *v == DEFAULT_TXN_OPS_MAX
+}
+fn is_default_txn_read_fraction(v: &f64) -> bool {
+    *v == DEFAULT_TXN_READ_FRACTION
+}
+
+/// What a workload's clients issue.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WorkloadKind {
+    /// Single-key read, write and cas (`[workload.mix]`), checked for per-key
+    /// linearizability.
+    #[default]
+    Kv,
+    /// One-shot transactions of list appends and reads (Elle's list-append), checked
+    /// for strict serializability by the transaction checker.
+    TxnListAppend,
+}
+
+impl WorkloadKind {
+    /// Whether it is the single-key workload.
+    pub fn is_kv(&self) -> bool {
+        *self == WorkloadKind::Kv
+    }
 }
 
 impl Default for WorkloadSpec {
@@ -261,6 +313,10 @@ impl Default for WorkloadSpec {
             mix: OpMix::default(),
             timeout_ms: 1000,
             think_time_ms: 0,
+            kind: WorkloadKind::Kv,
+            txn_ops_min: DEFAULT_TXN_OPS_MIN,
+            txn_ops_max: DEFAULT_TXN_OPS_MAX,
+            txn_read_fraction: DEFAULT_TXN_READ_FRACTION,
         }
     }
 }

@@ -59,6 +59,15 @@ impl Spec {
         check_seconds("time.duration_s", self.time.duration_s, false)?;
         check_seconds("time.liveness_s", self.time.liveness_s, false)?;
         self.workload.validate()?;
+        if !self.workload.kind.is_kv() && self.system != SystemKind::Kvlab {
+            return Err(invalid(
+                "workload.kind",
+                format!(
+                    "transactions need system = \"kvlab\" (the only system that serves them), the spec has \"{}\"",
+                    self.system.name()
+                ),
+            ));
+        }
         self.nemesis.validate(self.nodes)?;
         self.validate_schedule()?;
         if !self.check.timeout_s.is_finite() || self.check.timeout_s <= 0.0 {
@@ -491,6 +500,26 @@ impl WorkloadSpec {
         }
         if self.timeout_ms == 0 {
             return Err(invalid("workload.timeout_ms", "must be > 0"));
+        }
+        if self.txn_ops_min == 0
+            || self.txn_ops_min > self.txn_ops_max
+            || self.txn_ops_max > super::MAX_TXN_OPS
+        {
+            return Err(invalid(
+                "workload.txn_ops_min",
+                format!(
+                    "need 1 <= txn_ops_min <= txn_ops_max <= {} (MAX_TXN_OPS), got {}..{}",
+                    super::MAX_TXN_OPS,
+                    self.txn_ops_min,
+                    self.txn_ops_max
+                ),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.txn_read_fraction) {
+            return Err(invalid(
+                "workload.txn_read_fraction",
+                format!("must be in [0, 1], got {}", self.txn_read_fraction),
+            ));
         }
         Ok(())
     }
