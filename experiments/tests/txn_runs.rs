@@ -88,3 +88,46 @@ fn a_transactional_seed_replays_byte_for_byte() {
     assert!(!x.is_empty());
     assert!(x == y, "history.jsonl differs between two runs of seed 7");
 }
+
+/// Design note wave 2 §3.5: each broken variant the graph catches, with the anomaly
+/// class the note expects, found within three seeds.
+#[test]
+fn broken_txn_variants_are_caught_with_the_expected_anomaly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(FILE);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let cases = [
+        ("no-read-locks", "G2-item"),
+        ("release-before-decision", "G-single"),
+        ("writes-at-prepare", "G1a"),
+    ];
+    for (bug, expected) in cases {
+        let with_bug = text.replace(
+            "replication_factor = 3",
+            &format!("replication_factor = 3\ntxn_bug = \"{bug}\""),
+        );
+        let mut spec = Spec::from_toml_str(&with_bug, &path).unwrap();
+        spec.time.duration_s = 4.0;
+        spec.time.liveness_s = 4.0;
+        spec.nemesis.start_after_s = 1.0;
+        let caught = (1..=3).find_map(|seed| {
+            let o = run(&spec, seed, &tmp.path().join(format!("{bug}-{seed}")));
+            let iso = o.summary.isolation.expect("an isolation summary");
+            (iso.verdict == Verdict::Invalid).then_some((seed, o.verdict, iso.report))
+        });
+        let Some((seed, verdict, report)) = caught else {
+            panic!("{bug} not caught in seeds 1-3");
+        };
+        assert_eq!(verdict, RunVerdict::Invalid, "{bug}");
+        let found: Vec<String> = report
+            .anomaly_counts
+            .keys()
+            .map(|k| k.to_string())
+            .collect();
+        assert!(
+            found.iter().any(|k| k == expected),
+            "{bug} (seed {seed}): expected {expected}, found {found:?}"
+        );
+        eprintln!("{bug}: first failing seed {seed}, anomalies {found:?}");
+    }
+}
