@@ -36,6 +36,7 @@
 //! # Ok::<(), kvlab_experiments::error::ExperimentError>(())
 //! ```
 
+pub mod bench;
 pub mod check_cmd;
 pub mod cluster;
 pub mod driver;

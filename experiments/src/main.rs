@@ -84,6 +84,57 @@ enum Command {
     /// a join, against the optimum.
     #[command(subcommand)]
     Ring(RingCommand),
+    /// etcd 3.4 and a kvlab `raft` cluster side by side on loopback, driven by the same
+    /// etcd-API client: puts, linearizable gets and CAS txns at several client counts;
+    /// a table, bench.json and a plot.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// Rounds; each runs every cell on both systems, alternating which goes first, and
+    /// the table shows the ratios' min/median/max over them.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
+    /// Concurrent client counts, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 16, 64, 256])]
+    clients: Vec<usize>,
+    /// Operations, comma-separated: put | get (linearizable) | cas (a txn).
+    #[arg(long, value_delimiter = ',', default_values_t = ["put".to_string(), "get".to_string(), "cas".to_string()])]
+    ops: Vec<String>,
+    /// Measured seconds per cell and system.
+    #[arg(long, default_value_t = 5.0)]
+    duration_s: f64,
+    /// Warm-up seconds before each measured window.
+    #[arg(long, default_value_t = 1.0)]
+    warmup_s: f64,
+    /// gRPC connections per cell (default: one per 8 clients, at most 32).
+    #[arg(long)]
+    conns: Option<usize>,
+    /// Where clients send: leader | all (spread over the members).
+    #[arg(long, default_value = "leader", value_parser = kvlab_experiments::bench::Target::parse)]
+    target: kvlab_experiments::bench::Target,
+    /// Keys of the put/get key space.
+    #[arg(long, default_value_t = 10_000)]
+    keys: u64,
+    /// Bytes per value written.
+    #[arg(long, default_value_t = 128)]
+    value_bytes: usize,
+    /// Members of each cluster.
+    #[arg(long, default_value_t = 3)]
+    members: usize,
+    /// The kvlab nodes' peer transport: udp | tarpc.
+    #[arg(long, default_value = "udp", value_parser = TransportChoice::parse)]
+    transport: TransportChoice,
+    /// The etcd binary (default $KVLAB_ETCD_BIN, else etcd on PATH).
+    #[arg(long, value_name = "FILE")]
+    etcd: Option<PathBuf>,
+    /// Where bench.json, table.txt and bench.{png,svg} go (default results/bench/<time>).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Seeds the clients' keys and values.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -313,6 +364,7 @@ fn main() -> ExitCode {
         Command::Docker(DockerCommand::Clean { all }) => cmd_docker_clean(all),
         Command::Kind(KindCommand::Render(a)) => cmd_kind_render(a),
         Command::Ring(RingCommand::Moves(a)) => cmd_ring_moves(a),
+        Command::Bench(a) => cmd_bench(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -923,6 +975,95 @@ fn cmd_docker_clean(all: bool) -> anyhow::Result<u8> {
         report.kept_live.len()
     );
     Ok(if report.warnings.is_empty() { 0 } else { 1 })
+}
+
+/// The etcd binary: `--etcd`, `$KVLAB_ETCD_BIN`, or `etcd` on PATH.
+fn find_etcd(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(p) = explicit.or_else(|| std::env::var_os("KVLAB_ETCD_BIN").map(PathBuf::from)) {
+        return Ok(p);
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join("etcd"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no etcd found (install Debian's etcd-server, or pass --etcd / KVLAB_ETCD_BIN)"
+            )
+        })
+}
+
+fn cmd_bench(a: BenchArgs) -> anyhow::Result<u8> {
+    use kvlab_experiments::bench::{BenchOptions, OpKind, render_table, run_bench};
+    let ops = a
+        .ops
+        .iter()
+        .map(|s| OpKind::parse(s))
+        .collect::<Result<Vec<_>, _>>();
+    let ops = match ops {
+        Ok(ops) => ops,
+        Err(e) => {
+            eprintln!("error: --ops: {e}");
+            return Ok(2);
+        }
+    };
+    let transport = match a.transport {
+        TransportChoice::Udp => kvlab_server::TransportKind::Udp,
+        TransportChoice::Tarpc => kvlab_server::TransportKind::Tarpc,
+        TransportChoice::Mem => {
+            eprintln!("error: --transport: the bench runs node processes (udp | tarpc)");
+            return Ok(2);
+        }
+    };
+    let seconds = |s: f64, what: &str| {
+        Duration::try_from_secs_f64(s)
+            .map_err(|_| anyhow::anyhow!("{what} must be a number of seconds"))
+    };
+    let out = a.out.unwrap_or_else(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        PathBuf::from(format!("results/bench/{now}"))
+    });
+    let kvlab_exe = match std::env::var_os(kvlab_experiments::local::NODE_EXE_ENV) {
+        Some(p) => PathBuf::from(p),
+        None => std::env::current_exe()?,
+    };
+    let opts = BenchOptions {
+        out,
+        rounds: a.rounds,
+        clients: a.clients,
+        ops,
+        measure: seconds(a.duration_s, "--duration-s")?,
+        warmup: seconds(a.warmup_s, "--warmup-s")?,
+        conns: a.conns,
+        keys: a.keys,
+        value_bytes: a.value_bytes,
+        members: a.members,
+        target: a.target,
+        transport,
+        etcd_bin: find_etcd(a.etcd)?,
+        kvlab_exe,
+        request_timeout: Duration::from_secs(5),
+        startup_timeout: Duration::from_secs(30),
+        seed: a.seed,
+    };
+    if let Err(e) = opts.validate() {
+        eprintln!("error: {e}");
+        return Ok(2);
+    }
+    match run_bench(&opts) {
+        Ok(report) => {
+            say_raw!("{}", render_table(&report));
+            say!("results: {}", opts.out.display());
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(1)
+        }
+    }
 }
 
 fn cmd_ring_moves(a: RingMovesArgs) -> anyhow::Result<u8> {

@@ -72,6 +72,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod bench;
 mod data;
 pub mod events;
 mod html;
@@ -79,6 +80,7 @@ mod plots;
 mod ring;
 mod stats;
 
+pub use bench::{BenchPlotRow, render_bench_plot};
 pub use ring::{MovesRow, render_moves_plot};
 mod swim;
 mod timeline;
