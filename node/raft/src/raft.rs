@@ -805,6 +805,24 @@ impl RaftGroup {
         }
     }
 
+    /// A vote request of a later term: the node adopts the term (Raft §5.1) as a
+    /// follower of no leader, but a follower or candidate keeps its election timer
+    /// running. Figure 2 restarts the timer only on hearing from the current leader or
+    /// on granting a vote ([`Self::handle_request_vote`] does the latter); restarting it
+    /// on every request would let candidates with stale logs, whose votes the others
+    /// refuse, keep resetting the one node that could win, and a group needing every
+    /// live voter could go without a leader for many timeouts (swarm seed 4098: five
+    /// nodes, two lost, PreVote off). A leader stepping down starts a fresh timer.
+    fn adopt_term_keeping_timer(&mut self, term: u64, rng: &mut Rng) {
+        let keep = (self.role != Role::Leader)
+            .then_some((self.election_elapsed, self.randomized_election_ticks));
+        self.become_follower(term, None, rng);
+        if let Some((elapsed, timeout)) = keep {
+            self.election_elapsed = elapsed;
+            self.randomized_election_ticks = timeout;
+        }
+    }
+
     fn campaign(&mut self, pre_vote: bool, leader_transfer: bool, rng: &mut Rng) {
         if !self.can_campaign() {
             return;
@@ -1328,7 +1346,7 @@ impl RaftGroup {
                         return Ok(());
                     }
                     if !pre_vote {
-                        self.become_follower(m.term, None, rng);
+                        self.adopt_term_keeping_timer(m.term, rng);
                     }
                 }
                 MessageBody::RequestVoteResponse {

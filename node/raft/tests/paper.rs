@@ -278,6 +278,38 @@ fn vote_is_refused_to_candidate_with_less_up_to_date_log() {
 }
 
 #[test]
+fn refusing_a_vote_of_a_later_term_does_not_restart_the_election_timer() {
+    // Reference: Raft Figure 2, Rules for Servers, Followers — a follower becomes a
+    // candidate when its election timeout elapses "without receiving AppendEntries RPC
+    // from current leader or granting vote to candidate". A request it refuses (the
+    // candidate's log is behind, §5.4.1) raises its term (§5.1) but does not restart
+    // the timer; a request it grants does.
+    let voter_log = [1, 1, 2];
+    let timeout = tick_until_campaign(&mut group(3, 3, plain_cfg(), state_with_log(&voter_log, 2)));
+    for (last_log_index, grant) in [(2, false), (3, true)] {
+        let mut g = group(3, 3, plain_cfg(), state_with_log(&voter_log, 2));
+        let mut rng = seeded_rng(99);
+        for _ in 1..timeout {
+            g.tick(&mut rng);
+        }
+        let request = MessageBody::RequestVote {
+            pre_vote: false,
+            last_log_index,
+            last_log_term: 2,
+            leader_transfer: false,
+        };
+        g.step(msg(1, 3, 5, request), &mut rng).unwrap();
+        assert_eq!((g.role(), g.term()), (Role::Follower, 5));
+        g.tick(&mut rng);
+        let campaigned = g.role() == Role::Candidate;
+        assert_eq!(
+            campaigned, !grant,
+            "granted {grant}: the timer must restart exactly when the vote is granted"
+        );
+    }
+}
+
+#[test]
 fn leader_steps_down_on_message_with_higher_term() {
     // Reference: Raft §5.1 — a server that sees a larger term updates its term and
     // reverts to follower.
