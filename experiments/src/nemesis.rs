@@ -11,10 +11,13 @@
 //! target the node the runner last saw elected ([`ClusterView::leader`]). Membership is
 //! kept by a reconciler ([`Nemesis::maintain`]) when the system supports it: it drives the
 //! group towards "every node a voter, except those an active `membership` fault
-//! removed", one admin command at a time through the leader, retrying every
-//! [`MEMBERSHIP_RETRY_MS`]; a node comes back as a learner and is promoted once it
-//! caught up. The reconciler also grows a group that started with fewer voters, and it
-//! keeps working in the liveness phase.
+//! removed and the spares (`nemesis.spare_learners`) kept as learners", one admin
+//! command per round through the leader, a round every [`MEMBERSHIP_RETRY_MS`],
+//! without waiting for the previous change to commit (Raft must refuse it; see
+//! `membership.rs`); a node comes back as a learner and is promoted once it caught up,
+//! and `replace-voter` swaps a spare in for a voter, jointly or one server at a time.
+//! The reconciler also grows a group that started with fewer voters, and it keeps
+//! working in the liveness phase.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -28,6 +31,9 @@ use crate::events::{NemesisEvent, NemesisKind, RunEvent};
 use crate::spec::ScheduledFault;
 use crate::spec::{FaultKind, NemesisSpec, secs_to_ns};
 use crate::workload::below;
+
+mod membership;
+use membership::{Step, SwapWay, Target};
 
 /// How often the membership reconciler looks again while the group differs from its
 /// target, and how long it waits before repeating a command that had no visible effect.
@@ -133,6 +139,10 @@ pub struct Nemesis {
     manage_membership: bool,
     /// Nodes that active `membership` faults keep out of the group.
     removed: BTreeSet<NodeId>,
+    /// Nodes the reconciler keeps as learners (`nemesis.spare_learners`).
+    spares: BTreeSet<NodeId>,
+    /// How the latest `replace-voter` swap is made.
+    swap: SwapWay,
     /// When the reconciler looks next (`None`: the group matched its target).
     next_maintenance: Option<Time>,
     /// The last command sent and when, so that it is not repeated too soon.
@@ -241,6 +251,13 @@ impl Nemesis {
             skipped: 0,
             manage_membership: false,
             removed: BTreeSet::new(),
+            spares: nodes
+                .iter()
+                .rev()
+                .take(spec.spare_learners as usize)
+                .copied()
+                .collect(),
+            swap: SwapWay::default(),
             next_maintenance: None,
             last_command: None,
             admin_commands: 0,
@@ -266,6 +283,16 @@ impl Nemesis {
     /// (losing its disk loses data by design). `disk-corrupt` never exceeds it.
     pub fn set_max_lost_for_good(&mut self, n: usize) {
         self.max_lost_for_good = n;
+    }
+
+    /// [`Nemesis::set_max_lost_for_good`], lowered while the reconciler keeps fewer
+    /// voters (nodes removed by `membership` faults, spares).
+    fn lost_for_good_limit(&self) -> usize {
+        if !self.manage_membership {
+            return self.max_lost_for_good;
+        }
+        let voters = (self.nodes.len()).saturating_sub(self.removed.union(&self.spares).count());
+        self.max_lost_for_good.min(voters.saturating_sub(1) / 2)
     }
 
     /// Declares the nodes that do not boot with the cluster (joiners): random faults
@@ -329,25 +356,19 @@ impl Nemesis {
         let (Some(leader), Some(m)) = (view.leader, view.membership.as_ref()) else {
             return Ok(()); // no leader known yet: look again later
         };
-        if m.change_pending {
-            return Ok(());
-        }
-        let member = |n: &NodeId| m.voters.contains(n) || m.learners.contains(n);
-        let cmd = if let Some(&x) = self.removed.iter().find(|n| member(n)) {
-            AdminCommand::default_group(AdminAction::RemoveNode(x))
-        } else if let Some(&x) = self
-            .nodes
-            .iter()
-            .find(|n| !self.removed.contains(n) && !member(n))
-        {
-            AdminCommand::default_group(AdminAction::AddLearner(x))
-        } else if let Some(&x) = m.caught_up.iter().find(|n| !self.removed.contains(n)) {
-            AdminCommand::default_group(AdminAction::AddVoter(x))
-        } else if m.learners.iter().any(|n| !self.removed.contains(n)) {
-            return Ok(()); // a learner is still catching up
-        } else {
-            self.next_maintenance = None; // the group is as it should be
-            return Ok(());
+        let target = Target {
+            nodes: &self.nodes,
+            removed: &self.removed,
+            spares: &self.spares,
+            swap: self.swap,
+        };
+        let cmd = match target.next_step(m) {
+            Step::Send(action) => AdminCommand::default_group(action),
+            Step::Wait => return Ok(()),
+            Step::Done => {
+                self.next_maintenance = None;
+                return Ok(());
+            }
         };
         let repeat_ns = MEMBERSHIP_RETRY_MS * 1_000_000 * 5;
         if let Some((last, at)) = self.last_command
@@ -529,6 +550,7 @@ impl Nemesis {
                 self.start_leader_fault(p.kind, cluster, view)?
             }
             FaultKind::Membership => self.start_membership(now, view),
+            FaultKind::ReplaceVoter => self.start_replace_voter(now, view),
             FaultKind::Join | FaultKind::Drain | FaultKind::KillPermanently => {
                 self.start_permanent(p.kind, &p.targets, cluster)?
             }
@@ -749,7 +771,7 @@ impl Nemesis {
                 "the system keeps one copy of the data: a damaged disk loses it by design",
             ));
         }
-        if self.retired.len() + self.damaged.len() + 1 > self.max_lost_for_good {
+        if self.retired.len() + self.damaged.len() + 1 > self.lost_for_good_limit() {
             return Ok(Started::Skip(
                 "another node down for good could leave a group without a quorum",
             ));
@@ -961,6 +983,20 @@ impl Nemesis {
         if candidates.len() < 3 {
             return Started::Skip("fewer than 3 voters to remove one from");
         }
+        // The voters left must keep a live majority (a node lost for good still votes
+        // in the configuration).
+        let live_majority_without = |x: &NodeId| {
+            let live = (candidates.iter())
+                .filter(|n| *n != x && !self.retired.contains(n))
+                .count();
+            2 * live > candidates.len() - 1
+        };
+        let candidates: Vec<NodeId> = (candidates.iter().copied())
+            .filter(live_majority_without)
+            .collect();
+        if candidates.is_empty() {
+            return Started::Skip("no voter can go without losing the live majority");
+        }
         let x = candidates[below(&mut self.rng, candidates.len() as u64) as usize];
         self.removed.insert(x);
         self.next_maintenance = Some(now);
@@ -973,6 +1009,54 @@ impl Nemesis {
             undo: Undo::Rejoin(x),
             detail: format!(
                 "remove {x} ({role}) from voters {}; re-added as learner at the end",
+                node_list(&m.voters)
+            ),
+            node: Some(x),
+        }
+    }
+
+    /// Make a random voter the spare of a caught-up spare learner, which takes its vote;
+    /// the reconciler makes the swap in the way drawn here.
+    fn start_replace_voter(&mut self, now: Time, view: &ClusterView) -> Started {
+        let Some(m) = view.membership.as_ref().filter(|_| self.manage_membership) else {
+            return Started::Skip("the system reports no membership");
+        };
+        let ready: Vec<NodeId> = (m.caught_up.iter().copied())
+            .filter(|n| self.spares.contains(n) && !self.retired.contains(n))
+            .collect();
+        let voters: Vec<NodeId> = (m.voters.iter().copied())
+            .filter(|n| !self.removed.contains(n) && !self.spares.contains(n))
+            .collect();
+        if m.joint || ready.is_empty() || voters.is_empty() {
+            return Started::Skip("no caught-up spare learner, or a joint change is under way");
+        }
+        let y = ready[below(&mut self.rng, ready.len() as u64) as usize];
+        let x = voters[below(&mut self.rng, voters.len() as u64) as usize];
+        self.swap = match below(&mut self.rng, 3) {
+            0 => SwapWay::OneAtATime,
+            k => SwapWay::Joint { auto_leave: k == 1 },
+        };
+        self.spares.remove(&y);
+        self.spares.insert(x);
+        self.next_maintenance = Some(now);
+        let role = if view.leader == Some(x) {
+            "the leader"
+        } else {
+            "a voter"
+        };
+        let how = match self.swap {
+            SwapWay::OneAtATime => "one server at a time (add, remove, re-add as learner)",
+            SwapWay::Joint { auto_leave: true } => {
+                "through a joint configuration, left automatically"
+            }
+            SwapWay::Joint { auto_leave: false } => {
+                "through a joint configuration and a LeaveJoint"
+            }
+        };
+        Started::Done {
+            undo: Undo::Rules(Vec::new()),
+            detail: format!(
+                "replace {x} ({role}) by spare {y} in voters {}, {how}; {x} is the spare now",
                 node_list(&m.voters)
             ),
             node: Some(x),
@@ -1348,6 +1432,7 @@ mod tests {
                 learners: ids(learners),
                 caught_up: ids(caught_up),
                 change_pending: false,
+                joint: false,
             }),
         }
     }

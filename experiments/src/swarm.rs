@@ -86,6 +86,16 @@ pub struct SwarmSpec {
     /// `max_entries_per_msg` 1 or 256 (one entry per AppendEntries is the Figure 8
     /// setting). Bugs hide in settings a fixed configuration never visits.
     pub raft_params: bool,
+    /// The share of `raft` runs that draw an election storm instead (0 to 1): three or
+    /// five nodes, crashes of any node and of the leader and random partitions every
+    /// 10–30 ms lasting 4 ms, a network that delays (1–8 ms), loses 5 % and reorders
+    /// half the messages, election timeouts of 20–40 ms (below §5.6's bound on purpose:
+    /// candidates collide), no PreVote or CheckQuorum, one entry per AppendEntries. It
+    /// is the setting of Figure 8 (a leader that replicates an old term's entry and
+    /// crashes before its own term's entry commits) and of lost votes; the runs keep
+    /// their drawn clients, keys, mix and duration, and the table shows
+    /// `profile = storm`.
+    pub storm: f64,
 }
 
 impl Default for SwarmSpec {
@@ -108,6 +118,7 @@ impl Default for SwarmSpec {
             duration_s: [5.0, 5.0],
             log_timing: false,
             raft_params: false,
+            storm: 0.0,
         }
     }
 }
@@ -171,6 +182,13 @@ impl SwarmSpec {
             return Err(invalid(file, "swarm.loss", "must stay below 1"));
         }
         f("fsync_ms", self.fsync_ms, 0.0)?;
+        if !(0.0..=1.0).contains(&self.storm) {
+            return Err(invalid(
+                file,
+                "swarm.storm",
+                format!("must be in [0, 1], got {}", self.storm),
+            ));
+        }
         f("tear_probability", self.tear_probability, 0.0)?;
         if self.tear_probability[1] > 1.0 {
             return Err(invalid(
@@ -406,6 +424,12 @@ impl SwarmSpec {
             ));
         }
         over.insert("workload".into(), table(workload));
+        // `replace-voter` on one Raft group swaps a spare learner in: keep one, and
+        // start with it as a learner.
+        let spare = system == SystemKind::Raft
+            && names
+                .iter()
+                .any(|n| n == FaultKind::ReplaceVoter.spec_name());
         let faults = names.into_iter().map(toml::Value::String).collect();
         over.insert(
             "nemesis".into(),
@@ -414,6 +438,7 @@ impl SwarmSpec {
                 ("interval_s", num(interval)),
                 ("fault_duration_s", num(fault_len.min(interval * 0.9))),
                 ("clock_drift_ppm_max", int(drift as i64)),
+                ("spare_learners", int(i64::from(spare))),
             ]),
         );
         let latency = table(vec![
@@ -436,6 +461,22 @@ impl SwarmSpec {
                 .max(1) as f64;
             let min_ticks = (3.0 * (2.0 * lat + fsync) / tick_ms).ceil() as u32;
             self.draw_raft_params(seed, min_ticks, &mut over, &mut p);
+        }
+        let mut storm_rng = seeded_rng(derive_seed(seed, "swarm", 3));
+        if system == SystemKind::Raft && self.storm > 0.0 && storm_rng.random_bool(self.storm) {
+            storm(&mut storm_rng, &mut over, &mut p);
+            return (over, p);
+        }
+        if self.storm > 0.0 {
+            p.insert("profile".into(), Drawn::Names(vec!["plain".into()]));
+        }
+        if spare {
+            let raft = over
+                .entry("raft")
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let Some(raft) = raft.as_table_mut() {
+                raft.insert("initial_voters".into(), int(i64::from(nodes) - 1));
+            }
         }
         let fsync = table(vec![
             ("kind", toml::Value::String("constant".into())),
@@ -510,6 +551,72 @@ impl SwarmSpec {
         over.insert("raft".into(), table(vec![("raft", raft())]));
         over.insert("kvlab".into(), table(vec![("raft", raft())]));
     }
+}
+
+/// Turns a drawn `raft` run into an election storm (see [`SwarmSpec::storm`]).
+fn storm(rng: &mut kvlab_types::Rng, over: &mut toml::Table, p: &mut BTreeMap<String, Drawn>) {
+    let nodes: u32 = if rng.random_bool(0.5) { 3 } else { 5 };
+    let interval = round3(rng.random_range(0.01..=0.03));
+    let election_ticks = rng.random_range(4..=8u32);
+    let names = ["crash", "crash-leader", "partition-random"];
+    p.insert("profile".into(), Drawn::Names(vec!["storm".into()]));
+    p.insert("nodes".into(), Drawn::Num(f64::from(nodes)));
+    p.insert("interval_s".into(), Drawn::Num(interval));
+    p.insert("fault_duration_s".into(), Drawn::Num(0.004));
+    p.insert(
+        "faults".into(),
+        Drawn::Names(names.map(String::from).to_vec()),
+    );
+    p.insert("latency_max_ms".into(), Drawn::Num(8.0));
+    p.insert("loss".into(), Drawn::Num(0.05));
+    p.insert(
+        "raft_election_ticks".into(),
+        Drawn::Num(f64::from(election_ticks)),
+    );
+    let off = || Drawn::Names(vec!["off".into()]);
+    p.insert("raft_pre_vote".into(), off());
+    p.insert("raft_check_quorum".into(), off());
+    p.insert("raft_max_entries_per_msg".into(), Drawn::Num(1.0));
+    over.insert("nodes".into(), int(i64::from(nodes)));
+    let faults = names.map(|n| toml::Value::String(n.into())).to_vec();
+    over.insert(
+        "nemesis".into(),
+        table(vec![
+            ("faults", toml::Value::Array(faults)),
+            ("interval_s", num(interval)),
+            ("fault_duration_s", num(0.004)),
+            ("overlap", toml::Value::Boolean(true)),
+        ]),
+    );
+    let latency = table(vec![
+        ("kind", toml::Value::String("uniform".into())),
+        ("min_ms", num(1.0)),
+        ("max_ms", num(8.0)),
+    ]);
+    over.insert(
+        "network".into(),
+        table(vec![
+            ("latency", latency),
+            ("loss_probability", num(0.05)),
+            ("reorder_probability", num(0.5)),
+            ("reorder_window_ms", num(20.0)),
+        ]),
+    );
+    let raft = table(vec![
+        ("election_ticks", int(i64::from(election_ticks))),
+        ("heartbeat_ticks", int(1)),
+        ("pre_vote", toml::Value::Boolean(false)),
+        ("check_quorum", toml::Value::Boolean(false)),
+        ("max_entries_per_msg", int(1)),
+    ]);
+    over.insert(
+        "raft".into(),
+        table(vec![
+            ("tick_interval_ms", int(5)),
+            ("snapshot_every_entries", int(0)),
+            ("raft", raft),
+        ]),
+    );
 }
 
 fn ln(r: [f64; 2]) -> [f64; 2] {

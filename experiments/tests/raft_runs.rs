@@ -79,3 +79,45 @@ fn same_seed_replays_the_same_raft_run_byte_for_byte() {
         assert!(a == b, "{f} differs between two runs of seed 5");
     }
 }
+
+#[test]
+fn replace_voter_swaps_spares_in_jointly_and_one_at_a_time_and_runs_stay_valid() {
+    let text = spec()
+        .to_toml_string()
+        .expect("serializable")
+        .replace("initial_voters = 3", "initial_voters = 4");
+    let mut s = Spec::from_toml_str(&text, Path::new("raft-replace.toml")).expect("valid spec");
+    s.nemesis.faults = vec![
+        kvlab_experiments::spec::FaultKind::ReplaceVoter,
+        kvlab_experiments::spec::FaultKind::CrashLeader,
+        kvlab_experiments::spec::FaultKind::PartitionHalves,
+    ];
+    s.nemesis.spare_learners = 1;
+    s.nemesis.interval_s = 0.4;
+    s.nemesis.fault_duration_s = 0.3;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (mut joint, mut single) = (0, 0);
+    for seed in 1..=4 {
+        let o = run(&s, seed, &tmp.path().join(format!("r{seed}")));
+        assert_eq!(o.verdict, RunVerdict::Valid, "seed {seed}: {:?}", o.summary);
+        let events =
+            std::fs::read_to_string(tmp.path().join(format!("r{seed}/events.jsonl"))).unwrap();
+        joint += events.matches("EnterJoint").count();
+        single += events.matches("one server at a time").count();
+        assert!(
+            o.summary
+                .faults
+                .by_kind
+                .get("replace_voter")
+                .copied()
+                .unwrap_or(0)
+                > 0,
+            "seed {seed}: no replace-voter fault started: {:?}",
+            o.summary.faults.by_kind
+        );
+    }
+    assert!(
+        joint > 0 && single > 0,
+        "joint commands {joint}, one-at-a-time swaps {single}"
+    );
+}

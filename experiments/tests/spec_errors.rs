@@ -381,3 +381,30 @@ initial_members = [1, 2, 3]
     assert_eq!(field, "nemesis.schedule");
     assert!(reason.contains("only 1 node"), "{reason}");
 }
+
+#[test]
+fn spare_learners_belong_to_raft_and_replace_voter_needs_one() {
+    let with = |system: &str, nemesis: &str| {
+        format!(
+            "{}\n[nemesis]\n{nemesis}\n",
+            GOOD.replace("\"single\"", system)
+        )
+        .replace("nodes = 3", "nodes = 4")
+    };
+    let (field, reason) = invalid_field(&with("\"single\"", "spare_learners = 1"));
+    assert_eq!(field, "nemesis.spare_learners");
+    assert!(reason.contains("raft"), "{reason}");
+    let (field, reason) = invalid_field(&with("\"raft\"", "faults = [\"replace-voter\"]"));
+    assert_eq!(field, "nemesis.spare_learners");
+    assert!(reason.contains("replace-voter"), "{reason}");
+    let (field, _) = invalid_field(&with("\"raft\"", "spare_learners = 4"));
+    assert_eq!(field, "nemesis.spare_learners");
+    let ok = parse(&with(
+        "\"raft\"",
+        "faults = [\"replace-voter\"]\nspare_learners = 1",
+    ))
+    .unwrap();
+    assert_eq!(ok.nemesis.faults, vec![FaultKind::ReplaceVoter]);
+    // On a system without membership the fault is allowed and skipped at run time.
+    parse(&with("\"single\"", "faults = [\"replace-voter\"]")).unwrap();
+}

@@ -331,3 +331,72 @@ fn log_timing_and_raft_params_are_drawn_into_both_raft_sections() {
     let plain = swarm(BASE).draw(1).unwrap();
     assert_eq!(plain.spec.raft.raft.election_ticks, 10);
 }
+
+#[test]
+fn storm_runs_are_election_storms_and_only_on_raft() {
+    let text = BASE.replace(
+        "duration_s = [1.0, 2.0]",
+        "duration_s = [1.0, 2.0]\nstorm = 0.5",
+    );
+    let s = swarm(&text);
+    let (mut storms, mut raft_runs) = (0, 0);
+    for seed in 1..=300 {
+        let d = s.draw(seed).unwrap();
+        let storm = d.params.get("profile") == Some(&Drawn::Names(vec!["storm".into()]));
+        raft_runs += usize::from(d.spec.system == kvlab_node::SystemKind::Raft);
+        if !storm {
+            continue;
+        }
+        storms += 1;
+        let (spec, r) = (&d.spec, &d.spec.raft.raft);
+        assert_eq!(spec.system, kvlab_node::SystemKind::Raft, "seed {seed}");
+        assert!([3, 5].contains(&spec.nodes), "seed {seed}: {}", spec.nodes);
+        assert!((4..=8).contains(&r.election_ticks), "seed {seed}");
+        assert!(!r.pre_vote && !r.check_quorum && r.max_entries_per_msg == 1);
+        assert_eq!(spec.raft.tick_interval_ms, 5);
+        assert!((0.01..=0.03).contains(&spec.nemesis.interval_s));
+        assert!(spec.nemesis.overlap && spec.nemesis.fault_duration_s == 0.004);
+        assert_eq!(spec.network.reorder_probability, 0.5);
+    }
+    // Half of the raft runs, within sampling noise.
+    assert!(
+        storms * 3 > raft_runs && storms * 3 < raft_runs * 2,
+        "{storms} storms in {raft_runs} raft runs"
+    );
+    // Without the share, no run is a storm and no profile is drawn.
+    assert!(swarm(BASE).draw(1).unwrap().params.get("profile").is_none());
+    let bad = BASE.replace(
+        "duration_s = [1.0, 2.0]",
+        "duration_s = [1.0, 2.0]\nstorm = 1.5",
+    );
+    assert_eq!(field_of(&bad), "swarm.storm");
+}
+
+#[test]
+fn replace_voter_on_raft_draws_a_spare_learner_that_starts_as_one() {
+    let text = BASE.replace("nodes = [3, 5]", "nodes = [4, 7]").replace(
+        "\"crash-leader\"]",
+        "\"crash-leader\", \"replace-voter\", \"membership\"]",
+    );
+    let s = swarm(&text);
+    let mut spared = 0;
+    for seed in 1..=100 {
+        let d = s.draw(seed).unwrap();
+        let replaces = d
+            .spec
+            .nemesis
+            .faults
+            .contains(&kvlab_experiments::spec::FaultKind::ReplaceVoter);
+        let spare = replaces && d.spec.system == kvlab_node::SystemKind::Raft;
+        assert_eq!(
+            d.spec.nemesis.spare_learners,
+            u32::from(spare),
+            "seed {seed}"
+        );
+        if spare {
+            assert_eq!(d.spec.raft.initial_voters, d.spec.nodes - 1, "seed {seed}");
+            spared += 1;
+        }
+    }
+    assert!(spared > 5, "{spared}");
+}

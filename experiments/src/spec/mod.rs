@@ -368,6 +368,15 @@ pub enum FaultKind {
     /// to voter once it caught up. Needs a system with membership (`raft`) and at least
     /// 3 voters; skipped otherwise.
     Membership,
+    /// Swap a random voter (possibly the leader) for a spare learner, as an operator
+    /// replacing a machine does: the membership reconciler makes the swap either in one
+    /// joint configuration (thesis §4.3: `EnterJoint { promote, demote }`, left
+    /// automatically or by its own `LeaveJoint`) or one server at a time (add the
+    /// spare as a voter, then remove the old voter, then add it back as a learner),
+    /// drawn per fault. The old voter is the new spare. Needs `system = "raft"` with
+    /// `nemesis.spare_learners >= 1`; skipped on systems without membership. Permanent
+    /// in effect (nothing to undo), but drawn like any other fault.
+    ReplaceVoter,
     /// Boot a node that has not run yet (a `system = "kvlab"` node outside
     /// `kvlab.initial_members`): it joins through SWIM and the ring rebalances onto it.
     /// Permanent; only in `[[nemesis.schedule]]`.
@@ -432,6 +441,7 @@ impl FaultKind {
             FaultKind::IsolateLeader => "isolate-leader",
             FaultKind::IsolateSlowLeader => "isolate-slow-leader",
             FaultKind::Membership => "membership",
+            FaultKind::ReplaceVoter => "replace-voter",
             FaultKind::Join => "join",
             FaultKind::Drain => "drain",
             FaultKind::KillPermanently => "kill-permanently",
@@ -492,6 +502,8 @@ impl FaultKind {
             FaultKind::DiskCorrupt => 3,
             FaultKind::IsolateLeader | FaultKind::IsolateSlowLeader => 2,
             FaultKind::Membership => 3,
+            // Three voters and a spare.
+            FaultKind::ReplaceVoter => 4,
             FaultKind::Join | FaultKind::Drain | FaultKind::KillPermanently => 2,
             FaultKind::PartitionHalves
             | FaultKind::PartitionRandom
@@ -547,6 +559,11 @@ pub struct NemesisSpec {
     pub clock_jump_ms_max: f64,
     /// Faults at fixed times, on chosen nodes.
     pub schedule: Vec<ScheduledFault>,
+    /// How many nodes the membership reconciler (`system = "raft"`) keeps as learners
+    /// rather than voters: spares that `replace-voter` swaps in for a voter. At the
+    /// start they are the highest-numbered nodes; set `raft.initial_voters` to
+    /// `nodes - spare_learners` to start with them as learners already.
+    pub spare_learners: u32,
 }
 
 /// One fault at a fixed time (`[[nemesis.schedule]]`):
@@ -590,6 +607,7 @@ impl Default for NemesisSpec {
             reorder_window_ms: 20.0,
             clock_jump_ms_max: 2_000.0,
             schedule: Vec::new(),
+            spare_learners: 0,
         }
     }
 }

@@ -69,6 +69,7 @@ impl Spec {
             ));
         }
         self.nemesis.validate(self.nodes)?;
+        self.validate_spares()?;
         self.validate_schedule()?;
         if !self.check.timeout_s.is_finite() || self.check.timeout_s <= 0.0 {
             return Err(invalid(
@@ -85,6 +86,30 @@ impl Spec {
             kvlab_sim::SimError::InvalidConfig { field, reason } => FieldError { field, reason },
             other => invalid("network", other.to_string()),
         })
+    }
+
+    /// `nemesis.spare_learners` is the raft membership reconciler's, and `replace-voter`
+    /// on `raft` needs a spare to swap in.
+    fn validate_spares(&self) -> Result<(), FieldError> {
+        let n = &self.nemesis;
+        if n.spare_learners > 0 && self.system != SystemKind::Raft {
+            return Err(invalid(
+                "nemesis.spare_learners",
+                "only `system = \"raft\"` keeps spare learners (its membership reconciler)",
+            ));
+        }
+        let replaces = n
+            .faults
+            .iter()
+            .chain(n.schedule.iter().map(|f| &f.kind))
+            .any(|f| *f == FaultKind::ReplaceVoter);
+        if replaces && self.system == SystemKind::Raft && n.spare_learners == 0 {
+            return Err(invalid(
+                "nemesis.spare_learners",
+                "`replace-voter` swaps a spare learner in for a voter: set it to 1 or more",
+            ));
+        }
+        Ok(())
     }
 
     /// The name, the seed and the cluster size.
@@ -431,7 +456,9 @@ impl FaultKind {
                 Some("a real process's clock cannot be skewed from outside")
             }
             FaultKind::Duplicate => Some("the transports' fault rules cannot duplicate messages"),
-            FaultKind::Membership => Some("the admin endpoint takes no membership commands yet"),
+            FaultKind::Membership | FaultKind::ReplaceVoter => {
+                Some("the admin endpoint takes no membership commands yet")
+            }
             FaultKind::DiskFsyncError | FaultKind::DiskCorrupt => {
                 Some("a real node's disk is real: disk faults exist only in the simulator")
             }
@@ -646,6 +673,15 @@ impl NemesisSpec {
                 format!(
                     "must be in 0..={MAX_CLOCK_DRIFT_PPM} (MAX_CLOCK_DRIFT_PPM), got {}",
                     self.clock_drift_ppm_max
+                ),
+            ));
+        }
+        if self.spare_learners >= nodes {
+            return Err(invalid(
+                "nemesis.spare_learners",
+                format!(
+                    "must leave at least one voter: below nodes ({nodes}), got {}",
+                    self.spare_learners
                 ),
             ));
         }

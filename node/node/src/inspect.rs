@@ -28,6 +28,10 @@ pub struct MembershipStatus {
     /// A configuration change is appended but not committed (a new one would be
     /// refused).
     pub change_pending: bool,
+    /// The configuration in effect is joint (thesis §4.3): `voters` are the incoming
+    /// ones, and a `LeaveJoint` is due.
+    #[serde(default)]
+    pub joint: bool,
 }
 
 /// A protocol's view of itself, as far as it exposes one. Every field is optional: a
@@ -138,6 +142,7 @@ impl RaftKv {
             learners: g.learners().to_vec(),
             caught_up,
             change_pending: g.conf_index() > commit,
+            joint: g.is_joint(),
         })
     }
 }
