@@ -364,7 +364,7 @@ fn storm_runs_are_election_storms_and_only_on_raft() {
         "{storms} storms in {raft_runs} raft runs"
     );
     // Without the share, no run is a storm and no profile is drawn.
-    assert!(swarm(BASE).draw(1).unwrap().params.get("profile").is_none());
+    assert!(!swarm(BASE).draw(1).unwrap().params.contains_key("profile"));
     let bad = BASE.replace(
         "duration_s = [1.0, 2.0]",
         "duration_s = [1.0, 2.0]\nstorm = 1.5",
