@@ -114,6 +114,9 @@ struct BenchArgs {
     /// Where clients send: leader | all (spread over the members).
     #[arg(long, default_value = "leader", value_parser = kvlab_experiments::bench::Target::parse)]
     target: kvlab_experiments::bench::Target,
+    /// Compact both keyspaces this often during a cell (0: only between cells).
+    #[arg(long, default_value_t = 1.0)]
+    compact_every_s: f64,
     /// Keys of the put/get key space.
     #[arg(long, default_value_t = 10_000)]
     keys: u64,
@@ -1042,6 +1045,7 @@ fn cmd_bench(a: BenchArgs) -> anyhow::Result<u8> {
         value_bytes: a.value_bytes,
         members: a.members,
         target: a.target,
+        compact_every: seconds(a.compact_every_s, "--compact-every-s")?,
         transport,
         etcd_bin: find_etcd(a.etcd)?,
         kvlab_exe,

@@ -6,8 +6,10 @@
 //! fsync on). Each cell — an operation (`put`, linearizable `get`, CAS-shaped `txn`) at
 //! a client count — runs a warm-up, then a bounded measured window, against one system,
 //! then the same cell against the other; the order flips every round, so a neighbour's
-//! compile hits both. Between cells each system compacts its keyspace to its current
-//! revision. The result: one table (median ops/s, p50, p99 per system, and the
+//! compile hits both. During a cell (every `--compact-every-s`) and between cells each
+//! system compacts its keyspace to its current revision, so no system carries the
+//! history of a whole run (kvlab's Raft snapshot holds the keyspace's history since the
+//! last compaction, and a snapshot must fit one WAL record). The result: one table (median ops/s, p50, p99 per system, and the
 //! kvlab/etcd ratios of every round as min / median / max), `bench.json` and
 //! `bench.{png,svg}` in the output directory. Everything started is stopped at the end,
 //! on an error and on ctrl-c (and, if the bench is killed hard, the kernel kills the
@@ -79,6 +81,8 @@ pub struct BenchOptions {
     pub members: usize,
     /// Where clients send.
     pub target: Target,
+    /// How often the keyspace is compacted during a cell (zero: only between cells).
+    pub compact_every: Duration,
     /// The kvlab nodes' peer transport.
     #[serde(skip)]
     pub transport: TransportKind,
@@ -231,7 +235,21 @@ async fn compact(channel: Channel) -> Result<(), String> {
     Ok(())
 }
 
-/// One cell on one system: connect, load, compact.
+/// Compacts every `every` while a cell runs (as etcd's `--auto-compaction-retention`
+/// would): neither system's history grows with the cell's length. Runs until aborted.
+async fn compact_every(channel: Channel, every: Duration) {
+    if every.is_zero() {
+        return;
+    }
+    loop {
+        tokio::time::sleep(every).await;
+        if let Err(e) = compact(channel.clone()).await {
+            tracing::warn!("compaction during a cell failed: {e}");
+        }
+    }
+}
+
+/// One cell on one system: connect, load (compacting every `compact_every`), compact.
 async fn run_cell(
     opts: &BenchOptions,
     servers: &mut Servers,
@@ -268,7 +286,10 @@ async fn run_cell(
         tag: format!("r{round}c{clients}"),
     };
     let seed = kvlab_types::derive_seed(opts.seed, op.name(), (round * 100_000 + clients) as u64);
-    let r = run_load(&spec, &channels, seed).await?;
+    let compactor = tokio::spawn(compact_every(channels[0].clone(), opts.compact_every));
+    let r = run_load(&spec, &channels, seed).await;
+    compactor.abort();
+    let r = r?;
     if let Err(e) = compact(channels[0].clone()).await {
         tracing::warn!(
             "{}: compaction after a cell failed: {e}",
