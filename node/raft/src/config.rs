@@ -31,6 +31,14 @@ pub struct RaftConfig {
     pub max_inflight_msgs: usize,
     /// Most entries in one AppendEntries.
     pub max_entries_per_msg: usize,
+    /// The leader writes its log in parallel with replication (Raft thesis §10.2.1): it
+    /// sends AppendEntries before its own new entries are durable
+    /// ([`crate::Ready::early_messages`]) and counts itself towards a commit only up to
+    /// the index its own sync reached, which it learns from a message it sends itself
+    /// after the `Sync` ([`crate::MessageBody::LocalAppended`]). Off: the leader counts
+    /// its entries at once and every message waits for its sync (the one-fsync-then-send
+    /// path). A follower always persists before it acknowledges.
+    pub parallel_leader_append: bool,
     /// Most entry bytes ([`crate::Entry::size_bytes`], data plus
     /// [`crate::ENTRY_OVERHEAD_BYTES`]) in one AppendEntries, and in one
     /// [`crate::RaftRecord::Entries`] WAL record. Every entry fits (see
@@ -79,6 +87,12 @@ pub struct RaftConfig {
     /// while another one is uncommitted, so two configurations whose majorities need not
     /// overlap can both be in effect (thesis §4.1). The membership simulation must catch it.
     pub unsafe_allow_concurrent_conf_changes: bool,
+    /// **Deliberately broken, tests only.** With `parallel_leader_append`, counts the
+    /// leader's own entries towards a commit as soon as they are appended, before its
+    /// sync returns, while its AppendEntries already left: a leader that crashes before
+    /// its fsync may have let an entry commit that only a minority holds (thesis
+    /// §10.2.1 is why the leader must wait for its own disk).
+    pub unsafe_count_leader_before_sync: bool,
     /// **Deliberately broken, tests only.** Persists the hard state without the vote, so
     /// a node that crashes after voting can vote again in the same term (Raft §5.2,
     /// Figure 2: `votedFor` is persistent state). The randomized simulation must catch it.
@@ -100,6 +114,7 @@ impl Default for RaftConfig {
             check_quorum: true,
             max_inflight_msgs: 256,
             max_entries_per_msg: 256,
+            parallel_leader_append: false,
             max_bytes_per_msg: 512 << 10,
             max_entry_bytes: 64 << 10,
             max_uncommitted_entries: 65_536,
@@ -111,6 +126,7 @@ impl Default for RaftConfig {
             unsafe_commit_previous_term_by_count: false,
             unsafe_allow_concurrent_conf_changes: false,
             unsafe_skip_vote_persist: false,
+            unsafe_count_leader_before_sync: false,
             unsafe_joint_single_majority: false,
         }
     }

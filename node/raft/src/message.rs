@@ -64,6 +64,9 @@ pub const MESSAGE_OVERHEAD_BYTES: usize = 512;
 /// the offending value, so a counted refusal can be explained.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum MessageDefect {
+    /// A [`MessageBody::LocalAppended`] that a node did not send itself.
+    #[error("LocalAppended is only ever sent by a node to itself")]
+    LocalFromPeer,
     /// The message's term is above [`MAX_TERM`].
     #[error("term {term} is above MAX_TERM ({MAX_TERM})")]
     TermAboveMax {
@@ -321,6 +324,13 @@ pub enum MessageBody {
     },
     /// Tells the leader-transfer target to start an election at once (thesis §3.10).
     TimeoutNow,
+    /// From a leader to itself, sent after a `Sync`: its log is durable up to `index`, so
+    /// it may count itself towards committing entries up to there (thesis §10.2.1; only
+    /// with [`crate::RaftConfig::parallel_leader_append`]).
+    LocalAppended {
+        /// The leader's last index when the sync was issued.
+        index: u64,
+    },
 }
 
 impl RaftMessage {
@@ -434,6 +444,12 @@ impl RaftMessage {
                 index("leader_commit", *leader_commit)?;
             }
             MessageBody::HeartbeatResponse { .. } => {}
+            MessageBody::LocalAppended { index: i } => {
+                index("local appended index", *i)?;
+                if self.from != self.to {
+                    return Err(MessageDefect::LocalFromPeer);
+                }
+            }
             MessageBody::InstallSnapshot {
                 snapshot,
                 offset,

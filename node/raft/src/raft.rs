@@ -125,6 +125,12 @@ pub struct RaftGroup {
     pending_reads: VecDeque<PendingRead>,
     reads_awaiting_commit: Vec<u64>,
     broadcast_pending: bool,
+    /// `parallel_leader_append`: the highest index a [`MessageBody::LocalAppended`] was
+    /// sent for in this leadership (0 when none).
+    self_ack_sent: u64,
+    /// `parallel_leader_append`: send a `LocalAppended` again with the next Ready (the
+    /// last one may have been lost on the way back).
+    self_ack_due: bool,
 
     msgs: Vec<RaftMessage>,
     read_states: Vec<ReadState>,
@@ -262,6 +268,8 @@ impl RaftGroup {
             pending_reads: VecDeque::new(),
             reads_awaiting_commit: Vec::new(),
             broadcast_pending: false,
+            self_ack_sent: 0,
+            self_ack_due: false,
             msgs: Vec::new(),
             read_states: Vec::new(),
             aborted_reads: Vec::new(),
@@ -691,6 +699,7 @@ impl RaftGroup {
     /// Whether [`RaftGroup::ready`] has anything for the caller.
     pub fn has_ready(&self) -> bool {
         self.broadcast_pending
+            || self.self_ack_due
             || !self.msgs.is_empty()
             || self.log.has_unstable()
             || self.log.has_committed_to_apply()
@@ -751,15 +760,60 @@ impl RaftGroup {
         let committed_entries = self
             .log
             .take_committed(self.cfg.max_apply_entries_per_ready);
+        let (early_messages, messages) = self.split_messages();
         Ready {
             group: self.group,
+            early_messages,
             records,
-            messages: std::mem::take(&mut self.msgs),
+            messages,
             restore,
             committed_entries,
             read_states: std::mem::take(&mut self.read_states),
             aborted_reads: std::mem::take(&mut self.aborted_reads),
             events: std::mem::take(&mut self.events),
+        }
+    }
+
+    /// Splits the outgoing messages into those that may leave before this Ready's
+    /// records are durable and the rest, and adds the leader's `LocalAppended` to itself
+    /// (after the sync) when its log grew. Without `parallel_leader_append` every message
+    /// waits for the sync.
+    fn split_messages(&mut self) -> (Vec<RaftMessage>, Vec<RaftMessage>) {
+        let msgs = std::mem::take(&mut self.msgs);
+        if !self.cfg.parallel_leader_append || self.role != Role::Leader {
+            return (Vec::new(), msgs);
+        }
+        let last_index = self.log.last_index();
+        if last_index > self.self_ack_sent || self.self_ack_due {
+            // Every entry up to `last_index` is in this Ready's records or an earlier
+            // one's, so the sync this message waits for makes all of them durable.
+            self.self_ack_due = false;
+            self.self_ack_sent = last_index;
+            let (id, term) = (self.id, self.term);
+            self.send(id, term, MessageBody::LocalAppended { index: last_index });
+        }
+        // A leader's AppendEntries promises nothing about its own disk: its term was
+        // durable before it campaigned, and the commit index it carries counts this node
+        // only up to a sync that completed. Everything else keeps the sync-then-send order.
+        let (early, mut rest): (Vec<_>, Vec<_>) = msgs
+            .into_iter()
+            .partition(|m| m.to != self.id && matches!(m.body, MessageBody::AppendEntries { .. }));
+        rest.append(&mut self.msgs);
+        (early, rest)
+    }
+
+    /// `LocalAppended`: this leader's log is durable up to `index`; count itself.
+    fn handle_local_appended(&mut self, index: u64) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let id = self.id;
+        let Some(me) = self.progress.get_mut(&id) else {
+            return;
+        };
+        // check_message: within the log.
+        if me.maybe_update(index) && self.maybe_commit() {
+            self.bcast_append();
         }
     }
 
@@ -895,6 +949,8 @@ impl RaftGroup {
         self.leader_ticks = 0;
         self.lease_rounds.clear();
         self.lease_revoked = false;
+        self.self_ack_sent = 0;
+        self.self_ack_due = false;
         let next = self.log.last_index() + 1;
         let mut members = self.replicas();
         members.push(self.id);
@@ -929,11 +985,15 @@ impl RaftGroup {
             // Thesis §4.1: a configuration takes effect as soon as it is in the log.
             self.recompute_config();
         }
-        let last = self.log.last_index();
-        if let Some(me) = self.progress.get_mut(&self.id) {
-            me.maybe_update(last);
+        // With parallel_leader_append the leader counts itself only once its sync
+        // returns (`LocalAppended`), never for an entry a crash could still take.
+        if !self.cfg.parallel_leader_append || self.cfg.unsafe_count_leader_before_sync {
+            let last = self.log.last_index();
+            if let Some(me) = self.progress.get_mut(&self.id) {
+                me.maybe_update(last);
+            }
+            self.maybe_commit();
         }
-        self.maybe_commit();
         id
     }
 
@@ -979,6 +1039,11 @@ impl RaftGroup {
                     self.read_round += 1;
                 }
                 self.bcast_heartbeat();
+                let own_match = self.progress.get(&self.id).map_or(0, |p| p.match_index);
+                if self.cfg.parallel_leader_append && own_match < self.self_ack_sent {
+                    // The LocalAppended may have been lost: ask again after a sync.
+                    self.self_ack_due = true;
+                }
             }
         } else {
             // A learner or a removed node ticks forever without campaigning: saturate.
@@ -1195,7 +1260,10 @@ impl RaftGroup {
         // leader it does not know yet, a leader hears from learners, and a removed
         // node's stale messages are harmless (responses from non-members are ignored,
         // votes from non-voters are not counted).
-        if msg.to != self.id || msg.from == self.id {
+        // Only a LocalAppended comes from this node itself (and only from it: see
+        // check_message).
+        let from_self_ok = matches!(msg.body, MessageBody::LocalAppended { .. });
+        if msg.to != self.id || (msg.from == self.id && !from_self_ok) {
             self.stats.messages_dropped += 1;
             return Err(RaftError::UnknownPeer {
                 from: msg.from,
@@ -1301,6 +1369,19 @@ impl RaftGroup {
                     return Err(MessageDefect::BeyondLeaderLog {
                         field,
                         index,
+                        last_index,
+                    });
+                }
+                Ok(())
+            }
+            MessageBody::LocalAppended { index } => {
+                if m.from != self.id {
+                    return Err(MessageDefect::LocalFromPeer);
+                }
+                if leading && *index > last_index {
+                    return Err(MessageDefect::BeyondLeaderLog {
+                        field: "local appended index",
+                        index: *index,
                         last_index,
                     });
                 }
@@ -1453,6 +1534,10 @@ impl RaftGroup {
                 if self.role == Role::Leader {
                     self.handle_append_response(m.from, result);
                 }
+                Ok(())
+            }
+            MessageBody::LocalAppended { index } => {
+                self.handle_local_appended(index);
                 Ok(())
             }
             MessageBody::HeartbeatResponse { read_round } => {

@@ -170,6 +170,8 @@ impl From<ConfChange> for MembershipChange {
 
 /// What the caller must do after feeding a [`crate::RaftGroup`] input, **in this order**:
 ///
+/// 0. send [`Ready::early_messages`] (they promise nothing about this node's disk: a
+///    leader's AppendEntries under [`crate::RaftConfig::parallel_leader_append`]);
 /// 1. append [`Ready::records`] to the WAL, in order;
 /// 2. make them durable (`Sync`) — also when there are none, as a barrier behind earlier
 ///    unsynced writes, whenever anything is sent or applied below;
@@ -181,12 +183,17 @@ impl From<ConfChange> for MembershipChange {
 /// 6. serve [`Ready::read_states`] once applied up to their index; fail
 ///    [`Ready::aborted_reads`].
 ///
-/// [`Ready::emit_effects`] performs steps 1–3 as kvlab [`kvlab_types::Effect`]s; the
+/// [`Ready::emit_effects`] performs steps 0–3 as kvlab [`kvlab_types::Effect`]s; the
 /// caller then does 4–6, so its replies come after the `Sync` and wait for it too.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Ready {
     /// The group this batch belongs to.
     pub group: GroupId,
+    /// Messages that may leave before the records are durable: a leader's
+    /// AppendEntries when [`crate::RaftConfig::parallel_leader_append`] is on (thesis
+    /// §10.2.1). Their entries need not be durable here, and the commit index they carry
+    /// counts this node only up to what its own syncs made durable.
+    pub early_messages: Vec<RaftMessage>,
     /// WAL records to persist, in order.
     pub records: Vec<RaftRecord>,
     /// Messages to send after the records are durable.
@@ -209,6 +216,7 @@ impl Ready {
     /// Whether there is nothing to do.
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
+            && self.early_messages.is_empty()
             && self.messages.is_empty()
             && self.restore.is_none()
             && self.committed_entries.is_empty()
@@ -228,12 +236,17 @@ impl Ready {
             || !self.read_states.is_empty()
     }
 
-    /// Performs steps 1–3 of the contract as effects: `Persist` each record (encoded as a
-    /// [`WalRecord`] of this group), `Sync` if [`Ready::needs_sync`], `Send` each message
-    /// wrapped into the node's message type by `wrap`, then an `Event` per event. Takes
-    /// records, messages and events out of `self`; the rest is left for the caller.
+    /// Performs steps 0–3 of the contract as effects: `Send` each early message, `Persist`
+    /// each record (encoded as a [`WalRecord`] of this group), `Sync` if
+    /// [`Ready::needs_sync`], `Send` each message wrapped into the node's message type by
+    /// `wrap`, then an `Event` per event. Takes early messages, records, messages and
+    /// events out of `self`; the rest is left for the caller.
     pub fn emit_effects<M>(&mut self, out: &mut Out<M>, mut wrap: impl FnMut(RaftMessage) -> M) {
         let needs_sync = self.needs_sync();
+        for msg in self.early_messages.drain(..) {
+            let to = msg.to;
+            out.send(to, wrap(msg));
+        }
         for record in self.records.drain(..) {
             out.persist(
                 self.group,

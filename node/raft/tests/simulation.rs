@@ -148,6 +148,27 @@ fn small_batches_and_windows_stay_safe() {
     run_seeds(seeds(4000..4060), 3, &cfg, &Faults::all());
 }
 
+#[test]
+fn parallel_leader_append_stays_safe_under_all_faults() {
+    // Thesis §10.2.1: appends leave before the leader's own sync; it counts itself only
+    // once the sync returned. Crashes lose unsynced tails, the network loses and
+    // duplicates the leader's LocalAppended too.
+    let cfg = RaftConfig {
+        parallel_leader_append: true,
+        ..test_cfg()
+    };
+    run_seeds(seeds(5000..5150), 3, &cfg, &Faults::all());
+    run_seeds(seeds(1000..1080), 5, &cfg, &Faults::all());
+    let cfg = RaftConfig {
+        pre_vote: false,
+        check_quorum: false,
+        max_inflight_msgs: 2,
+        max_entries_per_msg: 2,
+        ..cfg
+    };
+    run_seeds(seeds(7000..7060), 3, &cfg, &Faults::all());
+}
+
 /// How many seeds the deliberately broken variants get to be caught in.
 const BUG_HUNT_SEEDS: u64 = 500;
 
@@ -185,6 +206,18 @@ fn simulation_catches_the_commit_previous_term_by_count_bug() {
     let found = first_failing_seed(3, &cfg);
     let (seed, err) = found.expect("the broken variant survived every seed");
     println!("commit-by-count caught at seed {seed}: {err}");
+}
+
+#[test]
+fn simulation_catches_counting_the_leader_before_its_sync() {
+    let cfg = RaftConfig {
+        parallel_leader_append: true,
+        unsafe_count_leader_before_sync: true,
+        ..test_cfg()
+    };
+    let found = first_failing_seed(3, &cfg);
+    let (seed, err) = found.expect("the broken variant survived every seed");
+    println!("count-leader-before-sync caught at seed {seed}: {err}");
 }
 
 /// Runs `seeds` on a pool of nodes with random membership changes; panics with the

@@ -245,6 +245,10 @@ impl Net {
             return Ok(());
         }
         let mut rd = raft.ready();
+        // Early messages (a parallel leader's appends) leave before the records are even
+        // written: they promise nothing about this node's disk.
+        self.queue.append(&mut rd.early_messages);
+        let node = self.nodes.get_mut(&id).expect("known node");
         for r in rd.records.drain(..) {
             node.wal.push(rec(r));
         }
