@@ -125,6 +125,22 @@ struct InFlight {
     node: NodeId,
     invoked_at: Time,
     deadline: Time,
+    /// A final read (transactional workloads, after the liveness phase).
+    final_read: bool,
+}
+
+/// Transactional workloads: after the clients stop, a read of every key appended to,
+/// once nothing else is in flight: the final reads the txn checker's `lost-append` and
+/// `partial-txn` checks rely on (design note wave 2 §3.4, step 7). A read that fails is
+/// retried until `until`.
+#[derive(Debug, Default)]
+struct FinalReads {
+    /// Keys appended to during the run (by index).
+    appended: std::collections::BTreeSet<u32>,
+    /// Keys still to read.
+    due: VecDeque<u32>,
+    /// No final read is invoked after this (set when the clients stop).
+    until: Option<Time>,
 }
 
 /// Counters of the workload, for `summary.json`.
@@ -177,6 +193,7 @@ pub struct Workload {
     recent: Vec<VecDeque<Option<Value>>>,
     next_value: Value,
     issuing: bool,
+    final_reads: FinalReads,
     heal_at: Option<Time>,
     history: HistoryLog,
     counters: WorkloadCounters,
@@ -280,6 +297,7 @@ impl Workload {
             recent: vec![VecDeque::new(); spec.keys as usize],
             next_value: 1,
             issuing: true,
+            final_reads: FinalReads::default(),
             heal_at: None,
             history: HistoryLog::default(),
             counters: WorkloadCounters::default(),
@@ -290,6 +308,14 @@ impl Workload {
     /// when it waits only for replies (or for nothing).
     pub fn next_wakeup(&self) -> Option<Time> {
         let mut t: Option<Time> = self.in_flight.values().map(|f| f.deadline).min();
+        // Final reads wait for every other operation (whose deadline is counted above).
+        if !self.final_reads.due.is_empty() && self.in_flight.values().all(|f| f.final_read) {
+            let idle = self.slots.iter().filter_map(|s| match s.state {
+                SlotState::Idle { ready_at } => Some(ready_at),
+                SlotState::Busy => None,
+            });
+            t = t.into_iter().chain(idle).min();
+        }
         if self.issuing {
             let due = match self.spec.mode {
                 LoadMode::Closed => self
@@ -319,6 +345,7 @@ impl Workload {
             self.counters.capped_at_max_operations = true;
         }
         if !self.issuing {
+            self.final_reads_step(now, submit);
             return;
         }
         match self.spec.mode {
@@ -484,7 +511,7 @@ impl Workload {
 
     /// Number of operations in flight.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.len()
+        self.in_flight.len() + self.final_reads.due.len()
     }
 
     /// Streams the history to a new file at `path` instead of keeping it in memory
@@ -541,10 +568,12 @@ impl Workload {
         let n = lo + below(&mut self.rng, u64::from(hi - lo + 1)) as u32;
         let ops = (0..n)
             .map(|_| {
-                let key = key_name(self.keys.sample(&mut self.rng));
+                let index = self.keys.sample(&mut self.rng);
+                let key = key_name(index);
                 if unit_f64(&mut self.rng) < self.spec.txn_read_fraction {
                     TxnMicroOp::Read { key }
                 } else {
+                    self.final_reads.appended.insert(index);
                     let value = self.fresh_value();
                     TxnMicroOp::Append { key, value }
                 }
@@ -577,6 +606,54 @@ impl Workload {
             KvOp::Cas { key, expected, new }
         };
         (key_index, op)
+    }
+
+    /// After the clients stopped (transactional workloads): once nothing else is in
+    /// flight, each idle client reads one key still due, until every key appended to
+    /// was read `ok` or the window closed (it leaves the drain a full request timeout
+    /// before the driver's `DRAIN_SLACK_MS` runs out).
+    fn final_reads_step(&mut self, now: Time, submit: &mut Vec<(NodeId, ClientRequest)>) {
+        if self.spec.kind != WorkloadKind::TxnListAppend {
+            return;
+        }
+        let timeout = std::time::Duration::from_millis(self.spec.timeout_ms);
+        let until = *self.final_reads.until.get_or_insert_with(|| {
+            let window = crate::driver::DRAIN_SLACK_MS
+                .saturating_sub(self.spec.timeout_ms)
+                .saturating_sub(1_000);
+            let due: VecDeque<u32> = self.final_reads.appended.iter().copied().collect();
+            self.final_reads.due = due;
+            now.saturating_add(timeout)
+                .saturating_add(std::time::Duration::from_millis(window))
+        });
+        if now > until {
+            self.final_reads.due.clear();
+            return;
+        }
+        if self.in_flight.values().any(|f| !f.final_read) {
+            return;
+        }
+        for slot in 0..self.slots.len() {
+            let SlotState::Idle { ready_at } = self.slots[slot].state else {
+                continue;
+            };
+            if ready_at > now {
+                continue;
+            }
+            let Some(key_index) = self.final_reads.due.pop_front() else {
+                return;
+            };
+            let op = KvOp::Txn {
+                ops: vec![TxnMicroOp::Read {
+                    key: key_name(key_index),
+                }],
+            };
+            let (node, req) = self.record_invoke(slot, now, key_index, op);
+            if let Some(f) = self.in_flight.get_mut(&req.id) {
+                f.final_read = true;
+            }
+            submit.push((node, req));
+        }
     }
 
     /// Records the invocation of `op` by `slot` and returns the request to submit.
@@ -618,6 +695,7 @@ impl Workload {
                 node,
                 invoked_at: now,
                 deadline,
+                final_read: false,
             },
         );
         (node, ClientRequest { id, op })
@@ -634,6 +712,9 @@ impl Workload {
         error: Option<String>,
     ) {
         debug_assert!(at >= f.invoked_at, "completion before invocation");
+        if f.final_read && kind != EventType::Ok {
+            self.final_reads.due.push_back(f.key_index);
+        }
         let (fname, key, mut value) = history_fields(&f.op);
         if let Some(v) = read_value {
             value = v;
