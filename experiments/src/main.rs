@@ -421,6 +421,24 @@ fn print_outcome(prefix: &str, o: &RunOutcome) {
         );
     }
     match o.verdict {
+        RunVerdict::Invalid
+            if s.isolation
+                .as_ref()
+                .is_some_and(|i| i.verdict == kvlab_checker::check::Verdict::Invalid) =>
+        {
+            let anomalies: Vec<String> = s
+                .isolation
+                .iter()
+                .flat_map(|i| i.report.anomaly_counts.iter())
+                .map(|(k, n)| format!("{k} x{n}"))
+                .collect();
+            say!(
+                "{prefix}  not strict-serializable: {} (see {})\n{prefix}  reproduce: {}",
+                anomalies.join(", "),
+                o.run_dir.join("summary.json").display(),
+                o.reproduce
+            )
+        }
         RunVerdict::Invalid => say!(
             "{prefix}  not linearizable: key {} (see {})\n{prefix}  reproduce: {}",
             o.failing_key.as_deref().unwrap_or("?"),
