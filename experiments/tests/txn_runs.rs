@@ -89,8 +89,8 @@ fn a_transactional_seed_replays_byte_for_byte() {
     assert!(x == y, "history.jsonl differs between two runs of seed 7");
 }
 
-/// Design note wave 2 §3.5: each broken variant the graph catches, with the anomaly
-/// class the note expects, found within three seeds.
+/// Design note wave 2 §3.5: each broken variant the graph or the final reads catch,
+/// with the anomaly class the note expects, found within three seeds.
 #[test]
 fn broken_txn_variants_are_caught_with_the_expected_anomaly() {
     let tmp = tempfile::tempdir().unwrap();
@@ -100,6 +100,8 @@ fn broken_txn_variants_are_caught_with_the_expected_anomaly() {
         ("no-read-locks", "G2-item"),
         ("release-before-decision", "G-single"),
         ("writes-at-prepare", "G1a"),
+        // Found by the final reads: participants that voted NO never apply their part.
+        ("commit-on-partial-votes", "partial-txn"),
     ];
     for (bug, expected) in cases {
         let with_bug = text.replace(
