@@ -432,6 +432,11 @@ impl Gateway {
         }
     }
 
+    /// Whether SWIM holds `n` down (dead or gone).
+    pub fn is_down(&self, n: NodeId) -> bool {
+        self.down.contains(&n)
+    }
+
     /// A leader hint from a node that does not lead `v` (`None`: it knows of none, so
     /// the cached leader is forgotten and the voters are tried in turn).
     pub fn hint_leader(&mut self, v: VnodeId, leader: Option<NodeId>) {

@@ -100,8 +100,8 @@ pub(crate) struct LeaderTxn {
     precheck: LeaderPrecheck,
     resolver: Resolver,
     /// Groups waiting for the home's decision on a transaction (resolves this leader
-    /// proposed an entry for).
-    waiters: BTreeMap<TxnId, BTreeSet<GroupId>>,
+    /// proposed an entry for), with the node that asked for each (its leader then).
+    waiters: BTreeMap<TxnId, BTreeSet<(GroupId, NodeId)>>,
 }
 
 fn to_micro(op: &TxnMicroOp) -> MicroOp {
@@ -233,14 +233,21 @@ impl KvlabNode {
             return Some(me);
         }
         let d = self.gateway.cached(v)?;
-        if let Some(l) = d.leader.filter(|&l| l != me) {
+        self.txn.rot += 1;
+        // Every fourth message goes to a voter in turn even when a leader is cached: a
+        // cached leader that crashed answers nothing, while a live voter that does not
+        // lead answers with the leader it knows of (`TxnNotLeader`).
+        let probe = self.txn.rot % 4 == 0;
+        if let Some(l) = d
+            .leader
+            .filter(|&l| l != me && !probe && !self.gateway.is_down(l))
+        {
             return Some(l);
         }
         let others: Vec<NodeId> = d.voters.iter().copied().filter(|&n| n != me).collect();
         if others.is_empty() {
             return None;
         }
-        self.txn.rot += 1;
         Some(others[(self.txn.rot % others.len() as u64) as usize])
     }
 
@@ -313,7 +320,9 @@ impl KvlabNode {
                     self.coord_step(txn, step, out);
                 }
             }
-            TxnMsg::Resolve { home, txn, asker } => self.on_resolve(cx, home, txn, asker, out),
+            TxnMsg::Resolve { home, txn, asker } => {
+                self.on_resolve(cx, (from, asker), home, txn, out)
+            }
             TxnMsg::Resolved {
                 group,
                 txn,
@@ -330,6 +339,8 @@ impl KvlabNode {
     }
 
     /// The vnode of `group` if it is in the ring and hosted here, else a hint to `from`.
+    /// The vnode of `group` if this node leads it; else `None`, after telling `from`
+    /// which node leads it (if known).
     fn led_vnode(
         &mut self,
         from: NodeId,
@@ -363,6 +374,15 @@ impl KvlabNode {
         out: &mut Out<KvlabMsg>,
     ) {
         let Some(v) = self.led_vnode(from, group, out) else {
+            // A coordinator's request (one hop only: never a forwarded one) goes on to
+            // the leader this replica follows.
+            let leader = group_vnode(group)
+                .and_then(|v| self.vnodes.replicas.get(&v))
+                .and_then(|r| r.r.raft.leader())
+                .filter(|&l| l != self.id && l != from);
+            if let Some(l) = leader.filter(|_| from == entry.txn().node) {
+                out.send(l, KvlabMsg::Txn(TxnMsg::Request { group, entry }));
+            }
             return;
         };
         let cfg = self.vnodes.txn_cfg.clone();
@@ -385,12 +405,15 @@ impl KvlabNode {
         }
     }
 
+    /// The home's leader answers `asker` (the group and the node, its leader, that
+    /// asked): the answer goes straight back to that node, which need not be in this
+    /// node's route cache; if it no longer leads, its successor asks again.
     fn on_resolve(
         &mut self,
         cx: &mut Cx<'_>,
+        (from, asker): (NodeId, GroupId),
         home: GroupId,
         txn: TxnId,
-        asker: GroupId,
         out: &mut Out<KvlabMsg>,
     ) {
         let Some(v) = group_vnode(home).filter(|v| self.layout.contains(*v)) else {
@@ -416,11 +439,11 @@ impl KvlabNode {
                     home,
                     decision,
                 };
-                self.send_to_group(asker, msg, out);
+                self.send_to_node(from, msg, out);
             }
             HomeResolve::RetryLater => {}
             HomeResolve::Propose(entry) => {
-                l.waiters.entry(txn).or_default().insert(asker);
+                l.waiters.entry(txn).or_default().insert((asker, from));
                 self.propose_txn(v, &entry);
             }
         }
@@ -442,7 +465,7 @@ impl KvlabNode {
             return;
         };
         let mut sends: Vec<(NodeId, TxnMsg)> = Vec::new();
-        let mut resolved: Vec<(GroupId, TxnMsg)> = Vec::new();
+        let mut resolved: Vec<(NodeId, TxnMsg)> = Vec::new();
         for (entry, a) in applied {
             l.precheck.on_applied(&entry);
             let txn = entry.txn();
@@ -452,9 +475,8 @@ impl KvlabNode {
             ) = (&entry, &a.answer)
                 && let Some(askers) = l.waiters.remove(&txn)
             {
-                for asker in askers {
-                    let msg = resolved_msg(asker, txn, *home, *d);
-                    resolved.push((asker, msg));
+                for (asker, node) in askers {
+                    resolved.push((node, resolved_msg(asker, txn, *home, *d)));
                 }
             }
             for (w, vote) in a.woken {
@@ -474,8 +496,8 @@ impl KvlabNode {
         for (to, msg) in sends {
             self.send_to_node(to, msg, out);
         }
-        for (g, msg) in resolved {
-            self.send_to_group(g, msg, out);
+        for (node, msg) in resolved {
+            self.send_to_node(node, msg, out);
         }
     }
 
