@@ -771,6 +771,14 @@ impl Nemesis {
                 "the system keeps one copy of the data: a damaged disk loses it by design",
             ));
         }
+        if self.manage_membership && self.next_maintenance.is_some() {
+            // The reconciler has not seen the group reach its target: the voters may be
+            // fewer than it counts (swarm seed 41: n1 removed and not re-added yet,
+            // voters {n2, n3}, and n3 lost for good).
+            return Ok(Started::Skip(
+                "the group is being reconfigured: a node lost for good could take its quorum",
+            ));
+        }
         if self.retired.len() + self.damaged.len() + 1 > self.lost_for_good_limit() {
             return Ok(Started::Skip(
                 "another node down for good could leave a group without a quorum",
@@ -1500,6 +1508,33 @@ mod tests {
         nem.step(Time::from_secs(3), &mut rec, &mut events).unwrap();
         assert_eq!(nem.skipped(), 1);
         assert_eq!(nem.injected_by_kind()["isolate_slow_leader"], 1);
+    }
+
+    #[test]
+    fn no_node_is_lost_for_good_while_the_group_is_being_reconfigured() {
+        // Swarm seed 41: a removed voter not re-added yet left voters {n2, n3}, and a
+        // disk-corrupt fault then took n3 for good.
+        let mut nem = one_kind(FaultKind::DiskCorrupt, 3, 1);
+        nem.set_max_lost_for_good(1);
+        nem.manage_membership(Time::ZERO);
+        let mut rec = AdminRecorder::default();
+        let mut events = Vec::new();
+        nem.step(Time::from_secs(1), &mut rec, &mut events).unwrap();
+        assert_eq!(nem.skipped(), 1);
+        let why = events.last().map(|e| format!("{e:?}")).unwrap_or_default();
+        assert!(why.contains("being reconfigured"), "{why}");
+        assert!(
+            rec.inner.log.is_empty(),
+            "nothing crashed: {:?}",
+            rec.inner.log
+        );
+        // Once the reconciler saw the group whole, the fault goes ahead (and reaches
+        // the cluster, which here cannot damage a disk).
+        let whole = view(1, &[1, 2, 3], &[], &[]);
+        nem.maintain(Time::from_secs(2), &mut rec, &whole, &mut events)
+            .unwrap();
+        assert_eq!(nem.next_maintenance(), None);
+        assert!(nem.step(Time::from_secs(3), &mut rec, &mut events).is_err());
     }
 
     #[test]
