@@ -200,8 +200,11 @@
 //!   `locking` is built.
 //! * Garbage collection of records and finished markers (needs a proof that no
 //!   duplicate PREPARE can still arrive).
-//! * Wiring into the composed node, the `txn` client operation, history and nemesis:
-//!   kvlab-node's job, on top of this API.
+//! * Wiring: done outside this crate, on top of this API — kvlab-node's
+//!   `composed::txn` (gateway, leaders, resolvers) and `composed::txn_store` (the vnode
+//!   state machine), the `txn` client operation in kvlab-types, and the
+//!   `txn-list-append` workload in kvlab-experiments. The `kill-gateway` and
+//!   `partition-home-group` nemesis faults are not built.
 
 #![deny(missing_docs)]
 
