@@ -360,6 +360,7 @@ impl Nemesis {
             nodes: &self.nodes,
             removed: &self.removed,
             spares: &self.spares,
+            retired: &self.retired,
             swap: self.swap,
         };
         let cmd = match target.next_step(m) {

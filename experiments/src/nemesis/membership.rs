@@ -33,6 +33,9 @@ pub(super) struct Target<'a> {
     pub removed: &'a BTreeSet<NodeId>,
     /// Learners, not voters.
     pub spares: &'a BTreeSet<NodeId>,
+    /// Gone for good: never promoted, never waited for, never added (a dead voter
+    /// stays, as an operator would leave it until it is replaced).
+    pub retired: &'a BTreeSet<NodeId>,
     pub swap: SwapWay,
 }
 
@@ -51,14 +54,19 @@ impl Target<'_> {
         !self.removed.contains(n) && !self.spares.contains(n)
     }
 
+    /// A node that should vote and can catch up.
+    fn may_vote(&self, n: &NodeId) -> bool {
+        self.votes(n) && !self.retired.contains(n)
+    }
+
     /// The next command for a group the leader sees as `m`.
     pub(super) fn next_step(&self, m: &MembershipStatus) -> Step {
         if m.joint {
             return Step::Send(AdminAction::LeaveJoint);
         }
         let voter_out = m.voters.iter().copied().find(|n| !self.votes(n));
-        let promote = m.caught_up.iter().copied().find(|n| self.votes(n));
-        let catching_up = m.learners.iter().any(|n| self.votes(n));
+        let promote = m.caught_up.iter().copied().find(|n| self.may_vote(n));
+        let catching_up = m.learners.iter().any(|n| self.may_vote(n));
         match (voter_out, promote) {
             (Some(x), Some(y)) if self.spares.contains(&x) => {
                 return Step::Send(match self.swap {
@@ -70,11 +78,12 @@ impl Target<'_> {
                     SwapWay::OneAtATime => AdminAction::AddVoter(y),
                 });
             }
-            // A swap waits for its replacement to catch up.
-            (Some(x), None) if self.spares.contains(&x) && catching_up => return Step::Wait,
-            (Some(x), _) => return Step::Send(AdminAction::RemoveNode(x)),
+            // A swap waits for its replacement to catch up (below).
+            (Some(x), _) if !(self.spares.contains(&x) && catching_up) => {
+                return Step::Send(AdminAction::RemoveNode(x));
+            }
             (None, Some(y)) => return Step::Send(AdminAction::AddVoter(y)),
-            (None, None) => {}
+            _ => {}
         }
         if let Some(&x) = m.learners.iter().find(|n| self.removed.contains(n)) {
             return Step::Send(AdminAction::RemoveNode(x));
@@ -84,7 +93,7 @@ impl Target<'_> {
             .nodes
             .iter()
             .copied()
-            .find(|n| !self.removed.contains(n) && !member(n));
+            .find(|n| !self.removed.contains(n) && !self.retired.contains(n) && !member(n));
         match outside {
             Some(x) => Step::Send(AdminAction::AddLearner(x)),
             None if catching_up => Step::Wait,
@@ -115,10 +124,12 @@ mod tests {
         let nodes = ids(&[1, 2, 3, 4]);
         let removed: BTreeSet<NodeId> = ids(removed).into_iter().collect();
         let spares: BTreeSet<NodeId> = ids(spares).into_iter().collect();
+        let retired: BTreeSet<NodeId> = m.learners.iter().copied().filter(|n| n.0 == 9).collect();
         Target {
             nodes: &nodes,
             removed: &removed,
             spares: &spares,
+            retired: &retired,
             swap,
         }
         .next_step(m)
@@ -186,5 +197,22 @@ mod tests {
         // as a learner.
         let m = status(&[1, 2, 3, 4], &[], &[]);
         assert_eq!(step(&[], &[4], way, &m), Step::Send(RemoveNode(NodeId(4))));
+    }
+
+    #[test]
+    fn a_learner_lost_for_good_is_neither_waited_for_nor_blocks_the_rest() {
+        use AdminAction::*;
+        // Swarm seed 386: n9 (here) died as a learner; the reconciler waited for it to
+        // catch up forever and never re-added a node whose removal had ended.
+        let way = SwapWay::OneAtATime;
+        let m = status(&[1, 2, 3], &[9], &[]);
+        assert_eq!(step(&[], &[], way, &m), Step::Send(AddLearner(NodeId(4))));
+        let m = status(&[1, 2, 3], &[4, 9], &[]);
+        assert_eq!(step(&[], &[], way, &m), Step::Wait);
+        // A spare voter is removed rather than waiting for a dead replacement.
+        let m = status(&[1, 2, 3, 4], &[9], &[]);
+        assert_eq!(step(&[], &[4], way, &m), Step::Send(RemoveNode(NodeId(4))));
+        let m = status(&[1, 2, 3], &[4, 9], &[4]);
+        assert_eq!(step(&[], &[4], way, &m), Step::Done);
     }
 }
