@@ -336,119 +336,73 @@ fn table(entries: Vec<(&str, toml::Value)>) -> toml::Value {
     )
 }
 
+/// The numbers a seed draws from the `[swarm]` ranges (RNG stream 0).
+struct Scalars {
+    duration: f64,
+    interval: f64,
+    fault_len: f64,
+    latency_max: f64,
+    loss: f64,
+    fsync: f64,
+    tear: f64,
+    drift: f64,
+    mix: Vec<f64>,
+}
+
+/// The cluster's shape a seed draws (RNG stream 1).
+struct Shape {
+    nodes: u32,
+    clients: u32,
+    keys: u32,
+    system: SystemKind,
+    faults: Vec<String>,
+}
+
 impl SwarmSpec {
     /// The overlay seed `seed` draws, and the drawn parameters.
     fn overlay(&self, seed: u64) -> (toml::Table, BTreeMap<String, Drawn>) {
-        let mut rng = seeded_rng(derive_seed(seed, "swarm", 0));
         let mut p: BTreeMap<String, Drawn> = BTreeMap::new();
-        let mut fr = |name: &str, r: [f64; 2], p: &mut BTreeMap<String, Drawn>| {
-            let v = if r[0] < r[1] {
-                rng.random_range(r[0]..=r[1])
-            } else {
-                r[0]
-            };
-            let v = (v * 1000.0).round() / 1000.0;
-            p.insert(name.into(), Drawn::Num(v));
-            v
-        };
-        let duration = fr("duration_s", self.duration_s, &mut p);
-        let (interval_r, fault_len_r) = if self.log_timing {
-            (ln(self.interval_s), ln(self.fault_duration_s))
-        } else {
-            (self.interval_s, self.fault_duration_s)
-        };
-        let mut interval = fr("interval_s", interval_r, &mut p);
-        let mut fault_len = fr("fault_duration_s", fault_len_r, &mut p);
-        if self.log_timing {
-            interval = round3(interval.exp());
-            fault_len = round3(fault_len.exp());
-            p.insert("interval_s".into(), Drawn::Num(interval));
-            p.insert("fault_duration_s".into(), Drawn::Num(fault_len));
-        }
-        let lat = fr("latency_max_ms", self.latency_max_ms, &mut p);
-        let loss = fr("loss", self.loss, &mut p);
-        let fsync = fr("fsync_ms", self.fsync_ms, &mut p);
-        let tear = fr("tear_probability", self.tear_probability, &mut p);
-        let drift = fr(
-            "clock_drift_ppm_max",
-            [
-                self.clock_drift_ppm_max[0] as f64,
-                self.clock_drift_ppm_max[1] as f64,
-            ],
-            &mut p,
-        );
-        let mix: Vec<f64> = ["read", "write", "cas"]
-            .iter()
-            .map(|k| {
-                if self.mix {
-                    fr(&format!("mix_{k}"), [0.0, 1.0], &mut p)
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        let mut rng = seeded_rng(derive_seed(seed, "swarm", 1));
-        let mut ur = |name: &str, r: [u32; 2], p: &mut BTreeMap<String, Drawn>| {
-            let v = rng.random_range(r[0]..=r[1]);
-            p.insert(name.into(), Drawn::Num(f64::from(v)));
-            v
-        };
-        let nodes = ur("nodes", self.nodes, &mut p);
-        let clients = ur("clients", self.clients, &mut p);
-        let keys = ur("keys", self.keys, &mut p);
-        let system = self.systems[rng.random_range(0..self.systems.len())];
-        p.insert("system".into(), Drawn::Names(vec![system.name().into()]));
-        let names = self.draw_faults(&mut rng, nodes);
-        p.insert("faults".into(), Drawn::Names(names.clone()));
+        let x = self.draw_scalars(seed, &mut p);
+        let shape = self.draw_shape(seed, &mut p);
         let mut over = toml::Table::new();
-        over.insert("system".into(), toml::Value::String(system.name().into()));
-        over.insert("nodes".into(), int(i64::from(nodes)));
-        over.insert("time".into(), table(vec![("duration_s", num(duration))]));
-        let mut workload = vec![
-            ("clients", int(i64::from(clients))),
-            ("keys", int(i64::from(keys))),
-        ];
-        if self.mix {
-            let m = if mix.iter().all(|w| *w <= 0.0) {
-                vec![1.0, 0.0, 0.0]
-            } else {
-                mix
-            };
-            workload.push((
-                "mix",
-                table(vec![
-                    ("read", num(m[0])),
-                    ("write", num(m[1])),
-                    ("cas", num(m[2])),
-                ]),
-            ));
-        }
-        over.insert("workload".into(), table(workload));
+        over.insert(
+            "system".into(),
+            toml::Value::String(shape.system.name().into()),
+        );
+        over.insert("nodes".into(), int(i64::from(shape.nodes)));
+        over.insert("time".into(), table(vec![("duration_s", num(x.duration))]));
+        over.insert("workload".into(), self.workload_table(&shape, &x.mix));
         // `replace-voter` on one Raft group swaps a spare learner in: keep one, and
         // start with it as a learner.
-        let spare = system == SystemKind::Raft
-            && names
-                .iter()
-                .any(|n| n == FaultKind::ReplaceVoter.spec_name());
-        let faults = names.into_iter().map(toml::Value::String).collect();
+        let spare = shape.system == SystemKind::Raft
+            && (shape.faults.iter()).any(|n| n == FaultKind::ReplaceVoter.spec_name());
+        let faults = shape
+            .faults
+            .iter()
+            .cloned()
+            .map(toml::Value::String)
+            .collect();
         over.insert(
             "nemesis".into(),
             table(vec![
                 ("faults", toml::Value::Array(faults)),
-                ("interval_s", num(interval)),
-                ("fault_duration_s", num(fault_len.min(interval * 0.9))),
-                ("clock_drift_ppm_max", int(drift as i64)),
+                ("interval_s", num(x.interval)),
+                ("fault_duration_s", num(x.fault_len.min(x.interval * 0.9))),
+                ("clock_drift_ppm_max", int(x.drift as i64)),
                 ("spare_learners", int(i64::from(spare))),
             ]),
         );
         let latency = table(vec![
             ("kind", toml::Value::String("uniform".into())),
-            ("min_ms", num(self.latency_min_ms.min(lat))),
-            ("max_ms", num(lat)),
+            ("min_ms", num(self.latency_min_ms.min(x.latency_max))),
+            ("max_ms", num(x.latency_max)),
         ]);
         over.insert(
             "network".into(),
-            table(vec![("latency", latency), ("loss_probability", num(loss))]),
+            table(vec![
+                ("latency", latency),
+                ("loss_probability", num(x.loss)),
+            ]),
         );
         if self.raft_params {
             // Raft's timing requirement (§5.6): broadcast time ≪ election timeout. The
@@ -459,11 +413,23 @@ impl SwarmSpec {
                 .tick_interval_ms
                 .min(kvlab_node::composed::KvlabConfig::default().tick_interval_ms)
                 .max(1) as f64;
-            let min_ticks = (3.0 * (2.0 * lat + fsync) / tick_ms).ceil() as u32;
+            let min_ticks = (3.0 * (2.0 * x.latency_max + x.fsync) / tick_ms).ceil() as u32;
             self.draw_raft_params(seed, min_ticks, &mut over, &mut p);
         }
+        let fsync = table(vec![
+            ("kind", toml::Value::String("constant".into())),
+            ("ms", num(x.fsync)),
+        ]);
+        over.insert(
+            "disk".into(),
+            table(vec![
+                ("fsync_latency", fsync),
+                ("tear_probability", num(x.tear)),
+            ]),
+        );
         let mut storm_rng = seeded_rng(derive_seed(seed, "swarm", 3));
-        if system == SystemKind::Raft && self.storm > 0.0 && storm_rng.random_bool(self.storm) {
+        if shape.system == SystemKind::Raft && self.storm > 0.0 && storm_rng.random_bool(self.storm)
+        {
             storm(&mut storm_rng, &mut over, &mut p);
             return (over, p);
         }
@@ -475,21 +441,109 @@ impl SwarmSpec {
                 .entry("raft")
                 .or_insert_with(|| toml::Value::Table(toml::Table::new()));
             if let Some(raft) = raft.as_table_mut() {
-                raft.insert("initial_voters".into(), int(i64::from(nodes) - 1));
+                raft.insert("initial_voters".into(), int(i64::from(shape.nodes) - 1));
             }
         }
-        let fsync = table(vec![
-            ("kind", toml::Value::String("constant".into())),
-            ("ms", num(fsync)),
-        ]);
-        over.insert(
-            "disk".into(),
-            table(vec![
-                ("fsync_latency", fsync),
-                ("tear_probability", num(tear)),
-            ]),
-        );
         (over, p)
+    }
+
+    /// Durations, timing, network, disk, drift and mix, in the order they were always
+    /// drawn (so that a seed keeps its draw).
+    fn draw_scalars(&self, seed: u64, p: &mut BTreeMap<String, Drawn>) -> Scalars {
+        let mut rng = seeded_rng(derive_seed(seed, "swarm", 0));
+        let mut fr = |name: &str, r: [f64; 2], p: &mut BTreeMap<String, Drawn>| {
+            let v = if r[0] < r[1] {
+                rng.random_range(r[0]..=r[1])
+            } else {
+                r[0]
+            };
+            let v = (v * 1000.0).round() / 1000.0;
+            p.insert(name.into(), Drawn::Num(v));
+            v
+        };
+        let duration = fr("duration_s", self.duration_s, p);
+        let (interval_r, fault_len_r) = if self.log_timing {
+            (ln(self.interval_s), ln(self.fault_duration_s))
+        } else {
+            (self.interval_s, self.fault_duration_s)
+        };
+        let mut interval = fr("interval_s", interval_r, p);
+        let mut fault_len = fr("fault_duration_s", fault_len_r, p);
+        if self.log_timing {
+            interval = round3(interval.exp());
+            fault_len = round3(fault_len.exp());
+            p.insert("interval_s".into(), Drawn::Num(interval));
+            p.insert("fault_duration_s".into(), Drawn::Num(fault_len));
+        }
+        let latency_max = fr("latency_max_ms", self.latency_max_ms, p);
+        let loss = fr("loss", self.loss, p);
+        let fsync = fr("fsync_ms", self.fsync_ms, p);
+        let tear = fr("tear_probability", self.tear_probability, p);
+        let [lo, hi] = self.clock_drift_ppm_max;
+        let drift = fr("clock_drift_ppm_max", [lo as f64, hi as f64], p);
+        let mix = ["read", "write", "cas"]
+            .iter()
+            .map(|k| match self.mix {
+                true => fr(&format!("mix_{k}"), [0.0, 1.0], p),
+                false => 0.0,
+            })
+            .collect();
+        Scalars {
+            duration,
+            interval,
+            fault_len,
+            latency_max,
+            loss,
+            fsync,
+            tear,
+            drift,
+            mix,
+        }
+    }
+
+    /// Nodes, clients, keys, the system and the fault kinds.
+    fn draw_shape(&self, seed: u64, p: &mut BTreeMap<String, Drawn>) -> Shape {
+        let mut rng = seeded_rng(derive_seed(seed, "swarm", 1));
+        let mut ur = |name: &str, r: [u32; 2], p: &mut BTreeMap<String, Drawn>| {
+            let v = rng.random_range(r[0]..=r[1]);
+            p.insert(name.into(), Drawn::Num(f64::from(v)));
+            v
+        };
+        let nodes = ur("nodes", self.nodes, p);
+        let clients = ur("clients", self.clients, p);
+        let keys = ur("keys", self.keys, p);
+        let system = self.systems[rng.random_range(0..self.systems.len())];
+        p.insert("system".into(), Drawn::Names(vec![system.name().into()]));
+        let faults = self.draw_faults(&mut rng, nodes);
+        p.insert("faults".into(), Drawn::Names(faults.clone()));
+        Shape {
+            nodes,
+            clients,
+            keys,
+            system,
+            faults,
+        }
+    }
+
+    /// `[workload]`: the drawn clients, keys and (with `mix`) operation mix.
+    fn workload_table(&self, shape: &Shape, mix: &[f64]) -> toml::Value {
+        let mut workload = vec![
+            ("clients", int(i64::from(shape.clients))),
+            ("keys", int(i64::from(shape.keys))),
+        ];
+        if self.mix {
+            let m = match mix.iter().all(|w| *w <= 0.0) {
+                true => &[1.0, 0.0, 0.0][..],
+                false => mix,
+            };
+            let mix = table(vec![
+                ("read", num(m[0])),
+                ("write", num(m[1])),
+                ("cas", num(m[2])),
+            ]);
+            workload.push(("mix", mix));
+        }
+        table(workload)
     }
 }
 
