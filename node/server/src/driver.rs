@@ -8,7 +8,10 @@
 //!
 //! - `Persist` queues the record on its group's WAL shard (not yet durable);
 //! - `Sync` sets a barrier at everything queued so far; while a barrier is not durable,
-//!   every `Send` and `Reply` is **held**, in order;
+//!   every later `Send` and `Reply` is **held**, in order — except a `Send` that comes
+//!   before any `Sync` of its step: it depends on nothing unsynced (the step order
+//!   refuses a send after an unsynced persist) and leaves at once (a parallel Raft
+//!   leader's AppendEntries, thesis §10.2.1);
 //! - `SaveSnapshot` first writes and syncs everything queued, then replaces the snapshot
 //!   durably;
 //! - `SetTimer` / `CancelTimer` re-arm or disarm the timer (a new deadline replaces the
@@ -137,6 +140,9 @@ pub struct DriverStats {
     pub messages_in: u64,
     /// Sends the protocol asked for.
     pub messages_out: u64,
+    /// Of those, sends that came before any `Sync` of their step and so left at once,
+    /// without waiting for earlier steps' barriers (a parallel Raft leader's appends).
+    pub early_sends: u64,
     /// Sends the transport refused at once (unknown peer, full queue, oversize); also
     /// counted in the transport's stats.
     pub send_errors: u64,
@@ -850,6 +856,19 @@ where
             debug_assert!(
                 disposition != Disposition::HoldForSync || self.stats.syncs_requested > 0
             );
+            let effect = match effect {
+                // A send before any `Sync` of its step promises nothing about this
+                // node's disk (the step order refused it after an unsynced persist): it
+                // leaves now, not behind earlier steps' barriers. Raft sends only its
+                // leader's AppendEntries so (thesis §10.2.1); replies always wait.
+                Effect::Send { to, msg } if disposition == Disposition::Run => {
+                    self.stats.messages_out += 1;
+                    self.stats.early_sends += 1;
+                    self.send_now(to, msg);
+                    continue;
+                }
+                other => other,
+            };
             if let Err(e) = self.execute(effect).await {
                 result = Err(e);
                 break;

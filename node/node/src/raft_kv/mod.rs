@@ -152,6 +152,13 @@ pub struct RaftKvConfig {
     /// deliberately broken switches (`unsafe_commit_previous_term_by_count`,
     /// `unsafe_skip_vote_persist`), passed through unchanged.
     pub raft: RaftConfig,
+    /// The leader writes its log in parallel with replication (Raft thesis §10.2.1,
+    /// [`RaftConfig::parallel_leader_append`]): its appends leave before its own fsync,
+    /// and it counts itself only once that fsync returned. On by default here (the Raft
+    /// library's own default is off); this field, not `raft.parallel_leader_append`,
+    /// decides for the `raft` system, so a `[raft.raft]` table cannot turn it off by
+    /// leaving it out.
+    pub parallel_leader_append: bool,
     /// How many Raft groups the key space is split into (each over every node).
     pub groups: u32,
     /// Real time between two Raft ticks: the election timeout is
@@ -181,6 +188,7 @@ impl Default for RaftKvConfig {
     fn default() -> Self {
         RaftKvConfig {
             raft: RaftConfig::default(),
+            parallel_leader_append: true,
             groups: 1,
             tick_interval_ms: 10,
             forward_timeout_ms: 1_000,
@@ -481,7 +489,10 @@ impl RaftKv {
                 group,
                 cx.id,
                 &bootstrap,
-                self.cfg.raft.clone(),
+                RaftConfig {
+                    parallel_leader_append: self.cfg.parallel_leader_append,
+                    ..self.cfg.raft.clone()
+                },
                 state,
                 cx.rng,
             )

@@ -275,31 +275,36 @@ fn deposed_leader_answers_indeterminate_for_a_write_it_could_not_commit() {
     }
 }
 
-#[test]
-fn effects_of_a_write_are_persist_sync_then_reply() {
-    let mut rng = seeded_rng(1);
-    let mut out = Out::new();
-    let me = NodeId(1);
-    let mut node = RaftKv::boot(
-        &mut Cx::new(me, Time::ZERO, &mut rng),
-        &RaftKvConfig::default(),
-        &[me],
-        Recovery::default(),
-        &mut out,
-    );
-    let mut now = Time::ZERO;
-    while node.role() != Role::Leader {
-        now = now + Duration::from_millis(10);
-        node.on_timer(&mut Cx::new(me, now, &mut rng), TICK_TIMER, &mut out);
+/// Delivers the node's messages to itself (a one-node group's only traffic: the
+/// leader's `LocalAppended` after its sync) until there are none; returns every effect.
+fn deliver_to_self(
+    node: &mut RaftKv,
+    me: NodeId,
+    now: Time,
+    rng: &mut kvlab_types::Rng,
+    out: &mut Out<RaftKvMsg>,
+) -> Vec<Effect<RaftKvMsg>> {
+    let mut all = Vec::new();
+    for _ in 0..100 {
+        let effects: Vec<_> = out.drain().collect();
+        if effects.is_empty() {
+            break;
+        }
+        for e in effects {
+            match e {
+                Effect::Send { to, msg } if to == me => {
+                    all.push(Effect::Sync);
+                    node.on_msg(&mut Cx::new(me, now, rng), me, msg, out);
+                }
+                other => all.push(other),
+            }
+        }
     }
-    out.drain();
-    node.on_client(
-        &mut Cx::new(me, now, &mut rng),
-        write(1, 1, "k", 5),
-        &mut out,
-    );
-    let kinds: Vec<&str> = out
-        .effects()
+    all
+}
+
+fn kinds(effects: &[Effect<RaftKvMsg>]) -> Vec<&'static str> {
+    effects
         .iter()
         .map(|e| match e {
             Effect::Persist { .. } => "persist",
@@ -308,15 +313,53 @@ fn effects_of_a_write_are_persist_sync_then_reply() {
             _ => "other",
         })
         .filter(|k| *k != "other")
-        .collect();
-    let first_sync = kinds.iter().position(|k| *k == "sync").expect("a sync");
-    let reply = kinds.iter().position(|k| *k == "reply").expect("a reply");
-    assert!(kinds[..first_sync].contains(&"persist"), "{kinds:?}");
-    assert!(first_sync < reply, "{kinds:?}");
-    assert_eq!(
-        node.store_of(DEFAULT_GROUP).and_then(|kv| kv.get("k")),
-        Some(5)
-    );
+        .collect()
+}
+
+#[test]
+fn effects_of_a_write_are_persist_sync_then_reply() {
+    for parallel in [false, true] {
+        let mut rng = seeded_rng(1);
+        let mut out = Out::new();
+        let me = NodeId(1);
+        let cfg = RaftKvConfig {
+            parallel_leader_append: parallel,
+            ..RaftKvConfig::default()
+        };
+        let mut node = RaftKv::boot(
+            &mut Cx::new(me, Time::ZERO, &mut rng),
+            &cfg,
+            &[me],
+            Recovery::default(),
+            &mut out,
+        );
+        let mut now = Time::ZERO;
+        while node.role() != Role::Leader {
+            now = now + Duration::from_millis(10);
+            node.on_timer(&mut Cx::new(me, now, &mut rng), TICK_TIMER, &mut out);
+            deliver_to_self(&mut node, me, now, &mut rng, &mut out);
+        }
+        out.drain();
+        node.on_client(
+            &mut Cx::new(me, now, &mut rng),
+            write(1, 1, "k", 5),
+            &mut out,
+        );
+        let in_step = kinds(out.effects());
+        // In parallel mode the leader counts itself only when its LocalAppended comes
+        // back, after its sync: the reply is in a later step, never in this one.
+        assert_eq!(in_step.contains(&"reply"), !parallel, "{in_step:?}");
+        // A self-delivered message stands for "after the sync" (it was held for one).
+        let kinds = kinds(&deliver_to_self(&mut node, me, now, &mut rng, &mut out));
+        let first_sync = kinds.iter().position(|k| *k == "sync").expect("a sync");
+        let reply = kinds.iter().position(|k| *k == "reply").expect("a reply");
+        assert!(kinds[..first_sync].contains(&"persist"), "{kinds:?}");
+        assert!(first_sync < reply, "{kinds:?}");
+        assert_eq!(
+            node.store_of(DEFAULT_GROUP).and_then(|kv| kv.get("k")),
+            Some(5)
+        );
+    }
 }
 
 #[test]
@@ -340,14 +383,16 @@ fn compaction_saves_a_wal_image_that_a_restart_recovers_from() {
         now = now + Duration::from_millis(10);
         node.on_timer(&mut Cx::new(me, now, &mut rng), TICK_TIMER, &mut out);
     }
+    let mut effects = deliver_to_self(&mut node, me, now, &mut rng, &mut out);
     for seq in 1..=13u64 {
         let req = write(1, seq, &format!("k{}", seq % 3), seq as i64);
         node.on_client(&mut Cx::new(me, now, &mut rng), req, &mut out);
+        effects.extend(deliver_to_self(&mut node, me, now, &mut rng, &mut out));
     }
     // A disk that keeps everything: a saved snapshot discards the records before it.
     let mut disk = Recovery::default();
     let mut snapshots = 0;
-    for e in out.drain() {
+    for e in effects {
         match e {
             Effect::Persist { group, record } => {
                 disk.groups.entry(group).or_default().records.push(record)
