@@ -107,9 +107,9 @@ impl Progress for ProgressLine {
 }
 
 /// After the liveness phase and the workload's operation timeout, the drain may take
-/// this much longer before the run is abandoned as stuck (real clusters only: the
-/// simulator's timeouts always fire).
-pub const DRAIN_SLACK_MS: u64 = 10_000;
+/// this much longer before the run is abandoned as stuck (defined with the workload,
+/// whose final reads must fit in it).
+pub use crate::workload::DRAIN_SLACK_MS;
 
 /// What a run produced, before checking.
 #[derive(Debug)]

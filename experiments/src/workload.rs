@@ -91,6 +91,11 @@ impl KeySampler {
     }
 }
 
+/// After the liveness phase and the workload's operation timeout, the drain may take
+/// this much longer before the run is abandoned as stuck (real clusters only: the
+/// simulator's timeouts always fire). A transactional workload's final reads run in it.
+pub const DRAIN_SLACK_MS: u64 = 10_000;
+
 /// The name of key index `i`.
 pub fn key_name(i: u32) -> String {
     format!("k{i}")
@@ -611,14 +616,14 @@ impl Workload {
     /// After the clients stopped (transactional workloads): once nothing else is in
     /// flight, each idle client reads one key still due, until every key appended to
     /// was read `ok` or the window closed (it leaves the drain a full request timeout
-    /// before the driver's `DRAIN_SLACK_MS` runs out).
+    /// before [`DRAIN_SLACK_MS`] runs out).
     fn final_reads_step(&mut self, now: Time, submit: &mut Vec<(NodeId, ClientRequest)>) {
         if self.spec.kind != WorkloadKind::TxnListAppend {
             return;
         }
         let timeout = std::time::Duration::from_millis(self.spec.timeout_ms);
         let until = *self.final_reads.until.get_or_insert_with(|| {
-            let window = crate::driver::DRAIN_SLACK_MS
+            let window = DRAIN_SLACK_MS
                 .saturating_sub(self.spec.timeout_ms)
                 .saturating_sub(1_000);
             let due: VecDeque<u32> = self.final_reads.appended.iter().copied().collect();
