@@ -54,43 +54,9 @@ impl fmt::Debug for TxnId {
 }
 
 /// One micro-operation of a one-shot transaction (Jepsen/Elle's `[:r k v]`,
-/// `[:append k v]`, `[:w k v]`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum MicroOp {
-    /// Read `key`: returns its value as this transaction sees it.
-    Read {
-        /// The key.
-        key: Key,
-    },
-    /// Append `value` to the list at `key` (an absent key is the empty list).
-    Append {
-        /// The key.
-        key: Key,
-        /// The element.
-        value: Value,
-    },
-    /// Set `key` to the register value `value`.
-    Write {
-        /// The key.
-        key: Key,
-        /// The value.
-        value: Value,
-    },
-}
-
-impl MicroOp {
-    /// The key it touches.
-    pub fn key(&self) -> &Key {
-        match self {
-            MicroOp::Read { key } | MicroOp::Append { key, .. } | MicroOp::Write { key, .. } => key,
-        }
-    }
-
-    /// Whether it changes its key.
-    pub fn is_write(&self) -> bool {
-        !matches!(self, MicroOp::Read { .. })
-    }
-}
+/// `[:append k v]`, `[:w k v]`): the client API's own type, so a client's transaction
+/// reaches the coordinator as it was sent.
+pub use kvlab_types::TxnMicroOp as MicroOp;
 
 /// A stored value: a register (`write`) or a list (`append`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -133,6 +133,11 @@ impl TxnMicroOp {
             | TxnMicroOp::Write { key, .. } => key,
         }
     }
+
+    /// Whether it changes its key.
+    pub fn is_write(&self) -> bool {
+        !matches!(self, TxnMicroOp::Read { .. })
+    }
 }
 
 /// A value a transaction read: a register or a list.

@@ -35,7 +35,7 @@ use kvlab_txn::{
 };
 use kvlab_types::{
     ClientError, ClientRequest, ClientResponse, Cx, Effect, InvalidRequest, KvOp, NodeId, OpOutput,
-    Out, RequestId, TxnMicroOp, TxnMicroResult, TxnReadValue,
+    Out, RequestId, TxnMicroResult, TxnReadValue,
 };
 use rand::Rng as _;
 
@@ -104,20 +104,6 @@ pub(crate) struct LeaderTxn {
     waiters: BTreeMap<TxnId, BTreeSet<(GroupId, NodeId)>>,
 }
 
-fn to_micro(op: &TxnMicroOp) -> MicroOp {
-    match op {
-        TxnMicroOp::Read { key } => MicroOp::Read { key: key.clone() },
-        TxnMicroOp::Append { key, value } => MicroOp::Append {
-            key: key.clone(),
-            value: *value,
-        },
-        TxnMicroOp::Write { key, value } => MicroOp::Write {
-            key: key.clone(),
-            value: *value,
-        },
-    }
-}
-
 fn to_result(r: &OpResult) -> TxnMicroResult {
     match r {
         OpResult::Read { value, .. } => TxnMicroResult::Read(value.as_ref().map(|v| match v {
@@ -170,7 +156,7 @@ impl KvlabNode {
             boot_epoch: epoch,
             seq: t.next_seq,
         };
-        let micro: Vec<MicroOp> = ops.iter().map(to_micro).collect();
+        let micro: Vec<MicroOp> = ops.to_vec();
         let layout = self.layout;
         let group_of = |k: &kvlab_types::Key| vnode_group(layout.vnode_of(k));
         match Coordinator::start(id, micro, &cfg, cx.now, group_of) {
