@@ -270,7 +270,7 @@ impl Driver<'_> {
             let deadline = self.deadline();
             self.cluster.advance(deadline, &mut self.outputs)?;
             let now = self.cluster.now();
-            self.take_outputs();
+            self.take_outputs(now)?;
             self.wake_observers(now);
             if let Some(v) = &self.violation {
                 self.events.push(RunEvent::runner(
@@ -323,8 +323,10 @@ impl Driver<'_> {
         t.max(self.cluster.now())
     }
 
-    /// Replies to the workload; node events to the observers, then to `events.jsonl`.
-    fn take_outputs(&mut self) {
+    /// Replies to the workload; node events to the nemesis (a transaction's 2PC steps,
+    /// which `kill-gateway` and `partition-home-group` wait for), the observers, then
+    /// `events.jsonl`.
+    fn take_outputs(&mut self, now: Time) -> Result<(), ExperimentError> {
         for o in std::mem::take(&mut self.outputs) {
             match o {
                 ClusterOutput::Reply { at, response } => {
@@ -332,12 +334,21 @@ impl Driver<'_> {
                         w.on_reply(at, response);
                     }
                 }
-                ClusterOutput::Event { at, node, event } => self.on_node_event(at, node, event),
+                ClusterOutput::Event { at, node, event } => {
+                    if self.phase == Phase::Safety && matches!(event, NodeEvent::TxnStep { .. }) {
+                        let before = self.events.len();
+                        let (c, e) = (&mut *self.cluster, &mut self.events);
+                        self.nemesis.on_txn_step(now, node, &event, c, e)?;
+                        self.tell_observers_of_faults(before);
+                    }
+                    self.on_node_event(at, node, event)
+                }
                 ClusterOutput::Warning { at, detail } => self
                     .events
                     .push(RunEvent::runner(at, RunnerEvent::FaultError { detail })),
             }
         }
+        Ok(())
     }
 
     fn on_node_event(&mut self, at: Time, node: NodeId, event: NodeEvent) {

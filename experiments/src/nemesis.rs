@@ -22,7 +22,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use kvlab_sim::{FaultRule, LatencyDist, RuleId};
-use kvlab_types::{AdminAction, AdminCommand, GroupId, Layer, NodeId, Rng, Time};
+use kvlab_types::{
+    AdminAction, AdminCommand, GroupId, Layer, NodeId, Rng, Time, TxnFaultPoint, TxnRef,
+    TxnStepKind,
+};
 
 use crate::cluster::{ClusterView, FaultControl, Restart};
 use crate::error::FaultError;
@@ -33,6 +36,7 @@ use crate::spec::{FaultKind, NemesisSpec, secs_to_ns};
 use crate::workload::below;
 
 mod membership;
+mod txn;
 use membership::{Step, SwapWay, Target};
 
 /// How often the membership reconciler looks again while the group differs from its
@@ -119,6 +123,8 @@ struct PlannedFault {
     end: Time,
     /// Chosen nodes (`[[nemesis.schedule]]`); empty: drawn when the fault starts.
     targets: Vec<NodeId>,
+    /// `kill-gateway`: the 2PC point a schedule entry chose.
+    point: Option<TxnFaultPoint>,
 }
 
 /// The fault injector of one run.
@@ -166,6 +172,11 @@ pub struct Nemesis {
     /// Nodes whose logs an active `disk-corrupt` fault damaged (retired at its end if
     /// their recovery refuses).
     damaged: BTreeSet<NodeId>,
+    /// Transaction faults waiting for a transaction to reach their point (`txn.rs`).
+    armed: Vec<txn::Armed>,
+    /// The home steps already seen (a step is reported by every replica; the first
+    /// report is the point).
+    home_steps_seen: BTreeSet<(TxnRef, TxnStepKind)>,
 }
 
 /// The extra delay of `swim-delay`: beyond SWIM's probe timeouts, short of a Raft
@@ -176,6 +187,58 @@ const SWIM_DELAY_EXTRA: LatencyDist = LatencyDist::Uniform {
 };
 
 const NO_ELIGIBLE_NODE: &str = "no eligible node (all crashed or paused by overlapping faults)";
+
+/// The faults of a safety phase from `start` to `safety_end`: the random ones (kinds
+/// drawn from `rng`) and the scheduled ones, in start order, numbered from 1.
+fn plan_faults(
+    spec: &NemesisSpec,
+    start: Time,
+    safety_end: Time,
+    rng: &mut Rng,
+) -> std::collections::VecDeque<PlannedFault> {
+    let mut plan = Vec::new();
+    if !spec.faults.is_empty() {
+        let first = start
+            .as_nanos()
+            .saturating_add(secs_to_ns(spec.start_after_s));
+        let interval = secs_to_ns(spec.interval_s).max(1);
+        let duration = secs_to_ns(spec.fault_duration_s);
+        let mut at = first;
+        while at < safety_end.as_nanos() {
+            let kind = spec.faults[below(rng, spec.faults.len() as u64) as usize];
+            plan.push(PlannedFault {
+                id: 0,
+                kind,
+                start: Time(at),
+                end: Time(at.saturating_add(duration)),
+                targets: Vec::new(),
+                point: None,
+            });
+            at = at.saturating_add(interval);
+        }
+    }
+    for f in &spec.schedule {
+        let at = start.as_nanos().saturating_add(secs_to_ns(f.at_s));
+        let duration = match f.kind.is_permanent() {
+            true => 0,
+            false => secs_to_ns(f.duration_s.unwrap_or(spec.fault_duration_s)),
+        };
+        plan.push(PlannedFault {
+            id: 0,
+            kind: f.kind,
+            start: Time(at),
+            end: Time(at.saturating_add(duration)),
+            targets: f.targets.iter().map(|&t| NodeId(t)).collect(),
+            point: f.point,
+        });
+    }
+    // Stable: random faults first among those starting at the same instant.
+    plan.sort_by_key(|p| p.start);
+    for (i, p) in plan.iter_mut().enumerate() {
+        p.id = i as u64 + 1;
+    }
+    plan.into()
+}
 
 /// The event-and-summary name of a fault kind (`partition_halves`, `crash`, …).
 pub fn fault_name(kind: FaultKind) -> String {
@@ -198,46 +261,7 @@ impl Nemesis {
         seed: u64,
     ) -> Self {
         let mut rng = kvlab_types::seeded_rng(seed);
-        let mut plan = Vec::new();
-        if !spec.faults.is_empty() {
-            let first = start
-                .as_nanos()
-                .saturating_add(secs_to_ns(spec.start_after_s));
-            let interval = secs_to_ns(spec.interval_s).max(1);
-            let duration = secs_to_ns(spec.fault_duration_s);
-            let mut at = first;
-            while at < safety_end.as_nanos() {
-                let kind = spec.faults[below(&mut rng, spec.faults.len() as u64) as usize];
-                plan.push(PlannedFault {
-                    id: 0,
-                    kind,
-                    start: Time(at),
-                    end: Time(at.saturating_add(duration)),
-                    targets: Vec::new(),
-                });
-                at = at.saturating_add(interval);
-            }
-        }
-        for f in &spec.schedule {
-            let at = start.as_nanos().saturating_add(secs_to_ns(f.at_s));
-            let duration = match f.kind.is_permanent() {
-                true => 0,
-                false => secs_to_ns(f.duration_s.unwrap_or(spec.fault_duration_s)),
-            };
-            plan.push(PlannedFault {
-                id: 0,
-                kind: f.kind,
-                start: Time(at),
-                end: Time(at.saturating_add(duration)),
-                targets: f.targets.iter().map(|&t| NodeId(t)).collect(),
-            });
-        }
-        // Stable: random faults first among those starting at the same instant.
-        plan.sort_by_key(|p| p.start);
-        for (i, p) in plan.iter_mut().enumerate() {
-            p.id = i as u64 + 1;
-        }
-        let plan = plan.into();
+        let plan = plan_faults(spec, start, safety_end, &mut rng);
         Nemesis {
             spec: spec.clone(),
             nodes: nodes.to_vec(),
@@ -268,6 +292,8 @@ impl Nemesis {
             max_lost_for_good: 0,
             refused_to_start: 0,
             damaged: BTreeSet::new(),
+            armed: Vec::new(),
+            home_steps_seen: BTreeSet::new(),
         }
     }
 
@@ -393,6 +419,7 @@ impl Nemesis {
                     if delivered { "" } else { " (not delivered)" }
                 ),
                 side: Vec::new(),
+                point: None,
             },
         ));
         Ok(())
@@ -401,7 +428,9 @@ impl Nemesis {
     /// The next time a fault starts or ends, if any.
     pub fn next_wakeup(&self) -> Option<Time> {
         let start = self.plan.front().map(|p| p.start);
-        let end = self.active.iter().map(|a| a.end).min();
+        let end = (self.active.iter().map(|a| a.end))
+            .chain(self.armed.iter().map(|a| a.p.end))
+            .min();
         match (start, end) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -438,6 +467,7 @@ impl Nemesis {
         for (_, id) in due {
             self.end_fault(id, now, "healed", cluster, events)?;
         }
+        self.expire_armed(now, false, events);
         while self.plan.front().is_some_and(|p| p.start <= now) {
             let Some(p) = self.plan.pop_front() else {
                 break;
@@ -456,6 +486,7 @@ impl Nemesis {
         events: &mut Vec<RunEvent>,
     ) -> Result<(), FaultError> {
         self.plan.clear();
+        self.expire_armed(now, true, events);
         let mut ids: Vec<u64> = self.active.iter().map(|a| a.id).collect();
         ids.sort();
         for id in ids {
@@ -561,11 +592,30 @@ impl Nemesis {
             FaultKind::DiskFsyncError => self.start_fsync_error(&p.targets, cluster)?,
             FaultKind::DiskCorrupt => self.start_disk_corrupt(&p.targets, cluster)?,
             FaultKind::ClockJump => self.start_clock_jump(&p.targets, cluster)?,
+            FaultKind::KillGateway | FaultKind::PartitionHomeGroup => {
+                self.arm(p);
+                return Ok(());
+            }
         };
         let (undo, detail, node) = match started {
             Started::Done { undo, detail, node } => (undo, detail, node),
-            Started::Skip(why) => return self.skip(p, now, events, why),
+            Started::Skip(why) => return self.skip(&p, now, events, why),
         };
+        let end = p.end.max(now);
+        self.record_start(&p, now, end, (undo, detail, node, None), events);
+        Ok(())
+    }
+
+    /// Records a fault that started (`fault_start`), and remembers how to undo it
+    /// until `end`.
+    fn record_start(
+        &mut self,
+        p: &PlannedFault,
+        now: Time,
+        end: Time,
+        (undo, detail, node, point): (Undo, String, Option<NodeId>, Option<TxnFaultPoint>),
+        events: &mut Vec<RunEvent>,
+    ) {
         let name = fault_name(p.kind);
         *self.injected_by_kind.entry(name.clone()).or_insert(0) += 1;
         events.push(RunEvent::nemesis(
@@ -577,18 +627,18 @@ impl Nemesis {
                 fault: Some(name),
                 detail,
                 side: std::mem::take(&mut self.last_side),
+                point,
             },
         ));
         if p.kind.is_permanent() {
-            return Ok(()); // nothing to undo
+            return; // nothing to undo
         }
         self.active.push(ActiveFault {
             id: p.id,
             kind: p.kind,
-            end: p.end.max(now),
+            end,
             undo,
         });
-        Ok(())
     }
 
     /// A partition of some shape: always possible, cuts links with rules.
@@ -1074,7 +1124,7 @@ impl Nemesis {
 
     fn skip(
         &mut self,
-        p: PlannedFault,
+        p: &PlannedFault,
         now: Time,
         events: &mut Vec<RunEvent>,
         why: &str,
@@ -1089,6 +1139,7 @@ impl Nemesis {
                 fault: Some(fault_name(p.kind)),
                 detail: why.into(),
                 side: Vec::new(),
+                point: None,
             },
         ));
         Ok(())
@@ -1186,6 +1237,7 @@ impl Nemesis {
                 fault: Some(fault_name(a.kind)),
                 detail,
                 side: Vec::new(),
+                point: None,
             },
         ));
         Ok(())
@@ -1195,6 +1247,7 @@ impl Nemesis {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kvlab_types::NodeEvent;
 
     /// Records what the nemesis asked for and keeps the set of active rules.
     #[derive(Debug, Default)]
@@ -1616,6 +1669,81 @@ mod tests {
         assert_eq!(nem.injected(), 0);
     }
 
+    fn home_step(gateway: u32, seq: u64, step: TxnStepKind, voters: &[u32]) -> NodeEvent {
+        NodeEvent::TxnStep {
+            txn: TxnRef {
+                node: NodeId(gateway),
+                boot_epoch: 1,
+                seq,
+            },
+            group: GroupId(7),
+            home: GroupId(7),
+            step,
+            voters: voters.iter().copied().map(NodeId).collect(),
+        }
+    }
+
+    #[test]
+    fn kill_gateway_waits_for_its_point_and_is_skipped_without_one() {
+        let s = NemesisSpec {
+            gateway_kill_point: crate::spec::GatewayKillPoint::AfterDecision,
+            ..spec(vec![FaultKind::KillGateway])
+        };
+        let mut nem = Nemesis::new(&s, &nodes(5), Time::ZERO, Time::from_secs(4), 1);
+        let (mut rec, mut events) = (Recorder::default(), Vec::new());
+        nem.step(Time::from_secs(1), &mut rec, &mut events).unwrap();
+        assert!(rec.log.is_empty() && events.is_empty(), "armed, not struck");
+        let t = Time::from_millis(1_200);
+        // Not its point; then its point reported by the gateway itself (it would hear
+        // the answer at once); then by the home's leader, n4: n2 crashes there.
+        let prepared = home_step(2, 1, TxnStepKind::Prepared, &[3, 4, 5]);
+        nem.on_txn_step(t, NodeId(4), &prepared, &mut rec, &mut events)
+            .unwrap();
+        let committed = home_step(2, 2, TxnStepKind::Committed, &[]);
+        nem.on_txn_step(t, NodeId(2), &committed, &mut rec, &mut events)
+            .unwrap();
+        assert!(rec.log.is_empty());
+        let committed = home_step(2, 3, TxnStepKind::Committed, &[]);
+        nem.on_txn_step(t, NodeId(4), &committed, &mut rec, &mut events)
+            .unwrap();
+        // A second report of the same step (a follower) strikes nothing more.
+        nem.on_txn_step(t, NodeId(5), &committed, &mut rec, &mut events)
+            .unwrap();
+        assert_eq!(rec.log, vec!["crash n2".to_string()]);
+        let start = events[0].nemesis_event().unwrap();
+        assert_eq!(start.point, Some(TxnFaultPoint::AfterDecision));
+        assert_eq!(start.node, Some(NodeId(2)));
+        // It lasts the fault's duration from the strike; the next one finds no point.
+        nem.step(Time::from_millis(2_200), &mut rec, &mut events)
+            .unwrap();
+        assert_eq!(rec.log.last().map(String::as_str), Some("restart n2"));
+        nem.step(Time::from_secs(3), &mut rec, &mut events).unwrap();
+        nem.step(Time::from_secs(4), &mut rec, &mut events).unwrap();
+        assert_eq!((nem.injected(), nem.skipped()), (1, 1));
+    }
+
+    #[test]
+    fn partition_home_group_cuts_the_homes_voters_but_the_gateway_off_the_rest() {
+        let mut nem = one_kind(FaultKind::PartitionHomeGroup, 5, 1);
+        let (mut rec, mut events) = (Recorder::default(), Vec::new());
+        nem.step(Time::from_secs(1), &mut rec, &mut events).unwrap();
+        let prepared = home_step(3, 1, TxnStepKind::Prepared, &[1, 3, 4]);
+        let t = Time::from_millis(1_100);
+        nem.on_txn_step(t, NodeId(1), &prepared, &mut rec, &mut events)
+            .unwrap();
+        let rule = rec.rules.values().next().expect("a partition");
+        assert_eq!(
+            rule,
+            &FaultRule::Partition {
+                a: vec![NodeId(1), NodeId(4)],
+                b: vec![NodeId(2), NodeId(3), NodeId(5)],
+            }
+        );
+        nem.step(Time::from_millis(2_100), &mut rec, &mut events)
+            .unwrap();
+        assert!(rec.rules.is_empty(), "healed");
+    }
+
     #[test]
     fn same_seed_same_faults() {
         let all = vec![
@@ -1638,6 +1766,7 @@ mod tests {
             kind,
             targets: targets.to_vec(),
             duration_s,
+            point: None,
         }
     }
 

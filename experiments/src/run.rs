@@ -27,6 +27,7 @@ use crate::isolation::{IsolationSummary, check_isolation};
 use crate::observe::raft::RaftInvariants;
 use crate::observe::ring::RingObserver;
 use crate::observe::swim::SwimObserver;
+use crate::observe::txn::TxnObserver;
 use crate::observe::{Observer, ObserverReport};
 use crate::reproduce::Reproduce;
 use crate::spec::{BackendKind, Spec, secs_to_ns};
@@ -251,15 +252,22 @@ pub fn observers_for(spec: &Spec, start: Time) -> Vec<Box<dyn Observer>> {
     let safety_end = start + Duration::from_nanos(secs_to_ns(spec.time.duration_s));
     match spec.system {
         SystemKind::Raft => vec![Box::new(RaftInvariants::<RaftKv>::new(start))],
-        SystemKind::Kvlab => vec![
-            Box::new(RaftInvariants::<KvlabNode>::new(start)),
-            Box::new(RingObserver::new(
-                &spec.kvlab,
-                &spec.ring_experiment,
-                spec.nodes,
-                start,
-            )),
-        ],
+        SystemKind::Kvlab => {
+            let mut v: Vec<Box<dyn Observer>> = vec![
+                Box::new(RaftInvariants::<KvlabNode>::new(start)),
+                Box::new(RingObserver::new(
+                    &spec.kvlab,
+                    &spec.ring_experiment,
+                    spec.nodes,
+                    start,
+                )),
+            ];
+            if !spec.workload.kind.is_kv() {
+                let t = &spec.kvlab.txn;
+                v.push(Box::new(TxnObserver::new(t.txn_ttl_ms, t.resolve_after_ms)));
+            }
+            v
+        }
         SystemKind::Swim => vec![Box::new(SwimObserver::new(spec, start, safety_end))],
         SystemKind::Single | SystemKind::AsyncPrimary => Vec::new(),
     }
@@ -430,6 +438,7 @@ fn build_summary(
     }
     let swim = driven.reports.iter().find_map(|r| r.swim.clone());
     let ring = driven.reports.iter().find_map(|r| r.ring.clone());
+    let txn_recovery = driven.reports.iter().find_map(|r| r.txn.clone());
     let mut measured: Vec<String> = Vec::new();
     if spec.system.serves_keys() {
         measured.push("kv".into());
@@ -492,6 +501,7 @@ fn build_summary(
             .unwrap_or(serde_json::Value::Null),
         swim,
         ring,
+        txn_recovery,
         invariant_violation: driven.violation.as_ref().map(|v| v.detail.clone()),
         isolation: None,
         wall_time_s: 0.0,

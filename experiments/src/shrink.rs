@@ -95,6 +95,8 @@ struct FaultLine {
     fault: Option<String>,
     #[serde(default)]
     side: Vec<u32>,
+    #[serde(default)]
+    point: Option<kvlab_types::TxnFaultPoint>,
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ExperimentError> {
@@ -151,6 +153,7 @@ pub fn injected_schedule(events: &Path) -> Result<Vec<ScheduledFault>, Experimen
                     kind,
                     targets,
                     duration_s,
+                    point: e.point,
                 },
             ));
         } else if let Some((_, f)) = faults.iter_mut().find(|(i, _)| *i == id) {

@@ -107,6 +107,11 @@ pub struct Summary {
     /// under-replication (see [`crate::observe::ring`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ring: Option<crate::observe::ring::RingSummary>,
+    /// A transactional run (`system = "kvlab"`): two-phase commit's in-doubt times,
+    /// coordinator recovery after gateway crashes, resolver invocations (see
+    /// [`crate::observe::txn`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub txn_recovery: Option<crate::observe::txn::TxnRecoverySummary>,
     /// The safety invariant that broke during the simulation (verdict
     /// `invariant_violated`): which, at which node, term and index.
     #[serde(skip_serializing_if = "Option::is_none")]

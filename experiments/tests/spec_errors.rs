@@ -408,3 +408,72 @@ fn spare_learners_belong_to_raft_and_replace_voter_needs_one() {
     // On a system without membership the fault is allowed and skipped at run time.
     parse(&with("\"single\"", "faults = [\"replace-voter\"]")).unwrap();
 }
+
+#[test]
+fn transaction_faults_need_the_composed_node_and_only_kill_gateway_takes_a_point() {
+    let kvlab = r#"
+name = "t"
+system = "kvlab"
+nodes = 5
+[time]
+duration_s = 10
+liveness_s = 5
+[workload]
+kind = "txn-list-append"
+"#;
+    // On a system without transactions, both are refused, random or scheduled.
+    for fault in ["kill-gateway", "partition-home-group"] {
+        let text = format!("{GOOD}[nemesis]\nfaults = [\"{fault}\"]\n");
+        let (field, reason) = invalid_field(&text);
+        assert_eq!(field, "nemesis.faults", "{fault}");
+        assert!(reason.contains(fault), "{reason}");
+        assert!(reason.contains("system = \"kvlab\""), "{reason}");
+    }
+    let (field, reason) = invalid_field(&scheduled("at_s = 1\nkind = \"kill-gateway\""));
+    assert_eq!(field, "nemesis.faults");
+    assert!(reason.contains("kill-gateway"), "{reason}");
+    // On kvlab: the point, random and scheduled, and a gateway as target.
+    let ok = parse(&format!(
+        "{kvlab}[nemesis]\nfaults = [\"kill-gateway\", \"partition-home-group\"]\n\
+         gateway_kill_point = \"after-decision\"\n\
+         [[nemesis.schedule]]\nat_s = 2\nkind = \"kill-gateway\"\ntargets = [3]\npoint = \"after-prepare\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        ok.nemesis.faults,
+        vec![FaultKind::KillGateway, FaultKind::PartitionHomeGroup]
+    );
+    assert_eq!(
+        ok.nemesis.schedule[0].point,
+        Some(kvlab_types::TxnFaultPoint::AfterPrepare)
+    );
+    let bad = [
+        (
+            "[nemesis]\ngateway_kill_point = \"mid-flight\"\n",
+            "gateway_kill_point",
+        ),
+        (
+            "[[nemesis.schedule]]\nat_s = 1\nkind = \"crash\"\npoint = \"after-prepare\"\n",
+            "nemesis.schedule[0].point",
+        ),
+        (
+            "[[nemesis.schedule]]\nat_s = 1\nkind = \"partition-home-group\"\ntargets = [1]\n",
+            "nemesis.schedule[0].targets",
+        ),
+    ];
+    for (tail, want) in bad {
+        match parse(&format!("{kvlab}{tail}")) {
+            Err(ExperimentError::SpecInvalid { field, reason, .. }) => {
+                assert_eq!(field, want, "{tail}: {reason}")
+            }
+            Err(e) => assert!(e.to_string().contains(want), "{tail}: {e}"),
+            Ok(_) => panic!("{tail}: accepted"),
+        }
+    }
+    // A real backend cannot see the 2PC point in time.
+    let local = kvlab.replace("nodes = 5", "nodes = 5\nbackend = \"local\"")
+        + "[nemesis]\nfaults = [\"kill-gateway\"]\n";
+    let (field, reason) = invalid_field(&local);
+    assert_eq!(field, "nemesis.faults");
+    assert!(reason.contains("kill-gateway"), "{reason}");
+}

@@ -74,6 +74,10 @@ pub struct NemesisEvent {
     /// can replay it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub side: Vec<NodeId>,
+    /// The point of two-phase commit a `kill_gateway` fault hit, so that a shrunk
+    /// schedule can replay it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub point: Option<kvlab_types::TxnFaultPoint>,
 }
 
 /// A line from a node.
@@ -304,6 +308,7 @@ mod tests {
                     fault: Some("crash".into()),
                     detail: "n2 crashed".into(),
                     side: Vec::new(),
+                    point: None,
                 },
             ),
         ];

@@ -9,7 +9,9 @@
 //! - [`ring::RingObserver`] — the composed system's ring: operators, data moved, replicas
 //!   per node, leaderless groups, under-replication, and meta's directory invariant;
 //! - [`swim::SwimObserver`] — SWIM's detection latency, false positives and load, and
-//!   the slow members of Lifeguard experiments.
+//!   the slow members of Lifeguard experiments;
+//! - [`txn::TxnObserver`] — the composed system's two-phase commit: in-doubt times,
+//!   coordinator recovery after gateway crashes, resolver invocations.
 //!
 //! An observer matches events by type, never by their text.
 
@@ -17,6 +19,7 @@ pub mod raft;
 pub mod ring;
 pub mod ring_balance;
 pub mod swim;
+pub mod txn;
 
 use kvlab_types::{NodeEvent, NodeId, Time};
 
@@ -45,6 +48,8 @@ pub struct ObserverReport {
     pub swim: Option<crate::observe::swim::SwimSummary>,
     /// The ring's measurements (`system = "kvlab"`).
     pub ring: Option<crate::observe::ring::RingSummary>,
+    /// Two-phase commit's recovery measurements (`system = "kvlab"`).
+    pub txn: Option<crate::observe::txn::TxnRecoverySummary>,
     /// The liveness verdict, for runs without a client workload (the workload's own
     /// otherwise).
     pub liveness: Option<LivenessReport>,

@@ -933,6 +933,7 @@ impl Observer for SwimObserver {
             property_failed: !swim.checks.iter().all(|c| c.ok),
             swim: Some(swim),
             ring: None,
+            txn: None,
         }
     }
 }

@@ -22,6 +22,7 @@
 
 use std::path::{Path, PathBuf};
 
+use kvlab_types::TxnFaultPoint;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ExperimentError;
@@ -419,6 +420,26 @@ pub enum FaultKind {
     /// once, and deadlines counted in the node's clock (SWIM's suspicion timeouts) expire
     /// early. Instantaneous: nothing to undo. Simulator only.
     ClockJump,
+    /// Crash the gateway coordinating a multi-group transaction at a chosen point of
+    /// two-phase commit (`nemesis.gateway_kill_point`, or a schedule entry's `point`):
+    /// `after-prepare` — the home applied the PREPARE (record `Pending`) and its vote is
+    /// on its way, so the coordinator never decides and the participants' resolvers must
+    /// abort through the home once the record expires; `after-decision` — the home
+    /// applied the Commit and its answer is on its way, so the coordinator never tells
+    /// the other participants and their resolvers must learn `Committed` from the home.
+    /// The fault waits, from its start until its planned end, for the first
+    /// transaction (of the target gateway, if one is named) to reach the point, as the
+    /// home's replicas report it (`txn_step` events), and crashes its gateway there;
+    /// the node restarts `fault_duration_s` later. Skipped (counted) when no
+    /// transaction reaches the point in time. Only `system = "kvlab"`; simulator only.
+    KillGateway,
+    /// Cut the home group of an in-flight transaction away from the rest, so that its
+    /// coordinator cannot reach the decision record: at the first transaction whose
+    /// home applies a PREPARE after the fault starts, the home's voters (without the
+    /// transaction's gateway, if it is one of them: the home keeps a quorum) are
+    /// partitioned from every other node; healed when the fault ends. Skipped (counted)
+    /// when no transaction prepares in time. Only `system = "kvlab"`.
+    PartitionHomeGroup,
 }
 
 impl FaultKind {
@@ -451,6 +472,8 @@ impl FaultKind {
             FaultKind::DiskFsyncError => "disk-fsync-error",
             FaultKind::DiskCorrupt => "disk-corrupt",
             FaultKind::ClockJump => "clock-jump",
+            FaultKind::KillGateway => "kill-gateway",
+            FaultKind::PartitionHomeGroup => "partition-home-group",
         }
     }
 
@@ -477,7 +500,8 @@ impl FaultKind {
             | FaultKind::KillPermanently
             | FaultKind::DiskFsyncError
             | FaultKind::DiskCorrupt
-            | FaultKind::ClockJump => Some(1..=1),
+            | FaultKind::ClockJump
+            | FaultKind::KillGateway => Some(1..=1),
             // The side cut off from the rest.
             FaultKind::PartitionHalves | FaultKind::PartitionRandom => {
                 Some(1..=nodes.saturating_sub(1))
@@ -511,7 +535,9 @@ impl FaultKind {
             | FaultKind::Isolate
             | FaultKind::SwimPartition
             | FaultKind::SwimDelay
-            | FaultKind::GroupPartition => 2,
+            | FaultKind::GroupPartition
+            | FaultKind::KillGateway
+            | FaultKind::PartitionHomeGroup => 2,
             FaultKind::Bridge => 3,
             FaultKind::Ring => 4,
         }
@@ -557,6 +583,9 @@ pub struct NemesisSpec {
     /// `clock-jump` faults step a clock forward by an amount uniform in
     /// `[1, clock_jump_ms_max]` ms.
     pub clock_jump_ms_max: f64,
+    /// Where `kill-gateway` faults crash the coordinator: `after-prepare`,
+    /// `after-decision`, or `any` (drawn per fault).
+    pub gateway_kill_point: GatewayKillPoint,
     /// Faults at fixed times, on chosen nodes.
     pub schedule: Vec<ScheduledFault>,
     /// How many nodes the membership reconciler (`system = "raft"`) keeps as learners
@@ -591,6 +620,22 @@ pub struct ScheduledFault {
     /// How long it lasts (default `nemesis.fault_duration_s`); permanent kinds take none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_s: Option<f64>,
+    /// `kill-gateway` only: the 2PC point (default `nemesis.gateway_kill_point`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub point: Option<TxnFaultPoint>,
+}
+
+/// `nemesis.gateway_kill_point`: where `kill-gateway` crashes a coordinator.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GatewayKillPoint {
+    /// Between the home's PREPARE and the decision.
+    AfterPrepare,
+    /// Between the home's commit and the other participants'.
+    AfterDecision,
+    /// Either, drawn per fault.
+    #[default]
+    Any,
 }
 
 impl Default for NemesisSpec {
@@ -606,6 +651,7 @@ impl Default for NemesisSpec {
             duplicate_probability: 0.2,
             reorder_window_ms: 20.0,
             clock_jump_ms_max: 2_000.0,
+            gateway_kill_point: GatewayKillPoint::Any,
             schedule: Vec::new(),
             spare_learners: 0,
         }

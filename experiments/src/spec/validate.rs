@@ -71,6 +71,7 @@ impl Spec {
         self.nemesis.validate(self.nodes)?;
         self.validate_spares()?;
         self.validate_schedule()?;
+        self.validate_txn_faults()?;
         if !self.check.timeout_s.is_finite() || self.check.timeout_s <= 0.0 {
             return Err(invalid(
                 "check.timeout_s",
@@ -108,6 +109,39 @@ impl Spec {
                 "nemesis.spare_learners",
                 "`replace-voter` swaps a spare learner in for a voter: set it to 1 or more",
             ));
+        }
+        Ok(())
+    }
+
+    /// `kill-gateway` and `partition-home-group` aim at transactions, which only the
+    /// composed node runs; a schedule entry's `point` is `kill-gateway`'s alone.
+    fn validate_txn_faults(&self) -> Result<(), FieldError> {
+        let n = &self.nemesis;
+        let txn_fault =
+            |f: &FaultKind| matches!(f, FaultKind::KillGateway | FaultKind::PartitionHomeGroup);
+        let kinds = n.faults.iter().chain(n.schedule.iter().map(|f| &f.kind));
+        if let Some(f) = kinds.into_iter().find(|f| txn_fault(f))
+            && self.system != SystemKind::Kvlab
+        {
+            return Err(invalid(
+                "nemesis.faults",
+                format!(
+                    "`{}` aims at a transaction's coordinator or home group: it needs system = \"kvlab\", the spec has \"{}\"",
+                    f.spec_name(),
+                    self.system.name()
+                ),
+            ));
+        }
+        for (i, f) in n.schedule.iter().enumerate() {
+            if f.point.is_some() && f.kind != FaultKind::KillGateway {
+                return Err(invalid(
+                    &format!("nemesis.schedule[{i}].point"),
+                    format!(
+                        "only `kill-gateway` takes a 2PC point, this entry is `{}`",
+                        f.kind.spec_name()
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -463,6 +497,9 @@ impl FaultKind {
                 Some("a real node's disk is real: disk faults exist only in the simulator")
             }
             FaultKind::ClockJump => Some("a real process's clock cannot be stepped from outside"),
+            FaultKind::KillGateway => Some(
+                "the 2PC point is seen in node events, which real nodes report late (tailed from their event files): the crash would miss it",
+            ),
             _ => None,
         }
     }

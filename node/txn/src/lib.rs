@@ -203,8 +203,9 @@
 //! * Wiring: done outside this crate, on top of this API — kvlab-node's
 //!   `composed::txn` (gateway, leaders, resolvers) and `composed::txn_store` (the vnode
 //!   state machine), the `txn` client operation in kvlab-types, and the
-//!   `txn-list-append` workload in kvlab-experiments. The `kill-gateway` and
-//!   `partition-home-group` nemesis faults are not built.
+//!   `txn-list-append` workload in kvlab-experiments, whose `kill-gateway` and
+//!   `partition-home-group` nemesis faults aim at the 2PC points the composed node's
+//!   `txn_step` events report.
 
 #![deny(missing_docs)]
 

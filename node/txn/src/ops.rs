@@ -23,6 +23,17 @@ pub struct TxnId {
     pub seq: u64,
 }
 
+impl From<TxnId> for kvlab_types::TxnRef {
+    /// The id as node events name it.
+    fn from(t: TxnId) -> Self {
+        kvlab_types::TxnRef {
+            node: t.node,
+            boot_epoch: t.boot_epoch,
+            seq: t.seq,
+        }
+    }
+}
+
 impl TxnId {
     /// The wait-die age key: smaller is older.
     fn age_key(&self) -> (u64, u64, NodeId) {

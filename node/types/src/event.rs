@@ -415,6 +415,26 @@ pub enum NodeEvent {
         /// Its size in bytes.
         bytes: u64,
     },
+    // ----- transactions (the composed `kvlab` system) ------------------------------
+    /// A step of a multi-group (2PC) transaction at one replica of one of its groups:
+    /// a PREPARE applied with a YES vote, a decision applied, or the group's resolver
+    /// asking the home about it. Every replica reports what it applies (the first report
+    /// of a step is the earliest); the harness measures in-doubt and recovery times and
+    /// aims the `kill-gateway` and `partition-home-group` faults with them.
+    TxnStep {
+        /// The transaction.
+        txn: TxnRef,
+        /// The group where the step happened.
+        group: GroupId,
+        /// The transaction's home group (holds its record).
+        home: GroupId,
+        /// What happened.
+        step: TxnStepKind,
+        /// The group's voters as this replica sees them; only on the home's
+        /// [`TxnStepKind::Prepared`] (the replicas `partition-home-group` cuts off).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        voters: Vec<NodeId>,
+    },
     /// A group leader refused or deferred a step the metadata leader asked for.
     StepRefused {
         /// The group.
@@ -424,6 +444,57 @@ pub enum NodeEvent {
         /// Why.
         reason: String,
     },
+}
+
+/// A transaction's id in events: the gateway that coordinates it, the gateway's boot
+/// epoch and a counter (kvlab-txn's `TxnId`, which this crate cannot name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TxnRef {
+    /// The gateway (coordinator) node.
+    pub node: NodeId,
+    /// Its boot epoch when it started the transaction.
+    pub boot_epoch: u64,
+    /// Its counter.
+    pub seq: u64,
+}
+
+/// What [`NodeEvent::TxnStep`] reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TxnStepKind {
+    /// A PREPARE applied with a YES vote: the group holds the transaction's locks and
+    /// buffered writes until a decision applies (at the home: the `Pending` record).
+    Prepared,
+    /// A Commit applied (at the home: the CAS `Pending → Committed`); locks released.
+    Committed,
+    /// An Abort applied; locks released.
+    Aborted,
+    /// The group's leader found the transaction prepared for `txn.resolve_after_ms` and
+    /// asked the home for its decision (a resolver invocation).
+    ResolveAsked,
+}
+
+/// A point of two-phase commit at which the `kill-gateway` fault crashes a
+/// transaction's coordinator (the gateway).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TxnFaultPoint {
+    /// The home applied the PREPARE (its record is `Pending`) and its YES vote is on
+    /// its way: the coordinator dies before it can decide.
+    AfterPrepare,
+    /// The home applied the Commit (its record is `Committed`) and its answer is on its
+    /// way: the coordinator dies before it tells the other participants.
+    AfterDecision,
+}
+
+impl TxnFaultPoint {
+    /// The name in specs and events (`after-prepare`, `after-decision`).
+    pub fn name(self) -> &'static str {
+        match self {
+            TxnFaultPoint::AfterPrepare => "after-prepare",
+            TxnFaultPoint::AfterDecision => "after-decision",
+        }
+    }
 }
 
 /// Why a node hosts a replica.
@@ -481,6 +552,7 @@ impl NodeEvent {
             NodeEvent::RingNodeState { .. } => "ring_node_state",
             NodeEvent::StepRefused { .. } => "step_refused",
             NodeEvent::SnapshotSent { .. } => "snapshot_sent",
+            NodeEvent::TxnStep { .. } => "txn_step",
         }
     }
 
@@ -506,7 +578,8 @@ impl NodeEvent {
             | NodeEvent::OperatorAdvanced { group, .. }
             | NodeEvent::OperatorCancelled { group, .. }
             | NodeEvent::StepRefused { group, .. }
-            | NodeEvent::SnapshotSent { group, .. } => Some(*group),
+            | NodeEvent::SnapshotSent { group, .. }
+            | NodeEvent::TxnStep { group, .. } => Some(*group),
             NodeEvent::AdminProposed { command, .. }
             | NodeEvent::AdminRefused { command, .. }
             | NodeEvent::AdminUnsupported { command } => Some(command.group),
@@ -755,6 +828,17 @@ mod tests {
                 to: n,
                 index: 3,
                 bytes: 100,
+            },
+            NodeEvent::TxnStep {
+                txn: TxnRef {
+                    node: n,
+                    boot_epoch: 1,
+                    seq: 2,
+                },
+                group: g,
+                home: g,
+                step: TxnStepKind::Prepared,
+                voters: vec![n],
             },
         ];
         for e in all {

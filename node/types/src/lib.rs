@@ -51,7 +51,7 @@ pub mod client;
 pub mod event;
 pub mod order;
 pub use client::*;
-pub use event::{MembershipChange, NodeEvent, ReplicaCause};
+pub use event::{MembershipChange, NodeEvent, ReplicaCause, TxnFaultPoint, TxnRef, TxnStepKind};
 pub use order::{Disposition, StepOrder};
 
 /// The random number generator every protocol draws from. Seeded, portable and stable

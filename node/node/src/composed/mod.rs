@@ -556,12 +556,17 @@ impl KvlabNode {
             let epoch = rep.log_epoch();
             let answers: Vec<_> = rep.r.take_answers().collect();
             let applied_txn = std::mem::take(&mut rep.r.machine.applied_txn);
+            let voters = match applied_txn.is_empty() {
+                true => Vec::new(),
+                false => rep.r.raft.voters().to_vec(),
+            };
             let leader = rep.r.raft.leader();
             let conf_epoch = rep.r.conf_epoch;
             self.flush(cx.now, epoch, &mut scratch, out);
             for (origin, resp) in answers {
                 self.deliver(cx, origin, resp, out);
             }
+            self.report_txn_steps(v, &voters, &applied_txn, out);
             self.on_txn_applied(v, applied_txn, out);
             self.gateway.note_leader(v, leader, conf_epoch);
         }

@@ -31,11 +31,11 @@ use kvlab_ring::{VnodeId, group_vnode, vnode_group};
 use kvlab_txn::{
     Applied, CoordStep, Coordinator, Decision, EntryAnswer, GroupId, HomeResolve, LeaderPrecheck,
     MicroOp, OpResult, ResolveAction, Resolver, TxnEntry, TxnError, TxnId, TxnMsg, TxnOutcome,
-    TxnValue, home_resolve,
+    TxnValue, Vote, home_resolve,
 };
 use kvlab_types::{
-    ClientError, ClientRequest, ClientResponse, Cx, Effect, InvalidRequest, KvOp, NodeId, OpOutput,
-    Out, RequestId, TxnMicroResult, TxnReadValue,
+    ClientError, ClientRequest, ClientResponse, Cx, Effect, InvalidRequest, KvOp, NodeEvent,
+    NodeId, OpOutput, Out, RequestId, TxnMicroResult, TxnReadValue, TxnStepKind,
 };
 use rand::Rng as _;
 
@@ -435,6 +435,62 @@ impl KvlabNode {
         }
     }
 
+    /// Reports the 2PC steps `v`'s replica just applied ([`NodeEvent::TxnStep`]): every
+    /// replica reports, so the harness sees a step at the first replica that applied it,
+    /// whoever leads. `voters` (the group's) go with the home's `prepared`.
+    pub(super) fn report_txn_steps(
+        &self,
+        v: VnodeId,
+        voters: &[NodeId],
+        applied: &[(TxnEntry, Applied)],
+        out: &mut Out<KvlabMsg>,
+    ) {
+        let group = vnode_group(v);
+        let state = self
+            .vnodes
+            .replicas
+            .get(&v)
+            .and_then(|r| r.r.machine.participant());
+        let home_of = |t: &TxnId| state.and_then(|s| s.prepared().get(t)).map(|p| p.home);
+        let mut report = |txn: TxnId, home: GroupId, step: TxnStepKind| {
+            let voters = match (step, home == group) {
+                (TxnStepKind::Prepared, true) => voters.to_vec(),
+                _ => Vec::new(),
+            };
+            let txn = txn.into();
+            out.event(NodeEvent::TxnStep {
+                txn,
+                group,
+                home,
+                step,
+                voters,
+            });
+        };
+        for (entry, a) in applied {
+            match (entry, &a.answer) {
+                (TxnEntry::Prepare(p), EntryAnswer::Vote(Vote::Yes { .. })) => {
+                    report(p.txn, p.home, TxnStepKind::Prepared)
+                }
+                (
+                    TxnEntry::Commit { txn, home } | TxnEntry::Abort { txn, home },
+                    EntryAnswer::Decided(d),
+                ) => {
+                    let step = match d {
+                        Decision::Commit => TxnStepKind::Committed,
+                        Decision::Abort => TxnStepKind::Aborted,
+                    };
+                    report(*txn, *home, step)
+                }
+                _ => {}
+            }
+            for (w, vote) in &a.woken {
+                if let (Vote::Yes { .. }, Some(home)) = (vote, home_of(w)) {
+                    report(*w, home, TxnStepKind::Prepared);
+                }
+            }
+        }
+    }
+
     /// Transaction entries `v` applied: its leader answers their proposers, wakes
     /// waiters and tells groups waiting on a resolve.
     pub(super) fn on_txn_applied(
@@ -532,6 +588,13 @@ impl KvlabNode {
                     ResolveAction::AskHome { txn, home } => {
                         self.txn.counters.resolver_invocations += 1;
                         let asker = vnode_group(v);
+                        out.event(NodeEvent::TxnStep {
+                            txn: txn.into(),
+                            group: asker,
+                            home,
+                            step: TxnStepKind::ResolveAsked,
+                            voters: Vec::new(),
+                        });
                         self.send_to_group(home, TxnMsg::Resolve { home, txn, asker }, out);
                     }
                     ResolveAction::Propose(entry) => self.propose_txn(v, &entry),
