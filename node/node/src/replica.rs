@@ -248,9 +248,6 @@ pub(crate) struct Replica<S> {
     pub(crate) proposals: BTreeMap<u64, PendingProposal>,
     /// ReadIndex reads by context.
     pub(crate) reads: BTreeMap<u64, PendingRead>,
-    /// The image of a compaction whose snapshot record has not been emitted yet; the WAL
-    /// image is saved right after it is.
-    compaction_image_due: Option<Vec<u8>>,
     /// Set when a leader said this node is not a member of its configuration: until the
     /// local log reaches that entry, or a leader of a later term replicates to this node
     /// (it was added back, or the claim was false), the node neither ticks the group (no
@@ -269,7 +266,6 @@ impl<S: StateMachine> Replica<S> {
             conf_epoch: 0,
             proposals: BTreeMap::new(),
             reads: BTreeMap::new(),
-            compaction_image_due: None,
             removed_by_conf: None,
             answers: Vec::new(),
         }
@@ -368,12 +364,13 @@ impl<S: StateMachine> Replica<S> {
     ) -> Result<(), ReplicaError> {
         while self.raft.has_ready() {
             let mut rd = self.raft.ready();
-            rd.emit_effects(out, &mut wrap);
-            if let Some(image) = self.compaction_image_due.take() {
-                // The snapshot record went out with this Ready: everything the group holds
-                // is now persisted, so an image of it may replace the durable snapshot.
-                out.save_snapshot(self.raft.group(), self.wal_image(tuning, image));
-            }
+            // A snapshot (a compaction here, or one installed from the leader) becomes
+            // the group's durable snapshot file, never one log record: it may be larger
+            // than a record can be.
+            let group = self.raft.group();
+            rd.emit_effects_saving_snapshots(out, &mut wrap, |out, snap| {
+                out.save_snapshot(group, self.wal_image(tuning, snap));
+            });
             if let Some(snap) = rd.restore.take() {
                 self.restore(snap)?;
             }
@@ -500,21 +497,19 @@ impl<S: StateMachine> Replica<S> {
         self.compact_now().map_err(ReplicaError::Raft)
     }
 
-    /// Compacts the log up to the applied index now (its WAL image follows with the
+    /// Compacts the log up to the applied index now (its WAL image is saved with the
     /// next `Ready`, as for a periodic compaction).
     pub(crate) fn compact_now(&mut self) -> Result<(), RaftError> {
         let data = self.machine_image();
-        self.raft.compact(self.applied, data.clone())?;
-        self.compaction_image_due = Some(data);
-        Ok(())
+        self.raft.compact(self.applied, data)
     }
 
-    /// An encoded [`WalImage`] of this group's durable state: its snapshot (`image`, the
-    /// machine at the snapshot index), the entries after it and the hard state.
-    fn wal_image(&self, tuning: ReplicaTuning, image: Vec<u8>) -> Vec<u8> {
+    /// An encoded [`WalImage`] of this group's durable state: `snap` (the group's
+    /// snapshot, just taken or installed), every entry the log holds after it and the
+    /// hard state. It stands for every record of the group persisted so far.
+    fn wal_image(&self, tuning: ReplicaTuning, snap: Snapshot) -> Vec<u8> {
         let group = self.raft.group();
-        let meta = self.raft.snapshot_meta();
-        let entries: Vec<_> = (meta.index + 1..=self.raft.last_index())
+        let entries: Vec<_> = (snap.meta.index + 1..=self.raft.last_index())
             .filter_map(|i| self.raft.entry(i).cloned())
             .collect();
         let mut hs: HardState = self.raft.hard_state();
@@ -523,7 +518,7 @@ impl<S: StateMachine> Replica<S> {
             hs.vote = None;
         }
         let records = [
-            RaftRecord::Snapshot(Snapshot { meta, data: image }),
+            RaftRecord::Snapshot(snap),
             RaftRecord::Entries(entries),
             RaftRecord::HardState(hs),
         ]

@@ -241,21 +241,52 @@ impl Ready {
     /// [`Ready::needs_sync`], `Send` each message wrapped into the node's message type by
     /// `wrap`, then an `Event` per event. Takes early messages, records, messages and
     /// events out of `self`; the rest is left for the caller.
-    pub fn emit_effects<M>(&mut self, out: &mut Out<M>, mut wrap: impl FnMut(RaftMessage) -> M) {
+    pub fn emit_effects<M>(&mut self, out: &mut Out<M>, wrap: impl FnMut(RaftMessage) -> M) {
+        let group = self.group;
+        self.emit_effects_saving_snapshots(out, wrap, |out, snap| {
+            out.persist(
+                group,
+                WalRecord {
+                    group,
+                    record: RaftRecord::Snapshot(snap),
+                }
+                .encode(),
+            );
+        });
+    }
+
+    /// [`Ready::emit_effects`], except that a [`RaftRecord::Snapshot`] is handed to
+    /// `save_snapshot` at its place among the records instead of being persisted as one
+    /// log record. A snapshot is as large as the state machine, and a log record has a
+    /// size limit (kvlab-storage's `MAX_RECORD_BYTES`); a caller that keeps a group's
+    /// snapshot in its own durable file (`Effect::SaveSnapshot`) saves it there, with
+    /// every entry after it and the hard state, which together stand for the records
+    /// persisted so far. `save_snapshot` runs before the `Sync` and the sends, as the
+    /// record would have: a follower acknowledges an installed snapshot only once it is
+    /// durable.
+    pub fn emit_effects_saving_snapshots<M>(
+        &mut self,
+        out: &mut Out<M>,
+        mut wrap: impl FnMut(RaftMessage) -> M,
+        mut save_snapshot: impl FnMut(&mut Out<M>, Snapshot),
+    ) {
         let needs_sync = self.needs_sync();
         for msg in self.early_messages.drain(..) {
             let to = msg.to;
             out.send(to, wrap(msg));
         }
         for record in self.records.drain(..) {
-            out.persist(
-                self.group,
-                WalRecord {
-                    group: self.group,
-                    record,
-                }
-                .encode(),
-            );
+            match record {
+                RaftRecord::Snapshot(snap) => save_snapshot(out, snap),
+                record => out.persist(
+                    self.group,
+                    WalRecord {
+                        group: self.group,
+                        record,
+                    }
+                    .encode(),
+                ),
+            }
         }
         if needs_sync {
             out.sync();

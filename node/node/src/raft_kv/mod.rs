@@ -39,8 +39,9 @@
 //!
 //! ## Durability and ordering
 //!
-//! After every input the node drains [`kvlab_raft::Ready`]s: [`Ready::emit_effects`]
-//! emits `Persist…, Sync, Send…, Event…`, then the node restores a snapshot, applies the
+//! After every input the node drains [`kvlab_raft::Ready`]s:
+//! [`Ready::emit_effects_saving_snapshots`] emits `Persist…, Sync, Send…, Event…`, then
+//! the node restores a snapshot, applies the
 //! committed entries and serves reads. Every reply is pushed after the `Sync` of the
 //! `Ready` that made it possible, so the driver releases it only once the state it
 //! reveals is durable.
@@ -49,7 +50,10 @@
 //! encoded [`KvStore`] and then replaces the group's durable snapshot
 //! (`Effect::SaveSnapshot` of that group) with an image of the group's whole durable
 //! Raft state (snapshot, remaining entries, hard state), so the WAL does not grow without
-//! bound. At boot each group's image records are replayed before its WAL records.
+//! bound. A snapshot installed from the leader is saved the same way, before the `Sync`
+//! that precedes the follower's answer. A snapshot is never one WAL record: it is as
+//! large as the store, and a record is at most `MAX_RECORD_BYTES` (4 MiB). At boot each
+//! group's image records are replayed before its WAL records.
 //!
 //! A node that cannot decode its durable state refuses to serve (every request is
 //! answered `Unavailable`), reports a `recovery_failed` event and takes no part in
@@ -82,7 +86,7 @@
 //! bootstrap voters; the others start as outsiders and join through `AddLearner` then
 //! `AddVoter`, so experiments can grow and shrink the group.
 //!
-//! [`Ready::emit_effects`]: kvlab_raft::Ready::emit_effects
+//! [`Ready::emit_effects_saving_snapshots`]: kvlab_raft::Ready::emit_effects_saving_snapshots
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -8,7 +8,8 @@ use kvlab_checker::{CheckOptions, EventType, HistoryEvent, ModelKind, OpFn, Verd
 use kvlab_sim::{FaultRule, Sim, SimConfig, SimOutput};
 use kvlab_types::{
     AdminAction, AdminCommand, ClientError, ClientRequest, ClientResponse, Cx, Effect, KvOp,
-    NodeId, OpOutput, Out, Protocol, Recovery, RequestId, Time, derive_seed, seeded_rng,
+    MAX_KEY_BYTES, NodeId, OpOutput, Out, Protocol, Recovery, RequestId, Time, derive_seed,
+    seeded_rng,
 };
 use rand::RngExt;
 
@@ -416,6 +417,60 @@ fn compaction_saves_a_wal_image_that_a_restart_recovers_from() {
         node.store_of(DEFAULT_GROUP)
     );
     assert_eq!(restarted.term(), node.term());
+}
+
+#[test]
+fn a_snapshot_larger_than_a_wal_record_is_saved_installed_and_recovered() {
+    // The report: a kvlab node died with `wal record of 4216801 bytes exceeds
+    // MAX_RECORD_BYTES` once its state machine outgrew one log record, because each
+    // snapshot (a compaction, or one installed from the leader) was also written as one
+    // log record. Here the store holds about 4.9 MB: the leader compacts it, a follower
+    // that was down installs it in chunks, and every node restarts from it.
+    let cfg = RaftKvConfig {
+        snapshot_every_entries: 400,
+        ..RaftKvConfig::default()
+    };
+    let mut s = sim(31, cfg);
+    let l = wait_for_leader(&mut s);
+    let lagging = NODES.iter().copied().find(|&n| n != l).expect("a follower");
+    s.crash(lagging);
+    const KEYS: u64 = 1_200;
+    let key = |i: u64| format!("{i:06}{}", "x".repeat(MAX_KEY_BYTES - 6));
+    for i in 0..KEYS {
+        s.submit(l, write(i + 1, 1, &key(i), i as i64));
+    }
+    let replies = run_ms(&mut s, 3_000);
+    let done = replies
+        .values()
+        .filter(|r| r.result == Ok(OpOutput::Done))
+        .count();
+    let first_err = replies.values().find(|r| r.result != Ok(OpOutput::Done));
+    assert_eq!(
+        done, KEYS as usize,
+        "every write acknowledged: {first_err:?}"
+    );
+    s.restart(lagging).expect("the follower restarts");
+    run_ms(&mut s, 3_000);
+    for &n in &NODES {
+        s.crash(n);
+        s.restart(n).expect("restarts from its snapshot");
+        wait_for_leader(&mut s);
+    }
+    run_ms(&mut s, 1_000);
+    for &n in &NODES {
+        let node = s.node(n).expect("up");
+        assert_eq!(node.poisoned(), None, "{n}");
+        let store = node.store_of(DEFAULT_GROUP).expect("a store");
+        for i in [0, KEYS / 2, KEYS - 1] {
+            assert_eq!(store.get(&key(i)), Some(i as i64), "{n} key {i}");
+        }
+        let image = postcard::to_allocvec(store).expect("encodes");
+        assert!(
+            image.len() > kvlab_storage::MAX_RECORD_BYTES,
+            "{}",
+            image.len()
+        );
+    }
 }
 
 #[test]
