@@ -110,6 +110,10 @@ fn bench_runs_both_systems_end_to_end_and_stops_them() {
             r["ops_ratio"]["min"].as_f64() <= r["ops_ratio"]["max"].as_f64(),
             "{r}"
         );
+        // Serving requests costs each cluster's members CPU time, read from /proc.
+        for cpu in ["kvlab_cpu_us_per_op", "etcd_cpu_us_per_op"] {
+            assert!(r[cpu].as_f64().unwrap() > 0.0, "{cpu}: {r}");
+        }
     }
     for line in ["put        1", "get        4", "cas        4"] {
         assert!(

@@ -9,7 +9,11 @@
 //! compile hits both. During a cell (every `--compact-every-s`) and between cells each
 //! system compacts its keyspace to its current revision, so no system carries the
 //! history of a whole run (kvlab's Raft snapshot holds the keyspace's history since the
-//! last compaction, and a snapshot must fit one WAL record). The result: one table (median ops/s, p50, p99 per system, and the
+//! last compaction; etcd's database keeps it until compacted). Each kvlab node runs with
+//! the settings of [`procs`]: a snapshot every 10,000 entries and loopback-sized UDP
+//! datagrams. Beside ops/s and latencies, each cell records the members' CPU time per
+//! request, which a busy machine changes far less than it changes ops/s. The result: one
+//! table (median ops/s, p50, p99 and CPU per request per system, and the
 //! kvlab/etcd ratios of every round as min / median / max), `bench.json` and
 //! `bench.{png,svg}` in the output directory. Everything started is stopped at the end,
 //! on an error and on ctrl-c (and, if the bench is killed hard, the kernel kills the
@@ -287,7 +291,10 @@ async fn run_cell(
     };
     let seed = kvlab_types::derive_seed(opts.seed, op.name(), (round * 100_000 + clients) as u64);
     let compactor = tokio::spawn(compact_every(channels[0].clone(), opts.compact_every));
-    let r = run_load(&spec, &channels, seed).await;
+    let (r, cpu) = tokio::join!(
+        run_load(&spec, &channels, seed),
+        window_cpu(servers, opts.warmup, opts.measure)
+    );
     compactor.abort();
     let r = r?;
     if let Err(e) = compact(channels[0].clone()).await {
@@ -296,7 +303,18 @@ async fn run_cell(
             servers.system.name()
         );
     }
-    Ok(CellResult::new(servers.system, op, clients, round, &r))
+    Ok(CellResult::new(servers.system, op, clients, round, &r, cpu))
+}
+
+/// The CPU time `servers` use in the measured window: from `warmup` after now, for
+/// `measure` (the window [`run_load`] measures, started at the same moment).
+async fn window_cpu(servers: &mut Servers, warmup: Duration, measure: Duration) -> Duration {
+    let from = tokio::time::Instant::now() + warmup;
+    tokio::time::sleep_until(from).await;
+    let before = servers.cpu_ticks();
+    tokio::time::sleep_until(from + measure).await;
+    let used = servers.cpu_ticks().saturating_sub(before);
+    Duration::from_millis(used * 1000 / procs::CLOCK_TICKS_PER_S)
 }
 
 /// Runs every round and cell, alternating which system goes first.

@@ -79,6 +79,21 @@ fn first_child(pid: u32) -> Option<u32> {
     text.split_whitespace().next()?.parse().ok()
 }
 
+/// Clock ticks a second in `/proc/PID/stat` (`USER_HZ`, 100 on Linux).
+pub const CLOCK_TICKS_PER_S: u64 = 100;
+
+/// `utime + stime` of `pid` from `/proc/PID/stat`: the process's CPU time, all threads.
+fn proc_cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: fields after
+    // it start past the last ')'. utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
 /// Starts `members` etcd members under `dir`, each under `timeout LIFETIME`.
 pub fn start_etcd(
     bin: &Path,
@@ -132,6 +147,22 @@ pub fn start_etcd(
     Ok(servers)
 }
 
+/// Entries between two snapshots of a bench node. etcd 3.4 snapshots every 100,000
+/// (`--snapshot-count`); the `raft` system's default, 1,000, suits simulations (it makes
+/// snapshots, installs and restarts from them common) but re-serializes a 10,000-key
+/// keyspace several times a second under load.
+pub const BENCH_SNAPSHOT_EVERY_ENTRIES: u64 = 10_000;
+
+/// The UDP transport of a bench node: every peer is on loopback, whose MTU is 64 KiB, so
+/// a datagram may be as large as UDP allows instead of an Ethernet-sized 1,400 bytes (an
+/// AppendEntries of a few dozen puts then takes one `sendto`, not dozens).
+fn loopback_udp() -> kvlab_transport_udp::UdpConfig {
+    kvlab_transport_udp::UdpConfig {
+        max_datagram_bytes: kvlab_transport_udp::MAX_DATAGRAM_BYTES_LIMIT,
+        ..Default::default()
+    }
+}
+
 fn kvlab_config(
     id: u32,
     ports: &[(u16, u16, u16)],
@@ -169,9 +200,12 @@ fn kvlab_config(
         seed: 1,
         storage: Default::default(),
         server: ServerOptions::default(),
-        udp: None,
+        udp: Some(loopback_udp()),
         tarpc: None,
-        raft: Some(kvlab_node::raft_kv::RaftKvConfig::default()),
+        raft: Some(kvlab_node::raft_kv::RaftKvConfig {
+            snapshot_every_entries: BENCH_SNAPSHOT_EVERY_ENTRIES,
+            ..kvlab_node::raft_kv::RaftKvConfig::default()
+        }),
         single: None,
         async_primary: None,
         kvlab: None,
@@ -262,6 +296,21 @@ impl Servers {
             }
         }
         Ok(())
+    }
+
+    /// CPU time (user + system, every thread) the members have used so far, in clock
+    /// ticks (`/proc/PID/stat`'s `utime + stime`, [`CLOCK_TICKS_PER_S`] a second). A member
+    /// whose `/proc` entry cannot be read counts as zero.
+    pub fn cpu_ticks(&mut self) -> u64 {
+        self.procs
+            .iter_mut()
+            .map(|p| {
+                if p.inner_pid.is_none() {
+                    p.inner_pid = first_child(p.child.id());
+                }
+                proc_cpu_ticks(p.inner_pid.unwrap_or(p.child.id())).unwrap_or(0)
+            })
+            .sum()
     }
 
     /// Stops every process: SIGTERM, up to [`STOP_TIMEOUT`] to exit, then SIGKILL (to

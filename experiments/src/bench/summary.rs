@@ -36,11 +36,22 @@ pub struct CellResult {
     pub cas_failed: u64,
     /// The first error, if any.
     pub first_error: Option<String>,
+    /// CPU time (user + system) the members used during the measured window, per
+    /// successful request, in microseconds: what a request costs the servers, which a
+    /// busy machine changes much less than it changes ops/s.
+    pub server_cpu_us_per_op: f64,
 }
 
 impl CellResult {
-    /// The result of `r`.
-    pub fn new(system: System, op: OpKind, clients: usize, round: usize, r: &LoadResult) -> Self {
+    /// The result of `r`; `server_cpu` is the members' CPU time during its window.
+    pub fn new(
+        system: System,
+        op: OpKind,
+        clients: usize,
+        round: usize,
+        r: &LoadResult,
+        server_cpu: Duration,
+    ) -> Self {
         let secs = r.elapsed.as_secs_f64().max(1e-9);
         CellResult {
             system,
@@ -54,20 +65,22 @@ impl CellResult {
             errors: r.errors,
             cas_failed: r.cas_failed,
             first_error: r.first_error.clone(),
+            server_cpu_us_per_op: server_cpu.as_secs_f64() * 1e6 / (r.ok.max(1) as f64),
         }
     }
 
     /// One progress line.
     pub fn line(&self) -> String {
         let mut s = format!(
-            "round {} {:<5} {:<4} {:>4} clients: {:>9.0} ops/s  p50 {:>7.2} ms  p99 {:>7.2} ms",
+            "round {} {:<5} {:<4} {:>4} clients: {:>9.0} ops/s  p50 {:>7.2} ms  p99 {:>7.2} ms  cpu {:>6.0} us/op",
             self.round + 1,
             self.system.name(),
             self.op.name(),
             self.clients,
             self.ops_per_s,
             self.p50_ms,
-            self.p99_ms
+            self.p99_ms,
+            self.server_cpu_us_per_op
         );
         if self.errors > 0 {
             let _ = write!(
@@ -137,6 +150,10 @@ pub struct Row {
     pub ops_ratio: Spread,
     /// kvlab p99 ÷ etcd p99 of each round (below 1: kvlab's tail is shorter).
     pub p99_ratio: Spread,
+    /// Median server CPU per request, µs, per system.
+    pub kvlab_cpu_us_per_op: f64,
+    /// etcd's median server CPU per request, µs.
+    pub etcd_cpu_us_per_op: f64,
     /// Errors of both systems over the rounds.
     pub kvlab_errors: u64,
     /// etcd's errors.
@@ -168,6 +185,8 @@ fn row_of(cells: &[CellResult], op: OpKind, clients: usize) -> Row {
         etcd_p99_ms: med(&e, |c| c.p99_ms),
         ops_ratio: Spread::of(paired.iter().map(|(a, b)| a.ops_per_s / b.ops_per_s)),
         p99_ratio: Spread::of(paired.iter().map(|(a, b)| a.p99_ms / b.p99_ms)),
+        kvlab_cpu_us_per_op: med(&k, |c| c.server_cpu_us_per_op),
+        etcd_cpu_us_per_op: med(&e, |c| c.server_cpu_us_per_op),
         kvlab_errors: k.iter().map(|c| c.errors).sum(),
         etcd_errors: e.iter().map(|c| c.errors).sum(),
     }
@@ -252,7 +271,7 @@ pub fn render_table(r: &BenchReport) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<4} {:>7} | {:>9} {:>9} {:>16} | {:>7} {:>7} | {:>7} {:>7} {:>16} | {:>6}",
+        "{:<4} {:>7} | {:>9} {:>9} {:>16} | {:>7} {:>7} | {:>7} {:>7} {:>16} | {:>6} {:>6} | {:>6}",
         "op",
         "clients",
         "kvlab/s",
@@ -263,12 +282,14 @@ pub fn render_table(r: &BenchReport) -> String {
         "p99 kv",
         "p99 et",
         "p99 ratio",
+        "cpu kv",
+        "cpu et",
         "errors"
     );
     for row in &r.rows {
         let _ = writeln!(
             s,
-            "{:<4} {:>7} | {:>9.0} {:>9.0} {:>16} | {:>7.2} {:>7.2} | {:>7.2} {:>7.2} {:>16} | {:>6}",
+            "{:<4} {:>7} | {:>9.0} {:>9.0} {:>16} | {:>7.2} {:>7.2} | {:>7.2} {:>7.2} {:>16} | {:>6.0} {:>6.0} | {:>6}",
             row.op.name(),
             row.clients,
             row.kvlab_ops_per_s.median,
@@ -279,12 +300,14 @@ pub fn render_table(r: &BenchReport) -> String {
             row.kvlab_p99_ms,
             row.etcd_p99_ms,
             spread(row.p99_ratio, rounds),
+            row.kvlab_cpu_us_per_op,
+            row.etcd_cpu_us_per_op,
             row.kvlab_errors + row.etcd_errors
         );
     }
     let _ = writeln!(
         s,
-        "ops/s: median over {rounds} round(s); ratio = kvlab/etcd per round{}; latencies in ms (median of the rounds' p50/p99); {} s per cell after {} s warm-up; {} members each, fsync on.",
+        "ops/s: median over {rounds} round(s); ratio = kvlab/etcd per round{}; latencies in ms (median of the rounds' p50/p99); cpu = the members' CPU time (user + system) per request, us; {} s per cell after {} s warm-up; {} members each, fsync on.",
         if rounds > 1 { " (min/median/max)" } else { "" },
         r.options.measure.as_secs_f64(),
         r.options.warmup.as_secs_f64(),
@@ -313,6 +336,7 @@ mod tests {
             errors: 0,
             cas_failed: 0,
             first_error: None,
+            server_cpu_us_per_op: 0.0,
         }
     }
 
