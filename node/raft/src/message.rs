@@ -346,20 +346,8 @@ impl RaftMessage {
         if term > MAX_TERM {
             return Err(MessageDefect::TermAboveMax { term });
         }
-        let index = |field: &'static str, index: u64| {
-            if index > MAX_INDEX {
-                Err(MessageDefect::IndexAboveMax { field, index })
-            } else {
-                Ok(())
-            }
-        };
-        let inner_term = |field: &'static str, inner: u64| {
-            if inner > term {
-                Err(MessageDefect::TermAboveMessageTerm { field, inner, term })
-            } else {
-                Ok(())
-            }
-        };
+        let index = check_index;
+        let inner_term = |field: &'static str, inner: u64| check_inner_term(field, inner, term);
         match &self.body {
             MessageBody::RequestVote {
                 last_log_index,
@@ -379,49 +367,7 @@ impl RaftMessage {
                 index("prev_log_index", *prev_log_index)?;
                 index("leader_commit", *leader_commit)?;
                 inner_term("prev_log_term", *prev_log_term)?;
-                // prev_log_index <= MAX_INDEX, so the last index below cannot overflow
-                // while it stays within MAX_INDEX.
-                let mut previous_term = *prev_log_term;
-                for (offset, e) in entries.iter().enumerate() {
-                    let expected = (offset as u64)
-                        .checked_add(1)
-                        .and_then(|k| prev_log_index.checked_add(k))
-                        .filter(|&i| i <= MAX_INDEX);
-                    if expected != Some(e.index) {
-                        return Err(MessageDefect::EntriesNotContiguous {
-                            prev_log_index: *prev_log_index,
-                            offset,
-                            index: e.index,
-                        });
-                    }
-                    inner_term("entry term", e.term)?;
-                    if e.term == 0 {
-                        return Err(MessageDefect::ZeroTerm {
-                            field: "entry",
-                            index: e.index,
-                        });
-                    }
-                    if e.term < previous_term {
-                        return Err(MessageDefect::EntryTermsDecrease {
-                            index: e.index,
-                            term: e.term,
-                            previous_term,
-                        });
-                    }
-                    previous_term = e.term;
-                    if e.data.len() > cfg.max_entry_bytes {
-                        return Err(MessageDefect::EntryTooLarge {
-                            index: e.index,
-                            len_bytes: e.data.len(),
-                            max_bytes: cfg.max_entry_bytes,
-                        });
-                    }
-                    if e.kind == EntryKind::ConfChange
-                        && !e.conf_change().is_some_and(|c| c.is_well_formed())
-                    {
-                        return Err(MessageDefect::MalformedConfChange { index: e.index });
-                    }
-                }
+                validate_entries(*prev_log_index, *prev_log_term, entries, term, cfg)?;
             }
             MessageBody::AppendEntriesResponse { result } => match *result {
                 AppendResult::Accepted { match_index } => index("match_index", match_index)?,
@@ -475,6 +421,78 @@ impl RaftMessage {
         }
         Ok(())
     }
+}
+
+/// An index within [`MAX_INDEX`].
+fn check_index(field: &'static str, index: u64) -> Result<(), MessageDefect> {
+    if index > MAX_INDEX {
+        Err(MessageDefect::IndexAboveMax { field, index })
+    } else {
+        Ok(())
+    }
+}
+
+/// A term a message carries inside it (of a log entry, say) is at most the message's.
+fn check_inner_term(field: &'static str, inner: u64, term: u64) -> Result<(), MessageDefect> {
+    if inner > term {
+        Err(MessageDefect::TermAboveMessageTerm { field, inner, term })
+    } else {
+        Ok(())
+    }
+}
+
+/// An AppendEntries' entries: contiguous after `prev_log_index`, terms non-zero,
+/// non-decreasing from `prev_log_term` and at most the message's `term`, data within
+/// `max_entry_bytes`, configuration changes well formed.
+fn validate_entries(
+    prev_log_index: u64,
+    prev_log_term: u64,
+    entries: &[Entry],
+    term: u64,
+    cfg: &RaftConfig,
+) -> Result<(), MessageDefect> {
+    // prev_log_index <= MAX_INDEX, so the last index below cannot overflow
+    // while it stays within MAX_INDEX.
+    let mut previous_term = prev_log_term;
+    for (offset, e) in entries.iter().enumerate() {
+        let expected = (offset as u64)
+            .checked_add(1)
+            .and_then(|k| prev_log_index.checked_add(k))
+            .filter(|&i| i <= MAX_INDEX);
+        if expected != Some(e.index) {
+            return Err(MessageDefect::EntriesNotContiguous {
+                prev_log_index,
+                offset,
+                index: e.index,
+            });
+        }
+        check_inner_term("entry term", e.term, term)?;
+        if e.term == 0 {
+            return Err(MessageDefect::ZeroTerm {
+                field: "entry",
+                index: e.index,
+            });
+        }
+        if e.term < previous_term {
+            return Err(MessageDefect::EntryTermsDecrease {
+                index: e.index,
+                term: e.term,
+                previous_term,
+            });
+        }
+        previous_term = e.term;
+        if e.data.len() > cfg.max_entry_bytes {
+            return Err(MessageDefect::EntryTooLarge {
+                index: e.index,
+                len_bytes: e.data.len(),
+                max_bytes: cfg.max_entry_bytes,
+            });
+        }
+        if e.kind == EntryKind::ConfChange && !e.conf_change().is_some_and(|c| c.is_well_formed()) {
+            return Err(MessageDefect::MalformedConfChange { index: e.index });
+        }
+    }
+    Ok(())
 }
 
 /// A snapshot's position within bounds and below the message's term, and its

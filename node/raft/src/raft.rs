@@ -1415,62 +1415,82 @@ impl RaftGroup {
 
     fn step_inner(&mut self, m: RaftMessage, rng: &mut Rng) -> Result<(), RaftError> {
         if m.term > self.term {
-            match &m.body {
-                MessageBody::RequestVote {
-                    pre_vote,
-                    leader_transfer,
-                    ..
-                } => {
-                    if self.in_lease() && !leader_transfer {
-                        // Thesis §4.2.3: a node that hears from a live leader ignores
-                        // disruptive vote requests.
-                        return Ok(());
-                    }
-                    if !pre_vote {
-                        self.adopt_term_keeping_timer(m.term, rng);
-                    }
-                }
-                MessageBody::RequestVoteResponse {
-                    pre_vote: true,
-                    granted: true,
-                } => {}
-                MessageBody::AppendEntries { .. }
-                | MessageBody::Heartbeat { .. }
-                | MessageBody::InstallSnapshot { .. } => {
-                    self.become_follower(m.term, Some(m.from), rng)
-                }
-                _ => self.become_follower(m.term, None, rng),
+            if !self.on_later_term(&m, rng) {
+                return Ok(());
             }
         } else if m.term < self.term {
-            match &m.body {
-                MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. }
-                    if self.cfg.check_quorum || self.cfg.pre_vote =>
-                {
-                    // A stale leader (e.g. back from a partition) must learn the new
-                    // term, or with PreVote/CheckQuorum it would never step down.
-                    let term = self.term;
-                    self.send(
-                        m.from,
-                        term,
-                        MessageBody::HeartbeatResponse { read_round: 0 },
-                    );
-                }
-                MessageBody::RequestVote { pre_vote: true, .. } => {
-                    let term = self.term;
-                    self.send(
-                        m.from,
-                        term,
-                        MessageBody::RequestVoteResponse {
-                            pre_vote: true,
-                            granted: false,
-                        },
-                    );
-                }
-                _ => {}
-            }
+            self.on_stale_term(&m);
             return Ok(());
         }
+        self.dispatch(m, rng)
+    }
 
+    /// A message of a later term (Raft §5.1: adopt it), before it is handled. Returns
+    /// whether to handle it: a vote request that a node in its leader's lease ignores is
+    /// dropped here.
+    fn on_later_term(&mut self, m: &RaftMessage, rng: &mut Rng) -> bool {
+        match &m.body {
+            MessageBody::RequestVote {
+                pre_vote,
+                leader_transfer,
+                ..
+            } => {
+                if self.in_lease() && !leader_transfer {
+                    // Thesis §4.2.3: a node that hears from a live leader ignores
+                    // disruptive vote requests.
+                    return false;
+                }
+                if !pre_vote {
+                    self.adopt_term_keeping_timer(m.term, rng);
+                }
+            }
+            MessageBody::RequestVoteResponse {
+                pre_vote: true,
+                granted: true,
+            } => {}
+            MessageBody::AppendEntries { .. }
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::InstallSnapshot { .. } => {
+                self.become_follower(m.term, Some(m.from), rng)
+            }
+            _ => self.become_follower(m.term, None, rng),
+        }
+        true
+    }
+
+    /// A message of an earlier term: dropped, except that a stale leader or pre-candidate
+    /// is told the current term.
+    fn on_stale_term(&mut self, m: &RaftMessage) {
+        match &m.body {
+            MessageBody::AppendEntries { .. } | MessageBody::Heartbeat { .. }
+                if self.cfg.check_quorum || self.cfg.pre_vote =>
+            {
+                // A stale leader (e.g. back from a partition) must learn the new
+                // term, or with PreVote/CheckQuorum it would never step down.
+                let term = self.term;
+                self.send(
+                    m.from,
+                    term,
+                    MessageBody::HeartbeatResponse { read_round: 0 },
+                );
+            }
+            MessageBody::RequestVote { pre_vote: true, .. } => {
+                let term = self.term;
+                self.send(
+                    m.from,
+                    term,
+                    MessageBody::RequestVoteResponse {
+                        pre_vote: true,
+                        granted: false,
+                    },
+                );
+            }
+            _ => {}
+        }
+    }
+
+    /// A message of the current term, by kind.
+    fn dispatch(&mut self, m: RaftMessage, rng: &mut Rng) -> Result<(), RaftError> {
         match m.body {
             MessageBody::RequestVote {
                 pre_vote,
