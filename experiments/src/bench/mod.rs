@@ -34,7 +34,7 @@ use tonic::transport::Channel;
 
 pub use load::OpKind;
 pub use procs::System;
-pub use summary::{BenchReport, CellResult, Row, Spread, render_table};
+pub use summary::{BenchReport, CellResult, Row, Spread, WindowCpu, render_table};
 
 use load::{LoadSpec, connect, run_load};
 use procs::Servers;
@@ -306,15 +306,19 @@ async fn run_cell(
     Ok(CellResult::new(servers.system, op, clients, round, &r, cpu))
 }
 
-/// The CPU time `servers` use in the measured window: from `warmup` after now, for
-/// `measure` (the window [`run_load`] measures, started at the same moment).
-async fn window_cpu(servers: &mut Servers, warmup: Duration, measure: Duration) -> Duration {
+/// The CPU time `servers` and the bench's own clients use in the measured window: from
+/// `warmup` after now, for `measure` (the window [`run_load`] measures, started at the
+/// same moment).
+async fn window_cpu(servers: &mut Servers, warmup: Duration, measure: Duration) -> WindowCpu {
     let from = tokio::time::Instant::now() + warmup;
     tokio::time::sleep_until(from).await;
-    let before = servers.cpu_ticks();
+    let (servers_before, client_before) = (servers.cpu_ticks(), procs::own_cpu_ticks());
     tokio::time::sleep_until(from + measure).await;
-    let used = servers.cpu_ticks().saturating_sub(before);
-    Duration::from_millis(used * 1000 / procs::CLOCK_TICKS_PER_S)
+    let ticks = |used: u64| Duration::from_millis(used * 1000 / procs::CLOCK_TICKS_PER_S);
+    WindowCpu {
+        servers: ticks(servers.cpu_ticks().saturating_sub(servers_before)),
+        client: ticks(procs::own_cpu_ticks().saturating_sub(client_before)),
+    }
 }
 
 /// Runs every round and cell, alternating which system goes first.

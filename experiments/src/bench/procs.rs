@@ -94,6 +94,12 @@ fn proc_cpu_ticks(pid: u32) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// CPU time this process (the bench: its clients and its compactor) has used so far, in
+/// clock ticks; zero if `/proc/self/stat` cannot be read.
+pub fn own_cpu_ticks() -> u64 {
+    proc_cpu_ticks(std::process::id()).unwrap_or(0)
+}
+
 /// Starts `members` etcd members under `dir`, each under `timeout LIFETIME`.
 pub fn start_etcd(
     bin: &Path,

@@ -40,18 +40,32 @@ pub struct CellResult {
     /// successful request, in microseconds: what a request costs the servers, which a
     /// busy machine changes much less than it changes ops/s.
     pub server_cpu_us_per_op: f64,
+    /// CPU time the bench process (the clients of both systems share it) used in the
+    /// window, per successful request, µs. Clients and servers share the machine's
+    /// cores: this is the part of each request's cost no server can save.
+    pub client_cpu_us_per_op: f64,
+}
+
+/// CPU time used during one measured window.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WindowCpu {
+    /// By the system's members.
+    pub servers: Duration,
+    /// By the bench process (its clients).
+    pub client: Duration,
 }
 
 impl CellResult {
-    /// The result of `r`; `server_cpu` is the members' CPU time during its window.
+    /// The result of `r`; `cpu` is what its window cost.
     pub fn new(
         system: System,
         op: OpKind,
         clients: usize,
         round: usize,
         r: &LoadResult,
-        server_cpu: Duration,
+        cpu: WindowCpu,
     ) -> Self {
+        let per_op = |d: Duration| d.as_secs_f64() * 1e6 / (r.ok.max(1) as f64);
         let secs = r.elapsed.as_secs_f64().max(1e-9);
         CellResult {
             system,
@@ -65,14 +79,15 @@ impl CellResult {
             errors: r.errors,
             cas_failed: r.cas_failed,
             first_error: r.first_error.clone(),
-            server_cpu_us_per_op: server_cpu.as_secs_f64() * 1e6 / (r.ok.max(1) as f64),
+            server_cpu_us_per_op: per_op(cpu.servers),
+            client_cpu_us_per_op: per_op(cpu.client),
         }
     }
 
     /// One progress line.
     pub fn line(&self) -> String {
         let mut s = format!(
-            "round {} {:<5} {:<4} {:>4} clients: {:>9.0} ops/s  p50 {:>7.2} ms  p99 {:>7.2} ms  cpu {:>6.0} us/op",
+            "round {} {:<5} {:<4} {:>4} clients: {:>9.0} ops/s  p50 {:>7.2} ms  p99 {:>7.2} ms  cpu {:>6.0} us/op (client {:.0})",
             self.round + 1,
             self.system.name(),
             self.op.name(),
@@ -80,7 +95,8 @@ impl CellResult {
             self.ops_per_s,
             self.p50_ms,
             self.p99_ms,
-            self.server_cpu_us_per_op
+            self.server_cpu_us_per_op,
+            self.client_cpu_us_per_op
         );
         if self.errors > 0 {
             let _ = write!(
@@ -337,6 +353,7 @@ mod tests {
             cas_failed: 0,
             first_error: None,
             server_cpu_us_per_op: 0.0,
+            client_cpu_us_per_op: 0.0,
         }
     }
 
