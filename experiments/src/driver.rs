@@ -515,6 +515,7 @@ impl Driver<'_> {
             injected: self.nemesis.injected(),
             by_kind: self.nemesis.injected_by_kind().clone(),
             skipped: self.nemesis.skipped(),
+            skipped_by_kind: self.nemesis.skipped_by_kind().clone(),
             refused_to_start: self.nemesis.refused_to_start(),
         };
         let mut events = self.events;

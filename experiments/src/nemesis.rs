@@ -140,7 +140,7 @@ pub struct Nemesis {
     paused: BTreeSet<NodeId>,
     drifted: BTreeSet<NodeId>,
     injected_by_kind: BTreeMap<String, u64>,
-    skipped: u64,
+    skipped_by_kind: BTreeMap<String, u64>,
     /// Whether the system takes membership commands (see [`Nemesis::manage_membership`]).
     manage_membership: bool,
     /// Nodes that active `membership` faults keep out of the group.
@@ -272,7 +272,7 @@ impl Nemesis {
             paused: BTreeSet::new(),
             drifted: BTreeSet::new(),
             injected_by_kind: BTreeMap::new(),
-            skipped: 0,
+            skipped_by_kind: BTreeMap::new(),
             manage_membership: false,
             removed: BTreeSet::new(),
             spares: nodes
@@ -505,10 +505,17 @@ impl Nemesis {
         self.injected_by_kind.values().sum()
     }
 
-    /// Planned faults that were skipped because no node was eligible (every node already
-    /// crashed or paused by overlapping faults).
+    /// Planned faults that were skipped: no node was eligible (every node already
+    /// crashed or paused by overlapping faults), or no transaction reached a
+    /// transaction fault's point in time.
     pub fn skipped(&self) -> u64 {
-        self.skipped
+        self.skipped_by_kind.values().sum()
+    }
+
+    /// Skipped faults by kind name (a transaction fault is skipped when no transaction
+    /// reached its point in time).
+    pub fn skipped_by_kind(&self) -> &BTreeMap<String, u64> {
+        &self.skipped_by_kind
     }
 
     /// Nodes whose storage refused to recover at a restart (`disk-corrupt`), retired.
@@ -1129,7 +1136,7 @@ impl Nemesis {
         events: &mut Vec<RunEvent>,
         why: &str,
     ) -> Result<(), FaultError> {
-        self.skipped += 1;
+        *self.skipped_by_kind.entry(fault_name(p.kind)).or_insert(0) += 1;
         events.push(RunEvent::nemesis(
             now,
             NemesisEvent {
@@ -1720,6 +1727,7 @@ mod tests {
         nem.step(Time::from_secs(3), &mut rec, &mut events).unwrap();
         nem.step(Time::from_secs(4), &mut rec, &mut events).unwrap();
         assert_eq!((nem.injected(), nem.skipped()), (1, 1));
+        assert_eq!(nem.skipped_by_kind()["kill_gateway"], 1);
     }
 
     #[test]

@@ -36,8 +36,12 @@ pub struct FaultCounts {
     pub injected: u64,
     /// By kind (`partition_halves`, `crash`, …).
     pub by_kind: BTreeMap<String, u64>,
-    /// Planned faults skipped because no node was eligible.
+    /// Planned faults skipped because no node was eligible (or, for a transaction
+    /// fault, no transaction reached its point in time).
     pub skipped: u64,
+    /// Skipped faults by kind.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub skipped_by_kind: BTreeMap<String, u64>,
     /// Nodes whose storage refused to recover at a restart (a `disk-corrupt` fault's
     /// damage found), retired for the rest of the run.
     pub refused_to_start: u64,
