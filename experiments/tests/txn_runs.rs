@@ -9,7 +9,9 @@ use std::path::Path;
 
 use kvlab_checker::check::Verdict;
 use kvlab_experiments::run::{RunOutcome, RunVerdict};
+use kvlab_experiments::shrink::injected_schedule;
 use kvlab_experiments::spec::{FaultKind, GatewayKillPoint, Spec};
+use kvlab_types::TxnFaultPoint;
 
 const FILE: &str = "configs/txn-list-append.toml";
 
@@ -240,6 +242,9 @@ fn killed_gateways_orphaned_locks_are_released_within_the_resolver_bound() {
         spec.nemesis.faults = vec![FaultKind::KillGateway];
         spec.nemesis.gateway_kill_point = point;
         let o = run(&spec, 1, &tmp.path().join(name));
+        if point == GatewayKillPoint::AfterDecision {
+            replays_as_a_schedule(&spec, &tmp.path().join(name));
+        }
         let iso = o.summary.isolation.as_ref().expect("an isolation summary");
         assert_eq!(iso.verdict, Verdict::Valid, "{name}: {:?}", iso.report);
         assert_eq!(o.verdict, RunVerdict::Valid, "{name}");
@@ -280,4 +285,30 @@ fn killed_gateways_orphaned_locks_are_released_within_the_resolver_bound() {
             r.in_doubt_ns.max / 1_000_000,
         );
     }
+}
+
+/// The kills a run injected, as `kvlab shrink` reads them from `events.jsonl`: each a
+/// scheduled `kill-gateway` naming its gateway and point; the schedule alone (random
+/// faults off) strikes the same gateways at the same points again.
+fn replays_as_a_schedule(spec: &Spec, dir: &Path) {
+    let kills = |dir: &Path| {
+        let schedule = injected_schedule(&dir.join("events.jsonl")).unwrap();
+        assert!(schedule.iter().all(|f| f.kind == FaultKind::KillGateway));
+        schedule
+    };
+    let injected = kills(dir);
+    assert!(!injected.is_empty());
+    for f in &injected {
+        assert_eq!(f.targets.len(), 1, "{f:?}");
+        assert_eq!(f.point, Some(TxnFaultPoint::AfterDecision), "{f:?}");
+    }
+    let mut replay = spec.clone();
+    replay.nemesis.faults = Vec::new();
+    replay.nemesis.schedule = injected.clone();
+    let again = dir.with_extension("replay");
+    run(&replay, 1, &again);
+    let key = |v: Vec<kvlab_experiments::spec::ScheduledFault>| -> Vec<(Vec<u32>, _)> {
+        v.into_iter().map(|f| (f.targets, f.point)).collect()
+    };
+    assert_eq!(key(kills(&again)), key(injected));
 }
