@@ -1027,7 +1027,13 @@ fn single_micro(op: &PairedOp) -> Option<(String, KeyOp)> {
         MicroFn::Read => match &op.outcome {
             Outcome::Ok {
                 txn: Some(done), ..
-            } => KeyOp::Read(done.first()?.value.clone()),
+            } => {
+                let seen = done.first()?;
+                if seen.list.is_some() {
+                    return None;
+                }
+                KeyOp::Read(seen.value.clone())
+            }
             _ => KeyOp::Read(None),
         },
         MicroFn::Write => KeyOp::Write(m.value.clone()?),
@@ -1549,8 +1555,13 @@ fn prepare_multi(ops: &[PairedOp], end_time: i64) -> Result<Vec<KeyJob>, History
                 for (i, m) in invoked.iter().enumerate() {
                     match (m.f, &m.value) {
                         (MicroFn::Read, _) => {
-                            // Reads of an info transaction are unknown.
-                            let seen = done.and_then(|d| d.get(i)).map(|d| d.value.clone());
+                            // Reads of an info transaction are unknown; a list read is
+                            // not a register's.
+                            let done = done.and_then(|d| d.get(i));
+                            if done.is_some_and(|d| d.list.is_some()) {
+                                return Err(unsupported);
+                            }
+                            let seen = done.map(|d| d.value.clone());
                             out.push(Lowered::Read(m.key.clone(), seen));
                         }
                         (MicroFn::Write, Some(v)) => {

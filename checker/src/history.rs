@@ -12,8 +12,9 @@
 //! * `f` and `value`: `read` (invoke `null`; ok: the value read, `null` if absent),
 //!   `write` (the value written), `cas` (`[old, new]`, `old` may be `null` for "absent"),
 //!   `delete` (`null`), `txn` (a list of micro-ops `[f, key, value]`: `["r", "x", null]`
-//!   on invoke and `["r", "x", 3]` on ok, `["w", "x", 3]`, `["append", "x", "abc"]`).
-//!   Values are integers or strings.
+//!   on invoke and `["r", "x", 3]` on ok, `["w", "x", 3]`, `["append", "x", "abc"]`;
+//!   Elle's list-append: `["append", "x", 3]`, read back as a list `["r", "x", [1, 3]]`).
+//!   Values are integers or strings (a list-append read: a list of them).
 //! * Optional fields: `node` (the node the client talked to), `error` (why it failed or
 //!   is uncertain).
 //!
@@ -442,7 +443,8 @@ pub enum MicroFn {
     Read,
     /// `"w"` (or `"write"`): write the key.
     Write,
-    /// `"append"`: append a string to the key.
+    /// `"append"`: append a string (to a string register) or an element (to a list:
+    /// Elle's list-append, whose elements are integers) to the key.
     Append,
 }
 
@@ -458,7 +460,8 @@ impl MicroFn {
 }
 
 /// One micro-op of a `txn`: `[f, key, value]` in JSON (`["r", "x", null]`,
-/// `["w", "x", 3]`, `["append", "x", "abc"]`); an integer key is read as its decimal
+/// `["w", "x", 3]`, `["append", "x", "abc"]`, and Elle's list-append
+/// `["append", "x", 3]`, `["r", "x", [1, 3]]`); an integer key is read as its decimal
 /// string.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MicroOp {
@@ -466,9 +469,12 @@ pub struct MicroOp {
     pub f: MicroFn,
     /// The key.
     pub key: String,
-    /// The value written or appended, or the value read (`None`: absent, or not yet
-    /// known in an invoke).
+    /// The value written or appended, or the value read (`None`: absent, not yet
+    /// known in an invoke, or a list).
     pub value: Option<Val>,
+    /// A read that returned a list (list-append): its elements. The single-key models
+    /// do not check such reads; the transaction checker (`txn`) does.
+    pub list: Option<Vec<Val>>,
 }
 
 /// What an operation asks for, parsed from its invoke's `value`.
@@ -497,7 +503,7 @@ pub(crate) enum ParsedValue {
     Echo(Option<OpArgs>),
 }
 
-const MICRO_OPS_SHAPE: &str = "a list of micro-ops [f, key, value] (f \"r\", \"w\" or \"append\"; key a string or integer; w: an integer or string; append: a string)";
+const MICRO_OPS_SHAPE: &str = "a list of micro-ops [f, key, value] (f \"r\", \"w\" or \"append\"; key a string or integer; w and append: an integer or string; r: null, an integer, a string or a list of them)";
 
 /// Parses the micro-ops of a `txn` value; `invoke` reads must carry `null`.
 fn parse_micro_ops(value: &serde_json::Value, invoke: bool) -> Option<Vec<MicroOp>> {
@@ -525,19 +531,22 @@ fn parse_micro_ops(value: &serde_json::Value, invoke: bool) -> Option<Vec<MicroO
                 Value::Number(n) if n.is_i64() => n.to_string(),
                 _ => return None,
             };
-            let value = match f {
-                MicroFn::Read if invoke => match v {
-                    Value::Null => None,
-                    _ => return None,
-                },
-                MicroFn::Read => val_or_null(v)?,
-                MicroFn::Write => Some(Val::from_json(v)?),
-                MicroFn::Append => match v {
-                    Value::String(_) => Val::from_json(v),
-                    _ => return None,
-                },
+            let (value, list) = match (f, v) {
+                (MicroFn::Read, Value::Null) => (None, None),
+                (MicroFn::Read, _) if invoke => return None,
+                (MicroFn::Read, Value::Array(items)) => {
+                    let list: Option<Vec<Val>> = items.iter().map(Val::from_json).collect();
+                    (None, Some(list?))
+                }
+                (MicroFn::Read, _) => (val_or_null(v)?, None),
+                (MicroFn::Write | MicroFn::Append, _) => (Some(Val::from_json(v)?), None),
             };
-            Some(MicroOp { f, key, value })
+            Some(MicroOp {
+                f,
+                key,
+                value,
+                list,
+            })
         })
         .collect()
 }

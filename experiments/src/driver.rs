@@ -30,7 +30,7 @@ use crate::events::{Phase, RunEvent, RunnerEvent};
 use crate::nemesis::Nemesis;
 use crate::observe::{Observer, ObserverReport, Violation};
 use crate::op_stats::OpStats;
-use crate::spec::{Spec, secs_to_ns};
+use crate::spec::{PartitionsPerTxn, Spec, secs_to_ns};
 use crate::summary::FaultCounts;
 use crate::workload::{
     LivenessReport, MAX_HISTORY_OPERATIONS, Workload, WorkloadCounters, WorkloadOutcome,
@@ -121,6 +121,8 @@ pub struct Driven {
     pub history_events: u64,
     /// Counts and latencies of the clients' operations.
     pub stats: OpStats,
+    /// Committed transactions' phases and latencies (a transactional workload).
+    pub txn_samples: Vec<crate::txn_stats::TxnPhaseSample>,
     /// Faults, node events and phases, in time order.
     pub events: Vec<RunEvent>,
     /// Workload counters.
@@ -194,14 +196,26 @@ pub fn drive(
 ) -> Result<Driven, ExperimentError> {
     let schedule = Schedule::new(spec, cluster.now());
     let nodes = cluster.nodes().to_vec();
-    let mut workload = spec.system.serves_keys().then(|| {
-        Workload::new(
+    let workload = spec.system.serves_keys().then(|| {
+        let w = Workload::new(
             &spec.workload,
             &nodes,
             schedule.start,
             derive_seed(seed, "workload", 0),
-        )
+        );
+        match spec.workload.partitions_per_txn {
+            PartitionsPerTxn::Any => Ok(w),
+            PartitionsPerTxn::Exactly(_) => spec
+                .key_partitions()
+                .map(|p| w.with_key_partitions(p))
+                .map_err(|reason| ExperimentError::SpecInvalid {
+                    file: "spec".into(),
+                    field: "workload.partitions_per_txn".into(),
+                    reason,
+                }),
+        }
     });
+    let mut workload = workload.transpose()?;
     if let (Some(w), Some(path)) = (&mut workload, history_file) {
         w.stream_history_to(path)
             .map_err(|e| ExperimentError::io(path, e))?;
@@ -524,6 +538,7 @@ impl Driver<'_> {
             history: outcome.history,
             history_events: outcome.recorded,
             stats: outcome.stats,
+            txn_samples: outcome.txn_samples,
             events,
             counters: outcome.counters,
             liveness,

@@ -56,6 +56,8 @@ pub mod spec;
 pub mod summary;
 pub mod swarm;
 pub mod sweep;
+pub mod txn_stats;
+pub mod txn_sweep;
 pub mod workload;
 
 pub use error::ExperimentError;

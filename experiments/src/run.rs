@@ -536,7 +536,10 @@ pub fn run_experiment(spec: &Spec, opts: &RunOptions) -> Result<RunOutcome, Expe
     } = check_history(spec, dir)?;
     let verdict = verdict_of(&check, isolation.as_ref(), &driven);
     let mut summary = build_summary(spec, opts, &driven, &backend, &check, verdict);
-    summary.isolation = isolation;
+    summary.isolation = isolation.map(|mut i| {
+        i.commit = crate::txn_stats::TxnCommitStats::new(&driven.txn_samples, summary.duration_s);
+        i
+    });
     summary.wall_time_s = wall_start.elapsed().as_secs_f64();
     let summary_path = dir.join("summary.json");
     write_file(&summary_path, &to_json_pretty(&summary_path, &summary)?)?;

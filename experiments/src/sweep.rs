@@ -202,6 +202,10 @@ pub struct VariantRow {
     pub faults_injected: u64,
     /// `leader_elected` events reported by nodes.
     pub leader_elections: u64,
+    /// A transactional run: its sweep coordinates (θ, ops per txn, conflict policy,
+    /// partitions per txn), abort rate, goodput and commit latency by phase.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub txn: Option<crate::txn_sweep::TxnRow>,
     /// The error, when the run did not reach a verdict.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -294,6 +298,11 @@ pub fn run_variants(
     if firsts.len() > 1 {
         crate::run::render_comparison(&firsts, base)?;
     }
+    let txn_rows: Vec<&crate::txn_sweep::TxnRow> =
+        rows.iter().filter_map(|r| r.txn.as_ref()).collect();
+    if let Some(v) = variants.first() {
+        crate::txn_sweep::render_txn_sweep(&txn_rows, &v.spec, base)?;
+    }
     Ok(rows)
 }
 
@@ -326,6 +335,7 @@ fn row(
         ops_info: 0,
         faults_injected: 0,
         leader_elections: 0,
+        txn: None,
         error: None,
     };
     match r {
@@ -344,6 +354,7 @@ fn row(
             row.ops_info = s.ops.info;
             row.faults_injected = s.faults.injected;
             row.leader_elections = s.node_events.get("leader_elected").copied().unwrap_or(0);
+            row.txn = crate::txn_sweep::txn_row(&v.spec, s);
         }
         Err(e) => row.error = Some(e.to_string()),
     }

@@ -26,7 +26,7 @@ use kvlab_types::{
 use rand::Rng as _;
 use serde_json::json;
 
-use crate::spec::{KeyDistribution, LoadMode, WorkloadKind, WorkloadSpec};
+use crate::spec::{KeyDistribution, LoadMode, PartitionsPerTxn, WorkloadKind, WorkloadSpec};
 
 /// How many recently written or read values per key a cas may pick its expected value
 /// from. Small, so that a fair share of cas operations succeed.
@@ -96,10 +96,7 @@ impl KeySampler {
 /// simulator's timeouts always fire). A transactional workload's final reads run in it.
 pub const DRAIN_SLACK_MS: u64 = 10_000;
 
-/// The name of key index `i`.
-pub fn key_name(i: u32) -> String {
-    format!("k{i}")
-}
+pub use crate::spec::key_name;
 
 /// What one slot (a closed-loop client or an open-loop concurrency slot) is doing.
 #[derive(Clone, Debug)]
@@ -202,7 +199,17 @@ pub struct Workload {
     heal_at: Option<Time>,
     history: HistoryLog,
     counters: WorkloadCounters,
+    /// Committed transactions' phases (final reads left out), for `summary.json`.
+    txn_samples: Vec<crate::txn_stats::TxnPhaseSample>,
+    /// The partition (vnode) of each key index, when transactions must touch exactly
+    /// `partitions_per_txn` of them.
+    key_partitions: Option<Vec<u32>>,
 }
+
+/// How many times a key is redrawn from the key distribution for a transaction that
+/// must touch a given number of partitions, before it is drawn uniformly among the keys
+/// that fit.
+const MAX_KEY_REDRAWS: u32 = 64;
 
 /// The most operations one run may invoke. The checker keeps each operation's search
 /// input in memory (about 120 bytes each: 1.2 GB per 10 million, measured), so a run
@@ -254,6 +261,7 @@ impl WorkloadOutcome {
             counters: WorkloadCounters::default(),
             write_error: None,
             capped: false,
+            txn_samples: Vec::new(),
         }
     }
 }
@@ -273,6 +281,9 @@ pub struct WorkloadOutcome {
     pub write_error: Option<String>,
     /// Whether the workload stopped issuing at [`MAX_HISTORY_OPERATIONS`].
     pub capped: bool,
+    /// One per committed transaction (final reads left out): its coordinator's phases
+    /// and the client's latency.
+    pub txn_samples: Vec<crate::txn_stats::TxnPhaseSample>,
 }
 
 impl Workload {
@@ -306,7 +317,16 @@ impl Workload {
             heal_at: None,
             history: HistoryLog::default(),
             counters: WorkloadCounters::default(),
+            txn_samples: Vec::new(),
+            key_partitions: None,
         }
+    }
+
+    /// Gives the partition (vnode) of every key index, so that with
+    /// `partitions_per_txn = N` every transaction touches exactly `N` of them.
+    pub fn with_key_partitions(mut self, partitions: Vec<u32>) -> Self {
+        self.key_partitions = Some(partitions);
+        self
     }
 
     /// The earliest time the workload must act: an invocation due or a timeout. `None`
@@ -421,7 +441,15 @@ impl Workload {
             (Ok(OpOutput::Done), KvOp::Write { .. } | KvOp::Cas { .. } | KvOp::Delete { .. }) => {
                 self.complete(f, id, at, EventType::Ok, None, None)
             }
-            (Ok(OpOutput::Txn(results)), KvOp::Txn { ops }) if results.len() == ops.len() => {
+            (Ok(OpOutput::Txn { results, timing }), KvOp::Txn { ops })
+                if results.len() == ops.len() =>
+            {
+                if !f.final_read {
+                    self.txn_samples.push(crate::txn_stats::TxnPhaseSample {
+                        timing,
+                        total_ns: at.saturating_since(f.invoked_at).as_nanos() as u64,
+                    });
+                }
                 let value = txn_value(ops, Some(&results));
                 self.complete(f, id, at, EventType::Ok, Some(value), None)
             }
@@ -552,6 +580,7 @@ impl Workload {
             capped: self.counters.capped_at_max_operations,
             counters: self.counters,
             write_error: h.write_error,
+            txn_samples: self.txn_samples,
         }
     }
 
@@ -571,9 +600,16 @@ impl Workload {
     fn draw_txn(&mut self) -> KvOp {
         let (lo, hi) = (self.spec.txn_ops_min, self.spec.txn_ops_max);
         let n = lo + below(&mut self.rng, u64::from(hi - lo + 1)) as u32;
-        let ops = (0..n)
-            .map(|_| {
-                let index = self.keys.sample(&mut self.rng);
+        let fixed = match self.spec.partitions_per_txn {
+            PartitionsPerTxn::Exactly(k) => self.keys_in_partitions(n, k),
+            PartitionsPerTxn::Any => None,
+        };
+        let ops = (0..n as usize)
+            .map(|i| {
+                let index = match fixed.as_ref().and_then(|f| f.get(i)) {
+                    Some(&k) => k,
+                    None => self.keys.sample(&mut self.rng),
+                };
                 let key = key_name(index);
                 if unit_f64(&mut self.rng) < self.spec.txn_read_fraction {
                     TxnMicroOp::Read { key }
@@ -585,6 +621,52 @@ impl Workload {
             })
             .collect();
         KvOp::Txn { ops }
+    }
+
+    /// `n` key indices that fall in exactly `k` partitions (`k <= n`, and the keys span
+    /// at least `k`: the spec's validation): each drawn from the key distribution and
+    /// redrawn while it does not fit — a new partition while fewer than `k` are chosen,
+    /// one of the chosen ones after, and a new one when the remaining micro-ops are just
+    /// enough to reach `k`. `None` without the keys' partitions.
+    fn keys_in_partitions(&mut self, n: u32, k: u32) -> Option<Vec<u32>> {
+        let parts = self.key_partitions.as_ref()?;
+        let (n, k) = (n as usize, k as usize);
+        let mut chosen: Vec<u32> = Vec::with_capacity(k);
+        let mut keys = Vec::with_capacity(n);
+        for i in 0..n {
+            let must_open = k.saturating_sub(chosen.len()) >= n - i;
+            let fits = |key: u32, chosen: &[u32]| {
+                let Some(p) = parts.get(key as usize) else {
+                    return false;
+                };
+                let known = chosen.contains(p);
+                if must_open {
+                    !known
+                } else {
+                    known || chosen.len() < k
+                }
+            };
+            let mut pick = None;
+            for _ in 0..MAX_KEY_REDRAWS {
+                let key = self.keys.sample(&mut self.rng);
+                if fits(key, &chosen) {
+                    pick = Some(key);
+                    break;
+                }
+            }
+            let key = pick.unwrap_or_else(|| {
+                let fitting: Vec<u32> = (0..self.spec.keys).filter(|&x| fits(x, &chosen)).collect();
+                let at = below(&mut self.rng, fitting.len().max(1) as u64) as usize;
+                fitting.get(at).copied().unwrap_or(0)
+            });
+            if let Some(&p) = parts.get(key as usize)
+                && !chosen.contains(&p)
+            {
+                chosen.push(p);
+            }
+            keys.push(key);
+        }
+        Some(keys)
     }
 
     /// A single-key operation from `[workload.mix]`, with its key index.

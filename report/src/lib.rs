@@ -81,6 +81,8 @@ mod ring;
 mod stats;
 
 pub use bench::{BenchPlotRow, render_bench_plot};
+mod lines;
+pub use lines::{Line, LinePanel, render_line_panels};
 pub use ring::{MovesRow, render_moves_plot};
 mod swim;
 mod timeline;

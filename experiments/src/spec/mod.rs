@@ -263,6 +263,61 @@ pub struct WorkloadSpec {
     /// Transactions: the share of micro-ops that are reads (the rest append).
     #[serde(skip_serializing_if = "is_default_txn_read_fraction")]
     pub txn_read_fraction: f64,
+    /// Transactions: how many partitions (vnode groups of `system = "kvlab"`) each
+    /// touches: `"any"` (the default: keys drawn freely) or a number `N`, and then every
+    /// transaction's keys fall in exactly `N` vnodes (design wave 2 §7, Deneva's
+    /// `PART_PER_TXN`; needs `N <= txn_ops_min` and keys in at least `N` vnodes).
+    #[serde(skip_serializing_if = "PartitionsPerTxn::is_any")]
+    pub partitions_per_txn: PartitionsPerTxn,
+}
+
+/// `workload.partitions_per_txn`: `"any"` or a number of partitions.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum PartitionsPerTxn {
+    /// Keys drawn from the key distribution, wherever they fall.
+    #[default]
+    Any,
+    /// Exactly this many vnode groups per transaction.
+    Exactly(u32),
+}
+
+impl PartitionsPerTxn {
+    /// Whether it is `"any"`.
+    pub fn is_any(&self) -> bool {
+        *self == PartitionsPerTxn::Any
+    }
+}
+
+impl Serialize for PartitionsPerTxn {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            PartitionsPerTxn::Any => s.serialize_str("any"),
+            PartitionsPerTxn::Exactly(n) => s.serialize_u32(*n),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PartitionsPerTxn {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u32),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(n) => Ok(PartitionsPerTxn::Exactly(n)),
+            Raw::Text(t) if t == "any" => Ok(PartitionsPerTxn::Any),
+            Raw::Text(t) => Err(serde::de::Error::custom(format!(
+                "expected \"any\" or a number of partitions, got \"{t}\""
+            ))),
+        }
+    }
+}
+
+/// The name of key index `i` (`k0`, `k1`, …): the keys every workload uses.
+pub fn key_name(i: u32) -> String {
+    format!("k{i}")
 }
 
 /// The most micro-ops a generated transaction may have (the composed node's default
@@ -318,6 +373,7 @@ impl Default for WorkloadSpec {
             txn_ops_min: DEFAULT_TXN_OPS_MIN,
             txn_ops_max: DEFAULT_TXN_OPS_MAX,
             txn_read_fraction: DEFAULT_TXN_READ_FRACTION,
+            partitions_per_txn: PartitionsPerTxn::Any,
         }
     }
 }

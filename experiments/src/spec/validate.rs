@@ -68,6 +68,7 @@ impl Spec {
                 ),
             ));
         }
+        self.validate_partitions_per_txn()?;
         self.nemesis.validate(self.nodes)?;
         self.validate_spares()?;
         self.validate_schedule()?;
@@ -87,6 +88,41 @@ impl Spec {
             kvlab_sim::SimError::InvalidConfig { field, reason } => FieldError { field, reason },
             other => invalid("network", other.to_string()),
         })
+    }
+
+    /// `workload.partitions_per_txn = N` needs transactions on `system = "kvlab"` and
+    /// keys that fall in at least `N` vnodes.
+    fn validate_partitions_per_txn(&self) -> Result<(), FieldError> {
+        let super::PartitionsPerTxn::Exactly(n) = self.workload.partitions_per_txn else {
+            return Ok(());
+        };
+        let field = "workload.partitions_per_txn";
+        if self.workload.kind.is_kv() {
+            return Err(invalid(field, "needs a transactional workload.kind"));
+        }
+        let vnodes = self.key_partitions().map_err(|e| invalid(field, e))?;
+        let distinct = vnodes
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        if distinct < n as usize {
+            return Err(invalid(
+                field,
+                format!(
+                    "the {} keys fall in {distinct} vnodes, fewer than {n}: raise workload.keys",
+                    self.workload.keys
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The vnode of each key index of the workload (`system = "kvlab"`'s ring layout).
+    pub fn key_partitions(&self) -> Result<Vec<u32>, String> {
+        let layout = self.kvlab.layout().map_err(|e| format!("the ring: {e}"))?;
+        Ok((0..self.workload.keys)
+            .map(|i| layout.vnode_of(&super::key_name(i)).0)
+            .collect())
     }
 
     /// `nemesis.spare_learners` is the raft membership reconciler's, and `replace-voter`
@@ -537,11 +573,14 @@ impl WorkloadSpec {
             ));
         }
         if self.key_distribution == KeyDistribution::Zipfian
-            && (!self.zipf_exponent.is_finite() || self.zipf_exponent <= 0.0)
+            && (!self.zipf_exponent.is_finite() || self.zipf_exponent < 0.0)
         {
             return Err(invalid(
                 "workload.zipf_exponent",
-                format!("must be a finite number > 0, got {}", self.zipf_exponent),
+                format!(
+                    "must be a finite number >= 0 (0 is uniform), got {}",
+                    self.zipf_exponent
+                ),
             ));
         }
         for (name, v) in [
@@ -583,6 +622,17 @@ impl WorkloadSpec {
             return Err(invalid(
                 "workload.txn_read_fraction",
                 format!("must be in [0, 1], got {}", self.txn_read_fraction),
+            ));
+        }
+        if let super::PartitionsPerTxn::Exactly(n) = self.partitions_per_txn
+            && (n == 0 || n > self.txn_ops_min)
+        {
+            return Err(invalid(
+                "workload.partitions_per_txn",
+                format!(
+                    "must be \"any\" or in 1..=txn_ops_min ({}): a transaction touches at most one partition per micro-op, got {n}",
+                    self.txn_ops_min
+                ),
             ));
         }
         Ok(())

@@ -40,7 +40,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use kvlab_server::{KvClient, KvClientOptions};
-use kvlab_types::{ClientError, ClientRequest, KvOp, OpOutput, RequestId, Value};
+use kvlab_types::{
+    ClientError, ClientRequest, KvOp, OpOutput, RequestId, TxnMicroOp, TxnMicroResult,
+    TxnReadValue, TxnTiming, Value,
+};
 
 /// Why a node or client command could not run. A node that starts and then stops by a
 /// failure is not an error: it is exit status 1.
@@ -86,9 +89,10 @@ pub struct NodeArgs {
 pub struct ClientArgs {
     /// The node's client endpoint, e.g. 127.0.0.1:7101.
     pub addr: SocketAddr,
-    /// read | write | cas | delete.
+    /// read | write | cas | delete | txn.
     pub op: String,
-    /// KEY, then VALUE for write, EXPECTED NEW for cas (EXPECTED `none` for an absent key).
+    /// KEY, then VALUE for write, EXPECTED NEW for cas (EXPECTED `none` for an absent key);
+    /// for txn, its micro-ops in order: `r:KEY`, `append:KEY=INT`, `w:KEY=INT`.
     #[arg(allow_hyphen_values = true)]
     pub args: Vec<String>,
 }
@@ -244,9 +248,67 @@ fn parse_value(arg: &str, s: &str) -> Result<Value, NodeCliError> {
     })
 }
 
+const TXN_USAGE: &str = "expected micro-ops in order: r:KEY (read), append:KEY=INT (append to a list), w:KEY=INT (write)";
+
+/// One micro-op of `kvlab client ADDR txn ...`: `r:KEY`, `append:KEY=INT` or
+/// `w:KEY=INT` (`read:` and `write:` also do).
+pub fn parse_micro_op(s: &str) -> Result<TxnMicroOp, NodeCliError> {
+    let bad = |reason: &str| NodeCliError::BadArgument {
+        arg: format!("txn {s}"),
+        reason: reason.into(),
+    };
+    let (f, rest) = s.split_once(':').ok_or_else(|| bad(TXN_USAGE))?;
+    let key_value = || {
+        let (key, v) = rest
+            .split_once('=')
+            .ok_or_else(|| bad("expected KEY=INT after append: or w:"))?;
+        if key.is_empty() {
+            return Err(bad("the key is empty"));
+        }
+        Ok((key.to_string(), parse_value(&format!("txn {s}"), v)?))
+    };
+    match f {
+        "r" | "read" if !rest.is_empty() && !rest.contains('=') => Ok(TxnMicroOp::Read {
+            key: rest.to_string(),
+        }),
+        "r" | "read" => Err(bad("expected r:KEY (a key, no value)")),
+        "append" => key_value().map(|(key, value)| TxnMicroOp::Append { key, value }),
+        "w" | "write" => key_value().map(|(key, value)| TxnMicroOp::Write { key, value }),
+        _ => Err(bad(TXN_USAGE)),
+    }
+}
+
+/// Prints a committed transaction: one line per micro-op (`r KEY VALUE`, with `[..]`
+/// for a list and `none` for absent; `append KEY V`; `w KEY V`), then its phases.
+fn print_committed(ops: &[TxnMicroOp], results: &[TxnMicroResult], timing: &TxnTiming) {
+    println!("committed");
+    for (op, r) in ops.iter().zip(results) {
+        match (op, r) {
+            (TxnMicroOp::Read { key }, TxnMicroResult::Read(v)) => {
+                let v = match v {
+                    None => "none".to_string(),
+                    Some(TxnReadValue::Register(x)) => x.to_string(),
+                    Some(TxnReadValue::List(l)) => format!("{l:?}"),
+                };
+                println!("r {key} {v}");
+            }
+            (TxnMicroOp::Append { key, value }, _) => println!("append {key} {value}"),
+            (TxnMicroOp::Write { key, value }, _) => println!("w {key} {value}"),
+            (op, r) => println!("{op:?} {r:?}"),
+        }
+    }
+    let ms = |ns: u64| ns as f64 / 1e6;
+    println!(
+        "groups {} prepare {:.3} ms decide {:.3} ms",
+        timing.groups,
+        ms(timing.prepare_ns),
+        ms(timing.decide_ns)
+    );
+}
+
 impl ClientCommand {
     /// Parses `read KEY`, `write KEY VALUE`, `cas KEY EXPECTED NEW` (EXPECTED `none` for
-    /// an absent key) or `delete KEY`.
+    /// an absent key), `delete KEY`, or `txn MICRO-OP...` (see [`parse_micro_op`]).
     pub fn parse(addr: SocketAddr, op: &str, args: &[String]) -> Result<Self, NodeCliError> {
         let bad = |reason: &str| NodeCliError::BadArgument {
             arg: format!("{op} {}", args.join(" ")),
@@ -270,7 +332,21 @@ impl ClientCommand {
             ("read" | "delete", _) => return Err(bad("expected: KEY")),
             ("write", _) => return Err(bad("expected: KEY VALUE")),
             ("cas", _) => return Err(bad("expected: KEY EXPECTED NEW (EXPECTED may be none)")),
-            _ => return Err(bad("the operation is read, write, cas or delete")),
+            ("txn", []) => return Err(bad(TXN_USAGE)),
+            ("txn", ops) if ops.len() > kvlab_types::MAX_TXN_MICRO_OPS => {
+                return Err(bad(&format!(
+                    "{} micro-ops, at most {} (MAX_TXN_MICRO_OPS)",
+                    ops.len(),
+                    kvlab_types::MAX_TXN_MICRO_OPS
+                )));
+            }
+            ("txn", ops) => KvOp::Txn {
+                ops: ops
+                    .iter()
+                    .map(|o| parse_micro_op(o))
+                    .collect::<Result<_, _>>()?,
+            },
+            _ => return Err(bad("the operation is read, write, cas, delete or txn")),
         };
         Ok(ClientCommand { addr, op })
     }
@@ -325,8 +401,12 @@ pub fn run_client_command(cmd: &ClientCommand) -> Result<u8, NodeCliError> {
             );
             1
         }
-        Ok(OpOutput::Txn(results)) => {
-            println!("{results:?}");
+        Ok(OpOutput::Txn { results, timing }) => {
+            let ops = match &cmd.op {
+                KvOp::Txn { ops } => ops.as_slice(),
+                _ => &[],
+            };
+            print_committed(ops, &results, &timing);
             0
         }
         Err(e @ ClientError::Indeterminate { .. }) => {
@@ -377,6 +457,49 @@ mod tests {
             let e = ClientCommand::parse(addr, op, &args(&a)).unwrap_err();
             assert_eq!(e.exit_code(), 2, "{e}");
         }
+    }
+
+    #[test]
+    fn a_txn_parses_its_micro_ops_in_order_and_bad_ones_name_the_op() {
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let c = ClientCommand::parse(addr, "txn", &args(&["r:x", "append:y=3", "w:z=-5"])).unwrap();
+        assert_eq!(
+            c.op,
+            KvOp::Txn {
+                ops: vec![
+                    TxnMicroOp::Read { key: "x".into() },
+                    TxnMicroOp::Append {
+                        key: "y".into(),
+                        value: 3
+                    },
+                    TxnMicroOp::Write {
+                        key: "z".into(),
+                        value: -5
+                    },
+                ]
+            }
+        );
+        for (bad, says) in [
+            ("x", "r:KEY"),
+            ("r:", "r:KEY"),
+            ("r:x=1", "no value"),
+            ("append:y", "KEY=INT"),
+            ("append:=3", "key is empty"),
+            ("w:z=five", "integer"),
+            ("incr:x=1", "r:KEY"),
+        ] {
+            let e = ClientCommand::parse(addr, "txn", &args(&["r:a", bad])).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{e}");
+            assert!(
+                e.to_string().contains(bad) && e.to_string().contains(says),
+                "{bad}: {e}"
+            );
+        }
+        let e = ClientCommand::parse(addr, "txn", &[]).unwrap_err();
+        assert!(e.to_string().contains("micro-ops"), "{e}");
+        let many = vec!["r:k".to_string(); kvlab_types::MAX_TXN_MICRO_OPS + 1];
+        let e = ClientCommand::parse(addr, "txn", &many).unwrap_err();
+        assert!(e.to_string().contains("MAX_TXN_MICRO_OPS"), "{e}");
     }
 
     fn parse(argv: &[&str]) -> Result<Option<Command>, clap::Error> {

@@ -230,6 +230,29 @@ impl Coordinator {
         self.parts.keys().copied()
     }
 
+    /// How long its phases took, once the client's outcome was produced (see
+    /// [`kvlab_types::TxnTiming`]: 1PC counts its one entry as prepare; an abort's
+    /// "decide" is the abort's CAS at the home).
+    pub fn timing(&self) -> Option<kvlab_types::TxnTiming> {
+        let done = self.outcome_at?;
+        let votes = if self.phase_was_one_pc() {
+            done
+        } else {
+            self.votes_done_at.unwrap_or(done)
+        };
+        let ns = |from: Time, to: Time| to.saturating_since(from).as_nanos() as u64;
+        Some(kvlab_types::TxnTiming {
+            groups: u32::try_from(self.parts.len()).unwrap_or(u32::MAX),
+            prepare_ns: ns(self.started_at, votes),
+            decide_ns: ns(votes, done),
+        })
+    }
+
+    /// Whether it ran (or began) as one 1PC entry.
+    fn phase_was_one_pc(&self) -> bool {
+        self.parts.len() == 1 && self.cfg.one_pc
+    }
+
     /// Whether it has nothing more to do (it may be dropped).
     pub fn is_done(&self) -> bool {
         self.phase == Phase::Done

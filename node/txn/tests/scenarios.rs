@@ -703,3 +703,37 @@ fn plain_operations_conflict_with_the_locks_of_prepared_transactions() {
     );
     assert!(g2.plain_conflict("x", true).is_none());
 }
+
+#[test]
+fn timing_splits_a_2pc_commit_into_prepare_and_decide_and_a_1pc_is_all_prepare() {
+    // 2PC: votes at 3 ms and 5 ms, the home's Committed applied at 9 ms.
+    let mut cl = Cluster::new(TxnConfig::default());
+    let (mut c, step) = two_group_txn(&mut cl, 1);
+    assert_eq!(c.timing(), None, "no outcome yet");
+    let mut decide = CoordStep::default();
+    for (r, at) in step.send.into_iter().zip([ms(3), ms(5)]) {
+        let a = cl.apply(r.group, &r.entry, at);
+        let s = c.on_answer(r.group, &a.answer, at);
+        decide.send.extend(s.send);
+    }
+    assert_eq!(decide.send.len(), 1, "the Commit to the home");
+    let done = cl.deliver(&mut c, decide, ms(9));
+    assert!(matches!(done.outcome, Some(TxnOutcome::Committed { .. })));
+    let timing = c.timing().unwrap();
+    assert_eq!(
+        (timing.groups, timing.prepare_ns, timing.decide_ns),
+        (2, 5_000_000, 4_000_000)
+    );
+
+    // 1PC: the one entry is the prepare; there is no decide phase.
+    let mut cl = Cluster::new(TxnConfig::default());
+    let ops = vec![append("a", 1), read("b")];
+    let (mut c, step) = Coordinator::start(t(2), ops, &cl.cfg, ms(1), group_of).unwrap();
+    let done = cl.deliver(&mut c, step, ms(4));
+    assert!(matches!(done.outcome, Some(TxnOutcome::Committed { .. })));
+    let timing = c.timing().unwrap();
+    assert_eq!(
+        (timing.groups, timing.prepare_ns, timing.decide_ns),
+        (1, 3_000_000, 0)
+    );
+}

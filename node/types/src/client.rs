@@ -371,8 +371,35 @@ pub enum OpOutput {
     /// The answer to a [`KvOp::Etcd`] request, encoded by kvlab-node's `etcd` module (a
     /// response or an etcd error, both definite).
     Etcd(Vec<u8>),
-    /// A committed transaction's results, one per micro-operation in order.
-    Txn(Vec<TxnMicroResult>),
+    /// A committed transaction's results, one per micro-operation in order, and how long
+    /// its coordinator's phases took.
+    Txn {
+        /// One result per micro-operation, in order.
+        results: Vec<TxnMicroResult>,
+        /// The coordinator's phases (on the gateway's clock).
+        timing: TxnTiming,
+    },
+}
+
+/// How long a committed transaction's phases took at its coordinator (the gateway that
+/// ran it), measured on the gateway's clock: the split of the commit latency by phase
+/// (design wave 2 §5.2). The client's own latency (invoke → reply) is at least
+/// `prepare_ns + decide_ns`; the rest is the trip to and from the gateway.
+///
+/// * **2PC** (`groups` ≥ 2): *prepare* is the coordinator's start → the last YES vote
+///   in (every participant's PREPARE applied in its group's log); *decide* is that → the
+///   home group applied `Committed` (the decision is durable; the client is answered
+///   then, the other participants are told after).
+/// * **1PC** (`groups` = 1): the one `Execute1Pc` entry prepares and decides at once;
+///   its whole time (start → the entry applied) counts as *prepare*, and *decide* is 0.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub struct TxnTiming {
+    /// The groups (vnodes, partitions) the transaction touched.
+    pub groups: u32,
+    /// The prepare phase, nanoseconds.
+    pub prepare_ns: u64,
+    /// The decide phase, nanoseconds (0 for 1PC).
+    pub decide_ns: u64,
 }
 
 /// Why an operation did not succeed, and whether it surely did not take effect.

@@ -35,7 +35,7 @@ use kvlab_txn::{
 };
 use kvlab_types::{
     ClientError, ClientRequest, ClientResponse, Cx, Effect, InvalidRequest, KvOp, NodeEvent,
-    NodeId, OpOutput, Out, RequestId, TxnMicroResult, TxnReadValue, TxnStepKind,
+    NodeId, OpOutput, Out, RequestId, TxnMicroResult, TxnReadValue, TxnStepKind, TxnTiming,
 };
 use rand::Rng as _;
 
@@ -115,11 +115,12 @@ fn to_result(r: &OpResult) -> TxnMicroResult {
 }
 
 /// The client's answer for a coordinator's outcome.
-fn response(id: RequestId, outcome: TxnOutcome) -> ClientResponse {
+fn response(id: RequestId, outcome: TxnOutcome, timing: TxnTiming) -> ClientResponse {
     let result = match outcome {
-        TxnOutcome::Committed { results } => {
-            Ok(OpOutput::Txn(results.iter().map(to_result).collect()))
-        }
+        TxnOutcome::Committed { results } => Ok(OpOutput::Txn {
+            results: results.iter().map(to_result).collect(),
+            timing,
+        }),
         TxnOutcome::Aborted { reason } => Err(ClientError::TxnAborted {
             reason: format!("{reason:?}"),
         }),
@@ -201,7 +202,8 @@ impl KvlabNode {
                 TxnOutcome::Aborted { .. } => counters.aborted += 1,
                 TxnOutcome::Unknown { .. } => counters.unknown += 1,
             }
-            out.push(Effect::Reply(response(c.client, outcome)));
+            let timing = c.c.timing().unwrap_or_default();
+            out.push(Effect::Reply(response(c.client, outcome, timing)));
         }
         if self.txn.coords.get(&txn).is_some_and(|c| c.c.is_done()) {
             self.txn.coords.remove(&txn);

@@ -56,7 +56,7 @@ fn read_all(s: &mut super::tests::KvSim, client: u64) -> BTreeMap<String, Vec<i6
             client,
             seq: attempt + 1,
         };
-        if let Some(Ok(OpOutput::Txn(results))) = replies.get(&id).map(|r| &r.result) {
+        if let Some(Ok(OpOutput::Txn { results, .. })) = replies.get(&id).map(|r| &r.result) {
             return lists_read(&ops, results);
         }
     }
@@ -74,10 +74,14 @@ fn a_multi_group_transaction_commits_and_a_later_read_sees_all_its_appends() {
     s.submit(NodeId(2), txn(1, 1, ops));
     let (replies, _) = run_ms(&mut s, 2_000);
     let r = &replies[&RequestId { client: 1, seq: 1 }].result;
-    assert!(
-        matches!(r, Ok(OpOutput::Txn(v)) if v.len() == KEYS.len()),
-        "{r:?}"
-    );
+    let Ok(OpOutput::Txn { results, timing }) = r else {
+        panic!("not committed: {r:?}");
+    };
+    assert_eq!(results.len(), KEYS.len());
+    // 2PC: both phases took time (a Raft commit each), and the gateway counted the
+    // groups the keys fall in.
+    assert_eq!(timing.groups as usize, groups.len(), "{timing:?}");
+    assert!(timing.prepare_ns > 0 && timing.decide_ns > 0, "{timing:?}");
     let seen = read_all(&mut s, 2);
     for k in KEYS {
         assert_eq!(seen[k], vec![1], "key {k}");
