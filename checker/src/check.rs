@@ -1512,76 +1512,81 @@ fn prepare(events: &[HistoryEvent], model: ModelKind) -> Result<Prepared, Histor
 /// The most key names a multi-register group's name lists.
 const MAX_GROUP_NAME_KEYS: usize = 3;
 
-fn prepare_multi(ops: &[PairedOp], end_time: i64) -> Result<Vec<KeyJob>, HistoryError> {
-    /// A micro-op on a key name: a read's expectation (`None`: unknown) or a write.
-    enum Lowered {
-        Read(String, Option<Option<Val>>),
-        Write(String, Val),
-    }
-    impl Lowered {
-        fn key(&self) -> &str {
-            match self {
-                Lowered::Read(k, _) | Lowered::Write(k, _) => k,
-            }
+/// A micro-op on a key name: a read's expectation (`None`: unknown) or a write.
+enum Lowered {
+    Read(String, Option<Option<Val>>),
+    Write(String, Val),
+}
+
+impl Lowered {
+    fn key(&self) -> &str {
+        match self {
+            Lowered::Read(k, _) | Lowered::Write(k, _) => k,
         }
     }
-    let mut lowered: Vec<(&PairedOp, Vec<Lowered>)> = Vec::new();
-    for op in ops {
-        let at = op.invoke_at;
-        let uncertain = matches!(op.outcome, Outcome::Info | Outcome::Open);
-        if op.outcome == Outcome::Fail {
-            continue;
+}
+
+/// `op` as register micro-ops on key names; `None` for what tells the model nothing (a
+/// failed op, an unanswered read, an uncertain transaction that only reads).
+fn lower_multi(op: &PairedOp) -> Result<Option<Vec<Lowered>>, HistoryError> {
+    let uncertain = matches!(op.outcome, Outcome::Info | Outcome::Open);
+    if op.outcome == Outcome::Fail {
+        return Ok(None);
+    }
+    let unsupported = HistoryError::UnsupportedOp {
+        at: op.invoke_at,
+        f: op.f,
+        model: ModelKind::MultiRegister,
+    };
+    let key = || op.key.clone().unwrap_or_else(|| UNKEYED.to_owned());
+    let micro: Vec<Lowered> = match (&op.args, &op.outcome) {
+        (OpArgs::Read, Outcome::Ok { read, .. }) => {
+            vec![Lowered::Read(key(), Some(read.clone()))]
         }
-        let unsupported = HistoryError::UnsupportedOp {
-            at,
-            f: op.f,
-            model: ModelKind::MultiRegister,
-        };
-        let key = || op.key.clone().unwrap_or_else(|| UNKEYED.to_owned());
-        let micro: Vec<Lowered> = match (&op.args, &op.outcome) {
-            (OpArgs::Read, Outcome::Ok { read, .. }) => {
-                vec![Lowered::Read(key(), Some(read.clone()))]
-            }
-            (OpArgs::Read, _) => continue,
-            (OpArgs::Write(v), _) => vec![Lowered::Write(key(), v.clone())],
-            (OpArgs::Txn(invoked), outcome) => {
-                let done = match outcome {
-                    Outcome::Ok {
-                        txn: Some(done), ..
-                    } => Some(done),
-                    _ => None,
-                };
-                let mut out = Vec::with_capacity(invoked.len());
-                for (i, m) in invoked.iter().enumerate() {
-                    match (m.f, &m.value) {
-                        (MicroFn::Read, _) => {
-                            // Reads of an info transaction are unknown; a list read is
-                            // not a register's.
-                            let done = done.and_then(|d| d.get(i));
-                            if done.is_some_and(|d| d.list.is_some()) {
-                                return Err(unsupported);
-                            }
-                            let seen = done.map(|d| d.value.clone());
-                            out.push(Lowered::Read(m.key.clone(), seen));
+        (OpArgs::Read, _) => return Ok(None),
+        (OpArgs::Write(v), _) => vec![Lowered::Write(key(), v.clone())],
+        (OpArgs::Txn(invoked), outcome) => {
+            let done = match outcome {
+                Outcome::Ok {
+                    txn: Some(done), ..
+                } => Some(done),
+                _ => None,
+            };
+            let mut out = Vec::with_capacity(invoked.len());
+            for (i, m) in invoked.iter().enumerate() {
+                match (m.f, &m.value) {
+                    (MicroFn::Read, _) => {
+                        // Reads of an info transaction are unknown; a list read is
+                        // not a register's.
+                        let done = done.and_then(|d| d.get(i));
+                        if done.is_some_and(|d| d.list.is_some()) {
+                            return Err(unsupported);
                         }
-                        (MicroFn::Write, Some(v)) => {
-                            out.push(Lowered::Write(m.key.clone(), v.clone()))
-                        }
-                        _ => return Err(unsupported),
+                        let seen = done.map(|d| d.value.clone());
+                        out.push(Lowered::Read(m.key.clone(), seen));
                     }
+                    (MicroFn::Write, Some(v)) => out.push(Lowered::Write(m.key.clone(), v.clone())),
+                    _ => return Err(unsupported),
                 }
-                out
             }
-            _ => return Err(unsupported),
-        };
-        if micro.is_empty() || (uncertain && micro.iter().all(|m| matches!(m, Lowered::Read(..)))) {
-            continue;
+            out
         }
-        lowered.push((op, micro));
+        _ => return Err(unsupported),
+    };
+    if micro.is_empty() || (uncertain && micro.iter().all(|m| matches!(m, Lowered::Read(..)))) {
+        return Ok(None);
     }
-    // Union-find over key names: keys in one transaction are one object.
+    Ok(Some(micro))
+}
+
+/// Keys that one transaction touches together are one object: the groups of keys
+/// (each in name order, groups in order of their smallest key's id) by union-find, and
+/// each key's group.
+fn key_groups<'a>(
+    lowered: impl Iterator<Item = &'a [Lowered]> + Clone,
+) -> (Vec<Arc<Vec<String>>>, BTreeMap<String, usize>) {
     let mut ids: BTreeMap<String, usize> = BTreeMap::new();
-    for (_, micro) in &lowered {
+    for micro in lowered.clone() {
         for m in micro {
             let next = ids.len();
             ids.entry(m.key().to_owned()).or_insert(next);
@@ -1595,16 +1600,12 @@ fn prepare_multi(ops: &[PairedOp], end_time: i64) -> Result<Vec<KeyJob>, History
         }
         x
     }
-    for (_, micro) in &lowered {
-        let mut first = None;
-        for m in micro {
-            let id = ids[m.key()];
-            match first {
-                None => first = Some(id),
-                Some(f) => {
-                    let (a, b) = (find(&mut parent, f), find(&mut parent, id));
-                    parent[a] = b;
-                }
+    for micro in lowered {
+        if let Some((first, rest)) = micro.split_first() {
+            let f = ids[first.key()];
+            for m in rest {
+                let (a, b) = (find(&mut parent, f), find(&mut parent, ids[m.key()]));
+                parent[a] = b;
             }
         }
     }
@@ -1614,28 +1615,60 @@ fn prepare_multi(ops: &[PairedOp], end_time: i64) -> Result<Vec<KeyJob>, History
         let root = find(&mut parent, id);
         groups.entry(root).or_default().push(k.clone());
     }
-    let mut group_of_root: BTreeMap<usize, usize> = BTreeMap::new();
-    let mut group_names: Vec<Arc<Vec<String>>> = Vec::new();
-    let mut local: BTreeMap<String, u32> = BTreeMap::new();
-    for (root, keys) in &groups {
-        group_of_root.insert(*root, group_names.len());
-        for (i, k) in keys.iter().enumerate() {
-            local.insert(k.clone(), u32::try_from(i).unwrap_or(u32::MAX));
+    let mut group_of_key = BTreeMap::new();
+    let mut names = Vec::with_capacity(groups.len());
+    for keys in groups.into_values() {
+        for k in &keys {
+            group_of_key.insert(k.clone(), names.len());
         }
-        group_names.push(Arc::new(keys.clone()));
+        names.push(Arc::new(keys));
     }
+    (names, group_of_key)
+}
+
+/// A job's name: its first keys joined by `+`, and how many more.
+fn group_job_name(names: &[String]) -> String {
+    let mut name = names
+        .iter()
+        .take(MAX_GROUP_NAME_KEYS)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("+");
+    if names.len() > MAX_GROUP_NAME_KEYS {
+        name.push_str(&format!("+{} more", names.len() - MAX_GROUP_NAME_KEYS));
+    }
+    name
+}
+
+fn prepare_multi(ops: &[PairedOp], end_time: i64) -> Result<Vec<KeyJob>, HistoryError> {
+    let mut lowered: Vec<(&PairedOp, Vec<Lowered>)> = Vec::new();
+    for op in ops {
+        if let Some(micro) = lower_multi(op)? {
+            lowered.push((op, micro));
+        }
+    }
+    let (group_names, group_of_key) = key_groups(lowered.iter().map(|(_, m)| m.as_slice()));
+    // A key's index within its group, in name order.
+    let local: BTreeMap<&str, u32> = group_names
+        .iter()
+        .flat_map(|keys| {
+            keys.iter()
+                .enumerate()
+                .map(|(i, k)| (k.as_str(), u32::try_from(i).unwrap_or(u32::MAX)))
+        })
+        .collect();
     let mut per_group: Vec<Vec<Operation<MultiModel>>> = vec![Vec::new(); group_names.len()];
     for (op, micro) in lowered {
         let Some(first) = micro.first() else {
             continue;
         };
-        let g = group_of_root[&find(&mut parent, ids[first.key()])];
+        let g = group_of_key[first.key()];
         let multi = MultiOp {
             micro: micro
                 .into_iter()
                 .map(|m| match m {
-                    Lowered::Write(k, v) => MultiMicro::Write(local[&k], v),
-                    Lowered::Read(k, expected) => MultiMicro::Read(local[&k], expected),
+                    Lowered::Write(k, v) => MultiMicro::Write(local[k.as_str()], v),
+                    Lowered::Read(k, expected) => MultiMicro::Read(local[k.as_str()], expected),
                 })
                 .collect(),
             names: group_names[g].clone(),
@@ -1646,18 +1679,9 @@ fn prepare_multi(ops: &[PairedOp], end_time: i64) -> Result<Vec<KeyJob>, History
         .into_iter()
         .zip(group_names)
         .map(|(ops, names)| {
-            let mut name = names
-                .iter()
-                .take(MAX_GROUP_NAME_KEYS)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join("+");
-            if names.len() > MAX_GROUP_NAME_KEYS {
-                name.push_str(&format!("+{} more", names.len() - MAX_GROUP_NAME_KEYS));
-            }
             let max_concurrency = max_concurrency(ops.iter().map(|o| (o.call_time, o.return_time)));
             KeyJob {
-                name,
+                name: group_job_name(&names),
                 ops: JobOps::Multi(ops),
                 max_concurrency,
                 retired: None,
