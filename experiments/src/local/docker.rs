@@ -572,6 +572,77 @@ fn subnet_for(id: &str, attempt: u32) -> (String, [u8; 3]) {
     )
 }
 
+/// Checks what a Docker run needs before it creates anything: a daemon, the node image
+/// (returned: `$KVLAB_NODE_IMAGE` or `docker.image`) and, for faults, `nsenter` and
+/// `iptables-restore`.
+fn check_prerequisites(spec: &Spec, command_timeout: Duration) -> Result<String, ExperimentError> {
+    daemon_version(command_timeout)
+        .map_err(|e| ExperimentError::Backend(format!("no Docker daemon to talk to: {e}")))?;
+    let image = std::env::var(IMAGE_ENV).unwrap_or_else(|_| spec.docker.image.clone());
+    if !image_exists(&image, command_timeout) {
+        return Err(ExperimentError::Backend(format!(
+            "the node image {image} is not there: build it with kind-cluster/build-image.sh"
+        )));
+    }
+    if !spec.nemesis.faults.is_empty() {
+        for tool in ["nsenter", "iptables-restore"] {
+            if !in_path(tool) {
+                return Err(ExperimentError::Backend(format!(
+                    "`{tool}` is not installed: the docker backend cuts links with iptables inside the containers (apt-get install iptables util-linux)"
+                )));
+            }
+        }
+    }
+    Ok(image)
+}
+
+/// Creates the run's bridge network on a free /24 of 172.29.0.0/16; returns its name,
+/// its CIDR and its first three octets.
+fn create_network(
+    run: &DockerRun,
+    command_timeout: Duration,
+) -> Result<(String, String, [u8; 3]), ExperimentError> {
+    let network = run.name("");
+    let mut subnet = None;
+    for attempt in 0..SUBNET_ATTEMPTS {
+        let (cidr, prefix) = subnet_for(run.id(), attempt);
+        let gateway = format!("{}.{}.{}.1", prefix[0], prefix[1], prefix[2]);
+        let mut args: Vec<String> = vec![
+            "network".into(),
+            "create".into(),
+            "--driver".into(),
+            "bridge".into(),
+            "--subnet".into(),
+            cidr.clone(),
+            "--gateway".into(),
+            gateway,
+            "-o".into(),
+            "com.docker.network.bridge.enable_ip_masquerade=false".into(),
+        ];
+        args.extend(run.labels());
+        args.push(network.clone());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        match docker(&args, command_timeout) {
+            Ok(_) => {
+                subnet = Some((cidr, prefix));
+                break;
+            }
+            Err(e) if e.contains("overlap") => continue,
+            Err(e) => {
+                return Err(ExperimentError::Backend(format!(
+                    "cannot create the network: {e}"
+                )));
+            }
+        }
+    }
+    let Some((subnet, prefix)) = subnet else {
+        return Err(ExperimentError::Backend(format!(
+            "no free /24 in 172.29.0.0/16 for the network after {SUBNET_ATTEMPTS} attempts"
+        )));
+    };
+    Ok((network, subnet, prefix))
+}
+
 impl DockerCluster {
     /// Checks that the daemon, the image and (when the nemesis cuts links) `nsenter` and
     /// `iptables-restore` are there; removes what runs killed hard left behind; creates
@@ -597,23 +668,7 @@ impl DockerCluster {
                 ));
             }
         };
-        daemon_version(command_timeout)
-            .map_err(|e| backend(format!("no Docker daemon to talk to: {e}")))?;
-        let image = std::env::var(IMAGE_ENV).unwrap_or_else(|_| spec.docker.image.clone());
-        if !image_exists(&image, command_timeout) {
-            return Err(backend(format!(
-                "the node image {image} is not there: build it with kind-cluster/build-image.sh"
-            )));
-        }
-        if !spec.nemesis.faults.is_empty() {
-            for tool in ["nsenter", "iptables-restore"] {
-                if !in_path(tool) {
-                    return Err(backend(format!(
-                        "`{tool}` is not installed: the docker backend cuts links with iptables inside the containers (apt-get install iptables util-linux)"
-                    )));
-                }
-            }
-        }
+        let image = check_prerequisites(spec, command_timeout)?;
         let orphans = clean_orphans(false, command_timeout);
         if !orphans.removed.is_empty() {
             eprintln!(
@@ -623,40 +678,7 @@ impl DockerCluster {
             );
         }
         let run = DockerRun::new(command_timeout);
-        let network = run.name("");
-        let mut subnet = None;
-        for attempt in 0..SUBNET_ATTEMPTS {
-            let (cidr, prefix) = subnet_for(run.id(), attempt);
-            let gateway = format!("{}.{}.{}.1", prefix[0], prefix[1], prefix[2]);
-            let mut args: Vec<String> = vec![
-                "network".into(),
-                "create".into(),
-                "--driver".into(),
-                "bridge".into(),
-                "--subnet".into(),
-                cidr.clone(),
-                "--gateway".into(),
-                gateway,
-                "-o".into(),
-                "com.docker.network.bridge.enable_ip_masquerade=false".into(),
-            ];
-            args.extend(run.labels());
-            args.push(network.clone());
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            match docker(&args, command_timeout) {
-                Ok(_) => {
-                    subnet = Some((cidr, prefix));
-                    break;
-                }
-                Err(e) if e.contains("overlap") => continue,
-                Err(e) => return Err(backend(format!("cannot create the network: {e}"))),
-            }
-        }
-        let Some((subnet, prefix)) = subnet else {
-            return Err(backend(format!(
-                "no free /24 in 172.29.0.0/16 for the network after {SUBNET_ATTEMPTS} attempts"
-            )));
-        };
+        let (network, subnet, prefix) = create_network(&run, command_timeout)?;
         let ip_of = |id: NodeId| {
             Ipv4Addr::new(
                 prefix[0],
