@@ -99,6 +99,9 @@ impl Nemesis {
         else {
             return Ok(());
         };
+        if !self.aims_at_txns() {
+            return Ok(());
+        }
         let point = match step {
             TxnStepKind::Prepared => TxnFaultPoint::AfterPrepare,
             TxnStepKind::Committed => TxnFaultPoint::AfterDecision,
@@ -129,6 +132,14 @@ impl Nemesis {
         let end = now.saturating_add(a.p.end.saturating_since(a.p.start));
         self.record_start(&a.p, now, end, started, events);
         Ok(())
+    }
+
+    /// Whether any fault of the spec waits for 2PC points.
+    fn aims_at_txns(&self) -> bool {
+        let kinds = (self.spec.faults.iter()).chain(self.spec.schedule.iter().map(|f| &f.kind));
+        kinds
+            .into_iter()
+            .any(|k| matches!(k, FaultKind::KillGateway | FaultKind::PartitionHomeGroup))
     }
 
     /// Whether armed fault `a` strikes at step `s`.

@@ -121,12 +121,60 @@ impl Resolver {
         actions
     }
 
-    /// The home answered `decision` for `txn`: the entry to propose in this group.
+    /// The home answered `decision` for `txn`: the entry to propose in this group. The
+    /// question stays remembered until the transaction leaves the prepared set (the
+    /// entry applied), so a proposal that is refused or lost (a leader transfer under
+    /// way, a leader change) is followed by the next question only `resolve_after_ms`
+    /// later, not at every poll.
     pub fn on_decision(&mut self, txn: TxnId, home: GroupId, decision: Decision) -> TxnEntry {
-        self.asked.remove(&txn);
         match decision {
             Decision::Commit => TxnEntry::Commit { txn, home },
             Decision::Abort => TxnEntry::Abort { txn, home },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use kvlab_types::{Key, NodeId};
+
+    use super::*;
+    use crate::{MicroOp, Prepare, TxnValue};
+
+    #[test]
+    fn a_decision_whose_entry_never_applies_is_asked_about_again_only_after_resolve_after() {
+        let cfg = TxnConfig::default();
+        let mut state = ParticipantState::new(GroupId(2));
+        let mut store: BTreeMap<Key, TxnValue> = BTreeMap::new();
+        let txn = TxnId {
+            node: NodeId(1),
+            boot_epoch: 1,
+            seq: 1,
+        };
+        let prepare = TxnEntry::Prepare(Prepare {
+            txn,
+            home: GroupId(1),
+            ops: vec![MicroOp::Append {
+                key: "a".into(),
+                value: 1,
+            }],
+            participants: Vec::new(),
+            ttl_ms: cfg.txn_ttl_ms,
+            proposed_at: Time::ZERO,
+        });
+        state.apply(&cfg, &mut store, &prepare);
+        let after = Duration::from_millis(cfg.resolve_after_ms);
+        let t = Time::ZERO.saturating_add(after);
+        let mut r = Resolver::default();
+        assert_eq!(r.poll(&state, &cfg, t).len(), 1);
+        // The home answered; the entry proposed for it is refused (a leader transfer).
+        let entry = r.on_decision(txn, GroupId(1), Decision::Abort);
+        assert_eq!(entry.txn(), txn);
+        let soon = t.saturating_add(Duration::from_millis(10));
+        assert!(r.poll(&state, &cfg, soon).is_empty(), "asked again at once");
+        assert_eq!(r.poll(&state, &cfg, t.saturating_add(after)).len(), 1);
+        assert_eq!(r.invocations, 2);
     }
 }
