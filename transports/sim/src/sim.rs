@@ -824,67 +824,12 @@ impl<P: Protocol> Sim<P> {
                 node,
                 timer,
                 generation,
-            } => {
-                let slot = &mut self.slots[node];
-                let armed = slot
-                    .timers
-                    .get(&timer)
-                    .is_some_and(|a| a.generation == generation);
-                if !armed || slot.proto.is_none() {
-                    return; // re-armed, cancelled, or cleared by a crash
-                }
-                if slot.paused {
-                    slot.deferred.push_back(Event::Timer {
-                        node,
-                        timer,
-                        generation,
-                    });
-                    return;
-                }
-                slot.timers.remove(&timer);
-                slot.stats.timers_fired += 1;
-                self.stats.timers_fired += 1;
-                self.step(node, Input::Timer(timer));
-            }
+            } => self.on_timer(node, timer, generation),
             Event::SyncDone {
                 node,
                 incarnation,
                 sync_seq,
-            } => {
-                let slot = &mut self.slots[node];
-                if slot.proto.is_none() || slot.incarnation != incarnation {
-                    return; // the crash already decided what the disk kept
-                }
-                if slot.paused {
-                    slot.deferred.push_back(Event::SyncDone {
-                        node,
-                        incarnation,
-                        sync_seq,
-                    });
-                    return;
-                }
-                // The fsync covers every record written so far; records appended after the
-                // Sync effect may become durable early, which a real disk may do too.
-                if let Err(e) = slot.disk.sync() {
-                    self.fail_stop(node, &e);
-                    return;
-                }
-                slot.stats.syncs += 1;
-                self.stats.syncs += 1;
-                while self.slots[node]
-                    .gated
-                    .front()
-                    .is_some_and(|(seq, _)| *seq <= sync_seq)
-                {
-                    let Some((_, gated)) = self.slots[node].gated.pop_front() else {
-                        break;
-                    };
-                    match gated {
-                        Gated::Send { to, msg } => self.send_from(node, to, msg),
-                        Gated::Reply(r) => self.reply_from(node, r),
-                    }
-                }
-            }
+            } => self.on_sync_done(node, incarnation, sync_seq),
             Event::Admin { node, cmd } => {
                 let slot = &mut self.slots[node];
                 if slot.proto.is_none() {
@@ -903,6 +848,69 @@ impl<P: Protocol> Sim<P> {
                     node,
                     response,
                 });
+            }
+        }
+    }
+
+    /// A timer fires, unless it was re-armed, cancelled or cleared by a crash since; a
+    /// paused node's waits for its resume.
+    fn on_timer(&mut self, node: usize, timer: TimerId, generation: u64) {
+        let slot = &mut self.slots[node];
+        let armed = slot
+            .timers
+            .get(&timer)
+            .is_some_and(|a| a.generation == generation);
+        if !armed || slot.proto.is_none() {
+            return; // re-armed, cancelled, or cleared by a crash
+        }
+        if slot.paused {
+            slot.deferred.push_back(Event::Timer {
+                node,
+                timer,
+                generation,
+            });
+            return;
+        }
+        slot.timers.remove(&timer);
+        slot.stats.timers_fired += 1;
+        self.stats.timers_fired += 1;
+        self.step(node, Input::Timer(timer));
+    }
+
+    /// A node's fsync returns: its records so far are durable, and the sends and replies
+    /// gated on that sync leave (unless a crash came first; a paused node's waits).
+    fn on_sync_done(&mut self, node: usize, incarnation: u64, sync_seq: u64) {
+        let slot = &mut self.slots[node];
+        if slot.proto.is_none() || slot.incarnation != incarnation {
+            return; // the crash already decided what the disk kept
+        }
+        if slot.paused {
+            slot.deferred.push_back(Event::SyncDone {
+                node,
+                incarnation,
+                sync_seq,
+            });
+            return;
+        }
+        // The fsync covers every record written so far; records appended after the
+        // Sync effect may become durable early, which a real disk may do too.
+        if let Err(e) = slot.disk.sync() {
+            self.fail_stop(node, &e);
+            return;
+        }
+        slot.stats.syncs += 1;
+        self.stats.syncs += 1;
+        while self.slots[node]
+            .gated
+            .front()
+            .is_some_and(|(seq, _)| *seq <= sync_seq)
+        {
+            let Some((_, gated)) = self.slots[node].gated.pop_front() else {
+                break;
+            };
+            match gated {
+                Gated::Send { to, msg } => self.send_from(node, to, msg),
+                Gated::Reply(r) => self.reply_from(node, r),
             }
         }
     }
