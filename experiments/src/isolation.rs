@@ -41,13 +41,9 @@ pub struct IsolationSummary {
     pub by_partitions: BTreeMap<usize, usize>,
     /// Committed transactions by the number of vnodes they touch.
     pub committed_by_partitions: BTreeMap<usize, usize>,
-    /// `aborted / (committed + aborted)`: the share of the transactions whose outcome
-    /// is decided that aborted (0 when none is), over the whole history (the one-key
-    /// final reads after the run included).
-    pub abort_rate: f64,
-    /// Goodput, and the commit latency by partitions touched split into prepare and
-    /// decide (see [`crate::txn_stats`]); filled in by the runner, which has the
-    /// replies' timings.
+    /// Abort rate, goodput, and the commit latency by partitions touched split into
+    /// prepare and decide (see [`crate::txn_stats`]); filled in by the runner, which has
+    /// the replies' timings.
     #[serde(flatten)]
     pub commit: crate::txn_stats::TxnCommitStats,
     /// The checker's full report (anomalies, their explanations, edge counts).
@@ -91,11 +87,6 @@ pub fn check_isolation(spec: &Spec, path: &Path) -> Result<IsolationSummary, Exp
         },
         by_partitions,
         committed_by_partitions,
-        abort_rate: if report.ok + report.fail == 0 {
-            0.0
-        } else {
-            report.fail as f64 / (report.ok + report.fail) as f64
-        },
         commit: crate::txn_stats::TxnCommitStats::default(),
         report,
     })

@@ -537,7 +537,11 @@ pub fn run_experiment(spec: &Spec, opts: &RunOptions) -> Result<RunOutcome, Expe
     let verdict = verdict_of(&check, isolation.as_ref(), &driven);
     let mut summary = build_summary(spec, opts, &driven, &backend, &check, verdict);
     summary.isolation = isolation.map(|mut i| {
-        i.commit = crate::txn_stats::TxnCommitStats::new(&driven.txn_samples, summary.duration_s);
+        i.commit = crate::txn_stats::TxnCommitStats::new(
+            &driven.txn_samples,
+            i.aborted,
+            summary.duration_s,
+        );
         i
     });
     summary.wall_time_s = wall_start.elapsed().as_secs_f64();

@@ -44,6 +44,10 @@ pub struct PhaseLatency {
 /// `summary.json`'s commit numbers of a transactional run.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct TxnCommitStats {
+    /// `aborted / (committed + aborted)` over the workload's transactions (the one-key
+    /// final reads after the run left out): the share of decided transactions that
+    /// aborted (0 when none is).
+    pub abort_rate: f64,
     /// Committed transactions of the workload (final reads left out) per second over
     /// the run (safety plus liveness phase).
     pub goodput_per_s: f64,
@@ -65,9 +69,9 @@ pub fn partitions_bucket(groups: u32) -> String {
 }
 
 impl TxnCommitStats {
-    /// Goodput and the phase percentiles of `samples` (the committed transactions of a
-    /// run `duration_s` long).
-    pub fn new(samples: &[TxnPhaseSample], duration_s: f64) -> Self {
+    /// Abort rate, goodput and the phase percentiles of `samples` (the committed
+    /// transactions of a run `duration_s` long that had `aborted` decided aborts).
+    pub fn new(samples: &[TxnPhaseSample], aborted: usize, duration_s: f64) -> Self {
         let mut by: BTreeMap<String, [Vec<f64>; 3]> = BTreeMap::new();
         let ms = |ns: u64| ns as f64 / 1e6;
         let mut split_inconsistent = 0;
@@ -93,7 +97,13 @@ impl TxnCommitStats {
                 (k, l)
             })
             .collect();
+        let decided = samples.len() + aborted;
         TxnCommitStats {
+            abort_rate: if decided == 0 {
+                0.0
+            } else {
+                aborted as f64 / decided as f64
+            },
             goodput_per_s: if duration_s > 0.0 {
                 samples.len() as f64 / duration_s
             } else {
@@ -129,8 +139,8 @@ mod tests {
             sample(4, 9, 4, 14),
             sample(7, 11, 4, 16),
         ];
-        let s = TxnCommitStats::new(&samples, 2.0);
-        assert_eq!(s.goodput_per_s, 2.5);
+        let s = TxnCommitStats::new(&samples, 15, 2.0);
+        assert_eq!((s.goodput_per_s, s.abort_rate), (2.5, 0.75));
         let keys: Vec<&str> = s
             .latency_ms_by_partitions
             .keys()
@@ -150,7 +160,7 @@ mod tests {
         assert_eq!(s.latency_ms_by_partitions["4+"].total.count, 2);
         assert_eq!(s.split_inconsistent, 0);
         let bad = [sample(2, 5, 5, 9), sample(1, 1, 1, 5)];
-        assert_eq!(TxnCommitStats::new(&bad, 1.0).split_inconsistent, 2);
-        assert_eq!(TxnCommitStats::new(&[], 0.0).goodput_per_s, 0.0);
+        assert_eq!(TxnCommitStats::new(&bad, 0, 1.0).split_inconsistent, 2);
+        assert_eq!(TxnCommitStats::new(&[], 0, 0.0).goodput_per_s, 0.0);
     }
 }

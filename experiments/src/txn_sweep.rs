@@ -65,7 +65,7 @@ pub fn txn_row(spec: &Spec, summary: &Summary) -> Option<TxnRow> {
             PartitionsPerTxn::Any => None,
             PartitionsPerTxn::Exactly(n) => Some(n),
         },
-        abort_rate: i.abort_rate,
+        abort_rate: i.commit.abort_rate,
         goodput_per_s: i.commit.goodput_per_s,
         committed: i.committed,
         aborted: i.aborted,

@@ -294,3 +294,48 @@ fn kvlab_node_serves_kvlab_client_stops_on_sigterm_and_recovers_its_data() {
     assert_eq!(client(&addr, &["read", "k"]), (0, "6".into()), "recovered");
     assert!(sigterm_and_wait(node).success());
 }
+
+#[test]
+fn kvlab_client_txn_commits_on_a_composed_node_and_reads_its_appends_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (peer, cl, admin) = (free_port(), free_port(), free_port());
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "id = 1\nsystem = \"kvlab\"\ntransport = \"tarpc\"\nlisten = \"127.0.0.1:{peer}\"\n\
+             client = \"127.0.0.1:{cl}\"\ndata_dir = \"{}\"\ncluster_secret = \"000102030405060708090a0b0c0d0e0f\"\n\
+             [admin]\naddr = \"127.0.0.1:{admin}\"\ntoken = \"t\"\n[peers]\n1 = \"127.0.0.1:{peer}\"\n\
+             [kvlab]\nreplication_factor = 1\n[kvlab.meta]\nvoters = [1]\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let addr = format!("127.0.0.1:{cl}");
+    let node = start_node(&config, &addr);
+    let (code, out) = client(&addr, &["txn", "r:x", "append:x=3", "w:z=5"]);
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[..4],
+        ["committed", "r x none", "append x 3", "w z 5"],
+        "{out}"
+    );
+    assert!(lines[4].starts_with("groups "), "{out}");
+    let (code, out) = client(&addr, &["txn", "r:x", "r:z", "append:x=4", "r:x"]);
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[..5],
+        ["committed", "r x [3]", "r z 5", "append x 4", "r x [3, 4]"],
+        "{out}"
+    );
+    for bad in [
+        vec!["txn"],
+        vec!["txn", "r:x", "w:"],
+        vec!["txn", "incr:x=1"],
+    ] {
+        assert_eq!(client(&addr, &bad).0, 2, "{bad:?} is bad input");
+    }
+    assert!(sigterm_and_wait(node).success());
+}

@@ -91,6 +91,37 @@ fn final_reads(o: &RunOutcome) -> usize {
 }
 
 #[test]
+fn wait_die_commits_under_contention_and_stays_strictly_serializable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let all = variants("configs/txn-contention.toml", 3.0);
+    let pick = |label: &str| all.iter().find(|v| v.label == label).expect(label);
+    let mut rates = Vec::new();
+    for label in ["no-wait 4 ops theta 0.99", "wait-die 4 ops theta 0.99"] {
+        let v = pick(label);
+        let o = common::run_quiet(
+            &v.spec,
+            "configs/txn-contention.toml",
+            1,
+            &tmp.path().join(&v.slug),
+        );
+        let iso = o.summary.isolation.as_ref().expect("an isolation summary");
+        assert_eq!(
+            o.verdict,
+            RunVerdict::Valid,
+            "{label}: {:?}",
+            o.summary.liveness
+        );
+        assert_eq!(iso.verdict, Verdict::Valid, "{label}");
+        assert!(iso.committed > 20 && iso.aborted > 0, "{label}: {iso:?}");
+        rates.push(iso.commit.abort_rate);
+    }
+    assert!(
+        rates[1] < rates[0],
+        "wait-die lets older transactions wait instead of aborting: abort rates {rates:?}"
+    );
+}
+
+#[test]
 fn a_transactional_runs_report_draws_without_warnings() {
     let tmp = tempfile::tempdir().unwrap();
     let (text, path) = load("configs/txn-list-append.toml");
