@@ -206,7 +206,7 @@ fn kvlab_config(
         seed: 1,
         storage: Default::default(),
         server: ServerOptions::default(),
-        udp: Some(loopback_udp()),
+        udp: (transport == TransportKind::Udp).then(loopback_udp),
         tarpc: None,
         raft: Some(kvlab_node::raft_kv::RaftKvConfig {
             snapshot_every_entries: BENCH_SNAPSHOT_EVERY_ENTRIES,
@@ -370,6 +370,36 @@ impl Drop for Servers {
     fn drop(&mut self) {
         for w in self.stop() {
             tracing::warn!("{w}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bench_node_config_is_valid_over_either_transport() {
+        let ports = [(7001, 7002, 7003), (7011, 7012, 7013), (7021, 7022, 7023)];
+        let etcd_ports = [7004, 7014, 7024];
+        let secret = kvlab_server::generate_cluster_secret(1);
+        for transport in [TransportKind::Udp, TransportKind::Tarpc] {
+            for id in 1..=3 {
+                let config = kvlab_config(
+                    id,
+                    &ports,
+                    &etcd_ports,
+                    transport,
+                    PathBuf::from("/tmp/x"),
+                    "token",
+                    &secret,
+                )
+                .expect("a config");
+                assert_eq!(config.udp.is_some(), transport == TransportKind::Udp);
+                config
+                    .validate()
+                    .unwrap_or_else(|e| panic!("{transport:?} n{id}: {e}"));
+            }
         }
     }
 }
