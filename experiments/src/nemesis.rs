@@ -707,15 +707,30 @@ impl Nemesis {
                 (one_rule(cluster, rule), format!("{x} isolated"), Some(x))
             }
             FaultKind::Bridge => {
-                let v = self.shuffled_nodes();
-                let bridge = v[0];
-                let rest = &v[1..];
-                let (a, b) = rest.split_at(rest.len() / 2);
-                let detail = format!("{} | {} with bridge {bridge}", node_list(a), node_list(b));
-                (partition(cluster, a, b), detail, Some(bridge))
+                let (bridge, a, b) = if let Some((&bridge, side)) = targets.split_first() {
+                    let rest: Vec<NodeId> = self
+                        .gateways()
+                        .into_iter()
+                        .filter(|n| !targets.contains(n))
+                        .collect();
+                    (bridge, side.to_vec(), rest)
+                } else {
+                    let v = self.shuffled_nodes();
+                    let rest = &v[1..];
+                    let (a, b) = rest.split_at(rest.len() / 2);
+                    (v[0], a.to_vec(), b.to_vec())
+                };
+                let detail = format!("{} | {} with bridge {bridge}", node_list(&a), node_list(&b));
+                self.last_side = a.clone();
+                (partition(cluster, &a, &b), detail, Some(bridge))
             }
             _ => {
-                let v = self.shuffled_nodes();
+                let v = if targets.is_empty() {
+                    self.shuffled_nodes()
+                } else {
+                    targets.to_vec()
+                };
+                self.last_side = v.clone();
                 (ring(cluster, &v), format!("ring {}", node_list(&v)), None)
             }
         };
@@ -1260,6 +1275,8 @@ mod tests {
     #[derive(Debug, Default)]
     struct Recorder {
         rules: BTreeMap<RuleId, FaultRule>,
+        /// Every rule ever added, in order.
+        rules_added: Vec<FaultRule>,
         next: u64,
         log: Vec<String>,
         down: BTreeSet<NodeId>,
@@ -1269,6 +1286,7 @@ mod tests {
         fn add_rule(&mut self, rule: FaultRule) -> RuleId {
             let id = RuleId(self.next);
             self.next += 1;
+            self.rules_added.push(rule.clone());
             self.rules.insert(id, rule);
             id
         }
@@ -1812,6 +1830,55 @@ mod tests {
         );
         assert_eq!(nem.injected(), 3);
         assert!(rec.rules.is_empty());
+    }
+
+    /// The pairs of nodes the partition rules added so far cut apart.
+    fn cut_links(rec: &Recorder) -> BTreeSet<(NodeId, NodeId)> {
+        let mut cut = BTreeSet::new();
+        for rule in &rec.rules_added {
+            if let FaultRule::Partition { a, b } = rule {
+                for &x in a {
+                    for &y in b {
+                        cut.insert((x.min(y), x.max(y)));
+                    }
+                }
+            }
+        }
+        cut
+    }
+
+    #[test]
+    fn a_random_bridge_or_ring_replays_from_what_its_start_recorded() {
+        // What `kvlab shrink` reads back: a bridge's node then its recorded side, a
+        // ring's recorded order. As scheduled targets they cut the same links.
+        for kind in [FaultKind::Bridge, FaultKind::Ring] {
+            for seed in 1..20 {
+                let (events, rec, _) = drive(&spec(vec![kind]), 6, 2, seed);
+                let start = events
+                    .iter()
+                    .filter_map(|e| e.nemesis_event())
+                    .find(|e| e.kind == NemesisKind::FaultStart)
+                    .expect("a fault started");
+                let mut targets: Vec<u32> = start.side.iter().map(|n| n.0).collect();
+                if kind == FaultKind::Bridge {
+                    targets.insert(0, start.node.expect("the bridge").0);
+                }
+                let replay = NemesisSpec {
+                    schedule: vec![at(1.0, kind, &targets, Some(1.0))],
+                    ..spec(Vec::new())
+                };
+                replay.schedule[0]
+                    .validate("schedule[0]", 6)
+                    .unwrap_or_else(|e| panic!("{kind:?} seed {seed}: {e:?}"));
+                let (_, replayed, _) = drive(&replay, 6, 2, seed + 1000);
+                assert_eq!(
+                    cut_links(&replayed),
+                    cut_links(&rec),
+                    "{kind:?} seed {seed}"
+                );
+                assert!(!cut_links(&rec).is_empty());
+            }
+        }
     }
 
     #[test]

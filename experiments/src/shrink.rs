@@ -12,10 +12,11 @@
 //!    fault, then halved towards it.
 //!
 //! Every candidate is a whole simulated run of the same seed, so the result is a spec
-//! that fails by construction: `kvlab run RUN_DIR/shrunk.toml --seed S` replays it. A
-//! fault whose exact shape a schedule cannot name (which side a `bridge` or a `ring`
-//! cut, the direction of a `one-way`, how far a clock jumped, which byte a disk fault
-//! flipped) is re-drawn by the nemesis.
+//! that fails by construction: `kvlab run RUN_DIR/shrunk.toml --seed S` replays it.
+//! Partitions keep their shape (the side a `partition-*` cut off, a `bridge`'s node and
+//! one side, a `ring`'s order). A fault whose exact shape a schedule cannot name (the
+//! direction of a `one-way`, how far a clock jumped, which byte a disk fault flipped,
+//! which voter a `replace-voter` swapped and how) is re-drawn by the nemesis.
 //!
 //! When the explicit schedule does not fail (the failure needs those exact shapes or
 //! timings), the shrinker keeps the random nemesis and trims the run instead: the
@@ -140,6 +141,10 @@ pub fn injected_schedule(events: &Path) -> Result<Vec<ScheduledFault>, Experimen
                 serde_json::from_value(serde_json::Value::String(name.replace('_', "-")))
                     .map_err(|err| bad(events, format!("fault `{name}`: {err}")))?;
             let targets = match (e.side.is_empty(), e.node) {
+                // A bridge's targets: the bridge node, then one side.
+                (false, Some(bridge)) if kind == FaultKind::Bridge => {
+                    std::iter::once(bridge).chain(e.side).collect()
+                }
                 (false, _) => e.side,
                 (true, Some(n)) if takes_node_target(kind) => vec![n],
                 _ => Vec::new(),

@@ -313,6 +313,12 @@ fn bad_scheduled_faults_name_the_entry_and_field() {
             "twice",
         ),
         (
+            // The bridge and one side: with 3 nodes, exactly 2.
+            "at_s = 1\nkind = \"bridge\"\ntargets = [1]",
+            "nemesis.schedule[0].targets",
+            "2..=2",
+        ),
+        (
             "at_s = 1\nkind = \"loss\"\ntargets = [1]",
             "nemesis.schedule[0].targets",
             "leave targets out",

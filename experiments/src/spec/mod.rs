@@ -391,8 +391,10 @@ pub enum FaultKind {
     /// Cut one node off from everyone.
     Isolate,
     /// Two halves that cannot talk to each other, both connected to one bridge node.
+    /// Scheduled with targets: the bridge, then one side (the rest is the other).
     Bridge,
-    /// Nodes in a random ring; each talks only to its two neighbours.
+    /// Nodes in a random ring; each talks only to its two neighbours. Scheduled with
+    /// targets: the ring's nodes in order (nodes left out keep every link).
     Ring,
     /// Crash one node (losing unsynced writes); restart it when the fault ends.
     Crash,
@@ -562,6 +564,10 @@ impl FaultKind {
             FaultKind::PartitionHalves | FaultKind::PartitionRandom => {
                 Some(1..=nodes.saturating_sub(1))
             }
+            // The bridge, then one side (the other side is every other node).
+            FaultKind::Bridge => Some(2..=nodes.saturating_sub(1)),
+            // The ring, in order (each talks only to its neighbours in it).
+            FaultKind::Ring => Some(4..=nodes),
             _ => None,
         }
     }
@@ -661,8 +667,9 @@ pub struct NemesisSpec {
 /// duration_s = 4.0     # optional: nemesis.fault_duration_s; not for permanent kinds
 /// ```
 ///
-/// `targets` names the node of one-node faults, or the side cut off by
-/// `partition-halves` / `partition-random`; other kinds take no targets.
+/// `targets` names the node of one-node faults, the side cut off by
+/// `partition-halves` / `partition-random`, the bridge and then one side of `bridge`, or
+/// the order of a `ring`; other kinds take no targets.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduledFault {
