@@ -950,6 +950,21 @@ mod tests {
     }
 
     #[test]
+    fn zipfian_sampler_with_theta_zero_is_uniform() {
+        let s = KeySampler::new(10, KeyDistribution::Zipfian, 0.0);
+        let mut rng = kvlab_types::seeded_rng(3);
+        let mut counts = [0u32; 10];
+        for _ in 0..20_000 {
+            counts[s.sample(&mut rng) as usize] += 1;
+        }
+        // 2,000 expected per key; a binomial's sd is ~42.
+        assert!(
+            counts.iter().all(|c| (1_800..2_200).contains(c)),
+            "{counts:?}"
+        );
+    }
+
+    #[test]
     fn uniform_sampler_covers_every_key() {
         let s = KeySampler::new(4, KeyDistribution::Uniform, 1.0);
         let mut rng = kvlab_types::seeded_rng(3);

@@ -483,3 +483,44 @@ kind = "txn-list-append"
     assert_eq!(field, "nemesis.faults");
     assert!(reason.contains("kill-gateway"), "{reason}");
 }
+
+#[test]
+fn zipf_theta_zero_and_above_one_are_accepted_and_a_negative_one_is_named() {
+    for theta in ["0", "0.0", "1.2"] {
+        let text = GOOD.replace(
+            "[workload]",
+            &format!("[workload]\nkey_distribution = \"zipfian\"\nzipf_exponent = {theta}"),
+        );
+        parse(&text).unwrap_or_else(|e| panic!("θ = {theta}: {e}"));
+    }
+    let text = GOOD.replace(
+        "[workload]",
+        "[workload]\nkey_distribution = \"zipfian\"\nzipf_exponent = -0.5",
+    );
+    let (field, reason) = invalid_field(&text);
+    assert_eq!(field, "workload.zipf_exponent", "{reason}");
+}
+
+#[test]
+fn partitions_per_txn_needs_a_transactional_workload_and_fits_the_ops() {
+    let kv = GOOD.replace("[workload]", "[workload]\npartitions_per_txn = 2");
+    assert_eq!(invalid_field(&kv).0, "workload.partitions_per_txn");
+    let txn = |n: &str| {
+        GOOD.replace("system = \"single\"", "system = \"kvlab\"")
+            .replace("mix = { read = 1, write = 1, cas = 1 }", "")
+            .replace(
+                "[workload]",
+                &format!(
+                    "[workload]\nkind = \"txn-list-append\"\nkeys = 64\ntxn_ops_min = 3\ntxn_ops_max = 3\npartitions_per_txn = {n}"
+                ),
+            )
+    };
+    parse(&txn("3")).expect("3 partitions for 3 ops");
+    parse(&txn("\"any\"")).expect("any");
+    for bad in ["4", "0", "\"some\""] {
+        match parse(&txn(bad)) {
+            Err(e) => assert!(e.to_string().contains("partitions_per_txn"), "{bad}: {e}"),
+            Ok(_) => panic!("{bad} accepted"),
+        }
+    }
+}
