@@ -66,7 +66,11 @@ fn every_transaction_touches_exactly_the_partitions_asked_for_and_the_split_is_c
         );
         let l = &c.latency_ms_by_partitions[&key];
         assert_eq!(l.total.count as usize, iso.committed - final_reads(&o));
-        assert!(l.prepare.p50 > 0.0 && l.prepare.p50 + l.decide.p50 <= l.total.p50);
+        // Each sample's prepare + decide <= its total (split_inconsistent above); medians
+        // do not add up that way, so only each phase's median is bounded by the total's.
+        assert!(l.prepare.p50 > 0.0, "{}: {l:?}", v.label);
+        assert!(l.prepare.p50 <= l.total.p50, "{}: {l:?}", v.label);
+        assert!(l.decide.p50 <= l.total.p50, "{}: {l:?}", v.label);
         if n == 1 {
             assert_eq!(l.decide.max, 0.0, "1PC has no decide phase");
         } else {

@@ -18,7 +18,12 @@
 //!   (`txn.node`), and wakes waiters (wait-die).
 //! * The home is the first key's group; its leader answers `Resolve`s
 //!   ([`home_resolve`]), and every leader runs a [`Resolver`] each tick.
-//! * Messages to this node itself go through a local queue, run at the end of the step.
+//! * Messages to this node itself go through a local queue, run at the end of the step,
+//!   unless the step has already emitted a `Sync`: a message written after it may rest
+//!   on what that sync makes durable (a YES vote from a PREPARE a single-voter group
+//!   committed and applied in this very step), so it goes through the driver, which
+//!   holds it until the sync returns, as it does every send. Run locally, it would let
+//!   this node's coordinator decide on a PREPARE that a crash before the fsync loses.
 //!
 //! History semantics: the client gets `ok` only once the home applied `Committed` (or
 //! the 1PC entry applied), [`ClientError::TxnAborted`] (`fail`) only once the abort is
@@ -250,7 +255,8 @@ impl KvlabNode {
     }
 
     fn send_to_node(&mut self, to: NodeId, msg: TxnMsg, out: &mut Out<KvlabMsg>) {
-        if to == self.id {
+        let after_sync = out.effects().iter().any(|e| matches!(e, Effect::Sync));
+        if to == self.id && !after_sync {
             self.txn.local.push_back(msg);
         } else {
             out.send(to, KvlabMsg::Txn(msg));

@@ -94,6 +94,32 @@ fn a_multi_group_transaction_commits_and_a_later_read_sees_all_its_appends() {
 }
 
 #[test]
+fn a_vote_from_a_single_voter_group_waits_for_the_prepares_fsync() {
+    // One node, RF 1: each group commits and applies a PREPARE in the step that appends
+    // it. Its YES vote must not reach this node's coordinator before the fsync that
+    // makes the PREPARE durable (a crash in between would lose the prepared locks and
+    // writes of a transaction the coordinator then commits). So the prepare phase takes
+    // at least one simulated fsync; it took zero when local votes skipped the sync.
+    for seed in 1..=5 {
+        let mut cfg = fast_config(1);
+        cfg.replication_factor = 1;
+        cfg.meta.voters = vec![NodeId(1)];
+        let mut s = sim(seed, 1, cfg);
+        run_ms(&mut s, 2_000);
+        let ops: Vec<TxnMicroOp> = KEYS.iter().map(|k| append(k, 1)).collect();
+        s.submit(NodeId(1), txn(1, 1, ops));
+        let (replies, _) = run_ms(&mut s, 2_000);
+        let r = &replies[&RequestId { client: 1, seq: 1 }].result;
+        let Ok(OpOutput::Txn { timing, .. }) = r else {
+            panic!("seed {seed}: not committed: {r:?}");
+        };
+        assert!(timing.groups > 1, "seed {seed}: {timing:?}");
+        assert!(timing.prepare_ns > 0, "seed {seed}: {timing:?}");
+        assert!(timing.decide_ns > 0, "seed {seed}: {timing:?}");
+    }
+}
+
+#[test]
 fn concurrent_conflicting_transactions_are_all_or_nothing() {
     let mut s = sim(5, 5, fast_config(5));
     run_ms(&mut s, 2_000);
