@@ -257,6 +257,25 @@ fn start_node(config: &Path, addr: &str) -> std::process::Child {
     child
 }
 
+/// Writes the config of a one-node cluster of `system` over tarpc on free loopback
+/// ports (its own peer table, data under `dir`), with `extra` TOML appended; returns
+/// the config's path and the client address.
+fn one_node_config(dir: &Path, system: &str, extra: &str) -> (PathBuf, String) {
+    let (peer, cl, admin) = (free_port(), free_port(), free_port());
+    let config = dir.join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "id = 1\nsystem = \"{system}\"\ntransport = \"tarpc\"\nlisten = \"127.0.0.1:{peer}\"\n\
+             client = \"127.0.0.1:{cl}\"\ndata_dir = \"{}\"\ncluster_secret = \"000102030405060708090a0b0c0d0e0f\"\n\
+             [admin]\naddr = \"127.0.0.1:{admin}\"\ntoken = \"t\"\n[peers]\n1 = \"127.0.0.1:{peer}\"\n{extra}",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    (config, format!("127.0.0.1:{cl}"))
+}
+
 fn sigterm_and_wait(mut child: std::process::Child) -> std::process::ExitStatus {
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
@@ -266,18 +285,7 @@ fn sigterm_and_wait(mut child: std::process::Child) -> std::process::ExitStatus 
 #[test]
 fn kvlab_node_serves_kvlab_client_stops_on_sigterm_and_recovers_its_data() {
     let dir = tempfile::tempdir().unwrap();
-    let (peer, cl, admin) = (free_port(), free_port(), free_port());
-    let config = dir.path().join("node.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "id = 1\nsystem = \"raft\"\ntransport = \"tarpc\"\nlisten = \"127.0.0.1:{peer}\"\n\
-             client = \"127.0.0.1:{cl}\"\ndata_dir = \"{}\"\ncluster_secret = \"000102030405060708090a0b0c0d0e0f\"\n[admin]\naddr = \"127.0.0.1:{admin}\"\ntoken = \"t\"\n",
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
-    let addr = format!("127.0.0.1:{cl}");
+    let (config, addr) = one_node_config(dir.path(), "raft", "");
     let node = start_node(&config, &addr);
     assert_eq!(client(&addr, &["write", "k", "5"]), (0, "ok".into()));
     assert_eq!(client(&addr, &["read", "k"]), (0, "5".into()));
@@ -298,20 +306,11 @@ fn kvlab_node_serves_kvlab_client_stops_on_sigterm_and_recovers_its_data() {
 #[test]
 fn kvlab_client_txn_commits_on_a_composed_node_and_reads_its_appends_back() {
     let dir = tempfile::tempdir().unwrap();
-    let (peer, cl, admin) = (free_port(), free_port(), free_port());
-    let config = dir.path().join("node.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "id = 1\nsystem = \"kvlab\"\ntransport = \"tarpc\"\nlisten = \"127.0.0.1:{peer}\"\n\
-             client = \"127.0.0.1:{cl}\"\ndata_dir = \"{}\"\ncluster_secret = \"000102030405060708090a0b0c0d0e0f\"\n\
-             [admin]\naddr = \"127.0.0.1:{admin}\"\ntoken = \"t\"\n[peers]\n1 = \"127.0.0.1:{peer}\"\n\
-             [kvlab]\nreplication_factor = 1\n[kvlab.meta]\nvoters = [1]\n",
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
-    let addr = format!("127.0.0.1:{cl}");
+    let (config, addr) = one_node_config(
+        dir.path(),
+        "kvlab",
+        "[kvlab]\nreplication_factor = 1\n[kvlab.meta]\nvoters = [1]\n",
+    );
     let node = start_node(&config, &addr);
     let (code, out) = client(&addr, &["txn", "r:x", "append:x=3", "w:z=5"]);
     assert_eq!(code, 0, "{out}");
