@@ -1,7 +1,7 @@
 //! What nodes send each other about transactions. The composed node wraps a [`TxnMsg`]
 //! in its own message type and routes it by group leader; this crate never sends.
 
-use kvlab_types::GroupId;
+use kvlab_types::{GroupId, NodeId};
 use serde::{Deserialize, Serialize};
 
 use crate::config::TxnConfig;
@@ -42,6 +42,9 @@ pub enum TxnMsg {
         txn: TxnId,
         /// The asking group (the answer goes to its leader).
         asker: GroupId,
+        /// The node that asked (the asking group's leader then): the answer goes to it,
+        /// also when a home replica that does not lead forwarded the question.
+        reply_to: NodeId,
     },
     /// Home leader → the asker's leader: the decision, to apply through its own log
     /// ([`crate::Resolver::on_decision`]).
@@ -110,7 +113,6 @@ impl TxnMsg {
 mod tests {
     use super::*;
     use crate::ops::MicroOp;
-    use kvlab_types::NodeId;
 
     #[test]
     fn oversized_and_empty_requests_are_refused_and_messages_round_trip() {

@@ -314,9 +314,12 @@ impl KvlabNode {
                     self.coord_step(txn, step, out);
                 }
             }
-            TxnMsg::Resolve { home, txn, asker } => {
-                self.on_resolve(cx, (from, asker), home, txn, out)
-            }
+            TxnMsg::Resolve {
+                home,
+                txn,
+                asker,
+                reply_to,
+            } => self.on_resolve(cx, from, (reply_to, asker), home, txn, out),
             TxnMsg::Resolved {
                 group,
                 txn,
@@ -399,13 +402,17 @@ impl KvlabNode {
         }
     }
 
-    /// The home's leader answers `asker` (the group and the node, its leader, that
-    /// asked): the answer goes straight back to that node, which need not be in this
-    /// node's route cache; if it no longer leads, its successor asks again.
+    /// The home's leader answers `asker` (the node, its leader, that asked, and the
+    /// group): the answer goes straight back to that node, which need not be in this
+    /// node's route cache; if it no longer leads, its successor asks again. A home
+    /// replica that does not lead passes a question that came straight from the asker
+    /// on to the leader it follows (one hop, as coordinators' requests), and tells the
+    /// asker which node leads: a question sent to a follower is not lost.
     fn on_resolve(
         &mut self,
         cx: &mut Cx<'_>,
-        (from, asker): (NodeId, GroupId),
+        from: NodeId,
+        (reply_to, asker): (NodeId, GroupId),
         home: GroupId,
         txn: TxnId,
         out: &mut Out<KvlabMsg>,
@@ -422,7 +429,31 @@ impl KvlabNode {
         }) else {
             return;
         };
-        let Some(l) = self.leader_txn(v) else {
+        if self.leader_txn(v).is_none() {
+            let leader = (self.vnodes.replicas.get(&v))
+                .and_then(|r| r.r.raft.leader())
+                .filter(|&l| l != self.id);
+            if from != self.id {
+                out.send(
+                    from,
+                    KvlabMsg::TxnNotLeader {
+                        group: home,
+                        leader,
+                    },
+                );
+            }
+            if let Some(l) = leader.filter(|&l| l != from && from == reply_to) {
+                let ask = TxnMsg::Resolve {
+                    home,
+                    txn,
+                    asker,
+                    reply_to,
+                };
+                out.send(l, KvlabMsg::Txn(ask));
+            }
+            return;
+        }
+        let Some(l) = self.txn_leaders.get_mut(&v) else {
             return;
         };
         match home_resolve(&state, &cfg, txn, cx.now) {
@@ -433,11 +464,11 @@ impl KvlabNode {
                     home,
                     decision,
                 };
-                self.send_to_node(from, msg, out);
+                self.send_to_node(reply_to, msg, out);
             }
             HomeResolve::RetryLater => {}
             HomeResolve::Propose(entry) => {
-                l.waiters.entry(txn).or_default().insert((asker, from));
+                l.waiters.entry(txn).or_default().insert((asker, reply_to));
                 self.propose_txn(v, &entry);
             }
         }
@@ -603,7 +634,14 @@ impl KvlabNode {
                             step: TxnStepKind::ResolveAsked,
                             voters: Vec::new(),
                         });
-                        self.send_to_group(home, TxnMsg::Resolve { home, txn, asker }, out);
+                        let reply_to = self.id;
+                        let ask = TxnMsg::Resolve {
+                            home,
+                            txn,
+                            asker,
+                            reply_to,
+                        };
+                        self.send_to_group(home, ask, out);
                     }
                     ResolveAction::Propose(entry) => self.propose_txn(v, &entry),
                 }

@@ -224,3 +224,54 @@ fn a_gateway_crash_mid_transaction_is_finished_by_the_resolvers() {
     // Crashes before the decision end aborted, crashes after it committed.
     assert_eq!(outcomes.len(), 2, "only one outcome over every crash point");
 }
+
+/// A resolver asks the home leader it has cached; after a leader change that may be a
+/// replica that no longer leads. Such a replica passes the question on to the leader it
+/// follows (and tells the asker who leads): the question is answered now, not one
+/// `resolve_after_ms` later (each lost question delayed an orphaned lock's release by
+/// that much). Here the question for a transaction the home never saw reaches a home
+/// follower, and the home leader records the abort that answers it.
+#[test]
+fn a_resolvers_question_to_a_home_follower_is_passed_on_to_the_leader() {
+    use kvlab_ring::vnode_group;
+    use kvlab_txn::{TxnId, TxnMsg, TxnRecord};
+    for seed in 1..=5 {
+        let mut s = sim(seed, 5, fast_config(5));
+        run_ms(&mut s, 2_000);
+        let v = s.node(NodeId(1)).expect("node 1").layout().vnode_of("a");
+        let leader = (1..=5)
+            .find_map(|n| s.node(NodeId(n))?.raft(v)?.leader())
+            .expect("a leader");
+        let follower = (1..=5)
+            .map(NodeId)
+            .find(|&n| n != leader && s.node(n).is_some_and(|p| p.is_member_of(v)))
+            .expect("a follower");
+        let asker = (1..=5)
+            .map(NodeId)
+            .find(|&n| n != leader && n != follower)
+            .expect("a third node");
+        let txn = TxnId {
+            node: NodeId(9),
+            boot_epoch: 1,
+            seq: 1,
+        };
+        let home = vnode_group(v);
+        let ask = TxnMsg::Resolve {
+            home,
+            txn,
+            asker: home,
+            reply_to: asker,
+        };
+        s.inject(asker, follower, super::KvlabMsg::Txn(ask))
+            .expect("known");
+        run_ms(&mut s, 200);
+        let record = s
+            .node(leader)
+            .and_then(|p| p.vnode_store(v)?.participant()?.record(txn).cloned());
+        assert_eq!(
+            record,
+            Some(TxnRecord::Aborted),
+            "seed {seed}: leader {leader}, follower {follower}, asker {asker}"
+        );
+    }
+}

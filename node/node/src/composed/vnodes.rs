@@ -460,6 +460,11 @@ impl Vnodes {
                 raft.propose_conf_change(ConfChange::RemoveNode(*n))
             }
             Step::TransferLeader(n) => {
+                if !answering(raft, *n) {
+                    // A transfer to a silent voter stalls the group's proposals for an
+                    // election timeout and then is abandoned; wait until it answers.
+                    return StepOutcome::Deferred(format!("voter {n} is not answering"));
+                }
                 return match raft.transfer_leader(*n) {
                     Ok(()) => StepOutcome::Started,
                     Err(e) => StepOutcome::Deferred(e.to_string()),
@@ -519,15 +524,21 @@ impl Vnodes {
     }
 }
 
+/// Whether voter `n` answered the leader within the current CheckQuorum window: a
+/// transfer to a crashed or cut-off voter would only stall the group.
+fn answering(raft: &RaftGroup, n: NodeId) -> bool {
+    raft.progress(n).is_some_and(|p| p.recent_active)
+}
+
 /// A leader asked to remove itself hands leadership to the most caught-up other voter
-/// first (the step is then re-sent to the new leader).
+/// that is answering first (the step is then re-sent to the new leader).
 fn transfer_away(raft: &mut RaftGroup) -> StepOutcome {
     let me = raft.id();
-    let to = raft
-        .voters()
+    let others: Vec<NodeId> = raft.voters().iter().copied().filter(|&n| n != me).collect();
+    let to = others
         .iter()
         .copied()
-        .filter(|&n| n != me)
+        .filter(|&n| answering(raft, n))
         .max_by_key(|&n| {
             (
                 raft.progress(n).map_or(0, |p| p.match_index),
@@ -539,6 +550,7 @@ fn transfer_away(raft: &mut RaftGroup) -> StepOutcome {
             Ok(()) => StepOutcome::Deferred(format!("handing leadership to {to} first")),
             Err(e) => StepOutcome::Deferred(e.to_string()),
         },
-        None => StepOutcome::Refused("the leader is the only voter".into()),
+        None if others.is_empty() => StepOutcome::Refused("the leader is the only voter".into()),
+        None => StepOutcome::Deferred("no other voter is answering".into()),
     }
 }
