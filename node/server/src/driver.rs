@@ -19,7 +19,10 @@
 //! - `Event` goes to tracing and to the event log.
 //!
 //! **Pipelined group commit** ([`crate::commit`]). The driver takes the inputs that are
-//! already ready (at most `max_steps_per_sync` steps), then starts one writer per idle
+//! already ready (at most `max_steps_per_sync` steps), ends the batch with
+//! [`Protocol::end_batch`] (the steps run with [`Cx::batched`]: kvlab's Raft nodes
+//! propose a batch's client requests in their steps and drain Raft's `Ready` once, at
+//! the end, so the batch shares one AppendEntries per follower), then starts one writer per idle
 //! WAL shard (`server.workers` shards, groups by `group % workers`), which appends that
 //! shard's queued records and fsyncs them on a blocking thread. The driver does not wait:
 //! it steps the next inputs while the disk works, and their records form the next batch.
@@ -444,6 +447,8 @@ enum Wake<M> {
     Client(ClientCall),
     /// A WAL shard's writer returned.
     Io(IoDone),
+    /// A message this node sent itself is waiting.
+    ToSelf,
     /// Nothing was ready (only when not waiting).
     Idle,
 }
@@ -507,6 +512,9 @@ where
     admin_rx: mpsc::Receiver<DriverCommand>,
     waiters: BTreeMap<RequestId, VecDeque<oneshot::Sender<ClientResponse>>>,
     waiting: usize,
+    /// Messages the protocol sent to its own node (a Raft leader's `LocalAppended`):
+    /// delivered in order from here, without the transport's encoding and socket.
+    to_self: VecDeque<P::Msg>,
     out: Out<P::Msg>,
     events: EventLog,
     stats: DriverStats,
@@ -592,6 +600,7 @@ where
             admin_rx,
             waiters: BTreeMap::new(),
             waiting: 0,
+            to_self: VecDeque::new(),
             out,
             events: EventLog {
                 recent: VecDeque::with_capacity(options.event_log_len),
@@ -670,6 +679,7 @@ where
                 flow = self.handle(wake).await?;
                 steps += 1;
             }
+            self.end_batch().await?;
             match flow {
                 Flow::Stop => return Ok(()),
                 Flow::Pause(ack) => {
@@ -723,6 +733,7 @@ where
             _ = shutdown => Wake::Shutdown,
             Some(cmd) = self.admin_rx.recv() => Wake::Admin(cmd),
             done = self.commit.next_done() => Wake::Io(done),
+            _ = std::future::ready(()), if open && !self.to_self.is_empty() => Wake::ToSelf,
             _ = tokio::time::sleep_until(next_timer.unwrap_or(far)), if open && next_timer.is_some() => Wake::Timers,
             r = self.transport.recv(), if open => Wake::Msg(r),
             Some(call) = self.client_rx.recv(), if open => Wake::Client(call),
@@ -747,20 +758,15 @@ where
                 while let Some(timer) = self.timers.pop_due(now) {
                     self.stats.timers_fired += 1;
                     let t = self.now();
-                    let mut cx =
-                        Cx::new(self.id, t, &mut self.rng).with_log_shards(self.commit.workers());
+                    let mut cx = Cx::new(self.id, t, &mut self.rng)
+                        .with_log_shards(self.commit.workers())
+                        .batched();
                     self.protocol.on_timer(&mut cx, timer, &mut self.out);
                     self.after_step().await?;
                 }
             }
             Wake::Msg(Ok(env)) => {
-                self.stats.messages_in += 1;
-                let t = self.now();
-                let mut cx =
-                    Cx::new(self.id, t, &mut self.rng).with_log_shards(self.commit.workers());
-                self.protocol
-                    .on_msg(&mut cx, env.from, env.msg, &mut self.out);
-                self.after_step().await?;
+                self.on_msg(env.from, env.msg).await?;
                 // Fairness: peer messages rank above clients, so a steady stream of them
                 // would starve clients; take one waiting client request per message.
                 if let Ok(call) = self.client_rx.try_recv() {
@@ -775,6 +781,11 @@ where
                     source,
                 });
             }
+            Wake::ToSelf => {
+                if let Some(msg) = self.to_self.pop_front() {
+                    self.on_msg(self.id, msg).await?;
+                }
+            }
             Wake::Client(call) => self.on_client(call).await?,
             Wake::Io(done) => {
                 let released = self
@@ -785,6 +796,16 @@ where
             }
         }
         Ok(Flow::Continue)
+    }
+
+    async fn on_msg(&mut self, from: NodeId, msg: P::Msg) -> Result<(), ServerError> {
+        self.stats.messages_in += 1;
+        let t = self.now();
+        let mut cx = Cx::new(self.id, t, &mut self.rng)
+            .with_log_shards(self.commit.workers())
+            .batched();
+        self.protocol.on_msg(&mut cx, from, msg, &mut self.out);
+        self.after_step().await
     }
 
     async fn on_client(&mut self, call: ClientCall) -> Result<(), ServerError> {
@@ -812,8 +833,21 @@ where
             .push_back(call.reply);
         self.waiting += 1;
         let t = self.now();
-        let mut cx = Cx::new(self.id, t, &mut self.rng).with_log_shards(self.commit.workers());
+        let mut cx = Cx::new(self.id, t, &mut self.rng)
+            .with_log_shards(self.commit.workers())
+            .batched();
         self.protocol.on_client(&mut cx, call.req, &mut self.out);
+        self.after_step().await
+    }
+
+    /// The batch's last step: [`Protocol::end_batch`] (the steps were taken with
+    /// [`Cx::batched`]).
+    async fn end_batch(&mut self) -> Result<(), ServerError> {
+        let t = self.now();
+        let mut cx = Cx::new(self.id, t, &mut self.rng)
+            .with_log_shards(self.commit.workers())
+            .batched();
+        self.protocol.end_batch(&mut cx, &mut self.out);
         self.after_step().await
     }
 
@@ -934,6 +968,10 @@ where
     }
 
     fn send_now(&mut self, to: NodeId, msg: P::Msg) {
+        if to == self.id {
+            self.to_self.push_back(msg);
+            return;
+        }
         if let Err(e) = self.transport.send(to, msg) {
             // Best effort: the transport counted it; to the protocol it is a lost message.
             self.stats.send_errors += 1;

@@ -24,10 +24,14 @@ fn note(log: &Log, what: impl Into<String>) {
 
 /// Writes: `Send(pre)`, `Persist`, `Sync`, `Send(post)`, `Reply`. Reads: `Reply` at once.
 /// Deletes: never answered. Cas: persists to groups 0 and 1, `Sync`, `Reply`. Every
-/// client step notes `step <seq>` in the log first.
+/// client step notes `step <seq>` in the log first. Client 7's writes instead persist,
+/// sync and send message 7 to this node itself, and are answered when it arrives; the
+/// batch they were taken in notes `end batch`.
 #[derive(Debug)]
 struct Scripted {
     log: Option<Log>,
+    /// Client 7's request waiting for the message to itself.
+    to_answer: Option<RequestId>,
 }
 
 impl Protocol for Scripted {
@@ -35,15 +39,38 @@ impl Protocol for Scripted {
     /// Where client steps are noted (`None`: nowhere).
     type Config = Option<Log>;
     fn boot(_: &mut Cx<'_>, log: &Option<Log>, _: &[NodeId], _: Recovery, _: &mut Out<u8>) -> Self {
-        Scripted { log: log.clone() }
+        Scripted {
+            log: log.clone(),
+            to_answer: None,
+        }
     }
-    fn on_msg(&mut self, _: &mut Cx<'_>, _: NodeId, _: u8, _: &mut Out<u8>) {}
+    fn on_msg(&mut self, _: &mut Cx<'_>, from: NodeId, msg: u8, out: &mut Out<u8>) {
+        if let Some(log) = &self.log {
+            note(log, format!("msg {msg} from {from}"));
+        }
+        if let Some(id) = self.to_answer.take() {
+            out.reply(id, Ok(OpOutput::Done));
+        }
+    }
+    fn end_batch(&mut self, cx: &mut Cx<'_>, _: &mut Out<u8>) {
+        assert!(cx.batched);
+        if let (Some(log), Some(_)) = (&self.log, self.to_answer) {
+            note(log, "end batch");
+        }
+    }
     fn on_timer(&mut self, _: &mut Cx<'_>, _: TimerId, _: &mut Out<u8>) {}
-    fn on_client(&mut self, _: &mut Cx<'_>, req: ClientRequest, out: &mut Out<u8>) {
+    fn on_client(&mut self, cx: &mut Cx<'_>, req: ClientRequest, out: &mut Out<u8>) {
         if let Some(log) = &self.log {
             note(log, format!("step {}", req.id.seq));
         }
         match req.op {
+            KvOp::Write { .. } if req.id.client == 7 => {
+                assert!(cx.batched, "the driver steps with Cx::batched");
+                out.persist(kvlab_types::GroupId::DEFAULT, b"record".to_vec());
+                out.sync();
+                out.send(NodeId(1), 7);
+                self.to_answer = Some(req.id);
+            }
             KvOp::Cas { .. } => {
                 out.persist(kvlab_types::GroupId(0), b"a".to_vec());
                 out.persist(kvlab_types::GroupId(1), b"b".to_vec());
@@ -433,4 +460,43 @@ async fn a_failed_fsync_on_one_shard_stops_the_node_before_the_reply() {
         matches!(ended, Err(ServerError::Storage { op: "sync", .. })),
         "{ended:?}"
     );
+}
+
+/// A message a node sends itself never touches the transport (no encoding, no socket):
+/// the driver delivers it from a local queue, still only after the sync before it
+/// returned; and the batch the step was taken in ends with `Protocol::end_batch`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_to_itself_is_delivered_locally_after_its_sync() {
+    let log: Log = Arc::default();
+    let (server, handle) = server_with(&log, vec![store(&log, "", false)], 5_000, true);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async {
+        let _ = stop_rx.await;
+    }));
+    let mut req = write_req(1);
+    req.id.client = 7;
+    let resp = tokio::time::timeout(Duration::from_secs(5), handle.execute(req))
+        .await
+        .unwrap();
+    assert_eq!(resp.result, Ok(OpOutput::Done));
+    let _ = stop_tx.send(());
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let log = log.lock().unwrap().clone();
+    assert_eq!(
+        log[..6],
+        [
+            "step 1",
+            "end batch",
+            "persist",
+            "sync begins",
+            "sync returns",
+            "msg 7 from n1",
+        ],
+        "{log:?}"
+    );
+    assert!(!log.iter().any(|l| l.starts_with("send ")), "{log:?}");
 }

@@ -225,6 +225,13 @@ pub struct Cx<'a> {
     /// group `g` goes to log [`log_shard`]`(g, log_shards)`). 1 in simulation. A protocol
     /// may use it to scope its effects ([`Effect::Scope`]).
     pub log_shards: usize,
+    /// Whether the driver calls [`Protocol::end_batch`] after this step and the others it
+    /// takes together with it (the inputs already waiting): a protocol may then leave
+    /// work common to the batch to that call — kvlab's Raft nodes drain their groups'
+    /// `Ready`s there, so that the proposals of a batch share one AppendEntries per
+    /// follower and one fsync. `false` in simulation and in direct calls, where
+    /// `end_batch` never comes and each step finishes its own work.
+    pub batched: bool,
 }
 
 impl<'a> Cx<'a> {
@@ -235,7 +242,15 @@ impl<'a> Cx<'a> {
             now,
             rng,
             log_shards: 1,
+            batched: false,
         }
+    }
+
+    /// The same context for a driver that calls [`Protocol::end_batch`] after each batch
+    /// of steps.
+    pub fn batched(mut self) -> Self {
+        self.batched = true;
+        self
     }
 
     /// The same context for a driver with `shards` logs (at least 1).
@@ -587,6 +602,13 @@ pub trait Protocol: Sized + fmt::Debug {
     /// Handles a client request. Every request eventually gets exactly one
     /// [`Effect::Reply`] unless the node crashes or the client gives up first.
     fn on_client(&mut self, cx: &mut Cx<'_>, req: ClientRequest, out: &mut Out<Self::Msg>);
+
+    /// Ends a batch of steps taken with [`Cx::batched`]: the driver calls it once after
+    /// the inputs it handled together (never in simulation). A protocol that left work
+    /// to it does it here; the default does nothing.
+    fn end_batch(&mut self, cx: &mut Cx<'_>, out: &mut Out<Self::Msg>) {
+        let _ = (cx, out);
+    }
 
     /// Handles an operator's command. Protocols without membership changes keep this
     /// default, which changes nothing and reports an `admin_unsupported` event, so a

@@ -334,6 +334,9 @@ pub struct RaftKv {
     /// range, a sender that disagrees with the transport): reported as
     /// `message_refused` events at the 1st, 2nd, 4th, 8th, … refusal.
     refused_messages: u64,
+    /// A batched step ([`Cx::batched`]) proposed or asked for a read without draining
+    /// the `Ready`s: [`Protocol::end_batch`] drains them once for the whole batch.
+    drive_at_batch_end: bool,
 }
 
 impl RaftKv {
@@ -632,6 +635,17 @@ impl RaftKv {
         }
     }
 
+    /// After a client request was served: drains the `Ready`s now, or in a batched step
+    /// once at the end of the batch, so that the batch's proposals and read requests go
+    /// out together (one AppendEntries per follower, one ReadIndex round).
+    fn drive_now_or_at_batch_end(&mut self, cx: &Cx<'_>, out: &mut Out<RaftKvMsg>) {
+        if cx.batched {
+            self.drive_at_batch_end = true;
+        } else {
+            self.drive(out);
+        }
+    }
+
     /// Drains every group's `Ready`s: effects first (persist, sync, send, events), then
     /// restore, apply, serve reads, and compact when due.
     fn drive(&mut self, out: &mut Out<RaftKvMsg>) {
@@ -854,6 +868,7 @@ impl Protocol for RaftKv {
             next_read_ctx: 0,
             dropped_messages: 0,
             refused_messages: 0,
+            drive_at_batch_end: false,
         };
         if let Err(e) = node.recover_groups(cx, peers, &recovered) {
             node.poison(e.to_string(), out);
@@ -879,7 +894,7 @@ impl Protocol for RaftKv {
             RaftKvMsg::Raft(m) => self.on_raft_message(cx, from, m, out),
             RaftKvMsg::Forward(ForwardMsg::Forward { req }) => {
                 self.serve(cx, req, Origin::Forwarded(from), out);
-                self.drive(out);
+                self.drive_now_or_at_batch_end(cx, out);
             }
             RaftKvMsg::Forward(ForwardMsg::ForwardReply { resp }) => {
                 self.on_forward_reply(from, resp, out)
@@ -913,7 +928,13 @@ impl Protocol for RaftKv {
 
     fn on_client(&mut self, cx: &mut Cx<'_>, req: ClientRequest, out: &mut Out<RaftKvMsg>) {
         self.serve(cx, req, Origin::Local, out);
-        self.drive(out);
+        self.drive_now_or_at_batch_end(cx, out);
+    }
+
+    fn end_batch(&mut self, _cx: &mut Cx<'_>, out: &mut Out<RaftKvMsg>) {
+        if std::mem::take(&mut self.drive_at_batch_end) {
+            self.drive(out);
+        }
     }
 
     fn on_admin(&mut self, _cx: &mut Cx<'_>, cmd: AdminCommand, out: &mut Out<RaftKvMsg>) {
