@@ -210,6 +210,31 @@ fn server_with(
     )
 }
 
+/// Runs `server`, sends it `req`, notes "reply received" when the answer came, and stops
+/// it gracefully.
+async fn serve_one(
+    server: NodeServer<Scripted, LoggingTransport, LoggingStore>,
+    handle: &kvlab_server::NodeHandle,
+    req: ClientRequest,
+    log: &Log,
+) -> kvlab_types::ClientResponse {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async {
+        let _ = stop_rx.await;
+    }));
+    let resp = tokio::time::timeout(Duration::from_secs(5), handle.execute(req))
+        .await
+        .unwrap();
+    note(log, "reply received");
+    let _ = stop_tx.send(());
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    resp
+}
+
 fn write_req(seq: u64) -> ClientRequest {
     ClientRequest {
         id: RequestId { client: 9, seq },
@@ -224,21 +249,8 @@ fn write_req(seq: u64) -> ClientRequest {
 async fn sends_and_replies_after_a_sync_leave_only_once_the_sync_returned() {
     let log: Log = Arc::default();
     let (server, handle) = server(&log, false, 5_000);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async {
-        let _ = stop_rx.await;
-    }));
-    let resp = tokio::time::timeout(Duration::from_secs(5), handle.execute(write_req(1)))
-        .await
-        .unwrap();
-    note(&log, "reply received");
+    let resp = serve_one(server, &handle, write_req(1), &log).await;
     assert_eq!(resp.result, Ok(OpOutput::Done));
-    let _ = stop_tx.send(());
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
     let log = log.lock().unwrap().clone();
     assert_eq!(
         log[..6],
@@ -469,22 +481,10 @@ async fn a_failed_fsync_on_one_shard_stops_the_node_before_the_reply() {
 async fn a_message_to_itself_is_delivered_locally_after_its_sync() {
     let log: Log = Arc::default();
     let (server, handle) = server_with(&log, vec![store(&log, "", false)], 5_000, true);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async {
-        let _ = stop_rx.await;
-    }));
     let mut req = write_req(1);
     req.id.client = 7;
-    let resp = tokio::time::timeout(Duration::from_secs(5), handle.execute(req))
-        .await
-        .unwrap();
+    let resp = serve_one(server, &handle, req, &log).await;
     assert_eq!(resp.result, Ok(OpOutput::Done));
-    let _ = stop_tx.send(());
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
     let log = log.lock().unwrap().clone();
     assert_eq!(
         log[..6],
