@@ -362,6 +362,15 @@ impl KvlabNode {
         None
     }
 
+    /// The leader this node's replica of `group` follows, if it is neither this node nor
+    /// `from` (where a message that reached a non-leader goes on, one hop).
+    fn followed_leader(&self, group: GroupId, from: NodeId) -> Option<NodeId> {
+        group_vnode(group)
+            .and_then(|v| self.vnodes.replicas.get(&v))
+            .and_then(|r| r.r.raft.leader())
+            .filter(|&l| l != self.id && l != from)
+    }
+
     fn on_txn_request(
         &mut self,
         cx: &mut Cx<'_>,
@@ -373,11 +382,10 @@ impl KvlabNode {
         let Some(v) = self.led_vnode(from, group, out) else {
             // A coordinator's request (one hop only: never a forwarded one) goes on to
             // the leader this replica follows.
-            let leader = group_vnode(group)
-                .and_then(|v| self.vnodes.replicas.get(&v))
-                .and_then(|r| r.r.raft.leader())
-                .filter(|&l| l != self.id && l != from);
-            if let Some(l) = leader.filter(|_| from == entry.txn().node) {
+            if let Some(l) = self
+                .followed_leader(group, from)
+                .filter(|_| from == entry.txn().node)
+            {
                 out.send(l, KvlabMsg::Txn(TxnMsg::Request { group, entry }));
             }
             return;
@@ -429,20 +437,11 @@ impl KvlabNode {
         }) else {
             return;
         };
-        if self.leader_txn(v).is_none() {
-            let leader = (self.vnodes.replicas.get(&v))
-                .and_then(|r| r.r.raft.leader())
-                .filter(|&l| l != self.id);
-            if from != self.id {
-                out.send(
-                    from,
-                    KvlabMsg::TxnNotLeader {
-                        group: home,
-                        leader,
-                    },
-                );
-            }
-            if let Some(l) = leader.filter(|&l| l != from && from == reply_to) {
+        if self.led_vnode(from, home, out).is_none() {
+            if let Some(l) = self
+                .followed_leader(home, from)
+                .filter(|_| from == reply_to)
+            {
                 let ask = TxnMsg::Resolve {
                     home,
                     txn,
