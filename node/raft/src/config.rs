@@ -27,7 +27,15 @@ pub struct RaftConfig {
     /// followers that heard from a leader in that window ignore vote requests (thesis
     /// §6.2, the "leader lease" that keeps removed or partitioned nodes from disrupting).
     pub check_quorum: bool,
-    /// Most AppendEntries in flight to one follower in replicate state.
+    /// Most AppendEntries in flight to one follower in replicate state. Small by
+    /// default (4), because the window is also how proposals are batched under load:
+    /// while it is open each proposal leaves at once in its own AppendEntries (lowest
+    /// latency when load is light); once it is full, new entries wait and leave
+    /// together in one message when an acknowledgement frees a slot. Measured on the
+    /// `raft` system, 3 nodes on loopback, 64 clients: a window of 256 sent one message
+    /// per put (about 250 µs of CPU per put), a window of 4 cut that to about 145 µs and
+    /// raised throughput by 1.5x; 2 raised p99. etcd and raft-rs default to 256 but
+    /// batch proposals before they reach Raft.
     pub max_inflight_msgs: usize,
     /// Most entries in one AppendEntries.
     pub max_entries_per_msg: usize,
@@ -112,7 +120,7 @@ impl Default for RaftConfig {
             heartbeat_ticks: 1,
             pre_vote: true,
             check_quorum: true,
-            max_inflight_msgs: 256,
+            max_inflight_msgs: 4,
             max_entries_per_msg: 256,
             parallel_leader_append: false,
             max_bytes_per_msg: 512 << 10,
