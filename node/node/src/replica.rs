@@ -21,8 +21,8 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 
 use kvlab_raft::{
-    EntryKind, GroupId, HardState, RaftError, RaftGroup, RaftMessage, RaftRecord, Snapshot,
-    WalRecord,
+    EntryKind, GroupId, HardState, RaftError, RaftGroup, RaftMessage, RaftRecord, Ready,
+    Snapshot, WalRecord,
 };
 use kvlab_types::{
     ClientError, ClientRequest, ClientResponse, InvalidRequest, KvOp, NodeEvent, NodeId, OpOutput,
@@ -354,8 +354,9 @@ impl<S: StateMachine> Replica<S> {
         })
     }
 
-    /// Drains the group's `Ready`s: effects first (persist, sync, send, events), then
-    /// restore, apply, serve reads, and compact when due.
+    /// Drains the group's `Ready`s: effects (persist, sync, send, events) and restore,
+    /// apply, serve reads (first when [`Ready::apply_before_sync`], else after), then
+    /// compact when due.
     pub(crate) fn drive<M>(
         &mut self,
         tuning: ReplicaTuning,
@@ -367,31 +368,44 @@ impl<S: StateMachine> Replica<S> {
             // A snapshot (a compaction here, or one installed from the leader) becomes
             // the group's durable snapshot file, never one log record: it may be larger
             // than a record can be.
+            // With `apply_before_sync` the answers go first, so that they wait for no
+            // fsync of this batch's records (only for earlier barriers).
+            if rd.apply_before_sync {
+                self.apply_ready(&mut rd, out)?;
+            }
             let group = self.raft.group();
             rd.emit_effects_saving_snapshots(out, &mut wrap, |out, snap| {
                 out.save_snapshot(group, self.wal_image(tuning, snap));
             });
-            if let Some(snap) = rd.restore.take() {
-                self.restore(snap)?;
+            if !rd.apply_before_sync {
+                self.apply_ready(&mut rd, out)?;
             }
-            for e in rd.committed_entries.drain(..) {
-                self.apply_entry(e.index, e.term, e.kind, &e.data, out);
-            }
-            for rs in rd.read_states.drain(..) {
-                if let Some(r) = self.reads.get_mut(&rs.ctx) {
-                    r.index = Some(rs.index);
-                }
-            }
-            for ctx in rd.aborted_reads.drain(..) {
-                if let Some(r) = self.reads.remove(&ctx) {
-                    let leader = self.raft.leader();
-                    let reason = "leadership lost before the read was served";
-                    self.answer(r.origin, unavailable(r.id, reason, leader));
-                }
-            }
-            self.serve_reads();
             self.maybe_compact(tuning)?;
         }
+        Ok(())
+    }
+
+    /// Steps 4–6 of a `Ready`: restore, apply, serve and fail reads.
+    fn apply_ready<M>(&mut self, rd: &mut Ready, out: &mut Out<M>) -> Result<(), ReplicaError> {
+        if let Some(snap) = rd.restore.take() {
+            self.restore(snap)?;
+        }
+        for e in rd.committed_entries.drain(..) {
+            self.apply_entry(e.index, e.term, e.kind, &e.data, out);
+        }
+        for rs in rd.read_states.drain(..) {
+            if let Some(r) = self.reads.get_mut(&rs.ctx) {
+                r.index = Some(rs.index);
+            }
+        }
+        for ctx in rd.aborted_reads.drain(..) {
+            if let Some(r) = self.reads.remove(&ctx) {
+                let leader = self.raft.leader();
+                let reason = "leadership lost before the read was served";
+                self.answer(r.origin, unavailable(r.id, reason, leader));
+            }
+        }
+        self.serve_reads();
         Ok(())
     }
 

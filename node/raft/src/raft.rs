@@ -688,6 +688,13 @@ impl RaftGroup {
         });
     }
 
+    /// Whether the term or vote to persist differ from what was last persisted (the
+    /// commit index alone does not make a `Ready`: see [`RaftGroup::ready`]).
+    fn term_or_vote_changed(&self) -> bool {
+        let hs = self.persisted_hard_state();
+        hs.term != self.last_hard_state.term || hs.vote != self.last_hard_state.vote
+    }
+
     fn persisted_hard_state(&self) -> HardState {
         let mut hs = self.hard_state();
         if self.cfg.unsafe_skip_vote_persist {
@@ -703,7 +710,7 @@ impl RaftGroup {
             || !self.msgs.is_empty()
             || self.log.has_unstable()
             || self.log.has_committed_to_apply()
-            || self.persisted_hard_state() != self.last_hard_state
+            || self.term_or_vote_changed()
             || self.pending_snapshot_record.is_some()
             || self.pending_restore.is_some()
             || !self.read_states.is_empty()
@@ -752,7 +759,11 @@ impl RaftGroup {
         if !batch.is_empty() {
             records.push(RaftRecord::Entries(batch));
         }
-        if hs != self.last_hard_state {
+        // The commit hint rides with other records and is never written alone: a
+        // commit-only change is not worth an fsync (etcd's `MustSync` is false for it),
+        // and a write of its own would hold the WAL's writer while the next entries
+        // wait. It is recovered as it was written last; the group learns the rest again.
+        if hs != self.last_hard_state && !records.is_empty() {
             records.push(RaftRecord::HardState(hs));
             self.last_hard_state = hs;
         }
@@ -771,6 +782,8 @@ impl RaftGroup {
             read_states: std::mem::take(&mut self.read_states),
             aborted_reads: std::mem::take(&mut self.aborted_reads),
             events: std::mem::take(&mut self.events),
+            // (`unsafe_count_leader_before_sync` breaks the premise on purpose.)
+            apply_before_sync: self.cfg.parallel_leader_append,
         }
     }
 

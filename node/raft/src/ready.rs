@@ -183,8 +183,11 @@ impl From<ConfChange> for MembershipChange {
 /// 6. serve [`Ready::read_states`] once applied up to their index; fail
 ///    [`Ready::aborted_reads`].
 ///
-/// [`Ready::emit_effects`] performs steps 0–3 as kvlab [`kvlab_types::Effect`]s; the
-/// caller then does 4–6, so its replies come after the `Sync` and wait for it too.
+/// When [`Ready::apply_before_sync`] is set, steps 4–6 may come first, before step 0:
+/// nothing they reveal depends on this node's unsynced records.
+///
+/// [`Ready::emit_effects`] performs steps 0–3 as kvlab [`kvlab_types::Effect`]s; a
+/// caller that does 4–6 after it has its replies behind the `Sync`, waiting for it too.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Ready {
     /// The group this batch belongs to.
@@ -210,6 +213,16 @@ pub struct Ready {
     pub aborted_reads: Vec<u64>,
     /// Events for the run log.
     pub events: Vec<RaftEvent>,
+    /// Steps 4–6 (restore, apply, serve reads) need not wait for this batch's `Sync`:
+    /// set under [`crate::RaftConfig::parallel_leader_append`], where every replica
+    /// counted towards a commit, the leader included, had made the entry durable first,
+    /// so a committed entry is on a quorum's disks whatever this node's own disk holds
+    /// (and a read point rests on a quorum's answers, not on this node's disk). The
+    /// caller applies and answers clients without waiting for an fsync it does not need
+    /// (etcd applies in parallel with its WAL write the same way); the `Sync` then
+    /// covers only the records and the messages. Off, the leader counts its own entries
+    /// before they are durable, and applying must wait.
+    pub apply_before_sync: bool,
 }
 
 impl Ready {

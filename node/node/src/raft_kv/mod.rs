@@ -40,11 +40,15 @@
 //! ## Durability and ordering
 //!
 //! After every input the node drains [`kvlab_raft::Ready`]s:
-//! [`Ready::emit_effects_saving_snapshots`] emits `Persist…, Sync, Send…, Event…`, then
-//! the node restores a snapshot, applies the
-//! committed entries and serves reads. Every reply is pushed after the `Sync` of the
-//! `Ready` that made it possible, so the driver releases it only once the state it
-//! reveals is durable.
+//! [`Ready::emit_effects_saving_snapshots`] emits `Persist…, Sync, Send…, Event…`, and
+//! the node restores a snapshot, applies the committed entries and serves reads. With
+//! `parallel_leader_append` (the default here) a committed entry is durable on a quorum
+//! before anyone applies it, so the node applies and answers *before* that `Ready`'s
+//! effects ([`kvlab_raft::Ready::apply_before_sync`]): an answer waits for the barriers
+//! of earlier batches, never for the fsync of the commit-index record the same `Ready`
+//! persists. Without it the leader counts its own unsynced entries, and every answer is
+//! pushed after the `Sync` of the `Ready` that made it possible, so the driver releases
+//! it only once the state it reveals is durable.
 //!
 //! Every `snapshot_every_entries` applied entries the node compacts its log into an
 //! encoded [`KvStore`] and then replaces the group's durable snapshot

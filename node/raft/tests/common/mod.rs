@@ -252,6 +252,19 @@ impl Net {
         for r in rd.records.drain(..) {
             node.wal.push(rec(r));
         }
+        if rd.apply_before_sync {
+            // Committed entries are durable on a quorum already: apply them now, before
+            // this node's own sync, as a parallel leader's caller does.
+            let apply = Ready {
+                restore: rd.restore.take(),
+                committed_entries: std::mem::take(&mut rd.committed_entries),
+                read_states: std::mem::take(&mut rd.read_states),
+                aborted_reads: std::mem::take(&mut rd.aborted_reads),
+                ..Ready::default()
+            };
+            self.apply(id, apply)?;
+        }
+        let node = self.nodes.get_mut(&id).expect("known node");
         let held = Held {
             sync_upto: node.wal.len(),
             ready: rd,
@@ -270,8 +283,15 @@ impl Net {
             return Ok(false);
         };
         node.durable_len = node.durable_len.max(held.sync_upto);
-        let rd = held.ready;
-        self.queue.extend(rd.messages);
+        let mut rd = held.ready;
+        self.queue.append(&mut rd.messages);
+        self.apply(id, rd)?;
+        Ok(true)
+    }
+
+    /// Restores, applies and serves what `rd` holds, and checks state machine safety and
+    /// the read points.
+    fn apply(&mut self, id: NodeId, rd: Ready) -> Result<(), String> {
         let node = self.nodes.get_mut(&id).expect("known node");
         if let Some(s) = rd.restore {
             node.applied = decode_sm(&s.data);
@@ -339,7 +359,7 @@ impl Net {
                 }
             }
         }
-        Ok(true)
+        Ok(())
     }
 
     pub fn check_election_safety(&mut self) -> Result<(), String> {
