@@ -167,9 +167,6 @@ pub fn init_node_tracing() {
         .try_init();
 }
 
-/// Worker threads of a node process's runtime: the driver is one task, the endpoints
-/// and transport a few more; two threads keep a node from hogging a shared machine.
-pub const NODE_WORKER_THREADS: usize = 2;
 
 /// Completes on ctrl-c or SIGTERM (whichever comes first).
 async fn termination() {
@@ -216,10 +213,16 @@ pub fn run_node_command(
         },
         other => NodeCliError::Startup(other.to_string()),
     })?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(NODE_WORKER_THREADS)
-        .enable_all()
-        .build()
+    let rt = match config.server.runtime_threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut multi = tokio::runtime::Builder::new_multi_thread();
+            multi.worker_threads(n);
+            multi
+        }
+    }
+    .enable_all()
+    .build()
         .map_err(|e| NodeCliError::Startup(format!("cannot start the tokio runtime: {e}")))?;
     let id = config.id;
     match rt.block_on(kvlab_server::run_node(config, termination())) {
