@@ -310,7 +310,8 @@ pub enum MessageBody {
         snapshot: Box<SnapshotMeta>,
         /// Byte offset of `data` in the snapshot.
         offset: u64,
-        /// The chunk.
+        /// The chunk (one byte string, as [`crate::Entry::data`]).
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
         /// Whether this is the last chunk.
         done: bool,

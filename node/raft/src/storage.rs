@@ -508,7 +508,9 @@ pub struct Entry {
     pub index: u64,
     /// Whether this is a client command or a leader's no-op.
     pub kind: EntryKind,
-    /// The command bytes (empty for a no-op).
+    /// The command bytes (empty for a no-op). Serialized as one byte string: postcard
+    /// writes the same bytes as for a sequence of `u8`, without a call per byte.
+    #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
 }
 
@@ -553,7 +555,8 @@ pub struct SnapshotMeta {
 pub struct Snapshot {
     /// Where the snapshot sits in the log.
     pub meta: SnapshotMeta,
-    /// The state machine image.
+    /// The state machine image (one byte string, as [`Entry::data`]).
+    #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
 }
 

@@ -183,7 +183,9 @@ pub enum EtcdOpKind {
 pub struct EtcdOp {
     /// Which request `request` encodes.
     pub kind: EtcdOpKind,
-    /// The protobuf-encoded request.
+    /// The protobuf-encoded request (as one byte string: postcard writes the same bytes
+    /// as for a sequence of `u8`, without a call per byte).
+    #[serde(with = "serde_bytes")]
     pub request: Vec<u8>,
 }
 
