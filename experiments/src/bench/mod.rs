@@ -386,8 +386,9 @@ pub fn run_bench(opts: &BenchOptions) -> Result<BenchReport, String> {
         .map_err(|e| format!("cannot start the tokio runtime: {e}"))?;
     // Spawned from this thread, which lives as long as the bench: the kvlab nodes' parent
     // death signal fires only when the bench ends.
-    let mut etcd = procs::start_etcd(&opts.etcd_bin, opts.members, work.path(), opts.lifetime())?;
-    let mut kvlab = procs::start_kvlab(&opts.kvlab_exe, opts.members, work.path(), opts.transport)?;
+    let ports = procs::BenchPorts::pick(opts.members, opts.transport == TransportKind::Udp)?;
+    let mut etcd = procs::start_etcd(&opts.etcd_bin, &ports, work.path(), opts.lifetime())?;
+    let mut kvlab = procs::start_kvlab(&opts.kvlab_exe, &ports, work.path(), opts.transport)?;
     eprintln!(
         "etcd at {}; kvlab at {}",
         etcd.endpoints.join(","),

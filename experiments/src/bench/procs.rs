@@ -15,7 +15,7 @@ use kvlab_server::{
 };
 use nix::sys::signal::Signal;
 
-use crate::local::procs::pick_ports;
+use crate::local::procs::pick_free;
 
 /// Pause between two checks whether a stopping process has exited.
 const STOP_POLL_MS: u64 = 20;
@@ -100,14 +100,52 @@ pub fn own_cpu_ticks() -> u64 {
     proc_cpu_ticks(std::process::id()).unwrap_or(0)
 }
 
-/// Starts `members` etcd members under `dir`, each under `timeout LIFETIME`.
+/// The loopback ports of one bench, all picked at once so that no two servers get the
+/// same one: etcd's (peer, client) per member, kvlab's (peer, client, admin) and etcd
+/// API port per node.
+#[derive(Debug)]
+pub struct BenchPorts {
+    etcd: Vec<(u16, u16)>,
+    kvlab: Vec<(u16, u16, u16)>,
+    kvlab_etcd_api: Vec<u16>,
+}
+
+impl BenchPorts {
+    /// Picks the ports of `members`-member clusters; kvlab's peers on UDP ports with
+    /// `udp_peers`.
+    pub fn pick(members: usize, udp_peers: bool) -> Result<BenchPorts, String> {
+        let kvlab_tcp = if udp_peers { 3 } else { 4 };
+        let (tcp, udp) = pick_free(
+            members * (2 + kvlab_tcp),
+            if udp_peers { members } else { 0 },
+        )
+        .map_err(|e| e.to_string())?;
+        let mut tcp = tcp.into_iter();
+        let mut next = || tcp.next().unwrap_or_default();
+        let etcd = (0..members).map(|_| (next(), next())).collect();
+        let kvlab_etcd_api = (0..members).map(|_| next()).collect();
+        let kvlab = (0..members)
+            .map(|i| {
+                let peer = if udp_peers { udp[i] } else { next() };
+                (peer, next(), next())
+            })
+            .collect();
+        Ok(BenchPorts {
+            etcd,
+            kvlab,
+            kvlab_etcd_api,
+        })
+    }
+}
+
+/// Starts `members` etcd members on `ports` under `dir`, each under `timeout LIFETIME`.
 pub fn start_etcd(
     bin: &Path,
-    members: usize,
+    ports: &BenchPorts,
     dir: &Path,
     lifetime: Duration,
 ) -> Result<Servers, String> {
-    let ports = pick_ports(members, false).map_err(|e| e.to_string())?;
+    let ports = &ports.etcd;
     let cluster: Vec<String> = ports
         .iter()
         .enumerate()
@@ -119,7 +157,7 @@ pub fn start_etcd(
         endpoints: Vec::new(),
         procs: Vec::new(),
     };
-    for (i, (peer, client, _)) in ports.iter().copied().enumerate() {
+    for (i, (peer, client)) in ports.iter().copied().enumerate() {
         let name = format!("e{}", i + 1);
         let client_url = format!("http://{}", loopback(client));
         let peer_url = format!("http://{}", loopback(peer));
@@ -226,16 +264,13 @@ fn kvlab_config(
 /// Starts `members` kvlab nodes (`exe node --config … --exit-with-parent`) under `dir`.
 pub fn start_kvlab(
     exe: &Path,
-    members: usize,
+    ports: &BenchPorts,
     dir: &Path,
     transport: TransportKind,
 ) -> Result<Servers, String> {
-    let ports = pick_ports(members, transport == TransportKind::Udp).map_err(|e| e.to_string())?;
-    let etcd_ports: Vec<u16> = pick_ports(members, false)
-        .map_err(|e| e.to_string())?
-        .iter()
-        .map(|p| p.1)
-        .collect();
+    let members = ports.kvlab.len();
+    let etcd_ports = &ports.kvlab_etcd_api;
+    let ports = &ports.kvlab;
     let token = crate::local::procs::run_token(1);
     let secret = kvlab_server::generate_cluster_secret(1);
     let mut servers = Servers {
@@ -248,8 +283,8 @@ pub fn start_kvlab(
         std::fs::create_dir_all(&node_dir).map_err(|e| format!("{}: {e}", node_dir.display()))?;
         let config = kvlab_config(
             id,
-            &ports,
-            &etcd_ports,
+            ports,
+            etcd_ports,
             transport,
             node_dir.join("data"),
             &token,

@@ -58,36 +58,49 @@ pub struct ProcessCluster {
     pids: Vec<u32>,
 }
 
-/// Free loopback ports, all held until every one is picked (so one run never gets the
-/// same port twice), then released for the nodes to bind.
+/// Free loopback ports for `count` nodes, (peer, client, admin) each, the peer port a
+/// UDP one with `udp_peers`; all distinct (see [`pick_free`]).
 pub(crate) fn pick_ports(
     count: usize,
     udp_peers: bool,
 ) -> Result<Vec<(u16, u16, u16)>, ExperimentError> {
+    let per_node = if udp_peers { 2 } else { 3 };
+    let (tcp, udp) = pick_free(count * per_node, if udp_peers { count } else { 0 })?;
+    let mut tcp = tcp.into_iter();
+    let mut udp = udp.into_iter();
+    let next = |from: &mut std::vec::IntoIter<u16>| from.next().unwrap_or_default();
+    Ok((0..count)
+        .map(|_| {
+            let peer = if udp_peers {
+                next(&mut udp)
+            } else {
+                next(&mut tcp)
+            };
+            (peer, next(&mut tcp), next(&mut tcp))
+        })
+        .collect())
+}
+
+/// `tcp` TCP and `udp` UDP free loopback ports, all held until every one is picked (so
+/// none is handed out twice), then released for the servers to bind. Whatever needs
+/// ports at the same time must take them from one call.
+pub(crate) fn pick_free(tcp: usize, udp: usize) -> Result<(Vec<u16>, Vec<u16>), ExperimentError> {
     let err = |e: std::io::Error| ExperimentError::Backend(format!("cannot pick a free port: {e}"));
-    let mut tcp = Vec::new();
-    let mut udp = Vec::new();
-    let mut ports = Vec::with_capacity(count);
-    let tcp_port = |held: &mut Vec<std::net::TcpListener>| -> Result<u16, ExperimentError> {
+    let mut held_tcp = Vec::with_capacity(tcp);
+    let mut held_udp = Vec::with_capacity(udp);
+    let mut tcp_ports = Vec::with_capacity(tcp);
+    let mut udp_ports = Vec::with_capacity(udp);
+    for _ in 0..tcp {
         let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(err)?;
-        let p = l.local_addr().map_err(err)?.port();
-        held.push(l);
-        Ok(p)
-    };
-    for _ in 0..count {
-        let peer = if udp_peers {
-            let s = std::net::UdpSocket::bind("127.0.0.1:0").map_err(err)?;
-            let p = s.local_addr().map_err(err)?.port();
-            udp.push(s);
-            p
-        } else {
-            tcp_port(&mut tcp)?
-        };
-        let client = tcp_port(&mut tcp)?;
-        let admin = tcp_port(&mut tcp)?;
-        ports.push((peer, client, admin));
+        tcp_ports.push(l.local_addr().map_err(err)?.port());
+        held_tcp.push(l);
     }
-    Ok(ports)
+    for _ in 0..udp {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").map_err(err)?;
+        udp_ports.push(s.local_addr().map_err(err)?.port());
+        held_udp.push(s);
+    }
+    Ok((tcp_ports, udp_ports))
 }
 
 fn loopback(port: u16) -> SocketAddr {

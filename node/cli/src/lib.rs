@@ -167,7 +167,6 @@ pub fn init_node_tracing() {
         .try_init();
 }
 
-
 /// Completes on ctrl-c or SIGTERM (whichever comes first).
 async fn termination() {
     let ctrl_c = tokio::signal::ctrl_c();
@@ -223,7 +222,7 @@ pub fn run_node_command(
     }
     .enable_all()
     .build()
-        .map_err(|e| NodeCliError::Startup(format!("cannot start the tokio runtime: {e}")))?;
+    .map_err(|e| NodeCliError::Startup(format!("cannot start the tokio runtime: {e}")))?;
     let id = config.id;
     match rt.block_on(kvlab_server::run_node(config, termination())) {
         Ok(()) => Ok(0),

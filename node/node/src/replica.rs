@@ -21,8 +21,8 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 
 use kvlab_raft::{
-    EntryKind, GroupId, HardState, RaftError, RaftGroup, RaftMessage, RaftRecord, Ready,
-    Snapshot, WalRecord,
+    EntryKind, GroupId, HardState, RaftError, RaftGroup, RaftMessage, RaftRecord, Ready, Snapshot,
+    WalRecord,
 };
 use kvlab_types::{
     ClientError, ClientRequest, ClientResponse, InvalidRequest, KvOp, NodeEvent, NodeId, OpOutput,

@@ -822,7 +822,10 @@ fn recovery_restores_term_vote_log_and_reapplies_committed_entries() {
 /// the leader `n(1)`, all of it.
 fn assert_reapplies_prefix_then_all(net: &mut Net, id: NodeId, before: &[(u64, u64, Vec<u8>)]) {
     let now = &net.nodes[&id].applied;
-    assert!(before.starts_with(now), "{now:?} is not a prefix of {before:?}");
+    assert!(
+        before.starts_with(now),
+        "{now:?} is not a prefix of {before:?}"
+    );
     net.tick(n(1)).unwrap();
     net.deliver_all().unwrap();
     assert_eq!(net.nodes[&id].applied, before);

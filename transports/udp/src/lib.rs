@@ -440,10 +440,7 @@ impl<M: Message + Send> Transport for UdpTransport<M> {
 
     async fn shutdown(&self) {
         self.inbox.mark_closed();
-        self.direct
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        self.direct.lock().unwrap_or_else(|p| p.into_inner()).take();
         self.delay.stop().await;
         let tasks: Vec<_> = self.lock_tasks().drain(..).collect();
         for t in &tasks {

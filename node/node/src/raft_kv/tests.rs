@@ -409,8 +409,7 @@ fn compaction_saves_a_wal_image_that_a_restart_recovers_from() {
     }
     assert!(snapshots >= 2, "{snapshots} snapshots");
     let mut out = Out::new();
-    let mut restarted =
-        RaftKv::boot(&mut Cx::new(me, now, &mut rng), &cfg, &[me], disk, &mut out);
+    let mut restarted = RaftKv::boot(&mut Cx::new(me, now, &mut rng), &cfg, &[me], disk, &mut out);
     assert_eq!(restarted.poisoned(), None);
     assert_eq!(restarted.term(), node.term());
     // The commit index is only a hint riding with later records: at boot the node has
@@ -421,7 +420,10 @@ fn compaction_saves_a_wal_image_that_a_restart_recovers_from() {
         restarted.on_timer(&mut Cx::new(me, now, &mut rng), TICK_TIMER, &mut out);
     }
     deliver_to_self(&mut restarted, me, now, &mut rng, &mut out);
-    assert!(restarted.applied_index() > node.applied_index(), "its no-op too");
+    assert!(
+        restarted.applied_index() > node.applied_index(),
+        "its no-op too"
+    );
     assert_eq!(
         restarted.store_of(DEFAULT_GROUP),
         node.store_of(DEFAULT_GROUP)
