@@ -15,7 +15,7 @@ use kvlab_server::{
 };
 use nix::sys::signal::Signal;
 
-use crate::local::procs::pick_free;
+use crate::local::procs::{node_ports, pick_free};
 
 /// Pause between two checks whether a stopping process has exited.
 const STOP_POLL_MS: u64 = 20;
@@ -124,12 +124,7 @@ impl BenchPorts {
         let mut next = || tcp.next().unwrap_or_default();
         let etcd = (0..members).map(|_| (next(), next())).collect();
         let kvlab_etcd_api = (0..members).map(|_| next()).collect();
-        let kvlab = (0..members)
-            .map(|i| {
-                let peer = if udp_peers { udp[i] } else { next() };
-                (peer, next(), next())
-            })
-            .collect();
+        let kvlab = node_ports(members, &mut tcp, udp_peers.then_some(udp));
         Ok(BenchPorts {
             etcd,
             kvlab,

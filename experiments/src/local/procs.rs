@@ -66,19 +66,30 @@ pub(crate) fn pick_ports(
 ) -> Result<Vec<(u16, u16, u16)>, ExperimentError> {
     let per_node = if udp_peers { 2 } else { 3 };
     let (tcp, udp) = pick_free(count * per_node, if udp_peers { count } else { 0 })?;
-    let mut tcp = tcp.into_iter();
-    let mut udp = udp.into_iter();
-    let next = |from: &mut std::vec::IntoIter<u16>| from.next().unwrap_or_default();
-    Ok((0..count)
-        .map(|_| {
-            let peer = if udp_peers {
-                next(&mut udp)
-            } else {
-                next(&mut tcp)
+    Ok(node_ports(
+        count,
+        &mut tcp.into_iter(),
+        udp_peers.then_some(udp),
+    ))
+}
+
+/// (peer, client, admin) for `count` nodes, taken in order from `tcp`; the peer ports
+/// from `udp` instead when given (one per node).
+pub(crate) fn node_ports(
+    count: usize,
+    tcp: &mut impl Iterator<Item = u16>,
+    udp: Option<Vec<u16>>,
+) -> Vec<(u16, u16, u16)> {
+    let mut next = || tcp.next().unwrap_or_default();
+    (0..count)
+        .map(|i| {
+            let peer = match &udp {
+                Some(udp) => udp.get(i).copied().unwrap_or_default(),
+                None => next(),
             };
-            (peer, next(&mut tcp), next(&mut tcp))
+            (peer, next(), next())
         })
-        .collect())
+        .collect()
 }
 
 /// `tcp` TCP and `udp` UDP free loopback ports, all held until every one is picked (so
